@@ -1,0 +1,1 @@
+"""screenpop daemon: FreeSWITCH event socket, call tracking, and the simulator."""

@@ -1,0 +1,163 @@
+"""The daemon's configuration: one TOML file, every option with a documented default (see docs/configuration.md)."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """The configuration file is unreadable or holds a value that cannot work."""
+
+
+def default_state_dir() -> Path:
+    """Where the embedded database lives: systemd's StateDirectory, else /var/lib for root, else XDG state."""
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    if os.geteuid() == 0:
+        return Path("/var/lib/screenpop")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "screenpop"
+
+
+@dataclass
+class FreeswitchConfig:
+    """How to reach FreeSWITCH's event socket (mod_event_socket)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8021
+    password: str = "ClueCon"
+    password_file: str = ""
+    connect_timeout: float = 5.0
+    command_timeout: float = 5.0
+    reconnect_min: float = 0.5
+    reconnect_max: float = 10.0
+
+    def secret(self) -> str:
+        """The ESL password: the file wins over the inline value; never logged."""
+        if self.password_file:
+            try:
+                return Path(self.password_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"[freeswitch] password_file: cannot read {self.password_file}: {exc.strerror}") from exc
+        return self.password
+
+
+@dataclass
+class DatabaseConfig:
+    """Where calls and customers are stored: sqlite:///path or postgresql://user@host/db."""
+
+    url: str = ""
+    batch_max: int = 500
+
+    def resolved_url(self) -> str:
+        """The configured URL, or the embedded SQLite file in the state directory."""
+        return self.url or f"sqlite:///{default_state_dir() / 'screenpop.db'}"
+
+
+@dataclass
+class NumbersConfig:
+    """Phone number rules: what an extension looks like, the default region, suffix matching."""
+
+    default_region: str = "US"
+    extension_pattern: str = r"^[1-9][0-9]{1,4}$"
+    suffix_digits: int = 8
+
+
+@dataclass
+class PbxConfig:
+    """Which SIP profiles face the phone network; legs through a gateway always count as external."""
+
+    trunk_profiles: list[str] = field(default_factory=lambda: ["external"])
+    trunk_contexts: list[str] = field(default_factory=lambda: ["public"])
+
+
+@dataclass
+class HttpConfig:
+    """The daemon's HTTP listener (API, push stream, web pages)."""
+
+    listen: str = "127.0.0.1:8080"
+
+
+@dataclass
+class LogConfig:
+    """Log verbosity: debug, info, warning or error."""
+
+    level: str = "info"
+
+
+@dataclass
+class Config:
+    """The whole daemon configuration."""
+
+    freeswitch: FreeswitchConfig = field(default_factory=FreeswitchConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    numbers: NumbersConfig = field(default_factory=NumbersConfig)
+    pbx: PbxConfig = field(default_factory=PbxConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    node: str = ""
+
+
+def _section(cls: type, name: str, raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    known = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"[{name}] unknown option {key!r} (known: {', '.join(sorted(known))})")
+        default = getattr(cls(), key)
+        if isinstance(default, bool) or not isinstance(value, type(default)):
+            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            elif not (isinstance(default, bool) and isinstance(value, bool)):
+                raise ConfigError(f"[{name}] {key} must be {type(default).__name__}, got {type(value).__name__}")
+        values[key] = value
+    return cls(**values)
+
+
+def parse(data: dict[str, Any]) -> Config:
+    """Build a Config from parsed TOML, rejecting unknown keys and wrong types with a clear message."""
+    sections = {f.name: f.default_factory for f in fields(Config) if f.name != "node"}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "node":
+            if not isinstance(value, str):
+                raise ConfigError("node must be a string")
+            kwargs["node"] = value
+        elif key in sections:
+            kwargs[key] = _section(type(sections[key]()), key, value)
+        else:
+            raise ConfigError(f"unknown section [{key}]")
+    config = Config(**kwargs)
+    try:
+        re.compile(config.numbers.extension_pattern)
+    except re.error as exc:
+        raise ConfigError(f"[numbers] extension_pattern is not a regular expression: {exc}") from exc
+    if not 4 <= config.numbers.suffix_digits <= 15:
+        raise ConfigError("[numbers] suffix_digits must be between 4 and 15")
+    if config.log.level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError("[log] level must be debug, info, warning or error")
+    return config
+
+
+def load(path: str | os.PathLike[str] | None) -> Config:
+    """Read the TOML file at path (None: all defaults)."""
+    if path is None:
+        return Config()
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
+    return parse(data)

@@ -1,0 +1,1 @@
+"""screenpop storage: models, migrations, phone numbers, lookups, import."""

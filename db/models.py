@@ -1,0 +1,178 @@
+"""The peewee models: customers and their numbers, employees, orders, calls and call events."""
+from __future__ import annotations
+
+import datetime as dt
+
+from peewee import (
+    AutoField,
+    BigAutoField,
+    BooleanField,
+    CharField,
+    DatabaseProxy,
+    DateTimeField,
+    DecimalField,
+    FloatField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+
+database = DatabaseProxy()
+
+CATEGORIES = ("regular", "vip", "problem")
+DIRECTIONS = ("INCOMING", "OUTGOING", "INTERNAL")
+POP_EVENTS = ("ringing", "dialing", "answered", "answered_elsewhere", "missed", "transferred", "ended")
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC now: every timestamp in the database is naive UTC."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class Employee(BaseModel):
+    """An operator or other staff member, reachable on one extension."""
+
+    id = AutoField()
+    name = CharField(max_length=200)
+    extension = CharField(max_length=32, unique=True)
+    active = BooleanField(default=True)
+
+
+class Customer(BaseModel):
+    """A person or company that calls in or is called."""
+
+    id = AutoField()
+    external_id = CharField(max_length=100, null=True, unique=True)
+    name = CharField(max_length=300, default="")
+    company = CharField(max_length=300, default="")
+    category = CharField(max_length=16, default="regular")
+    note = TextField(default="")
+    city = CharField(max_length=200, default="")
+    country = CharField(max_length=200, default="")
+    photo = CharField(max_length=500, null=True)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+
+class Phone(BaseModel):
+    """One number of a customer; e164 is the normalised form, rev the reversed digits for suffix lookup."""
+
+    id = AutoField()
+    customer = ForeignKeyField(Customer, backref="phones", on_delete="CASCADE")
+    e164 = CharField(max_length=32, index=True)
+    rev = CharField(max_length=32, index=True)
+    raw = CharField(max_length=64)
+    label = CharField(max_length=64, default="")
+
+    class Meta:
+        indexes = ((("customer", "e164"), True),)
+
+
+class Order(BaseModel):
+    """A customer's order: stage, responsible employee, amount and what has been paid."""
+
+    id = AutoField()
+    customer = ForeignKeyField(Customer, backref="orders", on_delete="CASCADE")
+    number = CharField(max_length=64, unique=True)
+    title = CharField(max_length=300, default="")
+    stage = CharField(max_length=100, default="")
+    responsible = ForeignKeyField(Employee, null=True, backref="orders", on_delete="SET NULL")
+    amount = DecimalField(max_digits=14, decimal_places=2, default=0)
+    paid = DecimalField(max_digits=14, decimal_places=2, default=0)
+    status = CharField(max_length=16, default="open")
+
+
+class Call(BaseModel):
+    """One business call, keyed by its a-leg UUID, with its outcome."""
+
+    id = AutoField()
+    uuid = CharField(max_length=64, unique=True)
+    direction = CharField(max_length=16)
+    external_number = CharField(max_length=128, default="")
+    external_name = TextField(default="")
+    external_e164 = CharField(max_length=32, null=True, index=True)
+    did = CharField(max_length=64, null=True)
+    from_extension = CharField(max_length=32, null=True)
+    customer = ForeignKeyField(Customer, null=True, backref="calls", on_delete="SET NULL")
+    matches = IntegerField(default=0)
+    extension = CharField(max_length=32, null=True, index=True)
+    employee = ForeignKeyField(Employee, null=True, backref="calls", on_delete="SET NULL")
+    answered_by = CharField(max_length=32, null=True)
+    external_answered = BooleanField(null=True)
+    started_at = DateTimeField(index=True)
+    answered_at = DateTimeField(null=True)
+    ended_at = DateTimeField(null=True)
+    ring_seconds = FloatField(null=True)
+    talk_seconds = FloatField(null=True)
+    a_leg_billsec = IntegerField(null=True)
+    hangup_cause = CharField(max_length=64, null=True)
+    missed = BooleanField(default=False)
+    node = CharField(max_length=200, default="")
+
+
+class CallParty(BaseModel):
+    """One extension's part in a call: when it rang, answered, talked, missed or was transferred away."""
+
+    id = AutoField()
+    call = ForeignKeyField(Call, backref="parties", on_delete="CASCADE")
+    extension = CharField(max_length=32, index=True)
+    employee = ForeignKeyField(Employee, null=True, on_delete="SET NULL")
+    role = CharField(max_length=16)
+    seq = IntegerField(default=0)
+    rang_at = DateTimeField(null=True)
+    answered_at = DateTimeField(null=True)
+    ended_at = DateTimeField(null=True)
+    talk_seconds = FloatField(null=True)
+    outcome = CharField(max_length=24, null=True)
+    talked = BooleanField(default=False)
+
+    class Meta:
+        indexes = ((("call", "extension"), True),)
+
+
+class CallEvent(BaseModel):
+    """Append-only pop log: one row per state change an extension is told about; id is the push event id."""
+
+    id = BigAutoField()
+    call = ForeignKeyField(Call, backref="events", on_delete="CASCADE")
+    uuid = CharField(max_length=64)
+    extension = CharField(max_length=32)
+    event = CharField(max_length=24)
+    direction = CharField(max_length=16)
+    external_number = CharField(max_length=128, default="")
+    external_name = TextField(default="")
+    customer = ForeignKeyField(Customer, null=True, on_delete="SET NULL")
+    matches = IntegerField(default=0)
+    at = DateTimeField()
+
+    class Meta:
+        indexes = ((("extension", "id"), False),)
+
+
+class ApiToken(BaseModel):
+    """A hashed API token bound to a role and, for operators, to one extension."""
+
+    id = AutoField()
+    name = CharField(max_length=100, default="")
+    token_hash = CharField(max_length=128, unique=True)
+    role = CharField(max_length=16, default="operator")
+    extension = CharField(max_length=32, null=True)
+    created_at = DateTimeField(default=utcnow)
+    revoked_at = DateTimeField(null=True)
+
+
+class SchemaVersion(BaseModel):
+    """Which migrations have been applied."""
+
+    version = IntegerField(primary_key=True)
+    applied_at = DateTimeField(default=utcnow)
+
+
+ALL_MODELS = [Employee, Customer, Phone, Order, Call, CallParty, CallEvent, ApiToken]

@@ -1,0 +1,1 @@
+"""screenpop workstation tray client."""
