@@ -1,0 +1,533 @@
+"""Call tracking: one state machine per business call, fed FreeSWITCH channel events in stream order.
+
+A call is keyed by its a-leg. Legs join it through ``variable_originator`` (bridge and ring-group
+b-legs), ``variable_cc_member_session_uuid`` (mod_callcenter agent legs) or a CHANNEL_BRIDGE that
+pulls a leg in from another call (attended transfer). The direction rules live in
+``screenpop.daemon.direction``; this module decides which extension is told what, and when:
+
+* INCOMING / INTERNAL callee: ``ringing`` when its phone rings (CHANNEL_PROGRESS on a leg towards
+  it), ``answered`` when that leg answers, ``answered_elsewhere`` when another extension answers
+  after it started ringing, ``missed`` when the call ends and nobody answered after it rang.
+* OUTGOING and INTERNAL caller: ``dialing`` once the call's other side is known, then for OUTGOING
+  ``answered`` when the far end answers.
+* ``transferred`` for an extension whose answered leg leaves by a transfer (its last event);
+  ``ended`` for every extension still connected when its leg or the call ends (INTERNAL callers
+  only if they talked).
+
+Times come from each event's own ``Event-Date-Timestamp``, so a replay at any speed records the same
+durations. Nothing here touches the database: changes go to a ``Sink``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from screenpop.daemon.direction import (
+    EXTERNAL,
+    INCOMING,
+    INTERNAL,
+    OTHER,
+    OUTGOING,
+    PHONE,
+    DirectionRules,
+    LegInfo,
+    call_direction,
+    parent_uuid,
+)
+from screenpop.daemon.protocol import Event
+
+log = logging.getLogger("screenpop.calls")
+
+# The events the tracker reads; the ESL subscription asks for exactly these.
+SUBSCRIBED_EVENTS = [
+    "CHANNEL_CREATE",
+    "CHANNEL_PROGRESS",
+    "CHANNEL_PROGRESS_MEDIA",
+    "CHANNEL_ANSWER",
+    "CHANNEL_BRIDGE",
+    "CHANNEL_HANGUP",
+    "CHANNEL_HANGUP_COMPLETE",
+    "CHANNEL_DESTROY",
+    "CUSTOM",
+    "sofia::transferor",
+    "sofia::transferee",
+    "sofia::replaced",
+]
+
+TRANSFER_DISPOSITIONS = ("BLIND_TRANSFER", "ATTENDED_TRANSFER")
+FORGET_AFTER = 50_000  # how many finished leg UUIDs are remembered so their late events are ignored
+
+# Party states
+IDLE, RINGING, RANG, ANSWERED, DONE = "idle", "ringing", "rang", "answered", "done"
+
+
+def event_time(h: Mapping[str, str]) -> dt.datetime:
+    """The event's own time (Event-Date-Timestamp, µs since the epoch) as naive UTC."""
+    try:
+        us = int(h.get("Event-Date-Timestamp", ""))
+    except ValueError:
+        return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=us)
+
+
+@dataclass(eq=False)
+class Party:
+    """One extension's part in a call."""
+
+    extension: str
+    role: str
+    seq: int
+    state: str = IDLE
+    rang_at: dt.datetime | None = None
+    answered_at: dt.datetime | None = None
+    ended_at: dt.datetime | None = None
+    outcome: str | None = None
+    talked: bool = False
+    talk_seconds: float | None = None
+    dirty: bool = True
+
+
+@dataclass(eq=False)
+class Leg:
+    """One FreeSWITCH channel that belongs to a call."""
+
+    __slots__ = ("uuid", "call", "info", "hung_up", "answered", "transfer")
+    uuid: str
+    call: "CallState"
+    info: LegInfo
+    hung_up: bool
+    answered: bool
+    transfer: bool
+
+
+@dataclass(eq=False)
+class CallState:
+    """What is known about one business call; the writer persists it as Call and CallParty rows."""
+
+    uuid: str
+    a_leg: Leg | None
+    started_at: dt.datetime
+    direction: str | None = None
+    external_number: str | None = None
+    external_name: str | None = None
+    did: str | None = None
+    dialed: str = ""
+    caller_name: str = ""
+    from_extension: str | None = None
+    customer_id: int | None = None
+    matches: int = 0
+    parties: dict[str, Party] = field(default_factory=dict)
+    rung: list[str] = field(default_factory=list)
+    talked: list[str] = field(default_factory=list)
+    answered_by: str | None = None
+    external_answered: bool | None = None
+    answered_at: dt.datetime | None = None
+    ended_at: dt.datetime | None = None
+    hangup_cause: str | None = None
+    a_leg_billsec: int | None = None
+    legs: list[Leg] = field(default_factory=list)
+    finished: bool = False
+    db_id: int | None = None
+
+    @property
+    def missed(self) -> bool:
+        """Nobody the call was meant for picked up (INCOMING or INTERNAL); OUTGOING calls are never missed."""
+        return self.direction in (INCOMING, INTERNAL) and self.answered_by is None and self.finished
+
+    @property
+    def extension(self) -> str | None:
+        """The extension the call is filed under: who answered, else who called, else the first that rang."""
+        return self.answered_by or self.from_extension or (self.rung[0] if self.rung else None)
+
+    def ring_seconds(self) -> float | None:
+        """From the call's start to the first answer (or to its end when nobody answered)."""
+        end = self.answered_at or self.ended_at
+        return None if end is None else max(0.0, (end - self.started_at).total_seconds())
+
+    def talk_seconds(self) -> float | None:
+        """From the first answer to the end of the call."""
+        if self.answered_at is None or self.ended_at is None:
+            return None
+        return max(0.0, (self.ended_at - self.answered_at).total_seconds())
+
+    def summary(self) -> dict:
+        """The call in the shape of the captures' expected.json ``calls`` entries."""
+        return {
+            "direction": self.direction,
+            "external_number": self.external_number,
+            "external_name": self.external_name,
+            "did": self.did,
+            "from_extension": self.from_extension,
+            "extensions_rung": list(self.rung),
+            "answered_by": self.answered_by,
+            "external_answered": self.external_answered,
+            "answered_elsewhere": [p.extension for p in self.parties.values() if p.outcome == "answered_elsewhere"],
+            "missed_by": [p.extension for p in self.parties.values() if p.outcome == "missed"],
+            "talked": list(self.talked),
+            "hangup_cause": self.hangup_cause,
+            "a_leg_billsec": self.a_leg_billsec,
+        }
+
+
+class Sink(Protocol):
+    """Where the tracker's conclusions go (the database writer, or a list in tests)."""
+
+    def save_call(self, call: CallState) -> None: ...
+
+    def pop(self, call: CallState, extension: str, event: str, at: dt.datetime, peer_number: str, peer_name: str) -> None: ...
+
+
+class CallTracker:
+    """Turns the ordered event stream into calls, parties and pops."""
+
+    def __init__(
+        self,
+        rules: DirectionRules,
+        sink: Sink,
+        lookup: Callable[[str], tuple[int | None, int]] = lambda number: (None, 0),
+    ) -> None:
+        self.rules = rules
+        self.sink = sink
+        self.lookup = lookup
+        self.legs: dict[str, Leg] = {}
+        self.calls: dict[str, CallState] = {}
+        self._forgotten: OrderedDict[str, None] = OrderedDict()
+        self._handlers: dict[str, Callable[[Leg, Mapping[str, str], dt.datetime], None]] = {
+            "CHANNEL_PROGRESS": self._on_progress,
+            "CHANNEL_PROGRESS_MEDIA": self._on_progress,
+            "CHANNEL_ANSWER": self._on_answer,
+            "CHANNEL_BRIDGE": self._on_bridge,
+            "CHANNEL_HANGUP": self._on_hangup,
+            "CHANNEL_HANGUP_COMPLETE": self._on_hangup_complete,
+            "CHANNEL_DESTROY": self._on_destroy,
+            "sofia::transferor": self._on_transfer_hint,
+            "sofia::replaced": self._on_transfer_hint,
+        }
+
+    # ---- intake -------------------------------------------------------------------------
+
+    def handle(self, event: Event) -> None:
+        """Apply one event; anything that is not about a channel of interest is ignored."""
+        h = event.headers
+        uuid = h.get("Unique-ID")
+        name = event.name
+        if not uuid or uuid in self._forgotten or (name not in self._handlers and name != "CHANNEL_CREATE"):
+            return
+        at = event_time(h)
+        leg = self.legs.get(uuid)
+        if leg is None:
+            if name in ("CHANNEL_HANGUP_COMPLETE", "CHANNEL_DESTROY") and not parent_uuid(h):
+                return
+            leg = self._register(uuid, h, at)
+            if leg is None:
+                return
+        handler = self._handlers.get(name)
+        if handler is not None:
+            handler(leg, h, at)
+
+    # ---- legs and calls -------------------------------------------------------------------
+
+    def _register(self, uuid: str, h: Mapping[str, str], at: dt.datetime) -> Leg | None:
+        """A leg seen for the first time: join it to its parent's call, or open a call with it as a-leg."""
+        info = self.rules.classify_leg(h)
+        parent = parent_uuid(h)
+        if parent:
+            owner = self.legs.get(parent)
+            if owner is None:
+                log.debug("leg %s belongs to unknown or finished leg %s; ignored", uuid, parent)
+                self._forget(uuid)
+                return None
+            leg = Leg(uuid, owner.call, info, False, False, False)
+            self.legs[uuid] = leg
+            owner.call.legs.append(leg)
+            if owner.call.direction is None:
+                self._decide(owner.call, leg, h, at)
+            return leg
+        call = CallState(uuid=uuid, a_leg=None, started_at=at)
+        leg = Leg(uuid, call, info, False, False, False)
+        call.a_leg = leg
+        call.legs.append(leg)
+        self.legs[uuid] = leg
+        self.calls[uuid] = call
+        call.dialed = h.get("Caller-Destination-Number", "")
+        call.caller_name = h.get("Caller-Caller-ID-Name", "")
+        if info.kind == EXTERNAL:
+            if info.inbound:
+                call.external_number = h.get("Caller-Caller-ID-Number", "")
+                call.external_name = h.get("Caller-Orig-Caller-ID-Name") or h.get("Caller-Caller-ID-Name", "")
+                call.did = h.get("variable_sip_req_user") or h.get("variable_sip_to_user") or call.dialed or None
+            else:
+                call.external_number = call.dialed
+        log.debug("call %s opened by %s leg %s", uuid, info.kind, h.get("Channel-Name", ""))
+        self._decide(call, None, h, at)
+        return leg
+
+    def _decide(self, call: CallState, joining: Leg | None, h: Mapping[str, str], at: dt.datetime) -> None:
+        """Settle the call's direction as soon as the rules can, and tell the caller it is dialing."""
+        a = call.a_leg.info
+        j = joining.info if joining else LegInfo(OTHER, None, False)
+        direction = call_direction(a, j)
+        if direction is None:
+            return
+        call.direction = direction
+        if direction == OUTGOING:
+            call.from_extension = (a if a.kind == PHONE else j).extension
+            if call.external_number is None:
+                call.external_number = h.get("Caller-Destination-Number", "") or call.dialed
+        elif direction == INTERNAL:
+            call.from_extension = a.extension
+        self._resolve_customer(call)
+        if call.from_extension:
+            self._party(call, call.from_extension, "caller")
+            self._pop(call, call.from_extension, "dialing", at)
+        self.sink.save_call(call)
+
+    def _resolve_customer(self, call: CallState) -> None:
+        if call.external_number:
+            call.customer_id, call.matches = self.lookup(call.external_number)
+
+    def _party(self, call: CallState, extension: str, role: str) -> Party:
+        party = call.parties.get(extension)
+        if party is None:
+            party = Party(extension=extension, role=role, seq=len(call.parties))
+            call.parties[extension] = party
+        return party
+
+    def _forget(self, uuid: str) -> None:
+        self._forgotten[uuid] = None
+        if len(self._forgotten) > FORGET_AFTER:
+            self._forgotten.popitem(last=False)
+
+    # ---- pops -----------------------------------------------------------------------------
+
+    def _peer(self, call: CallState, extension: str) -> tuple[str, str]:
+        """What the extension's card shows as the other side: the external party, or the other extension."""
+        if call.direction != INTERNAL:
+            return call.external_number or "", call.external_name or ""
+        if extension == call.from_extension:
+            return call.dialed, ""
+        return call.from_extension or "", call.caller_name
+
+    def _pop(self, call: CallState, extension: str, event: str, at: dt.datetime) -> None:
+        number, name = self._peer(call, extension)
+        self.sink.pop(call, extension, event, at, number, name)
+
+    # ---- handlers -------------------------------------------------------------------------
+
+    def _on_progress(self, leg: Leg, h: Mapping[str, str], at: dt.datetime) -> None:
+        call = leg.call
+        if call.finished or leg.info.kind != PHONE or leg.info.inbound or leg.answered:
+            return
+        ext = leg.info.extension
+        if ext not in call.rung:
+            call.rung.append(ext)
+        if call.direction is None or ext == call.from_extension:
+            return  # click-to-call: the operator's own phone rings before the far end is dialled
+        party = self._party(call, ext, "callee")
+        if party.state == RANG:
+            party.state = RINGING
+        if party.state in (RINGING, ANSWERED):
+            return
+        party.state = RINGING
+        party.rang_at = party.rang_at or at
+        party.dirty = True
+        self._pop(call, ext, "ringing", at)
+        self.sink.save_call(call)
+
+    def _on_answer(self, leg: Leg, h: Mapping[str, str], at: dt.datetime) -> None:
+        call = leg.call
+        if call.finished or leg.answered:
+            return
+        leg.answered = True
+        if call.direction == OUTGOING and leg.info.kind == EXTERNAL:
+            self._external_answered(call, at)
+        elif (
+            call.direction is not None
+            and leg.info.kind == PHONE
+            and not leg.info.inbound
+            and leg.info.extension != call.from_extension
+        ):
+            self._connect(call, leg.info.extension, at)
+
+    def _external_answered(self, call: CallState, at: dt.datetime) -> None:
+        if call.external_answered:
+            return
+        call.external_answered = True
+        call.answered_at = call.answered_at or at
+        ext = call.from_extension
+        if ext:
+            party = self._party(call, ext, "caller")
+            party.state = ANSWERED
+            party.answered_at = at
+            party.talked = True
+            party.dirty = True
+            if ext not in call.talked:
+                call.talked.append(ext)
+            self._pop(call, ext, "answered", at)
+        self.sink.save_call(call)
+
+    def _connect(self, call: CallState, ext: str, at: dt.datetime) -> None:
+        """An extension is now talking in this call: answered, or brought in by a transfer."""
+        party = self._party(call, ext, "callee")
+        if party.state == ANSWERED:
+            return
+        if party.state not in (RINGING, RANG):
+            self._pop(call, ext, "ringing", at)
+            party.rang_at = party.rang_at or at
+        party.state = ANSWERED
+        party.answered_at = at
+        party.talked = True
+        party.outcome = "answered"
+        party.dirty = True
+        self._pop(call, ext, "answered", at)
+        if call.answered_by is None:
+            call.answered_by = ext
+            call.answered_at = at
+        if call.direction == INTERNAL and call.from_extension and call.from_extension not in call.talked:
+            call.talked.append(call.from_extension)
+            caller = self._party(call, call.from_extension, "caller")
+            caller.talked = True
+            caller.state = ANSWERED
+            caller.answered_at = caller.answered_at or at
+            caller.dirty = True
+        if ext not in call.talked:
+            call.talked.append(ext)
+        for other in call.parties.values():
+            if other is not party and other.state in (RINGING, RANG):
+                other.state = DONE
+                other.outcome = "answered_elsewhere"
+                other.ended_at = at
+                other.dirty = True
+                self._pop(call, other.extension, "answered_elsewhere", at)
+        self.sink.save_call(call)
+
+    def _on_bridge(self, leg: Leg, h: Mapping[str, str], at: dt.datetime) -> None:
+        """A bridge between legs of different calls moves the far leg into this call (attended transfer)."""
+        a_uuid, b_uuid = h.get("Bridge-A-Unique-ID", ""), h.get("Bridge-B-Unique-ID", "")
+        a, b = self.legs.get(a_uuid), self.legs.get(b_uuid)
+        if a is None or b is None or a.call is b.call:
+            if a is not None and b is not None and b.info.kind == PHONE and not b.info.inbound and not b.answered:
+                self._on_answer(b, h, at)
+            return
+        anchor, moved = (a, b) if a is a.call.a_leg and (b is not b.call.a_leg or b.info.kind == PHONE) else (b, a)
+        if moved.info.kind != PHONE or anchor is not anchor.call.a_leg or anchor.call.finished:
+            return
+        old = moved.call
+        party = old.parties.get(moved.info.extension)
+        if party is not None and party.state == ANSWERED:
+            party.state = DONE
+            party.ended_at = at
+            party.dirty = True
+            self._pop(old, party.extension, "ended", at)
+        old.legs.remove(moved)
+        moved.call = anchor.call
+        anchor.call.legs.append(moved)
+        log.info("call %s: extension %s joins from call %s (transfer)", anchor.call.uuid, moved.info.extension, old.uuid)
+        self._connect(anchor.call, moved.info.extension, at)
+        self.sink.save_call(old)
+        if not old.finished and all(l.hung_up for l in old.legs):
+            self._end_call(old, at)
+
+    def _on_transfer_hint(self, leg: Leg, h: Mapping[str, str], at: dt.datetime) -> None:
+        leg.transfer = True
+
+    def _on_hangup(self, leg: Leg, h: Mapping[str, str], at: dt.datetime) -> None:
+        if leg.hung_up:
+            return
+        leg.hung_up = True
+        call = leg.call
+        if call.finished:
+            return
+        transfer = leg.transfer or h.get("variable_endpoint_disposition", "") in TRANSFER_DISPOSITIONS
+        if leg.info.kind == PHONE and (leg is not call.a_leg or transfer):
+            self._leg_left(call, leg, transfer, at)
+        if leg is call.a_leg:
+            call.hangup_cause = h.get("Hangup-Cause") or call.hangup_cause
+            if not transfer:
+                self._end_call(call, at)
+                return
+        if all(l.hung_up for l in call.legs):
+            self._end_call(call, at)
+        else:
+            self.sink.save_call(call)
+
+    def _leg_left(self, call: CallState, leg: Leg, transfer: bool, at: dt.datetime) -> None:
+        """A phone's leg hung up while the call may go on: transferred, ended, or rang out (decided later)."""
+        party = call.parties.get(leg.info.extension)
+        if party is None:
+            return
+        if party.state == RINGING and not leg.answered:
+            party.state = RANG
+            party.dirty = True
+        elif party.state == ANSWERED:
+            party.state = DONE
+            party.ended_at = at
+            party.outcome = "transferred" if transfer else party.outcome
+            party.dirty = True
+            self._pop(call, party.extension, "transferred" if transfer else "ended", at)
+
+    def _end_call(self, call: CallState, at: dt.datetime) -> None:
+        """The call is over: tell everyone still waiting or connected, then persist the outcome."""
+        if call.finished:
+            return
+        call.finished = True
+        call.ended_at = at
+        if call.direction == OUTGOING and call.external_answered is None:
+            call.external_answered = False
+        for party in call.parties.values():
+            if party.state in (RINGING, RANG):
+                party.state = DONE
+                party.outcome = "missed"
+                party.ended_at = at
+                party.dirty = True
+                self._pop(call, party.extension, "missed", at)
+            elif party.state == ANSWERED or (call.direction == OUTGOING and party.role == "caller" and party.state == IDLE):
+                party.state = DONE
+                party.ended_at = at
+                party.dirty = True
+                self._pop(call, party.extension, "ended", at)
+        for party in call.parties.values():
+            if party.answered_at and party.ended_at:
+                party.talk_seconds = max(0.0, (party.ended_at - party.answered_at).total_seconds())
+        if call.direction is None:
+            log.debug("call %s ended before its direction was known; not recorded", call.uuid)
+        else:
+            log.info(
+                "call %s %s ended: %s, answered by %s",
+                call.uuid,
+                call.direction,
+                call.hangup_cause or "?",
+                call.answered_by or "nobody",
+            )
+            self.sink.save_call(call)
+
+    def _on_hangup_complete(self, leg: Leg, h: Mapping[str, str], at: dt.datetime) -> None:
+        self._on_hangup(leg, h, at)
+        call = leg.call
+        if leg is call.a_leg:
+            call.hangup_cause = h.get("Hangup-Cause") or call.hangup_cause
+            try:
+                call.a_leg_billsec = int(h.get("variable_billsec", ""))
+            except ValueError:
+                pass
+            if call.direction is not None:
+                self.sink.save_call(call)
+        self._drop(leg)
+
+    def _on_destroy(self, leg: Leg, h: Mapping[str, str], at: dt.datetime) -> None:
+        self._on_hangup(leg, h, at)
+        self._drop(leg)
+
+    def _drop(self, leg: Leg) -> None:
+        """Forget a finished leg; the call goes too once it is over and none of its legs is left."""
+        if self.legs.pop(leg.uuid, None) is None:
+            return
+        self._forget(leg.uuid)
+        call = leg.call
+        if call.finished and not any(l.uuid in self.legs for l in call.legs):
+            self.calls.pop(call.uuid, None)
