@@ -1,0 +1,121 @@
+"""Phone number rules: the one place that decides what is an extension, what is E.164 and what is never matched."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Literal
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumberFormat, ValidationResult
+
+if TYPE_CHECKING:
+    from screenpop.daemon.config import NumbersConfig
+
+Kind = Literal["extension", "e164", "raw"]
+
+MAX_INPUT = 64
+WITHHELD = frozenset({"anonymous", "unknown", "restricted", "private", "unavailable", "withheld"})
+_DIALLABLE = re.compile(r"\+?[0-9 ()./-]+")
+_SEPARATORS = re.compile(r"[ ()./-]")
+
+
+@dataclass(frozen=True, slots=True)
+class Number:
+    """A classified number: kind says how to treat it; e164 and rev are set only for kind 'e164'."""
+
+    kind: Kind
+    raw: str
+    e164: str | None = None
+    rev: str | None = None
+
+    @property
+    def matchable(self) -> bool:
+        """Whether a customer lookup may use this number (only E.164 numbers are ever matched)."""
+        return self.kind == "e164"
+
+
+@dataclass(frozen=True)
+class NumberRules:
+    """How this site's numbers look: the region for national numbers, the extension pattern, suffix length."""
+
+    default_region: str
+    extension_pattern: str
+    suffix_digits: int
+    extensions: frozenset[str] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        region = self.default_region.upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown default_region {self.default_region!r} (use a two-letter country code, e.g. IS or US)")
+        if not 4 <= self.suffix_digits <= 15:
+            raise ValueError("suffix_digits must be between 4 and 15")
+        object.__setattr__(self, "default_region", region)
+        idd = PhoneMetadata.metadata_for_region(region).international_prefix or ""
+        object.__setattr__(self, "_extension_re", re.compile(self.extension_pattern, re.ASCII))
+        object.__setattr__(self, "_idd_is_00", re.fullmatch(idd, "00") is not None)
+        object.__setattr__(self, "_cached", lru_cache(maxsize=4096)(self._classify))
+
+    @classmethod
+    def from_config(cls, numbers: NumbersConfig, extensions: frozenset[str] = frozenset()) -> NumberRules:
+        """Rules from the [numbers] section of the daemon configuration."""
+        return cls(numbers.default_region, numbers.extension_pattern, numbers.suffix_digits, extensions)
+
+    def classify(self, raw: str) -> Number:
+        """Classify a caller or callee number as an internal extension, an E.164 number, or raw text never matched."""
+        if not isinstance(raw, str):
+            return Number("raw", "" if raw is None else str(raw))
+        return self._cached(raw)
+
+    def is_extension(self, raw: str) -> bool:
+        """Whether raw is one of this site's internal extensions."""
+        return self.classify(raw).kind == "extension"
+
+    def _classify(self, raw: str) -> Number:
+        text = raw.strip()
+        if not text or len(text) > MAX_INPUT or text.lower() in WITHHELD:
+            return Number("raw", raw)
+        if text in self.extensions or self._extension_re.fullmatch(text):
+            return Number("extension", raw)
+        if not _DIALLABLE.fullmatch(text):
+            return Number("raw", raw)
+        dialled = _SEPARATORS.sub("", text)
+        if not dialled.strip("+0"):
+            return Number("raw", raw)
+        e164 = self._to_e164(dialled)
+        if e164 is None:
+            return Number("raw", raw)
+        return Number("e164", raw, e164, e164[:0:-1])
+
+    def _to_e164(self, dialled: str) -> str | None:
+        """The E.164 form of a dialled string, preferring a valid reading over a merely plausible one."""
+        readings = [self._parse(dialled)]
+        if dialled.startswith("00") and not self._idd_is_00:
+            readings.append(self._parse("+" + dialled[2:]))
+        parsed = [n for n in readings if n is not None]
+        for number in parsed:
+            if phonenumbers.is_valid_number(number):
+                return phonenumbers.format_number(number, PhoneNumberFormat.E164)
+        for number in parsed:
+            if _plausible(number):
+                return phonenumbers.format_number(number, PhoneNumberFormat.E164)
+        return None
+
+    def _parse(self, dialled: str) -> phonenumbers.PhoneNumber | None:
+        try:
+            return phonenumbers.parse(dialled, self.default_region)
+        except NumberParseException:
+            return None
+
+
+def _plausible(number: phonenumbers.PhoneNumber) -> bool:
+    """Not in the numbering plan, but a full-length number of a real country code (lab and test ranges such as +1 555).
+
+    is_possible_number alone is too lax (it also accepts local-only lengths), so the exact IS_POSSIBLE result,
+    a known country code and a non-zero national number are all required.
+    """
+    if phonenumbers.region_code_for_country_code(number.country_code) == phonenumbers.UNKNOWN_REGION:
+        return False
+    if phonenumbers.is_possible_number_with_reason(number) != ValidationResult.IS_POSSIBLE:
+        return False
+    return number.national_number != 0
