@@ -1,0 +1,67 @@
+"""Versioned forward migrations, each applied once inside its own transaction and recorded in SchemaVersion.
+
+Version 1 builds the tables from the models as they are. A later model change therefore needs a new migration
+that tolerates a fresh database where version 1 already created the change.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import NamedTuple
+
+import peewee
+
+from screenpop.db.models import ALL_MODELS, SchemaVersion
+
+_LOCK_KEY = 0x5C2EE9  # pg advisory lock id: one migrating process at a time
+
+
+class Migration(NamedTuple):
+    """One schema step: its version number, what it does, and the function doing it."""
+
+    version: int
+    description: str
+    apply: Callable[[peewee.Database], None]
+
+
+def _create_tables(db: peewee.Database) -> None:
+    db.create_tables([*ALL_MODELS, SchemaVersion])
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(1, "create all tables", _create_tables),
+]
+
+
+def current_version(db: peewee.Database) -> int:
+    """The highest applied migration version; 0 for an empty database."""
+    if not db.table_exists(SchemaVersion._meta.table_name):
+        return 0
+    with db.bind_ctx([SchemaVersion]):
+        return SchemaVersion.select(peewee.fn.MAX(SchemaVersion.version)).scalar() or 0
+
+
+def migrate(db: peewee.Database) -> list[int]:
+    """Apply every pending migration in order and return the versions applied (none when already current)."""
+    applied = []
+    with db.bind_ctx([*ALL_MODELS, SchemaVersion]):
+        for migration in MIGRATIONS:
+            with _exclusive(db):
+                if current_version(db) >= migration.version:
+                    continue
+                migration.apply(db)
+                SchemaVersion.create(version=migration.version)
+            applied.append(migration.version)
+    return applied
+
+
+@contextmanager
+def _exclusive(db: peewee.Database) -> Iterator[None]:
+    """A transaction that holds off other migrating processes, so two daemons starting together cannot race."""
+    if isinstance(db, peewee.SqliteDatabase):
+        with db.atomic("IMMEDIATE"):
+            yield
+        return
+    with db.atomic():
+        db.execute_sql(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})")
+        yield
