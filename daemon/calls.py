@@ -62,8 +62,9 @@ SUBSCRIBED_EVENTS = [
 TRANSFER_DISPOSITIONS = ("BLIND_TRANSFER", "ATTENDED_TRANSFER")
 FORGET_AFTER = 50_000  # how many finished leg UUIDs are remembered so their late events are ignored
 
-# Party states
-IDLE, RINGING, RANG, ANSWERED, DONE = "idle", "ringing", "rang", "answered", "done"
+# Party states. RANG: stopped ringing, outcome not known yet (answered elsewhere, or missed).
+# LEAVING: left by a transfer; "transferred" once someone takes over, "ended" if the call ends instead.
+IDLE, RINGING, RANG, ANSWERED, LEAVING, DONE = "idle", "ringing", "rang", "answered", "leaving", "done"
 
 
 def event_time(h: Mapping[str, str]) -> dt.datetime:
@@ -196,6 +197,7 @@ class CallTracker:
         self.lookup = lookup
         self.legs: dict[str, Leg] = {}
         self.calls: dict[str, CallState] = {}
+        self.dormant: dict[str, CallState] = {}
         self._forgotten: OrderedDict[str, None] = OrderedDict()
         self._handlers: dict[str, Callable[[Leg, Mapping[str, str], dt.datetime], None]] = {
             "CHANNEL_PROGRESS": self._on_progress,
@@ -229,6 +231,69 @@ class CallTracker:
         handler = self._handlers.get(name)
         if handler is not None:
             handler(leg, h, at)
+
+    # ---- resynchronisation ----------------------------------------------------------------
+
+    def restore(self, calls: Iterable[CallState]) -> None:
+        """Calls the database still has open (after a daemon restart): settled at the next resync."""
+        for call in calls:
+            self.dormant[call.uuid] = call
+
+    def resync(self, rows: list[dict], now: dt.datetime) -> None:
+        """Bring the tracker in line with FreeSWITCH's ``show channels as json`` after a (re)connect.
+
+        Legs that are gone hung up while we were away; calls whose a-leg is gone are closed; channels
+        we never saw are adopted; a known leg that answered meanwhile is answered now. Pops already
+        given are not given again.
+        """
+        up = {r["uuid"]: r for r in rows if isinstance(r, dict) and r.get("uuid")}
+        for leg in sorted(self.legs.values(), key=lambda l: l is l.call.a_leg):
+            if leg.uuid not in up:
+                self._on_hangup(leg, {}, now)
+                self._drop(leg)
+        for call in self.dormant.values():
+            if call.uuid not in up:
+                call.legs = []
+                self._end_call(call, now)
+        children = []
+        for uuid, row in up.items():
+            parent = row.get("call_uuid") or ""
+            if parent and parent != uuid and (parent in up or parent in self.legs):
+                children.append(row)
+            else:
+                self._adopt(row, "", now)
+        for row in children:
+            self._adopt(row, row["call_uuid"], now)
+        self.dormant.clear()
+
+    def _adopt(self, row: dict, parent: str, now: dt.datetime) -> None:
+        """Replay one channel row as the events that would have brought it to its current state."""
+        uuid = row["uuid"]
+        h = _row_headers(row, parent)
+        leg = self.legs.get(uuid)
+        if leg is None:
+            try:
+                created = dt.datetime(1970, 1, 1) + dt.timedelta(seconds=int(row.get("created_epoch") or 0))
+            except (TypeError, ValueError, OverflowError):
+                created = now
+            dormant = self.dormant.get(uuid)
+            if dormant is not None:
+                leg = Leg(uuid, dormant, self.rules.classify_leg(h), False, False, False)
+                dormant.a_leg = leg
+                dormant.legs = [leg]
+                self.legs[uuid] = leg
+                self.calls[uuid] = dormant
+                log.info("call %s still up after restart; resumed", uuid)
+            else:
+                leg = self._register(uuid, h, created if created.year > 1970 else now)
+                if leg is None:
+                    return
+                log.info("call leg %s (%s) adopted from FreeSWITCH", uuid, row.get("name", ""))
+        state = row.get("callstate", "")
+        if state in ("RINGING", "EARLY", "ACTIVE", "HELD"):
+            self._on_progress(leg, h, now)
+        if state in ("ACTIVE", "HELD"):
+            self._on_answer(leg, h, now)
 
     # ---- legs and calls -------------------------------------------------------------------
 
@@ -336,6 +401,7 @@ class CallTracker:
         party.state = RINGING
         party.rang_at = party.rang_at or at
         party.dirty = True
+        self._handed_over(call)
         self._pop(call, ext, "ringing", at)
         self.sink.save_call(call)
 
@@ -376,6 +442,7 @@ class CallTracker:
         party = self._party(call, ext, "callee")
         if party.state == ANSWERED:
             return
+        self._handed_over(call)
         if party.state not in (RINGING, RANG):
             self._pop(call, ext, "ringing", at)
             party.rang_at = party.rang_at or at
@@ -406,6 +473,15 @@ class CallTracker:
                 self._pop(call, other.extension, "answered_elsewhere", at)
         self.sink.save_call(call)
 
+    def _handed_over(self, call: CallState) -> None:
+        """Someone new takes the call: extensions that left it by a transfer were transferred."""
+        for party in call.parties.values():
+            if party.state == LEAVING:
+                party.state = DONE
+                party.outcome = "transferred"
+                party.dirty = True
+                self._pop(call, party.extension, "transferred", party.ended_at)
+
     def _on_bridge(self, leg: Leg, h: Mapping[str, str], at: dt.datetime) -> None:
         """A bridge between legs of different calls moves the far leg into this call (attended transfer)."""
         a_uuid, b_uuid = h.get("Bridge-A-Unique-ID", ""), h.get("Bridge-B-Unique-ID", "")
@@ -414,8 +490,11 @@ class CallTracker:
             if a is not None and b is not None and b.info.kind == PHONE and not b.info.inbound and not b.answered:
                 self._on_answer(b, h, at)
             return
-        anchor, moved = (a, b) if a is a.call.a_leg and (b is not b.call.a_leg or b.info.kind == PHONE) else (b, a)
-        if moved.info.kind != PHONE or anchor is not anchor.call.a_leg or anchor.call.finished:
+        if a.info.kind == PHONE and b.info.kind == PHONE:
+            anchor, moved = (a, b) if a.call.started_at <= b.call.started_at else (b, a)
+        else:
+            anchor, moved = (b, a) if a.info.kind == PHONE else (a, b)
+        if moved.info.kind != PHONE or anchor.call.finished:
             return
         old = moved.call
         party = old.parties.get(moved.info.extension)
@@ -465,11 +544,11 @@ class CallTracker:
             party.state = RANG
             party.dirty = True
         elif party.state == ANSWERED:
-            party.state = DONE
+            party.state = LEAVING if transfer else DONE
             party.ended_at = at
-            party.outcome = "transferred" if transfer else party.outcome
             party.dirty = True
-            self._pop(call, party.extension, "transferred" if transfer else "ended", at)
+            if not transfer:
+                self._pop(call, party.extension, "ended", at)
 
     def _end_call(self, call: CallState, at: dt.datetime) -> None:
         """The call is over: tell everyone still waiting or connected, then persist the outcome."""
@@ -486,9 +565,11 @@ class CallTracker:
                 party.ended_at = at
                 party.dirty = True
                 self._pop(call, party.extension, "missed", at)
-            elif party.state == ANSWERED or (call.direction == OUTGOING and party.role == "caller" and party.state == IDLE):
+            elif party.state in (ANSWERED, LEAVING) or (
+                call.direction == OUTGOING and party.role == "caller" and party.state == IDLE
+            ):
                 party.state = DONE
-                party.ended_at = at
+                party.ended_at = party.ended_at or at
                 party.dirty = True
                 self._pop(call, party.extension, "ended", at)
         for party in call.parties.values():
@@ -531,3 +612,33 @@ class CallTracker:
         call = leg.call
         if call.finished and not any(l.uuid in self.legs for l in call.legs):
             self.calls.pop(call.uuid, None)
+
+
+def _row_headers(row: dict, parent: str) -> dict[str, str]:
+    """Map a ``show channels as json`` row onto the event headers the rules read."""
+    h = {
+        "Unique-ID": row.get("uuid", ""),
+        "Channel-Name": row.get("name", ""),
+        "Call-Direction": row.get("direction", ""),
+        "Caller-Caller-ID-Number": row.get("initial_cid_num") or row.get("cid_num", ""),
+        "Caller-Caller-ID-Name": row.get("initial_cid_name") or row.get("cid_name", ""),
+        "Caller-Destination-Number": row.get("dest", ""),
+        "Caller-Callee-ID-Number": row.get("callee_num", ""),
+        "Caller-Context": row.get("initial_context") or row.get("context", ""),
+        "variable_presence_id": row.get("presence_id", ""),
+        "variable_sip_req_user": row.get("initial_dest", ""),
+    }
+    if parent:
+        h["variable_originator"] = parent
+    return {k: str(v) for k, v in h.items() if v}
+
+
+def parse_channels(body: str) -> list[dict]:
+    """Rows of an ``api show channels as json`` reply; raises ValueError on anything else."""
+    data = json.loads(body)
+    if not isinstance(data, dict) or "row_count" not in data:
+        raise ValueError("not a show channels reply")
+    rows = data.get("rows") or []
+    if not isinstance(rows, list):
+        raise ValueError("show channels rows is not a list")
+    return [r for r in rows if isinstance(r, dict)]
