@@ -1,0 +1,180 @@
+"""Opening databases, migrations, and faithful storage of every model on SQLite and PostgreSQL."""
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import peewee
+import pytest
+
+from screenpop.db import models
+from screenpop.db.database import DatabaseUrlError, open_database
+from screenpop.db.migrations import MIGRATIONS, current_version, migrate
+from screenpop.db.models import (
+    ALL_MODELS,
+    ApiToken,
+    Call,
+    CallEvent,
+    CallParty,
+    Customer,
+    Employee,
+    Order,
+    Phone,
+    SchemaVersion,
+)
+
+HOSTILE = [
+    "<script>alert('x')</script>",
+    "'; DROP TABLE customer; --",
+    'Robert"); DROP TABLE phone;--',
+    "%s %(name)s ? :name $1 {0}",
+    "Þórður Ægisson – Ísafjörður",
+    "日本語テキスト 😀🎉 ﷽",
+    "\u202eevil\u202c \u200b zero width",
+    "tab\tnewline\nreturn\r bell\x07 esc\x1b[31m",
+    "back\\slash and 'quotes' and \"doubles\"",
+    "x" * 300,
+]
+
+
+def test_migrate_is_idempotent(db: peewee.Database) -> None:
+    assert current_version(db) == MIGRATIONS[-1].version
+    assert migrate(db) == []
+    assert [v.version for v in SchemaVersion.select()] == [m.version for m in MIGRATIONS]
+    tables = set(db.get_tables())
+    assert {m._meta.table_name for m in [*ALL_MODELS, SchemaVersion]} <= tables
+
+
+def test_fresh_database_applies_every_version(sqlite_url: str) -> None:
+    db = open_database(sqlite_url)
+    assert current_version(db) == 0
+    assert migrate(db) == [m.version for m in MIGRATIONS]
+    assert migrate(db) == []
+    db.close()
+
+
+def test_reopening_keeps_data_and_version(sqlite_url: str) -> None:
+    db = open_database(sqlite_url)
+    migrate(db)
+    Employee.create(name="Anna", extension="1001")
+    db.close()
+    db = open_database(sqlite_url)
+    assert migrate(db) == []
+    assert Employee.get(Employee.extension == "1001").name == "Anna"
+    db.close()
+
+
+def test_sqlite_settings(sqlite_url: str, tmp_path) -> None:
+    nested = f"sqlite:///{tmp_path}/a/b/c.db"
+    db = open_database(nested)
+    assert (tmp_path / "a" / "b" / "c.db").exists()
+    assert db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert db.execute_sql("PRAGMA synchronous").fetchone()[0] == 1
+    assert db.execute_sql("PRAGMA busy_timeout").fetchone()[0] >= 1000
+    db.close()
+
+
+def test_four_slash_sqlite_url_is_absolute(tmp_path) -> None:
+    db = open_database(f"sqlite:///{tmp_path}/four.db".replace("sqlite:///", "sqlite:////"))
+    assert db.database == f"{tmp_path}/four.db"
+    db.close()
+
+
+@pytest.mark.postgres
+def test_postgres_schema_parameter_sets_search_path(pg_url: str) -> None:
+    db = open_database(pg_url.replace("postgresql://", "postgres://"))
+    schema = pg_url.rsplit("schema=", 1)[1]
+    assert db.execute_sql("SELECT current_schema()").fetchone()[0] == schema
+    migrate(db)
+    assert "customer" in db.get_tables()
+    db.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "mysql://root@localhost/db",
+        "sqlite://relative/path.db",
+        "sqlite:///",
+        "sqlite:///tmp/x.db?mode=ro",
+        "postgresql://localhost",
+        "postgresql://localhost/db?schema=bad;name",
+        "postgresql://localhost/db?schema=",
+        "postgresql://localhost:notaport/db",
+        "/var/lib/screenpop.db",
+    ],
+)
+def test_unsupported_urls_are_clear_errors(url: str) -> None:
+    with pytest.raises(DatabaseUrlError) as info:
+        open_database(url)
+    assert isinstance(info.value, ValueError)
+    assert str(info.value)
+
+
+def test_password_is_not_echoed_in_errors() -> None:
+    with pytest.raises(DatabaseUrlError) as info:
+        open_database("postgresql://user:hunter2@localhost/")
+    assert "hunter2" not in str(info.value)
+
+
+def test_open_database_binds_the_models(db: peewee.Database) -> None:
+    assert models.database.obj is db
+    assert Customer._meta.database.obj is db
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_text_round_trips(db: peewee.Database, text: str) -> None:
+    customer = Customer.create(external_id=text[:100], name=text, company=text, note=text * 10, city=text[:200])
+    again = Customer.get_by_id(customer.id)
+    assert (again.external_id, again.name, again.company, again.note, again.city) == (
+        text[:100], text, text, text * 10, text[:200]
+    )
+    assert Customer.get(Customer.name == text).id == customer.id
+
+
+def test_all_models_round_trip(db: peewee.Database) -> None:
+    at = dt.datetime(2024, 2, 29, 23, 59, 58, 123456)
+    anna = Employee.create(name="Anna Jónsdóttir", extension="1001")
+    acme = Customer.create(external_id="C-1", name="Jón", company="Acme ehf.", category="vip", photo="1-ab.jpg")
+    Phone.create(customer=acme, e164="+3545551234", rev="4321555453", raw="555 1234", label="mobile")
+    order = Order.create(customer=acme, number="SO-1", title="Boat", responsible=anna, amount=Decimal("1234567890.12"), paid=Decimal("0.5"))
+    call = Call.create(uuid="u-1", direction="INCOMING", external_number="5551234", external_e164="+3545551234",
+                       customer=acme, matches=1, extension="1001", employee=anna, started_at=at, ring_seconds=2.5,
+                       external_answered=None, missed=False)
+    CallParty.create(call=call, extension="1001", employee=anna, role="callee", rang_at=at, talked=True)
+    event = CallEvent.create(call=call, uuid="u-1", extension="1001", event="ringing", direction="INCOMING", at=at)
+    ApiToken.create(name="tray", token_hash="h" * 64, extension="1001")
+
+    assert Order.get_by_id(order.id).amount == Decimal("1234567890.12")
+    assert Order.get_by_id(order.id).paid == Decimal("0.50")
+    stored = Call.get(Call.uuid == "u-1")
+    assert stored.started_at == at
+    assert stored.external_answered is None
+    assert stored.customer.external_id == "C-1"
+    assert [p.extension for p in stored.parties] == ["1001"]
+    assert CallEvent.get_by_id(event.id).at == at
+    assert [p.e164 for p in acme.phones] == ["+3545551234"]
+    assert Customer.get_by_id(acme.id).created_at <= models.utcnow()
+
+
+def test_deleting_a_customer_cascades_phones_and_orders(db: peewee.Database) -> None:
+    acme = Customer.create(external_id="C-1")
+    Phone.create(customer=acme, e164="+3545551234", rev="4321555453", raw="5551234")
+    Order.create(customer=acme, number="SO-1")
+    call = Call.create(uuid="u-1", direction="INCOMING", customer=acme, started_at=models.utcnow())
+    acme.delete_instance()
+    assert Phone.select().count() == 0
+    assert Order.select().count() == 0
+    assert Call.get_by_id(call.id).customer_id is None
+
+
+def test_unique_keys_hold(db: peewee.Database) -> None:
+    Employee.create(name="A", extension="1001")
+    with pytest.raises(peewee.IntegrityError), db.atomic():
+        Employee.create(name="B", extension="1001")
+    acme = Customer.create(external_id="C-1")
+    Phone.create(customer=acme, e164="+3545551234", rev="4321555453", raw="5551234")
+    with pytest.raises(peewee.IntegrityError), db.atomic():
+        Phone.create(customer=acme, e164="+3545551234", rev="4321555453", raw="555 1234")

@@ -1,0 +1,110 @@
+"""Customer lookup by number: exact E.164, then the last N digits; extensions and raw text never match."""
+from __future__ import annotations
+
+import peewee
+import pytest
+
+from screenpop.db.lookup import MAX_CANDIDATES, Lookup, Match, add_phone
+from screenpop.db.models import Customer, Phone
+from screenpop.db.numbers import NumberRules
+
+RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
+
+
+def customer(external_id: str, *numbers: str) -> Customer:
+    c = Customer.create(external_id=external_id, name=external_id)
+    for raw in numbers:
+        add_phone(c, raw, "", RULES)
+    return c
+
+
+def test_exact_match_in_any_written_form(db: peewee.Database) -> None:
+    jon = customer("jon", "+3545551234")
+    other = customer("other", "+3545559999")
+    lookup = Lookup(db, RULES)
+    for raw in ("+3545551234", "5551234", "555 1234", "003545551234", RULES.classify("5551234")):
+        assert lookup.find(raw) == Match(jon.id, 1, (jon.id,), "e164")
+    assert lookup.find("5559999").customer_id == other.id
+
+
+def test_suffix_match_on_last_digits(db: peewee.Database) -> None:
+    jon = customer("jon", "+3545551234")
+    lookup = Lookup(db, RULES)
+    # same last 8 digits (45551234) behind another country code
+    assert lookup.find("+12045551234") == Match(jon.id, 1, (jon.id,), "suffix")
+    assert lookup.find("+49 30 45551234") == Match(jon.id, 1, (jon.id,), "suffix")
+    # only 7 digits in common
+    assert lookup.find("+12075551234").matches == 0
+
+
+def test_suffix_length_is_configurable_without_restoring(db: peewee.Database) -> None:
+    jon = customer("jon", "+3545551234")
+    assert Lookup(db, RULES).find("+12035551234").matches == 0
+    seven = NumberRules("IS", RULES.extension_pattern, 7)
+    assert Lookup(db, seven).find("+12035551234") == Match(jon.id, 1, (jon.id,), "suffix")
+
+
+def test_exact_match_wins_over_suffix_matches(db: peewee.Database) -> None:
+    jon = customer("jon", "+3545551234")
+    customer("lookalike", "+12045551234")
+    assert Lookup(db, RULES).find("+3545551234") == Match(jon.id, 1, (jon.id,), "e164")
+
+
+def test_suffix_needs_enough_digits(db: peewee.Database) -> None:
+    customer("jon", "+3545551234")
+    long_suffix = NumberRules("IS", RULES.extension_pattern, 15)
+    assert Lookup(db, long_suffix).find("+12045551234").matches == 0
+
+
+def test_several_customers_share_a_number(db: peewee.Database) -> None:
+    a = customer("a", "+3545551234")
+    b = customer("b", "+3545551234", "+3545550000")
+    match = Lookup(db, RULES).find("5551234")
+    assert match == Match(None, 2, (a.id, b.id), "e164")
+
+
+def test_one_customer_with_two_numbers_sharing_a_suffix_counts_once(db: peewee.Database) -> None:
+    a = customer("a", "+3545551234", "+12045551234")
+    assert Lookup(db, RULES).find("+12145551234") == Match(a.id, 1, (a.id,), "suffix")
+
+
+def test_many_matches_are_counted_but_candidates_capped(db: peewee.Database) -> None:
+    ids = [customer(f"c{i}", f"+1{i + 20}45551234").id for i in range(MAX_CANDIDATES + 5)]
+    match = Lookup(db, RULES).find("+12545551234")
+    assert match.customer_id == ids[5]
+    match = Lookup(db, RULES).find("+3545551234")
+    assert match.customer_id is None
+    assert match.matches == MAX_CANDIDATES + 5
+    assert match.candidates == tuple(sorted(ids)[:MAX_CANDIDATES])
+    assert match.matched_by == "suffix"
+
+
+def test_extension_is_never_looked_up(db: peewee.Database) -> None:
+    Customer.create(external_id="x")
+    # even if a phone row somehow held the extension's digits, an extension is not looked up
+    Phone.create(customer=Customer.get(), e164="1001", rev="1001", raw="1001")
+    lookup = Lookup(db, RULES)
+    assert lookup.find("1001") == Match(None, 0, ())
+    assert lookup.find(RULES.classify("1001")).matches == 0
+
+
+@pytest.mark.parametrize("raw", ["", "anonymous", "0000000000", "<b>5551234</b>", "5551234' OR '1'='1", "x" * 200, "+"])
+def test_raw_numbers_never_match(db: peewee.Database, raw: str) -> None:
+    customer("jon", "+3545551234")
+    assert Lookup(db, RULES).find(raw) == Match(None, 0, ())
+
+
+def test_unknown_number(db: peewee.Database) -> None:
+    customer("jon", "+3545551234")
+    assert Lookup(db, RULES).find("+3545559876") == Match(None, 0, ())
+
+
+def test_add_phone_normalises_and_refuses_non_numbers(db: peewee.Database) -> None:
+    jon = Customer.create(external_id="jon")
+    phone = add_phone(jon, " 555-1234 ", "mobile", RULES)
+    assert (phone.e164, phone.rev, phone.raw, phone.label) == ("+3545551234", "4321555453", "555-1234", "mobile")
+    with pytest.raises(ValueError, match="extension"):
+        add_phone(jon, "1001", "", RULES)
+    with pytest.raises(ValueError, match="E.164"):
+        add_phone(jon, "anonymous", "", RULES)
+    assert Phone.select().count() == 1
