@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from binascii import a2b_qp
 from urllib.parse import quote, unquote_to_bytes
 
 MAX_HEADER_BLOCK = 256 * 1024
@@ -22,12 +23,48 @@ def encode_value(value: str) -> str:
     return quote(value, safe="-_./,*~")
 
 
+def _unquote_fast(value: str) -> str:
+    """decode_value for a str that came from valid UTF-8 without CR/LF, with the %XX work done in C.
+
+    binascii.a2b_qp decodes '=XX'; after turning '=' into '=3D' and '%' into '=', every valid %XX escape
+    shortens the value by exactly 2 bytes and anything else (an invalid escape, a '%' at the end) by less,
+    so the length tells whether the fast result is exact; if not, the reference decoder runs instead.
+    """
+    raw = value.encode("utf-8")
+    out = a2b_qp(raw.replace(b"=", b"=3D").replace(b"%", b"="))
+    if len(out) != len(raw) - 2 * raw.count(b"%"):
+        out = unquote_to_bytes(raw)
+    return out.decode("utf-8", "replace")
+
+
 def parse_headers(block: bytes, decode: bool = True) -> dict[str, str]:
     """Split a header block into lines first, then decode each value, so an encoded newline cannot forge a header.
 
     A repeated header name keeps its first value, as FreeSWITCH's own event reader does.
     Lines without ': ' are ignored.
     """
+    # Fast path (the usual case: valid UTF-8, no CR): decode the block once, split, and percent-decode only
+    # values holding a '%'. Same result as _parse_headers_bytes, which handles everything else.
+    try:
+        text = block.decode("utf-8")
+    except UnicodeDecodeError:
+        return _parse_headers_bytes(block, decode)
+    if "\r" in text:
+        return _parse_headers_bytes(block, decode)
+    headers: dict[str, str] = {}
+    for line in text.split("\n"):
+        name, sep, value = line.partition(": ")
+        if not sep or not name:
+            continue
+        key = name.strip()
+        if key in headers:
+            continue
+        headers[key] = _unquote_fast(value) if decode and "%" in value else value
+    return headers
+
+
+def _parse_headers_bytes(block: bytes, decode: bool = True) -> dict[str, str]:
+    """parse_headers working on bytes line by line: for blocks with invalid UTF-8 or CR characters."""
     headers: dict[str, str] = {}
     for line in block.split(b"\n"):
         if line.endswith(b"\r"):
