@@ -197,7 +197,8 @@ class CallTracker:
         self.lookup = lookup
         self.legs: dict[str, Leg] = {}
         self.calls: dict[str, CallState] = {}
-        self.dormant: dict[str, CallState] = {}
+        self._restored: set[str] = set()
+        self._missing: set[str] = set()
         self._forgotten: OrderedDict[str, None] = OrderedDict()
         self._handlers: dict[str, Callable[[Leg, Mapping[str, str], dt.datetime], None]] = {
             "CHANNEL_PROGRESS": self._on_progress,
@@ -222,6 +223,8 @@ class CallTracker:
             return
         at = event_time(h)
         leg = self.legs.get(uuid)
+        if leg is not None and name == "CHANNEL_CREATE" and leg is leg.call.a_leg and at < leg.call.started_at:
+            leg.call.started_at = at  # adopted from `show channels` (whole seconds); the event is exact
         if leg is None:
             if name in ("CHANNEL_HANGUP_COMPLETE", "CHANNEL_DESTROY") and not parent_uuid(h):
                 return
@@ -235,26 +238,31 @@ class CallTracker:
     # ---- resynchronisation ----------------------------------------------------------------
 
     def restore(self, calls: Iterable[CallState]) -> None:
-        """Calls the database still has open (after a daemon restart): settled at the next resync."""
+        """Calls the database still has open (after a daemon restart): followed again, settled at the next resync."""
         for call in calls:
-            self.dormant[call.uuid] = call
+            if call.uuid in self.legs:
+                continue
+            if call.direction == INCOMING:
+                info = LegInfo(EXTERNAL, None, True)
+            else:
+                info = LegInfo(PHONE, call.from_extension, True)
+            leg = Leg(call.uuid, call, info, False, call.answered_at is not None, False)
+            call.a_leg = leg
+            call.legs = [leg]
+            self.legs[call.uuid] = leg
+            self.calls[call.uuid] = call
+            self._restored.add(call.uuid)
 
     def resync(self, rows: list[dict], now: dt.datetime) -> None:
         """Bring the tracker in line with FreeSWITCH's ``show channels as json`` after a (re)connect.
 
-        Legs that are gone hung up while we were away; calls whose a-leg is gone are closed; channels
-        we never saw are adopted; a known leg that answered meanwhile is answered now. Pops already
+        Channels we never saw are adopted; a known leg that answered meanwhile is answered now. Known
+        legs missing from the list have ended: events already received may still say how, so they are
+        only closed by ``settle``, which the caller runs once those events are through. Pops already
         given are not given again.
         """
         up = {r["uuid"]: r for r in rows if isinstance(r, dict) and r.get("uuid")}
-        for leg in sorted(self.legs.values(), key=lambda l: l is l.call.a_leg):
-            if leg.uuid not in up:
-                self._on_hangup(leg, {}, now)
-                self._drop(leg)
-        for call in self.dormant.values():
-            if call.uuid not in up:
-                call.legs = []
-                self._end_call(call, now)
+        self._missing = {uuid for uuid in self.legs if uuid not in up}
         children = []
         for uuid, row in up.items():
             parent = row.get("call_uuid") or ""
@@ -264,31 +272,35 @@ class CallTracker:
                 self._adopt(row, "", now)
         for row in children:
             self._adopt(row, row["call_uuid"], now)
-        self.dormant.clear()
+        self._restored.clear()
+
+    def settle(self, now: dt.datetime) -> None:
+        """Close what the last resync found gone and no event has ended since: b-legs first, then a-legs."""
+        missing = [self.legs[u] for u in self._missing if u in self.legs]
+        self._missing = set()
+        for leg in sorted(missing, key=lambda l: l is l.call.a_leg):
+            if leg.uuid in self.legs:
+                log.info("call leg %s ended while FreeSWITCH was out of reach", leg.uuid)
+                self._on_hangup(leg, {}, now)
+                self._drop(leg)
 
     def _adopt(self, row: dict, parent: str, now: dt.datetime) -> None:
         """Replay one channel row as the events that would have brought it to its current state."""
         uuid = row["uuid"]
         h = _row_headers(row, parent)
         leg = self.legs.get(uuid)
-        if leg is None:
+        if leg is not None and uuid in self._restored:
+            leg.info = self.rules.classify_leg(h)
+            log.info("call %s still up after restart; resumed", uuid)
+        elif leg is None:
             try:
                 created = dt.datetime(1970, 1, 1) + dt.timedelta(seconds=int(row.get("created_epoch") or 0))
             except (TypeError, ValueError, OverflowError):
                 created = now
-            dormant = self.dormant.get(uuid)
-            if dormant is not None:
-                leg = Leg(uuid, dormant, self.rules.classify_leg(h), False, False, False)
-                dormant.a_leg = leg
-                dormant.legs = [leg]
-                self.legs[uuid] = leg
-                self.calls[uuid] = dormant
-                log.info("call %s still up after restart; resumed", uuid)
-            else:
-                leg = self._register(uuid, h, created if created.year > 1970 else now)
-                if leg is None:
-                    return
-                log.info("call leg %s (%s) adopted from FreeSWITCH", uuid, row.get("name", ""))
+            leg = self._register(uuid, h, created if created.year > 1970 else now)
+            if leg is None:
+                return
+            log.info("call leg %s (%s) adopted from FreeSWITCH", uuid, row.get("name", ""))
         state = row.get("callstate", "")
         if state in ("RINGING", "EARLY", "ACTIVE", "HELD"):
             self._on_progress(leg, h, now)
@@ -348,7 +360,7 @@ class CallTracker:
             call.from_extension = a.extension
         self._resolve_customer(call)
         if call.from_extension:
-            self._party(call, call.from_extension, "caller")
+            self._party(call, call.from_extension, "caller").role = "caller"
             self._pop(call, call.from_extension, "dialing", at)
         self.sink.save_call(call)
 
@@ -389,11 +401,13 @@ class CallTracker:
         if call.finished or leg.info.kind != PHONE or leg.info.inbound or leg.answered:
             return
         ext = leg.info.extension
+        party = self._party(call, ext, "callee")
         if ext not in call.rung:
             call.rung.append(ext)
+            party.rang_at = party.rang_at or at
+            party.dirty = True
         if call.direction is None or ext == call.from_extension:
             return  # click-to-call: the operator's own phone rings before the far end is dialled
-        party = self._party(call, ext, "callee")
         if party.state == RANG:
             party.state = RINGING
         if party.state in (RINGING, ANSWERED):

@@ -145,6 +145,7 @@ def test_reconnect_with_call_still_up_loses_and_duplicates_nothing(scenario):
     tracker.resync(_channels(scenario), dt.datetime(2026, 11, 26))
     for _, event in events[cut:]:
         tracker.handle(event)
+    tracker.settle(dt.datetime(2026, 11, 26, 23))
     _, reference = run(scenario)
     assert [c.summary() for c in sink.calls.values()] == [c.summary() for c in reference.calls.values()]
     assert per_extension(sink.pops) == per_extension(reference.pops)
@@ -176,6 +177,7 @@ def test_call_that_ended_while_disconnected_is_closed():
     for _, event in events[:cut]:
         tracker.handle(event)
     tracker.resync([], dt.datetime(2026, 11, 26, 18))
+    tracker.settle(dt.datetime(2026, 11, 26, 18))
     (call,) = sink.calls.values()
     assert call.finished and call.ended_at == dt.datetime(2026, 11, 26, 18)
     assert per_extension(sink.pops) == {"1001": ["ringing", "answered", "ended"]}
@@ -193,5 +195,22 @@ def test_missed_call_that_ended_while_disconnected_is_missed():
     for _, event in events[:cut]:
         tracker.handle(event)
     tracker.resync([], dt.datetime(2026, 11, 26, 18))
+    tracker.settle(dt.datetime(2026, 11, 26, 18))
     assert per_extension(sink.pops) == {"1001": ["ringing", "missed"]}
     assert next(iter(sink.calls.values())).missed
+
+
+def test_events_queued_before_the_resync_reply_still_count():
+    """The channel list says the call is gone, but the events received meanwhile say how it ended: they win."""
+    events = read_events(CAPTURES / "inbound-answered.plain.esl")
+    cut = _api_index("inbound-answered")
+    sink = ListSink()
+    tracker = CallTracker(RULES, sink)
+    for _, event in events[:cut]:
+        tracker.handle(event)
+    tracker.resync([], dt.datetime(2026, 11, 26, 18))
+    for _, event in events[cut:]:
+        tracker.handle(event)
+    tracker.settle(dt.datetime(2026, 11, 26, 18))
+    (call,) = sink.calls.values()
+    assert call.summary() == expected("inbound-answered")["calls"][0]

@@ -1,0 +1,230 @@
+"""The `screenpop` command: one entry point, one subcommand per job."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+
+log = logging.getLogger("screenpop")
+
+_RELATIVE = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def setup_logging(level: str) -> None:
+    """Plain lines on stderr; journald adds its own timestamps, an interactive terminal gets ours."""
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=fmt, stream=sys.stderr)
+
+
+def parse_when(text: str) -> dt.datetime:
+    """A point in time for --since/--until: ISO date or date-time (UTC), or a span back from now like 2h, 7d."""
+    m = _RELATIVE.match(text.strip())
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    if m:
+        return now - dt.timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    try:
+        value = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (use 2026-11-26, 2026-11-26T08:00 or 2h / 7d)") from None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def printable(text: str | None) -> str:
+    """Caller-supplied text made safe for a terminal: control characters shown as escapes, never executed."""
+    if not text:
+        return ""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _load_config(path: str | None):
+    from screenpop.daemon.config import ConfigError, load
+
+    try:
+        return load(path)
+    except ConfigError as exc:
+        raise SystemExit(f"screenpop: {exc}") from None
+
+
+def _open_db(config):
+    from screenpop.db.database import DatabaseUrlError, open_database
+    from screenpop.db.migrations import migrate
+
+    try:
+        db = open_database(config.database.resolved_url())
+        migrate(db)
+    except DatabaseUrlError as exc:
+        raise SystemExit(f"screenpop: [database] url: {exc}") from None
+    return db
+
+
+# ---- subcommands -------------------------------------------------------------------------
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    """Follow FreeSWITCH and record calls until stopped."""
+    from screenpop.daemon.config import ConfigError
+    from screenpop.daemon.service import Daemon
+
+    config = _load_config(args.config)
+    setup_logging(args.log_level or config.log.level)
+    try:
+        daemon = Daemon(config)
+    except ConfigError as exc:
+        raise SystemExit(f"screenpop: {exc}") from None
+    return daemon.serve_forever()
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Bring the database schema up to date."""
+    from screenpop.db.database import open_database
+    from screenpop.db.migrations import current_version, migrate
+
+    config = _load_config(args.config)
+    setup_logging(config.log.level)
+    db = open_database(config.database.resolved_url())
+    applied = migrate(db)
+    print(f"schema version {current_version(db)}" + (f" (applied {', '.join(map(str, applied))})" if applied else " (up to date)"))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Import customers, employees, orders (CSV) or photos (a folder); bad rows are reported, the rest imports."""
+    from screenpop.daemon.config import default_state_dir
+    from screenpop.db import importer
+    from screenpop.db.numbers import NumberRules
+
+    config = _load_config(args.config)
+    setup_logging(config.log.level)
+    _open_db(config)
+    if args.kind == "customers":
+        report = importer.import_customers(args.path, NumberRules.from_config(config.numbers))
+    elif args.kind == "employees":
+        report = importer.import_employees(args.path)
+    elif args.kind == "orders":
+        report = importer.import_orders(args.path)
+    else:
+        photo_dir = Path(args.photo_dir) if args.photo_dir else default_state_dir() / "photos"
+        report = importer.import_photos(args.path, photo_dir)
+    print(
+        f"{args.kind}: {report.created} created, {report.updated} updated, {report.unchanged} unchanged, "
+        f"{report.skipped} skipped"
+    )
+    for line, message in report.errors:
+        print(f"  line {line}: {printable(message)}" if line else f"  {printable(message)}", file=sys.stderr)
+    return 1 if report.errors else 0
+
+
+def cmd_calls(args: argparse.Namespace) -> int:
+    """List recorded calls, newest last."""
+    from screenpop.db.callrecords import call_records
+
+    config = _load_config(args.config)
+    _open_db(config)
+    records = call_records(since=args.since, until=args.until, extension=args.extension, limit=args.limit)
+    if args.json:
+        for record in records:
+            print(json.dumps(record, ensure_ascii=False))
+        return 0
+    for r in records:
+        who = r["answered_by"] or r["from_extension"] or ",".join(r["missed_by"]) or "-"
+        party = r["external_number"] or (",".join(r["extensions_rung"]) if r["direction"] == "INTERNAL" else "")
+        name = r["customer"]["company"] or r["customer"]["name"] if r["customer"] else r["external_name"]
+        flag = "MISSED" if r["missed"] else ""
+        print(
+            f"{r['started_at'][:19].replace('T', ' ')}  {r['direction']:<8}  {printable(party):<16}  "
+            f"{printable(name)[:30]:<30}  {who:<6}  {int(r['talk_seconds'] or 0):>5}s  {flag}".rstrip()
+        )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Seeded customers, the simulator generating calls, the daemon recording them, pops printed as they happen."""
+    from screenpop.daemon import demo
+
+    setup_logging("warning" if not args.verbose else "info")
+    return demo.run(args)
+
+
+# ---- parser ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(prog="screenpop", description="Screen-pop for FreeSWITCH call centres.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def config_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", "-c", metavar="FILE", default=os.environ.get("SCREENPOP_CONFIG"),
+                       help="TOML configuration file (default: $SCREENPOP_CONFIG, else built-in defaults)")
+
+    p = sub.add_parser("daemon", help=cmd_daemon.__doc__)
+    config_arg(p)
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override [log] level")
+    p.set_defaults(func=cmd_daemon, gevent=True)
+
+    sub.add_parser("simulate", help="the FreeSWITCH simulator: replay a capture or generate calls (see simulate --help)")
+
+    p = sub.add_parser("migrate", help=cmd_migrate.__doc__)
+    config_arg(p)
+    p.set_defaults(func=cmd_migrate, gevent=False)
+
+    p = sub.add_parser("import", help=cmd_import.__doc__)
+    config_arg(p)
+    p.add_argument("kind", choices=["customers", "employees", "orders", "photos"])
+    p.add_argument("path", help="CSV file, or the folder of photos named <external_id>.jpg|png|webp")
+    p.add_argument("--photo-dir", help="where imported photos are stored (default: <state dir>/photos)")
+    p.set_defaults(func=cmd_import, gevent=False)
+
+    p = sub.add_parser("calls", help=cmd_calls.__doc__)
+    config_arg(p)
+    p.add_argument("--json", action="store_true", help="one JSON object per call")
+    p.add_argument("--since", type=parse_when, help="calls started at or after (ISO time in UTC, or 2h, 7d…)")
+    p.add_argument("--until", type=parse_when, help="calls started before")
+    p.add_argument("--extension", help="only calls this extension took part in")
+    p.add_argument("--limit", type=int, help="at most this many (the newest)")
+    p.set_defaults(func=cmd_calls, gevent=False)
+
+    p = sub.add_parser("demo", help=cmd_demo.__doc__)
+    p.add_argument("--dir", help="where the demo keeps its database and config (default: a new temporary folder)")
+    p.add_argument("--rate", type=float, default=0.5, help="calls per second (default 0.5)")
+    p.add_argument("--calls", type=int, default=0, help="stop after this many calls (default: run until Ctrl-C)")
+    p.add_argument("--port", type=int, default=0, help="simulator port (default: a free one)")
+    p.add_argument("--verbose", action="store_true", help="show the daemon's log too")
+    p.set_defaults(func=cmd_demo, gevent=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `screenpop` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["simulate"]:
+        from gevent import monkey
+
+        monkey.patch_all()
+        from screenpop.daemon import simulator
+
+        return simulator.main(argv[1:])
+    args = build_parser().parse_args(argv)
+    if args.gevent:
+        from gevent import monkey
+
+        monkey.patch_all()
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""`screenpop demo`: demo data, the simulator generating calls, the daemon recording them, pops printed live."""
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import gevent
+import gevent.event
+
+from screenpop.daemon.cli import printable
+from screenpop.daemon.config import load
+from screenpop.daemon.service import Daemon
+from screenpop.db.demo_data import seed
+from screenpop.db.models import CallEvent, Customer, Employee
+from screenpop.db.numbers import NumberRules
+
+CONFIG = """\
+# screenpop demo configuration (see docs/configuration.md for every option)
+[freeswitch]
+host = "127.0.0.1"
+port = {port}
+password = "ClueCon"
+
+[database]
+url = "sqlite:///{db}"
+
+[numbers]
+default_region = "IS"
+
+[log]
+level = "warning"
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _line(event: CallEvent, customer: Customer | None, operators: dict[str, str]) -> str:
+    """One pop as the operator's card would sum it up."""
+    who = f"{event.extension} {operators.get(event.extension, '')}".strip()
+    if customer is not None:
+        card = " · ".join(x for x in (customer.company, customer.name) if x)
+        if customer.category != "regular":
+            card += f" [{customer.category.upper()}]"
+    elif event.matches > 1:
+        card = f"{event.matches} customers share this number"
+    elif event.direction == "INTERNAL":
+        card = f"extension {event.external_number} {event.external_name}".strip()
+    else:
+        card = f"unknown caller {event.external_name}".strip()
+    number = event.external_number if event.direction != "INTERNAL" else ""
+    return (
+        f"{event.at:%H:%M:%S}  {who:<28.28}  {event.event.upper():<18}  {event.direction:<8}  "
+        f"{printable(number):<14}  {printable(card)}"
+    )
+
+
+def _print_pops(stop: gevent.event.Event) -> None:
+    last = 0
+    operators = dict(Employee.select(Employee.extension, Employee.name).tuples())
+    while not stop.is_set():
+        rows = list(CallEvent.select().where(CallEvent.id > last).order_by(CallEvent.id).limit(200))
+        customers = {c.id: c for c in Customer.select().where(Customer.id.in_([r.customer_id for r in rows if r.customer_id]))}
+        for row in rows:
+            print(_line(row, customers.get(row.customer_id), operators), flush=True)
+            last = row.id
+        stop.wait(0.3)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo until Ctrl-C (or until --calls calls are done)."""
+    folder = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="screenpop-demo-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    port = args.port or _free_port()
+    config_path = folder / "screenpop.toml"
+    config_path.write_text(CONFIG.format(port=port, db=(folder / "screenpop.db").resolve()), encoding="utf-8")
+    config = load(config_path)
+    daemon = Daemon(config)
+    numbers_file = folder / "numbers.txt"
+    if not Customer.select().exists():
+        numbers = seed(NumberRules.from_config(config.numbers), folder / "photos")
+        numbers_file.write_text("\n".join(numbers + ["+3545550100", "5551234", "anonymous"]) + "\n", encoding="utf-8")
+    print(f"screenpop demo in {folder}")
+    print(f"  database  {folder / 'screenpop.db'} ({Customer.select().count()} customers, {Employee.select().count()} operators)")
+    print(f"  config    {config_path}")
+    print(f"  simulator 127.0.0.1:{port}, {args.rate:g} calls/s" + (f", {args.calls} calls" if args.calls else ""))
+    print("  Ctrl-C stops; afterwards: screenpop calls --config " + str(config_path))
+    print()
+    sim_cmd = [
+        sys.executable, "-m", "screenpop.daemon.simulator", "--generate", "--port", str(port),
+        "--rate", str(args.rate), "--numbers", str(numbers_file), "--linger", "2",
+    ]
+    sim_cmd += ["--calls", str(args.calls)] if args.calls else []
+    sim = subprocess.Popen(sim_cmd, stderr=None if args.verbose else subprocess.DEVNULL)
+    stop = gevent.event.Event()
+    printer = gevent.spawn(_print_pops, stop)
+    daemon.start()
+    try:
+        while sim.poll() is None:
+            gevent.sleep(0.2)
+        gevent.sleep(1.0)
+    except KeyboardInterrupt:
+        print("\nstopping…")
+    finally:
+        if sim.poll() is None:
+            sim.terminate()
+            sim.wait(timeout=5)
+        daemon.stop()
+        gevent.sleep(0.5)
+        stop.set()
+        printer.join(timeout=2)
+    print(f"\ndone. Recorded calls: screenpop calls --config {config_path}")
+    return 0

@@ -1,0 +1,133 @@
+"""Helpers for tests that run the real daemon and the real simulator as processes over loopback TCP."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "esl-captures"
+
+
+def free_port() -> int:
+    """A TCP port on loopback nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll predicate until it holds; fail the test with `what` after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def write_config(path: Path, port: int, db_url: str, **extra: str) -> Path:
+    """A daemon config for the tests: simulator port, database, Icelandic numbers, quick reconnects."""
+    path.write_text(
+        f"""
+[freeswitch]
+port = {port}
+reconnect_min = 0.2
+reconnect_max = 1.0
+command_timeout = 3.0
+
+[database]
+url = "{db_url}"
+
+[numbers]
+default_region = "IS"
+
+[log]
+level = "info"
+""" + "".join(f"\n{v}\n" for v in extra.values()),
+        encoding="utf-8",
+    )
+    return path
+
+
+class Proc:
+    """A child process whose stderr goes to a file the test can read on failure."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None):
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self.popen = subprocess.Popen(
+            [sys.executable, *args], stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+
+    def log(self) -> str:
+        """What the process has printed so far."""
+        self._log.flush()
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait(self, timeout: float = 30.0) -> int:
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"process did not exit within {timeout} s:\n{self.log()[-3000:]}") from None
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        """SIGTERM and wait: the daemon must flush and exit 0 within a few seconds."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(10)
+
+    def close(self) -> None:
+        self.kill()
+        self._log.close()
+
+
+def simulator(tmp: Path, port: int, *args: str, name: str = "sim") -> Proc:
+    """Start `screenpop simulate` on port with the given options; waits until it listens."""
+    proc = Proc(["-m", "screenpop.daemon.cli", "simulate", "--port", str(port), *args], tmp / f"{name}.log")
+    wait_for(lambda: _listening(port) or proc.popen.poll() is not None, 10, "the simulator to listen")
+    return proc
+
+
+def daemon(tmp: Path, config: Path, name: str = "daemon") -> Proc:
+    """Start `screenpop daemon` with the config."""
+    return Proc(["-m", "screenpop.daemon.cli", "daemon", "--config", str(config)], tmp / f"{name}.log")
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def expected(scenario: str) -> dict:
+    return json.loads((CAPTURES / f"{scenario}.expected.json").read_text(encoding="utf-8"))
+
+
+def comparable(call: dict, keys) -> dict:
+    """The expected.json fields of a call record, with ring-group lists compared as sets."""
+    out = {k: call[k] for k in keys}
+    for key in ("extensions_rung", "answered_elsewhere", "missed_by"):
+        if key in out:
+            out[key] = sorted(out[key])
+    return out
+
+
+def pops_by_extension(rows) -> dict[str, list[str]]:
+    """CallEvent rows (or expected pops) as extension -> events in order."""
+    out: dict[str, list[str]] = {}
+    for ext, event in rows:
+        out.setdefault(ext, []).append(event)
+    return out

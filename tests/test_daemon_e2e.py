@@ -1,0 +1,226 @@
+"""The daemon as a process, fed by the simulator over TCP, checked in the database it wrote (SQLite and PostgreSQL)."""
+from __future__ import annotations
+
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from screenpop.daemon.capture import read_events
+from screenpop.db.callrecords import call_records
+from screenpop.db.database import open_database
+from screenpop.db.lookup import add_phone
+from screenpop.db.migrations import migrate
+from screenpop.db.models import CallEvent, Customer
+from screenpop.db.numbers import NumberRules
+
+from support import (
+    CAPTURES,
+    comparable,
+    daemon,
+    expected,
+    free_port,
+    pops_by_extension,
+    simulator,
+    wait_for,
+    write_config,
+)
+
+SCENARIOS = sorted(p.name[: -len(".expected.json")] for p in CAPTURES.glob("*.expected.json"))
+RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request) -> str:
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+
+
+@pytest.fixture
+def store(db_url):
+    """The test's own connection to the database the daemon writes."""
+    db = open_database(db_url)
+    migrate(db)
+    yield db
+    db.close()
+
+
+def stored_pops() -> dict[str, list[str]]:
+    return pops_by_extension(CallEvent.select(CallEvent.extension, CallEvent.event).order_by(CallEvent.id).tuples())
+
+
+def replay(tmp_path: Path, db_url: str, scenario: str, *sim_args: str) -> None:
+    """Replay one capture into a fresh daemon; the daemon is stopped with SIGTERM once the simulator is done."""
+    port = free_port()
+    sim = simulator(tmp_path, port, "--replay", str(CAPTURES / f"{scenario}.plain.esl"), "--speed", "0", "--linger", "0.3", *sim_args)
+    d = daemon(tmp_path, write_config(tmp_path / "screenpop.toml", port, db_url))
+    try:
+        assert sim.wait(30) == 0, sim.log()
+        assert d.terminate() == 0, d.log()
+    finally:
+        sim.close()
+        d.close()
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_replayed_capture_is_stored_field_by_field(tmp_path, db_url, store, scenario):
+    customer = Customer.create(name="Jón Jónsson", company="Norðurljós ehf.", category="vip")
+    add_phone(customer, "+3545551234", "mobile", RULES)
+    replay(tmp_path, db_url, scenario)
+    exp = expected(scenario)
+    records = call_records()
+    keys = list(exp["calls"][0].keys())
+    assert [comparable(r, keys) for r in records] == [comparable(c, keys) for c in exp["calls"]]
+    assert stored_pops() == pops_by_extension((p["extension"], p["event"]) for p in exp["pops"])
+    for record in records:
+        assert record["ended_at"] is not None and record["started_at"] is not None
+        assert record["talk_seconds"] is None or record["talk_seconds"] >= 0
+        if record["external_number"] == "+3545551234":
+            assert record["customer"] == {"id": customer.id, "name": "Jón Jónsson", "company": "Norðurljós ehf.", "category": "vip"}
+            assert {e.customer_id for e in CallEvent.select()} == {customer.id}
+
+
+def test_durations_match_the_recording_at_any_speed(tmp_path, sqlite_url):
+    db = open_database(sqlite_url)
+    migrate(db)
+    replay(tmp_path, sqlite_url, "inbound-answered")
+    (record,) = call_records()
+    assert round(record["ring_seconds"], 2) == 2.02, "CHANNEL_CREATE of the a-leg to CHANNEL_ANSWER of 1001's leg"
+    assert round(record["talk_seconds"], 2) == 5.08, "to the a-leg's CHANNEL_HANGUP"
+    db.close()
+
+
+def _event_index(scenario: str, predicate) -> int:
+    for i, (_, event) in enumerate(read_events(CAPTURES / f"{scenario}.plain.esl")):
+        if predicate(event):
+            return i
+    raise AssertionError("event not found")
+
+
+@pytest.mark.parametrize("call_survives", [True, False], ids=["call-still-up", "call-gone"])
+def test_freeswitch_restart_mid_call_loses_and_duplicates_nothing(tmp_path, db_url, store, call_survives):
+    """The simulator dies right after the operator answers; a new one comes back with the call up, or without it."""
+    scenario = "inbound-answered"
+    events = read_events(CAPTURES / f"{scenario}.plain.esl")
+    cut = _event_index(scenario, lambda e: e.get("Event-Name") == "CHANNEL_BRIDGE") + 1
+    port = free_port()
+    capture = str(CAPTURES / f"{scenario}.plain.esl")
+    first = simulator(tmp_path, port, "--replay", capture, "--speed", "0", "--until-event", str(cut), name="sim1")
+    d = daemon(tmp_path, write_config(tmp_path / "screenpop.toml", port, db_url))
+    try:
+        first.wait(20)
+        wait_for(lambda: "lost connection" in d.log(), 10, "the daemon to notice FreeSWITCH is gone")
+        restart_at = cut if call_survives else len(events)
+        second = simulator(tmp_path, port, "--replay", capture, "--speed", "0", "--from-event", str(restart_at), "--linger", "0.5", name="sim2")
+        assert second.wait(30) == 0, second.log()
+        wait_for(lambda: "resynchronised" in d.log(), 10, "the resync")
+        assert d.terminate() == 0, d.log()
+        second.close()
+    finally:
+        first.close()
+        d.close()
+    records = call_records()
+    assert len(records) == 1, records
+    (record,) = records
+    assert record["ended_at"] is not None
+    assert record["answered_by"] == "1001" and record["direction"] == "INCOMING"
+    assert stored_pops() == {"1001": ["ringing", "answered", "ended"]}
+    if call_survives:
+        assert record["hangup_cause"] == "NORMAL_CLEARING" and record["a_leg_billsec"] == 5
+    else:
+        assert record["hangup_cause"] is None, "nobody saw how it ended"
+
+
+def test_daemon_restart_mid_call_gives_no_pop_twice(tmp_path, db_url, store):
+    """The daemon is killed while a call rings and answers; the new daemon resumes it from the database."""
+    scenario = "inbound-answered"
+    port = free_port()
+    sim = simulator(tmp_path, port, "--replay", str(CAPTURES / f"{scenario}.plain.esl"), "--speed", "1", "--linger", "0.5")
+    config = write_config(tmp_path / "screenpop.toml", port, db_url)
+    first = daemon(tmp_path, config, name="daemon1")
+    try:
+        wait_for(lambda: CallEvent.select().where(CallEvent.event == "answered").exists(), 15, "the answered pop")
+        first.kill()
+        second = daemon(tmp_path, config, name="daemon2")
+        assert sim.wait(30) == 0, sim.log()
+        assert second.terminate() == 0, second.log()
+        assert "still up after restart; resumed" in second.log()
+        second.close()
+    finally:
+        sim.close()
+        first.close()
+    (record,) = call_records()
+    assert record["ended_at"] is not None and record["hangup_cause"] == "NORMAL_CLEARING"
+    assert stored_pops() == {"1001": ["ringing", "answered", "ended"]}
+
+
+# ---- hostile and malformed input -----------------------------------------------------------------
+
+HOSTILE_NAME = "<b>VIP</b> & \"Ünïcødé\" ; DROP TABLE call; -- 'x' \x07\x1b[31m red"
+
+
+def _hostile_stream() -> bytes:
+    """Garbage and lying frames, then a real call whose caller-ID name is hostile and a non-UTF-8 event."""
+    from screenpop.daemon.protocol import encode_value
+
+    parts = [
+        b"this is not a frame\n\n",
+        b"Content-Type: text/event-plain\nContent-Length: banana\n\n",
+        b"Content-Type: text/event-plain\nContent-Length: -5\n\n",
+        b"Content-Type: text/event-plain\nX-Huge: " + b"A" * (1024 * 1024) + b"\n\n",
+        b"Content-Type: text/event-plain\nContent-Length: 40\n\nEvent-Name: CHANNEL_CREATE\nUnique-ID: \xff\xfe\n\n",
+    ]
+    events = read_events(CAPTURES / "inbound-answered.plain.esl")
+    for frame, _ in events:
+        body = frame.body
+        body = body.replace(b"Caller-Caller-ID-Name: J%C3%B3n%20J%C3%B3nsson", b"Caller-Caller-ID-Name: " + encode_value(HOSTILE_NAME).encode())
+        body = body.replace(b"Caller-Orig-Caller-ID-Name: J%C3%B3n%20J%C3%B3nsson", b"Caller-Orig-Caller-ID-Name: " + encode_value(HOSTILE_NAME).encode())
+        parts.append(b"Content-Length: %d\nContent-Type: text/event-plain\n\n" % len(body) + body)
+    parts.append(b"Content-Length: 30\nContent-Type: text/event-plain\n\nEvent-Name: HEARTBEAT\n\xc3\x28\xa0\n\n")
+    return b"".join(parts)
+
+
+class FakeFreeswitch(threading.Thread):
+    """A scripted event socket: handshake like FreeSWITCH, then whatever bytes the test gives it."""
+
+    def __init__(self, port: int, payload: bytes):
+        super().__init__(daemon=True)
+        self.server = socket.create_server(("127.0.0.1", port))
+        self.payload = payload
+        self.sent = threading.Event()
+
+    def run(self) -> None:
+        conn, _ = self.server.accept()
+        with conn:
+            reader = conn.makefile("rb")
+            conn.sendall(b"Content-Type: auth/request\n\n")
+            for reply in (b"+OK accepted", b"+OK event listener enabled plain"):
+                while reader.readline() not in (b"\n", b""):
+                    pass
+                conn.sendall(b"Content-Type: command/reply\nReply-Text: " + reply + b"\n\n")
+            while reader.readline() not in (b"\n", b""):
+                pass
+            body = b'{"row_count":0}'
+            conn.sendall(b"Content-Type: api/response\nContent-Length: %d\n\n" % len(body) + body)
+            conn.sendall(self.payload)
+            self.sent.set()
+            conn.recv(1)
+
+
+def test_hostile_stream_keeps_the_daemon_running_and_stores_text_faithfully(tmp_path, db_url, store):
+    port = free_port()
+    fake = FakeFreeswitch(port, _hostile_stream())
+    fake.start()
+    d = daemon(tmp_path, write_config(tmp_path / "screenpop.toml", port, db_url))
+    try:
+        assert fake.sent.wait(20), d.log()
+        wait_for(lambda: any(r["ended_at"] for r in call_records()), 15, "the call to be stored")
+        assert d.popen.poll() is None, d.log()
+        assert d.terminate() == 0, d.log()
+    finally:
+        d.close()
+        fake.server.close()
+    (record,) = call_records()
+    assert record["external_name"] == HOSTILE_NAME
+    assert {e.external_name for e in CallEvent.select()} == {HOSTILE_NAME}
+    assert stored_pops() == {"1001": ["ringing", "answered", "ended"]}
