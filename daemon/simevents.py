@@ -1,0 +1,297 @@
+"""Events as the FreeSWITCH simulator sends them: FreeSWITCH's exact plain/JSON serialisation, rendered lazily and cheaply.
+
+A SimEvent is either a recorded frame (replay: its bytes are sent untouched) or a list of header blocks
+(generator: the big, mostly static blocks of a leg are encoded once and reused by every event of that leg).
+"""
+from __future__ import annotations
+
+import json
+from urllib.parse import quote
+
+from .protocol import decode_value
+
+# FreeSWITCH's switch_url_encode() escapes control characters, bytes >= 0x7f and SWITCH_URL_UNSAFE
+# ("\r\n \"#%&+:;<=>?@[\\]^`{|}"); everything else printable stays as it is.  protocol.encode_value keeps a
+# narrower set (it escapes ! $ ' ( )), which is fine for reading but not for byte-exact replay of what FS sends.
+FS_URL_SAFE = "-_./,*~!$'()"
+
+
+def fs_encode(value: str) -> str:
+    """Percent-encode a header value exactly as FreeSWITCH's plain event serialiser does."""
+    return quote(value, safe=FS_URL_SAFE)
+
+
+def _json_str(value: str) -> str:
+    # cJSON_PrintUnformatted: escapes " \ and control characters, leaves UTF-8 and '/' alone, like json.dumps(ensure_ascii=False).
+    return json.dumps(value, ensure_ascii=False)
+
+
+def json_value(value: str) -> str:
+    """A header value as FreeSWITCH's JSON serialiser writes it: 'ARRAY::a|:b' becomes ["a","b"]."""
+    if value.startswith("ARRAY::"):
+        return "[" + ",".join(_json_str(v) for v in value[7:].split("|:")) + "]"
+    return _json_str(value)
+
+
+def json_member(name: str, value: str) -> str:
+    return _json_str(name) + ":" + json_value(value)
+
+
+def plain_line(name: str, value: str) -> bytes:
+    return f"{name}: {fs_encode(value)}\n".encode("utf-8")
+
+
+def plain_frame(body: bytes) -> bytes:
+    """The outer frame FreeSWITCH wraps around a text/event-plain body."""
+    return b"Content-Length: %d\nContent-Type: text/event-plain\n\n" % len(body) + body
+
+
+def json_frame(body: bytes) -> bytes:
+    """The outer frame FreeSWITCH wraps around a text/event-json body (no trailing newline)."""
+    return b"Content-Length: %d\nContent-Type: text/event-json\n\n" % len(body) + body
+
+
+def split_plain_body(data: bytes) -> tuple[list[tuple[str, str]], str]:
+    """The decoded (name, value) pairs of a plain event body, duplicates and order kept, and its inner body."""
+    head, sep, rest = data.partition(b"\n\n")
+    items: list[tuple[str, str]] = []
+    length = None
+    for line in head.split(b"\n"):
+        name, colon, value = line.partition(b": ")
+        if not colon or not name:
+            continue
+        key = name.decode("utf-8", "replace")
+        val = decode_value(value)
+        if key == "Content-Length":
+            try:
+                length = int(val)
+            except ValueError:
+                length = None
+            continue
+        items.append((key, val))
+    body = rest[:length].decode("utf-8", "replace") if (sep and length is not None) else ""
+    return items, body
+
+
+class Block:
+    """An ordered group of headers whose plain and JSON encodings are cached line by line.
+
+    FreeSWITCH moves a channel variable to the end when it is set again; `set(..., to_end=True)` does the same.
+    """
+
+    __slots__ = ("values", "_plain_lines", "_json_members", "_plain", "_json", "frozen")
+
+    def __init__(self, items=()):
+        self.values: dict[str, str] = dict(items)
+        self._plain_lines: dict[str, bytes] = {}
+        self._json_members: dict[str, str] = {}
+        self._plain: bytes | None = None
+        self._json: str | None = None
+        self.frozen = False   # set once an event refers to this block: its owner must copy() before changing it
+
+    def copy(self) -> "Block":
+        """An unfrozen copy that keeps the cached encodings."""
+        b = Block.__new__(Block)
+        b.values = dict(self.values)
+        b._plain_lines = dict(self._plain_lines)
+        b._json_members = dict(self._json_members)
+        b._plain, b._json, b.frozen = self._plain, self._json, False
+        return b
+
+    def set(self, name: str, value: str, to_end: bool = False) -> None:
+        if to_end and name in self.values:
+            del self.values[name]
+        elif self.values.get(name) == value:
+            return
+        self.values[name] = value
+        self._plain_lines.pop(name, None)
+        self._json_members.pop(name, None)
+        self._plain = self._json = None
+
+    def update(self, items, to_end: bool = False) -> None:
+        for k, v in (items.items() if isinstance(items, dict) else items):
+            self.set(k, v, to_end)
+
+    def pop(self, name: str) -> None:
+        if name in self.values:
+            del self.values[name]
+            self._plain_lines.pop(name, None)
+            self._json_members.pop(name, None)
+            self._plain = self._json = None
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.values.get(name, default)
+
+    def plain(self) -> bytes:
+        if self._plain is None:
+            lines = self._plain_lines
+            out = []
+            for k, v in self.values.items():
+                line = lines.get(k)
+                if line is None:
+                    line = lines[k] = plain_line(k, v)
+                out.append(line)
+            self._plain = b"".join(out)
+        return self._plain
+
+    def json(self) -> str:
+        if self._json is None:
+            members = self._json_members
+            out = []
+            for k, v in self.values.items():
+                m = members.get(k)
+                if m is None:
+                    m = members[k] = json_member(k, v)
+                out.append(m)
+            self._json = ",".join(out)
+        return self._json
+
+
+class SimEvent:
+    """One event for the simulator's subscribers.
+
+    Either recorded (`raw_plain` holds the exact frame received from FreeSWITCH) or composed of Blocks and
+    (name, value) lists. The owner of a Block freezes it when an event refers to it and copies it before
+    changing it again, so an event stays valid after its leg has moved on.
+    """
+
+    __slots__ = ("name", "subclass", "ts_us", "parts", "body", "_plain", "_json", "_lookup", "seq_index")
+
+    def __init__(self, name: str, subclass: str = "", ts_us: int = 0, parts=None, body: str = "",
+                 raw_plain: bytes | None = None):
+        self.name = name
+        self.subclass = subclass
+        self.ts_us = ts_us
+        self.parts = parts if parts is not None else []
+        self.body = body
+        self._plain = raw_plain
+        self._json: bytes | None = None
+        self._lookup: dict[str, str] | None = None
+        self.seq_index = -1     # >= 0: Event-Sequence is still to be assigned, at parts[0][seq_index]
+
+    def set_sequence(self, seq: int) -> None:
+        """Number the event when it is delivered, as FreeSWITCH numbers events when it fires them."""
+        if self.seq_index >= 0:
+            self.parts[0][self.seq_index] = ("Event-Sequence", str(seq))
+            self.seq_index = -1
+            self._plain = self._json = None
+
+    @classmethod
+    def from_plain_frame(cls, raw: bytes, body: bytes) -> "SimEvent":
+        """A recorded text/event-plain frame; `raw` is sent as it is."""
+        items, inner = split_plain_body(body)
+        name = subclass = ""
+        ts = 0
+        for k, v in items:
+            if k == "Event-Name" and not name:
+                name = v
+            elif k == "Event-Subclass" and not subclass:
+                subclass = v
+            elif k == "Event-Date-Timestamp" and not ts:
+                try:
+                    ts = int(v)
+                except ValueError:
+                    pass
+        return cls(name, subclass, ts, [items], inner, raw_plain=raw)
+
+    @classmethod
+    def from_json_frame(cls, raw: bytes, body: bytes) -> "SimEvent | None":
+        """A recorded text/event-json frame; `raw` is sent as it is to json subscribers, plain is rendered."""
+        try:
+            pairs = json.loads(body.decode("utf-8", "replace"), object_pairs_hook=list)
+        except ValueError:
+            return None
+        if not isinstance(pairs, list):
+            return None
+        items, inner = [], ""
+        for k, v in pairs:
+            if k == "_body":
+                inner = v if isinstance(v, str) else str(v)
+            elif k != "Content-Length":
+                items.append((k, "ARRAY::" + "|:".join(map(str, v)) if isinstance(v, list) else str(v)))
+        get = dict(reversed(items)).get
+        try:
+            ts = int(get("Event-Date-Timestamp", "0"))
+        except ValueError:
+            ts = 0
+        ev = cls(get("Event-Name", ""), get("Event-Subclass", ""), ts, [items], inner)
+        ev._json = raw
+        return ev
+
+    def _iter_items(self):
+        for part in self.parts:
+            if isinstance(part, Block):
+                yield from part.values.items()
+            else:
+                yield from part
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._iter_items())
+
+    def get(self, name: str, default: str = "") -> str:
+        """First value of a header (exact name), like FreeSWITCH's switch_event_get_header."""
+        for part in self.parts:
+            if isinstance(part, Block):
+                v = part.values.get(name)
+                if v is not None:
+                    return v
+            elif len(part) > 24:          # a recorded event: one long list, index it once
+                if self._lookup is None:
+                    self._lookup = {}
+                    for k, v in part:
+                        self._lookup.setdefault(k, v)
+                v = self._lookup.get(name)
+                if v is not None:
+                    return v
+            else:
+                for k, v in part:
+                    if k == name:
+                        return v
+        return default
+
+    def plain(self) -> bytes:
+        """The whole text/event-plain frame."""
+        if self._plain is None:
+            chunks = []
+            for part in self.parts:
+                if isinstance(part, Block):
+                    chunks.append(part.plain())
+                else:
+                    chunks.extend(plain_line(k, v) for k, v in part)
+            if self.body:
+                data = self.body.encode("utf-8")
+                chunks.append(b"Content-Length: %d\n\n" % len(data))
+                chunks.append(data)
+            else:
+                chunks.append(b"\n")
+            self._plain = plain_frame(b"".join(chunks))
+        return self._plain
+
+    def json(self) -> bytes:
+        """The whole text/event-json frame."""
+        if self._json is None:
+            members = []
+            for part in self.parts:
+                if isinstance(part, Block):
+                    if part.values:
+                        members.append(part.json())
+                else:
+                    members.extend(json_member(k, v) for k, v in part)
+            if self.body:
+                data = self.body.encode("utf-8")
+                members.append(json_member("Content-Length", str(len(data))))
+                members.append('"_body":' + _json_str(self.body))
+            self._json = json_frame(("{" + ",".join(members) + "}").encode("utf-8"))
+        return self._json
+
+    def xml(self) -> bytes:
+        """The whole text/event-xml frame (switch_event_xmlize layout; rarely used, not cached)."""
+        from xml.sax.saxutils import escape
+        lines = ["<event>", "  <headers>"]
+        lines += [f"    <{k}>{escape(v)}</{k}>" for k, v in self._iter_items()]
+        lines.append("  </headers>")
+        if self.body:
+            lines.append(f"  <body>{escape(self.body)}</body>")
+        lines.append("</event>")
+        data = "\n".join(lines).encode("utf-8")
+        return b"Content-Length: %d\nContent-Type: text/event-xml\n\n" % len(data) + data
