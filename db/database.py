@@ -85,7 +85,7 @@ def _open_postgres(url: str) -> peewee.Database:
         params["options"] = f"{params.get('options', '')} -c search_path={schema}".strip()
     db = Psycopg3Database(dbname, **params)
     db.connect()
-    if schema:
+    if schema and not db.execute_sql("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone():
         db.execute_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     return db
 

@@ -91,6 +91,18 @@ def test_postgres_schema_parameter_sets_search_path(pg_url: str) -> None:
     db.close()
 
 
+@pytest.mark.postgres
+def test_postgres_schema_is_created_when_missing(pg_url: str) -> None:
+    missing = pg_url.rsplit("schema=", 1)[1] + "_new"
+    db = open_database(pg_url.rsplit("schema=", 1)[0] + f"schema={missing}")
+    try:
+        assert migrate(db) == [m.version for m in MIGRATIONS]
+        assert db.execute_sql("SELECT current_schema()").fetchone()[0] == missing
+    finally:
+        db.execute_sql(f'DROP SCHEMA "{missing}" CASCADE')
+        db.close()
+
+
 @pytest.mark.parametrize(
     "url",
     [
