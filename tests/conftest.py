@@ -1,28 +1,27 @@
 """Shared fixtures: a migrated database on each backend, fresh database URLs, and the ESL captures folder.
 
-PostgreSQL is expected at SCREENPOP_TEST_PG (default postgresql://postgres@127.0.0.1:5432/test); every test gets
-a throwaway schema, dropped afterwards. If the server is unreachable the postgres tests fail, they do not skip.
+PostgreSQL: SCREENPOP_TEST_PG if set, else the server on 127.0.0.1:5432 (trust auth, database test), else a
+private cluster the run starts itself (tests/pgserver.py). Every test gets a throwaway schema, dropped afterwards.
+If no server can be had, the postgres tests fail; they do not skip.
 """
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-PG_BASE_URL = os.environ.get("SCREENPOP_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
-
 def _pg_admin():
     """A plain psycopg connection to the test database, for creating and dropping schemas."""
     import psycopg
 
+    from pgserver import server_url
+
     try:
-        return psycopg.connect(PG_BASE_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {PG_BASE_URL} ({exc}); start it or set SCREENPOP_TEST_PG", pytrace=False)
+        return psycopg.connect(server_url(), autocommit=True, connect_timeout=5)
+    except (psycopg.OperationalError, RuntimeError, OSError) as exc:
+        pytest.fail(f"PostgreSQL is not reachable ({exc}); start it or set SCREENPOP_TEST_PG", pytrace=False)
 
 
 @pytest.fixture
@@ -31,7 +30,9 @@ def pg_url() -> Iterator[str]:
     schema = f"screenpop_test_{uuid.uuid4().hex[:12]}"
     with _pg_admin() as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
-    yield f"{PG_BASE_URL}?schema={schema}"
+    from pgserver import server_url
+
+    yield f"{server_url()}?schema={schema}"
     with _pg_admin() as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
