@@ -917,24 +917,34 @@ def _speed(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="screenpop simulate", description="FreeSWITCH event-socket simulator")
+    p = argparse.ArgumentParser(
+        prog="screenpop simulate",
+        description="FreeSWITCH event-socket simulator. The event timeline starts when the first client "
+                    "subscribes; without --replay or --generate only the protocol is served.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
     p.add_argument("--port", type=int, default=8021, help="port (0 = any free port, printed on stderr)")
     p.add_argument("--password", default="ClueCon", help="event socket password")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--replay", metavar="FILE", help="replay a recorded <scenario>.plain.esl stream")
+    mode.add_argument("--replay", metavar="FILE", help="replay a recorded <scenario>.plain.esl (or .json.esl) stream")
     mode.add_argument("--generate", action="store_true", help="generate calls (see --rate, --calls, --mix)")
-    p.add_argument("--speed", type=_speed, default=1.0, help="time factor; 0 or inf = as fast as possible")
-    p.add_argument("--linger", type=float, default=1.0, help="seconds to stay up after the last event")
+    p.add_argument("--speed", type=_speed, default=1.0,
+                   help="time factor for replay and generate; 0 or inf = as fast as the client reads")
+    p.add_argument("--linger", type=float, default=1.0,
+                   help="seconds to stay up after the last event, then a disconnect notice and exit 0")
     p.add_argument("--from-event", type=int, default=0, metavar="N",
                    help="replay: start sending at event N (earlier events only build the channel table)")
     p.add_argument("--until-event", type=int, default=None, metavar="N",
                    help="replay: after event N-1 close all connections abruptly (a crash) and exit 3")
-    p.add_argument("--rate", type=float, default=1.0, help="generate: new calls per second")
+    p.add_argument("--rate", type=float, default=1.0,
+                   help="generate: new calls per second of simulated time (per real second at --speed 1)")
     p.add_argument("--calls", type=int, default=None, help="generate: number of calls")
-    p.add_argument("--duration", type=float, default=None, help="generate: seconds of call arrivals")
-    p.add_argument("--mix", default=None, help="generate: scenario weights, e.g. inbound_answered=5,queue=1")
-    p.add_argument("--numbers", metavar="FILE", help="generate: external numbers, one per line")
+    p.add_argument("--duration", type=float, default=None,
+                   help="generate: seconds (simulated) of call arrivals; neither --calls nor this: run until stopped")
+    p.add_argument("--mix", default=None,
+                   help="generate: scenario weights among inbound_answered, inbound_missed, ring_group, queue, "
+                        "outbound, internal, transfer (e.g. inbound_answered=5,queue=1; default: all, mostly inbound)")
+    p.add_argument("--numbers", metavar="FILE",
+                   help="generate: external numbers, one per line (default: 200 random +354555xxxx)")
     p.add_argument("--extensions", default="1001-1010", help="generate: extensions, e.g. 1001-1010 or 1001,1002")
     p.add_argument("--expect", metavar="FILE", help="generate: write each call's expected outcome as JSON lines")
     p.add_argument("--seed", type=int, default=None, help="generate: random seed (same seed, same calls)")
