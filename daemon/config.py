@@ -115,11 +115,11 @@ def _section(cls: type, name: str, raw: Any) -> Any:
         if key not in known:
             raise ConfigError(f"[{name}] unknown option {key!r} (known: {', '.join(sorted(known))})")
         default = getattr(cls(), key)
-        if isinstance(default, bool) or not isinstance(value, type(default)):
-            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            elif not (isinstance(default, bool) and isinstance(value, bool)):
-                raise ConfigError(f"[{name}] {key} must be {type(default).__name__}, got {type(value).__name__}")
+        if isinstance(default, float) and type(value) is int:
+            value = float(value)
+        if type(value) is not type(default) or (isinstance(value, list) and not all(isinstance(v, str) for v in value)):
+            expected = "list of strings" if isinstance(default, list) else type(default).__name__
+            raise ConfigError(f"[{name}] {key} must be {expected}, got {type(value).__name__}")
         values[key] = value
     return cls(**values)
 

@@ -18,7 +18,7 @@ import gevent.event
 import peewee
 
 from screenpop.daemon.calls import ANSWERED, DONE, IDLE, RINGING, CallState, Party
-from screenpop.db.models import Call, CallEvent, CallParty, Employee
+from screenpop.db.models import Call, CallParty, Employee
 
 log = logging.getLogger("screenpop.writer")
 
@@ -59,6 +59,8 @@ class Writer:
         self._running = False
         self.committed_events = 0
         self.failures = 0
+        self._adapt = _sqlite_value if isinstance(db, peewee.SqliteDatabase) else (lambda value: value)
+        self._prepare_sql()
 
     # ---- Sink -----------------------------------------------------------------------------
 
@@ -127,11 +129,18 @@ class Writer:
         """Write one batch in one transaction: call rows first (pops need their ids), then parties, then pops."""
         pops = self._pops[: self.batch_max]
         calls = dict(self._calls)
-        with self.db.atomic():
-            for call, _ in calls.values():
-                self._write_call(call)
-            for pop in pops:
-                self._write_pop(pop)
+        batch = [call for call, _ in calls.values()]
+        unsaved = [call for call in batch if call.db_id is None]
+        dirty = [party for call in batch for party in call.parties.values() if party.dirty]
+        try:
+            with self.db.atomic():
+                self._write_batch(batch, pops)
+        except peewee.DatabaseError:
+            for call in unsaved:
+                call.db_id = None  # the insert was rolled back with the rest
+            for party in dirty:
+                party.dirty = True
+            raise
         del self._pops[: len(pops)]
         waiting = {id(p.call) for p in self._pops}
         for key, queued in calls.items():
@@ -156,78 +165,96 @@ class Writer:
             self._employees_at = now
         return self._employees.get(extension)
 
-    def _write_call(self, call: CallState) -> None:
-        row = {
-            Call.direction: call.direction,
-            Call.external_number: call.external_number,
-            Call.external_name: call.external_name,
-            Call.external_e164: self.e164(call.external_number) if call.external_number else None,
-            Call.did: call.did,
-            Call.from_extension: call.from_extension,
-            Call.customer: call.customer_id,
-            Call.matches: call.matches,
-            Call.extension: call.extension,
-            Call.employee: self._employee(call.extension),
-            Call.answered_by: call.answered_by,
-            Call.external_answered: call.external_answered,
-            Call.started_at: call.started_at,
-            Call.answered_at: call.answered_at,
-            Call.ended_at: call.ended_at,
-            Call.ring_seconds: call.ring_seconds() if call.finished else None,
-            Call.talk_seconds: call.talk_seconds(),
-            Call.a_leg_billsec: call.a_leg_billsec,
-            Call.hangup_cause: call.hangup_cause,
-            Call.missed: call.missed,
-            Call.node: self.node,
-        }
-        if call.db_id is None:
-            existing = Call.select(Call.id).where(Call.uuid == call.uuid).scalar()
-            if existing is None:
-                call.db_id = Call.insert({Call.uuid: call.uuid, **row}).execute()
-            else:
-                call.db_id = existing
-        if call.db_id is not None:
-            Call.update(row).where(Call.id == call.db_id).execute()
-        for party in call.parties.values():
-            if party.dirty:
-                self._write_party(call, party)
-
-    def _write_party(self, call: CallState, party: Party) -> None:
-        row = {
-            CallParty.employee: self._employee(party.extension),
-            CallParty.role: party.role,
-            CallParty.seq: party.seq,
-            CallParty.rang_at: party.rang_at,
-            CallParty.answered_at: party.answered_at,
-            CallParty.ended_at: party.ended_at,
-            CallParty.talk_seconds: party.talk_seconds,
-            CallParty.outcome: party.outcome,
-            CallParty.talked: party.talked,
-        }
-        updated = (
-            CallParty.update(row)
-            .where((CallParty.call == call.db_id) & (CallParty.extension == party.extension))
-            .execute()
+    def _write_batch(self, calls: list[CallState], pops: list[PendingPop]) -> None:
+        """Precompiled SQL and executemany: the query builder would cost more than the event intake itself."""
+        adapt = self._adapt
+        for call in calls:
+            if call.db_id is None:
+                call.db_id = self._insert_call(call)
+        self._execute_many(self._sql_update_call, [(*map(adapt, self._call_values(call)), call.db_id) for call in calls])
+        self._execute_many(
+            self._sql_upsert_party,
+            [
+                tuple(map(adapt, self._party_values(call, party)))
+                for call in calls
+                for party in call.parties.values()
+                if party.dirty
+            ],
         )
-        if not updated:
-            CallParty.insert({CallParty.call: call.db_id, CallParty.extension: party.extension, **row}).execute()
-        party.dirty = False
+        for call in calls:
+            for party in call.parties.values():
+                party.dirty = False
+        self._execute_many(
+            self._sql_insert_pop,
+            [
+                tuple(map(adapt, (p.call.db_id, p.call.uuid, p.extension, p.event, p.direction, p.peer_number or "",
+                                  p.peer_name or "", p.customer_id, p.matches, p.at)))
+                for p in pops
+            ],
+        )
 
-    def _write_pop(self, pop: PendingPop) -> None:
-        CallEvent.insert(
-            {
-                CallEvent.call: pop.call.db_id,
-                CallEvent.uuid: pop.call.uuid,
-                CallEvent.extension: pop.extension,
-                CallEvent.event: pop.event,
-                CallEvent.direction: pop.direction,
-                CallEvent.external_number: pop.peer_number or "",
-                CallEvent.external_name: pop.peer_name or "",
-                CallEvent.customer: pop.customer_id,
-                CallEvent.matches: pop.matches,
-                CallEvent.at: pop.at,
-            }
-        ).execute()
+    def _execute_many(self, sql: str, rows: list[tuple]) -> None:
+        if rows:
+            self.db.cursor().executemany(sql, rows)
+
+    def _insert_call(self, call: CallState) -> int:
+        existing = self.db.execute_sql(self._sql_find_call, (call.uuid,)).fetchone()
+        if existing:
+            return existing[0]
+        cursor = self.db.execute_sql(self._sql_insert_call, (call.uuid, call.direction, self._adapt(call.started_at), self.node))
+        return cursor.fetchone()[0] if self._returning else cursor.lastrowid
+
+    def _call_values(self, call: CallState) -> tuple:
+        ext = call.extension
+        return (
+            call.direction, call.external_number, call.external_name,
+            self.e164(call.external_number) if call.external_number else None,
+            call.did, call.from_extension, call.customer_id, call.matches, ext, self._employee(ext),
+            call.answered_by, call.external_answered, call.started_at, call.answered_at, call.ended_at,
+            call.ring_seconds() if call.finished else None, call.talk_seconds(), call.a_leg_billsec,
+            call.hangup_cause, call.missed, self.node,
+        )
+
+    def _party_values(self, call: CallState, party: Party) -> tuple:
+        return (
+            call.db_id, party.extension, self._employee(party.extension), party.role, party.seq, party.rang_at,
+            party.answered_at, party.ended_at, party.talk_seconds, party.outcome, party.talked,
+        )
+
+    def _prepare_sql(self) -> None:
+        p = self.db.param
+        self._returning = not isinstance(self.db, peewee.SqliteDatabase)
+        call_columns = [
+            "direction", "external_number", "external_name", "external_e164", "did", "from_extension", "customer_id",
+            "matches", "extension", "employee_id", "answered_by", "external_answered", "started_at", "answered_at",
+            "ended_at", "ring_seconds", "talk_seconds", "a_leg_billsec", "hangup_cause", "missed", "node",
+        ]
+        self._sql_find_call = f'SELECT id FROM "call" WHERE uuid = {p}'
+        self._sql_insert_call = (
+            f'INSERT INTO "call" (uuid, direction, started_at, node, matches, missed) VALUES ({p}, {p}, {p}, {p}, 0, FALSE)'
+            + (" RETURNING id" if self._returning else "")
+        )
+        assignments = ", ".join(f"{c} = {p}" for c in call_columns)
+        self._sql_update_call = f'UPDATE "call" SET {assignments} WHERE id = {p}'
+        party_columns = [
+            "call_id", "extension", "employee_id", "role", "seq", "rang_at", "answered_at", "ended_at", "talk_seconds",
+            "outcome", "talked",
+        ]
+        self._sql_upsert_party = (
+            f"INSERT INTO call_party ({', '.join(party_columns)}) VALUES ({', '.join([p] * len(party_columns))}) "
+            f"ON CONFLICT (call_id, extension) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in party_columns[2:])
+        )
+        pop_columns = ["call_id", "uuid", "extension", "event", "direction", "external_number", "external_name",
+                       "customer_id", "matches", '"at"']
+        self._sql_insert_pop = (
+            f"INSERT INTO call_event ({', '.join(pop_columns)}) VALUES ({', '.join([p] * len(pop_columns))})"
+        )
+
+
+def _sqlite_value(value):
+    """SQLite stores times as peewee reads them back: ISO text with a space."""
+    return value.isoformat(" ") if isinstance(value, dt.datetime) else value
 
 
 def load_open_calls(db: peewee.Database) -> list[CallState]:
