@@ -37,6 +37,10 @@ def _unquote_fast(value: str) -> str:
     return out.decode("utf-8", "replace")
 
 
+_decoded: dict[str, str] = {}
+_DECODED_MAX = 8192  # a call's events repeat most encoded values (dates, channel names, caller IDs, URIs)
+
+
 def parse_headers(block: bytes, decode: bool = True) -> dict[str, str]:
     """Split a header block into lines first, then decode each value, so an encoded newline cannot forge a header.
 
@@ -59,7 +63,15 @@ def parse_headers(block: bytes, decode: bool = True) -> dict[str, str]:
         key = name.strip()
         if key in headers:
             continue
-        headers[key] = _unquote_fast(value) if decode and "%" in value else value
+        if decode and "%" in value:
+            decoded = _decoded.get(value)
+            if decoded is None:
+                decoded = _unquote_fast(value)
+                if len(_decoded) >= _DECODED_MAX:
+                    _decoded.clear()
+                _decoded[value] = decoded
+            value = decoded
+        headers[key] = value
     return headers
 
 

@@ -22,7 +22,7 @@ import gevent.server
 import greenswitch.esl
 import pytest
 
-from screenpop.daemon import esl as esl_mod
+from screenpop.daemon import protocol
 from screenpop.daemon.esl import (
     CONNECTION_LOST,
     AuthenticationError,
@@ -1057,3 +1057,4 @@ def test_fast_parse_headers_matches_the_reference():
             assert parse_headers(body) == reference_parse_headers(body)
     assert unquote_to_bytes(b"%zz") == b"%zz"  # the reference keeps invalid escapes; so does the fast path
     assert parse_headers(b"A: %zz%4%\nB: a=b%3D\n") == {"A": "%zz%4%", "B": "a=b="}
+    assert len(protocol._decoded) <= protocol._DECODED_MAX  # the cache of decoded values stays bounded
