@@ -581,7 +581,10 @@ def subscription_command(events: Iterable[str], fmt: str = "plain") -> str:
 
 
 def _secs(value: float) -> str:
-    return f"{value:.1f}" if value < 10 else f"{value:.0f}"
+    return f"{value:.3g}"
+
+
+_REPEAT_LOG_EVERY = 60.0  # seconds: how often the same failure is logged again at its own level
 
 
 class EslSupervisor:
@@ -641,6 +644,7 @@ class EslSupervisor:
         self._events_earlier = 0
         self._anomalies_earlier = 0
         self.last_error = ""
+        self._logged_failure = ("", 0.0)
 
     def __repr__(self) -> str:
         return f"<EslSupervisor {self.address} {'connected' if self.connected else 'not connected'}>"
@@ -730,27 +734,23 @@ class EslSupervisor:
                     raise SubscriptionError(f"FreeSWITCH refused '{self.subscription}': {reply.reply_text}")
             except AuthenticationError:
                 esl.close("authentication failed")
-                self.connect_failures += 1
-                self.last_error = "FreeSWITCH rejected the ESL password"
                 if self._stopping:
                     break
-                log.error("FreeSWITCH rejected the ESL password (%s); check the [freeswitch] password; "
-                          "retrying in %s s", self.address, _secs(delay))
+                self._failed(logging.ERROR, "FreeSWITCH rejected the ESL password",
+                             f"FreeSWITCH rejected the ESL password ({self.address}); check the [freeswitch] "
+                             f"password or password_file; retrying in {_secs(delay)} s")
             except SubscriptionError as exc:
                 esl.close("subscription refused")
-                self.connect_failures += 1
-                self.last_error = str(exc)
                 if self._stopping:
                     break
-                log.error("%s; retrying in %s s", exc, _secs(delay))
+                self._failed(logging.ERROR, str(exc), f"{exc}; retrying in {_secs(delay)} s")
             except (NotConnectedError, OSError) as exc:
                 esl.close(str(exc))
-                self.connect_failures += 1
-                self.last_error = str(exc)
                 if self._stopping:
                     break
-                log.warning("cannot connect to FreeSWITCH %s: %s; retrying in %s s",
-                            self.address, str(exc).removeprefix(f"cannot connect to {self.address}: "), _secs(delay))
+                reason = str(exc).removeprefix(f"cannot connect to {self.address}: ")
+                self._failed(logging.WARNING, str(exc),
+                             f"cannot connect to FreeSWITCH {self.address}: {reason}; retrying in {_secs(delay)} s")
             else:
                 self._serve(esl)
                 if self._stopping:
@@ -758,6 +758,7 @@ class EslSupervisor:
                 if time.monotonic() - started >= self.stable_after:
                     delay = self.reconnect_min
                 self.last_error = esl.lost_reason
+                self._logged_failure = ("", 0.0)
                 log.warning("lost connection to FreeSWITCH %s (%s); retrying in %s s",
                             self.address, esl.lost_reason, _secs(delay))
             self._wake.wait(delay)
@@ -765,6 +766,18 @@ class EslSupervisor:
         esl = self.esl
         if esl is not None:
             esl.close("stopped")
+
+    def _failed(self, level: int, error: str, message: str) -> None:
+        """Count and log a failed attempt; the same failure again within a minute only at debug level."""
+        self.connect_failures += 1
+        self.last_error = error
+        now = time.monotonic()
+        last_error, last_at = self._logged_failure
+        if error == last_error and now - last_at < _REPEAT_LOG_EVERY:
+            level = logging.DEBUG
+        else:
+            self._logged_failure = (error, now)
+        log.log(level, "%s", message)
 
     def _serve(self, esl: GuardedInboundESL) -> None:
         """One established connection: on_connected, then events in order until it ends."""

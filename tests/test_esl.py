@@ -617,6 +617,15 @@ def test_first_retry_is_under_a_second_with_defaults(fake_fs, supervisors, caplo
     assert f"FreeSWITCH 127.0.0.1:{fs.port}" in caplog.text
 
 
+def test_a_down_freeswitch_is_logged_once_a_minute_not_every_retry(supervisors, caplog):
+    caplog.set_level(logging.DEBUG, logger="screenpop.esl")
+    sup = supervisors(1, reconnect_min=0.01, reconnect_max=0.02)  # port 1: connection refused
+    assert wait_for(lambda: sup.connect_failures >= 5)
+    refused = [r for r in caplog.records if "cannot connect to FreeSWITCH 127.0.0.1:1" in r.getMessage()]
+    assert [r.levelno for r in refused[:5]] == [logging.WARNING] + [logging.DEBUG] * 4
+    assert "retrying in 0.01 s" in refused[0].getMessage()
+
+
 def test_backoff_doubles_up_to_the_cap(fake_fs, supervisors):
     fs = fake_fs(closing_script)
     sup = supervisors(fs.port, reconnect_min=0.05, reconnect_max=0.2)
