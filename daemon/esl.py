@@ -250,6 +250,9 @@ class GuardedInboundESL(InboundESL):
         self.authenticate()
 
     def authenticate(self) -> None:
+        if "\n" in self.password or "\r" in self.password:
+            self._connection_lost("the ESL password contains a line break")
+            raise AuthenticationError("the ESL password contains a line break")
         reply = self.send(f"auth {self.password}")
         if not reply.ok:
             self._connection_lost("FreeSWITCH rejected the ESL password")
@@ -732,13 +735,13 @@ class EslSupervisor:
                 reply = esl.send(self.subscription)
                 if not reply.ok:
                     raise SubscriptionError(f"FreeSWITCH refused '{self.subscription}': {reply.reply_text}")
-            except AuthenticationError:
+            except AuthenticationError as exc:
                 esl.close("authentication failed")
                 if self._stopping:
                     break
-                self._failed(logging.ERROR, "FreeSWITCH rejected the ESL password",
-                             f"FreeSWITCH rejected the ESL password ({self.address}); check the [freeswitch] "
-                             f"password or password_file; retrying in {_secs(delay)} s")
+                self._failed(logging.ERROR, str(exc),
+                             f"{exc} ({self.address}); check the [freeswitch] password or password_file; "
+                             f"retrying in {_secs(delay)} s")
             except SubscriptionError as exc:
                 esl.close("subscription refused")
                 if self._stopping:
@@ -751,6 +754,14 @@ class EslSupervisor:
                 reason = str(exc).removeprefix(f"cannot connect to {self.address}: ")
                 self._failed(logging.WARNING, str(exc),
                              f"cannot connect to FreeSWITCH {self.address}: {reason}; retrying in {_secs(delay)} s")
+            except Exception as exc:  # a bug must not end the supervisor: log it and try again later
+                esl.close("internal error")
+                if self._stopping:
+                    break
+                log.exception("unexpected error while connecting to FreeSWITCH %s; retrying in %s s",
+                              self.address, _secs(delay))
+                self.connect_failures += 1
+                self.last_error = f"internal error: {exc!r}"[:200]
             else:
                 self._serve(esl)
                 if self._stopping:

@@ -521,6 +521,14 @@ def test_wrong_password_is_reported_and_retried(fake_fs, supervisors, clients, c
     assert secret not in str(info.value)
 
 
+def test_a_password_with_a_line_break_is_refused_not_sent(fake_fs, supervisors, caplog):
+    fs = fake_fs(lambda conn: conn.handshake() and conn.serve())
+    sup = supervisors(fs.port, password="pass\nword", reconnect_min=0.05)
+    assert fs.wait_conns(2)
+    assert all(conn.commands == [] for conn in fs.conns)
+    assert "line break" in sup.stats()["last_error"] and sup.join(0) is False  # still trying
+
+
 def test_password_is_never_logged(fake_fs, supervisors, caplog):
     caplog.set_level(logging.DEBUG)
     secret = "s3cr3t-Pa55"
