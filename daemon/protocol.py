@@ -19,8 +19,9 @@ def decode_value(raw: bytes | str) -> str:
 
 
 def encode_value(value: str) -> str:
-    """Percent-encode a header value the way FreeSWITCH's plain event serialiser does."""
-    return quote(value, safe="-_./,*~")
+    """Percent-encode a header value exactly as FreeSWITCH's switch_url_encode() does: control characters,
+    non-ASCII bytes and \r\n "#%&+:;<=>?@[\\]^`{|} and space are escaped, other printable ASCII is not."""
+    return quote(value, safe="-_./,*~!$'()")
 
 
 def _unquote_fast(value: str) -> str:

@@ -6,19 +6,8 @@ A SimEvent is either a recorded frame (replay: its bytes are sent untouched) or 
 from __future__ import annotations
 
 import json
-from urllib.parse import quote
 
-from .protocol import decode_value
-
-# FreeSWITCH's switch_url_encode() escapes control characters, bytes >= 0x7f and SWITCH_URL_UNSAFE
-# ("\r\n \"#%&+:;<=>?@[\\]^`{|}"); everything else printable stays as it is.  protocol.encode_value keeps a
-# narrower set (it escapes ! $ ' ( )), which is fine for reading but not for byte-exact replay of what FS sends.
-FS_URL_SAFE = "-_./,*~!$'()"
-
-
-def fs_encode(value: str) -> str:
-    """Percent-encode a header value exactly as FreeSWITCH's plain event serialiser does."""
-    return quote(value, safe=FS_URL_SAFE)
+from .protocol import decode_value, encode_value
 
 
 def _json_str(value: str) -> str:
@@ -38,7 +27,7 @@ def json_member(name: str, value: str) -> str:
 
 
 def plain_line(name: str, value: str) -> bytes:
-    return f"{name}: {fs_encode(value)}\n".encode("utf-8")
+    return f"{name}: {encode_value(value)}\n".encode("utf-8")
 
 
 def plain_frame(body: bytes) -> bytes:
