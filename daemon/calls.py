@@ -97,13 +97,14 @@ class Party:
 class Leg:
     """One FreeSWITCH channel that belongs to a call."""
 
-    __slots__ = ("uuid", "call", "info", "hung_up", "answered", "transfer")
+    __slots__ = ("uuid", "call", "info", "hung_up", "answered", "transfer", "rang")
     uuid: str
     call: "CallState"
     info: LegInfo
     hung_up: bool
     answered: bool
     transfer: bool
+    rang: bool
 
 
 @dataclass(eq=False)
@@ -133,6 +134,7 @@ class CallState:
     a_leg_billsec: int | None = None
     legs: list[Leg] = field(default_factory=list)
     finished: bool = False
+    adopted: bool = False
     db_id: int | None = None
 
     @property
@@ -223,8 +225,8 @@ class CallTracker:
             return
         at = event_time(h)
         leg = self.legs.get(uuid)
-        if leg is not None and name == "CHANNEL_CREATE" and leg is leg.call.a_leg and at < leg.call.started_at:
-            leg.call.started_at = at  # adopted from `show channels` (whole seconds); the event is exact
+        if leg is not None and leg.call.adopted and leg is leg.call.a_leg:
+            leg = self._readopt(leg, h, at)
         if leg is None:
             if name in ("CHANNEL_HANGUP_COMPLETE", "CHANNEL_DESTROY") and not parent_uuid(h):
                 return
@@ -246,7 +248,7 @@ class CallTracker:
                 info = LegInfo(EXTERNAL, None, True)
             else:
                 info = LegInfo(PHONE, call.from_extension, True)
-            leg = Leg(call.uuid, call, info, False, call.answered_at is not None, False)
+            leg = Leg(call.uuid, call, info, False, call.answered_at is not None, False, True)
             call.a_leg = leg
             call.legs = [leg]
             self.legs[call.uuid] = leg
@@ -262,6 +264,8 @@ class CallTracker:
         given are not given again.
         """
         up = {r["uuid"]: r for r in rows if isinstance(r, dict) and r.get("uuid")}
+        for uuid in [u for u, r in up.items() if u in self._forgotten or r.get("callstate") == "HANGUP"]:
+            del up[uuid]  # ended already: its hangup events were seen or are on their way
         self._missing = {uuid for uuid in self.legs if uuid not in up}
         children = []
         for uuid, row in up.items():
@@ -270,8 +274,8 @@ class CallTracker:
                 children.append(row)
             else:
                 self._adopt(row, "", now)
-        for row in children:
-            self._adopt(row, row["call_uuid"], now)
+        for row in sorted(children, key=lambda r: r.get("callstate") in ("ACTIVE", "HELD")):
+            self._adopt(row, row["call_uuid"], now)  # ringing legs first: an answer then tells them
         self._restored.clear()
 
     def settle(self, now: dt.datetime) -> None:
@@ -300,12 +304,29 @@ class CallTracker:
             leg = self._register(uuid, h, created if created.year > 1970 else now)
             if leg is None:
                 return
+            leg.call.adopted = True
             log.info("call leg %s (%s) adopted from FreeSWITCH", uuid, row.get("name", ""))
         state = row.get("callstate", "")
         if state in ("RINGING", "EARLY", "ACTIVE", "HELD"):
             self._on_progress(leg, h, now)
         if state in ("ACTIVE", "HELD"):
             self._on_answer(leg, h, now)
+
+    def _readopt(self, leg: Leg, h: Mapping[str, str], at: dt.datetime) -> Leg | None:
+        """The first event of a leg adopted from `show channels` corrects what the row could not tell.
+
+        A b-leg caught before FreeSWITCH tied it to its a-leg looks like an a-leg of its own; its events name
+        the parent, so it moves there. The exact start time replaces the row's whole seconds.
+        """
+        call = leg.call
+        parent = parent_uuid(h)
+        if parent and parent in self.legs and call.direction is None and call.legs == [leg]:
+            del self.legs[leg.uuid]
+            self.calls.pop(call.uuid, None)
+            return self._register(leg.uuid, h, at)
+        if h.get("Event-Name") == "CHANNEL_CREATE" and at < call.started_at:
+            call.started_at = at
+        return leg
 
     # ---- legs and calls -------------------------------------------------------------------
 
@@ -319,14 +340,14 @@ class CallTracker:
                 log.debug("leg %s belongs to unknown or finished leg %s; ignored", uuid, parent)
                 self._forget(uuid)
                 return None
-            leg = Leg(uuid, owner.call, info, False, False, False)
+            leg = Leg(uuid, owner.call, info, False, False, False, False)
             self.legs[uuid] = leg
             owner.call.legs.append(leg)
             if owner.call.direction is None:
                 self._decide(owner.call, leg, h, at)
             return leg
         call = CallState(uuid=uuid, a_leg=None, started_at=at)
-        leg = Leg(uuid, call, info, False, False, False)
+        leg = Leg(uuid, call, info, False, False, False, False)
         call.a_leg = leg
         call.legs.append(leg)
         self.legs[uuid] = leg
@@ -398,8 +419,9 @@ class CallTracker:
 
     def _on_progress(self, leg: Leg, h: Mapping[str, str], at: dt.datetime) -> None:
         call = leg.call
-        if call.finished or leg.info.kind != PHONE or leg.info.inbound or leg.answered:
+        if call.finished or leg.info.kind != PHONE or leg.info.inbound or leg.answered or leg.rang:
             return
+        leg.rang = True
         ext = leg.info.extension
         party = self._party(call, ext, "callee")
         if ext not in call.rung:

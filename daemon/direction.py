@@ -105,10 +105,14 @@ def call_direction(a_leg: LegInfo, joining: LegInfo) -> str | None:
 
 
 def parent_uuid(h: Mapping[str, str]) -> str | None:
-    """The leg this leg was created for: the originator, a loopback twin, or the queue member it serves."""
-    return (
+    """The leg this leg was created for: the originator, a loopback twin, or the queue member it serves.
+
+    A queue member's own leg names itself as the member session: that is no parent.
+    """
+    parent = (
         h.get("variable_originator")
         or h.get("variable_cc_member_session_uuid")
         or h.get("variable_other_loopback_leg_uuid")
         or None
     )
+    return None if parent == h.get("Unique-ID") else parent

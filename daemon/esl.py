@@ -216,6 +216,7 @@ class GuardedInboundESL(InboundESL):
         self._lost = False
         self.lost_reason = ""
         self.events_received = 0
+        self.events_before_reply = 0
         self.anomalies = 0
 
     def __repr__(self) -> str:
@@ -515,6 +516,7 @@ class GuardedInboundESL(InboundESL):
                               _text(body) if body else headers.get("Reply-Text", "")[:80])
                 return 0
             text = body.decode("utf-8", "replace")
+            self.events_before_reply = self.events_received
             self._commands_sent.popleft().set(CommandReply(headers, text, kind))
             return 0
         if kind == "text/event-json":
@@ -643,6 +645,7 @@ class EslSupervisor:
         self.reconnects = 0
         self.connect_failures = 0
         self.events_dispatched = 0
+        self._dispatched_here = 0
         self.handler_errors = 0
         self._events_earlier = 0
         self._anomalies_earlier = 0
@@ -665,6 +668,16 @@ class EslSupervisor:
     def events_received(self) -> int:
         current = self.esl.events_received if self.esl is not None and self._up else 0
         return self._events_earlier + current
+
+    @property
+    def backlog(self) -> int:
+        """Events that arrived on this connection before the last command's reply and are not dispatched yet.
+
+        In on_connected, after api('show channels as json'): the events that happened before that snapshot.
+        """
+        if self.esl is None or not self._up:
+            return 0
+        return max(0, self.esl.events_before_reply - self._dispatched_here)
 
     def stats(self) -> dict[str, int | bool | str]:
         """Counters for logs and benchmarks."""
@@ -793,6 +806,7 @@ class EslSupervisor:
     def _serve(self, esl: GuardedInboundESL) -> None:
         """One established connection: on_connected, then events in order until it ends."""
         self._up = True
+        self._dispatched_here = 0
         self.connects += 1
         if self.connects > 1:
             self.reconnects += 1
@@ -831,6 +845,7 @@ class EslSupervisor:
                     pass
                 continue
             self.events_dispatched += 1
+            self._dispatched_here += 1
             try:
                 on_event(event)
             except Exception:

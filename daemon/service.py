@@ -56,7 +56,7 @@ class Daemon:
             port=fs.port,
             password=fs.secret(),
             events=SUBSCRIBED_EVENTS,
-            on_event=self.tracker.handle,
+            on_event=self._on_event,
             on_connected=self._resync,
             on_disconnected=self._disconnected,
             connect_timeout=fs.connect_timeout,
@@ -64,6 +64,7 @@ class Daemon:
             reconnect_min=fs.reconnect_min,
             reconnect_max=fs.reconnect_max,
         )
+        self._snapshot: tuple[list[dict], int] | None = None
         self._stopped = gevent.event.Event()
         self._done = gevent.event.Event()
         self._greenlets: list[gevent.Greenlet] = []
@@ -103,25 +104,44 @@ class Daemon:
     # ---- ESL callbacks -------------------------------------------------------------------
 
     def _resync(self, api) -> None:
-        """After every (re)connect: settle calls that ended meanwhile, adopt calls we never saw."""
+        """After every (re)connect: settle calls that ended meanwhile, adopt calls we never saw.
+
+        Events that reached us before the reply to `show channels` happened before it: they are applied
+        first, and the channel list after them, so a stale event never overrides a newer state.
+        """
         body = api("show channels as json")
         try:
             rows = parse_channels(body)
         except ValueError:
             log.error("FreeSWITCH answered 'show channels as json' with something else: %.200r", body)
-            rows = None
-        if rows is not None:
-            before = len(self.tracker.calls)
-            self.tracker.resync(rows, utcnow())
-            gevent.spawn_later(SETTLE_SECONDS, lambda: self.tracker.settle(utcnow()))
-            log.info(
-                "resynchronised with FreeSWITCH: %d channel(s) up, %d call(s) tracked (was %d)",
-                len(rows),
-                len(self.tracker.calls),
-                before,
-            )
+            return
+        backlog = self.esl.backlog
+        if backlog:
+            self._snapshot = (rows, backlog)
+        else:
+            self._apply_snapshot(rows)
+
+    def _on_event(self, event) -> None:
+        self.tracker.handle(event)
+        if self._snapshot is not None:
+            rows, left = self._snapshot
+            self._snapshot = (rows, left - 1) if left > 1 else None
+            if left <= 1:
+                self._apply_snapshot(rows)
+
+    def _apply_snapshot(self, rows: list[dict]) -> None:
+        before = len(self.tracker.calls)
+        self.tracker.resync(rows, utcnow())
+        gevent.spawn_later(SETTLE_SECONDS, lambda: self.tracker.settle(utcnow()))
+        log.info(
+            "resynchronised with FreeSWITCH: %d channel(s) up, %d call(s) tracked (was %d)",
+            len(rows),
+            len(self.tracker.calls),
+            before,
+        )
 
     def _disconnected(self) -> None:
+        self._snapshot = None
         self.tracker.settle(utcnow())
         log.warning("FreeSWITCH connection lost with %d call(s) in progress; they are checked on reconnect", len(self.tracker.calls))
 

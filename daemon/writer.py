@@ -171,27 +171,21 @@ class Writer:
         for call in calls:
             if call.db_id is None:
                 call.db_id = self._insert_call(call)
-        self._execute_many(self._sql_update_call, [(*map(adapt, self._call_values(call)), call.db_id) for call in calls])
-        self._execute_many(
-            self._sql_upsert_party,
-            [
-                tuple(map(adapt, self._party_values(call, party)))
-                for call in calls
-                for party in call.parties.values()
-                if party.dirty
-            ],
-        )
+        party_rows = []
         for call in calls:
             for party in call.parties.values():
-                party.dirty = False
-        self._execute_many(
-            self._sql_insert_pop,
-            [
-                tuple(map(adapt, (p.call.db_id, p.call.uuid, p.extension, p.event, p.direction, p.peer_number or "",
-                                  p.peer_name or "", p.customer_id, p.matches, p.at)))
-                for p in pops
-            ],
-        )
+                if party.dirty:
+                    party.dirty = False  # before any query: a change while PostgreSQL answers marks it again
+                    party_rows.append(tuple(map(adapt, self._party_values(call, party))))
+        pop_rows = [
+            tuple(map(adapt, (p.call.db_id, p.call.uuid, p.extension, p.event, p.direction, p.peer_number or "",
+                              p.peer_name or "", p.customer_id, p.matches, p.at)))
+            for p in pops
+        ]
+        call_rows = [(*map(adapt, self._call_values(call)), call.db_id) for call in calls]
+        self._execute_many(self._sql_update_call, call_rows)
+        self._execute_many(self._sql_upsert_party, party_rows)
+        self._execute_many(self._sql_insert_pop, pop_rows)
 
     def _execute_many(self, sql: str, rows: list[tuple]) -> None:
         if rows:

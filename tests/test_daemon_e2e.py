@@ -1,6 +1,7 @@
 """The daemon as a process, fed by the simulator over TCP, checked in the database it wrote (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
+import json
 import socket
 import threading
 from pathlib import Path
@@ -224,3 +225,34 @@ def test_hostile_stream_keeps_the_daemon_running_and_stores_text_faithfully(tmp_
     assert record["external_name"] == HOSTILE_NAME
     assert {e.external_name for e in CallEvent.select()} == {HOSTILE_NAME}
     assert stored_pops() == {"1001": ["ringing", "answered", "ended"]}
+
+
+def test_generated_interleaved_calls_are_stored_as_the_generator_expects(tmp_path, db_url, store):
+    """Many calls of every scenario at once, with the demo's kinds of numbers and names: each one as expected."""
+    numbers = tmp_path / "numbers.txt"
+    numbers.write_text("+3545551234\n5551234\n003545559999\nanonymous\n+442071838750\n", encoding="utf-8")
+    expect = tmp_path / "expect.jsonl"
+    port = free_port()
+    sim = simulator(
+        tmp_path, port, "--generate", "--calls", "150", "--rate", "40", "--speed", "20", "--seed", "5",
+        "--numbers", str(numbers), "--expect", str(expect), "--linger", "0.5",
+    )
+    d = daemon(tmp_path, write_config(tmp_path / "screenpop.toml", port, db_url))
+    try:
+        assert sim.wait(60) == 0, sim.log()
+        assert d.terminate() == 0, d.log()
+    finally:
+        sim.close()
+        d.close()
+    wanted = [json.loads(line) for line in expect.read_text(encoding="utf-8").splitlines()]
+    assert len(wanted) == 150
+    records = {r["uuid"]: r for r in call_records()}
+    assert len(records) == 150
+    pops: dict[str, dict[str, list[str]]] = {}
+    for uuid, ext, event in CallEvent.select(CallEvent.uuid, CallEvent.extension, CallEvent.event).order_by(CallEvent.id).tuples():
+        pops.setdefault(uuid, {}).setdefault(ext, []).append(event)
+    keys = list(wanted[0]["call"].keys())
+    for item in wanted:
+        record = records[item["a_leg"]]
+        assert comparable(record, keys) == comparable(item["call"], keys), item["scenario"]
+        assert pops.get(item["a_leg"], {}) == pops_by_extension((p["extension"], p["event"]) for p in item["pops"]), item["scenario"]
