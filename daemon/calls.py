@@ -437,7 +437,7 @@ class CallTracker:
         party.state = RINGING
         party.rang_at = party.rang_at or at
         party.dirty = True
-        self._handed_over(call)
+        self._handed_over(call, party, at)
         self._pop(call, ext, "ringing", at)
         self.sink.save_call(call)
 
@@ -478,7 +478,7 @@ class CallTracker:
         party = self._party(call, ext, "callee")
         if party.state == ANSWERED:
             return
-        self._handed_over(call)
+        self._handed_over(call, party, at)
         if party.state not in (RINGING, RANG):
             self._pop(call, ext, "ringing", at)
             party.rang_at = party.rang_at or at
@@ -509,12 +509,19 @@ class CallTracker:
                 self._pop(call, other.extension, "answered_elsewhere", at)
         self.sink.save_call(call)
 
-    def _handed_over(self, call: CallState) -> None:
-        """Someone new takes the call: extensions that left it by a transfer were transferred."""
+    def _handed_over(self, call: CallState, taker: Party, at: dt.datetime) -> None:
+        """Someone new takes the call: extensions that left it, or are leaving it, by a transfer were transferred."""
         for party in call.parties.values():
-            if party.state == LEAVING:
+            if party is taker:
+                continue
+            leaving = party.state == LEAVING or (
+                party.state == ANSWERED
+                and any(l.transfer and not l.hung_up and l.info.extension == party.extension for l in call.legs)
+            )
+            if leaving:
                 party.state = DONE
                 party.outcome = "transferred"
+                party.ended_at = party.ended_at or at
                 party.dirty = True
                 self._pop(call, party.extension, "transferred", party.ended_at)
 
@@ -585,6 +592,10 @@ class CallTracker:
             party.dirty = True
             if not transfer:
                 self._pop(call, party.extension, "ended", at)
+            else:
+                taker = next((p for p in call.parties.values() if p.state == ANSWERED and p.answered_at > party.answered_at), None)
+                if taker is not None:
+                    self._handed_over(call, taker, at)  # the one taking over is already connected
 
     def _end_call(self, call: CallState, at: dt.datetime) -> None:
         """The call is over: tell everyone still waiting or connected, then persist the outcome."""
@@ -611,6 +622,8 @@ class CallTracker:
         for party in call.parties.values():
             if party.answered_at and party.ended_at:
                 party.talk_seconds = max(0.0, (party.ended_at - party.answered_at).total_seconds())
+        if not any(l.uuid in self.legs for l in call.legs):
+            self.calls.pop(call.uuid, None)
         if call.direction is None:
             log.debug("call %s ended before its direction was known; not recorded", call.uuid)
         else:
