@@ -99,6 +99,12 @@ def run(args: argparse.Namespace) -> int:
     ]
     sim_cmd += ["--calls", str(args.calls)] if args.calls else []
     sim = subprocess.Popen(sim_cmd, stderr=None if args.verbose else subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            gevent.sleep(0.1)
     stop = gevent.event.Event()
     printer = gevent.spawn(_print_pops, stop)
     daemon.start()

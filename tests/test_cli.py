@@ -1,0 +1,71 @@
+"""The `screenpop` command as a user runs it: exit codes, messages, and output safe for a terminal."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from support import CAPTURES, comparable, daemon, expected, free_port, simulator, write_config
+
+
+def screenpop(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "screenpop.daemon.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_calls_json_after_a_replay_carries_the_expected_fields(tmp_path, sqlite_url):
+    port = free_port()
+    config = write_config(tmp_path / "screenpop.toml", port, sqlite_url)
+    sim = simulator(tmp_path, port, "--replay", str(CAPTURES / "transfer.plain.esl"), "--speed", "0", "--linger", "0.3")
+    d = daemon(tmp_path, config)
+    try:
+        assert sim.wait(30) == 0
+        assert d.terminate() == 0, d.log()
+    finally:
+        sim.close()
+        d.close()
+    out = screenpop("calls", "--json", "--config", str(config))
+    assert out.returncode == 0, out.stderr
+    (record,) = [json.loads(line) for line in out.stdout.splitlines()]
+    exp = expected("transfer")["calls"][0]
+    assert comparable(record, exp.keys()) == comparable(exp, exp.keys())
+    assert record["customer"] is None and record["uuid"]
+    table = screenpop("calls", "--config", str(config), "--extension", "1002")
+    assert "INCOMING" in table.stdout and "+3545551234" in table.stdout
+    assert screenpop("calls", "--config", str(config), "--extension", "1009").stdout == ""
+
+
+def test_import_reports_bad_rows_by_line_and_imports_the_rest(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path / "s.db"}"\n[numbers]\ndefault_region = "IS"\n')
+    csv = tmp_path / "customers.csv"
+    csv.write_text("external_id,name,category,phones\nc1,Jón,vip,+3545551234\nc2,Bad,weird,\nc3,Ok,,5551000\n")
+    out = screenpop("import", "customers", str(csv), "--config", str(config))
+    assert out.returncode == 1
+    assert "customers: 2 created" in out.stdout
+    assert "line 3:" in out.stderr and "weird" in out.stderr
+    again = screenpop("import", "customers", str(csv), "--config", str(config))
+    assert "0 created" in again.stdout
+
+
+def test_terminal_output_escapes_control_characters():
+    from screenpop.daemon.cli import printable
+
+    assert printable("Jón\x1b[31m red\x07") == "Jón\\x1b[31m red\\x07"
+    assert printable(None) == ""
+
+
+def test_unreadable_config_is_a_clear_error(tmp_path):
+    out = screenpop("calls", "--config", str(tmp_path / "missing.toml"))
+    assert out.returncode != 0 and "cannot read config" in out.stderr
+
+
+def test_bad_since_is_a_usage_error(tmp_path):
+    out = screenpop("calls", "--since", "yesterday-ish")
+    assert out.returncode == 2 and "not a time" in out.stderr
+
+
+def test_help_lists_the_subcommands():
+    out = screenpop("--help")
+    for command in ("daemon", "calls", "import", "migrate", "simulate", "demo"):
+        assert command in out.stdout
+    assert "--replay" in screenpop("simulate", "--help").stdout
