@@ -823,6 +823,13 @@ class Call:
                ("text_media_flow", "inactive"))
         a.answer()
 
+    def bridge_answered(self, a, b) -> None:
+        """The a-leg goes ACTIVE, the answered b-leg is re-announced as its originatee, and the two are bridged."""
+        a.callstate_to("ACTIVE")
+        b.set_other("originator", a, zero_times=True)
+        b.ev("CHANNEL_OUTGOING", "OUTGOING", with_vars=False)
+        self.bridge(a, b)
+
     def bridge(self, a: Leg, b: Leg, running: str | None = None) -> None:
         """a-leg CHANNEL_BRIDGE (a is Bridge-A), b follows into CS_EXCHANGE_MEDIA, both send CALL_UPDATE."""
         now = self.sw.now_us
@@ -971,10 +978,7 @@ class InboundCall(Call):
         self.pop(ext, "answered")
         yield 0.02
         self.answer_a(a)
-        a.callstate_to("ACTIVE")
-        b.set_other("originator", a, zero_times=True)
-        b.ev("CHANNEL_OUTGOING", "OUTGOING", with_vars=False)
-        self.bridge(a, b)
+        self.bridge_answered(a, b)
         yield from self.call_updates(a, b, ext)
         yield talk_s
         self.hangup_pair(a, b, app)
@@ -1286,10 +1290,7 @@ class InternalCall(Call):
         self.pop(callee, "answered")
         self.answer_a(a)
         a.presence("answered", "active", 1, ("src/switch_channel.c", "switch_channel_perform_mark_answered", "3904"))
-        a.callstate_to("ACTIVE")
-        b.set_other("originator", a, zero_times=True)
-        b.ev("CHANNEL_OUTGOING", "OUTGOING", with_vars=False)
-        self.bridge(a, b)
+        self.bridge_answered(a, b)
         yield from self.call_updates(a, b, callee)
         yield talk_s
         self.hangup_pair(a, b, app, a_presence=True)
@@ -1323,10 +1324,7 @@ class TransferCall(Call):
         self.answer_b(b1)
         self.pop(first, "answered")
         self.answer_a(a)
-        a.callstate_to("ACTIVE")
-        b1.set_other("originator", a, zero_times=True)
-        b1.ev("CHANNEL_OUTGOING", "OUTGOING", with_vars=False)
-        self.bridge(a, b1)
+        self.bridge_answered(a, b1)
         yield from self.call_updates(a, b1, first)
         yield talk1
         b1.setv(("transfer_disposition", "recv_replace"), ("transfer_to", f"blind:{a.uuid}"),
@@ -1373,10 +1371,7 @@ class TransferCall(Call):
         self.answer_b(b2)
         self.pop(second, "answered")
         a.set_other("originatee", b2, logical="inbound")
-        a.callstate_to("ACTIVE")
-        b2.set_other("originator", a, zero_times=True)
-        b2.ev("CHANNEL_OUTGOING", "OUTGOING", with_vars=False)
-        self.bridge(a, b2)
+        self.bridge_answered(a, b2)
         yield from self.call_updates(a, b2, second)
         yield talk2
         self.hangup_pair(a, b2, app)

@@ -129,6 +129,17 @@ def _api_index(scenario: str) -> int:
     raise AssertionError("no show channels API event")
 
 
+def _until_show_channels(scenario: str):
+    """A tracker fed the capture up to where `show channels` was taken; returns it, its sink and the rest."""
+    events = read_events(CAPTURES / f"{scenario}.plain.esl")
+    cut = _api_index(scenario)
+    sink = ListSink()
+    tracker = CallTracker(RULES, sink)
+    for _, event in events[:cut]:
+        tracker.handle(event)
+    return tracker, sink, events[cut:]
+
+
 def _channels(scenario: str) -> list[dict]:
     raw = (CAPTURES / f"{scenario}.show_channels.raw").read_bytes()
     return parse_channels(raw.split(b"\n\n", 1)[1].decode("utf-8"))
@@ -136,14 +147,9 @@ def _channels(scenario: str) -> list[dict]:
 
 @pytest.mark.parametrize("scenario", ["inbound-answered", "inbound-missed", "ring-group-users", "queue", "transfer"])
 def test_reconnect_with_call_still_up_loses_and_duplicates_nothing(scenario):
-    events = read_events(CAPTURES / f"{scenario}.plain.esl")
-    cut = _api_index(scenario)
-    sink = ListSink()
-    tracker = CallTracker(RULES, sink)
-    for _, event in events[:cut]:
-        tracker.handle(event)
+    tracker, sink, rest = _until_show_channels(scenario)
     tracker.resync(_channels(scenario), dt.datetime(2026, 11, 26))
-    for _, event in events[cut:]:
+    for _, event in rest:
         tracker.handle(event)
     tracker.settle(dt.datetime(2026, 11, 26, 23))
     _, reference = run(scenario)
@@ -170,30 +176,20 @@ def test_connecting_mid_call_adopts_it(scenario):
 
 
 def test_call_that_ended_while_disconnected_is_closed():
-    events = read_events(CAPTURES / "inbound-answered.plain.esl")
-    cut = _api_index("inbound-answered")
-    sink = ListSink()
-    tracker = CallTracker(RULES, sink)
-    for _, event in events[:cut]:
-        tracker.handle(event)
+    tracker, sink, rest = _until_show_channels("inbound-answered")
     tracker.resync([], dt.datetime(2026, 11, 26, 18))
     tracker.settle(dt.datetime(2026, 11, 26, 18))
     (call,) = sink.calls.values()
     assert call.finished and call.ended_at == dt.datetime(2026, 11, 26, 18)
     assert per_extension(sink.pops) == {"1001": ["ringing", "answered", "ended"]}
-    for _, event in events[cut:]:
+    for _, event in rest:
         tracker.handle(event)
     assert len(sink.calls) == 1 and per_extension(sink.pops) == {"1001": ["ringing", "answered", "ended"]}
     assert tracker.legs == {}
 
 
 def test_missed_call_that_ended_while_disconnected_is_missed():
-    events = read_events(CAPTURES / "inbound-missed.plain.esl")
-    cut = _api_index("inbound-missed")
-    sink = ListSink()
-    tracker = CallTracker(RULES, sink)
-    for _, event in events[:cut]:
-        tracker.handle(event)
+    tracker, sink, rest = _until_show_channels("inbound-missed")
     tracker.resync([], dt.datetime(2026, 11, 26, 18))
     tracker.settle(dt.datetime(2026, 11, 26, 18))
     assert per_extension(sink.pops) == {"1001": ["ringing", "missed"]}
@@ -202,14 +198,9 @@ def test_missed_call_that_ended_while_disconnected_is_missed():
 
 def test_events_queued_before_the_resync_reply_still_count():
     """The channel list says the call is gone, but the events received meanwhile say how it ended: they win."""
-    events = read_events(CAPTURES / "inbound-answered.plain.esl")
-    cut = _api_index("inbound-answered")
-    sink = ListSink()
-    tracker = CallTracker(RULES, sink)
-    for _, event in events[:cut]:
-        tracker.handle(event)
+    tracker, sink, rest = _until_show_channels("inbound-answered")
     tracker.resync([], dt.datetime(2026, 11, 26, 18))
-    for _, event in events[cut:]:
+    for _, event in rest:
         tracker.handle(event)
     tracker.settle(dt.datetime(2026, 11, 26, 18))
     (call,) = sink.calls.values()
