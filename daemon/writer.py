@@ -27,7 +27,7 @@ EMPLOYEE_REFRESH_SECONDS = 30.0
 
 @dataclass(slots=True)
 class PendingPop:
-    """A pop with the card data as it was when the pop happened."""
+    """A pop with the card data as it was when the pop happened; id is its CallEvent id once committed."""
 
     call: CallState
     extension: str
@@ -38,6 +38,7 @@ class PendingPop:
     direction: str
     customer_id: int | None
     matches: int
+    id: int | None = None
 
 
 class Writer:
@@ -59,6 +60,7 @@ class Writer:
         self._running = False
         self.committed_events = 0
         self.failures = 0
+        self.listeners: list[Callable[[list[PendingPop]], None]] = []
         self._adapt = _sqlite_value if isinstance(db, peewee.SqliteDatabase) else (lambda value: value)
         self._prepare_sql()
 
@@ -136,12 +138,19 @@ class Writer:
             with self.db.atomic():
                 self._write_batch(batch, pops)
         except peewee.DatabaseError:
+            for pop in pops:
+                pop.id = None
             for call in unsaved:
                 call.db_id = None  # the insert was rolled back with the rest
             for party in dirty:
                 party.dirty = True
             raise
         del self._pops[: len(pops)]
+        for listener in self.listeners:
+            try:
+                listener(pops)
+            except Exception:
+                log.exception("a listener for committed call events failed")
         waiting = {id(p.call) for p in self._pops}
         for key, queued in calls.items():
             if self._calls.get(key) == queued and key not in waiting:
@@ -185,7 +194,9 @@ class Writer:
         call_rows = [(*map(adapt, self._call_values(call)), call.db_id) for call in calls]
         self._execute_many(self._sql_update_call, call_rows)
         self._execute_many(self._sql_upsert_party, party_rows)
-        self._execute_many(self._sql_insert_pop, pop_rows)
+        for pop, row in zip(pops, pop_rows):
+            cursor = self.db.execute_sql(self._sql_insert_pop, row)
+            pop.id = cursor.fetchone()[0] if self._returning else cursor.lastrowid
 
     def _execute_many(self, sql: str, rows: list[tuple]) -> None:
         if rows:
@@ -243,6 +254,7 @@ class Writer:
                        "customer_id", "matches", '"at"']
         self._sql_insert_pop = (
             f"INSERT INTO call_event ({', '.join(pop_columns)}) VALUES ({', '.join([p] * len(pop_columns))})"
+            + (" RETURNING id" if self._returning else "")
         )
 
 

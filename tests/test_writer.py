@@ -1,0 +1,86 @@
+"""The database writer on both backends: what the tracker concludes is stored once, in order, even across failures."""
+from __future__ import annotations
+
+import peewee
+
+from screenpop.daemon.calls import CallTracker
+from screenpop.daemon.capture import read_events
+from screenpop.daemon.direction import DirectionRules
+from screenpop.daemon.writer import Writer, load_open_calls
+from screenpop.db.callrecords import call_records
+from screenpop.db.models import Call, CallEvent, CallParty
+from screenpop.db.numbers import NumberRules
+
+from support import CAPTURES, expected
+
+NUMBERS = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
+RULES = DirectionRules(frozenset({"external"}), frozenset({"public"}), NUMBERS.is_extension)
+
+
+def feed(writer: Writer, scenario: str, flush_every: int = 1000) -> None:
+    tracker = CallTracker(RULES, writer)
+    for i, (_, event) in enumerate(read_events(CAPTURES / f"{scenario}.plain.esl")):
+        tracker.handle(event)
+        if i % flush_every == 0:
+            while writer.pending or writer._calls:
+                writer.flush_once()
+    while writer.pending or writer._calls:
+        writer.flush_once()
+
+
+def test_listeners_get_committed_pops_with_their_ids_in_order(db):
+    writer = Writer(db, e164=lambda raw: NUMBERS.classify(raw).e164)
+    seen = []
+    writer.listeners.append(lambda pops: seen.extend((p.id, p.extension, p.event) for p in pops))
+    feed(writer, "ring-group-users", flush_every=3)
+    stored = list(CallEvent.select(CallEvent.id, CallEvent.extension, CallEvent.event).order_by(CallEvent.id).tuples())
+    assert seen == stored and len(stored) == 7
+    (record,) = call_records()
+    assert record["answered_elsewhere"] == ["1002", "1004"]
+    assert Call.get().external_e164 == "+3545557000"
+
+
+def test_a_failed_batch_is_retried_without_loss_or_duplicates(db, monkeypatch):
+    writer = Writer(db, e164=lambda raw: NUMBERS.classify(raw).e164)
+    real = writer._write_batch
+    failures = {"left": 3}
+
+    def flaky(calls, pops):
+        real(calls, pops)
+        if failures["left"]:
+            failures["left"] -= 1
+            raise peewee.OperationalError("disk I/O error (test)")
+
+    monkeypatch.setattr(writer, "_write_batch", flaky)
+    tracker = CallTracker(RULES, writer)
+    errors = 0
+    for _, event in read_events(CAPTURES / "transfer.plain.esl"):
+        tracker.handle(event)
+        try:
+            writer.flush_once()
+        except peewee.OperationalError:
+            errors += 1
+    while writer.pending or writer._calls:
+        writer.flush_once()
+    assert errors == 3
+    assert Call.select().count() == 1 and CallParty.select().count() == 2
+    exp = expected("transfer")
+    stored = [(e, ev) for e, ev in CallEvent.select(CallEvent.extension, CallEvent.event).order_by(CallEvent.id).tuples()]
+    assert sorted(stored) == sorted((p["extension"], p["event"]) for p in exp["pops"])
+    (record,) = call_records()
+    assert record["talked"] == ["1001", "1002"] and record["a_leg_billsec"] == 10
+
+
+def test_open_calls_are_restored_with_their_parties(db):
+    writer = Writer(db, e164=lambda raw: NUMBERS.classify(raw).e164)
+    tracker = CallTracker(RULES, writer)
+    events = read_events(CAPTURES / "ring-group-users.plain.esl")
+    answered = next(i for i, (_, e) in enumerate(events) if e.get("Event-Name") == "CHANNEL_BRIDGE")
+    for _, event in events[: answered + 1]:
+        tracker.handle(event)
+    while writer.pending or writer._calls:
+        writer.flush_once()
+    (call,) = load_open_calls(db)
+    assert call.direction == "INCOMING" and call.answered_by == "1003"
+    assert {p.extension: p.state for p in call.parties.values()} == {"1002": "done", "1003": "answered", "1004": "done"}
+    assert sorted(call.rung) == ["1002", "1003", "1004"] and call.talked == ["1003"]
