@@ -313,7 +313,7 @@ class CallTracker:
             self._on_answer(leg, h, now)
 
     def _readopt(self, leg: Leg, h: Mapping[str, str], at: dt.datetime) -> Leg | None:
-        """The first event of a leg adopted from `show channels` corrects what the row could not tell.
+        """Events of a leg adopted from `show channels` correct what the row could not tell.
 
         A b-leg caught before FreeSWITCH tied it to its a-leg looks like an a-leg of its own; its events name
         the parent, so it moves there. The exact start time replaces the row's whole seconds.
@@ -337,8 +337,10 @@ class CallTracker:
         if parent:
             owner = self.legs.get(parent)
             if owner is None:
-                log.debug("leg %s belongs to unknown or finished leg %s; ignored", uuid, parent)
-                self._forget(uuid)
+                if parent in self._forgotten:
+                    self._forget(uuid)  # its call is over: so are all its events
+                else:
+                    log.debug("leg %s belongs to leg %s, not known (yet); event ignored", uuid, parent)
                 return None
             leg = Leg(uuid, owner.call, info, False, False, False, False)
             self.legs[uuid] = leg
