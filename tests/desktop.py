@@ -1,0 +1,333 @@
+"""Helpers for the tray tests: a small real SSE server speaking the daemon's push interface, and a real desktop
+(Xvfb, a session D-Bus, dunst as the notification server, trayer as the tray host) to run the tray client in."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from support import wait_for
+
+DESKTOP_TOOLS = ("Xvfb", "dbus-daemon", "dunst", "dunstctl", "trayer", "xdotool")
+
+
+def missing_tools() -> list[str]:
+    return [t for t in DESKTOP_TOOLS if shutil.which(t) is None]
+
+
+# ---- a push server ------------------------------------------------------------------------------
+
+
+class PushServer:
+    """`GET /api/v1/events` as the daemon serves it: Bearer token, `retry:`, `: keepalive`, `id:`/`event: pop`
+    frames, replay after Last-Event-ID; customer photos behind the same token. Records every request."""
+
+    def __init__(self, token: str = "secret-token", retry_ms: int = 100, keepalive: float = 1.0) -> None:
+        self.token = token
+        self.retry_ms = retry_ms
+        self.keepalive = keepalive
+        self.cards: list[dict] = []
+        self.requests: list[dict] = []  # {"path", "headers", "status"}
+        self.photo = _png((40, 110, 180))
+        self._subscribers: list[queue.Queue] = []
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                outer._handle(self)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.drop()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def push(self, card: dict) -> int:
+        """Send a pop to every open stream; returns its id."""
+        with self._lock:
+            pop_id = len(self.cards) + 1
+            card = {**card, "id": pop_id}
+            self.cards.append(card)
+            subs = list(self._subscribers)
+        for q in subs:
+            q.put(card)
+        return pop_id
+
+    def drop(self) -> None:
+        """End every open stream (the daemon restarting)."""
+        with self._lock:
+            subs, self._subscribers = self._subscribers, []
+        for q in subs:
+            q.put(None)
+
+    def streams(self) -> int:
+        with self._lock:
+            return len(self._subscribers)
+
+    def event_requests(self) -> list[dict]:
+        return [r for r in self.requests if r["path"].startswith("/api/v1/events")]
+
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        authorized = h.headers.get("Authorization") == f"Bearer {self.token}"
+        record = {"path": h.path, "headers": dict(h.headers), "status": 200 if authorized else 401}
+        self.requests.append(record)
+        if not authorized:
+            body = b'{"error": "unauthorized"}'
+            h.send_response(401)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", str(len(body)))
+            h.end_headers()
+            h.wfile.write(body)
+            return
+        if h.path.startswith("/api/v1/customers/") and "/photo" in h.path:
+            h.send_response(200)
+            h.send_header("Content-Type", "image/png")
+            h.send_header("Content-Length", str(len(self.photo)))
+            h.end_headers()
+            h.wfile.write(self.photo)
+            return
+        if not h.path.startswith("/api/v1/events"):
+            h.send_response(404)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        h.close_connection = True
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream")
+        h.send_header("Cache-Control", "no-cache")
+        h.end_headers()
+        q: queue.Queue = queue.Queue()
+        last = h.headers.get("Last-Event-ID")
+        with self._lock:
+            backlog = [c for c in self.cards if last is not None and last.isdigit() and c["id"] > int(last)]
+            self._subscribers.append(q)
+        try:
+            h.wfile.write(f"retry: {self.retry_ms}\n\n".encode())
+            for card in backlog:
+                h.wfile.write(frame(card))
+            h.wfile.flush()
+            while True:
+                try:
+                    card = q.get(timeout=self.keepalive)
+                except queue.Empty:
+                    h.wfile.write(b": keepalive\n\n")
+                    h.wfile.flush()
+                    continue
+                if card is None:
+                    return
+                h.wfile.write(frame(card))
+                h.wfile.flush()
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                if q in self._subscribers:
+                    self._subscribers.remove(q)
+
+
+def frame(card: dict) -> bytes:
+    return f"id: {card['id']}\nevent: pop\ndata: {json.dumps(card, ensure_ascii=False)}\n\n".encode()
+
+
+def _png(colour) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (128, 128), colour).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def card(event: str = "ringing", call_uuid: str = "call-1", number: str = "+3545551234", customer: dict | None = None,
+         caller_name: str = "", matches: int | None = None, candidates: list | None = None,
+         direction: str = "INCOMING", extension: str = "1001") -> dict:
+    """A card as the daemon builds it (the interface in the tray's brief)."""
+    if matches is None:
+        matches = 1 if customer else 0
+    record = f"/customers/{customer['id']}" if customer else f"/customers/new?number={number.lstrip('+')}"
+    return {
+        "event": event, "call_uuid": call_uuid, "direction": direction, "at": "2026-11-26T14:32:05Z",
+        "extension": extension, "operator": None, "number": number, "caller_name": caller_name,
+        "matches": matches, "customer": customer, "candidates": candidates or [],
+        "record_url": None if direction == "INTERNAL" else record,
+    }
+
+
+def customer(cid: int = 7, name: str = "Jón Jónsson", company: str = "Norðurljós ehf.", category: str = "regular",
+             total_debt: str = "0.00", orders: list | None = None, note: str = "", photo: bool = True) -> dict:
+    return {
+        "id": cid, "name": name, "company": company, "category": category, "note": note, "city": "Reykjavík",
+        "country": "IS", "photo_url": f"/api/v1/customers/{cid}/photo" if photo else None,
+        "orders": orders or [], "total_debt": total_debt,
+    }
+
+
+# ---- a desktop ----------------------------------------------------------------------------------
+
+
+class Desktop:
+    """Xvfb on a free display, a session bus, dunst and trayer; env() for the processes started in it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.procs: list[subprocess.Popen] = []
+        self.logs: list = []
+        self.bus_pid: int | None = None
+        home = folder / "home"
+        for sub in ("config/dunst", "cache", "runtime"):
+            (home / sub).mkdir(parents=True, exist_ok=True)
+        os.chmod(home / "runtime", 0o700)
+        self.base_env = {
+            **os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / "config"),
+            "XDG_CACHE_HOME": str(home / "cache"), "XDG_RUNTIME_DIR": str(home / "runtime"),
+            "NO_AT_BRIDGE": "1", "GDK_BACKEND": "x11",
+        }
+        self.base_env.pop("WAYLAND_DISPLAY", None)
+        (home / "config" / "dunst" / "dunstrc").write_text(DUNSTRC, encoding="utf-8")
+        self.env = dict(self.base_env)
+
+    def start(self) -> "Desktop":
+        r, w = os.pipe()
+        xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+                                pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=self._log("xvfb"))
+        os.close(w)
+        self.procs.append(xvfb)
+        with os.fdopen(r) as fh:
+            number = fh.readline().strip()
+        if not number:
+            raise RuntimeError("Xvfb did not report a display")
+        self.display = f":{number}"
+        self.env["DISPLAY"] = self.display
+        out = subprocess.run(["dbus-daemon", "--session", "--fork", "--print-address=1", "--print-pid=1"],
+                             capture_output=True, text=True, env=self.env, timeout=10, check=True).stdout.split()
+        self.env["DBUS_SESSION_BUS_ADDRESS"], self.bus_pid = out[0], int(out[1])
+        self.spawn("dunst", ["dunst", "-config", str(self.folder / "home/config/dunst/dunstrc")])
+        wait_for(lambda: self.dunstctl("is-paused").returncode == 0, 10, "dunst on the session bus")
+        self.spawn("trayer", ["trayer", "--edge", "top", "--align", "right", "--widthtype", "request",
+                              "--height", "32", "--SetDockType", "true", "--expand", "true", "--transparent", "false"])
+        wait_for(lambda: bool(self.xdotool("search", "--class", "trayer").stdout.strip()), 10, "trayer's window")
+        return self
+
+    def _log(self, name: str):
+        fh = open(self.folder / f"{name}.log", "ab")
+        self.logs.append(fh)
+        return fh
+
+    def spawn(self, name: str, args: list[str], env: dict | None = None) -> subprocess.Popen:
+        p = subprocess.Popen(args, stdout=self._log(name), stderr=subprocess.STDOUT, env={**self.env, **(env or {})})
+        self.procs.append(p)
+        return p
+
+    def run(self, *args: str, timeout: float = 10) -> subprocess.CompletedProcess:
+        return subprocess.run(list(args), capture_output=True, text=True, env=self.env, timeout=timeout)
+
+    def dunstctl(self, *args: str) -> subprocess.CompletedProcess:
+        return self.run("dunstctl", *args)
+
+    def xdotool(self, *args: str) -> subprocess.CompletedProcess:
+        return self.run("xdotool", *args)
+
+    def displayed(self) -> int:
+        r = self.dunstctl("count", "displayed")
+        return int(r.stdout.strip() or 0) if r.returncode == 0 else 0
+
+    def history(self) -> list[dict]:
+        """dunst's history, newest first: summary, body, icon_path, id, appname, urgency."""
+        r = self.dunstctl("history")
+        data = json.loads(r.stdout)["data"][0]
+        return [{k: v["data"] for k, v in n.items()} for n in data]
+
+    def close_all(self) -> None:
+        self.dunstctl("close-all")
+
+    def screenshot(self, path: Path) -> Path:
+        from PIL import ImageGrab
+
+        ImageGrab.grab(xdisplay=self.display).save(path)
+        return path
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in reversed(self.procs):
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        if self.bus_pid:
+            try:
+                os.kill(self.bus_pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for fh in self.logs:
+            fh.close()
+
+
+DUNSTRC = """
+[global]
+    monitor = 0
+    follow = none
+    width = 420
+    height = 300
+    origin = top-right
+    offset = 10x50
+    notification_limit = 5
+    font = DejaVu Sans 10
+    markup = full
+    format = "<b>%s</b>\\n%b"
+    alignment = left
+    icon_position = left
+    min_icon_size = 48
+    max_icon_size = 96
+    history_length = 50
+    show_indicators = no
+    sticky_history = yes
+    idle_threshold = 0
+    frame_width = 2
+    frame_color = "#888888"
+
+[urgency_low]
+    background = "#222222"
+    foreground = "#ffffff"
+    timeout = 10
+
+[urgency_normal]
+    background = "#285577"
+    foreground = "#ffffff"
+    timeout = 10
+
+[urgency_critical]
+    background = "#900000"
+    foreground = "#ffffff"
+    frame_color = "#ff0000"
+    timeout = 0
+"""
+
+
+def wait_file_lines(path: Path, n: int, timeout: float = 10.0) -> list[str]:
+    wait_for(lambda: path.exists() and len(path.read_text().splitlines()) >= n, timeout, f"{n} lines in {path.name}")
+    return path.read_text().splitlines()
+
+
+def sleep(seconds: float) -> None:
+    time.sleep(seconds)

@@ -1,0 +1,327 @@
+"""Tray client units: SSE parsing, reconnect with Last-Event-ID against a real HTTP server, pop text escaping,
+the config file, the tray state. No display needed (the desktop is in test_tray_desktop.py)."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import threading
+import time
+
+import pytest
+
+from screenpop.tray import config as tc
+from screenpop.tray.app import TrayState, draw_icon
+from screenpop.tray.notify import Notifier, PhotoCache, card_text, esc
+from screenpop.tray.stream import EventStream, Message, SSEParser
+
+from desktop import PushServer, card, customer
+from support import wait_for
+
+
+def parse(*chunks: bytes) -> tuple[list[Message], SSEParser]:
+    p = SSEParser()
+    out = []
+    for c in chunks:
+        out.extend(p.feed(c))
+    return out, p
+
+
+# ---- SSE parsing ----------------------------------------------------------------------------------
+
+
+def test_sse_messages_ids_and_event_names():
+    msgs, p = parse(b"retry: 2000\n\nid: 1\nevent: pop\ndata: {\"a\": 1}\n\nid: 2\nevent: pop\ndata: {}\n\n")
+    assert msgs == [Message("pop", '{"a": 1}', "1"), Message("pop", "{}", "2")]
+    assert p.retry == 2000 and p.last_id == "2"
+
+
+def test_sse_lines_split_anywhere_and_every_line_ending():
+    stream = b"id: 7\r\nevent: pop\rdata: x\r\n\r\n: keepalive\n\nid: 8\ndata: y\r\r"
+    whole, _ = parse(stream)
+    assert whole == [Message("pop", "x", "7"), Message("message", "y", "8")]
+    for size in (1, 2, 3, 5):
+        chunks = [stream[i:i + size] for i in range(0, len(stream), size)]
+        assert parse(*chunks)[0] == whole, size
+    # a CR at the end of one read and its LF at the start of the next are one line end
+    assert parse(b"data: a\r", b"\n\r", b"\n")[0] == [Message("message", "a", None)]
+
+
+def test_sse_multiline_data_comments_and_field_rules():
+    msgs, p = parse(b": hello\ndata:first\ndata: second\ndata\n\nretry: soon\nevent: x\n\ndata:  two spaces\n\n")
+    assert msgs == [Message("message", "first\nsecond\n", None), Message("message", " two spaces", None)]
+    assert p.retry is None, "a non-numeric retry is ignored"
+
+
+def test_sse_id_applies_only_when_dispatched_and_survives_empty_events():
+    p = SSEParser()
+    assert list(p.feed(b"id: 5\ndata: a\n")) == [] and p.last_id is None, "not dispatched yet"
+    assert list(p.feed(b"\nid: 6\n\n")) == [Message("message", "a", "5")]
+    assert p.last_id == "6", "an id with no data still moves the last event id"
+    assert list(p.feed(b"id: bad\x00\ndata: b\n\n")) == [Message("message", "b", "6")], "an id with NUL is ignored"
+
+
+def test_sse_utf8_split_across_reads_and_bom():
+    data = "data: Jón Þór\n\n".encode()
+    cut = data.index("ó".encode()) + 1
+    assert parse(b"\xef\xbb\xbf" + data[:cut], data[cut:])[0] == [Message("message", "Jón Þór", None)]
+
+
+# ---- the stream against a server --------------------------------------------------------------------
+
+
+@pytest.fixture
+def server():
+    s = PushServer(retry_ms=100, keepalive=0.3)
+    yield s
+    s.close()
+
+
+def _stream(server, got, states, token="secret-token", **kw):
+    s = EventStream(server.url, lambda: token, got.append, lambda st, d: states.append(st), **kw)
+    s.start()
+    return s
+
+
+def test_stream_reconnects_with_last_event_id_and_loses_nothing(server):
+    got, states = [], []
+    s = _stream(server, got, states)
+    try:
+        wait_for(lambda: server.streams() == 1, 5, "the stream")
+        assert "Last-Event-ID" not in server.event_requests()[0]["headers"]
+        assert server.event_requests()[0]["headers"]["Authorization"] == "Bearer secret-token"
+        server.push(card(call_uuid="a"))
+        wait_for(lambda: len(got) == 1, 5, "pop 1")
+        server.drop()
+        server.push(card(call_uuid="b"))  # while nobody listens
+        wait_for(lambda: len(got) == 2, 5, "pop 2 replayed after the reconnect")
+        assert server.event_requests()[-1]["headers"]["Last-Event-ID"] == "1"
+        server.push(card(call_uuid="c"))
+        wait_for(lambda: len(got) == 3, 5, "pop 3")
+        assert [json.loads(m.data)["call_uuid"] for m in got] == ["a", "b", "c"]
+        assert [m.id for m in got] == ["1", "2", "3"]
+        assert states.count("connected") == 2 and "disconnected" in states
+    finally:
+        s.stop()
+
+
+def test_stream_backoff_doubles_to_the_cap_while_nobody_listens(server):
+    port = int(server.url.rsplit(":", 1)[1])
+    server.close()
+    got, states = [], []
+    s = EventStream(f"http://127.0.0.1:{port}", lambda: "t", got.append, lambda st, d: states.append((time.monotonic(), st)),
+                    min_backoff=0.05, max_backoff=0.2)
+    s.start()
+    try:
+        wait_for(lambda: sum(1 for _, st in states if st == "connecting") >= 6, 5, "six attempts")
+    finally:
+        s.stop()
+    starts = [t for t, st in states if st == "connecting"]
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert 0.04 <= gaps[0] < 0.15 and gaps[1] >= 0.09, gaps
+    assert all(g < 0.45 for g in gaps), f"capped at max_backoff: {gaps}"
+
+
+def test_stream_wrong_token_is_unauthorized_and_retries_slowly_until_reconnect(server):
+    got, states = [], []
+    token = ["wrong"]
+    s = EventStream(server.url, lambda: token[0], got.append, lambda st, d: states.append(st), unauthorized_delay=30)
+    s.start()
+    try:
+        wait_for(lambda: "unauthorized" in states, 5, "unauthorized")
+        time.sleep(0.3)
+        assert len(server.event_requests()) == 1, "no fast retry with a refused token"
+        token[0] = "secret-token"  # fixed in the config; the menu's Reconnect
+        s.reconnect()
+        wait_for(lambda: server.streams() == 1, 5, "the stream with the right token")
+        assert states[-1] == "connected"
+    finally:
+        s.stop()
+
+
+def test_stream_stop_ends_a_quiet_connection_promptly(server):
+    got, states = [], []
+    s = _stream(server, got, states)
+    wait_for(lambda: server.streams() == 1, 5, "the stream")
+    t0 = time.monotonic()
+    s.stop()
+    assert time.monotonic() - t0 < 2 and states[-1] == "stopped"
+
+
+# ---- pop text ----------------------------------------------------------------------------------------
+
+
+def test_known_customer_body_has_the_card_and_escapes_everything():
+    c = customer(name="Ann <i>A</i>", company="Smith & Sons", category="problem", total_debt="1250.00", note="pays <late>",
+                 orders=[{"number": "A-1", "title": "Boat & trailer", "stage": "delivery", "responsible": "1001",
+                          "amount": "2000.00", "paid": "750.00", "debt": "1250.00"}])
+    summary, body = card_text(card(customer=c, caller_name="<b>ANN</b>"), markup=True, summary_markup=True)
+    assert summary == "Smith &amp; Sons"
+    assert "Ann &lt;i&gt;A&lt;/i&gt;" in body and "<b>⚠ PROBLEM</b>" in body and "<b>DEBT 1250.00</b>" in body
+    assert "Order A-1 Boat &amp; trailer: delivery" in body and "pays &lt;late&gt;" in body
+    assert "Caller ID: &lt;b&gt;ANN&lt;/b&gt;" in body and "Reykjavík, IS" in body
+    assert "INCOMING · +3545551234 · " in body
+    # without markup support nothing is escaped and nothing is bold
+    summary, body = card_text(card(customer=c), markup=False, summary_markup=False)
+    assert summary == "Smith & Sons" and "<b>" not in body and "Boat & trailer" in body
+
+
+def test_unknown_several_internal_and_dialing_cards():
+    s, b = card_text(card(number="+3545550000", caller_name="Gunna"))
+    assert s == "+3545550000" and "Unknown caller" in b and "Caller ID: Gunna" in b
+    cands = [{"id": 1, "name": "A", "company": "X"}, {"id": 2, "name": "B", "company": ""}, {"id": 3, "name": "C", "company": "Z"}]
+    s, b = card_text(card(matches=3, candidates=cands))
+    assert "3 customers share this number" in b and "• A (X)" in b and "• B\n" in b
+    s, b = card_text(card(direction="INTERNAL", number="1002", caller_name="Sigga"))
+    assert s == "Sigga" and "extension 1002" in b
+    s, b = card_text(card(event="dialing", direction="OUTGOING", customer=customer(company="")))
+    assert s == "Calling Jón Jónsson"
+
+
+def test_control_characters_never_reach_the_server():
+    s, b = card_text(card(caller_name="evil\nline\x1b[31m", number="+354\r555"))
+    assert "\x1b" not in b and "\r" not in s and "Caller ID: evil line [31m" in b
+    assert esc('a"b<') == 'a"b&lt;'
+
+
+class FakeServer:
+    """Stands in for the D-Bus server: records Notify/Close like dbus would get them."""
+
+    server_name = "dunst"
+    capabilities = {"body", "body-markup", "icon-static"}
+
+    def __init__(self):
+        self.calls = []
+        self.next = 40
+
+    def _notify(self, **kw):
+        self.calls.append(("notify", kw))
+        self.next += 1
+        return kw["replaces_id"] or self.next
+
+    def close(self, nid):
+        self.calls.append(("close", nid))
+
+
+def test_notifier_replaces_and_closes_by_call(tmp_path, server):
+    fake = FakeServer()
+    n = Notifier(PhotoCache(server.url, lambda: "secret-token", tmp_path), timeout=25, backend=fake)
+    n.handle(card(call_uuid="u1", customer=customer(cid=9)))
+    (kind, kw), = fake.calls
+    assert kw["timeout"] == 25 and kw["replaces_id"] == 0 and kw["hints"]["urgency"] == 2
+    assert kw["app_icon"].startswith(str(tmp_path)) and open(kw["app_icon"], "rb").read() == server.photo
+    photo_req = [r for r in server.requests if "/photo" in r["path"]][0]
+    assert photo_req["path"] == "/api/v1/customers/9/photo?size=128"
+    assert photo_req["headers"]["Authorization"] == "Bearer secret-token"
+    n.handle(card(event="answered_elsewhere", call_uuid="u1"))
+    assert fake.calls[-1] == ("close", 41)
+    n.handle(card(call_uuid="u2"))
+    n.handle(card(event="missed", call_uuid="u2"))
+    assert fake.calls[-1][1]["replaces_id"] == 42 and fake.calls[-1][1]["title"].startswith("Missed: ")
+    n.handle(card(event="ended", call_uuid="u2"))
+    assert fake.calls[-1] == ("close", 42)
+
+
+def test_photo_urls_that_leave_the_server_are_not_fetched(tmp_path, server):
+    c = customer()
+    c["photo_url"] = "//evil.example/x.png"
+    icon = PhotoCache(server.url, lambda: "secret-token", tmp_path).icon_for(card(customer=c))
+    assert "placeholder-" in icon and not [r for r in server.requests if "/photo" in r["path"]]
+
+
+# ---- config -----------------------------------------------------------------------------------------
+
+
+def test_config_round_trip_and_mode(tmp_path):
+    path = tmp_path / "sub" / "tray.toml"
+    written = tc.setup(path, server="http://pbx.example:8080/", extension="1001", token='to"k\\en')
+    assert written == path and stat.S_IMODE(path.stat().st_mode) == 0o600
+    cfg = tc.load(path)
+    assert cfg == tc.TrayConfig(server="http://pbx.example:8080", extension="1001", token='to"k\\en')
+    assert cfg.resolved_token() == 'to"k\\en' and cfg.url("/customers/7") == "http://pbx.example:8080/customers/7"
+    # a later setup keeps what it is not told; a token file replaces the token
+    (tmp_path / "tok").write_text("filetoken\n")
+    tc.setup(path, token_file=str(tmp_path / "tok"), interactive=False)
+    cfg = tc.load(path)
+    assert cfg.extension == "1001" and cfg.token == "" and cfg.resolved_token() == "filetoken"
+    full = tc.TrayConfig(server="https://a.b", extension="7", token="x", notification_timeout=12.5, do_not_disturb=True)
+    tc.save(full, path)
+    assert tc.load(path) == full
+
+
+def test_config_setup_asks_on_a_terminal(tmp_path):
+    answers = iter(["http://10.0.0.5:8080", "1002"])
+    tc.setup(tmp_path / "t.toml", interactive=True, ask=lambda _: next(answers), ask_secret=lambda _: "s3cret")
+    assert tc.load(tmp_path / "t.toml") == tc.TrayConfig(server="http://10.0.0.5:8080", extension="1002", token="s3cret")
+
+
+def test_config_errors_name_the_key(tmp_path):
+    path = tmp_path / "t.toml"
+    for text, words in [("server = 'ftp://x'", "server"), ("colour = 1", "unknown key 'colour'"),
+                        ("notification_timeout = 'long'", "notification_timeout"), ("do_not_disturb = 1", "do_not_disturb"),
+                        ("server = ", "not valid TOML")]:
+        path.write_text(text)
+        with pytest.raises(tc.TrayConfigError, match=words):
+            tc.load(path)
+    with pytest.raises(tc.TrayConfigError, match="missing extension, token"):
+        tc.setup(tmp_path / "new.toml", interactive=False)
+    assert tc.load(tmp_path / "absent.toml") == tc.TrayConfig()
+
+
+def test_default_path_follows_xdg(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert tc.default_path() == tmp_path / "screenpop" / "tray.toml"
+
+
+def test_cli_setup_writes_the_file_non_interactively(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "tray.toml"
+    r = subprocess.run([sys.executable, "-m", "screenpop.daemon.cli", "tray", "--setup", "--config", str(path),
+                        "--server", "http://127.0.0.1:9", "--extension", "1001", "--token", "abc"],
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert tc.load(path).token == "abc" and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    r = subprocess.run([sys.executable, "-m", "screenpop.daemon.cli", "tray", "--config", str(tmp_path / "none.toml")],
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30)
+    assert r.returncode != 0 and "tray --setup" in r.stderr
+
+
+# ---- state and icons -----------------------------------------------------------------------------------
+
+
+def test_tray_state_recent_calls_missed_and_ringing():
+    st = TrayState(tc.TrayConfig(server="http://s:1", extension="1001"))
+    st.apply(card(call_uuid="x", customer=customer(cid=3)))
+    assert st.icon_kind() == "disconnected"
+    st.connection = "connected"
+    assert st.icon_kind() == "ringing" and st.current.url == "http://s:1/customers/3"
+    st.apply(card(event="missed", call_uuid="x", customer=customer(cid=3)))
+    assert st.icon_kind() == "connected" and st.recent["x"].missed and "missed" in st.recent["x"].menu_text()
+    for i in range(12):
+        st.apply(card(call_uuid=f"c{i}", number=f"+35455500{i:02d}"))
+        st.apply(card(event="ended", call_uuid=f"c{i}", number=f"+35455500{i:02d}"))
+    assert len(st.recent) == 10 and "x" not in st.recent
+    assert st.recent["c11"].url == "http://s:1/customers/new?number=3545550011"
+    st.dnd = True
+    assert st.icon_kind() == "dnd" and "do not disturb" in st.title()
+
+
+def test_icons_are_drawn_for_every_state():
+    images = {k: draw_icon(k) for k in ("connected", "disconnected", "ringing", "dnd", "unauthorized")}
+    assert all(im.size == (64, 64) for im in images.values())
+    assert len({im.tobytes() for im in images.values()}) == 5
+
+
+def test_tray_modules_import_without_a_display(monkeypatch):
+    import importlib
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    code = "import screenpop.tray.app, screenpop.tray.notify, screenpop.tray.stream, screenpop.tray.config, sys; " \
+           "assert 'pystray' not in sys.modules and 'gi' not in sys.modules and 'dbus' not in sys.modules"
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert importlib.import_module("screenpop.tray")

@@ -1,0 +1,301 @@
+"""`screenpop tray`: the workstation client. A tray icon with a menu, fed by the daemon's push stream, popping a
+native notification for each call to this operator.
+
+pystray is imported only in `run` (it raises at import without a display). On Linux its backend is chosen
+here rather than by pystray's guess: appindicator when a StatusNotifier host is on the session bus (GNOME with
+the extension, KDE, most panels), else gtk (a Gtk.StatusIcon in an XEmbed tray such as trayer, stalonetray,
+xfce4-panel); never xorg, which has no menu. $PYSTRAY_BACKEND still wins.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import webbrowser
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from screenpop.tray.config import TrayConfig
+from screenpop.tray.notify import Notifier, PhotoCache, _clean, _local_time, caller_label
+from screenpop.tray.stream import EventStream, Message
+
+log = logging.getLogger("screenpop.tray")
+
+RECENT = 10
+ICON_SIZE = 64
+COLOURS = {
+    "connected": (46, 160, 67),
+    "ringing": (230, 120, 0),
+    "dnd": (200, 40, 40),
+    "disconnected": (130, 130, 130),
+    "unauthorized": (130, 130, 130),
+}
+
+
+def draw_icon(kind: str):
+    """The tray icon for a state, drawn with Pillow: a handset on a coloured disc; a bar for do-not-disturb,
+    a cross when disconnected, an exclamation mark when the token is refused, waves while ringing."""
+    from PIL import Image, ImageDraw
+
+    s = ICON_SIZE
+    img = Image.new("RGBA", (s, s), (0, 0, 0, 0))
+    d = ImageDraw.Draw(img)
+    d.ellipse((2, 2, s - 2, s - 2), fill=COLOURS.get(kind, COLOURS["disconnected"]) + (255,))
+    white = (255, 255, 255, 255)
+    if kind == "dnd":
+        d.rounded_rectangle((14, s // 2 - 6, s - 14, s // 2 + 6), radius=4, fill=white)
+        return img
+    # handset: two ear/mouth pieces joined by an arc
+    d.arc((16, 14, 48, 50), start=110, end=250, fill=white, width=7)
+    d.rounded_rectangle((20, 10, 32, 22), radius=3, fill=white)
+    d.rounded_rectangle((20, 42, 32, 54), radius=3, fill=white)
+    if kind == "ringing":
+        for r in (8, 16):
+            d.arc((36 - r, 32 - r, 36 + r, 32 + r), start=-50, end=50, fill=white, width=4)
+    elif kind == "disconnected":
+        d.line((38, 24, 54, 40), fill=white, width=5)
+        d.line((54, 24, 38, 40), fill=white, width=5)
+    elif kind == "unauthorized":
+        d.rectangle((43, 16, 49, 38), fill=white)
+        d.rectangle((43, 43, 49, 49), fill=white)
+    return img
+
+
+@dataclass
+class RecentCall:
+    call_uuid: str
+    label: str
+    at: str
+    event: str
+    url: str | None
+    missed: bool = False
+
+    def menu_text(self) -> str:
+        mark = "✗ missed · " if self.missed else ""
+        return f"{mark}{_local_time(self.at)}  {self.label}"
+
+
+class TrayState:
+    """What the tray shows; no GUI here, so it is tested directly."""
+
+    def __init__(self, config: TrayConfig) -> None:
+        self.config = config
+        self.connection = "disconnected"
+        self.detail = ""
+        self.dnd = config.do_not_disturb
+        self.recent: OrderedDict[str, RecentCall] = OrderedDict()
+        self.ringing: set[str] = set()
+        self.current: RecentCall | None = None
+        self.lock = threading.Lock()
+
+    def icon_kind(self) -> str:
+        if self.connection in ("unauthorized",):
+            return "unauthorized"
+        if self.connection != "connected":
+            return "disconnected"
+        if self.dnd:
+            return "dnd"
+        return "ringing" if self.ringing else "connected"
+
+    def title(self) -> str:
+        text = {"connected": "connected", "unauthorized": "token refused", "connecting": "connecting"}.get(
+            self.connection, "not connected")
+        ext = f" ({self.config.extension})" if self.config.extension else ""
+        dnd = ", do not disturb" if self.dnd else ""
+        return f"screenpop{ext}: {text}{dnd}"
+
+    def record_url(self, card: dict) -> str | None:
+        url = card.get("record_url")
+        if isinstance(url, str) and url.startswith("/") and not url.startswith("//"):
+            return self.config.url(url)
+        return None
+
+    def apply(self, card: dict) -> None:
+        """A card for this operator: remember the call, follow what is ringing."""
+        uuid = card.get("call_uuid") or str(card.get("id"))
+        event = card.get("event") or ""
+        with self.lock:
+            entry = self.recent.pop(uuid, None)
+            if entry is None:
+                entry = RecentCall(uuid, caller_label(card), card.get("at") or "", event, self.record_url(card))
+            else:
+                entry.event = event
+                entry.label = caller_label(card) or entry.label
+                entry.url = self.record_url(card) or entry.url
+            entry.missed = entry.missed or event == "missed"
+            self.recent[uuid] = entry
+            self.recent.move_to_end(uuid)
+            while len(self.recent) > RECENT:
+                self.recent.popitem(last=False)
+            if event in ("ringing", "dialing"):
+                self.ringing.add(uuid)
+                self.current = entry
+            else:
+                self.ringing.discard(uuid)
+                if self.current is None or self.current.call_uuid == uuid or not self.ringing:
+                    self.current = entry
+
+
+def choose_backend() -> str:
+    """pystray backend on Linux: appindicator when a StatusNotifierWatcher runs, else gtk."""
+    try:
+        import dbus
+
+        bus = dbus.SessionBus(private=True)
+        try:
+            names = {str(n) for n in bus.list_names()}
+        finally:
+            bus.close()
+        if "org.kde.StatusNotifierWatcher" in names:
+            return "appindicator"
+    except Exception:  # noqa: BLE001 - no dbus-python or no session bus: the XEmbed tray is the way
+        pass
+    return "gtk"
+
+
+class TrayApp:
+    def __init__(self, config: TrayConfig, show_icon: bool = True) -> None:
+        self.config = config
+        self.state = TrayState(config)
+        self.show_icon = show_icon
+        self.icon: Any = None
+        self._pystray: Any = None
+        self._quit = threading.Event()
+        self.notifier = Notifier(PhotoCache(config.server, config.resolved_token), timeout=config.notification_timeout)
+        self.stream = EventStream(config.server, config.resolved_token, self.on_message, self.on_state)
+
+    # ---- stream callbacks (stream thread) --------------------------------------------------------
+
+    def on_state(self, state: str, detail: str) -> None:
+        previous = self.state.connection
+        self.state.connection, self.state.detail = state, detail
+        if state != previous:
+            log.info("state %s%s", state, f" ({detail})" if detail else "")
+        self.refresh()
+
+    def on_message(self, msg: Message) -> None:
+        if msg.event != "pop":
+            return
+        try:
+            card = json.loads(msg.data)
+        except ValueError:
+            log.warning("pop %s is not JSON; skipped", msg.id)
+            return
+        if not isinstance(card, dict):
+            return
+        if self.config.extension and str(card.get("extension") or "") not in ("", self.config.extension):
+            return
+        self.state.apply(card)
+        log.info("pop %s %s %s%s", msg.id, card.get("event"), caller_label(card),
+                 " (do not disturb)" if self.state.dnd else "")
+        if not self.state.dnd or card.get("event") not in ("ringing", "dialing", "missed"):
+            self.notifier.handle(card)
+        self.refresh()
+
+    # ---- GUI -------------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        icon = self.icon
+        if icon is None:
+            return
+        icon.icon = draw_icon(self.state.icon_kind())
+        icon.title = self.state.title()
+        icon.update_menu()
+
+    def open_url(self, url: str) -> None:
+        log.info("opening %s", url)
+        threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
+
+    def toggle_dnd(self, *_: Any) -> None:
+        self.state.dnd = not self.state.dnd
+        log.info("do not disturb %s", "on" if self.state.dnd else "off")
+        self.refresh()
+
+    def reconnect(self, *_: Any) -> None:
+        log.info("reconnecting on request")
+        self.stream.reconnect()
+
+    def quit(self, *_: Any) -> None:
+        log.info("quitting")
+        self._quit.set()
+        self.stream.stop(timeout=2.0)
+        if self.icon is not None:
+            self.icon.stop()
+
+    def menu_items(self) -> list:
+        """The menu, rebuilt on every update_menu (pystray evaluates the callable then)."""
+        ps = self._pystray
+        Item, Menu = ps.MenuItem, ps.Menu
+        items = []
+        with self.state.lock:
+            current = self.state.current
+            recent = list(reversed(self.state.recent.values()))
+
+        def opener(url: str | None):
+            return (lambda *_: self.open_url(url)) if url else (lambda *_: None)
+
+        if current is not None:
+            items.append(Item(_clean(current.label, 60), opener(current.url), enabled=bool(current.url), default=True))
+        # record_url is the customer's record, or /customers/new?number=… for a stranger; none for INTERNAL
+        sub = [Item(_clean(r.menu_text(), 70), opener(r.url), enabled=bool(r.url)) for r in recent]
+        items.append(Item("Recent calls", Menu(*sub) if sub else None, enabled=bool(sub)))
+        items.append(Menu.SEPARATOR)
+        items.append(Item("Do not disturb", self.toggle_dnd, checked=lambda _: self.state.dnd))
+        items.append(Item("Open dashboard", lambda *_: self.open_url(self.config.url("/"))))
+        items.append(Item("Reconnect", self.reconnect))
+        items.append(Menu.SEPARATOR)
+        items.append(Item("Quit", self.quit))
+        return items
+
+    def run(self) -> int:
+        log.info("tray for extension %s, daemon %s", self.config.extension or "(any)", self.config.server)
+        if not self.show_icon:
+            return self._run_headless()
+        import os
+
+        if sys.platform.startswith("linux") and not os.environ.get("PYSTRAY_BACKEND"):
+            os.environ["PYSTRAY_BACKEND"] = choose_backend()
+        import pystray
+
+        self._pystray = pystray
+        log.info("tray icon through pystray's %s backend", os.environ.get("PYSTRAY_BACKEND", "default"))
+        self.icon = pystray.Icon("screenpop", draw_icon(self.state.icon_kind()), self.state.title(),
+                                 menu=pystray.Menu(self.menu_items))
+        self._signals()
+
+        def setup(icon) -> None:
+            icon.visible = True
+            self.stream.start()
+
+        self.icon.run(setup=setup)
+        self.stream.stop(timeout=2.0)
+        return 0
+
+    def _signals(self) -> None:
+        """SIGTERM/SIGINT end the GTK main loop cleanly (Python handlers would wait for it to return)."""
+        try:
+            from gi.repository import GLib
+
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, sig, lambda *_: (self.quit(), False)[1])
+        except Exception:  # noqa: BLE001 - not GTK (Windows, macOS): Ctrl-C ends it
+            pass
+
+    def _run_headless(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                signal.signal(sig, lambda *_: self._quit.set())
+            except ValueError:
+                pass
+        self.stream.start()
+        while not self._quit.wait(0.5):
+            pass
+        self.stream.stop(timeout=2.0)
+        return 0
+
+
+def run(config: TrayConfig, show_icon: bool = True) -> int:
+    return TrayApp(config, show_icon).run()

@@ -1,0 +1,387 @@
+"""The pop itself: a native desktop notification with the customer's card.
+
+Linux: the freedesktop notification server over D-Bus, through plyer's D-Bus backend chosen on purpose
+(`plyer.platforms.linux.notification.NotifyDbus`), never plyer's own guess (`instance()` switches to the
+Flatpak portal whenever a folder `/app` exists, and falls back to notify-send, which drops icon and timeout).
+plyer 2.1's `_notify` throws away the id the server returns, and without it a pop cannot be replaced or
+closed when the call is answered elsewhere or ends; so `DbusNotifier` subclasses it and sends the same
+`Notify` call on one dbus-python connection, keeping the id; `CloseNotification` goes through dbus-python
+directly too. Elsewhere (Windows, macOS): plyer's facade, without close.
+
+Everything a stranger (caller ID) or a user (customer data) typed is escaped for the server's body markup.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import html
+import logging
+import os
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("screenpop.tray.notify")
+
+APP_NAME = "screenpop"
+PHOTO_SIZE = 128
+PHOTO_MAX_BYTES = 2 << 20
+PHOTO_FRESH_SECONDS = 3600.0
+POP_EVENTS = ("ringing", "dialing")
+CLOSE_EVENTS = ("answered_elsewhere", "ended", "transferred")
+# Servers that parse markup in the summary too (the spec says plain text; these apply body rules to it).
+SUMMARY_MARKUP_SERVERS = {"dunst", "mako"}
+
+
+def esc(text: Any) -> str:
+    """Text for the notification server's markup: & < > escaped (quotes need no escape outside attributes)."""
+    return html.escape("" if text is None else str(text), quote=False)
+
+
+def _clean(text: Any, limit: int = 200) -> str:
+    """One line of at most `limit` characters, control characters dropped."""
+    s = "" if text is None else str(text)
+    s = "".join(ch if ch.isprintable() else " " for ch in s).strip()
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def _local_time(at: str | None) -> str:
+    if not at:
+        return ""
+    try:
+        when = dt.datetime.fromisoformat(at.replace("Z", "+00:00"))
+    except ValueError:
+        return ""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.astimezone().strftime("%H:%M")
+
+
+def _amount(text: Any) -> Decimal:
+    try:
+        return Decimal(str(text))
+    except (InvalidOperation, ValueError):
+        return Decimal(0)
+
+
+def caller_label(card: dict) -> str:
+    """Who this call is with, in one plain line (for the tray menu and logs)."""
+    customer = card.get("customer") or {}
+    if customer:
+        who = customer.get("company") or customer.get("name")
+        if customer.get("company") and customer.get("name"):
+            who = f"{customer['name']} ({customer['company']})"
+        return _clean(who, 60)
+    if (card.get("matches") or 0) > 1:
+        return _clean(f"{card.get('number') or ''}: {card['matches']} customers", 60)
+    return _clean(card.get("caller_name") or card.get("number") or "unknown caller", 60)
+
+
+def card_text(card: dict, markup: bool = True, summary_markup: bool = True) -> tuple[str, str]:
+    """Summary and body of the pop for a ringing/dialing card. With markup, every piece of data is escaped
+    and the flags are bold; without, the text is plain."""
+    e = esc if markup else (lambda s: "" if s is None else str(s))
+    es = esc if summary_markup else (lambda s: "" if s is None else str(s))
+    b = (lambda s: f"<b>{s}</b>") if markup else (lambda s: s)
+    customer = card.get("customer") or None
+    number = _clean(card.get("number"), 40)
+    caller_name = _clean(card.get("caller_name"), 80)
+    direction = card.get("direction") or ""
+    matches = card.get("matches") or 0
+    lines: list[str] = []
+    if customer:
+        company, name = _clean(customer.get("company")), _clean(customer.get("name"))
+        summary = company or name or number or "Unknown caller"
+        if company and name:
+            lines.append(e(name))
+        category = (customer.get("category") or "regular").lower()
+        flags = []
+        if category == "vip":
+            flags.append(b("★ VIP"))
+        elif category == "problem":
+            flags.append(b("⚠ PROBLEM"))
+        debt = _amount(customer.get("total_debt"))
+        if debt > 0:
+            flags.append(b(f"DEBT {e(customer.get('total_debt'))}"))
+        if flags:
+            lines.append("  ".join(flags))
+        for order in (customer.get("orders") or [])[:2]:
+            parts = [f"Order {_clean(order.get('number'), 30)}", _clean(order.get("title"), 60)]
+            stage = _clean(order.get("stage"), 40)
+            text = " ".join(p for p in parts if p) + (f": {stage}" if stage else "")
+            lines.append(e(text))
+        more = len(customer.get("orders") or []) - 2
+        if more > 0:
+            lines.append(e(f"and {more} more open order{'s' if more > 1 else ''}"))
+        note = _clean(customer.get("note"), 160)
+        if note:
+            lines.append(b(e(note)) if category == "problem" else e(note))
+        place = ", ".join(p for p in (_clean(customer.get("city"), 40), _clean(customer.get("country"), 40)) if p)
+        if place:
+            lines.append(e(place))
+        if caller_name and caller_name not in (name, company):
+            lines.append(e(f"Caller ID: {caller_name}"))
+    elif matches > 1:
+        summary = number or "Unknown number"
+        lines.append(b(e(f"{matches} customers share this number")))
+        for c in (card.get("candidates") or [])[:3]:
+            who = _clean(c.get("name"), 60)
+            if c.get("company"):
+                who += f" ({_clean(c.get('company'), 60)})"
+            lines.append(e("• " + who))
+        if caller_name:
+            lines.append(e(f"Caller ID: {caller_name}"))
+    elif direction == "INTERNAL":
+        summary = caller_name or f"Extension {number}"
+        lines.append(e(f"Internal call, extension {number}"))
+    else:
+        summary = number or "Unknown number"
+        lines.append(e("Unknown caller" if direction != "OUTGOING" else "Not a customer yet"))
+        if caller_name:
+            lines.append(e(f"Caller ID: {caller_name}"))
+    when = _local_time(card.get("at"))
+    tail = " · ".join(p for p in (direction, number, when) if p)
+    if tail:
+        lines.append(e(tail))
+    if card.get("event") == "dialing":
+        summary = f"Calling {summary}"
+    return es(summary), "\n".join(lines)
+
+
+# ---- icons --------------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "screenpop" / "tray"
+
+
+_COLOURS = {"vip": (196, 148, 0), "problem": (190, 40, 40), "regular": (40, 110, 180), None: (120, 120, 120)}
+
+
+def placeholder(folder: Path, card: dict) -> Path:
+    """A drawn icon (initials on a circle coloured by category, or '?' for a stranger), cached by content."""
+    customer = card.get("customer") or None
+    if customer:
+        words = [w for w in _clean(customer.get("name") or customer.get("company")).split() if w[:1].isalnum()]
+        initials = "".join(w[0] for w in words[:2]).upper() or "?"
+        colour = _COLOURS.get((customer.get("category") or "regular").lower(), _COLOURS["regular"])
+    else:
+        initials, colour = ("#" if (card.get("matches") or 0) > 1 else "?"), _COLOURS[None]
+    key = hashlib.sha1(f"{initials}|{colour}".encode()).hexdigest()[:16]
+    path = folder / f"placeholder-{key}.png"
+    if path.exists():
+        return path
+    from PIL import Image, ImageDraw, ImageFont
+
+    size = PHOTO_SIZE
+    img = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(img)
+    draw.ellipse((4, 4, size - 4, size - 4), fill=colour + (255,))
+    try:
+        font = ImageFont.load_default(size=size // 2.6)
+    except TypeError:  # Pillow < 10.1
+        font = ImageFont.load_default()
+    draw.text((size / 2, size / 2), initials, fill=(255, 255, 255, 255), font=font, anchor="mm")
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    img.save(tmp, "PNG")
+    os.replace(tmp, path)
+    return path
+
+
+class PhotoCache:
+    """Customer photos fetched from the daemon with the Bearer token, kept in a cache folder for an hour."""
+
+    def __init__(self, server: str, token: Callable[[], str], folder: Path | None = None, timeout: float = 2.0) -> None:
+        self.server = server.rstrip("/")
+        self.token = token
+        self.folder = folder or cache_dir()
+        self.timeout = timeout
+
+    def icon_for(self, card: dict) -> str:
+        """A local file for the pop's icon: the photo when the daemon has one, else a placeholder."""
+        customer = card.get("customer") or None
+        url = customer.get("photo_url") if customer else None
+        path = None
+        if isinstance(url, str) and url.startswith("/") and not url.startswith("//"):
+            path = self._photo(url)  # relative URLs only: the token never goes to another host
+        if path is None:
+            try:
+                path = placeholder(self.folder, card)
+            except OSError as exc:
+                log.warning("cannot draw a placeholder icon: %s", exc)
+                return ""
+        return str(path)
+
+    def _photo(self, url: str) -> Path | None:
+        full = self.server + url + ("&" if "?" in url else "?") + f"size={PHOTO_SIZE}"
+        name = hashlib.sha1(full.encode()).hexdigest()[:20] + ".img"
+        path = self.folder / "photos" / name
+        try:
+            if time.time() - path.stat().st_mtime < PHOTO_FRESH_SECONDS:
+                return path
+        except OSError:
+            pass
+        req = urllib.request.Request(full, headers={"Authorization": f"Bearer {self.token()}"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                ctype = resp.headers.get("Content-Type", "")
+                data = resp.read(PHOTO_MAX_BYTES + 1)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            log.info("no photo from %s: %s", url, exc)
+            return path if path.exists() else None
+        if not ctype.startswith("image/") or len(data) > PHOTO_MAX_BYTES or not data:
+            log.info("no photo from %s: %s, %d bytes", url, ctype or "no Content-Type", len(data))
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        return path
+
+
+# ---- the notification servers -------------------------------------------------------------------
+
+
+def _dbus_class():
+    """plyer's D-Bus backend, subclassed to keep the notification id (Linux only; imported on use)."""
+    from plyer.platforms.linux.notification import NotifyDbus
+
+    class DbusNotifier(NotifyDbus):
+        """plyer's NotifyDbus with one connection and the id Notify returns (plyer discards it)."""
+
+        BUS_NAME = "org.freedesktop.Notifications"
+        PATH = "/org/freedesktop/Notifications"
+
+        def __init__(self) -> None:
+            import dbus
+
+            self._dbus = dbus
+            # A private connection: the tray's GTK main loop never shares it; used from one thread at a time.
+            self._bus = dbus.SessionBus(private=True)
+            self._iface = dbus.Interface(self._bus.get_object(self.BUS_NAME, self.PATH), self.BUS_NAME)
+            info = self._iface.GetServerInformation()
+            self.server_name = str(info[0])
+            self.capabilities = {str(c) for c in self._iface.GetCapabilities()}
+
+        def _notify(self, **kwargs) -> int:
+            # The same arguments as plyer's NotifyDbus._notify, timeout in seconds (0 = never expires).
+            hints = {k: v for k, v in (kwargs.get("hints") or {}).items()}
+            if "urgency" in hints:
+                hints["urgency"] = self._dbus.Byte(hints["urgency"])
+            timeout = kwargs.get("timeout", 10)
+            return int(self._iface.Notify(
+                kwargs.get("app_name", ""), self._dbus.UInt32(kwargs.get("replaces_id", 0)),
+                kwargs.get("app_icon", ""), kwargs.get("title", ""), kwargs.get("message", ""),
+                self._dbus.Array(kwargs.get("actions", []), signature="s"),
+                self._dbus.Dictionary(hints, signature="sv"), self._dbus.Int32(int(timeout * 1000)),
+            ))
+
+        def close(self, notification_id: int) -> None:
+            self._iface.CloseNotification(self._dbus.UInt32(notification_id))
+
+    return DbusNotifier
+
+
+class Notifier:
+    """Pops for cards: shows ringing/dialing, replaces a pop with 'missed', closes it when the call is answered
+    elsewhere, transferred or ended. Thread-safe (one lock around the server calls)."""
+
+    def __init__(self, photos: PhotoCache | None, timeout: float = 30.0, backend: Any = None) -> None:
+        self.photos = photos
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._ids: dict[str, int] = {}  # call_uuid -> notification id
+        self._backend = backend
+        self.kind = "injected" if backend is not None else ""
+
+    def _server(self):
+        if self._backend is None:
+            if sys.platform.startswith("linux"):
+                try:
+                    self._backend = _dbus_class()()
+                    self.kind = f"D-Bus org.freedesktop.Notifications ({self._backend.server_name})"
+                except Exception as exc:  # noqa: BLE001 - no dbus-python, no session bus, no server
+                    log.warning("no D-Bus notification server (%s); using plyer's own choice", exc)
+            if self._backend is None:
+                from plyer import notification
+
+                self._backend = notification
+                self.kind = "plyer"
+            log.info("notifications through %s", self.kind)
+        return self._backend
+
+    def _flags(self, server) -> tuple[bool, bool]:
+        caps = getattr(server, "capabilities", None)
+        if caps is None:
+            return False, False  # plyer on Windows/macOS: plain text
+        markup = "body-markup" in caps
+        return markup, markup and getattr(server, "server_name", "").lower() in SUMMARY_MARKUP_SERVERS
+
+    def handle(self, card: dict) -> None:
+        event = card.get("event")
+        if event in POP_EVENTS:
+            self.show(card)
+        elif event == "missed":
+            self.missed(card)
+        elif event in CLOSE_EVENTS:
+            self.close(card.get("call_uuid") or "")
+
+    def show(self, card: dict) -> None:
+        icon = self.photos.icon_for(card) if self.photos else ""
+        with self._lock:
+            server = self._server()
+            markup, summary_markup = self._flags(server)
+            summary, body = card_text(card, markup, summary_markup)
+            self._send(server, card, summary, body, icon, self.timeout, urgency=2 if card.get("event") == "ringing" else 1)
+
+    def missed(self, card: dict) -> None:
+        """A missed call replaces its pop (or pops anew when there was none shown)."""
+        icon = self.photos.icon_for(card) if self.photos else ""  # cached since the ringing pop
+        with self._lock:
+            server = self._server()
+            markup, summary_markup = self._flags(server)
+            e = esc if markup else str
+            es = esc if summary_markup else str
+            who = caller_label(card)
+            when = _local_time(card.get("at"))
+            body = e(" · ".join(p for p in ("Missed call", _clean(card.get("number"), 40), when) if p))
+            self._send(server, card, es(f"Missed: {who}"), body, icon, min(self.timeout or 10.0, 10.0), urgency=1)
+
+    def _send(self, server, card, summary: str, body: str, icon: str, timeout: float, urgency: int) -> None:
+        uuid = card.get("call_uuid") or ""
+        try:
+            if hasattr(server, "close"):
+                nid = server._notify(title=summary, message=body, app_name=APP_NAME, app_icon=icon,
+                                     timeout=timeout, hints={"urgency": urgency, "category": "x-screenpop.call"},
+                                     replaces_id=self._ids.get(uuid, 0))
+                if uuid:
+                    self._ids[uuid] = nid
+                    while len(self._ids) > 64:
+                        self._ids.pop(next(iter(self._ids)))
+            else:
+                server.notify(title=summary, message=body, app_name=APP_NAME, app_icon=icon, timeout=int(timeout))
+        except Exception as exc:  # noqa: BLE001 - the stream goes on; the next pop tries again
+            log.warning("notification failed: %s", exc)
+            if self.kind.startswith("D-Bus"):
+                self._backend = None  # the server may have restarted; connect again next time
+
+    def close(self, call_uuid: str) -> None:
+        with self._lock:
+            nid = self._ids.pop(call_uuid, None)
+            if nid is None or self._backend is None or not hasattr(self._backend, "close"):
+                return
+            try:
+                self._backend.close(nid)
+            except Exception as exc:  # noqa: BLE001
+                log.info("closing notification %s failed: %s", nid, exc)
