@@ -56,6 +56,11 @@ class DatabaseConfig:
 
     url: str = ""
     batch_max: int = 500
+    photo_dir: str = ""
+
+    def resolved_photo_dir(self) -> Path:
+        """Where customer photos are stored: the configured folder, or photos/ in the state directory."""
+        return Path(self.photo_dir) if self.photo_dir else default_state_dir() / "photos"
 
     def resolved_url(self) -> str:
         """The configured URL, or the embedded SQLite file in the state directory."""
@@ -84,6 +89,18 @@ class HttpConfig:
     """The daemon's HTTP listener (API, push stream, web pages)."""
 
     listen: str = "127.0.0.1:8080"
+    certfile: str = ""
+    keyfile: str = ""
+    heartbeat: float = 15.0
+    public_url: str = ""
+
+    def address(self) -> tuple[str, int]:
+        """listen as (host, port); "[::1]:8080" for IPv6, ":8080" for every address."""
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(f"[http] listen must be host:port, got {self.listen!r}")
+        host = host.strip("[]") if host.startswith("[") else host
+        return host or "0.0.0.0", int(port)
 
 
 @dataclass
@@ -144,6 +161,11 @@ def parse(data: dict[str, Any]) -> Config:
         raise ConfigError(f"[numbers] extension_pattern is not a regular expression: {exc}") from exc
     if not 4 <= config.numbers.suffix_digits <= 15:
         raise ConfigError("[numbers] suffix_digits must be between 4 and 15")
+    config.http.address()
+    if bool(config.http.certfile) != bool(config.http.keyfile):
+        raise ConfigError("[http] certfile and keyfile go together: set both for TLS, or neither")
+    if not 0.1 <= config.http.heartbeat <= 300:
+        raise ConfigError("[http] heartbeat must be between 0.1 and 300 seconds")
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("[log] level must be debug, info, warning or error")
     return config
