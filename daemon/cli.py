@@ -100,7 +100,6 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Import customers, employees, orders (CSV) or photos (a folder); bad rows are reported, the rest imports."""
-    from screenpop.daemon.config import default_state_dir
     from screenpop.db import importer
     from screenpop.db.numbers import NumberRules
 
@@ -114,7 +113,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     elif args.kind == "orders":
         report = importer.import_orders(args.path)
     else:
-        photo_dir = Path(args.photo_dir) if args.photo_dir else default_state_dir() / "photos"
+        photo_dir = Path(args.photo_dir) if args.photo_dir else config.database.resolved_photo_dir()
         report = importer.import_photos(args.path, photo_dir)
     print(
         f"{args.kind}: {report.created} created, {report.updated} updated, {report.unchanged} unchanged, "
@@ -145,6 +144,32 @@ def cmd_calls(args: argparse.Namespace) -> int:
             f"{r['started_at'][:19].replace('T', ' ')}  {r['direction']:<8}  {printable(party):<16}  "
             f"{printable(name)[:30]:<30}  {who:<6}  {int(r['talk_seconds'] or 0):>5}s  {flag}".rstrip()
         )
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Create, list or revoke API tokens for the push stream and the API."""
+    from screenpop.db import tokens
+
+    config = _load_config(args.config)
+    _open_db(config)
+    if args.action == "create":
+        if args.role == "operator" and not args.extension:
+            raise SystemExit("screenpop: an operator token needs --extension")
+        row, clear = tokens.create(args.extension, role=args.role, name=args.name)
+        print(clear)
+        print(f"token {row.id} ({row.role}{', extension ' + row.extension if row.extension else ''}) created; "
+              "this is the only time it is shown", file=sys.stderr)
+        return 0
+    if args.action == "list":
+        for t in tokens.list_tokens():
+            state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "active"
+            print(f"{t.id:>4}  {t.role:<8}  {t.extension or '-':<8}  {t.created_at:%Y-%m-%d %H:%M}  {state:<24}  {printable(t.name)}".rstrip())
+        return 0
+    if not tokens.revoke(args.id):
+        print(f"screenpop: no active token {args.id}", file=sys.stderr)
+        return 1
+    print(f"token {args.id} revoked")
     return 0
 
 
@@ -222,6 +247,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extension", help="only calls this extension took part in")
     p.add_argument("--limit", type=int, help="at most this many (the newest)")
     p.set_defaults(func=cmd_calls, gevent=False)
+
+    p = sub.add_parser("token", help=cmd_token.__doc__)
+    config_arg(p)
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(name: str, help: str) -> argparse.ArgumentParser:
+        a = actions.add_parser(name, help=help)
+        a.add_argument("--config", "-c", metavar="FILE", default=argparse.SUPPRESS, help="as for `token`")
+        return a
+
+    a = action("create", "create a token and print it (once)")
+    a.add_argument("--extension", help="the operator's extension (required for operator tokens)")
+    a.add_argument("--role", choices=["operator", "admin"], default="operator", help="default operator")
+    a.add_argument("--name", default="", help="a label, e.g. the workstation")
+    action("list", "every token: id, role, extension, created, revoked")
+    a = action("revoke", "revoke a token by id; its open streams end")
+    a.add_argument("id", type=int)
+    p.set_defaults(func=cmd_token, gevent=False)
 
     p = sub.add_parser("demo", help=cmd_demo.__doc__)
     p.add_argument("--dir", help="where the demo keeps its database and config (default: a new temporary folder)")
