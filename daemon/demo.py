@@ -27,6 +27,10 @@ password = "ClueCon"
 
 [database]
 url = "sqlite:///{db}"
+photo_dir = "{photos}"
+
+[http]
+listen = "127.0.0.1:{http_port}"
 
 [numbers]
 default_region = "IS"
@@ -80,7 +84,11 @@ def run(args: argparse.Namespace) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     port = args.port or _free_port()
     config_path = folder / "screenpop.toml"
-    config_path.write_text(CONFIG.format(port=port, db=(folder / "screenpop.db").resolve()), encoding="utf-8")
+    http_port = _free_port()
+    config_path.write_text(
+        CONFIG.format(port=port, db=(folder / "screenpop.db").resolve(), photos=(folder / "photos").resolve(), http_port=http_port),
+        encoding="utf-8",
+    )
     config = load(config_path)
     daemon = Daemon(config)
     numbers_file = folder / "numbers.txt"
@@ -91,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  database  {folder / 'screenpop.db'} ({Customer.select().count()} customers, {Employee.select().count()} operators)")
     print(f"  config    {config_path}")
     print(f"  simulator 127.0.0.1:{port}, {args.rate:g} calls/s" + (f", {args.calls} calls" if args.calls else ""))
+    print(f"  push      http://127.0.0.1:{http_port}/api/v1/events (token: screenpop token create --config {config_path} …)")
     print("  Ctrl-C stops; afterwards: screenpop calls --config " + str(config_path))
     print()
     sim_cmd = [

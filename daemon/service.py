@@ -13,6 +13,9 @@ from screenpop.daemon.calls import SUBSCRIBED_EVENTS, CallTracker, parse_channel
 from screenpop.daemon.config import Config
 from screenpop.daemon.direction import DirectionRules
 from screenpop.daemon.esl import EslSupervisor
+from screenpop.daemon.httpserver import HttpServer
+from screenpop.daemon.photos import Photos
+from screenpop.daemon.push import PushHub
 from screenpop.daemon.writer import Writer, load_open_calls
 from screenpop.db.database import open_database
 from screenpop.db.lookup import Lookup
@@ -46,6 +49,9 @@ class Daemon:
         node = config.node or socket.gethostname()
         self.writer = Writer(self.db, e164=self._e164, node=node, batch_max=config.database.batch_max)
         self.tracker = CallTracker(rules, self.writer, lookup=self._find_customer)
+        self.push = PushHub(self.db, lambda: self.lookup, config.http.public_url)
+        self.writer.listeners.append(self.push.committed)
+        self.http = HttpServer(config.http, self.push, Photos(config.database.resolved_photo_dir()))
         open_calls = load_open_calls(self.db)
         if open_calls:
             log.info("%d call(s) were open when the daemon last stopped; checking them with FreeSWITCH", len(open_calls))
@@ -148,7 +154,12 @@ class Daemon:
     # ---- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the writer, the ESL connection and the employee reloader."""
+        """Listen for HTTP (a port in use stops the start), then start the writer, the ESL connection, the reloader."""
+        try:
+            self.http.start()
+        except OSError as exc:
+            raise SystemExit(f"screenpop: [http] listen {self.config.http.listen}: {exc.strerror or exc}") from None
+        self.push.start()
         self._greenlets = [gevent.spawn(self.writer.run), gevent.spawn(self._reload_employees)]
         self.esl.start()
         fs = self.config.freeswitch
@@ -163,11 +174,13 @@ class Daemon:
         if self._stopped.is_set():
             return
         self._stopped.set()
-        log.info("stopping: closing the FreeSWITCH connection and writing %d queued event(s)", self.writer.pending)
+        log.info("stopping: closing the push streams and the FreeSWITCH connection, writing %d queued event(s)", self.writer.pending)
+        self.http.stop()
         self.esl.stop()
         self.tracker.settle(utcnow())
         if not self.writer.stop(timeout=10):
             log.error("could not write %d queued event(s) before exit", self.writer.pending)
+        self.push.stop()
         gevent.killall(self._greenlets, timeout=2)
         self.db.close()
         log.info("stopped")

@@ -31,8 +31,14 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
-def write_config(path: Path, port: int, db_url: str, **extra: str) -> Path:
-    """A daemon config for the tests: simulator port, database, Icelandic numbers, quick reconnects."""
+def write_config(path: Path, port: int, db_url: str, http_port: int | None = None, http: str = "", **extra: str) -> Path:
+    """A daemon config for the tests: simulator port, database, Icelandic numbers, quick reconnects.
+
+    http_port: where the daemon's HTTP server listens (default: a free port, so tests never collide on 8080);
+    http: more lines of the [http] section, e.g. 'heartbeat = 0.3'.
+    """
+    http_port = http_port or free_port()
+    extra = {"http": f'[http]\nlisten = "127.0.0.1:{http_port}"\n{http}', **extra}
     path.write_text(
         f"""
 [freeswitch]

@@ -1,0 +1,205 @@
+"""The daemon's HTTP server: gevent's WSGI server with a small Flask app (API v1; formats in docs/card.md).
+
+GET /api/v1/health                       no auth; {"status": "ok"}
+GET /api/v1/events[?extension=N]         Server-Sent Events: the pops of the token's extension (admin: any, or all)
+GET /api/v1/customers/<id>/photo?size=N  the customer's photo (or a placeholder) as a square JPEG
+
+Every /api/v1 route but health needs ``Authorization: Bearer <token>`` (`screenpop token create`). A missing,
+unknown or revoked token gets 401 and one WARNING line naming the client and the reason, never the token.
+"""
+from __future__ import annotations
+
+import logging
+import ssl as _ssl
+from collections.abc import Iterator
+
+import gevent
+from flask import Flask, Response, jsonify, request
+from gevent.pywsgi import WSGIHandler, WSGIServer
+
+from screenpop.daemon.config import ConfigError, HttpConfig
+from screenpop.daemon.photos import Photos, clamp_size
+from screenpop.daemon.push import ALL, PushHub, Subscriber
+from screenpop.db.tokens import TokenCheck
+
+log = logging.getLogger("screenpop.http")
+
+RETRY_MS = 2000
+STOP_GRACE_SECONDS = 2.0
+
+
+class _Handler(WSGIHandler):
+    """pywsgi's handler, telling the app its socket, so a stuck stream can be cut off."""
+
+    def get_environ(self):
+        env = super().get_environ()
+        env["screenpop.socket"] = self.socket
+        return env
+
+
+class _AccessLog:
+    """pywsgi's access log, at debug level (it would print a line per request to stderr)."""
+
+    def __init__(self) -> None:
+        self.log = logging.getLogger("screenpop.http.access")
+
+    def write(self, line: str) -> None:
+        self.log.debug("%s", line.rstrip())
+
+
+def _error(status: int, message: str) -> Response:
+    response = jsonify(error=message)
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="screenpop"'
+    return response
+
+
+def create_app(hub: PushHub, photos: Photos, heartbeat: float) -> Flask:
+    """The Flask app serving the push stream and photos from hub."""
+    app = Flask("screenpop.daemon.httpserver")
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    def authenticate() -> TokenCheck | Response:
+        header = request.headers.get("Authorization", "")
+        scheme, _, clear = header.partition(" ")
+        if not header:
+            check = TokenCheck(None, reason="no Authorization header")
+        elif scheme.lower() != "bearer" or not clear.strip():
+            check = TokenCheck(None, reason="Authorization is not a Bearer token")
+        else:
+            check = hub.check_token(clear.strip())
+        if check.ok:
+            return check
+        log.warning("401 for %s %s from %s: %s", request.method, request.path, request.remote_addr, check.reason)
+        public = "token revoked" if "revoked" in check.reason else "invalid token" if check.token_id or "unknown" in check.reason else "missing bearer token"
+        return _error(401, public)
+
+    @app.get("/api/v1/health")
+    def health():
+        return jsonify(status="ok")
+
+    @app.get("/api/v1/events")
+    def events():
+        check = authenticate()
+        if isinstance(check, Response):
+            return check
+        wanted = request.args.get("extension", "").strip()
+        if check.role == "admin":
+            extension = wanted or check.extension or ALL
+        else:
+            if wanted and wanted != check.extension:
+                log.warning("403 for /api/v1/events from %s: token %d (extension %s) asked for extension %s",
+                            request.remote_addr, check.token_id, check.extension, wanted)
+                return _error(403, "an operator token sees only its own extension")
+            extension = check.extension
+        raw_last = request.headers.get("Last-Event-ID", "").strip() or request.args.get("last_event_id", "").strip()
+        last_id = None
+        if raw_last:
+            if not raw_last.isdigit():
+                return _error(400, "Last-Event-ID must be a pop id (a whole number)")
+            last_id = int(raw_last)
+        sub = hub.subscribe(extension, check.token_id, request.environ.get("screenpop.socket"))
+        log.info("stream opened for extension %s by token %d from %s%s", extension, check.token_id, request.remote_addr,
+                 f", replaying after {last_id}" if last_id is not None else "")
+        response = Response(_stream(hub, sub, last_id, heartbeat), mimetype="text/event-stream")
+        response.headers["Cache-Control"] = "no-cache, no-store"
+        response.headers["X-Accel-Buffering"] = "no"  # nginx in front: do not buffer the stream
+        return response
+
+    @app.get("/api/v1/customers/<int:customer_id>/photo")
+    def photo(customer_id: int):
+        check = authenticate()
+        if isinstance(check, Response):
+            return check
+        size = clamp_size(request.args.get("size"))
+        info = hub.call(hub.cards.customer_for_photo, customer_id)
+        if info is None:
+            return _error(404, f"no customer {customer_id}")
+        label, category, stored = info
+        data, is_placeholder = photos.render(customer_id, label, category, stored, size)
+        response = Response(data, mimetype="image/jpeg")
+        response.headers["Cache-Control"] = "private, max-age=300"
+        response.headers["X-Screenpop-Photo"] = "placeholder" if is_placeholder else "photo"
+        return response
+
+    @app.errorhandler(404)
+    def not_found(_exc):
+        return _error(404, "not found")
+
+    @app.errorhandler(405)
+    def not_allowed(_exc):
+        return _error(405, "method not allowed")
+
+    @app.errorhandler(500)
+    def broken(_exc):
+        return _error(500, "internal error (see the daemon's log)")
+
+    return app
+
+
+def _stream(hub: PushHub, sub: Subscriber, last_id: int | None, heartbeat: float) -> Iterator[bytes]:
+    """retry, then the replay after last_id (if any), then live frames; keepalive comments when idle."""
+    try:
+        yield f"retry: {RETRY_MS}\n\n".encode()
+        last = last_id if last_id is not None else 0
+        if last_id is not None:
+            batch: list[bytes] = []
+            for pop_id, frame in hub.replay(sub.extension, last_id):
+                batch.append(frame)
+                last = pop_id
+                if len(batch) >= 50:
+                    yield b"".join(batch)
+                    batch = []
+            if batch:
+                yield b"".join(batch)
+        while True:
+            frames = []
+            for pop_id, frame in sub.take():
+                if pop_id > last:  # live frames already sent by the replay are dropped here
+                    frames.append(frame)
+                    last = pop_id
+            if sub.reason:
+                if frames:
+                    yield b"".join(frames)
+                return
+            if frames:
+                yield b"".join(frames)
+            elif not sub.wake.wait(heartbeat):
+                yield b": keepalive\n\n"
+    finally:
+        hub.unsubscribe(sub)
+        log.info("stream closed for extension %s (token %s)%s", sub.extension, sub.token_id,
+                 f": {sub.reason}" if sub.reason else "")
+
+
+class HttpServer:
+    """The listening server; start() binds (a busy port fails the daemon's start), stop() ends streams first."""
+
+    def __init__(self, config: HttpConfig, hub: PushHub, photos: Photos) -> None:
+        self.config = config
+        self.hub = hub
+        self.app = create_app(hub, photos, config.heartbeat)
+        ssl = {"certfile": config.certfile, "keyfile": config.keyfile} if config.certfile else {}
+        if ssl:
+            try:  # fail at start, not on each connection
+                _ssl.create_default_context(_ssl.Purpose.CLIENT_AUTH).load_cert_chain(config.certfile, config.keyfile)
+            except (OSError, _ssl.SSLError) as exc:
+                raise ConfigError(f"[http] certfile/keyfile cannot be used: {exc}") from None
+        self.server = WSGIServer(config.address(), self.app, handler_class=_Handler, log=_AccessLog(),
+                                 error_log=logging.getLogger("screenpop.http"), **ssl)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.config.certfile else "http"
+
+    def start(self) -> None:
+        self.server.start()
+        host, port = self.server.address[:2]
+        log.info("HTTP listening on %s://%s:%d", self.scheme, host, port)
+
+    def stop(self) -> None:
+        self.hub.close_all("daemon stopping")
+        gevent.sleep(0)  # let the streams write their end
+        self.server.stop(timeout=STOP_GRACE_SECONDS)

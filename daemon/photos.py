@@ -1,0 +1,136 @@
+"""Customer photos for the card: the stored photo cropped square and resized, or a placeholder with initials.
+
+Photos are files in [database] photo_dir written by `screenpop import photos` (already verified and shrunk
+to at most 512 px there), but the folder may be edited by hand, so every file is treated as untrusted:
+size and pixel limits, decompression bombs refused, any decoding error gives the placeholder and one log
+line. Results are cached in memory by (customer, size, file, mtime); decoding runs in gevent's thread pool
+so a large file does not stall the pushes.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+
+import gevent
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+log = logging.getLogger("screenpop.http")
+
+MIN_SIZE, MAX_SIZE, DEFAULT_SIZE = 32, 512, 128
+MAX_BYTES = 20 * 1024 * 1024
+MAX_PIXELS = 40_000_000
+CACHE_ENTRIES = 1024
+COLOURS = {"regular": (37, 99, 235), "vip": (202, 138, 4), "problem": (220, 38, 38)}
+OTHER_COLOUR = (100, 116, 139)
+
+
+def clamp_size(text: str | None) -> int:
+    """The requested edge length in pixels, clamped to MIN_SIZE..MAX_SIZE; DEFAULT_SIZE if absent or not a number."""
+    try:
+        value = int(text) if text else DEFAULT_SIZE
+    except ValueError:
+        value = DEFAULT_SIZE
+    return max(MIN_SIZE, min(MAX_SIZE, value))
+
+
+def initials(label: str) -> str:
+    """Up to two letters from the first and last word of a name: "Jón Jónsson" -> "JJ"; "?" when there are none."""
+    words = [w for w in label.split() if w[:1].isalnum()]
+    if not words:
+        return "?"
+    letters = words[0][0] + (words[-1][0] if len(words) > 1 else "")
+    return letters.upper()
+
+
+def placeholder(label: str, category: str, size: int) -> bytes:
+    """A square JPEG: the initials, white, on the colour of the customer's category."""
+    image = Image.new("RGB", (size, size), COLOURS.get(category, OTHER_COLOUR))
+    draw = ImageDraw.Draw(image)
+    try:
+        font = ImageFont.load_default(size=max(10, int(size * 0.42)))
+    except TypeError:  # Pillow without FreeType: the small bitmap font
+        font = ImageFont.load_default()
+    draw.text((size / 2, size / 2), initials(label), fill=(255, 255, 255), font=font, anchor="mm")
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def resize(path: Path, size: int) -> bytes:
+    """The photo at path, cropped to a square around its centre, size x size, as JPEG; ValueError when unusable."""
+    if path.stat().st_size > MAX_BYTES:
+        raise ValueError(f"larger than {MAX_BYTES // (1024 * 1024)} MB")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as im:
+                if im.width * im.height > MAX_PIXELS:
+                    raise ValueError(f"{im.width}x{im.height} is more than {MAX_PIXELS:,} pixels")
+                im.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when that is enough
+                im.load()
+                image = ImageOps.exif_transpose(im).convert("RGB")
+        except ValueError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ValueError(f"refused as a decompression bomb ({exc})") from None
+        except Exception as exc:  # Pillow's decoders raise many types on corrupt input
+            raise ValueError(f"not a readable image ({type(exc).__name__}: {exc})") from None
+    image = ImageOps.fit(image, (size, size), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=85, optimize=True)
+    return out.getvalue()
+
+
+def _resize_or_reason(path: Path, size: int) -> tuple[bytes | None, str]:
+    """resize() for the thread pool, which would print the traceback of anything raised."""
+    try:
+        return resize(path, size), ""
+    except (ValueError, OSError) as exc:
+        return None, str(exc)
+
+
+class Photos:
+    """Rendered photos and placeholders, cached."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self._cache: OrderedDict[tuple, tuple[bytes, bool]] = OrderedDict()
+
+    def render(self, customer_id: int, label: str, category: str, photo: str | None, size: int) -> tuple[bytes, bool]:
+        """(JPEG bytes, is a placeholder) for a customer whose stored photo file name is photo (or None)."""
+        key: tuple
+        path = None
+        if photo:
+            if "/" in photo or "\\" in photo or photo.startswith("."):
+                log.warning("customer %d: photo name %r is not a plain file name; using the placeholder", customer_id, photo)
+            else:
+                path = self.folder / photo
+                try:
+                    st = path.stat()
+                except OSError as exc:
+                    log.warning("customer %d: photo %s cannot be read (%s); using the placeholder", customer_id, path, exc.strerror)
+                    path = None
+        if path is not None:
+            key = (customer_id, size, photo, st.st_mtime_ns, st.st_size)
+        else:
+            key = (customer_id, size, None, label, category)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        result: tuple[bytes, bool] | None = None
+        if path is not None:
+            data, problem = gevent.get_hub().threadpool.apply(_resize_or_reason, (path, size))
+            if data is not None:
+                result = data, False
+            else:
+                log.warning("customer %d: photo %s is unusable (%s); using the placeholder", customer_id, path, problem)
+        if result is None:
+            result = placeholder(label, category, size), True
+        self._cache[key] = result
+        while len(self._cache) > CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+        return result

@@ -1,0 +1,213 @@
+"""Operator push: committed pops become cards on the Server-Sent Events streams of their extension.
+
+The writer calls ``PushHub.committed`` after every commit (the pops then have their CallEvent ids). One
+greenlet, the hub's worker, owns a database connection of its own: it builds the cards (card.py), reads
+replays (CallEvent rows after a client's Last-Event-ID), checks tokens, and fans frames out to the
+subscribers of each extension. Fan-out never waits for a client: each subscriber has a bounded queue,
+and one that falls too far behind is disconnected; it comes back with Last-Event-ID and catches up from
+the database. Nothing is lost that way, and nobody else waits.
+
+A stream with Last-Event-ID subscribes first (live frames are buffered), then reads the replay, sends it,
+then sends the buffered live frames with a higher id than the last one sent: nothing twice, nothing lost.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import gevent
+import gevent.event
+import gevent.queue
+import peewee
+
+from screenpop.daemon.card import POP_COLUMNS, CardBuilder, PopRow
+from screenpop.db import tokens
+from screenpop.db.lookup import Lookup
+
+log = logging.getLogger("screenpop.push")
+
+QUEUE_MAX = 1000  # frames a subscriber may have waiting before it is cut off
+REPLAY_PAGE = 500
+REVOCATION_POLL_SECONDS = 1.0
+ALL = "*"  # admin stream of every extension
+
+
+class Subscriber:
+    """One open stream: an extension (or ALL), the token it came with, and its queue of (id, frame)."""
+
+    __slots__ = ("extension", "token_id", "frames", "wake", "reason", "sock", "limit")
+
+    def __init__(self, extension: str, token_id: int | None, sock: Any = None, limit: int = QUEUE_MAX) -> None:
+        self.extension = extension
+        self.token_id = token_id
+        self.frames: deque[tuple[int, bytes]] = deque()
+        self.wake = gevent.event.Event()
+        self.reason = ""
+        self.sock = sock
+        self.limit = limit
+
+    def push(self, pop_id: int, frame: bytes) -> None:
+        if self.reason:
+            return
+        if len(self.frames) >= self.limit:
+            self.close("fell too far behind", abort=True)
+            return
+        self.frames.append((pop_id, frame))
+        self.wake.set()
+
+    def take(self) -> list[tuple[int, bytes]]:
+        """Everything queued, in order; clears the wake-up."""
+        self.wake.clear()
+        out = list(self.frames)
+        self.frames.clear()
+        return out
+
+    def close(self, reason: str, abort: bool = False) -> None:
+        """End the stream; abort also shuts the socket, for a client too stuck to read the end of it."""
+        if self.reason:
+            return
+        self.reason = reason
+        self.frames.clear()
+        self.wake.set()
+        if abort and self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class PushHub:
+    """Subscribers by extension, and the worker greenlet that builds and fans out cards."""
+
+    def __init__(self, db: peewee.Database, lookup: Callable[[], Lookup], public_url: str = "",
+                 queue_max: int = QUEUE_MAX) -> None:
+        self.db = db
+        self.cards = CardBuilder(db, lookup, public_url)
+        self.queue_max = queue_max
+        self.subscribers: dict[str, set[Subscriber]] = {}
+        self._jobs: gevent.queue.Queue = gevent.queue.Queue()
+        self._greenlets: list[gevent.Greenlet] = []
+        p = db.param
+        self._sql_replay = f"SELECT {POP_COLUMNS} FROM call_event WHERE extension = {p} AND id > {p} ORDER BY id LIMIT {REPLAY_PAGE}"
+        self._sql_replay_all = f"SELECT {POP_COLUMNS} FROM call_event WHERE id > {p} ORDER BY id LIMIT {REPLAY_PAGE}"
+        self._sql_check = tokens.check_sql(p)
+        self.frames_sent = 0
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._greenlets = [gevent.spawn(self._work), gevent.spawn(self._watch_revocations)]
+
+    def close_all(self, reason: str) -> None:
+        """End every open stream (the daemon is stopping)."""
+        for subs in list(self.subscribers.values()):
+            for sub in list(subs):
+                sub.close(reason)
+
+    def stop(self) -> None:
+        self.close_all("daemon stopping")
+        gevent.killall(self._greenlets, timeout=2)
+
+    # ---- the writer's side ---------------------------------------------------------------
+
+    def committed(self, pops: list) -> None:
+        """Writer listener: called after each commit; never blocks the writer."""
+        if pops:
+            self._jobs.put(("pops", pops))
+
+    # ---- the HTTP side -------------------------------------------------------------------
+
+    def subscribe(self, extension: str, token_id: int | None, sock: Any = None) -> Subscriber:
+        sub = Subscriber(extension, token_id, sock, self.queue_max)
+        self.subscribers.setdefault(extension, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        subs = self.subscribers.get(sub.extension)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self.subscribers[sub.extension]
+
+    def call(self, fn: Callable, *args: Any, timeout: float = 15.0) -> Any:
+        """Run fn on the worker greenlet (its database connection) and return what it returns."""
+        result = gevent.event.AsyncResult()
+        self._jobs.put(("call", (fn, args, result)))
+        return result.get(timeout=timeout)
+
+    def check_token(self, clear: str) -> tokens.TokenCheck:
+        if not clear:
+            return tokens.TokenCheck(None, reason="no token")
+        row = self.call(lambda: self.db.execute_sql(self._sql_check, (tokens.token_hash(clear),)).fetchone())
+        return tokens.interpret(row)
+
+    def replay(self, extension: str, after: int) -> Iterator[tuple[int, bytes]]:
+        """Every stored pop of extension with id > after, as frames, in id order (read page by page)."""
+        while True:
+            page = self.call(self._replay_page, extension, after)
+            yield from page
+            if len(page) < REPLAY_PAGE:
+                return
+            after = page[-1][0]
+
+    def _replay_page(self, extension: str, after: int) -> list[tuple[int, bytes]]:
+        if extension == ALL:
+            rows = self.db.execute_sql(self._sql_replay_all, (after,)).fetchall()
+        else:
+            rows = self.db.execute_sql(self._sql_replay, (extension, after)).fetchall()
+        return [(row[0], self.cards.frame(PopRow(*row))) for row in rows]
+
+    # ---- the worker ----------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            kind, payload = self._jobs.get()
+            if kind == "call":
+                fn, args, result = payload
+                try:
+                    result.set(fn(*args))
+                except Exception as exc:
+                    result.set_exception(exc)
+                continue
+            try:
+                self._fan_out(payload)
+            except Exception:
+                # The pops are stored; whoever should have had them reconnects and replays them.
+                log.exception("could not build cards for %d pop(s); closing the streams concerned", len(payload))
+                for pop in payload:
+                    for sub in list(self.subscribers.get(pop.extension, ())) + list(self.subscribers.get(ALL, ())):
+                        sub.close("card error", abort=True)
+
+    def _fan_out(self, pops: list) -> None:
+        firehose = self.subscribers.get(ALL)
+        for pop in pops:
+            subs = self.subscribers.get(pop.extension)
+            if not subs and not firehose:
+                continue
+            frame = self.cards.frame(PopRow.from_pending(pop))
+            for sub in list(subs or ()) + list(firehose or ()):
+                sub.push(pop.id, frame)
+                self.frames_sent += 1
+
+    def _watch_revocations(self) -> None:
+        """A token revoked (by `screenpop token revoke`, another process) ends its open streams within a second."""
+        while True:
+            gevent.sleep(REVOCATION_POLL_SECONDS)
+            ids = sorted({s.token_id for subs in self.subscribers.values() for s in subs if s.token_id is not None})
+            if not ids:
+                continue
+            p = self.db.param
+            sql = f"SELECT id FROM api_token WHERE revoked_at IS NOT NULL AND id IN ({', '.join([p] * len(ids))})"
+            try:
+                revoked = {row[0] for row in self.call(lambda: self.db.execute_sql(sql, ids).fetchall())}
+            except Exception as exc:
+                log.warning("could not check for revoked tokens: %s", exc)
+                continue
+            for subs in list(self.subscribers.values()):
+                for sub in list(subs):
+                    if sub.token_id in revoked:
+                        log.warning("token %d was revoked: ending its stream for extension %s", sub.token_id, sub.extension)
+                        sub.close("token revoked")

@@ -1,0 +1,385 @@
+"""Operator push end to end: the real daemon fed by the real simulator, SSE clients over TCP (docs/card.md)."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from screenpop.daemon.push import Subscriber
+from screenpop.db import tokens
+from screenpop.db.database import open_database
+from screenpop.db.lookup import add_phone
+from screenpop.db.migrations import migrate
+from screenpop.db.models import CallEvent, Customer, Employee, Order
+from screenpop.db.numbers import NumberRules
+
+from sse import Stream, get
+from support import CAPTURES, daemon, free_port, simulator, wait_for, write_config
+
+RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
+HEARTBEAT = 0.3
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request) -> str:
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+
+
+class Env:
+    """A migrated database the test fills, and a daemon with HTTP on a free port, started on demand."""
+
+    def __init__(self, tmp: Path, db_url: str) -> None:
+        self.tmp = tmp
+        self.db_url = db_url
+        self.db = open_database(db_url)
+        migrate(self.db)
+        self.esl_port = free_port()
+        self.http_port = free_port()
+        self.photo_dir = tmp / "photos"
+        self.photo_dir.mkdir()
+        self.config = write_config(
+            tmp / "screenpop.toml", self.esl_port, db_url, http_port=self.http_port,
+            http=f"heartbeat = {HEARTBEAT}",
+        )
+        text = self.config.read_text(encoding="utf-8").replace(
+            f'url = "{db_url}"', f'url = "{db_url}"\nphoto_dir = "{self.photo_dir}"'
+        )
+        self.config.write_text(text, encoding="utf-8")
+        self.procs = []
+        self.streams: list[Stream] = []
+
+    def token(self, extension: str | None, role: str = "operator") -> tuple[int, str]:
+        row, clear = tokens.create(extension, role=role)
+        return row.id, clear
+
+    def start_daemon(self):
+        d = daemon(self.tmp, self.config)
+        self.procs.append(d)
+        wait_for(lambda: _health(self.http_port) or d.popen.poll() is not None, 15, "the daemon's HTTP server")
+        assert d.popen.poll() is None, d.log()
+        self.daemon = d
+        return d
+
+    def simulate(self, *args: str, name: str = "sim"):
+        sim = simulator(self.tmp, self.esl_port, *args, name=name)
+        self.procs.append(sim)
+        return sim
+
+    def stream(self, token: str | None, **kwargs) -> Stream:
+        s = Stream(self.http_port, token, **kwargs)
+        self.streams.append(s)
+        return s
+
+    def close(self) -> None:
+        for s in self.streams:
+            s.close()
+        for p in self.procs:
+            p.close()
+        self.db.close()
+
+
+def _health(port: int) -> bool:
+    try:
+        return get(port, "/api/v1/health")[0] == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def env(tmp_path, sqlite_url):
+    e = Env(tmp_path, sqlite_url)
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def env_any(tmp_path, db_url):
+    e = Env(tmp_path, db_url)
+    yield e
+    e.close()
+
+
+def stored_ids(extension: str) -> list[int]:
+    return [i for (i,) in CallEvent.select(CallEvent.id).where(CallEvent.extension == extension).order_by(CallEvent.id).tuples()]
+
+
+# ---- the stream contract --------------------------------------------------------------------------
+
+
+def test_order_replay_and_heartbeat(env):
+    """Live, reconnect-with-Last-Event-ID and replay-from-0 clients all end with exactly the stored pops, in order."""
+    _, op = env.token("1001")
+    _, admin = env.token(None, role="admin")
+    d = env.start_daemon()
+    live = env.stream(op)
+    other = env.stream(admin, query="extension=1002")
+    sim = env.simulate("--generate", "--calls", "60", "--rate", "10", "--speed", "4", "--seed", "11", "--extensions", "1001-1002",
+                       "--mix", "inbound_answered=3,ring_group=1,internal=1,outbound=1", "--linger", "0.5")
+    # A client that drops out after a few pops and comes back with the last id it saw.
+    first = env.stream(op)
+    first.wait_count(3, 20)
+    first.close()
+    seen = first.ids
+    assert len(seen) == len(set(seen)) and seen == sorted(seen)
+    wait_for(lambda: len([i for i in stored_ids("1001") if i > seen[-1]]) >= 2, 10, "pops while it is away")
+    again = env.stream(op, last_event_id=seen[-1])
+    # A client that replays everything while new pops keep coming: the replay/live seam.
+    again.wait_count(2, 20)
+    stored_before = len(stored_ids("1001"))
+    from_zero = env.stream(op, last_event_id=0)
+    assert sim.wait(60) == 0, sim.log()
+    caught_up = lambda: len(stored_ids("1001")) > 0 and all(
+        s.ids[-1:] == stored_ids("1001")[-1:] for s in (live, again, from_zero)
+    )
+    wait_for(caught_up, 15, "every client to have the last pop of 1001")
+    want = stored_ids("1001")
+    assert len(want) > stored_before + 5, "the replay-from-0 client also had live pops after its replay"
+    assert live.ids == want, "the live client, connected before the first call"
+    assert seen + again.ids == [i for i in want if i >= seen[0]], "reconnect: nothing twice, nothing lost"
+    assert from_zero.ids == want, "replay from 0 then live, across the seam"
+    assert all(c["extension"] == "1001" for s in (live, again, from_zero) for c in s.cards)
+    assert other.ids == stored_ids("1002") and all(c["extension"] == "1002" for c in other.cards)
+    for s in (live, from_zero):
+        assert s.retry == 2000 and s.raw_lines[0] == "retry: 2000"
+        assert all(m.event == "pop" for m in s.messages)
+    # Idle: keepalive comments at the configured heartbeat.
+    before = len(live.comments)
+    time.sleep(HEARTBEAT * 4)
+    assert len(live.comments) - before >= 2 and set(live.comments) == {"keepalive"}
+    assert d.terminate() == 0, d.log()
+    assert live.ended.wait(5), "SIGTERM ends the streams"
+
+
+def test_slow_subscriber_is_cut_off_not_waited_for():
+    sub = Subscriber("1001", 1, limit=3)
+    for i in range(3):
+        sub.push(i + 1, b"x")
+    assert not sub.reason
+    sub.push(4, b"x")
+    assert sub.reason == "fell too far behind" and not sub.frames
+    sub.push(5, b"x")
+    assert not sub.frames
+
+
+# ---- authentication ---------------------------------------------------------------------------------
+
+
+def test_auth_matrix(env):
+    token_id, op1001 = env.token("1001")
+    _, op1002 = env.token("1002")
+    d = env.start_daemon()
+    for token, reason in ((None, "no Authorization header"), ("sp_wrong", "unknown token")):
+        s = env.stream(token)
+        assert s.status == 401 and "error" in json.loads(s.body), s.body
+        wait_for(lambda: reason in d.log(), 5, f"the log line for {reason}")
+    assert "sp_wrong" not in d.log()
+    assert "401 for GET /api/v1/events from 127.0.0.1: unknown token" in d.log()
+    assert env.stream(op1001, query="extension=1002").status == 403
+    assert get(env.http_port, "/api/v1/events", token="x")[0] == 401
+    s1001, s1002 = env.stream(op1001), env.stream(op1002)
+    sim = env.simulate("--replay", str(CAPTURES / "inbound-answered.plain.esl"), "--speed", "0", "--linger", "0.3")
+    assert sim.wait(30) == 0
+    s1001.wait_count(3)
+    assert [c["event"] for c in s1001.cards] == ["ringing", "answered", "ended"]
+    time.sleep(0.3)
+    assert s1002.messages == [], "1002 sees nothing of 1001's call"
+    # Revoked by the CLI, in another process: the open stream ends, the next request is refused.
+    out = subprocess.run([sys.executable, "-m", "screenpop.daemon.cli", "token", "revoke", str(token_id), "--config", str(env.config)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert s1001.ended.wait(5), "a revoked token's stream ends within seconds"
+    assert not s1002.ended.is_set()
+    again = env.stream(op1001)
+    assert again.status == 401 and json.loads(again.body) == {"error": "token revoked"}
+    wait_for(lambda: f"token {token_id} is revoked" in d.log(), 5, "the revoked log line")
+    assert op1001 not in d.log() and op1002 not in d.log()
+
+
+def test_token_cli_prints_the_token_once_and_stores_its_hash(env):
+    out = subprocess.run([sys.executable, "-m", "screenpop.daemon.cli", "token", "create", "--extension", "1003", "--name", "desk 3",
+                          "--config", str(env.config)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    clear = out.stdout.strip()
+    assert clear.startswith("sp_") and len(clear) > 30
+    check = tokens.verify(clear)
+    assert check.ok and check.extension == "1003" and check.role == "operator"
+    listing = subprocess.run([sys.executable, "-m", "screenpop.daemon.cli", "token", "list", "--config", str(env.config)],
+                             capture_output=True, text=True, timeout=30).stdout
+    assert "1003" in listing and "desk 3" in listing and clear not in listing
+    assert tokens.revoke(check.token_id) and not tokens.verify(clear).ok
+
+
+# ---- the card ---------------------------------------------------------------------------------------
+
+
+def test_cards_known_unknown_several_and_internal(env_any):
+    env = env_any
+    anna = Employee.create(name="Anna Jónsdóttir", extension="1001")
+    Employee.create(name="Bjarni Ben", extension="1002")
+    known = Customer.create(name="Jón Jónsson", company="Norðurljós ehf.", category="vip", note="Prefers email",
+                            city="Reykjavík", country="IS")
+    add_phone(known, "+3545551234", "mobile", RULES)
+    Order.create(customer=known, number="A-1", title="Roof", stage="install", responsible=anna, amount=Decimal("1500.00"),
+                 paid=Decimal("500.50"))
+    Order.create(customer=known, number="A-2", title="Gutter", stage="quote", amount=Decimal("99.99"), paid=Decimal("0"))
+    Order.create(customer=known, number="A-0", title="Old", stage="done", amount=Decimal("10"), paid=Decimal("0"), status="closed")
+    twins = [Customer.create(name=f"Twin {i}", company="Tvíburar") for i in (1, 2)]
+    for twin in twins:
+        add_phone(twin, "+3545557777", "office", RULES)
+    numbers = env.tmp / "numbers.txt"
+    numbers.write_text("+3545551234\n+3545557777\n+3545550042\n", encoding="utf-8")
+    _, op = env.token("1001")
+    env.start_daemon()
+    s = env.stream(op)
+    sim = env.simulate("--generate", "--calls", "24", "--rate", "40", "--speed", "20", "--seed", "3", "--extensions", "1001-1002",
+                       "--numbers", str(numbers), "--mix", "inbound_answered=3,internal=1", "--linger", "0.3")
+    assert sim.wait(60) == 0, sim.log()
+    wait_for(lambda: len(s.ids) == len(stored_ids("1001")) > 0, 15, "all pops of 1001")
+    cards = s.cards
+    stored = {e.id: e for e in CallEvent.select().where(CallEvent.extension == "1001")}
+    by_number: dict[str, list[dict]] = {}
+    for card in cards:
+        row = stored[card["id"]]
+        assert card["event"] == row.event and card["call_uuid"] == row.uuid and card["direction"] == row.direction
+        assert card["caller_name"] == row.external_name and card["number"] == row.external_number
+        assert card["at"].endswith("Z") and card["at"][:19] == row.at.isoformat()[:19]
+        assert card["operator"] == "Anna Jónsdóttir" and card["extension"] == "1001"
+        by_number.setdefault(card["number"] if card["direction"] != "INTERNAL" else "internal", []).append(card)
+    assert set(by_number) == {"+3545551234", "+3545557777", "+3545550042", "internal"}, set(by_number)
+    card = by_number["+3545551234"][0]
+    assert card["matches"] == 1 and card["candidates"] == []
+    assert card["record_url"] == f"/customers/{known.id}"
+    assert card["customer"] == {
+        "id": known.id, "name": "Jón Jónsson", "company": "Norðurljós ehf.", "category": "vip", "note": "Prefers email",
+        "city": "Reykjavík", "country": "IS", "photo_url": f"/api/v1/customers/{known.id}/photo",
+        "orders": [
+            {"number": "A-1", "title": "Roof", "stage": "install", "responsible": "Anna Jónsdóttir", "amount": "1500.00",
+             "paid": "500.50", "debt": "999.50"},
+            {"number": "A-2", "title": "Gutter", "stage": "quote", "responsible": None, "amount": "99.99", "paid": "0.00",
+             "debt": "99.99"},
+        ],
+        "total_debt": "1099.49",
+    }
+    card = by_number["+3545557777"][0]
+    assert card["matches"] == 2 and card["customer"] is None and card["record_url"] is None
+    assert card["candidates"] == [{"id": t.id, "name": t.name, "company": "Tvíburar"} for t in twins]
+    card = by_number["+3545550042"][0]
+    assert card["matches"] == 0 and card["customer"] is None and card["candidates"] == []
+    assert card["record_url"] == "/customers/new?number=%2B3545550042"
+    for card in by_number["internal"]:
+        assert card["record_url"] is None and card["customer"] is None and card["number"] in ("1002",), card
+
+
+def test_markup_caller_name_is_sent_verbatim_as_valid_json(env):
+    from test_daemon_e2e import HOSTILE_NAME, FakeFreeswitch, _hostile_stream
+
+    _, op = env.token("1001")
+    fake = FakeFreeswitch(env.esl_port, _hostile_stream())
+    fake.start()
+    try:
+        env.start_daemon()
+        s = env.stream(op, last_event_id=0)  # the fake may have sent it all already: replay
+        assert fake.sent.wait(20)
+        s.wait_count(3, 15)
+    finally:
+        fake.server.close()
+    for line in s.raw_lines:
+        if line.startswith("data: "):
+            assert json.loads(line[6:])["caller_name"] == HOSTILE_NAME
+    assert [c["caller_name"] for c in s.cards] == [HOSTILE_NAME] * 3
+
+
+# ---- photos -----------------------------------------------------------------------------------------
+
+
+def _jpeg(body: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(body))
+    assert image.format == "JPEG"
+    return image.convert("RGB")
+
+
+def test_photo_endpoint(env):
+    photo = Customer.create(name="Rauð Mynd", category="regular", photo="1-red.jpg")
+    Image.new("RGB", (600, 400), (200, 20, 20)).save(env.photo_dir / "1-red.jpg", "JPEG")
+    vip = Customer.create(name="Vala Ísdal", category="vip")
+    problem = Customer.create(company="Vandi hf.", category="problem")
+    broken = Customer.create(name="Brotin Mynd", category="regular", photo="broken.jpg")
+    (env.photo_dir / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg" * 10)
+    bomb = Customer.create(name="Sprengja", category="regular", photo="bomb.png")
+    Image.new("1", (12000, 12000)).save(env.photo_dir / "bomb.png", "PNG")
+    missing = Customer.create(name="Engin Skrá", category="regular", photo="gone.jpg")
+    _, op = env.token("1001")
+    d = env.start_daemon()
+    url = lambda c, q="": f"/api/v1/customers/{c.id}/photo{q}"
+
+    assert get(env.http_port, url(photo))[0] == 401
+    status, headers, body = get(env.http_port, url(photo, "?size=64"), op)
+    assert status == 200 and headers["content-type"] == "image/jpeg" and headers["x-screenpop-photo"] == "photo"
+    image = _jpeg(body)
+    assert image.size == (64, 64)
+    r, g, b = image.getpixel((32, 32))
+    assert r > 150 and g < 80 and b < 80, "the photo, cropped square"
+    for query, edge in (("", 128), ("?size=1", 32), ("?size=99999", 512), ("?size=abc", 128)):
+        status, _, body = get(env.http_port, url(photo, query), op)
+        assert status == 200 and _jpeg(body).size == (edge, edge), query
+    colours = {}
+    for customer in (vip, problem):
+        status, headers, body = get(env.http_port, url(customer, "?size=48"), op)
+        assert status == 200 and headers["x-screenpop-photo"] == "placeholder"
+        colours[customer.category] = _jpeg(body).getpixel((2, 2))
+    r, g, b = colours["vip"]
+    assert r > 150 and g > 100 and b < 60, f"gold for VIP: {colours['vip']}"
+    r, g, b = colours["problem"]
+    assert r > 180 and g < 80 and b < 80, f"red for problem: {colours['problem']}"
+    for customer, words in ((broken, "not a readable image"), (bomb, "pixels"), (missing, "cannot be read")):
+        status, headers, body = get(env.http_port, url(customer), op)
+        assert status == 200 and headers["x-screenpop-photo"] == "placeholder" and _jpeg(body).size == (128, 128)
+        r, g, b = _jpeg(body).getpixel((2, 2))
+        assert b > 150 and r < 100, "blue for regular"
+        wait_for(lambda: f"customer {customer.id}: photo" in d.log() and words in d.log(), 5, f"the log line for {words}")
+    get(env.http_port, url(broken), op)
+    assert d.log().count(f"customer {broken.id}: photo") == 1, "a broken file is logged once, then cached"
+    assert get(env.http_port, "/api/v1/customers/999999/photo", op)[0] == 404
+    assert d.popen.poll() is None
+    assert "Traceback" not in d.log()
+
+
+def test_tls_when_certfile_and_keyfile_are_set(tmp_path, sqlite_url):
+    import shutil
+    import ssl
+    import http.client
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    port = free_port()
+    config = write_config(tmp_path / "c.toml", free_port(), sqlite_url, http_port=port,
+                          http=f'certfile = "{cert}"\nkeyfile = "{key}"')
+    d = daemon(tmp_path, config)
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        context.check_hostname = False
+
+        def answers() -> bool:
+            try:
+                conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=2)
+                conn.request("GET", "/api/v1/health")
+                return conn.getresponse().status == 200
+            except OSError:
+                return False
+
+        wait_for(lambda: answers() or d.popen.poll() is not None, 15, "HTTPS")
+        assert answers(), d.log()
+        assert "HTTP listening on https://" in d.log()
+        assert d.terminate() == 0
+    finally:
+        d.close()
