@@ -13,7 +13,6 @@ import logging
 import signal
 import sys
 import threading
-import webbrowser
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -206,6 +205,8 @@ class TrayApp:
         icon.update_menu()
 
     def open_url(self, url: str) -> None:
+        import webbrowser
+
         log.info("opening %s", url)
         threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
 
@@ -256,8 +257,11 @@ class TrayApp:
             return self._run_headless()
         import os
 
-        if sys.platform.startswith("linux") and not os.environ.get("PYSTRAY_BACKEND"):
-            os.environ["PYSTRAY_BACKEND"] = choose_backend()
+        if sys.platform.startswith("linux"):
+            if not os.environ.get("PYSTRAY_BACKEND"):
+                os.environ["PYSTRAY_BACKEND"] = choose_backend()
+            # A tray icon draws no OpenGL; without this GDK probes GLX at start and Mesa (with LLVM) costs ~50 MB.
+            os.environ.setdefault("GDK_GL", "disable")
         import pystray
 
         self._pystray = pystray
