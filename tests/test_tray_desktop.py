@@ -2,13 +2,15 @@
 notification server, trayer as the tray host. What dunst received is read back with `dunstctl history`; the
 tray menu is opened and used with xdotool.
 
-The push stream comes from tests/desktop.PushServer, a small real SSE server speaking the daemon's interface
-(the daemon's own HTTP server is tested against the same interface in test_push.py)."""
+Two sources of pops: the real daemon (its HTTP push stream, fed by the simulator or a scripted event socket) for
+what the daemon builds, and tests/desktop.PushServer, a small real SSE server speaking the same interface, where a
+test needs exact control of the cards (answered elsewhere, do-not-disturb, the menu)."""
 from __future__ import annotations
 
 import shutil
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -206,3 +208,141 @@ def test_wrong_token_shows_in_the_tray(session):
     finally:
         bad.terminate()
         bad.wait(10)
+
+
+# ---- against the real daemon ------------------------------------------------------------------------
+
+
+class RealDaemon:
+    """The daemon with its HTTP server on a free port (SQLite), a token for 1001, and the customers of the pops."""
+
+    def __init__(self, tmp: Path, sqlite_url: str) -> None:
+        from screenpop.db import tokens
+        from screenpop.db.database import open_database
+        from screenpop.db.lookup import add_phone
+        from screenpop.db.migrations import migrate
+        from screenpop.db.models import Customer, Employee, Order
+        from screenpop.db.numbers import NumberRules
+
+        from support import daemon, free_port
+
+        rules = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
+        self.db = open_database(sqlite_url)
+        migrate(self.db)
+        anna = Employee.create(name="Anna Jónsdóttir", extension="1001")
+        self.known = Customer.create(name="Jón Jónsson", company="Norðurljós ehf.", category="vip", note="Prefers email",
+                                     city="Reykjavík", country="IS")
+        add_phone(self.known, "+3545551234", "mobile", rules)
+        Order.create(customer=self.known, number="A-1", title="Roof", stage="install", responsible=anna,
+                     amount=Decimal("1500.00"), paid=Decimal("500.50"))
+        for i in (1, 2):
+            add_phone(Customer.create(name=f"Twin {i}", company="Tvíburar"), "+3545557777", "office", rules)
+        row, self.token = tokens.create("1001")
+        self.token_id = row.id
+        self.esl_port, self.http_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        config = tmp / "daemon.toml"
+        config.write_text(
+            f'[freeswitch]\nport = {self.esl_port}\nreconnect_min = 0.2\nreconnect_max = 1.0\n\n'
+            f'[database]\nurl = "{sqlite_url}"\nphoto_dir = "{tmp / "photos"}"\n\n[numbers]\ndefault_region = "IS"\n\n'
+            f'[http]\nlisten = "127.0.0.1:{self.http_port}"\nheartbeat = 1.0\n', encoding="utf-8")
+        self.proc = daemon(tmp, config)
+        wait_for(lambda: _health(self.url) or self.proc.popen.poll() is not None, 20, "the daemon's HTTP server")
+        assert self.proc.popen.poll() is None, self.proc.log()
+
+    def close(self) -> None:
+        self.proc.close()
+        self.db.close()
+
+
+def _health(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url + "/api/v1/health", timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def real(tmp_path, sqlite_url, session):
+    r = RealDaemon(tmp_path, sqlite_url)
+    r.log_name = f"tray-{tmp_path.name}"
+    tray = None
+    try:
+        def start():
+            nonlocal tray
+            tray = session.desktop.spawn(r.log_name, [
+                sys.executable, "-m", "screenpop.daemon.cli", "tray", "--config", str(tmp_path / "absent.toml"),
+                "--server", r.url, "--extension", "1001", "--token", r.token])
+            wait_for(lambda: "state connected" in session.log(r.log_name), 20, "the tray connected to the daemon")
+
+        r.start_tray = start
+        yield r
+    finally:
+        if tray is not None and tray.poll() is None:
+            tray.terminate()
+            tray.wait(10)
+        r.close()
+
+
+def _screenpop_history(session, seen: int) -> list[dict]:
+    return [n for n in session.desktop.history() if n["id"] > seen and n["appname"] == "screenpop"]
+
+
+def test_real_daemon_and_simulator_pop_known_several_and_unknown(session, real, tmp_path):
+    from support import simulator
+
+    session.desktop.close_all()
+    seen = session.newest()
+    real.start_tray()
+    numbers = tmp_path / "numbers.txt"
+    numbers.write_text("+3545551234\n+3545557777\n+3545550042\n", encoding="utf-8")
+    sim = simulator(tmp_path, real.esl_port, "--generate", "--calls", "9", "--rate", "20", "--seed", "3", "--speed", "4",
+                    "--extensions", "1001", "--numbers", str(numbers), "--mix", "inbound_answered=1", "--linger", "0.5")
+    assert sim.wait(60) == 0, sim.log()
+    sim.close()
+    # every pop ends (answered, then ended: the tray closes it, and dunst moves it to its history)
+    wait_for(lambda: session.log(real.log_name).count(" ended ") >= 9, 20, "the tray to see 9 calls end")
+    expected = {"Norðurljós ehf.", "+3545557777", "+3545550042"}
+    wait_for(lambda: {n["summary"] for n in _screenpop_history(session, seen)} >= expected or session.desktop.close_all(),
+             10, "a pop for each number in dunst's history")
+    by_summary = {n["summary"]: n for n in _screenpop_history(session, seen)}
+    assert set(by_summary) == expected, by_summary.keys()
+    known = by_summary["Norðurljós ehf."]["body"].splitlines()
+    assert known[:3] == ["Jón Jónsson", "<b>★ VIP</b>  <b>DEBT 999.50</b>", "Order A-1 Roof: install"], known
+    assert known[-1].startswith("INCOMING · +3545551234 · ")
+    assert Path(by_summary["Norðurljós ehf."]["icon_path"]).stat().st_size > 0, "the daemon's photo (or its placeholder)"
+    assert by_summary["+3545557777"]["body"].splitlines()[:3] == [
+        "<b>2 customers share this number</b>", "• Twin 1 (Tvíburar)", "• Twin 2 (Tvíburar)"]
+    assert by_summary["+3545550042"]["body"].splitlines()[0] == "Unknown caller"
+
+
+def test_real_daemon_hostile_caller_id_is_escaped(session, real):
+    from test_daemon_e2e import HOSTILE_NAME, FakeFreeswitch, _hostile_stream
+
+    session.desktop.close_all()
+    seen = session.newest()
+    real.start_tray()
+    fake = FakeFreeswitch(real.esl_port, _hostile_stream())
+    fake.start()
+    try:
+        assert fake.sent.wait(20), real.proc.log()
+        wait_for(lambda: " ended " in session.log(real.log_name), 20, "the call to end")
+        wait_for(lambda: bool(_screenpop_history(session, seen)) or session.desktop.close_all(), 10, "the pop in history")
+    finally:
+        fake.server.close()
+    (shown,) = _screenpop_history(session, seen)
+    assert "<b>VIP</b>" not in shown["body"]
+    assert 'Caller ID: &lt;b&gt;VIP&lt;/b&gt; &amp; "Ünïcødé" ; DROP TABLE call; -- \'x\'   [31m red' in shown["body"].splitlines()
+    assert HOSTILE_NAME not in shown["body"], "control characters never reach the notification server"
+
+
+def test_real_daemon_revoked_token_shows_in_the_tray(session, real):
+    from screenpop.db import tokens
+
+    real.start_tray()
+    assert tokens.revoke(real.token_id)
+    wait_for(lambda: "state unauthorized" in session.log(real.log_name), 20, "the tray to see its token refused")
+    wait_for(lambda: any("token refused" in n for n in session.window_names()), 5, "the icon's title")
