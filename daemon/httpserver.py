@@ -90,7 +90,7 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float) -> Flask:
             extension = wanted or check.extension or ALL
         else:
             if wanted and wanted != check.extension:
-                log.warning("403 for /api/v1/events from %s: token %d (extension %s) asked for extension %s",
+                log.warning("403 for GET /api/v1/events from %s: token %d (extension %s) asked for extension %s",
                             request.remote_addr, check.token_id, check.extension, wanted)
                 return _error(403, "an operator token sees only its own extension")
             extension = check.extension

@@ -45,6 +45,9 @@ def test_documented_block_spells_out_the_defaults(tmp_path):
         ("[numbers]\nsuffix_digits = 2\n", "between 4 and 15"),
         ('[log]\nlevel = "loud"\n', "[log] level"),
         ("not toml at all = = =", "not valid TOML"),
+        ('[http]\nlisten = "localhost"\n', "[http] listen must be host:port"),
+        ('[http]\ncertfile = "/etc/c.pem"\n', "certfile and keyfile go together"),
+        ("[http]\nheartbeat = 0\n", "[http] heartbeat"),
     ],
 )
 def test_bad_files_say_what_is_wrong(tmp_path, text, message):
@@ -70,3 +73,9 @@ def test_missing_password_file_is_a_clear_error(tmp_path):
 
 def test_integers_are_accepted_for_seconds():
     assert parse({"freeswitch": {"connect_timeout": 3}}).freeswitch.connect_timeout == 3.0
+
+
+def test_http_listen_forms():
+    assert parse({"http": {"listen": "[::1]:8443"}}).http.address() == ("::1", 8443)
+    assert parse({"http": {"listen": ":8080"}}).http.address() == ("0.0.0.0", 8080)
+    assert parse({}).database.resolved_photo_dir().name == "photos"

@@ -120,6 +120,7 @@ def test_order_replay_and_heartbeat(env):
     d = env.start_daemon()
     live = env.stream(op)
     other = env.stream(admin, query="extension=1002")
+    everything = env.stream(admin)
     sim = env.simulate("--generate", "--calls", "60", "--rate", "10", "--speed", "4", "--seed", "11", "--extensions", "1001-1002",
                        "--mix", "inbound_answered=3,ring_group=1,internal=1,outbound=1", "--linger", "0.5")
     # A client that drops out after a few pops and comes back with the last id it saw.
@@ -146,6 +147,11 @@ def test_order_replay_and_heartbeat(env):
     assert from_zero.ids == want, "replay from 0 then live, across the seam"
     assert all(c["extension"] == "1001" for s in (live, again, from_zero) for c in s.cards)
     assert other.ids == stored_ids("1002") and all(c["extension"] == "1002" for c in other.cards)
+    all_ids = [i for (i,) in CallEvent.select(CallEvent.id).order_by(CallEvent.id).tuples()]
+    wait_for(lambda: everything.ids == all_ids, 5, "the admin stream without ?extension to have every pop")
+    late = env.stream(admin, last_event_id=all_ids[len(all_ids) // 2])
+    late.wait_count(len(all_ids) - len(all_ids) // 2 - 1)
+    assert late.ids == all_ids[len(all_ids) // 2 + 1:], "admin replay of every extension"
     for s in (live, from_zero):
         assert s.retry == 2000 and s.raw_lines[0] == "retry: 2000"
         assert all(m.event == "pop" for m in s.messages)
@@ -383,3 +389,17 @@ def test_tls_when_certfile_and_keyfile_are_set(tmp_path, sqlite_url):
         assert d.terminate() == 0
     finally:
         d.close()
+
+
+def test_http_port_in_use_stops_the_start_with_a_clear_message(tmp_path, sqlite_url):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        config = write_config(tmp_path / "c.toml", free_port(), sqlite_url, http_port=port)
+        d = daemon(tmp_path, config)
+        try:
+            assert d.wait(20) != 0
+            assert f"[http] listen 127.0.0.1:{port}: Address already in use" in d.log(), d.log()
+        finally:
+            d.close()
