@@ -325,3 +325,40 @@ def test_tray_modules_import_without_a_display(monkeypatch):
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     assert importlib.import_module("screenpop.tray")
+
+
+def _tray_cmd(server_url: str, *extra: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "screenpop.daemon.cli", "tray", "--config", "/nonexistent/tray.toml",
+            "--server", server_url, "--extension", "1001", "--token", "secret-token", *extra]
+
+
+def test_without_a_display_the_tray_says_so(server):
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "PYSTRAY_BACKEND")}
+    r = subprocess.run(_tray_cmd(server.url), env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "--no-icon" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_no_icon_mode_follows_the_stream_even_without_a_notification_server(server, tmp_path):
+    import signal
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "DBUS_SESSION_BUS_ADDRESS")}
+    env["DBUS_SESSION_BUS_ADDRESS"] = f"unix:path={tmp_path}/no-bus"
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    log = tmp_path / "tray.log"
+    with open(log, "wb") as fh:
+        p = subprocess.Popen(_tray_cmd(server.url, "--no-icon"), env=env, stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: server.streams() == 1, 15, "the stream")
+        server.push(card(customer=customer()))
+        wait_for(lambda: "pop 1 ringing" in log.read_text() and "no notification server" in log.read_text(), 10, "the pop")
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert "Traceback" not in log.read_text()

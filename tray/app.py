@@ -262,8 +262,11 @@ class TrayApp:
                 os.environ["PYSTRAY_BACKEND"] = choose_backend()
             # A tray icon draws no OpenGL; without this GDK probes GLX at start and Mesa (with LLVM) costs ~50 MB.
             os.environ.setdefault("GDK_GL", "disable")
-        import pystray
-
+        try:
+            import pystray
+        except Exception as exc:  # noqa: BLE001 - pystray raises at import when there is no display or backend
+            log.error("no tray icon possible here (%s); run with --no-icon for notifications only", exc)
+            return 2
         self._pystray = pystray
         log.info("tray icon through pystray's %s backend", os.environ.get("PYSTRAY_BACKEND", "default"))
         self.icon = pystray.Icon("screenpop", draw_icon(self.state.icon_kind()), self.state.title(),

@@ -304,16 +304,22 @@ class Notifier:
         self._ids: dict[str, int] = {}  # call_uuid -> notification id
         self._backend = backend
         self.kind = "injected" if backend is not None else ""
+        self._warned = -1e9
 
     def _server(self):
+        """The notification server; on Linux always the D-Bus one, tried again on every pop until it answers
+        (the tray may start before the desktop's notification daemon). None when there is none yet."""
         if self._backend is None:
             if sys.platform.startswith("linux"):
                 try:
                     self._backend = _dbus_class()()
                     self.kind = f"D-Bus org.freedesktop.Notifications ({self._backend.server_name})"
                 except Exception as exc:  # noqa: BLE001 - no dbus-python, no session bus, no server
-                    log.warning("no D-Bus notification server (%s); using plyer's own choice", exc)
-            if self._backend is None:
+                    if time.monotonic() - self._warned > 60:
+                        self._warned = time.monotonic()
+                        log.warning("no notification server on the session bus (%s); pops are not shown", exc)
+                    return None
+            else:
                 from plyer import notification
 
                 self._backend = notification
@@ -341,6 +347,8 @@ class Notifier:
         icon = self.photos.icon_for(card) if self.photos else ""
         with self._lock:
             server = self._server()
+            if server is None:
+                return
             markup, summary_markup = self._flags(server)
             summary, body = card_text(card, markup, summary_markup)
             self._send(server, card, summary, body, icon, self.timeout, urgency=2 if card.get("event") == "ringing" else 1)
@@ -350,6 +358,8 @@ class Notifier:
         icon = self.photos.icon_for(card) if self.photos else ""  # cached since the ringing pop
         with self._lock:
             server = self._server()
+            if server is None:
+                return
             markup, summary_markup = self._flags(server)
             e = esc if markup else str
             es = esc if summary_markup else str
