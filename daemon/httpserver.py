@@ -14,6 +14,7 @@ import ssl as _ssl
 from collections.abc import Iterator
 
 import gevent
+import peewee
 from flask import Flask, Response, jsonify, request
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
@@ -124,6 +125,13 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float) -> Flask:
         response.headers["X-Screenpop-Photo"] = "placeholder" if is_placeholder else "photo"
         return response
 
+    @app.errorhandler(peewee.DatabaseError)
+    def database_down(exc):
+        log.warning("%s %s from %s: database error (%s)", request.method, request.path, request.remote_addr, exc)
+        response = _error(503, "database unavailable, retry shortly")
+        response.headers["Retry-After"] = "2"
+        return response
+
     @app.errorhandler(404)
     def not_found(_exc):
         return _error(404, "not found")
@@ -146,14 +154,20 @@ def _stream(hub: PushHub, sub: Subscriber, last_id: int | None, heartbeat: float
         last = last_id if last_id is not None else 0
         if last_id is not None:
             batch: list[bytes] = []
-            for pop_id, frame in hub.replay(sub.extension, last_id):
-                batch.append(frame)
-                last = pop_id
-                if len(batch) >= 50:
-                    yield b"".join(batch)
-                    batch = []
+            try:
+                for pop_id, frame in hub.replay(sub.extension, last_id):
+                    batch.append(frame)
+                    last = pop_id
+                    if len(batch) >= 50:
+                        yield b"".join(batch)
+                        batch = []
+            except peewee.DatabaseError as exc:
+                sub.reason = f"replay failed: {exc}"  # the client reconnects with the last id it got
+                log.warning("replay for extension %s after %d failed (%s); ending the stream", sub.extension, last, exc)
             if batch:
                 yield b"".join(batch)
+            if sub.reason:
+                return
         while True:
             frames = []
             for pop_id, frame in sub.take():

@@ -136,7 +136,10 @@ class PushHub:
         """Run fn on the worker greenlet (its database connection) and return what it returns."""
         result = gevent.event.AsyncResult()
         self._jobs.put(("call", (fn, args, result)))
-        return result.get(timeout=timeout)
+        try:
+            return result.get(timeout=timeout)
+        except gevent.Timeout:
+            raise peewee.OperationalError(f"the database did not answer within {timeout:g} s") from None
 
     def check_token(self, clear: str) -> tokens.TokenCheck:
         if not clear:
@@ -170,16 +173,29 @@ class PushHub:
                 try:
                     result.set(fn(*args))
                 except Exception as exc:
+                    if isinstance(exc, peewee.DatabaseError):
+                        self._reconnect_later()
                     result.set_exception(exc)
                 continue
             try:
                 self._fan_out(payload)
-            except Exception:
+            except Exception as exc:
                 # The pops are stored; whoever should have had them reconnects and replays them.
-                log.exception("could not build cards for %d pop(s); closing the streams concerned", len(payload))
+                if isinstance(exc, peewee.DatabaseError):
+                    log.warning("could not build cards for %d pop(s) (%s); closing the streams concerned", len(payload), exc)
+                    self._reconnect_later()
+                else:
+                    log.exception("could not build cards for %d pop(s); closing the streams concerned", len(payload))
                 for pop in payload:
                     for sub in list(self.subscribers.get(pop.extension, ())) + list(self.subscribers.get(ALL, ())):
                         sub.close("card error", abort=True)
+
+    def _reconnect_later(self) -> None:
+        """Drop this greenlet's connection after a database error; the next query opens a fresh one."""
+        try:
+            self.db.close()
+        except peewee.PeeweeException:
+            pass
 
     def _fan_out(self, pops: list) -> None:
         firehose = self.subscribers.get(ALL)

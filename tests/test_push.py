@@ -403,3 +403,39 @@ def test_http_port_in_use_stops_the_start_with_a_clear_message(tmp_path, sqlite_
             assert f"[http] listen 127.0.0.1:{port}: Address already in use" in d.log(), d.log()
         finally:
             d.close()
+
+
+def test_database_down_is_503_not_a_crash(tmp_path, sqlite_url, monkeypatch):
+    """In process: the hub's worker meets a database error; requests get 503 JSON, and it recovers after."""
+    import peewee
+
+    from screenpop.daemon.httpserver import create_app
+    from screenpop.daemon.photos import Photos
+    from screenpop.daemon.push import PushHub
+    from screenpop.db.lookup import Lookup
+
+    db = open_database(sqlite_url)
+    migrate(db)
+    _, clear = tokens.create("1001")
+    customer = Customer.create(name="Jón")
+    hub = PushHub(db, lambda: Lookup(db, RULES))
+    hub.start()
+    app = create_app(hub, Photos(tmp_path), heartbeat=1.0)
+    client = app.test_client()
+    auth = {"Authorization": f"Bearer {clear}"}
+    real = db.execute_sql
+
+    def down(*args, **kwargs):
+        raise peewee.OperationalError("unable to open database file")
+
+    try:
+        monkeypatch.setattr(db, "execute_sql", down)
+        response = client.get(f"/api/v1/customers/{customer.id}/photo", headers=auth)
+        assert response.status_code == 503 and response.get_json() == {"error": "database unavailable, retry shortly"}
+        assert client.get("/api/v1/events", headers=auth).status_code == 503
+        monkeypatch.setattr(db, "execute_sql", real)
+        response = client.get(f"/api/v1/customers/{customer.id}/photo", headers=auth)
+        assert response.status_code == 200 and response.headers["X-Screenpop-Photo"] == "placeholder"
+    finally:
+        hub.stop()
+        db.close()
