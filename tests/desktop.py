@@ -38,6 +38,8 @@ class PushServer:
         self.requests: list[dict] = []  # {"path", "headers", "status"}
         self.photo = _png((40, 110, 180))
         self._subscribers: list[queue.Queue] = []
+        self.gate = threading.Event()  # cleared: new streams wait before answering (pops pile up for a replay)
+        self.gate.set()
         self._lock = threading.Lock()
         outer = self
 
@@ -110,6 +112,7 @@ class PushServer:
             h.end_headers()
             return
         h.close_connection = True
+        self.gate.wait(30)
         h.send_response(200)
         h.send_header("Content-Type", "text/event-stream")
         h.send_header("Cache-Control", "no-cache")
@@ -120,9 +123,7 @@ class PushServer:
             backlog = [c for c in self.cards if last is not None and last.isdigit() and c["id"] > int(last)]
             self._subscribers.append(q)
         try:
-            h.wfile.write(f"retry: {self.retry_ms}\n\n".encode())
-            for card in backlog:
-                h.wfile.write(frame(card))
+            h.wfile.write(f"retry: {self.retry_ms}\n\n".encode() + b"".join(frame(c) for c in backlog))  # one read
             h.wfile.flush()
             while True:
                 try:

@@ -362,3 +362,29 @@ def test_no_icon_mode_follows_the_stream_even_without_a_notification_server(serv
         if p.poll() is None:
             p.kill()
     assert "Traceback" not in log.read_text()
+
+
+def test_a_replayed_call_that_is_already_over_does_not_flash_up(server, tmp_path):
+    from screenpop.tray.app import TrayApp
+
+    app = TrayApp(tc.TrayConfig(server=server.url, extension="1001", token="secret-token"), show_icon=False)
+    fake = FakeServer()
+    app.notifier = Notifier(None, backend=fake)
+    app.stream.start()
+    try:
+        wait_for(lambda: server.streams() == 1, 5, "the stream")
+        server.push(card(call_uuid="live"))
+        wait_for(lambda: len(fake.calls) == 1, 5, "the live pop")
+        server.gate.clear()
+        server.drop()
+        server.push(card(call_uuid="over"))
+        server.push(card(event="answered", call_uuid="over"))
+        server.push(card(call_uuid="still", number="+3545550001"))
+        server.push(card(call_uuid="other", extension="1002"))
+        server.gate.set()
+        wait_for(lambda: len(app.state.recent) == 3, 5, "the replay")
+        titles = [kw["message"].splitlines()[-1] for kind, kw in fake.calls if kind == "notify"]
+        assert len(titles) == 2 and "+3545550001" in titles[1], "only the call still ringing pops again"
+        assert list(app.state.recent) == ["live", "over", "still"] and app.state.ringing == {"live", "still"}
+    finally:
+        app.stream.stop()

@@ -164,7 +164,8 @@ class TrayApp:
         self._pystray: Any = None
         self._quit = threading.Event()
         self.notifier = Notifier(PhotoCache(config.server, config.resolved_token), timeout=config.notification_timeout)
-        self.stream = EventStream(config.server, config.resolved_token, self.on_message, self.on_state)
+        self.stream = EventStream(config.server, config.resolved_token, self.on_message, self.on_state,
+                                  on_batch=self.on_batch)
 
     # ---- stream callbacks (stream thread) --------------------------------------------------------
 
@@ -176,23 +177,37 @@ class TrayApp:
         self.refresh()
 
     def on_message(self, msg: Message) -> None:
-        if msg.event != "pop":
-            return
-        try:
-            card = json.loads(msg.data)
-        except ValueError:
-            log.warning("pop %s is not JSON; skipped", msg.id)
-            return
-        if not isinstance(card, dict):
-            return
-        if self.config.extension and str(card.get("extension") or "") not in ("", self.config.extension):
-            return
-        self.state.apply(card)
-        log.info("pop %s %s %s%s", msg.id, card.get("event"), caller_label(card),
-                 " (do not disturb)" if self.state.dnd else "")
-        if not self.state.dnd or card.get("event") not in ("ringing", "dialing", "missed"):
-            self.notifier.handle(card)
-        self.refresh()
+        self.on_batch([msg], False)
+
+    def on_batch(self, msgs: list[Message], replayed: bool = False) -> None:
+        """Cards for this operator, in order. In the replay after a reconnect, a ringing whose call already moved
+        on later in the replay is remembered but not popped: it would flash up and close at once."""
+        cards = []
+        for msg in msgs:
+            if msg.event != "pop":
+                continue
+            try:
+                card = json.loads(msg.data)
+            except ValueError:
+                log.warning("pop %s is not JSON; skipped", msg.id)
+                continue
+            if not isinstance(card, dict):
+                continue
+            if self.config.extension and str(card.get("extension") or "") not in ("", self.config.extension):
+                continue
+            cards.append((msg.id, card))
+        moved_on = {card.get("call_uuid"): i for i, (_, card) in enumerate(cards)
+                    if replayed and card.get("event") not in ("ringing", "dialing")}
+        for i, (pop_id, card) in enumerate(cards):
+            self.state.apply(card)
+            stale = card.get("event") in ("ringing", "dialing") and moved_on.get(card.get("call_uuid"), -1) > i
+            quiet = self.state.dnd and card.get("event") in ("ringing", "dialing", "missed")
+            log.info("pop %s %s %s%s", pop_id, card.get("event"), caller_label(card),
+                     " (do not disturb)" if quiet else " (already over)" if stale else "")
+            if not (quiet or stale):
+                self.notifier.handle(card)
+        if cards:
+            self.refresh()
 
     # ---- GUI -------------------------------------------------------------------------------------
 

@@ -129,6 +129,7 @@ class EventStream:
         on_message: Callable[[Message], None],
         on_state: Callable[[str, str], None] = lambda state, detail: None,
         path: str = "/api/v1/events",
+        on_batch: Callable[[list[Message], bool], None] | None = None,
         min_backoff: float = MIN_BACKOFF,
         max_backoff: float = MAX_BACKOFF,
         unauthorized_delay: float = UNAUTHORIZED_DELAY,
@@ -143,6 +144,9 @@ class EventStream:
         self._path = parts.path.rstrip("/") + path
         self._token = token
         self._on_message = on_message
+        # when set, gets each read's messages at once, and whether they are the replay after a reconnect (the
+        # first messages on a connection opened with Last-Event-ID; the daemon writes its backlog at once)
+        self._on_batch = on_batch
         self._on_state = on_state
         self.min_backoff, self.max_backoff = min_backoff, max_backoff
         self.unauthorized_delay = unauthorized_delay
@@ -259,11 +263,17 @@ class EventStream:
                 chunk = resp.read1(65536)
                 if not chunk:
                     break
-                for msg in parser.feed(chunk):
-                    self.last_id = msg.id
+                msgs = list(parser.feed(chunk))
+                if msgs:
+                    replayed = "Last-Event-ID" in headers and not delivered
                     delivered = True
+                    self.last_id = msgs[-1].id
                     try:
-                        self._on_message(msg)
+                        if self._on_batch is not None:
+                            self._on_batch(msgs, replayed)
+                        else:
+                            for msg in msgs:
+                                self._on_message(msg)
                     except Exception:  # noqa: BLE001
                         log.exception("message handler failed")
                 if parser.last_id is not None:
