@@ -346,3 +346,21 @@ def test_real_daemon_revoked_token_shows_in_the_tray(session, real):
     assert tokens.revoke(real.token_id)
     wait_for(lambda: "state unauthorized" in session.log(real.log_name), 20, "the tray to see its token refused")
     wait_for(lambda: any("token refused" in n for n in session.window_names()), 5, "the icon's title")
+
+
+def test_backend_is_appindicator_only_when_a_status_notifier_host_listens(session):
+    import subprocess
+
+    code = "from screenpop.tray.app import choose_backend; print(choose_backend())"
+    run = lambda: subprocess.run([sys.executable, "-c", code], env=session.desktop.env, capture_output=True,  # noqa: E731
+                                 text=True, timeout=30).stdout.strip()
+    assert run() == "gtk", "trayer is an XEmbed tray: no StatusNotifierWatcher on the bus"
+    holder = session.desktop.spawn("sni-name", [sys.executable, "-c", (
+        "import dbus, time; b = dbus.SessionBus(); b.request_name('org.kde.StatusNotifierWatcher'); "
+        "print('owned', flush=True); time.sleep(60)")])
+    try:
+        wait_for(lambda: "owned" in session.log("sni-name"), 10, "the name on the bus")
+        assert run() == "appindicator"
+    finally:
+        holder.terminate()
+        holder.wait(10)
