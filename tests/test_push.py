@@ -439,3 +439,52 @@ def test_database_down_is_503_not_a_crash(tmp_path, sqlite_url, monkeypatch):
     finally:
         hub.stop()
         db.close()
+
+
+def test_a_stuck_client_is_cut_off_while_the_others_get_everything(sqlite_url):
+    """In process: the hub fans 300 pops out without waiting; a subscriber nobody reads is closed and its socket shut."""
+    import datetime as dt
+
+    import gevent
+
+    from screenpop.daemon.calls import CallState
+    from screenpop.daemon.push import PushHub
+    from screenpop.daemon.writer import PendingPop
+    from screenpop.db.lookup import Lookup
+
+    class Sock:
+        shut = False
+
+        def shutdown(self, how):
+            self.shut = True
+
+    db = open_database(sqlite_url)
+    migrate(db)
+    hub = PushHub(db, lambda: Lookup(db, RULES), queue_max=100)
+    hub.start()
+    try:
+        stuck_sock = Sock()
+        stuck = hub.subscribe("1001", 1, stuck_sock)
+        reader = hub.subscribe("1001", 2)
+        got: list[int] = []
+
+        def read() -> None:
+            while not reader.reason:
+                got.extend(pop_id for pop_id, _ in reader.take())
+                reader.wake.wait(1)
+
+        consumer = gevent.spawn(read)
+        call = CallState(uuid="u1", a_leg=None, started_at=dt.datetime(2026, 1, 1))
+        call.direction = "INCOMING"
+        for i in range(1, 301):
+            hub.committed([PendingPop(call, "1001", "ringing", dt.datetime(2026, 1, 1), "+3545551234", "x", "INCOMING",
+                                      None, 0, id=i)])
+            if i % 50 == 0:
+                gevent.sleep(0.01)
+        gevent.sleep(0.2)
+        assert got == list(range(1, 301)), "the reading client has every pop in order"
+        assert stuck.reason == "fell too far behind" and stuck_sock.shut and not stuck.frames
+        consumer.kill()
+    finally:
+        hub.stop()
+        db.close()
