@@ -380,7 +380,9 @@ class Notifier:
                     while len(self._ids) > 64:
                         self._ids.pop(next(iter(self._ids)))
             else:
-                server.notify(title=summary, message=body, app_name=APP_NAME, app_icon=icon, timeout=int(timeout))
+                # plyer on Windows wants an .ico; our icons are PNG, so the app's own icon is used there
+                server.notify(title=summary, message=body, app_name=APP_NAME,
+                              app_icon="" if sys.platform == "win32" else icon, timeout=int(timeout))
         except Exception as exc:  # noqa: BLE001 - the stream goes on; the next pop tries again
             log.warning("notification failed: %s", exc)
             if self.kind.startswith("D-Bus"):
