@@ -3,7 +3,7 @@
 Photos are files in [database] photo_dir written by `screenpop import photos` (already verified and shrunk
 to at most 512 px there), but the folder may be edited by hand, so every file is treated as untrusted:
 size and pixel limits, decompression bombs refused, any decoding error gives the placeholder and one log
-line. Results are cached in memory by (customer, size, file, mtime); decoding runs in gevent's thread pool
+line. Results are cached in memory (at most CACHE_BYTES) by (customer, size, file, mtime); decoding runs in gevent's thread pool
 so a large file does not stall the pushes.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ log = logging.getLogger("screenpop.http")
 MIN_SIZE, MAX_SIZE, DEFAULT_SIZE = 32, 512, 128
 MAX_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 40_000_000
-CACHE_ENTRIES = 1024
+CACHE_BYTES = 32 * 1024 * 1024  # 128 px photos are ~5 kB: thousands fit; a 512 px one is ~40 kB
 COLOURS = {"regular": (37, 99, 235), "vip": (202, 138, 4), "problem": (220, 38, 38)}
 OTHER_COLOUR = (100, 116, 139)
 
@@ -98,6 +98,7 @@ class Photos:
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self._cache: OrderedDict[tuple, tuple[bytes, bool]] = OrderedDict()
+        self._cached_bytes = 0
 
     def render(self, customer_id: int, label: str, category: str, photo: str | None, size: int) -> tuple[bytes, bool]:
         """(JPEG bytes, is a placeholder) for a customer whose stored photo file name is photo (or None)."""
@@ -130,7 +131,12 @@ class Photos:
                 log.warning("customer %d: photo %s is unusable (%s); using the placeholder", customer_id, path, problem)
         if result is None:
             result = placeholder(label, category, size), True
+        previous = self._cache.pop(key, None)  # two requests rendered it at once
+        if previous is not None:
+            self._cached_bytes -= len(previous[0])
         self._cache[key] = result
-        while len(self._cache) > CACHE_ENTRIES:
-            self._cache.popitem(last=False)
+        self._cached_bytes += len(result[0])
+        while self._cached_bytes > CACHE_BYTES:
+            _, (old, _) = self._cache.popitem(last=False)
+            self._cached_bytes -= len(old)
         return result
