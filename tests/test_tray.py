@@ -388,3 +388,19 @@ def test_a_replayed_call_that_is_already_over_does_not_flash_up(server, tmp_path
         assert list(app.state.recent) == ["live", "over", "still"] and app.state.ringing == {"live", "still"}
     finally:
         app.stream.stop()
+
+
+def test_reconnect_drops_a_quiet_connection_at_once():
+    server = PushServer(retry_ms=100, keepalive=30.0)  # no byte for 30 s: only an abort ends the read
+    got, states = [], []
+    s = _stream(server, got, states)
+    try:
+        wait_for(lambda: server.streams() == 1, 5, "the stream")
+        server.push(card())
+        wait_for(lambda: len(got) == 1, 5, "the pop")
+        s.reconnect()
+        wait_for(lambda: len(server.event_requests()) == 2, 3, "the second connection")
+        assert server.event_requests()[1]["headers"]["Last-Event-ID"] == "1"
+    finally:
+        s.stop()
+        server.close()

@@ -155,7 +155,9 @@ class EventStream:
         self.retry_ms: int | None = None
         self.state = "idle"
         self._lock = threading.Lock()
-        self._conn: http.client.HTTPConnection | None = None
+        # the socket of the current connection (http.client lets go of it once a response that ends with the
+        # connection is under way, so it is kept here for stop/reconnect to shut down)
+        self._sock: socket.socket | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -180,10 +182,10 @@ class EventStream:
 
     def _abort(self) -> None:
         with self._lock:
-            conn = self._conn
-        if conn is not None and conn.sock is not None:
+            sock = self._sock
+        if sock is not None:
             try:
-                conn.sock.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
 
@@ -242,11 +244,12 @@ class EventStream:
         if self.last_id is not None:
             headers["Last-Event-ID"] = self.last_id
         conn = self._connect()
-        with self._lock:
-            self._conn = conn
         delivered = False
         try:
-            if self._stop.is_set():
+            conn.connect()
+            with self._lock:
+                self._sock = conn.sock
+            if self._stop.is_set() or self._wake.is_set():
                 return False
             conn.request("GET", self._path, headers=headers)
             resp = conn.getresponse()
@@ -259,7 +262,7 @@ class EventStream:
                 raise http.client.HTTPException(f"not an event stream ({ctype or 'no Content-Type'})")
             self._set_state("connected", self._host)
             parser = SSEParser(self.last_id)
-            while not self._stop.is_set():
+            while not (self._stop.is_set() or self._wake.is_set()):
                 chunk = resp.read1(65536)
                 if not chunk:
                     break
@@ -282,5 +285,5 @@ class EventStream:
             return delivered
         finally:
             with self._lock:
-                self._conn = None
+                self._sock = None
             conn.close()
