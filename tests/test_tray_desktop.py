@@ -364,3 +364,18 @@ def test_backend_is_appindicator_only_when_a_status_notifier_host_listens(sessio
     finally:
         holder.terminate()
         holder.wait(10)
+
+
+def test_menu_dashboard_reconnect_and_quit(session):
+    # menu: caller, Recent calls, Do not disturb, Open dashboard, Reconnect, Quit
+    lines = len(session.urls.read_text().splitlines()) if session.urls.exists() else 0
+    session.menu("Down", "Down", "Down", "Down", "Return")
+    assert wait_file_lines(session.urls, lines + 1)[-1] == f"{session.server.url}/"
+    requests = len(session.server.event_requests())
+    session.menu("Down", "Down", "Down", "Down", "Down", "Return")
+    wait_for(lambda: len(session.server.event_requests()) > requests, 10, "a new stream after Reconnect")
+    last_id = str(len(session.server.cards))
+    assert session.server.event_requests()[-1]["headers"]["Last-Event-ID"] == last_id
+    session.menu("Up", "Return")  # Quit, the last item
+    assert session.tray.wait(10) == 0
+    assert "quitting" in session.log()
