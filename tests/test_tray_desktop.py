@@ -379,3 +379,18 @@ def test_menu_dashboard_reconnect_and_quit(session):
     session.menu("Up", "Return")  # Quit, the last item
     assert session.tray.wait(10) == 0
     assert "quitting" in session.log()
+
+
+def test_appindicator_backend_falls_back_into_an_xembed_tray_with_its_menu(session):
+    """libayatana-appindicator without a StatusNotifier host embeds a status icon in trayer; the menu works."""
+    tray = session.start_tray("tray-indicator", "secret-token", PYSTRAY_BACKEND="appindicator")
+    try:
+        wait_for(lambda: "state connected" in session.log("tray-indicator"), 20, "the indicator tray's stream")
+        assert "pystray's appindicator backend" in session.log("tray-indicator")
+        wait_for(lambda: any(n.endswith(": connected") for n in session.window_names()), 10, "its icon in trayer")
+        # a fresh tray: Recent calls is disabled (skipped), so the first item reached is Do not disturb
+        session.menu("Down", "Return")
+        wait_for(lambda: "do not disturb on" in session.log("tray-indicator"), 5, "do not disturb from its menu")
+    finally:
+        tray.terminate()
+        tray.wait(10)
