@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import subprocess
 import sys
@@ -17,6 +18,10 @@ from screenpop.daemon.service import Daemon
 from screenpop.db.demo_data import seed
 from screenpop.db.models import CallEvent, Customer, Employee
 from screenpop.db.numbers import NumberRules
+from screenpop.db.tokens import create as create_token
+
+DEMO_EXTENSIONS = "1001-1004"  # few operators, so the demo tray's operator gets every fourth call or so
+TRAY_EXTENSION = "1001"
 
 CONFIG = """\
 # screenpop demo configuration (see docs/configuration.md for every option)
@@ -78,6 +83,18 @@ def _print_pops(stop: gevent.event.Event) -> None:
         stop.wait(0.3)
 
 
+def _start_tray(folder: Path, http_port: int, verbose: bool) -> subprocess.Popen | None:
+    """On a desktop (an X or Wayland display and a session bus), a tray for the demo operator; else None."""
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or not os.environ.get("DBUS_SESSION_BUS_ADDRESS"):
+        return None
+    _, token = create_token(TRAY_EXTENSION, name="demo tray")
+    return subprocess.Popen(
+        [sys.executable, "-m", "screenpop.daemon.cli", "tray", "--config", str(folder / "tray.toml"),
+         "--server", f"http://127.0.0.1:{http_port}", "--extension", TRAY_EXTENSION, "--token", token],
+        stderr=None if verbose else subprocess.DEVNULL,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the demo until Ctrl-C (or until --calls calls are done)."""
     folder = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="screenpop-demo-"))
@@ -95,16 +112,9 @@ def run(args: argparse.Namespace) -> int:
     if not Customer.select().exists():
         numbers = seed(NumberRules.from_config(config.numbers), folder / "photos")
         numbers_file.write_text("\n".join(numbers + ["+3545550100", "5551234", "anonymous"]) + "\n", encoding="utf-8")
-    print(f"screenpop demo in {folder}")
-    print(f"  database  {folder / 'screenpop.db'} ({Customer.select().count()} customers, {Employee.select().count()} operators)")
-    print(f"  config    {config_path}")
-    print(f"  simulator 127.0.0.1:{port}, {args.rate:g} calls/s" + (f", {args.calls} calls" if args.calls else ""))
-    print(f"  push      http://127.0.0.1:{http_port}/api/v1/events (token: screenpop token create --config {config_path} …)")
-    print("  Ctrl-C stops; afterwards: screenpop calls --config " + str(config_path))
-    print()
     sim_cmd = [
         sys.executable, "-m", "screenpop.daemon.simulator", "--generate", "--port", str(port),
-        "--rate", str(args.rate), "--numbers", str(numbers_file), "--linger", "2",
+        "--rate", str(args.rate), "--numbers", str(numbers_file), "--extensions", DEMO_EXTENSIONS, "--seed", "7", "--linger", "2",
     ]
     sim_cmd += ["--calls", str(args.calls)] if args.calls else []
     sim = subprocess.Popen(sim_cmd, stderr=None if args.verbose else subprocess.DEVNULL)
@@ -114,9 +124,22 @@ def run(args: argparse.Namespace) -> int:
             break
         except OSError:
             gevent.sleep(0.1)
+    daemon.start()
+    tray = _start_tray(folder, http_port, args.verbose)
+    print(f"screenpop demo in {folder}")
+    print(f"  database  {folder / 'screenpop.db'} ({Customer.select().count()} customers, {Employee.select().count()} operators)")
+    print(f"  config    {config_path}")
+    print(f"  simulator 127.0.0.1:{port}, {args.rate:g} calls/s" + (f", {args.calls} calls" if args.calls else ""))
+    print(f"  push      http://127.0.0.1:{http_port}/api/v1/events (token: screenpop token create --config {config_path} …)")
+    if tray is not None:
+        operator = Employee.get_or_none(Employee.extension == TRAY_EXTENSION)
+        print(f"  tray      desktop notifications for extension {TRAY_EXTENSION} ({operator.name if operator else ''})")
+    else:
+        print("  tray      no desktop session here; on a workstation: screenpop tray --setup (see docs/tray.md)")
+    print("  Ctrl-C stops; afterwards: screenpop calls --config " + str(config_path))
+    print()
     stop = gevent.event.Event()
     printer = gevent.spawn(_print_pops, stop)
-    daemon.start()
     try:
         while sim.poll() is None:
             gevent.sleep(0.2)
@@ -124,9 +147,10 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\nstopping…")
     finally:
-        if sim.poll() is None:
-            sim.terminate()
-            sim.wait(timeout=5)
+        for child in (sim, tray):
+            if child is not None and child.poll() is None:
+                child.terminate()
+                child.wait(timeout=5)
         daemon.stop()
         gevent.sleep(0.5)
         stop.set()

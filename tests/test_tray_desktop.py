@@ -394,3 +394,18 @@ def test_appindicator_backend_falls_back_into_an_xembed_tray_with_its_menu(sessi
     finally:
         tray.terminate()
         tray.wait(10)
+
+
+def test_demo_starts_a_tray_on_a_desktop(session, tmp_path):
+    """`screenpop demo` on a desktop: the demo operator's pops reach the notification server."""
+    import subprocess
+
+    seen = session.newest()
+    demo = subprocess.run(
+        [sys.executable, "-m", "screenpop.daemon.cli", "demo", "--dir", str(tmp_path / "demo"), "--calls", "12", "--rate", "6"],
+        env=session.desktop.env, capture_output=True, text=True, timeout=120,
+    )
+    assert demo.returncode == 0, demo.stderr[-2000:]
+    assert "tray      desktop notifications for extension 1001" in demo.stdout
+    assert " 1001 " in demo.stdout and "RINGING" in demo.stdout
+    assert _screenpop_history(session, seen), "the demo's tray showed no pop"
