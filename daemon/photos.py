@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import io
 import logging
-import warnings
 from collections import OrderedDict
 from pathlib import Path
 
 import gevent
 from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from screenpop.db.images import load_image
 
 log = logging.getLogger("screenpop.http")
 
@@ -61,23 +62,7 @@ def placeholder(label: str, category: str, size: int) -> bytes:
 
 def resize(path: Path, size: int) -> bytes:
     """The photo at path, cropped to a square around its centre, size x size, as JPEG; ValueError when unusable."""
-    if path.stat().st_size > MAX_BYTES:
-        raise ValueError(f"larger than {MAX_BYTES // (1024 * 1024)} MB")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(path) as im:
-                if im.width * im.height > MAX_PIXELS:
-                    raise ValueError(f"{im.width}x{im.height} is more than {MAX_PIXELS:,} pixels")
-                im.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when that is enough
-                im.load()
-                image = ImageOps.exif_transpose(im).convert("RGB")
-        except ValueError:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ValueError(f"refused as a decompression bomb ({exc})") from None
-        except Exception as exc:  # Pillow's decoders raise many types on corrupt input
-            raise ValueError(f"not a readable image ({type(exc).__name__}: {exc})") from None
+    image = load_image(path, MAX_BYTES, MAX_PIXELS, draft=(size, size)).convert("RGB")
     image = ImageOps.fit(image, (size, size), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     image.save(out, "JPEG", quality=85, optimize=True)

@@ -14,7 +14,6 @@ import io
 import os
 import re
 import tempfile
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -22,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import peewee
-from PIL import Image, ImageOps
 
 from screenpop.db import models
+from screenpop.db.images import ImageRejected, load_image
 from screenpop.db.models import CATEGORIES, Customer, Employee, Order, Phone
 from screenpop.db.numbers import NumberRules
 
@@ -644,29 +643,9 @@ def import_photos(folder: str | os.PathLike[str], photo_dir: str | os.PathLike[s
 def _shrink(path: Path) -> tuple[bytes, str]:
     """The photo verified and re-encoded to fit PHOTO_BOX: JPEG, or PNG when it has transparency."""
     try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise _RowError(f"cannot read: {exc.strerror}") from None
-    if size > PHOTO_MAX_BYTES:
-        raise _RowError(f"file is larger than {PHOTO_MAX_BYTES // (1024 * 1024)} MB")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(path) as probe:
-                if probe.format not in PHOTO_FORMATS:
-                    raise _RowError(f"is {probe.format}, not JPEG, PNG or WebP")
-                if probe.width * probe.height > PHOTO_MAX_PIXELS:
-                    raise _RowError(f"image is {probe.width}x{probe.height}, more than {PHOTO_MAX_PIXELS:,} pixels")
-                probe.verify()
-            with Image.open(path) as im:
-                im.load()
-                image = ImageOps.exif_transpose(im)
-        except _RowError:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise _RowError(f"refused as a decompression bomb ({exc})") from None
-        except Exception as exc:  # Pillow's decoders raise many types on corrupt input
-            raise _RowError(f"not a readable image ({type(exc).__name__}: {exc})") from None
+        image = load_image(path, PHOTO_MAX_BYTES, PHOTO_MAX_PIXELS, PHOTO_FORMATS)
+    except ImageRejected as exc:
+        raise _RowError(str(exc)) from None
     image.thumbnail(PHOTO_BOX)
     out = io.BytesIO()
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:

@@ -1,0 +1,54 @@
+"""Images from outside (imported, uploaded, or edited by hand in the photo folder), opened safely.
+
+Every caller gets the same guards: a byte limit, a pixel limit read from the header before decoding,
+decompression bombs refused, an optional list of formats, and any decoder failure as one clear error.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+MB = 1024 * 1024
+
+
+class ImageRejected(ValueError):
+    """The file is not an image we accept; the message says why, for a report or a log line."""
+
+
+def load_image(
+    path: Path,
+    max_bytes: int,
+    max_pixels: int,
+    formats: tuple[str, ...] = (),
+    draft: tuple[int, int] | None = None,
+) -> Image.Image:
+    """The decoded image, upright per its EXIF orientation; ImageRejected when it is unreadable or over a limit.
+
+    draft lets JPEG decode at a reduced scale when only a small result is needed.
+    """
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ImageRejected(f"cannot read: {exc.strerror}") from None
+    if size > max_bytes:
+        raise ImageRejected(f"file is larger than {max_bytes // MB} MB")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as im:
+                if formats and im.format not in formats:
+                    raise ImageRejected(f"is {im.format}, not {', '.join(formats[:-1])} or {formats[-1]}")
+                if im.width * im.height > max_pixels:
+                    raise ImageRejected(f"image is {im.width}x{im.height}, more than {max_pixels:,} pixels")
+                if draft is not None:
+                    im.draft("RGB", draft)
+                im.load()
+                return ImageOps.exif_transpose(im)
+        except ImageRejected:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageRejected(f"refused as a decompression bomb ({exc})") from None
+        except Exception as exc:  # Pillow's decoders raise many types on corrupt input
+            raise ImageRejected(f"not a readable image ({type(exc).__name__}: {exc})") from None
