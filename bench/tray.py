@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from desktop import Desktop, PushServer, card, customer, missing_tools  # noqa: E402
-from support import free_port, wait_for  # noqa: E402
+from support import free_port, http_ready, wait_for  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -119,7 +119,7 @@ def main() -> None:
             daemon = real_daemon(tmp, args.calls)
             if daemon is not None:
                 url, token, procs, simulate = daemon
-                wait_for(lambda: _health(url), 20, "the daemon's HTTP server")
+                wait_for(lambda: http_ready(url), 20, "the daemon's HTTP server")
                 against = "the real daemon (SQLite, simulator)"
             else:
                 server = PushServer(keepalive=15.0)
@@ -171,16 +171,6 @@ def main() -> None:
                 server.close()
             if desktop is not None:
                 desktop.stop()
-
-
-def _health(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url + "/api/v1/health", timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 if __name__ == "__main__":

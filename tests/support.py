@@ -137,3 +137,14 @@ def pops_by_extension(rows) -> dict[str, list[str]]:
     for ext, event in rows:
         out.setdefault(ext, []).append(event)
     return out
+
+
+def http_ready(url: str) -> bool:
+    """Whether the daemon at url answers its health check."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url + "/api/v1/health", timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False

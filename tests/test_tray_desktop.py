@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from desktop import Desktop, PushServer, card, customer, missing_tools, wait_file_lines
-from support import wait_for
+from support import http_ready, wait_for
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="a freedesktop desktop")
 SCREENSHOT_COPY = Path("/tmp/screenpop-notification.png")
@@ -247,22 +247,12 @@ class RealDaemon:
             f'[database]\nurl = "{sqlite_url}"\nphoto_dir = "{tmp / "photos"}"\n\n[numbers]\ndefault_region = "IS"\n\n'
             f'[http]\nlisten = "127.0.0.1:{self.http_port}"\nheartbeat = 1.0\n', encoding="utf-8")
         self.proc = daemon(tmp, config)
-        wait_for(lambda: _health(self.url) or self.proc.popen.poll() is not None, 20, "the daemon's HTTP server")
+        wait_for(lambda: http_ready(self.url) or self.proc.popen.poll() is not None, 20, "the daemon's HTTP server")
         assert self.proc.popen.poll() is None, self.proc.log()
 
     def close(self) -> None:
         self.proc.close()
         self.db.close()
-
-
-def _health(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url + "/api/v1/health", timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture
