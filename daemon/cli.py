@@ -73,15 +73,20 @@ def _open_db(config):
 
 def cmd_daemon(args: argparse.Namespace) -> int:
     """Follow FreeSWITCH and record calls until stopped."""
+    import peewee
+
     from screenpop.daemon.config import ConfigError
     from screenpop.daemon.service import Daemon
+    from screenpop.db.database import DatabaseUrlError
 
     config = _load_config(args.config)
     setup_logging(args.log_level or config.log.level)
     try:
         daemon = Daemon(config)
-    except ConfigError as exc:
+    except (ConfigError, DatabaseUrlError) as exc:
         raise SystemExit(f"screenpop: {exc}") from None
+    except peewee.OperationalError as exc:
+        raise SystemExit(f"screenpop: cannot open the database: {exc}".rstrip()) from None
     return daemon.serve_forever()
 
 

@@ -69,3 +69,10 @@ def test_help_lists_the_subcommands():
     for command in ("daemon", "calls", "import", "migrate", "simulate", "demo"):
         assert command in out.stdout
     assert "--replay" in screenpop("simulate", "--help").stdout
+
+
+def test_daemon_with_an_unreachable_database_says_so(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[database]\nurl = "postgresql://postgres@127.0.0.1:1/nope"\n')
+    out = screenpop("daemon", "--config", str(config))
+    assert out.returncode == 1 and "cannot open the database" in out.stderr and "Traceback" not in out.stderr
