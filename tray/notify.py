@@ -20,12 +20,12 @@ import os
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+
+from screenpop.tray import http
 
 log = logging.getLogger("screenpop.tray.notify")
 
@@ -232,12 +232,14 @@ class PhotoCache:
                 return path
         except OSError:
             pass
-        req = urllib.request.Request(full, headers={"Authorization": f"Bearer {self.token()}"})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                ctype = resp.headers.get("Content-Type", "")
+            # tray/http.py, not urllib.request: a plain-http tray never loads ssl, http.client or email
+            with http.get(full, {"Authorization": f"Bearer {self.token()}"}, timeout=self.timeout) as resp:
+                if resp.status != 200:
+                    raise http.HTTPError(f"HTTP {resp.status} {resp.reason}")
+                ctype = resp.header("Content-Type")
                 data = resp.read(PHOTO_MAX_BYTES + 1)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:
             log.info("no photo from %s: %s", url, exc)
             return path if path.exists() else None
         if not ctype.startswith("image/") or len(data) > PHOTO_MAX_BYTES or not data:

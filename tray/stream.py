@@ -3,19 +3,19 @@
 `GET {server}/api/v1/events` with `Authorization: Bearer <token>` and, after the first connection,
 `Last-Event-ID`, so pops sent while the connection was down are replayed by the daemon. Parsing follows the
 WHATWG event-stream rules (CR, LF or CRLF line ends, possibly split across reads; `data` lines joined with
-newlines; comments; `id`; `retry`). Standard library only: the tray stays small.
+newlines; comments; `id`; `retry`). Standard library only, and not even http.client: the connection is
+tray/http.py's plain-socket GET, so a tray on a plain-http daemon never loads ssl, http.client or email.
 """
 from __future__ import annotations
 
-import http.client
 import logging
-import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from screenpop.tray import http
 
 log = logging.getLogger("screenpop.tray.stream")
 
@@ -138,10 +138,8 @@ class EventStream:
         parts = urlsplit(server)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {server!r}")
-        self._https = parts.scheme == "https"
         self._host = parts.hostname
-        self._port = parts.port
-        self._path = parts.path.rstrip("/") + path
+        self._url = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}{path}"
         self._token = token
         self._on_message = on_message
         # when set, gets each read's messages at once, and whether they are the replay after a reconnect (the
@@ -155,9 +153,8 @@ class EventStream:
         self.retry_ms: int | None = None
         self.state = "idle"
         self._lock = threading.Lock()
-        # the socket of the current connection (http.client lets go of it once a response that ends with the
-        # connection is under way, so it is kept here for stop/reconnect to shut down)
-        self._sock: socket.socket | None = None
+        # the current connection, kept here for stop/reconnect to shut its socket down from another thread
+        self._conn: http.Connection | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -182,12 +179,9 @@ class EventStream:
 
     def _abort(self) -> None:
         with self._lock:
-            sock = self._sock
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            conn = self._conn
+        if conn is not None:
+            conn.shutdown()
 
     # ---- the loop ------------------------------------------------------------------------------
 
@@ -214,7 +208,7 @@ class EventStream:
                 self._sleep(self.unauthorized_delay)
                 backoff = self.min_backoff
                 continue
-            except (OSError, http.client.HTTPException, ValueError) as exc:
+            except (OSError, ValueError) as exc:  # http.HTTPError is an OSError
                 detail = str(exc) or type(exc).__name__
             if self._stop.is_set():
                 break
@@ -231,11 +225,8 @@ class EventStream:
     def _sleep(self, seconds: float) -> None:
         self._wake.wait(seconds)
 
-    def _connect(self) -> http.client.HTTPConnection:
-        if self._https:
-            return http.client.HTTPSConnection(self._host, self._port, timeout=self.read_timeout,
-                                               context=ssl.create_default_context())
-        return http.client.HTTPConnection(self._host, self._port, timeout=self.read_timeout)
+    def _connect(self) -> http.Connection:
+        return http.Connection(self._url, timeout=self.read_timeout)
 
     def _connect_and_read(self) -> bool:
         """One connection: True when it delivered at least one message before it ended."""
@@ -246,20 +237,19 @@ class EventStream:
         conn = self._connect()
         delivered = False
         try:
-            conn.connect()
             with self._lock:
-                self._sock = conn.sock
+                self._conn = conn
+            conn.connect()
             if self._stop.is_set() or self._wake.is_set():
                 return False
-            conn.request("GET", self._path, headers=headers)
-            resp = conn.getresponse()
+            resp = conn.get(headers=headers)
             if resp.status in (401, 403):
                 raise Unauthorized(f"HTTP {resp.status} {resp.reason}")
             if resp.status != 200:
-                raise http.client.HTTPException(f"HTTP {resp.status} {resp.reason}")
-            ctype = resp.getheader("Content-Type", "")
+                raise http.HTTPError(f"HTTP {resp.status} {resp.reason}")
+            ctype = resp.header("Content-Type")
             if not ctype.startswith("text/event-stream"):
-                raise http.client.HTTPException(f"not an event stream ({ctype or 'no Content-Type'})")
+                raise http.HTTPError(f"not an event stream ({ctype or 'no Content-Type'})")
             self._set_state("connected", self._host)
             parser = SSEParser(self.last_id)
             while not (self._stop.is_set() or self._wake.is_set()):
@@ -285,5 +275,5 @@ class EventStream:
             return delivered
         finally:
             with self._lock:
-                self._sock = None
+                self._conn = None
             conn.close()
