@@ -293,3 +293,20 @@ print(" ".join(sorted(m for m in ("ssl", "_ssl", "http.client", "urllib.request"
     finally:
         server.close()
 
+
+def test_pygobjects_asyncio_import_leaves_ssl_out_for_a_plain_http_tray():
+    # gi._gi imports asyncio, and asyncio imports ssl when it can: the tray blocks that while importing pystray
+    code = """
+import sys
+from screenpop.tray.app import _without_ssl
+with _without_ssl(True):
+    import asyncio
+assert "ssl" not in sys.modules and "_ssl" not in sys.modules, sorted(m for m in sys.modules if "ssl" in m)
+import ssl  # anything that really needs it later still gets it
+assert ssl.create_default_context()
+with _without_ssl(True):
+    import asyncio.sslproto  # already loaded: nothing is blocked
+    assert sys.modules["ssl"] is ssl
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr

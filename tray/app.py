@@ -8,6 +8,7 @@ xfce4-panel); never xorg, which has no menu. $PYSTRAY_BACKEND still wins.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -278,7 +279,8 @@ class TrayApp:
             # A tray icon draws no OpenGL; without this GDK probes GLX at start and Mesa (with LLVM) costs ~50 MB.
             os.environ.setdefault("GDK_GL", "disable")
         try:
-            import pystray
+            with _without_ssl(not self.config.server.startswith("https:")):
+                import pystray
         except Exception as exc:  # noqa: BLE001 - pystray raises at import when there is no display or backend
             log.error("no tray icon possible here (%s); run with --no-icon for notifications only", exc)
             return 2
@@ -317,6 +319,24 @@ class TrayApp:
             pass
         self.stream.stop(timeout=2.0)
         return 0
+
+
+@contextlib.contextmanager
+def _without_ssl(active: bool):
+    """While pystray (and so PyGObject) is imported, `import ssl` fails: PyGObject 3.50's gi._gi imports asyncio,
+    whose modules import ssl if they can (`try: import ssl except ImportError: ssl = None`) and work without
+    it. ssl costs about 5 MB resident; a tray on a plain-http daemon never uses it (tray/http.py imports it
+    only for https). Afterwards `import ssl` works again for anything that really needs it; only asyncio,
+    which the tray does not use, keeps its ssl = None. Nothing is blocked when ssl is already loaded."""
+    if not active or "ssl" in sys.modules:
+        yield
+        return
+    sys.modules["ssl"] = None  # type: ignore[assignment]  # the import system's "not importable" marker
+    try:
+        yield
+    finally:
+        if sys.modules.get("ssl", 0) is None:
+            del sys.modules["ssl"]
 
 
 def run(config: TrayConfig, show_icon: bool = True) -> int:
