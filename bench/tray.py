@@ -3,8 +3,7 @@
 Runs the real tray (with its icon in trayer, pops shown by dunst, on a private Xvfb and session bus, as the
 desktop tests do; `--no-icon` when those tools are missing) against the real daemon's push stream (its HTTP
 server on a free port, SQLite, fed a few calls by the simulator so the tray has popped and drawn before the
-idle window). Goal: < 60 MB resident, ~0 % CPU idle. When the daemon has no HTTP server in this checkout,
-tests/desktop.PushServer stands in for it.
+idle window). Goal: < 60 MB resident, ~0 % CPU idle.
 
     python bench/tray.py [--seconds 30] [--calls 3]
 
@@ -24,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from desktop import Desktop, PushServer, card, customer, missing_tools  # noqa: E402
+from desktop import Desktop, missing_tools  # noqa: E402
 from support import free_port, http_ready, wait_for  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -58,17 +57,14 @@ def status_mb(pid: int, key: str) -> float:
 
 
 def real_daemon(tmp: Path, calls: int):
-    """The daemon with HTTP, a token for 1001, and the simulator ringing 1001 `calls` times. None if unavailable."""
-    try:
-        import screenpop.daemon.httpserver  # noqa: F401
-        from screenpop.db import tokens
-        from screenpop.db.database import open_database
-        from screenpop.db.lookup import add_phone
-        from screenpop.db.migrations import migrate
-        from screenpop.db.models import Customer, Employee
-        from screenpop.db.numbers import NumberRules
-    except ImportError:
-        return None
+    """The daemon with HTTP, a token for 1001, and the simulator ringing 1001 `calls` times."""
+    from screenpop.db import tokens
+    from screenpop.db.database import open_database
+    from screenpop.db.lookup import add_phone
+    from screenpop.db.migrations import migrate
+    from screenpop.db.models import Customer, Employee
+    from screenpop.db.numbers import NumberRules
+
     url = f"sqlite:///{tmp / 'bench.db'}"
     db = open_database(url)
     migrate(db)
@@ -108,7 +104,6 @@ def main() -> None:
         tmp = Path(name)
         desktop = None
         procs: list[subprocess.Popen] = []
-        server = None
         try:
             if not missing_tools():
                 desktop = Desktop(tmp / "desktop").start()
@@ -116,15 +111,8 @@ def main() -> None:
             else:
                 print(f"no desktop tools ({', '.join(missing_tools())}): tray without its icon")
                 env = dict(os.environ)
-            daemon = real_daemon(tmp, args.calls)
-            if daemon is not None:
-                url, token, procs, simulate = daemon
-                wait_for(lambda: http_ready(url), 20, "the daemon's HTTP server")
-                against = "the real daemon (SQLite, simulator)"
-            else:
-                server = PushServer(keepalive=15.0)
-                url, token = server.url, server.token
-                against = "tests/desktop.PushServer (no daemon HTTP in this checkout)"
+            url, token, procs, simulate = real_daemon(tmp, args.calls)
+            wait_for(lambda: http_ready(url), 20, "the daemon's HTTP server")
             tray_log = open(tmp / "tray.log", "ab")
             cmd = [sys.executable, "-m", "screenpop.daemon.cli", "tray", "--config", str(tmp / "none.toml"),
                    "--server", url, "--extension", "1001", "--token", token]
@@ -135,20 +123,15 @@ def main() -> None:
             log = lambda: (tmp / "tray.log").read_text(errors="replace")  # noqa: E731
             wait_for(lambda: "state connected" in log(), 20, "the tray to connect")
             started = rss_mb(tray.pid)
-            if daemon is not None:
-                simulate().wait(60)
-                wait_for(lambda: log().count(" ringing ") >= args.calls, 30, "the pops")
-            else:
-                for i in range(args.calls):
-                    server.push(card(call_uuid=f"b{i}", customer=customer()))
-                    server.push(card(event="ended", call_uuid=f"b{i}", customer=customer()))
-                wait_for(lambda: log().count(" ended ") >= args.calls, 30, "the pops")
+            simulate().wait(60)
+            wait_for(lambda: log().count(" ringing ") >= args.calls, 30, "the pops")
             time.sleep(1.0)
             cpu0, rss0 = cpu_seconds(tray.pid), rss_mb(tray.pid)
             t0 = time.monotonic()
             time.sleep(args.seconds)
             cpu1, rss1, wall = cpu_seconds(tray.pid), rss_mb(tray.pid), time.monotonic() - t0
-            print(f"tray client against {against}, {'with its icon (gtk, trayer, dunst)' if desktop else 'no icon'}")
+            print(f"tray client against the real daemon (SQLite, simulator), "
+                  f"{'with its icon (gtk, trayer, dunst)' if desktop else 'no icon'}")
             print(f"  resident after connecting:      {started:6.1f} MB")
             print(f"  resident after {args.calls} pops, idle:    {rss0:6.1f} MB -> {rss1:6.1f} MB after {wall:.0f} s "
                   f"(peak {status_mb(tray.pid, 'VmHWM'):.1f} MB; goal < 60 MB)")
@@ -167,8 +150,6 @@ def main() -> None:
                         p.wait(10)
                     except subprocess.TimeoutExpired:
                         p.kill()
-            if server is not None:
-                server.close()
             if desktop is not None:
                 desktop.stop()
 
