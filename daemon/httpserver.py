@@ -18,6 +18,7 @@ import peewee
 from flask import Flask, Response, jsonify, request
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
+from screenpop.daemon import api
 from screenpop.daemon.config import ConfigError, HttpConfig
 from screenpop.daemon.photos import Photos, clamp_size
 from screenpop.daemon.push import ALL, PushHub, Subscriber
@@ -124,6 +125,8 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float) -> Flask:
         response.headers["Cache-Control"] = "private, max-age=300"
         response.headers["X-Screenpop-Photo"] = "placeholder" if is_placeholder else "photo"
         return response
+
+    app.register_blueprint(api.blueprint(hub, authenticate))
 
     @app.errorhandler(peewee.DatabaseError)
     def database_down(exc):

@@ -1,0 +1,270 @@
+"""The customer-data JSON API (docs/api.md): in process on SQLite and PostgreSQL, and once over TCP on the real daemon."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from screenpop.daemon.httpserver import create_app
+from screenpop.daemon.photos import Photos
+from screenpop.daemon.push import PushHub
+from screenpop.db import tokens
+from screenpop.db.lookup import Lookup
+from screenpop.db.models import Call, Customer, Employee, Phone
+
+from support import daemon, free_port, http_ready, wait_for, write_config
+from screenpop.db.numbers import NumberRules
+
+RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
+HOSTILE = "<script>alert('x')</script> \"; DROP TABLE customer; -- \u202e ünï 😀 \\ \n\t%_"
+
+
+class Api:
+    def __init__(self, db, tmp_path):
+        self.hub = PushHub(db, lambda: Lookup(db, RULES))
+        self.hub.start()
+        self.client = create_app(self.hub, Photos(tmp_path), heartbeat=1.0).test_client()
+        _, self.op = tokens.create("1001")
+        _, self.admin = tokens.create(None, role="admin")
+
+    def req(self, method, path, body=None, token="op", raw=None, headers=None):
+        h = {} if token is None else {"Authorization": f"Bearer {getattr(self, token, token)}"}
+        h.update(headers or {})
+        kwargs = {}
+        if raw is not None:
+            kwargs["data"] = raw
+        elif body is not None:  # ASCII-escaped JSON, so a lone surrogate reaches the server as \\ud800
+            kwargs["data"] = json.dumps(body).encode()
+            h.setdefault("Content-Type", "application/json")
+        r = self.client.open(path, method=method, headers=h, **kwargs)
+        return r.status_code, (r.get_json(silent=True) if r.data else None)
+
+
+@pytest.fixture
+def api(db, tmp_path):
+    a = Api(db, tmp_path)
+    yield a
+    a.hub.stop()
+
+
+def test_customer_crud_and_search(api):
+    s, c = api.req("POST", "/api/v1/customers", {"name": HOSTILE, "company": "Acme", "category": "vip", "city": "Reykjavík",
+                                                 "phones": ["+354 555 1234", {"number": "8201234", "label": "mobile"}]})
+    assert s == 201, c
+    assert c["name"] == HOSTILE and c["category"] == "vip"
+    assert [p["e164"] for p in c["phones"]] == ["+3545551234", "+3548201234"]
+    assert c["phones"][1]["label"] == "mobile" and c["orders"] == [] and c["calls"] == [] and c["debt"] == "0.00"
+    cid = c["id"]
+    s, c2 = api.req("POST", "/api/v1/customers", {"company": "Beta ehf", "city": "Akureyri"})
+    assert s == 201
+    for i in range(5):
+        api.req("POST", "/api/v1/customers", {"name": f"Filler {i}"})
+    # Search by name, company, city, any format of part of a number.
+    for q, want in (("acme", [cid]), ("akureyri", [c2["id"]]), ("555-12", [cid]), ("(820) 1234", [cid]),
+                    ("00354 555 1234", [cid]), ("%", [cid]), ("_", [cid]), ("ab%", []), (HOSTILE[:20], [cid])):
+        s, r = api.req("GET", f"/api/v1/customers?q={urllib.parse.quote(q)}")
+        assert s == 200 and [x["id"] for x in r["customers"]] == want, (q, r)
+    # Pagination: stable order, total.
+    s, r = api.req("GET", "/api/v1/customers?limit=3&offset=0")
+    s2, r2 = api.req("GET", "/api/v1/customers?limit=3&offset=3")
+    ids = [x["id"] for x in r["customers"] + r2["customers"]]
+    assert r["total"] == 7 and ids == sorted(ids) and len(set(ids)) == 6
+    for bad in ("limit=0", "limit=501", "limit=x", "offset=-1", "limit=1e3", "offset=%C2%B2"):
+        s, r = api.req("GET", f"/api/v1/customers?{bad}")
+        assert s == 400 and ("limit" in r["error"] or "offset" in r["error"]), bad
+    # Update: partial, validated.
+    s, r = api.req("PATCH", f"/api/v1/customers/{cid}", {"note": HOSTILE * 10, "category": "problem"})
+    assert s == 200 and r["note"] == HOSTILE * 10 and r["category"] == "problem" and r["company"] == "Acme"
+    assert api.req("PATCH", f"/api/v1/customers/{cid}", {"name": "", "company": ""})[0] == 400
+    assert api.req("GET", "/api/v1/customers/999999")[0] == 404
+    # Delete: admin only.
+    assert api.req("DELETE", f"/api/v1/customers/{cid}")[0] == 403
+    assert api.req("DELETE", f"/api/v1/customers/{cid}", token="admin")[0] == 204
+    assert api.req("GET", f"/api/v1/customers/{cid}")[0] == 404
+    assert Phone.select().where(Phone.customer == cid).count() == 0
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"name": 5}, "name"), ({"name": "x", "category": "gold"}, "category"), ({"name": "x", "colour": "red"}, "colour"),
+    ({"name": "x" * 301}, "name"), ({"company": "x" * 301}, "company"), ({"name": "x", "note": "x" * 10001}, "note"),
+    ({}, "name or company"), ({"name": "   "}, "name or company"), ({"name": "a\x00b"}, "name"),
+    ({"name": "\ud800"}, "name"), ({"name": "x", "phones": "5551234"}, "phones"), ({"name": "x", "phones": ["12"]}, "phones[0]"),
+    ({"name": "x", "phones": [{"number": "5551234", "x": 1}]}, "phones[0]"), ({"name": "x", "phones": ["1001"]}, "extension"),
+    ({"name": None}, "name"),
+])
+def test_customer_bad_input(api, body, field):
+    s, r = api.req("POST", "/api/v1/customers", body)
+    assert s == 400 and field in r["error"], r
+    assert Customer.select().count() == 0
+
+
+def test_body_checks(api):
+    assert api.req("POST", "/api/v1/customers", raw=b'{"name":"x"}', headers={"Content-Type": "text/plain"}) == (
+        415, {"error": "the body must be JSON (Content-Type: application/json)"})
+    s, r = api.req("POST", "/api/v1/customers", raw=b'{"name":', headers={"Content-Type": "application/json"})
+    assert s == 400 and "JSON" in r["error"]
+    s, r = api.req("POST", "/api/v1/customers", raw=b'["x"]', headers={"Content-Type": "application/json"})
+    assert s == 400 and "object" in r["error"]
+    s, r = api.req("POST", "/api/v1/customers", {"name": "x" * 70000})
+    assert s == 413 and "larger" in r["error"]
+    s, r = api.req("POST", "/api/v1/customers", raw=b"[" * 50000, headers={"Content-Type": "application/json"})
+    assert s == 400
+
+
+def test_auth(api):
+    assert api.req("GET", "/api/v1/customers", token=None) == (401, {"error": "missing bearer token"})
+    assert api.req("GET", "/api/v1/customers", token="sp_nope")[0] == 401
+    row, clear = tokens.create("1002")
+    tokens.revoke(row.id)
+    assert api.req("GET", "/api/v1/customers", token=clear) == (401, {"error": "token revoked"})
+    assert api.req("POST", "/api/v1/employees", {"name": "A", "extension": "1005"}) [0] == 403
+    assert api.req("GET", "/api/v1/nothing-here")[0] == 404
+
+
+def test_phones(api):
+    a = api.req("POST", "/api/v1/customers", {"name": "A", "phones": ["5551234"]})[1]
+    b = api.req("POST", "/api/v1/customers", {"name": "B"})[1]
+    s, r = api.req("POST", f"/api/v1/customers/{b['id']}/phones", {"number": "+354 555-1234"})
+    assert s == 409 and r["customer_id"] == a["id"] and str(a["id"]) in r["error"]
+    s, r = api.req("POST", f"/api/v1/customers/{a['id']}/phones", {"number": "555 1234"})
+    assert s == 409 and r["customer_id"] == a["id"]
+    assert Phone.get(Phone.e164 == "+3545551234").customer_id == a["id"], "never moved"
+    s, r = api.req("POST", "/api/v1/customers", {"name": "C", "phones": ["5551234"]})
+    assert s == 409 and r["customer_id"] == a["id"]
+    assert Customer.select().where(Customer.name == "C").count() == 0, "the whole create rolled back"
+    s, p = api.req("POST", f"/api/v1/customers/{b['id']}/phones", {"number": "0035 4820 9999", "label": HOSTILE[:64]})
+    assert s == 201 and p["label"] == HOSTILE[:64] and p["e164"].startswith("+354")
+    for bad in ({"number": "abc"}, {"number": 5551234}, {"number": "5" * 65}, {"label": "x"}, {"number": "5559999", "label": "x" * 65}):
+        assert api.req("POST", f"/api/v1/customers/{b['id']}/phones", bad)[0] == 400, bad
+    assert api.req("POST", "/api/v1/customers/99999/phones", {"number": "5557777"})[0] == 404
+    assert api.req("DELETE", f"/api/v1/customers/{b['id']}/phones/{p['id']}")[0] == 403
+    assert api.req("DELETE", f"/api/v1/customers/{a['id']}/phones/{p['id']}", token="admin")[0] == 404
+    assert api.req("DELETE", f"/api/v1/customers/{b['id']}/phones/{p['id']}", token="admin")[0] == 204
+    assert api.req("GET", f"/api/v1/customers/{b['id']}")[1]["phones"] == []
+
+
+def test_orders(api):
+    cid = api.req("POST", "/api/v1/customers", {"name": "A"})[1]["id"]
+    emp = Employee.create(name="Op", extension="1001")
+    s, o = api.req("POST", f"/api/v1/customers/{cid}/orders", {"number": "O-1", "title": HOSTILE, "amount": "100.50",
+                                                              "stage": "new", "responsible_id": emp.id})
+    assert s == 201 and o["amount"] == "100.50" and o["paid"] == "0.00" and o["debt"] == "100.50" and o["title"] == HOSTILE
+    assert api.req("POST", f"/api/v1/customers/{cid}/orders", {"number": "O-1"})[0] == 409
+    for bad, field in (({"number": "O-2", "amount": 100}, "amount"), ({"number": "O-2", "amount": "-1"}, "amount"),
+                       ({"number": "O-2", "amount": "1.234"}, "amount"), ({"number": "O-2", "amount": "1e5"}, "amount"),
+                       ({"number": "O-2", "responsible_id": 9999}, "responsible_id"),
+                       ({"number": "O-2", "responsible_id": True}, "responsible_id"), ({"amount": "1"}, "number"),
+                       ({"number": "O-2", "status": "closed"}, "status")):
+        s, r = api.req("POST", f"/api/v1/customers/{cid}/orders", bad)
+        assert s == 400 and field in r["error"], (bad, r)
+    oid = o["id"]
+    s, r = api.req("PATCH", f"/api/v1/orders/{oid}", {"stage": "shipped"})
+    assert s == 200 and r["stage"] == "shipped" and r["title"] == HOSTILE
+    assert api.req("PATCH", f"/api/v1/orders/{oid}", {"stage": "x" * 101})[0] == 400
+    assert api.req("PATCH", f"/api/v1/orders/{oid}", {"amount": "1"})[0] == 400
+    s, r = api.req("POST", f"/api/v1/orders/{oid}/payments", {"amount": "60.25"})
+    assert s == 200 and r["paid"] == "60.25" and r["debt"] == "40.25"
+    s, r = api.req("POST", f"/api/v1/orders/{oid}/payments", {"amount": "40.26"})
+    assert s == 400 and "above" in r["error"] and r["debt"] == "40.25"
+    for bad in ({"amount": "0"}, {"amount": 5}, {"amount": "abc"}, {}):
+        assert api.req("POST", f"/api/v1/orders/{oid}/payments", bad)[0] == 400, bad
+    s, c = api.req("GET", f"/api/v1/customers/{cid}")
+    assert c["debt"] == "40.25" and c["orders"][0]["status"] == "open"
+    assert api.req("POST", f"/api/v1/orders/{oid}/payments", {"amount": "40.25"})[1]["debt"] == "0.00"
+    s, r = api.req("POST", f"/api/v1/orders/{oid}/close")
+    assert s == 200 and r["status"] == "closed"
+    assert api.req("POST", f"/api/v1/orders/{oid}/payments", {"amount": "1"})[0] == 409
+    assert api.req("GET", f"/api/v1/customers/{cid}")[1]["orders"][0]["status"] == "closed"
+    assert api.req("GET", "/api/v1/orders/9999")[0] == 404
+    # Cents add up exactly (no float on the way), to the last one.
+    small = api.req("POST", f"/api/v1/customers/{cid}/orders", {"number": "O-3", "amount": "0.30"})[1]
+    for part in ("0.10", "0.20"):
+        s, r = api.req("POST", f"/api/v1/orders/{small['id']}/payments", {"amount": part})
+        assert s == 200, r
+    assert r["paid"] == "0.30" and r["debt"] == "0.00"
+    assert api.req("POST", f"/api/v1/orders/{small['id']}/payments", {"amount": "0.01"})[0] == 400
+
+
+def test_employees(api):
+    s, e = api.req("POST", "/api/v1/employees", {"name": HOSTILE, "extension": "1001"}, token="admin")
+    assert s == 201 and e["name"] == HOSTILE and e["active"] is True
+    s, r = api.req("POST", "/api/v1/employees", {"name": "B", "extension": "1001"}, token="admin")
+    assert s == 409 and r["employee_id"] == e["id"]
+    for bad in ({"name": "B"}, {"name": "B", "extension": "10 01"}, {"name": "B", "extension": "1" * 33},
+                {"name": "B", "extension": "1002", "active": "yes"}, {"name": "B", "extension": "1002", "role": "x"}):
+        assert api.req("POST", "/api/v1/employees", bad, token="admin")[0] == 400, bad
+    s, r = api.req("PATCH", f"/api/v1/employees/{e['id']}", {"active": False}, token="admin")
+    assert s == 200 and r["active"] is False and r["extension"] == "1001"
+    assert api.req("PATCH", f"/api/v1/employees/{e['id']}", {"active": True})[0] == 403
+    s, r = api.req("GET", "/api/v1/employees")
+    assert s == 200 and r["total"] == 1 and r["employees"][0]["name"] == HOSTILE
+    assert api.req("DELETE", f"/api/v1/employees/{e['id']}")[0] == 403
+    assert api.req("DELETE", f"/api/v1/employees/{e['id']}", token="admin")[0] == 204
+    assert api.req("DELETE", f"/api/v1/employees/{e['id']}", token="admin")[0] == 404
+
+
+def test_calls(api):
+    cid = api.req("POST", "/api/v1/customers", {"name": "A"})[1]["id"]
+    t0 = dt.datetime(2026, 1, 1, 8, 0)
+    for i in range(30):
+        Call.create(uuid=f"u{i}", direction="INCOMING" if i % 2 else "OUTGOING", started_at=t0 + dt.timedelta(minutes=i),
+                    customer=cid if i < 25 else None, missed=i % 3 == 0, extension="1001" if i % 5 == 0 else "1002",
+                    from_extension="1001" if i % 5 == 0 else None, external_name=HOSTILE)
+    s, r = api.req("GET", "/api/v1/calls?limit=10")
+    assert s == 200 and r["total"] == 30 and [c["uuid"] for c in r["calls"]] == [f"u{i}" for i in range(29, 19, -1)]
+    assert r["calls"][0]["external_name"] == HOSTILE
+    r = api.req("GET", "/api/v1/calls?limit=10&offset=25")[1]
+    assert [c["uuid"] for c in r["calls"]] == ["u4", "u3", "u2", "u1", "u0"]
+    r = api.req("GET", "/api/v1/calls?since=2026-01-01T08:10:00Z&until=2026-01-01T08:20:00%2B00:00&missed=true")[1]
+    assert [c["uuid"] for c in r["calls"]] == ["u18", "u15", "u12"]
+    r = api.req("GET", "/api/v1/calls?direction=incoming&extension=1001")[1]
+    assert [c["uuid"] for c in r["calls"]] == ["u25", "u15", "u5"]
+    r = api.req("GET", f"/api/v1/calls?customer_id={cid}&limit=500")[1]
+    assert r["total"] == 25
+    for bad in ("since=yesterday", "direction=sideways", "missed=maybe", "customer_id=x", "limit=-5"):
+        assert api.req("GET", f"/api/v1/calls?{bad}")[0] == 400, bad
+    c = api.req("GET", f"/api/v1/customers/{cid}")[1]
+    assert [x["uuid"] for x in c["calls"]] == [f"u{i}" for i in range(24, 4, -1)], "the last 20, newest first"
+    api.req("DELETE", f"/api/v1/customers/{cid}", token="admin")
+    assert Call.select().count() == 30 and Call.select().where(Call.customer.is_null(False)).count() == 0
+
+
+def test_real_daemon_end_to_end(tmp_path, sqlite_url):
+    """Over TCP on the running daemon: create a customer with a number, find it by number, read it back."""
+    from screenpop.db.database import open_database
+    from screenpop.db.migrations import migrate
+
+    db = open_database(sqlite_url)
+    migrate(db)
+    _, op = tokens.create("1001")
+    db.close()
+    port = free_port()
+    config = write_config(tmp_path / "screenpop.toml", free_port(), sqlite_url, http_port=port)
+    d = daemon(tmp_path, config)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: http_ready(base) or d.popen.poll() is not None, 15, "the daemon's HTTP server")
+        assert d.popen.poll() is None, d.log()
+
+        def call(method, path, body=None, token=op):
+            data = None if body is None else json.dumps(body).encode()
+            req = urllib.request.Request(base + path, data=data, method=method,
+                                         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    return r.status, json.loads(r.read() or b"null")
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read())
+
+        s, c = call("POST", "/api/v1/customers", {"name": HOSTILE, "phones": ["+354 555 1234"]})
+        assert s == 201, (c, d.log())
+        s, r = call("GET", "/api/v1/customers?q=5551234")
+        assert s == 200 and [x["id"] for x in r["customers"]] == [c["id"]] and r["customers"][0]["name"] == HOSTILE
+        assert call("DELETE", f"/api/v1/customers/{c['id']}")[0] == 403
+        assert call("GET", "/api/v1/customers", token="sp_bad")[0] == 401
+        assert d.terminate() == 0, d.log()
+    finally:
+        d.close()
