@@ -3,6 +3,7 @@
 GET /api/v1/health                       no auth; {"status": "ok"}
 GET /api/v1/events[?extension=N]         Server-Sent Events: the pops of the token's extension (admin: any, or all)
 GET /api/v1/customers/<id>/photo?size=N  the customer's photo (or a placeholder) as a square JPEG
+/api/v1/customers, /orders, /employees, /calls   the customer-data JSON API (daemon/api.py, docs/api.md)
 
 Every /api/v1 route but health needs ``Authorization: Bearer <token>`` (`screenpop token create`). A missing,
 unknown or revoked token gets 401 and one WARNING line naming the client and the reason, never the token.

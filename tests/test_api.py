@@ -265,6 +265,13 @@ def test_real_daemon_end_to_end(tmp_path, sqlite_url):
         assert s == 200 and [x["id"] for x in r["customers"]] == [c["id"]] and r["customers"][0]["name"] == HOSTILE
         assert call("DELETE", f"/api/v1/customers/{c['id']}")[0] == 403
         assert call("GET", "/api/v1/customers", token="sp_bad")[0] == 401
+        assert call("POST", "/api/v1/customers", {"name": "x" * 100_000}) == (413, {"error": "request body larger than 65536 bytes"})
+        req = urllib.request.Request(base + "/api/v1/customers", data=b"name=x", method="POST",
+                                     headers={"Authorization": f"Bearer {op}", "Content-Type": "application/x-www-form-urlencoded"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=5)
+        assert refused.value.code == 415 and "JSON" in json.loads(refused.value.read())["error"]
+        assert call("GET", "/api/v1/customers")[1]["total"] == 1, "nothing stored by the refused requests"
         assert d.terminate() == 0, d.log()
     finally:
         d.close()
