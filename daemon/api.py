@@ -18,7 +18,7 @@ from typing import Any
 import peewee
 from flask import Blueprint, Response, jsonify, request
 
-from screenpop.db.callrecords import _record
+from screenpop.db.callrecords import calls_query, records
 from screenpop.db.models import CATEGORIES, DIRECTIONS, Call, CallParty, Customer, Employee, Order, Phone, utcnow
 
 MAX_BODY = 64 * 1024
@@ -175,15 +175,6 @@ def _employee(e: Employee) -> dict:
     return {"id": e.id, "name": e.name, "extension": e.extension, "active": e.active}
 
 
-def _calls(query) -> list[dict]:
-    calls = list(query)
-    parties: dict[int, list[CallParty]] = defaultdict(list)
-    ids = [c.id for c in calls]
-    if ids:
-        for party in CallParty.select().where(CallParty.call.in_(ids)):
-            parties[party.call_id].append(party)
-    return [{"id": c.id, **_record(c, parties[c.id])} for c in calls]
-
 
 CUSTOMER_FIELDS = {"name": 300, "company": 300, "city": 200, "country": 200, "note": MAX_NOTE, "external_id": 100}
 
@@ -288,8 +279,7 @@ def blueprint(hub, authenticate: Callable[[], Any]) -> Blueprint:
             out["phones"] = [_phone(p) for p in Phone.select().where(Phone.customer == c.id).order_by(Phone.id)]
             out["orders"] = [_order(o) for o in Order.select().where(Order.customer == c.id).order_by(Order.id)]
             out["debt"] = _money(sum((Decimal(o["debt"]) for o in out["orders"] if o["status"] == "open"), Decimal(0)))
-            out["calls"] = _calls(Call.select().where(Call.customer == c.id)
-                                  .order_by(Call.started_at.desc(), Call.id.desc()).limit(CUSTOMER_CALLS))
+            out["calls"] = records(list(calls_query(customer_id=c.id).limit(CUSTOMER_CALLS)))
             return out
 
         return jsonify(run(work))
@@ -604,25 +594,11 @@ def blueprint(hub, authenticate: Callable[[], Any]) -> Blueprint:
             customer_id = int(raw_customer)
 
         def work():
-            query = Call.select(Call, Customer).join(Customer, peewee.JOIN.LEFT_OUTER).switch(Call)
-            if since is not None:
-                query = query.where(Call.started_at >= since)
-            if until is not None:
-                query = query.where(Call.started_at < until)
-            if extension:
-                involved = CallParty.select(CallParty.call).where(CallParty.extension == extension)
-                query = query.where(Call.id.in_(involved) | (Call.from_extension == extension))
-            if direction:
-                query = query.where(Call.direction == direction)
-            if missed in ("true", "1"):
-                query = query.where(Call.missed == True)  # noqa: E712
-            elif missed in ("false", "0"):
-                query = query.where(Call.missed == False)  # noqa: E712
-            if customer_id is not None:
-                query = query.where(Call.customer == customer_id)
+            wanted = {"true": True, "1": True, "false": False, "0": False}.get(missed)
+            query = calls_query(since, until, extension, direction, wanted, customer_id)
             total = query.count()
-            page = query.order_by(Call.started_at.desc(), Call.id.desc()).limit(limit).offset(offset)
-            return {"total": total, "limit": limit, "offset": offset, "calls": _calls(page)}
+            page = list(query.limit(limit).offset(offset))
+            return {"total": total, "limit": limit, "offset": offset, "calls": records(page)}
 
         return jsonify(run(work))
 
