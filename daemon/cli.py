@@ -25,8 +25,9 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=fmt, stream=sys.stderr)
 
 
-def parse_when(text: str) -> dt.datetime:
-    """A point in time for --since/--until: ISO date or date-time (UTC), or a span back from now like 2h, 7d."""
+def parse_when(text: str, zone: dt.tzinfo | None = None) -> dt.datetime:
+    """A point in time for --since/--until as naive UTC: ISO date or date-time (read in zone, default UTC), or a
+    span back from now like 2h, 7d."""
     m = _RELATIVE.match(text.strip())
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     if m:
@@ -35,6 +36,8 @@ def parse_when(text: str) -> dt.datetime:
         value = dt.datetime.fromisoformat(text.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a time: {text!r} (use 2026-11-26, 2026-11-26T08:00 or 2h / 7d)") from None
+    if value.tzinfo is None and zone is not None:
+        value = value.replace(tzinfo=zone)
     if value.tzinfo is not None:
         value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
     return value
@@ -136,9 +139,14 @@ def cmd_calls(args: argparse.Namespace) -> int:
     config = _load_config(args.config)
     _open_db(config)
     records = call_records(since=args.since, until=args.until, extension=args.extension, limit=args.limit)
-    if args.json:
+    if args.json or args.format == "json":
         for record in records:
             print(json.dumps(record, ensure_ascii=False))
+        return 0
+    if args.format == "csv":
+        from screenpop.db.export import write_csv
+
+        write_csv(records, sys.stdout)
         return 0
     for r in records:
         who = r["answered_by"] or r["from_extension"] or ",".join(r["missed_by"]) or "-"
@@ -149,6 +157,37 @@ def cmd_calls(args: argparse.Namespace) -> int:
             f"{r['started_at'][:19].replace('T', ' ')}  {r['direction']:<8}  {printable(party):<16}  "
             f"{printable(name)[:30]:<30}  {who:<6}  {int(r['talk_seconds'] or 0):>5}s  {flag}".rstrip()
         )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Call analytics for a period in the call centre's time zone: employees, customers, categories, missed, load, daily."""
+    from screenpop.db import analytics
+    from screenpop.db.export import json_value, load_grid, text_table, write_csv
+
+    config = _load_config(args.config)
+    _open_db(config)
+    zone = analytics.local_zone(config.analytics.timezone)
+    try:
+        since = parse_when(args.since, zone) if args.since else parse_when("7d")
+        until = parse_when(args.until, zone) if args.until else None
+    except argparse.ArgumentTypeError as exc:
+        raise SystemExit(f"screenpop: {exc}") from None
+    names = [args.report] if args.report else list(analytics.REPORTS)
+    if args.format == "csv" and len(names) > 1:
+        raise SystemExit("screenpop: CSV holds one report: choose it with --report")
+    period = analytics.Period(since, until, zone, args.extension or None)
+    results = {name: analytics.RUNNERS[name](period) for name in names}
+    if args.format == "json":
+        out = {name: [{k: json_value(v) for k, v in row.items()} for row in rows] for name, rows in results.items()}
+        print(json.dumps(out, ensure_ascii=False, indent=1))
+    elif args.format == "csv":
+        write_csv(results[names[0]], sys.stdout)
+    else:
+        for name, rows in results.items():
+            print(f"== {name} ==" + (" (inbound calls per local hour)" if name == "load" else ""))
+            print(load_grid(rows) if name == "load" else text_table(rows, printable))
+            print()
     return 0
 
 
@@ -251,7 +290,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", type=parse_when, help="calls started before")
     p.add_argument("--extension", help="only calls this extension took part in")
     p.add_argument("--limit", type=int, help="at most this many (the newest)")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table",
+                   help="table (default), csv (spreadsheet-safe) or json (as --json)")
     p.set_defaults(func=cmd_calls, gevent=False)
+
+    p = sub.add_parser("report", help=cmd_report.__doc__)
+    config_arg(p)
+    p.add_argument("--report", choices=["employees", "customers", "categories", "missed", "load", "daily"],
+                   help="one report (default: all)")
+    p.add_argument("--since", help="calls started at or after: local date or time ([analytics] timezone), or 2h, 7d "
+                   "(default 7d)")
+    p.add_argument("--until", help="calls started before (default: now)")
+    p.add_argument("--extension", help="only this extension's calls")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.set_defaults(func=cmd_report, gevent=False)
 
     p = sub.add_parser("token", help=cmd_token.__doc__)
     config_arg(p)

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 try:
     import tomllib
@@ -104,6 +105,13 @@ class HttpConfig:
 
 
 @dataclass
+class AnalyticsConfig:
+    """Call analytics: the call centre's time zone for periods, hours and days (empty: the system's zone)."""
+
+    timezone: str = ""
+
+
+@dataclass
 class LogConfig:
     """Log verbosity: debug, info, warning or error."""
 
@@ -119,6 +127,7 @@ class Config:
     numbers: NumbersConfig = field(default_factory=NumbersConfig)
     pbx: PbxConfig = field(default_factory=PbxConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     node: str = ""
 
@@ -166,6 +175,12 @@ def parse(data: dict[str, Any]) -> Config:
         raise ConfigError("[http] certfile and keyfile go together: set both for TLS, or neither")
     if not 0.1 <= config.http.heartbeat <= 300:
         raise ConfigError("[http] heartbeat must be between 0.1 and 300 seconds")
+    if config.analytics.timezone:
+        try:
+            ZoneInfo(config.analytics.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"[analytics] timezone {config.analytics.timezone!r} is not a known IANA zone "
+                              "(e.g. Europe/Berlin)") from None
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("[log] level must be debug, info, warning or error")
     return config

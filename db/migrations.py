@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import peewee
 
-from screenpop.db.models import ALL_MODELS, SchemaVersion
+from screenpop.db.models import ALL_MODELS, Call, SchemaVersion
 
 _LOCK_KEY = 0x5C2EE9  # pg advisory lock id: one migrating process at a time
 
@@ -28,8 +28,13 @@ def _create_tables(db: peewee.Database) -> None:
     db.create_tables([*ALL_MODELS, SchemaVersion])
 
 
+def _analytics_indexes(db: peewee.Database) -> None:
+    Call._schema.create_indexes(safe=True)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "create all tables", _create_tables),
+    Migration(4, "indexes for call analytics: a caller's later calls", _analytics_indexes),
 ]
 
 

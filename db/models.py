@@ -116,6 +116,10 @@ class Call(BaseModel):
     missed = BooleanField(default=False)
     node = CharField(max_length=200, default="")
 
+    class Meta:
+        # analytics: a customer's (or number's) later calls, for callbacks and returned missed calls
+        indexes = ((("customer", "started_at"), False), (("external_e164", "started_at"), False))
+
 
 class CallParty(BaseModel):
     """One extension's part in a call: when it rang, answered, talked, missed or was transferred away."""

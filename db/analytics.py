@@ -1,0 +1,423 @@
+"""Call analytics (docs/analytics.md): every report as plain rows, computed by SQL aggregates on SQLite and PostgreSQL.
+
+Reports: ``employees``, ``customers``, ``categories``, ``missed`` (missed calls not returned), ``load`` (hour of
+day x day of week) and ``daily``. Each takes a ``Period``: UTC bounds on the call's start, the call centre's time
+zone and an optional extension. Local-time buckets are built from calls counted per 15-minute UTC slot in SQL
+and summed per local hour or date in Python, which is exact across DST changes for every real zone (all UTC
+offsets are whole quarter hours). The SQL text is built once per database kind and report, then reused.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import peewee
+
+from screenpop.db.models import CATEGORIES, database
+
+SLOT_SECONDS = 900  # the UTC slot calls are counted in before they are put into local hours and dates
+CALLBACK_HOURS = 24  # a customer calling in again within this long after a call means it was not resolved
+REPORTS = ("employees", "customers", "categories", "missed", "load", "daily")
+DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+NO_CATEGORY = "none"
+
+
+def local_zone(name: str = "") -> dt.tzinfo:
+    """The named IANA zone, or the system's: $TZ, else /etc/localtime, else UTC. Raises ValueError for an unknown name."""
+    if name:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {name!r} (use an IANA name such as Europe/Berlin)") from exc
+    tz = os.environ.get("TZ", "").lstrip(":")
+    if tz:
+        try:
+            return ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    try:
+        with open("/etc/localtime", "rb") as fh:
+            return ZoneInfo.from_file(fh, key="localtime")
+    except (OSError, ValueError):
+        return dt.timezone.utc
+
+
+@dataclass(frozen=True)
+class Period:
+    """Calls started in [since, until) (naive UTC; None: unbounded), reported in zone, optionally one extension's."""
+
+    since: dt.datetime | None
+    until: dt.datetime | None
+    zone: dt.tzinfo = dt.timezone.utc
+    extension: str | None = None
+
+
+def to_local(value: dt.datetime | None, zone: dt.tzinfo) -> dt.datetime | None:
+    """A naive UTC time from the database as an aware time in zone."""
+    if value is None:
+        return None
+    if isinstance(value, str):  # SQLite hands back aggregates of text columns as text
+        value = dt.datetime.fromisoformat(value)
+    return value.replace(tzinfo=dt.timezone.utc).astimezone(zone)
+
+
+def utc_bound(local: dt.datetime, zone: dt.tzinfo) -> dt.datetime:
+    """A local wall-clock time (naive, read in zone; or aware) as naive UTC, for a period bound."""
+    if local.tzinfo is None:
+        local = local.replace(tzinfo=zone)
+    return local.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+# ---- SQL, per database kind ------------------------------------------------------------------------------
+
+_SQLITE = {
+    "secs": "((julianday({b}) - julianday({a})) * 86400.0)",
+    "slot": f"(CAST(strftime('%s', c.started_at) AS INTEGER) / {SLOT_SECONDS})",
+    "plus_window": f"strftime('%Y-%m-%d %H:%M:%f', COALESCE(c.ended_at, c.started_at), '+{CALLBACK_HOURS} hours')",
+    "positive": "MAX({x}, 0)",
+    "missed_by": "(SELECT group_concat(mp.extension, ',') FROM call_party mp "
+    "WHERE mp.call_id = c.id AND mp.outcome = 'missed')",
+}
+_POSTGRES = {
+    "secs": "EXTRACT(EPOCH FROM ({b} - {a}))::float8",
+    "slot": f"FLOOR(EXTRACT(EPOCH FROM c.started_at) / {SLOT_SECONDS})::bigint",
+    "plus_window": f"(COALESCE(c.ended_at, c.started_at) + INTERVAL '{CALLBACK_HOURS} hours')",
+    "positive": "GREATEST({x}, 0)",
+    "missed_by": "(SELECT string_agg(mp.extension, ',' ORDER BY mp.extension) FROM call_party mp "
+    "WHERE mp.call_id = c.id AND mp.outcome = 'missed')",
+}
+
+# The callback test for the first-call-resolution proxy: another inbound call from the same customer (or, for a
+# caller with no customer, the same number) started after this one and within CALLBACK_HOURS of its end.
+_CALLED_BACK = """
+CASE WHEN c.customer_id IS NOT NULL THEN
+       CASE WHEN EXISTS (SELECT 1 FROM "call" r WHERE r.customer_id = c.customer_id AND r.direction = 'INCOMING'
+                         AND r.started_at > c.started_at AND r.started_at <= {plus_window}) THEN 0 ELSE 1 END
+     WHEN c.external_e164 IS NOT NULL THEN
+       CASE WHEN EXISTS (SELECT 1 FROM "call" r WHERE r.external_e164 = c.external_e164 AND r.direction = 'INCOMING'
+                         AND r.started_at > c.started_at AND r.started_at <= {plus_window}) THEN 0 ELSE 1 END
+END"""
+
+_TAKEN = "(c.direction = 'INCOMING' AND p.role = 'callee' AND p.talked)"
+_TTA_ROW = "(c.direction = 'INCOMING' AND c.answered_by = p.extension AND p.rang_at IS NOT NULL AND p.answered_at IS NOT NULL)"
+
+_EMPLOYEES = """
+SELECT p.extension,
+       SUM(CASE WHEN {taken} THEN 1 ELSE 0 END),
+       SUM(CASE WHEN c.direction = 'OUTGOING' AND p.role = 'caller' THEN 1 ELSE 0 END),
+       SUM(CASE WHEN c.direction = 'OUTGOING' AND p.role = 'caller' AND p.talked THEN 1 ELSE 0 END),
+       SUM(CASE WHEN c.direction = 'INCOMING' AND p.role = 'callee' AND p.outcome = 'missed' THEN 1 ELSE 0 END),
+       AVG(CASE WHEN {tta_row} THEN {tta} END),
+       {p90},
+       SUM(CASE WHEN p.talked THEN 1 ELSE 0 END),
+       SUM(CASE WHEN p.talked THEN COALESCE(p.talk_seconds, 0) ELSE 0 END),
+       SUM(CASE WHEN {taken} THEN {resolved} END),
+       COUNT(CASE WHEN {taken} THEN {resolved} END)
+FROM call_party p JOIN "call" c ON c.id = p.call_id
+{p90_join}
+WHERE c.direction IN ('INCOMING', 'OUTGOING') {where}
+GROUP BY p.extension
+ORDER BY p.extension"""
+
+# p90 on SQLite: the value at rank ceil(0.9 * n) in ascending order, the rank computed in the same floating point
+# as PostgreSQL's percentile_disc, so both give the same value.
+_SQLITE_P90 = """
+LEFT JOIN (
+  SELECT ext, MIN(tta) AS p90 FROM (
+    SELECT p.extension AS ext, {tta} AS tta,
+           ROW_NUMBER() OVER (PARTITION BY p.extension ORDER BY {tta}) AS rn,
+           COUNT(*) OVER (PARTITION BY p.extension) AS n
+    FROM call_party p JOIN "call" c ON c.id = p.call_id
+    WHERE {tta_row} {where}
+  ) ranked
+  WHERE rn = CAST(0.9 * n AS INTEGER) + (0.9 * n > CAST(0.9 * n AS INTEGER))
+  GROUP BY ext
+) q ON q.ext = p.extension"""
+
+_CUSTOMERS = """
+SELECT cu.id, cu.name, cu.company, cu.category,
+       COUNT(*), SUM(CASE WHEN c.direction = 'INCOMING' THEN 1 ELSE 0 END),
+       SUM(CASE WHEN c.direction = 'OUTGOING' THEN 1 ELSE 0 END),
+       SUM(CASE WHEN c.missed THEN 1 ELSE 0 END),
+       MAX(c.started_at),
+       (SELECT SUM({unpaid}) FROM "order" o WHERE o.customer_id = cu.id AND o.status = 'open')
+FROM "call" c JOIN customer cu ON cu.id = c.customer_id
+WHERE c.direction IN ('INCOMING', 'OUTGOING') {where}
+GROUP BY cu.id, cu.name, cu.company, cu.category
+ORDER BY COUNT(*) DESC, MAX(c.started_at) DESC, cu.id"""
+
+_CATEGORY_CALLS = """
+SELECT cu.category, COUNT(per.customer_id), SUM(per.calls), SUM(per.inbound), SUM(per.outbound), SUM(per.missed),
+       MAX(per.last), SUM(CASE WHEN per.inbound >= 2 AND per.customer_id IS NOT NULL THEN 1 ELSE 0 END)
+FROM (
+  SELECT c.customer_id, COUNT(*) AS calls, SUM(CASE WHEN c.direction = 'INCOMING' THEN 1 ELSE 0 END) AS inbound,
+         SUM(CASE WHEN c.direction = 'OUTGOING' THEN 1 ELSE 0 END) AS outbound,
+         SUM(CASE WHEN c.missed THEN 1 ELSE 0 END) AS missed, MAX(c.started_at) AS last
+  FROM "call" c
+  WHERE c.direction IN ('INCOMING', 'OUTGOING') {where}
+  GROUP BY c.customer_id
+) per LEFT JOIN customer cu ON cu.id = per.customer_id
+GROUP BY cu.category"""
+
+_CATEGORY_DEBT = """
+SELECT cu.category, SUM({unpaid}) FROM "order" o JOIN customer cu ON cu.id = o.customer_id
+WHERE o.status = 'open' GROUP BY cu.category"""
+
+# Returned: a later call with the same customer, or the same number, that someone answered, either way round.
+_MISSED = """
+SELECT c.id, c.started_at, c.external_number, c.external_e164, c.ring_seconds, c.customer_id,
+       cu.name, cu.company, cu.category, {missed_by}
+FROM "call" c LEFT JOIN customer cu ON cu.id = c.customer_id
+WHERE c.direction = 'INCOMING' AND c.missed {where}
+  AND NOT (c.customer_id IS NOT NULL AND EXISTS (
+      SELECT 1 FROM "call" r WHERE r.customer_id = c.customer_id AND r.started_at > c.started_at
+      AND r.answered_at IS NOT NULL AND r.direction IN ('INCOMING', 'OUTGOING')))
+  AND NOT (c.external_e164 IS NOT NULL AND EXISTS (
+      SELECT 1 FROM "call" r WHERE r.external_e164 = c.external_e164 AND r.started_at > c.started_at
+      AND r.answered_at IS NOT NULL AND r.direction IN ('INCOMING', 'OUTGOING')))
+ORDER BY c.started_at, c.id"""
+
+_SLOTS = """
+SELECT {slot} AS slot,
+       SUM(CASE WHEN c.direction = 'INCOMING' THEN 1 ELSE 0 END),
+       SUM(CASE WHEN c.direction = 'OUTGOING' THEN 1 ELSE 0 END),
+       SUM(CASE WHEN c.direction = 'INCOMING' AND c.answered_by IS NOT NULL THEN 1 ELSE 0 END),
+       SUM(CASE WHEN c.direction = 'INCOMING' AND c.missed THEN 1 ELSE 0 END),
+       SUM(CASE WHEN c.direction = 'INCOMING' AND c.missed
+                 AND EXISTS (SELECT 1 FROM call_party rp WHERE rp.call_id = c.id AND rp.rang_at IS NOT NULL)
+                THEN 1 ELSE 0 END),
+       SUM(COALESCE(c.talk_seconds, 0))
+FROM "call" c
+WHERE c.direction IN ('INCOMING', 'OUTGOING') {where}
+GROUP BY {slot}"""
+
+_INVOLVED = "AND EXISTS (SELECT 1 FROM call_party xp WHERE xp.call_id = c.id AND xp.extension = {param})"
+_MISSED_BY = "AND EXISTS (SELECT 1 FROM call_party xp WHERE xp.call_id = c.id AND xp.extension = {param} AND xp.outcome = 'missed')"
+
+_compiled: dict[tuple, str] = {}
+
+
+def _is_sqlite(db: peewee.Database) -> bool:
+    return isinstance(db, peewee.SqliteDatabase)
+
+
+def _sql(name: str, db: peewee.Database, period: Period) -> tuple[str, list]:
+    """The report's SQL for this database kind and filters (built once, then cached), and its parameters."""
+    sqlite = _is_sqlite(db)
+    has = (period.since is not None, period.until is not None, bool(period.extension))
+    key = (name, sqlite, has)
+    sql = _compiled.get(key)
+    if sql is None:
+        sql = _build(name, sqlite, db.param, has)
+        _compiled[key] = sql
+    params: list = [v for v in (period.since, period.until) if v is not None]
+    if period.extension:
+        params.append(period.extension)
+    if name == "employees" and sqlite:
+        params = params * 2  # the p90 subquery repeats the filters
+    elif name == "category_debt":
+        params = []  # open debt is what is owed now, whatever the period
+    return sql, params
+
+
+def _build(name: str, sqlite: bool, param: str, has: tuple[bool, bool, bool]) -> str:
+    d = _SQLITE if sqlite else _POSTGRES
+    tta = d["secs"].format(a="p.rang_at", b="p.answered_at")
+    bounds = ""
+    if has[0]:
+        bounds += f" AND c.started_at >= {param}"
+    if has[1]:
+        bounds += f" AND c.started_at < {param}"
+    if name == "employees":
+        where = bounds + (f" AND p.extension = {param}" if has[2] else "")
+        p90 = "MIN(q.p90)" if sqlite else f"percentile_disc(0.9) WITHIN GROUP (ORDER BY CASE WHEN {_TTA_ROW} THEN {tta} END)"
+        p90_join = _SQLITE_P90.format(tta=tta, tta_row=_TTA_ROW, where=where) if sqlite else ""
+        resolved = _CALLED_BACK.format(plus_window=d["plus_window"])
+        return _EMPLOYEES.format(taken=_TAKEN, tta_row=_TTA_ROW, tta=tta, p90=p90, p90_join=p90_join, where=where,
+                                 resolved=resolved)
+    involved = (_MISSED_BY if name == "missed" else _INVOLVED).format(param=param) if has[2] else ""
+    where = bounds + " " + involved
+    unpaid = d["positive"].format(x="o.amount - o.paid")
+    if name == "customers":
+        return _CUSTOMERS.format(where=where, unpaid=unpaid)
+    if name == "category_calls":
+        return _CATEGORY_CALLS.format(where=where)
+    if name == "category_debt":
+        return _CATEGORY_DEBT.format(unpaid=unpaid)
+    if name == "missed":
+        return _MISSED.format(where=where, missed_by=d["missed_by"])
+    if name == "slots":
+        return _SLOTS.format(where=where, slot=d["slot"])
+    raise KeyError(name)
+
+
+def _rows(name: str, period: Period) -> list[tuple]:
+    db = database.obj
+    sql, params = _sql(name, db, period)
+    return list(db.execute_sql(sql, params).fetchall())
+
+
+def _secs(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 3)
+
+
+def _money(value) -> Decimal:
+    return Decimal(0).quantize(Decimal("0.01")) if value is None else Decimal(str(value)).quantize(Decimal("0.01"))
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+# ---- reports ---------------------------------------------------------------------------------------------
+
+
+def employees(period: Period) -> list[dict]:
+    """Per extension: calls taken, made, missed, answer rate, time to answer (mean, p90), talk time, FCR proxy."""
+    names = dict(database.obj.execute_sql("SELECT extension, name FROM employee").fetchall())
+    out = []
+    for ext, taken, made, made_answered, missed, tta_avg, tta_p90, talked, talk_total, resolved, fcr_calls in _rows(
+        "employees", period
+    ):
+        out.append({
+            "extension": ext,
+            "name": names.get(ext, ""),
+            "taken": int(taken),
+            "made": int(made),
+            "made_answered": int(made_answered),
+            "missed": int(missed),
+            "answer_rate": _ratio(int(taken), int(taken) + int(missed)),
+            "answer_avg_s": _secs(tta_avg),
+            "answer_p90_s": _secs(tta_p90),
+            "talk_avg_s": _secs(float(talk_total) / int(talked)) if talked else None,
+            "talk_total_s": _secs(talk_total or 0.0),
+            "fcr_rate": _ratio(int(resolved or 0), int(fcr_calls)),
+            "fcr_calls": int(fcr_calls),
+        })
+    return out
+
+
+def customers(period: Period, limit: int | None = None) -> list[dict]:
+    """Per customer with calls in the period, most calls first: counts, last contact, open debt, repeat caller."""
+    rows = _rows("customers", period)
+    if limit is not None:
+        rows = rows[:limit]
+    return [
+        {
+            "customer_id": cid,
+            "name": name,
+            "company": company,
+            "category": category,
+            "calls": int(calls),
+            "inbound": int(inbound),
+            "outbound": int(outbound),
+            "missed": int(missed),
+            "last_contact": to_local(last, period.zone),
+            "open_debt": _money(debt),
+            "repeat_caller": int(inbound) >= 2,
+        }
+        for cid, name, company, category, calls, inbound, outbound, missed, last, debt in rows
+    ]
+
+
+def categories(period: Period) -> list[dict]:
+    """Per customer category (and the calls with no customer): customers, calls, last contact, open debt, repeats."""
+    debt = {cat: _money(total) for cat, total in _rows("category_debt", period)}
+    calls = {cat: row for cat, *row in _rows("category_calls", period)}
+    out = []
+    for cat in (*CATEGORIES, *sorted(c for c in calls if c is not None and c not in CATEGORIES), None):
+        n_customers, n_calls, inbound, outbound, missed, last, repeats = calls.get(cat, (0, 0, 0, 0, 0, None, 0))
+        out.append({
+            "category": cat or NO_CATEGORY,
+            "customers": int(n_customers),
+            "calls": int(n_calls or 0),
+            "inbound": int(inbound or 0),
+            "outbound": int(outbound or 0),
+            "missed": int(missed or 0),
+            "last_contact": to_local(last, period.zone),
+            "open_debt": debt.get(cat, _money(None)) if cat is not None else None,
+            "repeat_callers": int(repeats or 0),
+        })
+    return out
+
+
+def missed(period: Period, limit: int | None = None) -> list[dict]:
+    """Missed inbound calls nobody has returned yet, oldest first, with the extensions that rang and missed them."""
+    rows = _rows("missed", period)
+    if limit is not None:
+        rows = rows[:limit]
+    return [
+        {
+            "call_id": cid,
+            "started_at": to_local(started, period.zone),
+            "number": number or e164 or "",
+            "waited_s": _secs(waited),
+            "customer_id": customer_id,
+            "name": name or "",
+            "company": company or "",
+            "category": category or "",
+            "missed_by": sorted((missed_by or "").split(",")) if missed_by else [],
+        }
+        for cid, started, number, e164, waited, customer_id, name, company, category, missed_by in rows
+    ]
+
+
+def _local_slots(period: Period) -> list[tuple[dt.datetime, tuple]]:
+    """The call counts per 15-minute UTC slot, each with its local start time."""
+    out = []
+    for slot, *counts in _rows("slots", period):
+        start = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(seconds=int(slot) * SLOT_SECONDS)
+        out.append((start.astimezone(period.zone), tuple(counts)))
+    return out
+
+
+_LOAD_KEYS = ("inbound", "outbound", "answered", "missed", "abandoned")
+
+
+def load(period: Period) -> list[dict]:
+    """Calls per local day of week x hour of day (Monday 0), all 168 cells."""
+    cells = {(d, h): [0] * len(_LOAD_KEYS) for d in range(7) for h in range(24)}
+    for local, counts in _local_slots(period):
+        cell = cells[(local.weekday(), local.hour)]
+        for i in range(len(_LOAD_KEYS)):
+            cell[i] += int(counts[i])
+    return [
+        {"weekday": d, "day": DAY_NAMES[d], "hour": h, **dict(zip(_LOAD_KEYS, cells[(d, h)]))}
+        for d in range(7) for h in range(24)
+    ]
+
+
+def daily(period: Period) -> list[dict]:
+    """Calls per local date over the period (every date, zero days included), with the abandoned-while-ringing rate."""
+    days: dict[dt.date, list] = {}
+    for local, counts in _local_slots(period):
+        day = days.setdefault(local.date(), [0] * len(_LOAD_KEYS) + [0.0])
+        for i in range(len(_LOAD_KEYS)):
+            day[i] += int(counts[i])
+        day[-1] += float(counts[-1] or 0)
+    first = to_local(period.since, period.zone).date() if period.since else min(days, default=None)
+    last = to_local(period.until - dt.timedelta(microseconds=1), period.zone).date() if period.until else max(days, default=None)
+    out = []
+    day = first
+    while day is not None and last is not None and day <= last:
+        counts = days.get(day, [0] * len(_LOAD_KEYS) + [0.0])
+        row = {"date": day, **dict(zip(_LOAD_KEYS, counts[:-1]))}
+        row["abandoned_rate"] = _ratio(row["abandoned"], row["inbound"])
+        row["talk_total_s"] = _secs(counts[-1])
+        out.append(row)
+        day += dt.timedelta(days=1)
+    return out
+
+
+RUNNERS: dict[str, Callable[..., list[dict]]] = {
+    "employees": employees,
+    "customers": customers,
+    "categories": categories,
+    "missed": missed,
+    "load": load,
+    "daily": daily,
+}

@@ -1,0 +1,104 @@
+"""`screenpop report` and `screenpop calls --format csv` on the fixed data set, and the CSV formula guard."""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from decimal import Decimal
+
+import pytest
+
+from analytics_data import HOSTILE, build
+from screenpop.daemon import cli
+from screenpop.db.export import safe_cell, write_csv
+
+PERIOD = ["--since", "2026-11-23", "--until", "2026-11-25"]
+
+
+@pytest.fixture
+def config(tmp_path, sqlite_url):
+    from screenpop.db.database import open_database
+    from screenpop.db.migrations import migrate
+
+    database = open_database(sqlite_url)
+    migrate(database)
+    with database.atomic():
+        build()
+    database.close()
+    path = tmp_path / "c.toml"
+    path.write_text(f'[database]\nurl = "{sqlite_url}"\n\n[analytics]\ntimezone = "Europe/Berlin"\n', encoding="utf-8")
+    return str(path)
+
+
+def run(capsys, *args: str) -> str:
+    assert cli.main(list(args)) == 0
+    return capsys.readouterr().out
+
+
+def test_report_json_all(config, capsys):
+    out = json.loads(run(capsys, "report", "--config", config, *PERIOD, "--format", "json"))
+    assert list(out) == ["employees", "customers", "categories", "missed", "load", "daily"]
+    anna = next(r for r in out["employees"] if r["extension"] == "1001")
+    assert (anna["taken"], anna["missed"], anna["answer_rate"]) == (3, 1, 0.75)
+    assert out["customers"][0]["open_debt"] == "60.00"
+    assert out["customers"][0]["last_contact"] == "2026-11-24T15:00:00+01:00"
+    assert [d["date"] for d in out["daily"]] == ["2026-11-23", "2026-11-24"]
+
+
+def test_report_table_is_terminal_safe(config, capsys):
+    out = run(capsys, "report", "--config", config, *PERIOD, "--report", "missed")
+    assert "== missed ==" in out and "1001,1003" in out and "2026-11-24 10:00" in out
+    text = run(capsys, "report", "--config", config, *PERIOD, "--report", "employees")
+    assert "75.0%" in text and "<script>" in text and "\x1b" not in text
+
+
+def test_report_csv_neutralises_formulas(config, capsys):
+    out = run(capsys, "report", "--config", config, *PERIOD, "--report", "employees", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["extension"] for r in rows] == ["1001", "1002", "1003"]
+    assert rows[0]["taken"] == "3" and rows[0]["answer_rate"] == "0.75"
+    assert rows[2]["name"] == HOSTILE  # starts with <, not a formula
+    out = run(capsys, "report", "--config", config, *PERIOD, "--report", "customers", "--format", "csv")
+    names = [r["name"] for r in csv.DictReader(io.StringIO(out))]
+    assert "'=cmd|' /C calc'!A0" in names
+
+
+def test_report_extension_and_bad_input(config, capsys):
+    out = json.loads(run(capsys, "report", "--config", config, *PERIOD, "--report", "employees", "--extension", "1002",
+                         "--format", "json"))
+    assert [r["extension"] for r in out["employees"]] == ["1002"]
+    with pytest.raises(SystemExit, match="one report"):
+        cli.main(["report", "--config", config, "--format", "csv"])
+    with pytest.raises(SystemExit, match="not a time"):
+        cli.main(["report", "--config", config, "--since", "yesterday"])
+
+
+def test_calls_csv(config, capsys):
+    out = run(capsys, "calls", "--config", config, "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 14 and rows[0]["direction"] == "INCOMING"
+    c4 = next(r for r in rows if r["uuid"] == "c4")
+    assert c4["missed"] == "true" and c4["missed_by"] == "1001 1003"
+    assert c4["external_number"] == "+3545550003"  # a plain number, not a formula: kept as it is
+
+
+@pytest.mark.parametrize(
+    "value, cell",
+    [
+        ("=1+1", "'=1+1"), ("+SUM(A1)", "'+SUM(A1)"), ("-2+3", "'-2+3"), ("@cmd", "'@cmd"), ("\tx", "'\tx"),
+        ("\rx", "'\rx"), ("\uff1dcmd", "'\uff1dcmd"), ("plain", "plain"), ("a=b", "a=b"), ("", ""),
+        ("-12.5", "-12.5"), ("+3545551234", "+3545551234"), ("+354 555 1234", "'+354 555 1234"),
+        (-3, -3), (2.5, 2.5), (Decimal("-1.50"), Decimal("-1.50")), (None, ""), (True, "true"),
+        (dt.date(2026, 11, 24), "2026-11-24"), (["=1", "2"], "'=1 2"),
+    ],
+)
+def test_safe_cell(value, cell):
+    assert safe_cell(value) == cell
+
+
+def test_write_csv_quotes_and_guards():
+    out = io.StringIO()
+    write_csv([{"name": '=HYPERLINK("x")', "n": -1}, {"name": "a,b\nc", "n": 2}], out)
+    rows = list(csv.reader(io.StringIO(out.getvalue())))
+    assert rows == [["name", "n"], ["'=HYPERLINK(\"x\")", "-1"], ["a,b\nc", "2"]]
