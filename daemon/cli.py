@@ -18,11 +18,13 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def setup_logging(level: str) -> None:
-    """Plain lines on stderr; journald adds its own timestamps, an interactive terminal gets ours."""
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    if not os.environ.get("JOURNAL_STREAM"):
-        fmt = "%(asctime)s " + fmt
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=fmt, stream=sys.stderr)
+    """Plain lines on stderr: under journald with a priority prefix and its timestamps, elsewhere with ours."""
+    from screenpop.daemon.logformat import JournalFormatter, under_journald
+
+    handler = logging.StreamHandler(sys.stderr)
+    terminal = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(JournalFormatter() if under_journald() else terminal)
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
 
 
 def parse_when(text: str, zone: dt.tzinfo | None = None) -> dt.datetime:
@@ -78,7 +80,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     """Follow FreeSWITCH and record calls until stopped."""
     import peewee
 
-    from screenpop.daemon.config import ConfigError
+    from screenpop.daemon.config import ConfigError, load
     from screenpop.daemon.service import Daemon
     from screenpop.db.database import DatabaseUrlError
 
@@ -90,7 +92,15 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         raise SystemExit(f"screenpop: {exc}") from None
     except peewee.OperationalError as exc:
         raise SystemExit(f"screenpop: cannot open the database: {exc}".rstrip()) from None
-    return daemon.serve_forever()
+
+    def reload_config():
+        """SIGHUP: the file again (ConfigError if it does not load); --log-level still wins."""
+        new = load(args.config)
+        if args.log_level:
+            new.log.level = args.log_level
+        return new
+
+    return daemon.serve_forever(reload=reload_config)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -1,21 +1,25 @@
 """The daemon's runtime: database, tracker, writer and the supervised ESL connection, started and stopped together."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import socket
+import time
+from collections.abc import Callable
 
 import gevent
 import gevent.event
 import peewee
 
 from screenpop.daemon.calls import SUBSCRIBED_EVENTS, CallTracker, parse_channels
-from screenpop.daemon.config import Config
+from screenpop.daemon.config import Config, ConfigError, NumbersConfig
 from screenpop.daemon.direction import DirectionRules
 from screenpop.daemon.esl import EslSupervisor
 from screenpop.daemon.httpserver import HttpServer
 from screenpop.daemon.photos import Photos
 from screenpop.daemon.push import PushHub
+from screenpop.daemon.sdnotify import Notifier
 from screenpop.daemon.writer import Writer, load_open_calls
 from screenpop.db.database import open_database
 from screenpop.db.lookup import Lookup
@@ -27,6 +31,8 @@ log = logging.getLogger("screenpop.daemon")
 
 EMPLOYEE_RELOAD_SECONDS = 30.0
 SETTLE_SECONDS = 1.0  # after a resync, time for the events received before its reply to go through
+STATUS_SECONDS = 5.0  # how often systemd's STATUS= is refreshed (more often when the watchdog asks for it)
+RELOADABLE = ("numbers", "pbx", "log")  # config sections SIGHUP applies; the others need a restart
 
 
 class Daemon:
@@ -74,12 +80,14 @@ class Daemon:
         self._stopped = gevent.event.Event()
         self._done = gevent.event.Event()
         self._greenlets: list[gevent.Greenlet] = []
+        self.notify = Notifier()
+        self._esl_up = gevent.event.Event()
 
     # ---- helpers the tracker calls ---------------------------------------------------------
 
-    def _number_rules(self) -> NumberRules:
+    def _number_rules(self, numbers: NumbersConfig | None = None) -> NumberRules:
         extensions = frozenset(ext for (ext,) in Employee.select(Employee.extension).where(Employee.active).tuples())
-        return NumberRules.from_config(self.config.numbers, extensions)
+        return NumberRules.from_config(numbers or self.config.numbers, extensions)
 
     def _e164(self, raw: str) -> str | None:
         number = self.numbers.classify(raw)
@@ -115,6 +123,7 @@ class Daemon:
         Events that reached us before the reply to `show channels` happened before it: they are applied
         first, and the channel list after them, so a stale event never overrides a newer state.
         """
+        self._esl_up.set()
         body = api("show channels as json")
         try:
             rows = parse_channels(body)
@@ -162,8 +171,68 @@ class Daemon:
         self.push.start()
         self._greenlets = [gevent.spawn(self.writer.run), gevent.spawn(self._reload_employees)]
         self.esl.start()
+        self._greenlets.append(gevent.spawn(self._report_to_systemd))
         fs = self.config.freeswitch
         log.info("screenpop daemon started: FreeSWITCH %s:%d, database %s", fs.host, fs.port, self._db_label())
+
+    def _report_to_systemd(self) -> None:
+        """READY=1 once HTTP listens and FreeSWITCH is subscribed, or after [freeswitch] startup_wait anyway
+        (a PBX rebooting must not fail the unit: the daemon keeps reconnecting); then WATCHDOG=1 and STATUS=
+        from this greenlet of the hub, so a hub blocked for longer than the watchdog interval misses its pings."""
+        tick = min(self.notify.watchdog_interval or STATUS_SECONDS, STATUS_SECONDS)
+        wait = self.config.freeswitch.startup_wait
+        self.notify.extend_timeout(wait + 30)
+        self.notify.status(self._status())
+        deadline = time.monotonic() + wait
+        while not self._esl_up.wait(max(0.0, min(tick, deadline - time.monotonic()))):
+            self.notify.watchdog()
+            if time.monotonic() >= deadline:
+                log.warning("FreeSWITCH %s not reached within %g s; reporting ready anyway and retrying", self.esl.address, wait)
+                break
+        self.notify.ready(self._status())
+        while not self._stopped.wait(tick):
+            self.notify.watchdog()
+            self.notify.status(self._status())
+
+    def _status(self) -> str:
+        """One line for `systemctl status`: the FreeSWITCH link, calls in progress, streams, queued writes."""
+        if self.esl.connected:
+            link = f"FreeSWITCH {self.esl.address} connected"
+        else:
+            link = f"waiting for FreeSWITCH {self.esl.address}" + (f" ({self.esl.last_error})" if self.esl.last_error else "")
+        streams = sum(len(subs) for subs in self.push.subscribers.values())
+        return f"{link}; {len(self.tracker.calls)} call(s) in progress, {streams} stream(s) open, {self.writer.pending} write(s) queued"
+
+    def reload(self, load: Callable[[], Config]) -> None:
+        """SIGHUP: apply the log level, [numbers] and [pbx] from the file again, with calls and FreeSWITCH kept up;
+        a file that does not load leaves the running configuration as it was."""
+        self.notify.reloading()
+        try:
+            new = load()
+            numbers = self._number_rules(new.numbers)
+        except (ConfigError, ValueError, peewee.DatabaseError) as exc:
+            log.error("configuration not reloaded, the running one stays: %s", exc)
+        else:
+            for section in ("freeswitch", "database", "http"):
+                old_s, new_s = getattr(self.config, section), getattr(new, section)
+                for f in dataclasses.fields(old_s):
+                    if getattr(old_s, f.name) != getattr(new_s, f.name):
+                        log.warning("[%s] %s changed: needs a restart to take effect", section, f.name)
+            if new.node != self.config.node:
+                log.warning("node changed: needs a restart to take effect")
+            for section in RELOADABLE:
+                setattr(self.config, section, getattr(new, section))
+            logging.getLogger().setLevel(new.log.level.upper())
+            self.numbers = numbers
+            self.lookup = Lookup(self.db, numbers)
+            self.tracker.rules = DirectionRules(
+                trunk_profiles=frozenset(new.pbx.trunk_profiles),
+                trunk_contexts=frozenset(new.pbx.trunk_contexts),
+                is_extension=self.tracker.rules.is_extension,
+            )
+            log.info("configuration reloaded: log level %s, [numbers] and [pbx] rules applied to new calls", new.log.level)
+        finally:
+            self.notify.ready(self._status())
 
     def _db_label(self) -> str:
         url = self.config.database.resolved_url()
@@ -174,6 +243,7 @@ class Daemon:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        self.notify.stopping(f"stopping: writing {self.writer.pending} queued event(s)")
         log.info("stopping: closing the push streams and the FreeSWITCH connection, writing %d queued event(s)", self.writer.pending)
         self.http.stop()
         self.esl.stop()
@@ -186,10 +256,12 @@ class Daemon:
         log.info("stopped")
         self._done.set()
 
-    def serve_forever(self) -> int:
-        """Run until SIGTERM or SIGINT; exit status 0 after a clean stop."""
+    def serve_forever(self, reload: Callable[[], Config] | None = None) -> int:
+        """Run until SIGTERM or SIGINT (exit status 0 after a clean stop); SIGHUP reloads with reload() if given."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(sig, lambda: gevent.spawn(self.stop))
+        if reload is not None:
+            gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self.reload, reload))
         self.start()
         self._done.wait()
         return 0

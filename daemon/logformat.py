@@ -1,0 +1,32 @@
+"""Log lines for journald or a terminal: under journald a `<N>` syslog priority prefix and no timestamp of ours."""
+from __future__ import annotations
+
+import logging
+import os
+
+# syslog priorities journald reads from a leading "<N>" (SyslogLevelPrefix=yes, its default)
+_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
+
+
+def under_journald(fd: int = 2) -> bool:
+    """Whether fd is the stream systemd connected to the journal: $JOURNAL_STREAM names its device:inode.
+
+    A child whose stderr was redirected elsewhere inherits the variable, hence the check of the fd itself.
+    """
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        st = os.fstat(fd)
+        return (st.st_dev, st.st_ino) == (int(device), int(inode))
+    except (OSError, ValueError):
+        return False
+
+
+class JournalFormatter(logging.Formatter):
+    """'<N>LEVEL logger: message': journald keeps N as the entry's priority (journalctl -p) and adds the time."""
+
+    def __init__(self) -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = _PRIORITY.get(record.levelno, 6 if record.levelno < logging.WARNING else 3)
+        return f"<{priority}>{super().format(record)}"

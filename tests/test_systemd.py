@@ -1,0 +1,204 @@
+"""The daemon under systemd's eyes: sd_notify over a real datagram socket, SIGTERM under load, SIGHUP, journald logs.
+
+Each test runs the real daemon as a process against the simulator, with NOTIFY_SOCKET pointing at a socket the
+test owns (as systemd's would), and reads what the daemon said there and in its log.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from screenpop.daemon.sdnotify import Notifier
+from screenpop.db import tokens
+from screenpop.db.database import open_database
+from screenpop.db.migrations import migrate
+from screenpop.db.models import Call
+
+from sse import Stream
+from support import Proc, free_port, http_ready, simulator, wait_for, write_config
+
+ESL_PASSWORD = "esl-secret-4f9a2c"
+
+
+class NotifySocket:
+    """A datagram socket standing in for systemd's notify socket; keeps each message with its arrival time."""
+
+    def __init__(self, tmp: Path | None = None) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        if tmp is None:
+            self.name = f"@screenpop-test-{uuid.uuid4().hex}"
+            self.sock.bind("\0" + self.name[1:])
+        else:
+            self.name = str(tmp / "notify")
+            self.sock.bind(self.name)
+        self.messages: list[tuple[float, dict[str, str]]] = []
+        self._lock = threading.Lock()
+        self.sock.settimeout(0.2)
+        self._open = True
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        while self._open:
+            try:
+                data = self.sock.recv(4096)
+            except (TimeoutError, OSError):
+                continue
+            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
+            with self._lock:
+                self.messages.append((time.monotonic(), fields))
+
+    def all(self, key: str | None = None) -> list[tuple[float, dict[str, str]]]:
+        with self._lock:
+            return [m for m in self.messages if key is None or key in m[1]]
+
+    def first(self, key: str) -> tuple[float, dict[str, str]] | None:
+        found = self.all(key)
+        return found[0] if found else None
+
+    def close(self) -> None:
+        self._open = False
+        self.thread.join(2)
+        self.sock.close()
+
+
+class Run:
+    """A simulator port, a database, a config and a daemon started under a notify socket with a watchdog."""
+
+    def __init__(self, tmp: Path, db_url: str, watchdog_usec: int = 1_000_000, startup_wait: float = 30.0,
+                 http: str = "", **config_extra: str) -> None:
+        self.tmp = tmp
+        self.db_url = db_url
+        self.esl_port = free_port()
+        self.http_port = free_port()
+        self.notify = NotifySocket()
+        self.config = tmp / "screenpop.toml"
+        self.config_extra = config_extra
+        self.http = http
+        self.write(startup_wait=startup_wait)
+        self.watchdog_usec = watchdog_usec
+        self.procs: list[Proc] = []
+        self.daemon: Proc | None = None
+
+    def write(self, startup_wait: float = 30.0, level: str = "info", region: str = "IS", extra: str = "") -> None:
+        write_config(self.config, self.esl_port, self.db_url, http_port=self.http_port, http=self.http,
+                     **self.config_extra)
+        text = self.config.read_text(encoding="utf-8")
+        text = text.replace("[freeswitch]\n", f'[freeswitch]\npassword = "{ESL_PASSWORD}"\nstartup_wait = {startup_wait}\n')
+        text = text.replace('level = "info"', f'level = "{level}"').replace('default_region = "IS"', f'default_region = "{region}"')
+        self.config.write_text(text + extra, encoding="utf-8")
+
+    def start_daemon(self, env: dict[str, str] | None = None) -> Proc:
+        env = {"NOTIFY_SOCKET": self.notify.name, "WATCHDOG_USEC": str(self.watchdog_usec), **(env or {})}
+        self.daemon = Proc(["-m", "screenpop.daemon.cli", "daemon", "--config", str(self.config)],
+                           self.tmp / "daemon.log", env=env)
+        self.procs.append(self.daemon)
+        return self.daemon
+
+    def simulate(self, *args: str) -> Proc:
+        sim = simulator(self.tmp, self.esl_port, "--password", ESL_PASSWORD, *args)
+        self.procs.append(sim)
+        return sim
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.popen.poll() is None:
+                os.kill(p.popen.pid, signal.SIGCONT)
+            p.close()
+        self.notify.close()
+
+
+@pytest.fixture
+def run(tmp_path, sqlite_url):
+    r = Run(tmp_path, sqlite_url)
+    yield r
+    r.close()
+
+
+def test_ready_only_once_http_answers_and_freeswitch_is_subscribed_then_watchdog_and_stopping(run):
+    d = run.start_daemon()
+    wait_for(lambda: http_ready(run.url) or d.popen.poll() is not None, 15, "the daemon's HTTP server")
+    assert d.popen.poll() is None, d.log()
+    wait_for(lambda: run.notify.first("STATUS"), 5, "a STATUS line")
+    assert "waiting for FreeSWITCH" in run.notify.first("STATUS")[1]["STATUS"]
+    assert run.notify.first("READY") is None, "READY before FreeSWITCH is there"
+    sim = run.simulate()
+    wait_for(lambda: run.notify.first("READY"), 15, "READY=1")
+    ready_at, ready = run.notify.first("READY")
+    assert ready["READY"] == "1" and "connected" in ready["STATUS"], ready
+    assert "connected to FreeSWITCH" in d.log()
+
+    time.sleep(2.5)  # the watchdog interval is WATCHDOG_USEC / 2 = 0.5 s
+    pings = [at for at, _ in run.notify.all("WATCHDOG") if at > ready_at]
+    assert len(pings) >= 3, pings
+    gaps = [b - a for a, b in zip(pings, pings[1:])]
+    assert min(gaps) >= 0.4, gaps  # paced by the interval, not a flood
+
+    assert d.terminate() == 0, d.log()
+    stopping = run.notify.first("STOPPING")
+    assert stopping and stopping[1]["STOPPING"] == "1" and stopping[1]["STATUS"].startswith("stopping")
+    assert sim.popen.poll() is None
+
+
+def test_a_stalled_process_misses_its_watchdog_pings(run):
+    run.simulate()
+    d = run.start_daemon()
+    wait_for(lambda: run.notify.first("READY") or d.popen.poll() is not None, 15, "READY=1")
+    wait_for(lambda: len(run.notify.all("WATCHDOG")) >= 2, 5, "watchdog pings")
+    os.kill(d.popen.pid, signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    time.sleep(2.0)  # four intervals: systemd (WatchdogSec=1s here) would have killed it
+    resumed_at = time.monotonic()
+    os.kill(d.popen.pid, signal.SIGCONT)
+    assert not [at for at, _ in run.notify.all("WATCHDOG") if stopped_at + 0.2 < at < resumed_at]
+    wait_for(lambda: [at for at, _ in run.notify.all("WATCHDOG") if at > resumed_at], 5, "pings after SIGCONT")
+    assert d.terminate() == 0, d.log()
+
+
+def test_freeswitch_down_at_start_reports_ready_after_the_wait_and_says_so(tmp_path, sqlite_url):
+    run = Run(tmp_path, sqlite_url, startup_wait=1.0)
+    try:
+        d = run.start_daemon()
+        wait_for(lambda: run.notify.first("READY") or d.popen.poll() is not None, 15, "READY=1")
+        _, ready = run.notify.first("READY")
+        assert ready["STATUS"].startswith(f"waiting for FreeSWITCH 127.0.0.1:{run.esl_port}"), ready
+        assert "reporting ready anyway" in d.log()
+        assert http_ready(run.url)
+        run.simulate()
+        wait_for(lambda: any("connected" in m["STATUS"] and "waiting" not in m["STATUS"]
+                             for _, m in run.notify.all("STATUS")), 15, "STATUS to say it is connected")
+        assert d.terminate() == 0, d.log()
+    finally:
+        run.close()
+
+
+def test_sdnotify_paths_abstract_names_and_no_socket(tmp_path):
+    for receiver in (NotifySocket(tmp_path), NotifySocket()):
+        try:
+            n = Notifier({"NOTIFY_SOCKET": receiver.name, "WATCHDOG_USEC": "4000000"})
+            assert n.watchdog_interval == 2.0
+            n.ready("up")
+            n.status("up")  # unchanged: not sent again
+            n.reloading()
+            wait_for(lambda: len(receiver.all()) == 2, 5, "two datagrams")
+            (_, first), (_, second) = receiver.all()
+            assert first == {"READY": "1", "STATUS": "up"}
+            assert second["RELOADING"] == "1" and int(second["MONOTONIC_USEC"]) > 0
+        finally:
+            receiver.close()
+    silent = Notifier({})
+    assert not silent.enabled and silent.watchdog_interval is None
+    silent.ready("nobody listens")
+    assert Notifier({"NOTIFY_SOCKET": "/nonexistent/x", "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"}).watchdog_interval is None
