@@ -305,7 +305,8 @@ class CallTracker:
             if leg is None:
                 return
             leg.call.adopted = True
-            log.info("call leg %s (%s) adopted from FreeSWITCH", uuid, row.get("name", ""))
+            log.info("call leg %s adopted from FreeSWITCH", uuid)
+            log.debug("call leg %s is channel %s", uuid, row.get("name", ""))  # the name can hold the caller's number
         state = row.get("callstate", "")
         if state in ("RINGING", "EARLY", "ACTIVE", "HELD"):
             self._on_progress(leg, h, now)

@@ -35,6 +35,21 @@ STATUS_SECONDS = 5.0  # how often systemd's STATUS= is refreshed (more often whe
 RELOADABLE = ("numbers", "pbx", "log")  # config sections SIGHUP applies; the others need a restart
 
 
+def _needs_restart(old: Config, new: Config) -> list[str]:
+    """The options outside RELOADABLE whose value differs, as '[section] key' (names only: values may be secret)."""
+    changed = []
+    for section in dataclasses.fields(Config):
+        if section.name in RELOADABLE:
+            continue
+        before, after = getattr(old, section.name), getattr(new, section.name)
+        if dataclasses.is_dataclass(before):
+            changed += [f"[{section.name}] {f.name}" for f in dataclasses.fields(before)
+                        if getattr(before, f.name) != getattr(after, f.name)]
+        elif before != after:
+            changed.append(section.name)
+    return changed
+
+
 class Daemon:
     """One daemon: follows one FreeSWITCH and records its calls in the configured database."""
 
@@ -187,7 +202,8 @@ class Daemon:
         while not self._esl_up.wait(max(0.0, min(tick, deadline - time.monotonic()))):
             self.notify.watchdog()
             if time.monotonic() >= deadline:
-                log.warning("FreeSWITCH %s not reached within %g s; reporting ready anyway and retrying", self.esl.address, wait)
+                log.warning("FreeSWITCH %s not reached within %g s; reporting ready anyway and retrying",
+                            self.esl.address, wait)
                 break
         self.notify.ready(self._status())
         while not self._stopped.wait(tick):
@@ -201,7 +217,8 @@ class Daemon:
         else:
             link = f"waiting for FreeSWITCH {self.esl.address}" + (f" ({self.esl.last_error})" if self.esl.last_error else "")
         streams = sum(len(subs) for subs in self.push.subscribers.values())
-        return f"{link}; {len(self.tracker.calls)} call(s) in progress, {streams} stream(s) open, {self.writer.pending} write(s) queued"
+        return (f"{link}; {len(self.tracker.calls)} call(s) in progress, {streams} stream(s) open, "
+                f"{self.writer.pending} write(s) queued")
 
     def reload(self, load: Callable[[], Config]) -> None:
         """SIGHUP: apply the log level, [numbers] and [pbx] from the file again, with calls and FreeSWITCH kept up;
@@ -213,13 +230,8 @@ class Daemon:
         except (ConfigError, ValueError, peewee.DatabaseError) as exc:
             log.error("configuration not reloaded, the running one stays: %s", exc)
         else:
-            for section in ("freeswitch", "database", "http"):
-                old_s, new_s = getattr(self.config, section), getattr(new, section)
-                for f in dataclasses.fields(old_s):
-                    if getattr(old_s, f.name) != getattr(new_s, f.name):
-                        log.warning("[%s] %s changed: needs a restart to take effect", section, f.name)
-            if new.node != self.config.node:
-                log.warning("node changed: needs a restart to take effect")
+            for option in _needs_restart(self.config, new):
+                log.warning("%s changed: needs a restart to take effect", option)
             for section in RELOADABLE:
                 setattr(self.config, section, getattr(new, section))
             logging.getLogger().setLevel(new.log.level.upper())

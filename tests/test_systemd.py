@@ -5,6 +5,7 @@ test owns (as systemd's would), and reads what the daemon said there and in its 
 """
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import signal
@@ -73,35 +74,28 @@ class NotifySocket:
 class Run:
     """A simulator port, a database, a config and a daemon started under a notify socket with a watchdog."""
 
-    def __init__(self, tmp: Path, db_url: str, watchdog_usec: int = 1_000_000, startup_wait: float = 30.0,
-                 http: str = "", **config_extra: str) -> None:
+    def __init__(self, tmp: Path, db_url: str, startup_wait: float = 30.0) -> None:
         self.tmp = tmp
         self.db_url = db_url
         self.esl_port = free_port()
         self.http_port = free_port()
         self.notify = NotifySocket()
         self.config = tmp / "screenpop.toml"
-        self.config_extra = config_extra
-        self.http = http
         self.write(startup_wait=startup_wait)
-        self.watchdog_usec = watchdog_usec
         self.procs: list[Proc] = []
-        self.daemon: Proc | None = None
 
-    def write(self, startup_wait: float = 30.0, level: str = "info", region: str = "IS", extra: str = "") -> None:
-        write_config(self.config, self.esl_port, self.db_url, http_port=self.http_port, http=self.http,
-                     **self.config_extra)
+    def write(self, startup_wait: float = 30.0, level: str = "info", region: str = "IS") -> None:
+        write_config(self.config, self.esl_port, self.db_url, http_port=self.http_port)
         text = self.config.read_text(encoding="utf-8")
         text = text.replace("[freeswitch]\n", f'[freeswitch]\npassword = "{ESL_PASSWORD}"\nstartup_wait = {startup_wait}\n')
         text = text.replace('level = "info"', f'level = "{level}"').replace('default_region = "IS"', f'default_region = "{region}"')
-        self.config.write_text(text + extra, encoding="utf-8")
+        self.config.write_text(text, encoding="utf-8")
 
     def start_daemon(self, env: dict[str, str] | None = None) -> Proc:
-        env = {"NOTIFY_SOCKET": self.notify.name, "WATCHDOG_USEC": str(self.watchdog_usec), **(env or {})}
-        self.daemon = Proc(["-m", "screenpop.daemon.cli", "daemon", "--config", str(self.config)],
-                           self.tmp / "daemon.log", env=env)
-        self.procs.append(self.daemon)
-        return self.daemon
+        env = {"NOTIFY_SOCKET": self.notify.name, "WATCHDOG_USEC": "1000000", **(env or {})}  # pings every 0.5 s
+        daemon = Proc(["-m", "screenpop.daemon.cli", "daemon", "--config", str(self.config)], self.tmp / "daemon.log", env=env)
+        self.procs.append(daemon)
+        return daemon
 
     def simulate(self, *args: str) -> Proc:
         sim = simulator(self.tmp, self.esl_port, "--password", ESL_PASSWORD, *args)
@@ -202,3 +196,120 @@ def test_sdnotify_paths_abstract_names_and_no_socket(tmp_path):
     assert not silent.enabled and silent.watchdog_interval is None
     silent.ready("nobody listens")
     assert Notifier({"NOTIFY_SOCKET": "/nonexistent/x", "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"}).watchdog_interval is None
+
+
+ENDED = re.compile(r"call (\S+) (?:INCOMING|OUTGOING|INTERNAL) ended")
+
+
+def _journal_env(log_path: Path) -> dict[str, str]:
+    """JOURNAL_STREAM as systemd sets it: the device:inode of the stream the daemon's stderr is."""
+    log_path.touch()
+    st = log_path.stat()
+    return {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def run_any(request, tmp_path):
+    r = Run(tmp_path, request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url"))
+    yield r
+    r.close()
+
+
+def test_sigterm_under_load_writes_every_ended_call_closes_streams_and_logs_no_secrets(run_any):
+    run = run_any
+    db = open_database(run.db_url)
+    migrate(db)
+    _, admin = tokens.create(None, role="admin")
+    _, operator = tokens.create("1001")
+    db.close()
+    d = run.start_daemon(env=_journal_env(run.tmp / "daemon.log"))
+    wait_for(lambda: http_ready(run.url) or d.popen.poll() is not None, 15, "the daemon's HTTP server")
+    streams = [Stream(run.http_port, admin), Stream(run.http_port, operator), Stream(run.http_port, admin)]
+    run.simulate("--generate", "--rate", "10", "--speed", "4", "--seed", "3", "--extensions", "1001-1004")
+    try:
+        wait_for(lambda: len(ENDED.findall(d.log())) >= 10, 30, "calls to end")
+        assert streams[1].messages and not streams[0].ended.is_set()
+        maps = Path(f"/proc/{d.popen.pid}/maps").read_text()
+        assert not [line for line in maps.splitlines() if line.split()[1].startswith("rwx")], "MemoryDenyWriteExecute"
+        assert d.terminate() == 0, d.log()  # the daemon stops within Proc.terminate's 15 s or the test fails
+        for s in streams:
+            assert s.ended.wait(5) and not s.error, s.error
+    finally:
+        for s in streams:
+            s.close()
+    log = d.log()
+    ended_in_log = set(ENDED.findall(log))
+    db = open_database(run.db_url)
+    ended_in_db = {u for (u,) in Call.select(Call.uuid).where(Call.ended_at.is_null(False)).tuples()}
+    db.close()
+    assert ended_in_db == ended_in_log
+
+    lines = log.splitlines()
+    assert lines and all(re.match(r"<[2-7]>(DEBUG|INFO|WARNING|ERROR|CRITICAL) screenpop", line) for line in lines), lines[:5]
+    assert "<6>INFO screenpop.daemon: stopped" in lines
+    for secret in (ESL_PASSWORD, admin, operator):
+        assert secret not in log
+    from screenpop.daemon.simgen import CALLER_NAMES
+
+    assert not [name for name in CALLER_NAMES if name in log]
+    assert "+354555" not in log
+    for line in lines:  # every line about a call names it by its UUID
+        if re.search(r"\bcall\b", line) and "call(s)" not in line:
+            assert re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-", line), line
+
+
+def _calls(db_url: str) -> list[Call]:
+    db = open_database(db_url)
+    try:
+        return list(Call.select())
+    finally:
+        db.close()
+
+
+def _epoch(value: dt.datetime | None) -> float:
+    """A stored UTC time as seconds since the epoch (a call not ended yet: infinity)."""
+    return value.replace(tzinfo=dt.timezone.utc).timestamp() if value else float("inf")
+
+
+def test_sighup_reloads_log_level_and_number_rules_without_dropping_calls(tmp_path, sqlite_url):
+    numbers = tmp_path / "numbers.txt"
+    numbers.write_text("5551234\n", encoding="utf-8")
+    run = Run(tmp_path, sqlite_url)
+    try:
+        run.simulate("--generate", "--rate", "3", "--seed", "5", "--numbers", str(numbers),
+                     "--mix", "inbound_answered=1", "--extensions", "1001-1004")
+        d = run.start_daemon()
+        wait_for(lambda: run.notify.first("READY") or d.popen.poll() is not None, 15, "READY=1")
+        wait_for(lambda: [c for c in _calls(sqlite_url) if c.ended_at], 20, "a call stored as ended under the first rules")
+        assert " DEBUG " not in d.log()
+        run.write(level="debug", region="GB")
+        run.config.write_text(run.config.read_text().replace("[http]\n", "[http]\nheartbeat = 5.0\n"))
+        hup_at = time.time()
+        d.popen.send_signal(signal.SIGHUP)
+        wait_for(lambda: "configuration reloaded" in d.log(), 10, "the reload")
+        wait_for(lambda: run.notify.first("RELOADING"), 5, "RELOADING=1")
+        assert run.notify.all("READY")[-1][0] >= run.notify.first("RELOADING")[0]
+        assert "[http] heartbeat changed: needs a restart" in d.log()
+        wait_for(lambda: " DEBUG " in d.log().split("configuration reloaded", 1)[1], 10, "debug lines")
+        wait_for(lambda: [c for c in _calls(sqlite_url) if _epoch(c.started_at) > hup_at + 0.5]
+                 and [c for c in _calls(sqlite_url) if _epoch(c.started_at) < hup_at - 0.5 < hup_at + 0.5 < _epoch(c.ended_at) < 1e12],
+                 15, "a call started after the reload, and one that went on across it")
+
+        run.config.write_text("[numbers\nbroken", encoding="utf-8")
+        before = len(ENDED.findall(d.log()))
+        d.popen.send_signal(signal.SIGHUP)
+        wait_for(lambda: "configuration not reloaded, the running one stays" in d.log(), 10, "the refusal")
+        wait_for(lambda: len(ENDED.findall(d.log())) > before, 15, "calls still recorded after a broken reload")
+        assert d.terminate() == 0, d.log()
+        assert d.log().count("connected to FreeSWITCH") == 1, "the ESL connection was never dropped"
+    finally:
+        run.close()
+
+    calls = _calls(sqlite_url)
+    before = [c for c in calls if _epoch(c.ended_at) < hup_at]
+    after = [c for c in calls if _epoch(c.started_at) > hup_at + 0.5]
+    across = [c for c in calls if _epoch(c.started_at) < hup_at - 0.5 and hup_at + 0.5 < _epoch(c.ended_at) < 1e12]
+    assert before and after and across, (len(before), len(after), len(across))
+    assert {c.external_e164 for c in before} == {"+3545551234"}
+    assert {c.external_e164 for c in after} == {"+445551234"}
+    assert all(c.answered_by for c in across)
