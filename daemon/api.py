@@ -20,6 +20,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from screenpop.db.callrecords import calls_query, records
 from screenpop.db.models import CATEGORIES, DIRECTIONS, Call, CallParty, Customer, Employee, Order, Phone, utcnow
+from screenpop.db.search import MAX_RESULTS, search_customers
 
 MAX_BODY = 64 * 1024
 MAX_NOTE = 10_000
@@ -244,24 +245,18 @@ def blueprint(hub, authenticate: Callable[[], Any]) -> Blueprint:
             raise ApiError(400, "q: at most 200 characters")
         if "\x00" in q:
             raise ApiError(400, "q: must not contain NUL characters")
-        digits = re.sub(r"[^0-9]", "", q)
-        number = rules().classify(q) if q else None
+        site_rules = rules()
 
         def work():
-            query = Customer.select()
             if q:
-                cond = Customer.name.contains(q) | Customer.company.contains(q) | Customer.city.contains(q)
-                phone_cond = None
-                if len(digits) >= 3:
-                    phone_cond = Phone.e164.contains(digits)
-                if number is not None and number.kind == "e164":
-                    exact = Phone.e164 == number.e164
-                    phone_cond = exact if phone_cond is None else (phone_cond | exact)
-                if phone_cond is not None:
-                    cond = cond | Customer.id.in_(Phone.select(Phone.customer).where(phone_cond))
-                query = query.where(cond)
-            total = query.count()
-            rows = list(query.order_by(Customer.id).limit(limit).offset(offset))
+                found = search_customers(db, q, MAX_RESULTS, rules=site_rules)
+                total, page = len(found), found[offset : offset + limit]
+                by_id = {c.id: c for c in Customer.select().where(Customer.id.in_(page))} if page else {}
+                rows = [by_id[i] for i in page if i in by_id]
+            else:
+                query = Customer.select()
+                total = query.count()
+                rows = list(query.order_by(Customer.id).limit(limit).offset(offset))
             phones: dict[int, list[dict]] = defaultdict(list)
             if rows:
                 for p in Phone.select().where(Phone.customer.in_([c.id for c in rows])).order_by(Phone.id):

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import peewee
 
+from screenpop.db import search
 from screenpop.db.models import ALL_MODELS, Call, SchemaVersion
 
 _LOCK_KEY = 0x5C2EE9  # pg advisory lock id: one migrating process at a time
@@ -32,8 +33,14 @@ def _analytics_indexes(db: peewee.Database) -> None:
     Call._schema.create_indexes(safe=True)
 
 
+def _search(db: peewee.Database) -> None:
+    """The customer search index, filled from what is stored (a customer's calls use migration 4's index)."""
+    search.install(db)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "create all tables", _create_tables),
+    Migration(3, "customer search index", _search),
     Migration(4, "indexes for call analytics: a caller's later calls", _analytics_indexes),
 ]
 
@@ -46,13 +53,20 @@ def current_version(db: peewee.Database) -> int:
         return SchemaVersion.select(peewee.fn.MAX(SchemaVersion.version)).scalar() or 0
 
 
+def _is_applied(db: peewee.Database, version: int) -> bool:
+    """Whether this version is recorded; by version, not by the highest, since versions may land out of order."""
+    if not db.table_exists(SchemaVersion._meta.table_name):
+        return False
+    return SchemaVersion.select().where(SchemaVersion.version == version).exists()
+
+
 def migrate(db: peewee.Database) -> list[int]:
     """Apply every pending migration in order and return the versions applied (none when already current)."""
     applied = []
     with db.bind_ctx([*ALL_MODELS, SchemaVersion]):
         for migration in MIGRATIONS:
             with _exclusive(db):
-                if current_version(db) >= migration.version:
+                if _is_applied(db, migration.version):
                     continue
                 migration.apply(db)
                 SchemaVersion.create(version=migration.version)

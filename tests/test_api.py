@@ -64,7 +64,7 @@ def test_customer_crud_and_search(api):
         api.req("POST", "/api/v1/customers", {"name": f"Filler {i}"})
     # Search by name, company, city, any format of part of a number.
     for q, want in (("acme", [cid]), ("akureyri", [c2["id"]]), ("555-12", [cid]), ("(820) 1234", [cid]),
-                    ("00354 555 1234", [cid]), ("%", [cid]), ("_", [cid]), ("ab%", []), (HOSTILE[:20], [cid])):
+                    ("00354 555 1234", [cid]), ("%_", [cid]), ("%", []), ("ab%", []), (HOSTILE[:20], [cid])):
         s, r = api.req("GET", f"/api/v1/customers?q={urllib.parse.quote(q)}")
         assert s == 200 and [x["id"] for x in r["customers"]] == want, (q, r)
     # Pagination: stable order, total.
