@@ -22,11 +22,14 @@ def under_journald(fd: int = 2) -> bool:
 
 
 class JournalFormatter(logging.Formatter):
-    """'<N>LEVEL logger: message': journald keeps N as the entry's priority (journalctl -p) and adds the time."""
+    """'<N>LEVEL logger: message': journald keeps N as the entry's priority (journalctl -p) and adds the time.
+
+    journald makes an entry of each line, so every line of a multi-line record (a traceback) carries the prefix.
+    """
 
     def __init__(self) -> None:
         super().__init__("%(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        priority = _PRIORITY.get(record.levelno, 6 if record.levelno < logging.WARNING else 3)
-        return f"<{priority}>{super().format(record)}"
+        prefix = f"<{_PRIORITY.get(record.levelno, 6 if record.levelno < logging.WARNING else 3)}>"
+        return "\n".join(prefix + line for line in super().format(record).split("\n"))

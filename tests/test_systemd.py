@@ -6,10 +6,12 @@ test owns (as systemd's would), and reads what the daemon said there and in its 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -163,6 +165,7 @@ def test_a_stalled_process_misses_its_watchdog_pings(run):
 
 def test_freeswitch_down_at_start_reports_ready_after_the_wait_and_says_so(tmp_path, sqlite_url):
     run = Run(tmp_path, sqlite_url, startup_wait=1.0)
+    run.write(startup_wait=1.0, level="debug")
     try:
         d = run.start_daemon()
         wait_for(lambda: run.notify.first("READY") or d.popen.poll() is not None, 15, "READY=1")
@@ -174,6 +177,7 @@ def test_freeswitch_down_at_start_reports_ready_after_the_wait_and_says_so(tmp_p
         wait_for(lambda: any("connected" in m["STATUS"] and "waiting" not in m["STATUS"]
                              for _, m in run.notify.all("STATUS")), 15, "STATUS to say it is connected")
         assert d.terminate() == 0, d.log()
+        assert " DEBUG " in d.log() and ESL_PASSWORD not in d.log()  # not even at debug level
     finally:
         run.close()
 
@@ -313,3 +317,22 @@ def test_sighup_reloads_log_level_and_number_rules_without_dropping_calls(tmp_pa
     assert {c.external_e164 for c in before} == {"+3545551234"}
     assert {c.external_e164 for c in after} == {"+445551234"}
     assert all(c.answered_by for c in across)
+
+
+def test_journal_lines_each_carry_the_priority_and_only_our_stream_counts(tmp_path, monkeypatch):
+    from screenpop.daemon.logformat import JournalFormatter, under_journald
+
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord("screenpop.x", logging.ERROR, __file__, 1, "failed on %s", ("call 1",), sys.exc_info())
+    lines = JournalFormatter().format(record).split("\n")
+    assert lines[0] == "<3>ERROR screenpop.x: failed on call 1" and len(lines) > 2
+    assert all(line.startswith("<3>") for line in lines)
+    other = tmp_path / "elsewhere"
+    other.touch()
+    with open(other, "rb") as fh:
+        monkeypatch.setenv("JOURNAL_STREAM", _journal_env(tmp_path / "journal")["JOURNAL_STREAM"])
+        assert not under_journald(fh.fileno())  # an inherited variable, the stream redirected elsewhere
+        monkeypatch.setenv("JOURNAL_STREAM", _journal_env(other)["JOURNAL_STREAM"])
+        assert under_journald(fh.fileno())
