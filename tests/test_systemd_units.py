@@ -86,3 +86,13 @@ def test_autostart_entry_is_valid_and_leaves_systemd_sessions_to_the_user_unit()
     desktop = parsed["Desktop Entry"]
     assert desktop["Exec"] == "screenpop tray" and desktop["X-GNOME-Autostart-enabled"] == "true"
     assert desktop["X-systemd-skip"] == desktop["X-GNOME-HiddenUnderSystemd"] == "true"
+
+
+def test_sysusers_entry_creates_the_service_user(tmp_path):
+    (tmp_path / "etc").mkdir()
+    result = _run(_tool("systemd-sysusers"), "--dry-run", f"--root={tmp_path}", str(UNITS / "screenpop.sysusers"))
+    assert result.returncode == 0, result.stderr
+    assert "Creating user 'screenpop'" in result.stdout + result.stderr
+    parsed = configparser.ConfigParser(strict=False, interpolation=None)
+    parsed.read(UNITS / "screenpop-daemon.service")
+    assert parsed["Service"]["User"] == parsed["Service"]["Group"] == "screenpop"
