@@ -49,11 +49,12 @@ class Notifier:
                 log.warning("cannot notify systemd through %s: %s", os.environ.get("NOTIFY_SOCKET", "?"), exc)
 
     def ready(self, status: str) -> None:
-        self._status = status
-        self.send("READY=1", f"STATUS={status}")
+        self._status = _one_line(status)
+        self.send("READY=1", f"STATUS={self._status}")
 
     def status(self, text: str) -> None:
         """STATUS= for `systemctl status`; sent only when it changed."""
+        text = _one_line(text)
         if text != self._status:
             self._status = text
             self.send(f"STATUS={text}")
@@ -66,12 +67,17 @@ class Notifier:
         self.send("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
 
     def stopping(self, status: str) -> None:
-        self._status = status
-        self.send("STOPPING=1", f"STATUS={status}")
+        self._status = _one_line(status)
+        self.send("STOPPING=1", f"STATUS={self._status}")
 
     def extend_timeout(self, seconds: float) -> None:
         """Ask for seconds more than the unit's start/stop timeout allows (used only if that is exceeded)."""
         self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
+
+
+def _one_line(text: str) -> str:
+    """A status may quote an error from the network: a line break in it would start another KEY=value."""
+    return " ".join(text.splitlines())
 
 
 def _watchdog_interval(env) -> float | None:

@@ -187,12 +187,12 @@ def test_sdnotify_paths_abstract_names_and_no_socket(tmp_path):
         try:
             n = Notifier({"NOTIFY_SOCKET": receiver.name, "WATCHDOG_USEC": "4000000"})
             assert n.watchdog_interval == 2.0
-            n.ready("up")
-            n.status("up")  # unchanged: not sent again
+            n.ready("up\nREADY=0")
+            n.status("up READY=0")  # unchanged: not sent again
             n.reloading()
             wait_for(lambda: len(receiver.all()) == 2, 5, "two datagrams")
             (_, first), (_, second) = receiver.all()
-            assert first == {"READY": "1", "STATUS": "up"}
+            assert first == {"READY": "1", "STATUS": "up READY=0"}  # a line break cannot add a field
             assert second["RELOADING"] == "1" and int(second["MONOTONIC_USEC"]) > 0
         finally:
             receiver.close()
