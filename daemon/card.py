@@ -88,9 +88,9 @@ class CardBuilder:
 
     # ---- the payload ----------------------------------------------------------------------
 
-    def card(self, pop: PopRow) -> dict:
-        """The card for one pop (fields and meaning: docs/card.md)."""
-        customer, candidates = self._customer_part(pop)
+    def card(self, pop: PopRow, offline: bool = False) -> dict:
+        """The card for one pop (fields and meaning: docs/card.md); offline: from caches only, no query."""
+        customer, candidates = self._customer_part(pop, offline)
         internal = pop.direction == "INTERNAL"
         if customer is not None:
             record = f"/customers/{customer['id']}"
@@ -105,7 +105,7 @@ class CardBuilder:
             "direction": pop.direction,
             "at": _iso(pop.at),
             "extension": pop.extension,
-            "operator": self._operator(pop.extension),
+            "operator": self._operator(pop.extension, offline),
             "number": pop.number,
             "caller_name": pop.name,
             "matches": pop.matches,
@@ -114,33 +114,40 @@ class CardBuilder:
             "record_url": self.base + record if record else None,
         }
 
-    def frame(self, pop: PopRow) -> bytes:
-        """The card as one Server-Sent Events message: id, event and one line of JSON data."""
-        data = json.dumps(self.card(pop), ensure_ascii=False, separators=(",", ":"))
+    def frame(self, pop: PopRow, offline: bool = False) -> bytes:
+        """The card as one Server-Sent Events message: id, event and one line of JSON data.
+
+        A pop not stored yet (the database is out of reach; id None) goes out without an id line, so the
+        client's Last-Event-ID stays on the last stored pop it got.
+        """
+        data = json.dumps(self.card(pop, offline), ensure_ascii=False, separators=(",", ":"))
         # json.dumps never emits a raw line break (it escapes \n, \r; U+2028/9 are not SSE line ends)
-        return f"id: {pop.id}\nevent: pop\ndata: {data}\n\n".encode()
+        head = f"id: {pop.id}\n" if pop.id is not None else ""
+        return f"{head}event: pop\ndata: {data}\n\n".encode()
 
     # ---- parts ----------------------------------------------------------------------------
 
     def _dialable(self, number: str) -> bool:
         return bool(number) and self.lookup().rules.classify(number).kind == "e164"
 
-    def _operator(self, extension: str) -> str | None:
+    def _operator(self, extension: str, offline: bool = False) -> str | None:
         now = time.monotonic()
-        if now - self._employees_at > EMPLOYEE_REFRESH_SECONDS:
+        if now - self._employees_at > EMPLOYEE_REFRESH_SECONDS and not offline:
             self._employees = dict(self.db.execute_sql(self._sql_employees).fetchall())
             self._employees_at = now
         return self._employees.get(extension)
 
-    def _customer_part(self, pop: PopRow) -> tuple[dict | None, list]:
+    def _customer_part(self, pop: PopRow, offline: bool = False) -> tuple[dict | None, list]:
         if pop.customer_id is None and pop.matches <= 1:
             return None, []
         key = (pop.uuid, pop.customer_id, pop.matches, pop.number)
         now = time.monotonic()
         hit = self._calls.get(key)
-        if hit is not None and now - hit[0] < CACHE_SECONDS:
+        if hit is not None and (offline or now - hit[0] < CACHE_SECONDS):
             self._calls.move_to_end(key)
             return hit[1], hit[2]
+        if offline:
+            return None, []
         customer = self._customer(pop.customer_id) if pop.customer_id is not None else None
         candidates = self._candidates(pop.number) if pop.matches > 1 and customer is None else []
         self._calls[key] = (now, customer, candidates)

@@ -59,6 +59,7 @@ class DatabaseConfig:
     url: str = ""
     batch_max: int = 500
     photo_dir: str = ""
+    queue_max: int = 100000
 
     def resolved_photo_dir(self) -> Path:
         """Where customer photos are stored: the configured folder, or photos/ in the state directory."""
@@ -113,6 +114,15 @@ class AnalyticsConfig:
 
 
 @dataclass
+class ClusterConfig:
+    """Several daemons on one PostgreSQL (docs/cluster.md): standby election per node and its timings."""
+
+    election: bool = True
+    poll_interval: float = 0.5
+    hang_timeout: float = 3.0
+
+
+@dataclass
 class LogConfig:
     """Log verbosity: debug, info, warning or error."""
 
@@ -130,6 +140,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     node: str = ""
 
 
@@ -184,6 +195,12 @@ def parse(data: dict[str, Any]) -> Config:
                               "(e.g. Europe/Berlin)") from None
     if not 0 <= config.freeswitch.startup_wait <= 600:
         raise ConfigError("[freeswitch] startup_wait must be between 0 and 600 seconds")
+    if config.database.queue_max < 1000:
+        raise ConfigError("[database] queue_max must be at least 1000")
+    if not 0.1 <= config.cluster.poll_interval <= 1.0:
+        raise ConfigError("[cluster] poll_interval must be between 0.1 and 1 second (takeover within 5 s)")
+    if not 1.0 <= config.cluster.hang_timeout <= 3.5:
+        raise ConfigError("[cluster] hang_timeout must be between 1 and 3.5 seconds (takeover within 5 s)")
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("[log] level must be debug, info, warning or error")
     return config

@@ -175,7 +175,9 @@ def _stream(hub: PushHub, sub: Subscriber, last_id: int | None, heartbeat: float
         while True:
             frames = []
             for pop_id, frame in sub.take():
-                if pop_id > last:  # live frames already sent by the replay are dropped here
+                if pop_id is None:  # a pop not stored yet (database out of reach): it has no id to compare
+                    frames.append(frame)
+                elif pop_id > last:  # live frames already sent by the replay are dropped here
                     frames.append(frame)
                     last = pop_id
             if sub.reason:

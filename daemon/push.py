@@ -9,12 +9,18 @@ the database. Nothing is lost that way, and nobody else waits.
 
 A stream with Last-Event-ID subscribes first (live frames are buffered), then reads the replay, sends it,
 then sends the buffered live frames with a higher id than the last one sent: nothing twice, nothing lost.
+
+With several daemons on PostgreSQL, committed pops come in through ``rows`` (daemon/fanout.py), every
+daemon's in one id order, instead of ``committed``. While the database is out of reach the writer hands
+its pops to ``early``: they go out at once as cards without an id (built from what is cached); once they are
+stored, the streams that had them get only their id (an id-only frame moves Last-Event-ID, shows nothing).
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import socket
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -30,6 +36,7 @@ from screenpop.db.lookup import Lookup
 log = logging.getLogger("screenpop.push")
 
 QUEUE_MAX = 1000  # frames a subscriber may have waiting before it is cut off
+EARLY_MAX = 100000  # pops pushed before they were stored, remembered until they are
 REPLAY_PAGE = 500
 REVOCATION_POLL_SECONDS = 1.0
 ALL = "*"  # admin stream of every extension
@@ -43,13 +50,13 @@ class Subscriber:
     def __init__(self, extension: str, token_id: int | None, sock: Any = None, limit: int = QUEUE_MAX) -> None:
         self.extension = extension
         self.token_id = token_id
-        self.frames: deque[tuple[int, bytes]] = deque()
+        self.frames: deque[tuple[int | None, bytes]] = deque()
         self.wake = gevent.event.Event()
         self.reason = ""
         self.sock = sock
         self.limit = limit
 
-    def push(self, pop_id: int, frame: bytes) -> None:
+    def push(self, pop_id: int | None, frame: bytes) -> None:
         if self.reason:
             return
         if len(self.frames) >= self.limit:
@@ -58,7 +65,7 @@ class Subscriber:
         self.frames.append((pop_id, frame))
         self.wake.set()
 
-    def take(self) -> list[tuple[int, bytes]]:
+    def take(self) -> list[tuple[int | None, bytes]]:
         """Everything queued, in order; clears the wake-up."""
         self.wake.clear()
         out = list(self.frames)
@@ -95,6 +102,7 @@ class PushHub:
         self._sql_replay_all = f"SELECT {POP_COLUMNS} FROM call_event WHERE id > {p} ORDER BY id LIMIT {REPLAY_PAGE}"
         self._sql_check = tokens.check_sql(p)
         self.frames_sent = 0
+        self._early: OrderedDict[tuple, set[Subscriber]] = OrderedDict()
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -116,7 +124,26 @@ class PushHub:
     def committed(self, pops: list) -> None:
         """Writer listener: called after each commit; never blocks the writer."""
         if pops:
-            self._jobs.put(("pops", pops))
+            self._jobs.put(("pops", [PopRow.from_pending(p) for p in pops]))
+
+    def rows(self, rows: list[PopRow]) -> None:
+        """Fan-out listener: stored pops of every daemon, in id order."""
+        self._jobs.put(("pops", rows))
+
+    def early(self, pops: list) -> None:
+        """Pops the database has not taken yet: out now from memory, no query, id-less; remembered per stream."""
+        for pop in pops:
+            row = PopRow.from_pending(pop)
+            receivers = list(self.subscribers.get(row.extension, ())) + list(self.subscribers.get(ALL, ()))
+            if not receivers:
+                continue
+            frame = self.cards.frame(row, offline=True)
+            for sub in receivers:
+                sub.push(None, frame)
+                self.frames_sent += 1
+            self._early[_key(row)] = set(receivers)
+            while len(self._early) > EARLY_MAX:
+                self._early.popitem(last=False)
 
     # ---- the HTTP side -------------------------------------------------------------------
 
@@ -197,15 +224,16 @@ class PushHub:
         except peewee.PeeweeException:
             pass
 
-    def _fan_out(self, pops: list) -> None:
+    def _fan_out(self, rows: list[PopRow]) -> None:
         firehose = self.subscribers.get(ALL)
-        for pop in pops:
-            subs = self.subscribers.get(pop.extension)
+        for row in rows:
+            had_it = self._early.pop(_key(row), ()) if self._early else ()
+            subs = self.subscribers.get(row.extension)
             if not subs and not firehose:
                 continue
-            frame = self.cards.frame(PopRow.from_pending(pop))
+            frame = self.cards.frame(row)
             for sub in list(subs or ()) + list(firehose or ()):
-                sub.push(pop.id, frame)
+                sub.push(row.id, f"id: {row.id}\n\n".encode() if sub in had_it else frame)
                 self.frames_sent += 1
 
     def _watch_revocations(self) -> None:
@@ -227,3 +255,9 @@ class PushHub:
                     if sub.token_id in revoked:
                         log.warning("token %d was revoked: ending its stream for extension %s", sub.token_id, sub.extension)
                         sub.close("token revoked")
+
+
+def _key(row: PopRow) -> tuple:
+    """What identifies a pop before and after it is stored (the database gives back the same time)."""
+    at = row.at.isoformat(" ") if isinstance(row.at, dt.datetime) else str(row.at)
+    return row.uuid, row.extension, row.event, at

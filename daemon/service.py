@@ -13,9 +13,11 @@ import gevent.event
 import peewee
 
 from screenpop.daemon.calls import SUBSCRIBED_EVENTS, CallTracker, parse_channels
+from screenpop.daemon.cluster import Election
 from screenpop.daemon.config import Config, ConfigError, NumbersConfig
 from screenpop.daemon.direction import DirectionRules
 from screenpop.daemon.esl import EslSupervisor
+from screenpop.daemon.fanout import Listener, Publisher, current_schema
 from screenpop.daemon.httpserver import HttpServer
 from screenpop.daemon.photos import Photos
 from screenpop.daemon.push import PushHub
@@ -67,16 +69,18 @@ class Daemon:
             trunk_contexts=frozenset(config.pbx.trunk_contexts),
             is_extension=lambda raw: self.numbers.is_extension(raw),
         )
-        node = config.node or socket.gethostname()
-        self.writer = Writer(self.db, e164=self._e164, node=node, batch_max=config.database.batch_max)
+        self.node = config.node or socket.gethostname()
+        self.writer = Writer(self.db, e164=self._e164, node=self.node, batch_max=config.database.batch_max,
+                             queue_max=config.database.queue_max)
         self.tracker = CallTracker(rules, self.writer, lookup=self._find_customer)
         self.push = PushHub(self.db, lambda: self.lookup, config.http.public_url)
-        self.writer.listeners.append(self.push.committed)
+        self.writer.on_stalled = self.push.early
+        self.listener, self.election = self._cluster_parts()
+        if self.listener is None:
+            self.writer.listeners.append(self.push.committed)
         self.http = HttpServer(config.http, self.push, Photos(config.database.resolved_photo_dir()))
-        open_calls = load_open_calls(self.db)
-        if open_calls:
-            log.info("%d call(s) were open when the daemon last stopped; checking them with FreeSWITCH", len(open_calls))
-        self.tracker.restore(open_calls)
+        if self.election is None:
+            self._resume_open_calls(load_open_calls(self.db, self.node))
         fs = config.freeswitch
         self.esl = EslSupervisor(
             host=fs.host,
@@ -97,6 +101,41 @@ class Daemon:
         self._greenlets: list[gevent.Greenlet] = []
         self.notify = Notifier()
         self._esl_up = gevent.event.Event()
+        self._exit_status = 0
+
+    # ---- several daemons on one PostgreSQL (docs/cluster.md) -----------------------------
+
+    def _cluster_parts(self) -> tuple[Listener | None, Election | None]:
+        """On PostgreSQL: fan-out across daemons, and (unless disabled) the election for this node."""
+        if isinstance(self.db, peewee.SqliteDatabase):
+            log.info("SQLite: single-node (pops across daemons and standby daemons need PostgreSQL)")
+            return None, None
+        schema = current_schema(self.db)
+        self.writer.publisher = Publisher(schema)
+        listener = Listener(self.db, schema, self.push.rows)
+        if not self.config.cluster.election:
+            return listener, None
+        cluster = self.config.cluster
+        election = Election(self.db, schema, self.node, cluster.poll_interval, cluster.hang_timeout,
+                            on_acquired=self._take_over, on_lost=self._lose_node)
+        self.writer.fence = election.fence
+        return listener, election
+
+    def _resume_open_calls(self, open_calls: list) -> None:
+        if open_calls:
+            log.info("%d call(s) of node %s open in the database; checking them with FreeSWITCH", len(open_calls), self.node)
+        self.tracker.restore(open_calls)
+
+    def _take_over(self) -> None:
+        """This daemon now holds its node: resume the calls the previous holder left open, connect, resync."""
+        self._resume_open_calls(self.push.call(load_open_calls, self.db, self.node))
+        self.esl.start()
+
+    def _lose_node(self) -> None:
+        """Another daemon records this node now: drop what this one still had to write, exit for a clean restart."""
+        self.writer.discard()
+        self._exit_status = 1
+        gevent.spawn(self.stop)
 
     # ---- helpers the tracker calls ---------------------------------------------------------
 
@@ -110,6 +149,8 @@ class Daemon:
 
     def _find_customer(self, raw: str) -> tuple[int | None, int]:
         """Customer lookup on the event path; a database hiccup costs the card, never the call."""
+        if self.writer.stalled:
+            return None, 0  # the database is out of reach: no query (it could hang the event path)
         try:
             match = self.lookup.find(raw)
         except peewee.DatabaseError as exc:
@@ -185,7 +226,12 @@ class Daemon:
             raise SystemExit(f"screenpop: [http] listen {self.config.http.listen}: {exc.strerror or exc}") from None
         self.push.start()
         self._greenlets = [gevent.spawn(self.writer.run), gevent.spawn(self._reload_employees)]
-        self.esl.start()
+        if self.listener is not None:
+            self.listener.start()
+        if self.election is not None:
+            self.election.start()
+        else:
+            self.esl.start()
         self._greenlets.append(gevent.spawn(self._report_to_systemd))
         fs = self.config.freeswitch
         log.info("screenpop daemon started: FreeSWITCH %s:%d, database %s", fs.host, fs.port, self._db_label())
@@ -262,6 +308,10 @@ class Daemon:
         self.tracker.settle(utcnow())
         if not self.writer.stop(timeout=10):
             log.error("could not write %d queued event(s) before exit", self.writer.pending)
+        if self.election is not None:
+            self.election.stop()  # after the last write: a standby takes over only now
+        if self.listener is not None:
+            self.listener.stop()
         self.push.stop()
         gevent.killall(self._greenlets, timeout=2)
         self.db.close()
@@ -276,4 +326,4 @@ class Daemon:
             gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self.reload, reload))
         self.start()
         self._done.wait()
-        return 0
+        return self._exit_status

@@ -3,7 +3,9 @@
 Event intake never waits for the database. Everything the tracker concludes is queued here and a single
 greenlet writes it, so SQLite never sees two writers (its busy waits would block the gevent hub) and a
 burst of events becomes one transaction. If the database fails, the batch stays queued and is retried:
-nothing is lost, and a call row is never inserted twice because its id is kept once known.
+nothing is lost, and a call row is never inserted twice because its id is kept once known. While it
+fails, pops are handed to ``on_stalled`` (the push hub sends them from memory) as well as kept; the queue
+holds at most ``queue_max`` pops, and pops beyond that are pushed but not stored (one ERROR line says so).
 """
 from __future__ import annotations
 
@@ -39,16 +41,24 @@ class PendingPop:
     customer_id: int | None
     matches: int
     id: int | None = None
+    early: bool = False  # pushed from memory before it was stored
 
 
 class Writer:
     """Queues tracker output and writes it from one greenlet; implements the tracker's Sink."""
 
-    def __init__(self, db: peewee.Database, e164: Callable[[str], str | None], node: str = "", batch_max: int = 500):
+    def __init__(self, db: peewee.Database, e164: Callable[[str], str | None], node: str = "", batch_max: int = 500,
+                 queue_max: int = 100000):
         self.db = db
         self.e164 = e164
         self.node = node
         self.batch_max = batch_max
+        self.queue_max = queue_max
+        self.stalled = False  # the last write failed: pops go out from memory until one succeeds
+        self.on_stalled: Callable[[list[PendingPop]], None] | None = None
+        self.fence: Callable[[peewee.Database], None] | None = None  # first in every transaction (daemon/cluster.py)
+        self.publisher = None  # daemon/fanout.py Publisher on PostgreSQL
+        self.dropped = 0
         self._calls: dict[int, tuple[CallState, int]] = {}
         self._version = 0
         self._pops: list[PendingPop] = []
@@ -74,12 +84,36 @@ class Writer:
         self._kick()
 
     def pop(self, call: CallState, extension: str, event: str, at: dt.datetime, peer_number: str, peer_name: str) -> None:
-        """Queue one CallEvent row."""
+        """Queue one CallEvent row (pushed at once from memory while the database fails)."""
         self._queue_call(call)
-        self._pops.append(
-            PendingPop(call, extension, event, at, peer_number, peer_name, call.direction, call.customer_id, call.matches)
-        )
+        pending = PendingPop(call, extension, event, at, peer_number, peer_name, call.direction, call.customer_id,
+                             call.matches)
+        if len(self._pops) >= self.queue_max:
+            if not self.dropped:
+                log.error("write queue full (%d pops): further pops are pushed to trays but NOT stored until the "
+                          "database takes writes again", self.queue_max)
+            self.dropped += 1
+            self._push_early([pending])
+            return
+        self._pops.append(pending)
+        if self.stalled:
+            self._push_early([pending])
         self._kick()
+
+    def _push_early(self, pops: list[PendingPop]) -> None:
+        fresh = [p for p in pops if not p.early]
+        for p in fresh:
+            p.early = True
+        if fresh and self.on_stalled is not None:
+            self.on_stalled(fresh)
+
+    def discard(self) -> None:
+        """Forget everything queued: another daemon has taken this node over and records it now."""
+        if self._pops or self._calls:
+            log.warning("dropping %d queued pop(s) and %d call update(s): another daemon records this node now",
+                        len(self._pops), len(self._calls))
+        self._pops.clear()
+        self._calls.clear()
 
     def _queue_call(self, call: CallState) -> None:
         self._version += 1
@@ -107,9 +141,16 @@ class Writer:
                 try:
                     self.flush_once()
                     backoff = 0.2
+                    if self.stalled and not self._pops:
+                        self.stalled = False
+                        log.warning("database writes work again; everything queued is stored%s",
+                                    f" but {self.dropped} pop(s) over the queue limit" if self.dropped else "")
+                        self.dropped = 0
                 except peewee.DatabaseError as exc:
                     self.failures += 1
                     log.error("database write failed (%s); %d events queued, retrying in %.1f s", exc, len(self._pops), backoff)
+                    self.stalled = True
+                    self._push_early(self._pops)
                     self._close_quietly()
                     gevent.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
@@ -177,6 +218,8 @@ class Writer:
     def _write_batch(self, calls: list[CallState], pops: list[PendingPop]) -> None:
         """Precompiled SQL and executemany: the query builder would cost more than the event intake itself."""
         adapt = self._adapt
+        if self.fence is not None:
+            self.fence(self.db)
         for call in calls:
             if call.db_id is None:
                 call.db_id = self._insert_call(call)
@@ -194,9 +237,13 @@ class Writer:
         call_rows = [(*map(adapt, self._call_values(call)), call.db_id) for call in calls]
         self._execute_many(self._sql_update_call, call_rows)
         self._execute_many(self._sql_upsert_party, party_rows)
+        if pops and self.publisher is not None:
+            self.publisher.before_pops(self.db)
         for pop, row in zip(pops, pop_rows):
             cursor = self.db.execute_sql(self._sql_insert_pop, row)
             pop.id = cursor.fetchone()[0] if self._returning else cursor.lastrowid
+        if pops and self.publisher is not None:
+            self.publisher.after_pops(self.db, pops[-1].id)
 
     def _execute_many(self, sql: str, rows: list[tuple]) -> None:
         if rows:
@@ -263,10 +310,13 @@ def _sqlite_value(value):
     return value.isoformat(" ") if isinstance(value, dt.datetime) else value
 
 
-def load_open_calls(db: peewee.Database) -> list[CallState]:
-    """Calls the database still has open (the daemon stopped mid-call), rebuilt so no pop is given twice."""
+def load_open_calls(db: peewee.Database, node: str) -> list[CallState]:
+    """Calls of this node the database still has open (the daemon stopped mid-call), rebuilt so no pop is given twice.
+
+    Only this node's: the other FreeSWITCH nodes' calls are theirs to follow (one database, several daemons).
+    """
     calls: list[CallState] = []
-    for row in Call.select().where(Call.ended_at.is_null()).order_by(Call.id):
+    for row in Call.select().where(Call.ended_at.is_null() & (Call.node == node)).order_by(Call.id):
         call = CallState(uuid=row.uuid, a_leg=None, started_at=row.started_at)
         call.db_id = row.id
         call.direction = row.direction

@@ -16,6 +16,9 @@ SQLITE_PRAGMAS = (
     ("busy_timeout", 10000),
 )
 PG_CONNECT_TIMEOUT = "5"
+# A server gone silent (network cut, host down) fails a query within seconds instead of TCP's minutes.
+PG_KEEPALIVES = {"keepalives": "1", "keepalives_idle": "5", "keepalives_interval": "2", "keepalives_count": "2",
+                 "tcp_user_timeout": "5000"}
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
@@ -81,6 +84,8 @@ def _open_postgres(url: str) -> peewee.Database:
     if parts.password:
         params.setdefault("password", unquote(parts.password))
     params.setdefault("connect_timeout", PG_CONNECT_TIMEOUT)
+    for key, value in PG_KEEPALIVES.items():
+        params.setdefault(key, value)
     if schema:
         params["options"] = f"{params.get('options', '')} -c search_path={schema}".strip()
     db = Psycopg3Database(dbname, **params)
@@ -88,6 +93,20 @@ def _open_postgres(url: str) -> peewee.Database:
     if schema and not db.execute_sql("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone():
         db.execute_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     return db
+
+
+def pg_session(db: peewee.Database, **options: str):
+    """A plain psycopg connection (autocommit) with db's parameters, for LISTEN and session advisory locks.
+
+    options: server settings for this session, e.g. idle_session_timeout="3s".
+    """
+    import psycopg
+
+    params = dict(db.connect_params)
+    extra = " ".join(f"-c {key}={value}" for key, value in options.items())
+    if extra:
+        params["options"] = f"{params.get('options', '')} {extra}".strip()
+    return psycopg.connect(dbname=db.database, autocommit=True, **params)
 
 
 def _redact(url: str) -> str:

@@ -33,30 +33,47 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
+class PrivateServer:
+    """A throwaway PostgreSQL cluster in a temporary folder, with database `test`; stop() and start() again at will."""
+
+    def __init__(self) -> None:
+        binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not binaries:
+            raise RuntimeError("no PostgreSQL server reachable and none installed (run .ci/setup)")
+        self.bindir = os.path.dirname(binaries[-1])
+        self.folder = tempfile.mkdtemp(prefix="screenpop-pg-")
+        if os.geteuid() == 0:
+            shutil.chown(self.folder, "postgres", "postgres")
+        self.data = os.path.join(self.folder, "data")
+        self.port = _free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/test"
+        subprocess.run(_as_postgres([f"{self.bindir}/initdb", "-D", self.data, "-U", "postgres", "--auth=trust",
+                                     "-E", "UTF8"]), check=True, stdout=subprocess.DEVNULL)
+        self.start()
+        subprocess.run(_as_postgres([f"{self.bindir}/createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U",
+                                     "postgres", "test"]), check=True)
+
+    def start(self) -> None:
+        subprocess.run(_as_postgres([f"{self.bindir}/pg_ctl", "-D", self.data, "-l", f"{self.folder}/log", "-w",
+                                     "start", "-o", f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
+                                     "-c fsync=off"]), check=True, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while not _answers("127.0.0.1", self.port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        subprocess.run(_as_postgres([f"{self.bindir}/pg_ctl", "-D", self.data, "-m", "fast", "stop"]),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 def _start_private() -> str:
-    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not binaries:
-        raise RuntimeError("no PostgreSQL server reachable and none installed (run .ci/setup)")
-    bindir = os.path.dirname(binaries[-1])
-    folder = tempfile.mkdtemp(prefix="screenpop-pg-")
-    if os.geteuid() == 0:
-        shutil.chown(folder, "postgres", "postgres")
-    data = os.path.join(folder, "data")
-    port = _free_port()
-    subprocess.run(_as_postgres([f"{bindir}/initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
-                   check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(_as_postgres([f"{bindir}/pg_ctl", "-D", data, "-l", f"{folder}/log", "-w", "start", "-o",
-                                 f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"]),
-                   check=True, stdout=subprocess.DEVNULL)
-    atexit.register(lambda: (subprocess.run(_as_postgres([f"{bindir}/pg_ctl", "-D", data, "-m", "fast", "stop"]),
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-                             shutil.rmtree(folder, ignore_errors=True)))
-    deadline = time.monotonic() + 20
-    while not _answers("127.0.0.1", port) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    subprocess.run(_as_postgres([f"{bindir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "test"]),
-                   check=True)
-    return f"postgresql://postgres@127.0.0.1:{port}/test"
+    server = PrivateServer()
+    atexit.register(server.remove)
+    return server.url
 
 
 def server_url() -> str:

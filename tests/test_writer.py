@@ -72,7 +72,7 @@ def test_a_failed_batch_is_retried_without_loss_or_duplicates(db, monkeypatch):
 
 
 def test_open_calls_are_restored_with_their_parties(db):
-    writer = Writer(db, e164=lambda raw: NUMBERS.classify(raw).e164)
+    writer = Writer(db, e164=lambda raw: NUMBERS.classify(raw).e164, node="fs1")
     tracker = CallTracker(RULES, writer)
     events = read_events(CAPTURES / "ring-group-users.plain.esl")
     answered = next(i for i, (_, e) in enumerate(events) if e.get("Event-Name") == "CHANNEL_BRIDGE")
@@ -80,7 +80,8 @@ def test_open_calls_are_restored_with_their_parties(db):
         tracker.handle(event)
     while writer.pending or writer._calls:
         writer.flush_once()
-    (call,) = load_open_calls(db)
+    assert load_open_calls(db, "fs2") == [], "another node's calls are not this daemon's to resume"
+    (call,) = load_open_calls(db, "fs1")
     assert call.direction == "INCOMING" and call.answered_by == "1003"
     assert {p.extension: p.state for p in call.parties.values()} == {"1002": "done", "1003": "answered", "1004": "done"}
     assert sorted(call.rung) == ["1002", "1003", "1004"] and call.talked == ["1003"]

@@ -1,0 +1,332 @@
+"""Several daemons on one PostgreSQL (docs/cluster.md), with real processes: simulators as FreeSWITCH nodes,
+daemons, SSE trays, and PostgreSQL itself (through a TCP proxy the test can cut, for the outage)."""
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from screenpop.daemon.fanout import Publisher
+from screenpop.db import tokens
+from screenpop.db.callrecords import call_records
+from screenpop.db.database import open_database
+from screenpop.db.migrations import migrate
+from screenpop.db.models import CallEvent
+
+from sse import Stream
+from pgserver import PrivateServer
+from support import CAPTURES, daemon, free_port, http_ready, simulator, wait_for, write_config
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def store(pg_url):
+    db = open_database(pg_url)
+    migrate(db)
+    yield db
+    db.close()
+
+
+class Cluster:
+    """Simulators, daemons and streams of one test, all closed at the end."""
+
+    def __init__(self, tmp: Path, db_url: str) -> None:
+        self.tmp = tmp
+        self.db_url = db_url
+        self.procs = []
+        self.streams: list[Stream] = []
+
+    def simulate(self, name: str, *args: str) -> tuple[int, object]:
+        port = free_port()
+        sim = simulator(self.tmp, port, *args, name=name)
+        self.procs.append(sim)
+        return port, sim
+
+    def daemon(self, name: str, node: str, esl_port: int, db_url: str | None = None):
+        http_port = free_port()
+        path = write_config(self.tmp / f"{name}.toml", esl_port, db_url or self.db_url, http_port=http_port,
+                            http="heartbeat = 0.5")
+        path.write_text(f'node = "{node}"\n' + path.read_text(encoding="utf-8"), encoding="utf-8")
+        d = daemon(self.tmp, path, name=name)
+        d.http_port = http_port
+        self.procs.append(d)
+        wait_for(lambda: http_ready(f"http://127.0.0.1:{http_port}") or d.popen.poll() is not None, 15, f"{name} HTTP")
+        assert d.popen.poll() is None, d.log()
+        return d
+
+    def stream(self, d, token: str, **kwargs) -> Stream:
+        s = Stream(d.http_port, token, **kwargs)
+        self.streams.append(s)
+        return s
+
+    def close(self) -> None:
+        for s in self.streams:
+            s.close()
+        for p in self.procs:
+            p.close()
+
+
+@pytest.fixture
+def cluster(tmp_path, pg_url, store):
+    c = Cluster(tmp_path, pg_url)
+    yield c
+    c.close()
+
+
+def stored(extension: str | None = None) -> list[tuple[int, str, str, str]]:
+    """(id, uuid, extension, event) of the stored pops, in id order."""
+    q = CallEvent.select(CallEvent.id, CallEvent.uuid, CallEvent.extension, CallEvent.event).order_by(CallEvent.id)
+    if extension:
+        q = q.where(CallEvent.extension == extension)
+    return list(q.tuples())
+
+
+def settled(*procs) -> None:
+    for p in procs:
+        assert p.wait(60) == 0, p.log()
+
+
+# ---- fan-out: a tray on either daemon gets its extension's pops from both nodes --------------------------
+
+
+def test_trays_get_pops_from_both_nodes_and_replay_on_either_daemon(cluster, store):
+    _, operator = tokens.create("1001")
+    _, admin = tokens.create(None, role="admin")
+    gen = ("--generate", "--calls", "24", "--rate", "8", "--speed", "4", "--extensions", "1001-1003", "--linger", "1")
+    port1, sim1 = cluster.simulate("sim1", *gen, "--seed", "1")
+    port2, sim2 = cluster.simulate("sim2", *gen, "--seed", "2")
+    d1 = cluster.daemon("daemon1", "fs1", port1)
+    d2 = cluster.daemon("daemon2", "fs2", port2)
+    on1 = cluster.stream(d1, operator, last_event_id=0)  # calls start as soon as a daemon connects
+    on2 = cluster.stream(d2, operator, last_event_id=0)
+    everything = cluster.stream(d2, admin, last_event_id=0)
+    wait_for(lambda: len(on1.ids) >= 6, 30, "the first pops on daemon 1")
+    moved = on1.ids[-1]
+    on1.close()  # the tray moves to the other daemon mid-run, resuming after the last pop it had
+    resumed = cluster.stream(d2, operator, last_event_id=moved)
+    settled(sim1, sim2)
+    want = stored("1001")
+    nodes = {r["uuid"]: r["node"] for r in call_records()}
+    assert {nodes[uuid] for _, uuid, _, _ in want} == {"fs1", "fs2"}, "pops of 1001 from calls on both nodes"
+    wait_for(lambda: len(on2.ids) >= len(want) and len(everything.ids) >= len(stored()), 15, "every pop on daemon 2")
+    time.sleep(1.0)  # anything doubled would arrive meanwhile
+    assert on2.ids == [i for i, *_ in want], "daemon 2's tray: every pop of 1001 once, in id order"
+    assert everything.ids == [i for i, *_ in stored()]
+    assert [(c["call_uuid"], c["event"]) for c in on2.cards] == [(u, e) for _, u, _, e in want]
+    before = [i for i in on1.ids if i <= moved]
+    assert before + resumed.ids == [i for i, *_ in want], "moved tray: nothing lost, nothing twice across daemons"
+    late = cluster.stream(d1, operator, last_event_id=want[len(want) // 2][0])
+    late.wait_count(len(want) - len(want) // 2 - 1)
+    assert late.ids == [i for i, *_ in want][len(want) // 2 + 1:]
+
+
+def test_ids_follow_commit_order_across_writers(pg_url, store):
+    """The order lock: a writer that starts inserting while another holds it gets higher ids and commits later."""
+    first, second = open_database(pg_url), open_database(pg_url)
+    pub = Publisher(store.execute_sql("SELECT current_schema()").fetchone()[0])
+    store.execute_sql("INSERT INTO call (uuid, direction, started_at, node, matches, missed) "
+                      "VALUES ('u', 'INCOMING', now(), 'x', 0, false)")
+    call_id = store.execute_sql("SELECT id FROM call WHERE uuid = 'u'").fetchone()[0]
+    insert = ("INSERT INTO call_event (call_id, uuid, extension, event, direction, external_number, external_name, "
+              "matches, \"at\") VALUES (%s, 'u', '1001', %s, 'INCOMING', '', '', 0, now()) RETURNING id")
+    got: dict[str, int] = {}
+
+    def late_writer() -> None:
+        with second.atomic():
+            pub.before_pops(second)
+            got["late"] = second.execute_sql(insert, (call_id, "answered")).fetchone()[0]
+        second.close()
+
+    with first.atomic():
+        pub.before_pops(first)
+        got["early"] = first.execute_sql(insert, (call_id, "ringing")).fetchone()[0]
+        thread = threading.Thread(target=late_writer)
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive() and "late" not in got, "the second writer waits for the first to commit"
+    thread.join(10)
+    first.close()
+    assert got["late"] > got["early"]
+    assert [e for _, _, _, e in stored()] == ["ringing", "answered"]
+
+
+# ---- redundancy: two daemons on one node, the active one killed mid-call --------------------------------
+
+
+@pytest.mark.parametrize("failure", ["killed", "hung"])
+def test_standby_takes_over_mid_call(cluster, store, failure):
+    """kill -9, or SIGSTOP for longer than hang_timeout (then SIGCONT: it finds the node taken and exits)."""
+    _, operator = tokens.create("1001")
+    port, sim = cluster.simulate("sim", "--replay", str(CAPTURES / "inbound-answered.plain.esl"), "--speed", "1",
+                                 "--linger", "1")
+    active = cluster.daemon("active", "fs1", port)
+    wait_for(lambda: "records node" in active.log(), 10, "the first daemon to hold the node")
+    standby = cluster.daemon("standby", "fs1", port)
+    wait_for(lambda: "standby for node" in standby.log(), 10, "the second daemon to wait")
+    tray = cluster.stream(standby, operator, last_event_id=0)
+    wait_for(lambda: CallEvent.select().where(CallEvent.event == "answered").exists(), 20, "the answered pop")
+    if failure == "killed":
+        active.kill()
+    else:
+        active.popen.send_signal(signal.SIGSTOP)
+    stopped = time.monotonic()
+    wait_for(lambda: "records node" in standby.log(), 10, "the standby to take over")
+    print(f"takeover noticed {time.monotonic() - stopped:.2f} s after the active daemon was {failure}")
+    if failure == "hung":
+        active.popen.send_signal(signal.SIGCONT)
+        assert active.wait(15) == 1, active.log()
+        assert "took node 'fs1' over" in active.log()
+    assert sim.wait(30) == 0, sim.log()
+    wait_for(lambda: len(tray.ids) >= 3, 10, "the pops on the survivor")
+    time.sleep(0.5)
+    assert standby.terminate() == 0, standby.log()
+    (record,) = call_records()
+    assert record["ended_at"] is not None and record["hangup_cause"] == "NORMAL_CLEARING"
+    assert record["answered_by"] == "1001" and record["direction"] == "INCOMING" and record["node"] == "fs1"
+    assert [(e, x) for _, _, x, e in stored()] == [("ringing", "1001"), ("answered", "1001"), ("ended", "1001")]
+    assert [c["event"] for c in tray.cards] == ["ringing", "answered", "ended"], "each pop once on the survivor"
+    assert tray.ids == [i for i, *_ in stored()]
+
+
+# ---- PostgreSQL out of reach: pops from memory, writes queued, stored once when it is back --------------
+
+
+class Proxy(threading.Thread):
+    """A TCP relay to PostgreSQL the test can cut (every connection closed, new ones refused) and restore."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        super().__init__(daemon=True)
+        self.target = target
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.up = True
+        self.socks: set[socket.socket] = set()
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            if not self.up:
+                client.close()
+                continue
+            upstream = socket.create_connection(self.target)
+            with self.lock:
+                self.socks |= {client, upstream}
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        self.up = False
+        with self.lock:
+            socks, self.socks = self.socks, set()
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self) -> None:
+        self.cut()
+        self.server.close()
+
+
+def test_database_outage_pops_go_on_and_everything_is_stored_once(cluster, pg_url, store, tmp_path):
+    parts = urlsplit(pg_url)
+    proxy = Proxy((parts.hostname, parts.port or 5432))
+    proxy.start()
+    via_proxy = re.sub(r"@[^/]+/", f"@127.0.0.1:{proxy.port}/", pg_url)
+    _, admin = tokens.create(None, role="admin")
+    expect = tmp_path / "expect.jsonl"
+    port, sim = cluster.simulate("sim", "--generate", "--calls", "40", "--rate", "4", "--speed", "1", "--seed", "7",
+                                 "--extensions", "1001-1004", "--expect", str(expect), "--linger", "1")
+    d = cluster.daemon("daemon", "fs1", port, db_url=via_proxy)
+    try:
+        tray = cluster.stream(d, admin)
+        wait_for(lambda: len(tray.messages) >= 5, 20, "pops before the outage")
+        proxy.cut()
+        wait_for(lambda: "database write failed" in d.log(), 20, "the daemon to notice the outage")
+        during = len(tray.messages)
+        time.sleep(8)
+        assert len(tray.messages) > during, "pops keep coming from memory while the database is away"
+        assert any(c["id"] is None for c in tray.cards), "the pops of the outage have no id yet"
+        proxy.up = True
+        assert sim.wait(60) == 0, sim.log()
+        wait_for(lambda: "writes work again" in d.log(), 30, "the queued writes")
+        assert d.terminate() == 0, d.log()
+    finally:
+        proxy.close()
+    wanted = [json.loads(line) for line in expect.read_text(encoding="utf-8").splitlines()]
+    records = {r["uuid"]: r for r in call_records()}
+    assert sorted(records) == sorted(w["a_leg"] for w in wanted), "every call stored once"
+    for w in wanted:
+        assert records[w["a_leg"]]["answered_by"] == w["call"]["answered_by"], w["scenario"]
+    rows = stored()
+    want_pops = sorted((w["a_leg"], p["extension"], p["event"]) for w in wanted for p in w["pops"])
+    assert sorted((u, x, e) for _, u, x, e in rows) == want_pops, "every pop stored exactly once"
+    shown = [(c["call_uuid"], c["extension"], c["event"]) for c in tray.cards]
+    assert sorted(shown) == want_pops, "the tray showed every pop once, outage or not"
+    id_lines = [int(line[4:]) for line in tray.raw_lines if line.startswith("id: ")]
+    assert id_lines == [i for i, *_ in rows], "every stored id reached the tray once, in order"
+
+
+@pytest.fixture
+def private_pg():
+    """A PostgreSQL of this test's own, so stopping it never disturbs the machine's shared server."""
+    server = PrivateServer()
+    yield server
+    server.remove()
+
+
+def test_postgresql_restart_mid_call_loses_and_doubles_nothing(tmp_path, private_pg):
+    db = open_database(private_pg.url)
+    migrate(db)
+    _, operator = tokens.create("1001")
+    db.close()
+    c = Cluster(tmp_path, private_pg.url)
+    try:
+        port, sim = c.simulate("sim", "--replay", str(CAPTURES / "inbound-answered.plain.esl"), "--speed", "1",
+                               "--linger", "1")
+        d = c.daemon("daemon", "fs1", port)
+        tray = c.stream(d, operator, last_event_id=0)
+        tray.wait_count(1)
+        private_pg.stop()
+        wait_for(lambda: len(tray.messages) >= 2, 10, "the answered pop, from memory")
+        private_pg.start()
+        assert sim.wait(30) == 0, sim.log()
+        wait_for(lambda: "writes work again" in d.log(), 20, "the queued writes")
+        wait_for(lambda: sum(line.startswith("id: ") for line in tray.raw_lines) >= 3, 10, "every id on the tray")
+        assert d.terminate() == 0, d.log()
+    finally:
+        c.close()
+    db = open_database(private_pg.url)
+    (record,) = call_records()
+    assert record["answered_by"] == "1001" and record["hangup_cause"] == "NORMAL_CLEARING"
+    rows = stored()
+    assert [e for *_, e in rows] == ["ringing", "answered", "ended"]
+    assert [card["event"] for card in tray.cards] == ["ringing", "answered", "ended"]
+    assert [int(line[4:]) for line in tray.raw_lines if line.startswith("id: ")] == [i for i, *_ in rows]
+    db.close()
