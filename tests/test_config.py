@@ -48,6 +48,9 @@ def test_documented_block_spells_out_the_defaults(tmp_path):
         ('[http]\nlisten = "localhost"\n', "[http] listen must be host:port"),
         ('[http]\ncertfile = "/etc/c.pem"\n', "certfile and keyfile go together"),
         ("[http]\nheartbeat = 0\n", "[http] heartbeat"),
+        ("[cluster]\npoll_interval = 2\n", "[cluster] poll_interval"),
+        ("[cluster]\nhang_timeout = 10\n", "[cluster] hang_timeout"),
+        ("[database]\nqueue_max = 10\n", "[database] queue_max"),
     ],
 )
 def test_bad_files_say_what_is_wrong(tmp_path, text, message):
