@@ -1,0 +1,191 @@
+"""Two FreeSWITCH nodes, one PostgreSQL: pop latency across daemons against the same-node baseline, and writes.
+
+Real parts: two `screenpop simulate --generate` (nodes fs1 and fs2, --rate calls/s each), two `screenpop daemon`
+(one per node) on one PostgreSQL schema of their own (the server the tests use), and --clients SSE streams
+read with gevent, half on each daemon, spread over --extensions extensions. Latency is the event time the
+simulator stamped (the card's `at`) to the card at the client; a pop is "same node" when the client's daemon
+records the call, "other node" when it came through the database (LISTEN/NOTIFY) from the other daemon:
+the first is the baseline of the second in the same run. Write throughput: calls and pops stored per second
+by both daemons together. Then the takeover: a standby for fs1 is started, the fs1 daemon killed with
+SIGKILL, and the time until the standby holds the node is printed.
+
+    flock /tmp/screenpop-bench.lock .venv/bin/python bench/cluster.py [--rate 100] [--duration 20] [--clients 100]
+
+Not a test: prints numbers, never fails.
+"""
+from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import gevent  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from fanout import Client, free_port, percentile, proc_cpu_rss  # noqa: E402
+from pgserver import server_url  # noqa: E402
+
+from screenpop.db import tokens  # noqa: E402
+from screenpop.db.database import open_database  # noqa: E402
+from screenpop.db.lookup import add_phone  # noqa: E402
+from screenpop.db.migrations import migrate  # noqa: E402
+from screenpop.db.models import Call, CallEvent, Customer, Employee  # noqa: E402
+from screenpop.db.numbers import NumberRules  # noqa: E402
+
+
+class Node:
+    """A simulator port and the daemon process recording it."""
+
+    def __init__(self, tmp: Path, name: str, url: str, esl_port: int) -> None:
+        self.name, self.esl_port, self.http_port = name, esl_port, free_port()
+        self.log_path = tmp / f"daemon-{name}-{self.http_port}.log"
+        config = tmp / f"{name}-{self.http_port}.toml"
+        config.write_text(
+            f'node = "{name}"\n[freeswitch]\nport = {esl_port}\nreconnect_min = 0.2\nreconnect_max = 1.0\n'
+            f'[database]\nurl = "{url}"\n[numbers]\ndefault_region = "IS"\n'
+            f'[http]\nlisten = "127.0.0.1:{self.http_port}"\n[log]\nlevel = "info"\n', encoding="utf-8")
+        self.proc = subprocess.Popen([sys.executable, "-m", "screenpop.daemon.cli", "daemon", "--config", str(config)],
+                                     stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT)
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 20.0) -> float:
+        """Seconds until the daemon's log contains text (nan on timeout)."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if text in self.log():
+                return time.monotonic() - start
+            gevent.sleep(0.02)
+        return float("nan")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+
+
+def seed(db, exts: list[str], tmp: Path) -> Path:
+    """Operators, and customers for half the callers (cards with data); the numbers file for the simulators."""
+    rules = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
+    numbers = []
+    with db.atomic():
+        for ext in exts:
+            Employee.create(name=f"Operator {ext}", extension=ext)
+        for i in range(200):
+            number = f"+354555{4000 + i:04d}"
+            add_phone(Customer.create(name=f"Customer {i}", company=f"Company {i % 37}"), number, "mobile", rules)
+            numbers += [number, f"+354556{i:04d}"]
+    path = tmp / "numbers.txt"
+    path.write_text("\n".join(numbers) + "\n", encoding="utf-8")
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=100.0, help="new calls per second on each node")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of call arrivals")
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--extensions", type=int, default=20)
+    args = parser.parse_args()
+    exts = [str(1001 + i) for i in range(args.extensions)]
+    schema = f"screenpop_bench_{uuid.uuid4().hex[:8]}"
+    base = server_url()
+    admin = open_database(base)
+    admin.execute_sql(f'CREATE SCHEMA "{schema}"')
+    url = f"{base}?schema={schema}"
+    db = open_database(url)
+    migrate(db)
+    nodes: list[Node] = []
+    sims: list[subprocess.Popen] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="screenpop-cluster-bench-") as tmp:
+            tmp = Path(tmp)
+            numbers = seed(db, exts, tmp)
+            tokens_by_ext = {e: tokens.create(e)[1] for e in exts}
+            nodes = [Node(tmp, name, url, free_port()) for name in ("fs1", "fs2")]
+            for node in nodes:
+                node.wait_for("records node")
+            clients = []
+            for i in range(args.clients):
+                node, ext = nodes[i % 2], exts[(i // 2) % len(exts)]
+                client = Client(node.http_port, tokens_by_ext[ext], ext)
+                client.node = node.name
+                clients.append(client)
+            greenlets = [gevent.spawn(c.run) for c in clients]
+            for c in clients:
+                c.ready.wait(10)
+            errors = [c.error for c in clients if c.error]
+            print(f"{args.clients} clients over {len(exts)} extensions, half on each daemon"
+                  + (f"; {len(errors)} failed: {errors[:3]}" if errors else ""))
+            cpu0 = [proc_cpu_rss(n.proc.pid)[0] for n in nodes]
+            started = time.monotonic()
+            for seed_no, node in enumerate(nodes, 1):
+                sims.append(subprocess.Popen(
+                    [sys.executable, "-m", "screenpop.daemon.cli", "simulate", "--port", str(node.esl_port),
+                     "--generate", "--rate", str(args.rate), "--duration", str(args.duration), "--extensions",
+                     f"{exts[0]}-{exts[-1]}", "--numbers", str(numbers), "--seed", str(seed_no), "--linger", "1"],
+                    stdout=open(tmp / f"sim-{node.name}.log", "wb"), stderr=subprocess.STDOUT))
+            while any(s.poll() is None for s in sims):
+                gevent.sleep(0.5)
+            wall = time.monotonic() - started
+            previous = -1
+            while (total := CallEvent.select().count()) != previous:
+                previous = total
+                gevent.sleep(1.0)
+            stored_at = time.monotonic()
+            cpu = [proc_cpu_rss(n.proc.pid)[0] - c0 for n, c0 in zip(nodes, cpu0)]
+            node_of = dict(Call.select(Call.uuid, Call.node).tuples())
+            event_call = dict(CallEvent.select(CallEvent.id, CallEvent.uuid).tuples())
+            expected: dict[str, list[int]] = {}
+            for ident, ext in CallEvent.select(CallEvent.id, CallEvent.extension).order_by(CallEvent.id).tuples():
+                expected.setdefault(ext, []).append(ident)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and any(c.ids != expected.get(c.extension, []) for c in clients):
+                gevent.sleep(0.2)
+            same, other = [], []
+            for c in clients:
+                for ident, latency in zip(c.ids, c.latencies):
+                    (same if node_of.get(event_call.get(ident)) == c.node else other).append(latency)
+            complete = sum(1 for c in clients if c.ids == expected.get(c.extension, []))
+            calls, pops = len(node_of), sum(len(v) for v in expected.values())
+            print(f"2 nodes x {args.rate:g} calls/s for {args.duration:g} s: {calls} calls, {pops} pops stored; "
+                  f"simulators ran {wall:.1f} s, all stored {stored_at - started:.1f} s after the start")
+            print(f"clients with exactly their extension's pops of both nodes, in id order: {complete}/{len(clients)}")
+            for label, values in (("same node (baseline)", same), ("other node (via PostgreSQL)", other)):
+                print(f"pop latency, {label}: n={len(values)} p50 {percentile(values, 0.5) * 1000:.1f} ms, "
+                      f"p99 {percentile(values, 0.99) * 1000:.1f} ms, max {max(values or [0]) * 1000:.1f} ms")
+            print(f"writes: {calls / wall:.0f} calls/s and {pops / wall:.0f} pops/s stored by both daemons together "
+                  f"(offered {2 * args.rate:g} calls/s)")
+            print("daemon CPU during the run: " + ", ".join(
+                f"{n.name} {c:.1f} s ({c / wall * 100:.0f}% of a core)" for n, c in zip(nodes, cpu)))
+            gevent.killall(greenlets, timeout=2)
+            standby = Node(tmp, "fs1", url, nodes[0].esl_port)
+            nodes.append(standby)
+            standby.wait_for("standby for node")
+            nodes[0].proc.kill()
+            print(f"takeover: the fs1 standby held the node {standby.wait_for('records node'):.2f} s after kill -9 "
+                  f"of the fs1 daemon")
+    finally:
+        for s in sims:
+            if s.poll() is None:
+                s.kill()
+        for node in nodes:
+            node.stop()
+        db.close()
+        admin.execute_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.close()
+
+
+if __name__ == "__main__":
+    main()
