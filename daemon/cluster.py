@@ -46,6 +46,7 @@ class Election:
         self.on_lost = on_lost
         self.holding = False  # recording this node (kept through a lost lock connection until it is proven lost)
         self.pid: int | None = None  # backend pid of the lock session while it holds the lock
+        self._last_pid: int | None = None  # ... and of the last one that did (its session may outlive our side)
         self._greenlet: gevent.Greenlet | None = None
 
     def start(self) -> None:
@@ -78,19 +79,19 @@ class Election:
             try:
                 conn = pg_session(self.db, idle_session_timeout=f"{int(self.hang_timeout * 1000)}ms")
                 while not conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()[0]:
-                    if self.holding:
+                    if self.holding and self._holder(conn) not in (None, self._last_pid):
                         log.error("another daemon took node %r over while this one was cut off; stopping recording",
                                   self.node)
                         self.holding = False
                         self.on_lost()
                         return
-                    if not waiting_logged:
+                    if not waiting_logged and not self.holding:
                         log.info("standby for node %r: another daemon records it; taking over when it stops", self.node)
                         waiting_logged = True
                     gevent.sleep(self.poll_interval)
                 conn.execute("SELECT pg_advisory_lock(%s)", (self.fence_key,))  # a previous holder's writes end
                 conn.execute("SELECT pg_advisory_unlock(%s)", (self.fence_key,))
-                self.pid = conn.info.backend_pid
+                self.pid = self._last_pid = conn.info.backend_pid
                 if self.holding:
                     log.warning("node %r is still ours after the lock connection came back", self.node)
                 else:
@@ -107,6 +108,12 @@ class Election:
                 if conn is not None:
                     conn.close()
             gevent.sleep(self.poll_interval)
+
+    def _holder(self, conn) -> int | None:
+        """The backend pid holding the node's lock, if any."""
+        row = conn.execute("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid::bigint = %s "
+                           "AND objid::bigint = %s AND objsubid = 1", self._lock_ids).fetchone()
+        return row[0] if row else None
 
     def _keep(self, conn) -> None:
         """Ping the lock session well within hang_timeout; a ping that hangs counts as a lost connection."""

@@ -128,7 +128,14 @@ class Daemon:
 
     def _take_over(self) -> None:
         """This daemon now holds its node: resume the calls the previous holder left open, connect, resync."""
-        self._resume_open_calls(self.push.call(load_open_calls, self.db, self.node))
+        while True:
+            try:
+                open_calls = self.push.call(load_open_calls, self.db, self.node)
+                break
+            except peewee.DatabaseError as exc:
+                log.warning("could not read node %s's open calls (%s); retrying", self.node, exc)
+                gevent.sleep(1.0)
+        self._resume_open_calls(open_calls)
         self.esl.start()
 
     def _lose_node(self) -> None:
