@@ -136,8 +136,10 @@ def main() -> None:
                      "--generate", "--rate", str(args.rate), "--duration", str(args.duration), "--extensions",
                      f"{exts[0]}-{exts[-1]}", "--numbers", str(numbers), "--seed", str(seed_no), "--linger", "1"],
                     stdout=open(tmp / f"sim-{node.name}.log", "wb"), stderr=subprocess.STDOUT))
+            samples = [(0.0, 0, 0)]  # (seconds since start, pops stored, calls stored), once a second
             while any(s.poll() is None for s in sims):
-                gevent.sleep(0.5)
+                gevent.sleep(1.0)
+                samples.append((time.monotonic() - started, CallEvent.select().count(), Call.select().count()))
             wall = time.monotonic() - started
             previous = -1
             while (total := CallEvent.select().count()) != previous:
@@ -165,8 +167,11 @@ def main() -> None:
             for label, values in (("same node (baseline)", same), ("other node (via PostgreSQL)", other)):
                 print(f"pop latency, {label}: n={len(values)} p50 {percentile(values, 0.5) * 1000:.1f} ms, "
                       f"p99 {percentile(values, 0.99) * 1000:.1f} ms, max {max(values or [0]) * 1000:.1f} ms")
-            print(f"writes: {calls / wall:.0f} calls/s and {pops / wall:.0f} pops/s stored by both daemons together "
-                  f"(offered {2 * args.rate:g} calls/s)")
+            arrivals = [s for s in samples if s[0] <= args.duration] or samples
+            t, p, c = arrivals[-1]
+            peak = max((b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(samples, samples[1:]))
+            print(f"writes while calls arrive: {c / t:.0f} calls/s and {p / t:.0f} pops/s stored by both daemons "
+                  f"together (offered {2 * args.rate:g} calls/s); peak second {peak:.0f} pops/s")
             print("daemon CPU during the run: " + ", ".join(
                 f"{n.name} {c:.1f} s ({c / wall * 100:.0f}% of a core)" for n, c in zip(nodes, cpu)))
             gevent.killall(greenlets, timeout=2)
