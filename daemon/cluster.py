@@ -33,7 +33,8 @@ class Election:
     """The lock connection's greenlet: acquire, keep (ping), notice a loss, and tell the daemon."""
 
     def __init__(self, db: peewee.Database, schema: str, node: str, poll_interval: float, hang_timeout: float,
-                 on_acquired: Callable[[], None], on_lost: Callable[[], None]) -> None:
+                 on_acquired: Callable[[], None], on_lost: Callable[[], None],
+                 on_standby: Callable[[], None] = lambda: None) -> None:
         self.db = db
         self.node = node
         self.key = advisory_key(f"screenpop/{schema}/node/{node}")
@@ -44,6 +45,7 @@ class Election:
         self.hang_timeout = hang_timeout
         self.on_acquired = on_acquired
         self.on_lost = on_lost
+        self.on_standby = on_standby
         self.holding = False  # recording this node (kept through a lost lock connection until it is proven lost)
         self.pid: int | None = None  # backend pid of the lock session while it holds the lock
         self._last_pid: int | None = None  # ... and of the last one that did (its session may outlive our side)
@@ -88,6 +90,7 @@ class Election:
                     if not waiting_logged and not self.holding:
                         log.info("standby for node %r: another daemon records it; taking over when it stops", self.node)
                         waiting_logged = True
+                        self.on_standby()
                     gevent.sleep(self.poll_interval)
                 conn.execute("SELECT pg_advisory_lock(%s)", (self.fence_key,))  # a previous holder's writes end
                 conn.execute("SELECT pg_advisory_unlock(%s)", (self.fence_key,))

@@ -117,7 +117,8 @@ class Daemon:
             return listener, None
         cluster = self.config.cluster
         election = Election(self.db, schema, self.node, cluster.poll_interval, cluster.hang_timeout,
-                            on_acquired=self._take_over, on_lost=self._lose_node)
+                            on_acquired=self._take_over, on_lost=self._lose_node,
+                            on_standby=lambda: self._esl_up.set())  # ready: a standby serves trays, no FreeSWITCH
         self.writer.fence = election.fence
         return listener, election
 
@@ -265,7 +266,9 @@ class Daemon:
 
     def _status(self) -> str:
         """One line for `systemctl status`: the FreeSWITCH link, calls in progress, streams, queued writes."""
-        if self.esl.connected:
+        if self.election is not None and not self.election.holding:
+            link = f"standby for node {self.node}"
+        elif self.esl.connected:
             link = f"FreeSWITCH {self.esl.address} connected"
         else:
             link = f"waiting for FreeSWITCH {self.esl.address}" + (f" ({self.esl.last_error})" if self.esl.last_error else "")
