@@ -71,9 +71,9 @@ def _calls(db: peewee.Database, customer_id: int, limit: int, before: int | None
     params: list[Any] = [customer_id]
     older = ""
     if before is not None:
-        # Keyset: strictly after the given call in (started_at DESC, id DESC) order.
-        older = (f"AND (c.started_at < (SELECT started_at FROM call WHERE id = {p}) OR "
-                 f"(c.started_at = (SELECT started_at FROM call WHERE id = {p}) AND c.id < {p})) ")
+        # Keyset: strictly after the given call in (started_at DESC, id DESC) order; the <= is the index range.
+        at = f"(SELECT started_at FROM call WHERE id = {p})"
+        older = f"AND c.started_at <= {at} AND (c.started_at < {at} OR c.id < {p}) "
         params += [before, before, before]
     rows = db.execute_sql(
         "SELECT c.id, c.uuid, c.started_at, c.answered_at, c.ended_at, c.direction, c.external_number, "
