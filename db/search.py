@@ -217,20 +217,21 @@ def _number_tiers(db: peewee.Database, text: str, tiers: _Tiers, rules: NumberRu
     p = db.param
     digits = _NON_DIGITS.sub("", text)
     international = text.startswith("+") or text.startswith("00")
-    e164 = None
+    tail = digits.removeprefix("00") if international else digits.lstrip("0")  # no trunk or international prefix
+    whole = None  # the number as the site's rules read it, when they do
     if rules is not None:
         number = rules.classify(text)
-        e164 = number.e164 if number.kind == "e164" else None
-    if e164 is None and international:
-        e164 = "+" + digits.removeprefix("00") if text.startswith("00") else "+" + digits
+        whole = number.e164 if number.kind == "e164" else None
+    e164 = whole or ("+" + tail if international else None)
     if e164:
         tiers.fetch(db, f"SELECT customer_id FROM phone WHERE e164 = {p} LIMIT {p}", [e164], _SLACK)
-    tail = digits.lstrip("0") if not international else digits.removeprefix("00")
     if len(tail) < MIN_DIGITS:
         return
     rev = tail[::-1]
     tiers.fetch(db, f"SELECT customer_id FROM phone WHERE rev >= {p} AND rev <= {p} LIMIT {p}",
                 [rev, rev + _DIGITS_AFTER], _SLACK)
+    if whole:
+        return  # a whole number is not part of a longer one
     if isinstance(db, peewee.SqliteDatabase):
         tiers.fetch(db, f"SELECT rowid FROM customer_search WHERE customer_search MATCH {p} LIMIT {p}",
                     [f'digits : "{tail}"'])

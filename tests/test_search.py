@@ -69,6 +69,7 @@ def test_numbers_in_any_format(db, people):
         assert find(db, text) == [p["jon"]], text
         assert find(db, text, rules=None) == [p["jon"]], text
     assert find(db, "820 7777") == [p["jon"]]
+    assert find(db, "+354 555") == find(db, "00354 555", rules=None) == [p["jon"], p["ajona"]]  # typing on
     assert find(db, "020 7946 0123", rules=NumberRules("GB", r"^[1-9][0-9]{1,3}$", 7)) == [p["thora"]]
     assert find(db, "020 7946 0123") == [p["thora"]]  # the trunk 0 dropped, the rest as a suffix
     assert find(db, "+1 (415) 555-0100") == [p["smith"]]
