@@ -137,8 +137,12 @@ def main() -> None:
                      f"{exts[0]}-{exts[-1]}", "--numbers", str(numbers), "--seed", str(seed_no), "--linger", "1"],
                     stdout=open(tmp / f"sim-{node.name}.log", "wb"), stderr=subprocess.STDOUT))
             samples = [(0.0, 0, 0)]  # (seconds since start, pops stored, calls stored), once a second
+            sim_cpu = [0.0 for _ in sims]
             while any(s.poll() is None for s in sims):
                 gevent.sleep(1.0)
+                for i, sim in enumerate(sims):
+                    if sim.poll() is None:
+                        sim_cpu[i] = proc_cpu_rss(sim.pid)[0]
                 samples.append((time.monotonic() - started, CallEvent.select().count(), Call.select().count()))
             wall = time.monotonic() - started
             previous = -1
@@ -172,8 +176,9 @@ def main() -> None:
             peak = max((b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(samples, samples[1:]))
             print(f"writes while calls arrive: {c / t:.0f} calls/s and {p / t:.0f} pops/s stored by both daemons "
                   f"together (offered {2 * args.rate:g} calls/s); peak second {peak:.0f} pops/s")
-            print("daemon CPU during the run: " + ", ".join(
-                f"{n.name} {c:.1f} s ({c / wall * 100:.0f}% of a core)" for n, c in zip(nodes, cpu)))
+            print("CPU during the run: " + ", ".join(
+                f"daemon {n.name} {c:.1f} s ({c / wall * 100:.0f}% of a core)" for n, c in zip(nodes, cpu)) + ", " +
+                ", ".join(f"simulator {n.name} {c:.1f} s ({c / wall * 100:.0f}%)" for n, c in zip(nodes, sim_cpu)))
             gevent.killall(greenlets, timeout=2)
             standby = Node(tmp, "fs1", url, nodes[0].esl_port)
             nodes.append(standby)

@@ -239,9 +239,13 @@ class Writer:
         self._execute_many(self._sql_upsert_party, party_rows)
         if pops and self.publisher is not None:
             self.publisher.before_pops(self.db)
-        for pop, row in zip(pops, pop_rows):
-            cursor = self.db.execute_sql(self._sql_insert_pop, row)
-            pop.id = cursor.fetchone()[0] if self._returning else cursor.lastrowid
+        if self._returning and pops:  # PostgreSQL: draw the ids in one round trip, insert them in one batch
+            ids = sorted(row[0] for row in self.db.execute_sql(self._sql_next_ids, (len(pops),)).fetchall())
+            self._execute_many(self._sql_insert_pop_with_id, [(i, *row) for i, row in zip(ids, pop_rows)])
+            for pop, i in zip(pops, ids):
+                pop.id = i
+        for pop, row in zip(pops if not self._returning else (), pop_rows):
+            pop.id = self.db.execute_sql(self._sql_insert_pop, row).lastrowid
         if pops and self.publisher is not None:
             self.publisher.after_pops(self.db, pops[-1].id)
 
@@ -301,8 +305,11 @@ class Writer:
                        "customer_id", "matches", '"at"']
         self._sql_insert_pop = (
             f"INSERT INTO call_event ({', '.join(pop_columns)}) VALUES ({', '.join([p] * len(pop_columns))})"
-            + (" RETURNING id" if self._returning else "")
         )
+        self._sql_insert_pop_with_id = (
+            f"INSERT INTO call_event (id, {', '.join(pop_columns)}) VALUES ({', '.join([p] * (len(pop_columns) + 1))})"
+        )
+        self._sql_next_ids = f"SELECT nextval(pg_get_serial_sequence('call_event', 'id')) FROM generate_series(1, {p})"
 
 
 def _sqlite_value(value):
