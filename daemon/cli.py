@@ -238,6 +238,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_tray(args: argparse.Namespace) -> int:
     """The workstation tray client: a pop for every call to this operator (--setup writes its config)."""
     import dataclasses
+    import importlib.util
 
     from screenpop.tray import config as tray_config
 
@@ -258,6 +259,10 @@ def cmd_tray(args: argparse.Namespace) -> int:
         config.resolved_token()
     except tray_config.TrayConfigError as exc:
         raise SystemExit(f"screenpop: {exc}") from None
+    missing = [m for m in ("pystray", "plyer") + (("dbus",) if sys.platform.startswith("linux") else ())
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SystemExit(f"screenpop: the tray needs {', '.join(missing)}: pip install 'screenpop[tray]'")
     from screenpop.tray.app import run
 
     return run(config, show_icon=not args.no_icon)

@@ -1,0 +1,207 @@
+"""The Debian package end to end in a clean Debian 12 root: install, run against the simulator, upgrade with data
+in place, remove, purge (docs/packaging.md)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from screenpop.db.migrations import MIGRATIONS
+from screenpop.db.models import SchemaVersion
+from debroot import DebRoot
+from support import CAPTURES, free_port, simulator, wait_for, write_config
+
+pytestmark = [
+    pytest.mark.packaging,
+    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("debootstrap") or not shutil.which("dpkg-deb"),
+                       reason="needs root, debootstrap and dpkg-deb (.ci/setup installs them)"),
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+UNIT = "screenpop-daemon.service"
+CONFIG = "/etc/screenpop/screenpop.toml"
+STATE = "/var/lib/screenpop"
+# stands in for systemd/screenpop-daemon.service until that unit is in the tree
+FIXTURE_UNIT = f"""[Unit]
+Description=screenpop daemon (test stand-in)
+
+[Service]
+User=screenpop
+Group=screenpop
+StateDirectory=screenpop
+ExecStart=/usr/bin/screenpop daemon --config {CONFIG}
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def build_deb(out: Path, version: str, cache: Path, unit: Path, compress: str) -> Path:
+    """packaging/build-deb.py as a developer runs it, the Debian version bumped through the environment."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "packaging/build-deb.py"), "--out", str(out), "--unit", str(unit),
+         "--venv-cache", str(cache), "--compress", compress],
+        capture_output=True, text=True, env={**os.environ, "SCREENPOP_DEB_VERSION": version},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def debs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Version A (xz, as shipped) and a newer B (zstd) from one virtualenv build."""
+    tmp = tmp_path_factory.mktemp("debs")
+    unit = ROOT / "systemd" / UNIT
+    if not unit.is_file():
+        unit = tmp / UNIT
+        unit.write_text(FIXTURE_UNIT, encoding="utf-8")
+    return {
+        "A": build_deb(tmp / "out", "0.1.0-1", tmp / "venv-cache", unit, "xz"),
+        "B": build_deb(tmp / "out", "0.1.0-2", tmp / "venv-cache", unit, "zstd"),
+    }
+
+
+@pytest.fixture
+def debroot(tmp_path: Path):
+    root = DebRoot.unpack(tmp_path / "root")
+    try:
+        with root:
+            yield root
+    finally:
+        root.remove()
+
+
+def unit_service(root: DebRoot) -> dict[str, str]:
+    """The [Service] keys of the installed unit (the last value of each)."""
+    keys: dict[str, str] = {}
+    for line in (root.path / "lib/systemd/system" / UNIT).read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.startswith(("#", ";")):
+            keys[key.strip()] = value.strip()
+    return keys
+
+
+def start_daemon(root: DebRoot, log: Path) -> subprocess.Popen:
+    """The daemon as systemd would start it from the installed unit: its ExecStart exec'd as its User and Group,
+    with its StateDirectory (setpriv execs, so the signal the test sends reaches the daemon itself)."""
+    unit = unit_service(root)
+    env = {"STATE_DIRECTORY": f"/var/lib/{unit['StateDirectory']}"} if unit.get("StateDirectory") else {}
+    user = unit["User"]
+    return root.popen("setpriv", f"--reuid={user}", f"--regid={unit.get('Group', user)}", "--init-groups", "--",
+                      "env", *(f"{k}={v}" for k, v in env.items()), *unit["ExecStart"].lstrip("-@+!").split(), log=log)
+
+
+def stop(proc: subprocess.Popen, log: Path) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"daemon did not stop:\n{log.read_text()[-3000:]}") from None
+    assert code == 0, log.read_text()[-3000:]
+
+
+def calls(root: DebRoot) -> list[dict]:
+    """`screenpop calls --json` as the admin runs it (root) inside the root."""
+    out = root.run("screenpop", "calls", "--json", "--config", CONFIG).stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def record_one_call(root: DebRoot, tmp: Path, port: int, scenario: str, before: int) -> list[dict]:
+    """Start the packaged daemon, replay one captured call on the host's loopback, wait until it is stored."""
+    log = tmp / f"daemon-{scenario}.log"
+    daemon = start_daemon(root, log)
+    sim = simulator(tmp, port, "--replay", str(CAPTURES / f"{scenario}.plain.esl"), "--speed", "0", "--linger", "2",
+                    name=f"sim-{scenario}")
+    try:
+        wait_for(lambda: len(calls(root)) > before and calls(root)[-1]["ended_at"], 60, f"the {scenario} call")
+    finally:
+        sim.close()
+        stop(daemon, log)
+    return calls(root)
+
+
+def mode_owner(root: DebRoot, path: str) -> tuple[str, str, str]:
+    st = (root.path / path.lstrip("/")).stat()
+    names = dict(line.split(":")[:3:2] for line in (root.path / "etc/passwd").read_text().splitlines())
+    groups = dict(line.split(":")[:3:2] for line in (root.path / "etc/group").read_text().splitlines())
+    return oct(stat.S_IMODE(st.st_mode)), {v: k for k, v in names.items()}[str(st.st_uid)], \
+        {v: k for k, v in groups.items()}[str(st.st_gid)]
+
+
+def schema_version(root: DebRoot) -> int:
+    with sqlite3.connect(root.path / STATE.lstrip("/") / "screenpop.db") as db:
+        return db.execute(f"SELECT MAX(version) FROM {SchemaVersion._meta.table_name}").fetchone()[0]
+
+
+def test_install_run_upgrade_remove_purge(debs: dict[str, Path], debroot: DebRoot, tmp_path: Path) -> None:
+    root = debroot
+    latest = MIGRATIONS[-1].version
+    for deb in debs.values():
+        shutil.copy(deb, root.path / "tmp")
+
+    # install: apt resolves the Depends (python3, adduser) from the root's own archive
+    out = root.run("apt-get", "install", "-y", "-q", "--no-install-recommends", f"/tmp/{debs['A'].name}").stdout
+    assert f"schema version {latest} (applied" in out
+    assert root.run("getent", "passwd", "screenpop").stdout.split(":")[6].strip() == "/usr/sbin/nologin"
+    assert mode_owner(root, "/etc/screenpop") == ("0o750", "root", "screenpop")
+    assert mode_owner(root, CONFIG) == ("0o640", "root", "screenpop")
+    assert mode_owner(root, STATE) == ("0o750", "screenpop", "screenpop")
+    assert mode_owner(root, f"{STATE}/screenpop.db")[1:] == ("screenpop", "screenpop")
+    assert (root.path / "etc/systemd/system/multi-user.target.wants" / UNIT).is_symlink()
+    assert "usage: screenpop" in root.run("screenpop", "--help").stdout
+    # the daemon's virtualenv carries no desktop stack
+    assert root.run("/opt/screenpop/bin/python", "-c", "import gi", check=False).returncode != 0
+    assert root.run("/opt/screenpop/bin/python", "-c", "import gevent, psycopg, PIL, screenpop.daemon.service").returncode == 0
+
+    # the admin points it at FreeSWITCH (here the simulator on the host's loopback)
+    port = free_port()
+    write_config(root.path / CONFIG.lstrip("/"), port, "", http_port=free_port())
+    config_text = (root.path / CONFIG.lstrip("/")).read_text()
+    first = record_one_call(root, tmp_path, port, "inbound-answered", 0)
+    assert len(first) == 1 and first[0]["answered_by"]
+
+    # an older schema on disk: the upgrade's postinst must bring it up to date, keeping the data
+    with sqlite3.connect(root.path / STATE.lstrip("/") / "screenpop.db") as db:
+        db.execute(f"DELETE FROM {SchemaVersion._meta.table_name} WHERE version = ?", (latest,))
+    out = root.run("apt-get", "install", "-y", "-q", f"/tmp/{debs['B'].name}").stdout
+    assert f"schema version {latest} (applied {latest})" in out
+    assert root.run("dpkg-query", "-W", "-f=${Version}", "screenpop").stdout == "0.1.0-2"
+    assert schema_version(root) == latest
+    assert (root.path / CONFIG.lstrip("/")).read_text() == config_text  # the admin's edit kept
+    assert mode_owner(root, CONFIG) == ("0o640", "root", "screenpop")
+    assert calls(root)[0]["uuid"] == first[0]["uuid"]
+    second = record_one_call(root, tmp_path, port, "inbound-missed", 1)
+    assert [c["uuid"] for c in second[:1]] == [first[0]["uuid"]] and len(second) == 2
+
+    # remove: the program goes, configuration and data stay
+    root.run("apt-get", "remove", "-y", "-q", "screenpop")
+    assert root.run("dpkg-query", "-W", "-f=${Status}", "screenpop").stdout == "deinstall ok config-files"
+    for gone in ("opt/screenpop", "usr/bin/screenpop", f"lib/systemd/system/{UNIT}"):
+        assert not os.path.lexists(root.path / gone), gone
+    assert (root.path / CONFIG.lstrip("/")).read_text() == config_text
+    assert (root.path / STATE.lstrip("/") / "screenpop.db").is_file()
+
+    # purge: configuration, state, unit state and overrides go; the system user stays (docs/packaging.md)
+    root.run("apt-get", "purge", "-y", "-q", "screenpop")
+    assert root.run("dpkg-query", "-W", "screenpop", check=False).returncode != 0
+    for gone in ("etc/screenpop", STATE.lstrip("/"), f"etc/systemd/system/multi-user.target.wants/{UNIT}"):
+        assert not os.path.lexists(root.path / gone), gone
+    assert "screenpop" not in root.run("dpkg-statoverride", "--list", check=False).stdout
+    assert root.run("getent", "passwd", "screenpop").returncode == 0
+
+
+@pytest.mark.skipif(not shutil.which("lintian"), reason="lintian not installed")
+def test_lintian_clean(debs: dict[str, Path]) -> None:
+    """Every lintian finding is fixed or overridden with its reason in packaging/deb/lintian-overrides."""
+    result = subprocess.run(["lintian", "--fail-on", "error,warning", str(debs["A"])], capture_output=True, text=True)
+    findings = [line for line in result.stdout.splitlines() if line[:2] in ("E:", "W:")]
+    assert result.returncode == 0 and not findings, result.stdout + result.stderr
