@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 PREFIX = "/opt/screenpop"
 UNIT = "screenpop-daemon.service"
+DOCS = ("configuration.md", "systemd.md", "packaging.md")
 MAINTAINER = (f"{os.environ.get('DEBFULLNAME') or 'screenpop maintainers'} "
               f"<{os.environ.get('DEBEMAIL') or 'maintainers@screenpop.invalid'}>")
 DESCRIPTION = """\
@@ -137,6 +138,8 @@ def stage_files(stage: Path, version: str, unit: Path) -> None:
     doc = stage / "usr/share/doc/screenpop"
     write(doc / "copyright", (HERE / "deb/copyright").read_bytes())
     write(doc / "changelog.Debian.gz", changelog(version))
+    for page in DOCS:  # the unit's Documentation= names systemd.md here
+        write(doc / page, (ROOT / "docs" / page).read_bytes())
     write(stage / "usr/share/lintian/overrides/screenpop", (HERE / "deb/lintian-overrides").read_bytes())
     for script in ("postinst", "prerm", "postrm"):
         write(stage / "DEBIAN" / script, (HERE / "deb" / script).read_bytes(), 0o755)

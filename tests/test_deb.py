@@ -29,21 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 UNIT = "screenpop-daemon.service"
 CONFIG = "/etc/screenpop/screenpop.toml"
 STATE = "/var/lib/screenpop"
-# stands in for systemd/screenpop-daemon.service until that unit is in the tree
-FIXTURE_UNIT = f"""[Unit]
-Description=screenpop daemon (test stand-in)
-
-[Service]
-User=screenpop
-Group=screenpop
-StateDirectory=screenpop
-ExecStart=/usr/bin/screenpop daemon --config {CONFIG}
-
-[Install]
-WantedBy=multi-user.target
-"""
-
-
 def build_deb(out: Path, version: str, cache: Path, unit: Path, compress: str) -> Path:
     """packaging/build-deb.py as a developer runs it, the Debian version bumped through the environment."""
     result = subprocess.run(
@@ -60,9 +45,6 @@ def debs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Version A (xz, as shipped) and a newer B (zstd) from one virtualenv build."""
     tmp = tmp_path_factory.mktemp("debs")
     unit = ROOT / "systemd" / UNIT
-    if not unit.is_file():
-        unit = tmp / UNIT
-        unit.write_text(FIXTURE_UNIT, encoding="utf-8")
     return {
         "A": build_deb(tmp / "out", "0.1.0-1", tmp / "venv-cache", unit, "xz"),
         "B": build_deb(tmp / "out", "0.1.0-2", tmp / "venv-cache", unit, "zstd"),
@@ -91,12 +73,13 @@ def unit_service(root: DebRoot) -> dict[str, str]:
 
 def start_daemon(root: DebRoot, log: Path) -> subprocess.Popen:
     """The daemon as systemd would start it from the installed unit: its ExecStart exec'd as its User and Group,
-    with its StateDirectory (setpriv execs, so the signal the test sends reaches the daemon itself)."""
+    with its UMask and StateDirectory (setpriv and sh exec, so the test's signal reaches the daemon itself)."""
     unit = unit_service(root)
-    env = {"STATE_DIRECTORY": f"/var/lib/{unit['StateDirectory']}"} if unit.get("StateDirectory") else {}
     user = unit["User"]
     return root.popen("setpriv", f"--reuid={user}", f"--regid={unit.get('Group', user)}", "--init-groups", "--",
-                      "env", *(f"{k}={v}" for k, v in env.items()), *unit["ExecStart"].lstrip("-@+!").split(), log=log)
+                      "sh", "-c", 'umask "$0" && exec "$@"', unit.get("UMask", "0022"),
+                      "env", f"STATE_DIRECTORY=/var/lib/{unit['StateDirectory']}",
+                      *unit["ExecStart"].lstrip("-@+!").split(), log=log)
 
 
 def stop(proc: subprocess.Popen, log: Path) -> None:
@@ -154,7 +137,9 @@ def test_install_run_upgrade_remove_purge(debs: dict[str, Path], debroot: DebRoo
     assert root.run("getent", "passwd", "screenpop").stdout.split(":")[6].strip() == "/usr/sbin/nologin"
     assert mode_owner(root, "/etc/screenpop") == ("0o750", "root", "screenpop")
     assert mode_owner(root, CONFIG) == ("0o640", "root", "screenpop")
-    assert mode_owner(root, STATE) == ("0o750", "screenpop", "screenpop")
+    assert mode_owner(root, STATE) == ("0o700", "screenpop", "screenpop")  # the unit's StateDirectoryMode
+    assert (root.path / "lib/systemd/system" / UNIT).read_bytes() == (ROOT / "systemd" / UNIT).read_bytes()
+    assert (root.path / "usr/share/doc/screenpop/systemd.md").is_file()  # the unit's Documentation=
     assert mode_owner(root, f"{STATE}/screenpop.db")[1:] == ("screenpop", "screenpop")
     assert (root.path / "etc/systemd/system/multi-user.target.wants" / UNIT).is_symlink()
     assert "usage: screenpop" in root.run("screenpop", "--help").stdout
