@@ -134,6 +134,8 @@ def stage_files(stage: Path, version: str, unit: Path) -> None:
     (stage / "usr/bin").mkdir(parents=True)
     (stage / "usr/bin/screenpop").symlink_to(f"{PREFIX}/bin/screenpop")
     write(stage / "lib/systemd/system" / UNIT, unit.read_bytes())
+    # the same user postinst makes with adduser, declared for systemd-sysusers too
+    write(stage / "usr/lib/sysusers.d/screenpop.conf", (ROOT / "systemd/screenpop.sysusers").read_bytes())
     write(stage / "etc/screenpop/screenpop.toml", (ROOT / "packaging/screenpop.toml").read_bytes(), 0o640)
     doc = stage / "usr/share/doc/screenpop"
     write(doc / "copyright", (HERE / "deb/copyright").read_bytes())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -134,12 +135,15 @@ def test_install_run_upgrade_remove_purge(debs: dict[str, Path], debroot: DebRoo
     # install: apt resolves the Depends (python3, adduser) from the root's own archive
     out = root.run("apt-get", "install", "-y", "-q", "--no-install-recommends", f"/tmp/{debs['A'].name}").stdout
     assert f"schema version {latest} (applied" in out
-    assert root.run("getent", "passwd", "screenpop").stdout.split(":")[6].strip() == "/usr/sbin/nologin"
     assert mode_owner(root, "/etc/screenpop") == ("0o750", "root", "screenpop")
     assert mode_owner(root, CONFIG) == ("0o640", "root", "screenpop")
     assert mode_owner(root, STATE) == ("0o700", "screenpop", "screenpop")  # the unit's StateDirectoryMode
     assert (root.path / "lib/systemd/system" / UNIT).read_bytes() == (ROOT / "systemd" / UNIT).read_bytes()
     assert (root.path / "usr/share/doc/screenpop/systemd.md").is_file()  # the unit's Documentation=
+    # adduser made the user systemd-sysusers would: the same name, description, home and shell
+    declared = shlex.split((root.path / "usr/lib/sysusers.d/screenpop.conf").read_text().splitlines()[-1])
+    gecos, home, shell = root.run("getent", "passwd", "screenpop").stdout.strip().split(":")[4:]
+    assert [declared[1], declared[3], declared[4], declared[5]] == ["screenpop", gecos.split(",")[0], home, shell]
     assert mode_owner(root, f"{STATE}/screenpop.db")[1:] == ("screenpop", "screenpop")
     assert (root.path / "etc/systemd/system/multi-user.target.wants" / UNIT).is_symlink()
     assert "usage: screenpop" in root.run("screenpop", "--help").stdout
