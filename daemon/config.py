@@ -111,6 +111,12 @@ class AnalyticsConfig:
     """Call analytics: the call centre's time zone for periods, hours and days (empty: the system's zone)."""
 
     timezone: str = ""
+class WebConfig:
+    """The web pages (docs/web.md): how long a sign-in lasts, how long a tray's one-time link works, photo uploads."""
+
+    session_hours: float = 12.0
+    signin_link_seconds: int = 60
+    photo_max_mb: int = 10
 
 
 @dataclass
@@ -139,6 +145,7 @@ class Config:
     pbx: PbxConfig = field(default_factory=PbxConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     log: LogConfig = field(default_factory=LogConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     node: str = ""
@@ -201,6 +208,12 @@ def parse(data: dict[str, Any]) -> Config:
         raise ConfigError("[cluster] poll_interval must be between 0.1 and 1 second (takeover within 5 s)")
     if not 1.0 <= config.cluster.hang_timeout <= 3.5:
         raise ConfigError("[cluster] hang_timeout must be between 1 and 3.5 seconds (takeover within 5 s)")
+    if not 0.05 <= config.web.session_hours <= 24 * 30:
+        raise ConfigError("[web] session_hours must be between 0.05 and 720")
+    if not 5 <= config.web.signin_link_seconds <= 600:
+        raise ConfigError("[web] signin_link_seconds must be between 5 and 600")
+    if not 1 <= config.web.photo_max_mb <= 50:
+        raise ConfigError("[web] photo_max_mb must be between 1 and 50")
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("[log] level must be debug, info, warning or error")
     return config

@@ -168,6 +168,13 @@ class PushHub:
         except gevent.Timeout:
             raise peewee.OperationalError(f"the database did not answer within {timeout:g} s") from None
 
+    def atomic(self, fn: Callable, *args: Any) -> Any:
+        """fn on the worker greenlet inside one transaction (the API's and the web pages' database steps)."""
+        def tx():
+            with self.db.atomic():
+                return fn(*args)
+        return self.call(tx)
+
     def check_token(self, clear: str) -> tokens.TokenCheck:
         if not clear:
             return tokens.TokenCheck(None, reason="no token")

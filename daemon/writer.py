@@ -290,7 +290,8 @@ class Writer:
             f'INSERT INTO "call" (uuid, direction, started_at, node, matches, missed) VALUES ({p}, {p}, {p}, {p}, 0, FALSE)'
             + (" RETURNING id" if self._returning else "")
         )
-        assignments = ", ".join(f"{c} = {p}" for c in call_columns)
+        # customer_id: a customer linked to the call from the web page while it runs is never overwritten by NULL
+        assignments = ", ".join(f"{c} = COALESCE({p}, {c})" if c == "customer_id" else f"{c} = {p}" for c in call_columns)
         self._sql_update_call = f'UPDATE "call" SET {assignments} WHERE id = {p}'
         party_columns = [
             "call_id", "extension", "employee_id", "role", "seq", "rang_at", "answered_at", "ended_at", "talk_seconds",

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import codecs
 import csv
-import hashlib
-import io
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -23,17 +20,14 @@ from typing import Any
 import peewee
 
 from screenpop.db import models
-from screenpop.db.images import ImageRejected, load_image
+from screenpop.db import photofiles
+from screenpop.db.images import ImageRejected
 from screenpop.db.models import CATEGORIES, Customer, Employee, Order, Phone
 from screenpop.db.numbers import NumberRules
 
 BATCH_ROWS = 1000
 FIELD_LIMIT = csv.field_size_limit()
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
-PHOTO_FORMATS = ("JPEG", "PNG", "WEBP")
-PHOTO_BOX = (512, 512)
-PHOTO_MAX_BYTES = 50 * 1024 * 1024
-PHOTO_MAX_PIXELS = 40_000_000
 ORDER_STATUSES = ("open", "closed")
 _PHONE_SPLIT = re.compile(r"[;|]")
 _EXTENSION = re.compile(r"[0-9A-Za-z*#+_.-]+")
@@ -620,48 +614,15 @@ def import_photos(folder: str | os.PathLike[str], photo_dir: str | os.PathLike[s
             report.fail(0, f"{path.name}: no customer with external_id {external_id!r}")
             continue
         try:
-            data, suffix = _shrink(path)
-        except _RowError as exc:
+            data, suffix = photofiles.shrink(path)
+        except ImageRejected as exc:
             report.fail(0, f"{path.name}: {exc}")
             continue
         done[external_id] = path.name
-        name = f"{customer.id}-{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
-        if customer.photo == name and (photo_dir / name).is_file():
+        if photofiles.attach(customer, data, suffix, photo_dir) is None:
             report.unchanged += 1
-            continue
-        _write_atomically(photo_dir / name, data)
-        Customer.update(photo=name, updated_at=models.utcnow()).where(Customer.id == customer.id).execute()
-        if customer.photo and customer.photo != name and "/" not in customer.photo:
-            (photo_dir / customer.photo).unlink(missing_ok=True)
-        if customer.photo:
+        elif customer.photo:
             report.updated += 1
         else:
             report.created += 1
     return report
-
-
-def _shrink(path: Path) -> tuple[bytes, str]:
-    """The photo verified and re-encoded to fit PHOTO_BOX: JPEG, or PNG when it has transparency."""
-    try:
-        image = load_image(path, PHOTO_MAX_BYTES, PHOTO_MAX_PIXELS, PHOTO_FORMATS)
-    except ImageRejected as exc:
-        raise _RowError(str(exc)) from None
-    image.thumbnail(PHOTO_BOX)
-    out = io.BytesIO()
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        image.convert("RGBA").save(out, "PNG", optimize=True)
-        return out.getvalue(), ".png"
-    image.convert("RGB").save(out, "JPEG", quality=85, optimize=True)
-    return out.getvalue(), ".jpg"
-
-
-def _write_atomically(target: Path, data: bytes) -> None:
-    """Write a file so a reader never sees half of it."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".import-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

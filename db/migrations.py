@@ -12,7 +12,7 @@ from typing import NamedTuple
 import peewee
 
 from screenpop.db import search
-from screenpop.db.models import ALL_MODELS, Call, SchemaVersion
+from screenpop.db.models import ALL_MODELS, Call, SchemaVersion, Setting, SigninLink
 
 _LOCK_KEY = 0x5C2EE9  # pg advisory lock id: one migrating process at a time
 
@@ -33,6 +33,10 @@ def _analytics_indexes(db: peewee.Database) -> None:
     Call._schema.create_indexes(safe=True)
 
 
+def _web_signin(db: peewee.Database) -> None:
+    db.create_tables([Setting, SigninLink], safe=True)
+
+
 def _search(db: peewee.Database) -> None:
     """The customer search index, filled from what is stored (a customer's calls use migration 4's index)."""
     search.install(db)
@@ -40,6 +44,7 @@ def _search(db: peewee.Database) -> None:
 
 MIGRATIONS: list[Migration] = [
     Migration(1, "create all tables", _create_tables),
+    Migration(2, "web sign-in: shared settings and one-time sign-in links", _web_signin),
     Migration(3, "customer search index", _search),
     Migration(4, "indexes for call analytics: a caller's later calls", _analytics_indexes),
 ]

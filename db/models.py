@@ -172,6 +172,25 @@ class ApiToken(BaseModel):
     revoked_at = DateTimeField(null=True)
 
 
+class Setting(BaseModel):
+    """A value every daemon on the database shares, such as the web sessions' signing key (made once)."""
+
+    key = CharField(max_length=64, primary_key=True)
+    value = TextField()
+
+
+class SigninLink(BaseModel):
+    """A one-time web sign-in link minted with a token: only the secret's hash is kept; used_at marks it spent."""
+
+    id = AutoField()
+    secret_hash = CharField(max_length=128, unique=True)
+    token = ForeignKeyField(ApiToken, on_delete="CASCADE")
+    next_path = CharField(max_length=2000, default="/")
+    created_at = DateTimeField(default=utcnow)
+    expires_at = DateTimeField(index=True)
+    used_at = DateTimeField(null=True)
+
+
 class SchemaVersion(BaseModel):
     """Which migrations have been applied."""
 
@@ -179,4 +198,4 @@ class SchemaVersion(BaseModel):
     applied_at = DateTimeField(default=utcnow)
 
 
-ALL_MODELS = [Employee, Customer, Phone, Order, Call, CallParty, CallEvent, ApiToken]
+ALL_MODELS = [Employee, Customer, Phone, Order, Call, CallParty, CallEvent, ApiToken, Setting, SigninLink]

@@ -1,0 +1,62 @@
+"""Web sign-in state in the database: the session signing key and one-time sign-in links.
+
+The key is made once by whichever daemon needs it first and read by every other daemon on the same database,
+so sessions survive restarts and work on any node. A link's secret is shown once (in the URL the tray opens);
+only its SHA-256 is stored, and spending it is one conditional UPDATE, so it works once even when several
+daemons share one PostgreSQL.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+
+from screenpop.db import tokens
+from screenpop.db.models import ApiToken, Setting, SigninLink, utcnow
+
+SESSION_KEY = "web_session_key"
+KEEP_SPENT = dt.timedelta(days=1)
+
+
+def session_key() -> str:
+    """The key that signs web session cookies; made on first use, the same for every daemon afterwards."""
+    Setting.insert(key=SESSION_KEY, value=secrets.token_hex(32)).on_conflict_ignore().execute()
+    return Setting.get_by_id(SESSION_KEY).value
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def mint(token_id: int, next_path: str, seconds: int) -> str:
+    """A new one-time link secret for token_id, valid for seconds; links spent or expired a day ago are dropped."""
+    now = utcnow()
+    SigninLink.delete().where(SigninLink.expires_at < now - KEEP_SPENT).execute()
+    secret = secrets.token_urlsafe(32)
+    SigninLink.create(secret_hash=_hash(secret), token=token_id, next_path=next_path,
+                      expires_at=now + dt.timedelta(seconds=seconds))
+    return secret
+
+
+def spend(secret: str) -> tuple[int, str] | str:
+    """(token id, next path) if the secret is a link that was never used and has not expired; else why not."""
+    digest = _hash(secret)
+    now = utcnow()
+    spent = (SigninLink.update(used_at=now)
+             .where((SigninLink.secret_hash == digest) & SigninLink.used_at.is_null() & (SigninLink.expires_at > now))
+             .execute())
+    link = SigninLink.get_or_none(SigninLink.secret_hash == digest)
+    if spent == 1 and link is not None:
+        return link.token_id, link.next_path
+    if link is None:
+        return "unknown link"
+    if link.used_at is not None:
+        return f"link {link.id} was already used"
+    return f"link {link.id} has expired"
+
+
+def token_state(token_id: int) -> tokens.TokenCheck:
+    """The token behind a session or link, as it is now (revoked, role changed, deleted)."""
+    row = ApiToken.select(ApiToken.id, ApiToken.role, ApiToken.extension, ApiToken.revoked_at).where(
+        ApiToken.id == token_id).tuples().first()
+    return tokens.interpret(row)
