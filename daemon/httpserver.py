@@ -4,6 +4,8 @@ GET /api/v1/health                       no auth; {"status": "ok"}
 GET /api/v1/events[?extension=N]         Server-Sent Events: the pops of the token's extension (admin: any, or all)
 GET /api/v1/customers/<id>/photo?size=N  the customer's photo (or a placeholder) as a square JPEG
 /api/v1/customers, /orders, /employees, /calls   the customer-data JSON API (daemon/api.py, docs/api.md)
+POST /api/v1/signin-links                a one-time web sign-in link for the token (daemon/web/auth.py)
+/, /customers, /calls, /employees, /signin ...   the web pages (daemon/web/, docs/web.md), signed-in sessions
 
 Every /api/v1 route but health needs ``Authorization: Bearer <token>`` (`screenpop token create`). A missing,
 unknown or revoked token gets 401 and one WARNING line naming the client and the reason, never the token.
@@ -11,22 +13,24 @@ unknown or revoked token gets 401 and one WARNING line naming the client and the
 from __future__ import annotations
 
 import logging
+import re
 import ssl as _ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import gevent
 import peewee
 from flask import Flask, Response, jsonify, request
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
-from screenpop.daemon import api
-from screenpop.daemon.config import ConfigError, HttpConfig
-from screenpop.daemon.photos import Photos, clamp_size
+from screenpop.daemon import api, web
+from screenpop.daemon.config import ConfigError, HttpConfig, WebConfig
+from screenpop.daemon.photos import Photos, photo_response
 from screenpop.daemon.push import ALL, PushHub, Subscriber
 from screenpop.db.tokens import TokenCheck
 
 log = logging.getLogger("screenpop.http")
 
+_SIGNIN_SECRET = re.compile(r"/signin/[^ ?/]+")  # one-time link secrets never reach a log
 RETRY_MS = 2000
 STOP_GRACE_SECONDS = 2.0
 
@@ -47,7 +51,7 @@ class _AccessLog:
         self.log = logging.getLogger("screenpop.http.access")
 
     def write(self, line: str) -> None:
-        self.log.debug("%s", line.rstrip())
+        self.log.debug("%s", _SIGNIN_SECRET.sub("/signin/…", line.rstrip()))
 
 
 def _error(status: int, message: str) -> Response:
@@ -58,9 +62,13 @@ def _error(status: int, message: str) -> Response:
     return response
 
 
-def create_app(hub: PushHub, photos: Photos, heartbeat: float) -> Flask:
-    """The Flask app serving the push stream and photos from hub."""
-    app = Flask("screenpop.daemon.httpserver")
+def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebConfig | None = None, tls: bool = False,
+               on_link: Callable[[int, str | None, str | None], None] | None = None) -> Flask:
+    """The Flask app serving the push stream, photos, the JSON API and the web pages from hub.
+
+    tls: served over HTTPS (secure session cookies); on_link: the daemon's hook for a call linked to a customer.
+    """
+    app = Flask("screenpop.daemon.httpserver", static_folder=None)  # the pages' static files: daemon/web/static
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
@@ -116,37 +124,38 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float) -> Flask:
         check = authenticate()
         if isinstance(check, Response):
             return check
-        size = clamp_size(request.args.get("size"))
-        info = hub.call(hub.cards.customer_for_photo, customer_id)
-        if info is None:
-            return _error(404, f"no customer {customer_id}")
-        label, category, stored = info
-        data, is_placeholder = photos.render(customer_id, label, category, stored, size)
-        response = Response(data, mimetype="image/jpeg")
-        response.headers["Cache-Control"] = "private, max-age=300"
-        response.headers["X-Screenpop-Photo"] = "placeholder" if is_placeholder else "photo"
-        return response
+        out = photo_response(hub, photos, customer_id, request.args.get("size"))
+        return _error(404, f"no customer {customer_id}") if out is None else out
 
     app.register_blueprint(api.blueprint(hub, authenticate))
+    web.init_app(app, hub, photos, web_config or WebConfig(), tls, authenticate, on_link)
+
+    def failed(status: int, message: str, page_message: str) -> Response:
+        """JSON under /api/, an HTML page elsewhere."""
+        return _error(status, message) if request.path.startswith("/api/") else web.error_page(status, page_message)
 
     @app.errorhandler(peewee.DatabaseError)
     def database_down(exc):
         log.warning("%s %s from %s: database error (%s)", request.method, request.path, request.remote_addr, exc)
-        response = _error(503, "database unavailable, retry shortly")
+        response = failed(503, "database unavailable, retry shortly", "The database does not answer; try again in a moment.")
         response.headers["Retry-After"] = "2"
         return response
 
     @app.errorhandler(404)
     def not_found(_exc):
-        return _error(404, "not found")
+        return failed(404, "not found", "There is no such page.")
 
     @app.errorhandler(405)
     def not_allowed(_exc):
-        return _error(405, "method not allowed")
+        return failed(405, "method not allowed", "That is not something this page does.")
+
+    @app.errorhandler(413)
+    def too_large(_exc):
+        return failed(413, "request body too large", "That was too large to send.")
 
     @app.errorhandler(500)
     def broken(_exc):
-        return _error(500, "internal error (see the daemon's log)")
+        return failed(500, "internal error (see the daemon's log)", "Something went wrong; the daemon's log says what.")
 
     return app
 
@@ -197,10 +206,12 @@ def _stream(hub: PushHub, sub: Subscriber, last_id: int | None, heartbeat: float
 class HttpServer:
     """The listening server; start() binds (a busy port fails the daemon's start), stop() ends streams first."""
 
-    def __init__(self, config: HttpConfig, hub: PushHub, photos: Photos) -> None:
+    def __init__(self, config: HttpConfig, hub: PushHub, photos: Photos, web_config: WebConfig | None = None,
+                 on_link: Callable[[int, str | None, str | None], None] | None = None) -> None:
         self.config = config
         self.hub = hub
-        self.app = create_app(hub, photos, config.heartbeat)
+        tls = bool(config.certfile) or config.public_url.startswith("https:")
+        self.app = create_app(hub, photos, config.heartbeat, web_config, tls, on_link)
         ssl = {"certfile": config.certfile, "keyfile": config.keyfile} if config.certfile else {}
         if ssl:
             try:  # fail at start, not on each connection

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import gevent
+from flask import Response
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from screenpop.db.images import load_image
@@ -125,3 +126,16 @@ class Photos:
             _, (old, _) = self._cache.popitem(last=False)
             self._cached_bytes -= len(old)
         return result
+
+
+def photo_response(hub, photos: Photos, customer_id: int, size_arg: str | None) -> Response | None:
+    """The photo (or placeholder) of a customer as an HTTP response, for the API and the web pages; None if unknown."""
+    info = hub.call(hub.cards.customer_for_photo, customer_id)
+    if info is None:
+        return None
+    label, category, stored = info
+    data, is_placeholder = photos.render(customer_id, label, category, stored, clamp_size(size_arg))
+    out = Response(data, mimetype="image/jpeg")
+    out.headers["Cache-Control"] = "private, max-age=300"
+    out.headers["X-Screenpop-Photo"] = "placeholder" if is_placeholder else "photo"
+    return out

@@ -78,7 +78,8 @@ class Daemon:
         self.listener, self.election = self._cluster_parts()
         if self.listener is None:
             self.writer.listeners.append(self.push.committed)
-        self.http = HttpServer(config.http, self.push, Photos(config.database.resolved_photo_dir()))
+        self.http = HttpServer(config.http, self.push, Photos(config.database.resolved_photo_dir()), config.web,
+                               on_link=self._customer_linked)
         if self.election is None:
             self._resume_open_calls(load_open_calls(self.db, self.node))
         fs = config.freeswitch
@@ -165,6 +166,16 @@ class Daemon:
             log.warning("customer lookup failed (%s); the pop goes out without a card", exc)
             return None, 0
         return match.customer_id, match.matches
+
+    def _customer_linked(self, customer_id: int, e164: str | None, call_uuid: str | None) -> None:
+        """A web page gave this number or call to a customer: calls in progress from it carry the card from now on."""
+        for call in {id(c): c for c in self.tracker.calls.values()}.values():
+            if call.customer_id is not None or call.direction == "INTERNAL":
+                continue
+            if call.uuid == call_uuid or (e164 and call.external_number and self._e164(call.external_number) == e164):
+                call.customer_id, call.matches = customer_id, 1
+                self.writer.save_call(call)
+                log.info("call %s linked to customer %d from the web", call.uuid, customer_id)
 
     def _reload_employees(self) -> None:
         """Extensions from the employee table count as internal; pick up changes without a restart."""

@@ -1,0 +1,572 @@
+"""The web pages in process (Flask's test client) on SQLite and PostgreSQL: sign-in, sessions, CSRF, permissions,
+every form with good and bad input, and hostile text through every page (docs/web.md)."""
+from __future__ import annotations
+
+import datetime as dt
+import io
+import re
+from html.parser import HTMLParser
+
+import pytest
+from PIL import Image
+
+from screenpop.daemon.config import WebConfig
+from screenpop.daemon.customerdata import money
+from screenpop.daemon.httpserver import create_app
+from screenpop.daemon.photos import Photos
+from screenpop.daemon.push import PushHub
+from screenpop.db import tokens
+from screenpop.db.lookup import Lookup
+from screenpop.db.models import ApiToken, Call, CallParty, Customer, Employee, Order, Phone, SigninLink
+from screenpop.db.numbers import NumberRules
+
+RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
+HOSTILE = ("<script>alert(1)</script>\"'><img src=x onerror=alert(2)> javascript:alert(3) "
+           "</textarea></title><b>bold</b> \x01\x1b[31m \u202e ünï 😀 ") + "Þ" * 150
+
+
+class Site:
+    """The daemon's Flask app on a started push hub, an operator token and an admin token."""
+
+    def __init__(self, db, tmp_path, config: WebConfig | None = None) -> None:
+        self.hub = PushHub(db, lambda: Lookup(db, RULES))
+        self.hub.start()
+        self.photos = tmp_path / "photos"
+        self.linked: list[tuple] = []
+        self.app = create_app(self.hub, Photos(self.photos), heartbeat=1.0, web_config=config,
+                              on_link=lambda *args: self.linked.append(args))
+        self.op_row, self.op = tokens.create("1001", name="op")
+        self.admin_row, self.admin = tokens.create(None, role="admin", name="admin")
+
+    def mint(self, token: str, next_path: str = "/") -> tuple[int, dict]:
+        r = self.app.test_client().post("/api/v1/signin-links", json={"next": next_path},
+                                        headers={"Authorization": f"Bearer {token}"})
+        return r.status_code, r.get_json()
+
+    def client(self, who: str | None = None):
+        """A browser: signed in as "op" or "admin" through a one-time link, or not at all."""
+        c = self.app.test_client()
+        if who:
+            status, body = self.mint(getattr(self, who))
+            assert status == 201, body
+            r = c.get(body["url"].split("localhost", 1)[1])
+            assert r.status_code == 303, r.data
+        return c
+
+    @staticmethod
+    def post(client, path: str, data: dict | None = None, csrf: bool = True, **kwargs):
+        data = dict(data or {})
+        if csrf:
+            with client.session_transaction() as s:
+                data["csrf"] = s.setdefault("csrf", "test-csrf-secret")
+        return client.post(path, data=data, **kwargs)
+
+
+@pytest.fixture
+def site(db, tmp_path):
+    s = Site(db, tmp_path)
+    yield s
+    s.hub.stop()
+
+
+def _customer(name="Jón Jónsson", company="Acme ehf", number="+3545551234", **extra) -> Customer:
+    c = Customer.create(name=name, company=company, **extra)
+    if number:
+        n = RULES.classify(number)
+        Phone.create(customer=c, e164=n.e164, rev=n.rev, raw=number, label="office")
+    return c
+
+
+def _text(r) -> str:
+    return r.get_data(as_text=True)
+
+
+# ---- sign-in -----------------------------------------------------------------------------------------
+
+
+def test_signin_link_once_only(site):
+    status, body = site.mint(site.op, "/customers?q=acme")
+    assert status == 201 and body["expires_in"] == 60 and "/signin/" in body["url"]
+    path = body["url"].split("localhost", 1)[1]
+    secret = path.rsplit("/", 1)[1]
+    assert SigninLink.select().count() == 1 and secret not in SigninLink.get().secret_hash
+    c = site.app.test_client()
+    r = c.get(path)
+    assert r.status_code == 303 and r.headers["Location"] == "/customers?q=acme"
+    cookie = r.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie and "Expires=" in cookie
+    assert c.get("/customers").status_code == 200
+    again = site.app.test_client().get(path)
+    assert again.status_code == 403 and "does not work any more" in _text(again)
+    assert site.app.test_client().get("/signin/not-a-link").status_code == 403
+    assert site.app.test_client().get("/signin/" + "x" * 300).status_code == 403
+
+
+def test_signin_link_expired_and_revoked(site):
+    path = site.mint(site.op)[1]["url"].split("localhost", 1)[1]
+    SigninLink.update(expires_at=dt.datetime(2020, 1, 1)).execute()
+    assert site.app.test_client().get(path).status_code == 403
+    path = site.mint(site.op)[1]["url"].split("localhost", 1)[1]
+    tokens.revoke(site.op_row.id)
+    r = site.app.test_client().get(path)
+    assert r.status_code == 403 and "screenpop_session" not in r.headers.get("Set-Cookie", "") or "tid" not in r.headers.get("Set-Cookie", "")
+    assert site.mint(site.op)[0] == 401, "a revoked token mints nothing"
+
+
+@pytest.mark.parametrize("bad", ["//evil.example/x", "https://evil.example/", "/\\evil.example", "javascript:alert(1)",
+                                 "customers", "/x\r\nLocation: https://evil.example", "", 5, None])
+def test_signin_link_refuses_other_sites(site, bad):
+    status, body = site.mint(site.op, bad)
+    assert status == 400 and "next" in body["error"]
+    assert SigninLink.select().count() == 0
+
+
+def test_signin_link_needs_a_token_and_json(site):
+    c = site.app.test_client()
+    assert c.post("/api/v1/signin-links", json={}).status_code == 401
+    assert c.post("/api/v1/signin-links", json={}, headers={"Authorization": "Bearer sp_nope"}).status_code == 401
+    auth = {"Authorization": f"Bearer {site.op}"}
+    assert c.post("/api/v1/signin-links", data="next=/", headers=auth).status_code == 400
+    assert c.post("/api/v1/signin-links", json={"next": "/", "role": "admin"}, headers=auth).status_code == 400
+    assert c.post("/api/v1/signin-links", headers=auth, json={}).status_code == 201
+
+
+def test_signin_form(site):
+    c = site.app.test_client()
+    r = c.get("/customers/5?calls_page=2")
+    assert r.status_code == 303 and r.headers["Location"] == "/signin?next=/customers/5%3Fcalls_page%3D2"
+    form = c.get("/signin?next=/calls")
+    assert form.status_code == 200 and 'name="next" value="/calls"' in _text(form)
+    r = site.post(c, "/signin", {"token": "sp_wrong", "next": "/calls"})
+    assert r.status_code == 403 and "not valid" in _text(r)
+    assert c.get("/calls").status_code == 303
+    r = site.post(c, "/signin", {"token": site.admin, "next": "//evil.example/"})
+    assert r.status_code == 303 and r.headers["Location"] == "/"
+    assert c.get("/employees").status_code == 200
+    r = site.post(c, "/signin", {"token": site.admin, "next": "/calls?missed=1"})
+    assert r.headers["Location"] == "/calls?missed=1"
+    assert site.post(c, "/signout").status_code == 303
+    assert c.get("/calls").status_code == 303
+
+
+def test_signin_form_needs_csrf(site):
+    c = site.app.test_client()
+    r = c.post("/signin", data={"token": site.admin})
+    assert r.status_code == 403
+    assert c.get("/employees").status_code == 303
+
+
+def test_session_expiry_and_revocation(site):
+    c = site.client("op")
+    assert c.get("/customers").status_code == 200
+    with c.session_transaction() as s:
+        s["exp"] = int(dt.datetime.now().timestamp()) - 1
+    assert c.get("/customers").status_code == 303
+    c = site.client("op")
+    with c.session_transaction() as s:
+        s["tid"] = site.admin_row.id  # a cookie edited by hand is not signed: Flask drops it
+    c.set_cookie("screenpop_session", "eyJ0aWQiOjJ9.forged.sig")
+    assert c.get("/customers").status_code == 303
+    c = site.client("op")
+    tokens.revoke(site.op_row.id)
+    assert c.get("/customers").status_code == 303, "revoking the token ends its sessions"
+
+
+def test_session_key_shared_and_kept(site, db, tmp_path):
+    c = site.client("admin")
+    other = Site(db, tmp_path)  # another daemon (or a restart) on the same database
+    try:
+        browser = other.app.test_client()
+        browser.set_cookie("screenpop_session", c.get_cookie("screenpop_session").value)
+        assert browser.get("/employees").status_code == 200
+    finally:
+        other.hub.stop()
+
+
+def test_secure_cookie_over_tls(db, tmp_path):
+    s = Site(db, tmp_path)
+    try:
+        s.app = create_app(s.hub, Photos(tmp_path), heartbeat=1.0, tls=True)
+        path = s.mint(s.op)[1]["url"].split("localhost", 1)[1]
+        assert "Secure" in s.app.test_client().get(path).headers["Set-Cookie"]
+    finally:
+        s.hub.stop()
+
+
+# ---- permissions and CSRF ----------------------------------------------------------------------------
+
+
+def test_permission_matrix(site):
+    c = _customer()
+    phone = Phone.get()
+    emp = Employee.create(name="Anna", extension="1001")
+    gets = ["/", "/customers", f"/customers/{c.id}", "/customers/new?number=5550000", f"/customers/{c.id}/edit",
+            f"/customers/{c.id}/photo", "/calls"]
+    admin_gets = ["/employees", "/tokens"]
+    admin_posts = [f"/customers/{c.id}/phones/{phone.id}/delete", f"/employees/{emp.id}", "/employees",
+                   f"/tokens/{site.op_row.id}/revoke", f"/customers/{c.id}/delete"]
+    nobody, op, admin = site.app.test_client(), site.client("op"), site.client("admin")
+    for path in gets + admin_gets:
+        r = nobody.get(path)
+        assert r.status_code == 303 and r.headers["Location"].startswith("/signin?next="), path
+    for path in gets:
+        assert op.get(path).status_code in (200, 303), path
+        assert admin.get(path).status_code in (200, 303), path
+    for path in admin_gets:
+        assert op.get(path).status_code == 403, path
+        assert admin.get(path).status_code == 200, path
+    for path in admin_posts:
+        assert site.post(nobody, path, {"name": "x", "extension": "1009"}).status_code == 303, path
+        assert site.post(op, path, {"name": "x", "extension": "1009"}).status_code == 403, path
+    assert Phone.select().count() == 1 and Employee.select().count() == 1 and Customer.select().count() == 1
+    assert ApiToken.get_by_id(site.op_row.id).revoked_at is None
+    assert "Employees" not in _text(op.get("/customers")) and "Employees" in _text(admin.get("/customers"))
+    assert site.post(admin, f"/customers/{c.id}/phones/{phone.id}/delete").status_code == 303
+    assert site.post(admin, f"/customers/{c.id}/delete").status_code == 303
+    assert Customer.select().count() == 0
+
+
+def test_every_form_post_needs_csrf(site):
+    c = _customer()
+    order = Order.create(customer=c, number="O-1", amount=100)
+    op = site.client("op")
+    posts = {
+        "/customers/new": {"name": "New", "number": "5550001"},
+        f"/customers/{c.id}/edit": {"name": "Changed"},
+        f"/customers/{c.id}/phones": {"number": "5550002"},
+        f"/customers/{c.id}/orders": {"number": "O-2"},
+        f"/orders/{order.id}/update": {"stage": "changed"},
+        f"/orders/{order.id}/payments": {"amount": "10"},
+        f"/orders/{order.id}/close": {},
+        "/signout": {},
+    }
+    for path, form in posts.items():
+        assert site.post(op, path, form, csrf=False).status_code == 403, path
+        assert site.post(op, path, {**form, "csrf": "wrong"}, csrf=False).status_code == 403, path
+    assert Customer.select().count() == 1 and Customer.get().name == "Jón Jónsson" and Phone.select().count() == 1
+    assert Order.select().count() == 1 and Order.get().stage == "" and Order.get().paid == 0 and Order.get().status == "open"
+    assert op.get("/customers").status_code == 200, "still signed in"
+
+
+# ---- customers ---------------------------------------------------------------------------------------
+
+
+def _call(uuid: str, number: str | None, name: str = "", customer=None, minutes: int = 0, **extra) -> Call:
+    e164 = RULES.classify(number).e164 if number else None
+    return Call.create(uuid=uuid, direction=extra.pop("direction", "INCOMING"), external_number=number,
+                       external_name=name, external_e164=e164, customer=customer,
+                       started_at=dt.datetime(2026, 1, 1, 8, 0) + dt.timedelta(minutes=minutes), **extra)
+
+
+def test_new_customer_from_an_unknown_call(site):
+    _call("call-1", "5557777", "CALLER ID NAME")
+    _call("call-0", "+354 555 7777", minutes=-60)
+    other = _customer(number="+3545550000")
+    _call("call-x", "5557777", customer=other, minutes=-30)  # already someone's: left alone
+    op = site.client("op")
+    page = op.get("/customers/new?number=5557777&call=call-1")
+    html = _text(page)
+    assert page.status_code == 200 and "New customer" in html and "Add this number to an existing customer" in html
+    assert 'value="5557777"' in html and "CALLER ID NAME" in html
+    r = site.post(op, "/customers/new", {"number": "5557777", "call": "call-1", "company": "Fresh ehf", "category": "vip"})
+    assert r.status_code == 303
+    c = Customer.get(Customer.company == "Fresh ehf")
+    assert r.headers["Location"] == f"/customers/{c.id}" and c.category == "vip"
+    assert [p.e164 for p in c.phones] == ["+3545557777"]
+    assert {x.uuid for x in Call.select().where(Call.customer == c.id)} == {"call-1", "call-0"}
+    assert Call.get(Call.uuid == "call-x").customer_id == other.id
+    assert site.linked == [(c.id, "+3545557777", "call-1")]
+    record = _text(op.get(r.headers["Location"]))
+    assert "Customer created." in record and "<strong>Fresh ehf</strong>" in record and "badge-vip" in record
+
+
+def test_new_customer_bad_input(site):
+    _customer(number="+3545551234")
+    op = site.client("op")
+    for form, status, why in (({"number": "5551234", "name": "Dup"}, 409, "already a number of customer"),
+                              ({"number": "5551234"}, 400, "name or company"),
+                              ({"number": "not a number", "name": "X"}, 400, "not a phone number"),
+                              ({"number": "1001", "name": "X"}, 400, "internal extension"),
+                              ({"number": "5550009", "name": "X" * 301}, 400, "at most 300"),
+                              ({"number": "5550009", "name": "X", "category": "gold"}, 400, "category"),
+                              ({"number": "5550009", "name": "X\x00"}, 400, "NUL")):
+        r = site.post(op, "/customers/new", {**form, "call": "c"})
+        assert r.status_code == status and why in _text(r), (form, _text(r)[-600:])
+    assert Customer.select().count() == 1
+    r = site.post(op, "/customers/new", {"number": "5551234", "name": "Dup"})
+    assert f'href="/customers/{Customer.get().id}"' in _text(r), "the number's owner is linked, not silently moved"
+    r = site.post(op, "/customers/new", {"company": "No number ehf", "call": "<bad uuid>"})
+    assert r.status_code == 303 and Customer.select().count() == 2
+
+
+def test_add_number_to_an_existing_customer(site):
+    c = _customer()
+    other = _customer(name="Other", company="", number="+3545559999")
+    _call("call-2", "8201234", "Mobile Caller")
+    op = site.client("op")
+    page = _text(op.get("/customers/new?number=8201234&call=call-2&q=acme"))
+    assert f'action="/customers/{c.id}/phones"' in page and f'action="/customers/{other.id}/phones"' not in page
+    by_number = _text(op.get("/customers/new?number=8201234&call=call-2&q=555-1234"))
+    assert f'action="/customers/{c.id}/phones"' in by_number
+    r = site.post(op, f"/customers/{c.id}/phones", {"from": "new", "number": "8201234", "call": "call-2"})
+    assert r.status_code == 303 and r.headers["Location"] == f"/customers/{c.id}"
+    assert sorted(p.e164 for p in c.phones) == ["+3545551234", "+3548201234"]
+    assert Call.get(Call.uuid == "call-2").customer_id == c.id
+    assert site.linked == [(c.id, "+3548201234", "call-2")]
+    # The same number for someone else: flagged with the owner, not moved.
+    r = site.post(op, f"/customers/{other.id}/phones", {"from": "new", "number": "+354 820 1234", "call": "call-2"})
+    assert r.status_code == 409 and f'href="/customers/{c.id}"' in _text(r) and "New customer" in _text(r)
+    assert Phone.get(Phone.e164 == "+3548201234").customer_id == c.id
+    r = site.post(op, f"/customers/{other.id}/phones", {"number": "8201234"})
+    assert r.status_code == 409 and "Numbers" in _text(r), "from the record page the record comes back with the error"
+    assert site.post(op, "/customers/99999/phones", {"number": "5550101"}).status_code == 404
+    assert site.post(op, f"/customers/{c.id}/phones", {"number": "", "label": "x"}).status_code == 400
+    assert site.post(op, f"/customers/{c.id}/phones", {"number": "5550102", "label": "L" * 65}).status_code == 400
+
+
+def test_record_page(site):
+    c = _customer(note="Line one\nline two", city="Reykjavík", country="Iceland", category="problem")
+    anna = Employee.create(name="Anna Operator", extension="1001")
+    Order.create(customer=c, number="O-7", title="Boat", stage="shipped", responsible=anna, amount=1000, paid=250)
+    Order.create(customer=c, number="O-8", title="Done", amount=10, paid=10, status="closed")
+    for i in range(25):
+        _call(f"c{i}", "5551234", customer=c, minutes=i, answered_by="1001" if i % 2 else None, extension="1001",
+              talk_seconds=65.0 if i % 2 else None, missed=not i % 2)
+    op = site.client("op")
+    html = _text(op.get(f"/customers/{c.id}"))
+    for part in ("<strong>Acme ehf</strong>", "Jón Jónsson", "badge-problem", "Line one\nline two", "Reykjavík, Iceland",
+                 "+3545551234", "office", "O-7", "Boat", "shipped", "Anna Operator", "1000.00", "250.00",
+                 '<span class="debt">750.00</span>', "2026-01-01 08:24", "1:05", "missed", "(25)",
+                 f'src="/customers/{c.id}/photo?size=160"'):
+        assert part in html, part
+    assert html.index("08:24") < html.index("08:23"), "newest first"
+    assert "08:04" not in html and "calls_page=2" in html
+    page2 = _text(op.get(f"/customers/{c.id}?calls_page=2"))
+    assert "08:04" in page2 and "08:00" in page2 and "08:24" not in page2
+    assert op.get("/customers/424242").status_code == 404
+    assert op.get(f"/customers/{c.id}?calls_page=-1").status_code == 200
+
+
+def test_search_page(site):
+    a = _customer()
+    b = _customer(name="Guðrún", company="Hekla Tours", number="+4520304050", city="Akureyri")
+    op = site.client("op")
+    for q, want, not_want in (("acme", a, b), ("hekla", b, a), ("akureyri", b, a), ("555 1234", a, b),
+                              ("00354 5551234", a, b), ("20 30 40", b, a)):
+        html = _text(op.get("/customers", query_string={"q": q}))
+        assert f'href="/customers/{want.id}"' in html and f'href="/customers/{not_want.id}"' not in html, q
+    assert "No customers match" in _text(op.get("/customers?q=nobody"))
+    html = _text(op.get("/customers"))
+    assert f'href="/customers/{a.id}"' in html and f'href="/customers/{b.id}"' in html
+    assert op.get("/customers?q=" + "x" * 5000).status_code == 200
+
+
+def test_edit_customer(site):
+    c = _customer()
+    op = site.client("op")
+    assert 'value="Acme ehf"' in _text(op.get(f"/customers/{c.id}/edit"))
+    r = site.post(op, f"/customers/{c.id}/edit", {"name": "New Name", "company": "", "category": "vip", "note": "n",
+                                                  "city": "X", "country": "Y", "external_id": "ext-1"})
+    assert r.status_code == 303
+    c = Customer.get_by_id(c.id)
+    assert (c.name, c.company, c.category, c.note, c.external_id) == ("New Name", "", "vip", "n", "ext-1")
+    for form, why in (({"name": "", "company": ""}, "name or company"), ({"category": "x"}, "category"),
+                      ({"note": "n" * 10_001}, "at most 10000")):
+        r = site.post(op, f"/customers/{c.id}/edit", form)
+        assert r.status_code == 400 and why in _text(r), form
+    other = _customer(name="Other", number=None, external_id="ext-2")
+    r = site.post(op, f"/customers/{other.id}/edit", {"external_id": "ext-1"})
+    assert r.status_code == 409
+    assert Customer.get_by_id(c.id).name == "New Name"
+    assert site.post(op, "/customers/9999/edit", {"name": "x"}).status_code == 404
+
+
+# ---- orders ------------------------------------------------------------------------------------------
+
+
+def test_orders_and_payments(site):
+    c = _customer()
+    anna = Employee.create(name="Anna", extension="1001")
+    op = site.client("op")
+    r = site.post(op, f"/customers/{c.id}/orders", {"number": "O-1", "title": "Boat", "stage": "quote",
+                                                    "amount": "1 250,50", "responsible_id": str(anna.id)})
+    assert r.status_code == 303 and r.headers["Location"] == f"/customers/{c.id}#orders"
+    o = Order.get()
+    assert (o.title, o.stage, money(o.amount), o.responsible_id) == ("Boat", "quote", "1250.50", anna.id)
+    assert '<span class="debt">1250.50</span>' in _text(op.get(f"/customers/{c.id}"))
+    assert site.post(op, f"/orders/{o.id}/payments", {"amount": "250.50"}).status_code == 303
+    html = _text(op.get(f"/customers/{c.id}"))
+    assert "Payment of 250.50 recorded" in html and '<span class="debt">1000.00</span>' in html
+    for amount, status in (("2000", 400), ("-5", 400), ("0", 400), ("abc", 400), ("1.234", 400), ("", 400)):
+        r = site.post(op, f"/orders/{o.id}/payments", {"amount": amount})
+        assert r.status_code == status, amount
+    assert "above the order amount" in _text(site.post(op, f"/orders/{o.id}/payments", {"amount": "2000"}))
+    assert site.post(op, f"/orders/{o.id}/update", {"stage": "shipped", "responsible_id": ""}).status_code == 303
+    o = Order.get()
+    assert o.stage == "shipped" and o.responsible_id is None and money(o.paid) == "250.50"
+    assert site.post(op, f"/orders/{o.id}/update", {"responsible_id": "77"}).status_code == 400
+    assert site.post(op, f"/orders/{o.id}/update", {"responsible_id": "x"}).status_code == 400
+    assert site.post(op, f"/customers/{c.id}/orders", {"number": "O-1"}).status_code == 409
+    assert site.post(op, f"/customers/{c.id}/orders", {"number": ""}).status_code == 400
+    assert site.post(op, f"/customers/{c.id}/orders", {"number": "O-3", "amount": "1e5"}).status_code == 400
+    assert site.post(op, "/customers/999/orders", {"number": "O-4"}).status_code == 404
+    assert site.post(op, f"/orders/{o.id}/close").status_code == 303
+    assert site.post(op, f"/orders/{o.id}/payments", {"amount": "1"}).status_code == 409
+    assert site.post(op, "/orders/999/payments", {"amount": "1"}).status_code == 404
+    assert Order.select().count() == 1 and money(Order.get().paid) == "250.50"
+
+
+# ---- photos ------------------------------------------------------------------------------------------
+
+
+def _image(fmt: str, size=(300, 200), mode="RGB") -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, size, (200, 30, 30) if mode == "RGB" else 0).save(out, fmt)
+    return out.getvalue()
+
+
+def test_photo_upload(site, db, tmp_path):
+    c = _customer()
+    op = site.client("op")
+
+    def upload(data: bytes, name="p.png", client=op):
+        return site.post(client, f"/customers/{c.id}/photo", {"photo": (io.BytesIO(data), name)},
+                         content_type="multipart/form-data")
+
+    assert op.get(f"/customers/{c.id}/photo").headers["X-Screenpop-Photo"] == "placeholder"
+    r = upload(_image("PNG", (2000, 1000)))
+    assert r.status_code == 303, _text(r)
+    stored = Customer.get_by_id(c.id).photo
+    assert stored and (site.photos / stored).is_file()
+    with Image.open(site.photos / stored) as im:
+        assert max(im.size) == 512 and im.format == "JPEG"
+    shown = op.get(f"/customers/{c.id}/photo?size=64")
+    assert shown.status_code == 200 and shown.headers["X-Screenpop-Photo"] == "photo"
+    assert upload(_image("WEBP"), "p.webp").status_code == 303 and Customer.get_by_id(c.id).photo != stored
+    assert not (site.photos / stored).exists(), "the old file is removed"
+    kept = Customer.get_by_id(c.id).photo
+    for data, name in ((_image("GIF"), "p.gif"), (b"<svg onload=alert(1)>", "p.svg"), (b"\x89PNG\r\n\x1a\nbroken", "p.png"),
+                       (_image("PNG", (9000, 9000), "1"), "bomb.png")):
+        r = upload(data, name)
+        assert r.status_code == 400 and "cannot be used" in _text(r), name
+    assert upload(b"", "").status_code == 400
+    assert Customer.get_by_id(c.id).photo == kept
+    small = Site(db, tmp_path, WebConfig(photo_max_mb=1))
+    try:
+        c2 = small.client("op")
+        r = small.post(c2, f"/customers/{c.id}/photo", {"photo": (io.BytesIO(b"\xff" * (2 * 1024 * 1024)), "big.jpg")},
+                       content_type="multipart/form-data")
+        assert r.status_code == 413 and Customer.get_by_id(c.id).photo == kept
+    finally:
+        small.hub.stop()
+
+
+# ---- calls -------------------------------------------------------------------------------------------
+
+
+def test_calls_page_filters(site):
+    c = _customer()
+    Employee.create(name="Anna", extension="1001")
+    for i in range(60):
+        call = _call(f"u{i}", f"55500{i:02d}", minutes=i * 60, customer=c if i < 10 else None,
+                     direction="INCOMING" if i % 2 else "OUTGOING", missed=i % 3 == 0,
+                     extension="1001" if i % 5 == 0 else "1002")
+        CallParty.create(call=call, extension=call.extension, role="callee")
+    op = site.client("op")
+    html = _text(op.get("/calls"))
+    assert html.count("<tr") == 51 and "page=2" in html and "2026-01-03 11:00" in html  # the newest (u59) first
+    assert "2026-01-01 09:00" in _text(op.get("/calls?page=2"))
+    html = _text(op.get("/calls?since=2026-01-01&until=2026-01-01&direction=incoming&missed=1&extension=1001"))
+    rows = re.findall(r"<td>(2026-[^<]+)</td>", html)
+    assert rows == ["2026-01-01 23:00"], rows  # u15: incoming, missed, extension 1001, on 1 January
+    html = _text(op.get(f"/calls?customer={c.id}"))
+    assert len(re.findall(r"<td>2026-", html)) == 10 and "<strong>Acme ehf</strong>" in html
+    unknown = _text(op.get("/calls?since=2026-01-03"))
+    assert "/customers/new?number=" in unknown and "call=u59" in unknown
+    for bad in ("since=yesterday", "until=2026-13-01", "direction=sideways", "customer=x", "extension=" + "1" * 40):
+        r = op.get(f"/calls?{bad}")
+        assert r.status_code == 400, bad
+
+
+# ---- employees and tokens ----------------------------------------------------------------------------
+
+
+def test_employees_page(site):
+    admin = site.client("admin")
+    assert site.post(admin, "/employees", {"name": "Anna", "extension": "1001"}).status_code == 303
+    e = Employee.get()
+    assert e.active and "Anna" in _text(admin.get("/employees"))
+    assert site.post(admin, "/employees", {"name": "Dup", "extension": "1001"}).status_code == 409
+    assert site.post(admin, "/employees", {"name": "", "extension": "1002"}).status_code == 400
+    assert site.post(admin, "/employees", {"name": "Bad", "extension": "10 02"}).status_code == 400
+    assert site.post(admin, f"/employees/{e.id}", {"name": "Anna B", "extension": "1005"}).status_code == 303
+    e = Employee.get()
+    assert (e.name, e.extension, e.active) == ("Anna B", "1005", False)
+    assert site.post(admin, f"/employees/{e.id}", {"name": "Anna B", "extension": "1005", "active": "on"}).status_code == 303
+    assert Employee.get().active
+    assert site.post(admin, f"/employees/{e.id}/delete").status_code == 303 and Employee.select().count() == 0
+    assert site.post(admin, f"/employees/{e.id}/delete").status_code == 404
+
+
+def test_tokens_page_revokes(site):
+    admin, op = site.client("admin"), site.client("op")
+    html = _text(admin.get("/tokens"))
+    assert "op" in html and "admin" in html and site.op not in html and site.op_row.token_hash not in html
+    assert site.post(admin, f"/tokens/{site.op_row.id}/revoke").status_code == 303
+    assert ApiToken.get_by_id(site.op_row.id).revoked_at is not None
+    assert op.get("/customers").status_code == 303
+    assert site.post(admin, "/tokens/999/revoke").status_code == 404
+
+
+# ---- hostile text ------------------------------------------------------------------------------------
+
+
+class _Markup(HTMLParser):
+    """Every tag and attribute the page really has."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.bad: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        for name, value in attrs:
+            if name.startswith("on") or (name in ("href", "src", "action") and value and
+                                         not value.startswith(("/", "?", "#", "data:"))):
+                self.bad.append(f"{tag} {name}={value!r}")
+
+
+def test_hostile_text_is_never_markup(site):
+    site.op_row.name = HOSTILE[:100]  # a token's name shows on the tokens page
+    site.op_row.save()
+    anna = Employee.create(name=HOSTILE[:200], extension="1001")
+    c = Customer.create(name=HOSTILE, company=HOSTILE, note=HOSTILE, city=HOSTILE[:200], country=HOSTILE[:200],
+                        external_id=HOSTILE[:100])
+    n = RULES.classify("5551234")
+    Phone.create(customer=c, e164=n.e164, rev=n.rev, raw=HOSTILE[:64], label=HOSTILE[:64])
+    o = Order.create(customer=c, number=HOSTILE[:64], title=HOSTILE[:300], stage=HOSTILE[:100], responsible=anna, amount=5)
+    _call("hostile-1", "5551234", HOSTILE, customer=c, answered_by="1001", extension="1001")
+    _call("hostile-2", HOSTILE[:128], HOSTILE, extension="1001")
+    admin = site.client("admin")
+    pages = ["/customers", "/customers?q=" + HOSTILE[:150], f"/customers/{c.id}", f"/customers/{c.id}/edit",
+             "/customers/new?call=hostile-2&number=" + HOSTILE[:64], "/customers/new?q=Þ&number=5559876",
+             f"/calls?customer={c.id}", "/calls", "/employees", "/tokens", "/signin?next=" + HOSTILE[:60],
+             "/customers/new?number=%22%3E%3Cscript%3E", "/calls?extension=" + HOSTILE[:30]]
+    responses = [(p, admin.get(p)) for p in pages]
+    responses.append(("bad edit", site.post(admin, f"/customers/{c.id}/edit", {"name": HOSTILE, "company": HOSTILE,
+                                                                               "note": "x" * 10_001})))
+    responses.append(("bad phone", site.post(admin, f"/customers/{c.id}/phones", {"number": HOSTILE[:64]})))
+    responses.append(("bad pay", site.post(admin, f"/orders/{o.id}/payments", {"amount": HOSTILE[:20]})))
+    responses.append(("signin", site.post(site.app.test_client(), "/signin", {"token": HOSTILE, "next": HOSTILE})))
+    for path, r in responses:
+        assert r.status_code in (200, 400, 403), (path, r.status_code)
+        html = _text(r)
+        parsed = _Markup()
+        parsed.feed(html)
+        assert "script" not in parsed.tags and "b" not in parsed.tags, path
+        assert not parsed.bad, (path, parsed.bad)
+        assert "<script>" not in html and "<b>bold</b>" not in html and "<img src=x" not in html, path
+    record = _text(responses[2][1])
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&#34;&#39;&gt;&lt;img src=x onerror=alert(2)&gt;" in record
+    assert record.count("<img") == 1, "only the customer's photo"
