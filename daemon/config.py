@@ -111,6 +111,9 @@ class AnalyticsConfig:
     """Call analytics: the call centre's time zone for periods, hours and days (empty: the system's zone)."""
 
     timezone: str = ""
+
+
+@dataclass
 class WebConfig:
     """The web pages (docs/web.md): how long a sign-in lasts, how long a tray's one-time link works, photo uploads."""
 

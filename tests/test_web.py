@@ -570,3 +570,19 @@ def test_hostile_text_is_never_markup(site):
     record = _text(responses[2][1])
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&#34;&#39;&gt;&lt;img src=x onerror=alert(2)&gt;" in record
     assert record.count("<img") == 1, "only the customer's photo"
+
+
+def test_signin_tables_reach_a_database_migrated_past_them(sqlite_url):
+    """Migration 2 landed after 4 had run somewhere: it still runs there (versions are checked one by one)."""
+    from screenpop.db.database import open_database
+    from screenpop.db.migrations import MIGRATIONS, migrate
+    from screenpop.db.models import ALL_MODELS, SchemaVersion, Setting
+
+    db = open_database(sqlite_url)
+    try:
+        db.create_tables([m for m in ALL_MODELS if m not in (Setting, SigninLink)] + [SchemaVersion])
+        SchemaVersion.insert_many([{"version": m.version} for m in MIGRATIONS if m.version != 2]).execute()
+        assert migrate(db) == [2] and db.table_exists("signin_link") and db.table_exists("setting")
+        assert migrate(db) == []
+    finally:
+        db.close()
