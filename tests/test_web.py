@@ -586,3 +586,34 @@ def test_signin_tables_reach_a_database_migrated_past_them(sqlite_url):
         assert migrate(db) == []
     finally:
         db.close()
+
+
+def test_database_down_is_a_503_page(tmp_path, sqlite_url, monkeypatch):
+    """Pages meet a database error, before and after the session key was read: a 503 page, then it recovers."""
+    import peewee
+
+    from screenpop.db.database import open_database
+    from screenpop.db.migrations import migrate
+
+    db = open_database(sqlite_url)
+    migrate(db)
+    site = Site(db, tmp_path)
+    real = db.execute_sql
+
+    def down(*args, **kwargs):
+        raise peewee.OperationalError("unable to open database file")
+
+    try:
+        monkeypatch.setattr(db, "execute_sql", down)
+        for path in ("/customers", "/signin"):
+            r = site.app.test_client().get(path)
+            assert r.status_code == 503 and "database does not answer" in _text(r), path
+        monkeypatch.setattr(db, "execute_sql", real)
+        op = site.client("op")
+        monkeypatch.setattr(db, "execute_sql", down)
+        assert op.get("/customers").status_code == 503
+        monkeypatch.setattr(db, "execute_sql", real)
+        assert op.get("/customers").status_code == 200
+    finally:
+        site.hub.stop()
+        db.close()

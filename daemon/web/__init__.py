@@ -32,7 +32,7 @@ from flask import Flask, redirect
 from screenpop.daemon.config import WebConfig
 from screenpop.daemon.web import auth, calls, customers, employees, orders
 from screenpop.daemon.web.base import (User, Web, check_csrf, csrf_field, current_user, database, error_page,
-                                       login_required, render_page, security_headers)
+                                       login_required, render_page, security_headers, session_unavailable)
 from screenpop.daemon.web.base import EXTENSION as _EXTENSION
 
 __all__ = ["User", "current_user", "database", "error_page", "init_app", "login_required", "render_page"]
@@ -74,6 +74,7 @@ def init_app(app: Flask, hub: Any, photos: Any, config: WebConfig, tls: bool,
     app.jinja_env.globals["csrf_field"] = csrf_field
     app.jinja_env.filters["when"] = _when
     app.jinja_env.filters["duration"] = _duration
+    app.before_request(session_unavailable)
     app.before_request(check_csrf)
     app.after_request(security_headers)
     app.register_blueprint(auth.blueprint(authenticate))

@@ -10,20 +10,33 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import peewee
 from flask import Blueprint, Flask, Response, jsonify, redirect, request, session
 from flask.sessions import SecureCookieSessionInterface
 
-from screenpop.daemon.web.base import database, log, render_page, safe_next, start_session, web
+from screenpop.daemon.web.base import SESSION_UNAVAILABLE, database, log, render_page, safe_next, start_session, web
 from screenpop.db import signin
 
 
 class DatabaseKeySessions(SecureCookieSessionInterface):
-    """Flask's signed-cookie sessions, with the signing key read from the database on first use (db/signin.py)."""
+    """Flask's signed-cookie sessions, with the signing key read from the database on first use (db/signin.py).
 
-    def get_signing_serializer(self, app: Flask):
+    The API (Bearer tokens) gets no session and never waits for the key. A page request that cannot read the
+    key (database down) gets an empty session and the mark that base.session_unavailable turns into a 503.
+    """
+
+    def open_session(self, app: Flask, request):
+        if request.path.startswith("/api/"):
+            return self.make_null_session(app)
         if not app.secret_key:
-            app.secret_key = database(signin.session_key)
-        return super().get_signing_serializer(app)
+            try:
+                app.secret_key = database(signin.session_key)
+            except peewee.DatabaseError as exc:
+                log.warning("%s %s from %s: cannot read the session key (%s)", request.method, request.path,
+                            request.remote_addr, exc)
+                request.environ[SESSION_UNAVAILABLE] = True
+                return self.make_null_session(app)
+        return super().open_session(app, request)
 
 
 def blueprint(authenticate: Callable[[], Any]) -> Blueprint:

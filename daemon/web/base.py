@@ -25,6 +25,7 @@ from screenpop.db.numbers import NumberRules
 log = logging.getLogger("screenpop.web")
 
 EXTENSION = "screenpop.web"
+SESSION_UNAVAILABLE = "screenpop.session_unavailable"
 MAX_NEXT = 2000
 
 
@@ -102,6 +103,7 @@ def _load_user() -> User | None:
 def current_user() -> User | None:
     """The signed-in user of this request (read once per request), or None."""
     if "user" not in g:
+        g.user = None  # stays None if reading fails, so the error page itself does not try again
         g.user = _load_user()
     return g.user
 
@@ -154,6 +156,15 @@ def csrf_token() -> str:
 def csrf_field() -> Markup:
     """The hidden input every POST form carries."""
     return Markup(f'<input type="hidden" name="csrf" value="{escape(csrf_token())}">')
+
+
+def session_unavailable() -> Response | None:
+    """Before every page request: no session could be opened (the database is down), so answer 503 at once."""
+    if request.environ.get(SESSION_UNAVAILABLE):
+        response = error_page(503, "The database does not answer; try again in a moment.")
+        response.headers["Retry-After"] = "2"
+        return response
+    return None
 
 
 def check_csrf() -> Response | None:
