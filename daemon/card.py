@@ -97,7 +97,7 @@ class CardBuilder:
         elif internal or pop.matches > 1 or not self._dialable(pop.number):
             record = None
         else:
-            record = f"/customers/new?number={quote(pop.number, safe='')}"
+            record = f"/customers/new?number={quote(pop.number, safe='')}&call={quote(pop.uuid, safe='')}"
         return {
             "id": pop.id,
             "event": pop.event,

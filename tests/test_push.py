@@ -278,7 +278,7 @@ def test_cards_known_unknown_several_and_internal(env_any):
     assert card["candidates"] == [{"id": t.id, "name": t.name, "company": "Tvíburar"} for t in twins]
     card = by_number["+3545550042"][0]
     assert card["matches"] == 0 and card["customer"] is None and card["candidates"] == []
-    assert card["record_url"] == "/customers/new?number=%2B3545550042"
+    assert card["record_url"] == f"/customers/new?number=%2B3545550042&call={card['call_uuid']}"
     for card in by_number["internal"]:
         assert card["record_url"] is None and card["customer"] is None and card["number"] in ("1002",), card
 
