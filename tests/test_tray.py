@@ -295,14 +295,14 @@ def test_tray_state_recent_calls_missed_and_ringing():
     st.apply(card(call_uuid="x", customer=customer(cid=3)))
     assert st.icon_kind() == "disconnected"
     st.connection = "connected"
-    assert st.icon_kind() == "ringing" and st.current.url == "http://s:1/customers/3"
+    assert st.icon_kind() == "ringing" and st.current.path == "/customers/3"
     st.apply(card(event="missed", call_uuid="x", customer=customer(cid=3)))
     assert st.icon_kind() == "connected" and st.recent["x"].missed and "missed" in st.recent["x"].menu_text()
     for i in range(12):
         st.apply(card(call_uuid=f"c{i}", number=f"+35455500{i:02d}"))
         st.apply(card(event="ended", call_uuid=f"c{i}", number=f"+35455500{i:02d}"))
     assert len(st.recent) == 10 and "x" not in st.recent
-    assert st.recent["c11"].url == "http://s:1/customers/new?number=3545550011"
+    assert st.recent["c11"].path == "/customers/new?number=3545550011"
     st.dnd = True
     assert st.icon_kind() == "dnd" and "do not disturb" in st.title()
 

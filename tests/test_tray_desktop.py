@@ -360,7 +360,7 @@ def test_menu_dashboard_reconnect_and_quit(session):
     # menu: caller, Recent calls, Do not disturb, Open dashboard, Reconnect, Quit
     lines = len(session.urls.read_text().splitlines()) if session.urls.exists() else 0
     session.menu("Down", "Down", "Down", "Down", "Return")
-    assert wait_file_lines(session.urls, lines + 1)[-1] == f"{session.server.url}/"
+    assert wait_file_lines(session.urls, lines + 1)[-1] == f"{session.server.url}/dashboard"
     requests = len(session.server.event_requests())
     session.menu("Down", "Down", "Down", "Down", "Down", "Return")
     wait_for(lambda: len(session.server.event_requests()) > requests, 10, "a new stream after Reconnect")

@@ -18,7 +18,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from screenpop.tray.config import TrayConfig
+from screenpop.tray import http
+from screenpop.tray.config import TrayConfig, TrayConfigError
 from screenpop.tray.notify import Notifier, PhotoCache, _clean, _local_time, caller_label
 from screenpop.tray.stream import EventStream, Message
 
@@ -70,7 +71,7 @@ class RecentCall:
     label: str
     at: str
     event: str
-    url: str | None
+    path: str | None  # the daemon page for this call (the record, or the new-caller page)
     missed: bool = False
 
     def menu_text(self) -> str:
@@ -107,10 +108,14 @@ class TrayState:
         dnd = ", do not disturb" if self.dnd else ""
         return f"screenpop{ext}: {text}{dnd}"
 
-    def record_url(self, card: dict) -> str | None:
+    def record_path(self, card: dict) -> str | None:
+        """The card's record_url as a path on the daemon (an absolute one is cut to its path), or None."""
         url = card.get("record_url")
+        if isinstance(url, str) and url.startswith(("http://", "https://")):
+            rest = url.split("//", 1)[1]
+            url = "/" + rest.split("/", 1)[1] if "/" in rest else None
         if isinstance(url, str) and url.startswith("/") and not url.startswith("//"):
-            return self.config.url(url)
+            return url
         return None
 
     def apply(self, card: dict) -> None:
@@ -120,11 +125,11 @@ class TrayState:
         with self.lock:
             entry = self.recent.pop(uuid, None)
             if entry is None:
-                entry = RecentCall(uuid, caller_label(card), card.get("at") or "", event, self.record_url(card))
+                entry = RecentCall(uuid, caller_label(card), card.get("at") or "", event, self.record_path(card))
             else:
                 entry.event = event
                 entry.label = caller_label(card) or entry.label
-                entry.url = self.record_url(card) or entry.url
+                entry.path = self.record_path(card) or entry.path
             entry.missed = entry.missed or event == "missed"
             self.recent[uuid] = entry
             self.recent.move_to_end(uuid)
@@ -220,11 +225,27 @@ class TrayApp:
         icon.title = self.state.title()
         icon.update_menu()
 
-    def open_url(self, url: str) -> None:
+    def open_page(self, path: str) -> None:
+        """Open a daemon page in the browser, signed in: through a one-time link minted with this tray's token
+        (docs/web.md), or the plain page (which asks to sign in) when minting fails. The link is never logged."""
+        threading.Thread(target=self._open_page, args=(path,), daemon=True).start()
+
+    def _open_page(self, path: str) -> None:
         import webbrowser
 
-        log.info("opening %s", url)
-        threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
+        url = self.config.url(path)
+        try:
+            status, body = http.post_json(self.config.url("/api/v1/signin-links"), {"next": path},
+                                          {"Authorization": f"Bearer {self.config.resolved_token()}"}, timeout=5.0)
+            link = body.get("url") if isinstance(body, dict) else None
+            if status == 201 and isinstance(link, str) and link.startswith(("http://", "https://")):
+                url = link
+            else:
+                log.warning("no sign-in link for %s (HTTP %d); opening the page itself", path, status)
+        except (OSError, ValueError, TrayConfigError) as exc:
+            log.warning("no sign-in link for %s (%s); opening the page itself", path, exc)
+        log.info("opening %s", path)
+        webbrowser.open(url)
 
     def toggle_dnd(self, *_: Any) -> None:
         self.state.dnd = not self.state.dnd
@@ -251,17 +272,17 @@ class TrayApp:
             current = self.state.current
             recent = list(reversed(self.state.recent.values()))
 
-        def opener(url: str | None):
-            return (lambda *_: self.open_url(url)) if url else (lambda *_: None)
+        def opener(path: str | None):
+            return (lambda *_: self.open_page(path)) if path else (lambda *_: None)
 
         if current is not None:
-            items.append(Item(_clean(current.label, 60), opener(current.url), enabled=bool(current.url), default=True))
+            items.append(Item(_clean(current.label, 60), opener(current.path), enabled=bool(current.path), default=True))
         # record_url is the customer's record, or /customers/new?number=… for a stranger; none for INTERNAL
-        sub = [Item(_clean(r.menu_text(), 70), opener(r.url), enabled=bool(r.url)) for r in recent]
+        sub = [Item(_clean(r.menu_text(), 70), opener(r.path), enabled=bool(r.path)) for r in recent]
         items.append(Item("Recent calls", Menu(*sub) if sub else None, enabled=bool(sub)))
         items.append(Menu.SEPARATOR)
         items.append(Item("Do not disturb", self.toggle_dnd, checked=lambda _: self.state.dnd))
-        items.append(Item("Open dashboard", lambda *_: self.open_url(self.config.url("/"))))
+        items.append(Item("Open dashboard", lambda *_: self.open_page("/dashboard")))
         items.append(Item("Reconnect", self.reconnect))
         items.append(Menu.SEPARATOR)
         items.append(Item("Quit", self.quit))

@@ -15,6 +15,7 @@ early (a connection closed mid-chunk or short of its Content-Length).
 from __future__ import annotations
 
 import io
+import json
 import socket
 from typing import Any
 from urllib.parse import urlsplit
@@ -63,9 +64,14 @@ class Connection:
 
     def get(self, path: str | None = None, headers: dict[str, str] | None = None) -> Response:
         """Send `GET path` (default: the URL's path and query) and read the status line and headers."""
+        return self.request("GET", path, headers)
+
+    def request(self, method: str, path: str | None = None, headers: dict[str, str] | None = None,
+                body: bytes | None = None) -> Response:
+        """Send one request (a body gets its Content-Length) and read the status line and headers."""
         if self.sock is None:
             self.connect()
-        lines = [f"GET {path or self.path} HTTP/1.1", f"Host: {self.host_header}"]
+        lines = [f"{method} {path or self.path} HTTP/1.1", f"Host: {self.host_header}"]
         given = {k.lower() for k in (headers or {})}
         for name, value in (headers or {}).items():
             if any(c in str(value) for c in "\r\n\0") or any(c in name for c in "\r\n\0: "):
@@ -75,7 +81,9 @@ class Connection:
             lines.append("Connection: close")
         if "accept-encoding" not in given:
             lines.append("Accept-Encoding: identity")
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        if body is not None:
+            lines.append(f"Content-Length: {len(body)}")
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b""))
         return Response(self)
 
     def shutdown(self) -> None:
@@ -258,3 +266,20 @@ def get(url: str, headers: dict[str, str] | None = None, timeout: float = 30.0, 
     except BaseException:
         conn.close()
         raise
+
+
+def post_json(url: str, body: dict, headers: dict[str, str] | None = None, timeout: float = 10.0,
+              limit: int = 65536) -> tuple[int, Any]:
+    """POST a JSON object to url; (status, the answer's JSON or None). The answer is read up to limit bytes."""
+    conn = Connection(url, timeout)
+    conn.connect()
+    try:
+        with conn.request("POST", headers={**(headers or {}), "Content-Type": "application/json"},
+                          body=json.dumps(body).encode("utf-8")) as resp:
+            data = resp.read(limit)
+            try:
+                return resp.status, json.loads(data) if data else None
+            except ValueError:
+                return resp.status, None
+    finally:
+        conn.close()
