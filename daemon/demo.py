@@ -15,6 +15,7 @@ import gevent.event
 from screenpop.daemon.cli import printable
 from screenpop.daemon.config import load
 from screenpop.daemon.service import Daemon
+from screenpop.db import signin
 from screenpop.db.demo_data import seed
 from screenpop.db.models import CallEvent, Customer, Employee
 from screenpop.db.numbers import NumberRules
@@ -22,6 +23,7 @@ from screenpop.db.tokens import create as create_token
 
 DEMO_EXTENSIONS = "1001-1004"  # few operators, so the demo tray's operator gets every fourth call or so
 TRAY_EXTENSION = "1001"
+DEMO_LINK_SECONDS = 600  # the demo's admin sign-in link: time to read the banner first
 
 CONFIG = """\
 # screenpop demo configuration (see docs/configuration.md for every option)
@@ -131,6 +133,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"  config    {config_path}")
     print(f"  simulator 127.0.0.1:{port}, {args.rate:g} calls/s" + (f", {args.calls} calls" if args.calls else ""))
     print(f"  push      http://127.0.0.1:{http_port}/api/v1/events (token: screenpop token create --config {config_path} …)")
+    admin, _ = create_token(None, role="admin", name="demo admin")
+    link = signin.mint(admin.id, "/customers", DEMO_LINK_SECONDS)
+    print(f"  pages     http://127.0.0.1:{http_port}/customers (customers, calls, new callers; docs/web.md)")
+    print(f"  sign in   http://127.0.0.1:{http_port}/signin/{link} (admin; works once, within {DEMO_LINK_SECONDS // 60} minutes)")
     if tray is not None:
         operator = Employee.get_or_none(Employee.extension == TRAY_EXTENSION)
         print(f"  tray      desktop notifications for extension {TRAY_EXTENSION} ({operator.name if operator else ''})")
