@@ -38,11 +38,11 @@ from screenpop.daemon.web.base import EXTENSION as _EXTENSION
 __all__ = ["User", "current_user", "database", "error_page", "init_app", "login_required", "render_page"]
 
 
-def _when(value: str | None) -> str:
-    """An ISO time from a call record as "2026-01-31 08:05" (UTC, as stored)."""
+def _when(value: str | dt.datetime | None) -> str:
+    """A stored time (datetime or ISO text) as "2026-01-31 08:05" (UTC, as stored)."""
     if not value:
         return ""
-    return dt.datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M")
+    return (dt.datetime.fromisoformat(value) if isinstance(value, str) else value).strftime("%Y-%m-%d %H:%M")
 
 
 def _duration(seconds: float | None) -> str:

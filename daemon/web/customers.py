@@ -20,7 +20,7 @@ from screenpop.daemon.web import forms
 from screenpop.daemon.web.base import (database, error_page, log, login_required, number_rules, render_page,
                                        web)
 from screenpop.db import photofiles
-from screenpop.db.callrecords import calls_query, records
+from screenpop.db.customers import customer_record
 from screenpop.db.images import ImageRejected
 from screenpop.db.models import CATEGORIES, Call, Customer, Employee, Phone
 from screenpop.db.search import search_customers
@@ -62,9 +62,11 @@ def search():
     offset = (page - 1) * PER_PAGE
     db = web().hub.db
 
+    rules = number_rules()
+
     def work():
         if q:
-            ids = search_customers(db, q, PER_PAGE + 1, offset)
+            ids = search_customers(db, q, PER_PAGE + 1, offset, rules=rules)
         else:
             ids = [c for (c,) in Customer.select(Customer.id).order_by(Customer.updated_at.desc(), Customer.id.desc())
                    .limit(PER_PAGE + 1).offset(offset).tuples()]
@@ -79,26 +81,17 @@ def search():
 
 def record_page(customer_id: int, status: int = 200, error: str | None = None, owner: int | None = None):
     """The full record; error (with the status) when a form on it was refused, owner when a number is taken."""
-    page = forms.page("calls_page")
+    before = forms.row_id("calls_before")
+    db = web().hub.db
 
     def work():
-        detail = data.customer_detail(customer_id, calls=0)
-        query = calls_query(customer_id=customer_id)
-        total = query.count()
-        calls = records(list(query.limit(CALLS_PER_PAGE).offset((page - 1) * CALLS_PER_PAGE)))
-        employees = list(Employee.select().order_by(Employee.name, Employee.id))
-        return detail, calls, total, employees
+        return customer_record(db, customer_id, CALLS_PER_PAGE, before), list(Employee.select().order_by(Employee.name, Employee.id))
 
-    try:
-        c, calls, total, employees = database(work)
-    except DataError as exc:
-        return error_page(exc.status, exc.message)
-    names = {e.id: e.name for e in employees}
-    operators = {e.extension: e.name for e in employees}
-    return render_page("customer.html", status=status, title=c["company"] or c["name"], c=c, calls=calls,
-                       calls_total=total, calls_page=page, calls_more=page * CALLS_PER_PAGE < total,
-                       employees=employees, names=names, operators=operators, error=error, owner=owner,
-                       categories=CATEGORIES)
+    c, employees = database(work)
+    if c is None:
+        return error_page(404, f"There is no customer {customer_id}.")
+    return render_page("customer.html", status=status, title=c["company"] or c["name"], c=c, calls_before=before,
+                       employees=employees, error=error, owner=owner, categories=CATEGORIES)
 
 
 @bp.get("/customers/<int:customer_id>")
@@ -127,11 +120,12 @@ def new_page(status: int = 200, error: str | None = None, owner: int | None = No
     parsed = number_rules().classify(number) if number else None
     e164 = parsed.e164 if parsed is not None and parsed.kind == "e164" else None
     db = web().hub.db
+    rules = number_rules()
 
     def work():
         holder = Phone.get_or_none(Phone.e164 == e164) if e164 else None
         row = Call.get_or_none(Call.uuid == call) if call else None
-        matches = _with_phones(search_customers(db, q, NEW_MATCHES)) if q else []
+        matches = _with_phones(search_customers(db, q, NEW_MATCHES, rules=rules)) if q else []
         return (data.customer_brief(holder.customer) if holder else None), row, matches
 
     holder, call_row, matches = database(work)

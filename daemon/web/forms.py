@@ -23,6 +23,12 @@ def page(name: str = "page") -> int:
     return int(raw) if raw.isascii() and raw.isdigit() and 1 <= len(raw) <= 6 and 1 <= int(raw) <= PAGE_MAX else 1
 
 
+def row_id(name: str) -> int | None:
+    """A row id from the query string (e.g. the call a page of calls continues after), or None."""
+    raw = request.args.get(name, "")
+    return int(raw) if raw.isascii() and raw.isdigit() and 1 <= len(raw) <= 12 else None
+
+
 def call_uuid(value: Any) -> str | None:
     """A call's a-leg UUID as a link carries it, or None when absent or not UUID-shaped."""
     return value if isinstance(value, str) and _UUID.fullmatch(value) else None

@@ -1,0 +1,315 @@
+"""The web pages in Debian's headless Chromium (Playwright) against the real daemon fed by the simulator.
+
+An unknown caller rings; while the call runs, the operator opens the tray's link, creates the customer (or adds
+the number to an existing one); the rest of the call's pops and the next call from the number carry the full
+card (read from /api/v1/events). Photos, payments and permissions are driven through the pages too. Screenshots
+of the main pages go to the test's tmp folder and to /tmp/screenpop-screenshots/.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import webbrowser
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from screenpop.db import tokens
+from screenpop.db.database import open_database
+from screenpop.db.lookup import add_phone
+from screenpop.db.migrations import migrate
+from screenpop.db.models import Call, Customer, Employee, Order
+from screenpop.db.numbers import NumberRules
+
+from sse import Stream
+from support import daemon, free_port, http_ready, simulator, wait_for, write_config
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra (.ci/setup)")
+
+RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SHOTS = Path("/tmp/screenpop-screenshots")
+SLOW = "0.6"  # the generated call rings and talks for several real seconds: time to use the pages meanwhile
+FAST = "4"  # a call that only has to pop
+
+
+class Rig:
+    """A database with operators and a customer, the daemon on it, the op's push stream, and Chromium."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.shots = tmp / "screenshots"
+        self.shots.mkdir()
+        url = f"sqlite:///{tmp / 'screenpop.db'}"
+        self.db = open_database(url)
+        migrate(self.db)
+        Employee.create(name="Anna Jónsdóttir", extension="1001")
+        Employee.create(name="Bjarni Ólafsson", extension="1002")
+        self.acme = Customer.create(name="Jón Jónsson", company="Acme ehf", category="vip", city="Reykjavík",
+                                    country="Iceland", note="Key account; prefers mornings.")
+        add_phone(self.acme, "+354 555 1234", "office", RULES)
+        Order.create(customer=self.acme, number="A-100", title="Boat engine", stage="invoiced", amount=1000, paid=200,
+                     responsible=Employee.get(Employee.extension == "1001"))
+        _, self.op = tokens.create("1001", name="tray 1001")
+        _, self.admin = tokens.create(None, role="admin", name="admin")
+        self.esl_port, self.http_port = free_port(), free_port()
+        self.base = f"http://127.0.0.1:{self.http_port}"
+        config = write_config(tmp / "screenpop.toml", self.esl_port, url, http_port=self.http_port,
+                              http="heartbeat = 0.5")
+        config.write_text(config.read_text().replace(f'url = "{url}"', f'url = "{url}"\nphoto_dir = "{tmp / "photos"}"'))
+        self.daemon = daemon(tmp, config)
+        wait_for(lambda: http_ready(self.base) or self.daemon.popen.poll() is not None, 20, "the daemon's HTTP server")
+        assert self.daemon.popen.poll() is None, self.daemon.log()
+        self.stream = Stream(self.http_port, self.op)
+        self.sims = 0
+        self.sim = None
+        self.pw = playwright_api.sync_playwright().start()
+        self.profiles: list[str] = []
+
+    def browser(self):
+        """A new Chromium with an empty profile (a workstation of its own)."""
+        profile = tempfile.mkdtemp(prefix="screenpop-chromium-")
+        self.profiles.append(profile)
+        context = self.pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
+                                                             args=CHROMIUM_ARGS, viewport={"width": 1200, "height": 900})
+        return context, context.pages[0] if context.pages else context.new_page()
+
+    def mint(self, token: str, next_path: str) -> str:
+        """What the tray does before opening a page: a one-time sign-in link."""
+        req = urllib.request.Request(self.base + "/api/v1/signin-links", data=json.dumps({"next": next_path}).encode(),
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.loads(r.read())["url"]
+
+    def call(self, number: str, seed: int, speed: str = SLOW):
+        """The simulator plays one answered call from number to extension 1001 (after the previous one is over)."""
+        if self.sim is not None:
+            assert self.sim.wait(60) == 0, self.sim.log()
+        numbers = self.tmp / f"numbers-{seed}.txt"
+        numbers.write_text(number + "\n")
+        self.sims += 1
+        self.sim = simulator(self.tmp, self.esl_port, "--generate", "--calls", "1", "--mix", "inbound_answered=1",
+                             "--numbers", str(numbers), "--extensions", "1001", "--seed", str(seed), "--speed", speed,
+                             "--linger", "0.3", name=f"sim{self.sims}")
+        return self.sim
+
+    def pops(self, number: str) -> list[dict]:
+        return [c for c in self.stream.cards if c["number"] == number]
+
+    def wait_pop(self, number: str, event: str, timeout: float = 60) -> dict:
+        def found():
+            return any(c["event"] == event for c in self.pops(number))
+        wait_for(found, timeout, f"a {event} pop for {number}")
+        return [c for c in self.pops(number) if c["event"] == event][-1]
+
+    def shot(self, page, name: str) -> None:
+        path = self.shots / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        SHOTS.mkdir(exist_ok=True)
+        shutil.copy(path, SHOTS / path.name)
+
+    def close(self) -> None:
+        self.stream.close()
+        self.pw.stop()
+        for profile in self.profiles:
+            shutil.rmtree(profile, ignore_errors=True)
+        assert self.daemon.terminate() == 0, self.daemon.log()
+        self.daemon.close()
+        self.db.close()
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory):
+    r = Rig(tmp_path_factory.mktemp("web-browser"))
+    yield r
+    r.close()
+
+
+def test_new_customer_during_an_unknown_call(rig):
+    number = "+3545557777"
+    rig.call(number, seed=11)
+    ringing = rig.wait_pop(number, "ringing")
+    assert ringing["customer"] is None
+    assert ringing["record_url"] == f"/customers/new?number=%2B3545557777&call={ringing['call_uuid']}"
+    context, page = rig.browser()
+    try:
+        page.goto(rig.mint(rig.op, ringing["record_url"]))
+        assert "/customers/new" in page.url and page.locator("h1").inner_text().startswith("Caller")
+        assert page.input_value("form[action='/customers/new'] input[name=number]") == number
+        rig.shot(page, "new-caller")
+        page.fill("input[name=company]", "Fjord Fishing ehf")
+        page.fill("form[action='/customers/new'] input[name=name]", "Sigríður Þórsdóttir")
+        page.select_option("select[name=category]", "problem")
+        page.click("text=Create customer")
+        page.wait_for_url("**/customers/*")
+        assert not any(c["event"] == "ended" for c in rig.pops(number)), "the call was still going on"
+        assert "Fjord Fishing ehf" in page.locator("h1 strong").inner_text()
+        assert page.locator(".badge-problem").count() == 1 and "+3545557777" in page.content()
+        rig.shot(page, "customer-created")
+    finally:
+        context.close()
+    customer = Customer.get(Customer.company == "Fjord Fishing ehf")
+    ended = rig.wait_pop(number, "ended")
+    assert ended["customer"] and ended["customer"]["id"] == customer.id, "the rest of the call carries the card"
+    wait_for(lambda: Call.get(Call.uuid == ringing["call_uuid"]).ended_at is not None, 10, "the call stored as ended")
+    assert Call.get(Call.uuid == ringing["call_uuid"]).customer_id == customer.id, "the writer kept the link"
+    # The same caller again: the pop is the full card at once.
+    rig.call(number, seed=12, speed=FAST)
+    wait_for(lambda: len([c for c in rig.pops(number) if c["event"] == "ringing"]) == 2, 30, "the second call's pop")
+    again = [c for c in rig.pops(number) if c["event"] == "ringing"][-1]
+    assert again["call_uuid"] != ringing["call_uuid"]
+    assert again["customer"]["company"] == "Fjord Fishing ehf" and again["customer"]["category"] == "problem"
+    assert again["record_url"] == f"/customers/{customer.id}"
+    rig.wait_pop(number, "ended")
+
+
+def test_add_the_number_to_an_existing_customer(rig):
+    number = "+3548201234"
+    rig.call(number, seed=21)
+    ringing = rig.wait_pop(number, "ringing")
+    context, page = rig.browser()
+    try:
+        page.goto(rig.mint(rig.op, ringing["record_url"]))
+        page.fill("input[name=q]", "555 12")
+        page.click("text=Find")
+        assert page.locator("ul.picks li").count() == 1 and "Acme ehf" in page.locator("ul.picks").inner_text()
+        rig.shot(page, "add-number-search")
+        page.click("text=Add number here")
+        page.wait_for_url(f"**/customers/{rig.acme.id}")
+        assert "+3548201234" in page.locator("#numbers").inner_text()
+    finally:
+        context.close()
+    ended = rig.wait_pop(number, "ended")
+    assert ended["customer"]["id"] == rig.acme.id
+    wait_for(lambda: Call.get(Call.uuid == ringing["call_uuid"]).customer_id == rig.acme.id, 10, "the call linked")
+    rig.call(number, seed=22, speed=FAST)
+    wait_for(lambda: len([c for c in rig.pops(number) if c["event"] == "ringing"]) == 2, 30, "the second call's pop")
+    again = [c for c in rig.pops(number) if c["event"] == "ringing"][-1]
+    assert again["customer"]["company"] == "Acme ehf" and again["customer"]["total_debt"] == "800.00"
+    assert [o["number"] for o in again["customer"]["orders"]] == ["A-100"]
+    rig.wait_pop(number, "ended")
+
+
+def test_photo_payment_and_the_main_pages(rig):
+    photo = rig.tmp / "face.png"
+    Image.new("RGB", (900, 600), (30, 120, 200)).save(photo)
+    context, page = rig.browser()
+    try:
+        page.goto(rig.mint(rig.op, f"/customers/{rig.acme.id}"))
+        assert "Acme ehf" in page.locator("h1").inner_text()
+        assert page.locator("tr.open .debt").inner_text() == "800.00"
+        page.set_input_files("input[name=photo]", str(photo))
+        with page.expect_response(lambda r: "/photo?size=160" in r.url) as shown:
+            page.click("text=Upload photo")
+        assert shown.value.headers["x-screenpop-photo"] == "photo"
+        assert page.locator(".flash").inner_text() == "Photo saved."
+        assert page.evaluate("document.querySelector('img.photo').naturalWidth") == 160
+        page.fill("tr.open input[name=amount]", "300")
+        page.click("text=Record payment")
+        page.wait_for_url("**#orders")
+        assert "debt now 500.00" in page.locator(".flash").inner_text()
+        assert page.locator("tr.open .debt").inner_text() == "500.00"
+        rig.shot(page, "customer-record")
+        page.fill("tr.open input[name=amount]", "999")
+        page.click("text=Record payment")
+        assert "above the order amount" in page.locator(".error").inner_text()
+        page.goto(f"{rig.base}/customers?q=acme")
+        rig.shot(page, "search")
+        page.goto(f"{rig.base}/calls")
+        assert page.locator("tbody tr").count() >= 4
+        rig.shot(page, "calls")
+        page.goto(f"{rig.base}/employees")
+        assert page.locator("h1").inner_text() == "Not allowed", "an operator cannot reach the employees page"
+        assert page.locator("nav a", has_text="Employees").count() == 0
+        page.click("text=Sign out")
+        page.goto(f"{rig.base}/customers")
+        assert "/signin?next=" in page.url
+        rig.shot(page, "signin")
+    finally:
+        context.close()
+    context, page = rig.browser()
+    try:
+        page.goto(f"{rig.base}/employees")
+        page.fill("input[name=token]", rig.admin)
+        page.click("button:has-text('Sign in')")
+        page.wait_for_url("**/employees")
+        assert "Anna Jónsdóttir" in page.content()
+        page.fill("form[action='/employees'] input[name=extension]", "1003")
+        page.fill("form[action='/employees'] input[name=name]", "Elín Magnúsdóttir")
+        page.click("button:has-text('Add')")
+        assert Employee.get_or_none(Employee.extension == "1003") is not None
+        rig.shot(page, "employees")
+    finally:
+        context.close()
+
+
+def test_tray_opens_pages_through_a_one_time_link(rig, monkeypatch):
+    """The tray's menu entries mint a link with its token; without a working token it opens the plain page."""
+    from screenpop.tray.app import TrayApp
+    from screenpop.tray.config import TrayConfig
+
+    opened: list[str] = []
+    monkeypatch.setattr(webbrowser, "open", opened.append)
+    app = TrayApp(TrayConfig(server=rig.base, extension="1001", token=rig.op), show_icon=False)
+    app.open_page(f"/customers/{rig.acme.id}")
+    wait_for(lambda: opened, 10, "the browser to be opened")
+    assert opened[0].startswith(f"{rig.base}/signin/")
+    context, page = rig.browser()
+    try:
+        page.goto(opened[0])
+        assert page.url == f"{rig.base}/customers/{rig.acme.id}" and "Acme ehf" in page.locator("h1").inner_text()
+        page.goto(opened[0])
+        assert "does not work any more" in page.content(), "the link works once"
+    finally:
+        context.close()
+    for config in (TrayConfig(server=rig.base, extension="1001", token="sp_revoked_or_wrong"),
+                   TrayConfig(server=f"http://127.0.0.1:{free_port()}", extension="1001", token=rig.op)):
+        opened.clear()
+        TrayApp(config, show_icon=False).open_page("/dashboard")
+        wait_for(lambda: opened, 10, "the fallback")
+        assert opened == [config.url("/dashboard")]
+
+
+def test_demo_prints_the_pages_and_an_admin_link(rig, tmp_path):
+    """`screenpop demo` names the pages and prints a one-time admin link that signs the browser in."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    demo = subprocess.Popen([sys.executable, "-m", "screenpop.daemon.cli", "demo", "--dir", str(tmp_path / "demo"),
+                             "--calls", "40", "--rate", "4"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**env, "PYTHONUNBUFFERED": "1"})
+    try:
+        lines = []
+        while not any(line.startswith("  sign in") for line in lines):
+            line = demo.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        assert any(line.startswith("  pages     http://127.0.0.1:") for line in lines), lines
+        link = lines[-1].split()[2]
+        context, page = rig.browser()
+        try:
+            page.goto(link)
+            assert page.url.endswith("/customers") and page.locator("tbody tr").count() >= 20
+            assert page.locator("nav a", has_text="Employees").count() == 1, "signed in as admin"
+            rig.shot(page, "demo-customers")
+            page.locator("tbody tr a").first.click()
+            page.wait_for_url("**/customers/*")
+            rig.shot(page, "demo-record")
+            time.sleep(3)  # a few of the demo's calls are recorded by now
+            page.goto(link.split("/signin/")[0] + "/calls")
+            rig.shot(page, "demo-calls")
+            page.goto(link)
+            assert "does not work any more" in page.content()
+        finally:
+            context.close()
+    finally:
+        demo.send_signal(signal.SIGINT)
+        demo.communicate(timeout=30)
