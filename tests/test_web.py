@@ -618,3 +618,19 @@ def test_database_down_is_a_503_page(tmp_path, sqlite_url, monkeypatch):
     finally:
         site.hub.stop()
         db.close()
+
+
+def test_logs_never_carry_a_link_secret(site, caplog):
+    import logging
+
+    from screenpop.daemon.httpserver import _AccessLog
+
+    caplog.set_level(logging.DEBUG)
+    _AccessLog().write('127.0.0.1 - - [x] "GET /signin/s3cr3t-Secret_x HTTP/1.1" 303 0 0.01\n')
+    path = site.mint(site.op)[1]["url"].split("localhost", 1)[1]
+    site.app.test_client().get(path)
+    site.app.test_client().get(path)
+    secret = path.rsplit("/", 1)[1]
+    text = caplog.text
+    assert "/signin/…" in text and "s3cr3t" not in text and secret not in text and site.op not in text
+    assert "web sign-in: token" in text and "was already used" in text

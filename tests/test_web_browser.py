@@ -270,6 +270,9 @@ def test_tray_opens_pages_through_a_one_time_link(rig, monkeypatch):
         assert page.url == f"{rig.base}/customers/{rig.acme.id}" and "Acme ehf" in page.locator("h1").inner_text()
         page.goto(opened[0])
         assert "does not work any more" in page.content(), "the link works once"
+        log = rig.daemon.log()
+        assert opened[0].rsplit("/", 1)[1] not in log and rig.op not in log
+        assert "web sign-in: token" in log and "by one-time link" in log and "was already used" in log
     finally:
         context.close()
     for config in (TrayConfig(server=rig.base, extension="1001", token="sp_revoked_or_wrong"),
