@@ -77,7 +77,6 @@ def utc_bound(local: dt.datetime, zone: dt.tzinfo) -> dt.datetime:
 _SQLITE = {
     "secs": "((julianday({b}) - julianday({a})) * 86400.0)",
     "slot": f"(CAST(strftime('%s', c.started_at) AS INTEGER) / {SLOT_SECONDS})",
-    "plus_window": f"strftime('%Y-%m-%d %H:%M:%f', COALESCE(c.ended_at, c.started_at), '+{CALLBACK_HOURS} hours')",
     "positive": "MAX({x}, 0)",
     "missed_by": "(SELECT group_concat(mp.extension, ',') FROM call_party mp "
     "WHERE mp.call_id = c.id AND mp.outcome = 'missed')",
@@ -85,70 +84,65 @@ _SQLITE = {
 _POSTGRES = {
     "secs": "EXTRACT(EPOCH FROM ({b} - {a}))::float8",
     "slot": f"FLOOR(EXTRACT(EPOCH FROM c.started_at) / {SLOT_SECONDS})::bigint",
-    "plus_window": f"(COALESCE(c.ended_at, c.started_at) + INTERVAL '{CALLBACK_HOURS} hours')",
     "positive": "GREATEST({x}, 0)",
     "missed_by": "(SELECT string_agg(mp.extension, ',' ORDER BY mp.extension) FROM call_party mp "
     "WHERE mp.call_id = c.id AND mp.outcome = 'missed')",
 }
 
-# The callback test for the first-call-resolution proxy: another inbound call from the same customer (or, for a
-# caller with no customer, the same number) started after this one and within CALLBACK_HOURS of its end.
-_CALLED_BACK = """
-CASE WHEN c.customer_id IS NOT NULL THEN
-       CASE WHEN EXISTS (SELECT 1 FROM "call" r WHERE r.customer_id = c.customer_id AND r.direction = 'INCOMING'
-                         AND r.started_at > c.started_at AND r.started_at <= {plus_window}) THEN 0 ELSE 1 END
-     WHEN c.external_e164 IS NOT NULL THEN
-       CASE WHEN EXISTS (SELECT 1 FROM "call" r WHERE r.external_e164 = c.external_e164 AND r.direction = 'INCOMING'
-                         AND r.started_at > c.started_at AND r.started_at <= {plus_window}) THEN 0 ELSE 1 END
-END"""
-
-_TAKEN = "(c.direction = 'INCOMING' AND p.role = 'callee' AND p.talked)"
-_TTA_ROW = "(c.direction = 'INCOMING' AND c.answered_by = p.extension AND p.rang_at IS NOT NULL AND p.answered_at IS NOT NULL)"
+# First-call-resolution proxy, for each call taken whose caller is known: the start of that customer's (for a
+# caller with no customer: that number's) next inbound call, and whether it came later than CALLBACK_HOURS after
+# this call's end (or never).
+_NEXT_INBOUND = """(CASE WHEN c.customer_id IS NOT NULL THEN
+     (SELECT MIN(r.started_at) FROM "call" r WHERE r.customer_id = c.customer_id AND r.direction = 'INCOMING'
+      AND r.started_at > c.started_at)
+   ELSE (SELECT MIN(r.started_at) FROM "call" r WHERE r.external_e164 = c.external_e164 AND r.direction = 'INCOMING'
+         AND r.started_at > c.started_at) END)"""
+_TAKEN_KNOWN = ("c.direction = 'INCOMING' AND p.role = 'callee' AND p.talked "
+                "AND (c.customer_id IS NOT NULL OR c.external_e164 IS NOT NULL)")
 
 _EMPLOYEES = """
 SELECT p.extension,
-       SUM(CASE WHEN {taken} THEN 1 ELSE 0 END),
+       SUM(CASE WHEN c.direction = 'INCOMING' AND p.role = 'callee' AND p.talked THEN 1 ELSE 0 END),
        SUM(CASE WHEN c.direction = 'OUTGOING' AND p.role = 'caller' THEN 1 ELSE 0 END),
        SUM(CASE WHEN c.direction = 'OUTGOING' AND p.role = 'caller' AND p.talked THEN 1 ELSE 0 END),
        SUM(CASE WHEN c.direction = 'INCOMING' AND p.role = 'callee' AND p.outcome = 'missed' THEN 1 ELSE 0 END),
-       AVG(CASE WHEN {tta_row} THEN {tta} END),
-       {p90},
        SUM(CASE WHEN p.talked THEN 1 ELSE 0 END),
        SUM(CASE WHEN p.talked THEN COALESCE(p.talk_seconds, 0) ELSE 0 END),
-       SUM(CASE WHEN {taken} THEN {resolved} END),
-       COUNT(CASE WHEN {taken} THEN {resolved} END)
+       SUM(CASE WHEN {taken_known} THEN CASE WHEN COALESCE({gap}, 1e12) > {window} THEN 1 ELSE 0 END END),
+       SUM(CASE WHEN {taken_known} THEN 1 ELSE 0 END)
 FROM call_party p JOIN "call" c ON c.id = p.call_id
-{p90_join}
 WHERE c.direction IN ('INCOMING', 'OUTGOING') {where}
-GROUP BY p.extension
-ORDER BY p.extension"""
+GROUP BY p.extension"""
 
-# p90 on SQLite: the value at rank ceil(0.9 * n) in ascending order, the rank computed in the same floating point
-# as PostgreSQL's percentile_disc, so both give the same value.
-_SQLITE_P90 = """
-LEFT JOIN (
-  SELECT ext, MIN(tta) AS p90 FROM (
-    SELECT p.extension AS ext, {tta} AS tta,
-           ROW_NUMBER() OVER (PARTITION BY p.extension ORDER BY {tta}) AS rn,
-           COUNT(*) OVER (PARTITION BY p.extension) AS n
-    FROM call_party p JOIN "call" c ON c.id = p.call_id
-    WHERE {tta_row} {where}
-  ) ranked
-  WHERE rn = CAST(0.9 * n AS INTEGER) + (0.9 * n > CAST(0.9 * n AS INTEGER))
-  GROUP BY ext
-) q ON q.ext = p.extension"""
+# Time to answer: the first answerer's ring-to-answer seconds, mean and p90.
+_ANSWER_ROWS = """
+SELECT c.answered_by AS ext, {secs} AS tta
+FROM "call" c JOIN call_party p ON p.call_id = c.id AND p.extension = c.answered_by
+WHERE c.direction = 'INCOMING' AND c.answered_by IS NOT NULL AND p.rang_at IS NOT NULL AND p.answered_at IS NOT NULL
+{where}"""
+_ANSWER_POSTGRES = """
+SELECT ext, AVG(tta), percentile_disc(0.9) WITHIN GROUP (ORDER BY tta) FROM ({rows}) t GROUP BY ext"""
+# SQLite: the value at rank ceil(0.9 * n) in ascending order, the rank computed in the same double precision as
+# PostgreSQL's percentile_disc, so both give the same value.
+_ANSWER_SQLITE = """
+SELECT ext, SUM(tta) / MAX(n), MIN(CASE WHEN rn = CAST(0.9 * n AS INTEGER) + (0.9 * n > CAST(0.9 * n AS INTEGER))
+                                   THEN tta END)
+FROM (SELECT ext, tta, ROW_NUMBER() OVER (PARTITION BY ext ORDER BY tta) AS rn,
+             COUNT(*) OVER (PARTITION BY ext) AS n FROM ({rows}) t) ranked
+GROUP BY ext"""
 
 _CUSTOMERS = """
-SELECT cu.id, cu.name, cu.company, cu.category,
-       COUNT(*), SUM(CASE WHEN c.direction = 'INCOMING' THEN 1 ELSE 0 END),
-       SUM(CASE WHEN c.direction = 'OUTGOING' THEN 1 ELSE 0 END),
-       SUM(CASE WHEN c.missed THEN 1 ELSE 0 END),
-       MAX(c.started_at),
+SELECT cu.id, cu.name, cu.company, cu.category, a.calls, a.inbound, a.outbound, a.missed, a.last,
        (SELECT SUM({unpaid}) FROM "order" o WHERE o.customer_id = cu.id AND o.status = 'open')
-FROM "call" c JOIN customer cu ON cu.id = c.customer_id
-WHERE c.direction IN ('INCOMING', 'OUTGOING') {where}
-GROUP BY cu.id, cu.name, cu.company, cu.category
-ORDER BY COUNT(*) DESC, MAX(c.started_at) DESC, cu.id"""
+FROM (
+  SELECT c.customer_id, COUNT(*) AS calls, SUM(CASE WHEN c.direction = 'INCOMING' THEN 1 ELSE 0 END) AS inbound,
+         SUM(CASE WHEN c.direction = 'OUTGOING' THEN 1 ELSE 0 END) AS outbound,
+         SUM(CASE WHEN c.missed THEN 1 ELSE 0 END) AS missed, MAX(c.started_at) AS last
+  FROM "call" c
+  WHERE c.customer_id IS NOT NULL AND c.direction IN ('INCOMING', 'OUTGOING') {where}
+  GROUP BY c.customer_id
+) a JOIN customer cu ON cu.id = a.customer_id
+ORDER BY a.calls DESC, a.last DESC, cu.id"""
 
 _CATEGORY_CALLS = """
 SELECT cu.category, COUNT(per.customer_id), SUM(per.calls), SUM(per.inbound), SUM(per.outbound), SUM(per.missed),
@@ -217,28 +211,26 @@ def _sql(name: str, db: peewee.Database, period: Period) -> tuple[str, list]:
     params: list = [v for v in (period.since, period.until) if v is not None]
     if period.extension:
         params.append(period.extension)
-    if name == "employees" and sqlite:
-        params = params * 2  # the p90 subquery repeats the filters
-    elif name == "category_debt":
+    if name == "category_debt":
         params = []  # open debt is what is owed now, whatever the period
     return sql, params
 
 
 def _build(name: str, sqlite: bool, param: str, has: tuple[bool, bool, bool]) -> str:
     d = _SQLITE if sqlite else _POSTGRES
-    tta = d["secs"].format(a="p.rang_at", b="p.answered_at")
     bounds = ""
     if has[0]:
         bounds += f" AND c.started_at >= {param}"
     if has[1]:
         bounds += f" AND c.started_at < {param}"
-    if name == "employees":
-        where = bounds + (f" AND p.extension = {param}" if has[2] else "")
-        p90 = "MIN(q.p90)" if sqlite else f"percentile_disc(0.9) WITHIN GROUP (ORDER BY CASE WHEN {_TTA_ROW} THEN {tta} END)"
-        p90_join = _SQLITE_P90.format(tta=tta, tta_row=_TTA_ROW, where=where) if sqlite else ""
-        resolved = _CALLED_BACK.format(plus_window=d["plus_window"])
-        return _EMPLOYEES.format(taken=_TAKEN, tta_row=_TTA_ROW, tta=tta, p90=p90, p90_join=p90_join, where=where,
-                                 resolved=resolved)
+    if name in ("employees", "answer"):
+        on_party = f" AND p.extension = {param}" if has[2] else ""
+        if name == "employees":
+            gap = d["secs"].format(a="COALESCE(c.ended_at, c.started_at)", b=_NEXT_INBOUND)
+            return _EMPLOYEES.format(where=bounds + on_party, taken_known=_TAKEN_KNOWN, gap=gap,
+                                     window=CALLBACK_HOURS * 3600)
+        rows = _ANSWER_ROWS.format(secs=d["secs"].format(a="p.rang_at", b="p.answered_at"), where=bounds + on_party)
+        return (_ANSWER_SQLITE if sqlite else _ANSWER_POSTGRES).format(rows=rows)
     involved = (_MISSED_BY if name == "missed" else _INVOLVED).format(param=param) if has[2] else ""
     where = bounds + " " + involved
     unpaid = d["positive"].format(x="o.amount - o.paid")
@@ -279,24 +271,27 @@ def _ratio(part: int, whole: int) -> float | None:
 def employees(period: Period) -> list[dict]:
     """Per extension: calls taken, made, missed, answer rate, time to answer (mean, p90), talk time, FCR proxy."""
     names = dict(database.obj.execute_sql("SELECT extension, name FROM employee").fetchall())
+    answer = {ext: (avg, p90) for ext, avg, p90 in _rows("answer", period)}
     out = []
-    for ext, taken, made, made_answered, missed, tta_avg, tta_p90, talked, talk_total, resolved, fcr_calls in _rows(
-        "employees", period
+    for ext, taken, made, made_answered, missed, talked, talk_total, resolved, fcr_calls in sorted(
+        _rows("employees", period)
     ):
+        taken, missed, talked, resolved, fcr_calls = int(taken), int(missed), int(talked), int(resolved or 0), int(fcr_calls)
+        avg, p90 = answer.get(ext, (None, None))
         out.append({
             "extension": ext,
             "name": names.get(ext, ""),
-            "taken": int(taken),
+            "taken": taken,
             "made": int(made),
             "made_answered": int(made_answered),
-            "missed": int(missed),
-            "answer_rate": _ratio(int(taken), int(taken) + int(missed)),
-            "answer_avg_s": _secs(tta_avg),
-            "answer_p90_s": _secs(tta_p90),
-            "talk_avg_s": _secs(float(talk_total) / int(talked)) if talked else None,
+            "missed": missed,
+            "answer_rate": _ratio(taken, taken + missed),
+            "answer_avg_s": _secs(avg),
+            "answer_p90_s": _secs(p90),
+            "talk_avg_s": _secs(float(talk_total) / talked) if talked else None,
             "talk_total_s": _secs(talk_total or 0.0),
-            "fcr_rate": _ratio(int(resolved or 0), int(fcr_calls)),
-            "fcr_calls": int(fcr_calls),
+            "fcr_rate": _ratio(resolved, fcr_calls),
+            "fcr_calls": fcr_calls,
         })
     return out
 

@@ -117,8 +117,12 @@ class Call(BaseModel):
     node = CharField(max_length=200, default="")
 
     class Meta:
-        # analytics: a customer's (or number's) later calls, for callbacks and returned missed calls
-        indexes = ((("customer", "started_at"), False), (("external_e164", "started_at"), False))
+        # analytics (covering): a customer's or a number's calls in time order, for callbacks, returned missed
+        # calls and the per-customer figures
+        indexes = (
+            (("customer", "direction", "started_at", "answered_at", "missed"), False),
+            (("external_e164", "direction", "started_at", "answered_at"), False),
+        )
 
 
 class CallParty(BaseModel):

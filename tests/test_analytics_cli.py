@@ -102,3 +102,40 @@ def test_write_csv_quotes_and_guards():
     write_csv([{"name": '=HYPERLINK("x")', "n": -1}, {"name": "a,b\nc", "n": 2}], out)
     rows = list(csv.reader(io.StringIO(out.getvalue())))
     assert rows == [["name", "n"], ["'=HYPERLINK(\"x\")", "-1"], ["a,b\nc", "2"]]
+
+
+def test_report_on_calls_from_the_simulator_through_the_daemon(tmp_path, sqlite_url, capsys):
+    """Generated calls of every kind go through the real daemon; the report's counts equal the generator's truth."""
+    from support import daemon, free_port, simulator, write_config
+
+    expect = tmp_path / "expect.jsonl"
+    port = free_port()
+    sim = simulator(tmp_path, port, "--generate", "--calls", "60", "--rate", "40", "--speed", "20", "--seed", "11",
+                    "--extensions", "1001-1004", "--expect", str(expect), "--linger", "0.5")
+    config = write_config(tmp_path / "screenpop.toml", port, sqlite_url, analytics='[analytics]\ntimezone = "UTC"')
+    d = daemon(tmp_path, config)
+    try:
+        assert sim.wait(60) == 0, sim.log()
+        assert d.terminate() == 0, d.log()
+    finally:
+        sim.close()
+        d.close()
+    truth: dict[str, dict[str, int]] = {}
+    inbound = missed = 0
+    for item in (json.loads(line) for line in expect.read_text(encoding="utf-8").splitlines()):
+        call = item["call"]
+        if call["direction"] == "INCOMING":
+            inbound += 1
+            missed += call["answered_by"] is None
+            for ext in call["talked"]:
+                truth.setdefault(ext, {"taken": 0, "made": 0, "missed": 0})["taken"] += 1
+            for ext in call["missed_by"]:
+                truth.setdefault(ext, {"taken": 0, "made": 0, "missed": 0})["missed"] += 1
+        elif call["direction"] == "OUTGOING":
+            truth.setdefault(call["from_extension"], {"taken": 0, "made": 0, "missed": 0})["made"] += 1
+    out = json.loads(run(capsys, "report", "--config", str(config), "--since", "2000-01-01", "--until", "2100-01-01",
+                         "--format", "json"))
+    got = {r["extension"]: {k: r[k] for k in ("taken", "made", "missed")} for r in out["employees"]}
+    assert got == truth and sum(v["taken"] for v in truth.values()) > 10 and sum(v["missed"] for v in truth.values()) > 0
+    assert sum(d["inbound"] for d in out["daily"]) == inbound and sum(d["missed"] for d in out["daily"]) == missed
+    assert all(r["answer_avg_s"] is not None for r in out["employees"] if r["taken"])
