@@ -6,12 +6,14 @@ GET /api/v1/customers/<id>/photo?size=N  the customer's photo (or a placeholder)
 /api/v1/customers, /orders, /employees, /calls   the customer-data JSON API (daemon/api.py, docs/api.md)
 POST /api/v1/signin-links                a one-time web sign-in link for the token (daemon/web/auth.py)
 /, /customers, /calls, /employees, /signin ...   the web pages (daemon/web/, docs/web.md), signed-in sessions
+GET /dashboard, /missed, /reports/<name>.csv     call analytics pages, signed-in session (daemon/dashboard.py)
 
 Every /api/v1 route but health needs ``Authorization: Bearer <token>`` (`screenpop token create`). A missing,
 unknown or revoked token gets 401 and one WARNING line naming the client and the reason, never the token.
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 import ssl as _ssl
@@ -22,7 +24,7 @@ import peewee
 from flask import Flask, Response, jsonify, request
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
-from screenpop.daemon import api, web
+from screenpop.daemon import api, dashboard, web
 from screenpop.daemon.config import ConfigError, HttpConfig, WebConfig
 from screenpop.daemon.photos import Photos, photo_response
 from screenpop.daemon.push import ALL, PushHub, Subscriber
@@ -63,10 +65,12 @@ def _error(status: int, message: str) -> Response:
 
 
 def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebConfig | None = None, tls: bool = False,
-               on_link: Callable[[int, str | None, str | None], None] | None = None) -> Flask:
+               on_link: Callable[[int, str | None, str | None], None] | None = None,
+               zone: dt.tzinfo = dt.timezone.utc) -> Flask:
     """The Flask app serving the push stream, photos, the JSON API and the web pages from hub.
 
-    tls: served over HTTPS (secure session cookies); on_link: the daemon's hook for a call linked to a customer.
+    tls: served over HTTPS (secure session cookies); on_link: the daemon's hook for a call linked to a customer;
+    zone: the call centre's time zone, for the analytics pages.
     """
     app = Flask("screenpop.daemon.httpserver", static_folder=None)  # the pages' static files: daemon/web/static
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
@@ -129,6 +133,7 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
 
     app.register_blueprint(api.blueprint(hub, authenticate))
     web.init_app(app, hub, photos, web_config or WebConfig(), tls, authenticate, on_link)
+    app.register_blueprint(dashboard.blueprint(zone))
 
     def failed(status: int, message: str, page_message: str) -> Response:
         """JSON under /api/, an HTML page elsewhere."""
@@ -207,11 +212,12 @@ class HttpServer:
     """The listening server; start() binds (a busy port fails the daemon's start), stop() ends streams first."""
 
     def __init__(self, config: HttpConfig, hub: PushHub, photos: Photos, web_config: WebConfig | None = None,
-                 on_link: Callable[[int, str | None, str | None], None] | None = None) -> None:
+                 on_link: Callable[[int, str | None, str | None], None] | None = None,
+                 zone: dt.tzinfo = dt.timezone.utc) -> None:
         self.config = config
         self.hub = hub
         tls = bool(config.certfile) or config.public_url.startswith("https:")
-        self.app = create_app(hub, photos, config.heartbeat, web_config, tls, on_link)
+        self.app = create_app(hub, photos, config.heartbeat, web_config, tls, on_link, zone)
         ssl = {"certfile": config.certfile, "keyfile": config.keyfile} if config.certfile else {}
         if ssl:
             try:  # fail at start, not on each connection

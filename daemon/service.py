@@ -23,6 +23,7 @@ from screenpop.daemon.photos import Photos
 from screenpop.daemon.push import PushHub
 from screenpop.daemon.sdnotify import Notifier
 from screenpop.daemon.writer import Writer, load_open_calls
+from screenpop.db.analytics import local_zone
 from screenpop.db.database import open_database
 from screenpop.db.lookup import Lookup
 from screenpop.db.migrations import migrate
@@ -79,7 +80,7 @@ class Daemon:
         if self.listener is None:
             self.writer.listeners.append(self.push.committed)
         self.http = HttpServer(config.http, self.push, Photos(config.database.resolved_photo_dir()), config.web,
-                               on_link=self._customer_linked)
+                               on_link=self._customer_linked, zone=local_zone(config.analytics.timezone))
         if self.election is None:
             self._resume_open_calls(load_open_calls(self.db, self.node))
         fs = config.freeswitch

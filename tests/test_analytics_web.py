@@ -48,3 +48,102 @@ def test_label_is_short_and_clean():
     assert charts.label(None) == ""
     assert charts.label("x" * 100) == "x" * 27 + "…"
     assert charts.label("\u202eevil\x00") == "evil"
+
+
+# ---- the pages, in process on both databases ------------------------------------------------------------
+
+
+class Pages:
+    """The daemon's Flask app on a started push hub, in Berlin time, with an admin and an operator token."""
+
+    def __init__(self, db, tmp_path) -> None:
+        from screenpop.daemon.httpserver import create_app
+        from screenpop.daemon.photos import Photos
+        from screenpop.daemon.push import PushHub
+        from screenpop.db import tokens
+        from screenpop.db.lookup import Lookup
+        from screenpop.db.numbers import NumberRules
+
+        self.hub = PushHub(db, lambda: Lookup(db, NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)))
+        self.hub.start()
+        self.app = create_app(self.hub, Photos(tmp_path), heartbeat=1.0, zone=BERLIN)
+        self.admin = self.signed_in(tokens.create(None, role="admin")[1])
+        self.operator = self.signed_in(tokens.create("1001")[1])
+        self.nobody = self.app.test_client()
+
+    def signed_in(self, token: str):
+        """A browser signed in through a one-time link minted with token."""
+        client = self.app.test_client()
+        minted = client.post("/api/v1/signin-links", json={"next": "/dashboard"}, headers={"Authorization": f"Bearer {token}"})
+        assert minted.status_code == 201, minted.data
+        assert client.get(minted.get_json()["url"].split("localhost", 1)[1]).status_code == 303
+        return client
+
+    def get(self, path: str, client=None):
+        return (client or self.admin).get(path)
+
+
+@pytest.fixture
+def pages(db, data, tmp_path):
+    p = Pages(db, tmp_path)
+    yield p
+    p.hub.stop()
+
+
+PERIOD = "since=2026-11-23&until=2026-11-24"
+
+
+def _images(html: str) -> list[str]:
+    import base64
+    import re
+
+    return [base64.b64decode(m).decode("utf-8") for m in re.findall(r'src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"', html)]
+
+
+def test_dashboard_shows_the_figures_with_names_escaped(pages):
+    r = pages.get(f"/dashboard?{PERIOD}")
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200 and r.mimetype == "text/html"
+    csp = r.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "script-src" not in csp and "img-src data:" in csp
+    assert "<script" not in html and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
+    assert "75.0%" in html and "=cmd|&#39; /C calc&#39;!A0" in html
+    svgs = _images(html)
+    assert len(svgs) == 3
+    for svg in svgs:
+        _texts(svg)
+    assert any("&lt;script&gt;" in svg for svg in svgs)
+    assert '/reports/employees.csv?since=2026-11-23&amp;until=2026-11-24' in html
+    assert pages.get(f"/dashboard?{PERIOD}").get_data(as_text=True) != html  # a new style nonce; the figures cached
+
+
+def test_missed_page_and_filters(pages):
+    html = pages.get(f"/missed?{PERIOD}").get_data(as_text=True)
+    assert html.index("+3545550003") < html.index("+3545559999")  # oldest first
+    assert "1001, 1003" in html and "nobody rang" in html and "+3545558888" not in html
+    only = pages.get(f"/missed?{PERIOD}&extension=1002").get_data(as_text=True)
+    assert "+3545550003" not in only and "No missed calls left to return" in only
+    for bad in ("since=yesterday", "since=2026-11-25&until=2026-11-24", "extension=<b>", "since=2020-01-01&until=2026-01-01"):
+        r = pages.get(f"/missed?{bad}")
+        assert r.status_code == 400 and "<b>" not in r.get_data(as_text=True)
+
+
+def test_pages_need_a_session(pages):
+    for path in ("/dashboard", "/missed", "/reports/employees.csv"):
+        r = pages.get(path, pages.nobody)
+        assert r.status_code == 303 and r.headers["Location"].startswith("/signin?next=")
+    assert pages.get(f"/missed?{PERIOD}", pages.operator).status_code == 200
+
+
+def test_csv_downloads(pages):
+    import csv
+    import io
+
+    r = pages.get(f"/reports/customers.csv?{PERIOD}")
+    assert r.status_code == 200 and r.mimetype == "text/csv"
+    assert r.headers["Content-Disposition"] == 'attachment; filename="screenpop-customers-2026-11-23-2026-11-24.csv"'
+    rows = list(csv.DictReader(io.StringIO(r.get_data(as_text=True))))
+    assert [row["name"] for row in rows][:3] == ["Acme", "Vip Co", "'=cmd|' /C calc'!A0"]
+    calls = list(csv.DictReader(io.StringIO(pages.get(f"/reports/calls.csv?{PERIOD}").get_data(as_text=True))))
+    assert len(calls) == 12  # c13 (Sunday local) and c12 (Wednesday) are outside
+    assert pages.get("/reports/nope.csv").status_code == 404

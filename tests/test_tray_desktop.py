@@ -170,7 +170,7 @@ def test_pop_closes_when_answered_elsewhere(session):
 
 def test_menu_do_not_disturb_silences_the_next_call(session):
     d = session.desktop
-    # menu: caller, Recent calls, Do not disturb, Open dashboard, Reconnect, Quit
+    # menu: caller, Recent calls, Do not disturb, Open dashboard, Missed calls, Reconnect, Quit
     session.menu("Down", "Down", "Down", "Return")
     wait_for(lambda: "do not disturb on" in session.log(), 5, "do not disturb on")
     wait_for(lambda: "do not disturb" in session.tray_window_name(), 5, "the icon's title")
@@ -356,13 +356,15 @@ def test_backend_is_appindicator_only_when_a_status_notifier_host_listens(sessio
         holder.wait(10)
 
 
-def test_menu_dashboard_reconnect_and_quit(session):
-    # menu: caller, Recent calls, Do not disturb, Open dashboard, Reconnect, Quit
+def test_menu_dashboard_missed_calls_reconnect_and_quit(session):
+    # menu: caller, Recent calls, Do not disturb, Open dashboard, Missed calls, Reconnect, Quit
     lines = len(session.urls.read_text().splitlines()) if session.urls.exists() else 0
     session.menu("Down", "Down", "Down", "Down", "Return")
     assert wait_file_lines(session.urls, lines + 1)[-1] == f"{session.server.url}/dashboard"
-    requests = len(session.server.event_requests())
     session.menu("Down", "Down", "Down", "Down", "Down", "Return")
+    assert wait_file_lines(session.urls, lines + 2)[-1] == f"{session.server.url}/missed"
+    requests = len(session.server.event_requests())
+    session.menu("Down", "Down", "Down", "Down", "Down", "Down", "Return")
     wait_for(lambda: len(session.server.event_requests()) > requests, 10, "a new stream after Reconnect")
     last_id = str(len(session.server.cards))
     assert session.server.event_requests()[-1]["headers"]["Last-Event-ID"] == last_id

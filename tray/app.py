@@ -283,6 +283,7 @@ class TrayApp:
         items.append(Menu.SEPARATOR)
         items.append(Item("Do not disturb", self.toggle_dnd, checked=lambda _: self.state.dnd))
         items.append(Item("Open dashboard", lambda *_: self.open_page("/dashboard")))
+        items.append(Item("Missed calls", lambda *_: self.open_page("/missed")))
         items.append(Item("Reconnect", self.reconnect))
         items.append(Menu.SEPARATOR)
         items.append(Item("Quit", self.quit))
