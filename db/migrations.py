@@ -47,6 +47,7 @@ MIGRATIONS: list[Migration] = [
     Migration(2, "web sign-in: shared settings and one-time sign-in links", _web_signin),
     Migration(3, "customer search index", _search),
     Migration(4, "indexes for call analytics: a caller's later calls", _analytics_indexes),
+    Migration(5, "covering indexes for call analytics", _analytics_indexes),
 ]
 
 

@@ -120,6 +120,8 @@ class Call(BaseModel):
         # analytics (covering): a customer's or a number's calls in time order, for callbacks, returned missed
         # calls and the per-customer figures
         indexes = (
+            (("customer", "started_at"), False),  # a customer's calls newest first (the record page)
+            (("external_e164", "started_at"), False),
             (("customer", "direction", "started_at", "answered_at", "missed"), False),
             (("external_e164", "direction", "started_at", "answered_at"), False),
         )
