@@ -467,6 +467,9 @@ def main() -> None:
     for label, url in targets:
         db = open_database(url)
         try:
+            applied = migrate(db)  # a database cached by an older checkout: bring its schema up to date first
+            if applied:
+                print(f"{label}: applied migration(s) {applied} to the cached database")
             bench_db(label, db, data, args.queries, args.baseline_queries)
             if pages:
                 bench_pages(label, db, data, min(args.queries, 100))
