@@ -58,18 +58,24 @@ class Election:
         if self._greenlet is not None:
             self._greenlet.kill(timeout=2)
 
-    def fence(self, db: peewee.Database) -> None:
-        """First in every write transaction: hold off a taker-over, and prove the node is still ours."""
+    def fence_statements(self) -> list[tuple[str, tuple]]:
+        """First in every write transaction, in this order: hold off a taker-over (lock), prove the node is ours (check).
+
+        The writer sends both in one round trip with the rest of its first batch of statements and passes the
+        check's row to check_fence before anything is committed.
+        """
         pid = self.pid
         if pid is None:
             raise NotHolder(f"not holding node {self.node!r} right now")
         timeout_ms = str(int(self.hang_timeout * 1000))
-        db.execute_sql("SELECT set_config('idle_in_transaction_session_timeout', %s, true), "
-                       "pg_advisory_xact_lock_shared(%s)", (timeout_ms, self.fence_key))
-        held = db.execute_sql(
-            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = %s "
-            "AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 1", (pid, *self._lock_ids)).fetchone()
-        if held is None:
+        return [("SELECT set_config('idle_in_transaction_session_timeout', %s, true), "
+                 "pg_advisory_xact_lock_shared(%s)", (timeout_ms, self.fence_key)),
+                ("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = %s "
+                 "AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 1", (pid, *self._lock_ids))]
+
+    def check_fence(self, row: tuple | None) -> None:
+        """The check statement's row: none means the lock session lost the node, so nothing may be written."""
+        if row is None:
             raise NotHolder(f"the lock of node {self.node!r} is gone")
 
     def _run(self) -> None:

@@ -1,10 +1,10 @@
 """Pops across daemons through PostgreSQL: writers NOTIFY on commit, every daemon LISTENs and pushes in id order.
 
 The writer side (Publisher) runs inside each write transaction: it takes a transaction-level advisory lock
-just before inserting the pops and NOTIFYs the highest new CallEvent id just after. The lock makes CallEvent
-ids follow commit order across all daemons (a lower id is committed, or rolled back, before a higher one is
-handed out), so "every pop with id > N" is complete once a pop with id N has been seen, and a notification
-means a commit. The listening side (Listener) keeps a watermark, the highest id it has pushed, and on each
+just before inserting the pops and NOTIFYs the highest new CallEvent id in the insert's own statement. The
+lock makes CallEvent ids follow commit order across all daemons (a lower id is committed, or rolled back,
+before a higher one is handed out), so "every pop with id > N" is complete once a pop with id N has been
+seen, and a notification means a commit. The listening side (Listener) keeps a watermark, the highest id it has pushed, and on each
 notification (and once a second, which also proves the connection alive) reads every row above it in one
 query and hands them to the push hub in id order. A lost connection is reopened and catches up from the
 watermark: nothing is skipped, nothing repeated. Every pop a tray sees, its own daemon's included, takes
@@ -53,13 +53,14 @@ class Publisher:
         self.channel = channel_name(schema)
         self.order_key = advisory_key(f"screenpop/{schema}/call_event")
 
-    def before_pops(self, db: peewee.Database) -> None:
-        """Held until commit: pops of concurrent writers get ids in the order they commit."""
-        db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (self.order_key,))
+    def order_lock(self) -> tuple[str, tuple]:
+        """The statement to run just before the pops' ids are drawn; held until commit, so pops of concurrent
+        writers get ids in the order they commit."""
+        return "SELECT pg_advisory_xact_lock(%s)", (self.order_key,)
 
-    def after_pops(self, db: peewee.Database, last_id: int) -> None:
-        """Delivered to listeners only if and when the transaction commits."""
-        db.execute_sql("SELECT pg_notify(%s, %s)", (self.channel, str(last_id)))
+    def announce(self, insert_sql: str) -> str:
+        """insert_sql (an INSERT ... RETURNING id) made to also NOTIFY its highest id, delivered only on commit."""
+        return f"WITH new AS ({insert_sql}) SELECT array_agg(id ORDER BY id), pg_notify(%s, max(id)::text) FROM new"
 
 
 def channel_name(schema: str) -> str:

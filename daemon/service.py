@@ -121,7 +121,7 @@ class Daemon:
         election = Election(self.db, schema, self.node, cluster.poll_interval, cluster.hang_timeout,
                             on_acquired=self._take_over, on_lost=self._lose_node,
                             on_standby=lambda: self._esl_up.set())  # ready: a standby serves trays, no FreeSWITCH
-        self.writer.fence = election.fence
+        self.writer.fence = election
         return listener, election
 
     def _resume_open_calls(self, open_calls: list) -> None:

@@ -6,13 +6,18 @@ burst of events becomes one transaction. If the database fails, the batch stays 
 nothing is lost, and a call row is never inserted twice because its id is kept once known. While it
 fails, pops are handed to ``on_stalled`` (the push hub sends them from memory) as well as kept; the queue
 holds at most ``queue_max`` pops, and pops beyond that are pushed but not stored (one ERROR line says so).
+
+On PostgreSQL a batch costs two round trips whatever its size, in psycopg's pipeline mode: BEGIN, the fence
+and the new calls' rows; then the updates, the parties, the pop order lock, the pops (and their NOTIFY) and
+COMMIT. The order lock is thus held only while the server runs the last statements, never across a round trip.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import gevent
@@ -56,7 +61,7 @@ class Writer:
         self.queue_max = queue_max
         self.stalled = False  # the last write failed: pops go out from memory until one succeeds
         self.on_stalled: Callable[[list[PendingPop]], None] | None = None
-        self.fence: Callable[[peewee.Database], None] | None = None  # first in every transaction (daemon/cluster.py)
+        self.fence = None  # daemon/cluster.py Election: its fence statements come first in every transaction
         self.publisher = None  # daemon/fanout.py Publisher on PostgreSQL
         self.dropped = 0
         self._calls: dict[int, tuple[CallState, int]] = {}
@@ -72,6 +77,7 @@ class Writer:
         self.failures = 0
         self.listeners: list[Callable[[list[PendingPop]], None]] = []
         self._adapt = _sqlite_value if isinstance(db, peewee.SqliteDatabase) else (lambda value: value)
+        self._pops_cursor = None  # PostgreSQL: the pop insert's cursor, read after commit for the new ids
         self._prepare_sql()
 
     # ---- Sink -----------------------------------------------------------------------------
@@ -176,8 +182,9 @@ class Writer:
         unsaved = [call for call in batch if call.db_id is None]
         dirty = [party for call in batch for party in call.parties.values() if party.dirty]
         try:
-            with self.db.atomic():
+            with self._transaction():
                 self._write_batch(batch, pops)
+            self._take_pop_ids(pops)
         except peewee.DatabaseError:
             for pop in pops:
                 pop.id = None
@@ -215,14 +222,35 @@ class Writer:
             self._employees_at = now
         return self._employees.get(extension)
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """SQLite: peewee's. PostgreSQL: BEGIN ... COMMIT in one pipeline, so COMMIT goes with the last statements."""
+        if not self._returning:
+            with self.db.atomic():
+                yield
+            return
+        self._pops_cursor = None
+        conn = self.db.connection()
+        with _db_errors():
+            try:
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    yield
+                    conn.execute("COMMIT")
+            except BaseException:
+                if not conn.closed:
+                    conn.rollback()  # the pipeline ran what was queued, inside the transaction: undo it
+                raise
+
     def _write_batch(self, calls: list[CallState], pops: list[PendingPop]) -> None:
         """Precompiled SQL and executemany: the query builder would cost more than the event intake itself."""
         adapt = self._adapt
-        if self.fence is not None:
-            self.fence(self.db)
-        for call in calls:
-            if call.db_id is None:
-                call.db_id = self._insert_call(call)
+        if self._returning:
+            self._fence_and_new_calls(calls)
+        else:
+            for call in calls:
+                if call.db_id is None:
+                    call.db_id = self._insert_call(call)
         party_rows = []
         for call in calls:
             for party in call.parties.values():
@@ -237,28 +265,68 @@ class Writer:
         call_rows = [(*map(adapt, self._call_values(call)), call.db_id) for call in calls]
         self._execute_many(self._sql_update_call, call_rows)
         self._execute_many(self._sql_upsert_party, party_rows)
-        if pops and self.publisher is not None:
-            self.publisher.before_pops(self.db)
-        if self._returning and pops:  # PostgreSQL: draw the ids in one round trip, insert them in one batch
-            ids = sorted(row[0] for row in self.db.execute_sql(self._sql_next_ids, (len(pops),)).fetchall())
-            self._execute_many(self._sql_insert_pop_with_id, [(i, *row) for i, row in zip(ids, pop_rows)])
-            for pop, i in zip(pops, ids):
-                pop.id = i
-        for pop, row in zip(pops if not self._returning else (), pop_rows):
-            pop.id = self.db.execute_sql(self._sql_insert_pop, row).lastrowid
-        if pops and self.publisher is not None:
-            self.publisher.after_pops(self.db, pops[-1].id)
+        if not pops:
+            return
+        if not self._returning:
+            for pop, row in zip(pops, pop_rows):
+                pop.id = self.db.execute_sql(self._sql_insert_pop, row).lastrowid
+            return
+        conn = self.db.connection()
+        if self.publisher is not None:
+            conn.execute(*self.publisher.order_lock())
+        columns = [list(column) for column in zip(*pop_rows)]
+        if self.publisher is not None:
+            self._pops_cursor = conn.execute(self.publisher.announce(self._sql_insert_pops),
+                                             (*columns, self.publisher.channel))
+        else:
+            self._pops_cursor = conn.execute(f"WITH new AS ({self._sql_insert_pops}) SELECT array_agg(id ORDER BY id) "
+                                             "FROM new", columns)
+
+    def _fence_and_new_calls(self, calls: list[CallState]) -> None:
+        """PostgreSQL's first round trip: the fence, then the new calls inserted (or found: a call stored before a
+        restart or a takeover keeps its row) and their ids read back."""
+        conn = self.db.connection()
+        fence = self.fence.fence_statements() if self.fence is not None else []
+        cursors = [conn.execute(sql, params) for sql, params in fence]
+        new: dict[str, list[CallState]] = {}
+        for call in calls:
+            if call.db_id is None:
+                new.setdefault(call.uuid, []).append(call)
+        found = None
+        if new:
+            rows = [(same[0].uuid, same[0].direction, same[0].started_at) for same in new.values()]
+            conn.execute(self._sql_insert_calls, (self.node, *map(list, zip(*rows))))
+            found = conn.execute(self._sql_find_calls, (list(new),))
+        if not cursors and found is None:
+            return
+        if cursors:
+            self.fence.check_fence(cursors[-1].fetchone())
+        if found is not None:
+            for db_id, uuid in found.fetchall():
+                for call in new[uuid]:
+                    call.db_id = db_id
+
+    def _insert_call(self, call: CallState) -> int:
+        """SQLite: the call's row id, inserting the row unless the call is stored already."""
+        existing = self.db.execute_sql(self._sql_find_call, (call.uuid,)).fetchone()
+        if existing:
+            return existing[0]
+        return self.db.execute_sql(self._sql_insert_call, (call.uuid, call.direction, self._adapt(call.started_at),
+                                                          self.node)).lastrowid
+
+    def _take_pop_ids(self, pops: list[PendingPop]) -> None:
+        """PostgreSQL, after commit: the pops' ids, drawn in their order (INSERT ... SELECT ... ORDER BY)."""
+        cursor, self._pops_cursor = self._pops_cursor, None
+        if cursor is None:
+            return
+        with _db_errors():
+            ids = cursor.fetchone()[0]
+        for pop, i in zip(pops, ids):
+            pop.id = i
 
     def _execute_many(self, sql: str, rows: list[tuple]) -> None:
         if rows:
             self.db.cursor().executemany(sql, rows)
-
-    def _insert_call(self, call: CallState) -> int:
-        existing = self.db.execute_sql(self._sql_find_call, (call.uuid,)).fetchone()
-        if existing:
-            return existing[0]
-        cursor = self.db.execute_sql(self._sql_insert_call, (call.uuid, call.direction, self._adapt(call.started_at), self.node))
-        return cursor.fetchone()[0] if self._returning else cursor.lastrowid
 
     def _call_values(self, call: CallState) -> tuple:
         ext = call.extension
@@ -288,8 +356,13 @@ class Writer:
         self._sql_find_call = f'SELECT id FROM "call" WHERE uuid = {p}'
         self._sql_insert_call = (
             f'INSERT INTO "call" (uuid, direction, started_at, node, matches, missed) VALUES ({p}, {p}, {p}, {p}, 0, FALSE)'
-            + (" RETURNING id" if self._returning else "")
         )
+        self._sql_insert_calls = (
+            'INSERT INTO "call" (uuid, direction, started_at, node, matches, missed) '
+            "SELECT u, d, s, %s, 0, FALSE FROM unnest(%s::text[], %s::text[], %s::timestamp[]) AS v(u, d, s) "
+            "ON CONFLICT (uuid) DO NOTHING"
+        )
+        self._sql_find_calls = 'SELECT id, uuid FROM "call" WHERE uuid = ANY(%s)'
         # customer_id: a customer linked to the call from the web page while it runs is never overwritten by NULL
         assignments = ", ".join(f"{c} = COALESCE({p}, {c})" if c == "customer_id" else f"{c} = {p}" for c in call_columns)
         self._sql_update_call = f'UPDATE "call" SET {assignments} WHERE id = {p}'
@@ -307,10 +380,19 @@ class Writer:
         self._sql_insert_pop = (
             f"INSERT INTO call_event ({', '.join(pop_columns)}) VALUES ({', '.join([p] * len(pop_columns))})"
         )
-        self._sql_insert_pop_with_id = (
-            f"INSERT INTO call_event (id, {', '.join(pop_columns)}) VALUES ({', '.join([p] * (len(pop_columns) + 1))})"
+        # ORDER BY n: PostgreSQL draws the serial ids in that order, so the sorted ids are the pops' in batch order
+        self._sql_insert_pops = (
+            f"INSERT INTO call_event ({', '.join(pop_columns)}) SELECT {', '.join(pop_columns)} FROM unnest("
+            "%s::int[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::int[], "
+            f"%s::timestamp[]) WITH ORDINALITY AS v({', '.join(pop_columns)}, n) ORDER BY n RETURNING id"
         )
-        self._sql_next_ids = f"SELECT nextval(pg_get_serial_sequence('call_event', 'id')) FROM generate_series(1, {p})"
+
+
+@contextlib.contextmanager
+def _db_errors() -> Iterator[None]:
+    """psycopg's errors as peewee's, as for queries run through peewee (the retry loop catches those)."""
+    with peewee.__exception_wrapper__:
+        yield
 
 
 def _sqlite_value(value):

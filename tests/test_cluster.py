@@ -141,12 +141,12 @@ def test_ids_follow_commit_order_across_writers(pg_url, store):
 
     def late_writer() -> None:
         with second.atomic():
-            pub.before_pops(second)
+            second.execute_sql(*pub.order_lock())
             got["late"] = second.execute_sql(insert, (call_id, "answered")).fetchone()[0]
         second.close()
 
     with first.atomic():
-        pub.before_pops(first)
+        first.execute_sql(*pub.order_lock())
         got["early"] = first.execute_sql(insert, (call_id, "ringing")).fetchone()[0]
         thread = threading.Thread(target=late_writer)
         thread.start()

@@ -85,3 +85,28 @@ def test_open_calls_are_restored_with_their_parties(db):
     assert call.direction == "INCOMING" and call.answered_by == "1003"
     assert {p.extension: p.state for p in call.parties.values()} == {"1002": "done", "1003": "answered", "1004": "done"}
     assert sorted(call.rung) == ["1002", "1003", "1004"] and call.talked == ["1003"]
+
+
+def test_a_call_stored_before_comes_back_as_new_and_is_not_doubled(db):
+    """After a restart or a takeover a stored call can reach a writer as new: its row is found and updated (on
+    PostgreSQL in the one statement that inserts the batch's new calls, here beside a really new one)."""
+    first = Writer(db, e164=lambda raw: NUMBERS.classify(raw).e164, node="fs1")
+    events = read_events(CAPTURES / "ring-group-users.plain.esl")
+    answered = next(i for i, (_, e) in enumerate(events) if e.get("Event-Name") == "CHANNEL_BRIDGE")
+    tracker = CallTracker(RULES, first)
+    for _, event in events[: answered + 1]:
+        tracker.handle(event)
+    while first.pending or first._calls:
+        first.flush_once()
+    (stored,) = Call.select()
+    second = Writer(db, e164=lambda raw: NUMBERS.classify(raw).e164, node="fs1")
+    tracker = CallTracker(RULES, second)
+    for _, event in events + read_events(CAPTURES / "transfer.plain.esl"):
+        tracker.handle(event)
+    while second.pending or second._calls:
+        second.flush_once()
+    assert Call.select().count() == 2
+    again = Call.get(Call.uuid == stored.uuid)
+    assert again.id == stored.id and again.ended_at is not None, "the stored row, updated to the call's end"
+    assert {e.call_id for e in CallEvent.select().where(CallEvent.uuid == stored.uuid)} == {stored.id}
+    assert CallParty.select().where(CallParty.call == stored.id).count() == 3
