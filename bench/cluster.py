@@ -6,7 +6,9 @@ read with gevent, half on each daemon, spread over --extensions extensions. Late
 simulator stamped (the card's `at`) to the card at the client; a pop is "same node" when the client's daemon
 records the call, "other node" when it came through the database (LISTEN/NOTIFY) from the other daemon:
 the first is the baseline of the second in the same run. Write throughput: calls and pops stored per second
-by both daemons together. Then the takeover: a standby for fs1 is started, the fs1 daemon killed with
+by both daemons together. CPU: each daemon's and simulator's, PostgreSQL's and this client's, and how busy
+the whole machine was while calls arrived: every part runs on this one machine, so near 100% the latencies
+are mostly the wait for a core. Then the takeover: a standby for fs1 is started, the fs1 daemon killed with
 SIGKILL, and the time until the standby holds the node is printed.
 
     flock /tmp/screenpop-bench.lock .venv/bin/python bench/cluster.py [--rate 100] [--duration 20] [--clients 100]
@@ -20,6 +22,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import argparse  # noqa: E402
+import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -41,6 +44,26 @@ from screenpop.db.lookup import add_phone  # noqa: E402
 from screenpop.db.migrations import migrate  # noqa: E402
 from screenpop.db.models import Call, CallEvent, Customer, Employee  # noqa: E402
 from screenpop.db.numbers import NumberRules  # noqa: E402
+
+
+def machine_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores so far, from /proc/stat (idle and iowait are not busy)."""
+    with open("/proc/stat") as fh:
+        ticks = [int(v) for v in fh.readline().split()[1:]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
+def postgres_cpu() -> dict[int, float]:
+    """CPU seconds of every PostgreSQL process by pid (the server's, whoever is connected)."""
+    out = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/comm") as fh:
+                if fh.read().strip() == "postgres":
+                    out[int(pid)] = proc_cpu_rss(int(pid))[0]
+        except OSError:
+            pass
+    return out
 
 
 class Node:
@@ -129,6 +152,8 @@ def main() -> None:
             print(f"{args.clients} clients over {len(exts)} extensions, half on each daemon"
                   + (f"; {len(errors)} failed: {errors[:3]}" if errors else ""))
             cpu0 = [proc_cpu_rss(n.proc.pid)[0] for n in nodes]
+            pg0, own0, busy0 = postgres_cpu(), proc_cpu_rss(os.getpid())[0], machine_busy()
+            pg_seen, busy1 = dict(pg0), busy0
             started = time.monotonic()
             for seed_no, node in enumerate(nodes, 1):
                 sims.append(subprocess.Popen(
@@ -144,7 +169,12 @@ def main() -> None:
                     if sim.poll() is None:
                         sim_cpu[i] = proc_cpu_rss(sim.pid)[0]
                 samples.append((time.monotonic() - started, CallEvent.select().count(), Call.select().count()))
+                pg_seen.update(postgres_cpu())
+                if time.monotonic() - started <= args.duration:
+                    busy1 = machine_busy()
             wall = time.monotonic() - started
+            own1 = proc_cpu_rss(os.getpid())[0]
+            pg = sum(c - pg0.get(pid, 0.0) for pid, c in pg_seen.items())
             previous = -1
             while (total := CallEvent.select().count()) != previous:
                 previous = total
@@ -178,7 +208,13 @@ def main() -> None:
                   f"together (offered {2 * args.rate:g} calls/s); peak second {peak:.0f} pops/s")
             print("CPU during the run: " + ", ".join(
                 f"daemon {n.name} {c:.1f} s ({c / wall * 100:.0f}% of a core)" for n, c in zip(nodes, cpu)) + ", " +
-                ", ".join(f"simulator {n.name} {c:.1f} s ({c / wall * 100:.0f}%)" for n, c in zip(nodes, sim_cpu)))
+                ", ".join(f"simulator {n.name} {c:.1f} s ({c / wall * 100:.0f}%)" for n, c in zip(nodes, sim_cpu)) +
+                f", PostgreSQL {pg:.1f} s ({pg / wall * 100:.0f}%), this client {own1 - own0:.1f} s "
+                f"({(own1 - own0) / wall * 100:.0f}%)")
+            cores = os.cpu_count() or 1
+            share = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])
+            print(f"the machine's {cores} cores were {share * 100:.0f}% busy while calls arrived (every process; "
+                  "near 100% the latencies measure the queue for a core, not screenpop's path)")
             gevent.killall(greenlets, timeout=2)
             standby = Node(tmp, "fs1", url, nodes[0].esl_port)
             nodes.append(standby)
