@@ -8,7 +8,9 @@ offsets are whole quarter hours). The SQL text is built once per database kind a
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +22,6 @@ import peewee
 from screenpop.db.models import CATEGORIES, database
 
 SLOT_SECONDS = 900  # the UTC slot calls are counted in before they are put into local hours and dates
-CALLBACK_HOURS = 24  # a customer calling in again within this long after a call means it was not resolved
 REPORTS = ("employees", "customers", "categories", "missed", "load", "daily")
 DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 NO_CATEGORY = "none"
@@ -89,47 +90,39 @@ _POSTGRES = {
     "WHERE mp.call_id = c.id AND mp.outcome = 'missed')",
 }
 
-# First-call-resolution proxy, for each call taken whose caller is known: the start of that customer's (for a
-# caller with no customer: that number's) next inbound call, and whether it came later than CALLBACK_HOURS after
-# this call's end (or never).
-_NEXT_INBOUND = """(CASE WHEN c.customer_id IS NOT NULL THEN
-     (SELECT MIN(r.started_at) FROM "call" r WHERE r.customer_id = c.customer_id AND r.direction = 'INCOMING'
-      AND r.started_at > c.started_at)
-   ELSE (SELECT MIN(r.started_at) FROM "call" r WHERE r.external_e164 = c.external_e164 AND r.direction = 'INCOMING'
-         AND r.started_at > c.started_at) END)"""
-_TAKEN_KNOWN = ("c.direction = 'INCOMING' AND p.role = 'callee' AND p.talked "
-                "AND (c.customer_id IS NOT NULL OR c.external_e164 IS NOT NULL)")
-
-_EMPLOYEES = """
+# Per extension, from the facts db/callfacts.py keeps on each party: a range of a covering index, no join.
+# call_resolved is NULL unless the call is INCOMING from a known caller. SQLite sorts every row for a GROUP BY it
+# cannot read in index order, so there the extensions are listed first (a seek each) and each is summed by a
+# query of its own over just its stretch of the index; PostgreSQL groups them all in one query.
+_TAKEN = "p.call_direction = 'INCOMING' AND p.role = 'callee' AND p.talked"
+_FIRST_ANSWER = ("p.call_direction = 'INCOMING' AND p.extension = p.call_answered_by AND p.rang_at IS NOT NULL "
+                 "AND p.answered_at IS NOT NULL")  # time to answer: the first answerer's ring-to-answer seconds
+_EXTENSIONS = """WITH RECURSIVE e(x) AS (SELECT MIN(extension) FROM call_party UNION ALL
+  SELECT (SELECT MIN(q.extension) FROM call_party q WHERE q.extension > e.x) FROM e WHERE e.x IS NOT NULL)
+SELECT x FROM e WHERE x IS NOT NULL"""
+_EMPLOYEES = f"""
 SELECT p.extension,
-       SUM(CASE WHEN c.direction = 'INCOMING' AND p.role = 'callee' AND p.talked THEN 1 ELSE 0 END),
-       SUM(CASE WHEN c.direction = 'OUTGOING' AND p.role = 'caller' THEN 1 ELSE 0 END),
-       SUM(CASE WHEN c.direction = 'OUTGOING' AND p.role = 'caller' AND p.talked THEN 1 ELSE 0 END),
-       SUM(CASE WHEN c.direction = 'INCOMING' AND p.role = 'callee' AND p.outcome = 'missed' THEN 1 ELSE 0 END),
+       SUM(CASE WHEN {_TAKEN} THEN 1 ELSE 0 END),
+       SUM(CASE WHEN p.call_direction = 'OUTGOING' AND p.role = 'caller' THEN 1 ELSE 0 END),
+       SUM(CASE WHEN p.call_direction = 'OUTGOING' AND p.role = 'caller' AND p.talked THEN 1 ELSE 0 END),
+       SUM(CASE WHEN p.call_direction = 'INCOMING' AND p.role = 'callee' AND p.outcome = 'missed' THEN 1 ELSE 0 END),
        SUM(CASE WHEN p.talked THEN 1 ELSE 0 END),
        SUM(CASE WHEN p.talked THEN COALESCE(p.talk_seconds, 0) ELSE 0 END),
-       SUM(CASE WHEN {taken_known} THEN CASE WHEN COALESCE({gap}, 1e12) > {window} THEN 1 ELSE 0 END END),
-       SUM(CASE WHEN {taken_known} THEN 1 ELSE 0 END)
-FROM call_party p JOIN "call" c ON c.id = p.call_id
-WHERE c.direction IN ('INCOMING', 'OUTGOING') {where}
+       SUM(CASE WHEN {_TAKEN} AND p.call_resolved THEN 1 ELSE 0 END),
+       SUM(CASE WHEN {_TAKEN} AND p.call_resolved IS NOT NULL THEN 1 ELSE 0 END),
+       SUM(CASE WHEN {_FIRST_ANSWER} THEN 1 ELSE 0 END),
+       SUM(CASE WHEN {_FIRST_ANSWER} THEN {{tta}} END)
+FROM call_party p
+WHERE p.call_direction IN ('INCOMING', 'OUTGOING') {{where}}
 GROUP BY p.extension"""
 
-# Time to answer: the first answerer's ring-to-answer seconds, mean and p90.
-_ANSWER_ROWS = """
-SELECT c.answered_by AS ext, {secs} AS tta
-FROM "call" c JOIN call_party p ON p.call_id = c.id AND p.extension = c.answered_by
-WHERE c.direction = 'INCOMING' AND c.answered_by IS NOT NULL AND p.rang_at IS NOT NULL AND p.answered_at IS NOT NULL
-{where}"""
-_ANSWER_POSTGRES = """
-SELECT ext, AVG(tta), percentile_disc(0.9) WITHIN GROUP (ORDER BY tta) FROM ({rows}) t GROUP BY ext"""
-# SQLite: the value at rank ceil(0.9 * n) in ascending order, the rank computed in the same double precision as
-# PostgreSQL's percentile_disc, so both give the same value.
-_ANSWER_SQLITE = """
-SELECT ext, SUM(tta) / MAX(n), MIN(CASE WHEN rn = CAST(0.9 * n AS INTEGER) + (0.9 * n > CAST(0.9 * n AS INTEGER))
-                                   THEN tta END)
-FROM (SELECT ext, tta, ROW_NUMBER() OVER (PARTITION BY ext ORDER BY tta) AS rn,
-             COUNT(*) OVER (PARTITION BY ext) AS n FROM ({rows}) t) ranked
-GROUP BY ext"""
+# The 90th percentile of time to answer, nearest rank: PostgreSQL's percentile_disc for every extension at once;
+# SQLite: one extension's value at rank ceil(0.9 * n), read from the top so the sort keeps only a tenth of the rows.
+_P90_POSTGRES = f"""
+SELECT p.extension, percentile_disc(0.9) WITHIN GROUP (ORDER BY {{tta}})
+FROM call_party p WHERE {_FIRST_ANSWER} {{where}} GROUP BY p.extension"""
+_P90_SQLITE = f"""
+SELECT {{tta}} FROM call_party p WHERE {_FIRST_ANSWER} {{where}} ORDER BY 1 DESC LIMIT 1 OFFSET {{param}}"""
 
 _CUSTOMERS = """
 SELECT cu.id, cu.name, cu.company, cu.category, a.calls, a.inbound, a.outbound, a.missed, a.last,
@@ -223,14 +216,12 @@ def _build(name: str, sqlite: bool, param: str, has: tuple[bool, bool, bool]) ->
         bounds += f" AND c.started_at >= {param}"
     if has[1]:
         bounds += f" AND c.started_at < {param}"
-    if name in ("employees", "answer"):
-        on_party = f" AND p.extension = {param}" if has[2] else ""
+    if name in ("employees", "p90"):
+        on_party = bounds.replace("c.started_at", "p.call_started_at") + (f" AND p.extension = {param}" if has[2] else "")
+        tta = d["secs"].format(a="p.rang_at", b="p.answered_at")
         if name == "employees":
-            gap = d["secs"].format(a="COALESCE(c.ended_at, c.started_at)", b=_NEXT_INBOUND)
-            return _EMPLOYEES.format(where=bounds + on_party, taken_known=_TAKEN_KNOWN, gap=gap,
-                                     window=CALLBACK_HOURS * 3600)
-        rows = _ANSWER_ROWS.format(secs=d["secs"].format(a="p.rang_at", b="p.answered_at"), where=bounds + on_party)
-        return (_ANSWER_SQLITE if sqlite else _ANSWER_POSTGRES).format(rows=rows)
+            return _EMPLOYEES.format(tta=tta, where=on_party)
+        return (_P90_SQLITE if sqlite else _P90_POSTGRES).format(tta=tta, where=on_party, param=param)
     involved = (_MISSED_BY if name == "missed" else _INVOLVED).format(param=param) if has[2] else ""
     where = bounds + " " + involved
     unpaid = d["positive"].format(x="o.amount - o.paid")
@@ -247,10 +238,28 @@ def _build(name: str, sqlite: bool, param: str, has: tuple[bool, bool, bool]) ->
     raise KeyError(name)
 
 
-def _rows(name: str, period: Period) -> list[tuple]:
+def _rows(name: str, period: Period, *extra) -> list[tuple]:
     db = database.obj
     sql, params = _sql(name, db, period)
-    return list(db.execute_sql(sql, params).fetchall())
+    return list(db.execute_sql(sql, [*params, *extra]).fetchall())
+
+
+def _per_extension(period: Period) -> list[tuple]:
+    """The employee sums, a row per extension in extension order."""
+    if not _is_sqlite(database.obj):
+        return sorted(_rows("employees", period))
+    extensions = [period.extension] if period.extension else [x for x, in database.obj.execute_sql(_EXTENSIONS)]
+    return [row for ext in extensions for row in _rows("employees", dataclasses.replace(period, extension=ext))]
+
+
+def _p90(period: Period, counts: dict[str, int]) -> dict[str, float]:
+    """Each extension's 90th-percentile time to answer (nearest rank), given how many answers each has."""
+    if not _is_sqlite(database.obj):
+        return dict(_rows("p90", period))
+    return {
+        ext: _rows("p90", dataclasses.replace(period, extension=ext), n - math.ceil(0.9 * n))[0][0]
+        for ext, n in counts.items() if n
+    }
 
 
 def _secs(value: float | None) -> float | None:
@@ -271,13 +280,11 @@ def _ratio(part: int, whole: int) -> float | None:
 def employees(period: Period) -> list[dict]:
     """Per extension: calls taken, made, missed, answer rate, time to answer (mean, p90), talk time, FCR proxy."""
     names = dict(database.obj.execute_sql("SELECT extension, name FROM employee").fetchall())
-    answer = {ext: (avg, p90) for ext, avg, p90 in _rows("answer", period)}
+    rows = _per_extension(period)
+    p90 = _p90(period, {row[0]: int(row[9]) for row in rows})
     out = []
-    for ext, taken, made, made_answered, missed, talked, talk_total, resolved, fcr_calls in sorted(
-        _rows("employees", period)
-    ):
+    for ext, taken, made, made_answered, missed, talked, talk_total, resolved, fcr_calls, answers, answer_total in rows:
         taken, missed, talked, resolved, fcr_calls = int(taken), int(missed), int(talked), int(resolved or 0), int(fcr_calls)
-        avg, p90 = answer.get(ext, (None, None))
         out.append({
             "extension": ext,
             "name": names.get(ext, ""),
@@ -286,8 +293,8 @@ def employees(period: Period) -> list[dict]:
             "made_answered": int(made_answered),
             "missed": missed,
             "answer_rate": _ratio(taken, taken + missed),
-            "answer_avg_s": _secs(avg),
-            "answer_p90_s": _secs(p90),
+            "answer_avg_s": _secs(float(answer_total) / int(answers)) if int(answers) else None,
+            "answer_p90_s": _secs(p90.get(ext)),
             "talk_avg_s": _secs(float(talk_total) / talked) if talked else None,
             "talk_total_s": _secs(talk_total or 0.0),
             "fcr_rate": _ratio(resolved, fcr_calls),

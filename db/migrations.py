@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import peewee
 
-from screenpop.db import search
+from screenpop.db import callfacts, search
 from screenpop.db.models import ALL_MODELS, Call, SchemaVersion, Setting, SigninLink
 
 _LOCK_KEY = 0x5C2EE9  # pg advisory lock id: one migrating process at a time
@@ -48,6 +48,7 @@ MIGRATIONS: list[Migration] = [
     Migration(3, "customer search index", _search),
     Migration(4, "indexes for call analytics: a caller's later calls", _analytics_indexes),
     Migration(5, "covering indexes for call analytics", _analytics_indexes),
+    Migration(6, "call facts on each party and each inbound call's callback, kept by triggers", callfacts.install),
 ]
 
 

@@ -1,0 +1,141 @@
+"""Facts of a call copied where the employee report reads them, kept exact by database triggers (migration 6).
+
+The employee report covers every party of every call in its period; joining each party to its call and looking
+up each taken call's callback costs seconds over a million calls. So the database keeps, in step with what is
+stored whoever writes it (the daemon, the web pages, an import, a test):
+
+- ``call.next_inbound_at``: for an INCOMING call, the start of the caller's next INCOMING call (the caller is the
+  customer, else the E.164 number), the first-call-resolution proxy's input;
+- ``call_party.call_started_at``, ``call_direction``, ``call_answered_by`` and ``call_resolved``: the party's
+  call's start, direction and first answerer, and whether that caller did not call in again within
+  CALLBACK_HOURS of the call's end (NULL when the call is not INCOMING or the caller is unknown).
+
+A covering index over these lets the report read one index in extension order. The columns are not in the
+peewee models, so no ORM ``save()`` can overwrite them with stale values. Across several daemons on one
+PostgreSQL, two calls of the same caller committed within the same instant on two nodes may miss each other's
+callback; the next change to either call, or re-running this migration, sets it right.
+"""
+from __future__ import annotations
+
+import peewee
+
+CALLBACK_HOURS = 24  # a caller calling in again within this long after a call means it was not resolved
+
+_CALL_COLUMN = ("next_inbound_at", "DATETIME", "timestamp")
+_PARTY_COLUMNS = (
+    ("call_started_at", "DATETIME", "timestamp"),
+    ("call_direction", "VARCHAR(16)", "varchar(16)"),
+    ("call_answered_by", "VARCHAR(32)", "varchar(32)"),
+    ("call_resolved", "INTEGER", "boolean"),
+)
+PARTY_INDEX = "call_party_report"
+_CALL = '"call"'  # the table, as a row name in UPDATE "call" ... WHERE
+_INDEX_COLUMNS = ("extension, call_started_at, call_direction, role, talked, outcome, talk_seconds, call_resolved, "
+                  "call_answered_by, rang_at, answered_at")
+
+
+def _next_for(row: str) -> str:
+    """The start of row's caller's next INCOMING call (customer first, else number); NULL if none or not inbound."""
+    later = f"r.direction = 'INCOMING' AND r.started_at > {row}.started_at"
+    return (f"CASE WHEN {row}.direction <> 'INCOMING' THEN NULL "
+            f"WHEN {row}.customer_id IS NOT NULL THEN "
+            f"(SELECT MIN(r.started_at) FROM \"call\" r WHERE r.customer_id = {row}.customer_id AND {later}) "
+            f"WHEN {row}.external_e164 IS NOT NULL THEN "
+            f"(SELECT MIN(r.started_at) FROM \"call\" r WHERE r.external_e164 = {row}.external_e164 AND {later}) END")
+
+
+def _resolved(row: str, sqlite: bool) -> str:
+    """Whether row (a call) is inbound from a known caller who did not call in again within CALLBACK_HOURS."""
+    end = f"COALESCE({row}.ended_at, {row}.started_at)"
+    late = (f"julianday({row}.next_inbound_at) - julianday({end}) > {CALLBACK_HOURS / 24}" if sqlite
+            else f"{row}.next_inbound_at > {end} + interval '{CALLBACK_HOURS} hours'")
+    return (f"CASE WHEN {row}.direction = 'INCOMING' AND ({row}.customer_id IS NOT NULL OR "
+            f"{row}.external_e164 IS NOT NULL) THEN ({row}.next_inbound_at IS NULL OR {late}) END")
+
+
+def _own(row: str) -> str:
+    """Set the call's own next inbound call."""
+    return f'UPDATE "call" SET next_inbound_at = {_next_for(row)} WHERE id = {row}.id'
+
+
+def _priors(row: str) -> list[str]:
+    """row (a new or re-keyed INCOMING call) is the next inbound call of the caller's latest earlier call(s)."""
+    out = []
+    for key, mine in (("customer_id", "1 = 1"), ("external_e164", "customer_id IS NULL")):
+        latest = (f"(SELECT MAX(p.started_at) FROM \"call\" p WHERE p.{key} = {row}.{key} AND p.direction = 'INCOMING' "
+                  f"AND p.started_at < {row}.started_at)")
+        out.append(
+            f'UPDATE "call" SET next_inbound_at = {row}.started_at WHERE {row}.direction = \'INCOMING\' '
+            f"AND {key} = {row}.{key} AND {mine} AND direction = 'INCOMING' AND started_at = {latest} "
+            f"AND (next_inbound_at IS NULL OR next_inbound_at > {row}.started_at)")
+    return out
+
+
+def _orphans(old: str) -> str:
+    """Calls whose next inbound call was old (now moved, re-keyed or gone) look for it again."""
+    return (f'UPDATE "call" SET next_inbound_at = {_next_for(_CALL)} '
+            f"WHERE {old}.direction = 'INCOMING' AND direction = 'INCOMING' AND next_inbound_at = {old}.started_at "
+            f"AND id <> {old}.id AND (customer_id = {old}.customer_id "
+            f"OR (customer_id IS NULL AND external_e164 = {old}.external_e164))")
+
+
+def _changed(columns: tuple[str, ...], sqlite: bool) -> str:
+    op = "IS NOT" if sqlite else "IS DISTINCT FROM"
+    return " OR ".join(f"old.{c} {op} new.{c}" for c in columns)
+
+
+_KEY_COLUMNS = ("customer_id", "external_e164", "started_at", "direction")
+_COPIED_COLUMNS = (*_KEY_COLUMNS, "answered_by", "ended_at", "next_inbound_at")
+_COPIES = ", ".join(name for name, *_ in _PARTY_COLUMNS)
+
+
+def _from_call(call_id: str, sqlite: bool) -> str:
+    """The party's copies, read from the call row as it is now (PostgreSQL's NEW may predate a nested update)."""
+    return (f"SELECT c.started_at, c.direction, c.answered_by, {_resolved('c', sqlite)} FROM \"call\" c "
+            f"WHERE c.id = {call_id}")
+
+
+def _triggers(sqlite: bool) -> dict[str, tuple[str, str, list[str]]]:
+    """Trigger name -> (timing and event, WHEN condition or "", statements)."""
+    key, copied = _changed(_KEY_COLUMNS, sqlite), _changed(_COPIED_COLUMNS, sqlite)
+    copy = f"UPDATE call_party SET ({_COPIES}) = ({_from_call('call_party.call_id', sqlite)})"
+    return {
+        "call_facts_ai": ('AFTER INSERT ON "call"', "", [_own("new"), *_priors("new")]),
+        "call_facts_au": (f'AFTER UPDATE OF {", ".join(_KEY_COLUMNS)} ON "call"', key,
+                          [_orphans("old"), *_priors("new"), _own("new")]),
+        "call_facts_ad": ('AFTER DELETE ON "call"', "", [_orphans("old")]),
+        "call_facts_copy": (f'AFTER UPDATE OF {", ".join(_COPIED_COLUMNS)} ON "call"', copied,
+                            [f"{copy} WHERE call_id = new.id"]),
+        "call_party_facts_ai": ("AFTER INSERT ON call_party", "", [f"{copy} WHERE id = new.id"]) if sqlite else
+        ("BEFORE INSERT ON call_party", "", [
+            f"{_from_call('new.call_id', False)} INTO " + ", ".join(f"new.{name}" for name, *_ in _PARTY_COLUMNS)]),
+    }
+
+
+def install(db: peewee.Database) -> None:
+    """Add the columns, fill them from what is stored, then create the index and the triggers that keep them."""
+    sqlite = isinstance(db, peewee.SqliteDatabase)
+    run = db.execute_sql
+    _add_column(db, "call", _CALL_COLUMN, sqlite)
+    for column in _PARTY_COLUMNS:
+        _add_column(db, "call_party", column, sqlite)
+    run(f'UPDATE "call" SET next_inbound_at = {_next_for(_CALL)} WHERE direction = \'INCOMING\'')
+    run(f"UPDATE call_party SET ({_COPIES}) = ({_from_call('call_party.call_id', sqlite)})")
+    run(f"CREATE INDEX IF NOT EXISTS {PARTY_INDEX} ON call_party ({_INDEX_COLUMNS})")
+    for name, (event, when, statements) in _triggers(sqlite).items():
+        if sqlite:
+            condition = f" WHEN {when}" if when else ""
+            run(f"CREATE TRIGGER IF NOT EXISTS {name} {event} FOR EACH ROW{condition} BEGIN "
+                + "".join(f"{s}; " for s in statements) + "END")
+        else:
+            result = "new" if event.startswith("BEFORE") else "NULL"
+            run(f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                + "".join(f"{s}; " for s in statements) + f"RETURN {result}; END $$")
+            condition = f" WHEN ({when})" if when else ""
+            run(f"CREATE OR REPLACE TRIGGER {name} {event} FOR EACH ROW{condition} EXECUTE FUNCTION {name}()")
+
+
+def _add_column(db: peewee.Database, table: str, column: tuple[str, str, str], sqlite: bool) -> None:
+    name, sqlite_type, pg_type = column
+    if name not in {c.name for c in db.get_columns(table)}:
+        db.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN {name} {sqlite_type if sqlite else pg_type}')
