@@ -26,7 +26,7 @@ from screenpop.daemon.writer import Writer, load_open_calls
 from screenpop.db.analytics import local_zone
 from screenpop.db.database import open_database
 from screenpop.db.lookup import Lookup
-from screenpop.db.migrations import migrate
+from screenpop.db.migrations import MIGRATIONS, current_version, migrate
 from screenpop.db.models import Employee, utcnow
 from screenpop.db.numbers import NumberRules
 
@@ -35,6 +35,7 @@ log = logging.getLogger("screenpop.daemon")
 EMPLOYEE_RELOAD_SECONDS = 30.0
 SETTLE_SECONDS = 1.0  # after a resync, time for the events received before its reply to go through
 STATUS_SECONDS = 5.0  # how often systemd's STATUS= is refreshed (more often when the watchdog asks for it)
+MIGRATION_TIMEOUT = 3600.0  # start-up time asked of systemd while a schema migration runs (the unit allows 90 s)
 RELOADABLE = ("numbers", "pbx", "log")  # config sections SIGHUP applies; the others need a restart
 
 
@@ -60,6 +61,11 @@ class Daemon:
         self.config = config
         url = config.database.resolved_url()
         self.db = open_database(url)
+        self.notify = Notifier()
+        if current_version(self.db) < MIGRATIONS[-1].version:
+            # a migration that fills new columns can take minutes on a large database: more than systemd's start timeout
+            self.notify.status("migrating the database schema")
+            self.notify.extend_timeout(MIGRATION_TIMEOUT)
         applied = migrate(self.db)
         if applied:
             log.info("database schema migrated to version %d", applied[-1])
@@ -101,7 +107,6 @@ class Daemon:
         self._stopped = gevent.event.Event()
         self._done = gevent.event.Event()
         self._greenlets: list[gevent.Greenlet] = []
-        self.notify = Notifier()
         self._esl_up = gevent.event.Event()
         self._exit_status = 0
 

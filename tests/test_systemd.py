@@ -127,8 +127,8 @@ def test_ready_only_once_http_answers_and_freeswitch_is_subscribed_then_watchdog
     d = run.start_daemon()
     wait_for(lambda: http_ready(run.url) or d.popen.poll() is not None, 15, "the daemon's HTTP server")
     assert d.popen.poll() is None, d.log()
-    wait_for(lambda: run.notify.first("STATUS"), 5, "a STATUS line")
-    assert "waiting for FreeSWITCH" in run.notify.first("STATUS")[1]["STATUS"]
+    wait_for(lambda: any("waiting for FreeSWITCH" in m["STATUS"] for _, m in run.notify.all("STATUS")), 5,
+             "STATUS to say it waits for FreeSWITCH")
     assert run.notify.first("READY") is None, "READY before FreeSWITCH is there"
     sim = run.simulate()
     wait_for(lambda: run.notify.first("READY"), 15, "READY=1")
@@ -180,6 +180,24 @@ def test_freeswitch_down_at_start_reports_ready_after_the_wait_and_says_so(tmp_p
         assert " DEBUG " in d.log() and ESL_PASSWORD not in d.log()  # not even at debug level
     finally:
         run.close()
+
+
+def test_a_pending_migration_asks_systemd_for_more_start_time_first(run, monkeypatch):
+    from screenpop.db import migrations
+
+    db = open_database(run.db_url)
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:-1])
+    migrate(db)  # one version behind, as after an upgrade
+    monkeypatch.undo()
+    db.close()
+    run.simulate()
+    d = run.start_daemon()
+    wait_for(lambda: run.notify.first("READY") or d.popen.poll() is not None, 15, "READY=1")
+    extend_at, extend = run.notify.first("EXTEND_TIMEOUT_USEC")
+    assert int(extend["EXTEND_TIMEOUT_USEC"]) >= 600 * 1_000_000
+    assert "migrating" in run.notify.first("STATUS")[1]["STATUS"] and extend_at < run.notify.first("READY")[0]
+    assert "schema migrated to version" in d.log()
+    assert d.terminate() == 0, d.log()
 
 
 def test_sdnotify_paths_abstract_names_and_no_socket(tmp_path):
