@@ -95,20 +95,37 @@ def _from_call(call_id: str, sqlite: bool) -> str:
             f"WHERE c.id = {call_id}")
 
 
-def _triggers(sqlite: bool) -> dict[str, tuple[str, str, list[str]]]:
-    """Trigger name -> (timing and event, WHEN condition or "", statements)."""
+def _copy_to_parties(sqlite: bool) -> tuple[str, list[str]]:
+    """The call's copies onto its parties, writing only the rows whose copies differ (PL/pgSQL declarations, statements).
+
+    On PostgreSQL the call is read again: its NEW may predate an update the other triggers made since.
+    """
+    if sqlite:
+        values = f"(new.started_at, new.direction, new.answered_by, {_resolved('new', True)})"
+        return "", [f"UPDATE call_party SET ({_COPIES}) = {values} WHERE call_id = new.id AND ({_COPIES}) IS NOT {values}"]
+    values = "(f.started_at, f.direction, f.answered_by, f.resolved)"
+    return "DECLARE f record; ", [
+        f"SELECT c.started_at, c.direction, c.answered_by, {_resolved('c', False)} AS resolved INTO f "
+        "FROM \"call\" c WHERE c.id = new.id",
+        f"UPDATE call_party SET ({_COPIES}) = {values} WHERE call_id = new.id AND ({_COPIES}) IS DISTINCT FROM {values}"]
+
+
+def _triggers(sqlite: bool) -> dict[str, tuple[str, str, str, list[str]]]:
+    """Trigger name -> (timing and event, WHEN condition or "", PL/pgSQL declarations, statements)."""
     key, copied = _changed(_KEY_COLUMNS, sqlite), _changed(_COPIED_COLUMNS, sqlite)
-    copy = f"UPDATE call_party SET ({_COPIES}) = ({_from_call('call_party.call_id', sqlite)})"
+    declare, copy = _copy_to_parties(sqlite)
     return {
-        "call_facts_ai": ('AFTER INSERT ON "call"', "", [_own("new"), *_priors("new")]),
-        "call_facts_au": (f'AFTER UPDATE OF {", ".join(_KEY_COLUMNS)} ON "call"', key,
+        "call_facts_ai": ('AFTER INSERT ON "call"', "", "", [_own("new"), *_priors("new")]),
+        "call_facts_au": (f'AFTER UPDATE OF {", ".join(_KEY_COLUMNS)} ON "call"', key, "",
                           [_orphans("old"), *_priors("new"), _own("new")]),
-        "call_facts_ad": ('AFTER DELETE ON "call"', "", [_orphans("old")]),
-        "call_facts_copy": (f'AFTER UPDATE OF {", ".join(_COPIED_COLUMNS)} ON "call"', copied,
-                            [f"{copy} WHERE call_id = new.id"]),
-        "call_party_facts_ai": ("AFTER INSERT ON call_party", "", [f"{copy} WHERE id = new.id"]) if sqlite else
-        ("BEFORE INSERT ON call_party", "", [
-            f"{_from_call('new.call_id', False)} INTO " + ", ".join(f"new.{name}" for name, *_ in _PARTY_COLUMNS)]),
+        "call_facts_ad": ('AFTER DELETE ON "call"', "", "", [_orphans("old")]),
+        "call_facts_copy": (f'AFTER UPDATE OF {", ".join(_COPIED_COLUMNS)} ON "call"', copied, declare, copy),
+        "call_party_facts_ai":
+            ("AFTER INSERT ON call_party", "", "",
+             [f"UPDATE call_party SET ({_COPIES}) = ({_from_call('call_party.call_id', True)}) WHERE id = new.id"])
+            if sqlite else
+            ("BEFORE INSERT ON call_party", "", "",
+             [f"{_from_call('new.call_id', False)} INTO " + ", ".join(f"new.{name}" for name, *_ in _PARTY_COLUMNS)]),
     }
 
 
@@ -122,14 +139,14 @@ def install(db: peewee.Database) -> None:
     run(f'UPDATE "call" SET next_inbound_at = {_next_for(_CALL)} WHERE direction = \'INCOMING\'')
     run(f"UPDATE call_party SET ({_COPIES}) = ({_from_call('call_party.call_id', sqlite)})")
     run(f"CREATE INDEX IF NOT EXISTS {PARTY_INDEX} ON call_party ({_INDEX_COLUMNS})")
-    for name, (event, when, statements) in _triggers(sqlite).items():
+    for name, (event, when, declare, statements) in _triggers(sqlite).items():
         if sqlite:
             condition = f" WHEN {when}" if when else ""
             run(f"CREATE TRIGGER IF NOT EXISTS {name} {event} FOR EACH ROW{condition} BEGIN "
                 + "".join(f"{s}; " for s in statements) + "END")
         else:
             result = "new" if event.startswith("BEFORE") else "NULL"
-            run(f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            run(f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ {declare}BEGIN "
                 + "".join(f"{s}; " for s in statements) + f"RETURN {result}; END $$")
             condition = f" WHEN ({when})" if when else ""
             run(f"CREATE OR REPLACE TRIGGER {name} {event} FOR EACH ROW{condition} EXECUTE FUNCTION {name}()")
