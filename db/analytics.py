@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
+import operator
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -308,7 +309,11 @@ def employees(period: Period) -> list[dict]:
 def customers(period: Period, limit: int | None = None) -> list[dict]:
     """Per customer with calls in the period, most calls first: counts, last contact, open debt, repeat caller."""
     rows = _rows("customers", period)
-    rows.sort(key=lambda r: (r[4], r[8], -r[0]), reverse=True)  # most calls, latest contact, id: a third of SQL's sort
+    # most calls, then latest contact, then id: stable sorts, least significant key first (a third of SQL's sort of
+    # the wide rows, and of one Python sort on a tuple key)
+    rows.sort(key=operator.itemgetter(0))
+    rows.sort(key=operator.itemgetter(8), reverse=True)
+    rows.sort(key=operator.itemgetter(4), reverse=True)
     if limit is not None:
         rows = rows[:limit]
     return [
