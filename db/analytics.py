@@ -125,9 +125,9 @@ FROM call_party p WHERE {_FIRST_ANSWER} {{where}} GROUP BY p.extension"""
 _P90_SQLITE = f"""
 SELECT {{tta}} FROM call_party p WHERE {_FIRST_ANSWER} {{where}} ORDER BY 1 DESC LIMIT 1 OFFSET {{param}}"""
 
+# Open debt joined from one pass over the open orders: a lookup per customer cost a third of the report.
 _CUSTOMERS = """
-SELECT cu.id, cu.name, cu.company, cu.category, a.calls, a.inbound, a.outbound, a.missed, a.last,
-       (SELECT SUM({unpaid}) FROM "order" o WHERE o.customer_id = cu.id AND o.status = 'open')
+SELECT cu.id, cu.name, cu.company, cu.category, a.calls, a.inbound, a.outbound, a.missed, a.last, d.debt
 FROM (
   SELECT c.customer_id, COUNT(*) AS calls, SUM(CASE WHEN c.direction = 'INCOMING' THEN 1 ELSE 0 END) AS inbound,
          SUM(CASE WHEN c.direction = 'OUTGOING' THEN 1 ELSE 0 END) AS outbound,
@@ -135,7 +135,9 @@ FROM (
   FROM "call" c
   WHERE c.customer_id IS NOT NULL AND c.direction IN ('INCOMING', 'OUTGOING') {where}
   GROUP BY c.customer_id
-) a JOIN customer cu ON cu.id = a.customer_id"""
+) a JOIN customer cu ON cu.id = a.customer_id
+LEFT JOIN (SELECT o.customer_id, SUM({unpaid}) AS debt FROM "order" o WHERE o.status = 'open' GROUP BY o.customer_id) d
+  ON d.customer_id = a.customer_id"""
 
 _CATEGORY_CALLS = """
 SELECT cu.category, COUNT(per.customer_id), SUM(per.calls), SUM(per.inbound), SUM(per.outbound), SUM(per.missed),
@@ -195,7 +197,8 @@ def _is_sqlite(db: peewee.Database) -> bool:
 def _sql(name: str, db: peewee.Database, period: Period) -> tuple[str, list]:
     """The report's SQL for this database kind and filters (built once, then cached), and its parameters."""
     sqlite = _is_sqlite(db)
-    has = (period.since is not None, period.until is not None, bool(period.extension))
+    has = (period.since is not None, period.until is not None, bool(period.extension),
+           sqlite and name in _BY_CUSTOMER and _most_calls(db, period))
     key = (name, sqlite, has)
     sql = _compiled.get(key)
     if sql is None:
@@ -209,13 +212,34 @@ def _sql(name: str, db: peewee.Database, period: Period) -> tuple[str, list]:
     return sql, params
 
 
-def _build(name: str, sqlite: bool, param: str, has: tuple[bool, bool, bool]) -> str:
+_BY_CUSTOMER = ("customers", "category_calls")  # reports that group calls by customer
+_MOST = 0.25
+
+
+def _most_calls(db: peewee.Database, period: Period) -> bool:
+    """Whether the period spans at least a quarter of the time the stored calls span.
+
+    Then reading every call in customer order from the covering index, with no sort, beats reading the period's
+    calls by start time and sorting them by customer (0.6-0.9 s against 1.2-1.4 s over a year of a million calls);
+    SQLite has no statistics to tell the two apart, so the query hides the start-time index from it (``+``).
+    """
+    first, last = db.execute_sql('SELECT MIN(started_at), MAX(started_at) FROM "call"').fetchone()
+    if first is None:
+        return False
+    first, last = (dt.datetime.fromisoformat(v) if isinstance(v, str) else v for v in (first, last))
+    since, until = max(period.since or first, first), min(period.until or last, last)
+    span = (last - first).total_seconds()
+    return span <= 0 or (until - since).total_seconds() >= _MOST * span
+
+
+def _build(name: str, sqlite: bool, param: str, has: tuple[bool, bool, bool, bool]) -> str:
     d = _SQLITE if sqlite else _POSTGRES
     bounds = ""
+    start = "+c.started_at" if has[3] else "c.started_at"
     if has[0]:
-        bounds += f" AND c.started_at >= {param}"
+        bounds += f" AND {start} >= {param}"
     if has[1]:
-        bounds += f" AND c.started_at < {param}"
+        bounds += f" AND {start} < {param}"
     if name in ("employees", "p90"):
         on_party = bounds.replace("c.started_at", "p.call_started_at") + (f" AND p.extension = {param}" if has[2] else "")
         tta = d["secs"].format(a="p.rang_at", b="p.answered_at")
