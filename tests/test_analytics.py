@@ -189,3 +189,10 @@ def test_p90_is_the_same_nearest_rank_on_both_databases(db, n):
     # percentile_disc(0.9): the value at rank ceil(0.9 n) in double precision (0.9 * 110 is a little above 99)
     assert row["answer_p90_s"] == approx(math.ceil(0.9 * n))
     assert row["answer_avg_s"] == approx((n + 1) / 2)
+
+
+@pytest.mark.parametrize("most", [0.0, 2.0])  # every period counts as long / none does
+def test_customer_reports_agree_whichever_way_sqlite_reads_the_calls(data, monkeypatch, most):
+    expected = (analytics.customers(period()), analytics.categories(period()))
+    monkeypatch.setattr(analytics, "_MOST", most)
+    assert (analytics.customers(period()), analytics.categories(period())) == expected
