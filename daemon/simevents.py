@@ -144,7 +144,8 @@ class SimEvent:
     changing it again, so an event stays valid after its leg has moved on.
     """
 
-    __slots__ = ("name", "subclass", "ts_us", "parts", "body", "_plain", "_json", "_lookup", "seq_index")
+    __slots__ = ("name", "subclass", "ts_us", "parts", "body", "_plain", "_json", "_lookup", "seq_index", "_head",
+                 "_head_end", "_stamp")
 
     def __init__(self, name: str, subclass: str = "", ts_us: int = 0, parts=None, body: str = "",
                  raw_plain: bytes | None = None):
@@ -157,6 +158,9 @@ class SimEvent:
         self._json: bytes | None = None
         self._lookup: dict[str, str] | None = None
         self.seq_index = -1     # >= 0: Event-Sequence is still to be assigned, at parts[0][seq_index]
+        self._head: bytes | None = None   # a recorded plain event's body, not decoded yet (see from_plain_frame)
+        self._head_end = 0                # where its header block ends in _head
+        self._stamp: list[bytes] | None = None   # the frame cut around its date values (see prepare_restamp)
 
     def set_sequence(self, seq: int) -> None:
         """Number the event when it is delivered, as FreeSWITCH numbers events when it fires them."""
@@ -167,21 +171,52 @@ class SimEvent:
 
     @classmethod
     def from_plain_frame(cls, raw: bytes, body: bytes) -> "SimEvent":
-        """A recorded text/event-plain frame; `raw` is sent as it is."""
-        items, inner = split_plain_body(body)
-        name = subclass = ""
-        ts = 0
-        for k, v in items:
-            if k == "Event-Name" and not name:
-                name = v
-            elif k == "Event-Subclass" and not subclass:
-                subclass = v
-            elif k == "Event-Date-Timestamp" and not ts:
-                try:
-                    ts = int(v)
-                except ValueError:
-                    pass
-        return cls(name, subclass, ts, [items], inner, raw_plain=raw)
+        """A recorded text/event-plain frame; `raw` is sent as it is.
+
+        Its headers are decoded only when read, one by one (`get`), or all at once for items/json/xml:
+        a replay reads a handful of the ~200 headers of an event, and decoding them all cost more than the
+        whole replay.
+        """
+        ev = cls("", "", 0, None, "", raw_plain=raw)
+        ev._head = body
+        ev._head_end = body.find(b"\n\n")
+        if ev._head_end < 0:
+            ev._head_end = len(body)
+        ev._lookup = {}
+        ev.name = next(filter(None, ev._head_values("Event-Name")), "")
+        ev.subclass = next(filter(None, ev._head_values("Event-Subclass")), "")
+        for value in ev._head_values("Event-Date-Timestamp"):
+            try:
+                ev.ts_us = int(value)
+            except ValueError:
+                continue
+            if ev.ts_us:
+                break
+        return ev
+
+    def _head_values(self, name: str):
+        """Every value of header `name` in a recorded body not decoded yet, in order (split_plain_body's view)."""
+        head, end = self._head, self._head_end
+        key = b"\n" + name.encode("utf-8") + b": "
+        first = head.startswith(key[1:])         # the first line has no newline before it: as if at -1
+        pos = -1 if first else head.find(key, 0, end)
+        if pos < 0 and not first:
+            return
+        while True:
+            start = pos + len(key)
+            stop = head.find(b"\n", start, end)
+            yield decode_value(head[start:stop if stop >= 0 else end])
+            pos = head.find(key, stop, end) if stop >= 0 else -1
+            if pos < 0:
+                return
+
+    def _decode(self) -> None:
+        """Decode every header of a recorded plain event (needed for items, json and xml)."""
+        if self._head is not None:
+            items, self.body = split_plain_body(self._head)
+            self.parts = [items]
+            self._head = None
+            self._lookup = None
 
     @classmethod
     def from_json_frame(cls, raw: bytes, body: bytes) -> "SimEvent | None":
@@ -208,6 +243,7 @@ class SimEvent:
         return ev
 
     def _iter_items(self):
+        self._decode()
         for part in self.parts:
             if isinstance(part, Block):
                 yield from part.values.items()
@@ -219,6 +255,14 @@ class SimEvent:
 
     def get(self, name: str, default: str = "") -> str:
         """First value of a header (exact name), like FreeSWITCH's switch_event_get_header."""
+        if self._head is not None:
+            value = self._lookup.get(name, self)
+            if value is self:
+                if name == "Content-Length" or not name or ": " in name or "\n" in name or "\ufffd" in name:
+                    self._decode()           # names the one-by-one search cannot tell apart: decode all
+                    return self.get(name, default)
+                value = self._lookup[name] = next(self._head_values(name), None)
+            return default if value is None else value
         for part in self.parts:
             if isinstance(part, Block):
                 v = part.values.get(name)
@@ -259,6 +303,7 @@ class SimEvent:
     def json(self) -> bytes:
         """The whole text/event-json frame."""
         if self._json is None:
+            self._decode()
             members = []
             for part in self.parts:
                 if isinstance(part, Block):

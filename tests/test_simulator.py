@@ -23,6 +23,7 @@ import pytest
 
 from screenpop.daemon.capture import frame_event, read_capture, read_events, split_frames
 from screenpop.daemon.protocol import Frame, parse_headers
+from screenpop.daemon.simevents import SimEvent, plain_frame, split_plain_body
 
 CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "esl-captures"
 SCENARIOS = sorted(p.name[: -len(".plain.esl")] for p in CAPTURES.glob("*.plain.esl")) if CAPTURES.is_dir() else []
@@ -184,6 +185,36 @@ def test_capture_reader_tolerates_a_truncated_last_frame():
         frames = split_frames(data[:cut])
         assert b"".join(f.raw for f in frames) == data[:cut]
         assert all(frame_event(f) is not None for f in frames[3:-1])
+
+
+ODD_BODIES = [
+    b"", b"\n\n", b"Event-Name: A", b"Event-Name: \nEvent-Name: B\nEvent-Subclass: \n",
+    b"Event-Date-Timestamp: x\nEvent-Date-Timestamp: 0\nEvent-Date-Timestamp: 17\n\n",
+    b"A: 1\nXA: 2\nA: 3\nA:4\nA: B: c\n: empty\nnocolon\nC%41: %41%zz%\r\nD: \xff\xc3\xa9\n",
+    b"Content-Length: 5\nEvent-Name: X\n\nA: 9\nhello",
+    b"Event-Name: X\nContent-Length: bad\n\nA: 9\n",
+]
+
+
+@needs_captures
+def test_recorded_events_read_lazily_equal_a_full_decode():
+    """A replay decodes a header only when it is read: every read equals what the full decode says."""
+    bodies = [f.body for s in SCENARIOS for f in read_capture(capture_path(s)) if f.content_type == "text/event-plain"]
+    names = ["Event-Name", "Event-Subclass", "Event-Date-Timestamp", "Unique-ID", "Channel-State", "A", "C%41",
+             "CA", "D", "variable_sip_to_user", "Content-Length", "", "A: B", "\ufffd", "nosuch"]
+    for body in bodies + ODD_BODIES:
+        lazy = SimEvent.from_plain_frame(plain_frame(body), body)
+        items, inner = split_plain_body(body)
+        first: dict[str, str] = {}
+        for k, v in items:
+            first.setdefault(k, v)
+        stamps = [int(v) for k, v in items if k == "Event-Date-Timestamp" and v.isdigit() and int(v)]
+        assert lazy.name == next((v for k, v in items if k == "Event-Name" and v), "")
+        assert lazy.subclass == next((v for k, v in items if k == "Event-Subclass" and v), "")
+        assert lazy.ts_us == (stamps[0] if stamps else 0)
+        assert [lazy.get(n, "-") for n in names] == [first.get(n, "-") for n in names]
+        assert lazy.plain() == plain_frame(body)
+        assert lazy.items() == items and lazy.body == inner
 
 
 # ---- handshake and commands ------------------------------------------------------------------------------
