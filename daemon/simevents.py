@@ -1,13 +1,33 @@
 """Events as the FreeSWITCH simulator sends them: FreeSWITCH's exact plain/JSON serialisation, rendered lazily and cheaply.
 
-A SimEvent is either a recorded frame (replay: its bytes are sent untouched) or a list of header blocks
-(generator: the big, mostly static blocks of a leg are encoded once and reused by every event of that leg).
+A SimEvent is either a recorded frame (replay: its bytes are sent untouched, or with only its date values
+rewritten when the replay restamps) or a list of header blocks (generator: the big, mostly static blocks of a
+leg are encoded once and reused by every event of that leg).
 """
 from __future__ import annotations
 
+import functools
 import json
+import time
 
 from .protocol import decode_value, encode_value
+
+
+DATE_NAMES = ("Event-Date-Local", "Event-Date-GMT", "Event-Date-Timestamp")
+
+
+@functools.lru_cache(maxsize=8)
+def _dates(secs: int) -> tuple[tuple[str, bytes], tuple[str, bytes]]:
+    local = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(secs))
+    gmt = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(secs))
+    return (local, encode_value(local).encode()), (gmt, encode_value(gmt).encode())
+
+
+def date_values(ts_us: int) -> dict[str, tuple[str, bytes]]:
+    """Event-Date-Local, -GMT and -Timestamp for a microsecond timestamp: (value, its plain encoding) each."""
+    local, gmt = _dates(ts_us // 1_000_000)
+    stamp = str(ts_us)
+    return {"Event-Date-Local": local, "Event-Date-GMT": gmt, "Event-Date-Timestamp": (stamp, stamp.encode())}
 
 
 def _json_str(value: str) -> str:
@@ -194,8 +214,8 @@ class SimEvent:
                 break
         return ev
 
-    def _head_values(self, name: str):
-        """Every value of header `name` in a recorded body not decoded yet, in order (split_plain_body's view)."""
+    def _head_spans(self, name: str):
+        """Where each value of header `name` lies in a recorded body not decoded yet, in order (split_plain_body's view)."""
         head, end = self._head, self._head_end
         key = b"\n" + name.encode("utf-8") + b": "
         first = head.startswith(key[1:])         # the first line has no newline before it: as if at -1
@@ -205,10 +225,58 @@ class SimEvent:
         while True:
             start = pos + len(key)
             stop = head.find(b"\n", start, end)
-            yield decode_value(head[start:stop if stop >= 0 else end])
+            yield start, (stop if stop >= 0 else end)
             pos = head.find(key, stop, end) if stop >= 0 else -1
             if pos < 0:
                 return
+
+    def _head_values(self, name: str):
+        head = self._head
+        return (decode_value(head[start:stop]) for start, stop in self._head_spans(name))
+
+    def prepare_restamp(self) -> None:
+        """Cut a recorded plain event around its date values once, before the clock starts, so that restamp
+        only joins bytes."""
+        if self._head is None or self._stamp is not None:
+            return
+        cuts = sorted((span, name) for name in DATE_NAMES if (span := next(self._head_spans(name), None)))
+        pieces, names, pos = [], [], 0
+        for (start, stop), name in cuts:
+            pieces.append(self._head[pos:start])
+            names.append(name)
+            pos = stop
+        pieces.append(self._head[pos:])
+        self._stamp = (pieces, names)
+
+    def restamp(self, ts_us: int) -> None:
+        """Give the event the time `ts_us` (Event-Date-Timestamp, -Local and -GMT), as FreeSWITCH stamps an
+        event when it fires it; every other byte stays as it was."""
+        self.ts_us = ts_us
+        values = date_values(ts_us)
+        if self._head is not None:
+            self.prepare_restamp()
+            pieces, names = self._stamp
+            chunks = [pieces[0]]
+            for name, piece in zip(names, pieces[1:]):
+                chunks += (values[name][1], piece)
+            body = b"".join(chunks)
+            old = self._head
+            # Real stamps keep their width; a recorded value of another width changes the frame's Content-Length.
+            outer = self._plain[:len(self._plain) - len(old)]
+            self._plain = outer + body if len(body) == len(old) else plain_frame(body)
+            self._head, self._head_end = body, self._head_end + len(body) - len(old)
+            for name in names:
+                self._lookup[name] = values[name][0]
+            self._json = None
+            return
+        for name in DATE_NAMES:
+            for part in self.parts:
+                if isinstance(part, list):
+                    i = next((i for i, (k, _) in enumerate(part) if k == name), -1)
+                    if i >= 0:
+                        part[i] = (name, values[name][0])
+                        break
+        self._plain = self._json = self._lookup = None
 
     def _decode(self) -> None:
         """Decode every header of a recorded plain event (needed for items, json and xml)."""

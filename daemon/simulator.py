@@ -6,7 +6,9 @@ subscriptions (plain or json, CUSTOM subclasses, nixevent, filters), disconnect 
 switch_core_sqldb.c.
 
 Modes:
-  replay    send a capture's events byte for byte, paced by their Event-Date-Timestamp (`--replay FILE`)
+  replay    send a capture's events byte for byte, paced by their Event-Date-Timestamp (`--replay FILE`);
+            with --restamp only their date values change, to the moment each is due: a stream recorded once
+            (e.g. from --generate) then stands in for a live switch at a fraction of the generator's CPU
   generate  synthesise calls of several scenarios at a given rate (`--generate`, see simgen.py)
   idle      neither: only the protocol (handshake tests, api)
 
@@ -782,19 +784,29 @@ class Simulator:
                 "Current Stack Size/Max 240K/8192K\n")
 
     # -- timelines -----------------------------------------------------------------------------------------
-    def play(self, events, speed: float) -> int:
-        """Publish an iterable of events, pacing them by Event-Date-Timestamp / speed. Returns how many."""
+    def play(self, events, speed: float, restamp: bool = False) -> int:
+        """Publish an iterable of events, pacing them by Event-Date-Timestamp / speed. Returns how many.
+
+        restamp: an event with a time is stamped with the wall-clock moment it is due on this timeline (at
+        speed 0: the moment it is sent), however late the sending is, so a lag shows in the latency measured
+        from the stamp.
+        """
         pace = speed not in (0, float("inf")) and speed > 0
-        wall0 = time.monotonic()
+        wall0, epoch0 = time.monotonic(), time.time()
         ts0 = None
         n = 0
         for ev in events:
             if pace and ev.ts_us:
                 if ts0 is None:
                     ts0 = ev.ts_us
-                delay = wall0 + (ev.ts_us - ts0) / 1e6 / speed - time.monotonic()
-                if delay > 0.0005:
+                due = max(0.0, (ev.ts_us - ts0) / 1e6 / speed)
+                if restamp:
+                    ev.restamp(int((epoch0 + due) * 1_000_000))
+                delay = wall0 + due - time.monotonic()
+                if delay > 0:               # never early: the stamp is the moment the event is due
                     gevent.sleep(delay)
+            elif restamp and ev.ts_us:
+                ev.restamp(int(time.time() * 1_000_000))
             self.publish(ev)
             n += 1
             if n % 64 == 0:
@@ -804,14 +816,15 @@ class Simulator:
         return n
 
     def replay(self, path: str | Path, speed: float = 1.0, linger: float = 1.0, from_event: int = 0,
-               until_event: int | None = None) -> int:
+               until_event: int | None = None, restamp: bool = False) -> int:
         """Replay a capture's events (after its own auth/request and command/reply frames) to the subscribers.
 
         The timeline starts when the first client subscribes. Events before `from_event` only build the
         channel table (FreeSWITCH was already running with those calls up); events from `until_event` on are
         never sent: after event until_event-1 the switch "crashes" (connections closed without a notice) and
         EXIT_CRASHED is returned. Otherwise, after the last event the switch lingers `linger` seconds, says
-        goodbye with a disconnect notice to everyone, and EXIT_OK is returned.
+        goodbye with a disconnect notice to everyone, and EXIT_OK is returned. With `restamp`, every event sent
+        carries the moment it is due on the live timeline instead of its recorded time (see `play`).
         """
         events = load_capture_events(path)
         total = len(events)
@@ -825,11 +838,15 @@ class Simulator:
         stop = total if until_event is None else max(start, min(until_event, total))
         for ev in events[:start]:
             self.table.apply(ev)
-        log.info("replay %s: %d events, sending %d..%d at speed %s%s", Path(path).name, total, start, stop - 1,
-                 speed, f" ({len(self.table.rows)} channel(s) already up)" if start else "")
+        if restamp:
+            for ev in events[start:stop]:
+                ev.prepare_restamp()
+        log.info("replay %s: %d events, sending %d..%d at speed %s%s%s", Path(path).name, total, start, stop - 1,
+                 speed, ", restamped to the live timeline" if restamp else "",
+                 f" ({len(self.table.rows)} channel(s) already up)" if start else "")
         self.subscribed.wait()
         log.info("replay: timeline started (first subscriber)")
-        sent = self.play(events[start:stop], speed)
+        sent = self.play(events[start:stop], speed, restamp)
         if until_event is not None:
             log.info("replay: stopping after event %d as asked (--until-event %d): closing %d client(s) abruptly",
                      stop - 1, until_event, len(self.clients))
@@ -935,6 +952,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replay: start sending at event N (earlier events only build the channel table)")
     p.add_argument("--until-event", type=int, default=None, metavar="N",
                    help="replay: after event N-1 close all connections abruptly (a crash) and exit 3")
+    p.add_argument("--restamp", action="store_true",
+                   help="replay: stamp each event (Event-Date-Timestamp, -Local, -GMT) with the moment it is due "
+                        "on the live timeline, so a recording made once stands in for a switch firing it now")
     p.add_argument("--rate", type=float, default=1.0,
                    help="generate: new calls per second of simulated time (per real second at --speed 1)")
     p.add_argument("--calls", type=int, default=None, help="generate: number of calls")
@@ -974,8 +994,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.replay and not Path(args.replay).is_file():
         print(f"simulator: no such capture: {args.replay}", file=sys.stderr)
         return 2
-    if not args.replay and (args.from_event or args.until_event is not None):
-        print("simulator: --from-event/--until-event need --replay", file=sys.stderr)
+    if not args.replay and (args.from_event or args.until_event is not None or args.restamp):
+        print("simulator: --from-event/--until-event/--restamp need --replay", file=sys.stderr)
         return 2
     try:
         sim.start()
@@ -993,7 +1013,8 @@ def main(argv: list[str] | None = None) -> int:
         gevent.signal_handler(sig, on_signal)
 
     if args.replay:
-        job = gevent.spawn(sim.replay, args.replay, args.speed, args.linger, args.from_event, args.until_event)
+        job = gevent.spawn(sim.replay, args.replay, args.speed, args.linger, args.from_event, args.until_event,
+                           args.restamp)
     elif generator is not None:
         job = gevent.spawn(sim.generate, generator, args.linger, args.speed)
     else:

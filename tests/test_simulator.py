@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from screenpop.daemon.capture import frame_event, read_capture, read_events, split_frames
-from screenpop.daemon.protocol import Frame, parse_headers
+from screenpop.daemon.protocol import Frame, encode_value, parse_headers
 from screenpop.daemon.simevents import SimEvent, plain_frame, split_plain_body
 
 CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "esl-captures"
@@ -393,6 +393,97 @@ def test_show_channels_live_mid_replay_and_pacing(sims):
     elapsed = time.monotonic() - start
     assert span / 4 * 0.8 < elapsed < span / 4 + 1.0, (elapsed, span)
     assert sim.wait() == 0
+
+
+def restamped(raw: bytes, stamp: bytes) -> bytes:
+    """A recorded plain frame with its first Event-Date-Timestamp/-Local/-GMT values set for `stamp`, the rest as it was."""
+    secs = int(stamp) // 1_000_000
+    values = {b"Event-Date-Timestamp": stamp,
+              b"Event-Date-Local": encode_value(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(secs))).encode(),
+              b"Event-Date-GMT": encode_value(time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(secs))).encode()}
+    outer, sep, body = raw.partition(b"\n\n")
+    head, blank, rest = body.partition(b"\n\n")
+    for name, value in values.items():
+        head = re.sub(rb"(^|\n)(%s: )[^\n]*" % name, lambda m: m.group(1) + m.group(2) + value, head, count=1)
+    body = head + blank + rest
+    if len(body) != int(parse_headers(outer)["Content-Length"]):
+        outer = re.sub(rb"Content-Length: \d+", b"Content-Length: %d" % len(body), outer)
+    return outer + sep + body
+
+
+def stamp_of(frame: Frame) -> bytes:
+    return re.search(rb"(?:^|\n)Event-Date-Timestamp: ([^\n]*)", frame.body).group(1)
+
+
+@needs_captures
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_restamped_replay_changes_only_the_date_values(sims, scenario):
+    """--restamp --speed 0: every frame is the recorded one with its date values set to when it was sent."""
+    recorded = [f for f in read_capture(capture_path(scenario)) if f.content_type == "text/event-plain"]
+    sim = sims("--replay", str(capture_path(scenario)), "--speed", "0", "--linger", "0", "--restamp")
+    c = sim.connect()
+    before = int(time.time() * 1_000_000)
+    c.send(b"auth ClueCon\n\nevent plain ALL\n\n")
+    got = event_frames(c.read_to_eof())
+    after = int(time.time() * 1_000_000)
+    stamps = [int(stamp_of(f)) for f in got]
+    assert [f.raw for f in got] == [restamped(r.raw, stamp_of(f)) for r, f in zip(recorded, got)]
+    assert len(got) == len(recorded) and before <= stamps[0] and stamps == sorted(stamps) and stamps[-1] <= after
+    assert sim.wait() == 0
+
+
+@needs_captures
+def test_restamped_replay_keeps_the_timeline_and_is_never_early(sims):
+    """At speed 4 the stamps keep the recorded intervals divided by 4, and no event arrives before its stamp."""
+    scenario = "inbound-answered"
+    recorded = [e.timestamp_us for _, e in read_events(capture_path(scenario))]
+    sim = sims("--replay", str(capture_path(scenario)), "--speed", "4", "--linger", "0", "--restamp")
+    c = sim.connect()
+    c.command(b"auth ClueCon")
+    c.send(b"event plain ALL\n\n")
+    stamps, arrivals = [], []
+    while (f := c.frame()) is not None:
+        if f.content_type == "text/event-plain":
+            arrivals.append(time.time())
+            stamps.append(int(stamp_of(f)))
+    assert len(stamps) == len(recorded)
+    for stamp, ts in zip(stamps, recorded):
+        assert abs((stamp - stamps[0]) - (ts - recorded[0]) / 4) <= 1
+    assert all(arrived >= stamp / 1e6 - 0.001 for arrived, stamp in zip(arrivals, stamps))
+    assert sim.wait() == 0
+
+
+def test_restamp_of_odd_captures_rewrites_what_it_can_and_sends_the_rest_as_recorded(sims, tmp_path):
+    """No date headers, a stamp that is not a number, one of another width (the frame's Content-Length
+    follows), a duplicate (only the first is the event's), an inner body, a truncated last frame (dropped)."""
+    t0 = 1_700_000_000_000_000
+    inner = b"Event-Date-Timestamp: 1\n\nhello\n"
+    bodies = [
+        b"Event-Name: HEARTBEAT\nEvent-Date-Local: 2023-11-14%2022%3A13%3A20\n"
+        b"Event-Date-GMT: Tue,%2014%20Nov%202023%2022%3A13%3A20%20GMT\nEvent-Date-Timestamp: " + str(t0).encode() + b"\n\n",
+        b"Event-Name: CUSTOM\nEvent-Subclass: x::y\n\n",
+        b"Event-Name: HEARTBEAT\nEvent-Date-Timestamp: abc\n\n",
+        b"Event-Name: HEARTBEAT\nEvent-Date-Timestamp: 17\nEvent-Date-Timestamp: 99\n\n",
+        b"Event-Name: BACKGROUND_JOB\nEvent-Date-Timestamp: %d\nContent-Length: %d\n\n%s" % (t0 + 1000, len(inner), inner),
+    ]
+    frames = [plain_frame(b) for b in bodies]
+    path = tmp_path / "odd.plain.esl"
+    path.write_bytes(b"Content-Type: auth/request\n\n" + b"".join(frames) + frames[0][:-20])
+    sim = sims("--replay", str(path), "--speed", "1000", "--linger", "0", "--restamp")
+    c = sim.connect()
+    c.send(b"auth ClueCon\n\nevent plain ALL\n\n")
+    got = event_frames(c.read_to_eof())
+    assert len(got) == 5 and [f.raw for f in got[1:3]] == frames[1:3]
+    assert [got[i].raw for i in (0, 3, 4)] == [restamped(frames[i], stamp_of(got[i])) for i in (0, 3, 4)]
+    assert len(stamp_of(got[3])) == 16 and b"Event-Date-Timestamp: 99\n" in got[3].body
+    assert got[4].body.endswith(b"Content-Length: %d\n\n%s" % (len(inner), inner))
+    assert sim.wait() == 0
+
+
+def test_restamp_needs_replay(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "screenpop.daemon.simulator", "--generate", "--restamp"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "--restamp need --replay" in out.stderr
 
 
 @needs_captures
