@@ -60,9 +60,10 @@ def simulator(*args: str) -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
-def record(calls: int, path: Path) -> int:
-    """Record the generated stream as the daemon's subscription receives it; returns the number of events."""
-    proc, port = simulator("--generate", "--rate", "100000", "--calls", str(calls), "--speed", "0", "--linger", "0.3", "--seed", "1")
+def record(path: Path, *generate: str) -> int:
+    """Record the stream `simulate --generate *generate` produces, as fast as it can, as the daemon's
+    subscription receives it; returns the number of events."""
+    proc, port = simulator("--generate", *generate, "--speed", "0", "--linger", "0.3")
     sock = socket.create_connection(("127.0.0.1", port))
     with open(path, "wb") as out:
         out.write(sock.recv(1 << 16))
@@ -150,7 +151,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="screenpop-bench-") as tmp:
         workdir = Path(tmp)
         path = Path(args.keep) if args.keep else workdir / "generated.plain.esl"
-        total = record(args.calls, path)
+        total = record(path, "--rate", "100000", "--calls", str(args.calls), "--seed", "1")
         size = path.stat().st_size
         print(f"stream: {args.calls} generated calls, {total} events the daemon subscribes to, "
               f"{size / total:.0f} bytes/event on average")
