@@ -242,6 +242,9 @@ def main() -> None:
                           "clock)" for n, c, c0 in zip(nodes, sim_cpu, sim_cpu0)) +
                 f", PostgreSQL {pg:.1f} s ({pg / wall * 100:.0f}%), this client {own1 - own0:.1f} s "
                 f"({(own1 - own0) / wall * 100:.0f}%)")
+            for node, path in zip(nodes, sim_logs):
+                lines = [line for line in path.read_text(errors="replace").splitlines() if "timeline:" in line]
+                print(f"simulator {node.name}, how late it handed events to the daemon: " + (lines[-1].split("timeline: ")[-1] if lines else "?"))
             cores = os.cpu_count() or 1
             share = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])
             print(f"the machine's {cores} cores were {share * 100:.0f}% busy while calls arrived (every process; "

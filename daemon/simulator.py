@@ -795,6 +795,8 @@ class Simulator:
         wall0, epoch0 = time.monotonic(), time.time()
         ts0 = None
         n = 0
+        late = {0.001: 0, 0.01: 0, 0.1: 0}     # events handed to the clients later than that after they were due
+        latest = 0.0
         for ev in events:
             if pace and ev.ts_us:
                 if ts0 is None:
@@ -805,6 +807,10 @@ class Simulator:
                 delay = wall0 + due - time.monotonic()
                 if delay > 0:               # never early: the stamp is the moment the event is due
                     gevent.sleep(delay)
+                    delay = wall0 + due - time.monotonic()
+                latest = max(latest, -delay)
+                for limit in late:
+                    late[limit] += -delay > limit
             elif restamp and ev.ts_us:
                 ev.restamp(int(time.time() * 1_000_000))
             self.publish(ev)
@@ -813,6 +819,9 @@ class Simulator:
                 self.backpressure()
                 gevent.sleep(0)
         self.backpressure()
+        if pace:
+            log.info("timeline: %d events; late by over 1 ms: %d, 10 ms: %d, 100 ms: %d; at most %.1f ms", n,
+                     late[0.001], late[0.01], late[0.1], latest * 1000)
         return n
 
     def replay(self, path: str | Path, speed: float = 1.0, linger: float = 1.0, from_event: int = 0,
