@@ -12,8 +12,8 @@ stored whoever writes it (the daemon, the web pages, an import, a test):
 
 A covering index over these lets the report read one index in extension order. The columns are not in the
 peewee models, so no ORM ``save()`` can overwrite them with stale values. Across several daemons on one
-PostgreSQL, two calls of the same caller committed within the same instant on two nodes may miss each other's
-callback; the next change to either call, or re-running this migration, sets it right.
+PostgreSQL, two calls of the same caller committed within the same instant on two nodes may miss each other as
+callbacks (neither transaction sees the other's call) until either call's caller, start or direction changes.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ _PARTY_COLUMNS = (
     ("call_answered_by", "VARCHAR(32)", "varchar(32)"),
     ("call_resolved", "INTEGER", "boolean"),
 )
-PARTY_INDEX = "call_party_report"
+_PARTY_INDEX = "call_party_report"
 _CALL = '"call"'  # the table, as a row name in UPDATE "call" ... WHERE
 _INDEX_COLUMNS = ("extension, call_started_at, call_direction, role, talked, outcome, talk_seconds, call_resolved, "
                   "call_answered_by, rang_at, answered_at")
@@ -138,7 +138,7 @@ def install(db: peewee.Database) -> None:
         _add_column(db, "call_party", column, sqlite)
     run(f'UPDATE "call" SET next_inbound_at = {_next_for(_CALL)} WHERE direction = \'INCOMING\'')
     run(f"UPDATE call_party SET ({_COPIES}) = ({_from_call('call_party.call_id', sqlite)})")
-    run(f"CREATE INDEX IF NOT EXISTS {PARTY_INDEX} ON call_party ({_INDEX_COLUMNS})")
+    run(f"CREATE INDEX IF NOT EXISTS {_PARTY_INDEX} ON call_party ({_INDEX_COLUMNS})")
     for name, (event, when, declare, statements) in _triggers(sqlite).items():
         if sqlite:
             condition = f" WHEN {when}" if when else ""
