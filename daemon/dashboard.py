@@ -23,7 +23,8 @@ from typing import Any
 
 from flask import Blueprint, Response, render_template, request
 
-from screenpop.daemon.web import login_required
+from screenpop.daemon.customerdata import DataError
+from screenpop.daemon.web import forms, login_required
 from screenpop.db import analytics
 from screenpop.db.callrecords import call_records
 from screenpop.db.export import display, write_csv
@@ -75,32 +76,18 @@ def _job(fn: Callable, args: tuple) -> Any:
         db.close()
 
 
-class BadFilter(ValueError):
-    """A filter in the query string that cannot be used; the message says which and how."""
-
-
-def _date(key: str) -> dt.date | None:
-    raw = request.args.get(key, "").strip()
-    if not raw:
-        return None
-    try:
-        return dt.date.fromisoformat(raw)
-    except ValueError:
-        raise BadFilter(f"{key}: a date like 2026-01-31") from None
-
-
 def period_from_request(zone: dt.tzinfo) -> analytics.Period:
     """since / until (local dates, both included; default the last DEFAULT_DAYS days) and extension from the URL."""
     today = dt.datetime.now(zone).date()
-    until = _date("until") or today
-    since = _date("since") or until - dt.timedelta(days=DEFAULT_DAYS - 1)
+    until = forms.day("until") or today
+    since = forms.day("since") or until - dt.timedelta(days=DEFAULT_DAYS - 1)
     if since > until:
-        raise BadFilter("since: must not be after until")
+        raise DataError(400, "since: must not be after until")
     if (until - since).days >= MAX_DAYS:
-        raise BadFilter(f"the period may be at most {MAX_DAYS} days")
+        raise DataError(400, f"the period may be at most {MAX_DAYS} days")
     extension = request.args.get("extension", "").strip()
     if len(extension) > 32 or any(not c.isalnum() for c in extension):
-        raise BadFilter("extension: letters and digits, at most 32")
+        raise DataError(400, "extension: letters and digits, at most 32")
     start = analytics.utc_bound(dt.datetime.combine(since, dt.time()), zone)
     end = analytics.utc_bound(dt.datetime.combine(until + dt.timedelta(days=1), dt.time()), zone)
     return analytics.Period(start, end, zone, extension or None)
@@ -139,7 +126,7 @@ def _csv(name: str, period: analytics.Period) -> str:
     if name == "calls":
         rows = call_records(period.since, period.until, period.extension, limit=MAX_CSV_CALLS + 1)
         if len(rows) > MAX_CSV_CALLS:
-            raise BadFilter(f"more than {MAX_CSV_CALLS:,} calls in this period: choose a shorter one")
+            raise DataError(400, f"more than {MAX_CSV_CALLS:,} calls in this period: choose a shorter one")
         write_csv(rows, out)
     else:
         write_csv(analytics.RUNNERS[name](period), out)
@@ -183,8 +170,8 @@ def blueprint(zone: dt.tzinfo) -> Blueprint:
     def filtered(view: Callable[[analytics.Period], Response], template: str, title: str) -> Response:
         try:
             period = period_from_request(zone)
-        except BadFilter as exc:
-            return _page(template, status=400, title=title, error=str(exc), data=None, rows=[],
+        except DataError as exc:
+            return _page(template, status=400, title=title, error=exc.message, data=None, rows=[],
                          filters=dict(request.args), reports=analytics.REPORTS)
         return view(period)
 
@@ -210,8 +197,8 @@ def blueprint(zone: dt.tzinfo) -> Blueprint:
         try:
             period = period_from_request(zone)
             body = worker.run(_csv, name, period)
-        except BadFilter as exc:
-            return _page("analytics_error.html", status=400, title="Bad request", error=str(exc))
+        except DataError as exc:
+            return _page("analytics_error.html", status=400, title="Bad request", error=exc.message)
         labels = _labels(period)
         filename = f"screenpop-{name}-{labels['since']}-{labels['until']}.csv"
         response = Response(body, mimetype="text/csv")

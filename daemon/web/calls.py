@@ -16,18 +16,8 @@ PER_PAGE = 50
 bp = Blueprint("calls", __name__)
 
 
-def _day(key: str) -> dt.date | None:
-    raw = request.args.get(key, "").strip()
-    if not raw:
-        return None
-    try:
-        return dt.date.fromisoformat(raw)
-    except ValueError:
-        raise DataError(400, f"{key}: a date like 2026-01-31") from None
-
-
 def _filters() -> dict:
-    since, until = _day("since"), _day("until")
+    since, until = forms.day("since"), forms.day("until")
     extension = request.args.get("extension", "").strip()
     if len(extension) > 32:
         raise DataError(400, "extension: at most 32 characters")

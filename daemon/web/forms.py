@@ -1,6 +1,7 @@
 """Reading web forms and query strings into what daemon/customerdata.py checks (strings in, DataError out)."""
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any
 
@@ -27,6 +28,17 @@ def row_id(name: str) -> int | None:
     """A row id from the query string (e.g. the call a page of calls continues after), or None."""
     raw = request.args.get(name, "")
     return int(raw) if raw.isascii() and raw.isdigit() and 1 <= len(raw) <= 12 else None
+
+
+def day(name: str) -> dt.date | None:
+    """A date (2026-01-31) from the query string, None when absent; DataError 400 for anything else."""
+    raw = request.args.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        raise DataError(400, f"{name}: a date like 2026-01-31") from None
 
 
 def call_uuid(value: Any) -> str | None:
