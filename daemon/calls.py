@@ -136,6 +136,7 @@ class CallState:
     finished: bool = False
     adopted: bool = False
     db_id: int | None = None
+    stored: tuple | None = field(default=None, repr=False)  # the call row as the writer last stored it
 
     @property
     def missed(self) -> bool:

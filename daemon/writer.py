@@ -179,7 +179,7 @@ class Writer:
         pops = self._pops[: self.batch_max]
         calls = dict(self._calls)
         batch = [call for call, _ in calls.values()]
-        unsaved = [call for call in batch if call.db_id is None]
+        before = [(call, call.db_id, call.stored) for call in batch]
         dirty = [party for call in batch for party in call.parties.values() if party.dirty]
         try:
             with self._transaction():
@@ -188,8 +188,8 @@ class Writer:
         except peewee.DatabaseError:
             for pop in pops:
                 pop.id = None
-            for call in unsaved:
-                call.db_id = None  # the insert was rolled back with the rest
+            for call, db_id, stored in before:
+                call.db_id, call.stored = db_id, stored  # rolled back with the rest
             for party in dirty:
                 party.dirty = True
             raise
@@ -243,48 +243,56 @@ class Writer:
                 raise
 
     def _write_batch(self, calls: list[CallState], pops: list[PendingPop]) -> None:
-        """Precompiled SQL and executemany: the query builder would cost more than the event intake itself."""
+        """Precompiled SQL, one statement a table on PostgreSQL: the query builder would cost more than the event
+        intake itself. A call row is written only when it differs from what this writer last stored."""
         adapt = self._adapt
+        rows = {id(call): tuple(map(adapt, self._call_values(call))) for call in calls}
         if self._returning:
-            self._fence_and_new_calls(calls)
+            self._fence_and_new_calls(calls, rows)
         else:
             for call in calls:
                 if call.db_id is None:
-                    call.db_id = self._insert_call(call)
-        party_rows = []
+                    self._insert_call(call, rows[id(call)])
+        party_rows = {}
         for call in calls:
             for party in call.parties.values():
                 if party.dirty:
                     party.dirty = False  # before any query: a change while PostgreSQL answers marks it again
-                    party_rows.append(tuple(map(adapt, self._party_values(call, party))))
+                    party_rows[call.db_id, party.extension] = tuple(map(adapt, self._party_values(call, party)))
+        changed = {}
+        for call in calls:
+            if rows[id(call)] != call.stored:
+                call.stored = rows[id(call)]
+                changed[call.db_id] = (*call.stored, call.db_id)
         pop_rows = [
             tuple(map(adapt, (p.call.db_id, p.call.uuid, p.extension, p.event, p.direction, p.peer_number or "",
                               p.peer_name or "", p.customer_id, p.matches, p.at)))
             for p in pops
         ]
-        call_rows = [(*map(adapt, self._call_values(call)), call.db_id) for call in calls]
-        self._execute_many(self._sql_update_call, call_rows)
-        self._execute_many(self._sql_upsert_party, party_rows)
-        if not pops:
-            return
         if not self._returning:
+            self._execute_many(self._sql_update_call, list(changed.values()))
+            self._execute_many(self._sql_upsert_party, list(party_rows.values()))
             for pop, row in zip(pops, pop_rows):
                 pop.id = self.db.execute_sql(self._sql_insert_pop, row).lastrowid
             return
         conn = self.db.connection()
+        if changed:
+            conn.execute(self._sql_update_calls, _columns(changed.values()))
+        if party_rows:
+            conn.execute(self._sql_upsert_parties, _columns(party_rows.values()))
+        if not pops:
+            return
         if self.publisher is not None:
             conn.execute(*self.publisher.order_lock())
-        columns = [list(column) for column in zip(*pop_rows)]
-        if self.publisher is not None:
             self._pops_cursor = conn.execute(self.publisher.announce(self._sql_insert_pops),
-                                             (*columns, self.publisher.channel))
+                                             (*_columns(pop_rows), self.publisher.channel))
         else:
             self._pops_cursor = conn.execute(f"WITH new AS ({self._sql_insert_pops}) SELECT array_agg(id ORDER BY id) "
-                                             "FROM new", columns)
+                                             "FROM new", _columns(pop_rows))
 
-    def _fence_and_new_calls(self, calls: list[CallState]) -> None:
-        """PostgreSQL's first round trip: the fence, then the new calls inserted (or found: a call stored before a
-        restart or a takeover keeps its row) and their ids read back."""
+    def _fence_and_new_calls(self, calls: list[CallState], rows: dict[int, tuple]) -> None:
+        """PostgreSQL's first round trip: the fence, then the new calls inserted whole, or found (a call stored
+        before a restart or a takeover keeps its row, and is updated after), with their ids."""
         conn = self.db.connection()
         fence = self.fence.fence_statements() if self.fence is not None else []
         cursors = [conn.execute(sql, params) for sql, params in fence]
@@ -294,25 +302,25 @@ class Writer:
                 new.setdefault(call.uuid, []).append(call)
         found = None
         if new:
-            rows = [(same[0].uuid, same[0].direction, same[0].started_at) for same in new.values()]
-            conn.execute(self._sql_insert_calls, (self.node, *map(list, zip(*rows))))
-            found = conn.execute(self._sql_find_calls, (list(new),))
-        if not cursors and found is None:
-            return
+            firsts = [same[0] for same in new.values()]
+            found = conn.execute(self._sql_insert_calls, (*_columns((c.uuid, *rows[id(c)]) for c in firsts), list(new)))
         if cursors:
             self.fence.check_fence(cursors[-1].fetchone())
         if found is not None:
-            for db_id, uuid in found.fetchall():
+            for db_id, uuid, inserted in found.fetchall():
                 for call in new[uuid]:
                     call.db_id = db_id
+                if inserted:
+                    new[uuid][0].stored = rows[id(new[uuid][0])]
 
-    def _insert_call(self, call: CallState) -> int:
-        """SQLite: the call's row id, inserting the row unless the call is stored already."""
+    def _insert_call(self, call: CallState, row: tuple) -> None:
+        """SQLite: give the call its row id, inserting the whole row unless the call is stored already."""
         existing = self.db.execute_sql(self._sql_find_call, (call.uuid,)).fetchone()
         if existing:
-            return existing[0]
-        return self.db.execute_sql(self._sql_insert_call, (call.uuid, call.direction, self._adapt(call.started_at),
-                                                          self.node)).lastrowid
+            call.db_id = existing[0]
+            return
+        call.db_id = self.db.execute_sql(self._sql_insert_call, (call.uuid, *row)).lastrowid
+        call.stored = row
 
     def _take_pop_ids(self, pops: list[PendingPop]) -> None:
         """PostgreSQL, after commit: the pops' ids, drawn in their order (INSERT ... SELECT ... ORDER BY)."""
@@ -348,44 +356,75 @@ class Writer:
     def _prepare_sql(self) -> None:
         p = self.db.param
         self._returning = not isinstance(self.db, peewee.SqliteDatabase)
-        call_columns = [
-            "direction", "external_number", "external_name", "external_e164", "did", "from_extension", "customer_id",
-            "matches", "extension", "employee_id", "answered_by", "external_answered", "started_at", "answered_at",
-            "ended_at", "ring_seconds", "talk_seconds", "a_leg_billsec", "hangup_cause", "missed", "node",
-        ]
+        names = [name for name, _ in CALL_COLUMNS]
         self._sql_find_call = f'SELECT id FROM "call" WHERE uuid = {p}'
         self._sql_insert_call = (
-            f'INSERT INTO "call" (uuid, direction, started_at, node, matches, missed) VALUES ({p}, {p}, {p}, {p}, 0, FALSE)'
+            f'INSERT INTO "call" (uuid, {", ".join(names)}) VALUES ({", ".join([p] * (len(names) + 1))})'
         )
+        # The main query's snapshot predates the CTE's insert, so it finds only the calls stored before.
         self._sql_insert_calls = (
-            'INSERT INTO "call" (uuid, direction, started_at, node, matches, missed) '
-            "SELECT u, d, s, %s, 0, FALSE FROM unnest(%s::text[], %s::text[], %s::timestamp[]) AS v(u, d, s) "
-            "ON CONFLICT (uuid) DO NOTHING"
+            f'WITH new AS (INSERT INTO "call" (uuid, {", ".join(names)}) SELECT * FROM '
+            f"{_unnest([('uuid', 'text'), *CALL_COLUMNS])} ON CONFLICT (uuid) DO NOTHING RETURNING id, uuid) "
+            'SELECT id, uuid, TRUE FROM new UNION ALL SELECT id, uuid, FALSE FROM "call" WHERE uuid = ANY(%s::text[])'
         )
-        self._sql_find_calls = 'SELECT id, uuid FROM "call" WHERE uuid = ANY(%s)'
         # customer_id: a customer linked to the call from the web page while it runs is never overwritten by NULL
-        assignments = ", ".join(f"{c} = COALESCE({p}, {c})" if c == "customer_id" else f"{c} = {p}" for c in call_columns)
+        assignments = ", ".join(f"{c} = COALESCE({p}, {c})" if c == "customer_id" else f"{c} = {p}" for c in names)
         self._sql_update_call = f'UPDATE "call" SET {assignments} WHERE id = {p}'
-        party_columns = [
-            "call_id", "extension", "employee_id", "role", "seq", "rang_at", "answered_at", "ended_at", "talk_seconds",
-            "outcome", "talked",
-        ]
-        self._sql_upsert_party = (
-            f"INSERT INTO call_party ({', '.join(party_columns)}) VALUES ({', '.join([p] * len(party_columns))}) "
-            f"ON CONFLICT (call_id, extension) DO UPDATE SET "
-            + ", ".join(f"{c} = excluded.{c}" for c in party_columns[2:])
+        self._sql_update_calls = (
+            'UPDATE "call" c SET '
+            + ", ".join(f"{c} = COALESCE(v.{c}, c.{c})" if c == "customer_id" else f"{c} = v.{c}" for c in names)
+            + f" FROM {_unnest([*CALL_COLUMNS, ('id', 'int')])} WHERE c.id = v.id"
         )
-        pop_columns = ["call_id", "uuid", "extension", "event", "direction", "external_number", "external_name",
-                       "customer_id", "matches", '"at"']
+        party_names = [name for name, _ in PARTY_COLUMNS]
+        upsert = (f" ON CONFLICT (call_id, extension) DO UPDATE SET "
+                  + ", ".join(f"{c} = excluded.{c}" for c in party_names[2:]))
+        self._sql_upsert_party = (
+            f"INSERT INTO call_party ({', '.join(party_names)}) VALUES ({', '.join([p] * len(party_names))})" + upsert
+        )
+        self._sql_upsert_parties = (
+            f"INSERT INTO call_party ({', '.join(party_names)}) SELECT * FROM {_unnest(PARTY_COLUMNS)}" + upsert
+        )
+        pop_names = [name for name, _ in POP_COLUMNS]
         self._sql_insert_pop = (
-            f"INSERT INTO call_event ({', '.join(pop_columns)}) VALUES ({', '.join([p] * len(pop_columns))})"
+            f"INSERT INTO call_event ({', '.join(pop_names)}) VALUES ({', '.join([p] * len(pop_names))})"
         )
         # ORDER BY n: PostgreSQL draws the serial ids in that order, so the sorted ids are the pops' in batch order
         self._sql_insert_pops = (
-            f"INSERT INTO call_event ({', '.join(pop_columns)}) SELECT {', '.join(pop_columns)} FROM unnest("
-            "%s::int[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::int[], "
-            f"%s::timestamp[]) WITH ORDINALITY AS v({', '.join(pop_columns)}, n) ORDER BY n RETURNING id"
+            f"INSERT INTO call_event ({', '.join(pop_names)}) SELECT {', '.join(pop_names)} FROM "
+            f"{_unnest(POP_COLUMNS, ordinality=True)} ORDER BY n RETURNING id"
         )
+
+
+# (column, PostgreSQL type) in the order of Writer._call_values, _party_values and the pop rows
+CALL_COLUMNS = [
+    ("direction", "text"), ("external_number", "text"), ("external_name", "text"), ("external_e164", "text"),
+    ("did", "text"), ("from_extension", "text"), ("customer_id", "int"), ("matches", "int"), ("extension", "text"),
+    ("employee_id", "int"), ("answered_by", "text"), ("external_answered", "boolean"), ("started_at", "timestamp"),
+    ("answered_at", "timestamp"), ("ended_at", "timestamp"), ("ring_seconds", "float8"), ("talk_seconds", "float8"),
+    ("a_leg_billsec", "int"), ("hangup_cause", "text"), ("missed", "boolean"), ("node", "text"),
+]
+PARTY_COLUMNS = [
+    ("call_id", "int"), ("extension", "text"), ("employee_id", "int"), ("role", "text"), ("seq", "int"),
+    ("rang_at", "timestamp"), ("answered_at", "timestamp"), ("ended_at", "timestamp"), ("talk_seconds", "float8"),
+    ("outcome", "text"), ("talked", "boolean"),
+]
+POP_COLUMNS = [
+    ("call_id", "int"), ("uuid", "text"), ("extension", "text"), ("event", "text"), ("direction", "text"),
+    ("external_number", "text"), ("external_name", "text"), ("customer_id", "int"), ("matches", "int"),
+    ('"at"', "timestamp"),
+]
+
+
+def _unnest(columns: list[tuple[str, str]], ordinality: bool = False) -> str:
+    """PostgreSQL: rows from one array parameter a column, named v(columns) (and n, their order, if asked)."""
+    arrays = ", ".join(f"%s::{kind}[]" for _, kind in columns)
+    names = ", ".join(name for name, _ in columns) + (", n" if ordinality else "")
+    return f"unnest({arrays}){' WITH ORDINALITY' if ordinality else ''} AS v({names})"
+
+
+def _columns(rows) -> list[list]:
+    """Rows turned into one list a column: the parameters of an unnest() statement."""
+    return [list(column) for column in zip(*rows)]
 
 
 @contextlib.contextmanager

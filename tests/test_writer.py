@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import peewee
 
-from screenpop.daemon.calls import CallTracker
+from screenpop.daemon.calls import CallState, CallTracker
 from screenpop.daemon.capture import read_events
 from screenpop.daemon.direction import DirectionRules
 from screenpop.daemon.writer import Writer, load_open_calls
@@ -110,3 +110,27 @@ def test_a_call_stored_before_comes_back_as_new_and_is_not_doubled(db):
     assert again.id == stored.id and again.ended_at is not None, "the stored row, updated to the call's end"
     assert {e.call_id for e in CallEvent.select().where(CallEvent.uuid == stored.uuid)} == {stored.id}
     assert CallParty.select().where(CallParty.call == stored.id).count() == 3
+
+
+
+def test_a_call_row_is_written_only_when_it_changed(db):
+    """Each UPDATE of a call fires the analytics triggers and rewrites its index entries: a writer skips a row
+    that is as it last stored it (whoever changed the stored row since), and writes it once it changes."""
+    feed(Writer(db, e164=lambda raw: NUMBERS.classify(raw).e164, node="fs1"), "ring-group-users")
+    row = Call.get()
+    writer = Writer(db, e164=lambda raw: NUMBERS.classify(raw).e164, node="fs1")
+    call = CallState(uuid=row.uuid, a_leg=None, started_at=row.started_at)
+    call.db_id, call.direction, call.external_number = row.id, row.direction, row.external_number
+
+    def save(hangup_cause: str | None = None) -> str | None:
+        call.hangup_cause = hangup_cause
+        writer.save_call(call)
+        while writer._calls:
+            writer.flush_once()
+        return Call.get().hangup_cause
+
+    Call.update(hangup_cause="SET_BY_HAND").execute()
+    assert save() is None, "a row this writer never stored is written"
+    Call.update(hangup_cause="SET_BY_HAND").execute()
+    assert save() == "SET_BY_HAND", "a row as this writer last stored it is not written again"
+    assert save("NORMAL_CLEARING") == "NORMAL_CLEARING"
