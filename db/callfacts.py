@@ -34,9 +34,11 @@ _INDEX_COLUMNS = ("extension, call_started_at, call_direction, role, talked, out
                   "call_answered_by, rang_at, answered_at")
 
 
-def _next_for(row: str) -> str:
-    """The start of row's caller's next INCOMING call (customer first, else number); NULL if none or not inbound."""
-    later = f"r.direction = 'INCOMING' AND r.started_at > {row}.started_at"
+def _next_for(row: str, not_itself: bool = False) -> str:
+    """The start of row's caller's next INCOMING call (customer first, else number); NULL if none or not inbound.
+
+    not_itself: leave row's own stored version out (a BEFORE trigger's table still holds the old one)."""
+    later = f"r.direction = 'INCOMING' AND r.started_at > {row}.started_at" + (f" AND r.id <> {row}.id" if not_itself else "")
     return (f"CASE WHEN {row}.direction <> 'INCOMING' THEN NULL "
             f"WHEN {row}.customer_id IS NOT NULL THEN "
             f"(SELECT MIN(r.started_at) FROM \"call\" r WHERE r.customer_id = {row}.customer_id AND {later}) "
@@ -54,8 +56,13 @@ def _resolved(row: str, sqlite: bool) -> str:
 
 
 def _own(row: str) -> str:
-    """Set the call's own next inbound call."""
+    """Set the call's own next inbound call (SQLite: its triggers cannot change NEW, so a second row write)."""
     return f'UPDATE "call" SET next_inbound_at = {_next_for(row)} WHERE id = {row}.id'
+
+
+def _own_before() -> str:
+    """PostgreSQL, before the row is written: its next inbound call, in the one row version the statement writes."""
+    return f"new.next_inbound_at := {_next_for('new', not_itself=True)}"
 
 
 def _priors(row: str) -> list[str]:
@@ -110,14 +117,26 @@ def _copy_to_parties(sqlite: bool) -> tuple[str, list[str]]:
         f"UPDATE call_party SET ({_COPIES}) = {values} WHERE call_id = new.id AND ({_COPIES}) IS DISTINCT FROM {values}"]
 
 
+def _facts(row: str, sqlite: bool) -> str:
+    """What a party copies from the call row (its copies' values, as one row value)."""
+    return f"({row}.started_at, {row}.direction, {row}.answered_by, {_resolved(row, sqlite)})"
+
+
 def _triggers(sqlite: bool) -> dict[str, tuple[str, str, str, list[str]]]:
-    """Trigger name -> (timing and event, WHEN condition or "", PL/pgSQL declarations, statements)."""
-    key, copied = _changed(_KEY_COLUMNS, sqlite), _changed(_COPIED_COLUMNS, sqlite)
+    """Trigger name -> (timing and event, WHEN condition or "", PL/pgSQL declarations, statements).
+
+    The WHEN conditions keep calls that cannot change any fact (not inbound, or no copied value changed) from
+    running a trigger at all: most of a call's writes. PostgreSQL sets a call's own next inbound call in BEFORE
+    triggers, so inserting or re-keying a call writes one row version and one set of index entries, not two."""
+    inbound = "new.direction = 'INCOMING' AND (new.customer_id IS NOT NULL OR new.external_e164 IS NOT NULL)"
+    rekeyed = f"({_changed(_KEY_COLUMNS, sqlite)}) AND (old.direction = 'INCOMING' OR new.direction = 'INCOMING')"
+    copied = f"{_facts('old', sqlite)} {'IS NOT' if sqlite else 'IS DISTINCT FROM'} {_facts('new', sqlite)}"
     declare, copy = _copy_to_parties(sqlite)
-    return {
-        "call_facts_ai": ('AFTER INSERT ON "call"', "", "", [_own("new"), *_priors("new")]),
-        "call_facts_au": (f'AFTER UPDATE OF {", ".join(_KEY_COLUMNS)} ON "call"', key, "",
-                          [_orphans("old"), *_priors("new"), _own("new")]),
+    keys = ", ".join(_KEY_COLUMNS)
+    triggers = {
+        "call_facts_ai": ('AFTER INSERT ON "call"', inbound, "", [*([_own("new")] if sqlite else []), *_priors("new")]),
+        "call_facts_au": (f'AFTER UPDATE OF {keys} ON "call"', rekeyed, "",
+                          [_orphans("old"), *_priors("new"), *([_own("new")] if sqlite else [])]),
         "call_facts_ad": ('AFTER DELETE ON "call"', "", "", [_orphans("old")]),
         "call_facts_copy": (f'AFTER UPDATE OF {", ".join(_COPIED_COLUMNS)} ON "call"', copied, declare, copy),
         "call_party_facts_ai":
@@ -127,6 +146,10 @@ def _triggers(sqlite: bool) -> dict[str, tuple[str, str, str, list[str]]]:
             ("BEFORE INSERT ON call_party", "", "",
              [f"{_from_call('new.call_id', False)} INTO " + ", ".join(f"new.{name}" for name, *_ in _PARTY_COLUMNS)]),
     }
+    if not sqlite:
+        triggers["call_facts_bi"] = ('BEFORE INSERT ON "call"', inbound, "", [_own_before()])
+        triggers["call_facts_bu"] = (f'BEFORE UPDATE OF {keys} ON "call"', rekeyed, "", [_own_before()])
+    return triggers
 
 
 def install(db: peewee.Database) -> None:
@@ -139,17 +162,24 @@ def install(db: peewee.Database) -> None:
     run(f'UPDATE "call" SET next_inbound_at = {_next_for(_CALL)} WHERE direction = \'INCOMING\'')
     run(f"UPDATE call_party SET ({_COPIES}) = ({_from_call('call_party.call_id', sqlite)})")
     run(f"CREATE INDEX IF NOT EXISTS {_PARTY_INDEX} ON call_party ({_INDEX_COLUMNS})")
+    create_triggers(db)
+
+
+def create_triggers(db: peewee.Database) -> None:
+    """Create the triggers, or replace them with this version's (migration 7 narrowed when they run)."""
+    sqlite = isinstance(db, peewee.SqliteDatabase)
     for name, (event, when, declare, statements) in _triggers(sqlite).items():
         if sqlite:
             condition = f" WHEN {when}" if when else ""
-            run(f"CREATE TRIGGER IF NOT EXISTS {name} {event} FOR EACH ROW{condition} BEGIN "
-                + "".join(f"{s}; " for s in statements) + "END")
+            db.execute_sql(f"DROP TRIGGER IF EXISTS {name}")
+            db.execute_sql(f"CREATE TRIGGER {name} {event} FOR EACH ROW{condition} BEGIN "
+                           + "".join(f"{s}; " for s in statements) + "END")
         else:
             result = "new" if event.startswith("BEFORE") else "NULL"
-            run(f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ {declare}BEGIN "
-                + "".join(f"{s}; " for s in statements) + f"RETURN {result}; END $$")
+            db.execute_sql(f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ {declare}BEGIN "
+                           + "".join(f"{s}; " for s in statements) + f"RETURN {result}; END $$")
             condition = f" WHEN ({when})" if when else ""
-            run(f"CREATE OR REPLACE TRIGGER {name} {event} FOR EACH ROW{condition} EXECUTE FUNCTION {name}()")
+            db.execute_sql(f"CREATE OR REPLACE TRIGGER {name} {event} FOR EACH ROW{condition} EXECUTE FUNCTION {name}()")
 
 
 def _add_column(db: peewee.Database, table: str, column: tuple[str, str, str], sqlite: bool) -> None:

@@ -97,10 +97,10 @@ class Call(BaseModel):
     direction = CharField(max_length=16)
     external_number = CharField(max_length=128, null=True)
     external_name = TextField(null=True)
-    external_e164 = CharField(max_length=32, null=True, index=True)
+    external_e164 = CharField(max_length=32, null=True)  # indexed by the composites below
     did = CharField(max_length=64, null=True)
     from_extension = CharField(max_length=32, null=True)
-    customer = ForeignKeyField(Customer, null=True, backref="calls", on_delete="SET NULL")
+    customer = ForeignKeyField(Customer, null=True, backref="calls", on_delete="SET NULL", index=False)  # composites
     matches = IntegerField(default=0)
     extension = CharField(max_length=32, null=True, index=True)
     employee = ForeignKeyField(Employee, null=True, backref="calls", on_delete="SET NULL")
