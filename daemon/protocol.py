@@ -10,12 +10,13 @@ MAX_BODY = 32 * 1024 * 1024
 
 
 def decode_value(raw: bytes | str) -> str:
-    """Percent-decode one header value; bytes that are not UTF-8 become U+FFFD instead of killing the reader."""
+    """Percent-decode one header value; bytes that are not UTF-8, and NUL, become U+FFFD instead of killing the
+    reader, or every later write (PostgreSQL text cannot hold a NUL, and a caller-ID name is anyone's to set)."""
     if isinstance(raw, str):
         raw = raw.encode("utf-8", "surrogateescape")
     if b"%" in raw:
         raw = unquote_to_bytes(raw)
-    return raw.decode("utf-8", "replace")
+    return raw.decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
 def encode_value(value: str) -> str:
@@ -25,7 +26,7 @@ def encode_value(value: str) -> str:
 
 
 def _unquote_fast(value: str) -> str:
-    """decode_value for a str that came from valid UTF-8 without CR/LF, with the %XX work done in C.
+    """decode_value for a str that came from valid UTF-8 without CR/LF or NUL, with the %XX work done in C.
 
     binascii.a2b_qp decodes '=XX'; after turning '=' into '=3D' and '%' into '=', every valid %XX escape
     shortens the value by exactly 2 bytes and anything else (an invalid escape, a '%' at the end) by less,
@@ -35,7 +36,7 @@ def _unquote_fast(value: str) -> str:
     out = a2b_qp(raw.replace(b"=", b"=3D").replace(b"%", b"="))
     if len(out) != len(raw) - 2 * raw.count(b"%"):
         out = unquote_to_bytes(raw)
-    return out.decode("utf-8", "replace")
+    return out.decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
 _decoded: dict[str, str] = {}
@@ -54,7 +55,7 @@ def parse_headers(block: bytes, decode: bool = True) -> dict[str, str]:
         text = block.decode("utf-8")
     except UnicodeDecodeError:
         return _parse_headers_bytes(block, decode)
-    if "\r" in text:
+    if "\r" in text or "\x00" in text:
         return _parse_headers_bytes(block, decode)
     headers: dict[str, str] = {}
     for line in text.split("\n"):
@@ -77,7 +78,7 @@ def parse_headers(block: bytes, decode: bool = True) -> dict[str, str]:
 
 
 def _parse_headers_bytes(block: bytes, decode: bool = True) -> dict[str, str]:
-    """parse_headers working on bytes line by line: for blocks with invalid UTF-8 or CR characters."""
+    """parse_headers working on bytes line by line: for blocks with invalid UTF-8, CR or NUL characters."""
     headers: dict[str, str] = {}
     for line in block.split(b"\n"):
         if line.endswith(b"\r"):
@@ -88,7 +89,7 @@ def _parse_headers_bytes(block: bytes, decode: bool = True) -> dict[str, str]:
         key = name.decode("utf-8", "replace").strip()
         if key in headers:
             continue
-        headers[key] = decode_value(value) if decode else value.decode("utf-8", "replace")
+        headers[key] = decode_value(value) if decode else value.decode("utf-8", "replace").replace("\x00", "\ufffd")
     return headers
 
 

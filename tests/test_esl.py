@@ -1046,7 +1046,8 @@ def test_subscription_command():
 
 
 def reference_parse_headers(block: bytes, decode: bool = True) -> dict[str, str]:
-    """protocol.parse_headers as first written (one line at a time, every value through decode_value)."""
+    """protocol.parse_headers as first written (one line at a time, every value through decode_value), with NUL
+    made U+FFFD as decode_value does."""
     headers: dict[str, str] = {}
     for line in block.split(b"\n"):
         if line.endswith(b"\r"):
@@ -1057,13 +1058,23 @@ def reference_parse_headers(block: bytes, decode: bool = True) -> dict[str, str]
         key = name.decode("utf-8", "replace").strip()
         if key in headers:
             continue
-        headers[key] = decode_value(value) if decode else value.decode("utf-8", "replace")
+        headers[key] = decode_value(value) if decode else value.decode("utf-8", "replace").replace("\x00", "\ufffd")
     return headers
+
+
+def test_a_nul_in_a_header_value_becomes_a_replacement_character():
+    """PostgreSQL text cannot hold NUL: a caller-ID name carrying one (raw or as %00) stopped every later write."""
+    expected = {"Caller-Caller-ID-Name": "Evil\ufffdName", "Unique-ID": "a"}
+    for block in (b"Caller-Caller-ID-Name: Evil%00Name\nUnique-ID: a\n", b"Caller-Caller-ID-Name: Evil\x00Name\nUnique-ID: a\n"):
+        assert parse_headers(block) == expected
+        assert parse_event_body(block + b"\n").headers == expected
+    assert decode_value("x%00") == decode_value(b"x\x00") == "x\ufffd"
 
 
 def test_fast_parse_headers_matches_the_reference():
     pieces = [b"%", b"=", b"0", b"A", b"a", b"f", b"G", b"z", b"\n", b"\r", b": ", b" ", b"\xc3", b"\xb3",
-              b"\xff", b"%0A", b"%0d", b"%3D", b"%C3", b"%B3", b"%F", b"k", b":", b"\t", b"%%", b"==", b"_", b"=%"]
+              b"\xff", b"%0A", b"%0d", b"%3D", b"%C3", b"%B3", b"%F", b"k", b":", b"\t", b"%%", b"==", b"_", b"=%",
+              b"%00", b"\x00"]
     rng = random.Random(3)
     for _ in range(40000):
         block = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 24)))
