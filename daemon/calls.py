@@ -91,6 +91,7 @@ class Party:
     talked: bool = False
     talk_seconds: float | None = None
     dirty: bool = True
+    stored: bool = False  # the writer has its row: an update, not an insert (PostgreSQL's insert runs a trigger)
 
 
 @dataclass(eq=False)

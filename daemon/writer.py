@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -180,7 +181,7 @@ class Writer:
         calls = dict(self._calls)
         batch = [call for call, _ in calls.values()]
         before = [(call, call.db_id, call.stored) for call in batch]
-        dirty = [party for call in batch for party in call.parties.values() if party.dirty]
+        dirty = [(party, party.stored) for call in batch for party in call.parties.values() if party.dirty]
         try:
             with self._transaction():
                 self._write_batch(batch, pops)
@@ -190,8 +191,8 @@ class Writer:
                 pop.id = None
             for call, db_id, stored in before:
                 call.db_id, call.stored = db_id, stored  # rolled back with the rest
-            for party in dirty:
-                party.dirty = True
+            for party, stored in dirty:
+                party.dirty, party.stored = True, stored
             raise
         del self._pops[: len(pops)]
         for listener in self.listeners:
@@ -253,12 +254,14 @@ class Writer:
             for call in calls:
                 if call.db_id is None:
                     self._insert_call(call, rows[id(call)])
-        party_rows = {}
+        party_rows, stored_parties = {}, {}
         for call in calls:
             for party in call.parties.values():
                 if party.dirty:
                     party.dirty = False  # before any query: a change while PostgreSQL answers marks it again
-                    party_rows[call.db_id, party.extension] = tuple(map(adapt, self._party_values(call, party)))
+                    rows_of = stored_parties if party.stored and self._returning else party_rows
+                    rows_of[call.db_id, party.extension] = tuple(map(adapt, self._party_values(call, party)))
+                    party.stored = True
         changed = {}
         for call in calls:
             if rows[id(call)] != call.stored:
@@ -277,18 +280,20 @@ class Writer:
             return
         conn = self.db.connection()
         if changed:
-            conn.execute(self._sql_update_calls, _columns(changed.values()))
+            conn.execute(self._sql_update_calls, (_json(changed.values()),))
         if party_rows:
-            conn.execute(self._sql_upsert_parties, _columns(party_rows.values()))
+            conn.execute(self._sql_upsert_parties, (_json(party_rows.values()),))
+        if stored_parties:
+            conn.execute(self._sql_update_parties, (_json(stored_parties.values()),))
         if not pops:
             return
         if self.publisher is not None:
             conn.execute(*self.publisher.order_lock())
             self._pops_cursor = conn.execute(self.publisher.announce(self._sql_insert_pops),
-                                             (*_columns(pop_rows), self.publisher.channel))
+                                             (_json(pop_rows), self.publisher.channel))
         else:
             self._pops_cursor = conn.execute(f"WITH new AS ({self._sql_insert_pops}) SELECT array_agg(id ORDER BY id) "
-                                             "FROM new", _columns(pop_rows))
+                                             "FROM new", (_json(pop_rows),))
 
     def _fence_and_new_calls(self, calls: list[CallState], rows: dict[int, tuple]) -> None:
         """PostgreSQL's first round trip: the fence, then the new calls inserted whole, or found (a call stored
@@ -303,7 +308,7 @@ class Writer:
         found = None
         if new:
             firsts = [same[0] for same in new.values()]
-            found = conn.execute(self._sql_insert_calls, (*_columns((c.uuid, *rows[id(c)]) for c in firsts), list(new)))
+            found = conn.execute(self._sql_insert_calls, (_json((c.uuid, *rows[id(c)]) for c in firsts), list(new)))
         if cursors:
             self.fence.check_fence(cursors[-1].fetchone())
         if found is not None:
@@ -364,7 +369,7 @@ class Writer:
         # The main query's snapshot predates the CTE's insert, so it finds only the calls stored before.
         self._sql_insert_calls = (
             f'WITH new AS (INSERT INTO "call" (uuid, {", ".join(names)}) SELECT * FROM '
-            f"{_unnest([('uuid', 'text'), *CALL_COLUMNS])} ON CONFLICT (uuid) DO NOTHING RETURNING id, uuid) "
+            f"{_json_rows([('uuid', 'text'), *CALL_COLUMNS])} ON CONFLICT (uuid) DO NOTHING RETURNING id, uuid) "
             'SELECT id, uuid, TRUE FROM new UNION ALL SELECT id, uuid, FALSE FROM "call" WHERE uuid = ANY(%s::text[])'
         )
         # customer_id: a customer linked to the call from the web page while it runs is never overwritten by NULL
@@ -373,7 +378,7 @@ class Writer:
         self._sql_update_calls = (
             'UPDATE "call" c SET '
             + ", ".join(f"{c} = COALESCE(v.{c}, c.{c})" if c == "customer_id" else f"{c} = v.{c}" for c in names)
-            + f" FROM {_unnest([*CALL_COLUMNS, ('id', 'int')])} WHERE c.id = v.id"
+            + f" FROM {_json_rows([*CALL_COLUMNS, ('id', 'int')])} WHERE c.id = v.id"
         )
         party_names = [name for name, _ in PARTY_COLUMNS]
         upsert = (f" ON CONFLICT (call_id, extension) DO UPDATE SET "
@@ -382,7 +387,11 @@ class Writer:
             f"INSERT INTO call_party ({', '.join(party_names)}) VALUES ({', '.join([p] * len(party_names))})" + upsert
         )
         self._sql_upsert_parties = (
-            f"INSERT INTO call_party ({', '.join(party_names)}) SELECT * FROM {_unnest(PARTY_COLUMNS)}" + upsert
+            f"INSERT INTO call_party ({', '.join(party_names)}) SELECT * FROM {_json_rows(PARTY_COLUMNS)}" + upsert
+        )
+        self._sql_update_parties = (
+            "UPDATE call_party p SET " + ", ".join(f"{c} = v.{c}" for c in party_names[2:])
+            + f" FROM {_json_rows(PARTY_COLUMNS)} WHERE p.call_id = v.call_id AND p.extension = v.extension"
         )
         pop_names = [name for name, _ in POP_COLUMNS]
         self._sql_insert_pop = (
@@ -391,7 +400,7 @@ class Writer:
         # ORDER BY n: PostgreSQL draws the serial ids in that order, so the sorted ids are the pops' in batch order
         self._sql_insert_pops = (
             f"INSERT INTO call_event ({', '.join(pop_names)}) SELECT {', '.join(pop_names)} FROM "
-            f"{_unnest(POP_COLUMNS, ordinality=True)} ORDER BY n RETURNING id"
+            f"{_json_rows(POP_COLUMNS, ordinality=True)} ORDER BY n RETURNING id"
         )
 
 
@@ -415,16 +424,23 @@ POP_COLUMNS = [
 ]
 
 
-def _unnest(columns: list[tuple[str, str]], ordinality: bool = False) -> str:
-    """PostgreSQL: rows from one array parameter a column, named v(columns) (and n, their order, if asked)."""
-    arrays = ", ".join(f"%s::{kind}[]" for _, kind in columns)
-    names = ", ".join(name for name, _ in columns) + (", n" if ordinality else "")
-    return f"unnest({arrays}){' WITH ORDINALITY' if ordinality else ''} AS v({names})"
+def _json_rows(columns: list[tuple[str, str]], ordinality: bool = False) -> str:
+    """PostgreSQL: the rows of one JSON parameter (an array of arrays), typed and named v(columns) (and n, their
+    order, if asked). One text parameter: psycopg's array dumpers cost more than the rest of a batch's statements."""
+    fields = ", ".join(f"(r->>{i})::{kind} AS {name}" for i, (name, kind) in enumerate(columns))
+    return (f"(SELECT {fields}{', n' if ordinality else ''} FROM json_array_elements(%s::json) "
+            "WITH ORDINALITY AS e(r, n)) AS v")
 
 
-def _columns(rows) -> list[list]:
-    """Rows turned into one list a column: the parameters of an unnest() statement."""
-    return [list(column) for column in zip(*rows)]
+def _json(rows) -> str:
+    """Rows as the parameter of a _json_rows() statement."""
+    return json.dumps(list(rows), default=_json_time, separators=(",", ":"))
+
+
+def _json_time(value):
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} in a row for the database")
 
 
 @contextlib.contextmanager
@@ -459,7 +475,7 @@ def load_open_calls(db: peewee.Database, node: str) -> list[CallState]:
         call.external_answered = row.external_answered
         call.answered_at = row.answered_at
         for p in CallParty.select().where(CallParty.call == row.id).order_by(CallParty.seq):
-            party = Party(extension=p.extension, role=p.role, seq=p.seq, dirty=False)
+            party = Party(extension=p.extension, role=p.role, seq=p.seq, dirty=False, stored=True)
             party.rang_at, party.answered_at, party.ended_at = p.rang_at, p.answered_at, p.ended_at
             party.outcome, party.talked = p.outcome, p.talked
             ringing = p.rang_at and p.role == "callee"

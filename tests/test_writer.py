@@ -6,6 +6,7 @@ import peewee
 from screenpop.daemon.calls import CallState, CallTracker
 from screenpop.daemon.capture import read_events
 from screenpop.daemon.direction import DirectionRules
+from screenpop.daemon.protocol import parse_headers, render_headers
 from screenpop.daemon.writer import Writer, load_open_calls
 from screenpop.db.callrecords import call_records
 from screenpop.db.models import Call, CallEvent, CallParty
@@ -134,3 +135,19 @@ def test_a_call_row_is_written_only_when_it_changed(db):
     Call.update(hangup_cause="SET_BY_HAND").execute()
     assert save() == "SET_BY_HAND", "a row as this writer last stored it is not written again"
     assert save("NORMAL_CLEARING") == "NORMAL_CLEARING"
+
+
+def test_a_hostile_caller_name_is_stored_as_sent_and_a_nul_cannot_stop_the_writer(db):
+    """Caller-ID text is anyone's: quotes, backslashes, line separators and emoji are stored exactly; a NUL
+    (%00 on the wire) arrives as U+FFFD, since PostgreSQL would refuse it and the batch would be retried forever."""
+    hostile = "Evil\x00Name \\ \" ' \u2028 <b>&amp; \U0001F600"
+    writer = Writer(db, e164=lambda raw: NUMBERS.classify(raw).e164)
+    tracker = CallTracker(RULES, writer)
+    for _, event in read_events(CAPTURES / "ring-group-users.plain.esl"):
+        names = {k: hostile for k in event.headers if k.endswith("Caller-ID-Name")}
+        event.headers = parse_headers(render_headers({**event.headers, **names})[:-1])
+        tracker.handle(event)
+    while writer.pending or writer._calls:
+        writer.flush_once()
+    assert Call.get().external_name == hostile.replace("\x00", "\ufffd")
+    assert {e.external_name for e in CallEvent.select()} == {hostile.replace("\x00", "\ufffd")}
