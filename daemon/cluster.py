@@ -59,10 +59,10 @@ class Election:
             self._greenlet.kill(timeout=2)
 
     def fence_statements(self) -> list[tuple[str, tuple]]:
-        """First in every write transaction, in this order: hold off a taker-over (lock), prove the node is ours (check).
+        """First in every write transaction, in this order: hold off a taker-over (lock), prove the node is ours.
 
-        The writer sends both in one round trip with the rest of its first batch of statements and passes the
-        check's row to check_fence before anything is committed.
+        The proof fails the statement, and with it the transaction, when this daemon's lock session no longer
+        holds the node (db/migrations.py, migration 8): the writer sends its whole batch in one round trip.
         """
         pid = self.pid
         if pid is None:
@@ -70,13 +70,7 @@ class Election:
         timeout_ms = str(int(self.hang_timeout * 1000))
         return [("SELECT set_config('idle_in_transaction_session_timeout', %s, true), "
                  "pg_advisory_xact_lock_shared(%s)", (timeout_ms, self.fence_key)),
-                ("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = %s "
-                 "AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 1", (pid, *self._lock_ids))]
-
-    def check_fence(self, row: tuple | None) -> None:
-        """The check statement's row: none means the lock session lost the node, so nothing may be written."""
-        if row is None:
-            raise NotHolder(f"the lock of node {self.node!r} is gone")
+                ("SELECT screenpop_hold_node(%s, %s, %s)", (pid, *self._lock_ids))]
 
     def _run(self) -> None:
         import psycopg

@@ -7,9 +7,12 @@ nothing is lost, and a call row is never inserted twice because its id is kept o
 fails, pops are handed to ``on_stalled`` (the push hub sends them from memory) as well as kept; the queue
 holds at most ``queue_max`` pops, and pops beyond that are pushed but not stored (one ERROR line says so).
 
-On PostgreSQL a batch costs two round trips whatever its size, in psycopg's pipeline mode: BEGIN, the fence
-and the new calls' rows; then the updates, the parties, the pop order lock, the pops (and their NOTIFY) and
-COMMIT. The order lock is thus held only while the server runs the last statements, never across a round trip.
+On PostgreSQL a batch is one round trip whatever its size, in psycopg's pipeline mode: BEGIN, the fence, the
+order lock, the new calls (inserted whole, or updated where a restart or takeover stored them already), the
+changed calls, the parties, the pops (and their NOTIFY) and COMMIT. Rows refer to their call by its uuid, so no
+statement waits for another's ids. The order lock is taken before any row is written: two daemons' writers
+then never hold row locks the other wants (the analytics triggers update a caller's earlier calls, which may
+be the other node's), and it is held only while the server runs the batch, never across a round trip.
 """
 from __future__ import annotations
 
@@ -79,6 +82,8 @@ class Writer:
         self.listeners: list[Callable[[list[PendingPop]], None]] = []
         self._adapt = _sqlite_value if isinstance(db, peewee.SqliteDatabase) else (lambda value: value)
         self._pops_cursor = None  # PostgreSQL: the pop insert's cursor, read after commit for the new ids
+        self._calls_cursor = None  # ... and the new calls' (id, uuid)
+        self._new_calls: list[tuple[CallState, tuple]] = []  # the calls that cursor's rows are, with their rows
         self._prepare_sql()
 
     # ---- Sink -----------------------------------------------------------------------------
@@ -185,7 +190,7 @@ class Writer:
         try:
             with self._transaction():
                 self._write_batch(batch, pops)
-            self._take_pop_ids(pops)
+            self._take_ids(pops)
         except peewee.DatabaseError:
             for pop in pops:
                 pop.id = None
@@ -230,7 +235,7 @@ class Writer:
             with self.db.atomic():
                 yield
             return
-        self._pops_cursor = None
+        self._pops_cursor = self._calls_cursor = None
         conn = self.db.connection()
         with _db_errors():
             try:
@@ -244,79 +249,72 @@ class Writer:
                 raise
 
     def _write_batch(self, calls: list[CallState], pops: list[PendingPop]) -> None:
-        """Precompiled SQL, one statement a table on PostgreSQL: the query builder would cost more than the event
-        intake itself. A call row is written only when it differs from what this writer last stored."""
+        """Precompiled SQL: the query builder would cost more than the event intake itself. A call row is written
+        only when it differs from what this writer last stored."""
         adapt = self._adapt
         rows = {id(call): tuple(map(adapt, self._call_values(call))) for call in calls}
         if self._returning:
-            self._fence_and_new_calls(calls, rows)
-        else:
-            for call in calls:
-                if call.db_id is None:
-                    self._insert_call(call, rows[id(call)])
-        party_rows, stored_parties = {}, {}
+            self._queue_batch(calls, pops, rows)
+            return
         for call in calls:
-            for party in call.parties.values():
-                if party.dirty:
-                    party.dirty = False  # before any query: a change while PostgreSQL answers marks it again
-                    rows_of = stored_parties if party.stored and self._returning else party_rows
-                    rows_of[call.db_id, party.extension] = tuple(map(adapt, self._party_values(call, party)))
-                    party.stored = True
-        changed = {}
+            if call.db_id is None:
+                self._insert_call(call, rows[id(call)])
+        changed, party_rows = {}, {}
         for call in calls:
             if rows[id(call)] != call.stored:
                 call.stored = rows[id(call)]
                 changed[call.db_id] = (*call.stored, call.db_id)
-        pop_rows = [
-            tuple(map(adapt, (p.call.db_id, p.call.uuid, p.extension, p.event, p.direction, p.peer_number or "",
-                              p.peer_name or "", p.customer_id, p.matches, p.at)))
-            for p in pops
-        ]
-        if not self._returning:
-            self._execute_many(self._sql_update_call, list(changed.values()))
-            self._execute_many(self._sql_upsert_party, list(party_rows.values()))
-            for pop, row in zip(pops, pop_rows):
-                pop.id = self.db.execute_sql(self._sql_insert_pop, row).lastrowid
-            return
+            for party in call.parties.values():
+                if party.dirty:
+                    party.dirty, party.stored = False, True
+                    party_rows[call.db_id, party.extension] = tuple(map(adapt, self._party_values(call.db_id, party)))
+        self._execute_many(self._sql_update_call, list(changed.values()))
+        self._execute_many(self._sql_upsert_party, list(party_rows.values()))
+        for pop in pops:
+            pop.id = self.db.execute_sql(self._sql_insert_pop, tuple(map(adapt, (pop.call.db_id, *_pop_values(pop))))).lastrowid
+
+    def _queue_batch(self, calls: list[CallState], pops: list[PendingPop], rows: dict[int, tuple]) -> None:
+        """PostgreSQL: the batch's statements, one a table with one JSON parameter (psycopg's array dumpers cost
+        more than all the rest); their results are read after COMMIT (_take_ids)."""
         conn = self.db.connection()
-        if changed:
-            conn.execute(self._sql_update_calls, (_json(changed.values()),))
-        if party_rows:
-            conn.execute(self._sql_upsert_parties, (_json(party_rows.values()),))
-        if stored_parties:
-            conn.execute(self._sql_update_parties, (_json(stored_parties.values()),))
-        if not pops:
-            return
+        for sql, params in self.fence.fence_statements() if self.fence is not None else []:
+            conn.execute(sql, params)
         if self.publisher is not None:
             conn.execute(*self.publisher.order_lock())
+        new, changed, fresh, stored = {}, {}, {}, {}
+        for call in calls:
+            row = rows[id(call)]
+            if call.db_id is None:
+                new[call.uuid] = (call, row)
+            elif row != call.stored:
+                call.stored = row
+                changed[call.uuid] = (*row, call.uuid)
+            for party in call.parties.values():
+                if party.dirty:
+                    party.dirty = False  # before any query: a change while PostgreSQL answers marks it again
+                    if party.stored and call.db_id is not None:
+                        stored[call.db_id, party.extension] = self._party_values(call.db_id, party)
+                    else:
+                        fresh[call.uuid, party.extension] = self._party_values(call.uuid, party)
+                    party.stored = True
+        self._new_calls = list(new.values())
+        if new:
+            self._calls_cursor = conn.execute(self._sql_upsert_calls, (_json((c.uuid, *row) for c, row in new.values()),))
+        if changed:
+            conn.execute(self._sql_update_calls, (_json(changed.values()),))
+        if fresh:
+            conn.execute(self._sql_upsert_parties, (_json(fresh.values()),))
+        if stored:
+            conn.execute(self._sql_update_parties, (_json(stored.values()),))
+        if not pops:
+            return
+        pop_rows = _json(_pop_values(pop) for pop in pops)
+        if self.publisher is not None:
             self._pops_cursor = conn.execute(self.publisher.announce(self._sql_insert_pops),
-                                             (_json(pop_rows), self.publisher.channel))
+                                             (pop_rows, self.publisher.channel))
         else:
             self._pops_cursor = conn.execute(f"WITH new AS ({self._sql_insert_pops}) SELECT array_agg(id ORDER BY id) "
-                                             "FROM new", (_json(pop_rows),))
-
-    def _fence_and_new_calls(self, calls: list[CallState], rows: dict[int, tuple]) -> None:
-        """PostgreSQL's first round trip: the fence, then the new calls inserted whole, or found (a call stored
-        before a restart or a takeover keeps its row, and is updated after), with their ids."""
-        conn = self.db.connection()
-        fence = self.fence.fence_statements() if self.fence is not None else []
-        cursors = [conn.execute(sql, params) for sql, params in fence]
-        new: dict[str, list[CallState]] = {}
-        for call in calls:
-            if call.db_id is None:
-                new.setdefault(call.uuid, []).append(call)
-        found = None
-        if new:
-            firsts = [same[0] for same in new.values()]
-            found = conn.execute(self._sql_insert_calls, (_json((c.uuid, *rows[id(c)]) for c in firsts), list(new)))
-        if cursors:
-            self.fence.check_fence(cursors[-1].fetchone())
-        if found is not None:
-            for db_id, uuid, inserted in found.fetchall():
-                for call in new[uuid]:
-                    call.db_id = db_id
-                if inserted:
-                    new[uuid][0].stored = rows[id(new[uuid][0])]
+                                             "FROM new", (pop_rows,))
 
     def _insert_call(self, call: CallState, row: tuple) -> None:
         """SQLite: give the call its row id, inserting the whole row unless the call is stored already."""
@@ -327,14 +325,19 @@ class Writer:
         call.db_id = self.db.execute_sql(self._sql_insert_call, (call.uuid, *row)).lastrowid
         call.stored = row
 
-    def _take_pop_ids(self, pops: list[PendingPop]) -> None:
-        """PostgreSQL, after commit: the pops' ids, drawn in their order (INSERT ... SELECT ... ORDER BY)."""
-        cursor, self._pops_cursor = self._pops_cursor, None
-        if cursor is None:
-            return
+    def _take_ids(self, pops: list[PendingPop]) -> None:
+        """PostgreSQL, after commit: the new calls' ids, and the pops', drawn in their order (INSERT ... ORDER BY)."""
+        calls_cursor, self._calls_cursor = self._calls_cursor, None
+        pops_cursor, self._pops_cursor = self._pops_cursor, None
         with _db_errors():
-            ids = cursor.fetchone()[0]
-        for pop, i in zip(pops, ids):
+            ids = dict((uuid, db_id) for db_id, uuid in calls_cursor.fetchall()) if calls_cursor is not None else {}
+            pop_ids = pops_cursor.fetchone()[0] if pops_cursor is not None else []
+        for call, row in self._new_calls if calls_cursor is not None else []:
+            call.db_id, call.stored = ids[call.uuid], row
+        for pop in pops:
+            if pop.call.db_id is None:
+                pop.call.db_id = ids.get(pop.call.uuid)  # another state of the same call (a restart's)
+        for pop, i in zip(pops, pop_ids):
             pop.id = i
 
     def _execute_many(self, sql: str, rows: list[tuple]) -> None:
@@ -352,9 +355,10 @@ class Writer:
             call.hangup_cause, call.missed, self.node,
         )
 
-    def _party_values(self, call: CallState, party: Party) -> tuple:
+    def _party_values(self, call_key: int | str, party: Party) -> tuple:
+        """The party's row; call_key is its call's id, or on PostgreSQL its uuid while the id is not known."""
         return (
-            call.db_id, party.extension, self._employee(party.extension), party.role, party.seq, party.rang_at,
+            call_key, party.extension, self._employee(party.extension), party.role, party.seq, party.rang_at,
             party.answered_at, party.ended_at, party.talk_seconds, party.outcome, party.talked,
         )
 
@@ -366,11 +370,12 @@ class Writer:
         self._sql_insert_call = (
             f'INSERT INTO "call" (uuid, {", ".join(names)}) VALUES ({", ".join([p] * (len(names) + 1))})'
         )
-        # The main query's snapshot predates the CTE's insert, so it finds only the calls stored before.
-        self._sql_insert_calls = (
-            f'WITH new AS (INSERT INTO "call" (uuid, {", ".join(names)}) SELECT * FROM '
-            f"{_json_rows([('uuid', 'text'), *CALL_COLUMNS])} ON CONFLICT (uuid) DO NOTHING RETURNING id, uuid) "
-            'SELECT id, uuid, TRUE FROM new UNION ALL SELECT id, uuid, FALSE FROM "call" WHERE uuid = ANY(%s::text[])'
+        # A call already stored (a restart, a takeover) is updated; customer_id as in the update below
+        self._sql_upsert_calls = (
+            f'INSERT INTO "call" (uuid, {", ".join(names)}) SELECT * FROM {_json_rows([("uuid", "text"), *CALL_COLUMNS])} '
+            "ON CONFLICT (uuid) DO UPDATE SET " + ", ".join(
+                f'{c} = COALESCE(excluded.{c}, "call".{c})' if c == "customer_id" else f"{c} = excluded.{c}" for c in names)
+            + " RETURNING id, uuid"
         )
         # customer_id: a customer linked to the call from the web page while it runs is never overwritten by NULL
         assignments = ", ".join(f"{c} = COALESCE({p}, {c})" if c == "customer_id" else f"{c} = {p}" for c in names)
@@ -378,7 +383,7 @@ class Writer:
         self._sql_update_calls = (
             'UPDATE "call" c SET '
             + ", ".join(f"{c} = COALESCE(v.{c}, c.{c})" if c == "customer_id" else f"{c} = v.{c}" for c in names)
-            + f" FROM {_json_rows([*CALL_COLUMNS, ('id', 'int')])} WHERE c.id = v.id"
+            + f" FROM {_json_rows([*CALL_COLUMNS, ('uuid', 'text')])} WHERE c.uuid = v.uuid"
         )
         party_names = [name for name, _ in PARTY_COLUMNS]
         upsert = (f" ON CONFLICT (call_id, extension) DO UPDATE SET "
@@ -387,7 +392,8 @@ class Writer:
             f"INSERT INTO call_party ({', '.join(party_names)}) VALUES ({', '.join([p] * len(party_names))})" + upsert
         )
         self._sql_upsert_parties = (
-            f"INSERT INTO call_party ({', '.join(party_names)}) SELECT * FROM {_json_rows(PARTY_COLUMNS)}" + upsert
+            f"INSERT INTO call_party ({', '.join(party_names)}) SELECT {_call_id('call_uuid')}, {', '.join(party_names[1:])} "
+            f"FROM {_json_rows([('call_uuid', 'text'), *PARTY_COLUMNS[1:]])}" + upsert
         )
         self._sql_update_parties = (
             "UPDATE call_party p SET " + ", ".join(f"{c} = v.{c}" for c in party_names[2:])
@@ -399,8 +405,8 @@ class Writer:
         )
         # ORDER BY n: PostgreSQL draws the serial ids in that order, so the sorted ids are the pops' in batch order
         self._sql_insert_pops = (
-            f"INSERT INTO call_event ({', '.join(pop_names)}) SELECT {', '.join(pop_names)} FROM "
-            f"{_json_rows(POP_COLUMNS, ordinality=True)} ORDER BY n RETURNING id"
+            f"INSERT INTO call_event ({', '.join(pop_names)}) SELECT {_call_id('uuid')}, "
+            f"{', '.join(pop_names[1:])} FROM {_json_rows(POP_COLUMNS[1:], ordinality=True)} ORDER BY n RETURNING id"
         )
 
 
@@ -422,6 +428,18 @@ POP_COLUMNS = [
     ("external_number", "text"), ("external_name", "text"), ("customer_id", "int"), ("matches", "int"),
     ('"at"', "timestamp"),
 ]
+
+
+def _call_id(uuid_column: str) -> str:
+    """A row's call id by the uuid it carries (the id may not be known yet); NULL if missing, and NOT NULL then
+    fails the batch rather than storing a row of no call."""
+    return f'(SELECT c.id FROM "call" c WHERE c.uuid = v.{uuid_column})'
+
+
+def _pop_values(pop: PendingPop) -> tuple:
+    """A pop's row after its call_id (POP_COLUMNS[1:]): what the card will show, as it was when it popped."""
+    return (pop.call.uuid, pop.extension, pop.event, pop.direction, pop.peer_number or "", pop.peer_name or "",
+            pop.customer_id, pop.matches, pop.at)
 
 
 def _json_rows(columns: list[tuple[str, str]], ordinality: bool = False) -> str:

@@ -51,6 +51,20 @@ def _cheaper_call_writes(db: peewee.Database) -> None:
     callfacts.create_triggers(db)
 
 
+def _node_fence(db: peewee.Database) -> None:
+    """PostgreSQL: the check a daemon's write transaction runs first (daemon/cluster.py): its lock session still
+    holds the node, or the transaction fails. An error, not a row to read, so a batch needs one round trip."""
+    if isinstance(db, peewee.SqliteDatabase):
+        return
+    db.execute_sql(
+        "CREATE OR REPLACE FUNCTION screenpop_hold_node(holder integer, lock_classid bigint, lock_objid bigint) "
+        "RETURNS void LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NOT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = holder "
+        "AND classid::bigint = lock_classid AND objid::bigint = lock_objid AND objsubid = 1) THEN "
+        "RAISE EXCEPTION 'this daemon no longer holds its node (lock session %% is gone): nothing written', holder "
+        "USING ERRCODE = 'object_not_in_prerequisite_state'; END IF; END $$")
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "create all tables", _create_tables),
     Migration(2, "web sign-in: shared settings and one-time sign-in links", _web_signin),
@@ -60,6 +74,7 @@ MIGRATIONS: list[Migration] = [
     Migration(6, "call facts on each party and each inbound call's callback, kept by triggers", callfacts.install),
     Migration(7, "cheaper call writes: two redundant call indexes dropped, call facts' triggers narrowed",
               _cheaper_call_writes),
+    Migration(8, "the node fence as a database check, so a write batch is one round trip", _node_fence),
 ]
 
 

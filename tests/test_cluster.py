@@ -158,6 +158,53 @@ def test_ids_follow_commit_order_across_writers(pg_url, store):
     assert [e for _, _, _, e in stored()] == ["ringing", "answered"]
 
 
+def test_a_writer_whose_lock_session_is_gone_writes_nothing(pg_url, store):
+    """The fence, checked in the database in the batch's one round trip: once the session holding the node is
+    gone, the whole batch fails and nothing of it is stored; a writer that holds the node writes."""
+    import gevent
+
+    from screenpop.daemon.calls import CallTracker
+    from screenpop.daemon.capture import read_events
+    from screenpop.daemon.cluster import Election
+    from screenpop.daemon.direction import DirectionRules
+    from screenpop.daemon.writer import Writer
+    from screenpop.db.models import Call
+    from screenpop.db.numbers import NumberRules
+
+    db = open_database(pg_url)
+    schema = db.execute_sql("SELECT current_schema()").fetchone()[0]
+    election = Election(db, schema, "fs1", poll_interval=0.1, hang_timeout=5.0, on_acquired=lambda: None,
+                        on_lost=lambda: None)
+    election.start()
+    deadline = time.monotonic() + 10
+    while election.pid is None and time.monotonic() < deadline:
+        gevent.sleep(0.05)  # the election is a greenlet
+    assert election.pid is not None
+    numbers = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
+    writer = Writer(db, e164=lambda raw: numbers.classify(raw).e164, node="fs1")
+    writer.fence, writer.publisher = election, Publisher(schema)
+    tracker = CallTracker(DirectionRules(frozenset({"external"}), frozenset({"public"}), numbers.is_extension), writer)
+    events = read_events(CAPTURES / "ring-group-users.plain.esl")
+    first = 0
+    while not writer.pending:
+        tracker.handle(events[first][1])
+        first += 1
+    writer.flush_once()
+    assert Call.select().count() == 1
+    pops = CallEvent.select().count()
+    pid = election.pid
+    store.execute_sql("SELECT pg_terminate_backend(%s)", (pid,))
+    election.pid = pid  # as if the loss were not noticed yet: the database must refuse
+    for _, event in events[first:]:
+        tracker.handle(event)
+    with pytest.raises(Exception, match="no longer holds its node"):
+        writer.flush_once()
+    assert CallEvent.select().count() == pops and Call.get().ended_at is None, "nothing of the failed batch is stored"
+    election.stop()
+    gevent.sleep(0)
+    db.close()
+
+
 # ---- redundancy: two daemons on one node, the active one killed mid-call --------------------------------
 
 
