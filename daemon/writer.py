@@ -181,7 +181,7 @@ class Writer:
         return self._idle.wait(timeout=timeout)
 
     def flush_once(self) -> None:
-        """Write one batch in one transaction: call rows first (pops need their ids), then parties, then pops."""
+        """Write one batch in one transaction: calls, then parties, then pops (which name their call)."""
         pops = self._pops[: self.batch_max]
         calls = dict(self._calls)
         batch = [call for call, _ in calls.values()]

@@ -11,14 +11,21 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import gevent
 import pytest
 
+from screenpop.daemon.calls import CallTracker
+from screenpop.daemon.capture import read_events
+from screenpop.daemon.cluster import Election
+from screenpop.daemon.direction import DirectionRules
 from screenpop.daemon.fanout import Publisher
+from screenpop.daemon.writer import Writer
 from screenpop.db import tokens
 from screenpop.db.callrecords import call_records
 from screenpop.db.database import open_database
 from screenpop.db.migrations import migrate
-from screenpop.db.models import CallEvent
+from screenpop.db.models import Call, CallEvent
+from screenpop.db.numbers import NumberRules
 
 from sse import Stream
 from pgserver import PrivateServer
@@ -161,16 +168,6 @@ def test_ids_follow_commit_order_across_writers(pg_url, store):
 def test_a_writer_whose_lock_session_is_gone_writes_nothing(pg_url, store):
     """The fence, checked in the database in the batch's one round trip: once the session holding the node is
     gone, the whole batch fails and nothing of it is stored; a writer that holds the node writes."""
-    import gevent
-
-    from screenpop.daemon.calls import CallTracker
-    from screenpop.daemon.capture import read_events
-    from screenpop.daemon.cluster import Election
-    from screenpop.daemon.direction import DirectionRules
-    from screenpop.daemon.writer import Writer
-    from screenpop.db.models import Call
-    from screenpop.db.numbers import NumberRules
-
     db = open_database(pg_url)
     schema = db.execute_sql("SELECT current_schema()").fetchone()[0]
     election = Election(db, schema, "fs1", poll_interval=0.1, hang_timeout=5.0, on_acquired=lambda: None,
