@@ -271,7 +271,8 @@ class Writer:
         self._execute_many(self._sql_update_call, list(changed.values()))
         self._execute_many(self._sql_upsert_party, list(party_rows.values()))
         for pop in pops:
-            pop.id = self.db.execute_sql(self._sql_insert_pop, tuple(map(adapt, (pop.call.db_id, *_pop_values(pop))))).lastrowid
+            row = tuple(map(adapt, (pop.call.db_id, *_pop_values(pop))))
+            pop.id = self.db.execute_sql(self._sql_insert_pop, row).lastrowid
 
     def _queue_batch(self, calls: list[CallState], pops: list[PendingPop], rows: dict[int, tuple]) -> None:
         """PostgreSQL: the batch's statements, one a table with one JSON parameter (psycopg's array dumpers cost
@@ -299,7 +300,8 @@ class Writer:
                     party.stored = True
         self._new_calls = list(new.values())
         if new:
-            self._calls_cursor = conn.execute(self._sql_upsert_calls, (_json((c.uuid, *row) for c, row in new.values()),))
+            new_rows = _json((call.uuid, *row) for call, row in new.values())
+            self._calls_cursor = conn.execute(self._sql_upsert_calls, (new_rows,))
         if changed:
             conn.execute(self._sql_update_calls, (_json(changed.values()),))
         if fresh:
@@ -372,9 +374,10 @@ class Writer:
         )
         # A call already stored (a restart, a takeover) is updated; customer_id as in the update below
         self._sql_upsert_calls = (
-            f'INSERT INTO "call" (uuid, {", ".join(names)}) SELECT * FROM {_json_rows([("uuid", "text"), *CALL_COLUMNS])} '
-            "ON CONFLICT (uuid) DO UPDATE SET " + ", ".join(
-                f'{c} = COALESCE(excluded.{c}, "call".{c})' if c == "customer_id" else f"{c} = excluded.{c}" for c in names)
+            f'INSERT INTO "call" (uuid, {", ".join(names)}) '
+            f'SELECT * FROM {_json_rows([("uuid", "text"), *CALL_COLUMNS])} ON CONFLICT (uuid) DO UPDATE SET '
+            + ", ".join(f'{c} = COALESCE(excluded.{c}, "call".{c})' if c == "customer_id" else f"{c} = excluded.{c}"
+                        for c in names)
             + " RETURNING id, uuid"
         )
         # customer_id: a customer linked to the call from the web page while it runs is never overwritten by NULL
@@ -392,21 +395,23 @@ class Writer:
             f"INSERT INTO call_party ({', '.join(party_names)}) VALUES ({', '.join([p] * len(party_names))})" + upsert
         )
         self._sql_upsert_parties = (
-            f"INSERT INTO call_party ({', '.join(party_names)}) SELECT {_call_id('call_uuid')}, {', '.join(party_names[1:])} "
+            f"INSERT INTO call_party ({', '.join(party_names)}) "
+            f"SELECT {_call_id('call_uuid')}, {', '.join(party_names[1:])} "
             f"FROM {_json_rows([('call_uuid', 'text'), *PARTY_COLUMNS[1:]])}" + upsert
         )
         self._sql_update_parties = (
             "UPDATE call_party p SET " + ", ".join(f"{c} = v.{c}" for c in party_names[2:])
             + f" FROM {_json_rows(PARTY_COLUMNS)} WHERE p.call_id = v.call_id AND p.extension = v.extension"
         )
-        pop_names = [name for name, _ in POP_COLUMNS]
+        pop_names = [name for name, _ in POP_ROW_COLUMNS]
         self._sql_insert_pop = (
             f"INSERT INTO call_event ({', '.join(pop_names)}) VALUES ({', '.join([p] * len(pop_names))})"
         )
         # ORDER BY n: PostgreSQL draws the serial ids in that order, so the sorted ids are the pops' in batch order
         self._sql_insert_pops = (
             f"INSERT INTO call_event ({', '.join(pop_names)}) SELECT {_call_id('uuid')}, "
-            f"{', '.join(pop_names[1:])} FROM {_json_rows(POP_COLUMNS[1:], ordinality=True)} ORDER BY n RETURNING id"
+            f"{', '.join(pop_names[1:])} FROM {_json_rows(POP_ROW_COLUMNS[1:], ordinality=True)} "
+            "ORDER BY n RETURNING id"
         )
 
 
@@ -423,7 +428,7 @@ PARTY_COLUMNS = [
     ("rang_at", "timestamp"), ("answered_at", "timestamp"), ("ended_at", "timestamp"), ("talk_seconds", "float8"),
     ("outcome", "text"), ("talked", "boolean"),
 ]
-POP_COLUMNS = [
+POP_ROW_COLUMNS = [
     ("call_id", "int"), ("uuid", "text"), ("extension", "text"), ("event", "text"), ("direction", "text"),
     ("external_number", "text"), ("external_name", "text"), ("customer_id", "int"), ("matches", "int"),
     ('"at"', "timestamp"),
@@ -437,7 +442,7 @@ def _call_id(uuid_column: str) -> str:
 
 
 def _pop_values(pop: PendingPop) -> tuple:
-    """A pop's row after its call_id (POP_COLUMNS[1:]): what the card will show, as it was when it popped."""
+    """A pop's row after its call_id (POP_ROW_COLUMNS[1:]): what the card will show, as it was when it popped."""
     return (pop.call.uuid, pop.extension, pop.event, pop.direction, pop.peer_number or "", pop.peer_name or "",
             pop.customer_id, pop.matches, pop.at)
 

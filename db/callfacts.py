@@ -38,7 +38,9 @@ def _next_for(row: str, not_itself: bool = False) -> str:
     """The start of row's caller's next INCOMING call (customer first, else number); NULL if none or not inbound.
 
     not_itself: leave row's own stored version out (a BEFORE trigger's table still holds the old one)."""
-    later = f"r.direction = 'INCOMING' AND r.started_at > {row}.started_at" + (f" AND r.id <> {row}.id" if not_itself else "")
+    later = f"r.direction = 'INCOMING' AND r.started_at > {row}.started_at"
+    if not_itself:
+        later += f" AND r.id <> {row}.id"
     return (f"CASE WHEN {row}.direction <> 'INCOMING' THEN NULL "
             f"WHEN {row}.customer_id IS NOT NULL THEN "
             f"(SELECT MIN(r.started_at) FROM \"call\" r WHERE r.customer_id = {row}.customer_id AND {later}) "
@@ -179,7 +181,8 @@ def create_triggers(db: peewee.Database) -> None:
             db.execute_sql(f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ {declare}BEGIN "
                            + "".join(f"{s}; " for s in statements) + f"RETURN {result}; END $$")
             condition = f" WHEN ({when})" if when else ""
-            db.execute_sql(f"CREATE OR REPLACE TRIGGER {name} {event} FOR EACH ROW{condition} EXECUTE FUNCTION {name}()")
+            db.execute_sql(f"CREATE OR REPLACE TRIGGER {name} {event} FOR EACH ROW{condition} "
+                           f"EXECUTE FUNCTION {name}()")
 
 
 def _add_column(db: peewee.Database, table: str, column: tuple[str, str, str], sqlite: bool) -> None:
