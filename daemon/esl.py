@@ -4,7 +4,7 @@ greenswitch 0.0.19 (required by the product brief) has defects that this module 
 
 a. it URL-decodes a whole event before splitting it into lines, so a '%0A' inside a value (a caller-ID
    name, say) forges headers: here lines are split first and each value is decoded on its own
-   (protocol.parse_headers);
+   (protocol.parse_headers, and protocol.Headers, which finds the few headers read in the raw lines);
 b. it mis-parses events that carry a body (BACKGROUND_JOB: inner Content-Length, blank line, body);
 c. raw non-UTF-8 bytes, or an `event json` frame, kill its reader greenlet;
 d. a connection cut in the middle of a body makes its _read_socket loop on empty reads forever, at
@@ -36,7 +36,7 @@ import gevent.socket
 from greenswitch.esl import InboundESL, NotConnectedError
 
 from screenpop.daemon import protocol
-from screenpop.daemon.protocol import Event, parse_headers
+from screenpop.daemon.protocol import Event, Headers, parse_headers
 
 log = logging.getLogger("screenpop.esl")
 
@@ -154,7 +154,7 @@ def _parse_plain(body: bytes) -> tuple[Event | None, int, str]:
     end = body.find(b"\n\n")
     if end < 0:
         return None, 0, "event without the blank line that ends its headers (outer Content-Length too small?)"
-    headers = parse_headers(body[:end])
+    headers = Headers(body, end)
     rest = len(body) - end - 2
     inner = headers.get("Content-Length")
     if inner is None:

@@ -1,8 +1,9 @@
 """ESL wire format: header blocks, URL-encoded values, and the event object everything downstream reads."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from binascii import a2b_qp
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from urllib.parse import quote, unquote_to_bytes
 
 MAX_HEADER_BLOCK = 256 * 1024
@@ -25,77 +26,129 @@ def encode_value(value: str) -> str:
     return quote(value, safe="-_./,*~!$'()")
 
 
-def _unquote_fast(value: str) -> str:
-    """decode_value for a str that came from valid UTF-8 without CR/LF or NUL, with the %XX work done in C.
-
-    binascii.a2b_qp decodes '=XX'; after turning '=' into '=3D' and '%' into '=', every valid %XX escape
-    shortens the value by exactly 2 bytes and anything else (an invalid escape, a '%' at the end) by less,
-    so the length tells whether the fast result is exact; if not, the reference decoder runs instead.
-    """
-    raw = value.encode("utf-8")
-    out = a2b_qp(raw.replace(b"=", b"=3D").replace(b"%", b"="))
-    if len(out) != len(raw) - 2 * raw.count(b"%"):
-        out = unquote_to_bytes(raw)
-    return out.decode("utf-8", "replace").replace("\x00", "\ufffd")
-
-
-_decoded: dict[str, str] = {}
+_decoded: dict[bytes, str] = {}
 _DECODED_MAX = 8192  # a call's events repeat most encoded values (dates, channel names, caller IDs, URIs)
 
 
-def parse_headers(block: bytes, decode: bool = True) -> dict[str, str]:
-    """Split a header block into lines first, then decode each value, so an encoded newline cannot forge a header.
+def _decode_raw(raw: bytes) -> str:
+    """decode_value for the bytes of one header line's value, with the %XX work done in C where that is exact.
 
-    A repeated header name keeps its first value, as FreeSWITCH's own event reader does.
-    Lines without ': ' are ignored.
+    binascii.a2b_qp decodes '=XX'; after turning '=' into '=3D' and '%' into '=', every valid %XX escape
+    shortens the value by exactly 2 bytes and anything else (an invalid escape, a '%' at the end) by less,
+    so the length tells whether the fast result is exact; if not, or a CR could make a soft line break,
+    urllib's decoder runs instead. Decoded values are cached (bounded): a call's events repeat most of them.
     """
-    # Fast path (the usual case: valid UTF-8, no CR): decode the block once, split, and percent-decode only
-    # values holding a '%'. Same result as _parse_headers_bytes, which handles everything else.
-    try:
-        text = block.decode("utf-8")
-    except UnicodeDecodeError:
-        return _parse_headers_bytes(block, decode)
-    if "\r" in text or "\x00" in text:
-        return _parse_headers_bytes(block, decode)
-    headers: dict[str, str] = {}
-    for line in text.split("\n"):
-        name, sep, value = line.partition(": ")
-        if not sep or not name:
-            continue
-        key = name.strip()
-        if key in headers:
-            continue
-        if decode and "%" in value:
-            decoded = _decoded.get(value)
-            if decoded is None:
-                decoded = _unquote_fast(value)
-                if len(_decoded) >= _DECODED_MAX:
-                    _decoded.clear()
-                _decoded[value] = decoded
-            value = decoded
-        headers[key] = value
-    return headers
+    if b"%" not in raw:
+        text = raw.decode("utf-8", "replace")
+        return text.replace("\x00", "\ufffd") if "\x00" in text else text
+    decoded = _decoded.get(raw)
+    if decoded is None:
+        out = None
+        if b"\r" not in raw:
+            out = a2b_qp(raw.replace(b"=", b"=3D").replace(b"%", b"="))
+            if len(out) != len(raw) - 2 * raw.count(b"%"):
+                out = None
+        if out is None:
+            out = unquote_to_bytes(raw)
+        decoded = out.decode("utf-8", "replace").replace("\x00", "\ufffd")
+        if len(_decoded) >= _DECODED_MAX:
+            _decoded.clear()
+        _decoded[raw] = decoded
+    return decoded
 
 
-def _parse_headers_bytes(block: bytes, decode: bool = True) -> dict[str, str]:
-    """parse_headers working on bytes line by line: for blocks with invalid UTF-8, CR or NUL characters."""
+def parse_headers(block: bytes, decode: bool = True) -> dict[str, str]:
+    """Split a header block into 'Name: value' lines first, then decode each value, so an encoded newline cannot
+    forge a header.
+
+    A repeated header name keeps its first value, as FreeSWITCH's own event reader does; a CR ending a line is
+    dropped; lines without ': ' or without a name are ignored. Names are taken as they are, not stripped.
+    """
     headers: dict[str, str] = {}
     for line in block.split(b"\n"):
-        if line.endswith(b"\r"):
-            line = line[:-1]
         name, sep, value = line.partition(b": ")
         if not sep or not name:
             continue
-        key = name.decode("utf-8", "replace").strip()
+        key = name.decode("utf-8", "replace")
         if key in headers:
             continue
-        headers[key] = decode_value(value) if decode else value.decode("utf-8", "replace").replace("\x00", "\ufffd")
+        if value.endswith(b"\r"):
+            value = value[:-1]
+        headers[key] = _decode_raw(value) if decode else value.decode("utf-8", "replace").replace("\x00", "\ufffd")
     return headers
 
 
-def render_headers(headers: list[tuple[str, str]] | dict[str, str]) -> bytes:
+class Headers(Mapping[str, str]):
+    """An event's header block, each header found and decoded only when it is read.
+
+    Reads give exactly what parse_headers(block) holds. An event carries ~200 headers and the daemon reads
+    about six of them, so finding those few in the raw bytes costs a fraction of decoding all of them.
+    Iterating, len() or comparing decode the whole block once.
+    """
+
+    __slots__ = ("_raw", "_end", "_read", "_all")
+
+    def __init__(self, raw: bytes, end: int | None = None):
+        self._raw = raw
+        self._end = len(raw) if end is None else end
+        self._read: dict[str, str | None] = {}
+        self._all: dict[str, str] | None = None
+
+    def _find(self, key: str) -> str | None:
+        raw, end = self._raw, self._end
+        needle = key.encode("ascii") + b": "
+        if raw.startswith(needle, 0, end):
+            start = len(needle)
+        else:
+            at = raw.find(b"\n" + needle, 0, end)
+            if at < 0:
+                return None
+            start = at + 1 + len(needle)
+        stop = raw.find(b"\n", start, end)
+        value = raw[start : end if stop < 0 else stop]
+        if value.endswith(b"\r"):
+            value = value[:-1]
+        return _decode_raw(value)
+
+    def get(self, key: str, default=None):
+        """The decoded value of header `key`, or default."""
+        try:
+            value = self._read[key]
+        except KeyError:
+            if key.isascii() and key and "\n" not in key and ": " not in key:
+                value = self._find(key)
+            else:  # a name the byte search cannot match exactly
+                value = self._every().get(key)
+            self._read[key] = value
+        return default if value is None else value
+
+    def __getitem__(self, key: str) -> str:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
+
+    def _every(self) -> dict[str, str]:
+        if self._all is None:
+            self._all = parse_headers(self._raw[: self._end])
+        return self._all
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._every())
+
+    def __len__(self) -> int:
+        return len(self._every())
+
+    def __repr__(self) -> str:
+        return f"Headers({self._every()!r})"
+
+
+def render_headers(headers: list[tuple[str, str]] | Mapping[str, str]) -> bytes:
     """Serialise headers as a plain event body: 'Name: url-encoded value' lines and a closing blank line."""
-    items = headers.items() if isinstance(headers, dict) else headers
+    items = headers.items() if isinstance(headers, Mapping) else headers
     return "".join(f"{k}: {encode_value(v)}\n" for k, v in items).encode("utf-8") + b"\n"
 
 
@@ -103,7 +156,7 @@ def render_headers(headers: list[tuple[str, str]] | dict[str, str]) -> bytes:
 class Event:
     """One FreeSWITCH event: decoded headers plus the optional body after them."""
 
-    headers: dict[str, str]
+    headers: Mapping[str, str]
     body: str = ""
     content_type: str = "text/event-plain"
 
@@ -130,10 +183,11 @@ class Event:
 
 def parse_event_body(data: bytes) -> Event:
     """Parse the payload of a text/event-plain frame: headers, then a body if an inner Content-Length says so."""
-    head, sep, rest = data.partition(b"\n\n")
-    headers = parse_headers(head)
+    end = data.find(b"\n\n")
+    headers = Headers(data, len(data) if end < 0 else end)
+    rest = data[end + 2 :] if end >= 0 else b""
     body = ""
-    if sep and "Content-Length" in headers:
+    if end >= 0 and "Content-Length" in headers:
         try:
             length = max(0, int(headers["Content-Length"]))
         except ValueError:

@@ -32,7 +32,7 @@ from screenpop.daemon.esl import (
     NotConnectedError,
     subscription_command,
 )
-from screenpop.daemon.protocol import decode_value, parse_event_body, parse_headers, render_headers
+from screenpop.daemon.protocol import Headers, decode_value, parse_event_body, parse_headers, render_headers
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -1046,8 +1046,8 @@ def test_subscription_command():
 
 
 def reference_parse_headers(block: bytes, decode: bool = True) -> dict[str, str]:
-    """protocol.parse_headers as first written (one line at a time, every value through decode_value), with NUL
-    made U+FFFD as decode_value does."""
+    """protocol.parse_headers in its plainest form: one line at a time, every value through decode_value (which
+    makes NUL U+FFFD), names as they are."""
     headers: dict[str, str] = {}
     for line in block.split(b"\n"):
         if line.endswith(b"\r"):
@@ -1055,7 +1055,7 @@ def reference_parse_headers(block: bytes, decode: bool = True) -> dict[str, str]
         name, sep, value = line.partition(b": ")
         if not sep or not name:
             continue
-        key = name.decode("utf-8", "replace").strip()
+        key = name.decode("utf-8", "replace")
         if key in headers:
             continue
         headers[key] = decode_value(value) if decode else value.decode("utf-8", "replace").replace("\x00", "\ufffd")
@@ -1081,6 +1081,12 @@ def test_fast_parse_headers_matches_the_reference():
         block = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 24)))
         for decode in (True, False):
             assert parse_headers(block, decode) == reference_parse_headers(block, decode), block
+        expected = reference_parse_headers(block)
+        lazy = Headers(block + b"\n\nbody: x", len(block))  # lookups stop where the header block ends
+        for key in [*expected, "k", "A", "a", "body", "", "a\nb", "k: k", "\ufffd"]:
+            assert lazy.get(key) == expected.get(key), (block, key)
+            assert (key in lazy) == (key in expected)
+        assert lazy == expected and list(lazy) == list(expected) and len(lazy) == len(expected)
     if CAPTURES.is_dir():
         for h, body, _ in capture_frames(CAPTURES / "awkward-fs.plain.esl"):
             assert parse_headers(body) == reference_parse_headers(body)
