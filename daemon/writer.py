@@ -29,6 +29,7 @@ import gevent.event
 import peewee
 
 from screenpop.daemon.calls import ANSWERED, DONE, IDLE, RINGING, CallState, Party
+from screenpop.daemon.card import POP_COLUMNS
 from screenpop.db.models import Call, CallParty, Employee
 
 log = logging.getLogger("screenpop.writer")
@@ -411,7 +412,7 @@ class Writer:
         self._sql_insert_pops = (
             f"INSERT INTO call_event ({', '.join(pop_names)}) SELECT {_call_id('uuid')}, "
             f"{', '.join(pop_names[1:])} FROM {_json_rows(POP_ROW_COLUMNS[1:], ordinality=True)} "
-            "ORDER BY n RETURNING id"
+            f"ORDER BY n RETURNING {POP_COLUMNS}"
         )
 
 

@@ -2,6 +2,7 @@
 daemons, SSE trays, and PostgreSQL itself (through a TCP proxy the test can cut, for the outage)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
@@ -12,17 +13,20 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import gevent
+import psycopg
 import pytest
 
 from screenpop.daemon.calls import CallTracker
 from screenpop.daemon.capture import read_events
 from screenpop.daemon.cluster import Election
 from screenpop.daemon.direction import DirectionRules
-from screenpop.daemon.fanout import Publisher
+from screenpop.daemon import fanout
+from screenpop.daemon.card import POP_COLUMNS, PopRow
+from screenpop.daemon.fanout import Listener, Publisher
 from screenpop.daemon.writer import Writer
 from screenpop.db import tokens
 from screenpop.db.callrecords import call_records
-from screenpop.db.database import open_database
+from screenpop.db.database import open_database, pg_session
 from screenpop.db.migrations import migrate
 from screenpop.db.models import Call, CallEvent
 from screenpop.db.numbers import NumberRules
@@ -163,6 +167,73 @@ def test_ids_follow_commit_order_across_writers(pg_url, store):
     first.close()
     assert got["late"] > got["early"]
     assert [e for _, _, _, e in stored()] == ["ringing", "answered"]
+
+
+def test_the_listener_pushes_the_pops_a_notification_carries_and_reads_the_table_otherwise(pg_url, store,
+                                                                                              monkeypatch, caplog):
+    """A notification carries its batch's pops; they are pushed without a query when they follow the watermark.
+    A gap (a rolled-back batch's ids), an id-only payload (a batch too big for a notification) or a payload that
+    is not pops sends the listener to the table instead, and every pop arrives once, in order, exactly."""
+    monkeypatch.setattr(fanout, "IDLE_CHECK_SECONDS", 30.0)  # no quiet-second reads during the test
+    schema = store.execute_sql("SELECT current_schema()").fetchone()[0]
+    pub = Publisher(schema)
+    store.execute_sql("INSERT INTO call (uuid, direction, started_at, node, matches, missed) "
+                      "VALUES ('u', 'INCOMING', now(), 'x', 0, false)")
+    call_id = store.execute_sql("SELECT id FROM call WHERE uuid = 'u'").fetchone()[0]
+    got: list = []
+    listener = Listener(store, schema, got.extend)
+    listener.watermark = 0
+    reads = []
+    catch_up = listener._catch_up
+    monkeypatch.setattr(listener, "_catch_up", lambda conn: (reads.append(listener.watermark), catch_up(conn)))
+    conn = pg_session(store)
+    conn.execute(f'LISTEN "{pub.channel}"')
+
+    def follow() -> None:  # the listener's loop, in a thread of its own (this process is not monkey-patched)
+        with contextlib.suppress(psycopg.Error):
+            listener._follow(conn)
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    wait_for(lambda: reads, timeout=10, what="the listener's first read")
+    hostile = 'Ev"il\\ <b>x</b>\u2028 \U0001F600 %0A'
+
+    def write(count: int, name: str = hostile) -> None:
+        insert = (f"INSERT INTO call_event (call_id, uuid, extension, event, direction, external_number, "
+                  f"external_name, matches, \"at\") SELECT %s, 'u', '1001', 'ringing', 'INCOMING', '+3545554000', "
+                  f"%s, 0, now() FROM generate_series(1, %s) ORDER BY 1 RETURNING {POP_COLUMNS}")
+        with store.atomic():
+            store.execute_sql(*pub.order_lock())
+            store.execute_sql(pub.announce(insert), (call_id, name, count, pub.channel))
+
+    def arrived(total: int) -> None:
+        wait_for(lambda: len(got) >= total, timeout=10, what=f"{total} pops pushed")
+        gevent.sleep(0.2)
+        table = [PopRow(*row) for row in store.execute_sql(f"SELECT {POP_COLUMNS} FROM call_event ORDER BY id")]
+        assert got == table, "every pop once, in id order, exactly as stored"
+
+    write(3)
+    arrived(3)
+    assert len(reads) == 1 and got[0].name == hostile, "carried by the notification: no read"
+    store.execute_sql("SELECT nextval(pg_get_serial_sequence('call_event', 'id'))")  # a rolled-back batch's id
+    write(1)
+    arrived(4)
+    assert len(reads) == 2, "a gap before the carried pops: the table is read"
+    write(60, "x" * 200)  # too big for a notification: only its highest id is sent
+    arrived(64)
+    assert len(reads) == 3
+    write(1)
+    arrived(65)
+    assert len(reads) == 3
+    for payload in ('{"x": 1}', '[["a"]]', '[[1.5, "e", "u", "d", "2026-01-01"]]', "[[" ):
+        store.execute_sql("SELECT pg_notify(%s, %s)", (pub.channel, payload))
+    write(1)
+    arrived(66)
+    assert "not a list of pops" in caplog.text
+    store.execute_sql("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+    thread.join(10)
+    assert not thread.is_alive()
+    conn.close()
 
 
 def test_a_writer_whose_lock_session_is_gone_writes_nothing(pg_url, store):
