@@ -33,13 +33,22 @@ class Lookup:
         self.rules = rules
         p = db.param
         limit = MAX_CANDIDATES + 1
-        self._exact = f"SELECT DISTINCT customer_id FROM phone WHERE e164 = {p} ORDER BY customer_id LIMIT {limit}"
-        self._exact_count = f"SELECT COUNT(DISTINCT customer_id) FROM phone WHERE e164 = {p}"
+        exact = f"SELECT DISTINCT customer_id, 0 AS how FROM phone WHERE e164 = {p} ORDER BY customer_id LIMIT {limit}"
         # rev holds only digits, so every rev starting with prefix lies in [prefix, prefix + "999..."]:
         # an index range scan in any collation, unlike LIKE 'prefix%'.
         suffix_where = f"rev >= {p} AND rev <= {p}"
-        self._suffix = f"SELECT DISTINCT customer_id FROM phone WHERE {suffix_where} ORDER BY customer_id LIMIT {limit}"
-        self._suffix_count = f"SELECT COUNT(DISTINCT customer_id) FROM phone WHERE {suffix_where}"
+        suffix = (f"SELECT DISTINCT customer_id, 1 AS how FROM phone WHERE {suffix_where} "
+                  f"ORDER BY customer_id LIMIT {limit}")
+        self._exact, self._suffix = exact, suffix
+        # On PostgreSQL both in one round trip (a new caller, unknown to both, is a call centre's common case);
+        # the suffix rows count only when no number matches exactly. SQLite has no round trip to save, and
+        # reading the suffix range for a number that matches exactly would only cost.
+        self._both = (None if isinstance(db, peewee.SqliteDatabase)
+                      else f"SELECT * FROM ({exact}) AS exact UNION ALL SELECT * FROM ({suffix}) AS suffix")
+        self._count = {
+            "e164": f"SELECT COUNT(DISTINCT customer_id) FROM phone WHERE e164 = {p}",
+            "suffix": f"SELECT COUNT(DISTINCT customer_id) FROM phone WHERE {suffix_where}",
+        }
 
     def find(self, number: str | Number) -> Match:
         """The customer(s) whose stored number equals this one, else whose last suffix_digits digits do."""
@@ -47,23 +56,31 @@ class Lookup:
             number = self.rules.classify(number)
         if number.kind != "e164":
             return NO_MATCH
-        params: tuple[str, ...] = (number.e164,)
-        match = self._run(self._exact, self._exact_count, params, "e164")
-        if match.matches or len(number.rev) < self.rules.suffix_digits:
-            return match
+        exact = (number.e164,)
+        if len(number.rev) < self.rules.suffix_digits:
+            return self._match(self._ids(self._exact, exact), "e164", exact) or NO_MATCH
         prefix = number.rev[: self.rules.suffix_digits]
-        return self._run(self._suffix, self._suffix_count, (prefix, prefix + _DIGITS_AFTER), "suffix")
+        suffix = (prefix, prefix + _DIGITS_AFTER)
+        if self._both is None:
+            return (self._match(self._ids(self._exact, exact), "e164", exact)
+                    or self._match(self._ids(self._suffix, suffix), "suffix", suffix) or NO_MATCH)
+        rows = self.db.execute_sql(self._both, exact + suffix).fetchall()
+        return (self._match(sorted(c for c, how in rows if how == 0), "e164", exact)
+                or self._match(sorted(c for c, how in rows if how == 1), "suffix", suffix) or NO_MATCH)
 
-    def _run(self, sql: str, count_sql: str, params: tuple[str, ...], how: str) -> Match:
-        ids = tuple(row[0] for row in self.db.execute_sql(sql, params).fetchall())
+    def _ids(self, sql: str, params: tuple[str, ...]) -> list[int]:
+        return [row[0] for row in self.db.execute_sql(sql, params).fetchall()]
+
+    def _match(self, ids: list[int], how: str, params: tuple[str, ...]) -> Match | None:
+        """The Match of the customer ids a query found (sorted, at most MAX_CANDIDATES + 1); None if none."""
         if not ids:
-            return NO_MATCH
+            return None
         if len(ids) == 1:
-            return Match(ids[0], 1, ids, how)
+            return Match(ids[0], 1, tuple(ids), how)
         if len(ids) <= MAX_CANDIDATES:
-            return Match(None, len(ids), ids, how)
-        total = self.db.execute_sql(count_sql, params).fetchone()[0]
-        return Match(None, total, ids[:MAX_CANDIDATES], how)
+            return Match(None, len(ids), tuple(ids), how)
+        total = self.db.execute_sql(self._count[how], params).fetchone()[0]
+        return Match(None, total, tuple(ids[:MAX_CANDIDATES]), how)
 
 
 def add_phone(customer: Customer | int, raw: str, label: str, rules: NumberRules) -> Phone:

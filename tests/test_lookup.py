@@ -77,6 +77,9 @@ def test_many_matches_are_counted_but_candidates_capped(db: peewee.Database) -> 
     assert match.matches == MAX_CANDIDATES + 5
     assert match.candidates == tuple(sorted(ids)[:MAX_CANDIDATES])
     assert match.matched_by == "suffix"
+    shared = [customer(f"s{i}", "+3545550001").id for i in range(MAX_CANDIDATES + 2)]
+    match = Lookup(db, RULES).find("5550001")
+    assert match == Match(None, MAX_CANDIDATES + 2, tuple(sorted(shared)[:MAX_CANDIDATES]), "e164")
 
 
 def test_extension_is_never_looked_up(db: peewee.Database) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -12,10 +13,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from screenpop.daemon.card import MAX_ORDERS, CardBuilder, PopRow
 from screenpop.daemon.push import Subscriber
 from screenpop.db import tokens
 from screenpop.db.database import open_database
-from screenpop.db.lookup import add_phone
+from screenpop.db.lookup import Lookup, add_phone
 from screenpop.db.migrations import migrate
 from screenpop.db.models import CallEvent, Customer, Employee, Order
 from screenpop.db.numbers import NumberRules
@@ -281,6 +283,32 @@ def test_cards_known_unknown_several_and_internal(env_any):
     assert card["record_url"] == f"/customers/new?number=%2B3545550042&call={card['call_uuid']}"
     for card in by_number["internal"]:
         assert card["record_url"] is None and card["customer"] is None and card["number"] in ("1002",), card
+
+
+def test_card_customer_part_with_no_open_order_many_orders_and_a_deleted_customer(db):
+    """The customer and its open orders come from one query: none open, more than MAX_ORDERS open, and a customer
+    deleted since the pop, on both databases."""
+    lookup = Lookup(db, RULES)
+    cards = CardBuilder(db, lambda: lookup)
+    quiet = Customer.create(name="Quiet", company="Q ehf.")
+    Order.create(customer=quiet, number="Q-1", title="Done", stage="done", amount=Decimal("5"), paid=Decimal("0"),
+                 status="closed")
+    busy = Customer.create(name="Busy")
+    for i in range(MAX_ORDERS + 5):
+        Order.create(customer=busy, number=f"B-{i}", title="t", stage="s", amount=Decimal("1.10"), paid=Decimal("0.10"))
+    gone = Customer.create(name="Gone")
+
+    def card(customer_id: int) -> dict:
+        pop = PopRow(1, "ringing", f"call-{customer_id}", "INCOMING", dt.datetime(2026, 11, 27, 8), "1001",
+                     "+3545551234", "", customer_id, 1)
+        return cards.card(pop)["customer"]
+
+    assert card(quiet.id)["orders"] == [] and card(quiet.id)["total_debt"] == "0.00"
+    orders = card(busy.id)["orders"]
+    assert [o["number"] for o in orders] == [f"B-{i}" for i in range(MAX_ORDERS)]
+    assert card(busy.id)["total_debt"] == f"{MAX_ORDERS}.00"
+    gone.delete_instance()
+    assert card(gone.id) is None
 
 
 def test_markup_caller_name_is_sent_verbatim_as_valid_json(env):
