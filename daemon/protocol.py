@@ -88,7 +88,7 @@ class Headers(Mapping[str, str]):
 
     __slots__ = ("_raw", "_end", "_read", "_all")
 
-    def __init__(self, raw: bytes, end: int | None = None):
+    def __init__(self, raw: bytes, end: int | None = None) -> None:
         self._raw = raw
         self._end = len(raw) if end is None else end
         self._read: dict[str, str | None] = {}
@@ -110,7 +110,7 @@ class Headers(Mapping[str, str]):
             value = value[:-1]
         return _decode_raw(value)
 
-    def get(self, key: str, default=None):
+    def get(self, key: str, default: str | None = None) -> str | None:
         """The decoded value of header `key`, or default."""
         try:
             value = self._read[key]

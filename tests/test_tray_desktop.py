@@ -90,7 +90,9 @@ class Session:
         return [self.desktop.xdotool("getwindowname", w).stdout.strip() for w in ids]
 
     def tray_window_name(self) -> str:
-        return self.desktop.xdotool("getwindowname", self.tray_window()).stdout.strip()
+        """The icon window's title, or "" while there is none (the tray host may be re-creating it)."""
+        ids = self.desktop.xdotool("search", "--name", "^screenpop").stdout.split()
+        return self.desktop.xdotool("getwindowname", ids[0]).stdout.strip() if ids else ""
 
     def close(self) -> None:
         if self.tray.poll() is None:
