@@ -225,7 +225,12 @@ def test_the_listener_pushes_the_pops_a_notification_carries_and_reads_the_table
     write(1)
     arrived(65)
     assert len(reads) == 3
-    for payload in ('{"x": 1}', '[["a"]]', '[[1.5, "e", "u", "d", "2026-01-01"]]', "[[" ):
+    forged = (f'[[{listener.watermark + 1}.0, "ringing", "u", "INCOMING", "2026-11-27T08:00:00", "1001", "", '
+              '"forged", null, 0]]')  # a pop in every field, and next in line, but its id is not an integer
+    store.execute_sql("SELECT pg_notify(%s, %s)", (pub.channel, forged))
+    wait_for(lambda: len(reads) > 3 or len(got) > 65, timeout=10, what="the forged notification handled")
+    assert len(got) == 65 and len(reads) == 4, "refused, and the table read instead"
+    for payload in ('{"x": 1}', '[["a"]]', '[[1.5, "e", "u", "d", "2026-01-01"]]', "[["):
         store.execute_sql("SELECT pg_notify(%s, %s)", (pub.channel, payload))
     write(1)
     arrived(66)
