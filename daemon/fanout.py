@@ -34,6 +34,9 @@ PAGE = 500
 MAX_PAYLOAD = 7900  # PostgreSQL refuses a notification payload of 8000 bytes or more
 IDLE_CHECK_SECONDS = 1.0
 RECONNECT_MIN, RECONNECT_MAX = 0.2, 5.0
+# JSON writes a timestamp with its trailing zeros cut ("…:41.5"), which Python 3.10's fromisoformat refuses:
+# notifications carry "at" with all six digits of microseconds
+_NOTIFIED_COLUMNS = POP_COLUMNS.replace('"at"', """to_char("at", 'YYYY-MM-DD"T"HH24:MI:SS.US')""")
 
 
 def advisory_key(text: str) -> int:
@@ -66,7 +69,7 @@ class Publisher:
     def announce(self, insert_sql: str) -> str:
         """insert_sql (an INSERT ... RETURNING the POP_COLUMNS) made to return the new ids and to NOTIFY, on commit,
         the new pops themselves (a JSON array of rows) or, when they would not fit a notification, the highest id."""
-        rows = f"json_agg(json_build_array({POP_COLUMNS}) ORDER BY id)::text"
+        rows = f"json_agg(json_build_array({_NOTIFIED_COLUMNS}) ORDER BY id)::text"
         return (f"WITH new AS ({insert_sql}), batch AS (SELECT array_agg(id ORDER BY id) AS ids, max(id) AS top, "
                 f"{rows} AS rows FROM new) SELECT ids, pg_notify(%s, CASE WHEN octet_length(rows) <= "
                 f"{MAX_PAYLOAD} THEN rows ELSE top::text END) FROM batch")

@@ -241,6 +241,27 @@ def test_the_listener_pushes_the_pops_a_notification_carries_and_reads_the_table
     conn.close()
 
 
+def test_a_notification_gives_each_pop_time_all_six_digits_of_microseconds(store):
+    """JSON cuts a timestamp's trailing zeros ("...:00.5"), which Python 3.10's fromisoformat refuses: the carried
+    pops would be dropped for a table read. Every time in a notification has six digits after the second."""
+    pub = Publisher(store.execute_sql("SELECT current_schema()").fetchone()[0])
+    store.execute_sql("INSERT INTO call (uuid, direction, started_at, node, matches, missed) "
+                      "VALUES ('u', 'INCOMING', now(), 'x', 0, false)")
+    conn = pg_session(store)
+    conn.execute(f'LISTEN "{pub.channel}"')
+    insert = (f"INSERT INTO call_event (call_id, uuid, extension, event, direction, external_number, external_name, "
+              f"matches, \"at\") SELECT id, 'u', '1001', 'ringing', 'INCOMING', '', '', 0, t FROM call, "
+              f"unnest(%s::timestamp[]) AS t ORDER BY t RETURNING {POP_COLUMNS}")
+    with store.atomic():
+        store.execute_sql(*pub.order_lock())
+        store.execute_sql(pub.announce(insert), (["2026-11-27 08:00:00", "2026-11-27 08:00:00.5",
+                                                   "2026-11-27 08:00:00.12"], pub.channel))
+    notes = list(conn.notifies(timeout=5, stop_after=1))
+    conn.close()
+    assert [row[4] for row in json.loads(notes[0].payload)] == [
+        "2026-11-27T08:00:00.000000", "2026-11-27T08:00:00.120000", "2026-11-27T08:00:00.500000"]
+
+
 def test_a_writer_whose_lock_session_is_gone_writes_nothing(pg_url, store):
     """The fence, checked in the database in the batch's one round trip: once the session holding the node is
     gone, the whole batch fails and nothing of it is stored; a writer that holds the node writes."""
