@@ -89,15 +89,18 @@ class _Spec:
 
 # ---------------------------------------------------------------- reading CSV
 
+_NUL = "\uffff"  # stands for NUL while csv reads; a noncharacter, refused in a row like NUL itself
+
 
 def _decoded_lines(path: Path) -> Iterator[str]:
-    """The file's lines as text, strictly UTF-8 (a leading BOM is dropped), failing with the offending line."""
+    """The file's lines as text, strictly UTF-8 (a leading BOM is dropped), failing with the offending line.
+    A NUL comes out as _NUL: Python 3.10's csv module stops the whole file at a NUL, where one row is bad."""
     decoder = codecs.getincrementaldecoder("utf-8-sig")()
     number = 0
     with open(path, "rb") as fh:
         for number, raw in enumerate(fh, 1):
             try:
-                yield decoder.decode(raw)
+                yield decoder.decode(raw).replace("\x00", _NUL)
             except UnicodeDecodeError as exc:
                 raise _FileError(number, f"line {number} is not UTF-8 ({exc.reason}); save the file as UTF-8 CSV") from None
         try:
@@ -160,9 +163,9 @@ def _rows(path: Path, columns: list[str | None]) -> Iterator[tuple[int, dict[str
             yield line, f"has {len(fields)} fields but the header has {len(columns)}"
             continue
         values = {name: value.strip() for name, value in zip(columns, fields) if name is not None}
-        bad = next((name for name, value in values.items() if "\x00" in value), None)
+        bad = next((name for name, value in values.items() if _NUL in value), None)
         if bad:
-            yield line, f"{bad} contains a NUL character"
+            yield line, f"{bad} contains a NUL or U+FFFF character"
             continue
         yield line, values
 
