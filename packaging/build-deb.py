@@ -4,7 +4,7 @@
 The virtualenv is created at its real path, /opt/screenpop, inside a private mount namespace (a tmpfs over /opt,
 the staging folder bound onto /opt/screenpop), so every path pip writes (script shebangs, bytecode, RECORD) is the
 installed one and nothing needs rewriting; the host's /opt is never touched. Run it with the project's .venv
-python (it needs `build` and `pip`); the packaged interpreter is the target release's /usr/bin/python3.
+python (it needs `build` and pip 22.3 or newer); the packaged interpreter is the target release's /usr/bin/python3.
 """
 from __future__ import annotations
 
@@ -12,15 +12,20 @@ import argparse
 import datetime as dt
 import gzip
 import hashlib
+import importlib.metadata
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import tomllib
 import zipfile
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 (Ubuntu 22.04): the `build` package brings tomli
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
@@ -209,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.unit.is_file():
         parser.error(f"no systemd unit at {args.unit}")
+    pip_version = importlib.metadata.version("pip")
+    if tuple(int(part) for part in re.findall(r"\d+", pip_version)[:2]) < (22, 3):
+        parser.error(f"pip {pip_version} is too old to install into the package's interpreter (pip --python needs "
+                     f"22.3): {sys.executable} -m pip install --upgrade pip")
     print(build(args.out.resolve(), args.version, args.unit.resolve(), args.python, args.wheel, args.compress,
                 args.venv_cache))
     return 0
