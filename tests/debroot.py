@@ -1,25 +1,28 @@
-"""A clean Debian 12 root for package tests: debootstrap once, cached as a tarball outside the repository.
+"""Clean Debian and Ubuntu roots for package tests: debootstrap once per release, cached as a tarball outside the
+repository.
 
-The cached root is minbase bookworm with its package lists fetched and the .debs the screenpop package depends on
-already downloaded, so a warm run unpacks it and installs without the network while apt still resolves the
-package's Depends. Commands run in it through chroot; the root shares the host's network namespace, so the
-host's loopback (the simulator) is the root's loopback.
+A cached root is minbase with its package lists fetched and the .debs the screenpop package depends on (and, for
+building the package there, python3-venv) already downloaded, so a warm run unpacks it and installs without the
+network while apt still resolves the package's Depends. Commands run in it through chroot; the root shares the
+host's network namespace, so the host's loopback (the simulator) is the root's loopback.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 CACHE = Path(os.environ.get("SCREENPOP_TEST_CACHE", "/var/cache/screenpop-tests"))
-SUITE = "bookworm"
-# what the package pulls in from the archive; bump the tarball's name when this list changes
-PRELOAD = ["python3", "adduser"]
-TARBALL = CACHE / f"{SUITE}-minbase-1.tar"
 _ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
+# Ubuntu's archive keys, from the archive's own ubuntu-keyring package (jammy's), checked against this digest
+_UBUNTU_KEYRING_DEB = "pool/main/u/ubuntu-keyring/ubuntu-keyring_2021.03.26_all.deb"
+_UBUNTU_KEYRING_SHA256 = "0d0e7ed6b112f5d03eabf3c7eb01ebdacf9c57714b279e90495cfc58c8c4520f"
 
 
 def mirror() -> str:
@@ -32,46 +35,97 @@ def mirror() -> str:
     return "http://deb.debian.org/debian"
 
 
-def ensure_tarball() -> Path:
-    """The cached root tarball, made now with debootstrap when missing (about half a minute with a near mirror)."""
-    if TARBALL.is_file():
-        return TARBALL
+@dataclass(frozen=True)
+class Release:
+    """A release to debootstrap: its suite, archive, components and what its cached root has downloaded."""
+
+    suite: str
+    ubuntu: bool = False
+    # what the package (or building it) pulls in from the archive; bump `generation` when this list changes
+    preload: tuple[str, ...] = ("python3", "adduser")
+    generation: int = 1
+
+    @property
+    def mirror(self) -> str:
+        if not self.ubuntu:
+            return mirror()
+        arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True).stdout.strip()
+        return "http://archive.ubuntu.com/ubuntu" if arch in ("amd64", "i386") else "http://ports.ubuntu.com/ubuntu-ports"
+
+    @property
+    def tarball(self) -> Path:
+        return CACHE / f"{self.suite}-minbase-{self.generation}.tar"
+
+    def debootstrap_args(self, work: Path) -> list[str]:
+        """Components, and for Ubuntu the archive keyring (the host's debootstrap knows only Debian's keys)."""
+        if not self.ubuntu:
+            return []
+        return ["--components=main,universe", f"--keyring={ubuntu_keyring(work)}"]
+
+
+BOOKWORM = Release("bookworm")
+# Ubuntu 22.04, the oldest release the package is for (Python 3.10); universe has python3-venv for building there
+JAMMY = Release("jammy", ubuntu=True, preload=("python3", "adduser", "python3-venv"))
+
+
+def ubuntu_keyring(work: Path) -> Path:
+    """Ubuntu's archive keyring, taken from the ubuntu-keyring package fetched from Ubuntu's archive and checked
+    against the digest recorded here (the package is fetched over plain HTTP)."""
+    deb = work / "ubuntu-keyring.deb"
+    with urllib.request.urlopen(f"{JAMMY.mirror}/{_UBUNTU_KEYRING_DEB}", timeout=60) as response:
+        deb.write_bytes(response.read())
+    digest = hashlib.sha256(deb.read_bytes()).hexdigest()
+    if digest != _UBUNTU_KEYRING_SHA256:
+        raise RuntimeError(f"{_UBUNTU_KEYRING_DEB} has SHA-256 {digest}, not the recorded {_UBUNTU_KEYRING_SHA256}")
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(work / "keyring")], check=True)
+    return work / "keyring/usr/share/keyrings/ubuntu-archive-keyring.gpg"
+
+
+def ensure_tarball(release: Release) -> Path:
+    """The release's cached root tarball, made now with debootstrap when missing (about half a minute with a near
+    mirror)."""
+    if release.tarball.is_file():
+        return release.tarball
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=CACHE, prefix="make-") as tmp:
         root = Path(tmp) / "root"
-        result = subprocess.run(["debootstrap", "--variant=minbase", SUITE, str(root), mirror()],
-                                capture_output=True, text=True)
+        result = subprocess.run(["debootstrap", "--variant=minbase", *release.debootstrap_args(Path(tmp)),
+                                 release.suite, str(root), release.mirror], capture_output=True, text=True)
         if result.returncode:
-            raise RuntimeError(f"debootstrap {SUITE} from {mirror()} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+            raise RuntimeError(f"debootstrap {release.suite} from {release.mirror} failed:\n"
+                               f"{result.stdout[-2000:]}{result.stderr[-2000:]}")
         with DebRoot(root) as deb:
             deb.run("apt-get", "clean")
             deb.run("apt-get", "update", "-q")
-            deb.run("apt-get", "install", "-y", "-q", "--download-only", "--no-install-recommends", *PRELOAD)
+            deb.run("apt-get", "install", "-y", "-q", "--download-only", "--no-install-recommends", *release.preload)
         partial = Path(tmp) / "root.tar"
         subprocess.run(["tar", "--numeric-owner", "-C", str(root), "-cf", str(partial), "."], check=True)
-        os.replace(partial, TARBALL)
-    return TARBALL
+        os.replace(partial, release.tarball)
+    return release.tarball
 
 
 class DebRoot:
-    """A root directory in use through chroot, with /proc mounted while inside the `with` block."""
+    """A root directory in use through chroot while inside the `with` block: bound onto itself (a mount point,
+    so `unshare --mount` in it can make its mounts private, as a build there needs) with /proc mounted."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     @classmethod
-    def unpack(cls, dest: Path) -> DebRoot:
-        """A fresh copy of the cached root at dest."""
+    def unpack(cls, dest: Path, release: Release = BOOKWORM) -> DebRoot:
+        """A fresh copy of the release's cached root at dest."""
         dest.mkdir(parents=True)
-        subprocess.run(["tar", "--numeric-owner", "-xpf", str(ensure_tarball()), "-C", str(dest)], check=True)
+        subprocess.run(["tar", "--numeric-owner", "-xpf", str(ensure_tarball(release)), "-C", str(dest)], check=True)
         return cls(dest)
 
     def __enter__(self) -> DebRoot:
+        subprocess.run(["mount", "--bind", str(self.path), str(self.path)], check=True)
         subprocess.run(["mount", "-t", "proc", "proc", str(self.path / "proc")], check=True)
         return self
 
     def __exit__(self, *exc: object) -> None:
         subprocess.run(["umount", "--lazy", str(self.path / "proc")], check=False)
+        subprocess.run(["umount", "--lazy", str(self.path)], check=False)
 
     def run(self, *cmd: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run cmd inside the root as root; output captured as text; a failure shows it."""
@@ -89,8 +143,8 @@ class DebRoot:
 
     def remove(self) -> None:
         """Delete the root, but only when nothing is mounted under it any more."""
-        inside = str(self.path.resolve()) + "/"
+        top = str(self.path.resolve())
         mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
-        if any(m.startswith(inside) for m in mounts):
+        if any(m == top or m.startswith(top + "/") for m in mounts):
             raise RuntimeError(f"not removing {self.path}: something is still mounted under it")
         shutil.rmtree(self.path)

@@ -1,5 +1,5 @@
 """The Debian package end to end in a clean Debian 12 root: install, run against the simulator, upgrade with data
-in place, remove, purge (docs/packaging.md)."""
+in place, remove, purge; and built and installed on Ubuntu 22.04 (docs/packaging.md)."""
 from __future__ import annotations
 
 import json
@@ -17,7 +17,7 @@ import pytest
 
 from screenpop.db.migrations import MIGRATIONS
 from screenpop.db.models import SchemaVersion
-from debroot import DebRoot
+from debroot import JAMMY, DebRoot
 from support import CAPTURES, free_port, simulator, wait_for, write_config
 
 pytestmark = [
@@ -194,3 +194,52 @@ def test_lintian_clean(debs: dict[str, Path]) -> None:
     result = subprocess.run(["lintian", "--fail-on", "error,warning", str(debs["A"])], capture_output=True, text=True)
     findings = [line for line in result.stdout.splitlines() if line[:2] in ("E:", "W:")]
     assert result.returncode == 0 and not findings, result.stdout + result.stderr
+
+
+def test_built_on_ubuntu_22_04_from_the_sdist_installs_records_a_call_and_purges(tmp_path: Path) -> None:
+    """Ubuntu 22.04, Python 3.10: the oldest release and interpreter the package is for. build-deb.py run there
+    from the sdist, as docs/packaging.md tells an admin, makes a package for that release's python3.10."""
+    subprocess.run([sys.executable, "-m", "build", "--sdist", "--outdir", str(tmp_path), str(ROOT)], check=True,
+                   capture_output=True)
+    sdist = next(tmp_path.glob("screenpop-*.tar.gz"))
+    pip_env = {key: value for key, value in os.environ.items() if key in ("PIP_INDEX_URL", "HTTPS_PROXY", "https_proxy")}
+    build = DebRoot.unpack(tmp_path / "build", JAMMY)
+    try:
+        with build:
+            build.run("apt-get", "install", "-y", "-q", "--no-install-recommends", "python3-venv")
+            ca = Path(os.environ.get("PIP_CERT", "/etc/ssl/certs/ca-certificates.crt"))
+            if ca.is_file():  # the certificates this machine's pip trusts (a TLS-inspecting proxy's, say)
+                shutil.copy(ca, build.path / "etc/ssl/certs/host-ca.crt")
+                pip_env["PIP_CERT"] = "/etc/ssl/certs/host-ca.crt"
+            subprocess.run(["tar", "-xzf", str(sdist), "-C", str(build.path / "root")], check=True)
+            build.run("python3", "-m", "venv", "/root/build-env")
+            build.run("/root/build-env/bin/pip", "install", "-q", "build", env=pip_env)
+            out = build.run("/root/build-env/bin/python", f"/root/{sdist.name[:-7]}/packaging/build-deb.py", check=False)
+            assert "pip 22.0.2 is too old" in out.stderr, "jammy's own pip, refused in words"
+            build.run("/root/build-env/bin/pip", "install", "-q", "--upgrade", "pip", env=pip_env)
+            out = build.run("/root/build-env/bin/python", f"/root/{sdist.name[:-7]}/packaging/build-deb.py",
+                            "--out", "/root", "--compress", "zstd", env=pip_env).stdout
+        deb = tmp_path / Path(out.strip().splitlines()[-1]).name
+        shutil.move(build.path / "root" / deb.name, deb)
+    finally:
+        build.remove()
+    control = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"], capture_output=True, text=True).stdout
+    assert control.startswith("python3.10, python3 (>= 3.10), python3 (<< 3.11)"), control
+
+    root = DebRoot.unpack(tmp_path / "root", JAMMY)
+    try:
+        with root:
+            shutil.copy(deb, root.path / "tmp")
+            out = root.run("apt-get", "install", "-y", "-q", "--no-install-recommends", f"/tmp/{deb.name}").stdout
+            assert f"schema version {MIGRATIONS[-1].version} (applied" in out
+            assert root.run("/opt/screenpop/bin/python", "-c", "import sys; print(sys.version_info[:2])").stdout \
+                == "(3, 10)\n"
+            port = free_port()
+            write_config(root.path / CONFIG.lstrip("/"), port, "", http_port=free_port())
+            recorded = record_one_call(root, tmp_path, port, "inbound-answered", 0)
+            assert len(recorded) == 1 and recorded[0]["answered_by"]
+            root.run("apt-get", "purge", "-y", "-q", "screenpop")
+            for gone in ("opt/screenpop", "etc/screenpop", STATE.lstrip("/")):
+                assert not os.path.lexists(root.path / gone), gone
+    finally:
+        root.remove()
