@@ -171,7 +171,7 @@ def control(stage: Path, version: str, arch: str, py: tuple[int, int]) -> None:
         sums.append(f"{hashlib.md5(data).hexdigest()}  {rel}\n")
     libc = glibc_needed(stage / PREFIX.lstrip("/"))
     depends = (f"python{py[0]}.{py[1]}, python3 (>= {py[0]}.{py[1]}), python3 (<< {py[0]}.{py[1] + 1}), "
-               f"libc6 (>= {libc[0]}.{libc[1]}), adduser")
+               f"libc6 (>= {libc[0]}.{libc[1]}), adduser, procps")  # procps: the unit's ExecReload=/bin/kill
     write(stage / "DEBIAN/md5sums", "".join(sums))
     write(stage / "DEBIAN/control", (
         f"Package: screenpop\nVersion: {version}\nArchitecture: {arch}\nMaintainer: {MAINTAINER}\n"

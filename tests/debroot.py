@@ -42,8 +42,10 @@ class Release:
     suite: str
     ubuntu: bool = False
     # what the package (or building it) pulls in from the archive; bump `generation` when this list changes
-    preload: tuple[str, ...] = ("python3", "adduser")
-    generation: int = 1
+    preload: tuple[str, ...] = ("python3", "adduser", "procps")
+    generation: int = 2
+    flavour: str = "minbase"
+    install: tuple[str, ...] = ()  # installed in the cached root, not only downloaded
 
     @property
     def mirror(self) -> str:
@@ -54,7 +56,7 @@ class Release:
 
     @property
     def tarball(self) -> Path:
-        return CACHE / f"{self.suite}-minbase-{self.generation}.tar"
+        return CACHE / f"{self.suite}-{self.flavour}-{self.generation}.tar"
 
     def debootstrap_args(self, work: Path) -> list[str]:
         """Components, and for Ubuntu the archive keyring (the host's debootstrap knows only Debian's keys)."""
@@ -65,7 +67,10 @@ class Release:
 
 BOOKWORM = Release("bookworm")
 # Ubuntu 22.04, the oldest release the package is for (Python 3.10); universe has python3-venv for building there
-JAMMY = Release("jammy", ubuntu=True, preload=("python3", "adduser", "python3-venv"))
+JAMMY = Release("jammy", ubuntu=True, preload=("python3", "adduser", "procps", "python3-venv"))
+# Debian 12 that boots (tests/debvm.py): a kernel, systemd as init, networkd for the virtual machine's network
+BOOKWORM_BOOT = Release("bookworm", flavour="boot",
+                        install=("systemd-sysv", "dbus", "udev", "linux-image-amd64", "initramfs-tools"))
 
 
 def ubuntu_keyring(work: Path) -> Path:
@@ -98,6 +103,8 @@ def ensure_tarball(release: Release) -> Path:
             deb.run("apt-get", "clean")
             deb.run("apt-get", "update", "-q")
             deb.run("apt-get", "install", "-y", "-q", "--download-only", "--no-install-recommends", *release.preload)
+            if release.install:
+                deb.run("apt-get", "install", "-y", "-q", "--no-install-recommends", *release.install)
         partial = Path(tmp) / "root.tar"
         subprocess.run(["tar", "--numeric-owner", "-C", str(root), "-cf", str(partial), "."], check=True)
         os.replace(partial, release.tarball)

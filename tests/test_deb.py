@@ -1,9 +1,12 @@
 """The Debian package end to end in a clean Debian 12 root: install, run against the simulator, upgrade with data
-in place, remove, purge; and built and installed on Ubuntu 22.04 (docs/packaging.md)."""
+in place, remove, purge; the installed unit run by systemd in a booted Debian 12; and built and installed on
+Ubuntu 22.04 (docs/packaging.md)."""
 from __future__ import annotations
 
 import json
 import os
+import platform
+import re
 import shlex
 import shutil
 import signal
@@ -17,8 +20,10 @@ import pytest
 
 from screenpop.db.migrations import MIGRATIONS
 from screenpop.db.models import SchemaVersion
-from debroot import JAMMY, DebRoot
+import debvm
+from debroot import BOOKWORM_BOOT, JAMMY, DebRoot
 from support import CAPTURES, free_port, simulator, wait_for, write_config
+from test_systemd_units import EXPOSURE_MAX
 
 pytestmark = [
     pytest.mark.packaging,
@@ -132,7 +137,7 @@ def test_install_run_upgrade_remove_purge(debs: dict[str, Path], debroot: DebRoo
     for deb in debs.values():
         shutil.copy(deb, root.path / "tmp")
 
-    # install: apt resolves the Depends (python3, adduser) from the root's own archive
+    # install: apt resolves the Depends (python3, adduser, procps) from the root's own archive
     out = root.run("apt-get", "install", "-y", "-q", "--no-install-recommends", f"/tmp/{debs['A'].name}").stdout
     assert f"schema version {latest} (applied" in out
     assert mode_owner(root, "/etc/screenpop") == ("0o750", "root", "screenpop")
@@ -243,3 +248,78 @@ def test_built_on_ubuntu_22_04_from_the_sdist_installs_records_a_call_and_purges
                 assert not os.path.lexists(root.path / gone), gone
     finally:
         root.remove()
+
+
+# Runs once in the booted guest: drives the installed daemon through systemd, reports on the serial console.
+PROBE = r"""#!/bin/sh
+unit=screenpop-daemon.service
+say() { echo "PROBE $*" > /dev/ttyS0; }
+show() { systemctl show "$unit" -p "$1" --value; }
+wait_until() { n=0; until eval "$2"; do n=$((n + 1)); [ $n -ge "$1" ] && return 1; sleep 1; done; }
+ended() { screenpop calls --json --config /etc/screenpop/screenpop.toml | grep -c '"ended_at": "2'; }
+wait_until 240 '[ "$(show ActiveState)" = active ]'
+say started "$(show ActiveState)/$(show SubState)" "$(show StatusText)"
+pid=$(show MainPID)
+say process $(grep -E '^(NoNewPrivs|Seccomp|CapEff):' /proc/$pid/status | tr -d ' \t' | tr '\n' ' ')
+wait_until 120 '[ "$(ended)" -ge 1 ]'
+say calls "$(ended)"
+systemctl reload "$unit"
+say reload $? "$(show ActiveState)" "$([ "$(show MainPID)" = "$pid" ] && echo same-process)"
+kill -STOP "$pid"
+wait_until 120 '[ "$(show NRestarts)" = 1 ] && [ "$(show ActiveState)" = active ]'
+say watchdog "$(show NRestarts)" "$([ "$(show MainPID)" != "$pid" ] && echo new-process)"
+journalctl -u "$unit" -o cat | grep -i 'watchdog timeout' | head -1 | sed 's/^/PROBE journal /' > /dev/ttyS0
+systemctl stop "$unit"
+say stopped "$(show Result)" "$(show ExecMainStatus)"
+say security "$(systemd-analyze security "$unit" --no-pager | tail -1)"
+say calls-after "$(ended)"
+systemctl poweroff
+"""
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="boots an amd64 Debian under qemu-system-x86_64")
+@pytest.mark.skipif(not shutil.which("qemu-system-x86_64") or not shutil.which("mke2fs"),
+                    reason="needs qemu-system-x86 and e2fsprogs (.ci/setup installs them)")
+def test_installed_unit_runs_under_systemd_in_its_sandbox(debs: dict[str, Path], tmp_path: Path) -> None:
+    """Debian 12 booted with systemd as PID 1, the package installed: the unit starts the daemon in its sandbox
+    (Type=notify, seccomp, no capabilities), it records a call, reloads in place, is restarted by the watchdog
+    when its hub stops, stops cleanly, and `systemd-analyze security` on the running system gives the score
+    docs/systemd.md states."""
+    port = free_port()
+    sim = simulator(tmp_path, port, "--replay", str(CAPTURES / "inbound-answered.plain.esl"), "--speed", "0",
+                    "--linger", "600", name="sim-vm")
+    root = DebRoot.unpack(tmp_path / "root", BOOKWORM_BOOT)
+    try:
+        with root:
+            shutil.copy(debs["A"], root.path / "tmp")
+            root.run("apt-get", "install", "-y", "-q", "--no-install-recommends", f"/tmp/{debs['A'].name}")
+        config = root.path / CONFIG.lstrip("/")
+        write_config(config, port, "", http_port=8080)
+        config.write_text(config.read_text().replace("[freeswitch]\n", f'[freeswitch]\nhost = "{debvm.HOST}"\n'))
+        # a short watchdog, so that its restart is seen in seconds (the shipped unit says 30 s)
+        dropin = root.path / "etc/systemd/system" / f"{UNIT}.d"
+        dropin.mkdir(parents=True)
+        (dropin / "test.conf").write_text("[Service]\nWatchdogSec=10s\nTimeoutAbortSec=3s\n")
+        probe = root.path / "usr/local/sbin/screenpop-probe"
+        probe.write_text(PROBE)
+        probe.chmod(0o755)
+        (root.path / "etc/systemd/system/screenpop-probe.service").write_text(
+            "[Unit]\nAfter=multi-user.target\n[Service]\nType=oneshot\nExecStart=/usr/local/sbin/screenpop-probe\n"
+            "[Install]\nWantedBy=multi-user.target\n")
+        (root.path / "etc/systemd/system/multi-user.target.wants/screenpop-probe.service").symlink_to(
+            "/etc/systemd/system/screenpop-probe.service")
+        console = debvm.boot(root.path, tmp_path / "disk.img", tmp_path / "console.log", timeout=420)
+    finally:
+        sim.close()
+        root.remove()
+    said = {m.group(1): m.group(2).strip() for m in re.finditer(r"PROBE (\S+) ?(.*)", console)}
+    shown = "\n".join(f"{k}: {v}" for k, v in said.items()) or console[-3000:]
+    assert said.get("started", "").startswith("active/running "), shown
+    assert sorted(said["process"].split()) == ["CapEff:0000000000000000", "NoNewPrivs:1", "Seccomp:2"], shown
+    assert said.get("calls") == "1", shown
+    assert said.get("reload") == "0 active same-process", shown
+    assert said.get("watchdog") == "1 new-process" and "atchdog timeout" in said.get("journal", ""), shown
+    assert said.get("stopped") == "success 0", shown
+    exposure = re.search(r"Overall exposure level for screenpop-daemon\.service: (\d+\.\d+)", said.get("security", ""))
+    assert exposure and float(exposure.group(1)) <= EXPOSURE_MAX, shown
+    assert said.get("calls-after") == "1", "the call stored once, through the watchdog restart"
