@@ -28,8 +28,9 @@ def prepare(root: Path) -> None:
 
 
 def boot(root: Path, image: Path, console: Path, timeout: float) -> str:
-    """Boot root until it powers itself off; the serial console's text. A guest still up after timeout seconds
-    is killed and the text so far returned (the caller's assertions then say what is missing)."""
+    """Boot root from a disk image made at `image` (deleted afterwards) until it powers itself off; the serial
+    console's text. A guest still up after timeout seconds is killed and the text so far returned (the caller's
+    assertions then say what is missing)."""
     prepare(root)
     kernel = max((root / "boot").glob("vmlinuz-*"))
     initrd = root / "boot" / kernel.name.replace("vmlinuz", "initrd.img")
@@ -47,4 +48,6 @@ def boot(root: Path, image: Path, console: Path, timeout: float) -> str:
         except subprocess.TimeoutExpired:
             qemu.kill()
             qemu.wait()
+        finally:
+            image.unlink()
     return console.read_bytes().decode("utf-8", "replace")
