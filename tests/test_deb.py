@@ -263,8 +263,14 @@ pid=$(show MainPID)
 say process $(grep -E '^(NoNewPrivs|Seccomp|CapEff):' /proc/$pid/status | tr -d ' \t' | tr '\n' ' ')
 wait_until 120 '[ "$(ended)" -ge 1 ]'
 say calls "$(ended)"
+uuid=$(screenpop calls --json --config /etc/screenpop/screenpop.toml | sed -n '1s/.*"uuid": "\([^"]*\)".*/\1/p')
+say journal-call-lines "$(journalctl _SYSTEMD_UNIT=$unit -o cat | grep -c "$uuid")"
+say journal-priorities $(journalctl _SYSTEMD_UNIT=$unit -o export | sed -n 's/^PRIORITY=//p' | sort -u)
+say journal-raw-prefixes "$(journalctl _SYSTEMD_UNIT=$unit -o cat | grep -c '^<[0-7]>')"
 systemctl reload "$unit"
 say reload $? "$(show ActiveState)" "$([ "$(show MainPID)" = "$pid" ] && echo same-process)"
+journalctl -u "$unit" -p warning -o cat | sed 's/^/PROBE warning /' > /dev/ttyS0
+say warnings "$(journalctl -u "$unit" -p warning -o cat | wc -l)"
 kill -STOP "$pid"
 wait_until 120 '[ "$(show NRestarts)" = 1 ] && [ "$(show ActiveState)" = active ]'
 say watchdog "$(show NRestarts)" "$([ "$(show MainPID)" != "$pid" ] && echo new-process)"
@@ -282,7 +288,8 @@ systemctl poweroff
                     reason="needs qemu-system-x86 and e2fsprogs (.ci/setup installs them)")
 def test_installed_unit_runs_under_systemd_in_its_sandbox(debs: dict[str, Path], tmp_path: Path) -> None:
     """Debian 12 booted with systemd as PID 1, the package installed: the unit starts the daemon in its sandbox
-    (Type=notify, seccomp, no capabilities), it records a call, reloads in place, is restarted by the watchdog
+    (Type=notify, seccomp, no capabilities), it records a call (its UUID in the journal, at the priorities the
+    daemon's prefixes give), reloads in place, is restarted by the watchdog
     when its hub stops, stops cleanly, and `systemd-analyze security` on the running system gives the score
     docs/systemd.md states."""
     port = free_port()
@@ -317,7 +324,11 @@ def test_installed_unit_runs_under_systemd_in_its_sandbox(debs: dict[str, Path],
     assert said.get("started", "").startswith("active/running "), shown
     assert sorted(said["process"].split()) == ["CapEff:0000000000000000", "NoNewPrivs:1", "Seccomp:2"], shown
     assert said.get("calls") == "1", shown
+    # journald read the daemon's <N> prefixes as priorities, and the call can be followed by its UUID
+    assert int(said.get("journal-call-lines", "0")) >= 1 and said.get("journal-raw-prefixes") == "0", shown
+    assert "6" in said.get("journal-priorities", "").split(), shown
     assert said.get("reload") == "0 active same-process", shown
+    assert said.get("warnings") == "0", f"a clean start and reload, yet the journal warns:\n{shown}"
     assert said.get("watchdog") == "1 new-process" and "atchdog timeout" in said.get("journal", ""), shown
     assert said.get("stopped") == "success 0", shown
     exposure = re.search(r"Overall exposure level for screenpop-daemon\.service: (\d+\.\d+)", said.get("security", ""))
