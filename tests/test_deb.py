@@ -278,7 +278,19 @@ journalctl -u "$unit" -o cat | grep -i 'watchdog timeout' | head -1 | sed 's/^/P
 systemctl stop "$unit"
 say stopped "$(show Result)" "$(show ExecMainStatus)"
 say security "$(systemd-analyze security "$unit" --no-pager | tail -1)"
+systemctl start "$unit"
+pid=$(show MainPID)
+apt-get install -y -q --no-install-recommends /root/B.deb > /tmp/apt.log 2>&1
+rc=$?
+tail -3 /tmp/apt.log | sed 's/^/PROBE apt /' > /dev/ttyS0
+say upgrade $rc "$(dpkg-query -W -f='${Version}' screenpop)" "$(show ActiveState)" \
+    "$([ "$(show MainPID)" != "$pid" ] && echo restarted)"
 say calls-after "$(ended)"
+pid=$(show MainPID)
+apt-get remove -y -q screenpop > /dev/null 2>&1
+say removed $? "$(kill -0 "$pid" 2>/dev/null || echo daemon-gone)"
+apt-get purge -y -q screenpop > /dev/null 2>&1
+say purged $? "$([ -e /etc/screenpop ] || echo config-gone)" "$([ -e /var/lib/screenpop ] || echo state-gone)"
 systemctl poweroff
 """
 
@@ -291,7 +303,8 @@ def test_installed_unit_runs_under_systemd_in_its_sandbox(debs: dict[str, Path],
     (Type=notify, seccomp, no capabilities), it records a call (its UUID in the journal, at the priorities the
     daemon's prefixes give), reloads in place, is restarted by the watchdog
     when its hub stops, stops cleanly, and `systemd-analyze security` on the running system gives the score
-    docs/systemd.md states."""
+    docs/systemd.md states. Then apt with systemd running: the upgrade restarts it, remove stops it, purge
+    cleans up."""
     port = free_port()
     sim = simulator(tmp_path, port, "--replay", str(CAPTURES / "inbound-answered.plain.esl"), "--speed", "0",
                     "--linger", "600", name="sim-vm")
@@ -299,6 +312,7 @@ def test_installed_unit_runs_under_systemd_in_its_sandbox(debs: dict[str, Path],
     try:
         with root:
             shutil.copy(debs["A"], root.path / "tmp")
+            shutil.copy(debs["B"], root.path / "root/B.deb")  # the probe upgrades to it (boot empties /tmp)
             root.run("apt-get", "install", "-y", "-q", "--no-install-recommends", f"/tmp/{debs['A'].name}")
         config = root.path / CONFIG.lstrip("/")
         write_config(config, port, "", http_port=8080)
@@ -333,4 +347,8 @@ def test_installed_unit_runs_under_systemd_in_its_sandbox(debs: dict[str, Path],
     assert said.get("stopped") == "success 0", shown
     exposure = re.search(r"Overall exposure level for screenpop-daemon\.service: (\d+\.\d+)", said.get("security", ""))
     assert exposure and float(exposure.group(1)) <= EXPOSURE_MAX, shown
-    assert said.get("calls-after") == "1", "the call stored once, through the watchdog restart"
+    # what a Debian admin expects with systemd running: upgrade restarts the daemon, remove stops it
+    assert said.get("upgrade") == "0 0.1.0-2 active restarted", shown
+    assert said.get("calls-after") == "1", "the call stored once, through the watchdog's restart and the upgrade"
+    assert said.get("removed") == "0 daemon-gone", shown
+    assert said.get("purged") == "0 config-gone state-gone", shown
