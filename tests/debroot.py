@@ -68,6 +68,8 @@ class Release:
 BOOKWORM = Release("bookworm")
 # Ubuntu 22.04, the oldest release the package is for (Python 3.10); universe has python3-venv for building there
 JAMMY = Release("jammy", ubuntu=True, preload=("python3", "adduser", "procps", "python3-venv"))
+# Debian 13, the newest release (Python 3.13)
+TRIXIE = Release("trixie", preload=("python3", "adduser", "procps", "python3-venv"))
 # Debian 12 that boots (tests/debvm.py): a kernel, systemd as init, networkd for the virtual machine's network
 BOOKWORM_BOOT = Release("bookworm", flavour="boot",
                         install=("systemd-sysv", "dbus", "udev", "linux-image-amd64", "initramfs-tools"))

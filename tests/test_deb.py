@@ -1,6 +1,6 @@
 """The Debian package end to end in a clean Debian 12 root: install, run against the simulator, upgrade with data
 in place, remove, purge; the installed unit run by systemd in a booted Debian 12; and built and installed on
-Ubuntu 22.04 (docs/packaging.md)."""
+Ubuntu 22.04 and Debian 13 (docs/packaging.md)."""
 from __future__ import annotations
 
 import json
@@ -21,7 +21,7 @@ import pytest
 from screenpop.db.migrations import MIGRATIONS
 from screenpop.db.models import SchemaVersion
 import debvm
-from debroot import BOOKWORM_BOOT, JAMMY, DebRoot
+from debroot import BOOKWORM_BOOT, JAMMY, TRIXIE, DebRoot, Release
 from support import CAPTURES, free_port, simulator, wait_for, write_config
 from test_systemd_units import EXPOSURE_MAX
 
@@ -201,14 +201,17 @@ def test_lintian_clean(debs: dict[str, Path]) -> None:
     assert result.returncode == 0 and not findings, result.stdout + result.stderr
 
 
-def test_built_on_ubuntu_22_04_from_the_sdist_installs_records_a_call_and_purges(tmp_path: Path) -> None:
-    """Ubuntu 22.04, Python 3.10: the oldest release and interpreter the package is for. build-deb.py run there
-    from the sdist, as docs/packaging.md tells an admin, makes a package for that release's python3.10."""
+@pytest.mark.parametrize(("release", "python"), [(JAMMY, "3.10"), (TRIXIE, "3.13")], ids=["ubuntu-22.04", "debian-13"])
+def test_built_on_another_release_from_the_sdist_installs_records_a_call_and_purges(release: Release, python: str,
+                                                                                    tmp_path: Path) -> None:
+    """Ubuntu 22.04 (Python 3.10) and Debian 13 (3.13): the oldest and the newest release the package is for.
+    build-deb.py run there from the sdist, as docs/packaging.md tells an admin, makes a package for that
+    release's interpreter, which installs, records a call and purges there."""
     subprocess.run([sys.executable, "-m", "build", "--sdist", "--outdir", str(tmp_path), str(ROOT)], check=True,
                    capture_output=True)
     sdist = next(tmp_path.glob("screenpop-*.tar.gz"))
     pip_env = {key: value for key, value in os.environ.items() if key in ("PIP_INDEX_URL", "HTTPS_PROXY", "https_proxy")}
-    build = DebRoot.unpack(tmp_path / "build", JAMMY)
+    build = DebRoot.unpack(tmp_path / "build", release)
     try:
         with build:
             build.run("apt-get", "install", "-y", "-q", "--no-install-recommends", "python3-venv")
@@ -219,9 +222,11 @@ def test_built_on_ubuntu_22_04_from_the_sdist_installs_records_a_call_and_purges
             subprocess.run(["tar", "-xzf", str(sdist), "-C", str(build.path / "root")], check=True)
             build.run("python3", "-m", "venv", "/root/build-env")
             build.run("/root/build-env/bin/pip", "install", "-q", "build", env=pip_env)
-            out = build.run("/root/build-env/bin/python", f"/root/{sdist.name[:-7]}/packaging/build-deb.py", check=False)
-            assert "pip 22.0.2 is too old" in out.stderr, "jammy's own pip, refused in words"
-            build.run("/root/build-env/bin/pip", "install", "-q", "--upgrade", "pip", env=pip_env)
+            if release is JAMMY:  # its pip 22.0 cannot install into another interpreter: refused in words
+                out = build.run("/root/build-env/bin/python", f"/root/{sdist.name[:-7]}/packaging/build-deb.py",
+                                check=False)
+                assert "pip 22.0.2 is too old" in out.stderr
+                build.run("/root/build-env/bin/pip", "install", "-q", "--upgrade", "pip", env=pip_env)
             out = build.run("/root/build-env/bin/python", f"/root/{sdist.name[:-7]}/packaging/build-deb.py",
                             "--out", "/root", "--compress", "zstd", env=pip_env).stdout
         deb = tmp_path / Path(out.strip().splitlines()[-1]).name
@@ -229,16 +234,17 @@ def test_built_on_ubuntu_22_04_from_the_sdist_installs_records_a_call_and_purges
     finally:
         build.remove()
     control = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"], capture_output=True, text=True).stdout
-    assert control.startswith("python3.10, python3 (>= 3.10), python3 (<< 3.11)"), control
+    major, minor = python.split(".")
+    assert control.startswith(f"python{python}, python3 (>= {python}), python3 (<< {major}.{int(minor) + 1})"), control
 
-    root = DebRoot.unpack(tmp_path / "root", JAMMY)
+    root = DebRoot.unpack(tmp_path / "root", release)
     try:
         with root:
             shutil.copy(deb, root.path / "tmp")
             out = root.run("apt-get", "install", "-y", "-q", "--no-install-recommends", f"/tmp/{deb.name}").stdout
             assert f"schema version {MIGRATIONS[-1].version} (applied" in out
-            assert root.run("/opt/screenpop/bin/python", "-c", "import sys; print(sys.version_info[:2])").stdout \
-                == "(3, 10)\n"
+            assert root.run("/opt/screenpop/bin/python", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"
+                            ).stdout == f"{python}\n"
             port = free_port()
             write_config(root.path / CONFIG.lstrip("/"), port, "", http_port=free_port())
             recorded = record_one_call(root, tmp_path, port, "inbound-answered", 0)
