@@ -62,7 +62,7 @@ class Release:
         """Components, and for Ubuntu the archive keyring (the host's debootstrap knows only Debian's keys)."""
         if not self.ubuntu:
             return []
-        return ["--components=main,universe", f"--keyring={ubuntu_keyring(work)}"]
+        return ["--components=main,universe", f"--keyring={ubuntu_keyring(work, self.mirror)}"]
 
 
 BOOKWORM = Release("bookworm")
@@ -75,11 +75,11 @@ BOOKWORM_BOOT = Release("bookworm", flavour="boot",
                         install=("systemd-sysv", "dbus", "udev", "linux-image-amd64", "initramfs-tools"))
 
 
-def ubuntu_keyring(work: Path) -> Path:
+def ubuntu_keyring(work: Path, mirror: str) -> Path:
     """Ubuntu's archive keyring, taken from the ubuntu-keyring package fetched from Ubuntu's archive and checked
     against the digest recorded here (the package is fetched over plain HTTP)."""
     deb = work / "ubuntu-keyring.deb"
-    with urllib.request.urlopen(f"{JAMMY.mirror}/{_UBUNTU_KEYRING_DEB}", timeout=60) as response:
+    with urllib.request.urlopen(f"{mirror}/{_UBUNTU_KEYRING_DEB}", timeout=60) as response:
         deb.write_bytes(response.read())
     digest = hashlib.sha256(deb.read_bytes()).hexdigest()
     if digest != _UBUNTU_KEYRING_SHA256:
