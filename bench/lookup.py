@@ -25,7 +25,7 @@ from screenpop.db.database import open_database
 from screenpop.db.lookup import MAX_CANDIDATES, Lookup
 from screenpop.db.migrations import migrate
 from screenpop.db.models import Phone, utcnow
-from screenpop.db.numbers import Number, NumberRules
+from screenpop.db.numbers import Number, NumberRules, valid_country_code
 
 RULES = NumberRules("US", r"^[1-9][0-9]{1,4}$", 8)
 CHUNK = 50_000
@@ -78,11 +78,11 @@ def customer_rows(phones: list[list[str]]) -> Iterator[tuple]:
 def phone_rows(phones: list[list[str]]) -> Iterator[tuple]:
     for i, own in enumerate(phones):
         for e164 in own:
-            yield (i + 1, e164, e164[:0:-1], e164, "")
+            yield (i + 1, e164, e164[:0:-1], valid_country_code(e164), e164, "")
 
 
 CUSTOMER_COLUMNS = "id, external_id, name, company, category, note, city, country, created_at, updated_at"
-PHONE_COLUMNS = "customer_id, e164, rev, raw, label"
+PHONE_COLUMNS = "customer_id, e164, rev, country_code, raw, label"
 
 
 def fill_sqlite(db: peewee.Database, phones: list[list[str]]) -> None:
@@ -128,6 +128,8 @@ def builder_find(rules: NumberRules) -> Callable[[Number], tuple[int | None, int
         if not ids and len(number.rev) >= rules.suffix_digits:
             prefix = number.rev[: rules.suffix_digits]
             query = Phone.select(Phone.customer).where(Phone.rev.between(prefix, prefix + "9" * 32))
+            if number.country_code is not None:
+                query = query.where(Phone.country_code.is_null() | (Phone.country_code == number.country_code))
             ids = [cid for (cid,) in query.distinct().order_by(Phone.customer).limit(MAX_CANDIDATES + 1).tuples()]
         return (ids[0] if len(ids) == 1 else None), len(ids)
 

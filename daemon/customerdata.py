@@ -14,6 +14,7 @@ from typing import Any
 import peewee
 
 from screenpop.db.callrecords import calls_query, records
+from screenpop.db.lookup import phone_columns
 from screenpop.db.models import CATEGORIES, Call, CallParty, Customer, Employee, Order, Phone, database, utcnow
 from screenpop.db.numbers import Number, NumberRules
 
@@ -274,7 +275,7 @@ def store_phone(customer_id: int, number: Number, raw: str, label: str) -> Phone
     if owner is not None:
         whose = "this customer" if owner.customer_id == customer_id else f"customer {owner.customer_id}"
         raise DataError(409, f"{number.e164} is already a number of {whose}", customer_id=owner.customer_id)
-    return Phone.create(customer=customer_id, e164=number.e164, rev=number.rev, raw=raw, label=label)
+    return Phone.create(customer=customer_id, **phone_columns(number), raw=raw, label=label)
 
 
 def add_phone(customer_id: int, number: Number, raw: str, label: str) -> Phone:

@@ -22,6 +22,7 @@ import peewee
 from screenpop.db import models
 from screenpop.db import photofiles
 from screenpop.db.images import ImageRejected
+from screenpop.db.lookup import phone_columns
 from screenpop.db.models import CATEGORIES, Customer, Employee, Order, Phone
 from screenpop.db.numbers import NumberRules
 
@@ -288,7 +289,7 @@ class _CustomerRow:
     line: int
     external_id: str
     fields: dict[str, str]
-    phones: dict[str, tuple[str, str, str]] | None  # e164 -> (rev, raw, label); None: column absent
+    phones: dict[str, tuple[str, int | None, str, str]] | None  # e164 -> (rev, country_code, raw, label); None: absent
 
 
 def import_customers(path: str | os.PathLike[str], rules: NumberRules) -> ImportReport:
@@ -313,9 +314,9 @@ def import_customers(path: str | os.PathLike[str], rules: NumberRules) -> Import
     return _import_csv(path, _CUSTOMERS, prepare, _apply_customers)
 
 
-def _parse_phones(cell: str, rules: NumberRules) -> dict[str, tuple[str, str, str]]:
-    """'mobile:+3545551234;office:5551000' -> {e164: (rev, raw, label)}; any bad number rejects the row."""
-    phones: dict[str, tuple[str, str, str]] = {}
+def _parse_phones(cell: str, rules: NumberRules) -> dict[str, tuple[str, int | None, str, str]]:
+    """'mobile:+3545551234;office:5551000' -> {e164: (rev, country_code, raw, label)}; any bad number rejects the row."""
+    phones: dict[str, tuple[str, int | None, str, str]] = {}
     for item in _PHONE_SPLIT.split(cell):
         item = item.strip()
         if not item:
@@ -329,7 +330,8 @@ def _parse_phones(cell: str, rules: NumberRules) -> dict[str, tuple[str, str, st
             raise _RowError(f"phone {raw!r} is an internal extension, not a customer number")
         if number.kind != "e164":
             raise _RowError(f"phone {raw[:40]!r} is not a phone number that can be made E.164")
-        phones.setdefault(number.e164, (number.rev, raw, label))
+        columns = phone_columns(number)
+        phones.setdefault(number.e164, (columns["rev"], columns["country_code"], raw, label))
     return phones
 
 
@@ -342,12 +344,12 @@ def _apply_customers(db: peewee.Database, rows: list[_CustomerRow]) -> _Outcome:
         row[1]: dict(zip(columns, row))
         for row in _select(db, f"SELECT {', '.join(columns)} FROM customer WHERE external_id IN ({_marks(len(keys))})", keys)
     }
-    stored_phones: dict[int, dict[str, tuple[str, str, str]]] = {c["id"]: {} for c in existing.values()}
+    stored_phones: dict[int, dict[str, tuple[str, int | None, str, str]]] = {c["id"]: {} for c in existing.values()}
     if stored_phones:
         ids = list(stored_phones)
-        sql = f"SELECT customer_id, e164, rev, raw, label FROM phone WHERE customer_id IN ({_marks(len(ids))})"
-        for customer_id, e164, rev, raw, label in _select(db, sql, ids):
-            stored_phones[customer_id][e164] = (rev, raw, label)
+        sql = f"SELECT customer_id, e164, rev, country_code, raw, label FROM phone WHERE customer_id IN ({_marks(len(ids))})"
+        for customer_id, e164, rev, country_code, raw, label in _select(db, sql, ids):
+            stored_phones[customer_id][e164] = (rev, country_code, raw, label)
     wanted = sorted({e164 for r in rows if r.phones for e164 in r.phones})
     owners: dict[str, set[Any]] = {}
     if wanted:
@@ -356,7 +358,7 @@ def _apply_customers(db: peewee.Database, rows: list[_CustomerRow]) -> _Outcome:
 
     now = models.utcnow()
     inserts, updates, phone_deletes, phone_inserts, phone_updates = [], [], [], [], []
-    new_phones: list[tuple[str, str, str, str, str]] = []
+    new_phones: list[tuple[str, str, str, int | None, str, str]] = []
     for row in rows:
         current = existing.get(row.external_id)
         owner = current["id"] if current else row.external_id
@@ -366,7 +368,7 @@ def _apply_customers(db: peewee.Database, rows: list[_CustomerRow]) -> _Outcome:
         if taken:
             others = sorted(owners[taken[0]] - {owner}, key=str)
             outcome.errors.append(
-                (row.line, f"phone {after[taken[0]][1]!r} already belongs to {_describe(db, others[0])}; not moved")
+                (row.line, f"phone {after[taken[0]][2]!r} already belongs to {_describe(db, others[0])}; not moved")
             )
             continue
         for e164 in before.keys() - after.keys():
@@ -376,7 +378,7 @@ def _apply_customers(db: peewee.Database, rows: list[_CustomerRow]) -> _Outcome:
         if current is None:
             fields = {"category": "regular", **row.fields}
             inserts.append((row.external_id, *(fields.get(n, "") for n in _CUSTOMER_FIELDS), now, now))
-            new_phones += [(row.external_id, e164, rev, raw, label) for e164, (rev, raw, label) in after.items()]
+            new_phones += [(row.external_id, e164, *phone) for e164, phone in after.items()]
             outcome.created += 1
             continue
         fields_changed = any(current[name] != value for name, value in row.fields.items())
@@ -387,7 +389,7 @@ def _apply_customers(db: peewee.Database, rows: list[_CustomerRow]) -> _Outcome:
         phone_deletes += [(current["id"], e164) for e164 in before.keys() - after.keys()]
         phone_inserts += [(current["id"], e164, *after[e164]) for e164 in after.keys() - before.keys()]
         phone_updates += [
-            (after[e164][1], after[e164][2], current["id"], e164)
+            (*after[e164][1:], current["id"], e164)
             for e164 in before.keys() & after.keys()
             if before[e164] != after[e164]
         ]
@@ -403,11 +405,13 @@ def _apply_customers(db: peewee.Database, rows: list[_CustomerRow]) -> _Outcome:
         created = [r[0] for r in inserts]
         sql = f"SELECT external_id, id FROM customer WHERE external_id IN ({_marks(len(created))})"
         new_ids = dict(_select(db, sql, created))
-        phone_inserts += [(new_ids[ext], e164, rev, raw, label) for ext, e164, rev, raw, label in new_phones]
+        phone_inserts += [(new_ids[ext], e164, *phone) for ext, e164, *phone in new_phones]
     _update_customers(db, updates)
     _execute_many(db, "DELETE FROM phone WHERE customer_id = ? AND e164 = ?", phone_deletes)
-    _execute_many(db, "UPDATE phone SET raw = ?, label = ? WHERE customer_id = ? AND e164 = ?", phone_updates)
-    _execute_many(db, "INSERT INTO phone (customer_id, e164, rev, raw, label) VALUES (?, ?, ?, ?, ?)", phone_inserts)
+    _execute_many(db, "UPDATE phone SET country_code = ?, raw = ?, label = ? WHERE customer_id = ? AND e164 = ?",
+                  phone_updates)
+    _execute_many(db, "INSERT INTO phone (customer_id, e164, rev, country_code, raw, label) VALUES (?, ?, ?, ?, ?, ?)",
+                  phone_inserts)
     return outcome
 
 

@@ -33,45 +33,40 @@ class Lookup:
         self.rules = rules
         p = db.param
         limit = MAX_CANDIDATES + 1
-        exact = f"SELECT DISTINCT customer_id, 0 AS how FROM phone WHERE e164 = {p} ORDER BY customer_id LIMIT {limit}"
+        self._exact = f"SELECT DISTINCT customer_id, 0 AS how FROM phone WHERE e164 = {p} ORDER BY customer_id LIMIT {limit}"
+        self._count_exact = f"SELECT COUNT(DISTINCT customer_id) FROM phone WHERE e164 = {p}"
         # rev holds only digits, so every rev starting with prefix lies in [prefix, prefix + "999..."]:
-        # an index range scan in any collation, unlike LIKE 'prefix%'.
-        suffix_where = f"rev >= {p} AND rev <= {p}"
-        suffix = (f"SELECT DISTINCT customer_id, 1 AS how FROM phone WHERE {suffix_where} "
-                  f"ORDER BY customer_id LIMIT {limit}")
-        self._exact, self._suffix = exact, suffix
-        # On PostgreSQL both in one round trip (a new caller, unknown to both, is a call centre's common case);
-        # the suffix rows count only when no number matches exactly. SQLite has no round trip to save, and
-        # reading the suffix range for a number that matches exactly would only cost.
-        self._both = (None if isinstance(db, peewee.SqliteDatabase)
-                      else f"SELECT * FROM ({exact}) AS exact UNION ALL SELECT * FROM ({suffix}) AS suffix")
-        self._count = {
-            "e164": f"SELECT COUNT(DISTINCT customer_id) FROM phone WHERE e164 = {p}",
-            "suffix": f"SELECT COUNT(DISTINCT customer_id) FROM phone WHERE {suffix_where}",
-        }
+        # an index range scan in any collation, unlike LIKE 'prefix%'. A caller whose number is valid matches by
+        # its last digits only numbers of its own country and numbers valid in no plan (country_code NULL).
+        anywhere = f"rev >= {p} AND rev <= {p}"
+        own_country = f"{anywhere} AND (country_code IS NULL OR country_code = {p})"
+        self._suffix = {valid: _Suffix(db, self._exact, where) for valid, where in ((False, anywhere), (True, own_country))}
 
     def find(self, number: str | Number) -> Match:
-        """The customer(s) whose stored number equals this one, else whose last suffix_digits digits do."""
+        """The customer(s) whose stored number equals this one, else whose last suffix_digits digits do; a valid
+        caller's last digits never match a valid number of another country (docs/card.md)."""
         if not isinstance(number, Number):
             number = self.rules.classify(number)
         if number.kind != "e164":
             return NO_MATCH
         exact = (number.e164,)
         if len(number.rev) < self.rules.suffix_digits:
-            return self._match(self._ids(self._exact, exact), "e164", exact) or NO_MATCH
+            return self._match(self._ids(self._exact, exact), "e164", self._count_exact, exact) or NO_MATCH
         prefix = number.rev[: self.rules.suffix_digits]
-        suffix = (prefix, prefix + _DIGITS_AFTER)
-        if self._both is None:
-            return (self._match(self._ids(self._exact, exact), "e164", exact)
-                    or self._match(self._ids(self._suffix, suffix), "suffix", suffix) or NO_MATCH)
-        rows = self.db.execute_sql(self._both, exact + suffix).fetchall()
-        return (self._match(sorted(c for c, how in rows if how == 0), "e164", exact)
-                or self._match(sorted(c for c, how in rows if how == 1), "suffix", suffix) or NO_MATCH)
+        code = number.country_code
+        by = self._suffix[code is not None]
+        suffix = (prefix, prefix + _DIGITS_AFTER) if code is None else (prefix, prefix + _DIGITS_AFTER, code)
+        if by.both is None:
+            return (self._match(self._ids(self._exact, exact), "e164", self._count_exact, exact)
+                    or self._match(self._ids(by.select, suffix), "suffix", by.count, suffix) or NO_MATCH)
+        rows = self.db.execute_sql(by.both, exact + suffix).fetchall()
+        return (self._match(sorted(c for c, how in rows if how == 0), "e164", self._count_exact, exact)
+                or self._match(sorted(c for c, how in rows if how == 1), "suffix", by.count, suffix) or NO_MATCH)
 
-    def _ids(self, sql: str, params: tuple[str, ...]) -> list[int]:
+    def _ids(self, sql: str, params: tuple) -> list[int]:
         return [row[0] for row in self.db.execute_sql(sql, params).fetchall()]
 
-    def _match(self, ids: list[int], how: str, params: tuple[str, ...]) -> Match | None:
+    def _match(self, ids: list[int], how: str, count_sql: str, params: tuple) -> Match | None:
         """The Match of the customer ids a query found (sorted, at most MAX_CANDIDATES + 1); None if none."""
         if not ids:
             return None
@@ -79,8 +74,27 @@ class Lookup:
             return Match(ids[0], 1, tuple(ids), how)
         if len(ids) <= MAX_CANDIDATES:
             return Match(None, len(ids), tuple(ids), how)
-        total = self.db.execute_sql(self._count[how], params).fetchone()[0]
+        total = self.db.execute_sql(count_sql, params).fetchone()[0]
         return Match(None, total, tuple(ids[:MAX_CANDIDATES]), how)
+
+
+class _Suffix:
+    """The last-digits queries for one WHERE clause: the candidates, their count, and on PostgreSQL the exact and
+    the suffix query in one round trip (a new caller, unknown to both, is a call centre's common case; the suffix
+    rows count only when no number matches exactly). SQLite has no round trip to save, and reading the suffix
+    range for a number that matches exactly would only cost."""
+
+    def __init__(self, db: peewee.Database, exact: str, where: str) -> None:
+        limit = MAX_CANDIDATES + 1
+        self.select = f"SELECT DISTINCT customer_id, 1 AS how FROM phone WHERE {where} ORDER BY customer_id LIMIT {limit}"
+        self.count = f"SELECT COUNT(DISTINCT customer_id) FROM phone WHERE {where}"
+        self.both = (None if isinstance(db, peewee.SqliteDatabase)
+                     else f"SELECT * FROM ({exact}) AS exact UNION ALL SELECT * FROM ({self.select}) AS suffix")
+
+
+def phone_columns(number: Number) -> dict[str, str | int | None]:
+    """The stored form of a customer's number the lookup reads (e164, rev, country_code): every writer uses this."""
+    return {"e164": number.e164, "rev": number.rev, "country_code": number.country_code}
 
 
 def add_phone(customer: Customer | int, raw: str, label: str, rules: NumberRules) -> Phone:
@@ -89,4 +103,4 @@ def add_phone(customer: Customer | int, raw: str, label: str, rules: NumberRules
     if number.kind != "e164":
         reason = "an internal extension" if number.kind == "extension" else "not a phone number that can be made E.164"
         raise ValueError(f"{raw!r} is {reason}")
-    return Phone.create(customer=customer, e164=number.e164, rev=number.rev, raw=raw.strip(), label=label)
+    return Phone.create(customer=customer, **phone_columns(number), raw=raw.strip(), label=label)

@@ -13,6 +13,7 @@ import peewee
 
 from screenpop.db import callfacts, search
 from screenpop.db.models import ALL_MODELS, Call, SchemaVersion, Setting, SigninLink
+from screenpop.db.numbers import valid_country_code
 
 _LOCK_KEY = 0x5C2EE9  # pg advisory lock id: one migrating process at a time
 
@@ -65,6 +66,18 @@ def _node_fence(db: peewee.Database) -> None:
         "USING ERRCODE = 'object_not_in_prerequisite_state'; END IF; END $$")
 
 
+def _phone_country_codes(db: peewee.Database) -> None:
+    """Each stored number's country code when it is a valid number, so a lookup's last-digits match stays within
+    the caller's country (db/lookup.py); numbers outside any plan keep NULL and still match by their last digits."""
+    if "country_code" not in {c.name for c in db.get_columns("phone")}:
+        db.execute_sql("ALTER TABLE phone ADD COLUMN country_code INTEGER")
+    p = db.param
+    rows = db.execute_sql("SELECT id, e164 FROM phone WHERE country_code IS NULL").fetchall()
+    codes = [(code, phone_id) for phone_id, e164 in rows if (code := valid_country_code(e164)) is not None]
+    if codes:
+        db.cursor().executemany(f"UPDATE phone SET country_code = {p} WHERE id = {p}", codes)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "create all tables", _create_tables),
     Migration(2, "web sign-in: shared settings and one-time sign-in links", _web_signin),
@@ -75,6 +88,7 @@ MIGRATIONS: list[Migration] = [
     Migration(7, "cheaper call writes: two redundant call indexes dropped, call facts' triggers narrowed",
               _cheaper_call_writes),
     Migration(8, "the node fence as a database check, so a write batch is one round trip", _node_fence),
+    Migration(9, "phone numbers' country codes: no last-digits match across countries", _phone_country_codes),
 ]
 
 

@@ -62,12 +62,14 @@ class Customer(BaseModel):
 
 
 class Phone(BaseModel):
-    """One number of a customer; e164 is the normalised form, rev the reversed digits for suffix lookup."""
+    """One number of a customer; e164 is the normalised form, rev the reversed digits for suffix lookup, country_code
+    set only when e164 is a valid number of that country (a suffix never matches a valid number of another country)."""
 
     id = AutoField()
     customer = ForeignKeyField(Customer, backref="phones", on_delete="CASCADE")
     e164 = CharField(max_length=32, index=True)
     rev = CharField(max_length=32, index=True)
+    country_code = IntegerField(null=True)
     raw = CharField(max_length=64)
     label = CharField(max_length=64, default="")
 

@@ -22,12 +22,17 @@ _SEPARATORS = re.compile(r"[ ()./-]")
 
 @dataclass(frozen=True, slots=True)
 class Number:
-    """A classified number: kind says how to treat it; e164 and rev are set only for kind 'e164'."""
+    """A classified number: kind says how to treat it; e164 and rev are set only for kind 'e164'.
+
+    country_code is the country calling code when e164 is valid in that country's plan (not merely plausible):
+    only then can a lookup tell that another country's number with the same last digits is someone else's.
+    """
 
     kind: Kind
     raw: str
     e164: str | None = None
     rev: str | None = None
+    country_code: int | None = None
 
     @property
     def matchable(self) -> bool:
@@ -82,23 +87,24 @@ class NumberRules:
         dialled = _SEPARATORS.sub("", text)
         if not dialled.strip("+0"):
             return Number("raw", raw)
-        e164 = self._to_e164(dialled)
-        if e164 is None:
+        reading = self._to_e164(dialled)
+        if reading is None:
             return Number("raw", raw)
-        return Number("e164", raw, e164, e164[:0:-1])
+        e164, country_code = reading
+        return Number("e164", raw, e164, e164[:0:-1], country_code)
 
-    def _to_e164(self, dialled: str) -> str | None:
-        """The E.164 form of a dialled string, preferring a valid reading over a merely plausible one."""
+    def _to_e164(self, dialled: str) -> tuple[str, int | None] | None:
+        """The E.164 form of a dialled string and its country code if valid, preferring a valid reading."""
         readings = [self._parse(dialled)]
         if dialled.startswith("00") and not self._idd_is_00:
             readings.append(self._parse("+" + dialled[2:]))
         parsed = [n for n in readings if n is not None]
         for number in parsed:
             if phonenumbers.is_valid_number(number):
-                return phonenumbers.format_number(number, PhoneNumberFormat.E164)
+                return phonenumbers.format_number(number, PhoneNumberFormat.E164), number.country_code
         for number in parsed:
             if _plausible(number):
-                return phonenumbers.format_number(number, PhoneNumberFormat.E164)
+                return phonenumbers.format_number(number, PhoneNumberFormat.E164), None
         return None
 
     def _parse(self, dialled: str) -> phonenumbers.PhoneNumber | None:
@@ -106,6 +112,15 @@ class NumberRules:
             return phonenumbers.parse(dialled, self.default_region)
         except NumberParseException:
             return None
+
+
+def valid_country_code(e164: str) -> int | None:
+    """The country calling code of a stored E.164 number that is valid in its country's plan, else None."""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except NumberParseException:
+        return None
+    return number.country_code if phonenumbers.is_valid_number(number) else None
 
 
 def _plausible(number: phonenumbers.PhoneNumber) -> bool:

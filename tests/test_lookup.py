@@ -28,17 +28,33 @@ def test_exact_match_in_any_written_form(db: peewee.Database) -> None:
 
 
 def test_suffix_match_on_last_digits(db: peewee.Database) -> None:
-    jon = customer("jon", "+3545551234")
+    jon = customer("jon", "+12045551234")
     lookup = Lookup(db, RULES)
-    # same last 8 digits (45551234) behind another country code
-    assert lookup.find("+12045551234") == Match(jon.id, 1, (jon.id,), "suffix")
-    assert lookup.find("+49 30 45551234") == Match(jon.id, 1, (jon.id,), "suffix")
+    # same last 8 digits (45551234), another valid number of the same country
+    assert lookup.find("+12145551234") == Match(jon.id, 1, (jon.id,), "suffix")
+    # a caller valid in no plan (+1 554 is no area code) may be anyone's: it matches across countries
+    assert lookup.find("+15545551234") == Match(jon.id, 1, (jon.id,), "suffix")
     # only 7 digits in common
     assert lookup.find("+12075551234").matches == 0
 
 
+def test_last_digits_never_match_a_valid_number_of_another_country(db: peewee.Database) -> None:
+    """Issue 14: local 555 1234 (IS) named the owners of +45 4555 1234 and +47 4555 1234 as sharing the number."""
+    customer("dk", "+45 4555 1234")
+    customer("no", "+47 4555 1234")
+    lookup = Lookup(db, RULES)
+    for raw in ("555 1234", "+3545551234", "+49 30 45551234"):
+        assert lookup.find(raw) == Match(None, 0, ()), raw
+    # a stored number valid in no plan (kept as dialled, +1 554 ...) still matches any caller by its last digits
+    lab = customer("lab", "+1 554 555 1234")
+    assert lookup.find("555 1234") == Match(lab.id, 1, (lab.id,), "suffix")
+    # and a caller valid in no plan matches them all
+    match = lookup.find("+19945551234")
+    assert (match.matches, match.matched_by) == (3, "suffix")
+
+
 def test_suffix_length_is_configurable_without_restoring(db: peewee.Database) -> None:
-    jon = customer("jon", "+3545551234")
+    jon = customer("jon", "+12045551234")
     assert Lookup(db, RULES).find("+12035551234").matches == 0
     seven = NumberRules("IS", RULES.extension_pattern, 7)
     assert Lookup(db, seven).find("+12035551234") == Match(jon.id, 1, (jon.id,), "suffix")
@@ -46,12 +62,12 @@ def test_suffix_length_is_configurable_without_restoring(db: peewee.Database) ->
 
 def test_exact_match_wins_over_suffix_matches(db: peewee.Database) -> None:
     jon = customer("jon", "+3545551234")
-    customer("lookalike", "+12045551234")
+    customer("lookalike", "+15545551234")
     assert Lookup(db, RULES).find("+3545551234") == Match(jon.id, 1, (jon.id,), "e164")
 
 
 def test_suffix_needs_enough_digits(db: peewee.Database) -> None:
-    customer("jon", "+3545551234")
+    customer("jon", "+15545551234")
     long_suffix = NumberRules("IS", RULES.extension_pattern, 15)
     assert Lookup(db, long_suffix).find("+12045551234").matches == 0
 
@@ -72,7 +88,7 @@ def test_many_matches_are_counted_but_candidates_capped(db: peewee.Database) -> 
     ids = [customer(f"c{i}", f"+1{i + 20}45551234").id for i in range(MAX_CANDIDATES + 5)]
     match = Lookup(db, RULES).find("+12545551234")
     assert match.customer_id == ids[5]
-    match = Lookup(db, RULES).find("+3545551234")
+    match = Lookup(db, RULES).find("+19545551234")
     assert match.customer_id is None
     assert match.matches == MAX_CANDIDATES + 5
     assert match.candidates == tuple(sorted(ids)[:MAX_CANDIDATES])
@@ -106,8 +122,39 @@ def test_add_phone_normalises_and_refuses_non_numbers(db: peewee.Database) -> No
     jon = Customer.create(external_id="jon")
     phone = add_phone(jon, " 555-1234 ", "mobile", RULES)
     assert (phone.e164, phone.rev, phone.raw, phone.label) == ("+3545551234", "4321555453", "555-1234", "mobile")
+    assert phone.country_code == 354 and add_phone(jon, "+1 554 555 1234", "", RULES).country_code is None
     with pytest.raises(ValueError, match="extension"):
         add_phone(jon, "1001", "", RULES)
     with pytest.raises(ValueError, match="E.164"):
         add_phone(jon, "anonymous", "", RULES)
-    assert Phone.select().count() == 1
+    assert Phone.select().count() == 2
+
+
+def test_numbers_stored_before_country_codes_get_theirs(db: peewee.Database) -> None:
+    """Migration 9 gives stored valid numbers their country code, so the rule holds for them too."""
+    from screenpop.db.migrations import MIGRATIONS
+
+    dk, lab = Customer.create(external_id="dk"), Customer.create(external_id="lab")
+    Phone.create(customer=dk, e164="+4545551234", rev="4321555454", raw="45551234")
+    Phone.create(customer=lab, e164="+15545551234", rev="43215554551", raw="+15545551234")
+    assert Lookup(db, RULES).find("5551234").matches == 2
+    next(m for m in MIGRATIONS if m.version == 9).apply(db)
+    assert dict(Phone.select(Phone.e164, Phone.country_code).tuples()) == {"+4545551234": 45, "+15545551234": None}
+    assert Lookup(db, RULES).find("5551234") == Match(lab.id, 1, (lab.id,), "suffix")
+
+
+def test_every_way_in_stores_the_country_code(db: peewee.Database, tmp_path) -> None:
+    """The pages and the API (customerdata), the importer and add_phone store what the rule reads."""
+    from screenpop.daemon import customerdata
+    from screenpop.db.importer import import_customers
+
+    number, raw, label = customerdata.phone_input("+45 4555 1234", "phones[0]", RULES)
+    customerdata.create_customer({"name": "dk"}, [(number, raw, label)])
+    csv = tmp_path / "customers.csv"
+    csv.write_text("external_id,name,phones\nno,Norway,+47 4555 1234\n", encoding="utf-8")
+    assert import_customers(csv, RULES).errors == []
+    customer("lab", "+1 554 555 1234")
+    assert dict(Phone.select(Phone.e164, Phone.country_code).tuples()) == {
+        "+4545551234": 45, "+4745551234": 47, "+15545551234": None}
+    assert import_customers(csv, RULES).unchanged == 1
+    assert Lookup(db, RULES).find("555 1234").matches == 1

@@ -1,6 +1,7 @@
 """Phone number classification: extensions first, E.164 for anything that can be, raw (never matched) otherwise."""
 from __future__ import annotations
 
+import phonenumbers
 import pytest
 
 from screenpop.daemon.config import NumbersConfig
@@ -35,8 +36,15 @@ US = NumberRules("US", r"^[1-9][0-9]{1,4}$", 8)
 )
 def test_iceland_numbers_become_e164(raw: str, e164: str) -> None:
     number = ICELAND.classify(raw)
-    assert number == Number("e164", raw, e164, e164[:0:-1])
+    assert number == Number("e164", raw, e164, e164[:0:-1], phonenumbers.parse(e164).country_code)
     assert number.matchable
+
+
+@pytest.mark.parametrize("raw", ["+1 555 555 1234", "+1 554 555 1234"])
+def test_a_number_valid_in_no_plan_has_no_country_code(raw: str) -> None:
+    """Plausible only (a lab or test range): E.164 and looked up, but no plan says whose country it is."""
+    number = ICELAND.classify(raw)
+    assert number.kind == "e164" and number.country_code is None
 
 
 @pytest.mark.parametrize(
