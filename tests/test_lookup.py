@@ -130,17 +130,27 @@ def test_add_phone_normalises_and_refuses_non_numbers(db: peewee.Database) -> No
     assert Phone.select().count() == 2
 
 
-def test_numbers_stored_before_country_codes_get_theirs(db: peewee.Database) -> None:
-    """Migration 9 gives stored valid numbers their country code, so the rule holds for them too."""
-    from screenpop.db.migrations import MIGRATIONS
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_numbers_stored_before_country_codes_get_theirs(request: pytest.FixtureRequest, backend: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Migration 9 adds the column to a database made before it and gives stored valid numbers their code."""
+    from screenpop.db import migrations
+    from screenpop.db.database import open_database
 
+    db = open_database(request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url"))
+    monkeypatch.setattr(migrations, "MIGRATIONS", [m for m in migrations.MIGRATIONS if m.version < 9])
+    migrations.migrate(db)
+    db.execute_sql("ALTER TABLE phone DROP COLUMN country_code")  # as version 1 made it before the column
     dk, lab = Customer.create(external_id="dk"), Customer.create(external_id="lab")
-    Phone.create(customer=dk, e164="+4545551234", rev="4321555454", raw="45551234")
-    Phone.create(customer=lab, e164="+15545551234", rev="43215554551", raw="+15545551234")
-    assert Lookup(db, RULES).find("5551234").matches == 2
-    next(m for m in MIGRATIONS if m.version == 9).apply(db)
+    p = db.param
+    for customer_id, e164 in ((dk.id, "+4545551234"), (lab.id, "+15545551234")):
+        db.execute_sql(f"INSERT INTO phone (customer_id, e164, rev, raw, label) VALUES ({p}, {p}, {p}, {p}, '')",
+                       (customer_id, e164, e164[:0:-1], e164))
+    monkeypatch.undo()
+    assert 9 in migrations.migrate(db)
     assert dict(Phone.select(Phone.e164, Phone.country_code).tuples()) == {"+4545551234": 45, "+15545551234": None}
     assert Lookup(db, RULES).find("5551234") == Match(lab.id, 1, (lab.id,), "suffix")
+    db.close()
 
 
 def test_every_way_in_stores_the_country_code(db: peewee.Database, tmp_path) -> None:
