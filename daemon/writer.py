@@ -93,6 +93,11 @@ class Writer:
         """Queue the call's row (and its changed parties) for writing."""
         if call.direction is None:
             return
+        if call.finished and (call.stored is None or call.stored[_ENDED_AT] is None):
+            # the tracker sets talk times when the call ends, also of parties stored earlier (one that transferred)
+            for party in call.parties.values():
+                if party.talk_seconds is not None:
+                    party.dirty = True
         self._queue_call(call)
         self._kick()
 
@@ -424,6 +429,7 @@ CALL_COLUMNS = [
     ("answered_at", "timestamp"), ("ended_at", "timestamp"), ("ring_seconds", "float8"), ("talk_seconds", "float8"),
     ("a_leg_billsec", "int"), ("hangup_cause", "text"), ("missed", "boolean"), ("node", "text"),
 ]
+_ENDED_AT = [name for name, _ in CALL_COLUMNS].index("ended_at")
 PARTY_COLUMNS = [
     ("call_id", "int"), ("extension", "text"), ("employee_id", "int"), ("role", "text"), ("seq", "int"),
     ("rang_at", "timestamp"), ("answered_at", "timestamp"), ("ended_at", "timestamp"), ("talk_seconds", "float8"),

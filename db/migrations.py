@@ -78,6 +78,17 @@ def _phone_country_codes(db: peewee.Database) -> None:
         db.cursor().executemany(f"UPDATE phone SET country_code = {p} WHERE id = {p}", codes)
 
 
+def _transferor_talk_time(db: peewee.Database) -> None:
+    """Parties that left by a transfer before their call ended were stored without their talk time (the writer
+    skipped them at the call's end): give every answered party of an ended call its time from answer to leaving."""
+    sqlite = isinstance(db, peewee.SqliteDatabase)
+    seconds = ("MAX((julianday(ended_at) - julianday(answered_at)) * 86400.0, 0)" if sqlite
+               else "GREATEST(EXTRACT(EPOCH FROM (ended_at - answered_at))::float8, 0)")
+    db.execute_sql(f"UPDATE call_party SET talk_seconds = {seconds} WHERE talk_seconds IS NULL "
+                   "AND answered_at IS NOT NULL AND ended_at IS NOT NULL "
+                   'AND call_id IN (SELECT id FROM "call" WHERE ended_at IS NOT NULL)')
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "create all tables", _create_tables),
     Migration(2, "web sign-in: shared settings and one-time sign-in links", _web_signin),
@@ -89,6 +100,7 @@ MIGRATIONS: list[Migration] = [
               _cheaper_call_writes),
     Migration(8, "the node fence as a database check, so a write batch is one round trip", _node_fence),
     Migration(9, "phone numbers' country codes: no last-digits match across countries", _phone_country_codes),
+    Migration(10, "talk time of parties that transferred a call away", _transferor_talk_time),
 ]
 
 

@@ -134,7 +134,7 @@ def test_migration_fills_facts_for_calls_stored_before_it(backend, request, monk
                            ended_at=T0 + dt.timedelta(hours=hours, minutes=10))
         CallParty.create(call=call, extension="1001", role="callee", talked=True)
     monkeypatch.undo()
-    assert migrations.migrate(db) == [6, 7, 8]
+    assert migrations.migrate(db) == [m.version for m in migrations.MIGRATIONS if m.version >= 6]
     check(db)
     resolved = [r for r, in db.execute_sql("SELECT call_resolved FROM call_party ORDER BY call_id").fetchall()]
     # m0: Acme again 3 h later; m1: Acme next at 41 h; m2 (no customer): its number at 41 h; m3: nothing after

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import peewee
+from pytest import approx
 
 from screenpop.daemon.calls import CallState, CallTracker
 from screenpop.daemon.capture import read_events
 from screenpop.daemon.direction import DirectionRules
 from screenpop.daemon.protocol import parse_headers, render_headers
 from screenpop.daemon.writer import Writer, load_open_calls
+from screenpop.db import analytics
 from screenpop.db.callrecords import call_records
 from screenpop.db.models import Call, CallEvent, CallParty
 from screenpop.db.numbers import NumberRules
@@ -70,6 +72,18 @@ def test_a_failed_batch_is_retried_without_loss_or_duplicates(db, monkeypatch):
     assert sorted(stored) == sorted((p["extension"], p["event"]) for p in exp["pops"])
     (record,) = call_records()
     assert record["talked"] == ["1001", "1002"] and record["a_leg_billsec"] == 10
+
+
+def test_the_extension_that_transferred_a_call_gets_its_talk_time(db):
+    """Issue 14: its party row was stored when it left, and the talk time the tracker sets at the call's end was
+    never written; the employee report then counted 0 s for the transfer and still averaged it in."""
+    feed(Writer(db, e164=lambda raw: NUMBERS.classify(raw).e164), "transfer", flush_every=1)
+    talk = dict(CallParty.select(CallParty.extension, CallParty.talk_seconds).tuples())
+    # 1001 answers at +1.02 s and blind-transfers at +3.06 s; 1002 answers at +5.12 s, the caller leaves at +11 s
+    assert talk["1001"] == approx(2.04, abs=0.05) and talk["1002"] > 5
+    rows = {r["extension"]: r for r in analytics.employees(analytics.Period(None, None))}
+    assert rows["1001"]["talk_total_s"] == approx(talk["1001"], abs=0.001)
+    assert rows["1001"]["talk_avg_s"] == approx(talk["1001"], abs=0.001)
 
 
 def test_open_calls_are_restored_with_their_parties(db):
@@ -151,3 +165,13 @@ def test_a_hostile_caller_name_is_stored_as_sent_and_a_nul_cannot_stop_the_write
         writer.flush_once()
     assert Call.get().external_name == hostile.replace("\x00", "\ufffd")
     assert {e.external_name for e in CallEvent.select()} == {hostile.replace("\x00", "\ufffd")}
+
+
+def test_talk_times_stored_without_them_are_filled_in(db):
+    """Migration 10: what the writer left out before its fix (a party that transferred the call) is computed."""
+    from screenpop.db.migrations import MIGRATIONS
+
+    feed(Writer(db, e164=lambda raw: NUMBERS.classify(raw).e164), "transfer")
+    CallParty.update(talk_seconds=None).where(CallParty.extension == "1001").execute()
+    next(m for m in MIGRATIONS if m.version == 10).apply(db)
+    assert CallParty.get(CallParty.extension == "1001").talk_seconds == approx(2.04, abs=0.05)
