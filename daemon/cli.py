@@ -180,7 +180,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     zone = analytics.local_zone(config.analytics.timezone)
     try:
         since = parse_when(args.since, zone) if args.since else parse_when("7d")
-        until = parse_when(args.until, zone) if args.until else None
+        until = parse_when(args.until, zone) if args.until else parse_when("0h")
     except argparse.ArgumentTypeError as exc:
         raise SystemExit(f"screenpop: {exc}") from None
     names = [args.report] if args.report else list(analytics.REPORTS)

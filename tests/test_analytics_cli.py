@@ -74,6 +74,26 @@ def test_report_extension_and_bad_input(config, capsys):
         cli.main(["report", "--config", config, "--since", "yesterday"])
 
 
+def test_report_without_until_ends_now(config, sqlite_url, capsys):
+    """Issue 14: with no --until a call stamped ahead by a PBX clock was counted; the period ends now."""
+    from analytics_data import add_call
+    from screenpop.db.database import open_database
+    from screenpop.db.models import utcnow
+
+    database = open_database(sqlite_url)
+    ahead = utcnow() + dt.timedelta(hours=2)
+    with database.atomic():
+        add_call("ahead", "INCOMING", ahead, ahead + dt.timedelta(seconds=30), number="+3545550009",
+                 parties=[("1001", "callee", ahead, None, ahead + dt.timedelta(seconds=30), "missed", False)])
+    database.close()
+    out = json.loads(run(capsys, "report", "--config", config, "--since", "2026-11-01", "--format", "json"))
+    assert "+3545550009" not in [r["number"] for r in out["missed"]]
+    assert next(r for r in out["employees"] if r["extension"] == "1001")["missed"] == 2  # c13 and c4, not "ahead"
+    later = json.loads(run(capsys, "report", "--config", config, "--since", "2026-11-01", "--until", "2100-01-01",
+                           "--report", "missed", "--format", "json"))
+    assert "+3545550009" in [r["number"] for r in later["missed"]]
+
+
 def test_calls_csv(config, capsys):
     out = run(capsys, "calls", "--config", config, "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(out)))
