@@ -78,7 +78,9 @@ def utc_bound(local: dt.datetime, zone: dt.tzinfo) -> dt.datetime:
 
 _SQLITE = {
     "secs": "((julianday({b}) - julianday({a})) * 86400.0)",
-    "slot": f"(CAST(strftime('%s', c.started_at) AS INTEGER) / {SLOT_SECONDS})",
+    # the stored text cut to whole seconds: strftime('%s') rounds to the nearest second, so 23:59:59.9995 went
+    # into the next quarter hour (and day); PostgreSQL's FLOOR is exact
+    "slot": f"(CAST(strftime('%s', substr(c.started_at, 1, 19)) AS INTEGER) / {SLOT_SECONDS})",
     "positive": "MAX({x}, 0)",
     "missed_by": "(SELECT group_concat(mp.extension, ',') FROM call_party mp "
     "WHERE mp.call_id = c.id AND mp.outcome = 'missed')",
@@ -107,7 +109,7 @@ SELECT p.extension,
        SUM(CASE WHEN p.call_direction = 'OUTGOING' AND p.role = 'caller' THEN 1 ELSE 0 END),
        SUM(CASE WHEN p.call_direction = 'OUTGOING' AND p.role = 'caller' AND p.talked THEN 1 ELSE 0 END),
        SUM(CASE WHEN p.call_direction = 'INCOMING' AND p.role = 'callee' AND p.outcome = 'missed' THEN 1 ELSE 0 END),
-       SUM(CASE WHEN p.talked THEN 1 ELSE 0 END),
+       SUM(CASE WHEN p.talked AND p.talk_seconds IS NOT NULL THEN 1 ELSE 0 END),
        SUM(CASE WHEN p.talked THEN COALESCE(p.talk_seconds, 0) ELSE 0 END),
        SUM(CASE WHEN {_TAKEN} AND p.call_resolved THEN 1 ELSE 0 END),
        SUM(CASE WHEN {_TAKEN} AND p.call_resolved IS NOT NULL THEN 1 ELSE 0 END),

@@ -12,6 +12,7 @@ from pytest import approx
 from analytics_data import SINCE, UNTIL, add_call, build
 from screenpop.db import analytics
 from screenpop.db.analytics import Period
+from screenpop.db.models import Call, CallParty
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -174,6 +175,26 @@ def test_dst_change_and_half_hour_zone(db):
         add_call(f"ist{i}", "INCOMING", start, start + dt.timedelta(seconds=30))
     days = analytics.daily(Period(dt.datetime(2026, 11, 23, 18, 30), dt.datetime(2026, 11, 25, 18, 30), kolkata))
     assert [(r["date"].day, r["inbound"]) for r in days] == [(24, 1), (25, 1)]
+
+
+def test_a_call_in_the_last_instant_of_a_quarter_hour_stays_in_it(db):
+    """Issue 14: SQLite's strftime('%s') rounds to the second, so 23:59:59.9995 local fell on the next day and hour."""
+    start = dt.datetime(2026, 11, 23, 22, 59, 59, 999500)  # 23:59:59.9995 in Berlin
+    add_call("last", "INCOMING", start, start + dt.timedelta(seconds=30))
+    monday = Period(SINCE, SINCE + dt.timedelta(days=2), BERLIN)
+    assert [(r["date"], r["inbound"]) for r in analytics.daily(monday)] == [(dt.date(2026, 11, 23), 1),
+                                                                           (dt.date(2026, 11, 24), 0)]
+    assert [(r["day"], r["hour"]) for r in analytics.load(monday) if r["inbound"]] == [("Mon", 23)]
+
+
+def test_talk_average_leaves_out_calls_still_in_progress(data):
+    """A party still talking has no talk time yet: it must not count as 0 s in the average."""
+    start = dt.datetime(2026, 11, 24, 16)
+    Call.create(uuid="live", direction="INCOMING", started_at=start, answered_at=start, answered_by="1001")
+    CallParty.create(call=Call.get(Call.uuid == "live"), extension="1001", role="callee", rang_at=start,
+                     answered_at=start, outcome="answered", talked=True)
+    a = by(analytics.employees(period()), "extension")["1001"]
+    assert a["taken"] == 4 and a["talk_total_s"] == approx(660) and a["talk_avg_s"] == approx(220)
 
 
 @pytest.mark.parametrize("n", [1, 2, 10, 11, 110])
