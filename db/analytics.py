@@ -163,7 +163,7 @@ WHERE o.status = 'open' GROUP BY cu.category"""
 
 # Returned: a later call with the same customer, or the same number, that someone answered, either way round.
 _MISSED = """
-SELECT c.id, c.started_at, c.external_number, c.external_e164, c.ring_seconds, c.customer_id,
+SELECT c.id, c.started_at, c.external_number, c.external_e164, c.ring_seconds, c.customer_id, c.matches,
        cu.name, cu.company, cu.category, {missed_by}
 FROM "call" c LEFT JOIN customer cu ON cu.id = c.customer_id
 WHERE c.direction = 'INCOMING' AND c.missed {where}
@@ -389,7 +389,8 @@ def categories(period: Period) -> list[dict]:
 
 
 def missed(period: Period, limit: int | None = None) -> list[dict]:
-    """Missed inbound calls nobody has returned yet, oldest first, with the extensions that rang and missed them."""
+    """Missed inbound calls nobody has returned yet, oldest first, with the extensions that rang and missed them;
+    customer_id and matches are the caller as the call stored it (several matches: no one customer)."""
     rows = _rows("missed", period)
     if limit is not None:
         rows = rows[:limit]
@@ -400,12 +401,13 @@ def missed(period: Period, limit: int | None = None) -> list[dict]:
             "number": number or e164 or "",
             "waited_s": _secs(waited),
             "customer_id": customer_id,
+            "matches": matches,
             "name": name or "",
             "company": company or "",
             "category": category or "",
             "missed_by": sorted((missed_by or "").split(",")) if missed_by else [],
         }
-        for cid, started, number, e164, waited, customer_id, name, company, category, missed_by in rows
+        for cid, started, number, e164, waited, customer_id, matches, name, company, category, missed_by in rows
     ]
 
 

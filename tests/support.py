@@ -110,6 +110,19 @@ def daemon(tmp: Path, config: Path, name: str = "daemon") -> Proc:
     return Proc(["-m", "screenpop.daemon.cli", "daemon", "--config", str(config)], tmp / f"{name}.log")
 
 
+def replay(tmp_path: Path, db_url: str, scenario: str, *sim_args: str) -> None:
+    """Replay one capture into a fresh daemon; the daemon is stopped with SIGTERM once the simulator is done."""
+    port = free_port()
+    sim = simulator(tmp_path, port, "--replay", str(CAPTURES / f"{scenario}.plain.esl"), "--speed", "0", "--linger", "0.3", *sim_args)
+    d = daemon(tmp_path, write_config(tmp_path / "screenpop.toml", port, db_url))
+    try:
+        assert sim.wait(30) == 0, sim.log()
+        assert d.terminate() == 0, d.log()
+    finally:
+        sim.close()
+        d.close()
+
+
 def _listening(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):

@@ -23,6 +23,7 @@ from support import (
     expected,
     free_port,
     pops_by_extension,
+    replay,
     simulator,
     wait_for,
     write_config,
@@ -48,19 +49,6 @@ def store(db_url):
 
 def stored_pops() -> dict[str, list[str]]:
     return pops_by_extension(CallEvent.select(CallEvent.extension, CallEvent.event).order_by(CallEvent.id).tuples())
-
-
-def replay(tmp_path: Path, db_url: str, scenario: str, *sim_args: str) -> None:
-    """Replay one capture into a fresh daemon; the daemon is stopped with SIGTERM once the simulator is done."""
-    port = free_port()
-    sim = simulator(tmp_path, port, "--replay", str(CAPTURES / f"{scenario}.plain.esl"), "--speed", "0", "--linger", "0.3", *sim_args)
-    d = daemon(tmp_path, write_config(tmp_path / "screenpop.toml", port, db_url))
-    try:
-        assert sim.wait(30) == 0, sim.log()
-        assert d.terminate() == 0, d.log()
-    finally:
-        sim.close()
-        d.close()
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
