@@ -123,6 +123,22 @@ def replay(tmp_path: Path, db_url: str, scenario: str, *sim_args: str) -> None:
         d.close()
 
 
+def signed_in(app, token: str, next_path: str = "/"):
+    """A Flask test browser signed in to the daemon's pages through a one-time link minted with token."""
+    browser = app.test_client()
+    minted = browser.post("/api/v1/signin-links", json={"next": next_path}, headers={"Authorization": f"Bearer {token}"})
+    assert minted.status_code == 201, minted.data
+    assert browser.get(minted.get_json()["url"].split("localhost", 1)[1]).status_code == 303
+    return browser
+
+
+def post_form(browser, path: str, data: dict):
+    """POST a page's form with the session's CSRF value, as the browser would."""
+    with browser.session_transaction() as session:
+        csrf = session.setdefault("csrf", "test-csrf-secret")
+    return browser.post(path, data={**data, "csrf": csrf})
+
+
 def _listening(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):

@@ -16,7 +16,7 @@ from screenpop.db.migrations import migrate
 from screenpop.db.models import Call, Customer
 from screenpop.db.numbers import NumberRules
 
-from support import replay
+from support import replay, signed_in
 
 RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
 
@@ -24,15 +24,6 @@ RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request) -> str:
     return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-
-
-def signed_in(app, token: str):
-    """A browser signed in through a one-time link minted with token."""
-    browser = app.test_client()
-    minted = browser.post("/api/v1/signin-links", json={"next": "/calls"}, headers={"Authorization": f"Bearer {token}"})
-    assert minted.status_code == 201, minted.data
-    assert browser.get(minted.get_json()["url"].split("localhost", 1)[1]).status_code == 303
-    return browser
 
 
 def test_every_view_names_the_same_customers(tmp_path, db_url):
