@@ -2,31 +2,29 @@
 
 Each step works on the bound models inside the caller's transaction and raises DataError with the HTTP status
 that fits (400 bad input, 404 missing, 409 conflict), so both front ends refuse the same things the same way.
-Values go in as the API's JSON gives them (strings; ids as ints); a web form's strings are converted first.
+Values go in as the API's JSON gives them (strings; ids as ints); a web form's strings are converted first. The
+rules for the values themselves (amounts, categories, extensions, text lengths) are db/values.py's, which the CSV
+importer uses too.
 """
 from __future__ import annotations
 
 import datetime as dt
-import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import peewee
 
 from screenpop.db.callrecords import calls_query, records
 from screenpop.db.lookup import phone_columns
-from screenpop.db.models import CATEGORIES, Call, CallParty, Customer, Employee, Order, Phone, database, utcnow
+from screenpop.db import values
+from screenpop.db.models import Call, CallParty, Customer, Employee, Order, Phone, database, utcnow
 from screenpop.db.numbers import Number, NumberRules
 
-MAX_NOTE = 10_000
 MAX_PHONES = 20
 CUSTOMER_CALLS = 20
-CUSTOMER_FIELDS = {"name": 300, "company": 300, "city": 200, "country": 200, "note": MAX_NOTE, "external_id": 100}
-ORDER_FIELDS = {"title": 300, "stage": 100}
-_AMOUNT = re.compile(r"[0-9]{1,12}(\.[0-9]{1,2})?")
-_MAX_AMOUNT = Decimal("999999999999.99")
+CUSTOMER_FIELDS = {k: values.MAX_CHARS["customer"][k] for k in ("name", "company", "city", "country", "note", "external_id")}
+ORDER_FIELDS = {k: values.MAX_CHARS["order"][k] for k in ("title", "stage")}
 _MAX_ID = 2**31 - 1
-_EXTENSION = re.compile(r"[0-9A-Za-z*#+_.-]+")
 
 
 class DataError(Exception):
@@ -72,15 +70,13 @@ def ident(value: Any, key: str) -> int:
 
 
 def amount(value: Any, key: str, positive: bool = False) -> Decimal:
-    """A money amount given as a decimal string, e.g. "1250.50": 0 or more, at most 2 decimals."""
-    if not isinstance(value, str) or not _AMOUNT.fullmatch(value):
+    """A money amount given as a decimal string, e.g. "1250.50": 0 or more, at most 2 decimals (db/values.py)."""
+    if not isinstance(value, str):
         raise DataError(400, f'{key}: must be a decimal string such as "1250.50" (no sign, at most 2 decimals)')
     try:
-        result = Decimal(value)
-    except InvalidOperation:
-        raise DataError(400, f"{key}: not a number") from None
-    if result > _MAX_AMOUNT:
-        raise DataError(400, f"{key}: too large")
+        result = values.amount(value)
+    except ValueError as exc:
+        raise DataError(400, f"{key}: {exc}") from None
     if positive and result <= 0:
         raise DataError(400, f"{key}: must be more than 0")
     return result
@@ -105,9 +101,12 @@ def customer_fields(body: dict) -> dict:
     elif fields.get("external_id") == "":
         fields["external_id"] = None
     if "category" in body:
-        if body["category"] not in CATEGORIES:
-            raise DataError(400, f"category: must be one of {', '.join(CATEGORIES)}")
-        fields["category"] = body["category"]
+        if not isinstance(body["category"], str):
+            raise DataError(400, "category: must be a string")
+        try:
+            fields["category"] = values.category(body["category"])
+        except ValueError as exc:
+            raise DataError(400, f"category: {exc}") from None
     return fields
 
 
@@ -134,7 +133,7 @@ def order_fields(body: dict, creating: bool) -> dict:
     """Order columns from body: number and amount only when creating; responsible_id an employee id or None."""
     fields: dict[str, Any] = {}
     if creating:
-        fields["number"] = text(body, "number", 64, required=True)
+        fields["number"] = text(body, "number", values.MAX_CHARS["order"]["number"], required=True)
         fields["amount"] = amount(body["amount"], "amount") if "amount" in body else Decimal(0)
     for key, max_len in ORDER_FIELDS.items():
         value = text(body, key, max_len)
@@ -151,16 +150,17 @@ def order_fields(body: dict, creating: bool) -> dict:
 def employee_fields(body: dict, required: bool) -> dict:
     """Employee columns from body: name, extension (letters, digits and * # + _ . -), active."""
     fields: dict[str, Any] = {}
-    name = text(body, "name", 200, required=required)
+    name = text(body, "name", values.MAX_CHARS["employee"]["name"], required=required)
     if name is not None:
         if not name.strip():
             raise DataError(400, "name: must not be empty")
         fields["name"] = name
-    extension = text(body, "extension", 32, required=required)
+    extension = text(body, "extension", values.MAX_CHARS["employee"]["extension"], required=required)
     if extension is not None:
-        if not _EXTENSION.fullmatch(extension):
-            raise DataError(400, "extension: letters, digits and * # + _ . - only")
-        fields["extension"] = extension
+        try:
+            fields["extension"] = values.extension(extension)
+        except ValueError as exc:
+            raise DataError(400, f"extension: {exc}") from None
     if "active" in body:
         if not isinstance(body["active"], bool):
             raise DataError(400, "active: must be true or false")

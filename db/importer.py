@@ -3,7 +3,8 @@
 Every importer returns an ImportReport. A file-level problem (not UTF-8, broken quoting, a missing required column)
 is reported before anything is written; a bad row is reported with its physical line number (the header is line 1)
 and the other rows still import. Rows are written in batches, one transaction per batch. Re-importing updates
-rows by their key and only touches the columns the file has.
+rows by their key and only touches the columns the file has. Values are checked by db/values.py's rules, as the API
+and the web pages check them; an empty cell is the column's default (category regular, amount 0).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,10 @@ import peewee
 
 from screenpop.db import models
 from screenpop.db import photofiles
+from screenpop.db import values as checks
 from screenpop.db.images import ImageRejected
 from screenpop.db.lookup import phone_columns
-from screenpop.db.models import CATEGORIES, Customer, Employee, Order, Phone
+from screenpop.db.models import Customer, Employee, Order, Phone
 from screenpop.db.numbers import NumberRules
 
 BATCH_ROWS = 1000
@@ -31,8 +33,6 @@ FIELD_LIMIT = csv.field_size_limit()
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 ORDER_STATUSES = ("open", "closed")
 _PHONE_SPLIT = re.compile(r"[;|]")
-_EXTENSION = re.compile(r"[0-9A-Za-z*#+_.-]+")
-_MONEY = re.compile(r"-?[0-9]{1,12}(\.[0-9]{1,2})?")
 
 
 @dataclass
@@ -172,9 +172,9 @@ def _rows(path: Path, columns: list[str | None]) -> Iterator[tuple[int, dict[str
 
 
 def _text(values: dict[str, str], name: str, model: type[peewee.Model]) -> str:
-    """A column value, checked against the model field's maximum length."""
+    """A column value, checked against the longest the API and the pages take (db/values.py)."""
     value = values[name]
-    limit = getattr(model._meta.fields[name], "max_length", None)
+    limit = checks.MAX_CHARS[model._meta.table_name].get(name)
     if limit and len(value) > limit:
         raise _RowError(f"{name} is longer than {limit} characters")
     return value
@@ -304,9 +304,10 @@ def import_customers(path: str | os.PathLike[str], rules: NumberRules) -> Import
             raise _RowError(f"external_id {external_id!r} already appeared on line {seen[external_id]}")
         fields = {name: _text(values, name, Customer) for name in _CUSTOMER_FIELDS if name in values}
         if "category" in fields:
-            fields["category"] = fields["category"].lower() or "regular"
-            if fields["category"] not in CATEGORIES:
-                raise _RowError(f"category {values['category']!r} is not one of {', '.join(CATEGORIES)}")
+            try:
+                fields["category"] = checks.category(fields["category"]) if fields["category"] else "regular"
+            except ValueError as exc:
+                raise _RowError(f"category {exc}") from None
         phones = _parse_phones(values["phones"], rules) if "phones" in values else None
         seen[external_id] = line
         return _CustomerRow(line, external_id, fields, phones)
@@ -453,8 +454,10 @@ def import_employees(path: str | os.PathLike[str]) -> ImportReport:
     def prepare(line: int, values: dict[str, str]) -> _EmployeeRow:
         extension = _text(values, "extension", Employee)
         name = _text(values, "name", Employee)
-        if not _EXTENSION.fullmatch(extension):
-            raise _RowError(f"extension {extension[:40]!r} is empty or has characters other than digits, letters, * # + _ . -")
+        try:
+            checks.extension(extension)
+        except ValueError as exc:
+            raise _RowError(f"extension {exc}") from None
         if not name:
             raise _RowError("name is empty")
         if extension in seen:
@@ -531,12 +534,10 @@ def _money(name: str, text: str) -> Decimal:
     """An amount like 1234.50 (empty is 0); anything else is the row's error rather than a guess."""
     if not text:
         return Decimal("0.00")
-    if not _MONEY.fullmatch(text):
-        raise _RowError(f"{name} {text[:30]!r} is not an amount like 1234.50")
     try:
-        return Decimal(text).quantize(Decimal("0.01"))
-    except InvalidOperation:
-        raise _RowError(f"{name} {text[:30]!r} is not an amount like 1234.50") from None
+        return checks.amount(text)
+    except ValueError as exc:
+        raise _RowError(f"{name} {exc}") from None
 
 
 def _apply_orders(db: peewee.Database, rows: list[_OrderRow]) -> _Outcome:
