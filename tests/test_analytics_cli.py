@@ -159,3 +159,12 @@ def test_report_on_calls_from_the_simulator_through_the_daemon(tmp_path, sqlite_
     assert got == truth and sum(v["taken"] for v in truth.values()) > 10 and sum(v["missed"] for v in truth.values()) > 0
     assert sum(d["inbound"] for d in out["daily"]) == inbound and sum(d["missed"] for d in out["daily"]) == missed
     assert all(r["answer_avg_s"] is not None for r in out["employees"] if r["taken"])
+    from screenpop.db.database import open_database
+    from screenpop.db.models import CallParty
+
+    db = open_database(sqlite_url)
+    transferred = CallParty.select().where(CallParty.outcome == "transferred").count()
+    untimed = CallParty.select().where(CallParty.answered_at.is_null(False) & CallParty.ended_at.is_null(False)
+                                       & CallParty.talk_seconds.is_null()).count()
+    db.close()
+    assert transferred > 0 and untimed == 0, "every party that talked and left, transferors too, has its talk time"
