@@ -19,8 +19,8 @@ from collections.abc import Callable
 import gevent
 import peewee
 
-from screenpop.daemon.fanout import advisory_key, first_line
-from screenpop.db.database import pg_session
+from screenpop.daemon.fanout import advisory_key
+from screenpop.db.database import first_line, pg_session
 
 log = logging.getLogger("screenpop.cluster")
 

@@ -60,6 +60,7 @@ class DatabaseConfig:
     batch_max: int = 500
     photo_dir: str = ""
     queue_max: int = 100000
+    employee_reload: float = 30.0
 
     def resolved_photo_dir(self) -> Path:
         """Where customer photos are stored: the configured folder, or photos/ in the state directory."""
@@ -207,6 +208,8 @@ def parse(data: dict[str, Any]) -> Config:
         raise ConfigError("[freeswitch] startup_wait must be between 0 and 600 seconds")
     if config.database.queue_max < 1000:
         raise ConfigError("[database] queue_max must be at least 1000")
+    if not 0.1 <= config.database.employee_reload <= 3600:
+        raise ConfigError("[database] employee_reload must be between 0.1 and 3600 seconds")
     if not 0.1 <= config.cluster.poll_interval <= 1.0:
         raise ConfigError("[cluster] poll_interval must be between 0.1 and 1 second (takeover within 5 s)")
     if not 1.0 <= config.cluster.hang_timeout <= 3.5:

@@ -26,7 +26,7 @@ import gevent
 import peewee
 
 from screenpop.daemon.card import POP_COLUMNS, PopRow
-from screenpop.db.database import pg_session
+from screenpop.db.database import first_line, outage, pg_session
 
 log = logging.getLogger("screenpop.fanout")
 
@@ -42,11 +42,6 @@ _NOTIFIED_COLUMNS = POP_COLUMNS.replace('"at"', """to_char("at", 'YYYY-MM-DD"T"H
 def advisory_key(text: str) -> int:
     """A stable signed 64-bit advisory lock key for a name (same on every daemon and Python version)."""
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
-
-
-def first_line(exc: BaseException) -> str:
-    """psycopg's messages run over several lines; the first says what happened."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def current_schema(db: peewee.Database) -> str:
@@ -117,11 +112,13 @@ class Listener:
                 else:
                     log.info("fan-out connection back; catching up after pop %d", self.watermark)
                 self.connected = True
+                outage.worked()
                 backoff = RECONNECT_MIN
                 self._follow(conn)
             except (psycopg.Error, OSError) as exc:
                 if self.connected:
-                    log.warning("fan-out connection to PostgreSQL lost (%s); reconnecting", first_line(exc))
+                    log.info("fan-out connection to PostgreSQL lost (%s); reconnecting", first_line(exc))
+                outage.failed(exc)
                 self.connected = False
             finally:
                 if conn is not None:

@@ -31,6 +31,7 @@ import peewee
 
 from screenpop.daemon.card import POP_COLUMNS, CardBuilder, PopRow
 from screenpop.db import tokens
+from screenpop.db.database import DatabaseUnreachable, guarded
 from screenpop.db.lookup import Lookup
 
 log = logging.getLogger("screenpop.push")
@@ -205,17 +206,19 @@ class PushHub:
             if kind == "call":
                 fn, args, result = payload
                 try:
-                    result.set(fn(*args))
+                    result.set(guarded(self.db, fn, *args))
                 except Exception as exc:
                     if isinstance(exc, peewee.DatabaseError):
                         self._reconnect_later()
                     result.set_exception(exc)
                 continue
             try:
-                self._fan_out(payload)
+                guarded(self.db, self._fan_out, payload)
             except Exception as exc:
                 # The pops are stored; whoever should have had them reconnects and replays them.
-                if isinstance(exc, peewee.DatabaseError):
+                if isinstance(exc, DatabaseUnreachable):
+                    pass  # logged once for the whole outage (db/database.py)
+                elif isinstance(exc, peewee.DatabaseError):
                     log.warning("could not build cards for %d pop(s) (%s); closing the streams concerned", len(payload), exc)
                     self._reconnect_later()
                 else:
@@ -254,6 +257,8 @@ class PushHub:
             sql = f"SELECT id FROM api_token WHERE revoked_at IS NOT NULL AND id IN ({', '.join([p] * len(ids))})"
             try:
                 revoked = {row[0] for row in self.call(lambda: self.db.execute_sql(sql, ids).fetchall())}
+            except DatabaseUnreachable:
+                continue  # logged once for the whole outage (db/database.py)
             except Exception as exc:
                 log.warning("could not check for revoked tokens: %s", exc)
                 continue

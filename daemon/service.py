@@ -24,7 +24,7 @@ from screenpop.daemon.push import PushHub
 from screenpop.daemon.sdnotify import Notifier
 from screenpop.daemon.writer import Writer, load_open_calls
 from screenpop.db.analytics import local_zone
-from screenpop.db.database import open_database
+from screenpop.db.database import DatabaseUnreachable, guarded, open_database, outage
 from screenpop.db.lookup import Lookup
 from screenpop.db.migrations import MIGRATIONS, current_version, migrate
 from screenpop.db.models import Employee, utcnow
@@ -32,7 +32,6 @@ from screenpop.db.numbers import NumberRules
 
 log = logging.getLogger("screenpop.daemon")
 
-EMPLOYEE_RELOAD_SECONDS = 30.0
 SETTLE_SECONDS = 1.0  # after a resync, time for the events received before its reply to go through
 STATUS_SECONDS = 5.0  # how often systemd's STATUS= is refreshed (more often when the watchdog asks for it)
 MIGRATION_TIMEOUT = 3600.0  # start-up time asked of systemd while a schema migration runs (the unit allows 90 s)
@@ -164,10 +163,12 @@ class Daemon:
 
     def _find_customer(self, raw: str) -> tuple[int | None, int]:
         """Customer lookup on the event path; a database hiccup costs the card, never the call."""
-        if self.writer.stalled:
+        if self.writer.stalled or outage.down:
             return None, 0  # the database is out of reach: no query (it could hang the event path)
         try:
-            match = self.lookup.find(raw)
+            match = guarded(self.db, self.lookup.find, raw)
+        except DatabaseUnreachable:
+            return None, 0  # logged once for the whole outage (db/database.py)
         except peewee.DatabaseError as exc:
             log.warning("customer lookup failed (%s); the pop goes out without a card", exc)
             return None, 0
@@ -185,9 +186,11 @@ class Daemon:
 
     def _reload_employees(self) -> None:
         """Extensions from the employee table count as internal; pick up changes without a restart."""
-        while not self._stopped.wait(EMPLOYEE_RELOAD_SECONDS):
+        while not self._stopped.wait(self.config.database.employee_reload):
             try:
-                rules = self._number_rules()
+                rules = guarded(self.db, self._number_rules)
+            except DatabaseUnreachable:
+                continue  # logged once for the whole outage
             except peewee.DatabaseError as exc:
                 log.warning("could not reload employees: %s", exc)
                 continue

@@ -30,6 +30,7 @@ import peewee
 
 from screenpop.daemon.calls import ANSWERED, DONE, IDLE, RINGING, CallState, Party
 from screenpop.daemon.card import POP_COLUMNS
+from screenpop.db.database import connection_lost, describe_error, drop_dead_connection, outage
 from screenpop.db.models import Call, CallParty, Employee
 
 log = logging.getLogger("screenpop.writer")
@@ -152,6 +153,7 @@ class Writer:
         """Write whatever is queued, forever; on a database error wait and try the same batch again."""
         self._running = True
         backoff = 0.2
+        failed_with = ""  # the last failure's description: a retry failing the same way is logged at DEBUG only
         while self._running or self._calls or self._pops:
             self._wake.wait(timeout=1.0)
             self._wake.clear()
@@ -159,6 +161,8 @@ class Writer:
                 try:
                     self.flush_once()
                     backoff = 0.2
+                    failed_with = ""
+                    outage.worked()
                     if self.stalled and not self._pops:
                         self.stalled = False
                         log.warning("database writes work again; everything queued is stored%s",
@@ -166,7 +170,13 @@ class Writer:
                         self.dropped = 0
                 except peewee.DatabaseError as exc:
                     self.failures += 1
-                    log.error("database write failed (%s); %d events queued, retrying in %.1f s", exc, len(self._pops), backoff)
+                    if connection_lost(self.db):
+                        outage.failed(exc)
+                    what = describe_error(self.db, exc)
+                    log.log(logging.DEBUG if what == failed_with else logging.ERROR,
+                            "database write failed (%s); %d events queued, retrying in %.1f s", what, len(self._pops),
+                            backoff)
+                    failed_with = what
                     self.stalled = True
                     self._push_early(self._pops)
                     self._close_quietly()
@@ -188,6 +198,7 @@ class Writer:
 
     def flush_once(self) -> None:
         """Write one batch in one transaction: calls, then parties, then pops (which name their call)."""
+        drop_dead_connection(self.db)
         pops = self._pops[: self.batch_max]
         calls = dict(self._calls)
         batch = [call for call, _ in calls.values()]

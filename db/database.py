@@ -1,14 +1,24 @@
 """Open the configured database from its URL and bind the models to it."""
 from __future__ import annotations
 
+import errno
+import logging
 import re
+import select
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import peewee
 
 from screenpop.db import models
 
+log = logging.getLogger("screenpop.database")
+T = TypeVar("T")
 SQLITE_PRAGMAS = (
     ("journal_mode", "wal"),
     ("synchronous", "normal"),
@@ -24,6 +34,10 @@ _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 class DatabaseUrlError(ValueError):
     """The database URL is not one screenpop can open."""
+
+
+class DatabaseUnreachable(peewee.OperationalError):
+    """A database step failed because the connection is gone or cannot be made (logged once per outage)."""
 
 
 def open_database(url: str) -> peewee.Database:
@@ -112,3 +126,118 @@ def pg_session(db: peewee.Database, **options: str):
 def _redact(url: str) -> str:
     """The URL without its password, for error messages."""
     return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def first_line(exc: BaseException) -> str:
+    """psycopg's messages run over several lines; the first says what happened."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+class Outage:
+    """Whether the database answers, shared by every database user of the process: one WARNING when one of them
+    first finds it unreachable, one INFO when any step works again, nothing per call or per retry in between."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None  # time.monotonic() of the first failure, while the outage lasts
+
+    @property
+    def down(self) -> bool:
+        return self.since is not None
+
+    def failed(self, exc: BaseException) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            log.warning("database unreachable: %s; pops go out without customer data and writes wait until it "
+                        "answers", first_line(exc))
+
+    def worked(self) -> None:
+        if self.since is not None:
+            log.info("database reachable again after %.1f s", time.monotonic() - self.since)
+            self.since = None
+
+
+outage = Outage()
+
+
+def drop_dead_connection(db: peewee.Database) -> None:
+    """Close this greenlet's PostgreSQL connection if the server has ended it while it sat idle (a restart sends
+    its sessions a farewell and closes them): the next query then connects afresh instead of failing on it.
+
+    peewee never notices by itself and would hand the dead connection out forever. No round trip: an idle
+    connection has nothing to read unless the server has hung up.
+    """
+    if isinstance(db, peewee.SqliteDatabase) or db.is_closed() or db.in_transaction():
+        return
+    conn = db.connection()
+    if conn.closed or conn.broken or select.select([conn.fileno()], [], [], 0)[0]:
+        _drop(db)
+
+
+def connection_lost(db: peewee.Database) -> bool:
+    """After a failed step: whether it failed because there is no working connection (the server went away, or
+    connecting failed); a dead one is closed, so the next step reconnects."""
+    if db.is_closed():
+        return True
+    if isinstance(db, peewee.SqliteDatabase):
+        return False
+    conn = db.connection()
+    if not (conn.closed or conn.broken):
+        return False
+    if not db.in_transaction():  # inside one, the step that opened it closes it when it fails in turn
+        _drop(db)
+    return True
+
+
+def _drop(db: peewee.Database) -> None:
+    try:
+        db.close()  # forgets the connection even when closing it fails
+    except peewee.PeeweeException:
+        pass
+
+
+def guarded(db: peewee.Database, step: Callable[..., T], *args: Any) -> T:
+    """step(*args), a database step outside any transaction on a long-lived greenlet, surviving the server's restarts.
+
+    A connection the server has closed is replaced first; a step that fails for want of a connection raises
+    DatabaseUnreachable and is reported to `outage` (one log line per outage, not one per step).
+    """
+    drop_dead_connection(db)
+    try:
+        result = step(*args)
+    except (peewee.DatabaseError, peewee.InterfaceError) as exc:
+        if isinstance(exc, DatabaseUnreachable) or not connection_lost(db):
+            raise
+        outage.failed(exc)
+        raise DatabaseUnreachable(first_line(exc)) from exc
+    outage.worked()
+    return result
+
+
+def describe_error(db: peewee.Database, exc: BaseException) -> str:
+    """A failed write in words: on SQLite a full disk says so and names the database file, even when SQLite's own
+    rollback then failed too and left only "cannot rollback - no transaction is active" on top."""
+    if isinstance(db, peewee.SqliteDatabase) and any(_disk_full(e) for e in _chain(exc)):
+        path = Path(db.database)
+        try:
+            free = f"{shutil.disk_usage(path.parent).free // 1024} KiB free"
+        except OSError:
+            free = "free space unknown"
+        return f"disk full: no room to write {path} ({free} in {path.parent})"
+    return first_line(exc)
+
+
+def _chain(exc: BaseException):
+    """exc and the exceptions it was raised from or during, innermost last."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == 13 or "database or disk is full" in str(exc)  # SQLITE_FULL
+    return False
