@@ -28,6 +28,7 @@ from screenpop.daemon import api, dashboard, web
 from screenpop.daemon.config import ConfigError, HttpConfig, WebConfig
 from screenpop.daemon.photos import Photos, photo_response
 from screenpop.daemon.push import ALL, PushHub, Subscriber
+from screenpop.db.database import DatabaseUnreachable
 from screenpop.db.tokens import TokenCheck
 
 log = logging.getLogger("screenpop.http")
@@ -141,7 +142,9 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
 
     @app.errorhandler(peewee.DatabaseError)
     def database_down(exc):
-        log.warning("%s %s from %s: database error (%s)", request.method, request.path, request.remote_addr, exc)
+        # an outage is logged once for the whole daemon (db/database.py), not once per request
+        log.log(logging.DEBUG if isinstance(exc, DatabaseUnreachable) else logging.WARNING,
+                "%s %s from %s: database error (%s)", request.method, request.path, request.remote_addr, exc)
         response = failed(503, "database unavailable, retry shortly", "The database does not answer; try again in a moment.")
         response.headers["Retry-After"] = "2"
         return response

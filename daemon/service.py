@@ -140,7 +140,8 @@ class Daemon:
                 open_calls = self.push.call(load_open_calls, self.db, self.node)
                 break
             except peewee.DatabaseError as exc:
-                log.warning("could not read node %s's open calls (%s); retrying", self.node, exc)
+                if not isinstance(exc, DatabaseUnreachable):  # that is logged once for the whole outage
+                    log.warning("could not read node %s's open calls (%s); retrying", self.node, exc)
                 gevent.sleep(1.0)
         self._resume_open_calls(open_calls)
         self.esl.start()

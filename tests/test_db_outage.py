@@ -60,6 +60,10 @@ def test_postgresql_restart_under_load_every_database_user_comes_back(tmp_path, 
 
         private_pg.stop()
         wait_for(lambda: "database unreachable" in d.log(), 30, "the daemon to notice the outage")
+        for _ in range(3):  # a tray (re)connecting meanwhile: its token cannot be checked
+            refused = Stream(http_port, admin)
+            refused.close()
+            assert refused.status == 503
         time.sleep(3)  # calls go on meanwhile: lookups, pops from memory, revocation checks, employee reloads
         private_pg.start()
         wait_for(lambda: "database reachable again" in d.log(), 60, "the daemon to notice the database is back")
@@ -86,7 +90,8 @@ def test_postgresql_restart_under_load_every_database_user_comes_back(tmp_path, 
         sim.close()
     assert log.count("database unreachable") == 1, log
     assert log.count("database reachable again") == 1, log
-    for noise in ("customer lookup failed", "could not check for revoked tokens", "could not reload employees"):
+    for noise in ("customer lookup failed", "could not check for revoked tokens", "could not reload employees",
+                  "database error"):
         assert noise not in log, log
 
 
