@@ -8,7 +8,7 @@ import select
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -226,7 +226,7 @@ def describe_error(db: peewee.Database, exc: BaseException) -> str:
     return first_line(exc)
 
 
-def _chain(exc: BaseException):
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
     """exc and the exceptions it was raised from or during, innermost last."""
     seen = set()
     while exc is not None and id(exc) not in seen:
@@ -238,6 +238,6 @@ def _chain(exc: BaseException):
 def _disk_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return exc.errno == errno.ENOSPC
-    if isinstance(exc, sqlite3.Error):
-        return getattr(exc, "sqlite_errorcode", None) == 13 or "database or disk is full" in str(exc)  # SQLITE_FULL
+    if isinstance(exc, sqlite3.Error):  # SQLITE_FULL (13); Python 3.10 has only the message
+        return getattr(exc, "sqlite_errorcode", None) == 13 or "database or disk is full" in str(exc)
     return False
