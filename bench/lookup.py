@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 
 import peewee
 
-from screenpop.db.database import open_database
+from screenpop.db.database import guarded, open_database
 from screenpop.db.lookup import MAX_CANDIDATES, Lookup
 from screenpop.db.migrations import migrate
 from screenpop.db.models import Phone, utcnow
@@ -165,6 +165,9 @@ def run(name: str, db: peewee.Database, fill: Callable, phones: list[list[str]],
         fast = timed(lookup.find, numbers)
         slow = timed(baseline, numbers)
         print(f"  {label + f' ({len(numbers):,})':<22}{fast[0]:>12.1f}{fast[1]:>9.1f}{slow[0]:>14.1f}{slow[1]:>9.1f}")
+    bare, daemon = timed(lookup.find, sets["existing"]), timed(lambda n: guarded(db, lookup.find, n), sets["existing"])
+    print(f"  {'existing, as the daemon':<22}{daemon[0]:>12.1f}{daemon[1]:>9.1f}   (guarded: dead-connection check and "
+          f"outage state; bare find now {bare[0]:.1f} / {bare[1]:.1f})")
     raws = [n.raw for n in sets["existing"]]
     fresh = Lookup(db, NumberRules(RULES.default_region, RULES.extension_pattern, RULES.suffix_digits))
     p50, p99 = timed(fresh.find, raws[200:] + raws[:200])
