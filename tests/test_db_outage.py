@@ -74,6 +74,9 @@ def test_postgresql_restart_under_load_every_database_user_comes_back(tmp_path, 
         wait_for(lambda: len(after()) >= 6, 60, "calls after the restart")
         assert [c.customer_id for c in after()] == [customer.id] * len(after()), d.log()[-3000:]
         db.close()
+        again = Stream(http_port, admin, last_event_id=0)  # token check and replay: the push hub's connection
+        again.close()
+        assert again.status == 200
 
         employees = tmp_path / "employees.csv"
         employees.write_text("extension,name\n4321,Nýráðin Starfsdóttir\n", encoding="utf-8")
