@@ -9,18 +9,25 @@ Reports can take seconds on a large database, so they never run on the event loo
 they run, with the charts, on one native thread of their own (SQLite and psycopg release the GIL while they work)
 with its own database connection, closed after each job. A dashboard is kept for CACHE_SECONDS per period and
 filters, so reloading it or paging between the pages costs nothing.
+
+matplotlib is loaded with the first dashboard, in two steps (_Worker.load_charts): its core on the analytics thread,
+then its font list on the main thread. Building the font list (no cache yet: a fresh install, or a home the daemon
+cannot write) runs `fc-list`, and gevent can start and wait for a child process only on the main thread's loop.
 """
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import importlib
 import io
 import secrets
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+import gevent.lock
 from flask import Blueprint, Response, render_template, request
 
 from screenpop.daemon.customerdata import DataError
@@ -44,14 +51,27 @@ class _Worker:
     def __init__(self) -> None:
         self._pool = None
         self._cache: OrderedDict[tuple, tuple[float, Any]] = OrderedDict()
+        self._loading = gevent.lock.Semaphore()
 
-    def run(self, fn: Callable, *args: Any) -> Any:
-        """fn(*args) on the analytics thread, inside one read transaction; its own connection is closed afterwards."""
+    def _thread(self):
         if self._pool is None:
             from gevent.threadpool import ThreadPool
 
             self._pool = ThreadPool(1)
-        return self._pool.apply(_job, (fn, args))
+        return self._pool
+
+    def run(self, fn: Callable, *args: Any) -> Any:
+        """fn(*args) on the analytics thread, inside one read transaction; its own connection is closed afterwards."""
+        return self._thread().apply(_job, (fn, args))
+
+    def load_charts(self) -> None:
+        """matplotlib ready for the charts: numpy and its core imported on the analytics thread (the slow part, off
+        the event loop), then its font list on the main thread, where the `fc-list` it may run can be waited for."""
+        if "matplotlib.font_manager" in sys.modules:
+            return
+        with self._loading:  # a second first dashboard must not see a half-imported font manager
+            self._thread().apply(importlib.import_module, ("matplotlib",))
+            importlib.import_module("matplotlib.font_manager")
 
     def cached(self, key: tuple, fn: Callable, *args: Any) -> Any:
         """run(fn, *args), or its result from the last CACHE_SECONDS for the same key."""
@@ -99,7 +119,7 @@ def _svg_image(svg: str) -> str:
 
 
 def _dashboard_data(period: analytics.Period) -> dict:
-    from screenpop.daemon import charts  # matplotlib: loaded with the first dashboard, not at daemon start
+    from screenpop.daemon import charts  # matplotlib: loaded with the first dashboard (load_charts), not at daemon start
 
     employees = analytics.employees(period)
     load = analytics.load(period)
@@ -178,6 +198,7 @@ def blueprint(zone: dt.tzinfo) -> Blueprint:
     @bp.get("/dashboard")
     def dashboard():
         def show(period: analytics.Period) -> Response:
+            worker.load_charts()
             data = worker.cached(("dashboard", period), _dashboard_data, period)
             return _page("dashboard.html", title="Dashboard", data=data, filters=_labels(period),
                          reports=analytics.REPORTS, zone=str(zone))

@@ -147,3 +147,48 @@ def test_csv_downloads(pages):
     calls = list(csv.DictReader(io.StringIO(pages.get(f"/reports/calls.csv?{PERIOD}").get_data(as_text=True))))
     assert len(calls) == 12  # c13 (Sunday local) and c12 (Wednesday) are outside
     assert pages.get("/reports/nope.csv").status_code == 404
+
+
+def test_first_dashboard_of_a_fresh_install_has_its_charts(tmp_path):
+    """A new daemon process whose matplotlib has no font cache yet (nor fontconfig): the first dashboard is whole."""
+    import json
+    import urllib.request
+
+    from support import Proc, free_port, http_ready, wait_for, write_config
+
+    from screenpop.db import tokens
+    from screenpop.db.database import open_database
+    from screenpop.db.migrations import migrate
+
+    url = f"sqlite:///{tmp_path / 'screenpop.db'}"
+    db = open_database(url)
+    migrate(db)
+    _, admin = tokens.create(None, role="admin")
+    db.close()
+    http_port = free_port()
+    base = f"http://127.0.0.1:{http_port}"
+    config = write_config(tmp_path / "screenpop.toml", free_port(), url, http_port=http_port)
+    empty = {name: tmp_path / name for name in ("mplconfig", "xdgcache")}
+    for folder in empty.values():
+        folder.mkdir()
+    proc = Proc(["-m", "screenpop.daemon.cli", "daemon", "--config", str(config)], tmp_path / "daemon.log",
+                env={"MPLCONFIGDIR": str(empty["mplconfig"]), "XDG_CACHE_HOME": str(empty["xdgcache"])})
+    try:
+        wait_for(lambda: http_ready(base) or proc.popen.poll() is not None, 30, "the daemon's HTTP server")
+        req = urllib.request.Request(base + "/api/v1/signin-links", data=json.dumps({"next": "/dashboard"}).encode(),
+                                     headers={"Authorization": f"Bearer {admin}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            link = json.loads(r.read())["url"]
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        try:
+            with opener.open(link, timeout=120) as r:  # followed to /dashboard: the first one this process draws
+                status, html = r.status, r.read().decode("utf-8")
+        except urllib.error.HTTPError as exc:
+            status, html = exc.code, exc.read().decode("utf-8", "replace")
+        assert status == 200, proc.log()[-3000:]
+        assert r.url.endswith("/dashboard")
+        assert len(_images(html)) == 3
+        assert "Traceback" not in proc.log(), proc.log()[-3000:]
+    finally:
+        assert proc.terminate() == 0, proc.log()[-3000:]
+        proc.close()
