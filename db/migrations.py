@@ -12,7 +12,7 @@ from typing import NamedTuple
 import peewee
 
 from screenpop.db import callfacts, search
-from screenpop.db.models import ALL_MODELS, Call, SchemaVersion, Setting, SigninLink
+from screenpop.db.models import ALL_MODELS, Call, SchemaVersion, Setting, SigninLink, WebSession
 from screenpop.db.numbers import valid_country_code
 
 _LOCK_KEY = 0x5C2EE9  # pg advisory lock id: one migrating process at a time
@@ -36,6 +36,10 @@ def _analytics_indexes(db: peewee.Database) -> None:
 
 def _web_signin(db: peewee.Database) -> None:
     db.create_tables([Setting, SigninLink], safe=True)
+
+
+def _web_sessions(db: peewee.Database) -> None:
+    db.create_tables([WebSession], safe=True)
 
 
 def _search(db: peewee.Database) -> None:
@@ -101,6 +105,7 @@ MIGRATIONS: list[Migration] = [
     Migration(8, "the node fence as a database check, so a write batch is one round trip", _node_fence),
     Migration(9, "phone numbers' country codes: no last-digits match across countries", _phone_country_codes),
     Migration(10, "talk time of parties that transferred a call away", _transferor_talk_time),
+    Migration(11, "web sessions kept in the database, so signing out ends them on every daemon", _web_sessions),
 ]
 
 

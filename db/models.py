@@ -199,6 +199,17 @@ class SigninLink(BaseModel):
     used_at = DateTimeField(null=True)
 
 
+class WebSession(BaseModel):
+    """A signed-in browser: only its session id's hash is kept; ended_at marks it signed out, on every daemon."""
+
+    id = AutoField()
+    sid_hash = CharField(max_length=128, unique=True)
+    token = ForeignKeyField(ApiToken, on_delete="CASCADE")
+    created_at = DateTimeField(default=utcnow)
+    expires_at = DateTimeField(index=True)
+    ended_at = DateTimeField(null=True)
+
+
 class SchemaVersion(BaseModel):
     """Which migrations have been applied."""
 
@@ -206,4 +217,4 @@ class SchemaVersion(BaseModel):
     applied_at = DateTimeField(default=utcnow)
 
 
-ALL_MODELS = [Employee, Customer, Phone, Order, Call, CallParty, CallEvent, ApiToken, Setting, SigninLink]
+ALL_MODELS = [Employee, Customer, Phone, Order, Call, CallParty, CallEvent, ApiToken, Setting, SigninLink, WebSession]

@@ -17,7 +17,7 @@ from screenpop.daemon.photos import Photos
 from screenpop.daemon.push import PushHub
 from screenpop.db import tokens
 from screenpop.db.lookup import Lookup
-from screenpop.db.models import ApiToken, Call, CallParty, Customer, Employee, Order, Phone, SigninLink
+from screenpop.db.models import ApiToken, Call, CallParty, Customer, Employee, Order, Phone, Setting, SigninLink, WebSession
 from screenpop.db.numbers import NumberRules
 
 RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
@@ -159,8 +159,7 @@ def test_signin_form_needs_csrf(site):
 def test_session_expiry_and_revocation(site):
     c = site.client("op")
     assert c.get("/customers").status_code == 200
-    with c.session_transaction() as s:
-        s["exp"] = int(dt.datetime.now().timestamp()) - 1
+    WebSession.update(expires_at=dt.datetime(2020, 1, 1)).execute()
     assert c.get("/customers").status_code == 303
     c = site.client("op")
     with c.session_transaction() as s:
@@ -170,6 +169,49 @@ def test_session_expiry_and_revocation(site):
     c = site.client("op")
     tokens.revoke(site.op_row.id)
     assert c.get("/customers").status_code == 303, "revoking the token ends its sessions"
+
+
+def test_signing_out_ends_the_session_for_every_copy_of_its_cookie(site, db, tmp_path):
+    """A cookie copied before signing out opens nothing afterwards, on this daemon or another on the database."""
+    c = site.client("op")
+    copy = site.app.test_client()
+    copy.set_cookie("screenpop_session", c.get_cookie("screenpop_session").value)
+    assert copy.get("/customers").status_code == 200
+    assert WebSession.get().sid_hash not in c.get_cookie("screenpop_session").value
+    r = site.post(c, "/signout")
+    assert r.status_code == 303 and r.headers["Location"] == "/signin"
+    assert WebSession.get().ended_at is not None
+    other = Site(db, tmp_path)  # another daemon on the same database
+    try:
+        for browser in (copy, other.app.test_client()):
+            browser.set_cookie("screenpop_session", copy.get_cookie("screenpop_session").value)
+            r = browser.get("/customers")
+            assert r.status_code == 303 and r.headers["Location"].startswith("/signin"), "signed out everywhere"
+            assert site.post(browser, "/customers/new", {"company": "Copied Cookie ehf"}).status_code == 303
+        assert not Customer.select().where(Customer.company == "Copied Cookie ehf").exists()
+    finally:
+        other.hub.stop()
+    again = site.client("op")  # signing in again is a new session
+    assert again.get("/customers").status_code == 200 and WebSession.select().count() == 2
+
+
+def test_logs_never_carry_the_session_key(site, caplog):
+    """Every log line at every level (peewee's SQL and psycopg's included) while the key is made and used."""
+    import logging
+
+    caplog.set_level(1)
+    for name in ("peewee", "psycopg", "screenpop"):
+        logging.getLogger(name).setLevel(1)
+    try:
+        c = site.client("op")
+        assert site.post(c, "/signout").status_code == 303
+    finally:
+        for name in ("peewee", "psycopg", "screenpop"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
+    key = Setting.get_by_id("web_session_key").value
+    assert any(r.name == "peewee" for r in caplog.records), "peewee's SQL was logged"
+    assert key not in caplog.text
+    assert not [r for r in caplog.records if key in repr(r.args) or key in str(r.msg)]
 
 
 def test_session_key_shared_and_kept(site, db, tmp_path):

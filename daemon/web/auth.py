@@ -11,10 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 import peewee
-from flask import Blueprint, Flask, Response, jsonify, redirect, request, session
+from flask import Blueprint, Flask, Response, jsonify, redirect, request
 from flask.sessions import SecureCookieSessionInterface
 
-from screenpop.daemon.web.base import SESSION_UNAVAILABLE, database, log, render_page, safe_next, start_session, web
+from screenpop.daemon.web.base import (SESSION_UNAVAILABLE, database, end_session, log, render_page, safe_next,
+                                       start_session, web)
 from screenpop.db import signin
 
 
@@ -101,10 +102,9 @@ def blueprint(authenticate: Callable[[], Any]) -> Blueprint:
 
     @bp.post("/signout")
     def signout():
-        token_id = session.get("tid")
-        session.clear()
+        token_id = end_session()
         if token_id is not None:
-            log.info("web sign-out: token %s from %s", token_id, request.remote_addr)
+            log.info("web sign-out: token %d from %s", token_id, request.remote_addr)
         return redirect("/signin", 303)
 
     return bp

@@ -1,14 +1,15 @@
 """What every web page shares: the daemon's parts behind the pages, the signed-in user, CSRF, rendering.
 
-A session is a signed cookie holding the token id it was opened with, its expiry and its CSRF secret. Every
-page request re-reads that token, so a revoked token (or one whose role changed) takes effect at once.
+A session is a signed cookie holding a session id and its CSRF secret; the database keeps the session (db/signin.py:
+its token, expiry, and whether it was signed out), so signing out ends it on every daemon, whoever kept a copy of
+the cookie. Every page request re-reads the session and its token, so a revoked token (or one whose role changed)
+takes effect at once.
 """
 from __future__ import annotations
 
 import functools
 import logging
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -70,29 +71,41 @@ def number_rules() -> NumberRules:
 
 
 def start_session(token_id: int) -> None:
-    """Sign in as token_id: a fresh session (new CSRF secret) that ends after [web] session_hours."""
+    """Sign in as token_id: a fresh session (new id, new CSRF secret) that ends after [web] session_hours."""
+    sid = database(signin.open_session, token_id, int(web().config.session_hours * 3600))
     session.clear()
     session.permanent = True
-    session["tid"] = token_id
-    session["exp"] = int(time.time() + web().config.session_hours * 3600)
+    session["sid"] = sid
     session["csrf"] = secrets.token_urlsafe(32)
 
 
+def end_session() -> int | None:
+    """Sign out: the session ended in the database (for every daemon) and the cookie cleared; the token id, if any."""
+    sid, user = session.get("sid"), current_user()
+    session.clear()
+    if isinstance(sid, str):
+        database(signin.end_session, sid)
+    return user.token_id if user else None
+
+
 def _load_user() -> User | None:
-    token_id, expires = session.get("tid"), session.get("exp")
-    if not isinstance(token_id, int) or not isinstance(expires, int):
-        return None
-    if expires <= time.time():
-        log.info("web session of token %d expired (from %s)", token_id, request.remote_addr)
-        session.clear()
+    sid = session.get("sid")
+    if not isinstance(sid, str) or len(sid) > 100:
         return None
 
     def read():
+        token_id = signin.session_token(sid)
+        if isinstance(token_id, str):
+            return token_id, None, ""
         check = signin.token_state(token_id)
         emp = Employee.get_or_none(Employee.extension == check.extension) if check.ok and check.extension else None
-        return check, emp.name if emp else ""
+        return token_id, check, emp.name if emp else ""
 
-    check, name = database(read)
+    token_id, check, name = database(read)
+    if isinstance(token_id, str):
+        log.info("web session refused for %s: %s", request.remote_addr, token_id)
+        session.clear()
+        return None
     if not check.ok:
         log.warning("web session ended for %s: %s", request.remote_addr, check.reason)
         session.clear()
