@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import re
 import select
 import shutil
@@ -58,8 +59,35 @@ def open_database(url: str) -> peewee.Database:
     return db
 
 
+def private_dir(path: Path) -> None:
+    """Create the folder path and any missing parents with mode 0700, whatever the umask: the state directory holds
+    the session signing key, token hashes and customer data. A folder that exists is left as it is."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:  # made meanwhile by another process: theirs
+            continue
+        os.chmod(folder, 0o700)
+
+
+def _private_file(path: str) -> None:
+    """Create an empty database file with mode 0600 (SQLite gives its -wal and -shm files the same mode)."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 def _open_sqlite(url: str) -> peewee.SqliteDatabase:
-    """An SQLite file in WAL mode; the parent directory is created so a fresh install just works."""
+    """An SQLite file in WAL mode; its folder is created so a fresh install just works, both private."""
     parts = urlsplit(url)
     if parts.netloc or parts.query or parts.fragment:
         raise DatabaseUrlError(f"SQLite URL must be sqlite:///absolute/path.db, got {url!r}")
@@ -67,7 +95,8 @@ def _open_sqlite(url: str) -> peewee.SqliteDatabase:
     if path in ("", "/"):
         raise DatabaseUrlError(f"SQLite URL {url!r} names no file")
     path = "/" + path.lstrip("/")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    private_dir(Path(path).parent)
+    _private_file(path)
     db = peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=10)
     db.connect()
     return db

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from screenpop.db.database import private_dir
 from screenpop.db.lookup import add_phone
 from screenpop.db.models import Customer, Employee, Order, database
 from screenpop.db.numbers import NumberRules
@@ -43,7 +44,7 @@ def _photo(path: Path, initials: str, category: str, rng: random.Random) -> None
 def seed(rules: NumberRules, photo_dir: Path, customers: int = 60, seed: int = 7) -> list[str]:
     """Fill an empty database with demo operators, customers, phones and orders; returns the customers' numbers."""
     rng = random.Random(seed)
-    photo_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(photo_dir)
     numbers: list[str] = []
     with database.atomic():
         employees = [Employee.create(extension=ext, name=name) for ext, name in OPERATORS]

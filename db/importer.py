@@ -23,6 +23,7 @@ import peewee
 from screenpop.db import models
 from screenpop.db import photofiles
 from screenpop.db import values as checks
+from screenpop.db.database import private_dir
 from screenpop.db.images import ImageRejected
 from screenpop.db.lookup import phone_columns
 from screenpop.db.models import Customer, Employee, Order, Phone
@@ -610,7 +611,7 @@ def import_photos(folder: str | os.PathLike[str], photo_dir: str | os.PathLike[s
     except OSError as exc:
         report.errors.append((0, f"cannot read folder {folder}: {exc.strerror}"))
         return report
-    photo_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(photo_dir)
     done: dict[str, str] = {}
     for path in files:
         external_id = path.stem

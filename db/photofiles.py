@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from screenpop.db import models
+from screenpop.db.database import private_dir
 from screenpop.db.images import load_image
 from screenpop.db.models import Customer
 
@@ -56,7 +57,7 @@ def attach(customer: Customer, data: bytes, suffix: str, photo_dir: Path) -> str
     name = file_name(customer.id, data, suffix)
     if customer.photo == name and (photo_dir / name).is_file():
         return None
-    photo_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(photo_dir)
     write_atomically(photo_dir / name, data)
     Customer.update(photo=name, updated_at=models.utcnow()).where(Customer.id == customer.id).execute()
     if customer.photo and customer.photo != name and "/" not in customer.photo:

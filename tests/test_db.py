@@ -190,3 +190,28 @@ def test_unique_keys_hold(db: peewee.Database) -> None:
     Phone.create(customer=acme, e164="+3545551234", rev="4321555453", raw="5551234")
     with pytest.raises(peewee.IntegrityError), db.atomic():
         Phone.create(customer=acme, e164="+3545551234", rev="4321555453", raw="555 1234")
+
+
+def test_state_directory_and_database_are_private_whatever_the_umask(tmp_path) -> None:
+    """They hold the session signing key, token hashes and customer data: 0700 and 0600 even under umask 000."""
+    import os
+    import stat
+
+    from screenpop.db.database import private_dir
+
+    state = tmp_path / "home" / "state" / "screenpop"
+    old = os.umask(0)
+    try:
+        db = open_database(f"sqlite:///{state / 'screenpop.db'}")
+        migrate(db)
+        private_dir(state / "photos")
+        files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in state.iterdir() if p.is_file()}
+        db.close()
+    finally:
+        os.umask(old)
+    for folder in (tmp_path / "home", tmp_path / "home" / "state", state, state / "photos"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    assert files == {"screenpop.db": 0o600, "screenpop.db-wal": 0o600, "screenpop.db-shm": 0o600}
+    os.chmod(tmp_path / "home", 0o755)  # a folder that exists is the administrator's: left as it is
+    private_dir(tmp_path / "home" / "other")
+    assert stat.S_IMODE((tmp_path / "home").stat().st_mode) == 0o755
