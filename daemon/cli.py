@@ -14,7 +14,10 @@ log = logging.getLogger("screenpop")
 
 _RELATIVE = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# bidi controls (they reverse the rest of a terminal line), line and paragraph separators, C0 and C1 controls
+_BIDI = "\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_CONTROL = re.compile(f"[\\x00-\\x1f\\x7f-\\x9f{_BIDI}]")
+_JSON_UNSAFE = re.compile(f"[\\x7f-\\x9f{_BIDI}]")  # json.dumps escapes C0 itself
 
 
 def setup_logging(level: str) -> None:
@@ -45,11 +48,21 @@ def parse_when(text: str, zone: dt.tzinfo | None = None) -> dt.datetime:
     return value
 
 
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def printable(text: str | None) -> str:
-    """Caller-supplied text made safe for a terminal: control characters shown as escapes, never executed."""
+    """Caller-supplied text made safe for a terminal: control and bidi characters shown as escapes, never obeyed."""
     if not text:
         return ""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return _CONTROL.sub(_escape, text)
+
+
+def printable_json(value: object, **kwargs) -> str:
+    """value as JSON for a terminal: C1 controls and bidi characters as \\u escapes, so the same JSON value."""
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False, **kwargs))
 
 
 def _load_config(path: str | None):
@@ -151,7 +164,7 @@ def cmd_calls(args: argparse.Namespace) -> int:
     records = call_records(since=args.since, until=args.until, extension=args.extension, limit=args.limit)
     if args.json or args.format == "json":
         for record in records:
-            print(json.dumps(record, ensure_ascii=False))
+            print(printable_json(record))
         return 0
     if args.format == "csv":
         from screenpop.db.export import write_csv
@@ -165,7 +178,7 @@ def cmd_calls(args: argparse.Namespace) -> int:
         flag = "MISSED" if r["missed"] else ""
         print(
             f"{r['started_at'][:19].replace('T', ' ')}  {r['direction']:<8}  {printable(party):<16}  "
-            f"{printable(name)[:30]:<30}  {who:<6}  {int(r['talk_seconds'] or 0):>5}s  {flag}".rstrip()
+            f"{printable(name)[:30]:<30}  {printable(who):<6}  {int(r['talk_seconds'] or 0):>5}s  {flag}".rstrip()
         )
     return 0
 
@@ -190,7 +203,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     results = {name: analytics.RUNNERS[name](period) for name in names}
     if args.format == "json":
         out = {name: [{k: json_value(v) for k, v in row.items()} for row in rows] for name, rows in results.items()}
-        print(json.dumps(out, ensure_ascii=False, indent=1))
+        print(printable_json(out, indent=1))
     elif args.format == "csv":
         write_csv(results[names[0]], sys.stdout)
     else:

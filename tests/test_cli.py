@@ -52,6 +52,35 @@ def test_terminal_output_escapes_control_characters():
 
     assert printable("Jón\x1b[31m red\x07") == "Jón\\x1b[31m red\\x07"
     assert printable(None) == ""
+    assert printable("a\u202eb\u2067c\u061c") == "a\\u202eb\\u2067c\\u061c"
+
+
+def test_calls_shows_bidi_and_control_characters_as_escapes(tmp_path, sqlite_url):
+    """A caller name with U+202E must not reverse the rest of the line in `screenpop calls` (table or JSON)."""
+    import datetime as dt
+
+    from screenpop.db.database import open_database
+    from screenpop.db.migrations import migrate
+    from screenpop.db.models import Call, Customer
+
+    db = open_database(sqlite_url)
+    migrate(db)
+    hostile = "Evil\u202eenaJ\u2066\x9b"
+    acme = Customer.create(company="Acme\u202e ehf")
+    Call.create(uuid="c1", direction="INCOMING", external_number="+3545551234\u202e", external_name=hostile,
+                started_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(minutes=5))
+    Call.create(uuid="c2", direction="INCOMING", external_number="5550000", external_name="", customer=acme,
+                started_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(minutes=4))
+    db.close()
+    config = write_config(tmp_path / "screenpop.toml", free_port(), sqlite_url)
+    table = screenpop("calls", "--config", str(config))
+    as_json = screenpop("calls", "--json", "--config", str(config))
+    for out in (table, as_json):
+        assert out.returncode == 0, out.stderr
+        assert not set(out.stdout) & {"\u202e", "\u2066", "\x9b"}, out.stdout
+    assert "Evil\\u202eenaJ\\u2066\\x9b" in table.stdout and "Acme\\u202e ehf" in table.stdout
+    records = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [r["external_name"] for r in records] == [hostile, ""], "the JSON escapes keep the value"
 
 
 def test_unreadable_config_is_a_clear_error(tmp_path):

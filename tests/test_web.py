@@ -319,7 +319,7 @@ def test_new_customer_from_an_unknown_call(site):
     assert Call.get(Call.uuid == "call-x").customer_id == other.id
     assert site.linked == [(c.id, "+3545557777", "call-1")]
     record = _text(op.get(r.headers["Location"]))
-    assert "Customer created." in record and "<strong>Fresh ehf</strong>" in record and "badge-vip" in record
+    assert "Customer created." in record and "<strong><bdi>Fresh ehf</bdi></strong>" in record and "badge-vip" in record
 
 
 def test_new_customer_bad_input(site):
@@ -376,9 +376,9 @@ def test_record_page(site):
               talk_seconds=65.0 if i % 2 else None, missed=not i % 2)
     op = site.client("op")
     html = _text(op.get(f"/customers/{c.id}"))
-    for part in ("<strong>Acme ehf</strong>", "Jón Jónsson", "badge-problem", "Line one\nline two", "Reykjavík, Iceland",
+    for part in ("<strong><bdi>Acme ehf</bdi></strong>", "Jón Jónsson", "badge-problem", "Line one\nline two", "<bdi>Reykjavík</bdi>, <bdi>Iceland</bdi>",
                  "+3545551234", "office", "O-7", "Boat", "shipped", "Anna Operator", "1000.00", "250.00",
-                 '<span class="debt">750.00</span>', "2026-01-01 08:24", "1:05", "1001 · Anna Operator", "missed",
+                 '<span class="debt">750.00</span>', "2026-01-01 08:24", "1:05", "1001 · <bdi>Anna Operator</bdi>", "missed",
                  f'src="/customers/{c.id}/photo?size=160"'):
         assert part in html, part
     assert html.index("08:24") < html.index("08:23"), "newest first"
@@ -523,7 +523,7 @@ def test_calls_page_filters(site):
     rows = re.findall(r">(2026-[^<]+)</td>", html)
     assert rows == ["2026-01-01 23:00"], rows  # u15: incoming, missed, extension 1001, on 1 January
     html = _text(op.get(f"/calls?customer={c.id}"))
-    assert len(re.findall(r">2026-[^<]+</td>", html)) == 10 and "<strong>Acme ehf</strong>" in html
+    assert len(re.findall(r">2026-[^<]+</td>", html)) == 10 and "<strong><bdi>Acme ehf</bdi></strong>" in html
     unknown = _text(op.get("/calls?since=2026-01-03"))
     assert "/customers/new?number=" in unknown and "call=u59" in unknown
     for bad in ("since=yesterday", "until=2026-13-01", "direction=sideways", "customer=x", "extension=" + "1" * 40):
@@ -613,6 +613,57 @@ def test_hostile_text_is_never_markup(site):
     record = _text(responses[2][1])
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&#34;&#39;&gt;&lt;img src=x onerror=alert(2)&gt;" in record
     assert record.count("<img") == 1, "only the customer's photo"
+
+
+class _Isolation(HTMLParser):
+    """Each piece of text or form value holding U+202E, and whether an element around it isolates it (bdi, dir=auto)."""
+
+    VOID = {"input", "img", "br", "meta", "link", "hr"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[tuple[str, bool]] = []
+        self.found: list[tuple[str, bool]] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        isolates = tag == "bdi" or attrs.get("dir") == "auto"
+        if tag == "input" and "\u202e" in (attrs.get("value") or "") and attrs.get("type") != "hidden":
+            self.found.append((f"input {attrs.get('name')}", isolates))
+        if tag not in self.VOID:
+            self.stack.append((tag, isolates))
+
+    def handle_endtag(self, tag):
+        while self.stack and self.stack.pop()[0] != tag:
+            pass
+
+    def handle_data(self, data):
+        if "\u202e" in data:
+            where = "/".join(t for t, _ in self.stack)
+            if self.stack and self.stack[-1][0] == "title":
+                self.found.append((where, data.startswith("\u2068") and "\u2069" in data))
+            else:
+                self.found.append((where, any(i for _, i in self.stack)))
+
+
+def test_stranger_text_cannot_reverse_the_page_around_it(site):
+    """U+202E (right-to-left override) in customer fields and caller names stays inside its own element."""
+    rlo = "Evil\u202e ehf"
+    anna = Employee.create(name="Anna\u202e", extension="1001")
+    c = Customer.create(name=rlo, company=rlo, note=rlo, city=rlo, country=rlo, external_id=rlo)
+    n = RULES.classify("5551234")
+    Phone.create(customer=c, e164=n.e164, rev=n.rev, raw="555\u202e1234", label=rlo)
+    Order.create(customer=c, number="A\u202e1", title=rlo, stage=rlo, responsible=anna, amount=5)
+    _call("rlo-1", "5551234", rlo, customer=c, answered_by="1001", extension="1001")
+    _call("rlo-2", "5559876", "Caller\u202e Name", extension="1001")
+    admin = site.client("admin")
+    pages = [f"/customers/{c.id}", "/customers/new?call=rlo-2&number=5559876", "/customers/new?q=Evil&number=5559876",
+             "/customers?q=Evil", f"/customers/{c.id}/edit", "/calls", "/employees"]
+    for path in pages:
+        parsed = _Isolation()
+        parsed.feed(_text(admin.get(path)))
+        assert parsed.found, path
+        assert all(ok for _, ok in parsed.found), (path, [where for where, ok in parsed.found if not ok])
 
 
 def test_signin_tables_reach_a_database_migrated_past_them(sqlite_url):
