@@ -365,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--setup", action="store_true", help="write the config (asks on a terminal for what the flags omit)")
     p.add_argument("--server", help="the daemon's URL (default http://127.0.0.1:8080)")
     p.add_argument("--extension", help="this operator's extension")
-    p.add_argument("--token", help="API token from `screenpop token create` (prefer --token-file or --setup's prompt)")
+    p.add_argument("--token", help="API token from `screenpop token create`; discouraged: every local user can read a "
+                   "command line (/proc/PID/cmdline), so use --token-file or --setup's prompt")
     p.add_argument("--token-file", help="a file holding the token")
     p.add_argument("--no-icon", action="store_true", help="notifications only, no tray icon")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")

@@ -85,14 +85,27 @@ def _print_pops(stop: gevent.event.Event) -> None:
         stop.wait(0.3)
 
 
+def _write_secret(path: Path, secret: str) -> None:
+    """secret in a file only its owner can read (mode 0600 whatever the umask, also when the file was there)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        os.fchmod(fd, 0o600)
+        fh.write(secret + "\n")
+
+
 def _start_tray(folder: Path, http_port: int, verbose: bool) -> subprocess.Popen | None:
-    """On a desktop (an X or Wayland display and a session bus), a tray for the demo operator; else None."""
+    """On a desktop (an X or Wayland display and a session bus), a tray for the demo operator; else None.
+
+    Its token goes in a 0600 file (--token-file), never on the command line, which every local user can read in
+    /proc/<pid>/cmdline."""
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or not os.environ.get("DBUS_SESSION_BUS_ADDRESS"):
         return None
     _, token = create_token(TRAY_EXTENSION, name="demo tray")
+    token_file = folder / "tray.token"
+    _write_secret(token_file, token)
     return subprocess.Popen(
         [sys.executable, "-m", "screenpop.daemon.cli", "tray", "--config", str(folder / "tray.toml"),
-         "--server", f"http://127.0.0.1:{http_port}", "--extension", TRAY_EXTENSION, "--token", token],
+         "--server", f"http://127.0.0.1:{http_port}", "--extension", TRAY_EXTENSION, "--token-file", str(token_file)],
         stderr=None if verbose else subprocess.DEVNULL,
     )
 

@@ -105,3 +105,39 @@ def test_daemon_with_an_unreachable_database_says_so(tmp_path):
     config.write_text('[database]\nurl = "postgresql://postgres@127.0.0.1:1/nope"\n')
     out = screenpop("daemon", "--config", str(config))
     assert out.returncode == 1 and "cannot open the database" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_demo_hands_the_tray_its_token_in_a_private_file_not_on_its_command_line(db, tmp_path, monkeypatch):
+    """Every local user can read /proc/<pid>/cmdline: the demo's tray gets --token-file, a 0600 file."""
+    import dataclasses
+    import os
+    import stat
+
+    from screenpop.daemon import demo
+    from screenpop.daemon.cli import build_parser
+    from screenpop.db import tokens
+    from screenpop.tray import config as tray_config
+
+    started = []
+
+    class Started:
+        def __init__(self, args, **kwargs) -> None:
+            started.append(args)
+
+    monkeypatch.setenv("DISPLAY", ":99")
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent")
+    monkeypatch.setattr(demo.subprocess, "Popen", Started)
+    old = os.umask(0)
+    try:
+        demo._start_tray(tmp_path, 8080, verbose=False)
+    finally:
+        os.umask(old)
+    (argv,) = started
+    args = build_parser().parse_args(argv[3:])
+    assert args.token is None and args.token_file
+    assert stat.S_IMODE(os.stat(args.token_file).st_mode) == 0o600
+    config = dataclasses.replace(tray_config.load(args.config), server=args.server, extension=args.extension,
+                                 token_file=args.token_file)
+    check = tokens.verify(config.resolved_token())
+    assert check.ok and check.extension == "1001", "the tray reads a working token from the file"
+    assert config.resolved_token() not in " ".join(argv)

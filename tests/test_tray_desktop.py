@@ -395,11 +395,30 @@ def test_demo_starts_a_tray_on_a_desktop(session, tmp_path):
     import subprocess
 
     seen = session.newest()
-    demo = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "screenpop.daemon.cli", "demo", "--dir", str(tmp_path / "demo"), "--calls", "12", "--rate", "6"],
-        env=session.desktop.env, capture_output=True, text=True, timeout=120,
+        env=session.desktop.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    trays: list[list[str]] = []
+
+    def tray_started() -> bool:  # its command line, as any local user can read it
+        for entry in Path("/proc").iterdir():
+            try:
+                argv = (entry / "cmdline").read_bytes().decode().split("\0")
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if parent == proc.pid and "tray" in argv:
+                trays.append(argv)
+        return bool(trays) or proc.poll() is not None
+
+    wait_for(tray_started, 60, "the demo's tray")
+    out, err = proc.communicate(timeout=120)
+    demo = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     assert demo.returncode == 0, demo.stderr[-2000:]
+    assert trays and "--token" not in trays[0] and "--token-file" in trays[0], trays
+    token_file = Path(trays[0][trays[0].index("--token-file") + 1])
+    assert token_file.stat().st_mode & 0o777 == 0o600 and token_file.read_text().startswith("sp_")
     assert "tray      desktop notifications for extension 1001" in demo.stdout
     assert " 1001 " in demo.stdout and "RINGING" in demo.stdout
     assert _screenpop_history(session, seen), "the demo's tray showed no pop"
