@@ -5,28 +5,44 @@ to at most 512 px there), but the folder may be edited by hand, so every file is
 size and pixel limits, decompression bombs refused, any decoding error gives the placeholder and one log
 line. Results are cached in memory (at most CACHE_BYTES) by (customer, size, file, mtime); decoding runs in gevent's thread pool
 so a large file does not stall the pushes.
+
+Every image job of the daemon (a photo rendered here, a photo uploaded on the web pages) goes through image_job:
+at most IMAGE_JOBS at once, the others wait their turn, so concurrent requests cannot add up decoded images
+(each up to db/images.py's MAX_DECODED_PIXELS, 64 MB) until memory runs out.
 """
 from __future__ import annotations
 
 import io
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import gevent
+import gevent.lock
 from flask import Response
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from screenpop.db.images import load_image
+from screenpop.db.images import MAX_PIXELS, load_image
 
 log = logging.getLogger("screenpop.http")
 
 MIN_SIZE, MAX_SIZE, DEFAULT_SIZE = 32, 512, 128
 MAX_BYTES = 20 * 1024 * 1024
-MAX_PIXELS = 40_000_000
+IMAGE_JOBS = 2
 CACHE_BYTES = 32 * 1024 * 1024  # 128 px photos are ~5 kB: thousands fit; a 512 px one is ~40 kB
 COLOURS = {"regular": (37, 99, 235), "vip": (202, 138, 4), "problem": (220, 38, 38)}
 OTHER_COLOUR = (100, 116, 139)
+
+
+_image_jobs = gevent.lock.BoundedSemaphore(IMAGE_JOBS)
+
+
+def image_job(fn: Callable, *args: Any) -> Any:
+    """fn(*args) on gevent's thread pool, at most IMAGE_JOBS at a time in the whole daemon (the rest wait)."""
+    with _image_jobs:
+        return gevent.get_hub().threadpool.apply(fn, args)
 
 
 def clamp_size(text: str | None) -> int:
@@ -110,7 +126,7 @@ class Photos:
             return hit
         result: tuple[bytes, bool] | None = None
         if path is not None:
-            data, problem = gevent.get_hub().threadpool.apply(_resize_or_reason, (path, size))
+            data, problem = image_job(_resize_or_reason, path, size)
             if data is not None:
                 result = data, False
             else:

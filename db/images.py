@@ -2,6 +2,10 @@
 
 Every caller gets the same guards: a byte limit, a pixel limit read from the header before decoding,
 decompression bombs refused, an optional list of formats, and any decoder failure as one clear error.
+
+Memory is bounded by the pixels actually decoded: at most MAX_DECODED_PIXELS (4 bytes each, 64 MB). A JPEG is
+decoded at a reduced scale when a small result is wanted (draft: 1/2 to 1/8), so a camera's 40-megapixel JPEG
+fits; PNG and WebP have no such scale, so a 6300 x 6300 PNG of 150 KB, 159 MB decoded, is refused before decoding.
 """
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 MB = 1024 * 1024
+MAX_PIXELS = 40_000_000  # in the header: what any caller accepts at all
+MAX_DECODED_PIXELS = 16_000_000  # decoded (after a JPEG's draft scale): 4000 x 4000
 
 
 class ImageRejected(ValueError):
@@ -26,7 +32,8 @@ def load_image(
 ) -> Image.Image:
     """The decoded image, upright per its EXIF orientation; ImageRejected when it is unreadable or over a limit.
 
-    draft lets JPEG decode at a reduced scale when only a small result is needed.
+    draft lets JPEG decode at a reduced scale when only a small result is needed; the decoded size, after it,
+    must stay within MAX_DECODED_PIXELS.
     """
     try:
         size = path.stat().st_size
@@ -42,10 +49,15 @@ def load_image(
                     raise ImageRejected(f"is {im.format}, not {', '.join(formats[:-1])} or {formats[-1]}")
                 if im.width * im.height > max_pixels:
                     raise ImageRejected(f"image is {im.width}x{im.height}, more than {max_pixels:,} pixels")
+                width, height = im.size
                 if draft is not None:
                     im.draft("RGB", draft)
+                if im.width * im.height > MAX_DECODED_PIXELS:
+                    raise ImageRejected(f"image is {width}x{height}, more than {MAX_DECODED_PIXELS:,} pixels "
+                                        f"to decode{' (a JPEG may be larger)' if im.format != 'JPEG' else ''}")
                 im.load()
-                return ImageOps.exif_transpose(im)
+                ImageOps.exif_transpose(im, in_place=True)  # not a copy of the whole image
+                return im
         except ImageRejected:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

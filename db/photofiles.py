@@ -12,20 +12,19 @@ from pathlib import Path
 
 from screenpop.db import models
 from screenpop.db.database import private_dir
-from screenpop.db.images import load_image
+from screenpop.db.images import MAX_PIXELS, load_image
 from screenpop.db.models import Customer
 
 FORMATS = ("JPEG", "PNG", "WEBP")
 BOX = (512, 512)
 MAX_BYTES = 50 * 1024 * 1024
-MAX_PIXELS = 40_000_000
 
 
 def shrink(path: Path, max_bytes: int = MAX_BYTES) -> tuple[bytes, str]:
     """The photo verified (db/images.py) and re-encoded to fit BOX: JPEG, or PNG when it has transparency.
 
     ImageRejected says why a file is refused (format, size, pixels, bomb, unreadable)."""
-    image = load_image(path, max_bytes, MAX_PIXELS, FORMATS)
+    image = load_image(path, max_bytes, MAX_PIXELS, FORMATS, draft=BOX)
     image.thumbnail(BOX)
     out = io.BytesIO()
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:

@@ -504,6 +504,60 @@ def test_photo_upload(site, db, tmp_path):
         small.hub.stop()
 
 
+def _flat_png(edge: int) -> bytes:
+    """A square RGBA PNG of one colour: many pixels in few bytes (6300 x 6300 is ~150 KB, 159 MB decoded)."""
+    out = io.BytesIO()
+    Image.new("RGBA", (edge, edge), (30, 90, 160, 255)).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_photo_upload_bounds_the_pixels_decoded(site):
+    """A small file of many pixels is refused before it is decoded; a JPEG is decoded at a reduced scale."""
+    c = _customer()
+    op = site.client("op")
+    r = site.post(op, f"/customers/{c.id}/photo", {"photo": (io.BytesIO(_flat_png(6300)), "big.png")},
+                  content_type="multipart/form-data")
+    assert r.status_code == 400 and "more than 16,000,000 pixels to decode" in _text(r)
+    assert Customer.get_by_id(c.id).photo is None
+    jpeg = io.BytesIO()
+    Image.new("RGB", (6000, 4000), (200, 30, 30)).save(jpeg, "JPEG")  # 24 Mpixel, decoded at 1/4: 1.5 Mpixel
+    r = site.post(op, f"/customers/{c.id}/photo", {"photo": (io.BytesIO(jpeg.getvalue()), "camera.jpg")},
+                  content_type="multipart/form-data")
+    assert r.status_code == 303 and Customer.get_by_id(c.id).photo
+
+
+def test_photo_uploads_at_once_decode_a_few_at_a_time(site, monkeypatch):
+    """Six uploads at once (one signed-in operator): at most IMAGE_JOBS images are being decoded together."""
+    import time
+
+    import gevent
+
+    from screenpop.daemon.photos import IMAGE_JOBS
+    from screenpop.db import photofiles
+
+    c = _customer()
+    spans: list[tuple[float, float]] = []
+    real = photofiles.shrink
+
+    def shrink(path, max_bytes):
+        start = time.monotonic()
+        try:
+            return real(path, max_bytes)
+        finally:
+            time.sleep(0.3)  # long enough for all six to be waiting, on a busy machine too
+            spans.append((start, time.monotonic()))
+
+    monkeypatch.setattr(photofiles, "shrink", shrink)
+    body = _flat_png(4000)  # the most that is decoded: 64 MB, about twice that while it is shrunk
+    clients = [site.client("op") for _ in range(6)]
+    jobs = [gevent.spawn(site.post, client, f"/customers/{c.id}/photo", {"photo": (io.BytesIO(body), "p.png")},
+                         content_type="multipart/form-data") for client in clients]
+    gevent.joinall(jobs, raise_error=True)
+    assert [job.value.status_code for job in jobs] == [303] * 6
+    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert len(spans) == 6 and most <= IMAGE_JOBS == 2, spans
+
+
 # ---- calls -------------------------------------------------------------------------------------------
 
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import gevent
 from flask import Blueprint, abort, flash, redirect, request
 
 from screenpop.daemon import customerdata as data
 from screenpop.daemon.customerdata import CUSTOMER_FIELDS, DataError
-from screenpop.daemon.photos import photo_response
+from screenpop.daemon.photos import image_job, photo_response
 from screenpop.daemon.web import forms
 from screenpop.daemon.web.base import (database, error_page, log, login_required, number_rules, render_page,
                                        web)
@@ -270,7 +269,7 @@ def upload_photo(customer_id: int):
     with tempfile.NamedTemporaryFile(prefix="screenpop-upload-") as tmp:
         upload.save(tmp)
         tmp.flush()
-        result = gevent.get_hub().threadpool.apply(_shrink, (Path(tmp.name), max_bytes))
+        result = image_job(_shrink, Path(tmp.name), max_bytes)
     if isinstance(result, str):
         log.warning("customer %d: photo upload refused: %s", customer_id, result)
         return record_page(customer_id, 400, f"That photo cannot be used: {result}.")
