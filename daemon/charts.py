@@ -13,6 +13,8 @@ import matplotlib
 from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
 
+from screenpop.db.export import UNSAFE_TEXT
+
 matplotlib.rcParams.update({
     "svg.fonttype": "none",  # <text> elements, not glyph paths: small and selectable
     "svg.hashsalt": "screenpop",  # stable element ids, so equal charts are equal bytes
@@ -23,14 +25,13 @@ matplotlib.rcParams.update({
 })
 
 ANSWERED, MISSED, OUTBOUND, TAKEN = "#2e7d32", "#c62828", "#1565c0", "#2e7d32"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _PROLOG = re.compile(r"^\s*<\?xml[^>]*\?>\s*(<!DOCTYPE[^>]*>\s*)?", re.S)
 MAX_LABEL = 28
 
 
 def label(text: str | None) -> str:
     """A stranger-supplied string fit for a chart label: no control or bidi characters, at most MAX_LABEL long."""
-    clean = _CONTROL.sub(" ", text or "").strip()
+    clean = UNSAFE_TEXT.sub(" ", text or "").strip()
     return clean if len(clean) <= MAX_LABEL else clean[: MAX_LABEL - 1] + "…"
 
 

@@ -10,14 +10,13 @@ import re
 import sys
 from pathlib import Path
 
+from screenpop.db.export import BIDI, UNSAFE_TEXT
+
 log = logging.getLogger("screenpop")
 
 _RELATIVE = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-# bidi controls (they reverse the rest of a terminal line), line and paragraph separators, C0 and C1 controls
-_BIDI = "\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
-_CONTROL = re.compile(f"[\\x00-\\x1f\\x7f-\\x9f{_BIDI}]")
-_JSON_UNSAFE = re.compile(f"[\\x7f-\\x9f{_BIDI}]")  # json.dumps escapes C0 itself
+_JSON_UNSAFE = re.compile(f"[\\x7f-\\x9f{BIDI}]")  # json.dumps escapes C0 itself
 
 
 def setup_logging(level: str) -> None:
@@ -57,7 +56,7 @@ def printable(text: str | None) -> str:
     """Caller-supplied text made safe for a terminal: control and bidi characters shown as escapes, never obeyed."""
     if not text:
         return ""
-    return _CONTROL.sub(_escape, text)
+    return UNSAFE_TEXT.sub(_escape, text)
 
 
 def printable_json(value: object, **kwargs) -> str:
