@@ -254,6 +254,20 @@ def test_photo_payment_and_the_main_pages(rig):
         context.close()
 
 
+def test_a_right_to_left_override_in_a_name_stays_inside_it(rig):
+    """Chromium lays out a company name holding U+202E: the rest of the heading (the category badge) stays after it."""
+    evil = Customer.create(name="Jón\u202e Jónsson", company="Evil\u202e ehf", category="vip")
+    context, page = rig.browser()
+    try:
+        page.goto(rig.mint(rig.op, f"/customers/{evil.id}"))
+        name, badge = page.locator("h1 strong").bounding_box(), page.locator("h1 .badge").bounding_box()
+        rig.shot(page, "bidi-override")
+        assert badge["x"] >= name["x"] + name["width"], (name, badge)
+        assert page.locator("h1 .badge").inner_text() == "VIP"
+    finally:
+        context.close()
+
+
 def test_tray_opens_pages_through_a_one_time_link(rig, monkeypatch):
     """The tray's menu entries mint a link with its token; without a working token it opens the plain page."""
     from screenpop.tray.app import TrayApp
