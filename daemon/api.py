@@ -16,7 +16,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from screenpop.daemon import customerdata as data
-from screenpop.daemon.customerdata import CUSTOMER_FIELDS, DataError
+from screenpop.daemon.customerdata import CUSTOMER_FIELDS, DataError, in_period_range
 from screenpop.db.callrecords import calls_query, records
 from screenpop.db.models import DIRECTIONS, Customer, Employee, Phone
 from screenpop.db.search import MAX_RESULTS, search_customers
@@ -68,6 +68,7 @@ def _when(key: str) -> dt.datetime | None:
         value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00") if raw.endswith("Z") else raw)
     except ValueError:
         raise DataError(400, f"{key}: must be an ISO 8601 date or time, e.g. 2026-01-31T08:00:00Z") from None
+    in_period_range(value, key)  # before the offset is applied, which could leave what a datetime holds
     if value.tzinfo is not None:
         value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
     return value

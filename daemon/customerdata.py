@@ -24,7 +24,8 @@ MAX_PHONES = 20
 CUSTOMER_CALLS = 20
 CUSTOMER_FIELDS = {k: values.MAX_CHARS["customer"][k] for k in ("name", "company", "city", "country", "note", "external_id")}
 ORDER_FIELDS = {k: values.MAX_CHARS["order"][k] for k in ("title", "stage")}
-_MAX_ID = 2**31 - 1
+MAX_ID = 2**31 - 1  # PostgreSQL's serial ids; the same bound on SQLite
+FIRST_DAY, LAST_DAY = dt.date(1970, 1, 1), dt.date(9998, 12, 31)  # what a period of calls may start or end on
 
 
 class DataError(Exception):
@@ -64,9 +65,17 @@ def text(body: dict, key: str, max_len: int, required: bool = False) -> str | No
 
 def ident(value: Any, key: str) -> int:
     """A row id: a whole number from 1 up."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_ID:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
         raise DataError(400, f"{key}: must be a positive whole number")
     return value
+
+
+def in_period_range(value: dt.date, key: str) -> None:
+    """A date or time bounding a period of calls: DataError 400 outside FIRST_DAY..LAST_DAY (there are no calls
+    there, and days or zone offsets added to it would leave what dates can hold)."""
+    day = value.date() if isinstance(value, dt.datetime) else value
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise DataError(400, f"{key}: must lie between {FIRST_DAY} and {LAST_DAY}")
 
 
 def amount(value: Any, key: str, positive: bool = False) -> Decimal:

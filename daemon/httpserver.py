@@ -23,9 +23,12 @@ import gevent
 import peewee
 from flask import Flask, Response, jsonify, request
 from gevent.pywsgi import WSGIHandler, WSGIServer
+from werkzeug.exceptions import BadRequest
+from werkzeug.routing import IntegerConverter
 
 from screenpop.daemon import api, dashboard, web
 from screenpop.daemon.config import ConfigError, HttpConfig, WebConfig
+from screenpop.daemon.customerdata import MAX_ID
 from screenpop.daemon.photos import Photos, photo_response
 from screenpop.daemon.push import ALL, PushHub, Subscriber
 from screenpop.db.database import DatabaseUnreachable
@@ -36,6 +39,19 @@ log = logging.getLogger("screenpop.http")
 _SIGNIN_SECRET = re.compile(r"/signin/[^ ?/]+")  # one-time link secrets never reach a log
 RETRY_MS = 2000
 STOP_GRACE_SECONDS = 2.0
+MAX_POP_ID_DIGITS = 18  # pop ids are 64-bit; a longer Last-Event-ID is not one
+
+
+class _RowId(IntegerConverter):
+    """Every route's <int:...>: ASCII digits naming a row id the databases can hold, else 400 with a message."""
+
+    regex = r"[0-9]+"
+
+    def to_python(self, value: str) -> int:
+        number = int(value) if len(value) <= len(str(MAX_ID)) else MAX_ID + 1
+        if number > MAX_ID:
+            raise BadRequest(f"{value[:20]}{'…' if len(value) > 20 else ''} is not an id (at most {MAX_ID})")
+        return number
 
 
 class _Handler(WSGIHandler):
@@ -74,6 +90,7 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
     zone: the call centre's time zone, for the analytics pages.
     """
     app = Flask("screenpop.daemon.httpserver", static_folder=None)  # the pages' static files: daemon/web/static
+    app.url_map.converters["int"] = _RowId
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
@@ -113,7 +130,7 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
         raw_last = request.headers.get("Last-Event-ID", "").strip() or request.args.get("last_event_id", "").strip()
         last_id = None
         if raw_last:
-            if not raw_last.isdigit():
+            if not (raw_last.isascii() and raw_last.isdigit() and len(raw_last) <= MAX_POP_ID_DIGITS):
                 return _error(400, "Last-Event-ID must be a pop id (a whole number)")
             last_id = int(raw_last)
         sub = hub.subscribe(extension, check.token_id, request.environ.get("screenpop.socket"))
@@ -148,6 +165,10 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
         response = failed(503, "database unavailable, retry shortly", "The database does not answer; try again in a moment.")
         response.headers["Retry-After"] = "2"
         return response
+
+    @app.errorhandler(400)
+    def bad_request(exc):
+        return failed(400, exc.description, exc.description)
 
     @app.errorhandler(404)
     def not_found(_exc):

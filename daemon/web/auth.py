@@ -49,9 +49,12 @@ def blueprint(authenticate: Callable[[], Any]) -> Blueprint:
         check = authenticate()
         if isinstance(check, Response):
             return check
-        body = request.get_json(silent=True) if request.mimetype == "application/json" else None
         if request.content_length and request.content_length > 8192:
             return jsonify(error="request body larger than 8192 bytes"), 413
+        try:
+            body = request.get_json(silent=True) if request.mimetype == "application/json" else None
+        except RecursionError:  # nested too deeply for the parser: not the object wanted either
+            body = None
         if not isinstance(body, dict) or set(body) - {"next"}:
             return jsonify(error='the body must be a JSON object, optionally {"next": "/path"}'), 400
         next_path = safe_next(body.get("next", "/"), None)

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import request
 
-from screenpop.daemon.customerdata import DataError
+from screenpop.daemon.customerdata import DataError, in_period_range
 
 PAGE_MAX = 100_000
 _UUID = re.compile(r"[0-9A-Za-z-]{1,64}")
@@ -31,14 +31,16 @@ def row_id(name: str) -> int | None:
 
 
 def day(name: str) -> dt.date | None:
-    """A date (2026-01-31) from the query string, None when absent; DataError 400 for anything else."""
+    """A date (2026-01-31) from the query string, None when absent; DataError 400 for anything else, or out of range."""
     raw = request.args.get(name, "").strip()
     if not raw:
         return None
     try:
-        return dt.date.fromisoformat(raw)
+        value = dt.date.fromisoformat(raw)
     except ValueError:
         raise DataError(400, f"{name}: a date like 2026-01-31") from None
+    in_period_range(value, name)
+    return value
 
 
 def call_uuid(value: Any) -> str | None:
