@@ -10,7 +10,8 @@ import re
 import sys
 from pathlib import Path
 
-from screenpop.db.export import BIDI, UNSAFE_TEXT
+from screenpop.daemon.logformat import JournalFormatter, TerminalFormatter, printable, under_journald
+from screenpop.db.export import BIDI
 
 log = logging.getLogger("screenpop")
 
@@ -21,11 +22,8 @@ _JSON_UNSAFE = re.compile(f"[\\x7f-\\x9f{BIDI}]")  # json.dumps escapes C0 itsel
 
 def setup_logging(level: str) -> None:
     """Plain lines on stderr: under journald with a priority prefix and its timestamps, elsewhere with ours."""
-    from screenpop.daemon.logformat import JournalFormatter, under_journald
-
     handler = logging.StreamHandler(sys.stderr)
-    terminal = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handler.setFormatter(JournalFormatter() if under_journald() else terminal)
+    handler.setFormatter(JournalFormatter() if under_journald() else TerminalFormatter())
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
 
 
@@ -45,18 +43,6 @@ def parse_when(text: str, zone: dt.tzinfo | None = None) -> dt.datetime:
     if value.tzinfo is not None:
         value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
     return value
-
-
-def _escape(match: re.Match) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def printable(text: str | None) -> str:
-    """Caller-supplied text made safe for a terminal: control and bidi characters shown as escapes, never obeyed."""
-    if not text:
-        return ""
-    return UNSAFE_TEXT.sub(_escape, text)
 
 
 def printable_json(value: object, **kwargs) -> str:

@@ -1,11 +1,31 @@
-"""Log lines for journald or a terminal: under journald a `<N>` syslog priority prefix and no timestamp of ours."""
+"""Log lines for journald or a terminal: under journald a `<N>` syslog priority prefix and no timestamp of ours.
+
+Every message is one line: control and bidi characters in it (a newline in a request path, a terminal escape in a
+caller's name) are shown as escapes, so text from strangers cannot forge a second entry. Tracebacks keep theirs.
+"""
 from __future__ import annotations
 
 import logging
 import os
+import re
+
+from screenpop.db.export import UNSAFE_TEXT
 
 # syslog priorities journald reads from a leading "<N>" (SyslogLevelPrefix=yes, its default)
 _PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
+
+
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str | None) -> str:
+    """Caller-supplied text made safe for a terminal or a log: control and bidi characters (db/export.py's
+    UNSAFE_TEXT) shown as escapes, never obeyed."""
+    if not text:
+        return ""
+    return UNSAFE_TEXT.sub(_escape, text)
 
 
 def under_journald(fd: int = 2) -> bool:
@@ -21,7 +41,18 @@ def under_journald(fd: int = 2) -> bool:
         return False
 
 
-class JournalFormatter(logging.Formatter):
+class TerminalFormatter(logging.Formatter):
+    """'time LEVEL logger: message', the message on one line (printable)."""
+
+    def __init__(self, fmt: str = "%(asctime)s %(levelname)s %(name)s: %(message)s") -> None:
+        super().__init__(fmt)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+
+class JournalFormatter(TerminalFormatter):
     """'<N>LEVEL logger: message': journald keeps N as the entry's priority (journalctl -p) and adds the time.
 
     journald makes an entry of each line, so every line of a multi-line record (a traceback) carries the prefix.

@@ -13,7 +13,8 @@ from decimal import Decimal
 from typing import IO, Any
 
 # What a terminal or a text line obeys instead of showing: C0 and C1 controls, the bidi controls (U+202E and the
-# others reverse the rest of a line), line and paragraph separators. The CLI escapes them, the charts drop them.
+# others reverse the rest of a line), line and paragraph separators. The CLI and the logs escape them, the charts
+# drop them.
 BIDI = "\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
 UNSAFE_TEXT = re.compile(f"[\\x00-\\x1f\\x7f-\\x9f{BIDI}]")
 # = + - @, tab and carriage return, and their full-width forms (some spreadsheets accept those for formulas too)

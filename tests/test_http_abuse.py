@@ -1,5 +1,12 @@
-"""The HTTP side under abuse (issue 14, item 6): out-of-range input answers 400 with a message, never a 500."""
+"""The HTTP side under abuse (issue 14, item 6), from a machine with no credentials: out-of-range input answers
+400 with a message; stranger text in a request cannot forge a log line. In process (Flask's test client) on
+SQLite and PostgreSQL, and against the real daemon over loopback TCP."""
 from __future__ import annotations
+
+import logging
+import socket
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +16,8 @@ from screenpop.daemon.push import PushHub
 from screenpop.db import tokens
 from screenpop.db.lookup import Lookup
 from screenpop.db.numbers import NumberRules
+
+from support import daemon, free_port, http_ready, wait_for, write_config
 
 RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
 
@@ -84,3 +93,66 @@ def test_deeply_nested_json(site):
 def test_last_event_id_out_of_range(site, last):
     r = site.app.test_client().get("/api/v1/events", headers={**site.auth, "Last-Event-ID": last})
     assert r.status_code == 400 and "Last-Event-ID must be a pop id" in r.get_json()["error"]
+
+
+# ---- the real daemon ---------------------------------------------------------------------------------
+
+
+class Daemon:
+    """`screenpop daemon` on SQLite with HTTP on a free port (FreeSWITCH never answers: not needed here)."""
+
+    def __init__(self, tmp: Path, sqlite_url: str, http: str = "") -> None:
+        self.port = free_port()
+        config = write_config(tmp / "screenpop.toml", free_port(), sqlite_url, http_port=self.port, http=http)
+        self.proc = daemon(tmp, config)
+        wait_for(lambda: http_ready(self.base) or self.proc.popen.poll() is not None, 20, "the daemon's HTTP server")
+        assert self.proc.popen.poll() is None, self.proc.log()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def send(self, raw: bytes, timeout: float = 10.0) -> bytes:
+        """raw bytes on a fresh connection; everything the daemon answers until it closes or goes quiet."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            s.sendall(raw)
+            chunks = []
+            try:
+                while chunk := s.recv(65536):
+                    chunks.append(chunk)
+            except (TimeoutError, ConnectionResetError):
+                pass
+            return b"".join(chunks)
+
+
+@pytest.fixture
+def running(tmp_path, sqlite_url):
+    d = Daemon(tmp_path, sqlite_url)
+    yield d
+    d.proc.close()
+
+
+def test_request_text_cannot_forge_a_log_line(running):
+    forged = "INFO screenpop.web: web sign-in: token 1 (admin) from 10.0.0.1 with a typed token"
+    path = "/x%0a" + forged.replace(" ", "%20") + "%0d%1b[2J"
+    answer = running.send(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 403"), answer[:200]
+    wait_for(lambda: "missing or wrong CSRF token" in running.proc.log(), 10, "the 403's log line")
+    lines = running.proc.log().splitlines()
+    assert not [line for line in lines if line.startswith(forged)], "a second line was forged"
+    assert [line for line in lines if "403 for POST /x\\x0aINFO screenpop.web: web sign-in" in line and "\\x0d\\x1b[2J" in line]
+
+
+@pytest.mark.parametrize("kind", ["TerminalFormatter", "JournalFormatter"])
+def test_log_messages_are_one_line_tracebacks_keep_theirs(kind):
+    from screenpop.daemon import logformat
+
+    formatter = getattr(logformat, kind)()
+    record = logging.LogRecord("screenpop.http", logging.WARNING, __file__, 1, "401 for GET %s", ("/a\nb\x1b\x85",), None)
+    assert formatter.format(record).endswith("401 for GET /a\\x0ab\\x1b\\x85")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord("screenpop.http", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    lines = formatter.format(record).splitlines()
+    assert len(lines) > 3 and lines[-1].endswith("ValueError: boom")
