@@ -122,6 +122,10 @@ class WebConfig:
     signin_link_seconds: int = 60
     photo_max_mb: int = 10
 
+    def upload_max_bytes(self) -> int:
+        """The largest photo upload request: photo_max_mb, and room for the form around the file."""
+        return self.photo_max_mb * 1024 * 1024 + 64 * 1024
+
 
 @dataclass
 class ClusterConfig:

@@ -23,7 +23,7 @@ import gevent
 import peewee
 from flask import Flask, Response, jsonify, request
 from gevent.pywsgi import WSGIHandler, WSGIServer
-from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 from werkzeug.routing import IntegerConverter
 
 from screenpop.daemon import api, dashboard, web
@@ -40,6 +40,10 @@ _SIGNIN_SECRET = re.compile(r"/signin/[^ ?/]+")  # one-time link secrets never r
 RETRY_MS = 2000
 STOP_GRACE_SECONDS = 2.0
 MAX_POP_ID_DIGITS = 18  # pop ids are 64-bit; a longer Last-Event-ID is not one
+FORM_MAX = 256 * 1024  # a web form's body (the longest, a customer with a 10 000-character note, is far less)
+DRAIN_MAX = 64 * 1024  # after a response, the rest of a body the app left unread is skipped only up to this
+BODY = "screenpop.body"  # the environ key of the request's _Body
+LIMIT = "screenpop.body_limit"  # and of its ceiling
 
 
 class _RowId(IntegerConverter):
@@ -55,12 +59,58 @@ class _RowId(IntegerConverter):
 
 
 class _Handler(WSGIHandler):
-    """pywsgi's handler, telling the app its socket, so a stuck stream can be cut off."""
+    """pywsgi's handler, telling the app its socket (so a stuck stream can be cut off) and its body (_Body)."""
 
     def get_environ(self):
         env = super().get_environ()
         env["screenpop.socket"] = self.socket
+        if env["wsgi.input"] is self.wsgi_input:
+            self.wsgi_input = env["wsgi.input"] = env[BODY] = _Body(self, self.wsgi_input)
         return env
+
+
+class _Body:
+    """A request body as the app reads it, never past the ceiling the app set for it (`limit`: more is 413);
+    after the response pywsgi skips the unread rest, which is read only up to DRAIN_MAX: a larger or unknown
+    rest (a refused upload, a chunked body) closes the connection instead."""
+
+    def __init__(self, handler: WSGIHandler, body) -> None:
+        self.handler = handler
+        self.body = body
+        self.limit: int | None = None
+        self.taken = 0
+
+    def read(self, size: int | None = None) -> bytes:
+        if size is None or size < 0:  # in pieces: a chunked body's read() would otherwise hold all of it
+            parts = []
+            while part := self.read(65536):
+                parts.append(part)
+            return b"".join(parts)
+        return self._count(self.body.read(size))
+
+    def readline(self, size: int | None = None) -> bytes:
+        if size is None or size < 0:
+            size = 65536 if self.limit is None else self.limit - self.taken + 1
+        return self._count(self.body.readline(size))
+
+    def readlines(self, hint: int | None = None) -> list[bytes]:
+        return list(iter(self.readline, b""))
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.readline, b"")
+
+    def _count(self, data: bytes) -> bytes:
+        self.taken += len(data)
+        if self.limit is not None and self.taken > self.limit:
+            raise RequestEntityTooLarge()
+        return data
+
+    def _discard(self) -> None:
+        body = self.body
+        if body.chunked_input or (body.content_length or 0) - body.position > DRAIN_MAX:
+            self.handler.close_connection = True
+        else:
+            body._discard()
 
 
 class _AccessLog:
@@ -149,13 +199,32 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
         out = photo_response(hub, photos, customer_id, request.args.get("size"))
         return _error(404, f"no customer {customer_id}") if out is None else out
 
-    app.register_blueprint(api.blueprint(hub, authenticate))
-    web.init_app(app, hub, photos, web_config or WebConfig(), tls, authenticate, on_link)
-    app.register_blueprint(dashboard.blueprint(zone))
-
     def failed(status: int, message: str, page_message: str) -> Response:
         """JSON under /api/, an HTML page elsewhere."""
         return _error(status, message) if request.path.startswith("/api/") else web.error_page(status, page_message)
+
+    web_config = web_config or WebConfig()
+
+    @app.before_request
+    def limit_body() -> Response | None:
+        """Before anything reads it: a request body's ceiling by kind (API, photo upload, any other form). A body
+        declared larger is refused unread; one sent without a length is cut off where it passes the ceiling."""
+        if request.path.startswith("/api/"):
+            limit = api.MAX_BODY
+        elif request.endpoint == "customers.upload_photo":
+            limit = web_config.upload_max_bytes()
+        else:
+            limit = FORM_MAX
+        request.environ[LIMIT] = limit
+        if request.content_length is not None and request.content_length > limit:
+            return too_large(None)
+        if BODY in request.environ:  # not there under Flask's test client, which always sends a length
+            request.environ[BODY].limit = limit
+        return None
+
+    app.register_blueprint(api.blueprint(hub, authenticate))
+    web.init_app(app, hub, photos, web_config, tls, authenticate, on_link)
+    app.register_blueprint(dashboard.blueprint(zone))
 
     @app.errorhandler(peewee.DatabaseError)
     def database_down(exc):
@@ -180,7 +249,14 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
 
     @app.errorhandler(413)
     def too_large(_exc):
-        return failed(413, "request body too large", "That was too large to send.")
+        limit = request.environ.get(LIMIT, 0)
+        size = f"{request.content_length} bytes" if request.content_length else "a body sent without a length"
+        log.warning("413 for %s %s from %s: %s, above the %d allowed here", request.method, request.path,
+                    request.remote_addr, size, limit)
+        response = failed(413, f"request body larger than {limit} bytes",
+                          f"That was too large to send (at most {limit // 1024:,} KiB here).")
+        response.headers["Connection"] = "close"  # the rest of it is not read
+        return response
 
     @app.errorhandler(500)
     def broken(_exc):

@@ -261,7 +261,7 @@ def _shrink(path: Path, max_bytes: int) -> tuple[bytes, str] | str:
 @login_required()
 def upload_photo(customer_id: int):
     max_bytes = web().config.photo_max_mb * 1024 * 1024
-    if request.content_length is None or request.content_length > max_bytes + 64 * 1024:
+    if request.content_length is None or request.content_length > web().config.upload_max_bytes():
         return record_page(customer_id, 413, f"The photo is larger than {web().config.photo_max_mb} MB.")
     upload = request.files.get("photo")
     if upload is None or not upload.filename:
