@@ -97,6 +97,9 @@ class HttpConfig:
     keyfile: str = ""
     heartbeat: float = 15.0
     public_url: str = ""
+    header_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    max_connections: int = 1000
 
     def address(self) -> tuple[str, int]:
         """listen as (host, port); "[::1]:8080" for IPv6, ":8080" for every address."""
@@ -202,6 +205,12 @@ def parse(data: dict[str, Any]) -> Config:
         raise ConfigError("[http] certfile and keyfile go together: set both for TLS, or neither")
     if not 0.1 <= config.http.heartbeat <= 300:
         raise ConfigError("[http] heartbeat must be between 0.1 and 300 seconds")
+    if not 1 <= config.http.header_timeout <= 300:
+        raise ConfigError("[http] header_timeout must be between 1 and 300 seconds")
+    if not 1 <= config.http.idle_timeout <= 3600:
+        raise ConfigError("[http] idle_timeout must be between 1 and 3600 seconds")
+    if not 10 <= config.http.max_connections <= 100_000:
+        raise ConfigError("[http] max_connections must be between 10 and 100000")
     if config.analytics.timezone:
         try:
             ZoneInfo(config.analytics.timezone)

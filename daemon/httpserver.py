@@ -16,14 +16,17 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import resource
 import ssl as _ssl
+import time
 from collections.abc import Callable, Iterator
 
 import gevent
 import peewee
 from flask import Flask, Response, jsonify, request
+from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
-from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, RequestTimeout
 from werkzeug.routing import IntegerConverter
 
 from screenpop.daemon import api, dashboard, web
@@ -44,6 +47,9 @@ FORM_MAX = 256 * 1024  # a web form's body (the longest, a customer with a 10 00
 DRAIN_MAX = 64 * 1024  # after a response, the rest of a body the app left unread is skipped only up to this
 BODY = "screenpop.body"  # the environ key of the request's _Body
 LIMIT = "screenpop.body_limit"  # and of its ceiling
+STREAMING = "screenpop.streaming"  # and of the call that takes an event stream's connection out of the cap
+CAP_LOG_SECONDS = 60.0  # at most one line a minute says the connection cap is reached
+SPARE_FILES = 64  # open files besides the connections: database, FreeSWITCH, photos, the log
 
 
 class _RowId(IntegerConverter):
@@ -59,26 +65,67 @@ class _RowId(IntegerConverter):
 
 
 class _Handler(WSGIHandler):
-    """pywsgi's handler, telling the app its socket (so a stuck stream can be cut off) and its body (_Body)."""
+    """pywsgi's handler with the [http] time limits: a connection waits at most idle_timeout for a request to
+    begin, which then has header_timeout for its request line and headers; it tells the app its socket (so a
+    stuck stream can be cut off), its body (_Body) and how to leave the connection cap (an event stream)."""
+
+    server: _Server
+    head_timer: gevent.Timeout | None = None
+
+    def handle_one_request(self):
+        try:
+            return super().handle_one_request()
+        except gevent.Timeout as exc:
+            if exc is not self.head_timer:
+                raise
+            log.debug("HTTP connection from %s closed: no complete request in time", self.client_address[0])
+            return None  # closes the connection
+        finally:
+            self._stop_head_timer()
+
+    def read_requestline(self) -> str:
+        limits = self.server.limits
+        self.head_timer = gevent.Timeout.start_new(limits.idle_timeout)
+        if not self.rfile.peek(1):
+            return ""  # the client closed the connection
+        self.head_timer.close()
+        self.head_timer = gevent.Timeout.start_new(limits.header_timeout)
+        return super().read_requestline()
+
+    def _stop_head_timer(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.close()
+            self.head_timer = None
 
     def get_environ(self):
+        self._stop_head_timer()  # the head is in; the app's time is its own
         env = super().get_environ()
         env["screenpop.socket"] = self.socket
+        env[STREAMING] = self.streaming
         if env["wsgi.input"] is self.wsgi_input:
             self.wsgi_input = env["wsgi.input"] = env[BODY] = _Body(self, self.wsgi_input)
         return env
 
+    def streaming(self) -> None:
+        """This connection now carries an event stream: it leaves the cap (no flood locks a tray out) and
+        closes when its stream ends."""
+        self.close_connection = True
+        if self.server.pool is not None:
+            self.server.pool.discard(gevent.getcurrent())
+
 
 class _Body:
-    """A request body as the app reads it, never past the ceiling the app set for it (`limit`: more is 413);
-    after the response pywsgi skips the unread rest, which is read only up to DRAIN_MAX: a larger or unknown
-    rest (a refused upload, a chunked body) closes the connection instead."""
+    """A request body as the app reads it, never past the ceiling the app set for it (`limit`: more is 413), each
+    read waiting at most idle_timeout for the client (then 408). After the response pywsgi skips the unread rest,
+    which is read only up to DRAIN_MAX and within idle_timeout: a larger, unknown (chunked) or stalled rest
+    closes the connection instead."""
 
-    def __init__(self, handler: WSGIHandler, body) -> None:
+    def __init__(self, handler: _Handler, body) -> None:
         self.handler = handler
         self.body = body
         self.limit: int | None = None
         self.taken = 0
+        self.stalled = False
 
     def read(self, size: int | None = None) -> bytes:
         if size is None or size < 0:  # in pieces: a chunked body's read() would otherwise hold all of it
@@ -86,12 +133,25 @@ class _Body:
             while part := self.read(65536):
                 parts.append(part)
             return b"".join(parts)
-        return self._count(self.body.read(size))
+        return self._count(self._waited(self.body.read, size))
 
     def readline(self, size: int | None = None) -> bytes:
         if size is None or size < 0:
             size = 65536 if self.limit is None else self.limit - self.taken + 1
-        return self._count(self.body.readline(size))
+        return self._count(self._waited(self.body.readline, size))
+
+    def _waited(self, read: Callable[[int], bytes], size: int) -> bytes:
+        timer = gevent.Timeout.start_new(self.handler.server.limits.idle_timeout)
+        try:
+            return read(size)
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            self.stalled = True
+            self.handler.close_connection = True
+            raise RequestTimeout("the request body stopped arriving") from None
+        finally:
+            timer.close()
 
     def readlines(self, hint: int | None = None) -> list[bytes]:
         return list(iter(self.readline, b""))
@@ -107,10 +167,58 @@ class _Body:
 
     def _discard(self) -> None:
         body = self.body
-        if body.chunked_input or (body.content_length or 0) - body.position > DRAIN_MAX:
+        if self.stalled or body.chunked_input or (body.content_length or 0) - body.position > DRAIN_MAX:
             self.handler.close_connection = True
-        else:
+            return
+        with gevent.Timeout(self.handler.server.limits.idle_timeout, False):
             body._discard()
+        if body.position < (body.content_length or 0):
+            self.handler.close_connection = True
+
+
+class _Connections(Pool):
+    """The connections being served, at most size at once: at the cap the server stops accepting (new ones wait
+    in the listen backlog) until one closes, and says so in one WARNING line a minute at most. A connection that
+    becomes an event stream leaves the pool (_Handler.streaming)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.warned = -CAP_LOG_SECONDS
+
+    def full(self) -> bool:
+        if not super().full():
+            return False
+        if time.monotonic() - self.warned >= CAP_LOG_SECONDS:
+            self.warned = time.monotonic()
+            log.warning("HTTP: %d connections open, the [http] max_connections (event streams not counted); "
+                        "new ones wait until one closes", self.size)
+        return True
+
+
+class _Server(WSGIServer):
+    """pywsgi's server with the [http] limits: a _Connections pool, and the TLS handshake within header_timeout."""
+
+    def __init__(self, limits: HttpConfig, app: Flask, **kwargs) -> None:
+        self.limits = limits
+        super().__init__(limits.address(), app, spawn=_Connections(limits.max_connections), handler_class=_Handler,
+                         **kwargs)
+
+    def wrap_socket_and_handle(self, client_socket, address):
+        too_slow = TimeoutError("no TLS handshake in time")  # an OSError: the half-made TLS socket closes itself
+        timer = gevent.Timeout.start_new(self.limits.header_timeout, too_slow)
+        try:
+            tls_socket = self.wrap_socket(client_socket, **self.ssl_args)
+        except TimeoutError as exc:
+            if exc is not too_slow:
+                raise
+            log.debug("HTTPS connection from %s closed: %s", address[0], exc)
+            return None
+        finally:
+            timer.close()
+        try:
+            return self.handle(tls_socket, address)
+        finally:
+            tls_socket.close()
 
 
 class _AccessLog:
@@ -184,6 +292,8 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
                 return _error(400, "Last-Event-ID must be a pop id (a whole number)")
             last_id = int(raw_last)
         sub = hub.subscribe(extension, check.token_id, request.environ.get("screenpop.socket"))
+        if STREAMING in request.environ:  # not under Flask's test client
+            request.environ[STREAMING]()
         log.info("stream opened for extension %s by token %d from %s%s", extension, check.token_id, request.remote_addr,
                  f", replaying after {last_id}" if last_id is not None else "")
         response = Response(_stream(hub, sub, last_id, heartbeat), mimetype="text/event-stream")
@@ -246,6 +356,13 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
     @app.errorhandler(405)
     def not_allowed(_exc):
         return failed(405, "method not allowed", "That is not something this page does.")
+
+    @app.errorhandler(408)
+    def too_slow(exc):
+        log.warning("408 for %s %s from %s: %s", request.method, request.path, request.remote_addr, exc.description)
+        response = failed(408, exc.description, "The request took too long to arrive; try again.")
+        response.headers["Connection"] = "close"
+        return response
 
     @app.errorhandler(413)
     def too_large(_exc):
@@ -324,14 +441,14 @@ class HttpServer:
                 _ssl.create_default_context(_ssl.Purpose.CLIENT_AUTH).load_cert_chain(config.certfile, config.keyfile)
             except (OSError, _ssl.SSLError) as exc:
                 raise ConfigError(f"[http] certfile/keyfile cannot be used: {exc}") from None
-        self.server = WSGIServer(config.address(), self.app, handler_class=_Handler, log=_AccessLog(),
-                                 error_log=logging.getLogger("screenpop.http"), **ssl)
+        self.server = _Server(config, self.app, log=_AccessLog(), error_log=logging.getLogger("screenpop.http"), **ssl)
 
     @property
     def scheme(self) -> str:
         return "https" if self.config.certfile else "http"
 
     def start(self) -> None:
+        _enough_open_files(self.config.max_connections + SPARE_FILES)
         self.server.start()
         host, port = self.server.address[:2]
         log.info("HTTP listening on %s://%s:%d", self.scheme, host, port)
@@ -340,3 +457,20 @@ class HttpServer:
         self.hub.close_all("daemon stopping")
         gevent.sleep(0)  # let the streams write their end
         self.server.stop(timeout=STOP_GRACE_SECONDS)
+
+
+def _enough_open_files(needed: int) -> None:
+    """Raise the open-file limit to needed if the hard limit allows (a shell's soft limit is often 1024); else
+    one WARNING: the connection cap cannot then keep the daemon from running out of files."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed:
+        return
+    wanted = needed if hard == resource.RLIM_INFINITY or hard >= needed else hard
+    try:  # the unit's system call filter refuses setrlimit: there LimitNOFILE is the limit
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        soft = wanted
+    except (OSError, ValueError):
+        pass
+    if soft < needed:
+        log.warning("HTTP: only %d open files allowed (LimitNOFILE), but [http] max_connections needs %d and more "
+                    "for the trays' streams; lower max_connections or raise the limit", soft, needed)

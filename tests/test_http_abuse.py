@@ -4,8 +4,10 @@ SQLite and PostgreSQL, and against the real daemon over loopback TCP."""
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,10 +16,13 @@ from screenpop.daemon.httpserver import create_app
 from screenpop.daemon.photos import Photos
 from screenpop.daemon.push import PushHub
 from screenpop.db import tokens
+from screenpop.db.database import open_database
 from screenpop.db.lookup import Lookup
+from screenpop.db.migrations import migrate
 from screenpop.db.numbers import NumberRules
 
-from support import daemon, free_port, http_ready, wait_for, write_config
+from sse import Stream
+from support import Proc, daemon, free_port, http_ready, simulator, wait_for, write_config
 
 RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
 
@@ -99,12 +104,21 @@ def test_last_event_id_out_of_range(site, last):
 
 
 class Daemon:
-    """`screenpop daemon` on SQLite with HTTP on a free port (FreeSWITCH never answers: not needed here)."""
+    """`screenpop daemon` on SQLite with HTTP on a free port; FreeSWITCH (the simulator) at esl_port, if anyone
+    starts it there. nofile: the daemon's open-file limit, as systemd's LimitNOFILE would set it."""
 
-    def __init__(self, tmp: Path, sqlite_url: str, http: str = "") -> None:
+    def __init__(self, tmp: Path, sqlite_url: str, http: str = "", esl_port: int | None = None,
+                 nofile: int | None = None) -> None:
         self.port = free_port()
-        config = write_config(tmp / "screenpop.toml", free_port(), sqlite_url, http_port=self.port, http=http)
-        self.proc = daemon(tmp, config)
+        self.esl_port = esl_port or free_port()
+        config = write_config(tmp / "screenpop.toml", self.esl_port, sqlite_url, http_port=self.port, http=http)
+        if nofile is None:
+            self.proc = daemon(tmp, config)
+        else:
+            self.proc = Proc(["-c", "import resource, runpy, sys\n"
+                              f"resource.setrlimit(resource.RLIMIT_NOFILE, ({nofile}, {nofile}))\n"
+                              f"sys.argv = ['screenpop', 'daemon', '--config', {str(config)!r}]\n"
+                              "runpy.run_module('screenpop.daemon.cli', run_name='__main__')"], tmp / "daemon.log")
         wait_for(lambda: http_ready(self.base) or self.proc.popen.poll() is not None, 20, "the daemon's HTTP server")
         assert self.proc.popen.poll() is None, self.proc.log()
 
@@ -261,3 +275,138 @@ def test_oversized_posts_leave_memory_flat(running):
         threads[0].join(0.02)
     assert peak - baseline < 50, f"resident memory went from {baseline:.0f} MB to {peak:.0f} MB"
     assert max(sent) < 100_000_000, f"{sent} bytes were taken before refusing"
+
+
+# ---- slow and idle clients, and a flood of them --------------------------------------------------------
+
+
+def _closed_by_daemon(socks: list[socket.socket]) -> int:
+    """How many of socks the daemon has closed (readable, and nothing or a reset to read)."""
+    closed = 0
+    for i in range(0, len(socks), 500):
+        readable, _, _ = select.select(socks[i:i + 500], [], [], 0)
+        for s in readable:
+            try:
+                closed += s.recv(1, socket.MSG_PEEK) == b""
+            except OSError:
+                closed += 1
+    return closed
+
+
+def test_idle_half_sent_and_stalled_requests_are_timed_out(tmp_path, sqlite_url):
+    d = Daemon(tmp_path, sqlite_url, http="header_timeout = 2.0\nidle_timeout = 3.0")
+    try:
+        idle = socket.create_connection(("127.0.0.1", d.port))
+        half = socket.create_connection(("127.0.0.1", d.port))
+        half.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")  # never the blank line
+        dribble = socket.create_connection(("127.0.0.1", d.port))
+        stalled = socket.create_connection(("127.0.0.1", d.port))
+        stalled.sendall(b"POST /signin HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                        b"Content-Length: 100\r\n\r\ncsrf=x&tok")
+        started = time.monotonic()
+        wait_for(lambda: _closed_by_daemon([half]) == 1, 30, "the half-sent request to be closed")
+        for _ in range(3):  # a header line a second keeps no request alive past header_timeout
+            try:
+                dribble.sendall(b"X-A: b\r\n" if _ else b"GET / HTTP/1.1\r\n")
+            except OSError:
+                break
+            time.sleep(1)
+        wait_for(lambda: _closed_by_daemon([idle, dribble]) == 2, 30, "the idle and dribbling connections to be closed")
+        assert time.monotonic() - started >= 2.5, "the idle connection was given its idle_timeout"
+        stalled.settimeout(30)
+        answer = stalled.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 408") and b"Connection: close" in answer, answer[:300]
+        assert "408 for POST /signin from 127.0.0.1: the request body stopped arriving" in d.proc.log()
+        for s in (idle, half, dribble, stalled):
+            s.close()
+        assert http_ready(d.base)
+    finally:
+        d.proc.close()
+
+
+def test_flood_of_half_sent_requests(tmp_path, sqlite_url):
+    """More half-sent requests than the daemon may open files: the cap keeps it within its files, the header
+    timeout clears them, event streams (more of them than the cap) are not counted, and the tray connected
+    before the flood keeps getting its pops while the flood is on."""
+    db = open_database(sqlite_url)
+    migrate(db)
+    _, operator = tokens.create("1001")
+    _, admin = tokens.create(None, role="admin")
+    db.close()
+    d = Daemon(tmp_path, sqlite_url, http="heartbeat = 0.5\nheader_timeout = 2.0\nmax_connections = 20",
+               nofile=160)
+    streams: list[Stream] = []
+    flood: list[socket.socket] = []
+    sim = None
+    try:
+        tray = Stream(d.port, operator)
+        streams = [tray] + [Stream(d.port, admin, query="extension=1002") for _ in range(24)]
+        assert [s.status for s in streams] == [200] * 25, "25 streams with a cap of 20 connections"
+        assert http_ready(d.base)
+        sim = simulator(tmp_path, d.esl_port, "--generate", "--calls", "40", "--rate", "1", "--speed", "1", "--seed", "5",
+                        "--extensions", "1001", "--mix", "inbound_answered=1", "--linger", "0.3")
+        tray.wait_count(2, 60)
+        for _ in range(200):
+            s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+            s.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")
+            flood.append(s)
+        before = len(tray.messages)
+        during = 0
+        deadline = time.monotonic() + 120
+        while (closed := _closed_by_daemon(flood)) < len(flood):
+            assert time.monotonic() < deadline, f"only {closed} of {len(flood)} half-sent requests were closed"
+            if closed < len(flood) // 2:
+                during = len(tray.messages) - before
+            time.sleep(0.2)
+        assert during >= 1, "the tray got no pop while the flood was on"
+        assert not tray.ended.is_set() and not tray.error
+        assert http_ready(d.base)
+        log = d.proc.log()
+        assert log.count("connections open, the [http] max_connections") == 1, log[-3000:]
+        assert "Too many open files" not in log and "EMFILE" not in log, log[-3000:]
+    finally:
+        for s in flood:
+            s.close()
+        for s in streams:
+            s.close()
+        if sim is not None:
+            sim.close()
+        d.proc.close()
+
+
+def test_tls_handshake_within_header_timeout(tmp_path, sqlite_url):
+    import http.client
+    import shutil
+    import ssl
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    port = free_port()
+    config = write_config(tmp_path / "c.toml", free_port(), sqlite_url, http_port=port,
+                          http=f'certfile = "{cert}"\nkeyfile = "{key}"\nheader_timeout = 2.0')
+    d = daemon(tmp_path, config)
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+
+    def answers() -> bool:
+        try:
+            conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
+            conn.request("GET", "/api/v1/health")
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(lambda: answers() or d.popen.poll() is not None, 20, "HTTPS")
+        silent = socket.create_connection(("127.0.0.1", port))  # no ClientHello, ever
+        started = time.monotonic()
+        wait_for(lambda: _closed_by_daemon([silent]) == 1, 30, "the silent TLS connection to be closed")
+        assert time.monotonic() - started < 20, "closed by header_timeout, not idle_timeout (60 s)"
+        silent.close()
+        assert answers()
+    finally:
+        d.close()

@@ -76,6 +76,16 @@ def test_daemon_unit_is_notify_with_watchdog_and_reload():
     assert service["RestrictAddressFamilies"] == "AF_INET AF_INET6 AF_UNIX"
 
 
+def test_daemon_unit_has_open_files_for_the_connection_cap_and_the_trays():
+    from screenpop.daemon.config import HttpConfig
+    from screenpop.daemon.httpserver import SPARE_FILES
+
+    parsed = configparser.ConfigParser(strict=False, interpolation=None)
+    parsed.read(UNITS / "screenpop-daemon.service")
+    trays = 5000  # event streams do not count against max_connections; each is an open file
+    assert int(parsed["Service"].get("LimitNOFILE", "1024")) >= HttpConfig().max_connections + SPARE_FILES + trays
+
+
 def test_autostart_entry_is_valid_and_leaves_systemd_sessions_to_the_user_unit():
     entry = UNITS / "screenpop-tray.desktop"
     result = _run(_tool("desktop-file-validate"), str(entry))
