@@ -6,7 +6,7 @@ POST /signin with no session (so no CSRF token either), and samples the daemon's
 connection has ended. Prints the baseline, the peak and the difference, what each sender got to send, how each
 POST was answered, and how long a GET /api/v1/health took while they ran.
 
-    flock /tmp/screenpop-bench.lock python bench/http_body.py [--posts 3] [--mb 300] [--kind form|multipart|raw]
+    flock /tmp/screenpop-bench.lock python bench/http_body.py [--posts 3] [--mb 300] [--kind form|multipart|raw|chunked]
 
 Not a test: prints numbers, never fails.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 
 CHUNK = b"a" * 65536
 TYPES = {"form": "application/x-www-form-urlencoded", "multipart": "multipart/form-data; boundary=xyz",
-         "raw": "application/octet-stream"}
+         "raw": "application/octet-stream", "chunked": "application/x-www-form-urlencoded"}
 
 
 def free_port() -> int:
@@ -59,21 +59,24 @@ def health_seconds(port: int) -> float | None:
 class Sender(threading.Thread):
     """One POST of `size` bytes, streamed as fast as the daemon takes it; then whatever the daemon answered."""
 
-    def __init__(self, port: int, size: int, content_type: str) -> None:
+    def __init__(self, port: int, size: int, content_type: str, chunked: bool) -> None:
         super().__init__(daemon=True)
-        self.port, self.size, self.content_type = port, size, content_type
+        self.port, self.size, self.content_type, self.chunked = port, size, content_type, chunked
         self.sent, self.answer, self.seconds = 0, "", 0.0
 
     def run(self) -> None:
         started = time.monotonic()
         sock = socket.create_connection(("127.0.0.1", self.port), timeout=60)
         try:
+            length = "Transfer-Encoding: chunked" if self.chunked else f"Content-Length: {self.size}"
             sock.sendall(f"POST /signin HTTP/1.1\r\nHost: bench\r\nContent-Type: {self.content_type}\r\n"
-                         f"Content-Length: {self.size}\r\n\r\n".encode())
+                         f"{length}\r\n\r\n".encode())
             while self.sent < self.size:
                 n = min(len(CHUNK), self.size - self.sent)
-                sock.sendall(CHUNK[:n])
+                sock.sendall(b"%x\r\n%s\r\n" % (n, CHUNK[:n]) if self.chunked else CHUNK[:n])
                 self.sent += n
+            if self.chunked:
+                sock.sendall(b"0\r\n\r\n")
         except OSError as exc:
             self.answer = f"sending stopped: {type(exc).__name__}"
         try:
@@ -108,7 +111,8 @@ def main() -> None:
                 time.sleep(0.2)
             time.sleep(1)
             baseline = rss_mb(proc.pid)
-            senders = [Sender(port, args.mb * 1_000_000, TYPES[args.kind]) for _ in range(args.posts)]
+            senders = [Sender(port, args.mb * 1_000_000, TYPES[args.kind], args.kind == "chunked")
+                       for _ in range(args.posts)]
             started = time.monotonic()
             for s in senders:
                 s.start()
@@ -121,7 +125,8 @@ def main() -> None:
             elapsed = time.monotonic() - started
             time.sleep(1)
             after = rss_mb(proc.pid)
-            print(f"{args.posts} x {args.mb} MB POST /signin ({TYPES[args.kind]}), no session, over loopback")
+            print(f"{args.posts} x {args.mb} MB POST /signin ({TYPES[args.kind]}{', chunked' if args.kind == 'chunked' else ''}), "
+                  "no session, over loopback")
             print(f"daemon resident memory: {baseline:.0f} MB before (baseline), peak {peak:.0f} MB "
                   f"(+{peak - baseline:.0f} MB), {after:.0f} MB a second after the last connection ended")
             for i, s in enumerate(senders, 1):

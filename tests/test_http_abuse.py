@@ -1,6 +1,8 @@
 """The HTTP side under abuse (issue 14, item 6), from a machine with no credentials: out-of-range input answers
-400 with a message; stranger text in a request cannot forge a log line. In process (Flask's test client) on
-SQLite and PostgreSQL, and against the real daemon over loopback TCP."""
+400 with a message; stranger text in a request cannot forge a log line; bodies above their ceiling are refused
+unread (memory stays flat); idle, half-sent and stalled requests are timed out; a flood of them stays within the
+connection cap and the open-file limit while a tray keeps getting its pops. In process (Flask's test client) on
+SQLite and PostgreSQL, and against the real daemon (and the simulator) over loopback TCP."""
 from __future__ import annotations
 
 import logging
