@@ -99,7 +99,8 @@ def main() -> None:
         port = free_port()
         config = Path(tmp) / "screenpop.toml"
         config.write_text(f'[freeswitch]\nport = {free_port()}\n\n[database]\nurl = "sqlite:///{tmp}/bench.db"\n'
-                          f'photo_dir = "{tmp}/photos"\n\n[http]\nlisten = "127.0.0.1:{port}"\n\n[log]\nlevel = "warning"\n')
+                          f'photo_dir = "{tmp}/photos"\n\n[http]\nlisten = "127.0.0.1:{port}"\n\n'
+                          '[log]\nlevel = "warning"\n')
         log = open(Path(tmp) / "daemon.log", "wb")
         proc = subprocess.Popen([sys.executable, "-m", "screenpop.daemon.cli", "daemon", "--config", str(config)],
                                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": tmp})
@@ -125,12 +126,13 @@ def main() -> None:
             elapsed = time.monotonic() - started
             time.sleep(1)
             after = rss_mb(proc.pid)
-            print(f"{args.posts} x {args.mb} MB POST /signin ({TYPES[args.kind]}{', chunked' if args.kind == 'chunked' else ''}), "
-                  "no session, over loopback")
+            chunked = ", chunked" if args.kind == "chunked" else ""
+            print(f"{args.posts} x {args.mb} MB POST /signin ({TYPES[args.kind]}{chunked}), no session, over loopback")
             print(f"daemon resident memory: {baseline:.0f} MB before (baseline), peak {peak:.0f} MB "
                   f"(+{peak - baseline:.0f} MB), {after:.0f} MB a second after the last connection ended")
             for i, s in enumerate(senders, 1):
-                print(f"  POST {i}: sent {s.sent / 1e6:.1f} of {s.size / 1e6:.0f} MB in {s.seconds:.1f} s; answer: {s.answer}")
+                print(f"  POST {i}: sent {s.sent / 1e6:.1f} of {s.size / 1e6:.0f} MB in {s.seconds:.1f} s; "
+                      f"answer: {s.answer}")
             answered = [h for h in health if h is not None]
             print(f"GET /api/v1/health meanwhile: {len(answered)} of {len(health)} answered, slowest "
                   f"{max(answered) * 1000:.0f} ms" if answered else "GET /api/v1/health meanwhile: never answered")
