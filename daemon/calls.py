@@ -11,8 +11,8 @@ pulls a leg in from another call (attended transfer). The direction rules live i
 * OUTGOING and INTERNAL caller: ``dialing`` once the call's other side is known, then for OUTGOING
   ``answered`` when the far end answers.
 * ``transferred`` for an extension whose answered leg leaves by a transfer (its last event);
-  ``ended`` for every extension still connected when its leg or the call ends (INTERNAL callers
-  only if they talked).
+  ``ended`` for every extension still connected when its leg or the call ends, and for the caller
+  of an OUTGOING or INTERNAL call nobody answered (its ``dialing`` is over).
 
 Times come from each event's own ``Event-Date-Timestamp``, so a replay at any speed records the same
 durations. Nothing here touches the database: changes go to a ``Sink``.
@@ -617,9 +617,7 @@ class CallTracker:
                 party.ended_at = at
                 party.dirty = True
                 self._pop(call, party.extension, "missed", at)
-            elif party.state in (ANSWERED, LEAVING) or (
-                call.direction == OUTGOING and party.role == "caller" and party.state == IDLE
-            ):
+            elif party.state in (ANSWERED, LEAVING) or (party.role == "caller" and party.state == IDLE):
                 party.state = DONE
                 party.ended_at = party.ended_at or at
                 party.dirty = True

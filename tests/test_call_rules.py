@@ -258,8 +258,11 @@ def test_internal_call_missed():
     sw.hangup(b, "ORIGINATOR_CANCEL")
     summary = sw.call(a).summary()
     assert summary["direction"] == "INTERNAL" and summary["missed_by"] == ["1002"] and summary["talked"] == []
-    assert sw.pops() == {"1001": ["dialing"], "1002": ["ringing", "missed"]}
+    assert sw.pops() == {"1001": ["dialing", "ended"], "1002": ["ringing", "missed"]}, "the caller's dialing is over"
     assert sw.call(a).missed
+    caller = sw.call(a).parties["1001"]
+    assert caller.ended_at == sw.call(a).ended_at and caller.outcome is None and not caller.talked, "its row is closed"
+    assert sw.idle()
 
 
 def test_outbound_busy():
