@@ -1,7 +1,7 @@
 """Events as the FreeSWITCH simulator sends them: FreeSWITCH's exact plain/JSON serialisation, rendered lazily and cheaply.
 
-A SimEvent is either a recorded frame (replay: its bytes are sent untouched, or with only its date values
-rewritten when the replay restamps) or a list of header blocks (generator: the big, mostly static blocks of a
+A SimEvent is either a recorded frame (replay: its bytes are sent untouched, or with only its times rewritten
+when the replay restamps) or a list of header blocks (generator: the big, mostly static blocks of a
 leg are encoded once and reused by every event of that leg).
 """
 from __future__ import annotations
@@ -9,11 +9,19 @@ from __future__ import annotations
 import functools
 import json
 import time
+from collections.abc import Callable
 
 from .protocol import decode_value, encode_value
 
 
 DATE_NAMES = ("Event-Date-Local", "Event-Date-GMT", "Event-Date-Timestamp")
+# The channels' timetables (switch_channel.c; µs since the epoch, 0 until reached): the event's own leg ("Caller-")
+# and the leg bridged to it ("Other-Leg-"). A restamped replay moves them with the events, or a tracker reading
+# them would mix the recording's dates with the live ones. (Channel-Hold-Accum is a duration: it stays.)
+TIME_NAMES = tuple(f"{leg}-{name}" for leg in ("Caller", "Other-Leg") for name in (
+    "Profile-Created-Time", "Channel-Created-Time", "Channel-Answered-Time", "Channel-Progress-Time",
+    "Channel-Progress-Media-Time", "Channel-Hangup-Time", "Channel-Transfer-Time", "Channel-Resurrect-Time",
+    "Channel-Bridged-Time", "Channel-Last-Hold"))
 
 
 @functools.lru_cache(maxsize=8)
@@ -28,6 +36,14 @@ def date_values(ts_us: int) -> dict[str, tuple[str, bytes]]:
     local, gmt = _dates(ts_us // 1_000_000)
     stamp = str(ts_us)
     return {"Event-Date-Local": local, "Event-Date-GMT": gmt, "Event-Date-Timestamp": (stamp, stamp.encode())}
+
+
+def _micros(value: str | bytes) -> int:
+    """A timetable value (µs since the epoch, 0 when not reached); anything not a number counts as not reached."""
+    try:
+        return max(0, int(value))
+    except ValueError:
+        return 0
 
 
 def _json_str(value: str) -> str:
@@ -180,7 +196,7 @@ class SimEvent:
         self.seq_index = -1     # >= 0: Event-Sequence is still to be assigned, at parts[0][seq_index]
         self._head: bytes | None = None   # a recorded plain event's body, not decoded yet (see from_plain_frame)
         self._head_end = 0                # where its header block ends in _head
-        self._stamp: list[bytes] | None = None   # the frame cut around its date values (see prepare_restamp)
+        self._stamp: tuple | None = None   # the frame cut around its time values (see prepare_restamp)
 
     def set_sequence(self, seq: int) -> None:
         """Number the event when it is delivered, as FreeSWITCH numbers events when it fires them."""
@@ -235,30 +251,37 @@ class SimEvent:
         return (decode_value(head[start:stop]) for start, stop in self._head_spans(name))
 
     def prepare_restamp(self) -> None:
-        """Cut a recorded plain event around its date values once, before the clock starts, so that restamp
-        only joins bytes."""
+        """Cut a recorded plain event around its date and timetable values once, before the clock starts, so
+        that restamp only joins bytes."""
         if self._head is None or self._stamp is not None:
             return
-        cuts = sorted((span, name) for name in DATE_NAMES if (span := next(self._head_spans(name), None)))
-        pieces, names, pos = [], [], 0
+        cuts = sorted((span, name) for name in DATE_NAMES + TIME_NAMES if (span := next(self._head_spans(name), None)))
+        pieces, names, recorded, pos = [], [], [], 0
         for (start, stop), name in cuts:
             pieces.append(self._head[pos:start])
             names.append(name)
+            recorded.append(self._head[start:stop])
             pos = stop
         pieces.append(self._head[pos:])
-        self._stamp = (pieces, names)
+        self._stamp = (pieces, names, recorded)
 
-    def restamp(self, ts_us: int) -> None:
+    def restamp(self, ts_us: int, clock: Callable[[int], int] | None = None) -> None:
         """Give the event the time `ts_us` (Event-Date-Timestamp, -Local and -GMT), as FreeSWITCH stamps an
-        event when it fires it; every other byte stays as it was."""
+        event when it fires it, and each time of its timetables that was reached the moment `clock` maps it to
+        (the replay's timeline); every other byte stays as it was."""
         self.ts_us = ts_us
         values = date_values(ts_us)
         if self._head is not None:
             self.prepare_restamp()
-            pieces, names = self._stamp
+            pieces, names, recorded = self._stamp
             chunks = [pieces[0]]
-            for name, piece in zip(names, pieces[1:]):
-                chunks += (values[name][1], piece)
+            for name, raw, piece in zip(names, recorded, pieces[1:]):
+                if name in values:
+                    raw = values[name][1]
+                elif clock is not None and (reached := _micros(raw)):
+                    new = str(clock(reached))
+                    self._lookup[name], raw = new, new.encode()
+                chunks += (raw, piece)
             body = b"".join(chunks)
             old = self._head
             # Real stamps keep their width; a recorded value of another width changes the frame's Content-Length.
@@ -266,15 +289,19 @@ class SimEvent:
             self._plain = outer + body if len(body) == len(old) else plain_frame(body)
             self._head, self._head_end = body, self._head_end + len(body) - len(old)
             for name in names:
-                self._lookup[name] = values[name][0]
+                if name in values:
+                    self._lookup[name] = values[name][0]
             self._json = None
             return
-        for name in DATE_NAMES:
+        for name in DATE_NAMES + TIME_NAMES:
             for part in self.parts:
                 if isinstance(part, list):
                     i = next((i for i, (k, _) in enumerate(part) if k == name), -1)
                     if i >= 0:
-                        part[i] = (name, values[name][0])
+                        if name in values:
+                            part[i] = (name, values[name][0])
+                        elif clock is not None and (reached := _micros(part[i][1])):
+                            part[i] = (name, str(clock(reached)))
                         break
         self._plain = self._json = self._lookup = None
 

@@ -7,7 +7,8 @@ switch_core_sqldb.c.
 
 Modes:
   replay    send a capture's events byte for byte, paced by their Event-Date-Timestamp (`--replay FILE`);
-            with --restamp only their date values change, to the moment each is due: a stream recorded once
+            with --restamp only their times change (date values and the channels' timetables), to the moment
+            each is due: a stream recorded once
             (e.g. from --generate) then stands in for a live switch at a fraction of the generator's CPU
   generate  synthesise calls of several scenarios at a given rate (`--generate`, see simgen.py)
   idle      neither: only the protocol (handshake tests, api)
@@ -17,6 +18,7 @@ Run it as its own process: `python -m screenpop.daemon.simulator --replay X.plai
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import logging
 import re
@@ -789,11 +791,22 @@ class Simulator:
 
         restamp: an event with a time is stamped with the wall-clock moment it is due on this timeline (at
         speed 0: the moment it is sent), however late the sending is, so a lag shows in the latency measured
-        from the stamp.
+        from the stamp; the times of its channels' timetables move with it (see `clock`).
         """
         pace = speed not in (0, float("inf")) and speed > 0
         wall0, epoch0 = time.monotonic(), time.time()
         ts0 = None
+        recorded: list[int] = []   # unpaced: the recorded stamps sent so far, ascending, and what each became
+        live: list[int] = []
+
+        def clock(t: int) -> int:
+            """A recorded moment on this timeline: at a pace, the line through the events' due times; unpaced,
+            the stamp of the last event sent that was recorded at or before it (nothing happens between sends)."""
+            if pace:
+                return int((epoch0 + (t - ts0) / 1e6 / speed) * 1_000_000)
+            i = bisect.bisect_right(recorded, t) - 1
+            return live[i] if i >= 0 else live[0] - (recorded[0] - t)
+
         n = 0
         late = {0.001: 0, 0.01: 0, 0.1: 0}     # events handed to the clients later than that after they were due
         latest = 0.0
@@ -803,7 +816,7 @@ class Simulator:
                     ts0 = ev.ts_us
                 due = max(0.0, (ev.ts_us - ts0) / 1e6 / speed)
                 if restamp:
-                    ev.restamp(int((epoch0 + due) * 1_000_000))
+                    ev.restamp(int((epoch0 + due) * 1_000_000), clock)
                 delay = wall0 + due - time.monotonic()
                 if delay > 0:               # never early: the stamp is the moment the event is due
                     gevent.sleep(delay)
@@ -812,7 +825,11 @@ class Simulator:
                 for limit in late:
                     late[limit] += -delay > limit
             elif restamp and ev.ts_us:
-                ev.restamp(int(time.time() * 1_000_000))
+                stamp = int(time.time() * 1_000_000)
+                if not recorded or ev.ts_us > recorded[-1]:
+                    recorded.append(ev.ts_us)
+                    live.append(stamp)
+                ev.restamp(stamp, clock)
             self.publish(ev)
             n += 1
             if n % 64 == 0:

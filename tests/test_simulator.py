@@ -394,16 +394,25 @@ def test_show_channels_live_mid_replay_and_pacing(sims):
     assert sim.wait() == 0
 
 
-def restamped(raw: bytes, stamp: bytes) -> bytes:
-    """A recorded plain frame with its first Event-Date-Timestamp/-Local/-GMT values set for `stamp`, the rest as it was."""
+TIMETABLE = [f"{leg}-{name}".encode() for leg in ("Caller", "Other-Leg") for name in (
+    "Profile-Created-Time", "Channel-Created-Time", "Channel-Answered-Time", "Channel-Progress-Time",
+    "Channel-Progress-Media-Time", "Channel-Hangup-Time", "Channel-Transfer-Time", "Channel-Resurrect-Time",
+    "Channel-Bridged-Time", "Channel-Last-Hold")]
+
+
+def restamped(raw: bytes, stamp: bytes, clock=None) -> bytes:
+    """A recorded plain frame with its first Event-Date-Timestamp/-Local/-GMT values set for `stamp` and each reached
+    time of its channels' timetables (not 0) mapped by `clock`, the rest as it was."""
     secs = int(stamp) // 1_000_000
-    values = {b"Event-Date-Timestamp": stamp,
-              b"Event-Date-Local": encode_value(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(secs))).encode(),
-              b"Event-Date-GMT": encode_value(time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(secs))).encode()}
+    values = {b"Event-Date-Timestamp": lambda _: stamp,
+              b"Event-Date-Local": lambda _: encode_value(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(secs))).encode(),
+              b"Event-Date-GMT": lambda _: encode_value(time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(secs))).encode()}
+    if clock is not None:
+        values.update((name, lambda old: b"%d" % clock(int(old)) if int(old) else old) for name in TIMETABLE)
     outer, sep, body = raw.partition(b"\n\n")
     head, blank, rest = body.partition(b"\n\n")
     for name, value in values.items():
-        head = re.sub(rb"(^|\n)(%s: )[^\n]*" % name, lambda m: m.group(1) + m.group(2) + value, head, count=1)
+        head = re.sub(rb"(^|\n)(%s: )([^\n]*)" % name, lambda m: m.group(1) + m.group(2) + value(m.group(3)), head, count=1)
     body = head + blank + rest
     if len(body) != int(parse_headers(outer)["Content-Length"]):
         outer = re.sub(rb"Content-Length: \d+", b"Content-Length: %d" % len(body), outer)
@@ -416,8 +425,9 @@ def stamp_of(frame: Frame) -> bytes:
 
 @needs_captures
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_restamped_replay_changes_only_the_date_values(sims, scenario):
-    """--restamp --speed 0: every frame is the recorded one with its date values set to when it was sent."""
+def test_restamped_replay_changes_only_the_times(sims, scenario):
+    """--restamp --speed 0: every frame is the recorded one with its date values set to when it was sent, and each
+    reached time of its channels' timetables set to when the first event recorded at (or last before) it was sent."""
     recorded = [f for f in read_capture(capture_path(scenario)) if f.content_type == "text/event-plain"]
     sim = sims("--replay", str(capture_path(scenario)), "--speed", "0", "--linger", "0", "--restamp")
     c = sim.connect()
@@ -426,7 +436,17 @@ def test_restamped_replay_changes_only_the_date_values(sims, scenario):
     got = event_frames(c.read_to_eof())
     after = int(time.time() * 1_000_000)
     stamps = [int(stamp_of(f)) for f in got]
-    assert [f.raw for f in got] == [restamped(r.raw, stamp_of(f)) for r, f in zip(recorded, got)]
+    sent: list[tuple[int, int]] = []   # (recorded stamp, stamp sent), of each event recorded later than all before it
+
+    def clock(t: int) -> int:
+        return next(new for old, new in reversed(sent) if old <= t)
+
+    expected = []
+    for r, f in zip(recorded, got):
+        if not sent or int(stamp_of(r)) > sent[-1][0]:
+            sent.append((int(stamp_of(r)), int(stamp_of(f))))
+        expected.append(restamped(r.raw, stamp_of(f), clock))
+    assert [f.raw for f in got] == expected
     assert len(got) == len(recorded) and before <= stamps[0] and stamps == sorted(stamps) and stamps[-1] <= after
     assert sim.wait() == 0
 
@@ -440,14 +460,19 @@ def test_restamped_replay_keeps_the_timeline_and_is_never_early(sims):
     c = sim.connect()
     c.command(b"auth ClueCon")
     c.send(b"event plain ALL\n\n")
-    stamps, arrivals = [], []
+    stamps, arrivals, answered = [], [], []
     while (f := c.frame()) is not None:
         if f.content_type == "text/event-plain":
             arrivals.append(time.time())
             stamps.append(int(stamp_of(f)))
+            answered.append(int(frame_event(f).get("Caller-Channel-Answered-Time") or 0))
     assert len(stamps) == len(recorded)
     for stamp, ts in zip(stamps, recorded):
         assert abs((stamp - stamps[0]) - (ts - recorded[0]) / 4) <= 1
+    recorded_answers = [int(e.get("Caller-Channel-Answered-Time") or 0) for _, e in read_events(capture_path(scenario))]
+    assert any(recorded_answers)
+    for new, old in zip(answered, recorded_answers):
+        assert (new == 0) == (old == 0) and (not old or abs((new - stamps[0]) - (old - recorded[0]) / 4) <= 1)
     assert all(arrived >= stamp / 1e6 - 0.001 for arrived, stamp in zip(arrivals, stamps))
     assert sim.wait() == 0
 
