@@ -14,8 +14,11 @@ pulls a leg in from another call (attended transfer). The direction rules live i
   ``ended`` for every extension still connected when its leg or the call ends, and for the caller
   of an OUTGOING or INTERNAL call nobody answered (its ``dialing`` is over).
 
-Times come from each event's own ``Event-Date-Timestamp``, so a replay at any speed records the same
-durations. Nothing here touches the database: changes go to a ``Sink``.
+Times come from the channel's own timetable (``Caller-Channel-Answered-Time`` and the like, which every
+channel event carries), else from the event's ``Event-Date-Timestamp``: so a replay at any speed records the
+same durations, and a leg that rang or answered while the daemon was away (its events lost) is caught up, at
+the right time, by the first of its events that arrives. Nothing here touches the database: changes go to a
+``Sink``.
 """
 from __future__ import annotations
 
@@ -67,6 +70,38 @@ FORGET_AFTER = 50_000  # how many finished leg UUIDs are remembered so their lat
 IDLE, RINGING, RANG, ANSWERED, LEAVING, DONE = "idle", "ringing", "rang", "answered", "leaving", "done"
 
 
+# The channel's timetable (switch_channel.c: µs since the epoch, 0 until reached), carried by each channel event
+# under the prefix "Caller-" for the event's own leg and "Other-Leg-" for the leg bridged to it.
+CREATED = "Channel-Created-Time"
+PROGRESS = "Channel-Progress-Time"
+PROGRESS_MEDIA = "Channel-Progress-Media-Time"
+ANSWERED = "Channel-Answered-Time"
+BRIDGED = "Channel-Bridged-Time"
+HANGUP = "Channel-Hangup-Time"
+OWN, OTHER = "Caller-", "Other-Leg-"
+# Which moment of the timetable an event reports (CHANNEL_HANGUP fires before FreeSWITCH sets the hangup time).
+OWN_TIME = {
+    "CHANNEL_CREATE": CREATED,
+    "CHANNEL_PROGRESS": PROGRESS,
+    "CHANNEL_PROGRESS_MEDIA": PROGRESS_MEDIA,
+    "CHANNEL_ANSWER": ANSWERED,
+    "CHANNEL_BRIDGE": BRIDGED,
+    "CHANNEL_HANGUP": HANGUP,
+    "CHANNEL_HANGUP_COMPLETE": HANGUP,
+    "CHANNEL_DESTROY": HANGUP,
+}
+_EPOCH = dt.datetime(1970, 1, 1)
+
+
+def timetable(h: Mapping[str, str], name: str, leg: str = OWN) -> dt.datetime | None:
+    """One moment of a leg's timetable (µs since the epoch) as naive UTC; None if absent or not reached (0)."""
+    try:
+        us = int(h.get(leg + name) or 0)
+        return _EPOCH + dt.timedelta(microseconds=us) if us > 0 else None
+    except (ValueError, OverflowError):
+        return None
+
+
 def event_time(h: Mapping[str, str]) -> dt.datetime:
     """The event's own time (Event-Date-Timestamp, µs since the epoch) as naive UTC."""
     try:
@@ -98,7 +133,7 @@ class Party:
 class Leg:
     """One FreeSWITCH channel that belongs to a call."""
 
-    __slots__ = ("uuid", "call", "info", "hung_up", "answered", "transfer", "rang")
+    __slots__ = ("uuid", "call", "info", "hung_up", "answered", "transfer", "rang", "guessed")
     uuid: str
     call: "CallState"
     info: LegInfo
@@ -106,6 +141,7 @@ class Leg:
     answered: bool
     transfer: bool
     rang: bool
+    guessed: dt.datetime | None  # the resync moment its ringing or answer was recorded at, until its timetable tells
 
 
 @dataclass(eq=False)
@@ -225,19 +261,50 @@ class CallTracker:
         name = event.name
         if not uuid or uuid in self._forgotten or (name not in self._handlers and name != "CHANNEL_CREATE"):
             return
-        at = event_time(h)
+        at = timetable(h, OWN_TIME.get(name, "")) or event_time(h)
         leg = self.legs.get(uuid)
         if leg is not None and leg.call.adopted and leg is leg.call.a_leg:
-            leg = self._readopt(leg, h, at)
+            leg = self._readopt(leg, h)
         if leg is None:
             if name in ("CHANNEL_HANGUP_COMPLETE", "CHANNEL_DESTROY") and not parent_uuid(h):
                 return
-            leg = self._register(uuid, h, at)
+            leg = self._register(uuid, h, timetable(h, CREATED) or at)
             if leg is None:
                 return
+        if leg.guessed is not None or not leg.answered:
+            self._catch_up(leg, name, h, OWN)
+        other = self._other_leg(leg, h)
+        if other is not None and (other.guessed is not None or not other.answered):
+            self._catch_up(other, "", h, OTHER)  # the a-leg's hangup can come before the b-leg's own events
         handler = self._handlers.get(name)
         if handler is not None:
             handler(leg, h, at)
+
+    def _other_leg(self, leg: Leg, h: Mapping[str, str]) -> Leg | None:
+        """The leg of the same call this event's Other-Leg-* headers describe; one the a-leg was bridged to while the
+        daemon was away (never seen) is registered from them, so its answer counts even if the call is over."""
+        uuid = h.get("Other-Leg-Unique-ID") or ""
+        other = self.legs.get(uuid)
+        if other is not None:
+            return other if other.call is leg.call else None
+        if not uuid or uuid in self._forgotten or leg is not leg.call.a_leg or not timetable(h, ANSWERED, OTHER):
+            return None
+        log.info("call %s: leg %s, answered while FreeSWITCH was out of reach, known from the call's events",
+                 leg.call.uuid, uuid)
+        return self._register(uuid, _other_leg_headers(h, leg.uuid), timetable(h, CREATED, OTHER) or event_time(h))
+
+    def _catch_up(self, leg: Leg, name: str, h: Mapping[str, str], prefix: str) -> None:
+        """What the leg's timetable (under `prefix` in this event) says happened and its events did not (sent
+        while the daemon was away): it rang, it answered, at those times; a time guessed at a resync becomes
+        the real one."""
+        progress = timetable(h, PROGRESS, prefix) or timetable(h, PROGRESS_MEDIA, prefix)
+        answered = timetable(h, ANSWERED, prefix)
+        if leg.guessed is not None and (answered or progress):
+            self._retime(leg, progress, answered)
+        if progress and not leg.rang and name not in ("CHANNEL_PROGRESS", "CHANNEL_PROGRESS_MEDIA"):
+            self._on_progress(leg, h, progress)
+        if answered and not leg.answered and name != "CHANNEL_ANSWER":
+            self._on_answer(leg, h, answered)
 
     # ---- resynchronisation ----------------------------------------------------------------
 
@@ -250,7 +317,7 @@ class CallTracker:
                 info = LegInfo(EXTERNAL, None, True)
             else:
                 info = LegInfo(PHONE, call.from_extension, True)
-            leg = Leg(call.uuid, call, info, False, call.answered_at is not None, False, True)
+            leg = Leg(call.uuid, call, info, False, call.answered_at is not None, False, True, None)
             call.a_leg = leg
             call.legs = [leg]
             self.legs[call.uuid] = leg
@@ -291,11 +358,19 @@ class CallTracker:
                 self._drop(leg)
 
     def _adopt(self, row: dict, parent: str, now: dt.datetime) -> None:
-        """Replay one channel row as the events that would have brought it to its current state."""
+        """Replay one channel row as the events that would have brought it to its current state.
+
+        The row tells no times: what it shows happening is recorded at the resync (`now`), and the leg's
+        next event puts the real times from its timetable in their place (``_retime``).
+        """
         uuid = row["uuid"]
         h = _row_headers(row, parent)
         leg = self.legs.get(uuid)
-        if leg is not None and uuid in self._restored:
+        if leg is not None and parent and parent in self.legs and self._stray(leg):
+            leg = self._rejoin(leg, h, now)  # adopted alone at an earlier resync; now the row names its call
+            if leg is None:
+                return
+        elif leg is not None and uuid in self._restored:
             leg.info = self.rules.classify_leg(h)
             log.info("call %s still up after restart; resumed", uuid)
         elif leg is None:
@@ -310,26 +385,65 @@ class CallTracker:
             log.info("call leg %s adopted from FreeSWITCH", uuid)
             log.debug("call leg %s is channel %s", uuid, row.get("name", ""))  # the name can hold the caller's number
         state = row.get("callstate", "")
+        before = (leg.rang, leg.answered)
         if state in ("RINGING", "EARLY", "ACTIVE", "HELD"):
             self._on_progress(leg, h, now)
         if state in ("ACTIVE", "HELD"):
             self._on_answer(leg, h, now)
+        if (leg.rang, leg.answered) != before:
+            leg.guessed = now
 
-    def _readopt(self, leg: Leg, h: Mapping[str, str], at: dt.datetime) -> Leg | None:
+    def _readopt(self, leg: Leg, h: Mapping[str, str]) -> Leg | None:
         """Events of a leg adopted from `show channels` correct what the row could not tell.
 
         A b-leg caught before FreeSWITCH tied it to its a-leg looks like an a-leg of its own; its events name
-        the parent, so it moves there. The exact start time replaces the row's whole seconds.
+        the parent, so it moves there (what it did meanwhile is caught up from its timetable). The channel's
+        creation time replaces the row's whole seconds.
         """
         call = leg.call
         parent = parent_uuid(h)
-        if parent and parent in self.legs and call.direction is None and call.legs == [leg]:
-            del self.legs[leg.uuid]
-            self.calls.pop(call.uuid, None)
-            return self._register(leg.uuid, h, at)
-        if h.get("Event-Name") == "CHANNEL_CREATE" and at < call.started_at:
-            call.started_at = at
+        if parent and parent in self.legs and self._stray(leg):
+            return self._rejoin(leg, h, event_time(h))
+        created = timetable(h, CREATED)
+        if created is not None:
+            call.started_at = created
         return leg
+
+    @staticmethod
+    def _stray(leg: Leg) -> bool:
+        """A leg adopted as a call of its own whose direction nothing told: a b-leg whose parent was not known."""
+        call = leg.call
+        return call.adopted and leg is call.a_leg and call.direction is None and call.legs == [leg]
+
+    def _rejoin(self, leg: Leg, h: Mapping[str, str], at: dt.datetime) -> Leg | None:
+        """Move a stray leg into the call of the parent its headers name: registered again, as a b-leg."""
+        del self.legs[leg.uuid]
+        self.calls.pop(leg.call.uuid, None)
+        return self._register(leg.uuid, h, at)
+
+    def _retime(self, leg: Leg, progress: dt.datetime | None, answered: dt.datetime | None) -> None:
+        """Put the leg's real ring and answer times where a resync recorded its own moment instead."""
+        guess, leg.guessed = leg.guessed, None
+        call = leg.call
+        ext = leg.info.extension
+        far_end = call.direction == OUTGOING and leg.info.kind == EXTERNAL
+        callee = leg.info.kind == PHONE and not leg.info.inbound and ext != call.from_extension
+        if not (far_end or callee):
+            return  # its ringing and answer are nobody's (a caller's own leg, a queue answering)
+        answer = answered if leg.answered else None
+        first = answer is not None and call.answered_at == guess and (far_end or call.answered_by == ext)
+        for party in call.parties.values():
+            mine = callee and party.extension == ext
+            if mine and party.rang_at == guess and (progress or answer):
+                party.rang_at = progress or answer
+            if answer and party.answered_at == guess and (mine or party.role == "caller"):
+                party.answered_at = answer
+            if first and party.ended_at == guess and party.outcome in ("answered_elsewhere", "transferred"):
+                party.ended_at = answer
+            party.dirty = True
+        if first:
+            call.answered_at = answer
+        self.sink.save_call(call)
 
     # ---- legs and calls -------------------------------------------------------------------
 
@@ -345,14 +459,14 @@ class CallTracker:
                 else:
                     log.debug("leg %s belongs to leg %s, not known (yet); event ignored", uuid, parent)
                 return None
-            leg = Leg(uuid, owner.call, info, False, False, False, False)
+            leg = Leg(uuid, owner.call, info, False, False, False, False, None)
             self.legs[uuid] = leg
             owner.call.legs.append(leg)
             if owner.call.direction is None:
                 self._decide(owner.call, leg, h, at)
             return leg
         call = CallState(uuid=uuid, a_leg=None, started_at=at)
-        leg = Leg(uuid, call, info, False, False, False, False)
+        leg = Leg(uuid, call, info, False, False, False, False, None)
         call.a_leg = leg
         call.legs.append(leg)
         self.legs[uuid] = leg
@@ -683,6 +797,17 @@ def _row_headers(row: dict, parent: str) -> dict[str, str]:
     if parent:
         h["variable_originator"] = parent
     return {k: str(v) for k, v in h.items() if v}
+
+
+def _other_leg_headers(h: Mapping[str, str], parent: str) -> dict[str, str]:
+    """The headers the rules read, for the leg an event describes under Other-Leg-*, as a b-leg of `parent`."""
+    names = {"Unique-ID": "Unique-ID", "Channel-Name": "Channel-Name", "Call-Direction": "Direction",
+             "Caller-Caller-ID-Number": "Caller-ID-Number", "Caller-Caller-ID-Name": "Caller-ID-Name",
+             "Caller-Callee-ID-Number": "Callee-ID-Number", "Caller-Destination-Number": "Destination-Number",
+             "Caller-Context": "Context"}
+    out = {name: h.get(OTHER + other, "") for name, other in names.items()}
+    out["variable_originator"] = parent
+    return {k: v for k, v in out.items() if v}
 
 
 def parse_channels(body: str) -> list[dict]:

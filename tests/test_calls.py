@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from screenpop.daemon.calls import CallTracker, parse_channels
+from screenpop.daemon.calls import CallTracker, event_time, parse_channels
 from screenpop.daemon.capture import read_events
 from screenpop.daemon.direction import DirectionRules
+from screenpop.daemon.simulator import CHANNEL_COLUMNS, ChannelTable, load_capture_events, render_rows
 
 CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "esl-captures"
 SCENARIOS = sorted(p.name[: -len(".expected.json")] for p in CAPTURES.glob("*.expected.json"))
@@ -205,3 +206,99 @@ def test_events_queued_before_the_resync_reply_still_count():
     tracker.settle(dt.datetime(2026, 11, 26, 18))
     (call,) = sink.calls.values()
     assert call.summary() == expected("inbound-answered")["calls"][0]
+
+
+# ---- outages: events FreeSWITCH sent while the daemon was away are lost ------------------------------------
+
+def _index(events, predicate, after: int = 0) -> int:
+    return next(i for i, (_, e) in enumerate(events) if i >= after and predicate(e))
+
+
+def _rows_at(scenario: str, stop: int) -> list[dict]:
+    """What `show channels as json` answers after the capture's first `stop` events: the simulator's copy of
+    FreeSWITCH's channels table, built from the same events (its rows equal the recorded replies)."""
+    table = ChannelTable()
+    for ev in load_capture_events(CAPTURES / f"{scenario}.plain.esl")[:stop]:
+        table.apply(ev)
+    return parse_channels(render_rows(table.channel_rows(), CHANNEL_COLUMNS, "json"))
+
+
+def _outages(scenario: str, cuts: list[tuple[int, int]], backlog: bool = False):
+    """The capture through a tracker that misses events[cut:back] for each (cut, back), settling at each cut and
+    resyncing at each back half a second after the last event it missed, as the daemon does on reconnect. With
+    `backlog`, the events after the last outage arrive before the `show channels` reply (taken after them all)."""
+    events = read_events(CAPTURES / f"{scenario}.plain.esl")
+    sink = ListSink()
+    tracker = CallTracker(RULES, sink)
+    pos = 0
+    for n, (cut, back) in enumerate(cuts):
+        for _, event in events[pos:cut]:
+            tracker.handle(event)
+        tracker.settle(event_time(events[cut][1].headers))
+        rest = events[back:] if backlog and n == len(cuts) - 1 else []
+        for _, event in rest:
+            tracker.handle(event)
+        stop = len(events) if rest else back
+        tracker.resync(_rows_at(scenario, stop), event_time(events[stop - 1][1].headers) + dt.timedelta(seconds=0.5))
+        pos = stop
+    for _, event in events[pos:]:
+        tracker.handle(event)
+    tracker.settle(event_time(events[-1][1].headers) + dt.timedelta(seconds=1))
+    return tracker, sink
+
+
+def _times(call) -> tuple:
+    parties = {p.extension: (p.rang_at, p.answered_at, p.ended_at, p.outcome) for p in call.parties.values()}
+    return call.started_at, call.answered_at, call.ended_at, parties
+
+
+ANSWERED_SCENARIOS = ["inbound-answered", "ring-group-users", "queue", "internal", "outbound"]
+
+
+def _ringing_and_bridged(scenario: str) -> tuple[int, int]:
+    """Where the operator's (or far end's) leg starts ringing, and just after the a-leg is bridged to the answerer."""
+    events = read_events(CAPTURES / f"{scenario}.plain.esl")
+    a_leg = events[_index(events, lambda e: e.get("Event-Name") == "CHANNEL_CREATE")][1].get("Unique-ID")
+    ringing = _index(events, lambda e: e.get("Event-Name") == "CHANNEL_PROGRESS" and e.get("Unique-ID") != a_leg)
+    bridged = _index(events, lambda e: e.get("Event-Name") == "CHANNEL_BRIDGE")
+    return ringing + 1, bridged + 1
+
+
+@pytest.mark.parametrize("scenario", ANSWERED_SCENARIOS)
+def test_answered_while_away_is_answered_at_its_real_time(scenario):
+    """The answer happened while the daemon was away; at the resync `show channels` says the legs are up, and their
+    next events carry their timetables: the call ends as if nothing had been missed, times included."""
+    _, sink = _outages(scenario, [_ringing_and_bridged(scenario)])
+    _, reference = run(scenario)
+    assert [comparable(c.summary()) for c in sink.calls.values()] == [comparable(c.summary()) for c in reference.calls.values()]
+    assert per_extension(sink.pops) == per_extension(reference.pops)
+    assert [_times(c) for c in sink.calls.values()] == [_times(c) for c in reference.calls.values()]
+
+
+@pytest.mark.parametrize("scenario", ANSWERED_SCENARIOS)
+def test_answered_while_away_and_over_before_the_resync_is_not_missed(scenario):
+    """Back after the call ended: the answer is known only from the legs' timetables in their last events (the
+    a-leg's hangup, naming its bridged leg, can come first); the call is answered, nobody gets `missed`."""
+    _, sink = _outages(scenario, [_ringing_and_bridged(scenario)], backlog=True)
+    _, reference = run(scenario)
+    assert [comparable(c.summary()) for c in sink.calls.values()] == [comparable(c.summary()) for c in reference.calls.values()]
+    assert per_extension(sink.pops) == per_extension(reference.pops)
+    assert [_times(c) for c in sink.calls.values()] == [_times(c) for c in reference.calls.values()]
+
+
+def test_queue_agent_keeps_its_call_across_two_cuts():
+    """The agent's leg is first seen ringing at a resync, before mod_callcenter ties it to the caller (a call of its
+    own, nothing known about it); the connection drops again before any event of it, and at the next resync the
+    row names the caller's leg: the agent joins the caller's call, which it answered."""
+    events = read_events(CAPTURES / "queue.plain.esl")
+    agent = _index(events, lambda e: e.get("Event-Name") == "CHANNEL_CREATE" and e.get("variable_cc_agent"))
+    agent_uuid = events[agent][1].get("Unique-ID")
+    ringing = _index(events, lambda e: e.get("Event-Name") == "CHANNEL_CALLSTATE" and e.get("Unique-ID") == agent_uuid)
+    answer = _index(events, lambda e: e.get("Event-Name") == "CHANNEL_ANSWER" and e.get("Unique-ID") == agent_uuid)
+    bridged = _index(events, lambda e: e.get("Event-Name") == "CHANNEL_BRIDGE") + 1
+    assert _rows_at("queue", ringing + 1)[-1]["call_uuid"] == agent_uuid, "the ringing agent leg names no caller yet"
+    tracker, sink = _outages("queue", [(agent, ringing + 1), (answer, bridged)])
+    _, reference = run("queue")
+    assert [comparable(c.summary()) for c in sink.calls.values()] == [comparable(c.summary()) for c in reference.calls.values()]
+    assert per_extension(sink.pops) == per_extension(reference.pops) == {"1001": ["ringing", "answered", "ended"]}
+    assert tracker.legs == {} and tracker.calls == {}

@@ -1,6 +1,7 @@
 """The daemon as a process, fed by the simulator over TCP, checked in the database it wrote (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import socket
 import threading
@@ -75,6 +76,19 @@ def test_durations_match_the_recording_at_any_speed(tmp_path, sqlite_url):
     (record,) = call_records()
     assert round(record["ring_seconds"], 2) == 2.02, "CHANNEL_CREATE of the a-leg to CHANNEL_ANSWER of 1001's leg"
     assert round(record["talk_seconds"], 2) == 5.08, "to the a-leg's CHANNEL_HANGUP"
+    db.close()
+
+
+def test_restamped_replay_is_timed_on_the_live_timeline(tmp_path, sqlite_url):
+    """--restamp at speed 4: the call is recorded when it was replayed, a quarter as long as recorded (the channels'
+    timetables, which the tracker reads first, move with the events' own dates)."""
+    db = open_database(sqlite_url)
+    migrate(db)
+    before = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    replay(tmp_path, sqlite_url, "inbound-answered", "--speed", "4", "--restamp")
+    (record,) = call_records()
+    assert before <= dt.datetime.fromisoformat(record["started_at"]).replace(tzinfo=None) <= before + dt.timedelta(seconds=30)
+    assert abs(record["ring_seconds"] - 2.02 / 4) < 0.01 and abs(record["talk_seconds"] - 5.08 / 4) < 0.01
     db.close()
 
 
@@ -243,3 +257,33 @@ def test_generated_interleaved_calls_are_stored_as_the_generator_expects(tmp_pat
         record = records[item["a_leg"]]
         assert comparable(record, keys) == comparable(item["call"], keys), item["scenario"]
         assert pops.get(item["a_leg"], {}) == pops_by_extension((p["extension"], p["event"]) for p in item["pops"]), item["scenario"]
+
+
+@pytest.mark.parametrize("speed", ["1", "0"], ids=["up-at-resync", "over-at-resync"])
+def test_call_answered_while_disconnected_is_answered_at_its_real_time(tmp_path, db_url, store, speed):
+    """FreeSWITCH goes away while 1001 rings and comes back after 1001 answered, the call still up when the daemon
+    asks `show channels` or already over: answered (not missed) either way, and timed by the channels' own
+    timetables, so ring and talk times are those of the recording."""
+    scenario = "inbound-answered"
+    capture = str(CAPTURES / f"{scenario}.plain.esl")
+    ringing = _event_index(scenario, lambda e: e.get("Event-Name") == "CHANNEL_PROGRESS") + 1
+    bridged = _event_index(scenario, lambda e: e.get("Event-Name") == "CHANNEL_BRIDGE") + 1
+    port = free_port()
+    first = simulator(tmp_path, port, "--replay", capture, "--speed", "0", "--until-event", str(ringing), name="sim1")
+    d = daemon(tmp_path, write_config(tmp_path / "screenpop.toml", port, db_url))
+    try:
+        first.wait(20)
+        wait_for(lambda: "lost connection" in d.log(), 10, "the daemon to notice FreeSWITCH is gone")
+        second = simulator(tmp_path, port, "--replay", capture, "--speed", speed, "--from-event", str(bridged),
+                           "--linger", "0.5", name="sim2")
+        assert second.wait(30) == 0, second.log()
+        wait_for(lambda: "resynchronised" in d.log(), 10, "the resync")
+        assert d.terminate() == 0, d.log()
+        second.close()
+    finally:
+        first.close()
+        d.close()
+    (record,) = call_records()
+    assert record["answered_by"] == "1001" and not record["missed"]
+    assert stored_pops() == {"1001": ["ringing", "answered", "ended"]}
+    assert round(record["ring_seconds"], 2) == 2.02 and round(record["talk_seconds"], 2) == 5.08
