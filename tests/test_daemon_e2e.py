@@ -5,6 +5,7 @@ import datetime as dt
 import json
 import socket
 import threading
+import time
 
 import pytest
 
@@ -154,6 +155,33 @@ def test_daemon_restart_mid_call_gives_no_pop_twice(tmp_path, db_url, store):
     (record,) = call_records()
     assert record["ended_at"] is not None and record["hangup_cause"] == "NORMAL_CLEARING"
     assert stored_pops() == {"1001": ["ringing", "answered", "ended"]}
+
+
+def test_call_answered_while_the_daemon_was_down_keeps_its_real_times(tmp_path, db_url, store):
+    """The daemon is killed while 1001 rings; 1001 answers before the new daemon is up: it resumes the call from the
+    database, learns the answer from `show channels`, and the legs' next events give the real answer time."""
+    scenario = "inbound-answered"
+    port = free_port()
+    sim = simulator(tmp_path, port, "--replay", str(CAPTURES / f"{scenario}.plain.esl"), "--speed", "0.5", "--linger", "0.5")
+    config = write_config(tmp_path / "screenpop.toml", port, db_url)
+    first = daemon(tmp_path, config, name="daemon1")
+    try:
+        wait_for(lambda: CallEvent.select().where(CallEvent.event == "ringing").exists(), 15, "the ringing pop")
+        first.kill()
+        time.sleep(5)  # at half speed 1001 answers 4 s after it starts ringing, and the call lasts 10 s more
+        config = write_config(tmp_path / "screenpop2.toml", port, db_url)  # an HTTP port nobody took meanwhile
+        second = daemon(tmp_path, config, name="daemon2")
+        assert sim.wait(40) == 0, sim.log()
+        assert second.terminate() == 0, second.log()
+        assert "still up after restart; resumed" in second.log()
+        second.close()
+    finally:
+        sim.close()
+        first.close()
+    (record,) = call_records()
+    assert record["answered_by"] == "1001" and record["hangup_cause"] == "NORMAL_CLEARING"
+    assert stored_pops() == {"1001": ["ringing", "answered", "ended"]}
+    assert round(record["ring_seconds"], 2) == 2.02 and round(record["talk_seconds"], 2) == 5.08
 
 
 # ---- hostile and malformed input -----------------------------------------------------------------
