@@ -157,6 +157,44 @@ def test_daemon_restart_mid_call_gives_no_pop_twice(tmp_path, db_url, store):
     assert stored_pops() == {"1001": ["ringing", "answered", "ended"]}
 
 
+def test_queue_agent_survives_two_cuts(tmp_path, db_url, store):
+    """FreeSWITCH's socket drops before mod_callcenter offers the call to agent 1001, comes back while 1001 rings
+    (its leg not yet tied to the caller), drops again before any event of it, and comes back after 1001 answered:
+    1001 answered the call, and got its pops."""
+    scenario = "queue"
+    capture = str(CAPTURES / f"{scenario}.plain.esl")
+    events = read_events(CAPTURES / f"{scenario}.plain.esl")
+    agent = _event_index(scenario, lambda e: e.get("Event-Name") == "CHANNEL_CREATE" and bool(e.get("variable_cc_agent")))
+    agent_uuid = events[agent][1].get("Unique-ID")
+    ringing = _event_index(scenario, lambda e: e.get("Event-Name") == "CHANNEL_CALLSTATE" and e.get("Unique-ID") == agent_uuid)
+    answer = _event_index(scenario, lambda e: e.get("Event-Name") == "CHANNEL_ANSWER" and e.get("Unique-ID") == agent_uuid)
+    bridged = _event_index(scenario, lambda e: e.get("Event-Name") == "CHANNEL_BRIDGE") + 1
+    port = free_port()
+    first = simulator(tmp_path, port, "--replay", capture, "--speed", "0", "--until-event", str(agent), name="sim1")
+    d = daemon(tmp_path, write_config(tmp_path / "screenpop.toml", port, db_url))
+    try:
+        first.wait(20)
+        wait_for(lambda: d.log().count("lost connection") == 1, 10, "the daemon to notice FreeSWITCH is gone")
+        # slowed down: the events before the agent's answer take seconds, time for the daemon's resync
+        second = simulator(tmp_path, port, "--replay", capture, "--speed", "0.05", "--from-event", str(ringing + 1),
+                           "--until-event", str(answer), name="sim2")
+        second.wait(30)
+        wait_for(lambda: d.log().count("lost connection") == 2, 10, "the second cut")
+        assert f"call leg {agent_uuid} adopted" in d.log(), "the ringing agent leg, on its own"
+        third = simulator(tmp_path, port, "--replay", capture, "--speed", "1", "--from-event", str(bridged),
+                          "--linger", "0.5", name="sim3")
+        assert third.wait(30) == 0, third.log()
+        assert d.terminate() == 0, d.log()
+        second.close()
+        third.close()
+    finally:
+        first.close()
+        d.close()
+    (record,) = call_records()
+    assert record["answered_by"] == "1001" and not record["missed"] and record["talked"] == ["1001"]
+    assert stored_pops() == {"1001": ["ringing", "answered", "ended"]}
+
+
 def test_call_answered_while_the_daemon_was_down_keeps_its_real_times(tmp_path, db_url, store):
     """The daemon is killed while 1001 rings; 1001 answers before the new daemon is up: it resumes the call from the
     database, learns the answer from `show channels`, and the legs' next events give the real answer time."""
