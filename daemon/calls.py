@@ -271,39 +271,44 @@ class CallTracker:
             leg = self._register(uuid, h, timetable(h, CREATED) or at)
             if leg is None:
                 return
-        if leg.guessed is not None or not leg.answered:
+        call = leg.call
+        if _pending(leg):
             self._catch_up(leg, name, h, OWN)
-        other = self._other_leg(leg, h)
-        if other is not None and (other.guessed is not None or not other.answered):
-            self._catch_up(other, "", h, OTHER)  # the a-leg's hangup can come before the b-leg's own events
+        if leg is call.a_leg and (call.answered_by is None and not call.external_answered or any(map(_pending, call.legs))):
+            other = self._other_leg(leg, h)
+            if other is not None and _pending(other):
+                self._catch_up(other, "", h, OTHER)  # the a-leg's hangup can come before the b-leg's own events
         handler = self._handlers.get(name)
         if handler is not None:
             handler(leg, h, at)
 
-    def _other_leg(self, leg: Leg, h: Mapping[str, str]) -> Leg | None:
-        """The leg of the same call this event's Other-Leg-* headers describe; one the a-leg was bridged to while the
-        daemon was away (never seen) is registered from them, so its answer counts even if the call is over."""
+    def _other_leg(self, a_leg: Leg, h: Mapping[str, str]) -> Leg | None:
+        """The leg of the a-leg's call this event's Other-Leg-* headers describe; one the a-leg was bridged to while
+        the daemon was away (never seen) is registered from them, so its answer counts even if the call is over."""
         uuid = h.get("Other-Leg-Unique-ID") or ""
         other = self.legs.get(uuid)
         if other is not None:
-            return other if other.call is leg.call else None
-        if not uuid or uuid in self._forgotten or leg is not leg.call.a_leg or not timetable(h, ANSWERED, OTHER):
+            return other if other.call is a_leg.call else None
+        if not uuid or uuid in self._forgotten or not timetable(h, ANSWERED, OTHER):
             return None
         log.info("call %s: leg %s, answered while FreeSWITCH was out of reach, known from the call's events",
-                 leg.call.uuid, uuid)
-        return self._register(uuid, _other_leg_headers(h, leg.uuid), timetable(h, CREATED, OTHER) or event_time(h))
+                 a_leg.call.uuid, uuid)
+        return self._register(uuid, _other_leg_headers(h, a_leg.uuid), timetable(h, CREATED, OTHER) or event_time(h))
 
     def _catch_up(self, leg: Leg, name: str, h: Mapping[str, str], prefix: str) -> None:
         """What the leg's timetable (under `prefix` in this event) says happened and its events did not (sent
         while the daemon was away): it rang, it answered, at those times; a time guessed at a resync becomes
         the real one."""
-        progress = timetable(h, PROGRESS, prefix) or timetable(h, PROGRESS_MEDIA, prefix)
-        answered = timetable(h, ANSWERED, prefix)
-        if leg.guessed is not None and (answered or progress):
+        guessed = leg.guessed is not None
+        progress = None
+        if guessed or not (leg.rang or leg.answered or name in ("CHANNEL_PROGRESS", "CHANNEL_PROGRESS_MEDIA")):
+            progress = timetable(h, PROGRESS, prefix) or timetable(h, PROGRESS_MEDIA, prefix)
+        answered = timetable(h, ANSWERED, prefix) if guessed or not (leg.answered or name == "CHANNEL_ANSWER") else None
+        if guessed and (answered or progress):
             self._retime(leg, progress, answered)
-        if progress and not leg.rang and name not in ("CHANNEL_PROGRESS", "CHANNEL_PROGRESS_MEDIA"):
+        if progress and not leg.rang:
             self._on_progress(leg, h, progress)
-        if answered and not leg.answered and name != "CHANNEL_ANSWER":
+        if answered and not leg.answered:
             self._on_answer(leg, h, answered)
 
     # ---- resynchronisation ----------------------------------------------------------------
@@ -778,6 +783,12 @@ class CallTracker:
         call = leg.call
         if call.finished and not any(l.uuid in self.legs for l in call.legs):
             self.calls.pop(call.uuid, None)
+
+
+def _pending(leg: Leg) -> bool:
+    """Whether the leg's timetable can still tell something: it rings towards someone (a phone, or the far end of an
+    outgoing call) and has not answered, or its times were guessed at a resync. A caller's own leg never can."""
+    return leg.guessed is not None or not (leg.answered or leg.info.inbound or leg.info.kind == OTHER)
 
 
 def _row_headers(row: dict, parent: str) -> dict[str, str]:
