@@ -72,23 +72,23 @@ IDLE, RINGING, RANG, ANSWERED, LEAVING, DONE = "idle", "ringing", "rang", "answe
 
 # The channel's timetable (switch_channel.c: µs since the epoch, 0 until reached), carried by each channel event
 # under the prefix "Caller-" for the event's own leg and "Other-Leg-" for the leg bridged to it.
-CREATED = "Channel-Created-Time"
-PROGRESS = "Channel-Progress-Time"
-PROGRESS_MEDIA = "Channel-Progress-Media-Time"
-ANSWERED = "Channel-Answered-Time"
-BRIDGED = "Channel-Bridged-Time"
-HANGUP = "Channel-Hangup-Time"
+CREATED_TIME = "Channel-Created-Time"
+PROGRESS_TIME = "Channel-Progress-Time"
+PROGRESS_MEDIA_TIME = "Channel-Progress-Media-Time"
+ANSWERED_TIME = "Channel-Answered-Time"
+BRIDGED_TIME = "Channel-Bridged-Time"
+HANGUP_TIME = "Channel-Hangup-Time"
 OWN, OTHER = "Caller-", "Other-Leg-"
 # Which moment of the timetable an event reports (CHANNEL_HANGUP fires before FreeSWITCH sets the hangup time).
 OWN_TIME = {
-    "CHANNEL_CREATE": CREATED,
-    "CHANNEL_PROGRESS": PROGRESS,
-    "CHANNEL_PROGRESS_MEDIA": PROGRESS_MEDIA,
-    "CHANNEL_ANSWER": ANSWERED,
-    "CHANNEL_BRIDGE": BRIDGED,
-    "CHANNEL_HANGUP": HANGUP,
-    "CHANNEL_HANGUP_COMPLETE": HANGUP,
-    "CHANNEL_DESTROY": HANGUP,
+    "CHANNEL_CREATE": CREATED_TIME,
+    "CHANNEL_PROGRESS": PROGRESS_TIME,
+    "CHANNEL_PROGRESS_MEDIA": PROGRESS_MEDIA_TIME,
+    "CHANNEL_ANSWER": ANSWERED_TIME,
+    "CHANNEL_BRIDGE": BRIDGED_TIME,
+    "CHANNEL_HANGUP": HANGUP_TIME,
+    "CHANNEL_HANGUP_COMPLETE": HANGUP_TIME,
+    "CHANNEL_DESTROY": HANGUP_TIME,
 }
 _EPOCH = dt.datetime(1970, 1, 1)
 
@@ -268,13 +268,14 @@ class CallTracker:
         if leg is None:
             if name in ("CHANNEL_HANGUP_COMPLETE", "CHANNEL_DESTROY") and not parent_uuid(h):
                 return
-            leg = self._register(uuid, h, timetable(h, CREATED) or at)
+            leg = self._register(uuid, h, timetable(h, CREATED_TIME) or at)
             if leg is None:
                 return
         call = leg.call
         if _pending(leg):
             self._catch_up(leg, name, h, OWN)
-        if leg is call.a_leg and (call.answered_by is None and not call.external_answered or any(map(_pending, call.legs))):
+        unanswered = call.answered_by is None and not call.external_answered
+        if leg is call.a_leg and (unanswered or any(map(_pending, call.legs))):
             other = self._other_leg(leg, h)
             if other is not None and _pending(other):
                 self._catch_up(other, "", h, OTHER)  # the a-leg's hangup can come before the b-leg's own events
@@ -289,11 +290,12 @@ class CallTracker:
         other = self.legs.get(uuid)
         if other is not None:
             return other if other.call is a_leg.call else None
-        if not uuid or uuid in self._forgotten or not timetable(h, ANSWERED, OTHER):
+        if not uuid or uuid in self._forgotten or not timetable(h, ANSWERED_TIME, OTHER):
             return None
         log.info("call %s: leg %s, answered while FreeSWITCH was out of reach, known from the call's events",
                  a_leg.call.uuid, uuid)
-        return self._register(uuid, _other_leg_headers(h, a_leg.uuid), timetable(h, CREATED, OTHER) or event_time(h))
+        created = timetable(h, CREATED_TIME, OTHER) or event_time(h)
+        return self._register(uuid, _other_leg_headers(h, a_leg.uuid), created)
 
     def _catch_up(self, leg: Leg, name: str, h: Mapping[str, str], prefix: str) -> None:
         """What the leg's timetable (under `prefix` in this event) says happened and its events did not (sent
@@ -302,8 +304,10 @@ class CallTracker:
         guessed = leg.guessed is not None
         progress = None
         if guessed or not (leg.rang or leg.answered or name in ("CHANNEL_PROGRESS", "CHANNEL_PROGRESS_MEDIA")):
-            progress = timetable(h, PROGRESS, prefix) or timetable(h, PROGRESS_MEDIA, prefix)
-        answered = timetable(h, ANSWERED, prefix) if guessed or not (leg.answered or name == "CHANNEL_ANSWER") else None
+            progress = timetable(h, PROGRESS_TIME, prefix) or timetable(h, PROGRESS_MEDIA_TIME, prefix)
+        answered = None
+        if guessed or not (leg.answered or name == "CHANNEL_ANSWER"):
+            answered = timetable(h, ANSWERED_TIME, prefix)
         if guessed and (answered or progress):
             self._retime(leg, progress, answered)
         if progress and not leg.rang:
@@ -409,7 +413,7 @@ class CallTracker:
         parent = parent_uuid(h)
         if parent and parent in self.legs and self._stray(leg):
             return self._rejoin(leg, h, event_time(h))
-        created = timetable(h, CREATED)
+        created = timetable(h, CREATED_TIME)
         if created is not None:
             call.started_at = created
         return leg
