@@ -980,7 +980,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replay: after event N-1 close all connections abruptly (a crash) and exit 3")
     p.add_argument("--restamp", action="store_true",
                    help="replay: stamp each event (Event-Date-Timestamp, -Local, -GMT) with the moment it is due "
-                        "on the live timeline, so a recording made once stands in for a switch firing it now")
+                        "on the live timeline, and move its channels' timetables (Caller-/Other-Leg-Channel-*-Time) "
+                        "with it, so a recording made once stands in for a switch firing it now")
     p.add_argument("--rate", type=float, default=1.0,
                    help="generate: new calls per second of simulated time (per real second at --speed 1)")
     p.add_argument("--calls", type=int, default=None, help="generate: number of calls")
