@@ -11,6 +11,9 @@ import pytest
 from screenpop.daemon.calls import CallTracker, event_time, parse_channels
 from screenpop.daemon.capture import read_events
 from screenpop.daemon.direction import DirectionRules
+from screenpop.daemon.protocol import parse_event_body
+from screenpop.daemon.simevents import SimEvent
+from screenpop.daemon.simgen import CallGenerator
 from screenpop.daemon.simulator import CHANNEL_COLUMNS, ChannelTable, load_capture_events, render_rows
 
 CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "esl-captures"
@@ -302,3 +305,100 @@ def test_queue_agent_keeps_its_call_across_two_cuts():
     assert [comparable(c.summary()) for c in sink.calls.values()] == [comparable(c.summary()) for c in reference.calls.values()]
     assert per_extension(sink.pops) == per_extension(reference.pops) == {"1001": ["ringing", "answered", "ended"]}
     assert tracker.legs == {} and tracker.calls == {}
+
+
+# ---- outages under load: generated calls with known outcomes, compared call by call ---------------------------
+
+GENERATED_T0 = 1_800_000_000_000_000
+
+
+@pytest.fixture(scope="module")
+def generated():
+    """200 interleaved calls of every scenario (30 s of virtual time): the events, the same as the simulator's
+    SimEvents (for its channels table), and what the generator says each call is."""
+    gen = CallGenerator(rate=10, calls=200, seed=11, start_us=GENERATED_T0)
+    frames = [ev.plain() for ev in gen.events()]
+    bodies = [frame.split(b"\n\n", 1)[1] for frame in frames]
+    return [parse_event_body(b) for b in bodies], [SimEvent.from_plain_frame(f, b) for f, b in zip(frames, bodies)], gen.records
+
+
+def _through_outages(generated, windows: list[tuple[float, float]], reply_after: float) -> tuple[ListSink, set[int]]:
+    """The generated stream through a tracker that misses every event inside each window (virtual seconds from the
+    start), as the daemon does: settle at the cut; on reconnect the events of the first `reply_after` seconds are
+    applied before the `show channels` reply, which is taken after them; settle again a second later.
+    Returns the sink (pops as (call, extension, event)) and the indexes of the events missed."""
+    events, sims, _ = generated
+
+    class Sink(ListSink):
+        def pop(self, call, extension, event, at, peer_number, peer_name) -> None:
+            self.pops.append((call.uuid, extension, event))
+
+    sink = Sink()
+    tracker = CallTracker(RULES, sink)
+    table = ChannelTable()
+    missed: set[int] = set()
+    state, window, settle_at = "up", 0, None
+    for i, (event, sim) in enumerate(zip(events, sims)):
+        t = (event.timestamp_us - GENERATED_T0) / 1e6
+        at = event_time(event.headers)
+        if settle_at is not None and t >= settle_at:
+            tracker.settle(at)
+            settle_at = None
+        if state == "up" and window < len(windows) and t >= windows[window][0]:
+            tracker.settle(at)
+            state = "down"
+        if state == "down" and t >= windows[window][1]:
+            state = "reconnected"
+        if state == "reconnected" and t >= windows[window][1] + reply_after:
+            tracker.resync(parse_channels(render_rows(table.channel_rows(), CHANNEL_COLUMNS, "json")), at)
+            state, window, settle_at = "up", window + 1, t + 1.0
+        table.apply(sim)
+        if state == "down":
+            missed.add(i)
+        else:
+            tracker.handle(event)
+    tracker.settle(event_time(events[-1].headers) + dt.timedelta(seconds=5))
+    return sink, missed
+
+
+@pytest.mark.parametrize("windows", [
+    [(5.0, 6.0)],
+    [(5.0, 6.5), (9.0, 10.5)],
+    [(4.0, 4.3), (6.8, 7.1)],
+    [(2.0, 3.0), (5.5, 6.5), (9.0, 10.0), (12.5, 13.5)],
+    [(3.0, 7.0)],
+], ids=["one-cut", "two-cuts-2.5s-apart", "short-cuts", "four-cuts", "4s-away"])
+@pytest.mark.parametrize("reply_after", [0.0, 2.0], ids=["reply-at-once", "reply-after-2s-of-events"])
+def test_generated_calls_through_outages_are_exact_where_the_stream_tells(generated, windows, reply_after):
+    """Event-socket cuts under load. A call none of whose events was missed is exactly as the generator says. A call
+    that began before a cut and whose caller hung up in view (no leg both answered and gone unseen) has the right
+    answerer, talkers and answer time, and its answerer never gets `missed`. Any other call is at least never
+    given to an extension that did not talk in it."""
+    events, _, records = generated
+    sink, missed = _through_outages(generated, windows, reply_after)
+    reference, _ = _through_outages(generated, [], 0.0)
+    missed_by_leg: dict[str, set[str]] = {}
+    for i in missed:
+        missed_by_leg.setdefault(events[i].get("Unique-ID"), set()).add(events[i].get("Event-Name"))
+    exact = partial = 0
+    for record in records:
+        legs, wanted = record["legs"], record["call"]
+        call = sink.calls.get(record["a_leg"])
+        pops = per_extension((ext, event) for uuid, ext, event in sink.pops if uuid == record["a_leg"])
+        if not any(leg in missed_by_leg for leg in legs):
+            exact += 1
+            assert comparable(call.summary()) == comparable(wanted), record["scenario"]
+            assert pops == per_extension((p["extension"], p["event"]) for p in record["pops"]), record["scenario"]
+        elif (
+            not {"CHANNEL_CREATE", "CHANNEL_HANGUP"} & missed_by_leg.get(record["a_leg"], set())
+            and not any({"CHANNEL_ANSWER", "CHANNEL_HANGUP"} <= missed_by_leg.get(leg, set()) for leg in legs)
+        ):
+            partial += 1
+            got = call.summary()
+            assert (got["direction"], got["answered_by"], got["talked"]) == (
+                wanted["direction"], wanted["answered_by"], wanted["talked"]), record["scenario"]
+            assert "missed" not in pops.get(wanted["answered_by"], []), record["scenario"]
+            assert call.answered_at == reference.calls[record["a_leg"]].answered_at, record["scenario"]
+        elif call is not None:
+            assert call.answered_by in (None, *wanted["talked"]), record["scenario"]
+    assert exact and partial, "the cuts leave calls untouched and calls to catch up"
