@@ -1,4 +1,5 @@
-"""The call tracker against the real FreeSWITCH captures, event by event, without sockets or a database."""
+"""The call tracker against the real FreeSWITCH captures (and generated calls, through cuts), event by event,
+without sockets or a database."""
 from __future__ import annotations
 
 import datetime as dt
