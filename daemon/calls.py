@@ -444,12 +444,11 @@ class CallTracker:
         for party in call.parties.values():
             mine = callee and party.extension == ext
             if mine and party.rang_at == guess and (progress or answer):
-                party.rang_at = progress or answer
+                party.rang_at, party.dirty = progress or answer, True
             if answer and party.answered_at == guess and (mine or party.role == "caller"):
-                party.answered_at = answer
+                party.answered_at, party.dirty = answer, True
             if first and party.ended_at == guess and party.outcome in ("answered_elsewhere", "transferred"):
-                party.ended_at = answer
-            party.dirty = True
+                party.ended_at, party.dirty = answer, True
         if first:
             call.answered_at = answer
         self.sink.save_call(call)
