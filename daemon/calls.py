@@ -172,6 +172,7 @@ class CallState:
     legs: list[Leg] = field(default_factory=list)
     finished: bool = False
     adopted: bool = False
+    recovered: bool = False  # built from FreeSWITCH's CDRs alone (daemon/cdr.py): nobody was told of it
     db_id: int | None = None
     stored: tuple | None = field(default=None, repr=False)  # the call row as the writer last stored it
 

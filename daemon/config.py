@@ -140,6 +140,30 @@ class ClusterConfig:
 
 
 @dataclass
+class CdrConfig:
+    """FreeSWITCH's JSON CDRs (docs/cdr.md): mod_json_cdr's HTTP Basic credentials and the largest CDR taken.
+
+    No password (inline or in a file): the endpoint refuses every CDR. encode_values: whether FreeSWITCH
+    URL-encodes the variables' values (mod_json_cdr's ``encode-values``, true unless set otherwise there).
+    """
+
+    user: str = "freeswitch"
+    password: str = ""
+    password_file: str = ""
+    max_body_kb: int = 1024
+    encode_values: bool = True
+
+    def secret(self) -> str:
+        """The password mod_json_cdr's ``cred`` sends: the file wins over the inline value; never logged."""
+        if self.password_file:
+            try:
+                return Path(self.password_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"[cdr] password_file: cannot read {self.password_file}: {exc.strerror}") from exc
+        return self.password
+
+
+@dataclass
 class LogConfig:
     """Log verbosity: debug, info, warning or error."""
 
@@ -159,6 +183,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     log: LogConfig = field(default_factory=LogConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    cdr: CdrConfig = field(default_factory=CdrConfig)
     node: str = ""
 
 
@@ -233,6 +258,11 @@ def parse(data: dict[str, Any]) -> Config:
         raise ConfigError("[web] signin_link_seconds must be between 5 and 600")
     if not 1 <= config.web.photo_max_mb <= 50:
         raise ConfigError("[web] photo_max_mb must be between 1 and 50")
+    if not 16 <= config.cdr.max_body_kb <= 65536:
+        raise ConfigError("[cdr] max_body_kb must be between 16 and 65536")
+    if not config.cdr.user or ":" in config.cdr.user:
+        raise ConfigError("[cdr] user must be a name without ':' (mod_json_cdr sends cred as user:password)")
+    config.cdr.secret()
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("[log] level must be debug, info, warning or error")
     return config

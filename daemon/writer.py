@@ -371,7 +371,7 @@ class Writer:
             call.did, call.from_extension, call.customer_id, call.matches, ext, self._employee(ext),
             call.answered_by, call.external_answered, call.started_at, call.answered_at, call.ended_at,
             call.ring_seconds() if call.finished else None, call.talk_seconds(), call.a_leg_billsec,
-            call.hangup_cause, call.missed, self.node,
+            call.hangup_cause, call.missed, self.node, call.recovered,
         )
 
     def _party_values(self, call_key: int | str, party: Party) -> tuple:
@@ -439,6 +439,7 @@ CALL_COLUMNS = [
     ("employee_id", "int"), ("answered_by", "text"), ("external_answered", "boolean"), ("started_at", "timestamp"),
     ("answered_at", "timestamp"), ("ended_at", "timestamp"), ("ring_seconds", "float8"), ("talk_seconds", "float8"),
     ("a_leg_billsec", "int"), ("hangup_cause", "text"), ("missed", "boolean"), ("node", "text"),
+    ("recovered", "boolean"),
 ]
 _ENDED_AT = [name for name, _ in CALL_COLUMNS].index("ended_at")
 PARTY_COLUMNS = [
@@ -501,28 +502,42 @@ def load_open_calls(db: peewee.Database, node: str) -> list[CallState]:
 
     Only this node's: the other FreeSWITCH nodes' calls are theirs to follow (one database, several daemons).
     """
-    calls: list[CallState] = []
-    for row in Call.select().where(Call.ended_at.is_null() & (Call.node == node)).order_by(Call.id):
-        call = CallState(uuid=row.uuid, a_leg=None, started_at=row.started_at)
-        call.db_id = row.id
-        call.direction = row.direction
-        call.external_number = row.external_number or None
-        call.external_name = row.external_name or None
-        call.did = row.did
-        call.from_extension = row.from_extension
-        call.customer_id = row.customer_id
-        call.matches = row.matches
-        call.answered_by = row.answered_by
-        call.external_answered = row.external_answered
-        call.answered_at = row.answered_at
-        for p in CallParty.select().where(CallParty.call == row.id).order_by(CallParty.seq):
-            party = Party(extension=p.extension, role=p.role, seq=p.seq, dirty=False, stored=True)
-            party.rang_at, party.answered_at, party.ended_at = p.rang_at, p.answered_at, p.ended_at
-            party.outcome, party.talked = p.outcome, p.talked
-            ringing = p.rang_at and p.role == "callee"
-            party.state = DONE if p.ended_at else ANSWERED if p.answered_at else RINGING if ringing else IDLE
-            call.parties[p.extension] = party
-        call.rung = [p.extension for p in sorted(call.parties.values(), key=lambda p: p.rang_at or row.started_at) if p.rang_at]
-        call.talked = [p.extension for p in call.parties.values() if p.talked]
-        calls.append(call)
-    return calls
+    query = Call.select().where(Call.ended_at.is_null() & (Call.node == node)).order_by(Call.id)
+    return [call_from_row(row) for row in query]
+
+
+def load_call(uuid: str) -> CallState | None:
+    """The stored call of this a-leg UUID as the tracker would hold it (the CDRs complete it), or None."""
+    row = Call.get_or_none(Call.uuid == uuid)
+    return None if row is None else call_from_row(row)
+
+
+def call_from_row(row: Call) -> CallState:
+    """A stored call and its parties as tracker state: an open one resumes, an ended one is finished."""
+    call = CallState(uuid=row.uuid, a_leg=None, started_at=row.started_at)
+    call.db_id = row.id
+    call.direction = row.direction
+    call.external_number = row.external_number or None
+    call.external_name = row.external_name or None
+    call.did = row.did
+    call.from_extension = row.from_extension
+    call.customer_id = row.customer_id
+    call.matches = row.matches
+    call.answered_by = row.answered_by
+    call.external_answered = row.external_answered
+    call.answered_at = row.answered_at
+    call.ended_at = row.ended_at
+    call.finished = row.ended_at is not None
+    call.hangup_cause = row.hangup_cause
+    call.a_leg_billsec = row.a_leg_billsec
+    call.recovered = row.recovered
+    for p in CallParty.select().where(CallParty.call == row.id).order_by(CallParty.seq):
+        party = Party(extension=p.extension, role=p.role, seq=p.seq, dirty=False, stored=True)
+        party.rang_at, party.answered_at, party.ended_at = p.rang_at, p.answered_at, p.ended_at
+        party.outcome, party.talked, party.talk_seconds = p.outcome, p.talked, p.talk_seconds
+        ringing = p.rang_at and p.role == "callee"
+        party.state = DONE if p.ended_at else ANSWERED if p.answered_at else RINGING if ringing else IDLE
+        call.parties[p.extension] = party
+    call.rung = [p.extension for p in sorted(call.parties.values(), key=lambda p: p.rang_at or row.started_at) if p.rang_at]
+    call.talked = [p.extension for p in call.parties.values() if p.talked]
+    return call

@@ -95,6 +95,7 @@ def _record(call: Call, parties: list[CallParty]) -> dict:
         "missed": call.missed,
         "extension": call.extension,
         "node": call.node,
+        "recovered": call.recovered,
         "matches": call.matches,
         "customer": None
         if customer is None

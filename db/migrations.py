@@ -12,7 +12,7 @@ from typing import NamedTuple
 import peewee
 
 from screenpop.db import callfacts, search
-from screenpop.db.models import ALL_MODELS, Call, SchemaVersion, Setting, SigninLink, WebSession
+from screenpop.db.models import ALL_MODELS, Call, CdrLeg, SchemaVersion, Setting, SigninLink, WebSession
 from screenpop.db.numbers import valid_country_code
 
 _LOCK_KEY = 0x5C2EE9  # pg advisory lock id: one migrating process at a time
@@ -93,6 +93,15 @@ def _transferor_talk_time(db: peewee.Database) -> None:
                    'AND call_id IN (SELECT id FROM "call" WHERE ended_at IS NOT NULL)')
 
 
+def _cdr_legs(db: peewee.Database) -> None:
+    """FreeSWITCH's CDRs: a table of the legs received, and the calls built from them alone marked recovered."""
+    db.create_tables([CdrLeg], safe=True)
+    if not isinstance(db, peewee.SqliteDatabase):
+        db.execute_sql('ALTER TABLE "call" ADD COLUMN IF NOT EXISTS recovered boolean NOT NULL DEFAULT false')
+    elif "recovered" not in {c.name for c in db.get_columns("call")}:
+        db.execute_sql('ALTER TABLE "call" ADD COLUMN recovered INTEGER NOT NULL DEFAULT 0')
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "create all tables", _create_tables),
     Migration(2, "web sign-in: shared settings and one-time sign-in links", _web_signin),
@@ -106,6 +115,7 @@ MIGRATIONS: list[Migration] = [
     Migration(9, "phone numbers' country codes: no last-digits match across countries", _phone_country_codes),
     Migration(10, "talk time of parties that transferred a call away", _transferor_talk_time),
     Migration(11, "web sessions kept in the database, so signing out ends them on every daemon", _web_sessions),
+    Migration(12, "FreeSWITCH's CDRs: received legs, recovered calls", _cdr_legs),
 ]
 
 

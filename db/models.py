@@ -117,6 +117,7 @@ class Call(BaseModel):
     hangup_cause = CharField(max_length=64, null=True)
     missed = BooleanField(default=False)
     node = CharField(max_length=200, default="")
+    recovered = BooleanField(default=False)  # built from FreeSWITCH's CDRs alone: the daemon saw none of it live
 
     class Meta:
         # analytics (covering): a customer's or a number's calls in time order, for callbacks, returned missed
@@ -168,6 +169,19 @@ class CallEvent(BaseModel):
         indexes = ((("extension", "id"), False),)
 
 
+class CdrLeg(BaseModel):
+    """One call leg's CDR as FreeSWITCH's mod_json_cdr posted it, kept once per leg UUID (its repeats are ignored).
+
+    parent is the leg it was created for (originator, queue member, loopback twin); body the CDR's JSON text.
+    """
+
+    id = AutoField()
+    uuid = CharField(max_length=64, unique=True)
+    parent = CharField(max_length=64, null=True, index=True)
+    received_at = DateTimeField(default=utcnow)
+    body = TextField()
+
+
 class ApiToken(BaseModel):
     """A hashed API token bound to a role and, for operators, to one extension."""
 
@@ -217,4 +231,5 @@ class SchemaVersion(BaseModel):
     applied_at = DateTimeField(default=utcnow)
 
 
-ALL_MODELS = [Employee, Customer, Phone, Order, Call, CallParty, CallEvent, ApiToken, Setting, SigninLink, WebSession]
+ALL_MODELS = [Employee, Customer, Phone, Order, Call, CallParty, CallEvent, ApiToken, Setting, SigninLink, WebSession,
+              CdrLeg]
