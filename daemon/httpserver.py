@@ -5,10 +5,11 @@ GET /api/v1/events[?extension=N]         Server-Sent Events: the pops of the tok
 GET /api/v1/customers/<id>/photo?size=N  the customer's photo (or a placeholder) as a square JPEG
 /api/v1/customers, /orders, /employees, /calls   the customer-data JSON API (daemon/api.py, docs/api.md)
 POST /api/v1/signin-links                a one-time web sign-in link for the token (daemon/web/auth.py)
+POST /api/v1/cdr                         FreeSWITCH's JSON CDRs, HTTP Basic (daemon/cdr.py, docs/cdr.md)
 /, /customers, /calls, /employees, /signin ...   the web pages (daemon/web/, docs/web.md), signed-in sessions
 GET /dashboard, /missed, /reports/<name>.csv     call analytics pages, signed-in session (daemon/dashboard.py)
 
-Every /api/v1 route but health needs ``Authorization: Bearer <token>`` (`screenpop token create`). A missing,
+Every /api/v1 route but health and cdr needs ``Authorization: Bearer <token>`` (`screenpop token create`). A missing,
 unknown or revoked token gets 401 and one WARNING line naming the client and the reason, never the token.
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, RequestTimeout
 from werkzeug.routing import IntegerConverter
 
-from screenpop.daemon import api, dashboard, web
+from screenpop.daemon import api, cdr, dashboard, web
 from screenpop.daemon.config import ConfigError, HttpConfig, WebConfig
 from screenpop.daemon.customerdata import MAX_ID
 from screenpop.daemon.photos import Photos, photo_response
@@ -241,11 +242,11 @@ def _error(status: int, message: str) -> Response:
 
 def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebConfig | None = None, tls: bool = False,
                on_link: Callable[[int, str | None, str | None], None] | None = None,
-               zone: dt.tzinfo = dt.timezone.utc) -> Flask:
+               zone: dt.tzinfo = dt.timezone.utc, cdr_intake: cdr.CdrIntake | None = None) -> Flask:
     """The Flask app serving the push stream, photos, the JSON API and the web pages from hub.
 
     tls: served over HTTPS (secure session cookies); on_link: the daemon's hook for a call linked to a customer;
-    zone: the call centre's time zone, for the analytics pages.
+    zone: the call centre's time zone, for the analytics pages; cdr_intake: where FreeSWITCH's CDRs go.
     """
     app = Flask("screenpop.daemon.httpserver", static_folder=None)  # the pages' static files: daemon/web/static
     app.url_map.converters["int"] = _RowId
@@ -317,9 +318,11 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
 
     @app.before_request
     def limit_body() -> Response | None:
-        """Before anything reads it: a request body's ceiling by kind (API, photo upload, any other form). A body
-        declared larger is refused unread; one sent without a length is cut off where it passes the ceiling."""
-        if request.path.startswith("/api/"):
+        """Before anything reads it: a request body's ceiling by kind (a CDR, API, photo upload, any other form). A
+        body declared larger is refused unread; one sent without a length is cut off where it passes the ceiling."""
+        if cdr_intake is not None and request.endpoint == "cdr.cdr":
+            limit = cdr_intake.config.max_body_kb * 1024
+        elif request.path.startswith("/api/"):
             limit = api.MAX_BODY
         elif request.endpoint == "customers.upload_photo":
             limit = web_config.upload_max_bytes()
@@ -332,6 +335,8 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
             request.environ[BODY].limit = limit
         return None
 
+    if cdr_intake is not None:
+        app.register_blueprint(cdr.blueprint(cdr_intake))  # its own auth (HTTP Basic), not the API's Bearer token
     app.register_blueprint(api.blueprint(hub, authenticate))
     web.init_app(app, hub, photos, web_config, tls, authenticate, on_link)
     app.register_blueprint(dashboard.blueprint(zone))
@@ -430,11 +435,11 @@ class HttpServer:
 
     def __init__(self, config: HttpConfig, hub: PushHub, photos: Photos, web_config: WebConfig | None = None,
                  on_link: Callable[[int, str | None, str | None], None] | None = None,
-                 zone: dt.tzinfo = dt.timezone.utc) -> None:
+                 zone: dt.tzinfo = dt.timezone.utc, cdr_intake: cdr.CdrIntake | None = None) -> None:
         self.config = config
         self.hub = hub
         tls = bool(config.certfile) or config.public_url.startswith("https:")
-        self.app = create_app(hub, photos, config.heartbeat, web_config, tls, on_link, zone)
+        self.app = create_app(hub, photos, config.heartbeat, web_config, tls, on_link, zone, cdr_intake)
         ssl = {"certfile": config.certfile, "keyfile": config.keyfile} if config.certfile else {}
         if ssl:
             try:  # fail at start, not on each connection

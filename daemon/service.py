@@ -13,6 +13,7 @@ import gevent.event
 import peewee
 
 from screenpop.daemon.calls import SUBSCRIBED_EVENTS, CallTracker, parse_channels
+from screenpop.daemon.cdr import CdrIntake
 from screenpop.daemon.cluster import Election
 from screenpop.daemon.config import Config, ConfigError, NumbersConfig
 from screenpop.daemon.direction import DirectionRules
@@ -78,14 +79,19 @@ class Daemon:
         self.node = config.node or socket.gethostname()
         self.writer = Writer(self.db, e164=self._e164, node=self.node, batch_max=config.database.batch_max,
                              queue_max=config.database.queue_max)
-        self.tracker = CallTracker(rules, self.writer, lookup=self._find_customer)
         self.push = PushHub(self.db, lambda: self.lookup, config.http.public_url)
         self.writer.on_stalled = self.push.early
         self.listener, self.election = self._cluster_parts()
+        # FreeSWITCH's CDRs complete the calls the tracker ends (it passes them on to the writer)
+        self.cdr = CdrIntake(config.cdr, self.writer, self.push,
+                             recording=lambda: self.election is None or self.election.holding)
+        self.tracker = CallTracker(rules, self.cdr, lookup=self._find_customer)
+        self.cdr.tracker = self.tracker
         if self.listener is None:
             self.writer.listeners.append(self.push.committed)
         self.http = HttpServer(config.http, self.push, Photos(config.database.resolved_photo_dir()), config.web,
-                               on_link=self._customer_linked, zone=local_zone(config.analytics.timezone))
+                               on_link=self._customer_linked, zone=local_zone(config.analytics.timezone),
+                               cdr_intake=self.cdr)
         if self.election is None:
             self._resume_open_calls(load_open_calls(self.db, self.node))
         fs = config.freeswitch
