@@ -13,6 +13,8 @@ Modes:
   generate  synthesise calls of several scenarios at a given rate (`--generate`, see simgen.py)
   idle      neither: only the protocol (handshake tests, api)
 
+With --cdr-url it is also mod_json_cdr: each leg's JSON CDR is posted there when the leg ends (simcdr.py).
+
 Run it as its own process: `python -m screenpop.daemon.simulator --replay X.plain.esl --speed 0`.
 """
 from __future__ import annotations
@@ -35,6 +37,7 @@ from gevent import socket
 from gevent.server import StreamServer
 
 from .capture import read_capture
+from .simcdr import ENCODINGS, CdrPoster
 from .simevents import SimEvent
 
 log = logging.getLogger("screenpop.simulator")
@@ -477,6 +480,7 @@ class Simulator:
         self.server: StreamServer | None = None
         self.published = 0
         self.last_ts = 0                      # Event-Date-Timestamp of the latest event published
+        self.cdr: CdrPoster | None = None     # mod_json_cdr: posts each ended leg's CDR
 
     # -- server --------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -519,6 +523,8 @@ class Simulator:
             self.last_ts = ev.ts_us
         if apply:
             self.table.apply(ev)
+        if self.cdr is not None:
+            self.cdr.observe(ev)
         self.published += 1
         plain = js = None
         for c in self.clients:
@@ -864,6 +870,8 @@ class Simulator:
         stop = total if until_event is None else max(start, min(until_event, total))
         for ev in events[:start]:
             self.table.apply(ev)
+            if self.cdr is not None:
+                self.cdr.observe(ev)  # those legs ended while nobody listened: their CDRs were posted all the same
         if restamp:
             for ev in events[start:stop]:
                 ev.prepare_restamp()
@@ -995,6 +1003,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extensions", default="1001-1010", help="generate: extensions, e.g. 1001-1010 or 1001,1002")
     p.add_argument("--expect", metavar="FILE", help="generate: write each call's expected outcome as JSON lines")
     p.add_argument("--seed", type=int, default=None, help="generate: random seed (same seed, same calls)")
+    p.add_argument("--cdr-url", metavar="URL",
+                   help="post each ended leg's JSON CDR there, as mod_json_cdr does (e.g. http://127.0.0.1:8080/api/v1/cdr)")
+    p.add_argument("--cdr-cred", default="", metavar="USER:PASSWORD", help="HTTP Basic credentials (json_cdr's cred)")
+    p.add_argument("--cdr-encode", default="false", choices=ENCODINGS,
+                   help="the body: raw JSON (false, mod_json_cdr's default), cdr=<URL-encoded> (true) or cdr=<base64>")
+    p.add_argument("--cdr-retries", type=int, default=0, help="retries after a failed post (json_cdr's retries)")
+    p.add_argument("--cdr-delay", type=float, default=5.0, help="seconds between tries (json_cdr's delay)")
     return p
 
 
@@ -1007,6 +1022,8 @@ def main(argv: list[str] | None = None) -> int:
     log.propagate = False
 
     sim = Simulator(args.host, args.port, args.password)
+    if args.cdr_url:
+        sim.cdr = CdrPoster(args.cdr_url, args.cdr_cred, args.cdr_encode, args.cdr_retries, args.cdr_delay)
     generator = None
     if args.generate:
         from .simgen import CallGenerator, parse_extensions, parse_mix, read_numbers
@@ -1056,6 +1073,8 @@ def main(argv: list[str] | None = None) -> int:
             sim.stop_listening()
             sim.close_clients(notice=True)
             code = EXIT_OK
+        if sim.cdr is not None and not sim.cdr.wait(sim.cdr.attempts * (sim.cdr.delay + sim.cdr.timeout) + 1):
+            log.warning("exiting with CDRs not posted yet")
     finally:
         if generator is not None:
             generator.close()
