@@ -1,0 +1,377 @@
+"""FreeSWITCH's JSON CDRs: parsing every encoding mod_json_cdr uses, calls rebuilt from them with the tracker's own
+rules, and end to end (simulator posting CDRs + daemon over TCP and HTTP) completing or recovering calls the
+daemon saw only in part, or not at all."""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from screenpop.daemon.calls import CallTracker
+from screenpop.daemon.capture import read_events
+from screenpop.daemon.cdr import BASE64_TYPE, FORM_TYPE, JSON_TYPE, CdrIntake, decode_body, parse_cdr, rebuild
+from screenpop.daemon.config import CdrConfig
+from screenpop.daemon.customerdata import DataError
+from screenpop.daemon.direction import DirectionRules
+from screenpop.daemon.protocol import encode_value
+from screenpop.daemon.simcdr import CdrBuilder
+from screenpop.daemon.simgen import CallGenerator
+from screenpop.daemon.push import PushHub
+from screenpop.daemon.simulator import load_capture_events
+from screenpop.daemon.writer import Writer
+from screenpop.db import analytics
+from screenpop.db.analytics import Period
+from screenpop.db.callrecords import call_records
+from screenpop.db.database import open_database
+from screenpop.db.lookup import Lookup
+from screenpop.db.migrations import migrate
+from screenpop.db.models import CallEvent, CdrLeg
+from screenpop.db.numbers import NumberRules
+
+from support import (
+    CAPTURES,
+    comparable,
+    daemon,
+    expected,
+    free_port,
+    http_ready,
+    pops_by_extension,
+    simulator,
+    wait_for,
+    write_config,
+)
+
+SCENARIOS = sorted(p.name[: -len(".expected.json")] for p in CAPTURES.glob("*.expected.json"))
+NUMBERS = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
+RULES = DirectionRules(frozenset({"external"}), frozenset({"public"}), NUMBERS.is_extension)
+CRED = "freeswitch:s3cr:et"
+CDR_CONFIG = '[cdr]\npassword = "s3cr:et"'
+
+
+def cdrs_of(events) -> dict[str, str]:
+    """Each leg's CDR as the simulator posts it, by leg uuid."""
+    builder = CdrBuilder()
+    return dict(filter(None, map(builder.observe, events)))
+
+
+def rebuilt_calls(bodies) -> list[dict]:
+    legs = [parse_cdr(body) for body in bodies]
+    tracker = CallTracker(RULES, None)
+    calls = (rebuild(legs, leg.uuid, tracker) for leg in legs if leg.parent is None)
+    return [call.summary() for call in calls if call is not None]
+
+
+# ---- the CDR itself ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_each_capture_rebuilt_from_its_legs_cdrs_is_the_expected_call(scenario):
+    calls = rebuilt_calls(cdrs_of(load_capture_events(CAPTURES / f"{scenario}.plain.esl")).values())
+    want = expected(scenario)["calls"]
+    keys = list(want[0].keys())
+    assert [comparable(c, keys) for c in calls] == [comparable(c, keys) for c in want]
+
+
+def test_generated_calls_rebuilt_from_their_cdrs_are_as_the_generator_expects():
+    gen = CallGenerator(rate=50, calls=120, seed=11, start_us=1_800_000_000_000_000)
+    cdrs = cdrs_of(gen.events())
+    by_call: dict[str, list[str]] = {}
+    legs = {uuid: parse_cdr(body) for uuid, body in cdrs.items()}
+
+    def root(uuid: str) -> str:
+        parent = legs[uuid].parent
+        return uuid if parent is None or parent not in legs else root(parent)
+
+    for uuid, body in cdrs.items():
+        by_call.setdefault(root(uuid), []).append(body)
+    keys = list(gen.records[0]["call"].keys())
+    for record in gen.records:
+        (call,) = rebuilt_calls(by_call[record["a_leg"]])
+        assert comparable(call, keys) == comparable(record["call"], keys), record["scenario"]
+
+
+def test_a_cdr_reads_the_same_in_each_of_mod_json_cdrs_encodings():
+    body = next(iter(cdrs_of(load_capture_events(CAPTURES / "awkward-fs.plain.esl")).values()))
+    form = b"cdr=" + encode_value(body).encode()
+    b64 = b"cdr=" + base64.b64encode(body.encode())
+    texts = {decode_body(body.encode(), JSON_TYPE), decode_body(form, FORM_TYPE), decode_body(b64, BASE64_TYPE)}
+    assert texts == {body}
+    leg = parse_cdr(body)
+    assert leg.headers["Caller-Caller-ID-Name"] == json.loads(body)["callflow"][-1]["caller_profile"]["caller_id_name"]
+    variables = json.loads(body)["variables"]
+    assert "%" in variables["sip_from_display"], "values are URL-encoded, as encode-values leaves them"
+    assert leg.headers["variable_sip_from_display"] != variables["sip_from_display"], "and decoded on intake"
+
+
+@pytest.mark.parametrize("body, kind, status", [
+    (b"{not json", JSON_TYPE, 400),
+    (b"[1, 2]", JSON_TYPE, 400),
+    (b'{"variables": {}, "channel_data": {}, "callflow": []}', JSON_TYPE, 400),
+    (b'{"variables": {"uuid": "x y"}, "channel_data": {}, "callflow": [{"caller_profile": {}}]}', JSON_TYPE, 400),
+    (b'{"variables": {"uuid": "a1"}, "channel_data": {}, "callflow": [{"caller_profile": {}, "times": {}}]}',
+     JSON_TYPE, 400),
+    (b'{"variables": {"uuid": "a1", "start_uepoch": "-5", "end_uepoch": "9"}, "channel_data": {}, '
+     b'"callflow": [{"caller_profile": {}}]}', JSON_TYPE, 400),
+    (b"{}", "text/plain", 415),
+    (b"json={}", FORM_TYPE, 400),
+    (b"cdr=%%%not base64", BASE64_TYPE, 400),
+    (b"cdr=" + b"[" * 100_000, FORM_TYPE, 400),
+])
+def test_anything_but_a_cdr_is_refused_with_a_clear_4xx(body, kind, status):
+    with pytest.raises(DataError) as refused:
+        parse_cdr(decode_body(body, kind))
+    assert refused.value.status == status and refused.value.message
+
+
+# ---- end to end: simulator + daemon over TCP, CDRs over HTTP -----------------------------------------
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request) -> str:
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+
+
+@pytest.fixture
+def store(db_url):
+    """The test's own connection to the database the daemon writes."""
+    db = open_database(db_url)
+    migrate(db)
+    yield db
+    db.close()
+
+
+def _cdr_args(http_port: int, *more: str) -> list[str]:
+    return ["--cdr-url", f"http://127.0.0.1:{http_port}/api/v1/cdr", "--cdr-cred", CRED, "--cdr-retries", "60",
+            "--cdr-delay", "0.5", *more]
+
+
+def _events(scenario: str) -> int:
+    return len(load_capture_events(CAPTURES / f"{scenario}.plain.esl"))
+
+
+def _index(scenario: str, predicate) -> int:
+    for i, (_, event) in enumerate(read_events(CAPTURES / f"{scenario}.plain.esl")):
+        if predicate(event):
+            return i
+    raise AssertionError("event not found")
+
+
+def _run(tmp_path: Path, db_url: str, scenario: str, *sim_args: str, http_port: int) -> None:
+    """One simulator replaying the capture with the given options into one daemon; both end cleanly."""
+    port = free_port()
+    sim = simulator(tmp_path, port, "--replay", str(CAPTURES / f"{scenario}.plain.esl"), "--speed", "0",
+                    "--linger", "0.3", *sim_args)
+    d = daemon(tmp_path, write_config(tmp_path / "screenpop.toml", port, db_url, http_port=http_port, cdr=CDR_CONFIG))
+    try:
+        assert sim.wait(60) == 0, sim.log()
+        assert "unable to post" not in sim.log(), sim.log()
+        assert d.terminate() == 0, d.log()
+    finally:
+        sim.close()
+        d.close()
+
+
+def _expected_calls(scenario: str) -> tuple[list[dict], list[str]]:
+    want = expected(scenario)["calls"]
+    keys = list(want[0].keys())
+    return [comparable(c, keys) for c in want], keys
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_a_call_the_daemon_never_saw_is_recovered_from_its_cdrs_and_pops_nobody(tmp_path, sqlite_url, scenario):
+    """FreeSWITCH had the whole call while the daemon was away: it only gets the CDRs, and stores the call."""
+    db = open_database(sqlite_url)
+    migrate(db)
+    http_port = free_port()
+    _run(tmp_path, sqlite_url, scenario, "--from-event", str(_events(scenario)), *_cdr_args(http_port),
+         http_port=http_port)
+    want, keys = _expected_calls(scenario)
+    records = call_records()
+    assert [comparable(r, keys) for r in records] == want
+    assert all(r["recovered"] and r["ended_at"] and r["started_at"] for r in records)
+    assert not CallEvent.select().exists(), "a recovered call pops nobody"
+    db.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("encode", ["true", "base64"])
+def test_recovery_on_postgresql_with_encoded_bodies(tmp_path, pg_url, encode):
+    scenario = "ring-group-users"
+    db = open_database(pg_url)
+    migrate(db)
+    http_port = free_port()
+    _run(tmp_path, pg_url, scenario, "--from-event", str(_events(scenario)),
+         *_cdr_args(http_port, "--cdr-encode", encode), http_port=http_port)
+    want, keys = _expected_calls(scenario)
+    records = call_records()
+    assert [comparable(r, keys) for r in records] == want and records[0]["recovered"]
+    assert CdrLeg.select().count() == 4
+    (day,) = analytics.daily(Period(None, None))
+    assert (day["inbound"], day["answered"], day["missed"]) == (1, 1, 0), "reports count recovered calls"
+    db.close()
+
+
+def _outage(tmp_path: Path, db_url: str, scenario: str, cut: int) -> str:
+    """The daemon follows the call up to event `cut`, loses FreeSWITCH, and reconnects after the call has ended;
+    the CDRs come as FreeSWITCH posts them (before or after the reconnect). Returns the daemon's log."""
+    port, http_port = free_port(), free_port()
+    capture = str(CAPTURES / f"{scenario}.plain.esl")
+    first = simulator(tmp_path, port, "--replay", capture, "--speed", "0", "--until-event", str(cut), name="sim1")
+    d = daemon(tmp_path, write_config(tmp_path / "screenpop.toml", port, db_url, http_port=http_port, cdr=CDR_CONFIG))
+    try:
+        first.wait(20)
+        wait_for(lambda: "lost connection" in d.log(), 20, "the daemon to notice FreeSWITCH is gone")
+        second = simulator(tmp_path, port, "--replay", capture, "--speed", "0", "--from-event", str(_events(scenario)),
+                           "--linger", "0.5", *_cdr_args(http_port), name="sim2")
+        assert second.wait(60) == 0, second.log()
+        wait_for(lambda: "resynchronised" in d.log(), 20, "the resync")
+        wait_for(lambda: "completed from FreeSWITCH's CDRs" in d.log(), 20, "the CDRs to complete the call")
+        assert d.terminate() == 0, d.log()
+        second.close()
+        return d.log()
+    finally:
+        first.close()
+        d.close()
+
+
+def test_a_call_that_ended_during_an_outage_gets_freeswitchs_hangup_billsec_and_times(tmp_path, db_url, store):
+    """Issue 14: such a call was stored with hangup_cause and a_leg_billsec null and ended_at = the reconnect time."""
+    scenario = "inbound-answered"
+    _outage(tmp_path, db_url, scenario, _index(scenario, lambda e: e.get("Event-Name") == "CHANNEL_BRIDGE") + 1)
+    want, keys = _expected_calls(scenario)
+    (record,) = call_records()
+    assert [comparable(record, keys)] == want
+    assert record["ended_at"].startswith("2026-11-26T17:34:23.88"), "the a-leg's hangup_time, not the reconnect time"
+    assert round(record["talk_seconds"], 2) == 5.08 and not record["missed"] and not record["recovered"]
+    assert stored_pops() == {"1001": ["ringing", "answered", "ended"]}
+
+
+def test_a_call_answered_while_the_daemon_was_away_is_not_stored_as_missed(tmp_path, db_url, store):
+    """Issue 14 (3b): the daemon saw 1001's phone ring, then nothing; the CDRs show 1001 answered."""
+    scenario = "inbound-answered"
+    ringing = _index(scenario, lambda e: e.get("Event-Name") == "CHANNEL_PROGRESS" and e.get("variable_originator"))
+    _outage(tmp_path, db_url, scenario, ringing + 1)
+    want, keys = _expected_calls(scenario)
+    (record,) = call_records()
+    assert [comparable(record, keys)] == want
+    assert record["answered_by"] == "1001" and not record["missed"] and record["answered_at"] is not None
+
+
+def stored_pops() -> dict[str, list[str]]:
+    return pops_by_extension(CallEvent.select(CallEvent.extension, CallEvent.event).order_by(CallEvent.id).tuples())
+
+
+@pytest.mark.parametrize("scenario", ["transfer", "queue"])
+def test_cdrs_of_calls_the_daemon_saw_whole_change_nothing(tmp_path, db_url, store, scenario):
+    http_port = free_port()
+    _run(tmp_path, db_url, scenario, *_cdr_args(http_port), http_port=http_port)
+    want, keys = _expected_calls(scenario)
+    records = call_records()
+    assert [comparable(r, keys) for r in records] == want and not any(r["recovered"] for r in records)
+    assert stored_pops() == pops_by_extension((p["extension"], p["event"]) for p in expected(scenario)["pops"])
+    assert CdrLeg.select().count() == len(cdrs_of(load_capture_events(CAPTURES / f"{scenario}.plain.esl")))
+
+
+def _post(url: str, body: bytes, kind: str = JSON_TYPE, cred: str | None = CRED) -> tuple[int, dict]:
+    headers = {"Content-Type": kind}
+    if cred is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(cred.encode()).decode()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, body, headers, method="POST"), timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_the_endpoint_authenticates_limits_refuses_garbage_and_keeps_a_leg_once(tmp_path, sqlite_url):
+    db = open_database(sqlite_url)
+    migrate(db)
+    http_port = free_port()
+    base = f"http://127.0.0.1:{http_port}"
+    config = write_config(tmp_path / "screenpop.toml", free_port(), sqlite_url, http_port=http_port,
+                          cdr=CDR_CONFIG + "\nmax_body_kb = 64")
+    d = daemon(tmp_path, config)
+    legs = cdrs_of(load_capture_events(CAPTURES / "inbound-missed.plain.esl"))
+    a_leg, body = next((u, b) for u, b in legs.items() if parse_cdr(b).parent is None)
+    url = f"{base}/api/v1/cdr"
+    try:
+        wait_for(lambda: http_ready(base), 20, "the daemon's HTTP server")
+        assert _post(url, body.encode(), cred=None)[0] == 401
+        assert _post(url, body.encode(), cred="freeswitch:wrong")[0] == 401
+        assert _post(url, body.encode(), cred="admin:s3cr:et")[0] == 401
+        assert _post(url, b"{oops", cred=CRED) == (400, {"error": "the CDR is not valid JSON"})
+        assert _post(url, body.encode(), "text/xml")[0] == 415
+        assert _post(url, b"{" + b" " * 70_000 + b"}")[0] == 413
+        assert _post(f"{url}?uuid=someone-else", body.encode())[0] == 400
+        assert _post(f"{url}?uuid={a_leg}", body.encode()) == (200, {"status": "stored", "uuid": a_leg})
+        assert _post(f"{url}?uuid={a_leg}", body.encode()) == (200, {"status": "duplicate", "uuid": a_leg})
+        for uuid, leg in legs.items():
+            if uuid != a_leg:
+                assert _post(url, leg.encode())[0] == 200
+        assert d.terminate() == 0, d.log()
+        assert "s3cr" not in d.log()
+    finally:
+        d.close()
+    assert CdrLeg.select().count() == 2
+    (record,) = call_records()
+    assert record["recovered"] and record["missed_by"] == ["1001"] and record["missed"]
+    db.close()
+
+
+def test_without_a_password_the_endpoint_takes_nothing(tmp_path, sqlite_url):
+    http_port = free_port()
+    base = f"http://127.0.0.1:{http_port}"
+    d = daemon(tmp_path, write_config(tmp_path / "screenpop.toml", free_port(), sqlite_url, http_port=http_port))
+    try:
+        wait_for(lambda: http_ready(base), 20, "the daemon's HTTP server")
+        status, answer = _post(f"{base}/api/v1/cdr", b"{}", cred="freeswitch:")
+        assert status == 403 and "[cdr] password" in answer["error"]
+    finally:
+        d.close()
+
+
+def test_a_stored_call_the_tracker_no_longer_holds_is_completed_from_the_database(db):
+    """After a daemon restart the call is only in the database, closed at a reconnect with nobody answering:
+    the CDRs load it, correct it, and the writer stores the correction (SQLite and PostgreSQL)."""
+    scenario = "inbound-answered"
+    events = [event for _, event in read_events(CAPTURES / f"{scenario}.plain.esl")]
+    ringing = _index(scenario, lambda e: e.get("Event-Name") == "CHANNEL_PROGRESS" and e.get("variable_originator"))
+    writer = Writer(db, e164=lambda raw: NUMBERS.classify(raw).e164)
+    tracker = CallTracker(RULES, writer)
+    for event in events[: ringing + 1]:
+        tracker.handle(event)
+    reconnect = dt.datetime(2026, 11, 26, 17, 40)
+    tracker.resync([], reconnect)
+    tracker.settle(reconnect)
+    _flush(writer)
+    (before,) = call_records()
+    assert before["missed"] and before["hangup_cause"] is None and before["ended_at"].startswith("2026-11-26T17:40")
+    (operator,) = analytics.employees(Period(None, None))
+    assert (operator["extension"], operator["taken"], operator["missed"]) == ("1001", 0, 1)
+
+    hub = PushHub(db, lambda: Lookup(db, NUMBERS))
+    hub.start()
+    try:
+        writer = Writer(db, e164=lambda raw: NUMBERS.classify(raw).e164)
+        intake = CdrIntake(CdrConfig(password="x"), writer, hub)
+        intake.tracker = CallTracker(RULES, intake)
+        for body in cdrs_of(load_capture_events(CAPTURES / f"{scenario}.plain.esl")).values():
+            intake.take(body.encode(), JSON_TYPE, None)
+        _flush(writer)
+    finally:
+        hub.stop()
+    want, keys = _expected_calls(scenario)
+    (record,) = call_records()
+    assert [comparable(record, keys)] == want
+    assert not record["missed"] and not record["recovered"] and record["id"] == before["id"]
+    assert record["ended_at"].startswith("2026-11-26T17:34:23.88") and round(record["talk_seconds"], 2) == 5.08
+    (operator,) = analytics.employees(Period(None, None))
+    assert (operator["extension"], operator["taken"], operator["missed"]) == ("1001", 1, 0), "reports follow"
+
+
+def _flush(writer: Writer) -> None:
+    while writer.pending or writer._calls:
+        writer.flush_once()
