@@ -9,7 +9,8 @@ private CallTracker: the same rules as live events, no second copy. Then:
 * a call the tracker still follows is left to it; the CDRs complete it when it ends (its own hangup wins);
 * a call the daemon has (in memory or stored) gets FreeSWITCH's hangup cause and a-leg billsec, its start,
   answer and end times where it has none or they are more than TIME_TOLERANCE off (times set at a reconnect),
-  and who answered when it saw nobody answer (so an answered call is not reported missed);
+  and who answered first (it saw nobody answer, or only who had the call when it came back), so an
+  answered call is not reported missed;
 * a call the daemon never saw is stored as it was, marked ``recovered``, with no pop.
 
 Every change goes to the daemon's one writer. Caller-ID text inside a CDR is a stranger's: it is stored as
@@ -210,6 +211,9 @@ def _off(mine: dt.datetime | None, theirs: dt.datetime | None) -> bool:
 def complete(call: CallState, cdr: CallState) -> list[str]:
     """Fill in or correct the daemon's call from the same call rebuilt from CDRs; the names of what changed."""
     changed = []
+    if cdr.answered_by is not None and call.answered_by != cdr.answered_by:
+        call.answered_by = cdr.answered_by  # the daemon saw nobody answer, or only who took the call over later
+        changed.append("answered_by")
     for name in ("hangup_cause", "a_leg_billsec"):
         if getattr(cdr, name) is not None and getattr(call, name) != getattr(cdr, name):
             setattr(call, name, getattr(cdr, name))
@@ -221,9 +225,6 @@ def complete(call: CallState, cdr: CallState) -> list[str]:
     if not call.finished:
         call.finished = True
         changed.append("finished")
-    if call.answered_by is None and cdr.answered_by is not None:
-        call.answered_by = cdr.answered_by
-        changed.append("answered_by")
     if cdr.external_answered and not call.external_answered:
         call.external_answered = True
         changed.append("external_answered")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -30,7 +31,7 @@ from screenpop.db.callrecords import call_records
 from screenpop.db.database import open_database
 from screenpop.db.lookup import Lookup
 from screenpop.db.migrations import migrate
-from screenpop.db.models import CallEvent, CdrLeg
+from screenpop.db.models import Call, CallEvent, CdrLeg
 from screenpop.db.numbers import NumberRules
 
 from support import (
@@ -159,8 +160,9 @@ def _index(scenario: str, predicate) -> int:
     raise AssertionError("event not found")
 
 
-def _run(tmp_path: Path, db_url: str, scenario: str, *sim_args: str, http_port: int) -> None:
-    """One simulator replaying the capture with the given options into one daemon; both end cleanly."""
+def _run(tmp_path: Path, db_url: str, scenario: str, *sim_args: str, http_port: int) -> str:
+    """One simulator replaying the capture with the given options into one daemon; both end cleanly.
+    Returns the daemon's log."""
     port = free_port()
     sim = simulator(tmp_path, port, "--replay", str(CAPTURES / f"{scenario}.plain.esl"), "--speed", "0",
                     "--linger", "0.3", *sim_args)
@@ -169,6 +171,7 @@ def _run(tmp_path: Path, db_url: str, scenario: str, *sim_args: str, http_port: 
         assert sim.wait(60) == 0, sim.log()
         assert "unable to post" not in sim.log(), sim.log()
         assert d.terminate() == 0, d.log()
+        return d.log()
     finally:
         sim.close()
         d.close()
@@ -267,7 +270,8 @@ def stored_pops() -> dict[str, list[str]]:
 @pytest.mark.parametrize("scenario", ["transfer", "queue"])
 def test_cdrs_of_calls_the_daemon_saw_whole_change_nothing(tmp_path, db_url, store, scenario):
     http_port = free_port()
-    _run(tmp_path, db_url, scenario, *_cdr_args(http_port), http_port=http_port)
+    log = _run(tmp_path, db_url, scenario, *_cdr_args(http_port), http_port=http_port)
+    assert "from FreeSWITCH's CDRs" not in log, "the daemon's own record agrees with FreeSWITCH's"
     want, keys = _expected_calls(scenario)
     records = call_records()
     assert [comparable(r, keys) for r in records] == want and not any(r["recovered"] for r in records)
@@ -375,3 +379,40 @@ def test_a_stored_call_the_tracker_no_longer_holds_is_completed_from_the_databas
 def _flush(writer: Writer) -> None:
     while writer.pending or writer._calls:
         writer.flush_once()
+
+
+def test_calls_of_a_kill_9_gap_are_completed_or_recovered(tmp_path, sqlite_url):
+    """Issue 14 (3b): the daemon is killed (-9) amid generated calls and comes back seconds later. Calls that
+    began and ended in the gap are recovered from their CDRs; none is lost, none lacks its hangup cause, and
+    none that an operator answered is stored as missed."""
+    db = open_database(sqlite_url)
+    migrate(db)
+    expect = tmp_path / "expect.jsonl"
+    port, http_port = free_port(), free_port()
+    sim = simulator(tmp_path, port, "--generate", "--calls", "80", "--rate", "4", "--speed", "4", "--seed", "14",
+                    "--expect", str(expect), "--linger", "1", *_cdr_args(http_port))
+    config = write_config(tmp_path / "screenpop.toml", port, sqlite_url, http_port=http_port, cdr=CDR_CONFIG)
+    first = daemon(tmp_path, config, name="daemon1")
+    try:
+        wait_for(lambda: Call.select().count() >= 5, 30, "the first calls")
+        first.kill()
+        time.sleep(3.0)
+        second = daemon(tmp_path, config, name="daemon2")
+        assert sim.wait(120) == 0, sim.log()
+        assert "unable to post" not in sim.log(), sim.log()
+        assert second.terminate() == 0, second.log()
+        second.close()
+    finally:
+        sim.close()
+        first.close()
+    wanted = {item["a_leg"]: item for item in map(json.loads, expect.read_text(encoding="utf-8").splitlines())}
+    records = {r["uuid"]: r for r in call_records()}
+    assert set(records) == set(wanted), "every call stored, once"
+    popped = {uuid for (uuid,) in CallEvent.select(CallEvent.uuid).distinct().tuples()}
+    assert any(r["recovered"] for r in records.values()), "calls in the gap"
+    keys = list(next(iter(wanted.values()))["call"].keys())
+    for uuid, record in records.items():
+        assert record["hangup_cause"] and record["a_leg_billsec"] is not None and record["ended_at"], record
+        assert comparable(record, keys) == comparable(wanted[uuid]["call"], keys), wanted[uuid]["scenario"]
+        assert not (record["recovered"] and uuid in popped), "a recovered call popped nobody"
+    db.close()
