@@ -275,11 +275,13 @@ class CdrIntake:
     # ---- Sink: the tracker's output on its way to the writer ------------------------------
 
     def save_call(self, call: CallState) -> None:
-        """Pass the call on; one that just ended with its CDR waiting is completed from it."""
+        """Pass the call on. One that just ended is completed from its CDRs if they are in already: its CDR came
+        while it was followed, or the daemon did not see its a-leg hang up (it was closed at a reconnect, maybe
+        by the next run of the daemon)."""
         self.writer.save_call(call)
-        if call.finished:
+        if call.finished and call.uuid not in self._recent:
             self._remember(call)
-            if call.uuid in self._waiting:
+            if call.uuid in self._waiting or call.hangup_cause is None:
                 self._waiting.discard(call.uuid)
                 gevent.spawn(self._complete_logged, call.uuid)
 

@@ -416,3 +416,39 @@ def test_calls_of_a_kill_9_gap_are_completed_or_recovered(tmp_path, sqlite_url):
         assert comparable(record, keys) == comparable(wanted[uuid]["call"], keys), wanted[uuid]["scenario"]
         assert not (record["recovered"] and uuid in popped), "a recovered call popped nobody"
     db.close()
+
+
+def test_cdrs_taken_before_a_daemon_restart_complete_the_call_the_next_run_closes(tmp_path, db_url, store):
+    """The CDRs arrive while the daemon still follows the call, then the daemon stops: its next run restores the
+    call, finds it gone at the resync, and completes it from the CDRs it stored."""
+    scenario = "inbound-answered"
+    cut = _index(scenario, lambda e: e.get("Event-Name") == "CHANNEL_BRIDGE") + 1
+    port, http_port = free_port(), free_port()
+    capture = str(CAPTURES / f"{scenario}.plain.esl")
+    config = write_config(tmp_path / "screenpop.toml", port, db_url, http_port=http_port, cdr=CDR_CONFIG)
+    first_sim = simulator(tmp_path, port, "--replay", capture, "--speed", "0", "--until-event", str(cut), name="sim1")
+    first = daemon(tmp_path, config, name="daemon1")
+    try:
+        first_sim.wait(20)
+        wait_for(lambda: "lost connection" in first.log(), 20, "the daemon to notice FreeSWITCH is gone")
+        for body in cdrs_of(load_capture_events(CAPTURES / f"{scenario}.plain.esl")).values():
+            assert _post(f"http://127.0.0.1:{http_port}/api/v1/cdr", body.encode())[0] == 200
+        assert "still followed" in first.log()
+        assert first.terminate() == 0, first.log()
+        (open_call,) = call_records()
+        assert open_call["ended_at"] is None
+        second_sim = simulator(tmp_path, port, "--replay", capture, "--speed", "0", "--from-event",
+                               str(_events(scenario)), "--linger", "0.5", name="sim2")
+        second = daemon(tmp_path, config, name="daemon2")
+        assert second_sim.wait(60) == 0, second_sim.log()
+        wait_for(lambda: "completed from FreeSWITCH's CDRs" in second.log(), 20, "the stored CDRs to complete the call")
+        assert second.terminate() == 0, second.log()
+        second.close()
+        second_sim.close()
+    finally:
+        first_sim.close()
+        first.close()
+    want, keys = _expected_calls(scenario)
+    (record,) = call_records()
+    assert [comparable(record, keys)] == want and record["ended_at"].startswith("2026-11-26T17:34:23.88")
+    assert stored_pops() == {"1001": ["ringing", "answered", "ended"]}
