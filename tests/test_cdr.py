@@ -28,10 +28,11 @@ from screenpop.daemon.writer import Writer
 from screenpop.db import analytics
 from screenpop.db.analytics import Period
 from screenpop.db.callrecords import call_records
+from screenpop.db.cdrlegs import store_leg
 from screenpop.db.database import open_database
 from screenpop.db.lookup import Lookup
 from screenpop.db.migrations import migrate
-from screenpop.db.models import Call, CallEvent, CdrLeg
+from screenpop.db.models import Call, CallEvent, CdrLeg, SchemaVersion
 from screenpop.db.numbers import NumberRules
 
 from support import (
@@ -452,3 +453,13 @@ def test_cdrs_taken_before_a_daemon_restart_complete_the_call_the_next_run_close
     (record,) = call_records()
     assert [comparable(record, keys)] == want and record["ended_at"].startswith("2026-11-26T17:34:23.88")
     assert stored_pops() == {"1001": ["ringing", "answered", "ended"]}
+
+
+def test_migration_9_adds_the_cdr_table_and_recovered_to_a_database_made_before_it(db):
+    Call.create(uuid="stored-before", direction="INCOMING", started_at=dt.datetime(2026, 11, 1))
+    db.execute_sql("DROP TABLE cdr_leg")
+    db.execute_sql('ALTER TABLE "call" DROP COLUMN recovered')
+    SchemaVersion.delete().where(SchemaVersion.version == 9).execute()
+    assert migrate(db) == [9] and migrate(db) == []
+    assert Call.get(Call.uuid == "stored-before").recovered is False
+    assert store_leg("leg-1", None, "{}") and not store_leg("leg-1", None, "{}")
