@@ -455,11 +455,11 @@ def test_cdrs_taken_before_a_daemon_restart_complete_the_call_the_next_run_close
     assert stored_pops() == {"1001": ["ringing", "answered", "ended"]}
 
 
-def test_migration_9_adds_the_cdr_table_and_recovered_to_a_database_made_before_it(db):
+def test_migration_11_adds_the_cdr_table_and_recovered_to_a_database_made_before_it(db):
     Call.create(uuid="stored-before", direction="INCOMING", started_at=dt.datetime(2026, 11, 1))
     db.execute_sql("DROP TABLE cdr_leg")
     db.execute_sql('ALTER TABLE "call" DROP COLUMN recovered')
-    SchemaVersion.delete().where(SchemaVersion.version == 9).execute()
-    assert migrate(db) == [9] and migrate(db) == []
+    SchemaVersion.delete().where(SchemaVersion.version == 11).execute()
+    assert migrate(db) == [11] and migrate(db) == []
     assert Call.get(Call.uuid == "stored-before").recovered is False
     assert store_leg("leg-1", None, "{}") and not store_leg("leg-1", None, "{}")
