@@ -95,7 +95,7 @@ def _text(value: Any) -> str:
 def _us(raw: str, what: str) -> int:
     if not raw:
         return 0
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 16:  # 16 digits: up to the year 2286
         raise DataError(400, f"{what}: must be microseconds since the epoch")
     return int(raw)
 

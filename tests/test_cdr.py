@@ -118,6 +118,8 @@ def test_a_cdr_reads_the_same_in_each_of_mod_json_cdrs_encodings():
      JSON_TYPE, 400),
     (b'{"variables": {"uuid": "a1", "start_uepoch": "-5", "end_uepoch": "9"}, "channel_data": {}, '
      b'"callflow": [{"caller_profile": {}}]}', JSON_TYPE, 400),
+    (b'{"variables": {"uuid": "a1", "start_uepoch": "1", "end_uepoch": "9999999999999999999"}, "channel_data": {}, '
+     b'"callflow": [{"caller_profile": {}}]}', JSON_TYPE, 400),
     (b"{}", "text/plain", 415),
     (b"json={}", FORM_TYPE, 400),
     (b"cdr=%%%not base64", BASE64_TYPE, 400),
