@@ -384,17 +384,15 @@ def _flush(writer: Writer) -> None:
         writer.flush_once()
 
 
-def test_calls_of_a_kill_9_gap_are_completed_or_recovered(tmp_path, sqlite_url):
+def test_calls_of_a_kill_9_gap_are_completed_or_recovered(tmp_path, db_url, store):
     """Issue 14 (3b): the daemon is killed (-9) amid generated calls and comes back seconds later. Calls that
     began and ended in the gap are recovered from their CDRs; none is lost, none lacks its hangup cause, and
     none that an operator answered is stored as missed."""
-    db = open_database(sqlite_url)
-    migrate(db)
     expect = tmp_path / "expect.jsonl"
     port, http_port = free_port(), free_port()
     sim = simulator(tmp_path, port, "--generate", "--calls", "80", "--rate", "4", "--speed", "4", "--seed", "14",
                     "--expect", str(expect), "--linger", "1", *_cdr_args(http_port))
-    config = write_config(tmp_path / "screenpop.toml", port, sqlite_url, http_port=http_port, cdr=CDR_CONFIG)
+    config = write_config(tmp_path / "screenpop.toml", port, db_url, http_port=http_port, cdr=CDR_CONFIG)
     first = daemon(tmp_path, config, name="daemon1")
     try:
         wait_for(lambda: Call.select().count() >= 5, 30, "the first calls")
@@ -418,7 +416,6 @@ def test_calls_of_a_kill_9_gap_are_completed_or_recovered(tmp_path, sqlite_url):
         assert record["hangup_cause"] and record["a_leg_billsec"] is not None and record["ended_at"], record
         assert comparable(record, keys) == comparable(wanted[uuid]["call"], keys), wanted[uuid]["scenario"]
         assert not (record["recovered"] and uuid in popped), "a recovered call popped nobody"
-    db.close()
 
 
 def test_cdrs_taken_before_a_daemon_restart_complete_the_call_the_next_run_closes(tmp_path, db_url, store):
