@@ -50,6 +50,7 @@ JSON_TYPE = "application/json"                          # encode = false
 FORM_TYPE = "application/x-www-form-urlencoded"         # encode = true: cdr=<switch_url_encode(json)>
 BASE64_TYPE = "application/x-www-form-base64-encoded"   # encode = base64: cdr=<base64(json)>
 TIME_TOLERANCE = dt.timedelta(seconds=1)  # the daemon's times within this of FreeSWITCH's are its own events' times
+_PARTY_TIMES = ("rang_at", "answered_at", "ended_at")
 REMEMBER = 10_000  # finished calls kept at hand, so a CDR finds a call the writer has not stored yet
 _UUID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._:-]{0,63}$")
 _EPOCH = dt.datetime(1970, 1, 1)
@@ -192,8 +193,8 @@ def rebuild(legs: list[LegCdr], root: str, tracker: CallTracker) -> CallState | 
                 timeline.append((at, rank, d, name, leg))
     timeline.sort(key=lambda item: item[:3])
     sink = _Collect()
-    private = CallTracker(tracker.rules, sink)  # no customer lookup: nothing in here may yield (see below)
-    quiet, _CALLS_LOG.disabled = _CALLS_LOG.disabled, True  # its "call ... ended" lines are not calls ending now
+    private = CallTracker(tracker.rules, sink)  # no customer lookup: a query would yield to other greenlets ...
+    quiet, _CALLS_LOG.disabled = _CALLS_LOG.disabled, True  # ... while its "call ... ended" lines are muted
     try:
         for at, _, _, name, leg in timeline:
             private.handle(Event({**leg.headers, "Event-Name": name, "Event-Date-Timestamp": str(at)}))
@@ -234,11 +235,14 @@ def complete(call: CallState, cdr: CallState) -> list[str]:
             mine = call.parties[theirs.extension] = Party(theirs.extension, theirs.role, len(call.parties))
             _take(mine, theirs)
             changed.append(f"party {theirs.extension}")
-        elif mine.outcome != theirs.outcome and mine.outcome in (None, "missed"):
-            _take(mine, theirs)
+        elif (mine.outcome in (None, "missed") and mine.outcome != theirs.outcome) or (theirs.talked and not mine.talked):
+            _take(mine, theirs)  # the daemon missed the answer (it saw nothing, or a reconnect's "missed")
             changed.append(f"party {theirs.extension}")
-        elif any(_off(getattr(mine, n), getattr(theirs, n)) for n in ("rang_at", "answered_at", "ended_at")):
-            _take(mine, theirs)
+        elif any(_off(getattr(mine, n), getattr(theirs, n)) for n in _PARTY_TIMES):
+            for name in _PARTY_TIMES:
+                if _off(getattr(mine, name), getattr(theirs, name)):
+                    setattr(mine, name, getattr(theirs, name))
+            mine.talk_seconds, mine.dirty = theirs.talk_seconds, True
             changed.append(f"party {theirs.extension} times")
     for name in ("rung", "talked"):
         extra = [ext for ext in getattr(cdr, name) if ext not in getattr(call, name)]
@@ -247,7 +251,9 @@ def complete(call: CallState, cdr: CallState) -> list[str]:
 
 
 def _take(mine: Party, theirs: Party) -> None:
-    mine.rang_at = mine.rang_at if not _off(mine.rang_at, theirs.rang_at) else theirs.rang_at
+    """The party as FreeSWITCH's legs tell it: it rang, answered or not, left (its rang_at kept if close)."""
+    if _off(mine.rang_at, theirs.rang_at):
+        mine.rang_at = theirs.rang_at
     mine.answered_at, mine.ended_at, mine.outcome = theirs.answered_at, theirs.ended_at, theirs.outcome
     mine.talked, mine.talk_seconds, mine.state = theirs.talked, theirs.talk_seconds, theirs.state
     mine.dirty = True
