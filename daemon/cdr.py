@@ -31,7 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import gevent
+import gevent.event
 import gevent.lock
+import peewee
 from flask import Blueprint, Response, jsonify, request
 
 from screenpop.daemon.calls import CallState, CallTracker, Party
@@ -41,7 +43,7 @@ from screenpop.daemon.direction import parent_uuid
 from screenpop.daemon.protocol import Event, decode_value
 from screenpop.daemon.push import PushHub
 from screenpop.daemon.writer import Writer, load_call
-from screenpop.db.cdrlegs import call_legs, store_leg
+from screenpop.db.cdrlegs import call_legs, prune_legs, store_leg
 
 log = logging.getLogger("screenpop.cdr")
 _CALLS_LOG = logging.getLogger("screenpop.calls")
@@ -51,6 +53,7 @@ FORM_TYPE = "application/x-www-form-urlencoded"         # encode = true: cdr=<sw
 BASE64_TYPE = "application/x-www-form-base64-encoded"   # encode = base64: cdr=<base64(json)>
 TIME_TOLERANCE = dt.timedelta(seconds=1)  # the daemon's times within this of FreeSWITCH's are its own events' times
 _PARTY_TIMES = ("rang_at", "answered_at", "ended_at")
+PRUNE_SECONDS = 3600.0  # how often CDRs older than [cdr] keep_days are deleted
 REMEMBER = 10_000  # finished calls kept at hand, so a CDR finds a call the writer has not stored yet
 _UUID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._:-]{0,63}$")
 _EPOCH = dt.datetime(1970, 1, 1)
@@ -327,6 +330,17 @@ class CdrIntake:
         new = self.hub.atomic(store_leg, leg.uuid, leg.parent, text)
         self.complete_call(leg.uuid)
         return leg.uuid, new
+
+    def prune_forever(self, stopped: gevent.event.Event) -> None:
+        """Delete the CDRs older than [cdr] keep_days, hourly until stopped (a few KB a leg add up)."""
+        while not stopped.wait(PRUNE_SECONDS):
+            try:
+                gone = self.hub.atomic(prune_legs, self.config.keep_days)
+            except peewee.DatabaseError as exc:
+                log.debug("old CDRs not pruned this time: %s", exc)  # the next hour tries again
+                continue
+            if gone:
+                log.info("%d CDR leg(s) older than %d days deleted", gone, self.config.keep_days)
 
     def _complete_logged(self, uuid: str) -> None:
         try:

@@ -141,7 +141,8 @@ class ClusterConfig:
 
 @dataclass
 class CdrConfig:
-    """FreeSWITCH's JSON CDRs (docs/cdr.md): mod_json_cdr's HTTP Basic credentials and the largest CDR taken.
+    """FreeSWITCH's JSON CDRs (docs/cdr.md): mod_json_cdr's HTTP Basic credentials, the largest CDR taken, how
+    long received CDRs are kept.
 
     No password (inline or in a file): the endpoint refuses every CDR. encode_values: whether FreeSWITCH
     URL-encodes the variables' values (mod_json_cdr's ``encode-values``, true unless set otherwise there).
@@ -152,6 +153,7 @@ class CdrConfig:
     password_file: str = ""
     max_body_kb: int = 1024
     encode_values: bool = True
+    keep_days: int = 30
 
     def secret(self) -> str:
         """The password mod_json_cdr's ``cred`` sends: the file wins over the inline value; never logged."""
@@ -260,6 +262,8 @@ def parse(data: dict[str, Any]) -> Config:
         raise ConfigError("[web] photo_max_mb must be between 1 and 50")
     if not 16 <= config.cdr.max_body_kb <= 65536:
         raise ConfigError("[cdr] max_body_kb must be between 16 and 65536")
+    if not 1 <= config.cdr.keep_days <= 3650:
+        raise ConfigError("[cdr] keep_days must be between 1 and 3650")
     if not config.cdr.user or ":" in config.cdr.user:
         raise ConfigError("[cdr] user must be a name without ':' (mod_json_cdr sends cred as user:password)")
     config.cdr.secret()

@@ -260,7 +260,8 @@ class Daemon:
         except OSError as exc:
             raise SystemExit(f"screenpop: [http] listen {self.config.http.listen}: {exc.strerror or exc}") from None
         self.push.start()
-        self._greenlets = [gevent.spawn(self.writer.run), gevent.spawn(self._reload_employees)]
+        self._greenlets = [gevent.spawn(self.writer.run), gevent.spawn(self._reload_employees),
+                           gevent.spawn(self.cdr.prune_forever, self._stopped)]
         if self.listener is not None:
             self.listener.start()
         if self.election is not None:

@@ -1,7 +1,9 @@
 """FreeSWITCH's CDRs as received: one row per call leg, kept once, and a call's legs found again by their parents."""
 from __future__ import annotations
 
-from screenpop.db.models import CdrLeg
+import datetime as dt
+
+from screenpop.db.models import CdrLeg, utcnow
 
 MAX_DEPTH = 16  # legs created for legs created for ...: a loopback or queue chain is a few deep, never this
 MAX_LEGS = 500  # legs of one call read back; a call has a handful (a ring group of 50 phones has 51)
@@ -36,3 +38,9 @@ def call_legs(uuid: str) -> tuple[str | None, list[str]]:
         level = [u for u in children if u not in found]
         found.update(level)
     return root, bodies
+
+
+def prune_legs(keep_days: int) -> int:
+    """Forget the CDRs received more than keep_days ago (their calls are complete; mod_json_cdr retries for
+    minutes, not days); how many were deleted."""
+    return CdrLeg.delete().where(CdrLeg.received_at < utcnow() - dt.timedelta(days=keep_days)).execute()

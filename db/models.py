@@ -178,7 +178,7 @@ class CdrLeg(BaseModel):
     id = AutoField()
     uuid = CharField(max_length=64, unique=True)
     parent = CharField(max_length=64, null=True, index=True)
-    received_at = DateTimeField(default=utcnow)
+    received_at = DateTimeField(default=utcnow, index=True)  # old legs are pruned ([cdr] keep_days)
     body = TextField()
 
 

@@ -11,8 +11,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import gevent
+import gevent.event
 import pytest
 
+from screenpop.daemon import cdr
 from screenpop.daemon.calls import CallTracker
 from screenpop.daemon.capture import read_events
 from screenpop.daemon.cdr import BASE64_TYPE, FORM_TYPE, JSON_TYPE, CdrIntake, decode_body, parse_cdr, rebuild
@@ -28,7 +31,7 @@ from screenpop.daemon.writer import Writer
 from screenpop.db import analytics
 from screenpop.db.analytics import Period
 from screenpop.db.callrecords import call_records
-from screenpop.db.cdrlegs import store_leg
+from screenpop.db.cdrlegs import prune_legs, store_leg
 from screenpop.db.database import open_database
 from screenpop.db.lookup import Lookup
 from screenpop.db.migrations import migrate
@@ -462,3 +465,26 @@ def test_migration_11_adds_the_cdr_table_and_recovered_to_a_database_made_before
     assert migrate(db) == [11] and migrate(db) == []
     assert Call.get(Call.uuid == "stored-before").recovered is False
     assert store_leg("leg-1", None, "{}") and not store_leg("leg-1", None, "{}")
+
+
+def test_cdrs_older_than_keep_days_are_pruned(db, monkeypatch):
+    store_leg("old-leg", None, "{}")
+    store_leg("new-leg", "old-leg", "{}")
+    CdrLeg.update(received_at=dt.datetime(2020, 1, 1)).where(CdrLeg.uuid == "old-leg").execute()
+    assert prune_legs(30) == 1 and prune_legs(30) == 0
+    assert [leg.uuid for leg in CdrLeg.select()] == ["new-leg"]
+
+    CdrLeg.update(received_at=dt.datetime(2020, 1, 1)).execute()
+    monkeypatch.setattr(cdr, "PRUNE_SECONDS", 0.05)
+    hub = PushHub(db, lambda: Lookup(db, NUMBERS))
+    hub.start()
+    stopped = gevent.event.Event()
+    pruner = gevent.spawn(CdrIntake(CdrConfig(keep_days=7), Writer(db, e164=str), hub).prune_forever, stopped)
+    try:
+        with gevent.Timeout(30):
+            while CdrLeg.select().exists():
+                gevent.sleep(0.05)
+    finally:
+        stopped.set()
+        pruner.join(5)
+        hub.stop()
