@@ -99,7 +99,7 @@ def _cdr_legs(db: peewee.Database) -> None:
     if not isinstance(db, peewee.SqliteDatabase):
         db.execute_sql('ALTER TABLE "call" ADD COLUMN IF NOT EXISTS recovered boolean NOT NULL DEFAULT false')
     elif "recovered" not in {c.name for c in db.get_columns("call")}:
-        db.execute_sql('ALTER TABLE "call" ADD COLUMN recovered INTEGER NOT NULL DEFAULT 0')
+        db.execute_sql('ALTER TABLE "call" ADD COLUMN recovered INTEGER NOT NULL DEFAULT FALSE')
 
 
 MIGRATIONS: list[Migration] = [

@@ -15,6 +15,7 @@ from peewee import (
     ForeignKeyField,
     IntegerField,
     Model,
+    SQL,
     TextField,
 )
 
@@ -117,7 +118,9 @@ class Call(BaseModel):
     hangup_cause = CharField(max_length=64, null=True)
     missed = BooleanField(default=False)
     node = CharField(max_length=200, default="")
-    recovered = BooleanField(default=False)  # built from FreeSWITCH's CDRs alone: the daemon saw none of it live
+    # built from FreeSWITCH's CDRs alone (the daemon saw none of it live); a database default too, so a daemon of
+    # the version before (a rolling upgrade on one PostgreSQL) still inserts calls
+    recovered = BooleanField(default=False, constraints=[SQL("DEFAULT FALSE")])
 
     class Meta:
         # analytics (covering): a customer's or a number's calls in time order, for callbacks, returned missed

@@ -457,13 +457,22 @@ def test_cdrs_taken_before_a_daemon_restart_complete_the_call_the_next_run_close
     assert stored_pops() == {"1001": ["ringing", "answered", "ended"]}
 
 
+def _insert_as_the_version_before(db, uuid: str) -> None:
+    """A call row as a daemon of the version before writes it (a rolling upgrade on one PostgreSQL)."""
+    db.execute_sql(f'INSERT INTO "call" (uuid, direction, started_at, node, matches, missed) '
+                   f"VALUES ({db.param}, 'INCOMING', {db.param}, 'fs1', 0, {db.param})",
+                   (uuid, dt.datetime(2026, 11, 1), False))
+
+
 def test_migration_11_adds_the_cdr_table_and_recovered_to_a_database_made_before_it(db):
+    _insert_as_the_version_before(db, "fresh")
     Call.create(uuid="stored-before", direction="INCOMING", started_at=dt.datetime(2026, 11, 1))
     db.execute_sql("DROP TABLE cdr_leg")
     db.execute_sql('ALTER TABLE "call" DROP COLUMN recovered')
     SchemaVersion.delete().where(SchemaVersion.version == 11).execute()
     assert migrate(db) == [11] and migrate(db) == []
-    assert Call.get(Call.uuid == "stored-before").recovered is False
+    _insert_as_the_version_before(db, "upgraded")
+    assert {c.uuid: c.recovered for c in Call.select()} == {"fresh": False, "stored-before": False, "upgraded": False}
     assert store_leg("leg-1", None, "{}") and not store_leg("leg-1", None, "{}")
 
 
