@@ -321,7 +321,7 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
         """Before anything reads it: a request body's ceiling by kind (a CDR, API, photo upload, any other form). A
         body declared larger is refused unread; one sent without a length is cut off where it passes the ceiling."""
         if cdr_intake is not None and request.endpoint == "cdr.cdr":
-            limit = cdr_intake.config.max_body_kb * 1024
+            limit = cdr_intake.max_body
         elif request.path.startswith("/api/"):
             limit = api.MAX_BODY
         elif request.endpoint == "customers.upload_photo":

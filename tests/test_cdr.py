@@ -302,7 +302,7 @@ def test_the_endpoint_authenticates_limits_refuses_garbage_and_keeps_a_leg_once(
     http_port = free_port()
     base = f"http://127.0.0.1:{http_port}"
     config = write_config(tmp_path / "screenpop.toml", free_port(), sqlite_url, http_port=http_port,
-                          cdr=CDR_CONFIG + "\nmax_body_kb = 64")
+                          cdr=CDR_CONFIG + "\nmax_body_kb = 128")
     d = daemon(tmp_path, config)
     legs = cdrs_of(load_capture_events(CAPTURES / "inbound-missed.plain.esl"))
     a_leg, body = next((u, b) for u, b in legs.items() if parse_cdr(b).parent is None)
@@ -314,9 +314,12 @@ def test_the_endpoint_authenticates_limits_refuses_garbage_and_keeps_a_leg_once(
         assert _post(url, body.encode(), cred="admin:s3cr:et")[0] == 401
         assert _post(url, b"{oops", cred=CRED) == (400, {"error": "the CDR is not valid JSON"})
         assert _post(url, body.encode(), "text/xml")[0] == 415
-        assert _post(url, b"{" + b" " * 70_000 + b"}")[0] == 413
+        assert _post(url, b"{" + b" " * 140_000 + b"}")[0] == 413
         assert _post(f"{url}?uuid=someone-else", body.encode())[0] == 400
-        assert _post(f"{url}?uuid={a_leg}", body.encode()) == (200, {"status": "stored", "uuid": a_leg})
+        apps = [{"app_name": "log", "app_data": "x" * 1000, "app_stamp": "1795714456784590"}] * 100
+        long_log = json.dumps({**json.loads(body), "app_log": {"applications": apps}}).encode()
+        assert 100_000 < len(long_log) < 128 * 1024, "above the API's 64 KiB, under [cdr] max_body_kb"
+        assert _post(f"{url}?uuid={a_leg}", long_log) == (200, {"status": "stored", "uuid": a_leg})
         assert _post(f"{url}?uuid={a_leg}", body.encode()) == (200, {"status": "duplicate", "uuid": a_leg})
         for uuid, leg in legs.items():
             if uuid != a_leg:
@@ -464,13 +467,13 @@ def _insert_as_the_version_before(db, uuid: str) -> None:
                    (uuid, dt.datetime(2026, 11, 1), False))
 
 
-def test_migration_11_adds_the_cdr_table_and_recovered_to_a_database_made_before_it(db):
+def test_migration_12_adds_the_cdr_table_and_recovered_to_a_database_made_before_it(db):
     _insert_as_the_version_before(db, "fresh")
     Call.create(uuid="stored-before", direction="INCOMING", started_at=dt.datetime(2026, 11, 1))
     db.execute_sql("DROP TABLE cdr_leg")
     db.execute_sql('ALTER TABLE "call" DROP COLUMN recovered')
-    SchemaVersion.delete().where(SchemaVersion.version == 11).execute()
-    assert migrate(db) == [11] and migrate(db) == []
+    SchemaVersion.delete().where(SchemaVersion.version == 12).execute()
+    assert migrate(db) == [12] and migrate(db) == []
     _insert_as_the_version_before(db, "upgraded")
     assert {c.uuid: c.recovered for c in Call.select()} == {"fresh": False, "stored-before": False, "upgraded": False}
     assert store_leg("leg-1", None, "{}") and not store_leg("leg-1", None, "{}")
