@@ -596,15 +596,18 @@ class EslSupervisor:
     """Keeps one ESL connection to FreeSWITCH alive and feeds its events, in order, to on_event.
 
     Each connection: connect (connect_timeout) -> authenticate -> subscribe to `events` ->
-    on_connected(api) -> events to on_event(event) until the connection ends -> on_disconnected() ->
-    retry after reconnect_min seconds, doubling up to reconnect_max; the delay starts again from
-    reconnect_min after a connection that stayed up stable_after seconds.
+    on_connected(api) -> events to on_event(event) until the connection ends -> on_disconnected().
+    A connection that stayed up stable_after seconds is retried at once when it drops; a failed attempt
+    (or a connection that dropped sooner) is retried after reconnect_min seconds, doubling up to
+    reconnect_max while attempts keep failing.
 
     on_connected runs before any event of that connection is dispatched (they wait in the queue), so the
     consumer can resync from api('show channels as json') first. api(cmd) runs `api <cmd>` with
     command_timeout and returns the response body. An exception in on_event is logged with the event's
-    Event-Name and Unique-ID and the loop goes on. With keepalive seconds without any event, an
-    `api status` probes the connection, so a dead one is noticed within keepalive + command_timeout.
+    Event-Name and Unique-ID and the loop goes on. After keepalive seconds without any event, an
+    `api status` probes the connection and must be answered within min(keepalive, command_timeout), so a
+    frozen connection is noticed within keepalive + min(keepalive, command_timeout) seconds. stop() ends
+    the connection with `exit`, then dispatches every event read before it closed.
     """
 
     def __init__(
@@ -620,8 +623,8 @@ class EslSupervisor:
         command_timeout: float = 5.0,
         reconnect_min: float = 0.5,
         reconnect_max: float = 10.0,
-        stable_after: float = 30.0,
-        keepalive: float | None = 30.0,
+        stable_after: float = 1.0,
+        keepalive: float | None = 2.0,
     ):
         self.host = host
         self.port = int(port)
@@ -712,7 +715,8 @@ class EslSupervisor:
         return self._greenlet.dead
 
     def stop(self, timeout: float = 5.0) -> None:
-        """End the loop: `exit` to FreeSWITCH if connected (within the command timeout), close, join."""
+        """End the loop: `exit` to FreeSWITCH if connected (within the command timeout), so nothing more is
+        read; close; then wait up to timeout seconds while the events already read are dispatched."""
         self._stopping = True
         self._wake.set()
         esl = self.esl
@@ -722,7 +726,9 @@ class EslSupervisor:
         if greenlet is not None and greenlet is not gevent.getcurrent():
             greenlet.join(timeout)
             if not greenlet.dead:
-                log.warning("ESL supervisor did not stop within %s s; killing it", _secs(timeout))
+                left = esl._esl_event_queue.qsize() if esl is not None else 0
+                log.error("ESL supervisor did not stop within %s s; killing it with %d event(s) not processed",
+                          _secs(timeout), max(0, left - 1))
                 greenlet.kill(block=True, timeout=1.0)
 
     def api(self, command: str, timeout: float | None = None) -> str:
@@ -742,7 +748,6 @@ class EslSupervisor:
             esl = GuardedInboundESL(self.host, self.port, self._password, timeout=self.connect_timeout,
                                     command_timeout=self.command_timeout, dispatch=False)
             self.esl = esl
-            started = time.monotonic()
             try:
                 esl.connect()
                 reply = esl.send(self.subscription)
@@ -776,17 +781,18 @@ class EslSupervisor:
                 self.connect_failures += 1
                 self.last_error = f"internal error: {exc!r}"[:200]
             else:
+                up_at = time.monotonic()
                 self._serve(esl)
                 if self._stopping:
                     break
-                if time.monotonic() - started >= self.stable_after:
-                    delay = self.reconnect_min
+                if time.monotonic() - up_at >= self.stable_after:
+                    delay = 0.0  # it was working: try again at once, back off only if that fails
                 self.last_error = esl.lost_reason
                 self._logged_failure = ("", 0.0)
-                log.warning("lost connection to FreeSWITCH %s (%s); retrying in %s s",
-                            self.address, esl.lost_reason, _secs(delay))
+                log.warning("lost connection to FreeSWITCH %s (%s); %s", self.address, esl.lost_reason,
+                            f"retrying in {_secs(delay)} s" if delay else "reconnecting now")
             self._wake.wait(delay)
-            delay = min(delay * 2, self.reconnect_max)
+            delay = min(max(delay * 2, self.reconnect_min), self.reconnect_max)
         esl = self.esl
         if esl is not None:
             esl.close("stopped")
@@ -816,7 +822,8 @@ class EslSupervisor:
                 try:
                     self.on_connected(self.api)
                 except NotConnectedError as exc:
-                    log.warning("connection to FreeSWITCH %s lost while resyncing: %s", self.address, exc)
+                    log.log(logging.INFO if self._stopping else logging.WARNING,
+                            "connection to FreeSWITCH %s lost while resyncing: %s", self.address, exc)
                 except Exception:
                     log.exception("on_connected failed; dispatching events anyway")
             self._dispatch(esl)
@@ -831,16 +838,18 @@ class EslSupervisor:
                     log.exception("on_disconnected failed")
 
     def _dispatch(self, esl: GuardedInboundESL) -> None:
+        """Events in arrival order until the connection ends, including those read before a stop closed it."""
         on_event = self.on_event
         keepalive = self.keepalive or None
+        probe_timeout = min(keepalive, self.command_timeout) if keepalive else None
         next_event = esl.next_event
-        while not self._stopping:
+        while True:
             event = next_event(keepalive)
             if event is CONNECTION_LOST:
                 return
             if event is None:  # quiet for `keepalive` seconds: is anybody there?
                 try:
-                    esl.send("api status")
+                    esl.send("api status", timeout=probe_timeout)
                 except NotConnectedError:
                     pass
                 continue

@@ -19,6 +19,7 @@ import gevent
 import gevent.event
 import gevent.lock
 import gevent.server
+import gevent.socket
 import greenswitch.esl
 import pytest
 
@@ -646,19 +647,26 @@ def test_backoff_doubles_up_to_the_cap(fake_fs, supervisors):
     assert sup.connect_failures >= 6 and sup.connects == 0
 
 
-def test_backoff_resets_after_a_stable_connection(fake_fs, supervisors):
+def test_an_established_connection_that_drops_is_retried_at_once_and_failures_back_off(fake_fs, supervisors, caplog):
+    caplog.set_level(logging.WARNING, logger="screenpop.esl")
+    up_for = {1: 0.6, 2: 0.6, 5: 0.1}  # seconds each connection stays up; 3 and 4 fail before the handshake
+
     def script(conn):
+        if conn.number in (3, 4):
+            return
         if conn.handshake():
             conn.read_command()
             conn.send(reply("+OK event listener enabled plain"))
-            gevent.sleep(0.6 if conn.number == 4 else 0)
+            gevent.sleep(up_for.get(conn.number, 10))
 
     fs = fake_fs(script)
-    supervisors(fs.port, reconnect_min=0.05, reconnect_max=1.0, stable_after=0.4)
-    assert fs.wait_conns(5, timeout=5)
+    supervisors(fs.port, reconnect_min=0.5, reconnect_max=1.0, stable_after=0.4)
+    assert fs.wait_conns(6, timeout=10)
     gaps = [b - a for a, b in zip(fs.accepted_at, fs.accepted_at[1:])]
-    assert gaps[0] < 0.15 and 0.09 < gaps[1] and 0.19 < gaps[2] < 0.4
-    assert 0.6 < gaps[3] < 0.6 + 0.15, gaps  # up for 0.6 s, then back after reconnect_min again
+    assert 0.6 <= gaps[0] < 0.6 + 0.4 and 0.6 <= gaps[1] < 0.6 + 0.4, gaps  # dropped after 0.6 s: back at once
+    assert 0.5 <= gaps[2] < 0.5 + 0.4 and 1.0 <= gaps[3] < 1.0 + 0.4, gaps  # failed attempts: 0.5 s, then doubled
+    assert 1.1 <= gaps[4] < 1.1 + 0.4, gaps  # up for less than stable_after: still backing off (capped at 1 s)
+    assert "reconnecting now" in caplog.text
 
 
 def test_on_connected_runs_before_queued_events(fake_fs, supervisors):
@@ -735,6 +743,27 @@ def test_stop_sends_exit_and_ends_quickly(fake_fs, supervisors):
     assert len(fs.conns) == 1
 
 
+def test_stop_dispatches_every_event_read_before_the_exit(fake_fs, supervisors):
+    """SIGTERM's order: no more reading (`exit` answered), then every event already read goes to on_event."""
+    many = b"".join(event(f"u{i}") for i in range(500))
+    fs = fake_fs(lambda conn: conn.handshake() and conn.serve(after_subscribe=lambda c: c.send(many)))
+    gate = gevent.event.Event()
+    got = []
+
+    def on_event(ev):
+        gate.wait()  # a busy consumer: everything is read, nothing dispatched yet
+        got.append(ev.headers["Unique-ID"])
+
+    sup = supervisors(fs.port, on_event=on_event)
+    assert wait_for(lambda: sup.events_received == 500)
+    stopping = gevent.spawn(sup.stop, 10)
+    assert wait_for(lambda: fs.conns[0].commands[-1] == "exit")
+    gate.set()
+    stopping.join(10)
+    assert stopping.dead and sup.join(0)
+    assert got == [f"u{i}" for i in range(500)]
+
+
 def test_stop_does_not_wait_for_a_silent_freeswitch(fake_fs, supervisors):
     def script(conn):
         if conn.handshake():
@@ -775,6 +804,66 @@ def test_keepalive_probe_notices_a_dead_connection(fake_fs, supervisors):
     supervisors(fs.port, keepalive=0.2, command_timeout=0.2, reconnect_min=0.05)
     assert fs.wait_conns(2, timeout=2)
     assert fs.conns[0].commands[-1] == "api status"
+
+
+class FreezingProxy:
+    """A TCP relay to FreeSWITCH whose open connections can freeze: still open, nothing passes either way
+    (a stuck NAT entry or firewall state); connections made after the freeze pass again."""
+
+    def __init__(self, upstream_port: int):
+        self.upstream_port = upstream_port
+        self.frozen: list[gevent.event.Event] = []
+        self.server = gevent.server.StreamServer(("127.0.0.1", 0), self._handle)
+        self.server.start()
+        self.port = self.server.server_port
+
+    def _handle(self, sock, _addr) -> None:
+        upstream = gevent.socket.create_connection(("127.0.0.1", self.upstream_port))
+        frozen = gevent.event.Event()
+        self.frozen.append(frozen)
+
+        def pump(src, dst):
+            try:
+                while not frozen.is_set():
+                    data = src.recv(65536)
+                    if not data or frozen.is_set():
+                        break
+                    dst.sendall(data)
+            except OSError:
+                return
+            frozen.wait()  # frozen: hold both sockets open, pass nothing
+
+        pumps = [gevent.spawn(pump, sock, upstream), gevent.spawn(pump, upstream, sock)]
+        gevent.joinall(pumps)
+        sock.close()
+        upstream.close()
+
+    def freeze(self) -> None:
+        for frozen in self.frozen:
+            frozen.set()
+
+    def stop(self) -> None:
+        self.server.stop(timeout=0.5)
+
+
+def test_a_frozen_connection_is_noticed_within_seconds_with_the_defaults(supervisors):
+    """The simulator as FreeSWITCH behind a relay that freezes: the default keepalive probe notices it and
+    the supervisor reconnects, well within FreeSWITCH's 20 s HEARTBEAT interval."""
+    from screenpop.daemon.simulator import Simulator
+
+    sim = Simulator("127.0.0.1", 0, PASSWORD)
+    sim.start()
+    proxy = FreezingProxy(sim.port)
+    try:
+        sup = supervisors(proxy.port, connect_timeout=5.0, command_timeout=5.0)  # [freeswitch]'s defaults
+        assert wait_for(lambda: sup.connected)
+        proxy.freeze()
+        assert wait_for(lambda: sup.connects == 2 and sup.connected, timeout=12), sup.stats()
+        assert "no reply to 'api status'" in sup.last_error
+    finally:
+        proxy.stop()
+        sim.stop_listening()
+        sim.close_clients(notice=False)
 
 
 def test_rude_rejection(fake_fs, clients, supervisors, caplog):
