@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -96,6 +97,72 @@ class Proc:
     def close(self) -> None:
         self.kill()
         self._log.close()
+
+
+class Proxy(threading.Thread):
+    """A TCP relay the test can cut (every connection closed, new ones refused) and restore, or freeze (the
+    connections open now stay open but pass nothing either way, as behind a stuck firewall; new ones pass)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        super().__init__(daemon=True)
+        self.target = target
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.up = True
+        self.socks: set[socket.socket] = set()
+        self.frozen: list[threading.Event] = []
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            if not self.up:
+                client.close()
+                continue
+            upstream = socket.create_connection(self.target)
+            frozen = threading.Event()
+            with self.lock:
+                self.socks |= {client, upstream}
+                self.frozen.append(frozen)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b, frozen), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, frozen: threading.Event) -> None:
+        try:
+            while (data := src.recv(65536)) and not frozen.is_set():
+                dst.sendall(data)
+        except OSError:
+            pass
+        if frozen.is_set():
+            return  # the sockets stay open until cut() or close()
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def freeze(self) -> None:
+        with self.lock:
+            for frozen in self.frozen:
+                frozen.set()
+
+    def cut(self) -> None:
+        self.up = False
+        with self.lock:
+            socks, self.socks = self.socks, set()
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self) -> None:
+        self.cut()
+        self.server.close()
 
 
 def simulator(tmp: Path, port: int, *args: str, name: str = "sim") -> Proc:

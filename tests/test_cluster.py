@@ -6,7 +6,6 @@ import contextlib
 import json
 import re
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from screenpop.db.numbers import NumberRules
 
 from sse import Stream
 from pgserver import PrivateServer
-from support import CAPTURES, daemon, free_port, http_ready, simulator, wait_for, write_config
+from support import CAPTURES, Proxy, daemon, free_port, http_ready, simulator, wait_for, write_config
 
 pytestmark = pytest.mark.postgres
 
@@ -338,61 +337,6 @@ def test_standby_takes_over_mid_call(cluster, store, failure):
 
 
 # ---- PostgreSQL out of reach: pops from memory, writes queued, stored once when it is back --------------
-
-
-class Proxy(threading.Thread):
-    """A TCP relay to PostgreSQL the test can cut (every connection closed, new ones refused) and restore."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        super().__init__(daemon=True)
-        self.target = target
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self.up = True
-        self.socks: set[socket.socket] = set()
-        self.lock = threading.Lock()
-
-    def run(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            if not self.up:
-                client.close()
-                continue
-            upstream = socket.create_connection(self.target)
-            with self.lock:
-                self.socks |= {client, upstream}
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cut(self) -> None:
-        self.up = False
-        with self.lock:
-            socks, self.socks = self.socks, set()
-        for s in socks:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-    def close(self) -> None:
-        self.cut()
-        self.server.close()
 
 
 def test_database_outage_pops_go_on_and_everything_is_stored_once(cluster, pg_url, store, tmp_path):

@@ -19,7 +19,6 @@ import gevent
 import gevent.event
 import gevent.lock
 import gevent.server
-import gevent.socket
 import greenswitch.esl
 import pytest
 
@@ -34,6 +33,8 @@ from screenpop.daemon.esl import (
     subscription_command,
 )
 from screenpop.daemon.protocol import Headers, decode_value, parse_event_body, parse_headers, render_headers
+
+from support import Proxy
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -806,46 +807,6 @@ def test_keepalive_probe_notices_a_dead_connection(fake_fs, supervisors):
     assert fs.conns[0].commands[-1] == "api status"
 
 
-class FreezingProxy:
-    """A TCP relay to FreeSWITCH whose open connections can freeze: still open, nothing passes either way
-    (a stuck NAT entry or firewall state); connections made after the freeze pass again."""
-
-    def __init__(self, upstream_port: int):
-        self.upstream_port = upstream_port
-        self.frozen: list[gevent.event.Event] = []
-        self.server = gevent.server.StreamServer(("127.0.0.1", 0), self._handle)
-        self.server.start()
-        self.port = self.server.server_port
-
-    def _handle(self, sock, _addr) -> None:
-        upstream = gevent.socket.create_connection(("127.0.0.1", self.upstream_port))
-        frozen = gevent.event.Event()
-        self.frozen.append(frozen)
-
-        def pump(src, dst):
-            try:
-                while not frozen.is_set():
-                    data = src.recv(65536)
-                    if not data or frozen.is_set():
-                        break
-                    dst.sendall(data)
-            except OSError:
-                return
-            frozen.wait()  # frozen: hold both sockets open, pass nothing
-
-        pumps = [gevent.spawn(pump, sock, upstream), gevent.spawn(pump, upstream, sock)]
-        gevent.joinall(pumps)
-        sock.close()
-        upstream.close()
-
-    def freeze(self) -> None:
-        for frozen in self.frozen:
-            frozen.set()
-
-    def stop(self) -> None:
-        self.server.stop(timeout=0.5)
-
-
 def test_a_frozen_connection_is_noticed_within_seconds_with_the_defaults(supervisors):
     """The simulator as FreeSWITCH behind a relay that freezes: the default keepalive probe notices it and
     the supervisor reconnects, well within FreeSWITCH's 20 s HEARTBEAT interval."""
@@ -853,7 +814,8 @@ def test_a_frozen_connection_is_noticed_within_seconds_with_the_defaults(supervi
 
     sim = Simulator("127.0.0.1", 0, PASSWORD)
     sim.start()
-    proxy = FreezingProxy(sim.port)
+    proxy = Proxy(("127.0.0.1", sim.port))
+    proxy.start()
     try:
         sup = supervisors(proxy.port, connect_timeout=5.0, command_timeout=5.0)  # [freeswitch]'s defaults
         assert wait_for(lambda: sup.connected)
@@ -861,7 +823,7 @@ def test_a_frozen_connection_is_noticed_within_seconds_with_the_defaults(supervi
         assert wait_for(lambda: sup.connects == 2 and sup.connected, timeout=12), sup.stats()
         assert "no reply to 'api status'" in sup.last_error
     finally:
-        proxy.stop()
+        proxy.close()
         sim.stop_listening()
         sim.close_clients(notice=False)
 
