@@ -40,6 +40,7 @@ class FreeswitchConfig:
     command_timeout: float = 5.0
     reconnect_min: float = 0.5
     reconnect_max: float = 10.0
+    keepalive: float = 2.0
     startup_wait: float = 30.0
 
     def secret(self) -> str:
@@ -244,6 +245,8 @@ def parse(data: dict[str, Any]) -> Config:
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigError(f"[analytics] timezone {config.analytics.timezone!r} is not a known IANA zone "
                               "(e.g. Europe/Berlin)") from None
+    if not 0.5 <= config.freeswitch.keepalive <= 60:
+        raise ConfigError("[freeswitch] keepalive must be between 0.5 and 60 seconds")
     if not 0 <= config.freeswitch.startup_wait <= 600:
         raise ConfigError("[freeswitch] startup_wait must be between 0 and 600 seconds")
     if config.database.queue_max < 1000:

@@ -36,6 +36,9 @@ log = logging.getLogger("screenpop.daemon")
 SETTLE_SECONDS = 1.0  # after a resync, time for the events received before its reply to go through
 STATUS_SECONDS = 5.0  # how often systemd's STATUS= is refreshed (more often when the watchdog asks for it)
 MIGRATION_TIMEOUT = 3600.0  # start-up time asked of systemd while a schema migration runs (the unit allows 90 s)
+DRAIN_SECONDS = 10.0  # at stop, time for the events already read from FreeSWITCH to be tracked (the unit allows 30 s)
+WRITE_SECONDS = 10.0  # at stop, time for everything queued to be written (the database may be away)
+EXIT_NOT_WRITTEN = 1  # exit status when calls or pops could not be written before exit
 RELOADABLE = ("numbers", "pbx", "log")  # config sections SIGHUP applies; the others need a restart
 
 
@@ -107,6 +110,7 @@ class Daemon:
             command_timeout=fs.command_timeout,
             reconnect_min=fs.reconnect_min,
             reconnect_max=fs.reconnect_max,
+            keepalive=fs.keepalive,
         )
         self._snapshot: tuple[list[dict], int] | None = None
         self._stopped = gevent.event.Event()
@@ -249,7 +253,13 @@ class Daemon:
     def _disconnected(self) -> None:
         self._snapshot = None
         self.tracker.settle(utcnow())
-        log.warning("FreeSWITCH connection lost with %d call(s) in progress; they are checked on reconnect", len(self.tracker.calls))
+        if self._stopped.is_set():
+            log.info("FreeSWITCH connection closed for the stop: %d event(s) received, %d tracked; %d call(s) in "
+                     "progress stay open in the database and are checked with FreeSWITCH at the next start",
+                     self.esl.events_received, self.esl.events_dispatched, len(self.tracker.calls))
+        else:
+            log.warning("FreeSWITCH connection lost with %d call(s) in progress; they are checked on reconnect",
+                        len(self.tracker.calls))
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -335,17 +345,21 @@ class Daemon:
         return url.split("@")[-1] if "@" in url else url
 
     def stop(self) -> None:
-        """Stop taking events, write everything queued, close the database."""
+        """Stop reading from FreeSWITCH, track every event already read, write everything queued, close the
+        database; exit status EXIT_NOT_WRITTEN if the writes could not all be done."""
         if self._stopped.is_set():
             return
         self._stopped.set()
         self.notify.stopping(f"stopping: writing {self.writer.pending} queued event(s)")
         log.info("stopping: closing the push streams and the FreeSWITCH connection, writing %d queued event(s)", self.writer.pending)
         self.http.stop()
-        self.esl.stop()
+        self.esl.stop(timeout=DRAIN_SECONDS)
         self.tracker.settle(utcnow())
-        if not self.writer.stop(timeout=10):
-            log.error("could not write %d queued event(s) before exit", self.writer.pending)
+        if not self.writer.stop(timeout=WRITE_SECONDS):
+            log.error("could not write %d queued event(s) within %g s before exit: they are lost (kept nowhere), and "
+                      "the calls they belong to are missing or incomplete in the database", self.writer.pending,
+                      WRITE_SECONDS)
+            self._exit_status = EXIT_NOT_WRITTEN
         if self.election is not None:
             self.election.stop()  # after the last write: a standby takes over only now
         if self.listener is not None:
@@ -357,7 +371,8 @@ class Daemon:
         self._done.set()
 
     def serve_forever(self, reload: Callable[[], Config] | None = None) -> int:
-        """Run until SIGTERM or SIGINT (exit status 0 after a clean stop); SIGHUP reloads with reload() if given."""
+        """Run until SIGTERM or SIGINT; SIGHUP reloads with reload() if given. Exit status 0 after a clean stop,
+        EXIT_NOT_WRITTEN if queued writes were lost, 1 after another daemon took this node."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(sig, lambda: gevent.spawn(self.stop))
         if reload is not None:

@@ -54,6 +54,7 @@ def test_documented_block_spells_out_the_defaults(tmp_path):
         ("[cluster]\npoll_interval = 2\n", "[cluster] poll_interval"),
         ("[cluster]\nhang_timeout = 10\n", "[cluster] hang_timeout"),
         ("[database]\nqueue_max = 10\n", "[database] queue_max"),
+        ("[freeswitch]\nkeepalive = 0\n", "[freeswitch] keepalive"),
     ],
 )
 def test_bad_files_say_what_is_wrong(tmp_path, text, message):

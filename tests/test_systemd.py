@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -26,7 +27,7 @@ from screenpop.db.migrations import migrate
 from screenpop.db.models import Call
 
 from sse import Stream
-from support import Proc, free_port, http_ready, simulator, wait_for, write_config
+from support import Proc, Proxy, free_port, http_ready, simulator, wait_for, write_config
 
 ESL_PASSWORD = "esl-secret-4f9a2c"
 
@@ -269,6 +270,8 @@ def test_sigterm_under_load_writes_every_ended_call_closes_streams_and_logs_no_s
     lines = log.splitlines()
     assert lines and all(re.match(r"<[2-7]>(DEBUG|INFO|WARNING|ERROR|CRITICAL) screenpop", line) for line in lines), lines[:5]
     assert "<6>INFO screenpop.daemon: stopped" in lines
+    stopping = next(i for i, line in enumerate(lines) if "screenpop.daemon: stopping:" in line)
+    assert not [line for line in lines[stopping:] if line.startswith(("<4>", "<3>", "<2>"))], "a normal stop warns of nothing"
     for secret in (ESL_PASSWORD, admin, operator):
         assert secret not in log
     from screenpop.daemon.simgen import CALLER_NAMES
@@ -278,6 +281,53 @@ def test_sigterm_under_load_writes_every_ended_call_closes_streams_and_logs_no_s
     for line in lines:  # every line about a call names it by its UUID
         if re.search(r"\bcall\b", line) and "call(s)" not in line:
             assert re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-", line), line
+
+
+def test_sigterm_tracks_every_event_already_read_then_writes_it(run_any):
+    """FreeSWITCH sending as fast as the daemon reads: on SIGTERM the daemon says `exit`, and every event that came
+    before FreeSWITCH's reply is tracked and written, none dropped from the queue."""
+    run = run_any
+    d = run.start_daemon()
+    wait_for(lambda: http_ready(run.url) or d.popen.poll() is not None, 15, "the daemon's HTTP server")
+    sim = run.simulate("--generate", "--calls", "20000", "--rate", "200", "--speed", "0", "--seed", "4")
+    wait_for(lambda: len(ENDED.findall(d.log())) >= 200, 60, "calls to end")
+    assert d.terminate(timeout=40) == 0, d.log()
+    def sent_to() -> list[int]:
+        return [int(n) for n in re.findall(r"disconnected \((\d+) events sent\)", sim.log())]
+
+    wait_for(lambda: any(sent_to()), 10, "the simulator to see the daemon go")
+    sent = max(sent_to())  # the other client was the test's check that the simulator listens
+    counts = re.search(r"closed for the stop: (\d+) event\(s\) received, (\d+) tracked", d.log())
+    assert counts, d.log()[-3000:]
+    assert (int(counts.group(1)), int(counts.group(2))) == (sent, sent)
+    ended_in_log = set(ENDED.findall(d.log()))
+    ended_in_db = {c.uuid for c in _calls(run.db_url) if c.ended_at is not None}
+    assert ended_in_db == ended_in_log
+
+
+@pytest.mark.postgres
+def test_sigterm_during_a_database_outage_exits_non_zero_and_says_what_was_lost(tmp_path, pg_url):
+    """systemd must see a failed stop when calls could not be stored: exit status 1 and an ERROR line."""
+    parts = urlsplit(pg_url)
+    proxy = Proxy((parts.hostname, parts.port or 5432))
+    proxy.start()
+    run = Run(tmp_path, re.sub(r"@[^/]+/", f"@127.0.0.1:{proxy.port}/", pg_url))
+    try:
+        d = run.start_daemon()
+        run.simulate("--generate", "--rate", "10", "--speed", "4", "--seed", "3", "--extensions", "1001-1004")
+        wait_for(lambda: len(ENDED.findall(d.log())) >= 3 or d.popen.poll() is not None, 30, "calls to end")
+        proxy.cut()
+
+        def queued() -> bool:
+            return any(not m["STATUS"].endswith(" 0 write(s) queued") for _, m in run.notify.all("STATUS")[-1:])
+
+        wait_for(queued, 30, "writes to queue up while the database is away")
+        assert d.terminate(timeout=40) == 1, d.log()
+        log = d.log()
+        assert re.search(r"ERROR screenpop.daemon: could not write \d+ queued event\(s\).* they are lost", log), log
+    finally:
+        proxy.close()
+        run.close()
 
 
 def _calls(db_url: str) -> list[Call]:
