@@ -122,7 +122,11 @@ class Proxy(threading.Thread):
             if not self.up:
                 client.close()
                 continue
-            upstream = socket.create_connection(self.target)
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:  # nobody listens there (any more): refused, as a direct connection would be
+                client.close()
+                continue
             frozen = threading.Event()
             with self.lock:
                 self.socks |= {client, upstream}

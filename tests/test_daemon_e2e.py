@@ -19,6 +19,7 @@ from screenpop.db.numbers import NumberRules
 
 from support import (
     CAPTURES,
+    Proxy,
     comparable,
     daemon,
     expected,
@@ -132,6 +133,30 @@ def test_freeswitch_restart_mid_call_loses_and_duplicates_nothing(tmp_path, db_u
         assert record["hangup_cause"] == "NORMAL_CLEARING" and record["a_leg_billsec"] == 5
     else:
         assert record["hangup_cause"] is None, "nobody saw how it ended"
+
+
+def test_a_connection_frozen_mid_call_is_noticed_and_the_call_completed(tmp_path, db_url, store):
+    """The link to FreeSWITCH freezes (open, nothing flowing) while 1001's phone rings: the daemon notices within
+    seconds with the default keepalive, connects again, and gets the answer from `show channels`, the end live."""
+    port = free_port()
+    sim = simulator(tmp_path, port, "--replay", str(CAPTURES / "inbound-answered.plain.esl"), "--speed", "1",
+                    "--linger", "0.5")
+    proxy = Proxy(("127.0.0.1", port))
+    proxy.start()
+    d = daemon(tmp_path, write_config(tmp_path / "screenpop.toml", proxy.port, db_url))
+    try:
+        wait_for(lambda: CallEvent.select().where(CallEvent.event == "ringing").exists(), 15, "the ringing pop")
+        proxy.freeze()
+        wait_for(lambda: "no reply to 'api status'" in d.log(), 15, "the daemon to notice the frozen connection")
+        assert sim.wait(30) == 0, sim.log()
+        assert d.terminate() == 0, d.log()
+    finally:
+        proxy.close()
+        sim.close()
+        d.close()
+    (record,) = call_records()
+    assert record["answered_by"] == "1001" and record["hangup_cause"] == "NORMAL_CLEARING", record
+    assert stored_pops() == {"1001": ["ringing", "answered", "ended"]}
 
 
 def test_daemon_restart_mid_call_gives_no_pop_twice(tmp_path, db_url, store):
