@@ -753,13 +753,7 @@ class CallTracker:
         if call.direction is None:
             log.debug("call %s ended before its direction was known; not recorded", call.uuid)
         else:
-            log.info(
-                "call %s %s ended: %s, answered by %s",
-                call.uuid,
-                call.direction,
-                call.hangup_cause or "?",
-                call.answered_by or "nobody",
-            )
+            log.info("call %s %s ended: %s", call.uuid, call.direction, _outcome(call))
             self.sink.save_call(call)
 
     def _on_hangup_complete(self, leg: Leg, h: Mapping[str, str], at: dt.datetime) -> None:
@@ -793,6 +787,15 @@ def _pending(leg: Leg) -> bool:
     """Whether the leg's timetable can still tell something: it rings towards someone (a phone, or the far end of an
     outgoing call) and has not answered, or its times were guessed at a resync. A caller's own leg never can."""
     return leg.guessed is not None or not (leg.answered or leg.info.inbound or leg.info.kind == OTHER)
+
+
+def _outcome(call: CallState) -> str:
+    """How a call ended, for its log line: the hangup cause (or why there is none), then who answered."""
+    cause = call.hangup_cause or "hangup not seen (it ended while FreeSWITCH was out of reach)"
+    if call.direction == OUTGOING:
+        who = "answered by the far end" if call.external_answered else "not answered by the far end"
+        return f"{cause}, dialled by {call.from_extension or 'an unknown extension'}, {who}"
+    return f"{cause}, answered by {call.answered_by or 'nobody'}"
 
 
 def _row_headers(row: dict, parent: str) -> dict[str, str]:

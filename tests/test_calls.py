@@ -193,6 +193,22 @@ def test_call_that_ended_while_disconnected_is_closed():
     assert tracker.legs == {}
 
 
+def test_the_end_log_line_says_what_happened(caplog):
+    """A sysadmin reading the journal: outgoing calls answered by the far end, ends that were not seen."""
+    caplog.set_level("INFO", logger="screenpop.calls")
+    run("outbound")
+    run("inbound-answered")
+    tracker, _, _ = _until_show_channels("inbound-missed")
+    tracker.resync([], dt.datetime(2026, 11, 26, 18))
+    tracker.settle(dt.datetime(2026, 11, 26, 18))
+    ended = [r.getMessage() for r in caplog.records if " ended: " in r.getMessage()]
+    assert ended[0].endswith(" OUTGOING ended: NORMAL_CLEARING, dialled by 1001, answered by the far end"), ended
+    assert ended[1].endswith(" INCOMING ended: NORMAL_CLEARING, answered by 1001"), ended
+    assert ended[2].endswith(" INCOMING ended: hangup not seen (it ended while FreeSWITCH was out of reach), "
+                             "answered by nobody"), ended
+    assert not [m for m in ended if "?" in m]
+
+
 def test_missed_call_that_ended_while_disconnected_is_missed():
     tracker, sink, rest = _until_show_channels("inbound-missed")
     tracker.resync([], dt.datetime(2026, 11, 26, 18))
