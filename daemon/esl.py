@@ -643,6 +643,8 @@ class EslSupervisor:
         self._greenlet: gevent.Greenlet | None = None
         self._stopping = False
         self._wake = gevent.event.Event()
+        self.first_attempt = gevent.event.Event()
+        """Set once the first connection attempt is over: subscribed and on_connected done, or failed."""
         self._up = False
         self.connects = 0
         self.reconnects = 0
@@ -791,8 +793,10 @@ class EslSupervisor:
                 self._logged_failure = ("", 0.0)
                 log.warning("lost connection to FreeSWITCH %s (%s); %s", self.address, esl.lost_reason,
                             f"retrying in {_secs(delay)} s" if delay else "reconnecting now")
+            self.first_attempt.set()
             self._wake.wait(delay)
             delay = min(max(delay * 2, self.reconnect_min), self.reconnect_max)
+        self.first_attempt.set()
         esl = self.esl
         if esl is not None:
             esl.close("stopped")
@@ -826,6 +830,7 @@ class EslSupervisor:
                             "connection to FreeSWITCH %s lost while resyncing: %s", self.address, exc)
                 except Exception:
                     log.exception("on_connected failed; dispatching events anyway")
+            self.first_attempt.set()
             self._dispatch(esl)
         finally:
             self._up = False

@@ -7,6 +7,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import gevent
 import gevent.event
@@ -19,8 +20,6 @@ from screenpop.daemon.config import Config, ConfigError, NumbersConfig
 from screenpop.daemon.direction import DirectionRules
 from screenpop.daemon.esl import EslSupervisor
 from screenpop.daemon.fanout import Listener, Publisher, current_schema
-from screenpop.daemon.httpserver import HttpServer
-from screenpop.daemon.photos import Photos
 from screenpop.daemon.push import PushHub
 from screenpop.daemon.sdnotify import Notifier
 from screenpop.daemon.writer import Writer, load_open_calls
@@ -31,6 +30,9 @@ from screenpop.db.migrations import MIGRATIONS, current_version, migrate
 from screenpop.db.models import Employee, utcnow
 from screenpop.db.numbers import NumberRules
 
+if TYPE_CHECKING:
+    from screenpop.daemon.httpserver import HttpServer
+
 log = logging.getLogger("screenpop.daemon")
 
 SETTLE_SECONDS = 1.0  # after a resync, time for the events received before its reply to go through
@@ -39,6 +41,7 @@ MIGRATION_TIMEOUT = 3600.0  # start-up time asked of systemd while a schema migr
 DRAIN_SECONDS = 10.0  # at stop, time for the events already read from FreeSWITCH to be tracked (the unit allows 30 s)
 WRITE_SECONDS = 10.0  # at stop, time for everything queued to be written (the database may be away)
 EXIT_NOT_WRITTEN = 1  # exit status when calls or pops could not be written before exit
+FIRST_FOLLOW_SECONDS = 2.0  # at start, the longest HTTP waits for the first FreeSWITCH attempt (success or failure)
 RELOADABLE = ("numbers", "pbx", "log")  # config sections SIGHUP applies; the others need a restart
 
 
@@ -92,9 +95,6 @@ class Daemon:
         self.cdr.tracker = self.tracker
         if self.listener is None:
             self.writer.listeners.append(self.push.committed)
-        self.http = HttpServer(config.http, self.push, Photos(config.database.resolved_photo_dir()), config.web,
-                               on_link=self._customer_linked, zone=local_zone(config.analytics.timezone),
-                               cdr_intake=self.cdr)
         if self.election is None:
             self._resume_open_calls(load_open_calls(self.db, self.node))
         fs = config.freeswitch
@@ -118,6 +118,7 @@ class Daemon:
         self._greenlets: list[gevent.Greenlet] = []
         self._esl_up = gevent.event.Event()
         self._exit_status = 0
+        self.http: HttpServer | None = None
 
     # ---- several daemons on one PostgreSQL (docs/cluster.md) -----------------------------
 
@@ -264,11 +265,9 @@ class Daemon:
     # ---- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Listen for HTTP (a port in use stops the start), then start the writer, the ESL connection, the reloader."""
-        try:
-            self.http.start()
-        except OSError as exc:
-            raise SystemExit(f"screenpop: [http] listen {self.config.http.listen}: {exc.strerror or exc}") from None
+        """Follow FreeSWITCH first (the writer, the ESL connection, the reloader), then load and start HTTP once the
+        first connection attempt is over or FIRST_FOLLOW_SECONDS passed: Flask and the pages cost more CPU than all
+        the rest of the start, and calls must not wait for them. A port in use or a bad certificate stops the start."""
         self.push.start()
         self._greenlets = [gevent.spawn(self.writer.run), gevent.spawn(self._reload_employees),
                            gevent.spawn(self.cdr.prune_forever, self._stopped)]
@@ -276,11 +275,30 @@ class Daemon:
             self.listener.start()
         if self.election is not None:
             self.election.start()
+            first = [self.esl.first_attempt, self._esl_up]  # a standby never connects
         else:
             self.esl.start()
+            first = [self.esl.first_attempt]
+        gevent.wait(first, timeout=FIRST_FOLLOW_SECONDS, count=1)
+        try:
+            self.http = self._http_server()
+            self.http.start()
+        except (ConfigError, OSError) as exc:
+            self.stop()
+            what = f"[http] listen {self.config.http.listen}: {exc.strerror or exc}" if isinstance(exc, OSError) else exc
+            raise SystemExit(f"screenpop: {what}") from None
         self._greenlets.append(gevent.spawn(self._report_to_systemd))
         fs = self.config.freeswitch
         log.info("screenpop daemon started: FreeSWITCH %s:%d, database %s", fs.host, fs.port, self._db_label())
+
+    def _http_server(self) -> HttpServer:
+        """The HTTP side, imported only now (Flask, the pages, the photos: not needed to follow calls)."""
+        from screenpop.daemon.httpserver import HttpServer
+        from screenpop.daemon.photos import Photos
+
+        return HttpServer(self.config.http, self.push, Photos(self.config.database.resolved_photo_dir()), self.config.web,
+                          on_link=self._customer_linked, zone=local_zone(self.config.analytics.timezone),
+                          cdr_intake=self.cdr)
 
     def _report_to_systemd(self) -> None:
         """READY=1 once HTTP listens and FreeSWITCH is subscribed, or after [freeswitch] startup_wait anyway
@@ -352,7 +370,8 @@ class Daemon:
         self._stopped.set()
         self.notify.stopping(f"stopping: writing {self.writer.pending} queued event(s)")
         log.info("stopping: closing the push streams and the FreeSWITCH connection, writing %d queued event(s)", self.writer.pending)
-        self.http.stop()
+        if self.http is not None:
+            self.http.stop()
         self.esl.stop(timeout=DRAIN_SECONDS)
         self.tracker.settle(utcnow())
         if not self.writer.stop(timeout=WRITE_SECONDS):

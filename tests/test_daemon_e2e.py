@@ -159,6 +159,22 @@ def test_a_connection_frozen_mid_call_is_noticed_and_the_call_completed(tmp_path
     assert stored_pops() == {"1001": ["ringing", "answered", "ended"]}
 
 
+def test_calls_are_followed_before_the_web_side_is_loaded(tmp_path, sqlite_url):
+    """Start to following calls is the time a restarted daemon is blind: the HTTP side (Flask, the pages: most of
+    the start's CPU) is loaded only once the first connection to FreeSWITCH is subscribed and resynchronised."""
+    port = free_port()
+    sim = simulator(tmp_path, port)
+    d = daemon(tmp_path, write_config(tmp_path / "screenpop.toml", port, sqlite_url))
+    try:
+        wait_for(lambda: "HTTP listening" in d.log() or d.popen.poll() is not None, 20, "HTTP to listen")
+        log = d.log()
+        assert log.index("resynchronised with FreeSWITCH") < log.index("HTTP listening"), log
+        assert d.terminate() == 0, d.log()
+    finally:
+        sim.close()
+        d.close()
+
+
 def test_daemon_restart_mid_call_gives_no_pop_twice(tmp_path, db_url, store):
     """The daemon is killed while a call rings and answers; the new daemon resumes it from the database."""
     scenario = "inbound-answered"

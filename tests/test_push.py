@@ -433,6 +433,18 @@ def test_http_port_in_use_stops_the_start_with_a_clear_message(tmp_path, sqlite_
             d.close()
 
 
+def test_an_unusable_certificate_stops_the_start_with_a_clear_message(tmp_path, sqlite_url):
+    (tmp_path / "cert.pem").write_text("not a certificate\n", encoding="utf-8")
+    config = write_config(tmp_path / "c.toml", free_port(), sqlite_url,
+                          http=f'certfile = "{tmp_path / "cert.pem"}"\nkeyfile = "{tmp_path / "cert.pem"}"')
+    d = daemon(tmp_path, config)
+    try:
+        assert d.wait(20) != 0
+        assert "screenpop: [http] certfile/keyfile cannot be used" in d.log() and "Traceback" not in d.log(), d.log()
+    finally:
+        d.close()
+
+
 def test_database_down_is_503_not_a_crash(tmp_path, sqlite_url, monkeypatch):
     """In process: the hub's worker meets a database error; requests get 503 JSON, and it recovers after."""
     import peewee
