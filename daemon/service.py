@@ -117,6 +117,7 @@ class Daemon:
         self._done = gevent.event.Event()
         self._greenlets: list[gevent.Greenlet] = []
         self._esl_up = gevent.event.Event()
+        self._standby = gevent.event.Event()
         self._exit_status = 0
         self.http: HttpServer | None = None
 
@@ -135,7 +136,7 @@ class Daemon:
         cluster = self.config.cluster
         election = Election(self.db, schema, self.node, cluster.poll_interval, cluster.hang_timeout,
                             on_acquired=self._take_over, on_lost=self._lose_node,
-                            on_standby=lambda: self._esl_up.set())  # ready: a standby serves trays, no FreeSWITCH
+                            on_standby=self._stand_by)
         self.writer.fence = election
         return listener, election
 
@@ -156,6 +157,11 @@ class Daemon:
                 gevent.sleep(1.0)
         self._resume_open_calls(open_calls)
         self.esl.start()
+
+    def _stand_by(self) -> None:
+        """Another daemon records this node: ready all the same (a standby serves trays, without FreeSWITCH)."""
+        self._standby.set()
+        self._esl_up.set()
 
     def _lose_node(self) -> None:
         """Another daemon records this node now: drop what this one still had to write, exit for a clean restart."""
@@ -275,7 +281,7 @@ class Daemon:
             self.listener.start()
         if self.election is not None:
             self.election.start()
-            first = [self.esl.first_attempt, self._esl_up]  # a standby never connects
+            first = [self.esl.first_attempt, self._standby]  # a standby never connects
         else:
             self.esl.start()
             first = [self.esl.first_attempt]

@@ -86,6 +86,22 @@ def test_daemon_unit_has_open_files_for_the_connection_cap_and_the_trays():
     assert int(parsed["Service"].get("LimitNOFILE", "1024")) >= HttpConfig().max_connections + SPARE_FILES + trays
 
 
+def _seconds(value: str) -> float:
+    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s)?", value).groups()
+    return float(number) / (1000 if unit == "ms" else 1)
+
+
+def test_daemon_restarts_within_a_second_and_systemd_never_gives_up_on_it():
+    """After kill -9 the daemon is blind until it follows FreeSWITCH again; a daemon that cannot start yet (its
+    database not up) must be retried, not left failed by the start rate limit."""
+    parsed = configparser.ConfigParser(strict=False, interpolation=None)
+    parsed.read(UNITS / "screenpop-daemon.service")
+    restart = _seconds(parsed["Service"]["RestartSec"])
+    assert restart <= 1.0
+    interval, burst = _seconds(parsed["Unit"]["StartLimitIntervalSec"]), int(parsed["Unit"]["StartLimitBurst"])
+    assert interval / restart < burst, "failing starts, RestartSec apart, would exceed the start limit"
+
+
 def test_autostart_entry_is_valid_and_leaves_systemd_sessions_to_the_user_unit():
     entry = UNITS / "screenpop-tray.desktop"
     result = _run(_tool("desktop-file-validate"), str(entry))
