@@ -14,6 +14,8 @@ Modes:
   idle      neither: only the protocol (handshake tests, api)
 
 With --cdr-url it is also mod_json_cdr: each leg's JSON CDR is posted there when the leg ends (simcdr.py).
+In generate and idle modes the switch fires its HEARTBEAT event every 20 s, as FreeSWITCH does
+(switch.conf's event-heartbeat-interval; `--heartbeat`); a replay sends the heartbeats it recorded.
 
 Run it as its own process: `python -m screenpop.daemon.simulator --replay X.plain.esl --speed 0`.
 """
@@ -481,6 +483,7 @@ class Simulator:
         self.published = 0
         self.last_ts = 0                      # Event-Date-Timestamp of the latest event published
         self.cdr: CdrPoster | None = None     # mod_json_cdr: posts each ended leg's CDR
+        self.heartbeat = 20.0                 # seconds between HEARTBEAT events in generate and idle modes; 0: none
 
     # -- server --------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -773,16 +776,20 @@ class Simulator:
             return '{"row_count": 0}\n'
         return "\n0 total.\n"
 
-    def _status(self) -> str:
+    def _uptime(self) -> str:
+        """'0 years, 0 days, 0 hours, 0 minutes, 59 seconds, 544 milliseconds, 344 microseconds', as FreeSWITCH says it."""
         us = int((time.monotonic() - self.started_at) * 1_000_000)
         parts = []
         for unit, size in (("year", 31_536_000_000_000), ("day", 86_400_000_000), ("hour", 3_600_000_000),
                            ("minute", 60_000_000), ("second", 1_000_000), ("millisecond", 1000), ("microsecond", 1)):
             n, us = divmod(us, size)
             parts.append(f"{n} {unit}{'' if n == 1 else 's'}")
+        return ", ".join(parts)
+
+    def _status(self) -> str:
         t = self.table
         sps = t.sessions_per_second()
-        return (f"UP {', '.join(parts)}\n"
+        return (f"UP {self._uptime()}\n"
                 f"FreeSWITCH (Version {FS_VERSION}  64bit) is ready\n"
                 f"{t.sessions_since_startup} session(s) since startup\n"
                 f"{len(t.rows)} session(s) - peak {t.peak}, last 5min {t.peak} \n"
@@ -790,6 +797,23 @@ class Simulator:
                 "200 session(s) max\n"
                 "min idle cpu 0.00/99.67\n"
                 "Current Stack Size/Max 240K/8192K\n")
+
+    def heartbeat_event(self) -> SimEvent:
+        """The HEARTBEAT event with the figures FreeSWITCH puts in it (switch_core.c send_heartbeat)."""
+        t = self.table
+        items = [("Event-Info", "System Ready"), ("Up-Time", self._uptime()),
+                 ("FreeSWITCH-Version", f"{FS_VERSION}~64bit"),
+                 ("Uptime-msec", str(int((time.monotonic() - self.started_at) * 1000))),
+                 ("Session-Count", str(len(t.rows))), ("Max-Sessions", "200"), ("Session-Per-Sec", "50"),
+                 ("Session-Per-Sec-Last", str(t.sessions_per_second())), ("Session-Per-Sec-Max", str(t.sps_peak)),
+                 ("Session-Per-Sec-FiveMin", str(t.sps_peak)), ("Session-Since-Startup", str(t.sessions_since_startup)),
+                 ("Session-Peak-Max", str(t.peak)), ("Session-Peak-FiveMin", str(t.peak)), ("Idle-CPU", "99.670000")]
+        return self.core_event("HEARTBEAT", items, calling=("switch_core.c", "send_heartbeat", "95"))
+
+    def _heartbeats(self) -> None:
+        while self.heartbeat > 0:
+            gevent.sleep(self.heartbeat)
+            self.publish(self.heartbeat_event(), apply=False)
 
     # -- timelines -----------------------------------------------------------------------------------------
     def play(self, events, speed: float, restamp: bool = False) -> int:
@@ -897,6 +921,7 @@ class Simulator:
     def generate(self, generator, linger: float = 1.0, speed: float = 1.0) -> int:
         """Publish a call generator's events (simgen.CallGenerator), then linger and say goodbye."""
         self.emit_api_events = True
+        gevent.spawn(self._heartbeats)
         self.core.update(generator.core)
         self.sequence = generator.sequence_base
         generator.bind(self)
@@ -911,7 +936,8 @@ class Simulator:
         return EXIT_OK
 
     def idle(self) -> int:
-        """Serve the protocol (no events) until stopped."""
+        """Serve the protocol (no events but the heartbeat) until stopped."""
+        gevent.spawn(self._heartbeats)
         gevent.event.Event().wait()
         return EXIT_OK
 
@@ -990,6 +1016,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replay: stamp each event (Event-Date-Timestamp, -Local, -GMT) with the moment it is due "
                         "on the live timeline, and move its channels' timetables (Caller-/Other-Leg-Channel-*-Time) "
                         "with it, so a recording made once stands in for a switch firing it now")
+    p.add_argument("--heartbeat", type=float, default=20.0, metavar="SECONDS",
+                   help="generate and idle: seconds between HEARTBEAT events, as FreeSWITCH's default 20 (0 = none)")
     p.add_argument("--rate", type=float, default=1.0,
                    help="generate: new calls per second of simulated time (per real second at --speed 1)")
     p.add_argument("--calls", type=int, default=None, help="generate: number of calls")
@@ -1024,6 +1052,7 @@ def main(argv: list[str] | None = None) -> int:
     sim = Simulator(args.host, args.port, args.password)
     if args.cdr_url:
         sim.cdr = CdrPoster(args.cdr_url, args.cdr_cred, args.cdr_encode, args.cdr_retries, args.cdr_delay)
+    sim.heartbeat = max(0.0, args.heartbeat)
     generator = None
     if args.generate:
         from .simgen import CallGenerator, parse_extensions, parse_mix, read_numbers

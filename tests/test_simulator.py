@@ -243,6 +243,26 @@ def test_wrong_password_bytes_equal_freeswitch_and_close(idle_sim):
     assert c.read_to_eof() == capture_path("auth_handshake", "bad.recv.raw").read_bytes()
 
 
+@needs_captures
+def test_heartbeat_every_interval_with_the_headers_freeswitch_sends(sims):
+    """FreeSWITCH fires HEARTBEAT every 20 s (event-heartbeat-interval); --heartbeat makes it quick for the test."""
+    recorded = next(e for _, e in read_events(capture_path("internal")) if e.get("Event-Name") == "HEARTBEAT")
+    sim = sims("--heartbeat", "0.3")
+    c = sim.connect()
+    c.until("auth/request")
+    assert c.command(b"auth ClueCon").headers["Reply-Text"] == "+OK accepted"
+    assert c.command(b"event plain HEARTBEAT").headers["Reply-Text"] == "+OK event listener enabled plain"
+    first, _ = c.until("text/event-plain")
+    second, _ = c.until("text/event-plain")
+    beats = [frame_event(first), frame_event(second)]
+    assert [list(b.headers.keys()) for b in beats] == [list(recorded.headers.keys())] * 2
+    assert beats[0].get("Event-Calling-Function") == "send_heartbeat" and beats[0].get("Event-Info") == "System Ready"
+    assert re.fullmatch(r"0 years, 0 days, 0 hours, 0 minutes, \d+ seconds?, \d+ milliseconds?, \d+ microseconds?",
+                        beats[1].get("Up-Time"))
+    assert int(beats[1].get("Event-Sequence")) == int(beats[0].get("Event-Sequence")) + 1
+    c.close()
+
+
 def test_commands_before_auth_api_errors_and_bgapi(idle_sim):
     c = idle_sim.connect()
     assert c.frame().content_type == "auth/request"
