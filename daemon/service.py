@@ -286,6 +286,8 @@ class Daemon:
             self.esl.start()
             first = [self.esl.first_attempt]
         gevent.wait(first, timeout=FIRST_FOLLOW_SECONDS, count=1)
+        if self._stopped.is_set():  # SIGTERM meanwhile
+            return
         try:
             self.http = self._http_server()
             self.http.start()
