@@ -59,6 +59,7 @@ def unpack(revision: str, folder: Path) -> dict[str, str]:
 def start_once(config: Path, env: dict[str, str]) -> tuple[float, float]:
     """Spawn the daemon, time its FOLLOWING and LISTENING lines from the spawn, let it run a second, kill -9 it."""
     seen: dict[str, float] = {}
+    lines: list[str] = []
     done = threading.Event()
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "screenpop.daemon.cli", "daemon", "--config", str(config)],
@@ -66,6 +67,7 @@ def start_once(config: Path, env: dict[str, str]) -> tuple[float, float]:
 
     def read() -> None:
         for line in proc.stderr:
+            lines.append(line)
             for mark in (FOLLOWING, LISTENING):
                 if mark in line and mark not in seen:
                     seen[mark] = time.perf_counter() - t0
@@ -81,7 +83,7 @@ def start_once(config: Path, env: dict[str, str]) -> tuple[float, float]:
     proc.wait()
     reader.join(5)
     if len(seen) < 2:
-        raise SystemExit(f"the daemon did not reach both lines within 60 s (saw {sorted(seen)})")
+        raise SystemExit(f"the daemon did not reach both lines within 60 s (saw {sorted(seen)}):\n{''.join(lines[-20:])}")
     return seen[FOLLOWING], seen[LISTENING]
 
 

@@ -644,7 +644,8 @@ class EslSupervisor:
         self._stopping = False
         self._wake = gevent.event.Event()
         self.first_attempt = gevent.event.Event()
-        """Set once the first connection attempt is over: subscribed and on_connected done, or failed."""
+        """Set once the first connection attempt is over: subscribed, on_connected done and the events that came
+        before its last command's reply dispatched (the consumer's resync is complete), or failed."""
         self._up = False
         self.connects = 0
         self.reconnects = 0
@@ -830,7 +831,6 @@ class EslSupervisor:
                             "connection to FreeSWITCH %s lost while resyncing: %s", self.address, exc)
                 except Exception:
                     log.exception("on_connected failed; dispatching events anyway")
-            self.first_attempt.set()
             self._dispatch(esl)
         finally:
             self._up = False
@@ -848,7 +848,10 @@ class EslSupervisor:
         keepalive = self.keepalive or None
         probe_timeout = min(keepalive, self.command_timeout) if keepalive else None
         next_event = esl.next_event
+        first = self.first_attempt
         while True:
+            if not first.is_set() and not self.backlog:
+                first.set()
             event = next_event(keepalive)
             if event is CONNECTION_LOST:
                 return

@@ -698,6 +698,22 @@ def test_on_connected_runs_before_queued_events(fake_fs, supervisors):
     assert fs.conns[0].commands[-1] == "exit"
 
 
+def test_the_first_attempt_is_over_once_the_resync_has_caught_up(fake_fs, supervisors):
+    """The daemon loads its HTTP side when first_attempt is set: not before the events that came before the resync's
+    reply are through, or the resync would wait for the load."""
+    def api(conn, command):
+        gevent.sleep(0.2)  # the events below arrive meanwhile
+        return '{"row_count":0}'
+
+    fs = fake_fs(lambda conn: conn.handshake() and conn.serve(
+        api=api, after_subscribe=lambda c: c.send(event("u1") + event("u2") + event("u3"))))
+    seen = []
+    sup = supervisors(fs.port, on_connected=lambda api_call: api_call("show channels as json"),
+                      on_event=lambda ev: seen.append((ev.headers["Unique-ID"], sup.first_attempt.is_set())))
+    assert sup.first_attempt.wait(5)
+    assert seen == [("u1", False), ("u2", False), ("u3", False)]
+
+
 def test_handler_exceptions_do_not_stop_the_loop(fake_fs, supervisors, caplog):
     def script(conn):
         if conn.handshake():
