@@ -159,12 +159,12 @@ def test_a_connection_frozen_mid_call_is_noticed_and_the_call_completed(tmp_path
     assert stored_pops() == {"1001": ["ringing", "answered", "ended"]}
 
 
-def test_calls_are_followed_before_the_web_side_is_loaded(tmp_path, sqlite_url):
+def test_calls_are_followed_before_the_web_side_is_loaded(tmp_path, db_url):
     """Start to following calls is the time a restarted daemon is blind: the HTTP side (Flask, the pages: most of
     the start's CPU) is loaded only once the first connection to FreeSWITCH is subscribed and resynchronised."""
     port = free_port()
     sim = simulator(tmp_path, port)
-    d = daemon(tmp_path, write_config(tmp_path / "screenpop.toml", port, sqlite_url))
+    d = daemon(tmp_path, write_config(tmp_path / "screenpop.toml", port, db_url))
     try:
         wait_for(lambda: "HTTP listening" in d.log() or d.popen.poll() is not None, 20, "HTTP to listen")
         log = d.log()

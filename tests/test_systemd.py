@@ -292,6 +292,7 @@ def test_sigterm_tracks_every_event_already_read_then_writes_it(run_any):
     sim = run.simulate("--generate", "--calls", "20000", "--rate", "200", "--speed", "0", "--seed", "4")
     wait_for(lambda: len(ENDED.findall(d.log())) >= 200, 60, "calls to end")
     assert d.terminate(timeout=40) == 0, d.log()
+
     def sent_to() -> list[int]:
         return [int(n) for n in re.findall(r"disconnected \((\d+) events sent\)", sim.log())]
 
