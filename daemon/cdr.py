@@ -28,13 +28,12 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.event
 import gevent.lock
 import peewee
-from flask import Blueprint, Response, jsonify, request
 
 from screenpop.daemon.calls import CallState, CallTracker, Party
 from screenpop.daemon.config import CdrConfig
@@ -44,6 +43,9 @@ from screenpop.daemon.protocol import Event, decode_value
 from screenpop.daemon.push import PushHub
 from screenpop.daemon.writer import Writer, load_call
 from screenpop.db.cdrlegs import call_legs, prune_legs, store_leg
+
+if TYPE_CHECKING:
+    from flask import Blueprint, Response
 
 log = logging.getLogger("screenpop.cdr")
 _CALLS_LOG = logging.getLogger("screenpop.calls")
@@ -390,6 +392,8 @@ class CdrIntake:
 
 def blueprint(intake: CdrIntake) -> Blueprint:
     """POST /api/v1/cdr: mod_json_cdr's url; 200 once the CDR is kept (a repeat too), else a JSON error."""
+    from flask import Blueprint, jsonify, request  # with the HTTP side, not on the daemon's path to following calls
+
     bp = Blueprint("cdr", __name__, url_prefix="/api/v1")
 
     @bp.errorhandler(DataError)

@@ -437,6 +437,7 @@ def test_cdrs_taken_before_a_daemon_restart_complete_the_call_the_next_run_close
     try:
         first_sim.wait(20)
         wait_for(lambda: "lost connection" in first.log(), 20, "the daemon to notice FreeSWITCH is gone")
+        wait_for(lambda: http_ready(f"http://127.0.0.1:{http_port}"), 20, "the daemon's HTTP server")  # up after the ESL
         for body in cdrs_of(load_capture_events(CAPTURES / f"{scenario}.plain.esl")).values():
             assert _post(f"http://127.0.0.1:{http_port}/api/v1/cdr", body.encode())[0] == 200
         assert "still followed" in first.log()
