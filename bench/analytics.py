@@ -20,7 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from screenpop.db import analytics
+from screenpop.daemon.reports import analytics
 from screenpop.db.database import open_database
 from screenpop.db.migrations import migrate
 
@@ -202,7 +202,7 @@ def main() -> int:
     for name in analytics.REPORTS:
         secs, rows = p50(lambda: analytics.RUNNERS[name](ext_period))
         print(f"  365 days  {name:<11} {secs * 1000:8.0f} ms  {len(rows):>7} rows  (one extension)")
-    from screenpop.daemon import charts
+    from screenpop.daemon.reports import charts
 
     def dashboard() -> None:
         charts.heat_map(analytics.load(year))

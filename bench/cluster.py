@@ -44,9 +44,9 @@ from fanout import Client, free_port, percentile, proc_cpu_rss  # noqa: E402
 from intake import record  # noqa: E402
 from pgserver import server_url  # noqa: E402
 
-from screenpop.db import tokens  # noqa: E402
+from screenpop.daemon.auth import tokens  # noqa: E402
+from screenpop.daemon.customers.lookup import add_phone  # noqa: E402
 from screenpop.db.database import open_database  # noqa: E402
-from screenpop.db.lookup import add_phone  # noqa: E402
 from screenpop.db.migrations import migrate  # noqa: E402
 from screenpop.db.models import Call, CallEvent, Customer, Employee  # noqa: E402
 from screenpop.db.numbers import NumberRules  # noqa: E402

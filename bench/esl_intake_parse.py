@@ -216,7 +216,7 @@ def _measure(kind: str, port: int, total: int, timeout: float) -> dict:
             subscribing()
             client.send("event plain ALL")
         elif kind == "guarded":
-            from screenpop.daemon.esl import GuardedInboundESL
+            from screenpop.daemon.pbx.esl import GuardedInboundESL
 
             client = GuardedInboundESL("127.0.0.1", port, "ClueCon")
             client.register_handle("*", on_event)
@@ -224,7 +224,7 @@ def _measure(kind: str, port: int, total: int, timeout: float) -> dict:
             subscribing()
             client.send("event plain ALL")
         else:
-            from screenpop.daemon.esl import EslSupervisor
+            from screenpop.daemon.pbx.esl import EslSupervisor
 
             # on_connected runs right after the subscription's +OK, which the server sends just before streaming
             client = EslSupervisor("127.0.0.1", port, "ClueCon", ["ALL"], on_event=on_event,

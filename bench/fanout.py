@@ -32,9 +32,9 @@ from pathlib import Path  # noqa: E402
 
 import gevent  # noqa: E402
 
-from screenpop.db import tokens  # noqa: E402
+from screenpop.daemon.auth import tokens  # noqa: E402
+from screenpop.daemon.customers.lookup import add_phone  # noqa: E402
 from screenpop.db.database import open_database  # noqa: E402
-from screenpop.db.lookup import add_phone  # noqa: E402
 from screenpop.db.migrations import migrate  # noqa: E402
 from screenpop.db.models import CallEvent, Customer, Employee, Order  # noqa: E402
 from screenpop.db.numbers import NumberRules  # noqa: E402

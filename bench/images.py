@@ -1,5 +1,5 @@
 """Peak memory of photo uploads: small PNGs of many pixels (6300 x 6300 in ~150 KB; 4000 x 4000, the most
-db/images.py decodes) sent to the web page's upload.
+daemon/customers/images.py decodes) sent to the web page's upload.
 
 Each figure comes from a fresh process that runs the daemon's Flask app on a push hub over SQLite, signs in and
 posts the PNG to POST /customers/<id>/photo from N greenlets at once (the real upload path: the form, the thread
@@ -50,12 +50,12 @@ def child_upload(png: Path, at_once: int) -> dict:
     monkey.patch_all()
     import gevent
 
-    from screenpop.daemon.httpserver import create_app
-    from screenpop.daemon.photos import Photos
-    from screenpop.daemon.push import PushHub
-    from screenpop.db import tokens
+    from screenpop.daemon.auth import tokens
+    from screenpop.daemon.customers.lookup import Lookup
+    from screenpop.daemon.customers.photos import Photos
+    from screenpop.daemon.push.hub import PushHub
+    from screenpop.daemon.web.server import create_app
     from screenpop.db.database import open_database
-    from screenpop.db.lookup import Lookup
     from screenpop.db.migrations import migrate
     from screenpop.db.models import Customer
     from screenpop.db.numbers import NumberRules

@@ -29,15 +29,15 @@ from pathlib import Path  # noqa: E402
 import gevent  # noqa: E402
 import greenswitch  # noqa: E402
 
-from screenpop.daemon.calls import SUBSCRIBED_EVENTS, CallTracker  # noqa: E402
-from screenpop.daemon.capture import read_capture  # noqa: E402
-from screenpop.daemon.direction import DirectionRules  # noqa: E402
-from screenpop.daemon.esl import EslSupervisor, subscription_command  # noqa: E402
-from screenpop.daemon.writer import Writer  # noqa: E402
+from screenpop.daemon.calls.direction import DirectionRules  # noqa: E402
+from screenpop.daemon.calls.tracker import SUBSCRIBED_EVENTS, CallTracker  # noqa: E402
+from screenpop.daemon.pbx.esl import EslSupervisor, subscription_command  # noqa: E402
+from screenpop.daemon.record.writer import Writer  # noqa: E402
 from screenpop.db.database import open_database  # noqa: E402
 from screenpop.db.migrations import migrate  # noqa: E402
 from screenpop.db.models import Call, CallEvent  # noqa: E402
 from screenpop.db.numbers import NumberRules  # noqa: E402
+from screenpop.simulator.capture import read_capture  # noqa: E402
 
 
 def free_port() -> int:

@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterator
 
 import peewee
 
+from screenpop.daemon.customers.lookup import MAX_CANDIDATES, Lookup
 from screenpop.db.database import guarded, open_database
-from screenpop.db.lookup import MAX_CANDIDATES, Lookup
 from screenpop.db.migrations import migrate
 from screenpop.db.models import Phone, utcnow
 from screenpop.db.numbers import Number, NumberRules, valid_country_code

@@ -29,10 +29,10 @@ import gevent  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from intake import simulator  # noqa: E402
 
-from screenpop.daemon.calls import SUBSCRIBED_EVENTS, CallTracker  # noqa: E402
-from screenpop.daemon.direction import DirectionRules  # noqa: E402
-from screenpop.daemon.esl import EslSupervisor  # noqa: E402
-from screenpop.daemon.writer import Writer  # noqa: E402
+from screenpop.daemon.calls.direction import DirectionRules  # noqa: E402
+from screenpop.daemon.calls.tracker import SUBSCRIBED_EVENTS, CallTracker  # noqa: E402
+from screenpop.daemon.pbx.esl import EslSupervisor  # noqa: E402
+from screenpop.daemon.record.writer import Writer  # noqa: E402
 from screenpop.db.database import open_database  # noqa: E402
 from screenpop.db.migrations import migrate  # noqa: E402
 from screenpop.db.models import Call  # noqa: E402

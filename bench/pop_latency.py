@@ -120,9 +120,9 @@ def match(rings: list[tuple[float, str]], notes: list[tuple[float, str]]) -> lis
 
 def phase(folder: Path, desktop: Desktop, rate: float, seconds: float, extensions: str) -> list[float]:
     """One run: simulator, relay, daemon, tray; returns the latencies in ms."""
+    from screenpop.daemon.auth.tokens import create
     from screenpop.db.database import open_database
     from screenpop.db.migrations import migrate
-    from screenpop.db.tokens import create
 
     folder.mkdir(parents=True, exist_ok=True)
     db_url = f"sqlite:///{folder / 'screenpop.db'}"

@@ -49,7 +49,7 @@ def unpack(revision: str, folder: Path) -> dict[str, str]:
     for name in ("daemon", "db", "tray"):
         (shim / name).symlink_to(src / name)
     env = {"PYTHONPATH": str(folder / "shim")}
-    where = subprocess.run([sys.executable, "-c", "import screenpop.daemon.service as s; print(s.__file__)"],
+    where = subprocess.run([sys.executable, "-c", "import screenpop.daemon.runtime as s; print(s.__file__)"],
                            env={**os.environ, **env}, check=True, capture_output=True, text=True).stdout.strip()
     if not where.startswith(str(folder)):
         raise SystemExit(f"the baseline does not import from {folder}: {where}")

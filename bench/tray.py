@@ -58,9 +58,9 @@ def status_mb(pid: int, key: str) -> float:
 
 def real_daemon(tmp: Path, calls: int):
     """The daemon with HTTP, a token for 1001, and the simulator ringing 1001 `calls` times."""
-    from screenpop.db import tokens
+    from screenpop.daemon.auth import tokens
+    from screenpop.daemon.customers.lookup import add_phone
     from screenpop.db.database import open_database
-    from screenpop.db.lookup import add_phone
     from screenpop.db.migrations import migrate
     from screenpop.db.models import Customer, Employee
     from screenpop.db.numbers import NumberRules

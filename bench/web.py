@@ -6,7 +6,7 @@ The search index is built the way an upgrade builds it: the data is loaded first
 Then it times, as server time, p50/p99 of:
   search_customers for several kinds of query, against the LIKE query the API used before (peewee, in the run);
   customer_record (customer, phones, orders, the newest 50 calls), against the same built with peewee's builder;
-  and, when the web pages exist (screenpop.daemon.web), GET /customers?q= and GET /customers/<id> through the
+  and, when the web pages exist (screenpop.daemon.web.pages), GET /customers?q= and GET /customers/<id> through the
   daemon's Flask app with a signed-in session.
 Prints tables; never fails.
 
@@ -30,7 +30,7 @@ from pathlib import Path
 import peewee
 from peewee import JOIN
 
-from screenpop.db.customers import customer_record
+from screenpop.daemon.customers.record import customer_record
 from screenpop.db.database import open_database
 from screenpop.db.migrations import MIGRATIONS, migrate
 from screenpop.db.models import ALL_MODELS, Call, Customer, Employee, Order, Phone, SchemaVersion
@@ -385,11 +385,11 @@ def bench_db(label: str, db: peewee.Database, data: Data, per_kind: int, base_pe
 
 def bench_pages(label: str, db: peewee.Database, data: Data, per_kind: int) -> None:
     """The real pages through the daemon's Flask app, signed in as an operator."""
-    from screenpop.daemon.httpserver import create_app
-    from screenpop.daemon.photos import Photos
-    from screenpop.daemon.push import PushHub
-    from screenpop.db import tokens
-    from screenpop.db.lookup import Lookup
+    from screenpop.daemon.auth import tokens
+    from screenpop.daemon.customers.lookup import Lookup
+    from screenpop.daemon.customers.photos import Photos
+    from screenpop.daemon.push.hub import PushHub
+    from screenpop.daemon.web.server import create_app
 
     hub = PushHub(db, lambda: Lookup(db, RULES))
     hub.start()
@@ -463,7 +463,7 @@ def main() -> None:
         except Exception:
             traceback.print_exc()
             print("PostgreSQL skipped")
-    pages = importlib.util.find_spec("screenpop.daemon.web") is not None
+    pages = importlib.util.find_spec("screenpop.daemon.web.pages") is not None
     for label, url in targets:
         db = open_database(url)
         try:
@@ -478,7 +478,7 @@ def main() -> None:
         finally:
             db.close()
     if not pages:
-        print("\nthe web pages (screenpop.daemon.web) are not in this checkout: page timings skipped")
+        print("\nthe web pages (screenpop.daemon.web.pages) are not in this checkout: page timings skipped")
 
 
 if __name__ == "__main__":

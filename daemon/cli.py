@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from screenpop.daemon.logformat import JournalFormatter, TerminalFormatter, printable, under_journald
-from screenpop.db.export import BIDI
+from screenpop.daemon.reports.export import BIDI
 
 log = logging.getLogger("screenpop")
 
@@ -79,7 +79,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     import peewee
 
     from screenpop.daemon.config import ConfigError, load
-    from screenpop.daemon.service import Daemon
+    from screenpop.daemon.runtime import Daemon
     from screenpop.db.database import DatabaseUrlError
 
     config = _load_config(args.config)
@@ -116,7 +116,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Import customers, employees, orders (CSV) or photos (a folder); bad rows are reported, the rest imports."""
-    from screenpop.db import importer
+    from screenpop.daemon.customers import importer
     from screenpop.db.numbers import NumberRules
 
     config = _load_config(args.config)
@@ -142,7 +142,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_calls(args: argparse.Namespace) -> int:
     """List recorded calls, newest last."""
-    from screenpop.db.callrecords import call_records
+    from screenpop.daemon.reports.callrecords import call_records
 
     config = _load_config(args.config)
     _open_db(config)
@@ -152,7 +152,7 @@ def cmd_calls(args: argparse.Namespace) -> int:
             print(printable_json(record))
         return 0
     if args.format == "csv":
-        from screenpop.db.export import write_csv
+        from screenpop.daemon.reports.export import write_csv
 
         write_csv(records, sys.stdout)
         return 0
@@ -170,8 +170,8 @@ def cmd_calls(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Call analytics for a period in the call centre's time zone: employees, customers, categories, missed, load, daily."""
-    from screenpop.db import analytics
-    from screenpop.db.export import json_value, load_grid, text_table, write_csv
+    from screenpop.daemon.reports import analytics
+    from screenpop.daemon.reports.export import json_value, load_grid, text_table, write_csv
 
     config = _load_config(args.config)
     _open_db(config)
@@ -201,7 +201,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     """Create, list or revoke API tokens for the push stream and the API."""
-    from screenpop.db import tokens
+    from screenpop.daemon.auth import tokens
 
     config = _load_config(args.config)
     _open_db(config)
@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         from gevent import monkey
 
         monkey.patch_all()
-        from screenpop.daemon import simulator
+        from screenpop.simulator import server as simulator
 
         return simulator.main(argv[1:])
     args = build_parser().parse_args(argv)

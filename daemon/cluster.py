@@ -2,7 +2,7 @@
 
 Every daemon on PostgreSQL competes for the session-level lock named by its schema and node (``node`` in the
 config) on a connection of its own. The holder connects to FreeSWITCH and records; the others keep serving
-their trays (daemon/fanout.py) and try again every ``poll_interval``. A holder that dies ends its session and
+their trays (daemon/push/fanout.py) and try again every ``poll_interval``. A holder that dies ends its session and
 frees the lock at once; one that hangs stops answering, and ``idle_session_timeout`` (``hang_timeout``) ends
 its session on the server. The next holder waits on a fence lock for the write transactions a previous holder
 started before it lost the lock, then loads the node's open calls and resyncs from FreeSWITCH.
@@ -19,7 +19,7 @@ from collections.abc import Callable
 import gevent
 import peewee
 
-from screenpop.daemon.fanout import advisory_key
+from screenpop.daemon.push.fanout import advisory_key
 from screenpop.db.database import first_line, pg_session
 
 log = logging.getLogger("screenpop.cluster")

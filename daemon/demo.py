@@ -12,14 +12,14 @@ from pathlib import Path
 import gevent
 import gevent.event
 
-from screenpop.daemon.cli import printable
+from screenpop.daemon.auth import signin
+from screenpop.daemon.auth.tokens import create as create_token
 from screenpop.daemon.config import load
-from screenpop.daemon.service import Daemon
-from screenpop.db import signin
-from screenpop.db.demo_data import seed
+from screenpop.daemon.demo_data import seed
+from screenpop.daemon.logformat import printable
+from screenpop.daemon.runtime import Daemon
 from screenpop.db.models import CallEvent, Customer, Employee
 from screenpop.db.numbers import NumberRules
-from screenpop.db.tokens import create as create_token
 
 DEMO_EXTENSIONS = "1001-1004"  # few operators, so the demo tray's operator gets every fourth call or so
 TRAY_EXTENSION = "1001"
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         numbers = seed(NumberRules.from_config(config.numbers), folder / "photos")
         numbers_file.write_text("\n".join(numbers + ["+3545550100", "5551234", "anonymous"]) + "\n", encoding="utf-8")
     sim_cmd = [
-        sys.executable, "-m", "screenpop.daemon.simulator", "--generate", "--port", str(port),
+        sys.executable, "-m", "screenpop.simulator.server", "--generate", "--port", str(port),
         "--rate", str(args.rate), "--numbers", str(numbers_file), "--extensions", DEMO_EXTENSIONS, "--seed", "7", "--linger", "2",
     ]
     sim_cmd += ["--calls", str(args.calls)] if args.calls else []

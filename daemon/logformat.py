@@ -9,7 +9,7 @@ import logging
 import os
 import re
 
-from screenpop.db.export import UNSAFE_TEXT
+from screenpop.daemon.reports.export import UNSAFE_TEXT
 
 # syslog priorities journald reads from a leading "<N>" (SyslogLevelPrefix=yes, its default)
 _PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
@@ -21,7 +21,7 @@ def _escape(match: re.Match) -> str:
 
 
 def printable(text: str | None) -> str:
-    """Caller-supplied text made safe for a terminal or a log: control and bidi characters (db/export.py's
+    """Caller-supplied text made safe for a terminal or a log: control and bidi characters (daemon/reports/export.py's
     UNSAFE_TEXT) shown as escapes, never obeyed."""
     if not text:
         return ""

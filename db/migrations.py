@@ -72,7 +72,7 @@ def _node_fence(db: peewee.Database) -> None:
 
 def _phone_country_codes(db: peewee.Database) -> None:
     """Each stored number's country code when it is a valid number, so a lookup's last-digits match stays within
-    the caller's country (db/lookup.py); numbers outside any plan keep NULL and still match by their last digits."""
+    the caller's country (daemon/customers/lookup.py); numbers outside any plan keep NULL and still match by their last digits."""
     if "country_code" not in {c.name for c in db.get_columns("phone")}:
         db.execute_sql("ALTER TABLE phone ADD COLUMN country_code INTEGER")
     p = db.param

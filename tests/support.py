@@ -248,3 +248,21 @@ def http_ready(url: str) -> bool:
             return r.status == 200
     except OSError:
         return False
+
+
+def start_hub(db, lookup, **kwargs):
+    """A started push hub on a started database worker of its own, as the daemon wires them; stop_hub ends both."""
+    from screenpop.daemon.push.hub import PushHub
+    from screenpop.db.worker import DbWorker
+
+    worker = DbWorker(db)
+    worker.start()
+    hub = PushHub(worker, lookup, **kwargs)
+    hub.start()
+    return hub
+
+
+def stop_hub(hub) -> None:
+    """Stop a hub from start_hub and its database worker."""
+    hub.stop()
+    hub.worker.stop()

@@ -10,8 +10,8 @@ import pytest
 from pytest import approx
 
 from analytics_data import SINCE, UNTIL, add_call, build
-from screenpop.db import analytics
-from screenpop.db.analytics import Period
+from screenpop.daemon.reports import analytics
+from screenpop.daemon.reports.analytics import Period
 from screenpop.db.models import Call, CallParty
 
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -11,7 +11,7 @@ import pytest
 
 from analytics_data import HOSTILE, build
 from screenpop.daemon import cli
-from screenpop.db.export import safe_cell, write_csv
+from screenpop.daemon.reports.export import safe_cell, write_csv
 
 PERIOD = ["--since", "2026-11-23", "--until", "2026-11-25"]
 

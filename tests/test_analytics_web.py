@@ -8,8 +8,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from analytics_data import HOSTILE, SINCE, UNTIL, build
-from screenpop.daemon import charts
-from screenpop.db import analytics
+from screenpop.daemon.reports import charts
+from screenpop.daemon.reports import analytics
+
+from support import start_hub, stop_hub
 
 BERLIN = ZoneInfo("Europe/Berlin")
 SVG = "{http://www.w3.org/2000/svg}"
@@ -57,15 +59,14 @@ class Pages:
     """The daemon's Flask app on a started push hub, in Berlin time, with an admin and an operator token."""
 
     def __init__(self, db, tmp_path) -> None:
-        from screenpop.daemon.httpserver import create_app
-        from screenpop.daemon.photos import Photos
-        from screenpop.daemon.push import PushHub
-        from screenpop.db import tokens
-        from screenpop.db.lookup import Lookup
+        from screenpop.daemon.customers.photos import Photos
+        from screenpop.daemon.web.server import create_app
+
+        from screenpop.daemon.auth import tokens
+        from screenpop.daemon.customers.lookup import Lookup
         from screenpop.db.numbers import NumberRules
 
-        self.hub = PushHub(db, lambda: Lookup(db, NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)))
-        self.hub.start()
+        self.hub = start_hub(db, lambda: Lookup(db, NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)))
         self.app = create_app(self.hub, Photos(tmp_path), heartbeat=1.0, zone=BERLIN)
         self.admin = self.signed_in(tokens.create(None, role="admin")[1])
         self.operator = self.signed_in(tokens.create("1001")[1])
@@ -87,7 +88,7 @@ class Pages:
 def pages(db, data, tmp_path):
     p = Pages(db, tmp_path)
     yield p
-    p.hub.stop()
+    stop_hub(p.hub)
 
 
 PERIOD = "since=2026-11-23&until=2026-11-24"
@@ -157,7 +158,7 @@ def test_first_dashboard_of_a_fresh_install_has_its_charts(tmp_path):
 
     from support import Proc, free_port, http_ready, wait_for, write_config
 
-    from screenpop.db import tokens
+    from screenpop.daemon.auth import tokens
     from screenpop.db.database import open_database
     from screenpop.db.migrations import migrate
 

@@ -8,14 +8,14 @@ import urllib.request
 
 import pytest
 
-from screenpop.daemon.httpserver import create_app
-from screenpop.daemon.photos import Photos
-from screenpop.daemon.push import PushHub
-from screenpop.db import tokens
-from screenpop.db.lookup import Lookup
+from screenpop.daemon.customers.photos import Photos
+from screenpop.daemon.web.server import create_app
+
+from screenpop.daemon.auth import tokens
+from screenpop.daemon.customers.lookup import Lookup
 from screenpop.db.models import Call, Customer, Employee, Phone
 
-from support import daemon, free_port, http_ready, wait_for, write_config
+from support import daemon, free_port, http_ready, start_hub, stop_hub, wait_for, write_config
 from screenpop.db.numbers import NumberRules
 
 RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
@@ -24,8 +24,7 @@ HOSTILE = "<script>alert('x')</script> \"; DROP TABLE customer; -- \u202e ünï 
 
 class Api:
     def __init__(self, db, tmp_path):
-        self.hub = PushHub(db, lambda: Lookup(db, RULES))
-        self.hub.start()
+        self.hub = start_hub(db, lambda: Lookup(db, RULES))
         self.client = create_app(self.hub, Photos(tmp_path), heartbeat=1.0).test_client()
         _, self.op = tokens.create("1001")
         _, self.admin = tokens.create(None, role="admin")
@@ -47,7 +46,7 @@ class Api:
 def api(db, tmp_path):
     a = Api(db, tmp_path)
     yield a
-    a.hub.stop()
+    stop_hub(a.hub)
 
 
 def test_customer_crud_and_search(api):

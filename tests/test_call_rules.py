@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import itertools
 
-from screenpop.daemon.calls import CallTracker
-from screenpop.daemon.protocol import Event
+from screenpop.daemon.calls.tracker import CallTracker
+from screenpop.daemon.pbx.protocol import Event
 
 from test_calls import RULES, ListSink, per_extension
 

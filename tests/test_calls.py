@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from screenpop.daemon.calls import CallTracker, event_time, parse_channels
-from screenpop.daemon.capture import read_events
-from screenpop.daemon.direction import DirectionRules
-from screenpop.daemon.protocol import parse_event_body
-from screenpop.daemon.simevents import SimEvent
-from screenpop.daemon.simgen import CallGenerator
-from screenpop.daemon.simulator import CHANNEL_COLUMNS, ChannelTable, load_capture_events, render_rows
+from screenpop.daemon.calls.direction import DirectionRules
+from screenpop.daemon.calls.tracker import CallTracker, event_time, parse_channels
+from screenpop.daemon.pbx.protocol import parse_event_body
+from screenpop.simulator.capture import read_events
+from screenpop.simulator.events import SimEvent
+from screenpop.simulator.generator import CallGenerator
+from screenpop.simulator.server import CHANNEL_COLUMNS, ChannelTable, load_capture_events, render_rows
 
 CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "esl-captures"
 SCENARIOS = sorted(p.name[: -len(".expected.json")] for p in CAPTURES.glob("*.expected.json"))

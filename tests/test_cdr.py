@@ -15,28 +15,28 @@ import gevent
 import gevent.event
 import pytest
 
-from screenpop.daemon import cdr
-from screenpop.daemon.calls import CallTracker
-from screenpop.daemon.capture import read_events
-from screenpop.daemon.cdr import BASE64_TYPE, FORM_TYPE, JSON_TYPE, CdrIntake, decode_body, parse_cdr, rebuild
+from screenpop.daemon.calls.direction import DirectionRules
+from screenpop.daemon.calls.tracker import CallTracker
 from screenpop.daemon.config import CdrConfig
-from screenpop.daemon.customerdata import DataError
-from screenpop.daemon.direction import DirectionRules
-from screenpop.daemon.protocol import encode_value
-from screenpop.daemon.simcdr import CdrBuilder
-from screenpop.daemon.simgen import CallGenerator
-from screenpop.daemon.push import PushHub
-from screenpop.daemon.simulator import load_capture_events
-from screenpop.daemon.writer import Writer
-from screenpop.db import analytics
-from screenpop.db.analytics import Period
-from screenpop.db.callrecords import call_records
-from screenpop.db.cdrlegs import prune_legs, store_leg
+from screenpop.daemon.customers.data import DataError
+from screenpop.daemon.pbx.protocol import encode_value
+from screenpop.daemon.record import cdr
+from screenpop.daemon.record.cdr import BASE64_TYPE, FORM_TYPE, JSON_TYPE, CdrIntake, decode_body, parse_cdr, rebuild
+from screenpop.simulator.capture import read_events
+from screenpop.simulator.cdr import CdrBuilder
+from screenpop.simulator.generator import CallGenerator
+
+from screenpop.daemon.customers.lookup import Lookup
+from screenpop.daemon.record.cdrlegs import prune_legs, store_leg
+from screenpop.daemon.record.writer import Writer
+from screenpop.daemon.reports import analytics
+from screenpop.daemon.reports.analytics import Period
+from screenpop.daemon.reports.callrecords import call_records
 from screenpop.db.database import open_database
-from screenpop.db.lookup import Lookup
 from screenpop.db.migrations import migrate
 from screenpop.db.models import Call, CallEvent, CdrLeg, SchemaVersion
 from screenpop.db.numbers import NumberRules
+from screenpop.simulator.server import load_capture_events
 
 from support import (
     CAPTURES,
@@ -47,6 +47,8 @@ from support import (
     http_ready,
     pops_by_extension,
     simulator,
+    start_hub,
+    stop_hub,
     wait_for,
     write_config,
 )
@@ -365,17 +367,16 @@ def test_a_stored_call_the_tracker_no_longer_holds_is_completed_from_the_databas
     (operator,) = analytics.employees(Period(None, None))
     assert (operator["extension"], operator["taken"], operator["missed"]) == ("1001", 0, 1)
 
-    hub = PushHub(db, lambda: Lookup(db, NUMBERS))
-    hub.start()
+    hub = start_hub(db, lambda: Lookup(db, NUMBERS))
     try:
         writer = Writer(db, e164=lambda raw: NUMBERS.classify(raw).e164)
-        intake = CdrIntake(CdrConfig(password="x"), writer, hub)
+        intake = CdrIntake(CdrConfig(password="x"), writer, hub.worker)
         intake.tracker = CallTracker(RULES, intake)
         for body in cdrs_of(load_capture_events(CAPTURES / f"{scenario}.plain.esl")).values():
             intake.take(body.encode(), JSON_TYPE, None)
         _flush(writer)
     finally:
-        hub.stop()
+        stop_hub(hub)
     want, keys = _expected_calls(scenario)
     (record,) = call_records()
     assert [comparable(record, keys)] == want
@@ -489,10 +490,9 @@ def test_cdrs_older_than_keep_days_are_pruned(db, monkeypatch):
 
     CdrLeg.update(received_at=dt.datetime(2020, 1, 1)).execute()
     monkeypatch.setattr(cdr, "PRUNE_SECONDS", 0.05)
-    hub = PushHub(db, lambda: Lookup(db, NUMBERS))
-    hub.start()
+    hub = start_hub(db, lambda: Lookup(db, NUMBERS))
     stopped = gevent.event.Event()
-    pruner = gevent.spawn(CdrIntake(CdrConfig(keep_days=7), Writer(db, e164=str), hub).prune_forever, stopped)
+    pruner = gevent.spawn(CdrIntake(CdrConfig(keep_days=7), Writer(db, e164=str), hub.worker).prune_forever, stopped)
     try:
         with gevent.Timeout(30):
             while CdrLeg.select().exists():
@@ -500,4 +500,4 @@ def test_cdrs_older_than_keep_days_are_pruned(db, monkeypatch):
     finally:
         stopped.set()
         pruner.join(5)
-        hub.stop()
+        stop_hub(hub)

@@ -114,8 +114,8 @@ def test_demo_hands_the_tray_its_token_in_a_private_file_not_on_its_command_line
     import stat
 
     from screenpop.daemon import demo
+    from screenpop.daemon.auth import tokens
     from screenpop.daemon.cli import build_parser
-    from screenpop.db import tokens
     from screenpop.tray import config as tray_config
 
     started = []

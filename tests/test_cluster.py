@@ -15,20 +15,20 @@ import gevent
 import psycopg
 import pytest
 
-from screenpop.daemon.calls import CallTracker
-from screenpop.daemon.capture import read_events
+from screenpop.daemon.auth import tokens
+from screenpop.daemon.calls.direction import DirectionRules
+from screenpop.daemon.calls.tracker import CallTracker
 from screenpop.daemon.cluster import Election
-from screenpop.daemon.direction import DirectionRules
-from screenpop.daemon import fanout
-from screenpop.daemon.card import POP_COLUMNS, PopRow
-from screenpop.daemon.fanout import Listener, Publisher
-from screenpop.daemon.writer import Writer
-from screenpop.db import tokens
-from screenpop.db.callrecords import call_records
+from screenpop.daemon.push import fanout
+from screenpop.daemon.record.pops import POP_COLUMNS, PopRow
+from screenpop.daemon.push.fanout import Listener, Publisher
+from screenpop.daemon.record.writer import Writer
+from screenpop.daemon.reports.callrecords import call_records
 from screenpop.db.database import open_database, pg_session
 from screenpop.db.migrations import migrate
 from screenpop.db.models import Call, CallEvent
 from screenpop.db.numbers import NumberRules
+from screenpop.simulator.capture import read_events
 
 from sse import Stream
 from pgserver import PrivateServer

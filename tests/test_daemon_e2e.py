@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from screenpop.daemon.capture import read_events
-from screenpop.db.callrecords import call_records
+from screenpop.daemon.customers.lookup import add_phone
+from screenpop.daemon.reports.callrecords import call_records
 from screenpop.db.database import open_database
-from screenpop.db.lookup import add_phone
 from screenpop.db.migrations import migrate
 from screenpop.db.models import CallEvent, Customer
 from screenpop.db.numbers import NumberRules
+from screenpop.simulator.capture import read_events
 
 from support import (
     CAPTURES,
@@ -270,7 +270,7 @@ HOSTILE_NAME = "<b>VIP</b> & \"Ünïcødé\" ; DROP TABLE call; -- 'x' \x07\x1b[
 
 def _hostile_stream() -> bytes:
     """Garbage and lying frames, then a real call whose caller-ID name is hostile and a non-UTF-8 event."""
-    from screenpop.daemon.protocol import encode_value
+    from screenpop.daemon.pbx.protocol import encode_value
 
     parts = [
         b"this is not a frame\n\n",

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from screenpop.daemon.writer import Writer
-from screenpop.db import tokens
+from screenpop.daemon.auth import tokens
+from screenpop.daemon.customers.lookup import add_phone
+from screenpop.daemon.record.writer import Writer
 from screenpop.db.database import DatabaseUnreachable, guarded, open_database, outage
-from screenpop.db.lookup import add_phone
 from screenpop.db.migrations import migrate
 from screenpop.db.models import Call, Customer, utcnow
 from screenpop.db.numbers import NumberRules
@@ -136,7 +136,7 @@ def small_disk(tmp_path):
 def test_a_full_disk_under_sqlite_is_logged_as_such_and_everything_is_stored_once_there_is_room(small_disk, caplog):
     import gevent
 
-    from screenpop.daemon.calls import CallState
+    from screenpop.daemon.calls.tracker import CallState
 
     path = small_disk / "screenpop.db"
     db = open_database(f"sqlite:///{path}")

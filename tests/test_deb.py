@@ -154,7 +154,7 @@ def test_install_run_upgrade_remove_purge(debs: dict[str, Path], debroot: DebRoo
     assert "usage: screenpop" in root.run("screenpop", "--help").stdout
     # the daemon's virtualenv carries no desktop stack
     assert root.run("/opt/screenpop/bin/python", "-c", "import gi", check=False).returncode != 0
-    assert root.run("/opt/screenpop/bin/python", "-c", "import gevent, psycopg, PIL, screenpop.daemon.service").returncode == 0
+    assert root.run("/opt/screenpop/bin/python", "-c", "import gevent, psycopg, PIL, screenpop.daemon.runtime").returncode == 0
 
     # the admin points it at FreeSWITCH (here the simulator on the host's loopback)
     port = free_port()

@@ -56,7 +56,7 @@ def test_wheel_installs_and_runs_in_a_fresh_venv(dists: dict[str, Path], tmp_pat
                     "--disable-pip-version-check", str(dists["wheel"])], check=True)
     out = subprocess.run([str(venv / "bin/screenpop"), "--help"], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0 and "usage: screenpop" in out.stdout
-    check = ("import screenpop.daemon.service, screenpop.daemon.simulator, screenpop.db.migrations, screenpop.tray.config;"
+    check = ("import screenpop.daemon.runtime, screenpop.simulator.server, screenpop.db.migrations, screenpop.tray.config;"
              "import importlib.util as u; print(u.find_spec('gi'), u.find_spec('pystray'))")
     out = subprocess.run([str(venv / "bin/python"), "-c", check], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr

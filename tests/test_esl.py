@@ -22,8 +22,8 @@ import gevent.server
 import greenswitch.esl
 import pytest
 
-from screenpop.daemon import protocol
-from screenpop.daemon.esl import (
+from screenpop.daemon.pbx import protocol
+from screenpop.daemon.pbx.esl import (
     CONNECTION_LOST,
     AuthenticationError,
     CommandTimeoutError,
@@ -32,7 +32,7 @@ from screenpop.daemon.esl import (
     NotConnectedError,
     subscription_command,
 )
-from screenpop.daemon.protocol import Headers, decode_value, parse_event_body, parse_headers, render_headers
+from screenpop.daemon.pbx.protocol import Headers, decode_value, parse_event_body, parse_headers, render_headers
 
 from support import Proxy
 
@@ -356,7 +356,7 @@ def watchdog():
 threading.Thread(target=watchdog, daemon=True).start()
 import gevent, gevent.server
 from greenswitch.esl import InboundESL
-from screenpop.daemon.esl import GuardedInboundESL
+from screenpop.daemon.pbx.esl import GuardedInboundESL
 cls = GuardedInboundESL if sys.argv[1] == "guarded" else InboundESL
 def handle(sock, addr):
     sock.sendall(b"Content-Type: auth/request\n\n")
@@ -827,7 +827,7 @@ def test_keepalive_probe_notices_a_dead_connection(fake_fs, supervisors):
 def test_a_frozen_connection_is_noticed_within_seconds_with_the_defaults(supervisors):
     """The simulator as FreeSWITCH behind a relay that freezes: the default keepalive probe notices it and
     the supervisor reconnects, well within FreeSWITCH's 20 s HEARTBEAT interval."""
-    from screenpop.daemon.simulator import Simulator
+    from screenpop.simulator.server import Simulator
 
     sim = Simulator("127.0.0.1", 0, PASSWORD)
     sim.start()

@@ -14,17 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from screenpop.daemon.httpserver import create_app
-from screenpop.daemon.photos import Photos
-from screenpop.daemon.push import PushHub
-from screenpop.db import tokens
+from screenpop.daemon.customers.photos import Photos
+from screenpop.daemon.web.server import create_app
+
+from screenpop.daemon.auth import tokens
+from screenpop.daemon.customers.lookup import Lookup
 from screenpop.db.database import open_database
-from screenpop.db.lookup import Lookup
 from screenpop.db.migrations import migrate
 from screenpop.db.numbers import NumberRules
 
 from sse import Stream
-from support import Proc, daemon, free_port, http_ready, simulator, wait_for, write_config
+from support import Proc, daemon, free_port, http_ready, simulator, start_hub, stop_hub, wait_for, write_config
 
 RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
 
@@ -33,8 +33,7 @@ class Site:
     """The daemon's Flask app on a started push hub; a browser signed in as admin, and the admin token."""
 
     def __init__(self, db, tmp_path) -> None:
-        self.hub = PushHub(db, lambda: Lookup(db, RULES))
-        self.hub.start()
+        self.hub = start_hub(db, lambda: Lookup(db, RULES))
         self.app = create_app(self.hub, Photos(tmp_path / "photos"), heartbeat=1.0)
         _, self.token = tokens.create(None, role="admin", name="admin")
         self.auth = {"Authorization": f"Bearer {self.token}"}
@@ -47,7 +46,7 @@ class Site:
 def site(db, tmp_path):
     s = Site(db, tmp_path)
     yield s
-    s.hub.stop()
+    stop_hub(s.hub)
 
 
 @pytest.mark.parametrize("path", [

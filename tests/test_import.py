@@ -10,8 +10,8 @@ import peewee
 import pytest
 from PIL import Image
 
-from screenpop.db import importer
-from screenpop.db.importer import import_customers, import_employees, import_orders, import_photos
+from screenpop.daemon.customers import importer
+from screenpop.daemon.customers.importer import import_customers, import_employees, import_orders, import_photos
 from screenpop.db.models import Customer, Employee, Order, Phone
 from screenpop.db.numbers import NumberRules
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import peewee
 import pytest
 
-from screenpop.db.lookup import MAX_CANDIDATES, Lookup, Match, add_phone
+from screenpop.daemon.customers.lookup import MAX_CANDIDATES, Lookup, Match, add_phone
 from screenpop.db.models import Customer, Phone
 from screenpop.db.numbers import NumberRules
 
@@ -155,8 +155,8 @@ def test_numbers_stored_before_country_codes_get_theirs(request: pytest.FixtureR
 
 def test_every_way_in_stores_the_country_code(db: peewee.Database, tmp_path) -> None:
     """The pages and the API (customerdata), the importer and add_phone store what the rule reads."""
-    from screenpop.daemon import customerdata
-    from screenpop.db.importer import import_customers
+    from screenpop.daemon.customers import data as customerdata
+    from screenpop.daemon.customers.importer import import_customers
 
     number, raw, label = customerdata.phone_input("+45 4555 1234", "phones[0]", RULES)
     customerdata.create_customer({"name": "dk"}, [(number, raw, label)])

@@ -13,17 +13,18 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from screenpop.daemon.card import MAX_ORDERS, CardBuilder, PopRow
-from screenpop.daemon.push import Subscriber
-from screenpop.db import tokens
+from screenpop.daemon.auth import tokens
+from screenpop.daemon.customers.lookup import Lookup, add_phone
+from screenpop.daemon.push.card import MAX_ORDERS, CardBuilder
+from screenpop.daemon.record.pops import PopRow
+from screenpop.daemon.push.hub import Subscriber
 from screenpop.db.database import open_database
-from screenpop.db.lookup import Lookup, add_phone
 from screenpop.db.migrations import migrate
 from screenpop.db.models import CallEvent, Customer, Employee, Order
 from screenpop.db.numbers import NumberRules
 
 from sse import Stream, get
-from support import CAPTURES, daemon, free_port, simulator, wait_for, write_config
+from support import CAPTURES, daemon, free_port, simulator, start_hub, stop_hub, wait_for, write_config
 
 RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
 HEARTBEAT = 0.3
@@ -449,17 +450,16 @@ def test_database_down_is_503_not_a_crash(tmp_path, sqlite_url, monkeypatch):
     """In process: the hub's worker meets a database error; requests get 503 JSON, and it recovers after."""
     import peewee
 
-    from screenpop.daemon.httpserver import create_app
-    from screenpop.daemon.photos import Photos
-    from screenpop.daemon.push import PushHub
-    from screenpop.db.lookup import Lookup
+    from screenpop.daemon.customers.photos import Photos
+    from screenpop.daemon.web.server import create_app
+
+    from screenpop.daemon.customers.lookup import Lookup
 
     db = open_database(sqlite_url)
     migrate(db)
     _, clear = tokens.create("1001")
     customer = Customer.create(name="Jón")
-    hub = PushHub(db, lambda: Lookup(db, RULES))
-    hub.start()
+    hub = start_hub(db, lambda: Lookup(db, RULES))
     app = create_app(hub, Photos(tmp_path), heartbeat=1.0)
     client = app.test_client()
     auth = {"Authorization": f"Bearer {clear}"}
@@ -477,7 +477,7 @@ def test_database_down_is_503_not_a_crash(tmp_path, sqlite_url, monkeypatch):
         response = client.get(f"/api/v1/customers/{customer.id}/photo", headers=auth)
         assert response.status_code == 200 and response.headers["X-Screenpop-Photo"] == "placeholder"
     finally:
-        hub.stop()
+        stop_hub(hub)
         db.close()
 
 
@@ -487,10 +487,10 @@ def test_a_stuck_client_is_cut_off_while_the_others_get_everything(sqlite_url):
 
     import gevent
 
-    from screenpop.daemon.calls import CallState
-    from screenpop.daemon.push import PushHub
-    from screenpop.daemon.writer import PendingPop
-    from screenpop.db.lookup import Lookup
+    from screenpop.daemon.calls.tracker import CallState
+
+    from screenpop.daemon.customers.lookup import Lookup
+    from screenpop.daemon.record.writer import PendingPop
 
     class Sock:
         shut = False
@@ -500,8 +500,7 @@ def test_a_stuck_client_is_cut_off_while_the_others_get_everything(sqlite_url):
 
     db = open_database(sqlite_url)
     migrate(db)
-    hub = PushHub(db, lambda: Lookup(db, RULES), queue_max=100)
-    hub.start()
+    hub = start_hub(db, lambda: Lookup(db, RULES), queue_max=100)
     try:
         stuck_sock = Sock()
         stuck = hub.subscribe("1001", 1, stuck_sock)
@@ -526,5 +525,5 @@ def test_a_stuck_client_is_cut_off_while_the_others_get_everything(sqlite_url):
         assert stuck.reason == "fell too far behind" and stuck_sock.shut and not stuck.frames
         consumer.kill()
     finally:
-        hub.stop()
+        stop_hub(hub)
         db.close()

@@ -1,4 +1,4 @@
-"""Customer search (db/search.py) and the record page's data (db/customers.py), on SQLite and PostgreSQL."""
+"""Customer search (db/search.py) and the record page's data (daemon/customers/record.py), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import datetime as dt
@@ -8,10 +8,10 @@ from pathlib import Path
 import peewee
 import pytest
 
-from screenpop.db.customers import customer_record
+from screenpop.daemon.customers.importer import import_customers
+from screenpop.daemon.customers.lookup import add_phone
+from screenpop.daemon.customers.record import customer_record
 from screenpop.db.database import open_database
-from screenpop.db.importer import import_customers
-from screenpop.db.lookup import add_phone
 from screenpop.db.migrations import MIGRATIONS, current_version, migrate
 from screenpop.db.models import ALL_MODELS, Call, Customer, Employee, Order, Phone, SchemaVersion
 from screenpop.db.numbers import NumberRules

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from screenpop.daemon.capture import frame_event, read_capture, read_events, split_frames
-from screenpop.daemon.protocol import Frame, encode_value, parse_headers
-from screenpop.daemon.simevents import SimEvent, plain_frame, split_plain_body
+from screenpop.daemon.pbx.protocol import Frame, encode_value, parse_headers
+from screenpop.simulator.capture import frame_event, read_capture, read_events, split_frames
+from screenpop.simulator.events import SimEvent, plain_frame, split_plain_body
 
 CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "esl-captures"
 SCENARIOS = sorted(p.name[: -len(".plain.esl")] for p in CAPTURES.glob("*.plain.esl")) if CAPTURES.is_dir() else []
@@ -37,12 +37,12 @@ SUBSCRIBE_FEW = (b"event plain CHANNEL_CREATE CHANNEL_PROGRESS CHANNEL_ANSWER CH
 # ---- harness ---------------------------------------------------------------------------------------------
 
 class Sim:
-    """`python -m screenpop.daemon.simulator --port 0 ...` with its log in a file; the port is read from the log."""
+    """`python -m screenpop.simulator.server --port 0 ...` with its log in a file; the port is read from the log."""
 
     def __init__(self, tmp_path: Path, *args: str, port: int = 0):
         self.log_path = tmp_path / f"sim-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "screenpop.daemon.simulator", "--port", str(port), *args],
+        self.proc = subprocess.Popen([sys.executable, "-m", "screenpop.simulator.server", "--port", str(port), *args],
                                      stdout=subprocess.DEVNULL, stderr=self._log)
         deadline = time.monotonic() + 10
         while True:
@@ -525,7 +525,7 @@ def test_restamp_of_odd_captures_rewrites_what_it_can_and_sends_the_rest_as_reco
 
 
 def test_restamp_needs_replay(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "screenpop.daemon.simulator", "--generate", "--restamp"],
+    out = subprocess.run([sys.executable, "-m", "screenpop.simulator.server", "--generate", "--restamp"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "--restamp need --replay" in out.stderr
 
@@ -790,7 +790,7 @@ def test_generated_calls_are_consistent_trackable_and_as_expected(sims, tmp_path
 def test_generator_is_deterministic_per_seed_and_serves_at_full_speed(sims):
     """Same seed, same calls; and 300 calls at speed 0 all arrive (its speed is bench/cluster.py's to print:
     a CPU-time bound here failed on a slower machine)."""
-    from screenpop.daemon.simgen import CallGenerator
+    from screenpop.simulator.generator import CallGenerator
 
     one = CallGenerator(rate=50, calls=30, seed=4, start_us=1_800_000_000_000_000)
     two = CallGenerator(rate=50, calls=30, seed=4, start_us=1_800_000_000_000_000)

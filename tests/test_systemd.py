@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from screenpop.daemon.auth import tokens
 from screenpop.daemon.sdnotify import Notifier
-from screenpop.db import tokens
 from screenpop.db.database import open_database
 from screenpop.db.migrations import migrate
 from screenpop.db.models import Call
@@ -274,7 +274,7 @@ def test_sigterm_under_load_writes_every_ended_call_closes_streams_and_logs_no_s
     assert not [line for line in lines[stopping:] if line.startswith(("<4>", "<3>", "<2>"))], "a normal stop warns of nothing"
     for secret in (ESL_PASSWORD, admin, operator):
         assert secret not in log
-    from screenpop.daemon.simgen import CALLER_NAMES
+    from screenpop.simulator.generator import CALLER_NAMES
 
     assert not [name for name in CALLER_NAMES if name in log]
     assert "+354555" not in log

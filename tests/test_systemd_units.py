@@ -78,7 +78,7 @@ def test_daemon_unit_is_notify_with_watchdog_and_reload():
 
 def test_daemon_unit_has_open_files_for_the_connection_cap_and_the_trays():
     from screenpop.daemon.config import HttpConfig
-    from screenpop.daemon.httpserver import SPARE_FILES
+    from screenpop.daemon.web.server import SPARE_FILES
 
     parsed = configparser.ConfigParser(strict=False, interpolation=None)
     parsed.read(UNITS / "screenpop-daemon.service")

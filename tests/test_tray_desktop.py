@@ -219,9 +219,9 @@ class RealDaemon:
     """The daemon with its HTTP server on a free port (SQLite), a token for 1001, and the customers of the pops."""
 
     def __init__(self, tmp: Path, sqlite_url: str) -> None:
-        from screenpop.db import tokens
+        from screenpop.daemon.auth import tokens
+        from screenpop.daemon.customers.lookup import add_phone
         from screenpop.db.database import open_database
-        from screenpop.db.lookup import add_phone
         from screenpop.db.migrations import migrate
         from screenpop.db.models import Customer, Employee, Order
         from screenpop.db.numbers import NumberRules
@@ -332,7 +332,7 @@ def test_real_daemon_hostile_caller_id_is_escaped(session, real):
 
 
 def test_real_daemon_revoked_token_shows_in_the_tray(session, real):
-    from screenpop.db import tokens
+    from screenpop.daemon.auth import tokens
 
     real.start_tray()
     assert tokens.revoke(real.token_id)

@@ -1,4 +1,4 @@
-"""One rule for each piece of data (db/values.py): the JSON API, the web pages and the CSV importer accept and
+"""One rule for each piece of data (daemon/customers/values.py): the JSON API, the web pages and the CSV importer accept and
 refuse the same values, and store them the same way (issue 14: the importer stored an amount of -50 and a
 category VIP that the API and the pages refused)."""
 from __future__ import annotations
@@ -7,16 +7,16 @@ from decimal import Decimal
 
 import pytest
 
-from screenpop.daemon.httpserver import create_app
-from screenpop.daemon.photos import Photos
-from screenpop.daemon.push import PushHub
-from screenpop.db import tokens
-from screenpop.db.importer import import_customers, import_employees, import_orders
-from screenpop.db.lookup import Lookup
+from screenpop.daemon.customers.photos import Photos
+from screenpop.daemon.web.server import create_app
+
+from screenpop.daemon.auth import tokens
+from screenpop.daemon.customers.importer import import_customers, import_employees, import_orders
+from screenpop.daemon.customers.lookup import Lookup
 from screenpop.db.models import Customer, Employee, Order
 from screenpop.db.numbers import NumberRules
 
-from support import post_form, signed_in
+from support import post_form, signed_in, start_hub, stop_hub
 
 RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
 
@@ -25,8 +25,7 @@ class Ways:
     """The three ways a value gets in: the API, the pages (an admin's browser) and a CSV file."""
 
     def __init__(self, db, tmp_path) -> None:
-        self.hub = PushHub(db, lambda: Lookup(db, RULES))
-        self.hub.start()
+        self.hub = start_hub(db, lambda: Lookup(db, RULES))
         app = create_app(self.hub, Photos(tmp_path / "photos"), heartbeat=1.0)
         self.token = tokens.create(None, role="admin")[1]
         self.api = app.test_client()
@@ -49,7 +48,7 @@ class Ways:
 def ways(db, tmp_path):
     w = Ways(db, tmp_path)
     yield w
-    w.hub.stop()
+    stop_hub(w.hub)
 
 
 @pytest.mark.parametrize("value, stored", [

@@ -11,14 +11,16 @@ import pytest
 from PIL import Image
 
 from screenpop.daemon.config import WebConfig
-from screenpop.daemon.customerdata import money
-from screenpop.daemon.httpserver import create_app
-from screenpop.daemon.photos import Photos
-from screenpop.daemon.push import PushHub
-from screenpop.db import tokens
-from screenpop.db.lookup import Lookup
+from screenpop.daemon.customers.data import money
+from screenpop.daemon.customers.photos import Photos
+from screenpop.daemon.web.server import create_app
+
+from screenpop.daemon.auth import tokens
+from screenpop.daemon.customers.lookup import Lookup
 from screenpop.db.models import ApiToken, Call, CallParty, Customer, Employee, Order, Phone, Setting, SigninLink, WebSession
 from screenpop.db.numbers import NumberRules
+
+from support import start_hub, stop_hub
 
 RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
 HOSTILE = ("<script>alert(1)</script>\"'><img src=x onerror=alert(2)> javascript:alert(3) "
@@ -29,8 +31,7 @@ class Site:
     """The daemon's Flask app on a started push hub, an operator token and an admin token."""
 
     def __init__(self, db, tmp_path, config: WebConfig | None = None) -> None:
-        self.hub = PushHub(db, lambda: Lookup(db, RULES))
-        self.hub.start()
+        self.hub = start_hub(db, lambda: Lookup(db, RULES))
         self.photos = tmp_path / "photos"
         self.linked: list[tuple] = []
         self.app = create_app(self.hub, Photos(self.photos), heartbeat=1.0, web_config=config,
@@ -66,7 +67,7 @@ class Site:
 def site(db, tmp_path):
     s = Site(db, tmp_path)
     yield s
-    s.hub.stop()
+    stop_hub(s.hub)
 
 
 def _customer(name="Jón Jónsson", company="Acme ehf", number="+3545551234", **extra) -> Customer:
@@ -190,7 +191,7 @@ def test_signing_out_ends_the_session_for_every_copy_of_its_cookie(site, db, tmp
             assert site.post(browser, "/customers/new", {"company": "Copied Cookie ehf"}).status_code == 303
         assert not Customer.select().where(Customer.company == "Copied Cookie ehf").exists()
     finally:
-        other.hub.stop()
+        stop_hub(other.hub)
     again = site.client("op")  # signing in again is a new session
     assert again.get("/customers").status_code == 200 and WebSession.select().count() == 2
 
@@ -222,7 +223,7 @@ def test_session_key_shared_and_kept(site, db, tmp_path):
         browser.set_cookie("screenpop_session", c.get_cookie("screenpop_session").value)
         assert browser.get("/employees").status_code == 200
     finally:
-        other.hub.stop()
+        stop_hub(other.hub)
 
 
 def test_secure_cookie_over_tls(db, tmp_path):
@@ -232,7 +233,7 @@ def test_secure_cookie_over_tls(db, tmp_path):
         path = s.mint(s.op)[1]["url"].split("localhost", 1)[1]
         assert "Secure" in s.app.test_client().get(path).headers["Set-Cookie"]
     finally:
-        s.hub.stop()
+        stop_hub(s.hub)
 
 
 # ---- permissions and CSRF ----------------------------------------------------------------------------
@@ -501,7 +502,7 @@ def test_photo_upload(site, db, tmp_path):
                        content_type="multipart/form-data")
         assert r.status_code == 413 and Customer.get_by_id(c.id).photo == kept
     finally:
-        small.hub.stop()
+        stop_hub(small.hub)
 
 
 def _flat_png(edge: int) -> bytes:
@@ -532,8 +533,8 @@ def test_photo_uploads_at_once_decode_a_few_at_a_time(site, monkeypatch):
 
     import gevent
 
-    from screenpop.daemon.photos import IMAGE_JOBS
-    from screenpop.db import photofiles
+    from screenpop.daemon.customers import photofiles
+    from screenpop.daemon.customers.photos import IMAGE_JOBS
 
     c = _customer()
     spans: list[tuple[float, float]] = []
@@ -763,14 +764,14 @@ def test_database_down_is_a_503_page(tmp_path, sqlite_url, monkeypatch):
         monkeypatch.setattr(db, "execute_sql", real)
         assert op.get("/customers").status_code == 200
     finally:
-        site.hub.stop()
+        stop_hub(site.hub)
         db.close()
 
 
 def test_logs_never_carry_a_link_secret(site, caplog):
     import logging
 
-    from screenpop.daemon.httpserver import _AccessLog
+    from screenpop.daemon.web.server import _AccessLog
 
     caplog.set_level(logging.DEBUG)
     _AccessLog().write('127.0.0.1 - - [x] "GET /signin/s3cr3t-Secret_x HTTP/1.1" 303 0 0.01\n')

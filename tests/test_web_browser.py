@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from screenpop.db import tokens
+from screenpop.daemon.auth import tokens
+from screenpop.daemon.customers.lookup import add_phone
 from screenpop.db.database import open_database
-from screenpop.db.lookup import add_phone
 from screenpop.db.migrations import migrate
 from screenpop.db.models import Call, Customer, Employee, Order
 from screenpop.db.numbers import NumberRules

@@ -1,22 +1,24 @@
 """Who called, on every view: the card, the record page, the calls list, the missed list and the reports give the
-one answer db/lookup.py found when the call came in (issue 14), after a real call through the daemon over TCP."""
+one answer daemon/customers/lookup.py found when the call came in (issue 14), after a real call through the daemon over TCP."""
 from __future__ import annotations
 
 import pytest
 
-from screenpop.daemon.card import POP_COLUMNS, CardBuilder, PopRow
-from screenpop.daemon.httpserver import create_app
-from screenpop.daemon.photos import Photos
-from screenpop.daemon.push import PushHub
-from screenpop.db import analytics, tokens
-from screenpop.db.customers import customer_record
+from screenpop.daemon.customers.photos import Photos
+from screenpop.daemon.push.card import CardBuilder
+from screenpop.daemon.record.pops import POP_COLUMNS, PopRow
+from screenpop.daemon.web.server import create_app
+
+from screenpop.daemon.auth import tokens
+from screenpop.daemon.customers.lookup import Lookup, add_phone
+from screenpop.daemon.customers.record import customer_record
+from screenpop.daemon.reports import analytics
 from screenpop.db.database import open_database
-from screenpop.db.lookup import Lookup, add_phone
 from screenpop.db.migrations import migrate
 from screenpop.db.models import Call, Customer
 from screenpop.db.numbers import NumberRules
 
-from support import replay, signed_in
+from support import replay, signed_in, start_hub, stop_hub
 
 RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
 
@@ -46,15 +48,14 @@ def test_every_view_names_the_same_customers(tmp_path, db_url):
     assert (card["matches"], card["customer"]) == (2, None)
     assert [c["id"] for c in card["candidates"]] == [twin.id for twin in twins]
 
-    hub = PushHub(db, lambda: Lookup(db, RULES))
-    hub.start()
+    hub = start_hub(db, lambda: Lookup(db, RULES))
     try:
         browser = signed_in(create_app(hub, Photos(tmp_path / "photos"), heartbeat=1.0), tokens.create(None, role="admin")[1])
         day = call.started_at.date().isoformat()
         calls = browser.get("/calls").get_data(as_text=True)
         missed = browser.get(f"/missed?since={day}&until={day}").get_data(as_text=True)
     finally:
-        hub.stop()
+        stop_hub(hub)
     for page in (calls, missed):
         assert "2 customers share this number" in page and "Lookalike" not in page
     assert "unknown: add" not in calls and ">unknown<" not in missed

@@ -4,15 +4,15 @@ from __future__ import annotations
 import peewee
 from pytest import approx
 
-from screenpop.daemon.calls import CallState, CallTracker
-from screenpop.daemon.capture import read_events
-from screenpop.daemon.direction import DirectionRules
-from screenpop.daemon.protocol import parse_headers, render_headers
-from screenpop.daemon.writer import Writer, load_open_calls
-from screenpop.db import analytics
-from screenpop.db.callrecords import call_records
+from screenpop.daemon.calls.direction import DirectionRules
+from screenpop.daemon.calls.tracker import CallState, CallTracker
+from screenpop.daemon.pbx.protocol import parse_headers, render_headers
+from screenpop.daemon.record.writer import Writer, load_open_calls
+from screenpop.daemon.reports import analytics
+from screenpop.daemon.reports.callrecords import call_records
 from screenpop.db.models import Call, CallEvent, CallParty
 from screenpop.db.numbers import NumberRules
+from screenpop.simulator.capture import read_events
 
 from support import CAPTURES, expected
 

@@ -1,1 +1,1 @@
-"""screenpop workstation tray client."""
+"""The screenpop workstation tray client. Imports nothing of screenpop but tray (the daemon's stack never loads)."""

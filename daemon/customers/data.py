@@ -1,0 +1,410 @@
+"""Customer data: the input checks and the database steps shared by the JSON API (api.py) and the web pages (web/).
+
+Each step works on the bound models inside the caller's transaction and raises DataError with the HTTP status
+that fits (400 bad input, 404 missing, 409 conflict), so both front ends refuse the same things the same way.
+Values go in as the API's JSON gives them (strings; ids as ints); a web form's strings are converted first. The
+rules for the values themselves (amounts, categories, extensions, text lengths) are daemon/customers/values.py's, which the CSV
+importer uses too.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+import peewee
+
+from screenpop.daemon.customers import values
+from screenpop.daemon.customers.lookup import phone_columns
+from screenpop.daemon.reports.callrecords import calls_query, records
+from screenpop.db.models import Call, CallParty, Customer, Employee, Order, Phone, database, utcnow
+from screenpop.db.numbers import Number, NumberRules
+
+MAX_PHONES = 20
+CUSTOMER_CALLS = 20
+CUSTOMER_FIELDS = {k: values.MAX_CHARS["customer"][k] for k in ("name", "company", "city", "country", "note", "external_id")}
+ORDER_FIELDS = {k: values.MAX_CHARS["order"][k] for k in ("title", "stage")}
+MAX_ID = 2**31 - 1  # PostgreSQL's serial ids; the same bound on SQLite
+FIRST_DAY, LAST_DAY = dt.date(1970, 1, 1), dt.date(9998, 12, 31)  # what a period of calls may start or end on
+
+
+class DataError(Exception):
+    """Refused input or a conflict with what is stored; status is the HTTP status, extra goes into the answer."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+
+# ---- input checks ------------------------------------------------------------------------------------
+
+
+def text(body: dict, key: str, max_len: int, required: bool = False) -> str | None:
+    """A string field: must be a string, no NUL, valid Unicode, at most max_len characters (None if absent)."""
+    if key not in body:
+        if required:
+            raise DataError(400, f"{key}: required")
+        return None
+    value = body[key]
+    if not isinstance(value, str):
+        raise DataError(400, f"{key}: must be a string")
+    if "\x00" in value:
+        raise DataError(400, f"{key}: must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(400, f"{key}: must be valid Unicode (no lone surrogates)") from None
+    if len(value) > max_len:
+        raise DataError(400, f"{key}: at most {max_len} characters")
+    if required and not value.strip():
+        raise DataError(400, f"{key}: must not be empty")
+    return value
+
+
+def ident(value: Any, key: str) -> int:
+    """A row id: a whole number from 1 up."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
+        raise DataError(400, f"{key}: must be a positive whole number")
+    return value
+
+
+def in_period_range(value: dt.date, key: str) -> None:
+    """A date or time bounding a period of calls: DataError 400 outside FIRST_DAY..LAST_DAY (there are no calls
+    there, and days or zone offsets added to it would leave what dates can hold)."""
+    day = value.date() if isinstance(value, dt.datetime) else value
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise DataError(400, f"{key}: must lie between {FIRST_DAY} and {LAST_DAY}")
+
+
+def amount(value: Any, key: str, positive: bool = False) -> Decimal:
+    """A money amount given as a decimal string, e.g. "1250.50": 0 or more, at most 2 decimals (daemon/customers/values.py)."""
+    if not isinstance(value, str):
+        raise DataError(400, f'{key}: must be a decimal string such as "1250.50" (no sign, at most 2 decimals)')
+    try:
+        result = values.amount(value)
+    except ValueError as exc:
+        raise DataError(400, f"{key}: {exc}") from None
+    if positive and result <= 0:
+        raise DataError(400, f"{key}: must be more than 0")
+    return result
+
+
+def only(body: dict, allowed: set[str]) -> None:
+    """Refuse unknown fields."""
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise DataError(400, f"unknown field(s): {', '.join(unknown)}")
+
+
+def customer_fields(body: dict) -> dict:
+    """The customer columns present in body, checked; "" or None clears external_id."""
+    fields = {}
+    for key, max_len in CUSTOMER_FIELDS.items():
+        value = text(body, key, max_len)
+        if value is not None:
+            fields[key] = value
+    if "external_id" in body and body["external_id"] is None:
+        fields["external_id"] = None
+    elif fields.get("external_id") == "":
+        fields["external_id"] = None
+    if "category" in body:
+        if not isinstance(body["category"], str):
+            raise DataError(400, "category: must be a string")
+        try:
+            fields["category"] = values.category(body["category"])
+        except ValueError as exc:
+            raise DataError(400, f"category: {exc}") from None
+    return fields
+
+
+def phone_input(value: Any, key: str, rules: NumberRules) -> tuple[Number, str, str]:
+    """(normalised number, as typed, label) from a number string or {"number", "label"}."""
+    if isinstance(value, str):
+        value = {"number": value}
+    if not isinstance(value, dict):
+        raise DataError(400, f"{key}: must be a number string or an object with number and label")
+    try:
+        only(value, {"number", "label"})
+    except DataError as exc:
+        raise DataError(400, f"{key}: {exc.message}") from None
+    raw = text(value, "number", 64, required=True)
+    label = text(value, "label", 64) or ""
+    number = rules.classify(raw)
+    if number.kind != "e164":
+        why = "an internal extension" if number.kind == "extension" else "not a phone number that can be made E.164"
+        raise DataError(400, f"{key}: {raw!r} is {why}")
+    return number, raw.strip(), label
+
+
+def order_fields(body: dict, creating: bool) -> dict:
+    """Order columns from body: number and amount only when creating; responsible_id an employee id or None."""
+    fields: dict[str, Any] = {}
+    if creating:
+        fields["number"] = text(body, "number", values.MAX_CHARS["order"]["number"], required=True)
+        fields["amount"] = amount(body["amount"], "amount") if "amount" in body else Decimal(0)
+    for key, max_len in ORDER_FIELDS.items():
+        value = text(body, key, max_len)
+        if value is not None:
+            fields[key] = value
+        elif creating:
+            fields[key] = ""
+    if "responsible_id" in body:
+        emp = body["responsible_id"]
+        fields["responsible"] = None if emp is None else ident(emp, "responsible_id")
+    return fields
+
+
+def employee_fields(body: dict, required: bool) -> dict:
+    """Employee columns from body: name, extension (letters, digits and * # + _ . -), active."""
+    fields: dict[str, Any] = {}
+    name = text(body, "name", values.MAX_CHARS["employee"]["name"], required=required)
+    if name is not None:
+        if not name.strip():
+            raise DataError(400, "name: must not be empty")
+        fields["name"] = name
+    extension = text(body, "extension", values.MAX_CHARS["employee"]["extension"], required=required)
+    if extension is not None:
+        try:
+            fields["extension"] = values.extension(extension)
+        except ValueError as exc:
+            raise DataError(400, f"extension: {exc}") from None
+    if "active" in body:
+        if not isinstance(body["active"], bool):
+            raise DataError(400, "active: must be true or false")
+        fields["active"] = body["active"]
+    return fields
+
+
+# ---- representations ---------------------------------------------------------------------------------
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.replace(tzinfo=dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def money(value: Any) -> str:
+    return str(Decimal(value or 0).quantize(Decimal("0.01")))
+
+
+def customer_brief(c: Customer) -> dict:
+    return {"id": c.id, "external_id": c.external_id, "name": c.name, "company": c.company, "category": c.category,
+            "city": c.city, "country": c.country}
+
+
+def customer_full(c: Customer) -> dict:
+    out = customer_brief(c)
+    out.update(note=c.note, has_photo=bool(c.photo), created_at=iso(c.created_at), updated_at=iso(c.updated_at))
+    return out
+
+
+def phone_dict(p: Phone) -> dict:
+    return {"id": p.id, "e164": p.e164, "raw": p.raw, "label": p.label}
+
+
+def order_dict(o: Order) -> dict:
+    total, paid = Decimal(o.amount or 0), Decimal(o.paid or 0)
+    return {"id": o.id, "customer_id": o.customer_id, "number": o.number, "title": o.title, "stage": o.stage,
+            "responsible_id": o.responsible_id, "amount": money(total), "paid": money(paid),
+            "debt": money(total - paid), "status": o.status}
+
+
+def employee_dict(e: Employee) -> dict:
+    return {"id": e.id, "name": e.name, "extension": e.extension, "active": e.active}
+
+
+# ---- customers ---------------------------------------------------------------------------------------
+
+
+def get_customer(customer_id: int) -> Customer:
+    customer = Customer.get_or_none(Customer.id == customer_id)
+    if customer is None:
+        raise DataError(404, f"no customer {customer_id}")
+    return customer
+
+
+def customer_detail(customer_id: int, calls: int = CUSTOMER_CALLS) -> dict:
+    """One customer with phones, orders, open debt and the latest calls (as GET /api/v1/customers/<id> gives it)."""
+    c = get_customer(customer_id)
+    out = customer_full(c)
+    out["phones"] = [phone_dict(p) for p in Phone.select().where(Phone.customer == c.id).order_by(Phone.id)]
+    out["orders"] = [order_dict(o) for o in Order.select().where(Order.customer == c.id).order_by(Order.id)]
+    out["debt"] = money(sum((Decimal(o["debt"]) for o in out["orders"] if o["status"] == "open"), Decimal(0)))
+    out["calls"] = records(list(calls_query(customer_id=c.id).limit(calls))) if calls else []
+    return out
+
+
+def check_name(fields: dict, current: Customer | None = None) -> None:
+    """A customer needs a name or a company."""
+    name = fields.get("name", current.name if current else "")
+    company = fields.get("company", current.company if current else "")
+    if not (name.strip() or company.strip()):
+        raise DataError(400, "name or company: one of them is required")
+
+
+def create_customer(fields: dict, phones: list[tuple[Number, str, str]]) -> int:
+    """A new customer with its numbers (checked with customer_fields / phone_input); its id."""
+    check_name(fields)
+    if fields.get("external_id") and Customer.get_or_none(Customer.external_id == fields["external_id"]):
+        raise DataError(409, "external_id: already used by another customer")
+    c = Customer.create(**fields)
+    for number, raw, label in phones:
+        store_phone(c.id, number, raw, label)
+    return c.id
+
+
+def update_customer(customer_id: int, fields: dict) -> None:
+    c = get_customer(customer_id)
+    check_name(fields, c)
+    ext = fields.get("external_id")
+    if ext and Customer.get_or_none((Customer.external_id == ext) & (Customer.id != c.id)):
+        raise DataError(409, "external_id: already used by another customer")
+    if fields:
+        Customer.update(**fields, updated_at=utcnow()).where(Customer.id == c.id).execute()
+
+
+def delete_customer(customer_id: int) -> str | None:
+    """Delete a customer with phones and orders; calls keep their history, unlinked. Returns its photo file name."""
+    c = get_customer(customer_id)
+    # SQLite may not enforce ON DELETE without pragmas: unlink and delete explicitly.
+    Call.update(customer=None).where(Call.customer == customer_id).execute()
+    Phone.delete().where(Phone.customer == customer_id).execute()
+    Order.delete().where(Order.customer == customer_id).execute()
+    Customer.delete().where(Customer.id == customer_id).execute()
+    return c.photo
+
+
+# ---- phones ------------------------------------------------------------------------------------------
+
+
+def store_phone(customer_id: int, number: Number, raw: str, label: str) -> Phone:
+    """Add a number; a number any customer has already is refused (409 naming the owner), never moved."""
+    owner = Phone.get_or_none(Phone.e164 == number.e164)
+    if owner is not None:
+        whose = "this customer" if owner.customer_id == customer_id else f"customer {owner.customer_id}"
+        raise DataError(409, f"{number.e164} is already a number of {whose}", customer_id=owner.customer_id)
+    return Phone.create(customer=customer_id, **phone_columns(number), raw=raw, label=label)
+
+
+def add_phone(customer_id: int, number: Number, raw: str, label: str) -> Phone:
+    get_customer(customer_id)
+    phone = store_phone(customer_id, number, raw, label)
+    Customer.update(updated_at=utcnow()).where(Customer.id == customer_id).execute()
+    return phone
+
+
+def remove_phone(customer_id: int, phone_id: int) -> None:
+    if not Phone.delete().where((Phone.id == phone_id) & (Phone.customer == customer_id)).execute():
+        raise DataError(404, f"no phone {phone_id} of customer {customer_id}")
+
+
+def link_calls(customer_id: int, e164: str | None, call_uuid: str | None) -> int:
+    """Give the call call_uuid, and every call from e164 that has no customer, to this customer; how many."""
+    which = []
+    if e164:
+        which.append(Call.external_e164 == e164)
+    if call_uuid:
+        which.append(Call.uuid == call_uuid)
+    if not which:
+        return 0
+    cond = which[0] if len(which) == 1 else which[0] | which[1]
+    return Call.update(customer=customer_id, matches=1).where(Call.customer.is_null() & cond).execute()
+
+
+# ---- orders ------------------------------------------------------------------------------------------
+
+
+def get_order(order_id: int) -> Order:
+    order = Order.get_or_none(Order.id == order_id)
+    if order is None:
+        raise DataError(404, f"no order {order_id}")
+    return order
+
+
+def _check_employee(fields: dict) -> None:
+    emp = fields.get("responsible")
+    if emp is not None and Employee.get_or_none(Employee.id == emp) is None:
+        raise DataError(400, f"responsible_id: no employee {emp}")
+
+
+def create_order(customer_id: int, fields: dict) -> Order:
+    get_customer(customer_id)
+    _check_employee(fields)
+    if Order.get_or_none(Order.number == fields["number"]):
+        raise DataError(409, f"number: order {fields['number']!r} exists already")
+    return Order.create(customer=customer_id, **fields)
+
+
+def update_order(order_id: int, fields: dict) -> Order:
+    order = get_order(order_id)
+    if order.status != "open":
+        raise DataError(409, f"order {order_id} is closed")
+    _check_employee(fields)
+    if fields:
+        Order.update(**fields).where(Order.id == order_id).execute()
+    return get_order(order_id)
+
+
+def pay(order_id: int, paid_now: Decimal) -> Order:
+    """Record a payment; refused when the order is closed or the total paid would pass the amount."""
+    query = Order.select().where(Order.id == order_id)
+    if not isinstance(database.obj, peewee.SqliteDatabase):
+        query = query.for_update()  # a payment recorded alongside waits for this one (SQLite: one writer anyway)
+    order = query.get_or_none()
+    if order is None:
+        raise DataError(404, f"no order {order_id}")
+    if order.status != "open":
+        raise DataError(409, f"order {order_id} is closed")
+    paid = Decimal(order.paid or 0) + paid_now
+    if paid > Decimal(order.amount or 0):
+        raise DataError(400, f"amount: paid would be {money(paid)}, above the order amount {money(order.amount)}",
+                        debt=money(Decimal(order.amount or 0) - Decimal(order.paid or 0)))
+    Order.update(paid=paid).where(Order.id == order_id).execute()
+    return get_order(order_id)
+
+
+def close_order(order_id: int) -> Order:
+    get_order(order_id)
+    Order.update(status="closed").where(Order.id == order_id).execute()
+    return get_order(order_id)
+
+
+# ---- employees ---------------------------------------------------------------------------------------
+
+
+def get_employee(employee_id: int) -> Employee:
+    emp = Employee.get_or_none(Employee.id == employee_id)
+    if emp is None:
+        raise DataError(404, f"no employee {employee_id}")
+    return emp
+
+
+def _extension_free(extension: str | None, employee_id: int | None) -> None:
+    if extension is None:
+        return
+    other = Employee.get_or_none(Employee.extension == extension)
+    if other is not None and other.id != employee_id:
+        raise DataError(409, f"extension: {extension} belongs to employee {other.id}", employee_id=other.id)
+
+
+def create_employee(fields: dict) -> Employee:
+    _extension_free(fields["extension"], None)
+    return Employee.create(**fields)
+
+
+def update_employee(employee_id: int, fields: dict) -> Employee:
+    get_employee(employee_id)
+    _extension_free(fields.get("extension"), employee_id)
+    if fields:
+        Employee.update(**fields).where(Employee.id == employee_id).execute()
+    return get_employee(employee_id)
+
+
+def delete_employee(employee_id: int) -> None:
+    """Delete an employee; their orders, calls and call parties stay, without them."""
+    get_employee(employee_id)
+    Order.update(responsible=None).where(Order.responsible == employee_id).execute()
+    Call.update(employee=None).where(Call.employee == employee_id).execute()
+    CallParty.update(employee=None).where(CallParty.employee == employee_id).execute()
+    Employee.delete().where(Employee.id == employee_id).execute()

@@ -1,0 +1,242 @@
+"""Operator push: committed pops become cards on the Server-Sent Events streams of their extension.
+
+The writer calls ``PushHub.committed`` after every commit (the pops then have their CallEvent ids). One
+greenlet, the hub's worker, owns a database connection of its own: it builds the cards (card.py), reads
+replays (CallEvent rows after a client's Last-Event-ID), checks tokens, and fans frames out to the
+subscribers of each extension. Fan-out never waits for a client: each subscriber has a bounded queue,
+and one that falls too far behind is disconnected; it comes back with Last-Event-ID and catches up from
+the database. Nothing is lost that way, and nobody else waits.
+
+A stream with Last-Event-ID subscribes first (live frames are buffered), then reads the replay, sends it,
+then sends the buffered live frames with a higher id than the last one sent: nothing twice, nothing lost.
+
+With several daemons on PostgreSQL, committed pops come in through ``rows`` (daemon/push/fanout.py), every
+daemon's in one id order, instead of ``committed``. While the database is out of reach the writer hands
+its pops to ``early``: they go out at once as cards without an id (built from what is cached); once they are
+stored, the streams that had them get only their id (an id-only frame moves Last-Event-ID, shows nothing).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import socket
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import gevent
+import gevent.event
+import peewee
+
+from screenpop.daemon.auth import tokens
+from screenpop.daemon.customers.lookup import Lookup
+from screenpop.daemon.push.card import CardBuilder
+from screenpop.daemon.record.pops import POP_COLUMNS, PopRow
+from screenpop.db.database import DatabaseUnreachable, guarded
+from screenpop.db.worker import DbWorker
+
+log = logging.getLogger("screenpop.push")
+
+QUEUE_MAX = 1000  # frames a subscriber may have waiting before it is cut off
+EARLY_MAX = 100000  # pops pushed before they were stored, remembered until they are
+REPLAY_PAGE = 500
+REVOCATION_POLL_SECONDS = 1.0
+ALL = "*"  # admin stream of every extension
+
+
+class Subscriber:
+    """One open stream: an extension (or ALL), the token it came with, and its queue of (id, frame)."""
+
+    __slots__ = ("extension", "token_id", "frames", "wake", "reason", "sock", "limit")
+
+    def __init__(self, extension: str, token_id: int | None, sock: Any = None, limit: int = QUEUE_MAX) -> None:
+        self.extension = extension
+        self.token_id = token_id
+        self.frames: deque[tuple[int | None, bytes]] = deque()
+        self.wake = gevent.event.Event()
+        self.reason = ""
+        self.sock = sock
+        self.limit = limit
+
+    def push(self, pop_id: int | None, frame: bytes) -> None:
+        if self.reason:
+            return
+        if len(self.frames) >= self.limit:
+            self.close("fell too far behind", abort=True)
+            return
+        self.frames.append((pop_id, frame))
+        self.wake.set()
+
+    def take(self) -> list[tuple[int | None, bytes]]:
+        """Everything queued, in order; clears the wake-up."""
+        self.wake.clear()
+        out = list(self.frames)
+        self.frames.clear()
+        return out
+
+    def close(self, reason: str, abort: bool = False) -> None:
+        """End the stream; abort also shuts the socket, for a client too stuck to read the end of it."""
+        if self.reason:
+            return
+        self.reason = reason
+        self.frames.clear()
+        self.wake.set()
+        if abort and self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class PushHub:
+    """Subscribers by extension, and the worker greenlet that builds and fans out cards."""
+
+    def __init__(self, worker: DbWorker, lookup: Callable[[], Lookup], public_url: str = "",
+                 queue_max: int = QUEUE_MAX) -> None:
+        self.worker = worker
+        self.db = worker.db
+        self.cards = CardBuilder(self.db, lookup, public_url)
+        self.queue_max = queue_max
+        self.subscribers: dict[str, set[Subscriber]] = {}
+        self._watcher: gevent.Greenlet | None = None
+        p = self.db.param
+        self._sql_replay = f"SELECT {POP_COLUMNS} FROM call_event WHERE extension = {p} AND id > {p} ORDER BY id LIMIT {REPLAY_PAGE}"
+        self._sql_replay_all = f"SELECT {POP_COLUMNS} FROM call_event WHERE id > {p} ORDER BY id LIMIT {REPLAY_PAGE}"
+        self._sql_check = tokens.check_sql(p)
+        self._early: OrderedDict[tuple, set[Subscriber]] = OrderedDict()
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Watch for revoked tokens; the cards are built on the database worker, which its owner starts."""
+        self._watcher = gevent.spawn(self._watch_revocations)
+
+    def close_all(self, reason: str) -> None:
+        """End every open stream (the daemon is stopping)."""
+        for subs in list(self.subscribers.values()):
+            for sub in list(subs):
+                sub.close(reason)
+
+    def stop(self) -> None:
+        self.close_all("daemon stopping")
+        if self._watcher is not None:
+            self._watcher.kill(timeout=2)
+
+    # ---- the writer's side ---------------------------------------------------------------
+
+    def committed(self, pops: list) -> None:
+        """Writer listener: called after each commit; never blocks the writer."""
+        if pops:
+            self.worker.post(self._build_and_fan_out, [PopRow.from_pending(p) for p in pops])
+
+    def rows(self, rows: list[PopRow]) -> None:
+        """Fan-out listener: stored pops of every daemon, in id order."""
+        self.worker.post(self._build_and_fan_out, rows)
+
+    def early(self, pops: list) -> None:
+        """Pops the database has not taken yet: out now from memory, no query, id-less; remembered per stream."""
+        for pop in pops:
+            row = PopRow.from_pending(pop)
+            receivers = list(self.subscribers.get(row.extension, ())) + list(self.subscribers.get(ALL, ()))
+            if not receivers:
+                continue
+            frame = self.cards.frame(row, offline=True)
+            for sub in receivers:
+                sub.push(None, frame)
+            self._early[_key(row)] = set(receivers)
+            while len(self._early) > EARLY_MAX:
+                self._early.popitem(last=False)
+
+    # ---- the HTTP side -------------------------------------------------------------------
+
+    def subscribe(self, extension: str, token_id: int | None, sock: Any = None) -> Subscriber:
+        sub = Subscriber(extension, token_id, sock, self.queue_max)
+        self.subscribers.setdefault(extension, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        subs = self.subscribers.get(sub.extension)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self.subscribers[sub.extension]
+
+    def check_token(self, clear: str) -> tokens.TokenCheck:
+        if not clear:
+            return tokens.TokenCheck(None, reason="no token")
+        row = self.worker.run(lambda: self.db.execute_sql(self._sql_check, (tokens.token_hash(clear),)).fetchone())
+        return tokens.interpret(row)
+
+    def replay(self, extension: str, after: int) -> Iterator[tuple[int, bytes]]:
+        """Every stored pop of extension with id > after, as frames, in id order (read page by page)."""
+        while True:
+            page = self.worker.run(self._replay_page, extension, after)
+            yield from page
+            if len(page) < REPLAY_PAGE:
+                return
+            after = page[-1][0]
+
+    def _replay_page(self, extension: str, after: int) -> list[tuple[int, bytes]]:
+        if extension == ALL:
+            rows = self.db.execute_sql(self._sql_replay_all, (after,)).fetchall()
+        else:
+            rows = self.db.execute_sql(self._sql_replay, (extension, after)).fetchall()
+        return [(row[0], self.cards.frame(PopRow(*row))) for row in rows]
+
+    # ---- the worker ----------------------------------------------------------------------
+
+    def _build_and_fan_out(self, rows: list[PopRow]) -> None:
+        """On the database worker: the cards of stored pops, to their streams; on an error, those streams end."""
+        try:
+            guarded(self.db, self._fan_out, rows)
+        except Exception as exc:
+            # The pops are stored; whoever should have had them reconnects and replays them.
+            if isinstance(exc, DatabaseUnreachable):
+                pass  # logged once for the whole outage (db/database.py)
+            elif isinstance(exc, peewee.DatabaseError):
+                log.warning("could not build cards for %d pop(s) (%s); closing the streams concerned", len(rows), exc)
+                self.worker.reconnect_later()
+            else:
+                log.exception("could not build cards for %d pop(s); closing the streams concerned", len(rows))
+            for pop in rows:
+                for sub in list(self.subscribers.get(pop.extension, ())) + list(self.subscribers.get(ALL, ())):
+                    sub.close("card error", abort=True)
+
+    def _fan_out(self, rows: list[PopRow]) -> None:
+        firehose = self.subscribers.get(ALL)
+        for row in rows:
+            had_it = self._early.pop(_key(row), ()) if self._early else ()
+            subs = self.subscribers.get(row.extension)
+            if not subs and not firehose:
+                continue
+            frame = self.cards.frame(row)
+            for sub in list(subs or ()) + list(firehose or ()):
+                sub.push(row.id, f"id: {row.id}\n\n".encode() if sub in had_it else frame)
+
+    def _watch_revocations(self) -> None:
+        """A token revoked (by `screenpop token revoke`, another process) ends its open streams within a second."""
+        while True:
+            gevent.sleep(REVOCATION_POLL_SECONDS)
+            ids = sorted({s.token_id for subs in self.subscribers.values() for s in subs if s.token_id is not None})
+            if not ids:
+                continue
+            p = self.db.param
+            sql = f"SELECT id FROM api_token WHERE revoked_at IS NOT NULL AND id IN ({', '.join([p] * len(ids))})"
+            try:
+                revoked = {row[0] for row in self.worker.run(lambda: self.db.execute_sql(sql, ids).fetchall())}
+            except DatabaseUnreachable:
+                continue  # logged once for the whole outage (db/database.py)
+            except Exception as exc:
+                log.warning("could not check for revoked tokens: %s", exc)
+                continue
+            for subs in list(self.subscribers.values()):
+                for sub in list(subs):
+                    if sub.token_id in revoked:
+                        log.warning("token %d was revoked: ending its stream for extension %s", sub.token_id, sub.extension)
+                        sub.close("token revoked")
+
+
+def _key(row: PopRow) -> tuple:
+    """What identifies a pop before and after it is stored (the database gives back the same time)."""
+    at = row.at.isoformat(" ") if isinstance(row.at, dt.datetime) else str(row.at)
+    return row.uuid, row.extension, row.event, at

@@ -1,0 +1,2 @@
+"""Calls and pops -> the database: the single writer, restoring open calls, FreeSWITCH's CDRs.
+May import: daemon.pbx, daemon.calls, daemon.customers, db."""

@@ -1,0 +1,268 @@
+"""The JSON API for customer data (docs/api.md): customers, phones, orders, employees, calls.
+
+A Flask blueprint on the daemon's HTTP server. Every database step runs on the database worker
+(db/worker.py, ``hub.worker.atomic``), in one short transaction, with its own connection, so it never holds the call writer up for
+long. Authentication is the server's own Bearer check; operators read and edit customers, phones and orders;
+employee writes and every delete need an admin token. Every error is JSON ``{"error": "..."}``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from screenpop.daemon.customers import data
+from screenpop.daemon.customers.data import CUSTOMER_FIELDS, DataError, in_period_range
+from screenpop.daemon.reports.callrecords import calls_query, records
+from screenpop.db.models import DIRECTIONS, Customer, Employee, Phone
+from screenpop.db.search import MAX_RESULTS, search_customers
+
+MAX_BODY = 64 * 1024  # a request body under /api/ (httpserver refuses larger ones)
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+
+
+def _body(allowed: set[str]) -> dict:
+    """The request's JSON object: 415 when not JSON, 400 when not an object or unknown fields.
+
+    A body above MAX_BODY never gets here: the server refuses it (413) from its Content-Length, or while reading.
+    """
+    if request.mimetype != "application/json":
+        raise DataError(415, "the body must be JSON (Content-Type: application/json)")
+    body_bytes = request.stream.read()
+    try:
+        body = json.loads(body_bytes)
+    except (ValueError, RecursionError):
+        raise DataError(400, "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise DataError(400, "the body must be a JSON object")
+    data.only(body, allowed)
+    return body
+
+
+def _page() -> tuple[int, int]:
+    def number(key: str, default: int, low: int, high: int) -> int:
+        raw = request.args.get(key)
+        if raw is None:
+            return default
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
+            raise DataError(400, f"{key}: must be a whole number")
+        value = int(raw)
+        if not low <= value <= high:
+            raise DataError(400, f"{key}: must be between {low} and {high}")
+        return value
+
+    return number("limit", DEFAULT_LIMIT, 1, MAX_LIMIT), number("offset", 0, 0, 10**9)
+
+
+def _when(key: str) -> dt.datetime | None:
+    raw = request.args.get(key)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00") if raw.endswith("Z") else raw)
+    except ValueError:
+        raise DataError(400, f"{key}: must be an ISO 8601 date or time, e.g. 2026-01-31T08:00:00Z") from None
+    in_period_range(value, key)  # before the offset is applied, which could leave what a datetime holds
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def blueprint(hub, authenticate: Callable[[], Any]) -> Blueprint:
+    """The /api/v1 customer-data routes; hub runs the database work, authenticate is the server's token check."""
+    bp = Blueprint("api", __name__, url_prefix="/api/v1")
+    db = hub.db
+    run = hub.worker.atomic
+
+    def rules():
+        return hub.cards.lookup().rules
+
+    @bp.before_request
+    def check_token():
+        check = authenticate()
+        if isinstance(check, Response):
+            return check
+        request.environ["screenpop.role"] = check.role
+        return None
+
+    def admin(what: str) -> None:
+        if request.environ.get("screenpop.role") != "admin":
+            raise DataError(403, f"{what} needs an admin token")
+
+    @bp.errorhandler(DataError)
+    def api_error(exc: DataError):
+        response = jsonify(error=exc.message, **exc.extra)
+        response.status_code = exc.status
+        return response
+
+    # ---- customers ---------------------------------------------------------------------------------
+
+    @bp.get("/customers")
+    def list_customers():
+        limit, offset = _page()
+        q = request.args.get("q", "").strip()
+        if len(q) > 200:
+            raise DataError(400, "q: at most 200 characters")
+        if "\x00" in q:
+            raise DataError(400, "q: must not contain NUL characters")
+        site_rules = rules()
+
+        def work():
+            if q:
+                found = search_customers(db, q, MAX_RESULTS, rules=site_rules)
+                total, page = len(found), found[offset : offset + limit]
+                by_id = {c.id: c for c in Customer.select().where(Customer.id.in_(page))} if page else {}
+                rows = [by_id[i] for i in page if i in by_id]
+            else:
+                query = Customer.select()
+                total = query.count()
+                rows = list(query.order_by(Customer.id).limit(limit).offset(offset))
+            phones: dict[int, list[dict]] = defaultdict(list)
+            if rows:
+                for p in Phone.select().where(Phone.customer.in_([c.id for c in rows])).order_by(Phone.id):
+                    phones[p.customer_id].append(data.phone_dict(p))
+            return {"total": total, "limit": limit, "offset": offset,
+                    "customers": [{**data.customer_brief(c), "phones": phones[c.id]} for c in rows]}
+
+        return jsonify(run(work))
+
+    @bp.get("/customers/<int:customer_id>")
+    def get_one(customer_id: int):
+        return jsonify(run(data.customer_detail, customer_id))
+
+    @bp.post("/customers")
+    def create_customer():
+        body = _body(set(CUSTOMER_FIELDS) | {"category", "phones"})
+        fields = data.customer_fields(body)
+        data.check_name(fields)
+        phones = body.get("phones", [])
+        if not isinstance(phones, list) or len(phones) > data.MAX_PHONES:
+            raise DataError(400, f"phones: must be a list of at most {data.MAX_PHONES} numbers")
+        wanted = [data.phone_input(p, f"phones[{i}]", rules()) for i, p in enumerate(phones)]
+        customer_id = run(data.create_customer, fields, wanted)
+        response = get_one(customer_id)
+        response.status_code = 201
+        response.headers["Location"] = f"/api/v1/customers/{customer_id}"
+        return response
+
+    @bp.patch("/customers/<int:customer_id>")
+    def update_customer(customer_id: int):
+        fields = data.customer_fields(_body(set(CUSTOMER_FIELDS) | {"category"}))
+        run(data.update_customer, customer_id, fields)
+        return get_one(customer_id)
+
+    @bp.delete("/customers/<int:customer_id>")
+    def delete_customer(customer_id: int):
+        admin("deleting a customer")
+        run(data.delete_customer, customer_id)
+        return "", 204
+
+    # ---- phones ------------------------------------------------------------------------------------
+
+    @bp.post("/customers/<int:customer_id>/phones")
+    def add_phone(customer_id: int):
+        number, raw, label = data.phone_input(_body({"number", "label"}), "phone", rules())
+        return jsonify(run(lambda: data.phone_dict(data.add_phone(customer_id, number, raw, label)))), 201
+
+    @bp.delete("/customers/<int:customer_id>/phones/<int:phone_id>")
+    def remove_phone(customer_id: int, phone_id: int):
+        admin("removing a number")
+        run(data.remove_phone, customer_id, phone_id)
+        return "", 204
+
+    # ---- orders ------------------------------------------------------------------------------------
+
+    @bp.post("/customers/<int:customer_id>/orders")
+    def create_order(customer_id: int):
+        fields = data.order_fields(_body({"number", "title", "stage", "responsible_id", "amount"}), creating=True)
+        return jsonify(run(lambda: data.order_dict(data.create_order(customer_id, fields)))), 201
+
+    @bp.get("/orders/<int:order_id>")
+    def read_order(order_id: int):
+        return jsonify(run(lambda: data.order_dict(data.get_order(order_id))))
+
+    @bp.patch("/orders/<int:order_id>")
+    def update_order(order_id: int):
+        fields = data.order_fields(_body({"title", "stage", "responsible_id"}), creating=False)
+        return jsonify(run(lambda: data.order_dict(data.update_order(order_id, fields))))
+
+    @bp.post("/orders/<int:order_id>/payments")
+    def pay(order_id: int):
+        body = _body({"amount"})
+        if "amount" not in body:
+            raise DataError(400, "amount: required")
+        paid_now = data.amount(body["amount"], "amount", positive=True)
+        return jsonify(run(lambda: data.order_dict(data.pay(order_id, paid_now))))
+
+    @bp.post("/orders/<int:order_id>/close")
+    def close(order_id: int):
+        return jsonify(run(lambda: data.order_dict(data.close_order(order_id))))
+
+    # ---- employees ---------------------------------------------------------------------------------
+
+    @bp.get("/employees")
+    def list_employees():
+        limit, offset = _page()
+
+        def work():
+            query = Employee.select()
+            return {"total": query.count(), "limit": limit, "offset": offset,
+                    "employees": [data.employee_dict(e) for e in query.order_by(Employee.id).limit(limit).offset(offset)]}
+
+        return jsonify(run(work))
+
+    @bp.post("/employees")
+    def create_employee():
+        admin("adding an employee")
+        fields = data.employee_fields(_body({"name", "extension", "active"}), required=True)
+        return jsonify(run(lambda: data.employee_dict(data.create_employee(fields)))), 201
+
+    @bp.patch("/employees/<int:employee_id>")
+    def update_employee(employee_id: int):
+        admin("changing an employee")
+        fields = data.employee_fields(_body({"name", "extension", "active"}), required=False)
+        return jsonify(run(lambda: data.employee_dict(data.update_employee(employee_id, fields))))
+
+    @bp.delete("/employees/<int:employee_id>")
+    def delete_employee(employee_id: int):
+        admin("deleting an employee")
+        run(data.delete_employee, employee_id)
+        return "", 204
+
+    # ---- calls -------------------------------------------------------------------------------------
+
+    @bp.get("/calls")
+    def list_calls():
+        limit, offset = _page()
+        since, until = _when("since"), _when("until")
+        extension = request.args.get("extension", "").strip()
+        if len(extension) > 32:
+            raise DataError(400, "extension: at most 32 characters")
+        direction = request.args.get("direction", "").strip().upper()
+        if direction and direction not in DIRECTIONS:
+            raise DataError(400, f"direction: must be one of {', '.join(DIRECTIONS)}")
+        missed = request.args.get("missed", "").strip().lower()
+        if missed not in ("", "true", "false", "1", "0"):
+            raise DataError(400, "missed: must be true or false")
+        raw_customer = request.args.get("customer_id")
+        customer_id = None
+        if raw_customer is not None:
+            if not raw_customer.isascii() or not raw_customer.isdigit() or len(raw_customer) > 9:
+                raise DataError(400, "customer_id: must be a whole number")
+            customer_id = int(raw_customer)
+
+        def work():
+            wanted = {"true": True, "1": True, "false": False, "0": False}.get(missed)
+            query = calls_query(since, until, extension, direction, wanted, customer_id)
+            total = query.count()
+            page = list(query.limit(limit).offset(offset))
+            return {"total": total, "limit": limit, "offset": offset, "calls": records(page)}
+
+        return jsonify(run(work))
+
+    return bp

@@ -1,0 +1,84 @@
+"""The web pages (docs/web.md): server-rendered HTML on the daemon's HTTP server, one CSS file, no JavaScript;
+their templates and stylesheet live in daemon/web/templates/ and daemon/web/static/.
+
+customers.py (search, record, new caller, edit, numbers, photo), orders.py, calls.py, employees.py (admin: staff
+and tokens), signin.py (sign-in); base.py holds what they share. Templates are Jinja2 with autoescaping: every
+customer-, caller- or user-supplied string is escaped on output.
+
+Another blueprint builds on these pages the same way (the dashboard pages do):
+
+    from flask import Blueprint
+    from screenpop.daemon.web.pages import database, login_required, render_page
+
+    bp = Blueprint("dashboard", __name__)
+
+    @bp.get("/dashboard")
+    @login_required()                  # login_required("admin") for admin-only pages (others get 403)
+    def dashboard():
+        figures = database(read_figures)   # runs on the push hub's worker, in one transaction
+        return render_page("dashboard.html", title="Dashboard", figures=figures)
+
+Its templates (in daemon/web/templates/) `{% extends "base.html" %}` and fill `{% block content %}`; a form that POSTs includes
+`{{ csrf_field() }}` (every page POST without it is refused with 403). Register it in
+daemon/web/server.py's create_app, after init_app.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, redirect
+
+from screenpop.daemon.config import WebConfig
+from screenpop.daemon.web.pages import signin as auth, calls, customers, employees, orders
+from screenpop.daemon.web.pages.base import (User, Web, check_csrf, csrf_field, current_user, database, error_page,
+                                       login_required, render_page, security_headers, session_unavailable)
+from screenpop.daemon.web.pages.base import EXTENSION as _EXTENSION
+
+__all__ = ["User", "current_user", "database", "error_page", "init_app", "login_required", "render_page"]
+
+
+def _when(value: str | dt.datetime | None) -> str:
+    """A stored time (datetime or ISO text) as "2026-01-31 08:05" (UTC, as stored)."""
+    if not value:
+        return ""
+    return (dt.datetime.fromisoformat(value) if isinstance(value, str) else value).strftime("%Y-%m-%d %H:%M")
+
+
+def _duration(seconds: float | None) -> str:
+    """Talk time as m:ss (h:mm:ss past an hour)."""
+    if seconds is None:
+        return ""
+    total = int(round(seconds))
+    hours, rest = divmod(total, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def init_app(app: Flask, hub: Any, photos: Any, config: WebConfig, tls: bool,
+             authenticate: Callable[[], Any], on_link: Callable[[int, str | None, str | None], None] | None = None) -> None:
+    """Add the pages to the daemon's Flask app: sessions, CSRF, security headers, the blueprints.
+
+    tls: the server speaks HTTPS (session cookies are then Secure); on_link(customer_id, e164, call_uuid) tells
+    the daemon's call tracker when a number or call was given to a customer during a call.
+    """
+    app.extensions[_EXTENSION] = Web(hub, photos, config, on_link)
+    app.session_interface = auth.DatabaseKeySessions()
+    app.config.update(
+        SESSION_COOKIE_NAME="screenpop_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=tls,
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=config.session_hours),
+        SESSION_REFRESH_EACH_REQUEST=False,
+    )
+    app.jinja_env.globals["csrf_field"] = csrf_field
+    app.jinja_env.filters["when"] = _when
+    app.jinja_env.filters["duration"] = _duration
+    app.before_request(session_unavailable)
+    app.before_request(check_csrf)
+    app.after_request(security_headers)
+    app.register_blueprint(auth.blueprint(authenticate))
+    for bp in (customers.bp, orders.bp, calls.bp, employees.bp):
+        app.register_blueprint(bp)
+    app.add_url_rule("/", "home", login_required()(lambda: redirect("/customers", 303)))

@@ -1,0 +1,221 @@
+"""What every web page shares: the daemon's parts behind the pages, the signed-in user, CSRF, rendering.
+
+A session is a signed cookie holding a session id and its CSRF secret; the database keeps the session (daemon/auth/signin.py:
+its token, expiry, and whether it was signed out), so signing out ends it on every daemon, whoever kept a copy of
+the cookie. Every page request re-reads the session and its token, so a revoked token (or one whose role changed)
+takes effect at once.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from flask import Response, current_app, g, redirect, render_template, request, session
+from markupsafe import Markup, escape
+
+from screenpop.daemon.auth import signin
+from screenpop.daemon.config import WebConfig
+from screenpop.db.models import Employee
+from screenpop.db.numbers import NumberRules
+
+log = logging.getLogger("screenpop.web")
+
+EXTENSION = "screenpop.web"
+SESSION_UNAVAILABLE = "screenpop.session_unavailable"
+MAX_NEXT = 2000
+
+
+@dataclass
+class Web:
+    """The daemon's parts the pages use: the hub (and through it the database worker), photos, settings, the call linker."""
+
+    hub: Any
+    photos: Any
+    config: WebConfig
+    on_link: Callable[[int, str | None, str | None], None] | None = None
+
+
+@dataclass(frozen=True)
+class User:
+    """Who is signed in: the token the session was opened with, its role and extension, the employee's name."""
+
+    token_id: int
+    role: str
+    extension: str | None
+    name: str
+
+    @property
+    def admin(self) -> bool:
+        return self.role == "admin"
+
+
+def web() -> Web:
+    return current_app.extensions[EXTENSION]
+
+
+def database(fn: Callable, *args: Any) -> Any:
+    """fn(*args) in one transaction on the database worker (db/worker.py: its own greenlet and connection), its result returned."""
+    return web().hub.worker.atomic(fn, *args)
+
+
+def number_rules() -> NumberRules:
+    return web().hub.cards.lookup().rules
+
+
+# ---- sessions ----------------------------------------------------------------------------------------
+
+
+def start_session(token_id: int) -> None:
+    """Sign in as token_id: a fresh session (new id, new CSRF secret) that ends after [web] session_hours."""
+    sid = database(signin.open_session, token_id, int(web().config.session_hours * 3600))
+    session.clear()
+    session.permanent = True
+    session["sid"] = sid
+    session["csrf"] = secrets.token_urlsafe(32)
+
+
+def end_session() -> int | None:
+    """Sign out: the session ended in the database (for every daemon) and the cookie cleared; the token id, if any."""
+    sid, user = session.get("sid"), current_user()
+    session.clear()
+    if isinstance(sid, str):
+        database(signin.end_session, sid)
+    return user.token_id if user else None
+
+
+def _load_user() -> User | None:
+    sid = session.get("sid")
+    if not isinstance(sid, str) or len(sid) > 100:
+        return None
+
+    def read():
+        token_id = signin.session_token(sid)
+        if isinstance(token_id, str):
+            return token_id, None, ""
+        check = signin.token_state(token_id)
+        emp = Employee.get_or_none(Employee.extension == check.extension) if check.ok and check.extension else None
+        return token_id, check, emp.name if emp else ""
+
+    token_id, check, name = database(read)
+    if isinstance(token_id, str):
+        log.info("web session refused for %s: %s", request.remote_addr, token_id)
+        session.clear()
+        return None
+    if not check.ok:
+        log.warning("web session ended for %s: %s", request.remote_addr, check.reason)
+        session.clear()
+        return None
+    return User(token_id, check.role, check.extension, name)
+
+
+def current_user() -> User | None:
+    """The signed-in user of this request (read once per request), or None."""
+    if "user" not in g:
+        g.user = None  # stays None if reading fails, so the error page itself does not try again
+        g.user = _load_user()
+    return g.user
+
+
+def login_required(role: str | None = None) -> Callable:
+    """Decorator for a page view: no session redirects to /signin (and back afterwards); role="admin" gives others 403.
+
+    The dashboard pages (another blueprint) use it like every page here:
+
+        @bp.get("/dashboard")
+        @login_required()
+        def dashboard(): return render_page("dashboard.html", title="Dashboard", figures=database(figures))
+    """
+    def wrap(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            user = current_user()
+            if user is None:
+                return redirect("/signin?next=" + quote(request.full_path.rstrip("?"), safe="/"), 303)
+            if role is not None and user.role != role:
+                log.warning("403 for %s %s: token %d is %s, needs %s", request.method, request.path, user.token_id, user.role, role)
+                return error_page(403, f"This page needs the {role} role.")
+            return view(*args, **kwargs)
+        return inner
+    return wrap
+
+
+def safe_next(value: Any, default: str | None = "/") -> str | None:
+    """value if it is a path on this site ("/customers/5?x=1"), else default: never another host or scheme."""
+    if not isinstance(value, str) or not value.startswith("/") or value.startswith(("//", "/\\")) or len(value) > MAX_NEXT:
+        return default
+    if any(ord(c) < 32 or ord(c) == 127 or c == "\\" for c in value):
+        return default
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc:
+        return default
+    return value
+
+
+# ---- CSRF --------------------------------------------------------------------------------------------
+
+
+def csrf_token() -> str:
+    """This session's CSRF secret (made on first use, also for the sign-in form before anyone is signed in)."""
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return session["csrf"]
+
+
+def csrf_field() -> Markup:
+    """The hidden input every POST form carries."""
+    return Markup(f'<input type="hidden" name="csrf" value="{escape(csrf_token())}">')
+
+
+def session_unavailable() -> Response | None:
+    """Before every page request: no session could be opened (the database is down), so answer 503 at once."""
+    if request.environ.get(SESSION_UNAVAILABLE):
+        response = error_page(503, "The database does not answer; try again in a moment.")
+        response.headers["Retry-After"] = "2"
+        return response
+    return None
+
+
+def check_csrf() -> Response | None:
+    """Before every page POST: the form's csrf must equal the session's, else 403 and nothing happens."""
+    if request.method != "POST" or request.path.startswith("/api/"):
+        return None
+    sent = request.form.get("csrf", "")
+    expected = session.get("csrf")
+    if isinstance(expected, str) and sent and secrets.compare_digest(sent.encode("utf-8", "replace"), expected.encode()):
+        return None
+    log.warning("403 for POST %s from %s: missing or wrong CSRF token", request.path, request.remote_addr)
+    return error_page(403, "This form has expired or did not come from this site. Go back, reload the page and try again.")
+
+
+# ---- rendering ---------------------------------------------------------------------------------------
+
+
+def render_page(template: str, status: int = 200, **context: Any) -> Response:
+    """A template extending base.html, with the user, the nav bar and the CSRF field available; autoescaped."""
+    html = render_template(template, user=current_user(), **context)
+    return Response(html, status, mimetype="text/html")
+
+
+def error_page(status: int, message: str, **context: Any) -> Response:
+    """An HTML error page with the status."""
+    return render_page("error.html", status=status, title=f"{status}", message=message, status_code=status, **context)
+
+
+def security_headers(response: Response) -> Response:
+    """Pages: no scripts from anywhere, no framing, no caching of customer data, no referrer (links carry secrets)."""
+    if not request.path.startswith("/api/"):
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; "
+            "base-uri 'none'")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        if response.mimetype == "text/html":
+            response.headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,57 @@
+"""The call list with filters: date range, extension, direction, missed only, customer (daemon/reports/callrecords.py)."""
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import Blueprint, request
+
+from screenpop.daemon.customers.data import DataError
+from screenpop.daemon.reports.callrecords import calls_query, records
+from screenpop.daemon.web.pages import forms
+from screenpop.daemon.web.pages.base import database, login_required, render_page
+from screenpop.db.models import DIRECTIONS, Customer, Employee
+
+PER_PAGE = 50
+
+bp = Blueprint("calls", __name__)
+
+
+def _filters() -> dict:
+    since, until = forms.day("since"), forms.day("until")
+    extension = request.args.get("extension", "").strip()
+    if len(extension) > 32:
+        raise DataError(400, "extension: at most 32 characters")
+    direction = request.args.get("direction", "").strip().upper()
+    if direction and direction not in DIRECTIONS:
+        raise DataError(400, f"direction: one of {', '.join(DIRECTIONS)}")
+    customer = request.args.get("customer", "").strip()
+    if customer and not (customer.isascii() and customer.isdigit() and len(customer) <= 9):
+        raise DataError(400, "customer: a customer number")
+    return {
+        "since": dt.datetime.combine(since, dt.time()) if since else None,
+        "until": dt.datetime.combine(until + dt.timedelta(days=1), dt.time()) if until else None,
+        "extension": extension or None,
+        "direction": direction or None,
+        "missed": True if request.args.get("missed") else None,
+        "customer_id": int(customer) if customer else None,
+    }
+
+
+@bp.get("/calls")
+@login_required()
+def calls():
+    page = forms.page()
+    try:
+        filters = _filters()
+    except DataError as exc:
+        return render_page("calls.html", status=400, title="Calls", error=exc.message, calls=[], page=1, more=False,
+                           args=request.args, directions=DIRECTIONS, operators={}, customer=None)
+
+    def work():
+        rows = list(calls_query(**filters).limit(PER_PAGE + 1).offset((page - 1) * PER_PAGE))
+        customer = Customer.get_or_none(Customer.id == filters["customer_id"]) if filters["customer_id"] else None
+        return records(rows[:PER_PAGE]), len(rows) > PER_PAGE, customer, dict(Employee.select(Employee.extension, Employee.name).tuples())
+
+    rows, more, customer, operators = database(work)
+    return render_page("calls.html", title="Calls", calls=rows, page=page, more=more, args=request.args,
+                       directions=DIRECTIONS, operators=operators, customer=customer)

@@ -1,0 +1,284 @@
+"""Customer pages: search, the full record, a new customer during a call, edit, numbers, photo, delete.
+
+/customers/new?number=…[&call=<uuid>] is where a tray sends the operator for an unknown caller: create the
+customer with the number filled in, or add the number to a customer found by search. Either way the call (and
+the number's other calls without a customer) is linked to that customer, in the database and in the daemon's
+tracker, so the rest of this call's pops and every later call from the number carry the full card.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from flask import Blueprint, abort, flash, redirect, request
+
+from screenpop.daemon.customers import data
+from screenpop.daemon.customers.data import CUSTOMER_FIELDS, DataError
+from screenpop.daemon.customers.photos import image_job, photo_response
+from screenpop.daemon.web.pages import forms
+from screenpop.daemon.web.pages.base import (database, error_page, log, login_required, number_rules, render_page,
+                                       web)
+from screenpop.daemon.customers import photofiles
+from screenpop.daemon.customers.images import ImageRejected
+from screenpop.daemon.customers.record import customer_record
+from screenpop.db.models import CATEGORIES, Call, Customer, Employee, Phone
+from screenpop.db.search import search_customers
+
+PER_PAGE = 25
+CALLS_PER_PAGE = 20
+NEW_MATCHES = 20
+EDIT_FIELDS = (*CUSTOMER_FIELDS, "category")
+
+bp = Blueprint("customers", __name__)
+
+
+def _with_phones(ids: list[int]) -> list[dict]:
+    """Customers (as the API's brief form, plus their numbers) in the order of ids."""
+    if not ids:
+        return []
+    rows = {c.id: c for c in Customer.select().where(Customer.id.in_(ids))}
+    out = {i: {**data.customer_brief(rows[i]), "phones": []} for i in ids if i in rows}
+    for p in Phone.select().where(Phone.customer.in_(ids)).order_by(Phone.id):
+        out[p.customer_id]["phones"].append(data.phone_dict(p))
+    return [out[i] for i in ids if i in out]
+
+
+def _link(customer_id: int, e164: str | None, call: str | None) -> None:
+    """After a number was given to a customer: tell the daemon's tracker, so the running call's pops have the card."""
+    on_link = web().on_link
+    if on_link is not None and (e164 or call):
+        on_link(customer_id, e164, call)
+
+
+# ---- search ------------------------------------------------------------------------------------------
+
+
+@bp.get("/customers")
+@login_required()
+def search():
+    q = request.args.get("q", "").strip()[:200].replace("\x00", "")
+    page = forms.page()
+    offset = (page - 1) * PER_PAGE
+    db = web().hub.db
+
+    rules = number_rules()
+
+    def work():
+        if q:
+            ids = search_customers(db, q, PER_PAGE + 1, offset, rules=rules)
+        else:
+            ids = [c for (c,) in Customer.select(Customer.id).order_by(Customer.updated_at.desc(), Customer.id.desc())
+                   .limit(PER_PAGE + 1).offset(offset).tuples()]
+        return _with_phones(ids[:PER_PAGE]), len(ids) > PER_PAGE
+
+    customers, more = database(work)
+    return render_page("search.html", title="Customers", q=q, customers=customers, page=page, more=more)
+
+
+# ---- the record --------------------------------------------------------------------------------------
+
+
+def record_page(customer_id: int, status: int = 200, error: str | None = None, owner: int | None = None):
+    """The full record; error (with the status) when a form on it was refused, owner when a number is taken."""
+    before = forms.row_id("calls_before")
+    db = web().hub.db
+
+    def work():
+        return customer_record(db, customer_id, CALLS_PER_PAGE, before), list(Employee.select().order_by(Employee.name, Employee.id))
+
+    c, employees = database(work)
+    if c is None:
+        return error_page(404, f"There is no customer {customer_id}.")
+    return render_page("customer.html", status=status, title=c["company"] or c["name"], c=c, calls_before=before,
+                       employees=employees, error=error, owner=owner, categories=CATEGORIES)
+
+
+@bp.get("/customers/<int:customer_id>")
+@login_required()
+def record(customer_id: int):
+    return record_page(customer_id)
+
+
+@bp.get("/customers/<int:customer_id>/photo")
+@login_required()
+def photo(customer_id: int):
+    out = photo_response(web().hub, web().photos, customer_id, request.args.get("size"))
+    if out is None:
+        abort(404)
+    return out
+
+
+# ---- a new customer, or the number added to one, during a call -------------------------------------
+
+
+def new_page(status: int = 200, error: str | None = None, owner: int | None = None):
+    values = request.values
+    number = values.get("number", "").strip()[:64].replace("\x00", "")
+    call = forms.call_uuid(values.get("call"))
+    q = values.get("q", "").strip()[:200].replace("\x00", "")
+    parsed = number_rules().classify(number) if number else None
+    e164 = parsed.e164 if parsed is not None and parsed.kind == "e164" else None
+    db = web().hub.db
+    rules = number_rules()
+
+    def work():
+        holder = Phone.get_or_none(Phone.e164 == e164) if e164 else None
+        row = Call.get_or_none(Call.uuid == call) if call else None
+        matches = _with_phones(search_customers(db, q, NEW_MATCHES, rules=rules)) if q else []
+        return (data.customer_brief(holder.customer) if holder else None), row, matches
+
+    holder, call_row, matches = database(work)
+    return render_page("new.html", status=status, title="New caller", number=number, e164=e164, call=call,
+                       call_row=call_row, q=q, matches=matches, holder=holder, error=error, owner=owner,
+                       form=request.form, categories=CATEGORIES)
+
+
+@bp.get("/customers/new")
+@login_required()
+def new():
+    return new_page()
+
+
+@bp.post("/customers/new")
+@login_required()
+def create():
+    number = request.form.get("number", "").strip()
+    call = forms.call_uuid(request.form.get("call"))
+    try:
+        fields = data.customer_fields(forms.pick(EDIT_FIELDS))
+        data.check_name(fields)
+        phones = []
+        if number:
+            phones.append(data.phone_input({"number": number, "label": request.form.get("label", "")}, "number",
+                                           number_rules()))
+        e164 = phones[0][0].e164 if phones else None
+
+        def work():
+            customer_id = data.create_customer(fields, phones)
+            return customer_id, data.link_calls(customer_id, e164, call)
+
+        customer_id, linked = database(work)
+    except DataError as exc:
+        return new_page(exc.status, exc.message, exc.extra.get("customer_id"))
+    _link(customer_id, e164, call)
+    log.info("customer %d created on the web%s", customer_id, f"; {linked} call(s) linked" if linked else "")
+    flash("Customer created." + (f" {linked} call(s) from this number are now on their record." if linked else ""))
+    return redirect(f"/customers/{customer_id}", 303)
+
+
+# ---- edit ---------------------------------------------------------------------------------------------
+
+
+@bp.get("/customers/<int:customer_id>/edit")
+@login_required()
+def edit(customer_id: int):
+    try:
+        c = database(lambda: data.customer_full(data.get_customer(customer_id)))
+    except DataError as exc:
+        return error_page(exc.status, exc.message)
+    return render_page("edit.html", title="Edit customer", c=c, categories=CATEGORIES)
+
+
+@bp.post("/customers/<int:customer_id>/edit")
+@login_required()
+def update(customer_id: int):
+    values = forms.pick(EDIT_FIELDS)
+    try:
+        fields = data.customer_fields(values)
+        database(data.update_customer, customer_id, fields)
+    except DataError as exc:
+        if exc.status == 404:
+            return error_page(404, exc.message)
+        return render_page("edit.html", status=exc.status, title="Edit customer", error=exc.message,
+                           c={"id": customer_id, **values}, categories=CATEGORIES)
+    flash("Saved.")
+    return redirect(f"/customers/{customer_id}", 303)
+
+
+@bp.post("/customers/<int:customer_id>/delete")
+@login_required("admin")
+def delete(customer_id: int):
+    try:
+        stored = database(data.delete_customer, customer_id)
+    except DataError as exc:
+        return error_page(exc.status, exc.message)
+    if stored and "/" not in stored:
+        (web().photos.folder / stored).unlink(missing_ok=True)
+    log.info("customer %d deleted on the web", customer_id)
+    flash("Customer deleted; their calls stay in the call list.")
+    return redirect("/customers", 303)
+
+
+# ---- numbers ------------------------------------------------------------------------------------------
+
+
+@bp.post("/customers/<int:customer_id>/phones")
+@login_required()
+def add_phone(customer_id: int):
+    call = forms.call_uuid(request.form.get("call"))
+    from_call = request.form.get("from") == "new"
+    try:
+        number, raw, label = data.phone_input(forms.pick(("number", "label")), "number", number_rules())
+
+        def work():
+            data.add_phone(customer_id, number, raw, label)
+            return data.link_calls(customer_id, number.e164, call)
+
+        linked = database(work)
+    except DataError as exc:
+        if from_call and exc.status != 404:
+            return new_page(exc.status, exc.message, exc.extra.get("customer_id"))
+        return record_page(customer_id, exc.status, exc.message, exc.extra.get("customer_id"))
+    _link(customer_id, number.e164, call)
+    log.info("customer %d: number added on the web%s", customer_id, f"; {linked} call(s) linked" if linked else "")
+    flash(f"Number {number.e164} added." + (f" {linked} call(s) from it are now on this record." if linked else ""))
+    return redirect(f"/customers/{customer_id}", 303)
+
+
+@bp.post("/customers/<int:customer_id>/phones/<int:phone_id>/delete")
+@login_required("admin")
+def remove_phone(customer_id: int, phone_id: int):
+    try:
+        database(data.remove_phone, customer_id, phone_id)
+    except DataError as exc:
+        return record_page(customer_id, exc.status, exc.message)
+    flash("Number removed.")
+    return redirect(f"/customers/{customer_id}", 303)
+
+
+# ---- photo --------------------------------------------------------------------------------------------
+
+
+def _shrink(path: Path, max_bytes: int) -> tuple[bytes, str] | str:
+    """photofiles.shrink for the thread pool (which would print the traceback of anything raised): data or why not."""
+    try:
+        return photofiles.shrink(path, max_bytes)
+    except (ImageRejected, OSError) as exc:
+        return str(exc)
+
+
+@bp.post("/customers/<int:customer_id>/photo")
+@login_required()
+def upload_photo(customer_id: int):
+    max_bytes = web().config.photo_max_mb * 1024 * 1024
+    if request.content_length is None or request.content_length > web().config.upload_max_bytes():
+        return record_page(customer_id, 413, f"The photo is larger than {web().config.photo_max_mb} MB.")
+    upload = request.files.get("photo")
+    if upload is None or not upload.filename:
+        return record_page(customer_id, 400, "Choose a photo (JPEG, PNG or WebP) first.")
+    with tempfile.NamedTemporaryFile(prefix="screenpop-upload-") as tmp:
+        upload.save(tmp)
+        tmp.flush()
+        result = image_job(_shrink, Path(tmp.name), max_bytes)
+    if isinstance(result, str):
+        log.warning("customer %d: photo upload refused: %s", customer_id, result)
+        return record_page(customer_id, 400, f"That photo cannot be used: {result}.")
+    photo_data, suffix = result
+    folder = web().photos.folder
+    try:
+        database(lambda: photofiles.attach(data.get_customer(customer_id), photo_data, suffix, folder))
+    except DataError as exc:
+        return error_page(exc.status, exc.message)
+    log.info("customer %d: photo uploaded on the web", customer_id)
+    flash("Photo saved.")
+    return redirect(f"/customers/{customer_id}", 303)

@@ -1,0 +1,231 @@
+"""The analytics pages (docs/analytics.md): /dashboard (figures and charts), /missed (missed calls not returned),
+/reports/<name>.csv (each report, and the calls, as spreadsheet-safe CSV).
+
+Any signed-in user may open them (the web pages' sessions, daemon/web; no session redirects to /signin).
+Every page gets a strict Content-Security-Policy: no scripts at all, its one
+style block by nonce, images only as data: URLs (the charts).
+
+Reports can take seconds on a large database, so they never run on the event loop or the database worker:
+they run, with the charts, on one native thread of their own (SQLite and psycopg release the GIL while they work)
+with its own database connection, closed after each job. A dashboard is kept for CACHE_SECONDS per period and
+filters, so reloading it or paging between the pages costs nothing.
+
+matplotlib is loaded with the first dashboard, in two steps (_Worker.load_charts): its core on the analytics thread,
+then its font list on the main thread. Building the font list (no cache yet: a fresh install, or a home the daemon
+cannot write) runs `fc-list`, and gevent can start and wait for a child process only on the main thread's loop.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import importlib
+import io
+import secrets
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import gevent.lock
+from flask import Blueprint, Response, render_template, request
+
+from screenpop.daemon.customers.data import DataError
+from screenpop.daemon.reports import analytics
+from screenpop.daemon.reports.callrecords import call_records
+from screenpop.daemon.reports.export import display, write_csv
+from screenpop.daemon.web.pages import forms, login_required
+from screenpop.db.models import database
+
+DEFAULT_DAYS = 7
+MAX_DAYS = 3 * 366
+CACHE_SECONDS = 60.0
+CACHE_ENTRIES = 32
+TOP_CUSTOMERS = 20
+MAX_CSV_CALLS = 100_000
+
+
+class _Worker:
+    """One native thread for analytics jobs, with a short-lived cache of their results."""
+
+    def __init__(self) -> None:
+        self._pool = None
+        self._cache: OrderedDict[tuple, tuple[float, Any]] = OrderedDict()
+        self._loading = gevent.lock.Semaphore()
+
+    def _thread(self):
+        if self._pool is None:
+            from gevent.threadpool import ThreadPool
+
+            self._pool = ThreadPool(1)
+        return self._pool
+
+    def run(self, fn: Callable, *args: Any) -> Any:
+        """fn(*args) on the analytics thread, inside one read transaction; its own connection is closed afterwards."""
+        return self._thread().apply(_job, (fn, args))
+
+    def load_charts(self) -> None:
+        """matplotlib ready for the charts: numpy and its core imported on the analytics thread (the slow part, off
+        the event loop), then its font list on the main thread, where the `fc-list` it may run can be waited for."""
+        if "matplotlib.font_manager" in sys.modules:
+            return
+        with self._loading:  # a second first dashboard must not see a half-imported font manager
+            self._thread().apply(importlib.import_module, ("matplotlib",))
+            importlib.import_module("matplotlib.font_manager")
+
+    def cached(self, key: tuple, fn: Callable, *args: Any) -> Any:
+        """run(fn, *args), or its result from the last CACHE_SECONDS for the same key."""
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and now - hit[0] < CACHE_SECONDS:
+            return hit[1]
+        value = self.run(fn, *args)
+        self._cache[key] = (now, value)
+        self._cache.move_to_end(key)
+        while len(self._cache) > CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+        return value
+
+
+def _job(fn: Callable, args: tuple) -> Any:
+    db = database.obj
+    try:
+        with db.atomic():
+            return fn(*args)
+    finally:
+        db.close()
+
+
+def period_from_request(zone: dt.tzinfo) -> analytics.Period:
+    """since / until (local dates, both included; default the last DEFAULT_DAYS days) and extension from the URL."""
+    today = dt.datetime.now(zone).date()
+    until = forms.day("until") or today
+    since = forms.day("since") or until - dt.timedelta(days=DEFAULT_DAYS - 1)
+    if since > until:
+        raise DataError(400, "since: must not be after until")
+    if (until - since).days >= MAX_DAYS:
+        raise DataError(400, f"the period may be at most {MAX_DAYS} days")
+    extension = request.args.get("extension", "").strip()
+    if len(extension) > 32 or any(not c.isalnum() for c in extension):
+        raise DataError(400, "extension: letters and digits, at most 32")
+    start = analytics.utc_bound(dt.datetime.combine(since, dt.time()), zone)
+    end = analytics.utc_bound(dt.datetime.combine(until + dt.timedelta(days=1), dt.time()), zone)
+    return analytics.Period(start, end, zone, extension or None)
+
+
+def _svg_image(svg: str) -> str:
+    """An SVG chart as a data: URL for <img>: no script runs in an image, and the page's CSP allows data: images."""
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
+
+
+def _dashboard_data(period: analytics.Period) -> dict:
+    from screenpop.daemon.reports import charts  # matplotlib: loaded with the first dashboard (load_charts), not at daemon start
+
+    employees = analytics.employees(period)
+    load = analytics.load(period)
+    daily = analytics.daily(period)
+    missed = analytics.missed(period)
+    totals = {k: sum(d[k] for d in daily) for k in ("inbound", "outbound", "answered", "missed", "abandoned")}
+    totals["abandoned_rate"] = totals["abandoned"] / totals["inbound"] if totals["inbound"] else None
+    totals["not_returned"] = len(missed)
+    return {
+        "employees": employees,
+        "categories": analytics.categories(period),
+        "customers": analytics.customers(period, limit=TOP_CUSTOMERS),
+        "totals": totals,
+        "charts": {
+            "heat_map": _svg_image(charts.heat_map(load)),
+            "daily": _svg_image(charts.daily_chart(daily)),
+            "employees": _svg_image(charts.employee_chart(employees)),
+        },
+    }
+
+
+def _csv(name: str, period: analytics.Period) -> str:
+    out = io.StringIO()
+    if name == "calls":
+        rows = call_records(period.since, period.until, period.extension, limit=MAX_CSV_CALLS + 1)
+        if len(rows) > MAX_CSV_CALLS:
+            raise DataError(400, f"more than {MAX_CSV_CALLS:,} calls in this period: choose a shorter one")
+        write_csv(rows, out)
+    else:
+        write_csv(analytics.RUNNERS[name](period), out)
+    return out.getvalue()
+
+
+def _labels(period: analytics.Period) -> dict:
+    """The period as the filter form shows it: local dates, until included."""
+    last = analytics.to_local(period.until - dt.timedelta(microseconds=1), period.zone)
+    return {"since": analytics.to_local(period.since, period.zone).date().isoformat(), "until": last.date().isoformat(),
+            "extension": period.extension or ""}
+
+
+def _page(template: str, status: int = 200, **context: Any) -> Response:
+    """An HTML page (autoescaped) with the policy: nothing but its own style block and data: images."""
+    nonce = secrets.token_urlsafe(16)
+    response = Response(render_template(template, nonce=nonce, **context), status, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = (
+        f"default-src 'none'; style-src 'nonce-{nonce}'; img-src data:; form-action 'self'; frame-ancestors 'none'; "
+        "base-uri 'none'")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def blueprint(zone: dt.tzinfo) -> Blueprint:
+    """The pages, reporting in the call centre's time zone, for any signed-in user (the web pages' sessions)."""
+    bp = Blueprint("dashboard", __name__, template_folder="../templates")
+    worker = _Worker()
+
+    @bp.app_template_filter("figure")
+    def figure(value: Any, key: str = "") -> str:
+        return display(key, value)
+
+    @bp.before_request
+    @login_required()
+    def signed_in() -> None:
+        return None
+
+    def filtered(view: Callable[[analytics.Period], Response], template: str, title: str) -> Response:
+        try:
+            period = period_from_request(zone)
+        except DataError as exc:
+            return _page(template, status=400, title=title, error=exc.message, data=None, rows=[],
+                         filters=dict(request.args), reports=analytics.REPORTS)
+        return view(period)
+
+    @bp.get("/dashboard")
+    def dashboard():
+        def show(period: analytics.Period) -> Response:
+            worker.load_charts()
+            data = worker.cached(("dashboard", period), _dashboard_data, period)
+            return _page("dashboard.html", title="Dashboard", data=data, filters=_labels(period),
+                         reports=analytics.REPORTS, zone=str(zone))
+        return filtered(show, "dashboard.html", "Dashboard")
+
+    @bp.get("/missed")
+    def missed():
+        def show(period: analytics.Period) -> Response:
+            rows = worker.cached(("missed", period), analytics.missed, period)
+            return _page("missed.html", title="Missed calls", rows=rows, filters=_labels(period), zone=str(zone))
+        return filtered(show, "missed.html", "Missed calls")
+
+    @bp.get("/reports/<name>.csv")
+    def report_csv(name: str):
+        if name not in analytics.REPORTS and name != "calls":
+            return _page("analytics_error.html", status=404, title="Not found", error="There is no such report.")
+        try:
+            period = period_from_request(zone)
+            body = worker.run(_csv, name, period)
+        except DataError as exc:
+            return _page("analytics_error.html", status=400, title="Bad request", error=exc.message)
+        labels = _labels(period)
+        filename = f"screenpop-{name}-{labels['since']}-{labels['until']}.csv"
+        response = Response(body, mimetype="text/csv")
+        response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    return bp

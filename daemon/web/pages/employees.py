@@ -1,0 +1,84 @@
+"""Admin pages: employees and their extensions, and the API tokens (list, revoke). Every route is admin-only."""
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, request
+
+from screenpop.daemon.auth import tokens
+from screenpop.daemon.customers import data
+from screenpop.daemon.customers.data import DataError
+from screenpop.daemon.web.pages import forms
+from screenpop.daemon.web.pages.base import database, error_page, log, login_required, render_page
+from screenpop.db.models import ApiToken, Employee
+
+bp = Blueprint("employees", __name__)
+
+
+def _fields(required: bool) -> dict:
+    values: dict = forms.pick(("name", "extension"))
+    if "active" in request.form or not required:
+        values["active"] = request.form.get("active") == "on"
+    return data.employee_fields(values, required=required)
+
+
+def employees_page(status: int = 200, error: str | None = None):
+    staff = database(lambda: list(Employee.select().order_by(Employee.extension)))
+    return render_page("employees.html", status=status, title="Employees", employees=staff, error=error)
+
+
+@bp.get("/employees")
+@login_required("admin")
+def employees():
+    return employees_page()
+
+
+@bp.post("/employees")
+@login_required("admin")
+def create():
+    try:
+        emp = database(data.create_employee, _fields(required=True))
+    except DataError as exc:
+        return employees_page(exc.status, exc.message)
+    log.info("employee %d (extension %s) added on the web", emp.id, emp.extension)
+    flash("Employee added.")
+    return redirect("/employees", 303)
+
+
+@bp.post("/employees/<int:employee_id>")
+@login_required("admin")
+def update(employee_id: int):
+    try:
+        database(data.update_employee, employee_id, _fields(required=False))
+    except DataError as exc:
+        return employees_page(exc.status, exc.message)
+    flash("Employee saved.")
+    return redirect("/employees", 303)
+
+
+@bp.post("/employees/<int:employee_id>/delete")
+@login_required("admin")
+def delete(employee_id: int):
+    try:
+        database(data.delete_employee, employee_id)
+    except DataError as exc:
+        return employees_page(exc.status, exc.message)
+    log.info("employee %d deleted on the web", employee_id)
+    flash("Employee deleted; their calls and orders stay.")
+    return redirect("/employees", 303)
+
+
+@bp.get("/tokens")
+@login_required("admin")
+def token_list():
+    rows = database(tokens.list_tokens)
+    return render_page("tokens.html", title="Tokens", tokens=rows)
+
+
+@bp.post("/tokens/<int:token_id>/revoke")
+@login_required("admin")
+def revoke(token_id: int):
+    if not database(lambda: ApiToken.get_or_none(ApiToken.id == token_id)):
+        return error_page(404, f"no token {token_id}")
+    if database(tokens.revoke, token_id):
+        log.info("token %d revoked on the web", token_id)
+        flash(f"Token {token_id} revoked: its tray stream and web sessions end now.")
+    return redirect("/tokens", 303)

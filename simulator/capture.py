@@ -1,0 +1,82 @@
+"""Read raw ESL streams (as recorded byte for byte from FreeSWITCH) back into frames and events."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+from screenpop.daemon.pbx.protocol import Event, Frame, parse_event_body, parse_headers
+
+EVENT_TYPES = ("text/event-plain", "text/event-json")
+
+
+def split_frames(data: bytes) -> list[Frame]:
+    """Split a raw ESL stream into frames, byte-exactly: b"".join(f.raw for f in frames) == data.
+
+    A frame is an outer header block up to the first blank line, then Content-Length bytes of body if the
+    header says so. A truncated last frame (header block without its blank line, or a body shorter than
+    announced) is kept as it is, so nothing is lost; its `headers` are whatever could be parsed.
+    """
+    frames: list[Frame] = []
+    pos, end = 0, len(data)
+    while pos < end:
+        # FreeSWITCH never sends blank lines between frames, but tolerate stray ones by folding them into the next frame.
+        head_end = data.find(b"\n\n", pos)
+        if head_end < 0:
+            block = data[pos:]
+            frames.append(Frame(headers=parse_headers(block), raw=block))
+            break
+        block_end = head_end + 2
+        headers = parse_headers(data[pos:head_end])
+        body = b""
+        length_text = headers.get("Content-Length")
+        if length_text is not None:
+            try:
+                length = max(0, int(length_text))
+            except ValueError:
+                length = 0
+            body = data[block_end:block_end + length]
+            block_end += len(body)
+        frames.append(Frame(headers=headers, body=body, raw=data[pos:block_end]))
+        pos = block_end
+    return frames
+
+
+def read_capture(path: str | Path) -> list[Frame]:
+    """All frames of a raw ESL stream file, in order, byte-exact (see split_frames)."""
+    return split_frames(Path(path).read_bytes())
+
+
+def frame_event(frame: Frame) -> Event | None:
+    """The Event carried by an event frame (text/event-plain or text/event-json), else None.
+
+    For JSON, decoded headers are the object's keys (lists such as ARRAY variables stay lists) and the
+    `_body` key, if present, becomes the body.
+    """
+    ctype = frame.content_type
+    if ctype == "text/event-plain":
+        return parse_event_body(frame.body)
+    if ctype == "text/event-json":
+        try:
+            obj = json.loads(frame.body.decode("utf-8", "replace"))
+        except ValueError:
+            return None
+        if not isinstance(obj, dict):
+            return None
+        body = obj.pop("_body", "")
+        return Event(headers=obj, body=body if isinstance(body, str) else str(body), content_type=ctype)
+    return None
+
+
+def iter_events(frames: list[Frame]) -> Iterator[tuple[Frame, Event]]:
+    """(frame, event) for every event frame that parses, in order; other frames (replies, notices) are skipped."""
+    for frame in frames:
+        if frame.content_type in EVENT_TYPES:
+            event = frame_event(frame)
+            if event is not None:
+                yield frame, event
+
+
+def read_events(path: str | Path) -> list[tuple[Frame, Event]]:
+    """The event frames of a capture file with their parsed events."""
+    return list(iter_events(read_capture(path)))
