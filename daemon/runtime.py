@@ -84,19 +84,19 @@ class Daemon:
             is_extension=lambda raw: self.numbers.is_extension(raw),
         )
         self.node = config.node or socket.gethostname()
-        self.writer = Writer(self.db, e164=self._e164, node=self.node, batch_max=config.database.batch_max,
-                             queue_max=config.database.queue_max)
+        # the pipeline, in the order data flows: ESL -> tracker -> CDR intake -> writer -> push hub -> streams
         self.worker = DbWorker(self.db)
         self.push = PushHub(self.worker, lambda: self.lookup, config.http.public_url)
-        self.writer.on_stalled = self.push.early
-        self.listener, self.election = self._cluster_parts()
+        publisher, self.listener, self.election = self._cluster_parts()
+        self.writer = Writer(self.db, e164=self._e164, node=self.node, batch_max=config.database.batch_max,
+                             queue_max=config.database.queue_max,
+                             on_committed=self.push.committed if self.listener is None else None,
+                             on_stalled=self.push.early, fence=self.election, publisher=publisher)
         # FreeSWITCH's CDRs complete the calls the tracker ends (it passes them on to the writer)
         self.cdr = CdrIntake(config.cdr, self.writer, self.worker,
                              recording=lambda: self.election is None or self.election.holding)
         self.tracker = CallTracker(rules, self.cdr, lookup=self._find_customer)
-        self.cdr.tracker = self.tracker
-        if self.listener is None:
-            self.writer.listeners.append(self.push.committed)
+        self.cdr.tracker = self.tracker  # the intake rebuilds calls with the tracker that feeds it
         if self.election is None:
             self._resume_open_calls(load_open_calls(self.db, self.node))
         fs = config.freeswitch
@@ -125,22 +125,21 @@ class Daemon:
 
     # ---- several daemons on one PostgreSQL (docs/cluster.md) -----------------------------
 
-    def _cluster_parts(self) -> tuple[Listener | None, Election | None]:
-        """On PostgreSQL: fan-out across daemons, and (unless disabled) the election for this node."""
+    def _cluster_parts(self) -> tuple[Publisher | None, Listener | None, Election | None]:
+        """On PostgreSQL: fan-out across daemons (the writer's publisher, this daemon's listener), and (unless
+        disabled) the election for this node, whose fence guards every write transaction."""
         if isinstance(self.db, peewee.SqliteDatabase):
             log.info("SQLite: single-node (pops across daemons and standby daemons need PostgreSQL)")
-            return None, None
+            return None, None, None
         schema = current_schema(self.db)
-        self.writer.publisher = Publisher(schema)
         listener = Listener(self.db, schema, self.push.rows)
         if not self.config.cluster.election:
-            return listener, None
+            return Publisher(schema), listener, None
         cluster = self.config.cluster
         election = Election(self.db, schema, self.node, cluster.poll_interval, cluster.hang_timeout,
                             on_acquired=self._take_over, on_lost=self._lose_node,
                             on_standby=self._stand_by)
-        self.writer.fence = election
-        return listener, election
+        return Publisher(schema), listener, election
 
     def _resume_open_calls(self, open_calls: list) -> None:
         if open_calls:

@@ -1,4 +1,5 @@
-"""A small Server-Sent Events client for the tests and the fan-out benchmark (http.client, one reader thread)."""
+"""A small Server-Sent Events client for the tests (http.client, one reader thread), parsing
+with the tray's own parser (screenpop.tray.stream.SSEParser)."""
 from __future__ import annotations
 
 import http.client
@@ -6,6 +7,8 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
+
+from screenpop.tray.stream import SSEParser
 
 
 @dataclass
@@ -58,7 +61,8 @@ class Stream:
         self.thread.start()
 
     def _read(self) -> None:
-        event, data, ident = "message", [], None
+        """Lines as they come (kept raw, comments noted); the tray's own parser makes the messages."""
+        parser = SSEParser()
         try:
             self.opened.set()
             while True:
@@ -67,25 +71,13 @@ class Stream:
                     break
                 line = raw.decode("utf-8").rstrip("\n")
                 self.raw_lines.append(line)
-                if line == "":
-                    if data:
-                        with self._lock:
-                            self.messages.append(Message(ident, event, "\n".join(data)))
-                    event, data = "message", []
-                    continue
                 if line.startswith(":"):
                     self.comments.append(line[1:].strip())
-                    continue
-                name, _, value = line.partition(":")
-                value = value[1:] if value.startswith(" ") else value
-                if name == "data":
-                    data.append(value)
-                elif name == "event":
-                    event = value
-                elif name == "id":
-                    ident = int(value)
-                elif name == "retry":
-                    self.retry = int(value)
+                msg = parser.line(line)
+                self.retry = parser.retry
+                if msg is not None:
+                    with self._lock:
+                        self.messages.append(Message(None if msg.id is None else int(msg.id), msg.event, msg.data))
         except Exception as exc:  # the connection cut off, or closed by the test
             self.error = f"{type(exc).__name__}: {exc}"
         finally:

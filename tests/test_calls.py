@@ -36,7 +36,7 @@ class ListSink:
     def save_call(self, call) -> None:
         self.calls[call.uuid] = call
 
-    def pop(self, call, extension, event, at, peer_number, peer_name) -> None:
+    def queue_pop(self, call, extension, event, at, peer_number, peer_name) -> None:
         self.pops.append((extension, event, peer_number, peer_name))
 
 
@@ -347,7 +347,7 @@ def _through_outages(generated, windows: list[tuple[float, float]], reply_after:
     events, sims, _ = generated
 
     class Sink(ListSink):
-        def pop(self, call, extension, event, at, peer_number, peer_name) -> None:
+        def queue_pop(self, call, extension, event, at, peer_number, peer_name) -> None:
             self.pops.append((call.uuid, extension, event))
 
     sink = Sink()

@@ -274,8 +274,8 @@ def test_a_writer_whose_lock_session_is_gone_writes_nothing(pg_url, store):
         gevent.sleep(0.05)  # the election is a greenlet
     assert election.pid is not None
     numbers = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
-    writer = Writer(db, e164=lambda raw: numbers.classify(raw).e164, node="fs1")
-    writer.fence, writer.publisher = election, Publisher(schema)
+    writer = Writer(db, e164=lambda raw: numbers.classify(raw).e164, node="fs1", fence=election,
+                    publisher=Publisher(schema))
     tracker = CallTracker(DirectionRules(frozenset({"external"}), frozenset({"public"}), numbers.is_extension), writer)
     events = read_events(CAPTURES / "ring-group-users.plain.esl")
     first = 0

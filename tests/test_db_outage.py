@@ -155,7 +155,7 @@ def test_a_full_disk_under_sqlite_is_logged_as_such_and_everything_is_stored_onc
         while not writer.stalled and queued < 2000:
             call = CallState(uuid=f"full-{queued}", a_leg=None, started_at=utcnow())
             call.direction, call.external_number, call.external_name = "INCOMING", CUSTOMER_NUMBER, "Jón " * 500
-            writer.pop(call, "1001", "ringing", utcnow(), CUSTOMER_NUMBER, call.external_name)
+            writer.queue_pop(call, "1001", "ringing", utcnow(), CUSTOMER_NUMBER, call.external_name)
             queued += 1
             gevent.sleep(0.01)
         assert writer.stalled, "the writes never filled the disk"

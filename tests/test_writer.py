@@ -31,10 +31,10 @@ def feed(writer: Writer, scenario: str, flush_every: int = 1000) -> None:
         writer.flush_once()
 
 
-def test_listeners_get_committed_pops_with_their_ids_in_order(db):
-    writer = Writer(db, e164=lambda raw: NUMBERS.classify(raw).e164)
+def test_on_committed_gets_committed_pops_with_their_ids_in_order(db):
     seen = []
-    writer.listeners.append(lambda pops: seen.extend((p.id, p.extension, p.event) for p in pops))
+    writer = Writer(db, e164=lambda raw: NUMBERS.classify(raw).e164,
+                    on_committed=lambda pops: seen.extend((p.id, p.extension, p.event) for p in pops))
     feed(writer, "ring-group-users", flush_every=3)
     stored = list(CallEvent.select(CallEvent.id, CallEvent.extension, CallEvent.event).order_by(CallEvent.id).tuples())
     assert seen == stored and len(stored) == 7

@@ -20,8 +20,9 @@ from typing import Any
 
 from screenpop.tray import http
 from screenpop.tray.config import TrayConfig, TrayConfigError
-from screenpop.tray.notify import Notifier, PhotoCache, _clean, _local_time, caller_label
+from screenpop.tray.notify import Notifier, PhotoCache, caller_label
 from screenpop.tray.stream import EventStream, Message
+from screenpop.tray.text import local_time, one_line
 
 log = logging.getLogger("screenpop.tray")
 
@@ -76,7 +77,7 @@ class RecentCall:
 
     def menu_text(self) -> str:
         mark = "✗ missed · " if self.missed else ""
-        return f"{mark}{_local_time(self.at)}  {self.label}"
+        return f"{mark}{local_time(self.at)}  {self.label}"
 
 
 class TrayState:
@@ -276,9 +277,9 @@ class TrayApp:
             return (lambda *_: self.open_page(path)) if path else (lambda *_: None)
 
         if current is not None:
-            items.append(Item(_clean(current.label, 60), opener(current.path), enabled=bool(current.path), default=True))
+            items.append(Item(one_line(current.label, 60), opener(current.path), enabled=bool(current.path), default=True))
         # record_url is the customer's record, or /customers/new?number=… for a stranger; none for INTERNAL
-        sub = [Item(_clean(r.menu_text(), 70), opener(r.path), enabled=bool(r.path)) for r in recent]
+        sub = [Item(one_line(r.menu_text(), 70), opener(r.path), enabled=bool(r.path)) for r in recent]
         items.append(Item("Recent calls", Menu(*sub) if sub else None, enabled=bool(sub)))
         items.append(Menu.SEPARATOR)
         items.append(Item("Do not disturb", self.toggle_dnd, checked=lambda _: self.state.dnd))

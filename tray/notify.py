@@ -12,7 +12,6 @@ Everything a stranger (caller ID) or a user (customer data) typed is escaped for
 """
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import html
 import logging
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from screenpop.tray import http
+from screenpop.tray.text import local_time, one_line
 
 log = logging.getLogger("screenpop.tray.notify")
 
@@ -44,25 +44,6 @@ def esc(text: Any) -> str:
     return html.escape("" if text is None else str(text), quote=False)
 
 
-def _clean(text: Any, limit: int = 200) -> str:
-    """One line of at most `limit` characters, control characters dropped."""
-    s = "" if text is None else str(text)
-    s = "".join(ch if ch.isprintable() else " " for ch in s).strip()
-    return s if len(s) <= limit else s[: limit - 1] + "…"
-
-
-def _local_time(at: str | None) -> str:
-    if not at:
-        return ""
-    try:
-        when = dt.datetime.fromisoformat(at.replace("Z", "+00:00"))
-    except ValueError:
-        return ""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return when.astimezone().strftime("%H:%M")
-
-
 def _amount(text: Any) -> Decimal:
     try:
         return Decimal(str(text))
@@ -77,10 +58,10 @@ def caller_label(card: dict) -> str:
         who = customer.get("company") or customer.get("name")
         if customer.get("company") and customer.get("name"):
             who = f"{customer['name']} ({customer['company']})"
-        return _clean(who, 60)
+        return one_line(who, 60)
     if (card.get("matches") or 0) > 1:
-        return _clean(f"{card.get('number') or ''}: {card['matches']} customers", 60)
-    return _clean(card.get("caller_name") or card.get("number") or "unknown caller", 60)
+        return one_line(f"{card.get('number') or ''}: {card['matches']} customers", 60)
+    return one_line(card.get("caller_name") or card.get("number") or "unknown caller", 60)
 
 
 def card_text(card: dict, markup: bool = True, summary_markup: bool = True) -> tuple[str, str]:
@@ -90,13 +71,13 @@ def card_text(card: dict, markup: bool = True, summary_markup: bool = True) -> t
     es = esc if summary_markup else (lambda s: "" if s is None else str(s))
     b = (lambda s: f"<b>{s}</b>") if markup else (lambda s: s)
     customer = card.get("customer") or None
-    number = _clean(card.get("number"), 40)
-    caller_name = _clean(card.get("caller_name"), 80)
+    number = one_line(card.get("number"), 40)
+    caller_name = one_line(card.get("caller_name"), 80)
     direction = card.get("direction") or ""
     matches = card.get("matches") or 0
     lines: list[str] = []
     if customer:
-        company, name = _clean(customer.get("company")), _clean(customer.get("name"))
+        company, name = one_line(customer.get("company")), one_line(customer.get("name"))
         summary = company or name or number or "Unknown caller"
         if company and name:
             lines.append(e(name))
@@ -112,17 +93,17 @@ def card_text(card: dict, markup: bool = True, summary_markup: bool = True) -> t
         if flags:
             lines.append("  ".join(flags))
         for order in (customer.get("orders") or [])[:2]:
-            parts = [f"Order {_clean(order.get('number'), 30)}", _clean(order.get("title"), 60)]
-            stage = _clean(order.get("stage"), 40)
+            parts = [f"Order {one_line(order.get('number'), 30)}", one_line(order.get("title"), 60)]
+            stage = one_line(order.get("stage"), 40)
             text = " ".join(p for p in parts if p) + (f": {stage}" if stage else "")
             lines.append(e(text))
         more = len(customer.get("orders") or []) - 2
         if more > 0:
             lines.append(e(f"and {more} more open order{'s' if more > 1 else ''}"))
-        note = _clean(customer.get("note"), 160)
+        note = one_line(customer.get("note"), 160)
         if note:
             lines.append(b(e(note)) if category == "problem" else e(note))
-        place = ", ".join(p for p in (_clean(customer.get("city"), 40), _clean(customer.get("country"), 40)) if p)
+        place = ", ".join(p for p in (one_line(customer.get("city"), 40), one_line(customer.get("country"), 40)) if p)
         if place:
             lines.append(e(place))
         if caller_name and caller_name not in (name, company):
@@ -131,9 +112,9 @@ def card_text(card: dict, markup: bool = True, summary_markup: bool = True) -> t
         summary = number or "Unknown number"
         lines.append(b(e(f"{matches} customers share this number")))
         for c in (card.get("candidates") or [])[:3]:
-            who = _clean(c.get("name"), 60)
+            who = one_line(c.get("name"), 60)
             if c.get("company"):
-                who += f" ({_clean(c.get('company'), 60)})"
+                who += f" ({one_line(c.get('company'), 60)})"
             lines.append(e("• " + who))
         if caller_name:
             lines.append(e(f"Caller ID: {caller_name}"))
@@ -145,7 +126,7 @@ def card_text(card: dict, markup: bool = True, summary_markup: bool = True) -> t
         lines.append(e("Unknown caller" if direction != "OUTGOING" else "Not a customer yet"))
         if caller_name:
             lines.append(e(f"Caller ID: {caller_name}"))
-    when = _local_time(card.get("at"))
+    when = local_time(card.get("at"))
     tail = " · ".join(p for p in (direction, number, when) if p)
     if tail:
         lines.append(e(tail))
@@ -172,7 +153,7 @@ def placeholder(folder: Path, card: dict) -> Path:
     """A drawn icon (initials on a circle coloured by category, or '?' for a stranger), cached by content."""
     customer = card.get("customer") or None
     if customer:
-        words = [w for w in _clean(customer.get("name") or customer.get("company")).split() if w[:1].isalnum()]
+        words = [w for w in one_line(customer.get("name") or customer.get("company")).split() if w[:1].isalnum()]
         initials = "".join(w[0] for w in words[:2]).upper() or "?"
         colour = _COLOURS.get((customer.get("category") or "regular").lower(), _COLOURS["regular"])
     else:
@@ -366,8 +347,8 @@ class Notifier:
             e = esc if markup else str
             es = esc if summary_markup else str
             who = caller_label(card)
-            when = _local_time(card.get("at"))
-            body = e(" · ".join(p for p in ("Missed call", _clean(card.get("number"), 40), when) if p))
+            when = local_time(card.get("at"))
+            body = e(" · ".join(p for p in ("Missed call", one_line(card.get("number"), 40), when) if p))
             self._send(server, card, es(f"Missed: {who}"), body, icon, min(self.timeout or 10.0, 10.0), urgency=1)
 
     def _send(self, server, card, summary: str, body: str, icon: str, timeout: float, urgency: int) -> None:

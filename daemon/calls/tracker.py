@@ -221,7 +221,7 @@ class Sink(Protocol):
 
     def save_call(self, call: CallState) -> None: ...
 
-    def pop(self, call: CallState, extension: str, event: str, at: dt.datetime, peer_number: str, peer_name: str) -> None: ...
+    def queue_pop(self, call: CallState, extension: str, event: str, at: dt.datetime, peer_number: str, peer_name: str) -> None: ...
 
 
 class CallTracker:
@@ -541,7 +541,7 @@ class CallTracker:
 
     def _pop(self, call: CallState, extension: str, event: str, at: dt.datetime) -> None:
         number, name = self._peer(call, extension)
-        self.sink.pop(call, extension, event, at, number, name)
+        self.sink.queue_pop(call, extension, event, at, number, name)
 
     # ---- handlers -------------------------------------------------------------------------
 

@@ -168,7 +168,7 @@ class _Collect:
     def save_call(self, call: CallState) -> None:
         self.calls[call.uuid] = call
 
-    def pop(self, call: CallState, extension: str, event: str, at: dt.datetime, peer_number: str, peer_name: str) -> None:
+    def queue_pop(self, call: CallState, extension: str, event: str, at: dt.datetime, peer_number: str, peer_name: str) -> None:
         pass
 
 
@@ -297,8 +297,8 @@ class CdrIntake:
                 self._waiting.discard(call.uuid)
                 gevent.spawn(self._complete_logged, call.uuid)
 
-    def pop(self, call: CallState, extension: str, event: str, at: dt.datetime, peer_number: str, peer_name: str) -> None:
-        self.writer.pop(call, extension, event, at, peer_number, peer_name)
+    def queue_pop(self, call: CallState, extension: str, event: str, at: dt.datetime, peer_number: str, peer_name: str) -> None:
+        self.writer.queue_pop(call, extension, event, at, peer_number, peer_name)
 
     def _remember(self, call: CallState) -> None:
         self._recent[call.uuid] = call

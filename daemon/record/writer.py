@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import gevent
 import gevent.event
@@ -59,16 +60,22 @@ class Writer:
     """Queues tracker output and writes it from one greenlet; implements the tracker's Sink."""
 
     def __init__(self, db: peewee.Database, e164: Callable[[str], str | None], node: str = "", batch_max: int = 500,
-                 queue_max: int = 100000):
+                 queue_max: int = 100000, *, on_committed: Callable[[list[PendingPop]], None] | None = None,
+                 on_stalled: Callable[[list[PendingPop]], None] | None = None, fence: Any = None,
+                 publisher: Any = None):
+        """on_committed gets each transaction's pops with their ids (the push hub on a single daemon); on_stalled gets
+        the pops a failing database has not taken (sent from memory meanwhile); fence: daemon/cluster.py's Election,
+        its fence statements first in every transaction; publisher: daemon/push/fanout.py's Publisher on PostgreSQL."""
         self.db = db
         self.e164 = e164
         self.node = node
         self.batch_max = batch_max
         self.queue_max = queue_max
         self.stalled = False  # the last write failed: pops go out from memory until one succeeds
-        self.on_stalled: Callable[[list[PendingPop]], None] | None = None
-        self.fence = None  # daemon/cluster.py Election: its fence statements come first in every transaction
-        self.publisher = None  # daemon/push/fanout.py Publisher on PostgreSQL
+        self.on_committed = on_committed
+        self.on_stalled = on_stalled
+        self.fence = fence
+        self.publisher = publisher
         self.dropped = 0
         self._calls: dict[int, tuple[CallState, int]] = {}
         self._version = 0
@@ -79,9 +86,6 @@ class Writer:
         self._employees: dict[str, int] = {}
         self._employees_at = 0.0
         self._running = False
-        self.committed_events = 0
-        self.failures = 0
-        self.listeners: list[Callable[[list[PendingPop]], None]] = []
         self._adapt = _sqlite_value if isinstance(db, peewee.SqliteDatabase) else (lambda value: value)
         self._pops_cursor = None  # PostgreSQL: the pop insert's cursor, read after commit for the new ids
         self._calls_cursor = None  # ... and the new calls' (id, uuid)
@@ -102,7 +106,7 @@ class Writer:
         self._queue_call(call)
         self._kick()
 
-    def pop(self, call: CallState, extension: str, event: str, at: dt.datetime, peer_number: str, peer_name: str) -> None:
+    def queue_pop(self, call: CallState, extension: str, event: str, at: dt.datetime, peer_number: str, peer_name: str) -> None:
         """Queue one CallEvent row (pushed at once from memory while the database fails)."""
         self._queue_call(call)
         pending = PendingPop(call, extension, event, at, peer_number, peer_name, call.direction, call.customer_id,
@@ -169,7 +173,6 @@ class Writer:
                                     f" but {self.dropped} pop(s) over the queue limit" if self.dropped else "")
                         self.dropped = 0
                 except peewee.DatabaseError as exc:
-                    self.failures += 1
                     if connection_lost(self.db):
                         outage.failed(exc)
                     what = describe_error(self.db, exc)
@@ -217,16 +220,15 @@ class Writer:
                 party.dirty, party.stored = True, stored
             raise
         del self._pops[: len(pops)]
-        for listener in self.listeners:
+        if self.on_committed is not None:
             try:
-                listener(pops)
+                self.on_committed(pops)
             except Exception:
-                log.exception("a listener for committed call events failed")
+                log.exception("the receiver of committed call events failed")
         waiting = {id(p.call) for p in self._pops}
         for key, queued in calls.items():
             if self._calls.get(key) == queued and key not in waiting:
                 del self._calls[key]
-        self.committed_events += len(pops)
 
     def _close_quietly(self) -> None:
         try:
