@@ -6,11 +6,76 @@ If no server can be had, the postgres tests fail; they do not skip.
 """
 from __future__ import annotations
 
+import functools
+import inspect
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from support import CAPTURES
+
+# The tiers (registered in pyproject.toml). A test is `unit` unless it needs more: `integration` for real services
+# (PostgreSQL, the daemon, the simulator or the tray as processes over TCP), `desktop`, `browser`, `packaging`.
+# Marked here from what the test and its fixtures do, so a new test lands in its tier without a decorator.
+DESKTOP_FILES = {"test_tray_desktop.py"}
+BROWSER_FILES = {"test_web_browser.py"}
+# whole files of real servers over TCP whose helpers hide it from _spawns: the simulator's ESL server, the daemon
+# under systemd's protocols, the HTTP server under slow and hostile clients
+INTEGRATION_FILES = {"test_simulator.py", "test_systemd.py", "test_http_abuse.py", "test_db_outage.py"}
+_SPAWNS = re.compile(r"subprocess\.|Popen\(|\bProc\(|\bdaemon\(|\bsimulator\(|\breplay\(|\bfake_fs\b|\bProxy\(")
+
+
+@functools.lru_cache(maxsize=None)
+def _source_spawns(obj: object) -> bool | None:
+    """Whether the source of a function or class of tests/ names a process or server; None if not one of ours."""
+    try:
+        if "/tests/" not in (inspect.getsourcefile(obj) or ""):
+            return None
+        return bool(_SPAWNS.search(inspect.getsource(obj)))
+    except (OSError, TypeError):
+        return None
+
+
+def _spawns(item: pytest.Item) -> bool:
+    """Whether the test, one of its fixtures, or a helper of tests/ they use (two calls deep) runs processes or
+    real servers."""
+    infos = getattr(item, "_fixtureinfo", None)
+    todo = [(item.function, 0)] + [(d.func, 0) for defs in (infos.name2fixturedefs.values() if infos else ())
+                                   for d in defs]
+    seen: set[int] = set()
+    while todo:
+        obj, depth = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        verdict = _source_spawns(obj)
+        if verdict is None:
+            continue
+        if verdict:
+            return True
+        if depth < 2:
+            funcs = [obj] if inspect.isfunction(obj) else [f for f in vars(obj).values() if inspect.isfunction(f)]
+            for func in funcs:
+                todo += [(func.__globals__[n], depth + 1) for n in func.__code__.co_names
+                         if inspect.isfunction(func.__globals__.get(n)) or inspect.isclass(func.__globals__.get(n))]
+    return False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(item.get_closest_marker(t) for t in ("desktop", "browser", "packaging")):
+            continue
+        if item.path.name in DESKTOP_FILES:
+            item.add_marker(pytest.mark.desktop)
+        elif item.path.name in BROWSER_FILES:
+            item.add_marker(pytest.mark.browser)
+        elif item.path.name in INTEGRATION_FILES or item.get_closest_marker("postgres") or _spawns(item):
+            item.add_marker(pytest.mark.integration)
+        else:
+            item.add_marker(pytest.mark.unit)
 
 def _pg_admin():
     """A plain psycopg connection to the test database, for creating and dropping schemas."""
@@ -59,4 +124,4 @@ def db(request: pytest.FixtureRequest):
 @pytest.fixture
 def captures_dir() -> Path:
     """The shared folder of recorded FreeSWITCH event streams, next to the repository checkout."""
-    return Path(__file__).resolve().parents[1].parent / "shared" / "esl-captures"
+    return CAPTURES

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from desktop import Desktop, PushServer, card, customer, missing_tools
-from support import wait_for
+from support import ROOT, wait_for
 
-pytestmark = [pytest.mark.packaging, pytest.mark.skipif(sys.platform != "linux", reason="built and run on Linux")]
+pytestmark = [pytest.mark.packaging, pytest.mark.skipif(sys.platform != "linux", reason="built and run on Linux"),
+              pytest.mark.timeout(900)]  # a PyInstaller analysis takes minutes on a busy 2-core machine
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,8 @@ from screenpop.daemon.pbx.protocol import Frame, encode_value, parse_headers
 from screenpop.simulator.capture import frame_event, read_capture, read_events, split_frames
 from screenpop.simulator.events import SimEvent, plain_frame, split_plain_body
 
-CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "esl-captures"
+from support import CAPTURES
+
 SCENARIOS = sorted(p.name[: -len(".plain.esl")] for p in CAPTURES.glob("*.plain.esl")) if CAPTURES.is_dir() else []
 WITH_SHOW = [s for s in SCENARIOS if (CAPTURES / f"{s}.show_channels.raw").exists()]
 needs_captures = pytest.mark.skipif(not SCENARIOS, reason=f"captures not found under {CAPTURES}")

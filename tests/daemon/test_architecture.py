@@ -14,9 +14,9 @@ import screenpop.db
 import screenpop.simulator
 import screenpop.tray
 
-pytestmark = pytest.mark.unit
+from support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+
 TOPS = {"screenpop.daemon": screenpop.daemon, "screenpop.db": screenpop.db, "screenpop.simulator": screenpop.simulator,
         "screenpop.tray": screenpop.tray}
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from pathlib import Path
 
 import pytest
 
@@ -17,7 +16,8 @@ from screenpop.simulator.events import SimEvent
 from screenpop.simulator.generator import CallGenerator
 from screenpop.simulator.server import CHANNEL_COLUMNS, ChannelTable, load_capture_events, render_rows
 
-CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "esl-captures"
+from support import CAPTURES
+
 SCENARIOS = sorted(p.name[: -len(".expected.json")] for p in CAPTURES.glob("*.expected.json"))
 RULES = DirectionRules(
     trunk_profiles=frozenset({"external"}),

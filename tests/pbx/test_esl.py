@@ -34,13 +34,10 @@ from screenpop.daemon.pbx.esl import (
 )
 from screenpop.daemon.pbx.protocol import Headers, decode_value, parse_event_body, parse_headers, render_headers
 
-from support import Proxy
+from support import CAPTURES, Proxy
 
 pytestmark = pytest.mark.timeout(30)
 
-CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "esl-captures"
-if not CAPTURES.is_dir():
-    CAPTURES = Path("/work/shared/esl-captures")
 needs_captures = pytest.mark.skipif(not CAPTURES.is_dir(), reason="shared/esl-captures not found")
 
 PASSWORD = "ClueCon"

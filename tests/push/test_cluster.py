@@ -318,14 +318,14 @@ def test_standby_takes_over_mid_call(cluster, store, failure):
     else:
         active.popen.send_signal(signal.SIGSTOP)
     stopped = time.monotonic()
-    wait_for(lambda: "records node" in standby.log(), 10, "the standby to take over")
+    wait_for(lambda: "records node" in standby.log(), 30, "the standby to take over")
     print(f"takeover noticed {time.monotonic() - stopped:.2f} s after the active daemon was {failure}")
     if failure == "hung":
         active.popen.send_signal(signal.SIGCONT)
         assert active.wait(15) == 1, active.log()
         assert "took node 'fs1' over" in active.log()
     assert sim.wait(30) == 0, sim.log()
-    wait_for(lambda: len(tray.ids) >= 3, 10, "the pops on the survivor")
+    wait_for(lambda: len(tray.ids) >= 3, 60, "the pops on the survivor")  # room for a busy machine
     time.sleep(0.5)
     assert standby.terminate() == 0, standby.log()
     (record,) = call_records()

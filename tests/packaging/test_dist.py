@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from support import ROOT
+
 pytestmark = pytest.mark.packaging
 
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = {"daemon": "screenpop/daemon", "db": "screenpop/db", "tray": "screenpop/tray"}
+PACKAGES = {"daemon": "screenpop/daemon", "db": "screenpop/db", "simulator": "screenpop/simulator", "tray": "screenpop/tray"}
 JUNK = (".venv/", "__pycache__/", ".pyc", ".db", ".sqlite3", ".deb", ".pytest_cache/", "dist/", "test-output/")
 
 
@@ -33,14 +34,14 @@ def test_sdist_has_what_a_rebuild_needs_and_no_junk(dists: dict[str, Path]) -> N
     with tarfile.open(dists["sdist"]) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     wanted = [f for f in tracked() if f.split("/")[0] in
-              ("daemon", "db", "tray", "tests", "docs", "bench", "systemd", "packaging", ".ci")]
+              ("daemon", "db", "simulator", "tray", "tests", "docs", "bench", "systemd", "packaging", ".ci")]
     assert wanted and not [f for f in wanted if f not in names]
     assert {"pyproject.toml", "README.md", "MANIFEST.in", "packaging/build-deb.py", "packaging/tray.spec"} <= names
     assert not [n for n in names if any(j in f"/{n}" for j in JUNK)]
 
 
 def test_wheel_carries_every_module_and_data_file(dists: dict[str, Path]) -> None:
-    """Every tracked file of the three packages (modules, templates, static files) is in the wheel."""
+    """Every tracked file of the four packages (modules, templates, static files) is in the wheel."""
     with zipfile.ZipFile(dists["wheel"]) as zf:
         names = set(zf.namelist())
     wanted = [PACKAGES[f.split("/")[0]] + "/" + f.split("/", 1)[1] for f in tracked() if f.split("/")[0] in PACKAGES]

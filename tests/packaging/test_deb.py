@@ -22,16 +22,16 @@ from screenpop.db.migrations import MIGRATIONS
 from screenpop.db.models import SchemaVersion
 import debvm
 from debroot import BOOKWORM_BOOT, JAMMY, TRIXIE, DebRoot, Release
-from support import CAPTURES, free_port, simulator, wait_for, write_config
-from test_systemd_units import EXPOSURE_MAX
+from support import CAPTURES, EXPOSURE_MAX, ROOT, free_port, simulator, wait_for, write_config
 
 pytestmark = [
     pytest.mark.packaging,
+    # debootstrap, two package builds and a QEMU boot: minutes each on a 2-core machine busy with other work
+    pytest.mark.timeout(1800),
     pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("debootstrap") or not shutil.which("dpkg-deb"),
                        reason="needs root, debootstrap and dpkg-deb (.ci/setup installs them)"),
 ]
 
-ROOT = Path(__file__).resolve().parents[1]
 UNIT = "screenpop-daemon.service"
 CONFIG = "/etc/screenpop/screenpop.toml"
 STATE = "/var/lib/screenpop"

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from screenpop.daemon.config import Config, ConfigError, load, parse
 
-ROOT = Path(__file__).resolve().parents[1]
+from support import ROOT
+
 
 
 def _uncommented(text: str) -> str:
