@@ -10,21 +10,19 @@ import os
 import tempfile
 from pathlib import Path
 
-from screenpop.daemon.customers.images import MAX_PIXELS, load_image
+from screenpop.daemon.customers.images import INCOMING_FORMATS, MAX_INCOMING_BYTES, MAX_PIXELS, load_image
 from screenpop.db import models
 from screenpop.db.database import private_dir
 from screenpop.db.models import Customer
 
-FORMATS = ("JPEG", "PNG", "WEBP")
 BOX = (512, 512)
-MAX_BYTES = 50 * 1024 * 1024
 
 
-def shrink(path: Path, max_bytes: int = MAX_BYTES) -> tuple[bytes, str]:
+def shrink(path: Path, max_bytes: int = MAX_INCOMING_BYTES) -> tuple[bytes, str]:
     """The photo verified (daemon/customers/images.py) and re-encoded to fit BOX: JPEG, or PNG when it has transparency.
 
     ImageRejected says why a file is refused (format, size, pixels, bomb, unreadable)."""
-    image = load_image(path, max_bytes, MAX_PIXELS, FORMATS, draft=BOX)
+    image = load_image(path, max_bytes, MAX_PIXELS, INCOMING_FORMATS, draft=BOX)
     image.thumbnail(BOX)
     out = io.BytesIO()
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:

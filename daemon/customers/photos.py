@@ -24,12 +24,11 @@ import gevent.lock
 from flask import Response
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from screenpop.daemon.customers.images import MAX_PIXELS, load_image
+from screenpop.daemon.customers.images import MAX_PIXELS, MAX_STORED_BYTES, load_image
 
 log = logging.getLogger("screenpop.http")
 
 MIN_SIZE, MAX_SIZE, DEFAULT_SIZE = 32, 512, 128
-MAX_BYTES = 20 * 1024 * 1024
 IMAGE_JOBS = 2
 CACHE_BYTES = 32 * 1024 * 1024  # 128 px photos are ~5 kB: thousands fit; a 512 px one is ~40 kB
 COLOURS = {"regular": (37, 99, 235), "vip": (202, 138, 4), "problem": (220, 38, 38)}
@@ -79,7 +78,7 @@ def placeholder(label: str, category: str, size: int) -> bytes:
 
 def resize(path: Path, size: int) -> bytes:
     """The photo at path, cropped to a square around its centre, size x size, as JPEG; ValueError when unusable."""
-    image = load_image(path, MAX_BYTES, MAX_PIXELS, draft=(size, size)).convert("RGB")
+    image = load_image(path, MAX_STORED_BYTES, MAX_PIXELS, draft=(size, size)).convert("RGB")
     image = ImageOps.fit(image, (size, size), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     image.save(out, "JPEG", quality=85, optimize=True)
