@@ -1,11 +1,10 @@
 """Read raw ESL streams (as recorded byte for byte from FreeSWITCH) back into frames and events."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterator
 
-from screenpop.daemon.pbx.protocol import Event, Frame, parse_event_body, parse_headers
+from screenpop.daemon.pbx.protocol import Event, Frame, parse_event_body, parse_event_json, parse_headers
 
 EVENT_TYPES = ("text/event-plain", "text/event-json")
 
@@ -50,21 +49,14 @@ def read_capture(path: str | Path) -> list[Frame]:
 def frame_event(frame: Frame) -> Event | None:
     """The Event carried by an event frame (text/event-plain or text/event-json), else None.
 
-    For JSON, decoded headers are the object's keys (lists such as ARRAY variables stay lists) and the
-    `_body` key, if present, becomes the body.
+    JSON is decoded as the daemon decodes it (daemon/pbx/protocol.py's parse_event_json: arrays as ARRAY::a|:b),
+    so a plain and a JSON capture of one call give equal events.
     """
     ctype = frame.content_type
     if ctype == "text/event-plain":
         return parse_event_body(frame.body)
     if ctype == "text/event-json":
-        try:
-            obj = json.loads(frame.body.decode("utf-8", "replace"))
-        except ValueError:
-            return None
-        if not isinstance(obj, dict):
-            return None
-        body = obj.pop("_body", "")
-        return Event(headers=obj, body=body if isinstance(body, str) else str(body), content_type=ctype)
+        return parse_event_json(frame.body)[0]
     return None
 
 

@@ -21,7 +21,6 @@ events in order, and reconnect with exponential backoff.
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import re
 import socket as _socket
@@ -36,7 +35,7 @@ import gevent.socket
 from greenswitch.esl import InboundESL, NotConnectedError
 
 from screenpop.daemon.pbx import protocol
-from screenpop.daemon.pbx.protocol import Event, Headers, parse_headers
+from screenpop.daemon.pbx.protocol import Event, Headers, parse_event_json, parse_headers
 
 log = logging.getLogger("screenpop.esl")
 
@@ -165,27 +164,6 @@ def _parse_plain(body: bytes) -> tuple[Event | None, int, str]:
     if length > rest:
         return None, 0, f"event body shorter ({rest} bytes) than its inner Content-Length {length}"
     return Event(headers=headers, body=body[end + 2 : end + 2 + length].decode("utf-8", "replace")), rest - length, ""
-
-
-def _json_value(value) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):  # plain renders array variables as ARRAY::a|:b
-        return "ARRAY::" + "|:".join(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in value)
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _parse_json(body: bytes) -> tuple[Event | None, str]:
-    """Parse a text/event-json payload into the same Event a plain frame gives (arrays as ARRAY::a|:b)."""
-    try:
-        obj = json.loads(body.decode("utf-8", "replace"))
-    except (ValueError, RecursionError) as exc:
-        return None, f"event-json frame that is not JSON ({str(exc)[:80]})"
-    if not isinstance(obj, dict):
-        return None, f"event-json frame holding a {type(obj).__name__}, not an object"
-    headers = {str(k): _json_value(v) for k, v in obj.items() if k != "_body"}
-    raw_body = obj.get("_body", "")
-    return Event(headers=headers, body=_json_value(raw_body), content_type="text/event-json"), ""
 
 
 class GuardedInboundESL(InboundESL):
@@ -520,7 +498,7 @@ class GuardedInboundESL(InboundESL):
             self._commands_sent.popleft().set(CommandReply(headers, text, kind))
             return 0
         if kind == "text/event-json":
-            event, problem = _parse_json(body)
+            event, problem = parse_event_json(body)
             if event is None:
                 self._anomaly("%s: dropped %s", problem, _text(body, 120))
             else:

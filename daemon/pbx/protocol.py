@@ -1,6 +1,7 @@
 """ESL wire format: header blocks, URL-encoded values, and the event object everything downstream reads."""
 from __future__ import annotations
 
+import json
 from binascii import a2b_qp
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -194,6 +195,28 @@ def parse_event_body(data: bytes) -> Event:
             length = len(rest)
         body = rest[:length].decode("utf-8", "replace")
     return Event(headers=headers, body=body)
+
+
+def _json_value(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):  # plain renders array variables as ARRAY::a|:b
+        return "ARRAY::" + "|:".join(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def parse_event_json(body: bytes) -> tuple[Event | None, str]:
+    """A text/event-json payload as the same Event a plain frame gives (arrays as ARRAY::a|:b), or None and why:
+    the one JSON event decoder of the daemon, the simulator and capture reading."""
+    try:
+        obj = json.loads(body.decode("utf-8", "replace"))
+    except (ValueError, RecursionError) as exc:
+        return None, f"event-json frame that is not JSON ({str(exc)[:80]})"
+    if not isinstance(obj, dict):
+        return None, f"event-json frame holding a {type(obj).__name__}, not an object"
+    headers = {str(k): _json_value(v) for k, v in obj.items() if k != "_body"}
+    raw_body = obj.get("_body", "")
+    return Event(headers=headers, body=_json_value(raw_body), content_type="text/event-json"), ""
 
 
 @dataclass
