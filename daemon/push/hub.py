@@ -1,9 +1,9 @@
 """Operator push: committed pops become cards on the Server-Sent Events streams of their extension.
 
-The writer calls ``PushHub.committed`` after every commit (the pops then have their CallEvent ids). One
-greenlet, the hub's worker, owns a database connection of its own: it builds the cards (card.py), reads
-replays (CallEvent rows after a client's Last-Event-ID), checks tokens, and fans frames out to the
-subscribers of each extension. Fan-out never waits for a client: each subscriber has a bounded queue,
+The writer calls ``PushHub.committed`` after every commit (the pops then have their CallEvent ids). On the
+database worker (db/worker.py: one greenlet with a connection of its own, which the HTTP side shares) the hub
+builds the cards (card.py), reads replays (CallEvent rows after a client's Last-Event-ID), checks tokens, and
+fans frames out to the subscribers of each extension. Fan-out never waits for a client: each subscriber has a bounded queue,
 and one that falls too far behind is disconnected; it comes back with Last-Event-ID and catches up from
 the database. Nothing is lost that way, and nobody else waits.
 

@@ -21,7 +21,7 @@ from screenpop.daemon.reports.callrecords import calls_query, records
 from screenpop.db.models import DIRECTIONS, Customer, Employee, Phone
 from screenpop.db.search import MAX_RESULTS, search_customers
 
-MAX_BODY = 64 * 1024  # a request body under /api/ (httpserver refuses larger ones)
+MAX_BODY = 64 * 1024  # a request body under /api/ (web/server.py refuses larger ones)
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 

@@ -154,7 +154,7 @@ def test_numbers_stored_before_country_codes_get_theirs(request: pytest.FixtureR
 
 
 def test_every_way_in_stores_the_country_code(db: peewee.Database, tmp_path) -> None:
-    """The pages and the API (customerdata), the importer and add_phone store what the rule reads."""
+    """The pages and the API (customers/data.py), the importer and add_phone store what the rule reads."""
     from screenpop.daemon.customers import data as customerdata
     from screenpop.daemon.customers.importer import import_customers
 

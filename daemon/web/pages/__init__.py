@@ -15,7 +15,7 @@ Another blueprint builds on these pages the same way (the dashboard pages do):
     @bp.get("/dashboard")
     @login_required()                  # login_required("admin") for admin-only pages (others get 403)
     def dashboard():
-        figures = database(read_figures)   # runs on the push hub's worker, in one transaction
+        figures = database(read_figures)   # runs on the database worker, in one transaction
         return render_page("dashboard.html", title="Dashboard", figures=figures)
 
 Its templates (in daemon/web/templates/) `{% extends "base.html" %}` and fill `{% block content %}`; a form that POSTs includes

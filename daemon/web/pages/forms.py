@@ -49,7 +49,7 @@ def call_uuid(value: Any) -> str | None:
 
 
 def money(value: str) -> str:
-    """An amount as typed ("1 250,50" or "1250.50") in the API's form ("1250.50"); checked later by customerdata."""
+    """An amount as typed ("1 250,50" or "1250.50") in the API's form ("1250.50"); checked later by customers/data.py."""
     value = value.strip().replace(" ", "").replace("\u00a0", "")
     return value.replace(",", ".") if "." not in value else value
 
