@@ -30,6 +30,12 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp / "dist/screenpop-tray/screenpop-tray"
 
 
+def test_bundle_carries_no_daemon_stack(bundle: Path) -> None:
+    """The tray's bundle leaves out what only the daemon uses (matplotlib alone is some 30 MB)."""
+    carried = {p.name.split(".")[0].split("-")[0].lower() for p in bundle.parent.rglob("*")}
+    assert not carried & {"matplotlib", "gevent", "flask", "peewee", "psycopg", "greenswitch"}
+
+
 def test_frozen_tray_help_and_setup(bundle: Path, tmp_path: Path) -> None:
     out = subprocess.run([str(bundle), "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "usage: screenpop tray" in out.stdout
