@@ -10,6 +10,7 @@ import re
 from decimal import Decimal
 
 from screenpop.db.models import CATEGORIES, Customer, Employee, Order
+from screenpop.db.numbers import WITHHELD
 
 MAX_NOTE = 10_000
 MAX_AMOUNT = Decimal("999999999999.99")
@@ -49,3 +50,12 @@ def extension(text: str) -> str:
     if not _EXTENSION.fullmatch(text) or len(text) > MAX_CHARS["employee"]["extension"]:
         raise ValueError(f"{text[:40]!r} is empty, too long or has characters other than letters, digits, * # + _ . -")
     return text
+
+
+def caller_name(text: str | None) -> str:
+    """The caller-ID name if it can be a person's or company's name, else "": a number ("+3545550199"), a withheld
+    marker ("anonymous", "unknown") or nothing is not a name, so forms never pre-fill one with it."""
+    name = (text or "").strip()
+    if name.lower() in WITHHELD or not any(c.isalpha() for c in name):
+        return ""
+    return name

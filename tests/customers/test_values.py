@@ -103,3 +103,15 @@ def test_an_extension_has_one_rule(ways, value, taken):
     Employee.delete().execute()
     csv = ways.csv(import_employees, f"extension,name\n{value},Csv\n")
     assert (api, page, csv) == ((201, 303, True) if taken else (400, 400, False))
+
+
+@pytest.mark.parametrize("caller_id, prefill", [
+    ("+3545550199", ""), ("5550199", ""), ("+354 555-0199", ""), ("anonymous", ""), ("Anonymous", ""),
+    ("unknown", ""), ("UNKNOWN", ""), ("", ""), (None, ""), ("   ", ""),
+    ("Jón Jónsson", "Jón Jónsson"), (" Acme ehf ", "Acme ehf"), ("3M Iceland", "3M Iceland"),
+])
+def test_caller_name_is_never_a_number_or_withheld(caller_id, prefill):
+    """Issue 16: the new-caller form pre-filled Name with the caller ID, often the number itself or "anonymous"."""
+    from screenpop.daemon.customers.values import caller_name
+
+    assert caller_name(caller_id) == prefill

@@ -323,6 +323,35 @@ def test_new_customer_from_an_unknown_call(site):
     assert "Customer created." in record and "<strong><bdi>Fresh ehf</bdi></strong>" in record and "badge-vip" in record
 
 
+def test_new_caller_name_never_prefilled_with_a_number(site):
+    """Issue 16: Name was pre-filled with the caller ID, so "company + Enter" saved a customer named "+3545550199"."""
+    _call("num-1", "+3545550199", "+3545550199")
+    _call("name-1", "+3545550198", "Gunnar Hansen")
+    op = site.client("op")
+    html = _text(op.get("/customers/new?number=%2B3545550199&call=num-1"))
+    assert re.search(r'name="name" value=""', html), "the number is not a name"
+    assert 'name="name" value="Gunnar Hansen"' in _text(op.get("/customers/new?number=%2B3545550198&call=name-1"))
+    r = site.post(op, "/customers/new", {"number": "+3545550199", "call": "num-1", "company": "Fresh ehf"})
+    assert r.status_code == 303 and Customer.get(Customer.company == "Fresh ehf").name == ""
+
+
+@pytest.mark.parametrize("number", ["anonymous", "", "unknown"])
+def test_anonymous_caller_has_no_dead_end(site, number):
+    """Issue 16: for a withheld number "unknown: add" led to a page whose "Add number here" could only fail."""
+    _call("anon-1", number or None, "anonymous")
+    op = site.client("op")
+    calls = _text(op.get("/calls"))
+    assert "unknown" in calls and "/customers/new?" not in calls, "no add link for a number that cannot be added"
+    page = op.get(f"/customers/new?number={number}&call=anon-1")
+    html = _text(page)
+    assert page.status_code == 200 and "withheld their number" in html
+    assert "Add this number to an existing customer" not in html and "Add number here" not in html
+    assert 'name="number" value=""' in html and 'name="name" value=""' in html
+    r = site.post(op, "/customers/new", {"number": "", "call": "anon-1", "name": "Told Us Their Name"})
+    c = Customer.get(Customer.name == "Told Us Their Name")
+    assert r.status_code == 303 and Call.get(Call.uuid == "anon-1").customer_id == c.id
+
+
 def test_new_customer_bad_input(site):
     _customer(number="+3545551234")
     op = site.client("op")

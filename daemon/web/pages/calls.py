@@ -50,7 +50,10 @@ def calls():
     def work():
         rows = list(calls_query(**filters).limit(PER_PAGE + 1).offset((page - 1) * PER_PAGE))
         customer = Customer.get_or_none(Customer.id == filters["customer_id"]) if filters["customer_id"] else None
-        return records(rows[:PER_PAGE]), len(rows) > PER_PAGE, customer, dict(Employee.select(Employee.extension, Employee.name).tuples())
+        shown = rows[:PER_PAGE]
+        # "unknown: add" only where there is a number to add: a withheld or unstorable one has no stored form
+        calls = [{**record, "addable": bool(row.external_e164)} for record, row in zip(records(shown), shown)]
+        return calls, len(rows) > PER_PAGE, customer, dict(Employee.select(Employee.extension, Employee.name).tuples())
 
     rows, more, customer, operators = database(work)
     return render_page("calls.html", title="Calls", calls=rows, page=page, more=more, args=request.args,

@@ -21,7 +21,9 @@ from screenpop.daemon.web.pages.base import (database, error_page, log, login_re
 from screenpop.daemon.customers import photofiles
 from screenpop.daemon.customers.images import ImageRejected
 from screenpop.daemon.customers.record import customer_record
+from screenpop.daemon.customers.values import caller_name
 from screenpop.db.models import CATEGORIES, Call, Customer, Employee, Phone
+from screenpop.db.numbers import WITHHELD
 from screenpop.db.search import search_customers
 
 PER_PAGE = 25
@@ -128,9 +130,12 @@ def new_page(status: int = 200, error: str | None = None, owner: int | None = No
         return (data.customer_brief(holder.customer) if holder else None), row, matches
 
     holder, call_row, matches = database(work)
-    return render_page("new.html", status=status, title="New caller", number=number, e164=e164, call=call,
-                       call_row=call_row, q=q, matches=matches, holder=holder, error=error, owner=owner,
-                       form=request.form, categories=CATEGORIES)
+    caller = (number or (call_row.external_number if call_row else "") or "").strip()
+    withheld = caller.lower() in WITHHELD or (call_row is not None and not caller)  # nothing to store or add
+    return render_page("new.html", status=status, title="New caller", number="" if withheld else number, e164=e164,
+                       call=call, call_row=call_row, withheld=withheld,
+                       caller_name=caller_name(call_row.external_name if call_row else None), q=q, matches=matches,
+                       holder=holder, error=error, owner=owner, form=request.form, categories=CATEGORIES)
 
 
 @bp.get("/customers/new")
