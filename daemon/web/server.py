@@ -248,7 +248,7 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
     """The Flask app serving the push stream, photos, the JSON API and the web pages from hub.
 
     tls: served over HTTPS (secure session cookies); on_link: the daemon's hook for a call linked to a customer;
-    zone: the call centre's time zone, for the analytics pages; cdr_intake: where FreeSWITCH's CDRs go.
+    zone: the call centre's time zone, every page's times are shown in; cdr_intake: where FreeSWITCH's CDRs go.
     """
     app = Flask("screenpop.daemon.web.server", static_folder=None)  # the pages' static files: daemon/web/static
     app.url_map.converters["int"] = _RowId
@@ -340,7 +340,7 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
     if cdr_intake is not None:
         app.register_blueprint(cdr.blueprint(cdr_intake))  # its own auth (HTTP Basic), not the API's Bearer token
     app.register_blueprint(api.blueprint(hub, authenticate))
-    web.init_app(app, hub, photos, web_config, tls, authenticate, on_link)
+    web.init_app(app, hub, photos, web_config, tls, authenticate, on_link, zone)
     app.register_blueprint(dashboard.blueprint(zone))
 
     @app.errorhandler(peewee.DatabaseError)

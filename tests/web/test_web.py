@@ -30,12 +30,12 @@ HOSTILE = ("<script>alert(1)</script>\"'><img src=x onerror=alert(2)> javascript
 class Site:
     """The daemon's Flask app on a started push hub, an operator token and an admin token."""
 
-    def __init__(self, db, tmp_path, config: WebConfig | None = None) -> None:
+    def __init__(self, db, tmp_path, config: WebConfig | None = None, zone: dt.tzinfo = dt.timezone.utc) -> None:
         self.hub = start_hub(db, lambda: Lookup(db, RULES))
         self.photos = tmp_path / "photos"
         self.linked: list[tuple] = []
         self.app = create_app(self.hub, Photos(self.photos), heartbeat=1.0, web_config=config,
-                              on_link=lambda *args: self.linked.append(args))
+                              on_link=lambda *args: self.linked.append(args), zone=zone)
         self.op_row, self.op = tokens.create("1001", name="op")
         self.admin_row, self.admin = tokens.create(None, role="admin", name="admin")
 
@@ -605,7 +605,7 @@ def test_calls_page_filters(site):
     assert "2026-01-01 09:00" in _text(op.get("/calls?page=2"))
     html = _text(op.get("/calls?since=2026-01-01&until=2026-01-01&direction=incoming&missed=1&extension=1001"))
     rows = re.findall(r">(2026-[^<]+)</td>", html)
-    assert rows == ["2026-01-01 23:00"], rows  # u15: incoming, missed, extension 1001, on 1 January
+    assert rows == ["2026-01-01 23:00 UTC"], rows  # u15: incoming, missed, extension 1001, on 1 January
     html = _text(op.get(f"/calls?customer={c.id}"))
     assert len(re.findall(r">2026-[^<]+</td>", html)) == 10 and "<strong><bdi>Acme ehf</bdi></strong>" in html
     unknown = _text(op.get("/calls?since=2026-01-03"))
@@ -613,6 +613,30 @@ def test_calls_page_filters(site):
     for bad in ("since=yesterday", "until=2026-13-01", "direction=sideways", "customer=x", "extension=" + "1" * 40):
         r = op.get(f"/calls?{bad}")
         assert r.status_code == 400, bad
+
+
+def test_every_page_shows_times_in_the_call_centres_zone(db, tmp_path):
+    """Issue 16: pages mixed UTC and local times; every time is now in [analytics] timezone, the zone named."""
+    from zoneinfo import ZoneInfo
+
+    site = Site(db, tmp_path, zone=ZoneInfo("America/New_York"))
+    try:
+        c = _customer()
+        call = _call("z-1", "+3545551234", customer=c, missed=True, extension="1001")  # 2026-01-01 08:00 UTC
+        CallParty.create(call=call, extension="1001", role="callee", outcome="missed")
+        _call("z-late", "5557777", minutes=-6 * 60)  # 02:00 UTC: 31 December in New York
+        ApiToken.update(created_at=dt.datetime(2026, 1, 1, 8, 0)).where(ApiToken.id == site.op_row.id).execute()
+        op, admin = site.client("op"), site.client("admin")
+        local = "2026-01-01 03:00 EST"
+        for client, path in ((op, "/calls"), (op, f"/customers/{c.id}"), (op, "/customers/new?number=5557777&call=z-1"),
+                             (admin, "/tokens"), (op, "/missed?since=2026-01-01&until=2026-01-01"),
+                             (op, "/dashboard?since=2026-01-01&until=2026-01-01")):
+            html = _text(client.get(path))
+            assert local in html and "08:00" not in html and "(UTC)" not in html, path
+        days = _text(op.get("/calls?since=2026-01-01&until=2026-01-01"))
+        assert local in days and "5557777" not in days, "the filter's days are the call centre's days"
+    finally:
+        stop_hub(site.hub)
 
 
 # ---- employees and tokens ----------------------------------------------------------------------------

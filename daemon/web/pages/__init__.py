@@ -36,14 +36,17 @@ from screenpop.daemon.web.pages.base import (User, Web, check_csrf, csrf_field, 
                                        login_required, render_page, security_headers, session_unavailable)
 from screenpop.daemon.web.pages.base import EXTENSION as _EXTENSION
 
-__all__ = ["User", "current_user", "database", "error_page", "init_app", "login_required", "render_page"]
+__all__ = ["User", "current_user", "database", "error_page", "init_app", "local_time", "login_required", "render_page"]
 
 
-def _when(value: str | dt.datetime | None) -> str:
-    """A stored time (datetime or ISO text) as "2026-01-31 08:05" (UTC, as stored)."""
+def local_time(value: str | dt.datetime | None, zone: dt.tzinfo) -> str:
+    """A time as every page shows it: in the call centre's zone ([analytics] timezone), the zone named
+    ("2026-01-31 08:05 GMT"). value: naive UTC as stored, ISO text, or an aware time."""
     if not value:
         return ""
-    return (dt.datetime.fromisoformat(value) if isinstance(value, str) else value).strftime("%Y-%m-%d %H:%M")
+    moment = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+    local = (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)).astimezone(zone)
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
 
 
 def _duration(seconds: float | None) -> str:
@@ -56,13 +59,15 @@ def _duration(seconds: float | None) -> str:
 
 
 def init_app(app: Flask, hub: Any, photos: Any, config: WebConfig, tls: bool,
-             authenticate: Callable[[], Any], on_link: Callable[[int, str | None, str | None], None] | None = None) -> None:
+             authenticate: Callable[[], Any], on_link: Callable[[int, str | None, str | None], None] | None = None,
+             zone: dt.tzinfo = dt.timezone.utc) -> None:
     """Add the pages to the daemon's Flask app: sessions, CSRF, security headers, the blueprints.
 
     tls: the server speaks HTTPS (session cookies are then Secure); on_link(customer_id, e164, call_uuid) tells
-    the daemon's call tracker when a number or call was given to a customer during a call.
+    the daemon's call tracker when a number or call was given to a customer during a call; zone: the call
+    centre's time zone, every time on every page is shown in it.
     """
-    app.extensions[_EXTENSION] = Web(hub, photos, config, on_link)
+    app.extensions[_EXTENSION] = Web(hub, photos, config, on_link, zone)
     app.session_interface = auth.DatabaseKeySessions()
     app.config.update(
         SESSION_COOKIE_NAME="screenpop_session",
@@ -73,7 +78,7 @@ def init_app(app: Flask, hub: Any, photos: Any, config: WebConfig, tls: bool,
         SESSION_REFRESH_EACH_REQUEST=False,
     )
     app.jinja_env.globals["csrf_field"] = csrf_field
-    app.jinja_env.filters["when"] = _when
+    app.jinja_env.filters["when"] = lambda value: local_time(value, zone)
     app.jinja_env.filters["duration"] = _duration
     app.before_request(session_unavailable)
     app.before_request(check_csrf)

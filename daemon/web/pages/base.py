@@ -7,6 +7,7 @@ takes effect at once.
 """
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
 import secrets
@@ -32,12 +33,14 @@ MAX_NEXT = 2000
 
 @dataclass
 class Web:
-    """The daemon's parts the pages use: the hub (and through it the database worker), photos, settings, the call linker."""
+    """The daemon's parts the pages use: the hub (and through it the database worker), photos, settings, the call
+    linker, the call centre's time zone."""
 
     hub: Any
     photos: Any
     config: WebConfig
     on_link: Callable[[int, str | None, str | None], None] | None = None
+    zone: dt.tzinfo = dt.timezone.utc
 
 
 @dataclass(frozen=True)

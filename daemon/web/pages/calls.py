@@ -6,9 +6,10 @@ import datetime as dt
 from flask import Blueprint, request
 
 from screenpop.daemon.customers.data import DataError
+from screenpop.daemon.reports.analytics import utc_bound
 from screenpop.daemon.reports.callrecords import calls_query, records
 from screenpop.daemon.web.pages import forms
-from screenpop.daemon.web.pages.base import database, login_required, render_page
+from screenpop.daemon.web.pages.base import database, login_required, render_page, web
 from screenpop.db.models import DIRECTIONS, Customer, Employee
 
 PER_PAGE = 50
@@ -27,9 +28,10 @@ def _filters() -> dict:
     customer = request.args.get("customer", "").strip()
     if customer and not (customer.isascii() and customer.isdigit() and len(customer) <= 9):
         raise DataError(400, "customer: a customer number")
+    zone = web().zone  # the days are the call centre's, as every time the pages show
     return {
-        "since": dt.datetime.combine(since, dt.time()) if since else None,
-        "until": dt.datetime.combine(until + dt.timedelta(days=1), dt.time()) if until else None,
+        "since": utc_bound(dt.datetime.combine(since, dt.time()), zone) if since else None,
+        "until": utc_bound(dt.datetime.combine(until + dt.timedelta(days=1), dt.time()), zone) if until else None,
         "extension": extension or None,
         "direction": direction or None,
         "missed": True if request.args.get("missed") else None,

@@ -2,8 +2,8 @@
 /reports/<name>.csv (each report, and the calls, as spreadsheet-safe CSV).
 
 Any signed-in user may open them (the web pages' sessions, daemon/web; no session redirects to /signin).
-Every page gets a strict Content-Security-Policy: no scripts at all, its one
-style block by nonce, images only as data: URLs (the charts).
+They are pages like the others: the base template with the menu and sign-out, the one stylesheet, the pages'
+Content-Security-Policy (no scripts; the charts are data: images), every time in the call centre's zone.
 
 Reports can take seconds on a large database, so they never run on the event loop or the database worker:
 they run, with the charts, on one native thread of their own (SQLite and psycopg release the GIL while they work)
@@ -20,7 +20,6 @@ import base64
 import datetime as dt
 import importlib
 import io
-import secrets
 import sys
 import time
 from collections import OrderedDict
@@ -28,13 +27,13 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent.lock
-from flask import Blueprint, Response, render_template, request
+from flask import Blueprint, Response, request
 
 from screenpop.daemon.customers.data import DataError
 from screenpop.daemon.reports import analytics
 from screenpop.daemon.reports.callrecords import call_records
 from screenpop.daemon.reports.export import display, write_csv
-from screenpop.daemon.web.pages import forms, login_required
+from screenpop.daemon.web.pages import error_page, forms, login_required, render_page
 from screenpop.db.models import database
 
 DEFAULT_DAYS = 7
@@ -160,19 +159,6 @@ def _labels(period: analytics.Period) -> dict:
             "extension": period.extension or ""}
 
 
-def _page(template: str, status: int = 200, **context: Any) -> Response:
-    """An HTML page (autoescaped) with the policy: nothing but its own style block and data: images."""
-    nonce = secrets.token_urlsafe(16)
-    response = Response(render_template(template, nonce=nonce, **context), status, mimetype="text/html")
-    response.headers["Content-Security-Policy"] = (
-        f"default-src 'none'; style-src 'nonce-{nonce}'; img-src data:; form-action 'self'; frame-ancestors 'none'; "
-        "base-uri 'none'")
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
 def blueprint(zone: dt.tzinfo) -> Blueprint:
     """The pages, reporting in the call centre's time zone, for any signed-in user (the web pages' sessions)."""
     bp = Blueprint("dashboard", __name__, template_folder="../templates")
@@ -191,8 +177,8 @@ def blueprint(zone: dt.tzinfo) -> Blueprint:
         try:
             period = period_from_request(zone)
         except DataError as exc:
-            return _page(template, status=400, title=title, error=exc.message, data=None, rows=[],
-                         filters=dict(request.args), reports=analytics.REPORTS)
+            return render_page(template, status=400, title=title, error=exc.message, data=None, rows=[],
+                               filters=dict(request.args), reports=analytics.REPORTS, zone=str(zone))
         return view(period)
 
     @bp.get("/dashboard")
@@ -200,26 +186,26 @@ def blueprint(zone: dt.tzinfo) -> Blueprint:
         def show(period: analytics.Period) -> Response:
             worker.load_charts()
             data = worker.cached(("dashboard", period), _dashboard_data, period)
-            return _page("dashboard.html", title="Dashboard", data=data, filters=_labels(period),
-                         reports=analytics.REPORTS, zone=str(zone))
+            return render_page("dashboard.html", title="Dashboard", data=data, filters=_labels(period),
+                               reports=analytics.REPORTS, zone=str(zone))
         return filtered(show, "dashboard.html", "Dashboard")
 
     @bp.get("/missed")
     def missed():
         def show(period: analytics.Period) -> Response:
             rows = worker.cached(("missed", period), analytics.missed, period)
-            return _page("missed.html", title="Missed calls", rows=rows, filters=_labels(period), zone=str(zone))
+            return render_page("missed.html", title="Missed calls", rows=rows, filters=_labels(period), zone=str(zone))
         return filtered(show, "missed.html", "Missed calls")
 
     @bp.get("/reports/<name>.csv")
     def report_csv(name: str):
         if name not in analytics.REPORTS and name != "calls":
-            return _page("analytics_error.html", status=404, title="Not found", error="There is no such report.")
+            return error_page(404, "There is no such report.")
         try:
             period = period_from_request(zone)
             body = worker.run(_csv, name, period)
         except DataError as exc:
-            return _page("analytics_error.html", status=400, title="Bad request", error=exc.message)
+            return error_page(400, exc.message)
         labels = _labels(period)
         filename = f"screenpop-{name}-{labels['since']}-{labels['until']}.csv"
         response = Response(body, mimetype="text/csv")
