@@ -254,6 +254,32 @@ def test_photo_payment_and_the_main_pages(rig):
         context.close()
 
 
+def test_every_page_has_the_one_layout(rig):
+    """Issue 16: the dashboard and missed pages had another, unstyled layout without the menu or sign-out."""
+    pages = ["/customers", f"/customers/{rig.acme.id}", f"/customers/{rig.acme.id}/edit", "/customers/new?number=5550123",
+             "/calls", "/dashboard", "/missed", "/employees", "/tokens", "/reports/nothing.csv"]
+    context, page = rig.browser()
+    try:
+        page.goto(rig.mint(rig.admin, "/customers"))
+        for path in pages:
+            page.goto(rig.base + path)
+            menu = [a.strip() for a in page.locator("header.nav nav a").all_inner_texts()]
+            assert menu == ["Customers", "Calls", "Dashboard", "Missed", "Employees", "Tokens"], (path, menu)
+            assert page.locator("header.nav button", has_text="Sign out").is_visible(), path
+            background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+            assert background == "rgb(246, 247, 249)", (path, background)  # the one stylesheet
+        rig.shot(page, "not-found")
+        page.goto(rig.base + "/dashboard")
+        rig.shot(page, "dashboard")
+        page.goto(rig.base + "/missed")
+        rig.shot(page, "missed")
+        page.click("text=Sign out")
+        page.goto(rig.base + "/dashboard")
+        assert "/signin?next=" in page.url
+    finally:
+        context.close()
+
+
 def test_a_right_to_left_override_in_a_name_stays_inside_it(rig):
     """Chromium lays out a company name holding U+202E: the rest of the heading (the category badge) stays after it."""
     evil = Customer.create(name="Jón\u202e Jónsson", company="Evil\u202e ehf", category="vip")
