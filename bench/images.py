@@ -3,7 +3,7 @@ daemon/customers/images.py decodes) sent to the web page's upload.
 
 Each figure comes from a fresh process that runs the daemon's Flask app on a push hub over SQLite, signs in and
 posts the PNG to POST /customers/<id>/photo from N greenlets at once (the real upload path: the form, the thread
-pool, the checks, the shrinking). It prints the peak resident memory above the same process before the uploads,
+pool, the checks). It prints the peak resident memory above the same process before the uploads,
 and the status codes. The baseline, in the same run: a process that only decodes the PNG with Pillow.
 
     python bench/images.py [--at-once 1 6] [--edges 6300 4000]
@@ -59,11 +59,14 @@ def child_upload(png: Path, at_once: int) -> dict:
     from screenpop.db.migrations import migrate
     from screenpop.db.models import Customer
     from screenpop.db.numbers import NumberRules
+    from screenpop.db.worker import DbWorker
 
     folder = Path(tempfile.mkdtemp(prefix="screenpop-bench-images-"))
     db = open_database(f"sqlite:///{folder / 'bench.db'}")
     migrate(db)
-    hub = PushHub(db, lambda: Lookup(db, NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)))
+    worker = DbWorker(db)
+    worker.start()
+    hub = PushHub(worker, lambda: Lookup(db, NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)))
     hub.start()
     app = create_app(hub, Photos(folder / "photos"), heartbeat=1.0)
     _, token = tokens.create(None, role="admin")

@@ -18,8 +18,8 @@ from PIL import Image, ImageOps
 MB = 1024 * 1024
 MAX_PIXELS = 40_000_000  # in the header: what any caller accepts at all
 MAX_DECODED_PIXELS = 16_000_000  # decoded (after a JPEG's draft scale): 4000 x 4000
-MAX_INCOMING_BYTES = 50 * MB  # a photo imported or uploaded, before it is shrunk (photofiles.py)
-MAX_STORED_BYTES = 20 * MB  # a file in the photo folder served as a card's photo (photos.py)
+MAX_INCOMING_BYTES = 50 * MB  # a photo imported or uploaded, kept as it came (photofiles.py)
+MAX_STORED_BYTES = MAX_INCOMING_BYTES  # a file in the photo folder served or resized (photos.py): an original
 INCOMING_FORMATS = ("JPEG", "PNG", "WEBP")  # what an imported or uploaded photo may be
 
 

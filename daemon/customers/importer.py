@@ -600,7 +600,7 @@ def _stored(name: str, value: Any) -> Any:
 
 
 def import_photos(folder: str | os.PathLike[str], photo_dir: str | os.PathLike[str]) -> ImportReport:
-    """Attach <external_id>.jpg/.jpeg/.png/.webp from folder to customers, verified and shrunk into photo_dir.
+    """Attach <external_id>.jpg/.jpeg/.png/.webp from folder to customers: verified, and kept as they are in photo_dir.
 
     Errors carry line 0 and name the file. Other files in the folder are ignored.
     """
@@ -623,7 +623,7 @@ def import_photos(folder: str | os.PathLike[str], photo_dir: str | os.PathLike[s
             report.fail(0, f"{path.name}: no customer with external_id {external_id!r}")
             continue
         try:
-            data, suffix = photofiles.shrink(path)
+            data, suffix = photofiles.original(path)
         except ImageRejected as exc:
             report.fail(0, f"{path.name}: {exc}")
             continue

@@ -1,35 +1,55 @@
-"""Customer photo files: checked, shrunk, re-encoded and stored in the photo folder under a content-derived name.
+"""Customer photo files: checked, then stored as uploaded (the original file's bytes) in the photo folder under a
+content-derived name; served back with the type of the format found in the file, never the sender's claim.
 
 `screenpop import photos` and the web page's upload both store photos this way, so the daemon serves either alike.
+The resized copies for pops and lists are made from this file on request (daemon/customers/photos.py). Photos
+stored before originals were kept are the 512 px JPEG or PNG made then; they are served the same way.
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
-from screenpop.daemon.customers.images import INCOMING_FORMATS, MAX_INCOMING_BYTES, MAX_PIXELS, load_image
+from PIL import Image
+
+from screenpop.daemon.customers.images import (INCOMING_FORMATS, MAX_INCOMING_BYTES, MAX_PIXELS, MAX_STORED_BYTES, MB,
+                                               ImageRejected, load_image)
 from screenpop.db import models
 from screenpop.db.database import private_dir
 from screenpop.db.models import Customer
 
-BOX = (512, 512)
+CHECK_BOX = (512, 512)  # a JPEG is checked by decoding it at a reduced scale (images.py: the decoded-pixel limit)
+SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}  # one per format of INCOMING_FORMATS
+MIME_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
 
-def shrink(path: Path, max_bytes: int = MAX_INCOMING_BYTES) -> tuple[bytes, str]:
-    """The photo verified (daemon/customers/images.py) and re-encoded to fit BOX: JPEG, or PNG when it has transparency.
+def original(path: Path, max_bytes: int = MAX_INCOMING_BYTES) -> tuple[bytes, str]:
+    """The photo file's bytes as they came, after it decoded within every limit (daemon/customers/images.py), and
+    the suffix of the format found in it. ImageRejected says why a file is refused (format, size, pixels, bomb,
+    unreadable)."""
+    with load_image(path, max_bytes, MAX_PIXELS, INCOMING_FORMATS, draft=CHECK_BOX) as image:
+        suffix = SUFFIXES[image.format]
+    data = path.read_bytes()
+    if len(data) > max_bytes:  # the file grew after it was checked
+        raise ImageRejected(f"file is larger than {max_bytes // MB} MB")
+    return data, suffix
 
-    ImageRejected says why a file is refused (format, size, pixels, bomb, unreadable)."""
-    image = load_image(path, max_bytes, MAX_PIXELS, INCOMING_FORMATS, draft=BOX)
-    image.thumbnail(BOX)
-    out = io.BytesIO()
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        image.convert("RGBA").save(out, "PNG", optimize=True)
-        return out.getvalue(), ".png"
-    image.convert("RGB").save(out, "JPEG", quality=85, optimize=True)
-    return out.getvalue(), ".jpg"
+
+def served_type(file: BinaryIO) -> str | None:
+    """The Content-Type to serve an open stored photo file with, from the format in its header: one of MIME_TYPES,
+    or None for anything else (a file put in the folder by hand may be anything). The file is left at its start."""
+    try:
+        if os.fstat(file.fileno()).st_size > MAX_STORED_BYTES:
+            return None
+        with Image.open(file) as image:
+            return MIME_TYPES.get(image.format or "")
+    except Exception:  # Pillow raises many types on a file that is not an image
+        return None
+    finally:
+        file.seek(0)
 
 
 def file_name(customer_id: int, data: bytes, suffix: str) -> str:
@@ -50,7 +70,7 @@ def write_atomically(target: Path, data: bytes) -> None:
 
 
 def attach(customer: Customer, data: bytes, suffix: str, photo_dir: Path) -> str | None:
-    """Store shrunk photo data as the customer's photo, dropping the old file; its name, or None if unchanged."""
+    """Store photo data (from original()) as the customer's photo, dropping the old file; its name, or None if unchanged."""
     name = file_name(customer.id, data, suffix)
     if customer.photo == name and (photo_dir / name).is_file():
         return None

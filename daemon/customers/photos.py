@@ -1,7 +1,8 @@
 """Customer photos for the card: the stored photo cropped square and resized, or a placeholder with initials.
 
-Photos are files in [database] photo_dir written by `screenpop import photos` (already verified and shrunk
-to at most 512 px there), but the folder may be edited by hand, so every file is treated as untrusted:
+Photos are files in [database] photo_dir written by `screenpop import photos` or an upload (verified there and
+kept as they came, daemon/customers/photofiles.py): the copies for pops and lists are made from that original.
+The folder may be edited by hand, so every file is treated as untrusted:
 size and pixel limits, decompression bombs refused, any decoding error gives the placeholder and one log
 line. Results are cached in memory (at most CACHE_BYTES) by (customer, size, file, mtime); decoding runs in gevent's thread pool
 so a large file does not stall the pushes.
@@ -101,15 +102,21 @@ class Photos:
         self._cache: OrderedDict[tuple, tuple[bytes, bool]] = OrderedDict()
         self._cached_bytes = 0
 
+    def path(self, photo: str) -> Path | None:
+        """The file of a stored photo name in the folder; None for a name that is not a plain file name."""
+        if not photo or "/" in photo or "\\" in photo or photo.startswith("."):
+            return None
+        return self.folder / photo
+
     def render(self, customer_id: int, label: str, category: str, photo: str | None, size: int) -> tuple[bytes, bool]:
         """(JPEG bytes, is a placeholder) for a customer whose stored photo file name is photo (or None)."""
         key: tuple
         path = None
         if photo:
-            if "/" in photo or "\\" in photo or photo.startswith("."):
+            path = self.path(photo)
+            if path is None:
                 log.warning("customer %d: photo name %r is not a plain file name; using the placeholder", customer_id, photo)
             else:
-                path = self.folder / photo
                 try:
                     st = path.stat()
                 except OSError as exc:

@@ -289,11 +289,12 @@ def test_photos(db: peewee.Database, tmp_path: Path) -> None:
     assert "no customer" in errors["UNKNOWN.jpg"]
 
     big = Customer.get(Customer.external_id == "C1")
+    assert (out / big.photo).read_bytes() == (src / "C1.jpg").read_bytes(), "the original, as it came (issue 16)"
     with Image.open(out / big.photo) as im:
-        assert (im.format, im.size) == ("JPEG", (512, 384))
-    with Image.open(out / Customer.get(Customer.external_id == "C2").photo) as im:
-        assert (im.format, im.mode, im.size) == ("PNG", "RGBA", (100, 50))
-    assert Customer.get(Customer.external_id == "C3").photo.endswith(".jpg")
+        assert (im.format, im.size) == ("JPEG", (4000, 3000))
+    assert (out / Customer.get(Customer.external_id == "C2").photo).read_bytes() == (src / "C2.png").read_bytes()
+    webp = Customer.get(Customer.external_id == "C3").photo
+    assert webp.endswith(".webp") and (out / webp).read_bytes() == (src / "C3.webp").read_bytes()
     assert Customer.get(Customer.external_id == "C4").photo is None
 
     again = import_photos(src, out)

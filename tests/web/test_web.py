@@ -507,14 +507,15 @@ def test_photo_upload(site, db, tmp_path):
                          content_type="multipart/form-data")
 
     assert op.get(f"/customers/{c.id}/photo").headers["X-Screenpop-Photo"] == "placeholder"
-    r = upload(_image("PNG", (2000, 1000)))
+    sent = _image("PNG", (2000, 1000))
+    r = upload(sent, "holiday.jpg")  # the name's suffix is the sender's claim; the file is a PNG
     assert r.status_code == 303, _text(r)
     stored = Customer.get_by_id(c.id).photo
-    assert stored and (site.photos / stored).is_file()
-    with Image.open(site.photos / stored) as im:
-        assert max(im.size) == 512 and im.format == "JPEG"
+    assert stored.endswith(".png") and (site.photos / stored).read_bytes() == sent, "kept as uploaded"
     shown = op.get(f"/customers/{c.id}/photo?size=64")
     assert shown.status_code == 200 and shown.headers["X-Screenpop-Photo"] == "photo"
+    with Image.open(io.BytesIO(shown.data)) as im:
+        assert im.size == (64, 64), "pops and lists get a resized copy"
     assert upload(_image("WEBP"), "p.webp").status_code == 303 and Customer.get_by_id(c.id).photo != stored
     assert not (site.photos / stored).exists(), "the old file is removed"
     kept = Customer.get_by_id(c.id).photo
@@ -532,6 +533,55 @@ def test_photo_upload(site, db, tmp_path):
         assert r.status_code == 413 and Customer.get_by_id(c.id).photo == kept
     finally:
         stop_hub(small.hub)
+
+
+def test_photo_kept_and_served_in_upload_quality(site, db):
+    """Issue 16: an uploaded 1600 x 1200 photo was stored at 512 x 384, re-encoded, and shown as a 128 px square."""
+    c, other = _customer(), _customer(number="+3545550000", company="Other ehf")
+    op = site.client("op")
+    jpeg = io.BytesIO()
+    Image.new("RGB", (1600, 1200), (30, 120, 200)).save(jpeg, "JPEG", quality=95)
+    r = site.post(op, f"/customers/{c.id}/photo", {"photo": (io.BytesIO(jpeg.getvalue()), "face.png")},
+                  content_type="multipart/form-data")
+    assert r.status_code == 303, _text(r)
+    stored = Customer.get_by_id(c.id).photo
+    assert stored.endswith(".jpg") and (site.photos / stored).read_bytes() == jpeg.getvalue()
+    page = _text(op.get(f"/customers/{c.id}"))
+    url = f"/customers/{c.id}/photo/original?v={stored}"
+    assert f'<img class="photo-large" src="{url}"' in page and f'<a href="{url}">Open the original</a>' in page
+    r = op.get(url)
+    assert r.status_code == 200 and r.data == jpeg.getvalue() and r.mimetype == "image/jpeg"
+    assert r.headers["X-Content-Type-Options"] == "nosniff" and "sandbox" in r.headers["Content-Security-Policy"]
+    assert r.headers["Content-Disposition"] == f"inline; filename=customer-{c.id}.jpg"
+    assert "private" in r.headers["Cache-Control"]
+    assert site.client().get(url).status_code == 303, "a session is needed"
+    assert op.get(f"/customers/{other.id}/photo/original").status_code == 404, "no photo"
+    assert op.get("/customers/999/photo/original").status_code == 404
+
+    # a file put in the folder by hand is served only as the image format found in it, never as HTML or SVG
+    for body in (b"<html><script>alert(1)</script></html>", b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>'):
+        (site.photos / "hand.png").write_bytes(body)
+        Customer.update(photo="hand.png").where(Customer.id == other.id).execute()
+        assert op.get(f"/customers/{other.id}/photo/original").status_code == 404
+    for bad in ("../secret.jpg", ".hidden.jpg"):
+        Customer.update(photo=bad).where(Customer.id == other.id).execute()
+        assert op.get(f"/customers/{other.id}/photo/original").status_code == 404
+
+    # a photo stored before originals were kept (512 px, re-encoded) is shown as the best there is
+    legacy = site.photos / f"{other.id}-0123456789abcdef.jpg"
+    Image.new("RGB", (512, 384), (1, 2, 3)).save(legacy, "JPEG")
+    Customer.update(photo=legacy.name).where(Customer.id == other.id).execute()
+    r = op.get(f"/customers/{other.id}/photo/original")
+    assert r.status_code == 200 and r.data == legacy.read_bytes()
+
+    # replaced or deleted: no file left behind
+    png = _image("PNG", (800, 600))
+    site.post(op, f"/customers/{c.id}/photo", {"photo": (io.BytesIO(png), "p.png")}, content_type="multipart/form-data")
+    replaced = Customer.get_by_id(c.id).photo
+    assert replaced != stored and not (site.photos / stored).exists() and (site.photos / replaced).read_bytes() == png
+    admin = site.client("admin")
+    assert site.post(admin, f"/customers/{c.id}/delete").status_code == 303
+    assert not (site.photos / replaced).exists()
 
 
 def _flat_png(edge: int) -> bytes:
@@ -567,9 +617,9 @@ def test_photo_uploads_at_once_decode_a_few_at_a_time(site, monkeypatch):
 
     c = _customer()
     spans: list[tuple[float, float]] = []
-    real = photofiles.shrink
+    real = photofiles.original
 
-    def shrink(path, max_bytes):
+    def original(path, max_bytes):
         start = time.monotonic()
         try:
             return real(path, max_bytes)
@@ -577,7 +627,7 @@ def test_photo_uploads_at_once_decode_a_few_at_a_time(site, monkeypatch):
             time.sleep(0.3)  # long enough for all six to be waiting, on a busy machine too
             spans.append((start, time.monotonic()))
 
-    monkeypatch.setattr(photofiles, "shrink", shrink)
+    monkeypatch.setattr(photofiles, "original", original)
     body = _image("PNG", (1200, 800))  # small: the sleep above makes the six overlap (bench/images.py: the memory)
     clients = [site.client("op") for _ in range(6)]
     jobs = [gevent.spawn(site.post, client, f"/customers/{c.id}/photo", {"photo": (io.BytesIO(body), "p.png")},

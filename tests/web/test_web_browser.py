@@ -201,8 +201,8 @@ def test_add_the_number_to_an_existing_customer(rig):
 
 
 def test_photo_payment_and_the_main_pages(rig):
-    photo = rig.tmp / "face.png"
-    Image.new("RGB", (900, 600), (30, 120, 200)).save(photo)
+    photo = rig.tmp / "face.jpg"
+    Image.new("RGB", (1600, 1200), (30, 120, 200)).save(photo, quality=92)
     context, page = rig.browser()
     try:
         page.goto(rig.mint(rig.op, f"/customers/{rig.acme.id}"))
@@ -215,6 +215,19 @@ def test_photo_payment_and_the_main_pages(rig):
         assert page.locator(".flash").inner_text() == "Photo saved."
         page.wait_for_function("document.querySelector('img.photo').complete")
         assert page.evaluate("document.querySelector('img.photo').naturalWidth") == 160
+        # issue 16: the photo in the quality it was uploaded in, large and not cropped, the original one click away
+        page.wait_for_function("document.querySelector('img.photo-large').complete")
+        natural = page.evaluate("[document.querySelector('img.photo-large').naturalWidth, "
+                                "document.querySelector('img.photo-large').naturalHeight]")
+        assert natural == [1600, 1200]
+        box = page.locator("img.photo-large").bounding_box()
+        assert box["width"] > 600 and abs(box["width"] / box["height"] - 4 / 3) < 0.01, box  # large, whole
+        rig.shot(page, "customer-photo")
+        with page.expect_navigation():
+            page.click("text=Open the original")
+        assert page.evaluate("[document.images[0].naturalWidth, document.images[0].naturalHeight]") == [1600, 1200]
+        assert page.evaluate("document.contentType") == "image/jpeg"
+        page.go_back()
         page.fill("tr.open input[name=amount]", "300")
         page.click("text=Record payment")
         page.wait_for_url("**#orders")

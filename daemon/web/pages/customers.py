@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from flask import Blueprint, abort, flash, redirect, request
+from flask import Blueprint, abort, flash, redirect, request, send_file
 
 from screenpop.daemon.customers import data
 from screenpop.daemon.customers.data import CUSTOMER_FIELDS, DataError
@@ -107,6 +107,32 @@ def photo(customer_id: int):
     out = photo_response(web().hub, web().photos, customer_id, request.args.get("size"))
     if out is None:
         abort(404)
+    return out
+
+
+@bp.get("/customers/<int:customer_id>/photo/original")
+@login_required()
+def photo_original(customer_id: int):
+    """The photo file as it was uploaded or imported, typed by the format found in it (never HTML or SVG), for
+    viewing only: nosniff, sandboxed, a file name to save it under."""
+    info = web().hub.worker.run(web().hub.cards.customer_for_photo, customer_id)
+    path = web().photos.path(info[2]) if info and info[2] else None
+    if path is None:
+        abort(404)
+    try:
+        file = path.open("rb")
+    except OSError as exc:
+        log.warning("customer %d: photo %s cannot be read (%s)", customer_id, path, exc.strerror)
+        abort(404)
+    mimetype = photofiles.served_type(file)
+    if mimetype is None:
+        file.close()
+        log.warning("customer %d: photo %s is not a JPEG, PNG or WebP; not served", customer_id, path)
+        abort(404)
+    out = send_file(file, mimetype=mimetype, download_name=f"customer-{customer_id}{path.suffix}", max_age=None)
+    out.headers["Cache-Control"] = "private, max-age=300"
+    out.headers["X-Content-Type-Options"] = "nosniff"
+    out.headers["Content-Security-Policy"] = "default-src 'none'; img-src 'self'; sandbox"
     return out
 
 
@@ -254,10 +280,10 @@ def remove_phone(customer_id: int, phone_id: int):
 # ---- photo --------------------------------------------------------------------------------------------
 
 
-def _shrink(path: Path, max_bytes: int) -> tuple[bytes, str] | str:
-    """photofiles.shrink for the thread pool (which would print the traceback of anything raised): data or why not."""
+def _original(path: Path, max_bytes: int) -> tuple[bytes, str] | str:
+    """photofiles.original for the thread pool (which would print the traceback of anything raised): data or why not."""
     try:
-        return photofiles.shrink(path, max_bytes)
+        return photofiles.original(path, max_bytes)
     except (ImageRejected, OSError) as exc:
         return str(exc)
 
@@ -274,7 +300,7 @@ def upload_photo(customer_id: int):
     with tempfile.NamedTemporaryFile(prefix="screenpop-upload-") as tmp:
         upload.save(tmp)
         tmp.flush()
-        result = image_job(_shrink, Path(tmp.name), max_bytes)
+        result = image_job(_original, Path(tmp.name), max_bytes)
     if isinstance(result, str):
         log.warning("customer %d: photo upload refused: %s", customer_id, result)
         return record_page(customer_id, 400, f"That photo cannot be used: {result}.")
