@@ -38,14 +38,14 @@ def original(path: Path, max_bytes: int = MAX_INCOMING_BYTES) -> tuple[bytes, st
     return data, suffix
 
 
-def served_type(file: BinaryIO) -> str | None:
-    """The Content-Type to serve an open stored photo file with, from the format in its header: one of MIME_TYPES,
-    or None for anything else (a file put in the folder by hand may be anything). The file is left at its start."""
+def served_format(file: BinaryIO) -> str | None:
+    """The format to serve an open stored photo file as, from its header: a key of MIME_TYPES (and SUFFIXES), or
+    None for anything else (a file put in the folder by hand may be anything). The file is left at its start."""
     try:
         if os.fstat(file.fileno()).st_size > MAX_STORED_BYTES:
             return None
         with Image.open(file) as image:
-            return MIME_TYPES.get(image.format or "")
+            return image.format if image.format in MIME_TYPES else None
     except Exception:  # Pillow raises many types on a file that is not an image
         return None
     finally:
@@ -70,7 +70,8 @@ def write_atomically(target: Path, data: bytes) -> None:
 
 
 def attach(customer: Customer, data: bytes, suffix: str, photo_dir: Path) -> str | None:
-    """Store photo data (from original()) as the customer's photo, dropping the old file; its name, or None if unchanged."""
+    """Store photo data (from original()) as the customer's photo, dropping the old file; its name, or None if
+    unchanged."""
     name = file_name(customer.id, data, suffix)
     if customer.photo == name and (photo_dir / name).is_file():
         return None

@@ -573,6 +573,10 @@ def test_photo_kept_and_served_in_upload_quality(site, db):
     Customer.update(photo=legacy.name).where(Customer.id == other.id).execute()
     r = op.get(f"/customers/{other.id}/photo/original")
     assert r.status_code == 200 and r.data == legacy.read_bytes()
+    (site.photos / "by-hand.png").write_bytes(legacy.read_bytes())  # a JPEG named .png: served as what it is
+    Customer.update(photo="by-hand.png").where(Customer.id == other.id).execute()
+    r = op.get(f"/customers/{other.id}/photo/original")
+    assert r.mimetype == "image/jpeg" and r.headers["Content-Disposition"].endswith(f"customer-{other.id}.jpg")
 
     # replaced or deleted: no file left behind
     png = _image("PNG", (800, 600))

@@ -124,12 +124,13 @@ def photo_original(customer_id: int):
     except OSError as exc:
         log.warning("customer %d: photo %s cannot be read (%s)", customer_id, path, exc.strerror)
         abort(404)
-    mimetype = photofiles.served_type(file)
-    if mimetype is None:
+    kind = photofiles.served_format(file)
+    if kind is None:
         file.close()
         log.warning("customer %d: photo %s is not a JPEG, PNG or WebP; not served", customer_id, path)
         abort(404)
-    out = send_file(file, mimetype=mimetype, download_name=f"customer-{customer_id}{path.suffix}", max_age=None)
+    name = f"customer-{customer_id}{photofiles.SUFFIXES[kind]}"
+    out = send_file(file, mimetype=photofiles.MIME_TYPES[kind], download_name=name, max_age=None)
     out.headers["Cache-Control"] = "private, max-age=300"
     out.headers["X-Content-Type-Options"] = "nosniff"
     out.headers["Content-Security-Policy"] = "default-src 'none'; img-src 'self'; sandbox"
