@@ -167,6 +167,23 @@ class CdrConfig:
 
 
 @dataclass
+class OriginateConfig:
+    """Click-to-call (docs/originate.md): the dial string `bgapi originate` runs, the form of the number it dials,
+    how long the operator's phone rings, and how many calls one token may start per window.
+
+    The dial string's {extension}, {number} and {timeout} are replaced (the number: only + and digits); the rest,
+    FreeSWITCH's own ${...} variables included, is passed as written.
+    """
+
+    dial_string: str = ("{origination_caller_id_number={number},origination_caller_id_name='Call to {number}',"
+                        "originate_timeout={timeout}}user/{extension} {number} XML default")
+    number_format: str = "e164"
+    ring_timeout: int = 30
+    rate_limit: int = 3
+    rate_window: float = 10.0
+
+
+@dataclass
 class LogConfig:
     """Log verbosity: debug, info, warning or error."""
 
@@ -187,6 +204,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     cdr: CdrConfig = field(default_factory=CdrConfig)
+    originate: OriginateConfig = field(default_factory=OriginateConfig)
     node: str = ""
 
 
@@ -245,6 +263,19 @@ def parse(data: dict[str, Any]) -> Config:
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigError(f"[analytics] timezone {config.analytics.timezone!r} is not a known IANA zone "
                               "(e.g. Europe/Berlin)") from None
+    originate = config.originate
+    if "{extension}" not in originate.dial_string or "{number}" not in originate.dial_string:
+        raise ConfigError("[originate] dial_string must contain {extension} and {number}")
+    if any(c in originate.dial_string for c in "\r\n\x00"):
+        raise ConfigError("[originate] dial_string must be one line")
+    if originate.number_format not in ("e164", "national"):
+        raise ConfigError("[originate] number_format must be e164 or national")
+    if not 5 <= originate.ring_timeout <= 300:
+        raise ConfigError("[originate] ring_timeout must be between 5 and 300 seconds")
+    if not 1 <= originate.rate_limit <= 100:
+        raise ConfigError("[originate] rate_limit must be between 1 and 100 calls")
+    if not 1 <= originate.rate_window <= 3600:
+        raise ConfigError("[originate] rate_window must be between 1 and 3600 seconds")
     if not 0.5 <= config.freeswitch.keepalive <= 60:
         raise ConfigError("[freeswitch] keepalive must be between 0.5 and 60 seconds")
     if not 0 <= config.freeswitch.startup_wait <= 600:

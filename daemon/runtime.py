@@ -304,11 +304,13 @@ class Daemon:
     def _http_server(self) -> HttpServer:
         """The HTTP side, imported only now (Flask, the pages, the photos: not needed to follow calls)."""
         from screenpop.daemon.customers.photos import Photos
+        from screenpop.daemon.pbx.originate import Originator
         from screenpop.daemon.web.server import HttpServer
 
+        originator = Originator(self.esl, self.config.originate, lambda: self.numbers)
         return HttpServer(self.config.http, self.push, Photos(self.config.database.resolved_photo_dir()), self.config.web,
                           on_link=self._customer_linked, zone=local_zone(self.config.analytics.timezone),
-                          cdr_intake=self.cdr)
+                          cdr_intake=self.cdr, originator=originator)
 
     def _report_to_systemd(self) -> None:
         """READY=1 once HTTP listens and FreeSWITCH is subscribed, or after [freeswitch] startup_wait anyway

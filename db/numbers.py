@@ -76,6 +76,22 @@ class NumberRules:
         """Whether raw is one of this site's internal extensions."""
         return self.classify(raw).kind == "extension"
 
+    def dial_form(self, raw: str, number_format: str = "e164") -> str | None:
+        """The number as the PBX dials it: an extension as it is, an E.164 number as +E.164 or ("national") in the
+        home region's national digits; None for anything else (withheld, text). Only digits and a leading +."""
+        number = self.classify(raw)
+        if number.kind == "extension":
+            text = number.raw.strip()
+            return text if text.isascii() and text.isdigit() else None
+        if number.kind != "e164" or number.e164 is None:
+            return None
+        if number_format == "national":
+            parsed = phonenumbers.parse(number.e164, None)
+            if phonenumbers.region_code_for_number(parsed) == self.default_region:
+                national = phonenumbers.format_number(parsed, PhoneNumberFormat.NATIONAL)
+                return "".join(c for c in national if c.isascii() and c.isdigit())
+        return number.e164
+
     def _classify(self, raw: str) -> Number:
         text = raw.strip()
         if not text or len(text) > MAX_INPUT or text.lower() in WITHHELD:

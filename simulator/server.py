@@ -41,6 +41,7 @@ from gevent.server import StreamServer
 from screenpop.simulator.capture import read_capture
 from screenpop.simulator.cdr import ENCODINGS, CdrPoster
 from screenpop.simulator.events import SimEvent
+from screenpop.simulator.originate import Originator
 
 log = logging.getLogger("screenpop.simulator")
 
@@ -55,6 +56,7 @@ EXIT_OK = 0
 EXIT_CRASHED = 3                  # --until-event: the simulated FreeSWITCH "crashed" as asked
 
 FS_VERSION = "1.10.12-release"
+LAB_USERS = frozenset(str(n) for n in range(1001, 1011))  # the lab's registered phones (`originate` rings only these)
 CORE = {  # the identity of the simulated switch (the lab the captures came from)
     "Core-UUID": "",
     "FreeSWITCH-Hostname": "vm",
@@ -484,6 +486,7 @@ class Simulator:
         self.last_ts = 0                      # Event-Date-Timestamp of the latest event published
         self.cdr: CdrPoster | None = None     # mod_json_cdr: posts each ended leg's CDR
         self.heartbeat = 20.0                 # seconds between HEARTBEAT events in generate and idle modes; 0: none
+        self.originator = Originator(self.publish, self.core, registered=LAB_USERS)  # `originate`: click-to-call
 
     # -- server --------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -704,8 +707,16 @@ class Simulator:
         return f"+OK filter added. [{name}]=[{value}]"
 
     def _bgapi(self, api_cmd: str, arg: str, job: str) -> None:
+        if api_cmd.lower() == "originate":  # answered once the operator's phone answers, with the call's events
+            self._api_event(api_cmd, arg)
+            self.originator.run(arg, lambda text: self._job_done(api_cmd, arg, job, text))
+            return
         text = self.run_api(api_cmd, arg) or "Command returned no output!"
         self._api_event(api_cmd, arg)
+        self._job_done(api_cmd, arg, job, text)
+
+    def _job_done(self, api_cmd: str, arg: str, job: str, text: str) -> None:
+        """FreeSWITCH's BACKGROUND_JOB: a bgapi job's answer as the event's body."""
         items = [("Job-UUID", job), ("Job-Command", api_cmd)]
         if arg:
             items.append(("Job-Command-Arg", arg))
@@ -743,8 +754,10 @@ class Simulator:
             return "true" if arg.split(" ")[0] in self.table.rows else "false"
         if name == "uuid_kill":
             return "+OK" if arg.split(" ")[0] in self.table.rows else "-ERR No such channel!\n"
-        if name == "originate":
-            return f"+OK {uuidlib.uuid4()}\n"
+        if name == "originate":  # `api originate` blocks the connection until the operator's phone answers
+            answer = gevent.event.AsyncResult()
+            gevent.spawn(self.originator.run, arg, answer.set)
+            return answer.get()
         if name == "global_getvar":
             return {"hostname": self.core["FreeSWITCH-Hostname"], "switchname": self.core["FreeSWITCH-Switchname"]}.get(arg, "")
         return f"-ERR {cmd} Command not found!\n"
@@ -1031,6 +1044,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extensions", default="1001-1010", help="generate: extensions, e.g. 1001-1010 or 1001,1002")
     p.add_argument("--expect", metavar="FILE", help="generate: write each call's expected outcome as JSON lines")
     p.add_argument("--seed", type=int, default=None, help="generate: random seed (same seed, same calls)")
+    p.add_argument("--registered", default="1001-1010", metavar="EXTENSIONS",
+                   help="originate: the extensions whose phones are registered (others: -ERR USER_NOT_REGISTERED)")
+    p.add_argument("--no-answer", default="", metavar="EXTENSIONS",
+                   help="originate: extensions whose phones ring but never answer (-ERR NO_ANSWER after "
+                        "originate_timeout)")
+    p.add_argument("--originate-speed", type=_speed, default=1.0, metavar="FACTOR",
+                   help="originate: time factor for the call's events and NO_ANSWER's wait (0 = no waiting)")
     p.add_argument("--cdr-url", metavar="URL",
                    help="post each ended leg's JSON CDR there, as mod_json_cdr does (e.g. http://127.0.0.1:8080/api/v1/cdr)")
     p.add_argument("--cdr-cred", default="", metavar="USER:PASSWORD", help="HTTP Basic credentials (json_cdr's cred)")
@@ -1053,6 +1073,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.cdr_url:
         sim.cdr = CdrPoster(args.cdr_url, args.cdr_cred, args.cdr_encode, args.cdr_retries, args.cdr_delay)
     sim.heartbeat = max(0.0, args.heartbeat)
+    from screenpop.simulator.generator import parse_extensions
+    try:
+        sim.originator.registered = frozenset(parse_extensions(args.registered))
+        sim.originator.no_answer = frozenset(parse_extensions(args.no_answer)) if args.no_answer else frozenset()
+    except ValueError as exc:
+        print(f"simulator: {exc}", file=sys.stderr)
+        return 2
+    sim.originator.speed = args.originate_speed
     generator = None
     if args.generate:
         from screenpop.simulator.generator import CallGenerator, parse_extensions, parse_mix, read_numbers

@@ -25,6 +25,7 @@ import logging
 import re
 import socket as _socket
 import time
+import uuid
 from typing import Callable, Iterable
 
 import gevent
@@ -45,6 +46,7 @@ __all__ = [
     "CommandTimeoutError",
     "CONNECTION_LOST",
     "EslSupervisor",
+    "JobTimeoutError",
     "GuardedInboundESL",
     "NotConnectedError",
     "SubscriptionError",
@@ -55,6 +57,10 @@ __all__ = [
 class CommandTimeoutError(NotConnectedError, TimeoutError):
     """FreeSWITCH did not answer a command in time; the connection was dropped (a late reply would be
     taken for the answer to the next command)."""
+
+
+class JobTimeoutError(TimeoutError):
+    """A bgapi job's BACKGROUND_JOB did not come in time; the connection stays up (FreeSWITCH may still run it)."""
 
 
 class AuthenticationError(NotConnectedError, ValueError):
@@ -188,6 +194,7 @@ class GuardedInboundESL(InboundESL):
         self.sock = None
         self.sock_file = None
         self._commands_sent = collections.deque()
+        self.jobs: dict[str, gevent.event.AsyncResult] = {}  # bgapi Job-UUID -> its BACKGROUND_JOB body
         self._send_lock = gevent.lock.Semaphore()
         self._resume = gevent.event.Event()
         self._paused = False
@@ -272,8 +279,9 @@ class GuardedInboundESL(InboundESL):
         self._run = False
         self.lost_reason = reason
         log.debug("connection to FreeSWITCH %s:%s ended: %s", self.host, self.port, reason)
-        pending = list(self._commands_sent)
+        pending = list(self._commands_sent) + list(self.jobs.values())
         self._commands_sent.clear()
+        self.jobs.clear()
         for result in pending:
             result.set_exception(NotConnectedError(f"connection to FreeSWITCH lost: {reason}"))
         if self.sock is not None:
@@ -330,6 +338,26 @@ class GuardedInboundESL(InboundESL):
         finally:
             if timer is not None:
                 timer.close()
+
+    def bgapi(self, command: str, timeout: float) -> str:
+        """Run `bgapi <command>` and wait up to timeout seconds for its BACKGROUND_JOB; the job's answer (its body).
+
+        The Job-UUID is ours, sent with the command, so the answer cannot arrive before anyone waits for it.
+        No answer in time: JobTimeoutError, the connection kept. Connection gone: NotConnectedError.
+        """
+        job = str(uuid.uuid4())
+        result = gevent.event.AsyncResult()
+        self.jobs[job] = result
+        try:
+            reply = self.send(f"bgapi {command}\nJob-UUID: {job}")
+            if not reply.ok:
+                raise NotConnectedError(f"FreeSWITCH refused the job: {reply.reply_text[:200]}")
+            try:
+                return result.get(timeout=timeout)
+            except gevent.Timeout:
+                raise JobTimeoutError(f"FreeSWITCH did not finish '{_describe(command)}' within {timeout:g} s") from None
+        finally:
+            self.jobs.pop(job, None)
 
     # -- events -------------------------------------------------------------------------------------
 
@@ -474,14 +502,24 @@ class GuardedInboundESL(InboundESL):
             if back:
                 pos = scan = pos - back
 
+    def _event_in(self, event: Event) -> None:
+        """Queue an event for dispatch; a BACKGROUND_JOB goes to the bgapi job waiting for it, never to the consumer
+        (another client's jobs, which FreeSWITCH sends every subscriber, are dropped)."""
+        self.events_received += 1
+        if event.headers.get("Event-Name") == "BACKGROUND_JOB":
+            job = self.jobs.pop(event.headers.get("Job-UUID") or "", None)
+            if job is not None:
+                job.set(event.body)
+            return
+        self._esl_event_queue.put(event)
+
     def _handle_frame(self, headers: dict[str, str], body: bytes) -> int:
         """Act on one frame; returns how many bytes at the end of its body belong to the next frame."""
         kind = headers.get("Content-Type")
         if kind == "text/event-plain":
             event, stray, problem = _parse_plain(body)
             if event is not None:
-                self.events_received += 1
-                self._esl_event_queue.put(event)
+                self._event_in(event)
             if problem:
                 self._anomaly("%s: dropped %s", problem, _text(body, 120))
             if stray:
@@ -502,8 +540,7 @@ class GuardedInboundESL(InboundESL):
             if event is None:
                 self._anomaly("%s: dropped %s", problem, _text(body, 120))
             else:
-                self.events_received += 1
-                self._esl_event_queue.put(event)
+                self._event_in(event)
             return 0
         if kind == "auth/request":
             self._auth_request_event.set()
@@ -607,7 +644,7 @@ class EslSupervisor:
         self.host = host
         self.port = int(port)
         self._password = password
-        self.subscription = subscription_command(events)
+        self.subscription = subscription_command([*events, "BACKGROUND_JOB"])  # the answers to bgapi()
         self.on_event = on_event
         self.on_connected = on_connected
         self.on_disconnected = on_disconnected
@@ -721,6 +758,17 @@ class EslSupervisor:
         if esl is None or not esl.connected:
             raise NotConnectedError("not connected to FreeSWITCH")
         return esl.send("api " + command, timeout=timeout).body
+
+    def bgapi(self, command: str, timeout: float) -> str:
+        """Run `bgapi <command>` on the current connection and wait up to timeout seconds for the job's answer
+        (e.g. '+OK <uuid>' or '-ERR USER_NOT_REGISTERED'). NotConnectedError without a connection or when it
+        goes; JobTimeoutError when the answer does not come in time."""
+        if "\n" in command or "\r" in command:
+            raise ValueError("a bgapi command must be a single line")
+        esl = self.esl
+        if esl is None or not self.connected:
+            raise NotConnectedError("not connected to FreeSWITCH")
+        return esl.bgapi(command, timeout)
 
     def run(self) -> None:
         """The connection loop, in the calling greenlet, until stop()."""

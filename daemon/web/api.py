@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from screenpop.daemon.customers import data
 from screenpop.daemon.customers.data import CUSTOMER_FIELDS, DataError, in_period_range
+from screenpop.daemon.pbx.originate import OriginateError, Originator
 from screenpop.daemon.reports.callrecords import calls_query, records
 from screenpop.db.models import DIRECTIONS, Customer, Employee, Phone
 from screenpop.db.search import MAX_RESULTS, search_customers
@@ -73,8 +75,9 @@ def _when(key: str) -> dt.datetime | None:
     return value
 
 
-def blueprint(hub, authenticate: Callable[[], Any]) -> Blueprint:
-    """The /api/v1 customer-data routes; hub runs the database work, authenticate is the server's token check."""
+def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | None = None) -> Blueprint:
+    """The /api/v1 customer-data routes and click-to-call; hub runs the database work, authenticate is the server's
+    token check, originator places calls (None: this daemon does not follow FreeSWITCH)."""
     bp = Blueprint("api", __name__, url_prefix="/api/v1")
     db = hub.db
     run = hub.worker.atomic
@@ -88,6 +91,7 @@ def blueprint(hub, authenticate: Callable[[], Any]) -> Blueprint:
         if isinstance(check, Response):
             return check
         request.environ["screenpop.role"] = check.role
+        request.environ["screenpop.token"] = check
         return None
 
     def admin(what: str) -> None:
@@ -264,5 +268,29 @@ def blueprint(hub, authenticate: Callable[[], Any]) -> Blueprint:
             return {"total": total, "limit": limit, "offset": offset, "calls": records(page)}
 
         return jsonify(run(work))
+
+    # ---- click-to-call ----------------------------------------------------------------------------
+
+    @bp.post("/originate")
+    def originate():
+        body = _body({"number", "extension"})
+        number, extension = body.get("number"), body.get("extension")
+        if not isinstance(number, str) or not number.strip():
+            raise DataError(400, "number: required, a phone number as text")
+        if extension is not None and not isinstance(extension, str):
+            raise DataError(400, "extension: must be text")
+        if originator is None:
+            raise DataError(503, "this daemon does not follow FreeSWITCH: the call cannot be placed here")
+        check = request.environ["screenpop.token"]
+        try:
+            uuid = originator.place(check.token_id, check.role, check.extension, extension, number)
+        except OriginateError as exc:
+            extra = {"cause": exc.cause} if exc.cause else {}
+            response = jsonify(error=exc.message, **extra)
+            response.status_code = exc.status
+            if exc.status == 429:
+                response.headers["Retry-After"] = str(math.ceil(originator.config.rate_window))
+            return response
+        return jsonify(status="dialling", uuid=uuid)
 
     return bp

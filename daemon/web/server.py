@@ -34,6 +34,7 @@ from screenpop.daemon.auth.tokens import TokenCheck
 from screenpop.daemon.config import ConfigError, HttpConfig, WebConfig
 from screenpop.daemon.customers.data import MAX_ID
 from screenpop.daemon.customers.photos import Photos, photo_response
+from screenpop.daemon.pbx.originate import Originator
 from screenpop.daemon.push.hub import ALL, PushHub, Subscriber
 from screenpop.daemon.record import cdr
 from screenpop.daemon.web import api, pages as web
@@ -244,11 +245,13 @@ def _error(status: int, message: str) -> Response:
 
 def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebConfig | None = None, tls: bool = False,
                on_link: Callable[[int, str | None, str | None], None] | None = None,
-               zone: dt.tzinfo = dt.timezone.utc, cdr_intake: cdr.CdrIntake | None = None) -> Flask:
+               zone: dt.tzinfo = dt.timezone.utc, cdr_intake: cdr.CdrIntake | None = None,
+               originator: Originator | None = None) -> Flask:
     """The Flask app serving the push stream, photos, the JSON API and the web pages from hub.
 
     tls: served over HTTPS (secure session cookies); on_link: the daemon's hook for a call linked to a customer;
-    zone: the call centre's time zone, every page's times are shown in; cdr_intake: where FreeSWITCH's CDRs go.
+    zone: the call centre's time zone, every page's times are shown in; cdr_intake: where FreeSWITCH's CDRs go;
+    originator: click-to-call through FreeSWITCH (docs/originate.md).
     """
     app = Flask("screenpop.daemon.web.server", static_folder=None)  # the pages' static files: daemon/web/static
     app.url_map.converters["int"] = _RowId
@@ -339,7 +342,7 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
 
     if cdr_intake is not None:
         app.register_blueprint(cdr.blueprint(cdr_intake))  # its own auth (HTTP Basic), not the API's Bearer token
-    app.register_blueprint(api.blueprint(hub, authenticate))
+    app.register_blueprint(api.blueprint(hub, authenticate, originator))
     web.init_app(app, hub, photos, web_config, tls, authenticate, on_link, zone)
     app.register_blueprint(dashboard.blueprint(zone))
 
@@ -437,11 +440,12 @@ class HttpServer:
 
     def __init__(self, config: HttpConfig, hub: PushHub, photos: Photos, web_config: WebConfig | None = None,
                  on_link: Callable[[int, str | None, str | None], None] | None = None,
-                 zone: dt.tzinfo = dt.timezone.utc, cdr_intake: cdr.CdrIntake | None = None) -> None:
+                 zone: dt.tzinfo = dt.timezone.utc, cdr_intake: cdr.CdrIntake | None = None,
+                 originator: Originator | None = None) -> None:
         self.config = config
         self.hub = hub
         tls = bool(config.certfile) or config.public_url.startswith("https:")
-        self.app = create_app(hub, photos, config.heartbeat, web_config, tls, on_link, zone, cdr_intake)
+        self.app = create_app(hub, photos, config.heartbeat, web_config, tls, on_link, zone, cdr_intake, originator)
         ssl = {"certfile": config.certfile, "keyfile": config.keyfile} if config.certfile else {}
         if ssl:
             try:  # fail at start, not on each connection
