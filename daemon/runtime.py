@@ -104,7 +104,7 @@ class Daemon:
             host=fs.host,
             port=fs.port,
             password=fs.secret(),
-            events=SUBSCRIBED_EVENTS,
+            events=[*SUBSCRIBED_EVENTS, "BACKGROUND_JOB"],  # the tracker's, and the answers to click-to-call's bgapi
             on_event=self._on_event,
             on_connected=self._resync,
             on_disconnected=self._disconnected,

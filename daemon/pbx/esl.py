@@ -503,14 +503,13 @@ class GuardedInboundESL(InboundESL):
                 pos = scan = pos - back
 
     def _event_in(self, event: Event) -> None:
-        """Queue an event for dispatch; a BACKGROUND_JOB goes to the bgapi job waiting for it, never to the consumer
-        (another client's jobs, which FreeSWITCH sends every subscriber, are dropped)."""
+        """Queue an event for dispatch; the BACKGROUND_JOB of a job bgapi() waits for goes to it instead."""
         self.events_received += 1
-        if event.headers.get("Event-Name") == "BACKGROUND_JOB":
+        if self.jobs and event.headers.get("Event-Name") == "BACKGROUND_JOB":
             job = self.jobs.pop(event.headers.get("Job-UUID") or "", None)
             if job is not None:
                 job.set(event.body)
-            return
+                return
         self._esl_event_queue.put(event)
 
     def _handle_frame(self, headers: dict[str, str], body: bytes) -> int:
@@ -644,7 +643,7 @@ class EslSupervisor:
         self.host = host
         self.port = int(port)
         self._password = password
-        self.subscription = subscription_command([*events, "BACKGROUND_JOB"])  # the answers to bgapi()
+        self.subscription = subscription_command(events)
         self.on_event = on_event
         self.on_connected = on_connected
         self.on_disconnected = on_disconnected
@@ -761,8 +760,8 @@ class EslSupervisor:
 
     def bgapi(self, command: str, timeout: float) -> str:
         """Run `bgapi <command>` on the current connection and wait up to timeout seconds for the job's answer
-        (e.g. '+OK <uuid>' or '-ERR USER_NOT_REGISTERED'). NotConnectedError without a connection or when it
-        goes; JobTimeoutError when the answer does not come in time."""
+        (e.g. '+OK <uuid>' or '-ERR USER_NOT_REGISTERED'); `events` must include BACKGROUND_JOB. NotConnectedError
+        without a connection or when it goes; JobTimeoutError when the answer does not come in time."""
         if "\n" in command or "\r" in command:
             raise ValueError("a bgapi command must be a single line")
         esl = self.esl

@@ -26,16 +26,16 @@ def db_url(request) -> str:
 class Site:
     """The simulator (idle: protocol only, 1001-1010 registered, 1003 never answers) and a daemon following it."""
 
-    def __init__(self, tmp_path, db_url: str, originate: str = "") -> None:
+    def __init__(self, tmp_path, db_url: str, originate: str = "ring_timeout = 20\n", speed: str = "20") -> None:
         self.db = open_database(db_url)
         migrate(self.db)
         _, self.operator = tokens.create("1001")
         _, self.other = tokens.create("1003")
         _, self.admin = tokens.create(None, role="admin")
         self.esl_port, self.http_port = free_port(), free_port()
-        self.sim = simulator(tmp_path, self.esl_port, "--no-answer", "1003", "--originate-speed", "20")
+        self.sim = simulator(tmp_path, self.esl_port, "--no-answer", "1003", "--originate-speed", speed)
         config = write_config(tmp_path / "screenpop.toml", self.esl_port, db_url, self.http_port,
-                              originate="[originate]\nring_timeout = 20\n" + originate)
+                              originate="[originate]\n" + originate)
         self.daemon = daemon(tmp_path, config)
         wait_for(lambda: http_ready(self.url) or self.daemon.popen.poll() is not None, 20, "the daemon's HTTP server")
         wait_for(lambda: "connected to FreeSWITCH" in self.daemon.log(), 20, "the daemon to follow the simulator")
@@ -113,7 +113,7 @@ def test_operators_call_only_from_their_own_extension_and_only_numbers_are_diall
 
 
 def test_each_token_starts_at_most_rate_limit_calls_per_window(tmp_path, sqlite_url):
-    site = Site(tmp_path, sqlite_url, originate="rate_limit = 2\nrate_window = 600\n")
+    site = Site(tmp_path, sqlite_url, originate="rate_limit = 2\nrate_window = 600\n", speed="0")
     try:
         assert site.originate(site.operator, {"number": "+3545559876"})[0] == 200
         assert site.originate(site.operator, {"number": "+3545559877"})[0] == 200
@@ -133,5 +133,17 @@ def test_freeswitch_gone_is_503_in_words(tmp_path, sqlite_url):
         wait_for(lambda: "lost connection to FreeSWITCH" in site.daemon.log(), 20, "the daemon to notice")
         status, _, body = site.originate(site.operator, {"number": "+3545559876"})
         assert (status, body["error"]) == (503, "not connected to FreeSWITCH: the call cannot be placed now")
+    finally:
+        site.close()
+
+
+def test_no_answer_from_freeswitch_in_time_is_504_in_words(tmp_path, sqlite_url):
+    # no originate_timeout in this dial string: FreeSWITCH's default, 60 s, is longer than the daemon waits (5 + 5 s)
+    site = Site(tmp_path, sqlite_url, speed="1", originate='ring_timeout = 5\n'
+                'dial_string = "user/{extension} {number} XML default"\n')
+    try:
+        status, _, body = site.originate(site.other, {"number": "+3545559876"})
+        assert (status, body["error"]) == (504, "FreeSWITCH did not answer the call request within 10 s")
+        assert site.originate(site.operator, {"number": "+3545559876"})[0] == 200  # the connection was kept
     finally:
         site.close()
