@@ -343,7 +343,7 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
     if cdr_intake is not None:
         app.register_blueprint(cdr.blueprint(cdr_intake))  # its own auth (HTTP Basic), not the API's Bearer token
     app.register_blueprint(api.blueprint(hub, authenticate, originator))
-    web.init_app(app, hub, photos, web_config, tls, authenticate, on_link, zone)
+    web.init_app(app, hub, photos, web_config, tls, authenticate, on_link, zone, originator)
     app.register_blueprint(dashboard.blueprint(zone))
 
     @app.errorhandler(peewee.DatabaseError)

@@ -281,6 +281,7 @@ def test_every_form_post_needs_csrf(site):
         f"/orders/{order.id}/update": {"stage": "changed"},
         f"/orders/{order.id}/payments": {"amount": "10"},
         f"/orders/{order.id}/close": {},
+        "/call": {"number": "5550003"},
         "/signout": {},
     }
     for path, form in posts.items():
@@ -289,6 +290,21 @@ def test_every_form_post_needs_csrf(site):
     assert Customer.select().count() == 1 and Customer.get().name == "Jón Jónsson" and Phone.select().count() == 1
     assert Order.select().count() == 1 and Order.get().stage == "" and Order.get().paid == 0 and Order.get().status == "open"
     assert op.get("/customers").status_code == 200, "still signed in"
+
+
+def test_call_buttons_on_every_number_and_their_answer_in_words(site):
+    c = _customer()
+    _call("c-1", "+3545551234", customer=c)
+    _call("c-2", "+3545559999", minutes=1)
+    op = site.client("op")
+    for path in (f"/customers/{c.id}", "/calls", "/customers/new?number=%2B3545559999&call=c-2"):
+        page = _text(op.get(path))
+        assert 'action="/call"' in page and 'name="csrf"' in page, path
+    r = site.post(op, "/call", {"number": "+3545551234", "next": f"/customers/{c.id}"})
+    assert (r.status_code, r.headers["Location"]) == (303, f"/customers/{c.id}")
+    assert "This daemon does not follow FreeSWITCH: the call cannot be placed here." in _text(op.get(r.headers["Location"]))
+    r = site.post(op, "/call", {"number": "+3545551234", "next": "https://evil.example/"})
+    assert r.headers["Location"] == "/calls"
 
 
 # ---- customers ---------------------------------------------------------------------------------------

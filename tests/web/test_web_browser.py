@@ -370,3 +370,27 @@ def test_demo_prints_the_pages_and_an_admin_link(rig, tmp_path):
     finally:
         demo.send_signal(signal.SIGINT)
         demo.communicate(timeout=30)
+
+
+def test_call_button_rings_the_operators_phone_then_dials_the_number(rig):
+    if rig.sim is not None:
+        assert rig.sim.wait(60) == 0, rig.sim.log()
+    connected = rig.daemon.log().count("connected to FreeSWITCH")
+    rig.sims += 1
+    idle = simulator(rig.tmp, rig.esl_port, "--originate-speed", "4", name=f"sim{rig.sims}")
+    context, page = rig.browser()
+    try:
+        wait_for(lambda: rig.daemon.log().count("connected to FreeSWITCH") > connected, 20, "the daemon to follow it")
+        page.goto(rig.mint(rig.op, f"/customers/{rig.acme.id}"))
+        page.click("#numbers form.call button")
+        page.wait_for_url(f"**/customers/{rig.acme.id}")
+        assert page.locator(".flash").inner_text() == "Your phone answered: dialling +3545551234."
+        rig.shot(page, "call-button")
+        dialing = rig.wait_pop("+3545551234", "dialing")
+        assert dialing["direction"] == "OUTGOING" and dialing["customer"]["company"] == "Acme ehf"
+        rig.wait_pop("+3545551234", "ended")
+        page.goto(rig.base + "/calls")
+        assert page.locator("form.call").count() >= 1
+    finally:
+        context.close()
+        idle.close()

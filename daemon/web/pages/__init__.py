@@ -60,14 +60,14 @@ def _duration(seconds: float | None) -> str:
 
 def init_app(app: Flask, hub: Any, photos: Any, config: WebConfig, tls: bool,
              authenticate: Callable[[], Any], on_link: Callable[[int, str | None, str | None], None] | None = None,
-             zone: dt.tzinfo = dt.timezone.utc) -> None:
+             zone: dt.tzinfo = dt.timezone.utc, originator: Any = None) -> None:
     """Add the pages to the daemon's Flask app: sessions, CSRF, security headers, the blueprints.
 
     tls: the server speaks HTTPS (session cookies are then Secure); on_link(customer_id, e164, call_uuid) tells
     the daemon's call tracker when a number or call was given to a customer during a call; zone: the call
-    centre's time zone, every time on every page is shown in it.
+    centre's time zone, every time on every page is shown in it; originator places the Call buttons' calls.
     """
-    app.extensions[_EXTENSION] = Web(hub, photos, config, on_link, zone)
+    app.extensions[_EXTENSION] = Web(hub, photos, config, on_link, zone, originator)
     app.session_interface = auth.DatabaseKeySessions()
     app.config.update(
         SESSION_COOKIE_NAME="screenpop_session",

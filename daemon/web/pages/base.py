@@ -41,6 +41,7 @@ class Web:
     config: WebConfig
     on_link: Callable[[int, str | None, str | None], None] | None = None
     zone: dt.tzinfo = dt.timezone.utc
+    originator: Any = None  # click-to-call (daemon/pbx/originate.py); None when this daemon does not follow FreeSWITCH
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, request
+from flask import Blueprint, flash, redirect, request
 
 from screenpop.daemon.customers.data import DataError
 from screenpop.daemon.reports.analytics import utc_bound
 from screenpop.daemon.reports.callrecords import calls_query, records
 from screenpop.daemon.web.pages import forms
-from screenpop.daemon.web.pages.base import database, login_required, render_page, web
+from screenpop.daemon.pbx.originate import OriginateError
+from screenpop.daemon.web.pages.base import current_user, database, login_required, render_page, safe_next, web
 from screenpop.db.models import DIRECTIONS, Customer, Employee
 
 PER_PAGE = 50
@@ -60,3 +61,24 @@ def calls():
     rows, more, customer, operators = database(work)
     return render_page("calls.html", title="Calls", calls=rows, page=page, more=more, args=request.args,
                        directions=DIRECTIONS, operators=operators, customer=customer)
+
+
+@bp.post("/call")
+@login_required()
+def call():
+    """A Call button: the signed-in operator's phone rings, then FreeSWITCH dials the number (the API's rules and rate
+    limit, docs/originate.md); FreeSWITCH's answer, in words, is the flash message on the page the button was on."""
+    back = safe_next(request.form.get("next"), "/calls")
+    number = request.form.get("number", "")
+    originator = web().originator
+    if originator is None:
+        flash("This daemon does not follow FreeSWITCH: the call cannot be placed here.")
+        return redirect(back, 303)
+    user = current_user()
+    try:
+        originator.place(user.token_id, user.role, user.extension, None, number)
+    except OriginateError as exc:
+        flash(f"Not called: {exc.message}.")
+    else:
+        flash(f"Your phone answered: dialling {number.strip()}.")
+    return redirect(back, 303)
