@@ -29,6 +29,7 @@ from screenpop.daemon.pbx.esl import (
     CommandTimeoutError,
     EslSupervisor,
     GuardedInboundESL,
+    JobTimeoutError,
     NotConnectedError,
     subscription_command,
 )
@@ -580,6 +581,55 @@ def test_api_rejects_multiline_commands(fake_fs, supervisors):
     with pytest.raises(ValueError):
         sup.esl.send("api status\n\nexit")
     assert sup.api("status") == "+OK"
+
+
+def _job(job: str, answer: str) -> bytes:
+    body = answer.encode()
+    return frame(render_headers([("Event-Name", "BACKGROUND_JOB"), ("Job-UUID", job), ("Job-Command", "originate"),
+                                 ("Content-Length", str(len(body)))]) + body)
+
+
+def test_bgapi_waits_for_its_own_background_job(fake_fs, supervisors):
+    """bgapi sends its own Job-UUID; another client's job goes on to on_event, ours comes back as the answer; a
+    connection lost while waiting fails the wait at once."""
+    def script(conn):
+        if not conn.handshake():
+            return
+        while (command := conn.read_command(timeout=60)) is not None:
+            if command.startswith("event "):
+                conn.send(reply("+OK event listener enabled plain"))
+            elif command.startswith("bgapi originate"):
+                job = command.split("\nJob-UUID: ", 1)[1]
+                conn.send(reply(f"+OK Job-UUID: {job}"))
+                conn.send(_job("someone-elses", "+OK other\n"))
+                if "drop" in command:
+                    conn.close()
+                    return
+                gevent.sleep(0.1)
+                conn.send(_job(job, "-ERR USER_NOT_REGISTERED\n"))
+            else:
+                conn.send(reply("+OK"))
+
+    fs = fake_fs(script)
+    got = []
+    sup = supervisors(fs.port, events=["CHANNEL_CREATE", "BACKGROUND_JOB"], on_event=got.append, reconnect_min=0.05)
+    assert wait_for(lambda: sup.connected)
+    assert sup.bgapi("originate user/1001 +3545559876 XML default", timeout=2) == "-ERR USER_NOT_REGISTERED\n"
+    assert fs.conns[0].commands[-1].startswith("bgapi originate user/1001 +3545559876 XML default\nJob-UUID: ")
+    assert wait_for(lambda: [e.get("Job-UUID") for e in got] == ["someone-elses"])
+    with pytest.raises(NotConnectedError):
+        sup.bgapi("originate drop", timeout=5)
+    with pytest.raises(ValueError):
+        sup.bgapi("originate x\n\nexit", timeout=1)
+
+
+def test_bgapi_timeout_keeps_the_connection(fake_fs, supervisors):
+    fs = fake_fs(lambda conn: conn.handshake() and conn.serve())  # answers bgapi +OK, never the job
+    sup = supervisors(fs.port)
+    assert wait_for(lambda: sup.connected)
+    with pytest.raises(JobTimeoutError, match="within 0.2 s"):
+        sup.bgapi("originate user/1001 1002 XML default", timeout=0.2)
+    assert sup.connected and not sup.esl.jobs and sup.api("status") == "+OK"
 
 
 def test_pending_commands_all_fail_at_once(fake_fs, clients):
