@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import re
 import time
 from collections.abc import Callable
@@ -47,11 +48,12 @@ CAUSES = {
 class OriginateError(Exception):
     """Why a call was not placed, in words, with the HTTP status it maps to and FreeSWITCH's cause if it gave one."""
 
-    def __init__(self, status: int, message: str, cause: str | None = None) -> None:
+    def __init__(self, status: int, message: str, cause: str | None = None, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.cause = cause
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -108,11 +110,12 @@ class Originator:
             raise OriginateError(403, "an operator token calls only from its own extension")
         if not wanted:
             raise OriginateError(400, "extension: name the extension whose phone rings first")
-        self.command(wanted, raw_number)  # a bad request does not count against the limit
+        command = self.command(wanted, raw_number)  # a bad request does not count against the limit
         wait = self.rate.take(token_id)
         if wait:
-            raise OriginateError(429, f"too many calls started: try again in {max(1, round(wait))} s")
-        return self.call(wanted, raw_number)
+            seconds = max(1, math.ceil(wait))
+            raise OriginateError(429, f"too many calls started: try again in {seconds} s", retry_after=seconds)
+        return self._run(wanted, command)
 
     def command(self, extension: str, raw_number: str) -> str:
         """The `originate` command line for extension calling raw_number; OriginateError 400 for a bad number."""
@@ -127,7 +130,9 @@ class Originator:
 
     def call(self, extension: str, raw_number: str) -> str:
         """Ring extension's phone, then dial raw_number; the operator leg's uuid, or OriginateError in words."""
-        command = self.command(extension, raw_number)
+        return self._run(extension, self.command(extension, raw_number))
+
+    def _run(self, extension: str, command: str) -> str:
         wait = self.config.ring_timeout + 5  # FreeSWITCH answers once the phone answered or gave up ringing
         try:
             answer = self.esl.bgapi(command, timeout=wait)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -288,8 +287,8 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
             extra = {"cause": exc.cause} if exc.cause else {}
             response = jsonify(error=exc.message, **extra)
             response.status_code = exc.status
-            if exc.status == 429:
-                response.headers["Retry-After"] = str(math.ceil(originator.config.rate_window))
+            if exc.retry_after is not None:
+                response.headers["Retry-After"] = str(exc.retry_after)
             return response
         return jsonify(status="dialling", uuid=uuid)
 
