@@ -804,3 +804,64 @@ def test_generator_is_deterministic_per_seed_and_serves_at_full_speed(sims):
     assert sim.wait() == 0
     creates = [f for f in frames if f.body.startswith(b"Event-Name: CHANNEL_CREATE\n")]
     assert len(creates) > 600
+
+
+def _legs(events) -> dict[str, list[str]]:
+    """Each channel's event names in order, by Unique-ID, in the order the channels appear."""
+    legs: dict[str, list[str]] = OrderedDict()
+    for e in events:
+        if e.get("Unique-ID"):
+            legs.setdefault(e.get("Unique-ID"), []).append(e.name)
+    return legs
+
+
+@pytest.mark.parametrize("mode", [
+    (),
+    ("--replay", str(CAPTURES / "inbound-answered.plain.esl"), "--speed", "0.2", "--linger", "30"),
+    ("--generate", "--rate", "2", "--extensions", "1001-1002", "--seed", "5"),
+], ids=["idle", "replay", "generate"])
+def test_originate_plays_the_click_to_call_capture_in_every_mode(sims, mode):
+    sim = sims(*mode, "--originate-speed", "0")
+    c = sim.connect()
+    c.frame()
+    c.command(b"auth ClueCon")
+    c.command(b"event plain ALL")
+    arg = ("{origination_caller_id_number=+3545550199,origination_caller_id_name='Call to +3545550199'}"
+           "user/1009 +3545550199 XML default")
+    reply = c.command(f"bgapi originate {arg}\nJob-UUID: c2c-job-1".encode())
+    assert reply.headers["Reply-Text"] == "+OK Job-UUID: c2c-job-1"
+    recorded = [e for _, e in read_events(CAPTURES / "outbound-c2c.plain.esl") if e.get("Unique-ID")]
+    seen, ours, job = [], set(), None
+    while sum(1 for e in seen if e.get("Unique-ID") in ours) < len(recorded):
+        e = frame_event(c.until("text/event-plain")[0])
+        seen.append(e)
+        if e.name == "BACKGROUND_JOB" and e.get("Job-UUID") == "c2c-job-1":
+            job = e
+            ours.add(e.body.split()[1])
+        if e.get("Unique-ID") in ours and e.get("Other-Leg-Unique-ID"):
+            ours.add(e.get("Other-Leg-Unique-ID"))
+    assert job is not None and job.body.startswith("+OK ") and job.get("Job-Command") == "originate"
+    assert job.get("Job-Command-Arg") == arg
+    got = [e for e in seen if e.get("Unique-ID") in ours]
+    assert list(_legs(got).values()) == list(_legs(recorded).values())
+    operator, outbound = list(_legs(got))
+    assert job.body == f"+OK {operator}\n"
+    first = next(e for e in got if e.get("Unique-ID") == operator)
+    assert first.get("Channel-Name") == "sofia/internal/1009@127.0.0.1:5070"
+    last = [e for e in got if e.get("Unique-ID") == operator][-1]
+    assert last.get("Caller-Destination-Number") == "+3545550199" and last.get("Other-Leg-Unique-ID") == outbound
+    assert abs(int(first.get("Event-Date-Timestamp")) / 1e6 - time.time()) < 30  # moved to now
+    c.close()
+
+
+def test_originate_refuses_like_freeswitch(sims):
+    sim = sims("--no-answer", "1003", "--originate-speed", "100")
+    c = sim.connect()
+    c.frame()
+    c.command(b"auth ClueCon")
+    assert c.api("originate user/1077 +3545550199 XML default").body == b"-ERR USER_NOT_REGISTERED\n"
+    started = time.monotonic()
+    assert c.api("originate {originate_timeout=30}user/1003 +3545550199 XML default").body == b"-ERR NO_ANSWER\n"
+    assert time.monotonic() - started >= 0.25  # it rang for originate_timeout (30 s at speed 100)
+    assert c.api("originate nothing to call").body == b"-ERR INVALID_NUMBER_FORMAT\n"
+    c.close()
