@@ -200,6 +200,15 @@ def test_add_the_number_to_an_existing_customer(rig):
     rig.wait_pop(number, "ended")
 
 
+def _wait_true(page, expression: str, timeout: float = 60.0) -> None:
+    """Poll expression until true. page.wait_for_function polls through eval, which the pages' CSP refuses when the
+    first look is false (an image still loading on a busy machine); page.evaluate is not subject to the CSP."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"still false after {timeout:.0f} s: {expression}"
+        time.sleep(0.05)
+
+
 def test_photo_payment_and_the_main_pages(rig):
     photo = rig.tmp / "face.jpg"
     Image.new("RGB", (1600, 1200), (30, 120, 200)).save(photo, quality=92)
@@ -213,10 +222,10 @@ def test_photo_payment_and_the_main_pages(rig):
             page.click("text=Upload photo")
         assert shown.value.headers["x-screenpop-photo"] == "photo"
         assert page.locator(".flash").inner_text() == "Photo saved."
-        page.wait_for_function("document.querySelector('img.photo').complete")
+        _wait_true(page, "document.querySelector('img.photo').complete")
         assert page.evaluate("document.querySelector('img.photo').naturalWidth") == 160
         # issue 16: the photo in the quality it was uploaded in, large and not cropped, the original one click away
-        page.wait_for_function("document.querySelector('img.photo-large').complete")
+        _wait_true(page, "document.querySelector('img.photo-large').complete")
         natural = page.evaluate("[document.querySelector('img.photo-large').naturalWidth, "
                                 "document.querySelector('img.photo-large').naturalHeight]")
         assert natural == [1600, 1200]
