@@ -128,10 +128,6 @@ class Originator:
                 .replace("{timeout}", str(self.config.ring_timeout)))
         return f"originate {dial}"
 
-    def call(self, extension: str, raw_number: str) -> str:
-        """Ring extension's phone, then dial raw_number; the operator leg's uuid, or OriginateError in words."""
-        return self._run(extension, self.command(extension, raw_number))
-
     def _run(self, extension: str, command: str) -> str:
         wait = self.config.ring_timeout + 5  # FreeSWITCH answers once the phone answered or gave up ringing
         try:
