@@ -25,9 +25,10 @@ from screenpop.daemon.record.cdr import CdrIntake
 from screenpop.daemon.record.writer import Writer, load_open_calls
 from screenpop.daemon.reports.analytics import local_zone
 from screenpop.daemon.sdnotify import Notifier
+from screenpop.daemon.staff import Staff
 from screenpop.db.database import DatabaseUnreachable, guarded, open_database, outage
 from screenpop.db.migrations import MIGRATIONS, current_version, migrate
-from screenpop.db.models import Employee, utcnow
+from screenpop.db.models import utcnow
 from screenpop.db.numbers import NumberRules
 from screenpop.db.worker import DbWorker
 
@@ -76,6 +77,8 @@ class Daemon:
         applied = migrate(self.db)
         if applied:
             log.info("database schema migrated to version %d", applied[-1])
+        self.staff = Staff()
+        self.staff.load()
         self.numbers = self._number_rules()
         self.lookup = Lookup(self.db, self.numbers)
         rules = DirectionRules(
@@ -86,12 +89,13 @@ class Daemon:
         self.node = config.node or socket.gethostname()
         # the pipeline, in the order data flows: ESL -> tracker -> CDR intake -> writer -> push hub -> streams
         self.worker = DbWorker(self.db)
-        self.push = PushHub(self.worker, lambda: self.lookup, config.http.public_url)
+        self.push = PushHub(self.worker, lambda: self.lookup, config.http.public_url, staff=self.staff)
         publisher, self.listener, self.election = self._cluster_parts()
         self.writer = Writer(self.db, e164=self._e164, node=self.node, batch_max=config.database.batch_max,
                              queue_max=config.database.queue_max,
                              on_committed=self.push.committed if self.listener is None else None,
-                             on_stalled=self.push.early, fence=self.election, publisher=publisher)
+                             on_stalled=self.push.early, fence=self.election, publisher=publisher,
+                             staff=self.staff)
         # FreeSWITCH's CDRs complete the calls the tracker ends (it passes them on to the writer)
         self.cdr = CdrIntake(config.cdr, self.writer, self.worker,
                              recording=lambda: self.election is None or self.election.holding)
@@ -173,8 +177,7 @@ class Daemon:
     # ---- helpers the tracker calls ---------------------------------------------------------
 
     def _number_rules(self, numbers: NumbersConfig | None = None) -> NumberRules:
-        extensions = frozenset(ext for (ext,) in Employee.select(Employee.extension).where(Employee.active).tuples())
-        return NumberRules.from_config(numbers or self.config.numbers, extensions)
+        return NumberRules.from_config(numbers or self.config.numbers, self.staff.extensions())
 
     def _e164(self, raw: str) -> str | None:
         number = self.numbers.classify(raw)
@@ -204,15 +207,16 @@ class Daemon:
                 log.info("call %s linked to customer %d from the web", call.uuid, customer_id)
 
     def _reload_employees(self) -> None:
-        """Extensions from the employee table count as internal; pick up changes without a restart."""
+        """Refresh the employee snapshot (ids, names, internal extensions); pick up changes without a restart."""
         while not self._stopped.wait(self.config.database.employee_reload):
             try:
-                rules = guarded(self.db, self._number_rules)
+                guarded(self.db, self.staff.load)
             except DatabaseUnreachable:
                 continue  # logged once for the whole outage
             except peewee.DatabaseError as exc:
                 log.warning("could not reload employees: %s", exc)
                 continue
+            rules = self._number_rules()
             if rules.extensions != self.numbers.extensions:
                 log.info("employee extensions changed: %d known", len(rules.extensions))
                 self.numbers = rules
@@ -350,6 +354,7 @@ class Daemon:
         self.notify.reloading()
         try:
             new = load()
+            self.staff.load()
             numbers = self._number_rules(new.numbers)
         except (ConfigError, ValueError, peewee.DatabaseError) as exc:
             log.error("configuration not reloaded, the running one stays: %s", exc)

@@ -3,7 +3,8 @@
 Cards are built for live pops (from the writer's PendingPop) and for replayed ones (CallEvent rows) by the
 same code, in precompiled SQL: the pop latency goal is p99 < 50 ms end to end and peewee's query builder
 costs ~150 µs a query. The customer part (customer, open orders, candidates) is the same for every pop of
-one call to one number, so it is cached per call for a short while; operator names are cached for 30 s.
+one call to one number, so it is cached per call for a short while; operator names come from the employee snapshot
+(daemon/staff.py).
 """
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ import peewee
 
 from screenpop.daemon.customers.lookup import Lookup
 from screenpop.daemon.record.pops import PopRow
+from screenpop.daemon.staff import Staff
 
 CACHE_SECONDS = 30.0
 CACHE_CALLS = 4096
-EMPLOYEE_REFRESH_SECONDS = 30.0
 MAX_ORDERS = 50
 MAX_CANDIDATES = 10
 CENT = Decimal("0.01")
@@ -46,9 +47,11 @@ def _money(value: Any) -> Decimal:
 class CardBuilder:
     """Builds card dicts and their one-line JSON; call from one greenlet (it owns that greenlet's connection)."""
 
-    def __init__(self, db: peewee.Database, lookup: Callable[[], Lookup], public_url: str = "") -> None:
+    def __init__(self, db: peewee.Database, lookup: Callable[[], Lookup], public_url: str = "",
+                 staff: Staff | None = None) -> None:
         self.db = db
         self.lookup = lookup
+        self.staff = staff or Staff()
         self.base = public_url.rstrip("/")
         p = db.param
         self._sql_customer = f"SELECT id, name, company, category, note, city, country, photo FROM customer WHERE id = {p}"
@@ -61,10 +64,7 @@ class CardBuilder:
             "ON o.customer_id = c.id AND o.status = 'open' LEFT JOIN employee e ON e.id = o.responsible_id "
             f"WHERE c.id = {p} ORDER BY o.id LIMIT {MAX_ORDERS}"
         )
-        self._sql_employees = "SELECT extension, name FROM employee"
         self._calls: OrderedDict[tuple, tuple[float, dict | None, list]] = OrderedDict()
-        self._employees: dict[str, str] = {}
-        self._employees_at = -EMPLOYEE_REFRESH_SECONDS
 
     # ---- the payload ----------------------------------------------------------------------
 
@@ -85,7 +85,7 @@ class CardBuilder:
             "direction": pop.direction,
             "at": _iso(pop.at),
             "extension": pop.extension,
-            "operator": self._operator(pop.extension, offline),
+            "operator": self.staff.name(pop.extension),
             "number": pop.number,
             "caller_name": pop.name,
             "matches": pop.matches,
@@ -109,13 +109,6 @@ class CardBuilder:
 
     def _dialable(self, number: str) -> bool:
         return bool(number) and self.lookup().rules.classify(number).kind == "e164"
-
-    def _operator(self, extension: str, offline: bool = False) -> str | None:
-        now = time.monotonic()
-        if now - self._employees_at > EMPLOYEE_REFRESH_SECONDS and not offline:
-            self._employees = dict(self.db.execute_sql(self._sql_employees).fetchall())
-            self._employees_at = now
-        return self._employees.get(extension)
 
     def _customer_part(self, pop: PopRow, offline: bool = False) -> tuple[dict | None, list]:
         if pop.customer_id is None and pop.matches <= 1:

@@ -32,6 +32,7 @@ from screenpop.daemon.auth import tokens
 from screenpop.daemon.customers.lookup import Lookup
 from screenpop.daemon.push.card import CardBuilder
 from screenpop.daemon.record.pops import POP_COLUMNS, PopRow
+from screenpop.daemon.staff import Staff
 from screenpop.db.database import DatabaseUnreachable, guarded
 from screenpop.db.worker import DbWorker
 
@@ -92,10 +93,11 @@ class PushHub:
     """Subscribers by extension, and the worker greenlet that builds and fans out cards."""
 
     def __init__(self, worker: DbWorker, lookup: Callable[[], Lookup], public_url: str = "",
-                 queue_max: int = QUEUE_MAX) -> None:
+                 queue_max: int = QUEUE_MAX, staff: Staff | None = None) -> None:
+        """staff: the employee snapshot the cards take operator names from (none known without one)."""
         self.worker = worker
         self.db = worker.db
-        self.cards = CardBuilder(self.db, lookup, public_url)
+        self.cards = CardBuilder(self.db, lookup, public_url, staff)
         self.queue_max = queue_max
         self.subscribers: dict[str, set[Subscriber]] = {}
         self._watcher: gevent.Greenlet | None = None

@@ -20,7 +20,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,12 +30,12 @@ import peewee
 
 from screenpop.daemon.calls.tracker import ANSWERED, DONE, IDLE, RINGING, CallState, Party
 from screenpop.daemon.record.pops import POP_COLUMNS
+from screenpop.daemon.staff import Staff
 from screenpop.db.database import connection_lost, describe_error, drop_dead_connection, outage
-from screenpop.db.models import Call, CallParty, Employee
+from screenpop.db.models import Call, CallParty
 
 log = logging.getLogger("screenpop.writer")
 
-EMPLOYEE_REFRESH_SECONDS = 30.0
 
 
 @dataclass(slots=True)
@@ -62,10 +61,11 @@ class Writer:
     def __init__(self, db: peewee.Database, e164: Callable[[str], str | None], node: str = "", batch_max: int = 500,
                  queue_max: int = 100000, *, on_committed: Callable[[list[PendingPop]], None] | None = None,
                  on_stalled: Callable[[list[PendingPop]], None] | None = None, fence: Any = None,
-                 publisher: Any = None):
+                 publisher: Any = None, staff: Staff | None = None):
         """on_committed gets each transaction's pops with their ids (the push hub on a single daemon); on_stalled gets
         the pops a failing database has not taken (sent from memory meanwhile); fence: daemon/cluster.py's Election,
-        its fence statements first in every transaction; publisher: daemon/push/fanout.py's Publisher on PostgreSQL."""
+        its fence statements first in every transaction; publisher: daemon/push/fanout.py's Publisher on PostgreSQL;
+        staff: the employee snapshot the rows take their employee ids from (none known without one)."""
         self.db = db
         self.e164 = e164
         self.node = node
@@ -76,6 +76,7 @@ class Writer:
         self.on_stalled = on_stalled
         self.fence = fence
         self.publisher = publisher
+        self.staff = staff or Staff()
         self.dropped = 0
         self._calls: dict[int, tuple[CallState, int]] = {}
         self._version = 0
@@ -83,8 +84,6 @@ class Writer:
         self._wake = gevent.event.Event()
         self._idle = gevent.event.Event()
         self._idle.set()
-        self._employees: dict[str, int] = {}
-        self._employees_at = 0.0
         self._running = False
         self._adapt = _sqlite_value if isinstance(db, peewee.SqliteDatabase) else (lambda value: value)
         self._pops_cursor = None  # PostgreSQL: the pop insert's cursor, read after commit for the new ids
@@ -238,15 +237,6 @@ class Writer:
 
     # ---- rows -----------------------------------------------------------------------------
 
-    def _employee(self, extension: str | None) -> int | None:
-        if not extension:
-            return None
-        now = time.monotonic()
-        if now - self._employees_at > EMPLOYEE_REFRESH_SECONDS:
-            self._employees = dict(Employee.select(Employee.extension, Employee.id).tuples())
-            self._employees_at = now
-        return self._employees.get(extension)
-
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
         """SQLite: peewee's. PostgreSQL: BEGIN ... COMMIT in one pipeline, so COMMIT goes with the last statements."""
@@ -370,7 +360,7 @@ class Writer:
         return (
             call.direction, call.external_number, call.external_name,
             self.e164(call.external_number) if call.external_number else None,
-            call.did, call.from_extension, call.customer_id, call.matches, ext, self._employee(ext),
+            call.did, call.from_extension, call.customer_id, call.matches, ext, self.staff.employee_id(ext),
             call.answered_by, call.external_answered, call.started_at, call.answered_at, call.ended_at,
             call.ring_seconds() if call.finished else None, call.talk_seconds(), call.a_leg_billsec,
             call.hangup_cause, call.missed, self.node, call.recovered,
@@ -379,7 +369,7 @@ class Writer:
     def _party_values(self, call_key: int | str, party: Party) -> tuple:
         """The party's row; call_key is its call's id, or on PostgreSQL its uuid while the id is not known."""
         return (
-            call_key, party.extension, self._employee(party.extension), party.role, party.seq, party.rang_at,
+            call_key, party.extension, self.staff.employee_id(party.extension), party.role, party.seq, party.rang_at,
             party.answered_at, party.ended_at, party.talk_seconds, party.outcome, party.talked,
         )
 

@@ -20,18 +20,19 @@ from support import ROOT
 TOPS = {"screenpop.daemon": screenpop.daemon, "screenpop.db": screenpop.db, "screenpop.simulator": screenpop.simulator,
         "screenpop.tray": screenpop.tray}
 
-# The data path: pbx -> calls -> record -> push -> web, with customers, reports and auth beside them for web and
-# db below all. Each area names the areas it may import besides itself (db and daemon.config: every daemon area).
+# The data path: pbx -> calls -> record -> push -> web, with customers, reports and auth beside them for web, staff
+# (the employee snapshot) beside them for record, push and web, and db below all. Each area names the areas it may import besides itself (db and daemon.config: every daemon area).
 DATA_PATH = {
     "daemon.pbx": set(),
     "daemon.calls": {"daemon.pbx"},
-    "daemon.record": {"daemon.pbx", "daemon.calls", "daemon.customers"},
-    "daemon.push": {"daemon.record", "daemon.customers", "daemon.auth"},
+    "daemon.record": {"daemon.pbx", "daemon.calls", "daemon.customers", "daemon.staff"},
+    "daemon.push": {"daemon.record", "daemon.customers", "daemon.auth", "daemon.staff"},
     "daemon.reports": set(),
     "daemon.auth": set(),
     "daemon.customers": {"daemon.reports"},
     "daemon.web": {"daemon.pbx", "daemon.calls", "daemon.record", "daemon.push", "daemon.customers",
-                   "daemon.reports", "daemon.auth"},
+                   "daemon.reports", "daemon.auth", "daemon.staff"},
+    "daemon.staff": set(),
 }
 BELOW_ALL = {"db", "daemon.config"}
 # the daemon's own top: the CLI, the runtime that wires the pipeline, the demo, the cluster election, log format

@@ -20,7 +20,7 @@ from screenpop.daemon.record.pops import PopRow
 from screenpop.daemon.push.hub import Subscriber
 from screenpop.db.database import open_database
 from screenpop.db.migrations import migrate
-from screenpop.db.models import CallEvent, Customer, Employee, Order
+from screenpop.db.models import Call, CallEvent, Customer, Employee, Order
 from screenpop.db.numbers import NumberRules
 
 from sse import Stream, get
@@ -284,6 +284,32 @@ def test_cards_known_unknown_several_and_internal(env_any):
     assert card["record_url"] == f"/customers/new?number=%2B3545550042&call={card['call_uuid']}"
     for card in by_number["internal"]:
         assert card["record_url"] is None and card["customer"] is None and card["number"] in ("1002",), card
+
+
+def test_an_employee_added_while_running_names_cards_and_calls_after_one_reload(env):
+    """The card's operator and the call's employee come from the one employee snapshot, refreshed every
+    employee_reload: an employee added while the daemon runs counts from the next reload (the card and the writer
+    once kept maps of their own, refreshed every 30 s from their first use)."""
+    text = env.config.read_text(encoding="utf-8").replace("[database]\n", "[database]\nemployee_reload = 0.5\n")
+    env.config.write_text(text, encoding="utf-8")
+    _, op = env.token("1001")
+    d = env.start_daemon()
+    s = env.stream(op)
+    args = ("--generate", "--calls", "1", "--rate", "40", "--speed", "20", "--extensions", "1001",
+            "--mix", "inbound_answered=1", "--linger", "0.3")
+    sim = env.simulate(*args, "--seed", "1", name="before")
+    assert sim.wait(60) == 0, sim.log()
+    wait_for(lambda: len(s.ids) == len(stored_ids("1001")) > 0, 30, "the pops of the first call")
+    assert {card["operator"] for card in s.cards} == {None}
+    seen = len(s.cards)
+    anna = Employee.create(name="Anna Jónsdóttir", extension="1001")
+    wait_for(lambda: "employee extensions changed" in d.log(), 30, "the reload to pick the new employee up")
+    sim = env.simulate(*args, "--seed", "2", name="after")
+    assert sim.wait(60) == 0, sim.log()
+    wait_for(lambda: len(s.ids) == len(stored_ids("1001")) > seen, 30, "the pops of the second call")
+    assert {card["operator"] for card in s.cards[seen:]} == {"Anna Jónsdóttir"}
+    (after,) = Call.select().where(Call.uuid == s.cards[-1]["call_uuid"])
+    assert after.employee_id == anna.id
 
 
 def test_card_customer_part_with_no_open_order_many_orders_and_a_deleted_customer(db):
