@@ -33,6 +33,7 @@ from screenpop.daemon.calls.direction import DirectionRules  # noqa: E402
 from screenpop.daemon.calls.tracker import SUBSCRIBED_EVENTS, CallTracker  # noqa: E402
 from screenpop.daemon.pbx.esl import EslSupervisor, subscription_command  # noqa: E402
 from screenpop.daemon.record.writer import Writer  # noqa: E402
+from screenpop.daemon.staff import Staff  # noqa: E402
 from screenpop.db.database import open_database  # noqa: E402
 from screenpop.db.migrations import migrate  # noqa: E402
 from screenpop.db.models import Call, CallEvent  # noqa: E402
@@ -110,7 +111,7 @@ def run_screenpop(path: Path, total: int, workdir: Path) -> tuple[float, int, in
     db = open_database(f"sqlite:///{workdir / 'intake.db'}")
     migrate(db)
     numbers = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
-    writer = Writer(db, e164=lambda raw: numbers.classify(raw).e164)
+    writer = Writer(db, staff=Staff(), e164=lambda raw: numbers.classify(raw).e164)  # a fresh database: no employees
     rules = DirectionRules(frozenset({"external"}), frozenset({"public"}), numbers.is_extension)
     tracker = CallTracker(rules, writer)
     seen = {"n": 0, "first": 0.0}

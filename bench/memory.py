@@ -33,6 +33,7 @@ from screenpop.daemon.calls.direction import DirectionRules  # noqa: E402
 from screenpop.daemon.calls.tracker import SUBSCRIBED_EVENTS, CallTracker  # noqa: E402
 from screenpop.daemon.pbx.esl import EslSupervisor  # noqa: E402
 from screenpop.daemon.record.writer import Writer  # noqa: E402
+from screenpop.daemon.staff import Staff  # noqa: E402
 from screenpop.db.database import open_database  # noqa: E402
 from screenpop.db.migrations import migrate  # noqa: E402
 from screenpop.db.models import Call  # noqa: E402
@@ -55,7 +56,7 @@ def main() -> None:
         db = open_database(f"sqlite:///{Path(tmp) / 'memory.db'}")
         migrate(db)
         numbers = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
-        writer = Writer(db, e164=lambda raw: numbers.classify(raw).e164)
+        writer = Writer(db, staff=Staff(), e164=lambda raw: numbers.classify(raw).e164)  # a fresh database: no employees
         tracker = CallTracker(DirectionRules(frozenset({"external"}), frozenset({"public"}), numbers.is_extension), writer)
         gc.collect()
         baseline = rss_mb()

@@ -89,7 +89,7 @@ class Daemon:
         self.node = config.node or socket.gethostname()
         # the pipeline, in the order data flows: ESL -> tracker -> CDR intake -> writer -> push hub -> streams
         self.worker = DbWorker(self.db)
-        self.push = PushHub(self.worker, lambda: self.lookup, config.http.public_url, staff=self.staff)
+        self.push = PushHub(self.worker, lambda: self.lookup, self.staff, config.http.public_url)
         publisher, self.listener, self.election = self._cluster_parts()
         self.writer = Writer(self.db, e164=self._e164, node=self.node, batch_max=config.database.batch_max,
                              queue_max=config.database.queue_max,

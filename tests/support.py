@@ -254,14 +254,24 @@ def http_ready(url: str) -> bool:
         return False
 
 
+def staff():
+    """The employee snapshot as the daemon builds it, read now (on this thread's connection)."""
+    from screenpop.daemon.staff import Staff
+
+    snapshot = Staff()
+    snapshot.load()
+    return snapshot
+
+
 def start_hub(db, lookup, **kwargs):
-    """A started push hub on a started database worker of its own, as the daemon wires them; stop_hub ends both."""
+    """A started push hub on a started database worker of its own, as the daemon wires them (with the employee
+    snapshot read now); stop_hub ends both."""
     from screenpop.daemon.push.hub import PushHub
     from screenpop.db.worker import DbWorker
 
     worker = DbWorker(db)
     worker.start()
-    hub = PushHub(worker, lookup, **kwargs)
+    hub = PushHub(worker, lookup, staff(), **kwargs)
     hub.start()
     return hub
 

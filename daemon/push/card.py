@@ -47,11 +47,10 @@ def _money(value: Any) -> Decimal:
 class CardBuilder:
     """Builds card dicts and their one-line JSON; call from one greenlet (it owns that greenlet's connection)."""
 
-    def __init__(self, db: peewee.Database, lookup: Callable[[], Lookup], public_url: str = "",
-                 staff: Staff | None = None) -> None:
+    def __init__(self, db: peewee.Database, lookup: Callable[[], Lookup], staff: Staff, public_url: str = "") -> None:
         self.db = db
         self.lookup = lookup
-        self.staff = staff or Staff()
+        self.staff = staff
         self.base = public_url.rstrip("/")
         p = db.param
         self._sql_customer = f"SELECT id, name, company, category, note, city, country, photo FROM customer WHERE id = {p}"

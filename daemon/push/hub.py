@@ -92,12 +92,12 @@ class Subscriber:
 class PushHub:
     """Subscribers by extension, and the worker greenlet that builds and fans out cards."""
 
-    def __init__(self, worker: DbWorker, lookup: Callable[[], Lookup], public_url: str = "",
-                 queue_max: int = QUEUE_MAX, staff: Staff | None = None) -> None:
-        """staff: the employee snapshot the cards take operator names from (none known without one)."""
+    def __init__(self, worker: DbWorker, lookup: Callable[[], Lookup], staff: Staff, public_url: str = "",
+                 queue_max: int = QUEUE_MAX) -> None:
+        """staff: the employee snapshot the cards take operator names from."""
         self.worker = worker
         self.db = worker.db
-        self.cards = CardBuilder(self.db, lookup, public_url, staff)
+        self.cards = CardBuilder(self.db, lookup, staff, public_url)
         self.queue_max = queue_max
         self.subscribers: dict[str, set[Subscriber]] = {}
         self._watcher: gevent.Greenlet | None = None

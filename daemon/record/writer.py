@@ -61,11 +61,11 @@ class Writer:
     def __init__(self, db: peewee.Database, e164: Callable[[str], str | None], node: str = "", batch_max: int = 500,
                  queue_max: int = 100000, *, on_committed: Callable[[list[PendingPop]], None] | None = None,
                  on_stalled: Callable[[list[PendingPop]], None] | None = None, fence: Any = None,
-                 publisher: Any = None, staff: Staff | None = None):
+                 publisher: Any = None, staff: Staff):
         """on_committed gets each transaction's pops with their ids (the push hub on a single daemon); on_stalled gets
         the pops a failing database has not taken (sent from memory meanwhile); fence: daemon/cluster.py's Election,
         its fence statements first in every transaction; publisher: daemon/push/fanout.py's Publisher on PostgreSQL;
-        staff: the employee snapshot the rows take their employee ids from (none known without one)."""
+        staff: the employee snapshot the rows take their employee ids from."""
         self.db = db
         self.e164 = e164
         self.node = node
@@ -76,7 +76,7 @@ class Writer:
         self.on_stalled = on_stalled
         self.fence = fence
         self.publisher = publisher
-        self.staff = staff or Staff()
+        self.staff = staff
         self.dropped = 0
         self._calls: dict[int, tuple[CallState, int]] = {}
         self._version = 0

@@ -18,7 +18,7 @@ from screenpop.db.migrations import migrate
 from screenpop.db.models import Call, Customer
 from screenpop.db.numbers import NumberRules
 
-from support import replay, signed_in, start_hub, stop_hub
+from support import replay, signed_in, staff, start_hub, stop_hub
 
 RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
 
@@ -44,7 +44,7 @@ def test_every_view_names_the_same_customers(tmp_path, db_url):
     call = Call.get()
     assert (call.customer_id, call.matches) == (None, 2)
     pop = PopRow(*db.execute_sql(f"SELECT {POP_COLUMNS} FROM call_event WHERE event = 'missed'").fetchone())
-    card = CardBuilder(db, lambda: Lookup(db, RULES)).card(pop)
+    card = CardBuilder(db, lambda: Lookup(db, RULES), staff()).card(pop)
     assert (card["matches"], card["customer"]) == (2, None)
     assert [c["id"] for c in card["candidates"]] == [twin.id for twin in twins]
 

@@ -20,7 +20,7 @@ from screenpop.db.numbers import NumberRules
 
 from pgserver import PrivateServer
 from sse import Stream
-from support import daemon, free_port, http_ready, simulator, wait_for, write_config
+from support import daemon, free_port, http_ready, simulator, staff, wait_for, write_config
 
 RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
 CUSTOMER_NUMBER = "+3545551234"
@@ -148,7 +148,7 @@ def test_a_full_disk_under_sqlite_is_logged_as_such_and_everything_is_stored_onc
                 fh.write(b"\0" * 4096)
         except OSError:
             pass
-    writer = Writer(db, e164=lambda raw: RULES.classify(raw).e164)
+    writer = Writer(db, staff=staff(), e164=lambda raw: RULES.classify(raw).e164)
     runner = gevent.spawn(writer.run)
     queued = 0
     with caplog.at_level(logging.ERROR, logger="screenpop.writer"):

@@ -32,7 +32,7 @@ from screenpop.simulator.capture import read_events
 
 from sse import Stream
 from pgserver import PrivateServer
-from support import CAPTURES, Proxy, daemon, free_port, http_ready, simulator, wait_for, write_config
+from support import CAPTURES, Proxy, daemon, free_port, http_ready, simulator, staff, wait_for, write_config
 
 pytestmark = pytest.mark.postgres
 
@@ -274,7 +274,7 @@ def test_a_writer_whose_lock_session_is_gone_writes_nothing(pg_url, store):
         gevent.sleep(0.05)  # the election is a greenlet
     assert election.pid is not None
     numbers = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
-    writer = Writer(db, e164=lambda raw: numbers.classify(raw).e164, node="fs1", fence=election,
+    writer = Writer(db, staff=staff(), e164=lambda raw: numbers.classify(raw).e164, node="fs1", fence=election,
                     publisher=Publisher(schema))
     tracker = CallTracker(DirectionRules(frozenset({"external"}), frozenset({"public"}), numbers.is_extension), writer)
     events = read_events(CAPTURES / "ring-group-users.plain.esl")

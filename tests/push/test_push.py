@@ -24,7 +24,7 @@ from screenpop.db.models import Call, CallEvent, Customer, Employee, Order
 from screenpop.db.numbers import NumberRules
 
 from sse import Stream, get
-from support import CAPTURES, daemon, free_port, simulator, start_hub, stop_hub, wait_for, write_config
+from support import CAPTURES, daemon, free_port, simulator, staff, start_hub, stop_hub, wait_for, write_config
 
 RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
 HEARTBEAT = 0.3
@@ -316,7 +316,7 @@ def test_card_customer_part_with_no_open_order_many_orders_and_a_deleted_custome
     """The customer and its open orders come from one query: none open, more than MAX_ORDERS open, and a customer
     deleted since the pop, on both databases."""
     lookup = Lookup(db, RULES)
-    cards = CardBuilder(db, lambda: lookup)
+    cards = CardBuilder(db, lambda: lookup, staff())
     quiet = Customer.create(name="Quiet", company="Q ehf.")
     Order.create(customer=quiet, number="Q-1", title="Done", stage="done", amount=Decimal("5"), paid=Decimal("0"),
                  status="closed")

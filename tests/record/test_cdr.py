@@ -47,6 +47,7 @@ from support import (
     http_ready,
     pops_by_extension,
     simulator,
+    staff,
     start_hub,
     stop_hub,
     wait_for,
@@ -354,7 +355,7 @@ def test_a_stored_call_the_tracker_no_longer_holds_is_completed_from_the_databas
     scenario = "inbound-answered"
     events = [event for _, event in read_events(CAPTURES / f"{scenario}.plain.esl")]
     ringing = _index(scenario, lambda e: e.get("Event-Name") == "CHANNEL_PROGRESS" and e.get("variable_originator"))
-    writer = Writer(db, e164=lambda raw: NUMBERS.classify(raw).e164)
+    writer = Writer(db, staff=staff(), e164=lambda raw: NUMBERS.classify(raw).e164)
     tracker = CallTracker(RULES, writer)
     for event in events[: ringing + 1]:
         tracker.handle(event)
@@ -369,7 +370,7 @@ def test_a_stored_call_the_tracker_no_longer_holds_is_completed_from_the_databas
 
     hub = start_hub(db, lambda: Lookup(db, NUMBERS))
     try:
-        writer = Writer(db, e164=lambda raw: NUMBERS.classify(raw).e164)
+        writer = Writer(db, staff=staff(), e164=lambda raw: NUMBERS.classify(raw).e164)
         intake = CdrIntake(CdrConfig(password="x"), writer, hub.worker)
         intake.tracker = CallTracker(RULES, intake)
         for body in cdrs_of(load_capture_events(CAPTURES / f"{scenario}.plain.esl")).values():
@@ -492,7 +493,7 @@ def test_cdrs_older_than_keep_days_are_pruned(db, monkeypatch):
     monkeypatch.setattr(cdr, "PRUNE_SECONDS", 0.05)
     hub = start_hub(db, lambda: Lookup(db, NUMBERS))
     stopped = gevent.event.Event()
-    pruner = gevent.spawn(CdrIntake(CdrConfig(keep_days=7), Writer(db, e164=str), hub.worker).prune_forever, stopped)
+    pruner = gevent.spawn(CdrIntake(CdrConfig(keep_days=7), Writer(db, staff=staff(), e164=str), hub.worker).prune_forever, stopped)
     try:
         with gevent.Timeout(30):
             while CdrLeg.select().exists():
