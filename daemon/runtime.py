@@ -295,8 +295,9 @@ class Daemon:
         if self._stopped.is_set():  # SIGTERM meanwhile
             return
         try:
-            self.http = self._http_server()
-            self.http.start()
+            http = self._http_server()
+            http.start()
+            self.http = http  # only once listening: stop() must not stop a server that never started
         except (ConfigError, OSError) as exc:
             self.stop()
             what = f"[http] listen {self.config.http.listen}: {exc.strerror or exc}" if isinstance(exc, OSError) else exc

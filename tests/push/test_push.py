@@ -472,6 +472,23 @@ def test_an_unusable_certificate_stops_the_start_with_a_clear_message(tmp_path, 
         d.close()
 
 
+def test_a_port_in_use_stops_the_start_with_a_clear_message(tmp_path, sqlite_url):
+    """The HTTP side starts after the first FreeSWITCH attempt: a port already taken then ends the start in one line."""
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    config = write_config(tmp_path / "c.toml", free_port(), sqlite_url, http_port=taken.getsockname()[1])
+    d = daemon(tmp_path, config)
+    try:
+        assert d.wait(20) != 0
+        assert "screenpop: [http] listen" in d.log() and "Traceback" not in d.log(), d.log()
+    finally:
+        d.close()
+        taken.close()
+
+
 def test_database_down_is_503_not_a_crash(tmp_path, sqlite_url, monkeypatch):
     """In process: the hub's worker meets a database error; requests get 503 JSON, and it recovers after."""
     import peewee
