@@ -140,7 +140,7 @@ def history(db, calls: int) -> float:
         "SELECT id, extension, 'callee', 0, started_at, answered_at, ended_at, "
         "CASE WHEN answered_by IS NULL THEN 'missed' END, answered_by IS NOT NULL FROM \"call\" WHERE node = 'history'")
     db.execute_sql(
-        'INSERT INTO call_event (call_id, uuid, extension, event, direction, external_number, external_name, '
+        'INSERT INTO call_event (call_id, uuid, extension, event, direction, peer_number, peer_name, '
         'customer_id, matches, "at") SELECT id, uuid, extension, e, direction, external_number, \'\', customer_id, '
         "matches, started_at FROM \"call\", unnest(ARRAY['ringing', 'answered', 'ended']) AS e "
         "WHERE node = 'history' ORDER BY id")

@@ -63,10 +63,10 @@ def _line(event: CallEvent, customer: Customer | None, operators: dict[str, str]
     elif event.matches > 1:
         card = f"{event.matches} customers share this number"
     elif event.direction == "INTERNAL":
-        card = f"extension {event.external_number} {event.external_name}".strip()
+        card = f"extension {event.peer_number} {event.peer_name}".strip()
     else:
-        card = f"unknown caller {event.external_name}".strip()
-    number = event.external_number if event.direction != "INTERNAL" else ""
+        card = f"unknown caller {event.peer_name}".strip()
+    number = event.peer_number if event.direction != "INTERNAL" else ""
     return (
         f"{event.at:%H:%M:%S}  {who:<28.28}  {event.event.upper():<18}  {event.direction:<8}  "
         f"{printable(number):<14}  {printable(card)}"

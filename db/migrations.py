@@ -102,6 +102,15 @@ def _cdr_legs(db: peewee.Database) -> None:
         db.execute_sql('ALTER TABLE "call" ADD COLUMN recovered INTEGER NOT NULL DEFAULT FALSE')
 
 
+def _pop_peer_columns(db: peewee.Database) -> None:
+    """call_event's external_number/external_name hold the pop's other party (the other extension on internal
+    calls): name them peer_number/peer_name. A fresh database has them already (version 1 built the model)."""
+    columns = {c.name for c in db.get_columns("call_event")}
+    for old, new in (("external_number", "peer_number"), ("external_name", "peer_name")):
+        if old in columns:
+            db.execute_sql(f"ALTER TABLE call_event RENAME COLUMN {old} TO {new}")
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "create all tables", _create_tables),
     Migration(2, "web sign-in: shared settings and one-time sign-in links", _web_signin),
@@ -116,6 +125,7 @@ MIGRATIONS: list[Migration] = [
     Migration(10, "talk time of parties that transferred a call away", _transferor_talk_time),
     Migration(11, "web sessions kept in the database, so signing out ends them on every daemon", _web_sessions),
     Migration(12, "FreeSWITCH's CDRs: received legs, recovered calls", _cdr_legs),
+    Migration(13, "call_event's number and name columns named for what they hold: the pop's peer", _pop_peer_columns),
 ]
 
 

@@ -162,8 +162,8 @@ class CallEvent(BaseModel):
     extension = CharField(max_length=32)
     event = CharField(max_length=24)
     direction = CharField(max_length=16)
-    external_number = CharField(max_length=128, default="")
-    external_name = TextField(default="")
+    peer_number = CharField(max_length=128, default="")  # the other party: caller, callee or other extension
+    peer_name = TextField(default="")
     customer = ForeignKeyField(Customer, null=True, on_delete="SET NULL")
     matches = IntegerField(default=0)
     at = DateTimeField()

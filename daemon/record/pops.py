@@ -28,4 +28,4 @@ class PopRow(NamedTuple):
 
 
 # The columns of call_event in PopRow order, for replay queries.
-POP_COLUMNS = 'id, event, uuid, direction, "at", extension, external_number, external_name, customer_id, matches'
+POP_COLUMNS = 'id, event, uuid, direction, "at", extension, peer_number, peer_name, customer_id, matches'

@@ -441,7 +441,7 @@ PARTY_COLUMNS = [
 ]
 POP_ROW_COLUMNS = [
     ("call_id", "int"), ("uuid", "text"), ("extension", "text"), ("event", "text"), ("direction", "text"),
-    ("external_number", "text"), ("external_name", "text"), ("customer_id", "int"), ("matches", "int"),
+    ("peer_number", "text"), ("peer_name", "text"), ("customer_id", "int"), ("matches", "int"),
     ('"at"', "timestamp"),
 ]
 

@@ -331,7 +331,7 @@ def test_hostile_stream_keeps_the_daemon_running_and_stores_text_faithfully(tmp_
         fake.server.close()
     (record,) = call_records()
     assert record["external_name"] == HOSTILE_NAME
-    assert {e.external_name for e in CallEvent.select()} == {HOSTILE_NAME}
+    assert {e.peer_name for e in CallEvent.select()} == {HOSTILE_NAME}
     assert stored_pops() == {"1001": ["ringing", "answered", "ended"]}
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from screenpop.db import models
 from screenpop.db.database import DatabaseUrlError, open_database
+from screenpop.daemon.record.pops import POP_COLUMNS, PopRow
 from screenpop.db.migrations import MIGRATIONS, current_version, migrate
 from screenpop.db.models import (
     ALL_MODELS,
@@ -169,6 +170,29 @@ def test_all_models_round_trip(db: peewee.Database) -> None:
     assert CallEvent.get_by_id(event.id).at == at
     assert [p.e164 for p in acme.phones] == ["+3545551234"]
     assert Customer.get_by_id(acme.id).created_at <= models.utcnow()
+
+
+def test_migration_13_renames_the_pops_peer_columns_and_keeps_the_pops(db: peewee.Database) -> None:
+    """A database at version 12 (call_event's peer columns still named external_*) with pops in it: migrated, its
+    pops keep their numbers and names under peer_number/peer_name, and pops are written and replayed as before."""
+    at = dt.datetime(2026, 11, 1, 9, 30)
+    call = Call.create(uuid="u-1", direction="INTERNAL", extension="1001", started_at=at)
+    for new, old in (("peer_number", "external_number"), ("peer_name", "external_name")):
+        db.execute_sql(f"ALTER TABLE call_event RENAME COLUMN {new} TO {old}")  # as version 12 left it
+    SchemaVersion.delete().where(SchemaVersion.version == 13).execute()
+    p = db.param
+    for ext, peer, name in (("1001", "1002", "Björn"), ("1002", "1001", HOSTILE[0])):
+        db.execute_sql("INSERT INTO call_event (call_id, uuid, extension, event, direction, external_number, "
+                       f'external_name, matches, "at") VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})',
+                       (call.id, "u-1", ext, "ringing", "INTERNAL", peer, name, 0, at))
+    assert migrate(db) == [13] and migrate(db) == []
+    columns = {c.name for c in db.get_columns("call_event")}
+    assert {"peer_number", "peer_name"} <= columns and not columns & {"external_number", "external_name"}
+    rows = db.execute_sql(f"SELECT {POP_COLUMNS} FROM call_event ORDER BY id").fetchall()
+    assert [PopRow(*row)[5:8] for row in rows] == [("1001", "1002", "Björn"), ("1002", "1001", HOSTILE[0])]
+    CallEvent.create(call=call, uuid="u-1", extension="1001", event="answered", direction="INTERNAL", at=at,
+                     peer_number="1002", peer_name="Björn")
+    assert [(e.peer_number, e.peer_name) for e in CallEvent.select().order_by(CallEvent.id)][-1] == ("1002", "Björn")
 
 
 def test_deleting_a_customer_cascades_phones_and_orders(db: peewee.Database) -> None:

@@ -145,7 +145,7 @@ def test_ids_follow_commit_order_across_writers(pg_url, store):
     store.execute_sql("INSERT INTO call (uuid, direction, started_at, node, matches, missed) "
                       "VALUES ('u', 'INCOMING', now(), 'x', 0, false)")
     call_id = store.execute_sql("SELECT id FROM call WHERE uuid = 'u'").fetchone()[0]
-    insert = ("INSERT INTO call_event (call_id, uuid, extension, event, direction, external_number, external_name, "
+    insert = ("INSERT INTO call_event (call_id, uuid, extension, event, direction, peer_number, peer_name, "
               "matches, \"at\") VALUES (%s, 'u', '1001', %s, 'INCOMING', '', '', 0, now()) RETURNING id")
     got: dict[str, int] = {}
 
@@ -198,8 +198,8 @@ def test_the_listener_pushes_the_pops_a_notification_carries_and_reads_the_table
     hostile = 'Ev"il\\ <b>x</b>\u2028 \U0001F600 %0A'
 
     def write(count: int, name: str = hostile) -> None:
-        insert = (f"INSERT INTO call_event (call_id, uuid, extension, event, direction, external_number, "
-                  f"external_name, matches, \"at\") SELECT %s, 'u', '1001', 'ringing', 'INCOMING', '+3545554000', "
+        insert = (f"INSERT INTO call_event (call_id, uuid, extension, event, direction, peer_number, "
+                  f"peer_name, matches, \"at\") SELECT %s, 'u', '1001', 'ringing', 'INCOMING', '+3545554000', "
                   f"%s, 0, now() FROM generate_series(1, %s) ORDER BY 1 RETURNING {POP_COLUMNS}")
         with store.atomic():
             store.execute_sql(*pub.order_lock())
@@ -248,7 +248,7 @@ def test_a_notification_gives_each_pop_time_all_six_digits_of_microseconds(store
                       "VALUES ('u', 'INCOMING', now(), 'x', 0, false)")
     conn = pg_session(store)
     conn.execute(f'LISTEN "{pub.channel}"')
-    insert = (f"INSERT INTO call_event (call_id, uuid, extension, event, direction, external_number, external_name, "
+    insert = (f"INSERT INTO call_event (call_id, uuid, extension, event, direction, peer_number, peer_name, "
               f"matches, \"at\") SELECT id, 'u', '1001', 'ringing', 'INCOMING', '', '', 0, t FROM call, "
               f"unnest(%s::timestamp[]) AS t ORDER BY t RETURNING {POP_COLUMNS}")
     with store.atomic():

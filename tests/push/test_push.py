@@ -257,7 +257,7 @@ def test_cards_known_unknown_several_and_internal(env_any):
     for card in cards:
         row = stored[card["id"]]
         assert card["event"] == row.event and card["call_uuid"] == row.uuid and card["direction"] == row.direction
-        assert card["caller_name"] == row.external_name and card["number"] == row.external_number
+        assert card["caller_name"] == row.peer_name and card["number"] == row.peer_number
         assert card["at"].endswith("Z") and card["at"][:19] == row.at.isoformat()[:19]
         assert card["operator"] == "Anna Jónsdóttir" and card["extension"] == "1001"
         by_number.setdefault(card["number"] if card["direction"] != "INTERNAL" else "internal", []).append(card)

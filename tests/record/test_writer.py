@@ -164,7 +164,7 @@ def test_a_hostile_caller_name_is_stored_as_sent_and_a_nul_cannot_stop_the_write
     while writer.pending or writer._calls:
         writer.flush_once()
     assert Call.get().external_name == hostile.replace("\x00", "\ufffd")
-    assert {e.external_name for e in CallEvent.select()} == {hostile.replace("\x00", "\ufffd")}
+    assert {e.peer_name for e in CallEvent.select()} == {hostile.replace("\x00", "\ufffd")}
 
 
 def test_talk_times_stored_without_them_are_filled_in(db):
