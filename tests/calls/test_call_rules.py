@@ -343,3 +343,32 @@ def test_events_of_unknown_and_finished_legs_are_ignored():
     sw("CHANNEL_HANGUP_COMPLETE", {"Unique-ID": "never-seen", "Call-Direction": "inbound"})
     sw("HEARTBEAT", {})
     assert sw.sink.calls == {} and sw.sink.pops == [] and sw.idle()
+
+
+def test_an_internal_call_nobody_answered_closes_the_callers_row(db):
+    """The caller of an unanswered INTERNAL call: its 'dialing' is followed by 'ended', and its party row is closed."""
+    from screenpop.daemon.record.writer import Writer
+    from screenpop.db.models import Call, CallEvent, CallParty
+    from screenpop.db.numbers import NumberRules
+
+    from support import staff
+
+    numbers = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
+
+    writer = Writer(db, staff=staff(), e164=lambda raw: numbers.classify(raw).e164)
+    sw = Switch()
+    sw.tracker = CallTracker(RULES, writer)
+    a = from_phone("1001", "1002")
+    b = to_phone("1002", parent=a)
+    sw("CHANNEL_CREATE", a)
+    sw("CHANNEL_CREATE", b)
+    sw("CHANNEL_PROGRESS", b)
+    sw.hangup(a, seconds=8)
+    sw.hangup(b, "ORIGINATOR_CANCEL")
+    while writer.pending or writer._calls:
+        writer.flush_once()
+    (call,) = Call.select()
+    assert call.missed and call.ended_at is not None
+    assert {p.extension: p.ended_at for p in CallParty.select()} == {"1001": call.ended_at, "1002": call.ended_at}
+    stored = CallEvent.select(CallEvent.extension, CallEvent.event).order_by(CallEvent.id).tuples()
+    assert [e for e in stored if e[0] == "1001"] == [("1001", "dialing"), ("1001", "ended")]

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import socket
-import threading
 import time
 
 import pytest
@@ -17,6 +15,7 @@ from screenpop.db.models import CallEvent, Customer
 from screenpop.db.numbers import NumberRules
 from screenpop.simulator.capture import read_events
 
+from hostile import HOSTILE_NAME, FakeFreeswitch, hostile_stream
 from support import (
     CAPTURES,
     Proxy,
@@ -265,60 +264,9 @@ def test_call_answered_while_the_daemon_was_down_keeps_its_real_times(tmp_path, 
 
 # ---- hostile and malformed input -----------------------------------------------------------------
 
-HOSTILE_NAME = "<b>VIP</b> & \"Ünïcødé\" ; DROP TABLE call; -- 'x' \x07\x1b[31m red"
-
-
-def _hostile_stream() -> bytes:
-    """Garbage and lying frames, then a real call whose caller-ID name is hostile and a non-UTF-8 event."""
-    from screenpop.daemon.pbx.protocol import encode_value
-
-    parts = [
-        b"this is not a frame\n\n",
-        b"Content-Type: text/event-plain\nContent-Length: banana\n\n",
-        b"Content-Type: text/event-plain\nContent-Length: -5\n\n",
-        b"Content-Type: text/event-plain\nX-Huge: " + b"A" * (1024 * 1024) + b"\n\n",
-        b"Content-Type: text/event-plain\nContent-Length: 40\n\nEvent-Name: CHANNEL_CREATE\nUnique-ID: \xff\xfe\n\n",
-    ]
-    events = read_events(CAPTURES / "inbound-answered.plain.esl")
-    for frame, _ in events:
-        body = frame.body
-        body = body.replace(b"Caller-Caller-ID-Name: J%C3%B3n%20J%C3%B3nsson", b"Caller-Caller-ID-Name: " + encode_value(HOSTILE_NAME).encode())
-        body = body.replace(b"Caller-Orig-Caller-ID-Name: J%C3%B3n%20J%C3%B3nsson", b"Caller-Orig-Caller-ID-Name: " + encode_value(HOSTILE_NAME).encode())
-        parts.append(b"Content-Length: %d\nContent-Type: text/event-plain\n\n" % len(body) + body)
-    parts.append(b"Content-Length: 30\nContent-Type: text/event-plain\n\nEvent-Name: HEARTBEAT\n\xc3\x28\xa0\n\n")
-    return b"".join(parts)
-
-
-class FakeFreeswitch(threading.Thread):
-    """A scripted event socket: handshake like FreeSWITCH, then whatever bytes the test gives it."""
-
-    def __init__(self, port: int, payload: bytes):
-        super().__init__(daemon=True)
-        self.server = socket.create_server(("127.0.0.1", port))
-        self.payload = payload
-        self.sent = threading.Event()
-
-    def run(self) -> None:
-        conn, _ = self.server.accept()
-        with conn:
-            reader = conn.makefile("rb")
-            conn.sendall(b"Content-Type: auth/request\n\n")
-            for reply in (b"+OK accepted", b"+OK event listener enabled plain"):
-                while reader.readline() not in (b"\n", b""):
-                    pass
-                conn.sendall(b"Content-Type: command/reply\nReply-Text: " + reply + b"\n\n")
-            while reader.readline() not in (b"\n", b""):
-                pass
-            body = b'{"row_count":0}'
-            conn.sendall(b"Content-Type: api/response\nContent-Length: %d\n\n" % len(body) + body)
-            conn.sendall(self.payload)
-            self.sent.set()
-            conn.recv(1)
-
-
 def test_hostile_stream_keeps_the_daemon_running_and_stores_text_faithfully(tmp_path, db_url, store):
     port = free_port()
-    fake = FakeFreeswitch(port, _hostile_stream())
+    fake = FakeFreeswitch(port, hostile_stream())
     fake.start()
     d = daemon(tmp_path, write_config(tmp_path / "screenpop.toml", port, db_url))
     try:

@@ -339,10 +339,10 @@ def test_card_customer_part_with_no_open_order_many_orders_and_a_deleted_custome
 
 
 def test_markup_caller_name_is_sent_verbatim_as_valid_json(env):
-    from test_daemon_e2e import HOSTILE_NAME, FakeFreeswitch, _hostile_stream
+    from hostile import HOSTILE_NAME, FakeFreeswitch, hostile_stream
 
     _, op = env.token("1001")
-    fake = FakeFreeswitch(env.esl_port, _hostile_stream())
+    fake = FakeFreeswitch(env.esl_port, hostile_stream())
     fake.start()
     try:
         env.start_daemon()

@@ -175,26 +175,3 @@ def test_talk_times_stored_without_them_are_filled_in(db):
     CallParty.update(talk_seconds=None).where(CallParty.extension == "1001").execute()
     next(m for m in MIGRATIONS if m.version == 10).apply(db)
     assert CallParty.get(CallParty.extension == "1001").talk_seconds == approx(2.04, abs=0.05)
-
-
-def test_an_internal_call_nobody_answered_closes_the_callers_row(db):
-    """The caller of an unanswered INTERNAL call: its 'dialing' is followed by 'ended', and its party row is closed."""
-    from test_call_rules import Switch, from_phone, to_phone
-
-    writer = Writer(db, staff=staff(), e164=lambda raw: NUMBERS.classify(raw).e164)
-    sw = Switch()
-    sw.tracker = CallTracker(RULES, writer)
-    a = from_phone("1001", "1002")
-    b = to_phone("1002", parent=a)
-    sw("CHANNEL_CREATE", a)
-    sw("CHANNEL_CREATE", b)
-    sw("CHANNEL_PROGRESS", b)
-    sw.hangup(a, seconds=8)
-    sw.hangup(b, "ORIGINATOR_CANCEL")
-    while writer.pending or writer._calls:
-        writer.flush_once()
-    (call,) = Call.select()
-    assert call.missed and call.ended_at is not None
-    assert {p.extension: p.ended_at for p in CallParty.select()} == {"1001": call.ended_at, "1002": call.ended_at}
-    stored = CallEvent.select(CallEvent.extension, CallEvent.event).order_by(CallEvent.id).tuples()
-    assert [e for e in stored if e[0] == "1001"] == [("1001", "dialing"), ("1001", "ended")]

@@ -312,12 +312,12 @@ def test_real_daemon_and_simulator_pop_known_several_and_unknown(session, real, 
 
 
 def test_real_daemon_hostile_caller_id_is_escaped(session, real):
-    from test_daemon_e2e import HOSTILE_NAME, FakeFreeswitch, _hostile_stream
+    from hostile import HOSTILE_NAME, FakeFreeswitch, hostile_stream
 
     session.desktop.close_all()
     seen = session.newest()
     real.start_tray()
-    fake = FakeFreeswitch(real.esl_port, _hostile_stream())
+    fake = FakeFreeswitch(real.esl_port, hostile_stream())
     fake.start()
     try:
         assert fake.sent.wait(20), real.proc.log()
