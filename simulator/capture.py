@@ -4,40 +4,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from screenpop.daemon.pbx.protocol import Event, Frame, parse_event_body, parse_event_json, parse_headers
+from screenpop.daemon.pbx.protocol import (Event, Frame, FrameSplitter, parse_event_body, parse_event_json,
+                                           parse_headers)
 
 EVENT_TYPES = ("text/event-plain", "text/event-json")
 
 
 def split_frames(data: bytes) -> list[Frame]:
-    """Split a raw ESL stream into frames, byte-exactly: b"".join(f.raw for f in frames) == data.
+    """Split a raw ESL stream into frames with protocol.FrameSplitter, byte-exactly:
+    b"".join(f.raw for f in frames) == data.
 
-    A frame is an outer header block up to the first blank line, then Content-Length bytes of body if the
-    header says so. A truncated last frame (header block without its blank line, or a body shorter than
-    announced) is kept as it is, so nothing is lost; its `headers` are whatever could be parsed.
+    A truncated last frame (header block without its blank line, or a body shorter than announced) is kept as
+    it is, so nothing is lost; its `headers` are whatever could be parsed.
     """
-    frames: list[Frame] = []
-    pos, end = 0, len(data)
-    while pos < end:
-        # FreeSWITCH never sends blank lines between frames, but tolerate stray ones by folding them into the next frame.
-        head_end = data.find(b"\n\n", pos)
-        if head_end < 0:
-            block = data[pos:]
-            frames.append(Frame(headers=parse_headers(block), raw=block))
-            break
-        block_end = head_end + 2
-        headers = parse_headers(data[pos:head_end])
-        body = b""
-        length_text = headers.get("Content-Length")
-        if length_text is not None:
-            try:
-                length = max(0, int(length_text))
-            except ValueError:
-                length = 0
-            body = data[block_end:block_end + length]
-            block_end += len(body)
-        frames.append(Frame(headers=headers, body=body, raw=data[pos:block_end]))
-        pos = block_end
+    splitter = FrameSplitter(max_head=len(data) + 1, max_body=len(data) + 1, keep_raw=True)
+    splitter.feed(data)
+    frames = list(splitter.frames())
+    rest = splitter.tail()
+    if rest:
+        head, _, body = rest.partition(b"\n\n")
+        frames.append(Frame(headers=parse_headers(head), body=body, raw=rest))
     return frames
 
 

@@ -4,7 +4,7 @@ greenswitch 0.0.19 (required by the product brief) has defects that this module 
 
 a. it URL-decodes a whole event before splitting it into lines, so a '%0A' inside a value (a caller-ID
    name, say) forges headers: here lines are split first and each value is decoded on its own
-   (protocol.parse_headers, and protocol.Headers, which finds the few headers read in the raw lines);
+   (protocol.FrameSplitter and parse_headers, and protocol.Headers, which finds the few headers read in the raw lines);
 b. it mis-parses events that carry a body (BACKGROUND_JOB: inner Content-Length, blank line, body);
 c. raw non-UTF-8 bytes, or an `event json` frame, kill its reader greenlet;
 d. a connection cut in the middle of a body makes its _read_socket loop on empty reads forever, at
@@ -36,7 +36,7 @@ import gevent.socket
 from greenswitch.esl import InboundESL, NotConnectedError
 
 from screenpop.daemon.pbx import protocol
-from screenpop.daemon.pbx.protocol import Event, Headers, parse_event_json, parse_headers
+from screenpop.daemon.pbx.protocol import Event, Headers, parse_event_json
 
 log = logging.getLogger("screenpop.esl")
 
@@ -430,77 +430,35 @@ class GuardedInboundESL(InboundESL):
             gevent.sleep(0)
 
     def _read_frames(self) -> None:
-        """Read frames as bytes: a header block up to a blank line, then Content-Length bytes of body."""
+        """Read frames with protocol.FrameSplitter and act on each; a long body is read in reads of its size."""
         recv = self.sock.recv
         size = self.recv_size
         queue = self._esl_event_queue
-        max_head = protocol.MAX_HEADER_BLOCK
-        buf = b""
-        pos = 0  # start of what is not parsed yet
-        scan = 0  # where to look for the next blank line
-        discarding = False  # inside a header block too long to keep
+        splitter = protocol.FrameSplitter()
+        frames = splitter.frames
+        handle = self._handle_frame
         while True:
-            end = buf.find(b"\n\n", scan)
-            if end < 0:
-                if len(buf) - pos > max_head:
-                    if not discarding:
-                        discarding = True
-                        self._anomaly("header block longer than %d bytes; discarding it up to its blank line",
-                                      max_head)
-                    pos = len(buf) - 1  # keep a last '\n' that may pair with the next byte
-                if queue.qsize():
-                    self._make_room()
-                chunk = recv(size)
-                if not chunk:
-                    if buf[pos:].strip():
-                        raise _ConnectionClosed("FreeSWITCH closed the connection in the middle of a frame")
-                    raise _ConnectionClosed("FreeSWITCH closed the connection")
-                buf = buf[pos:] + chunk if pos < len(buf) else chunk
-                scan = max(0, len(buf) - len(chunk) - 1)
-                pos = 0
-                continue
-            head_start = pos
-            pos = scan = end + 2
-            if discarding or end - head_start > max_head:
-                if not discarding:
-                    self._anomaly("header block longer than %d bytes: discarded", max_head)
-                discarding = False
-                continue
-            if end == head_start:
-                continue  # a stray blank line between frames
-            headers = parse_headers(buf[head_start:end], decode=False)
-            length = headers.get("Content-Length")
-            if length is None:
-                length = 0
-            elif length.isascii() and length.isdigit():
-                length = int(length)
-                if length > protocol.MAX_BODY:
-                    raise _ConnectionClosed(f"frame announces a {length}-byte body, over the {protocol.MAX_BODY}-byte "
-                                            "limit; dropping the connection")
-            else:
-                self._anomaly("frame with Content-Length %r skipped (its body is read as further frames)",
-                              length[:40])
-                continue
-            if length:
-                have = len(buf) - pos
-                if have < length:
-                    parts = [buf[pos:]]
-                    while have < length:
-                        chunk = recv(min(max(size, length - have), 1 << 20))
-                        if not chunk:
-                            raise _ConnectionClosed(f"FreeSWITCH closed the connection in the middle of a frame body "
-                                                    f"({have} of {length} bytes)")
-                        parts.append(chunk)
-                        have += len(chunk)
-                    buf = b"".join(parts)
-                    pos = 0
-                body = buf[pos : pos + length]
-                pos = scan = pos + length
-            else:
-                body = b""
-            back = self._handle_frame(headers, body)
-            if back:
-                pos = scan = pos - back
+            if queue.qsize():
+                self._make_room()
+            missing = splitter.missing
+            chunk = recv(min(max(size, missing), 1 << 20) if missing else size)
+            if not chunk:
+                if missing:
+                    raise _ConnectionClosed("FreeSWITCH closed the connection in the middle of a frame body")
+                if splitter.tail().strip():
+                    raise _ConnectionClosed("FreeSWITCH closed the connection in the middle of a frame")
+                raise _ConnectionClosed("FreeSWITCH closed the connection")
+            splitter.feed(chunk)
+            try:
+                for frame in frames():
+                    if frame.problem:
+                        self._anomaly("%s", frame.problem)
+                        continue
+                    back = handle(frame.headers, frame.body)
+                    if back:
+                        splitter.unread(back)
+            except protocol.FrameError as exc:
+                raise _ConnectionClosed(f"{exc}; dropping the connection") from None
 
     def _event_in(self, event: Event) -> None:
         """Queue an event for dispatch; the BACKGROUND_JOB of a job bgapi() waits for goes to it instead."""

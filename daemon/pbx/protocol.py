@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from binascii import a2b_qp
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -221,12 +222,156 @@ def parse_event_json(body: bytes) -> tuple[Event | None, str]:
 
 @dataclass
 class Frame:
-    """One message on the socket: its outer header block and its body bytes (possibly empty)."""
+    """One message on the socket: its outer header block and its body bytes (possibly empty).
+
+    `raw` holds its exact bytes when the splitter keeps them; `problem` says why a frame is not to be acted on
+    (a Content-Length that is not a number, a header block over the limit), else it is empty.
+    """
 
     headers: dict[str, str]
     body: bytes = b""
     raw: bytes = field(default=b"", repr=False)
+    problem: str = ""
 
     @property
     def content_type(self) -> str:
         return self.headers.get("Content-Type", "")
+
+
+class FrameError(ValueError):
+    """A stream the splitter cannot go on with: a body or header block over its limit (when not discarded)."""
+
+
+_CRLF_END = re.compile(rb"\r?\n\r?\n")
+
+
+class FrameSplitter:
+    """The one ESL frame splitter (the daemon's reader, the simulator's command reader, capture reading): feed
+    bytes, take complete frames, a header block up to its blank line and then Content-Length bytes of body.
+
+    Frames come out byte-exact: with keep_raw, b"".join(raw of every frame) + tail() is all that was fed (stray
+    blank lines between frames go with the next frame's raw; FreeSWITCH sends none). A Content-Length that is not
+    a number gives a frame with no body and a `problem` (its body is then read as further frames); a header block
+    over max_head is discarded up to its blank line, leaving one frame with only a `problem`, or with
+    discard_long=False raises FrameError, as a body over max_body always does. crlf also ends a header block at
+    a CRLF blank line (commands from clients that send them).
+    """
+
+    __slots__ = ("_buf", "_pos", "_scan", "_parts", "_have", "_need", "_discarding", "_start",
+                 "max_head", "max_body", "keep_raw", "discard_long", "crlf")
+
+    def __init__(self, max_head: int = MAX_HEADER_BLOCK, max_body: int = MAX_BODY, keep_raw: bool = False,
+                 discard_long: bool = True, crlf: bool = False) -> None:
+        self.max_head, self.max_body = max_head, max_body
+        self.keep_raw, self.discard_long, self.crlf = keep_raw, discard_long, crlf
+        self._buf = b""
+        self._pos = 0  # start of what is not split yet
+        self._start = 0  # start of the next frame's raw bytes (before any stray blank lines)
+        self._scan = 0  # where to look for the next blank line
+        self._parts: list[bytes] = []  # chunks of a long body, joined once it is whole
+        self._have = 0
+        self._need = 0  # bytes still missing from the frame in hand (0: unknown)
+        self._discarding = False  # inside a header block too long to keep
+
+    @property
+    def missing(self) -> int:
+        """Bytes still missing from a frame whose body is being read (0 when that is not known): a read size."""
+        return self._need
+
+    def tail(self) -> bytes:
+        """What was fed and is not in a complete frame yet."""
+        if self._parts:
+            self._join()
+        return self._buf[self._start:]
+
+    def unread(self, count: int) -> None:
+        """Split the last `count` bytes of the frame just taken again, as the start of the next frame."""
+        self._pos = self._scan = self._start = self._pos - count
+
+    def _join(self) -> None:
+        self._buf = self._buf[self._start:] + b"".join(self._parts)
+        self._parts.clear()
+        self._pos -= self._start
+        self._scan = max(0, self._scan - self._start)
+        self._start = 0
+
+    def feed(self, data: bytes) -> None:
+        """Add bytes read from the stream; a long body's chunks are kept apart and joined once, when it is whole."""
+        if self._need:
+            self._parts.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return
+            self._join()
+            self._have = self._need = 0
+            return
+        start = self._start
+        if start < len(self._buf):
+            self._buf = self._buf[start:] + data
+            self._pos -= start
+            self._scan = max(0, self._scan - start)
+        else:
+            self._buf, self._pos, self._scan = data, 0, 0
+        self._start = 0
+
+    def frames(self) -> Iterator[Frame]:
+        """The complete frames fed so far, in order (a generator: unread() may be called between them)."""
+        buf = self._buf
+        max_head = self.max_head
+        while True:
+            pos = self._pos
+            if self.crlf:
+                match = _CRLF_END.search(buf, self._scan)
+                end, after = (match.start(), match.end()) if match else (-1, -1)
+            else:
+                end = buf.find(b"\n\n", self._scan)
+                after = end + 2
+            if end < 0:
+                if len(buf) - pos > max_head:
+                    if not self.discard_long:
+                        raise FrameError(f"header block over {max_head} bytes")
+                    if not self._discarding:
+                        self._discarding = True
+                        yield Frame({}, problem=f"header block longer than {max_head} bytes; discarding it up to "
+                                                "its blank line")
+                    self._pos = self._start = len(buf) - 1  # keep a last '\n' that may pair with the next byte
+                self._scan = max(self._pos, len(buf) - 3)
+                return
+            self._pos = self._scan = after
+            if self._discarding or end - pos > max_head:
+                if not self.discard_long:
+                    raise FrameError(f"header block over {max_head} bytes")
+                self._start = after
+                if not self._discarding:
+                    yield Frame({}, problem=f"header block longer than {max_head} bytes: discarded")
+                self._discarding = False
+                continue
+            if end == pos:
+                continue  # a stray blank line between frames
+            headers = parse_headers(buf[pos:end], decode=False)
+            length = headers.get("Content-Length")
+            problem = ""
+            if length is None:
+                length = 0
+            elif length.isascii() and length.isdigit():
+                length = int(length)
+                if length > self.max_body:
+                    raise FrameError(f"frame announces a {length}-byte body, over the {self.max_body}-byte limit")
+            else:
+                problem = f"frame with Content-Length {length[:40]!r} skipped (its body is read as further frames)"
+                length = 0
+            if length:
+                stop = after + length
+                if stop > len(buf):
+                    self._need = stop - len(buf)
+                    self._pos = self._scan = pos
+                    return
+                self._need = 0
+                body = buf[after:stop]
+                self._pos = self._scan = stop
+            else:
+                body, stop = b"", after
+            raw = buf[self._start:stop] if self.keep_raw else b""
+            self._start = stop
+            yield Frame(headers, body, raw, problem)
+            buf = self._buf
