@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         from gevent import monkey
 
         monkey.patch_all()
-        from screenpop.simulator import server as simulator
+        from screenpop.simulator import cli as simulator
 
         return simulator.main(argv[1:])
     args = build_parser().parse_args(argv)

@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         numbers = seed(NumberRules.from_config(config.numbers), folder / "photos")
         numbers_file.write_text("\n".join(numbers + ["+3545550100", "5551234", "anonymous"]) + "\n", encoding="utf-8")
     sim_cmd = [
-        sys.executable, "-m", "screenpop.simulator.server", "--generate", "--port", str(port),
+        sys.executable, "-m", "screenpop.simulator.cli", "--generate", "--port", str(port),
         "--rate", str(args.rate), "--numbers", str(numbers_file), "--extensions", DEMO_EXTENSIONS, "--seed", "7", "--linger", "2",
     ]
     sim_cmd += ["--calls", str(args.calls)] if args.calls else []

@@ -14,7 +14,8 @@ from screenpop.daemon.pbx.protocol import parse_event_body
 from screenpop.simulator.capture import read_events
 from screenpop.simulator.events import SimEvent
 from screenpop.simulator.generator import CallGenerator
-from screenpop.simulator.server import CHANNEL_COLUMNS, ChannelTable, load_capture_events, render_rows
+from screenpop.simulator.channels import CHANNEL_COLUMNS, ChannelTable, render_rows
+from screenpop.simulator.replay import load_capture_events
 
 from support import CAPTURES
 

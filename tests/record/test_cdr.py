@@ -36,7 +36,7 @@ from screenpop.db.database import open_database
 from screenpop.db.migrations import migrate
 from screenpop.db.models import Call, CallEvent, CdrLeg, SchemaVersion
 from screenpop.db.numbers import NumberRules
-from screenpop.simulator.server import load_capture_events
+from screenpop.simulator.replay import load_capture_events
 
 from support import (
     CAPTURES,

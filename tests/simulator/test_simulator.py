@@ -38,12 +38,12 @@ SUBSCRIBE_FEW = (b"event plain CHANNEL_CREATE CHANNEL_PROGRESS CHANNEL_ANSWER CH
 # ---- harness ---------------------------------------------------------------------------------------------
 
 class Sim:
-    """`python -m screenpop.simulator.server --port 0 ...` with its log in a file; the port is read from the log."""
+    """`python -m screenpop.simulator.cli --port 0 ...` with its log in a file; the port is read from the log."""
 
     def __init__(self, tmp_path: Path, *args: str, port: int = 0):
         self.log_path = tmp_path / f"sim-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "screenpop.simulator.server", "--port", str(port), *args],
+        self.proc = subprocess.Popen([sys.executable, "-m", "screenpop.simulator.cli", "--port", str(port), *args],
                                      stdout=subprocess.DEVNULL, stderr=self._log)
         deadline = time.monotonic() + 10
         while True:
@@ -525,7 +525,7 @@ def test_restamp_of_odd_captures_rewrites_what_it_can_and_sends_the_rest_as_reco
 
 
 def test_restamp_needs_replay(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "screenpop.simulator.server", "--generate", "--restamp"],
+    out = subprocess.run([sys.executable, "-m", "screenpop.simulator.cli", "--generate", "--restamp"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "--restamp need --replay" in out.stderr
 
