@@ -276,7 +276,7 @@ class FrameSplitter:
     @property
     def missing(self) -> int:
         """Bytes still missing from a frame whose body is being read (0 when that is not known): a read size."""
-        return self._need
+        return self._need - self._have
 
     def tail(self) -> bytes:
         """What was fed and is not in a complete frame yet."""
