@@ -438,9 +438,9 @@ class GuardedInboundESL(InboundESL):
         frames = splitter.frames
         handle = self._handle_frame
         while True:
-            if queue.qsize():
-                self._make_room()
             missing = splitter.missing
+            if queue.qsize() and not missing:  # a body half read is read through first, as it always was
+                self._make_room()
             chunk = recv(min(max(size, missing), 1 << 20) if missing else size)
             if not chunk:
                 if missing:
