@@ -30,15 +30,17 @@ import gevent  # noqa: E402
 import greenswitch  # noqa: E402
 
 from screenpop.daemon.calls.direction import DirectionRules  # noqa: E402
-from screenpop.daemon.calls.tracker import SUBSCRIBED_EVENTS, CallTracker  # noqa: E402
-from screenpop.daemon.pbx.esl import EslSupervisor, subscription_command  # noqa: E402
+from screenpop.daemon.calls.tracker import CallTracker  # noqa: E402
+from screenpop.daemon.pbx.esl import EslSupervisor  # noqa: E402
 from screenpop.daemon.record.writer import Writer  # noqa: E402
 from screenpop.daemon.staff import Staff  # noqa: E402
 from screenpop.db.database import open_database  # noqa: E402
 from screenpop.db.migrations import migrate  # noqa: E402
 from screenpop.db.models import Call, CallEvent  # noqa: E402
 from screenpop.db.numbers import NumberRules  # noqa: E402
-from screenpop.simulator.capture import read_capture  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recording import record  # noqa: E402
 
 
 def free_port() -> int:
@@ -59,25 +61,6 @@ def simulator(*args: str) -> tuple[subprocess.Popen, int]:
         except OSError:
             time.sleep(0.05)
     return proc, port
-
-
-def record(path: Path, *generate: str) -> int:
-    """Record the stream `simulate --generate *generate` produces, as fast as it can, as the daemon's
-    subscription receives it; returns the number of events."""
-    proc, port = simulator("--generate", *generate, "--speed", "0", "--linger", "0.3")
-    sock = socket.create_connection(("127.0.0.1", port))
-    with open(path, "wb") as out:
-        out.write(sock.recv(1 << 16))
-        sock.sendall(b"auth ClueCon\n\n")
-        out.write(sock.recv(1 << 16))
-        sock.sendall(subscription_command(SUBSCRIBED_EVENTS).encode() + b"\n\n")
-        while chunk := sock.recv(1 << 20):
-            out.write(chunk)
-            if b"text/disconnect-notice" in chunk[-200:]:
-                break
-    sock.close()
-    proc.wait(30)
-    return sum(1 for f in read_capture(path) if f.content_type == "text/event-plain")
 
 
 def run_plain(path: Path, total: int) -> float:

@@ -41,6 +41,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from desktop import Desktop, missing_tools  # noqa: E402
 from support import Proc, daemon, free_port, simulator, wait_for, write_config  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from recording import record  # noqa: E402
+
 EXTENSION = "1001"
 RING = re.compile(rb"\nChannel-Name: sofia/internal/(\d+)%40")
 NUMBER = re.compile(rb"\nCaller-Caller-ID-Number: ([^\n]*)")
@@ -121,32 +124,6 @@ class Relay(threading.Thread):
         finally:
             src.close()
             dst.close()
-
-
-def record(path: Path, rate: float, seconds: float, extensions: str) -> None:
-    """The simulator's generated calls, recorded once as a client subscribed to them receives them."""
-    from screenpop.daemon.calls.tracker import SUBSCRIBED_EVENTS
-    from screenpop.daemon.pbx.esl import subscription_command
-
-    port = free_port()
-    sim = simulator(path.parent, port, "--generate", "--rate", str(rate), "--duration", str(seconds), "--speed", "0",
-                    "--mix", "inbound_answered=1", "--extensions", extensions, "--seed", "9", "--linger", "0.3",
-                    name=f"record-{path.stem}")
-    try:
-        sock = socket.create_connection(("127.0.0.1", port))
-        with open(path, "wb") as out:
-            out.write(sock.recv(1 << 16))
-            sock.sendall(b"auth ClueCon\n\n")
-            out.write(sock.recv(1 << 16))
-            sock.sendall(subscription_command(SUBSCRIBED_EVENTS).encode() + b"\n\n")
-            while chunk := sock.recv(1 << 20):
-                out.write(chunk)
-                if b"text/disconnect-notice" in chunk[-200:]:
-                    break
-        sock.close()
-        sim.wait(60)
-    finally:
-        sim.close()
 
 
 def notifications(log: Path) -> list[tuple[float, str]]:
@@ -268,7 +245,8 @@ def main() -> None:
         recordings = {}
         for i, (name, (rate, seconds, extensions)) in enumerate(runs.items()):
             recordings[name] = folder / f"load{i}.plain.esl"
-            record(recordings[name], rate, seconds, extensions)
+            record(recordings[name], "--rate", str(rate), "--duration", str(seconds), "--mix", "inbound_answered=1",
+                   "--extensions", extensions, "--seed", "9")
         desktop = Desktop(folder / "desktop").start()
         results = {}
         try:
