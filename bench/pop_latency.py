@@ -148,19 +148,19 @@ def cards(log: Path) -> list[tuple[float, str, str]]:
     return found
 
 
-def match(rings: list[tuple[float, str, str]], seen: list[tuple[float, str]], key) -> list[float]:
-    """Each ring with the first later sighting that key() says is the same call: the latencies in ms."""
-    latencies, used, start = [], set(), 0
-    for at, extension, number in rings:
-        for i in range(start, len(seen)):
-            shown = seen[i]
+def match(rings: list[tuple[float, str, str]], seen: list[tuple], key) -> tuple[list[float], list[tuple]]:
+    """Each ring with the first later sighting that key() says is the same call: (latencies in ms, rings unseen)."""
+    latencies, missing, used = [], [], set()
+    for ring in rings:
+        at, extension, number = ring
+        for i, shown in enumerate(seen):
             if i not in used and shown[0] >= at and key(extension, number, shown):
                 used.add(i)
                 latencies.append((shown[0] - at) * 1000)
                 break
-        while start in used:
-            start += 1
-    return latencies
+        else:
+            missing.append(ring)
+    return latencies, missing
 
 
 def phase(folder: Path, desktop: Desktop, recording: Path) -> tuple[list[float], list[float], int]:
@@ -210,12 +210,12 @@ def phase(folder: Path, desktop: Desktop, recording: Path) -> tuple[list[float],
     monitor_log = folder / "dbus-monitor.log"
     monitor_log.write_bytes(monitor_out.read_bytes())
     monitor_out.unlink()
-    share = match(relay.rings, cards(sse_log), lambda ext, num, c: c[1] == ext and c[2] == num)
+    share, unseen = match(relay.rings, cards(sse_log), lambda ext, num, c: c[1] == ext and c[2] == num)
     mine = [r for r in relay.rings if r[1] == EXTENSION]
-    shown = match(mine, notifications(monitor_log), lambda ext, num, n: bool(num) and num in n[1])
-    for what, got, rings in (("cards", share, relay.rings), ("notifications", shown, mine)):
-        if len(got) != len(rings):
-            print(f"  note: {len(rings)} rings relayed, {len(got)} matched to {what}")
+    shown, unshown = match(mine, notifications(monitor_log), lambda ext, num, n: bool(num) and num in n[1])
+    for what, missing, rings in (("card", unseen, relay.rings), ("notification", unshown, mine)):
+        if missing:
+            print(f"  note: {len(missing)} of {len(rings)} rings had no {what}, e.g. {missing[:3]}")
     return share, shown, len(relay.rings)
 
 
