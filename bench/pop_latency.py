@@ -7,8 +7,8 @@ pace (`--speed 1`): replaying costs the simulator a fraction of what generating 
 not eat the core the daemon needs.
 
 Three clocks, each in its own process so none waits on another's work:
-- the relay (this process) notes when each CHANNEL_PROGRESS (the phone's 180 Ringing) of a leg to an
-  extension leaves for the daemon;
+- the relay (this process) notes when each leg to an extension starts ringing (its first CHANNEL_PROGRESS or
+  CHANNEL_PROGRESS_MEDIA, 180 or 183) leaves for the daemon;
 - an SSE reader (a child process, an admin token's stream of every extension) notes when each `ringing`
   card arrives: ring -> card is the daemon's share, measured for every extension;
 - `dbus-monitor` notes when each new Notify call from the tray (extension 1001) reaches the bus: ring ->
@@ -16,7 +16,7 @@ Three clocks, each in its own process so none waits on another's work:
 
 Two phases in the same run: a baseline (2 calls/s, all to 1001), then 100 calls/s over ten extensions.
 
-    python bench/pop_latency.py [--seconds 30]
+    python bench/pop_latency.py [--seconds 30] [--keep FOLDER]
 
 Not a test: prints numbers, never fails.
 """
@@ -47,6 +47,7 @@ from recording import record  # noqa: E402
 EXTENSION = "1001"
 RING = re.compile(rb"\nChannel-Name: sofia/internal/(\d+)%40")
 NUMBER = re.compile(rb"\nCaller-Caller-ID-Number: ([^\n]*)")
+LEG = re.compile(rb"\nUnique-ID: ([^\n]*)")
 
 SSE_READER = r"""
 import sys, time
@@ -99,12 +100,12 @@ class Relay(threading.Thread):
             pass
 
     def _down(self, src: socket.socket, dst: socket.socket) -> None:
-        """Simulator to daemon: forward at once, then look at the frames that are complete."""
-        buf = b""
+        """Simulator to daemon: stamp, forward at once, then look at the frames that are complete."""
+        buf, rung = b"", set()
         try:
             while data := src.recv(65536):
+                now = time.time()  # before forwarding: the daemon may be done before this thread runs again
                 dst.sendall(data)
-                now = time.time()
                 buf += data
                 while True:
                     head_end = buf.find(b"\n\n")
@@ -115,10 +116,14 @@ class Relay(threading.Thread):
                     if len(buf) < end:
                         break
                     frame, buf = buf[:end], buf[end:]
-                    if b"Event-Name: CHANNEL_PROGRESS\n" in frame and (ring := RING.search(frame)):
-                        number = NUMBER.search(frame)
-                        self.rings.append((now, ring.group(1).decode(),
-                                           unquote(number.group(1).decode()) if number else ""))
+                    if b"Event-Name: CHANNEL_PROGRESS" not in frame or not (ring := RING.search(frame)):
+                        continue
+                    leg = LEG.search(frame)  # a leg rings once: the first of 180 Ringing and 183 Session Progress
+                    if leg is None or leg.group(1) in rung:
+                        continue
+                    rung.add(leg.group(1))
+                    number = NUMBER.search(frame)
+                    self.rings.append((now, ring.group(1).decode(), unquote(number.group(1).decode()) if number else ""))
         except OSError:
             pass
         finally:
@@ -233,13 +238,14 @@ def report(name: str, ms: list[float], goal: float | None = None) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds of calls in the loaded phase")
+    parser.add_argument("--keep", type=Path, help="work in this folder and keep it (logs, recordings, databases)")
     args = parser.parse_args()
     missing = missing_tools()
     if missing:
         print(f"pop latency: needs {', '.join(missing)} (run .ci/setup)")
         return
     with tempfile.TemporaryDirectory(prefix="screenpop-bench-") as tmp:
-        folder = Path(tmp)
+        folder = args.keep or Path(tmp)
         runs = {"baseline: 2 calls/s, all to 1001": (2, 20.0, EXTENSION),
                 "loaded: 100 calls/s over 1001-1010": (100, args.seconds, "1001-1010")}
         recordings = {}
