@@ -10,6 +10,13 @@ stored whoever writes it (the daemon, the web pages, an import, a test):
   call's start, direction and first answerer, and whether that caller did not call in again within
   CALLBACK_HOURS of the call's end (NULL when the call is not INCOMING or the caller is unknown).
 
+It is also the one home of the rule that a missed call was **returned** (``returned``, ``returning_call``): a
+later call with the same caller (the same customer, or the same E.164 number) that was answered, either way
+round: an INCOMING call an operator answered, or an OUTGOING call (a callback, click-to-call included) the far
+end answered. A call with neither customer nor E.164 number (withheld, or a number that cannot be stored) can
+never be returned (``unreturnable``). The analytics report and the missed-call follow-up (daemon/reports) read
+these; they are queries over the calls' covering indexes, not stored columns.
+
 A covering index over these lets the report read one index in extension order. The columns are not in the
 peewee models, so no ORM ``save()`` can overwrite them with stale values. Across several daemons on one
 PostgreSQL, two calls of the same caller committed within the same instant on two nodes may miss each other as
@@ -152,6 +159,34 @@ def _triggers(sqlite: bool) -> dict[str, tuple[str, str, str, list[str]]]:
         triggers["call_facts_bi"] = ('BEFORE INSERT ON "call"', inbound, "", [_own_before()])
         triggers["call_facts_bu"] = (f'BEFORE UPDATE OF {keys} ON "call"', rekeyed, "", [_own_before()])
     return triggers
+
+
+RETURNING_DIRECTIONS = "('INCOMING', 'OUTGOING')"  # an answered call either way round returns a missed call
+_CALLER_KEYS = ("customer_id", "external_e164")  # the same caller: the same customer, or the same E.164 number
+
+
+def _later_answered(row: str, key: str) -> str:
+    """FROM/WHERE of the calls with row's caller (by key) started after row and answered (each a covering index)."""
+    return (f'FROM "call" r WHERE r.{key} = {row}.{key} AND r.direction IN {RETURNING_DIRECTIONS} '
+            f"AND r.started_at > {row}.started_at AND r.answered_at IS NOT NULL")
+
+
+def returned(row: str) -> str:
+    """SQL condition: row (a missed INCOMING call) was returned by a later answered call with the same caller."""
+    return "(" + " OR ".join(f"({row}.{key} IS NOT NULL AND EXISTS (SELECT 1 {_later_answered(row, key)}))"
+                             for key in _CALLER_KEYS) + ")"
+
+
+def returning_call(row: str) -> tuple[str, str]:
+    """SQL: the id of the first call that returned row found by its customer, and the one found by its number
+    (each NULL when none); the earlier of the two returned it."""
+    return tuple(f"(SELECT r.id {_later_answered(row, key)} ORDER BY r.started_at, r.id LIMIT 1)"
+                 for key in _CALLER_KEYS)  # type: ignore[return-value]
+
+
+def unreturnable(row: str) -> str:
+    """SQL condition: row has no caller a later call could be matched with (withheld, or an unstorable number)."""
+    return f"({row}.customer_id IS NULL AND {row}.external_e164 IS NULL)"
 
 
 def install(db: peewee.Database) -> None:

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import peewee
 
 from screenpop.db import callfacts, search
-from screenpop.db.models import ALL_MODELS, Call, CdrLeg, SchemaVersion, Setting, SigninLink, WebSession
+from screenpop.db.models import ALL_MODELS, Call, CdrLeg, MissedDone, SchemaVersion, Setting, SigninLink, WebSession
 from screenpop.db.numbers import valid_country_code
 
 _LOCK_KEY = 0x5C2EE9  # pg advisory lock id: one migrating process at a time
@@ -111,6 +111,11 @@ def _pop_peer_columns(db: peewee.Database) -> None:
             db.execute_sql(f"ALTER TABLE call_event RENAME COLUMN {old} TO {new}")
 
 
+def _missed_done(db: peewee.Database) -> None:
+    """Missed calls marked done (who, when): a table of its own; a fresh database has it from version 1."""
+    db.create_tables([MissedDone], safe=True)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "create all tables", _create_tables),
     Migration(2, "web sign-in: shared settings and one-time sign-in links", _web_signin),
@@ -126,6 +131,7 @@ MIGRATIONS: list[Migration] = [
     Migration(11, "web sessions kept in the database, so signing out ends them on every daemon", _web_sessions),
     Migration(12, "FreeSWITCH's CDRs: received legs, recovered calls", _cdr_legs),
     Migration(13, "call_event's number and name columns named for what they hold: the pop's peer", _pop_peer_columns),
+    Migration(14, "missed calls marked done: who and when, undone by deleting the row", _missed_done),
 ]
 
 

@@ -197,6 +197,17 @@ class ApiToken(BaseModel):
     revoked_at = DateTimeField(null=True)
 
 
+class MissedDone(BaseModel):
+    """A missed call someone marked done (followed up another way): who and when; deleting the row is the undo.
+
+    A table of its own, not columns of Call, so no save() of a call (the writer, a page) can overwrite it."""
+
+    call = ForeignKeyField(Call, primary_key=True, on_delete="CASCADE")
+    done_at = DateTimeField(default=utcnow)
+    extension = CharField(max_length=32, null=True)  # who marked it: their extension (an admin token may have none)
+    token = ForeignKeyField(ApiToken, null=True, on_delete="SET NULL")
+
+
 class Setting(BaseModel):
     """A value every daemon on the database shares, such as the web sessions' signing key (made once)."""
 
@@ -235,4 +246,4 @@ class SchemaVersion(BaseModel):
 
 
 ALL_MODELS = [Employee, Customer, Phone, Order, Call, CallParty, CallEvent, ApiToken, Setting, SigninLink, WebSession,
-              CdrLeg]
+              CdrLeg, MissedDone]

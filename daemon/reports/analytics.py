@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import peewee
 
+from screenpop.daemon.reports import missed as missed_calls
 from screenpop.db.models import CATEGORIES, database
 
 SLOT_SECONDS = 900  # the UTC slot calls are counted in before they are put into local hours and dates
@@ -161,18 +162,14 @@ _CATEGORY_DEBT = """
 SELECT cu.category, SUM({unpaid}) FROM "order" o JOIN customer cu ON cu.id = o.customer_id
 WHERE o.status = 'open' GROUP BY cu.category"""
 
-# Returned: a later call with the same customer, or the same number, that someone answered, either way round.
-_MISSED = """
+# Missed calls still to be returned: not returned by a later answered call with the same caller (db/callfacts.py), not
+# marked done, and with a caller a call could return (daemon/reports/missed.py: the states of a missed call).
+_MISSED = f"""
 SELECT c.id, c.started_at, c.external_number, c.external_e164, c.ring_seconds, c.customer_id, c.matches,
-       cu.name, cu.company, cu.category, {missed_by}
-FROM "call" c LEFT JOIN customer cu ON cu.id = c.customer_id
-WHERE c.direction = 'INCOMING' AND c.missed {where}
-  AND NOT (c.customer_id IS NOT NULL AND EXISTS (
-      SELECT 1 FROM "call" r WHERE r.customer_id = c.customer_id AND r.started_at > c.started_at
-      AND r.answered_at IS NOT NULL AND r.direction IN ('INCOMING', 'OUTGOING')))
-  AND NOT (c.external_e164 IS NOT NULL AND EXISTS (
-      SELECT 1 FROM "call" r WHERE r.external_e164 = c.external_e164 AND r.started_at > c.started_at
-      AND r.answered_at IS NOT NULL AND r.direction IN ('INCOMING', 'OUTGOING')))
+       cu.name, cu.company, cu.category, {{missed_by}}
+FROM "call" c LEFT JOIN customer cu ON cu.id = c.customer_id {missed_calls.JOIN_DONE}
+WHERE c.direction = 'INCOMING' AND c.missed {{where}}
+  AND {missed_calls.OPEN}
 ORDER BY c.started_at, c.id"""
 
 _SLOTS = """
@@ -190,7 +187,7 @@ WHERE c.direction IN ('INCOMING', 'OUTGOING') {where}
 GROUP BY {slot}"""
 
 _INVOLVED = "AND EXISTS (SELECT 1 FROM call_party xp WHERE xp.call_id = c.id AND xp.extension = {param})"
-_MISSED_BY = "AND EXISTS (SELECT 1 FROM call_party xp WHERE xp.call_id = c.id AND xp.extension = {param} AND xp.outcome = 'missed')"
+_MISSED_BY = "AND " + missed_calls.MISSED_BY
 
 _compiled: dict[tuple, str] = {}
 
