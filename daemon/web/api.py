@@ -1,4 +1,5 @@
-"""The JSON API for customer data (docs/api.md): customers, phones, orders, employees, calls.
+"""The JSON API for customer data (docs/api.md): customers, phones, orders, employees, calls, missed calls followed up,
+click-to-call.
 
 A Flask blueprint on the daemon's HTTP server. Every database step runs on the database worker
 (db/worker.py, ``hub.worker.atomic``), in one short transaction, with its own connection, so it never holds the call writer up for
@@ -18,7 +19,9 @@ from flask import Blueprint, Response, jsonify, request
 from screenpop.daemon.customers import data
 from screenpop.daemon.customers.data import CUSTOMER_FIELDS, DataError, in_period_range
 from screenpop.daemon.pbx.originate import OriginateError, Originator
+from screenpop.daemon.reports import missed as missed_calls
 from screenpop.daemon.reports.callrecords import calls_query, records
+from screenpop.daemon.web.pages import forms
 from screenpop.db.models import DIRECTIONS, Customer, Employee, Phone
 from screenpop.db.search import MAX_RESULTS, search_customers
 
@@ -267,6 +270,50 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
             return {"total": total, "limit": limit, "offset": offset, "calls": records(page)}
 
         return jsonify(run(work))
+
+    # ---- missed calls followed up (docs/api.md) ----------------------------------------------------
+
+    def own_extension() -> str | None:
+        """An operator's extension (they see and mark only the missed calls that rang it); None for an admin."""
+        check = request.environ["screenpop.token"]
+        return None if check.role == "admin" else check.extension
+
+    def follow_up(fn: Callable, *args: Any) -> Any:
+        try:
+            return run(fn, *args)
+        except missed_calls.FollowUpError as exc:
+            raise DataError(exc.status, exc.message) from None
+
+    @bp.get("/missed")
+    def list_missed():
+        limit, offset = _page()
+        state = request.args.get("state", "open").strip().lower()
+        if state not in missed_calls.STATES:
+            raise DataError(400, f"state: must be one of {', '.join(missed_calls.STATES)}")
+        extension = request.args.get("extension", "").strip()
+        if len(extension) > 32:
+            raise DataError(400, "extension: at most 32 characters")
+        mine = own_extension()
+        if mine is not None and extension not in ("", mine):
+            raise DataError(403, f"an operator token sees the missed calls of its own extension ({mine}) only")
+        scope = missed_calls.Scope(_when("since"), _when("until"), mine or extension or None)
+        return jsonify(follow_up(missed_calls.follow_up, state, scope, limit, offset))
+
+    def _uuid(call_uuid: str) -> str:
+        uuid = forms.call_uuid(call_uuid)
+        if uuid is None:
+            raise DataError(404, "there is no call with this uuid")
+        return uuid
+
+    @bp.post("/missed/<call_uuid>/done")
+    def missed_done(call_uuid: str):
+        check = request.environ["screenpop.token"]
+        return jsonify(follow_up(missed_calls.mark_done, _uuid(call_uuid), own_extension(), check.extension,
+                                 check.token_id))
+
+    @bp.delete("/missed/<call_uuid>/done")
+    def missed_undo(call_uuid: str):
+        return jsonify(follow_up(missed_calls.undo, _uuid(call_uuid), own_extension()))
 
     # ---- click-to-call ----------------------------------------------------------------------------
 

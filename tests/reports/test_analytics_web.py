@@ -120,11 +120,14 @@ def test_dashboard_shows_the_figures_with_names_escaped(pages):
 
 def test_missed_page_and_filters(pages):
     html = pages.get(f"/missed?{PERIOD}").get_data(as_text=True)
-    assert html.index("+3545550003") < html.index("+3545559999")  # oldest first
-    assert "1001, 1003" in html and "nobody rang" in html and "+3545558888" not in html
+    assert html.index("+3545559999") < html.index("+3545550003")  # newest first
+    assert "1001, 1003" in html and "nobody rang" in html and "+3545558888" not in html  # c6 was returned by c7
+    assert "2 not returned, 0 withheld" in html
+    returned = pages.get(f"/missed?{PERIOD}&state=returned").get_data(as_text=True)
+    assert "+3545558888" in returned and "returned by 1002 <bdi>Bjorn</bdi> at 2026-11-24 13:00 CET" in returned
     only = pages.get(f"/missed?{PERIOD}&extension=1002").get_data(as_text=True)
-    assert "+3545550003" not in only and "No missed calls left to return" in only
-    for bad in ("since=yesterday", "since=2026-11-25&until=2026-11-24", "extension=<b>", "since=2020-01-01&until=2026-01-01"):
+    assert "+3545550003" not in only and "No missed calls here" in only
+    for bad in ("since=yesterday", "extension=<b>", "state=<b>"):
         r = pages.get(f"/missed?{bad}")
         assert r.status_code == 400 and "<b>" not in r.get_data(as_text=True)
 

@@ -274,3 +274,43 @@ def test_real_daemon_end_to_end(tmp_path, sqlite_url):
         assert d.terminate() == 0, d.log()
     finally:
         d.close()
+
+
+def test_missed_follow_up(api):
+    from screenpop.db.models import CallParty
+
+    t0 = dt.datetime(2026, 1, 1, 8, 0)
+
+    def missed(uuid: str, minutes: int, ext: str, number: str | None) -> None:
+        call = Call.create(uuid=uuid, direction="INCOMING", started_at=t0 + dt.timedelta(minutes=minutes), missed=True,
+                           external_number=number or "anonymous", external_e164=number, external_name=HOSTILE)
+        CallParty.create(call=call, extension=ext, role="callee", outcome="missed", rang_at=call.started_at)
+
+    missed("m1", 0, "1001", "+3545550001")
+    missed("m2", 1, "1002", "+3545550002")
+    missed("anon", 2, "1001", None)
+    s, r = api.req("GET", "/api/v1/missed")
+    assert s == 200 and (r["open"], r["anonymous"], r["total"]) == (1, 1, 1)
+    assert [c["call_uuid"] for c in r["calls"]] == ["m1"] and r["calls"][0]["caller_name"] == HOSTILE
+    assert r["calls"][0]["callable"] and r["calls"][0]["record_url"].startswith("/customers/new?number=%2B354")
+    assert api.req("GET", "/api/v1/missed?state=anonymous")[1]["calls"][0]["callable"] is False
+    s, r = api.req("GET", "/api/v1/missed?extension=1002")
+    assert s == 403 and "1001" in r["error"]
+    r = api.req("GET", "/api/v1/missed?extension=1002", token="admin")[1]
+    assert [c["call_uuid"] for c in r["calls"]] == ["m2"]
+    assert api.req("GET", "/api/v1/missed", token="admin")[1]["open"] == 2
+    s, r = api.req("POST", "/api/v1/missed/m2/done")
+    assert s == 403 and "1001" in r["error"]
+    s, r = api.req("POST", "/api/v1/missed/m1/done")
+    assert s == 200 and r["state"] == "done" and r["done"]["by"] == "1001"
+    assert api.req("GET", "/api/v1/missed?state=done")[1]["calls"][0]["call_uuid"] == "m1"
+    s, r = api.req("DELETE", "/api/v1/missed/m1/done")
+    assert s == 200 and r["state"] == "open" and r["done"] is None
+    assert api.req("DELETE", "/api/v1/missed/m1/done")[0] == 409
+    for method, path, status in (("GET", "/api/v1/missed?state=forgotten", 400), ("GET", "/api/v1/missed?limit=0", 400),
+                                 ("GET", "/api/v1/missed?since=soon", 400), ("POST", "/api/v1/missed/nope/done", 404),
+                                 ("POST", "/api/v1/missed/" + "x" * 80 + "/done", 404),
+                                 ("GET", "/api/v1/missed?extension=" + "1" * 40, 400)):
+        s, r = api.req(method, path, token="admin")
+        assert s == status and r["error"], (path, r)
+    assert api.req("GET", "/api/v1/missed", token=None)[0] == 401

@@ -709,6 +709,36 @@ def test_every_page_shows_times_in_the_call_centres_zone(db, tmp_path):
         stop_hub(site.hub)
 
 
+def test_missed_list_mark_done_and_undo(site):
+    """Issue 16: the missed list's rows: the record link, Call back (never for withheld), Mark done / Undo for the
+    operator the call rang (not for a colleague's), and who did it when."""
+    Employee.create(name="Anna Operator", extension="1001")
+    c = _customer()
+    for uuid, number, ext, customer in (("m-known", "+3545551234", "1001", c), ("m-theirs", "5557777", "1002", None),
+                                        ("m-anon", None, "1001", None)):
+        call = _call(uuid, number, "<b>caller</b>", customer=customer, missed=True, minutes=len(uuid))
+        CallParty.create(call=call, extension=ext, role="callee", outcome="missed")
+    op = site.client("op")
+    html = _text(op.get("/missed"))
+    assert "2 not returned, 1 withheld" in html and "&lt;b&gt;caller&lt;/b&gt;" in html
+    assert f'href="/customers/{c.id}"' in html and "/customers/new?number=5557777&amp;call=m-theirs" in html
+    assert html.count('action="/call"') == 2 and html.count("Mark done") == 1  # m-theirs rang 1002: not op's
+    r = site.post(op, "/missed/m-known/done", {"next": "/missed?state=done"})
+    assert r.status_code == 303 and r.headers["Location"] == "/missed?state=done"
+    done = _text(op.get("/missed?state=done"))
+    assert "done by 1001 <bdi>Anna Operator</bdi> at " in done and "Undo" in done
+    assert "Not changed: this missed call did not ring extension 1001" in _text(
+        op.get(site.post(op, "/missed/m-theirs/done").headers["Location"]))
+    assert site.post(op, "/missed/m-known/undo").status_code == 303
+    assert "2 not returned" in _text(op.get("/missed"))
+    assert site.post(op, "/missed/m-known/done", csrf=False).status_code == 403
+    assert "Not changed: there is no call with this uuid" in _text(op.get(site.post(op, "/missed/x%3Cy/done").headers["Location"]))
+    admin = site.client("admin")
+    assert _text(admin.get("/missed?extension=1002")).count("Mark done") == 1
+    assert site.post(admin, "/missed/m-theirs/done").status_code == 303
+    assert "done by admin at" in _text(admin.get("/missed?state=done"))
+
+
 # ---- employees and tokens ----------------------------------------------------------------------------
 
 

@@ -1,8 +1,8 @@
 """The web pages (docs/web.md): server-rendered HTML on the daemon's HTTP server, one CSS file, no JavaScript;
 their templates and stylesheet live in daemon/web/templates/ and daemon/web/static/.
 
-customers.py (search, record, new caller, edit, numbers, photo), orders.py, calls.py, employees.py (admin: staff
-and tokens), signin.py (sign-in); base.py holds what they share. Templates are Jinja2 with autoescaping: every
+customers.py (search, record, new caller, edit, numbers, photo), orders.py, calls.py, missed.py (missed calls followed
+up), employees.py (admin: staff and tokens), signin.py (sign-in); base.py holds what they share. Templates are Jinja2 with autoescaping: every
 customer-, caller- or user-supplied string is escaped on output.
 
 Another blueprint builds on these pages the same way (the dashboard pages do):
@@ -31,7 +31,7 @@ from typing import Any
 from flask import Flask, redirect
 
 from screenpop.daemon.config import WebConfig
-from screenpop.daemon.web.pages import signin as auth, calls, customers, employees, orders
+from screenpop.daemon.web.pages import signin as auth, calls, customers, employees, missed, orders
 from screenpop.daemon.web.pages.base import (User, Web, check_csrf, csrf_field, current_user, database, error_page,
                                        login_required, render_page, security_headers, session_unavailable)
 from screenpop.daemon.web.pages.base import EXTENSION as _EXTENSION
@@ -84,6 +84,6 @@ def init_app(app: Flask, hub: Any, photos: Any, config: WebConfig, tls: bool,
     app.before_request(check_csrf)
     app.after_request(security_headers)
     app.register_blueprint(auth.blueprint(authenticate))
-    for bp in (customers.bp, orders.bp, calls.bp, employees.bp):
+    for bp in (customers.bp, orders.bp, calls.bp, missed.bp, employees.bp):
         app.register_blueprint(bp)
     app.add_url_rule("/", "home", login_required()(lambda: redirect("/customers", 303)))

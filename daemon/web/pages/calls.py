@@ -1,12 +1,9 @@
 """The call list with filters: date range, extension, direction, missed only, customer (daemon/reports/callrecords.py)."""
 from __future__ import annotations
 
-import datetime as dt
-
 from flask import Blueprint, flash, redirect, request
 
 from screenpop.daemon.customers.data import DataError
-from screenpop.daemon.reports.analytics import utc_bound
 from screenpop.daemon.reports.callrecords import calls_query, records
 from screenpop.daemon.web.pages import forms
 from screenpop.daemon.pbx.originate import OriginateError
@@ -19,7 +16,7 @@ bp = Blueprint("calls", __name__)
 
 
 def _filters() -> dict:
-    since, until = forms.day("since"), forms.day("until")
+    since, until = forms.days(web().zone)  # the days are the call centre's, as every time the pages show
     extension = request.args.get("extension", "").strip()
     if len(extension) > 32:
         raise DataError(400, "extension: at most 32 characters")
@@ -29,10 +26,9 @@ def _filters() -> dict:
     customer = request.args.get("customer", "").strip()
     if customer and not (customer.isascii() and customer.isdigit() and len(customer) <= 9):
         raise DataError(400, "customer: a customer number")
-    zone = web().zone  # the days are the call centre's, as every time the pages show
     return {
-        "since": utc_bound(dt.datetime.combine(since, dt.time()), zone) if since else None,
-        "until": utc_bound(dt.datetime.combine(until + dt.timedelta(days=1), dt.time()), zone) if until else None,
+        "since": since,
+        "until": until,
         "extension": extension or None,
         "direction": direction or None,
         "missed": True if request.args.get("missed") else None,

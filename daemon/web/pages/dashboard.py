@@ -1,5 +1,4 @@
-"""The analytics pages (docs/analytics.md): /dashboard (figures and charts), /missed (missed calls not returned),
-/reports/<name>.csv (each report, and the calls, as spreadsheet-safe CSV).
+"""The analytics pages (docs/analytics.md): /dashboard (figures and charts), /reports/<name>.csv (each report, and the calls, as spreadsheet-safe CSV).
 
 Any signed-in user may open them (the web pages' sessions, daemon/web; no session redirects to /signin).
 They are pages like the others: the base template with the menu and sign-out, the one stylesheet, the pages'
@@ -189,13 +188,6 @@ def blueprint(zone: dt.tzinfo) -> Blueprint:
             return render_page("dashboard.html", title="Dashboard", data=data, filters=_labels(period),
                                reports=analytics.REPORTS, zone=str(zone))
         return filtered(show, "dashboard.html", "Dashboard")
-
-    @bp.get("/missed")
-    def missed():
-        def show(period: analytics.Period) -> Response:
-            rows = worker.cached(("missed", period), analytics.missed, period)
-            return render_page("missed.html", title="Missed calls", rows=rows, filters=_labels(period), zone=str(zone))
-        return filtered(show, "missed.html", "Missed calls")
 
     @bp.get("/reports/<name>.csv")
     def report_csv(name: str):

@@ -8,6 +8,7 @@ from typing import Any
 from flask import request
 
 from screenpop.daemon.customers.data import DataError, in_period_range
+from screenpop.daemon.reports.analytics import utc_bound
 
 PAGE_MAX = 100_000
 _UUID = re.compile(r"[0-9A-Za-z-]{1,64}")
@@ -41,6 +42,13 @@ def day(name: str) -> dt.date | None:
         raise DataError(400, f"{name}: a date like 2026-01-31") from None
     in_period_range(value, name)
     return value
+
+
+def days(zone: dt.tzinfo) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """since / until from the query string, days in zone (both included), as naive UTC bounds [since, until)."""
+    since, until = day("since"), day("until")
+    return (utc_bound(dt.datetime.combine(since, dt.time()), zone) if since else None,
+            utc_bound(dt.datetime.combine(until + dt.timedelta(days=1), dt.time()), zone) if until else None)
 
 
 def call_uuid(value: Any) -> str | None:
