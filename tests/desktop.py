@@ -37,6 +37,8 @@ class PushServer:
         self.cards: list[dict] = []
         self.requests: list[dict] = []  # {"path", "headers", "status"}
         self.photo = _png((40, 110, 180))
+        self.missed: dict | None = None  # GET /api/v1/missed answers this (None: 404, a daemon without it)
+        self.originate = (200, {"status": "dialling", "uuid": "c2c-1"})  # POST /api/v1/originate's answer
         self._subscribers: list[queue.Queue] = []
         self.gate = threading.Event()  # cleared: new streams wait before answering (pops pile up for a replay)
         self.gate.set()
@@ -51,6 +53,9 @@ class PushServer:
 
             def do_GET(self) -> None:
                 outer._handle(self)
+
+            def do_POST(self) -> None:
+                outer._post(self)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -87,17 +92,32 @@ class PushServer:
     def event_requests(self) -> list[dict]:
         return [r for r in self.requests if r["path"].startswith("/api/v1/events")]
 
+    def _post(self, h: BaseHTTPRequestHandler) -> None:
+        """POST /api/v1/originate: recorded with its JSON body, answered with self.originate."""
+        body = h.rfile.read(int(h.headers.get("Content-Length") or 0))
+        authorized = h.headers.get("Authorization") == f"Bearer {self.token}"
+        status, answer = self.originate if authorized and h.path == "/api/v1/originate" else (401, {"error": "no"})
+        self.requests.append({"path": h.path, "headers": dict(h.headers), "status": status, "body": json.loads(body or b"null")})
+        self._json(h, status, answer)
+
+    @staticmethod
+    def _json(h: BaseHTTPRequestHandler, status: int, answer: object) -> None:
+        data = json.dumps(answer).encode()
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         authorized = h.headers.get("Authorization") == f"Bearer {self.token}"
         record = {"path": h.path, "headers": dict(h.headers), "status": 200 if authorized else 401}
         self.requests.append(record)
         if not authorized:
-            body = b'{"error": "unauthorized"}'
-            h.send_response(401)
-            h.send_header("Content-Type", "application/json")
-            h.send_header("Content-Length", str(len(body)))
-            h.end_headers()
-            h.wfile.write(body)
+            self._json(h, 401, {"error": "unauthorized"})
+            return
+        if h.path.startswith("/api/v1/missed?") and self.missed is not None:
+            self._json(h, 200, self.missed)
             return
         if h.path.startswith("/api/v1/customers/") and "/photo" in h.path:
             h.send_response(200)
@@ -332,3 +352,11 @@ def wait_file_lines(path: Path, n: int, timeout: float = 10.0) -> list[str]:
 
 def sleep(seconds: float) -> None:
     time.sleep(seconds)
+
+
+def missed_answer(*rows: tuple[str, str, str | None]) -> dict:
+    """GET /api/v1/missed?state=open as the daemon answers an operator: rows of (call uuid, label, e164 or None)."""
+    calls = [{"call_uuid": uuid, "started_at": "2026-11-26T09:05:00Z", "state": "open", "number": e164 or "anonymous",
+              "e164": e164, "label": label, "callable": bool(e164), "record_url": f"/customers/new?number={e164}&call={uuid}"
+              if e164 else None} for uuid, label, e164 in rows]
+    return {"state": "open", "open": len(calls), "anonymous": 0, "total": len(calls), "calls": calls}

@@ -15,12 +15,16 @@ import signal
 import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from screenpop.tray import http
 from screenpop.tray.config import TrayConfig, TrayConfigError
+from screenpop.tray.missed import MissedCalls
 from screenpop.tray.notify import Notifier, PhotoCache, caller_label
+from screenpop.tray.originate import call_back
 from screenpop.tray.stream import EventStream, Message
 from screenpop.tray.text import local_time, one_line
 
@@ -35,11 +39,34 @@ COLOURS = {
     "disconnected": (130, 130, 130),
     "unauthorized": (130, 130, 130),
 }
+BADGE = (215, 25, 32)  # the missed calls' count
 
 
-def draw_icon(kind: str):
+def draw_icon(kind: str, missed: int = 0):
     """The tray icon for a state, drawn with Pillow: a handset on a coloured disc; a bar for do-not-disturb,
-    a cross when disconnected, an exclamation mark when the token is refused, waves while ringing."""
+    a cross when disconnected, an exclamation mark when the token is refused, waves while ringing; with the
+    number of missed calls still to be returned on a red badge (none when 0)."""
+    img = _state_icon(kind)
+    if missed > 0:
+        _badge(img, missed)
+    return img
+
+
+def _badge(img, count: int) -> None:
+    """The missed calls' count, white on a red disc in the icon's top right corner ("99+" above 99)."""
+    from PIL import ImageDraw, ImageFont
+
+    text = str(count) if count < 100 else "99+"
+    d = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=30 if len(text) == 1 else 24 if len(text) == 2 else 18)
+    left, top, right, bottom = d.textbbox((0, 0), text, font=font)
+    w = max(right - left + 10, 34)
+    box = (ICON_SIZE - w, 0, ICON_SIZE - 1, 33)
+    d.rounded_rectangle(box, radius=17, fill=BADGE + (255,), outline=(255, 255, 255, 255), width=2)
+    d.text(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2), text, font=font, fill=(255, 255, 255, 255), anchor="mm")
+
+
+def _state_icon(kind: str):
     from PIL import Image, ImageDraw
 
     s = ICON_SIZE
@@ -102,12 +129,13 @@ class TrayState:
             return "dnd"
         return "ringing" if self.ringing else "connected"
 
-    def title(self) -> str:
+    def title(self, missed: int = 0) -> str:
         text = {"connected": "connected", "unauthorized": "token refused", "connecting": "connecting"}.get(
             self.connection, "not connected")
         ext = f" ({self.config.extension})" if self.config.extension else ""
         dnd = ", do not disturb" if self.dnd else ""
-        return f"screenpop{ext}: {text}{dnd}"
+        to_return = f", {missed} missed call{'s' if missed != 1 else ''} to return" if missed > 0 else ""
+        return f"screenpop{ext}: {text}{dnd}{to_return}"
 
     def record_path(self, card: dict) -> str | None:
         """The card's record_url as a path on the daemon (an absolute one is cut to its path), or None."""
@@ -173,6 +201,8 @@ class TrayApp:
         self.notifier = Notifier(PhotoCache(config.server, config.resolved_token), timeout=config.notification_timeout)
         self.stream = EventStream(config.server, config.resolved_token, self.on_message, self.on_state,
                                   on_batch=self.on_batch)
+        self.missed = MissedCalls(config, self.refresh, config.missed_refresh)
+        self.call_back_failed = ""  # the last Call back's refusal in words, shown in the missed section
 
     # ---- stream callbacks (stream thread) --------------------------------------------------------
 
@@ -213,6 +243,8 @@ class TrayApp:
                      " (do not disturb)" if quiet else " (already over)" if stale else "")
             if not (quiet or stale):
                 self.notifier.handle(card)
+        if any(card.get("event") in ("missed", "answered") for _, card in cards):
+            self.missed.poke()  # a new missed call, or an answer that may have returned one
         if cards:
             self.refresh()
 
@@ -222,8 +254,8 @@ class TrayApp:
         icon = self.icon
         if icon is None:
             return
-        icon.icon = draw_icon(self.state.icon_kind())
-        icon.title = self.state.title()
+        icon.icon = draw_icon(self.state.icon_kind(), self.missed.count)
+        icon.title = self.state.title(self.missed.count)
         icon.update_menu()
 
     def open_page(self, path: str) -> None:
@@ -260,6 +292,7 @@ class TrayApp:
     def quit(self, *_: Any) -> None:
         log.info("quitting")
         self._quit.set()
+        self.missed.stop()
         self.stream.stop(timeout=2.0)
         if self.icon is not None:
             self.icon.stop()
@@ -282,13 +315,47 @@ class TrayApp:
         sub = [Item(one_line(r.menu_text(), 70), opener(r.path), enabled=bool(r.path)) for r in recent]
         items.append(Item("Recent calls", Menu(*sub) if sub else None, enabled=bool(sub)))
         items.append(Menu.SEPARATOR)
+        items.extend(self.missed_section(opener))
+        items.append(Menu.SEPARATOR)
         items.append(Item("Do not disturb", self.toggle_dnd, checked=lambda _: self.state.dnd))
         items.append(Item("Open dashboard", lambda *_: self.open_page("/dashboard")))
-        items.append(Item("Missed calls", lambda *_: self.open_page("/missed")))
         items.append(Item("Reconnect", self.reconnect))
         items.append(Menu.SEPARATOR)
         items.append(Item("Quit", self.quit))
         return items
+
+    # ---- missed calls to return (tray/missed.py) ---------------------------------------------------
+
+    def missed_section(self, opener: Callable[[str | None], Callable]) -> list:
+        """The menu's missed-calls section: how many are still to be returned, the newest of them (each with Open
+        and Call back), and the whole list on the web (this operator's)."""
+        Item, Menu = self._pystray.MenuItem, self._pystray.Menu
+        with self.missed.lock:
+            count, rows, error = self.missed.count, list(self.missed.calls), self.missed.error
+        head = f"Missed calls to return: {count}" if count else "No missed calls to return"
+        items = [Item(head + (" (not updated)" if error else ""), None, enabled=False)]
+        if self.call_back_failed:
+            items.append(Item(one_line(f"Call back failed: {self.call_back_failed}", 80), None, enabled=False))
+        for row in rows:
+            items.append(Item(row.menu_text(), Menu(
+                Item("Open", opener(row.path), enabled=bool(row.path)),
+                Item("Call back", self._caller(row.number), enabled=bool(row.number)))))
+        ext = self.config.extension
+        items.append(Item("Open missed calls list", opener("/missed" + (f"?extension={quote(ext)}" if ext else ""))))
+        return items
+
+    def _caller(self, number: str | None) -> Callable:
+        def start(*_: Any) -> None:
+            threading.Thread(target=self._call_back, args=(number,), daemon=True).start()
+        return start
+
+    def _call_back(self, number: str) -> None:
+        """Call back (tray/originate.py); a refusal in words stays in the missed section until the next Call back."""
+        placed, words = call_back(self.config, number)
+        self.call_back_failed = "" if placed else words
+        if placed:
+            self.missed.poke()
+        self.refresh()
 
     def run(self) -> int:
         log.info("tray for extension %s, daemon %s", self.config.extension or "(any)", self.config.server)
@@ -316,6 +383,7 @@ class TrayApp:
         def setup(icon) -> None:
             icon.visible = True
             self.stream.start()
+            self.missed.start()
 
         self.icon.run(setup=setup)
         self.stream.stop(timeout=2.0)

@@ -20,6 +20,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
+MIN_MISSED_REFRESH = 5.0  # the daemon counts the missed calls for each request: no tighter loop than this
 
 
 class TrayConfigError(Exception):
@@ -34,6 +35,7 @@ class TrayConfig:
     token_file: str = ""
     notification_timeout: float = 30.0  # seconds a pop stays up; 0 = until dismissed
     do_not_disturb: bool = False  # start in do-not-disturb
+    missed_refresh: float = 60.0  # seconds between reads of the missed calls to return; 0 = only on start and pops
 
     def resolved_token(self) -> str:
         """The token itself, read from token_file when that is set (re-read on every call: it may be rotated)."""
@@ -70,6 +72,9 @@ def validate(config: TrayConfig, where: str = "tray config") -> TrayConfig:
     server = _check_server(config.server, where)
     if config.notification_timeout < 0:
         raise TrayConfigError(f"{where}: notification_timeout must be 0 (until dismissed) or more seconds")
+    if config.missed_refresh < 0 or 0 < config.missed_refresh < MIN_MISSED_REFRESH:
+        raise TrayConfigError(f"{where}: missed_refresh must be 0 (only on start and after pops) or at least "
+                              f"{MIN_MISSED_REFRESH:g} seconds")
     if any(ch in config.extension for ch in "\r\n\t /"):
         raise TrayConfigError(f"{where}: extension {config.extension!r} is not an extension")
     return replace(config, server=server)

@@ -10,11 +10,13 @@ import time
 import pytest
 
 from screenpop.tray import config as tc
-from screenpop.tray.app import TrayState, draw_icon
+from screenpop.tray.app import BADGE, TrayState, draw_icon
+from screenpop.tray.missed import MissedCalls
+from screenpop.tray.originate import call_back
 from screenpop.tray.notify import Notifier, PhotoCache, card_text, esc
 from screenpop.tray.stream import EventStream, Message, SSEParser
 
-from desktop import PushServer, card, customer
+from desktop import PushServer, card, customer, missed_answer
 from support import wait_for
 
 
@@ -258,13 +260,16 @@ def test_config_errors_name_the_key(tmp_path):
     path = tmp_path / "t.toml"
     for text, words in [("server = 'ftp://x'", "server"), ("colour = 1", "unknown key 'colour'"),
                         ("notification_timeout = 'long'", "notification_timeout"), ("do_not_disturb = 1", "do_not_disturb"),
-                        ("server = ", "not valid TOML")]:
+                        ("server = ", "not valid TOML"), ("missed_refresh = 1", "missed_refresh must be 0"),
+                        ("missed_refresh = -5", "missed_refresh")]:
         path.write_text(text)
         with pytest.raises(tc.TrayConfigError, match=words):
             tc.load(path)
     with pytest.raises(tc.TrayConfigError, match="missing extension, token"):
         tc.setup(tmp_path / "new.toml", interactive=False)
     assert tc.load(tmp_path / "absent.toml") == tc.TrayConfig()
+    path.write_text("missed_refresh = 0")
+    assert tc.load(path).missed_refresh == 0.0 and tc.TrayConfig().missed_refresh == 60.0
 
 
 def test_default_path_follows_xdg(monkeypatch, tmp_path):
@@ -311,6 +316,56 @@ def test_icons_are_drawn_for_every_state():
     images = {k: draw_icon(k) for k in ("connected", "disconnected", "ringing", "dnd", "unauthorized")}
     assert all(im.size == (64, 64) for im in images.values())
     assert len({im.tobytes() for im in images.values()}) == 5
+
+
+def test_the_missed_count_is_a_badge_on_every_icon_and_in_the_tooltip():
+    for kind in ("connected", "ringing", "dnd"):
+        plain, three, many = draw_icon(kind), draw_icon(kind, 3), draw_icon(kind, 250)
+        assert draw_icon(kind, 0).tobytes() == plain.tobytes()
+        assert three.getpixel((60, 16))[:3] == BADGE and plain.getpixel((60, 16))[:3] != BADGE
+        assert three.tobytes() != many.tobytes()
+    st = TrayState(tc.TrayConfig(server="http://s:1", extension="1001"))
+    st.connection = "connected"
+    assert st.title(2) == "screenpop (1001): connected, 2 missed calls to return"
+    assert st.title(1).endswith("1 missed call to return") and "missed" not in st.title(0)
+
+
+def test_missed_calls_are_read_with_the_token_and_refreshed_when_poked(server):
+    server.missed = missed_answer(("m1", "Acme ehf", "+3545550001"), ("m2", "withheld number", None))
+    changes = []
+    missed = MissedCalls(tc.TrayConfig(server=server.url, token="secret-token", extension="1001"),
+                         lambda: changes.append(1), every=0)
+    missed.start()
+    try:
+        wait_for(lambda: missed.count == 2, 10, "the first read")
+        assert [(c.call_uuid, c.number, c.path) for c in missed.calls] == [
+            ("m1", "+3545550001", "/customers/new?number=+3545550001&call=m1"), ("m2", None, None)]
+        assert missed.calls[0].menu_text().endswith("  Acme ehf")
+        asked = [r for r in server.requests if r["path"].startswith("/api/v1/missed")]
+        assert asked[0]["path"] == "/api/v1/missed?state=open&limit=8"
+        assert asked[0]["headers"]["Authorization"] == "Bearer secret-token"
+        server.missed = missed_answer()
+        missed.poke()
+        wait_for(lambda: missed.count == 0 and not missed.calls, 10, "the read after the poke")
+        assert len(changes) == 2
+        server.missed = None  # an older daemon: 404; the last count stays, the error is kept
+        missed.poke()
+        wait_for(lambda: missed.error == "HTTP 404", 10, "the refusal")
+    finally:
+        missed.stop()
+    bad = MissedCalls(tc.TrayConfig(server=server.url, token="wrong"), lambda: None, every=0)
+    bad.refresh()
+    assert bad.error == "HTTP 401" and bad.count == 0
+
+
+def test_call_back_posts_to_originate_and_says_a_refusal_in_words(server):
+    config = tc.TrayConfig(server=server.url, token="secret-token", extension="1001")
+    assert call_back(config, "+3545550001") == (True, "dialling +3545550001")
+    sent = [r for r in server.requests if r["path"] == "/api/v1/originate"][-1]
+    assert sent["body"] == {"number": "+3545550001"} and sent["headers"]["Authorization"] == "Bearer secret-token"
+    server.originate = (409, {"error": "your phone (1001) is not registered", "cause": "USER_NOT_REGISTERED"})
+    assert call_back(config, "+3545550001") == (False, "your phone (1001) is not registered")
+    assert call_back(tc.TrayConfig(server="http://127.0.0.1:9", token="x"), "1")[0] is False
 
 
 def test_tray_modules_import_without_a_display(monkeypatch):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from desktop import Desktop, PushServer, card, customer, missing_tools, wait_file_lines
+from desktop import Desktop, PushServer, card, customer, missed_answer, missing_tools, wait_file_lines
 from support import http_ready, wait_for
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="a freedesktop desktop")
@@ -173,7 +173,7 @@ def test_pop_closes_when_answered_elsewhere(session):
 def test_menu_do_not_disturb_silences_the_next_call(session):
     d = session.desktop
     # menu: caller, Recent calls, Do not disturb, Open dashboard, Missed calls, Reconnect, Quit
-    session.menu("Down", "Down", "Down", "Return")
+    session.menu("Down", "Down", "Down", "Down", "Return")
     wait_for(lambda: "do not disturb on" in session.log(), 5, "do not disturb on")
     wait_for(lambda: "do not disturb" in session.tray_window_name(), 5, "the icon's title")
     d.close_all()
@@ -185,7 +185,7 @@ def test_menu_do_not_disturb_silences_the_next_call(session):
     time.sleep(0.3)  # a notification wrongly sent would be on screen by now
     d.close_all()
     assert session.newest() == seen, "no notification while do-not-disturb"
-    session.menu("Down", "Down", "Down", "Return")
+    session.menu("Down", "Down", "Down", "Down", "Return")
     wait_for(lambda: "do not disturb off" in session.log(), 5, "do not disturb off")
     shown = session.pop(card(call_uuid="q2", customer=customer()))
     assert shown["summary"] == "Norðurljós ehf."
@@ -358,13 +358,56 @@ def test_backend_is_appindicator_only_when_a_status_notifier_host_listens(sessio
         holder.wait(10)
 
 
+def _badge_pixels(session, shot: Path) -> int:
+    """How many pixels of the tray icon, as trayer shows it, are the missed calls' badge red."""
+    from PIL import Image
+
+    from screenpop.tray.app import BADGE
+
+    geometry = dict(line.split("=", 1) for line in session.desktop.xdotool(
+        "getwindowgeometry", "--shell", session.tray_window()).stdout.split())
+    x, y, w, h = (int(geometry[k]) for k in ("X", "Y", "WIDTH", "HEIGHT"))
+    session.desktop.screenshot(shot)
+    icon = Image.open(shot).convert("RGB").crop((x, y, x + w, y + h))
+    return sum(n for n, colour in icon.getcolors(w * h) if all(abs(a - b) <= 12 for a, b in zip(colour, BADGE)))
+
+
+def test_missed_calls_to_return_on_the_icon_and_in_the_menu(session, tmp_path):
+    """Issue 16: the operator's unreturned missed calls as a count on the icon and its tooltip, and a menu section
+    listing them, each with Open and Call back (POST /api/v1/originate with the tray's token)."""
+    server = session.server
+    assert _badge_pixels(session, tmp_path / "no-badge.png") == 0
+    server.missed = missed_answer(("m1", "Acme ehf", "+3545550001"), ("m2", "Bjarni", "+3545550002"))
+    try:
+        server.push(card(event="missed", call_uuid="m2", number="+3545550002"))  # a missed pop: read them again
+        wait_for(lambda: any(n.endswith("connected, 2 missed calls to return") for n in session.window_names()), 10,
+                 f"the count in the tooltip\n{session.log()[-2000:]}")
+        wait_for(lambda: _badge_pixels(session, tmp_path / "badge.png") > 20, 10, "the badge on the icon")
+        # menu: caller, Recent calls, (the count), m1 > Open / Call back, m2 > …, Open missed calls list, …
+        session.menu("Down", "Down", "Down", "Right", "Down", "Return")  # m1 > Call back
+        wait_for(lambda: any(r["path"] == "/api/v1/originate" for r in server.requests), 10, "the originate")
+        sent = [r for r in server.requests if r["path"] == "/api/v1/originate"][-1]
+        assert sent["body"] == {"number": "+3545550001"} and sent["headers"]["Authorization"] == "Bearer secret-token"
+        lines = len(session.urls.read_text().splitlines()) if session.urls.exists() else 0
+        session.menu("Down", "Down", "Down", "Down", "Right", "Return")  # m2 > Open
+        assert wait_file_lines(session.urls, lines + 1)[-1].startswith(f"{server.url}/customers/new?number=+3545550002")
+        session.menu("Down", "Down", "Down", "Down", "Down", "Return")  # Open missed calls list (this operator's)
+        assert wait_file_lines(session.urls, lines + 2)[-1] == f"{server.url}/missed?extension=1001"
+    finally:
+        server.missed = missed_answer()
+        server.push(card(event="missed", call_uuid="m3", number="+3545550003"))  # read again: none left
+        wait_for(lambda: any(n.endswith(": connected") for n in session.window_names()), 10, "no count any more")
+        server.missed = None
+
+
 def test_menu_dashboard_missed_calls_reconnect_and_quit(session):
-    # menu: caller, Recent calls, Do not disturb, Open dashboard, Missed calls, Reconnect, Quit
+    # menu: caller, Recent calls, (no missed calls), Open missed calls list, Do not disturb, Open dashboard,
+    # Reconnect, Quit
     lines = len(session.urls.read_text().splitlines()) if session.urls.exists() else 0
-    session.menu("Down", "Down", "Down", "Down", "Return")
-    assert wait_file_lines(session.urls, lines + 1)[-1] == f"{session.server.url}/dashboard"
     session.menu("Down", "Down", "Down", "Down", "Down", "Return")
-    assert wait_file_lines(session.urls, lines + 2)[-1] == f"{session.server.url}/missed"
+    assert wait_file_lines(session.urls, lines + 1)[-1] == f"{session.server.url}/dashboard"
+    session.menu("Down", "Down", "Down", "Return")
+    assert wait_file_lines(session.urls, lines + 2)[-1] == f"{session.server.url}/missed?extension=1001"
     requests = len(session.server.event_requests())
     session.menu("Down", "Down", "Down", "Down", "Down", "Down", "Return")
     wait_for(lambda: len(session.server.event_requests()) > requests, 10, "a new stream after Reconnect")
@@ -382,8 +425,9 @@ def test_appindicator_backend_falls_back_into_an_xembed_tray_with_its_menu(sessi
         wait_for(lambda: "state connected" in session.log("tray-indicator"), 20, "the indicator tray's stream")
         assert "pystray's appindicator backend" in session.log("tray-indicator")
         wait_for(lambda: any(n.endswith(": connected") for n in session.window_names()), 10, "its icon in trayer")
-        # a fresh tray: Recent calls is disabled (skipped), so the first item reached is Do not disturb
-        session.menu("Down", "Return")
+        # a fresh tray: Recent calls and the missed calls' count are disabled (skipped), so the items reached are
+        # Open missed calls list, then Do not disturb
+        session.menu("Down", "Down", "Return")
         wait_for(lambda: "do not disturb on" in session.log("tray-indicator"), 5, "do not disturb from its menu")
     finally:
         tray.terminate()
