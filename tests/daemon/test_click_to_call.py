@@ -15,7 +15,7 @@ from screenpop.db.migrations import migrate
 from screenpop.db.models import CallEvent
 
 from sse import Stream
-from support import daemon, free_port, http_ready, pops_by_extension, simulator, wait_for, write_config
+from support import CAPTURES, daemon, free_port, http_ready, pops_by_extension, simulator, wait_for, write_config
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -26,14 +26,15 @@ def db_url(request) -> str:
 class Site:
     """The simulator (idle: protocol only, 1001-1010 registered, 1003 never answers) and a daemon following it."""
 
-    def __init__(self, tmp_path, db_url: str, originate: str = "ring_timeout = 20\n", speed: str = "20") -> None:
+    def __init__(self, tmp_path, db_url: str, originate: str = "ring_timeout = 20\n", speed: str = "20",
+                 mode: tuple[str, ...] = ()) -> None:
         self.db = open_database(db_url)
         migrate(self.db)
         _, self.operator = tokens.create("1001")
         _, self.other = tokens.create("1003")
         _, self.admin = tokens.create(None, role="admin")
         self.esl_port, self.http_port = free_port(), free_port()
-        self.sim = simulator(tmp_path, self.esl_port, "--no-answer", "1003", "--originate-speed", speed)
+        self.sim = simulator(tmp_path, self.esl_port, "--no-answer", "1003", "--originate-speed", speed, *mode)
         config = write_config(tmp_path / "screenpop.toml", self.esl_port, db_url, self.http_port,
                               originate="[originate]\n" + originate)
         self.daemon = daemon(tmp_path, config)
@@ -52,6 +53,14 @@ class Site:
         data = json.loads(response.read() or b"{}")
         conn.close()
         return response.status, {k.lower(): v for k, v in response.getheaders()}, data
+
+    def get(self, token: str, path: str) -> tuple[int, dict]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=30)
+        conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+        response = conn.getresponse()
+        data = json.loads(response.read() or b"{}")
+        conn.close()
+        return response.status, data
 
     def close(self) -> None:
         self.daemon.close()
@@ -85,6 +94,32 @@ def test_click_to_call_is_recorded_as_the_operators_outgoing_call_with_its_pops_
     pops = pops_by_extension(CallEvent.select(CallEvent.extension, CallEvent.event).order_by(CallEvent.id).tuples())
     assert pops == {"1001": ["dialing", "answered", "ended"]}
     assert site.daemon.terminate() == 0, site.daemon.log()
+
+
+def test_a_click_to_call_callback_returns_the_missed_call(tmp_path, db_url):
+    """Issue 16: the simulator replays a missed call to 1001; 1001 calls the number back (POST /api/v1/originate), the
+    far end answers, and the missed call is returned by 1001: no longer open, in GET /api/v1/missed?state=returned."""
+    from screenpop.db.models import Call
+
+    site = Site(tmp_path, db_url, mode=("--replay", str(CAPTURES / "inbound-missed.plain.esl"), "--speed", "0",
+                                        "--linger", "120"))
+    try:
+        wait_for(lambda: Call.select().where(Call.missed, Call.ended_at.is_null(False)).exists(), 30, "the missed call")
+        missed_uuid = Call.get(Call.missed).uuid
+        status, body = site.get(site.operator, "/api/v1/missed")
+        assert status == 200 and (body["open"], [c["call_uuid"] for c in body["calls"]]) == (1, [missed_uuid]), body
+        assert body["calls"][0]["e164"] == "+3545551234" and body["calls"][0]["callable"] is True
+        status, _, answer = site.originate(site.operator, {"number": body["calls"][0]["e164"]})
+        assert status == 200, answer
+        wait_for(lambda: Call.select().where(Call.direction == "OUTGOING", Call.ended_at.is_null(False)).exists(), 60,
+                 "the callback to be stored as ended")
+        status, body = site.get(site.operator, "/api/v1/missed?state=returned")
+        assert status == 200 and body["open"] == 0 and body["counts"]["returned"] == 1, body
+        [row] = body["calls"]
+        assert row["call_uuid"] == missed_uuid and row["returned"]["by"] == "1001"
+        assert row["returned"]["call_uuid"] == answer["uuid"] and row["returned"]["direction"] == "OUTGOING"
+    finally:
+        site.close()
 
 
 def test_freeswitchs_refusals_come_back_in_words(site):
