@@ -403,3 +403,49 @@ def test_call_button_rings_the_operators_phone_then_dials_the_number(rig):
     finally:
         context.close()
         idle.close()
+
+
+def test_missed_list_record_link_call_button_mark_done_and_undo(rig):
+    """Issue 16: the missed list's rows: the record link (or the new-customer link), Call back but never for a withheld
+    number, Mark done and Undo with who and when."""
+    import datetime as dt
+
+    from screenpop.db.models import CallParty, utcnow
+
+    known = Customer.create(name="Gunna", company="Missed ehf")
+    add_phone(known, "+354 555 0771", "office", RULES)
+    for uuid, number, customer in (("bm-known", "+3545550771", known), ("bm-stranger", "+3545550772", None),
+                                   ("bm-withheld", None, None)):
+        call = Call.create(uuid=uuid, direction="INCOMING", external_number=number or "anonymous", external_e164=number,
+                           customer=customer, matches=1 if customer else 0, missed=True,
+                           started_at=utcnow() - dt.timedelta(days=3, minutes=len(uuid)))
+        CallParty.create(call=call, extension="1001", role="callee", outcome="missed", rang_at=call.started_at)
+    context, page = rig.browser()
+    try:
+        page.goto(rig.mint(rig.op, "/missed?extension=1001"))
+        row = page.locator('tr[data-call="bm-known"]')
+        assert row.locator("form.call button").count() == 1
+        assert page.locator('tr[data-call="bm-stranger"] form.call button').count() == 1
+        assert "2 not returned, 1 withheld" in page.locator("p.counts").inner_text()
+        assert page.locator('tr[data-call="bm-stranger"] a', has_text="unknown: add").get_attribute("href") == \
+            "/customers/new?number=%2B3545550772&call=bm-stranger"
+        rig.shot(page, "missed-list")
+        page.click("nav.tabs a:has-text('Withheld')")  # counted apart, never "not returned"
+        withheld = page.locator('tr[data-call="bm-withheld"]')
+        assert withheld.locator("form.call").count() == 0 and "withheld" in withheld.inner_text()
+        page.goto(rig.base + "/missed?extension=1001")
+        row.locator("button", has_text="Mark done").click()
+        page.wait_for_url("**/missed?extension=1001")
+        assert page.locator(".flash").inner_text() == "Marked done."
+        assert page.locator('tr[data-call="bm-known"]').count() == 0
+        page.goto(rig.base + "/missed?extension=1001&state=done")
+        row = page.locator('tr[data-call="bm-known"]')
+        assert "done by 1001 Anna Jónsdóttir at" in row.inner_text()
+        row.locator("button", has_text="Undo").click()
+        page.wait_for_url("**/missed?extension=1001&state=done")
+        page.goto(rig.base + "/missed?extension=1001")
+        page.locator('tr[data-call="bm-known"] a', has_text="Missed ehf").click()
+        page.wait_for_url(f"**/customers/{known.id}")
+        assert "Missed ehf" in page.locator("h1").inner_text()
+    finally:
+        context.close()
