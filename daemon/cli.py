@@ -140,6 +140,23 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 1 if report.errors else 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export customers or orders as CSV with their custom fields, in the columns `screenpop import` reads."""
+    from screenpop.daemon.customers import exporter
+
+    config = _load_config(args.config)
+    setup_logging(config.log.level)
+    db = _open_db(config)
+    write = exporter.export_customers if args.kind == "customers" else exporter.export_orders
+    if args.out in (None, "-"):
+        count = write(db, sys.stdout)
+    else:
+        with open(args.out, "w", encoding="utf-8", newline="") as out:
+            count = write(db, out)
+    print(f"{args.kind}: {count} exported", file=sys.stderr)
+    return 0
+
+
 def cmd_calls(args: argparse.Namespace) -> int:
     """List recorded calls, newest last."""
     from screenpop.daemon.reports.callrecords import call_records
@@ -295,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="CSV file, or the folder of photos named <external_id>.jpg|png|webp")
     p.add_argument("--photo-dir", help="where imported photos are stored (default: <state dir>/photos)")
     p.set_defaults(func=cmd_import, gevent=False)
+
+    p = sub.add_parser("export", help=cmd_export.__doc__)
+    config_arg(p)
+    p.add_argument("kind", choices=["customers", "orders"])
+    p.add_argument("--out", "-o", metavar="FILE", help="write here (default: standard output)")
+    p.set_defaults(func=cmd_export, gevent=False)
 
     p = sub.add_parser("calls", help=cmd_calls.__doc__)
     config_arg(p)

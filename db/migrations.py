@@ -12,7 +12,8 @@ from typing import NamedTuple
 import peewee
 
 from screenpop.db import callfacts, search
-from screenpop.db.models import ALL_MODELS, Call, CdrLeg, MissedDone, SchemaVersion, Setting, SigninLink, WebSession
+from screenpop.db.models import (ALL_MODELS, Call, Category, CdrLeg, CustomField, MissedDone, SchemaVersion, Setting,
+                                 SigninLink, WebSession)
 from screenpop.db.numbers import valid_country_code
 
 _LOCK_KEY = 0x5C2EE9  # pg advisory lock id: one migrating process at a time
@@ -43,7 +44,9 @@ def _web_sessions(db: peewee.Database) -> None:
 
 
 def _search(db: peewee.Database) -> None:
-    """The customer search index, filled from what is stored (a customer's calls use migration 4's index)."""
+    """The customer search index, filled from what is stored (a customer's calls use migration 4's index); it
+    reads the custom field text, so that column comes first on a database made before migration 15."""
+    _custom_columns(db)
     search.install(db)
 
 
@@ -116,6 +119,36 @@ def _missed_done(db: peewee.Database) -> None:
     db.create_tables([MissedDone], safe=True)
 
 
+# the categories a database starts with: (name, colour, flag); regular is the default
+DEFAULT_CATEGORIES = (("regular", "#2563eb", ""), ("vip", "#ca8a04", "\u2605 VIP"), ("problem", "#dc2626", "\u26a0 Problem"))
+OTHER_COLOUR = "#64748b"  # a category found on customers but not in the defaults
+
+
+def _custom_columns(db: peewee.Database) -> None:
+    """The JSON column of custom field values on customer and order, and the customer's searchable custom text."""
+    wanted = {"customer": ("custom", "custom_text"), "order": ("custom",)}
+    for table, columns in wanted.items():
+        have = {c.name for c in db.get_columns(table)}
+        for column in columns:
+            if column not in have:
+                default = "'{}'" if column == "custom" else "''"
+                db.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN {column} TEXT NOT NULL DEFAULT {default}')
+
+
+def _custom_fields(db: peewee.Database) -> None:
+    """Custom fields (definitions, values on customers and orders, their text in the search index) and the
+    category list, seeded with regular / VIP / problem and any other category customers already have."""
+    _custom_columns(db)
+    db.create_tables([CustomField, Category], safe=True)
+    if not Category.select().exists():
+        for position, (name, colour, flag) in enumerate(DEFAULT_CATEGORIES):
+            Category.create(name=name, colour=colour, flag=flag, position=position, is_default=name == "regular")
+        used = [row[0] for row in db.execute_sql("SELECT DISTINCT category FROM customer ORDER BY category")]
+        for position, name in enumerate((n for n in used if n not in {c[0] for c in DEFAULT_CATEGORIES}), 10):
+            Category.create(name=name, colour=OTHER_COLOUR, flag="", position=position)
+    search.reinstall(db)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "create all tables", _create_tables),
     Migration(2, "web sign-in: shared settings and one-time sign-in links", _web_signin),
@@ -132,6 +165,7 @@ MIGRATIONS: list[Migration] = [
     Migration(12, "FreeSWITCH's CDRs: received legs, recovered calls", _cdr_legs),
     Migration(13, "call_event's number and name columns named for what they hold: the pop's peer", _pop_peer_columns),
     Migration(14, "missed calls marked done: who and when, undone by deleting the row", _missed_done),
+    Migration(15, "custom fields on customers and orders, searched; the category list", _custom_fields),
 ]
 
 

@@ -21,7 +21,8 @@ from peewee import (
 
 database = DatabaseProxy()
 
-CATEGORIES = ("regular", "vip", "problem")
+FIELD_ENTITIES = ("customer", "order")
+FIELD_KINDS = ("text", "longtext", "number", "money", "date", "choice", "yesno", "link")
 DIRECTIONS = ("INCOMING", "OUTGOING", "INTERNAL")
 POP_EVENTS = ("ringing", "dialing", "answered", "answered_elsewhere", "missed", "transferred", "ended")
 
@@ -60,6 +61,10 @@ class Customer(BaseModel):
     photo = CharField(max_length=500, null=True)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
+    # custom field values as one JSON object {key: stored text} (daemon/customers/fields.py), read with the row;
+    # custom_text: the text and choice values, for the search index (db/search.py)
+    custom = TextField(default="{}", constraints=[SQL("DEFAULT '{}'")])
+    custom_text = TextField(default="", constraints=[SQL("DEFAULT ''")])
 
 
 class Phone(BaseModel):
@@ -90,6 +95,33 @@ class Order(BaseModel):
     amount = DecimalField(max_digits=14, decimal_places=2, default=0)
     paid = DecimalField(max_digits=14, decimal_places=2, default=0)
     status = CharField(max_length=16, default="open")
+    custom = TextField(default="{}", constraints=[SQL("DEFAULT '{}'")])  # custom field values, as Customer.custom
+
+
+class CustomField(BaseModel):
+    """A field an admin defined on customers or orders: its values live in the record's custom JSON under key."""
+
+    id = AutoField()
+    entity = CharField(max_length=16)  # FIELD_ENTITIES
+    key = CharField(max_length=40)
+    label = CharField(max_length=100)
+    kind = CharField(max_length=16)  # FIELD_KINDS
+    required = BooleanField(default=False)
+    options = TextField(default="[]")  # a choice's options, a JSON list of strings
+    position = IntegerField(default=0)
+
+    class Meta:
+        indexes = ((("entity", "key"), True),)
+
+
+class Category(BaseModel):
+    """A customer category the admin edits: name (what customer.category holds), colour, the flag shown on the pop."""
+
+    name = CharField(max_length=16, primary_key=True)
+    colour = CharField(max_length=7)  # #rrggbb
+    flag = CharField(max_length=40, default="")
+    position = IntegerField(default=0)
+    is_default = BooleanField(default=False)  # new customers and empty CSV cells get it; exactly one is
 
 
 class Call(BaseModel):
@@ -246,4 +278,4 @@ class SchemaVersion(BaseModel):
 
 
 ALL_MODELS = [Employee, Customer, Phone, Order, Call, CallParty, CallEvent, ApiToken, Setting, SigninLink, WebSession,
-              CdrLeg, MissedDone]
+              CdrLeg, MissedDone, CustomField, Category]

@@ -1,4 +1,5 @@
-"""Customer search: one free-text box over name, company, city and phone numbers, fast with a million customers.
+"""Customer search: one free-text box over name, company, city, the text and choice custom fields and phone numbers,
+fast with a million customers.
 
 Text is folded (lower case, accents and Icelandic letters to ASCII, punctuation to spaces) by one map, used
 alike for the stored text and for the query, so both sides agree. SQLite keeps the folded text in an FTS5
@@ -64,7 +65,8 @@ def _pg_fold(arg: str) -> str:
     return expr
 
 
-_NAMES = "' ' || name || ' | ' || company || ' | ' || city || ' '"  # padded: every word has a space on each side
+# padded: every word has a space on each side; custom_text holds the text and choice custom field values
+_NAMES = "' ' || name || ' | ' || company || ' | ' || city || ' | ' || custom_text || ' '"
 _PG_NAMES = _pg_fold(_NAMES)
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _SINGLE_TABLE = str.maketrans(_SINGLE)
@@ -87,6 +89,18 @@ def install(db: peewee.Database) -> None:
         _install_sqlite(db)
     else:
         _install_postgres(db)
+
+
+def reinstall(db: peewee.Database) -> None:
+    """Build the index again over what _NAMES reads now (migration 15 added the custom field text to it)."""
+    if isinstance(db, peewee.SqliteDatabase):
+        for n in range(len(_FOLD_VIEWS), 0, -1):
+            db.execute_sql(f"DROP VIEW IF EXISTS customer_fold_{n}")
+        for trigger in ("customer_search_ai", "customer_search_au"):
+            db.execute_sql(f"DROP TRIGGER IF EXISTS {trigger}")
+    else:
+        db.execute_sql("ALTER TABLE customer DROP COLUMN IF EXISTS search_text")  # its index goes with it
+    install(db)
 
 
 def _digits_sql(customer: str) -> str:
@@ -126,7 +140,7 @@ def _install_sqlite(db: peewee.Database) -> None:
     triggers = {
         "customer_search_ai": f"AFTER INSERT ON customer BEGIN "
         f"INSERT INTO customer_search (rowid, names, digits) VALUES (new.id, {folded['new.id']}, {digits['new.id']}); END",
-        "customer_search_au": f"AFTER UPDATE OF name, company, city ON customer BEGIN "
+        "customer_search_au": f"AFTER UPDATE OF name, company, city, custom_text ON customer BEGIN "
         f"UPDATE customer_search SET names = {folded['new.id']} WHERE rowid = new.id; END",
         "customer_search_ad": "AFTER DELETE ON customer BEGIN DELETE FROM customer_search WHERE rowid = old.id; END",
         "phone_search_ai": f"AFTER INSERT ON phone BEGIN "

@@ -14,7 +14,7 @@ from typing import Any
 
 import peewee
 
-from screenpop.daemon.customers import values
+from screenpop.daemon.customers import fields as custom, values
 from screenpop.daemon.customers.lookup import phone_columns
 from screenpop.daemon.reports.callrecords import calls_query, records
 from screenpop.db.models import Call, CallParty, Customer, Employee, Order, Phone, database, utcnow
@@ -98,8 +98,20 @@ def only(body: dict, allowed: set[str]) -> None:
         raise DataError(400, f"unknown field(s): {', '.join(unknown)}")
 
 
+def custom_input(body: dict) -> dict | None:
+    """The custom field values of body's "fields" object as given (checked against the definitions when stored), or
+    None when absent."""
+    if "fields" not in body:
+        return None
+    given = body["fields"]
+    if not isinstance(given, dict):
+        raise DataError(400, 'fields: must be an object of field key: value, e.g. {"contract": "A-12"}')
+    return given
+
+
 def customer_fields(body: dict) -> dict:
-    """The customer columns present in body, checked; "" or None clears external_id."""
+    """The customer columns present in body, checked; "" or None clears external_id. The category (checked against
+    the list) and the custom values ("custom", checked against the definitions) are checked when stored."""
     fields = {}
     for key, max_len in CUSTOMER_FIELDS.items():
         value = text(body, key, max_len)
@@ -112,10 +124,10 @@ def customer_fields(body: dict) -> dict:
     if "category" in body:
         if not isinstance(body["category"], str):
             raise DataError(400, "category: must be a string")
-        try:
-            fields["category"] = values.category(body["category"])
-        except ValueError as exc:
-            raise DataError(400, f"category: {exc}") from None
+        fields["category"] = body["category"]
+    given = custom_input(body)
+    if given is not None:
+        fields["custom"] = given
     return fields
 
 
@@ -153,6 +165,9 @@ def order_fields(body: dict, creating: bool) -> dict:
     if "responsible_id" in body:
         emp = body["responsible_id"]
         fields["responsible"] = None if emp is None else ident(emp, "responsible_id")
+    given = custom_input(body)
+    if given is not None or creating:
+        fields["custom"] = given or {}
     return fields
 
 
@@ -195,7 +210,8 @@ def customer_brief(c: Customer) -> dict:
 
 def customer_full(c: Customer) -> dict:
     out = customer_brief(c)
-    out.update(note=c.note, has_photo=bool(c.photo), created_at=iso(c.created_at), updated_at=iso(c.updated_at))
+    out.update(note=c.note, has_photo=bool(c.photo), created_at=iso(c.created_at), updated_at=iso(c.updated_at),
+               fields=custom.decode(c.custom))
     return out
 
 
@@ -207,7 +223,7 @@ def order_dict(o: Order) -> dict:
     total, paid = Decimal(o.amount or 0), Decimal(o.paid or 0)
     return {"id": o.id, "customer_id": o.customer_id, "number": o.number, "title": o.title, "stage": o.stage,
             "responsible_id": o.responsible_id, "amount": money(total), "paid": money(paid),
-            "debt": money(total - paid), "status": o.status}
+            "debt": money(total - paid), "status": o.status, "fields": custom.decode(o.custom)}
 
 
 def employee_dict(e: Employee) -> dict:
@@ -243,12 +259,37 @@ def check_name(fields: dict, current: Customer | None = None) -> None:
         raise DataError(400, "name or company: one of them is required")
 
 
+def _stored_fields(fields: dict, current: Customer | None) -> dict:
+    """fields with the category checked against the list (the default when creating without one) and the custom
+    values checked against the definitions and merged into the stored ones (custom, custom_text)."""
+    db = database.obj
+    out = {k: v for k, v in fields.items() if k != "custom"}
+    if "category" in fields or current is None:
+        listed = custom.load_categories(db)
+        if "category" in fields:
+            try:
+                out["category"] = values.category(fields["category"], [c.name for c in listed])
+            except ValueError as exc:
+                raise DataError(400, f"category: {exc}") from None
+        else:
+            out["category"] = custom.default_category(listed)
+    if "custom" in fields or current is None:
+        defs = custom.load_fields(db, "customer")
+        try:
+            change = custom.changes(defs, fields.get("custom") or {}, creating=current is None)
+        except ValueError as exc:
+            raise DataError(400, f"fields.{exc}") from None
+        found = custom.merged(custom.decode(current.custom) if current else {}, change)
+        out["custom"], out["custom_text"] = custom.encode(found), custom.search_text(defs, found)
+    return out
+
+
 def create_customer(fields: dict, phones: list[tuple[Number, str, str]]) -> int:
     """A new customer with its numbers (checked with customer_fields / phone_input); its id."""
     check_name(fields)
     if fields.get("external_id") and Customer.get_or_none(Customer.external_id == fields["external_id"]):
         raise DataError(409, "external_id: already used by another customer")
-    c = Customer.create(**fields)
+    c = Customer.create(**_stored_fields(fields, None))
     for number, raw, label in phones:
         store_phone(c.id, number, raw, label)
     return c.id
@@ -261,7 +302,7 @@ def update_customer(customer_id: int, fields: dict) -> None:
     if ext and Customer.get_or_none((Customer.external_id == ext) & (Customer.id != c.id)):
         raise DataError(409, "external_id: already used by another customer")
     if fields:
-        Customer.update(**fields, updated_at=utcnow()).where(Customer.id == c.id).execute()
+        Customer.update(**_stored_fields(fields, c), updated_at=utcnow()).where(Customer.id == c.id).execute()
 
 
 def delete_customer(customer_id: int) -> str | None:
@@ -328,12 +369,25 @@ def _check_employee(fields: dict) -> None:
         raise DataError(400, f"responsible_id: no employee {emp}")
 
 
+def _order_custom(fields: dict, current: Order | None) -> dict:
+    """fields with the custom values checked against the order fields' definitions and merged into the stored ones."""
+    if "custom" not in fields:
+        return fields
+    defs = custom.load_fields(database.obj, "order")
+    try:
+        change = custom.changes(defs, fields["custom"], creating=current is None)
+    except ValueError as exc:
+        raise DataError(400, f"fields.{exc}") from None
+    found = custom.merged(custom.decode(current.custom) if current else {}, change)
+    return {**fields, "custom": custom.encode(found)}
+
+
 def create_order(customer_id: int, fields: dict) -> Order:
     get_customer(customer_id)
     _check_employee(fields)
     if Order.get_or_none(Order.number == fields["number"]):
         raise DataError(409, f"number: order {fields['number']!r} exists already")
-    return Order.create(customer=customer_id, **fields)
+    return Order.create(customer=customer_id, **_order_custom(fields, None))
 
 
 def update_order(order_id: int, fields: dict) -> Order:
@@ -342,7 +396,7 @@ def update_order(order_id: int, fields: dict) -> Order:
         raise DataError(409, f"order {order_id} is closed")
     _check_employee(fields)
     if fields:
-        Order.update(**fields).where(Order.id == order_id).execute()
+        Order.update(**_order_custom(fields, order)).where(Order.id == order_id).execute()
     return get_order(order_id)
 
 

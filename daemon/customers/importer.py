@@ -4,7 +4,10 @@ Every importer returns an ImportReport. A file-level problem (not UTF-8, broken 
 is reported before anything is written; a bad row is reported with its physical line number (the header is line 1)
 and the other rows still import. Rows are written in batches, one transaction per batch. Re-importing updates
 rows by their key and only touches the columns the file has. Values are checked by daemon/customers/values.py's rules, as the API
-and the web pages check them; an empty cell is the column's default (category regular, amount 0).
+and the web pages check them; an empty cell is the column's default (the default category, amount 0). The custom
+fields defined for customers and orders are columns named by their keys (daemon/customers/fields.py). A cell
+written by screenpop's CSV export with an apostrophe before a formula character (reports/export.py) is read back
+without it, so an export imports as it was.
 """
 from __future__ import annotations
 
@@ -20,10 +23,11 @@ from typing import Any
 
 import peewee
 
-from screenpop.daemon.customers import photofiles
+from screenpop.daemon.customers import fields as custom, photofiles
 from screenpop.daemon.customers import values as checks
 from screenpop.daemon.customers.images import ImageRejected
 from screenpop.daemon.customers.lookup import phone_columns
+from screenpop.daemon.reports.export import unescape_cell
 from screenpop.db import models
 from screenpop.db.database import private_dir
 from screenpop.db.models import Customer, Employee, Order, Phone
@@ -164,7 +168,7 @@ def _rows(path: Path, columns: list[str | None]) -> Iterator[tuple[int, dict[str
         if len(fields) != len(columns):
             yield line, f"has {len(fields)} fields but the header has {len(columns)}"
             continue
-        values = {name: value.strip() for name, value in zip(columns, fields) if name is not None}
+        values = {name: unescape_cell(value.strip()) for name, value in zip(columns, fields) if name is not None}
         bad = next((name for name, value in values.items() if _NUL in value), None)
         if bad:
             yield line, f"{bad} contains a NUL or U+FFFF character"
@@ -282,6 +286,7 @@ def _execute_many(db: peewee.Database, text: str, rows: list[Sequence[Any]]) -> 
 # ---------------------------------------------------------------- customers
 
 _CUSTOMER_FIELDS = ("name", "company", "category", "note", "city", "country")
+_INSERTED = (*_CUSTOMER_FIELDS, "custom", "custom_text")
 _CUSTOMERS = _Spec(("external_id",), (*_CUSTOMER_FIELDS, "phones"))
 
 
@@ -291,11 +296,30 @@ class _CustomerRow:
     external_id: str
     fields: dict[str, str]
     phones: dict[str, tuple[str, int | None, str, str]] | None  # e164 -> (rev, country_code, raw, label); None: absent
+    custom: dict[str, str]  # the custom field columns the file has, checked ("" clears)
+
+
+def _custom_cells(defs: list[custom.Field], values: dict[str, str]) -> dict[str, str]:
+    """The custom field cells of a row, checked by daemon/customers/values.py's rules; the row's error otherwise."""
+    try:
+        return custom.changes(defs, {f.key: values[f.key] for f in defs if f.key in values}, creating=False)
+    except ValueError as exc:
+        raise _RowError(str(exc)) from None
+
+
+def _missing_required(defs: list[custom.Field], found: dict[str, str]) -> str | None:
+    """The error of a new row without a value for a required field, else None."""
+    missing = next((f for f in defs if f.required and not found.get(f.key)), None)
+    return f"{missing.key}: required ({missing.label})" if missing else None
 
 
 def import_customers(path: str | os.PathLike[str], rules: NumberRules) -> ImportReport:
     """Import or update customers keyed by external_id; a customer's phones become exactly the file's set."""
     seen: dict[str, int] = {}
+    db = models.database.obj
+    defs = custom.load_fields(db, "customer") if db is not None else []
+    listed = custom.load_categories(db) if db is not None else []
+    names, default = [c.name for c in listed], custom.default_category(listed)
 
     def prepare(line: int, values: dict[str, str]) -> _CustomerRow:
         external_id = _text(values, "external_id", Customer)
@@ -306,14 +330,16 @@ def import_customers(path: str | os.PathLike[str], rules: NumberRules) -> Import
         fields = {name: _text(values, name, Customer) for name in _CUSTOMER_FIELDS if name in values}
         if "category" in fields:
             try:
-                fields["category"] = checks.category(fields["category"]) if fields["category"] else "regular"
+                fields["category"] = checks.category(fields["category"], names) if fields["category"] else default
             except ValueError as exc:
                 raise _RowError(f"category {exc}") from None
         phones = _parse_phones(values["phones"], rules) if "phones" in values else None
+        cells = _custom_cells(defs, values)
         seen[external_id] = line
-        return _CustomerRow(line, external_id, fields, phones)
+        return _CustomerRow(line, external_id, fields, phones, cells)
 
-    return _import_csv(path, _CUSTOMERS, prepare, _apply_customers)
+    spec = _Spec(_CUSTOMERS.required, (*_CUSTOMERS.optional, *(f.key for f in defs)))
+    return _import_csv(path, spec, prepare, lambda db, rows: _apply_customers(db, rows, defs, default))
 
 
 def _parse_phones(cell: str, rules: NumberRules) -> dict[str, tuple[str, int | None, str, str]]:
@@ -337,10 +363,10 @@ def _parse_phones(cell: str, rules: NumberRules) -> dict[str, tuple[str, int | N
     return phones
 
 
-def _apply_customers(db: peewee.Database, rows: list[_CustomerRow]) -> _Outcome:
+def _apply_customers(db: peewee.Database, rows: list[_CustomerRow], defs: list[custom.Field], default: str) -> _Outcome:
     """Write one batch of customers: create, update or leave alone, refusing numbers owned by another customer."""
     outcome = _Outcome()
-    columns = ("id", "external_id", *_CUSTOMER_FIELDS)
+    columns = ("id", "external_id", *_CUSTOMER_FIELDS, "custom")
     keys = [r.external_id for r in rows]
     existing = {
         row[1]: dict(zip(columns, row))
@@ -363,6 +389,12 @@ def _apply_customers(db: peewee.Database, rows: list[_CustomerRow]) -> _Outcome:
     new_phones: list[tuple[str, str, str, int | None, str, str]] = []
     for row in rows:
         current = existing.get(row.external_id)
+        found = custom.merged(custom.decode(current["custom"]) if current else {}, row.custom)
+        if current is None and (missing := _missing_required(defs, found)):
+            outcome.errors.append((row.line, missing))
+            continue
+        if row.custom or current is None:
+            row.fields = {**row.fields, "custom": custom.encode(found), "custom_text": custom.search_text(defs, found)}
         owner = current["id"] if current else row.external_id
         before = stored_phones.get(owner, {}) if current else {}
         after = before if row.phones is None else row.phones
@@ -378,12 +410,12 @@ def _apply_customers(db: peewee.Database, rows: list[_CustomerRow]) -> _Outcome:
         for e164 in after.keys() - before.keys():
             owners.setdefault(e164, set()).add(owner)
         if current is None:
-            fields = {"category": "regular", **row.fields}
-            inserts.append((row.external_id, *(fields.get(n, "") for n in _CUSTOMER_FIELDS), now, now))
+            fields = {"category": default, **row.fields}
+            inserts.append((row.external_id, *(fields.get(n, "") for n in _INSERTED), now, now))
             new_phones += [(row.external_id, e164, *phone) for e164, phone in after.items()]
             outcome.created += 1
             continue
-        fields_changed = any(current[name] != value for name, value in row.fields.items())
+        fields_changed = any(current[name] != value for name, value in row.fields.items() if name != "custom_text")
         if not fields_changed and before == after:
             outcome.unchanged += 1
             continue
@@ -399,8 +431,8 @@ def _apply_customers(db: peewee.Database, rows: list[_CustomerRow]) -> _Outcome:
 
     _execute_many(
         db,
-        f"INSERT INTO customer (external_id, {', '.join(_CUSTOMER_FIELDS)}, created_at, updated_at) "
-        f"VALUES ({_marks(len(_CUSTOMER_FIELDS) + 3)})",
+        f"INSERT INTO customer (external_id, {', '.join(_INSERTED)}, created_at, updated_at) "
+        f"VALUES ({_marks(len(_INSERTED) + 3)})",
         inserts,
     )
     if new_phones:
@@ -501,11 +533,14 @@ class _OrderRow:
     number: str
     customer: str
     fields: dict[str, Any]
+    custom: dict[str, str]  # the custom field columns the file has, checked ("" clears)
 
 
 def import_orders(path: str | os.PathLike[str]) -> ImportReport:
     """Import or update orders keyed by number; customer is an external_id, responsible an employee's extension."""
     seen: dict[str, int] = {}
+    db = models.database.obj
+    defs = custom.load_fields(db, "order") if db is not None else []
 
     def prepare(line: int, values: dict[str, str]) -> _OrderRow:
         number = _text(values, "number", Order)
@@ -525,10 +560,12 @@ def import_orders(path: str | os.PathLike[str]) -> ImportReport:
             fields["status"] = values["status"].lower() or "open"
             if fields["status"] not in ORDER_STATUSES:
                 raise _RowError(f"status {values['status']!r} is not open or closed")
+        cells = _custom_cells(defs, values)
         seen[number] = line
-        return _OrderRow(line, number, values["customer"], fields)
+        return _OrderRow(line, number, values["customer"], fields, cells)
 
-    return _import_csv(path, _ORDERS, prepare, _apply_orders)
+    spec = _Spec(_ORDERS.required, (*_ORDERS.optional, *(f.key for f in defs)))
+    return _import_csv(path, spec, prepare, lambda db, rows: _apply_orders(db, rows, defs))
 
 
 def _money(name: str, text: str) -> Decimal:
@@ -541,7 +578,7 @@ def _money(name: str, text: str) -> Decimal:
         raise _RowError(f"{name} {exc}") from None
 
 
-def _apply_orders(db: peewee.Database, rows: list[_OrderRow]) -> _Outcome:
+def _apply_orders(db: peewee.Database, rows: list[_OrderRow], defs: list[custom.Field]) -> _Outcome:
     outcome = _Outcome()
     customers_wanted = sorted({r.customer for r in rows})
     sql = f"SELECT external_id, id FROM customer WHERE external_id IN ({_marks(len(customers_wanted))})"
@@ -552,7 +589,7 @@ def _apply_orders(db: peewee.Database, rows: list[_OrderRow]) -> _Outcome:
         sql = f"SELECT extension, id FROM employee WHERE extension IN ({_marks(len(extensions))})"
         employee_ids = dict(_select(db, sql, extensions))
     numbers = [r.number for r in rows]
-    columns = ("number", "customer_id", "title", "stage", "responsible_id", "amount", "paid", "status")
+    columns = ("number", "customer_id", "title", "stage", "responsible_id", "amount", "paid", "status", "custom")
     sql = f'SELECT {", ".join(columns)} FROM "order" WHERE number IN ({_marks(len(numbers))})'
     existing = {row[0]: dict(zip(columns, row)) for row in _select(db, sql, numbers)}
 
@@ -570,6 +607,12 @@ def _apply_orders(db: peewee.Database, rows: list[_OrderRow]) -> _Outcome:
         if "responsible" in row.fields:
             wanted["responsible_id"] = employee_ids.get(responsible)
         current = existing.get(row.number)
+        found = custom.merged(custom.decode(current["custom"]) if current else {}, row.custom)
+        if current is None and (missing := _missing_required(defs, found)):
+            outcome.errors.append((row.line, missing))
+            continue
+        if row.custom or current is None:
+            wanted["custom"] = custom.encode(found)
         if current is None:
             values = {**_ORDER_DEFAULTS, **wanted}
             inserts.append((row.number, *(values[c] for c in columns[1:])))

@@ -32,8 +32,7 @@ log = logging.getLogger("screenpop.http")
 MIN_SIZE, MAX_SIZE, DEFAULT_SIZE = 32, 512, 128
 IMAGE_JOBS = 2
 CACHE_BYTES = 32 * 1024 * 1024  # 128 px photos are ~5 kB: thousands fit; a 512 px one is ~40 kB
-COLOURS = {"regular": (37, 99, 235), "vip": (202, 138, 4), "problem": (220, 38, 38)}
-OTHER_COLOUR = (100, 116, 139)
+OTHER_COLOUR = "#64748b"  # a customer whose category is not in the list
 
 
 _image_jobs = gevent.lock.BoundedSemaphore(IMAGE_JOBS)
@@ -63,9 +62,9 @@ def initials(label: str) -> str:
     return letters.upper()
 
 
-def placeholder(label: str, category: str, size: int) -> bytes:
-    """A square JPEG: the initials, white, on the colour of the customer's category."""
-    image = Image.new("RGB", (size, size), COLOURS.get(category, OTHER_COLOUR))
+def placeholder(label: str, colour: str | None, size: int) -> bytes:
+    """A square JPEG: the initials, white, on the colour of the customer's category (#rrggbb, from the list)."""
+    image = Image.new("RGB", (size, size), colour or OTHER_COLOUR)
     draw = ImageDraw.Draw(image)
     try:
         font = ImageFont.load_default(size=max(10, int(size * 0.42)))
@@ -108,7 +107,7 @@ class Photos:
             return None
         return self.folder / photo
 
-    def render(self, customer_id: int, label: str, category: str, photo: str | None, size: int) -> tuple[bytes, bool]:
+    def render(self, customer_id: int, label: str, colour: str | None, photo: str | None, size: int) -> tuple[bytes, bool]:
         """(JPEG bytes, is a placeholder) for a customer whose stored photo file name is photo (or None)."""
         key: tuple
         path = None
@@ -125,7 +124,7 @@ class Photos:
         if path is not None:
             key = (customer_id, size, photo, st.st_mtime_ns, st.st_size)
         else:
-            key = (customer_id, size, None, label, category)
+            key = (customer_id, size, None, label, colour)
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
@@ -138,7 +137,7 @@ class Photos:
             else:
                 log.warning("customer %d: photo %s is unusable (%s); using the placeholder", customer_id, path, problem)
         if result is None:
-            result = placeholder(label, category, size), True
+            result = placeholder(label, colour, size), True
         previous = self._cache.pop(key, None)  # two requests rendered it at once
         if previous is not None:
             self._cached_bytes -= len(previous[0])
@@ -155,8 +154,8 @@ def photo_response(hub, photos: Photos, customer_id: int, size_arg: str | None) 
     info = hub.worker.run(hub.cards.customer_for_photo, customer_id)
     if info is None:
         return None
-    label, category, stored = info
-    data, is_placeholder = photos.render(customer_id, label, category, stored, clamp_size(size_arg))
+    label, colour, stored = info
+    data, is_placeholder = photos.render(customer_id, label, colour, stored, clamp_size(size_arg))
     out = Response(data, mimetype="image/jpeg")
     out.headers["Cache-Control"] = "private, max-age=300"
     out.headers["X-Screenpop-Photo"] = "placeholder" if is_placeholder else "photo"

@@ -6,6 +6,7 @@ from typing import Any
 
 import peewee
 
+from screenpop.daemon.customers import fields as custom
 from screenpop.db.models import Call, Customer
 
 CENT = Decimal("0.01")
@@ -23,9 +24,11 @@ def customer_record(db: peewee.Database, customer_id: int, calls_limit: int = 50
 
     Returns {"id", "external_id", "name", "company", "category", "note", "city", "country", "photo",
     "created_at", "updated_at" (naive UTC datetimes),
+    "fields": the custom field values it has, in the definitions' order ({key, label, type, value, text}),
     "phones": [{"id", "e164", "raw", "label"}] in the order added,
     "orders": [{"id", "number", "title", "stage", "status", "responsible_id", "responsible" (employee name or
-    None), "amount", "paid", "debt" (Decimals)}] in the order added,
+    None), "amount", "paid", "debt" (Decimals), "fields" (as the customer's), "custom" ({key: stored value})}] in
+    the order added,
     "debt": the debt of the open orders together (Decimal),
     "calls": the newest calls_limit (at most MAX_CALLS) calls, newest first: [{"id", "uuid", "started_at",
     "answered_at", "ended_at", "direction", "external_number", "external_name", "extension", "employee_id",
@@ -35,12 +38,15 @@ def customer_record(db: peewee.Database, customer_id: int, calls_limit: int = 50
     """
     p = db.param
     row = db.execute_sql(
-        "SELECT id, external_id, name, company, category, note, city, country, photo, created_at, updated_at "
+        "SELECT id, external_id, name, company, category, note, city, country, photo, created_at, updated_at, custom "
         f"FROM customer WHERE id = {p}", (customer_id,)).fetchone()
     if row is None:
         return None
     keys = ("id", "external_id", "name", "company", "category", "note", "city", "country", "photo", "created_at", "updated_at")
     record: dict[str, Any] = dict(zip(keys, row))
+    defs = custom.load_fields(db)
+    record["fields"] = custom.shown([f for f in defs if f.entity == "customer"], custom.decode(row[-1]))
+    order_defs = [f for f in defs if f.entity == "order"]
     record["created_at"] = Customer.created_at.python_value(record["created_at"])
     record["updated_at"] = Customer.updated_at.python_value(record["updated_at"])
     record["phones"] = [
@@ -50,14 +56,16 @@ def customer_record(db: peewee.Database, customer_id: int, calls_limit: int = 50
     ]
     record["orders"] = orders = []
     debt = Decimal("0.00")
-    for i, number, title, stage, status, resp_id, resp, amount, paid in db.execute_sql(
-        'SELECT o.id, o.number, o.title, o.stage, o.status, o.responsible_id, e.name, o.amount, o.paid FROM "order" o '
-        f"LEFT JOIN employee e ON e.id = o.responsible_id WHERE o.customer_id = {p} ORDER BY o.id", (customer_id,)
+    for i, number, title, stage, status, resp_id, resp, amount, paid, stored in db.execute_sql(
+        'SELECT o.id, o.number, o.title, o.stage, o.status, o.responsible_id, e.name, o.amount, o.paid, o.custom '
+        f'FROM "order" o LEFT JOIN employee e ON e.id = o.responsible_id WHERE o.customer_id = {p} ORDER BY o.id',
+        (customer_id,)
     ):
         amount, paid = _money(amount), _money(paid)
+        found = custom.decode(stored)
         orders.append({"id": i, "number": number, "title": title, "stage": stage, "status": status,
                        "responsible_id": resp_id, "responsible": resp, "amount": amount, "paid": paid,
-                       "debt": amount - paid})
+                       "debt": amount - paid, "fields": custom.shown(order_defs, found), "custom": found})
         if status == "open":
             debt += amount - paid
     record["debt"] = debt

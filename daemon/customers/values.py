@@ -3,13 +3,20 @@ importer (daemon/customers/importer.py) check with these, so a value one of them
 
 Each check takes the value as text and returns it as stored, or raises ValueError saying what is wrong (without
 the field's name: each caller adds it in its own form, an HTTP 400 or an import row's error).
+
+Custom fields (docs/customfields.md) follow the same pattern: ``field_value`` checks a value by its field's kind,
+and the definitions themselves (key, label, kind, options) and the category list's entries (name, colour, flag)
+are checked here too.
 """
 from __future__ import annotations
 
+import datetime as dt
 import re
-from decimal import Decimal
+from collections.abc import Collection, Sequence
+from decimal import Decimal, InvalidOperation
+from urllib.parse import urlsplit
 
-from screenpop.db.models import CATEGORIES, Customer, Employee, Order
+from screenpop.db.models import FIELD_KINDS, Customer, Employee, Order
 from screenpop.db.numbers import WITHHELD
 
 MAX_NOTE = 10_000
@@ -37,11 +44,139 @@ def amount(text: str) -> Decimal:
     return value.quantize(Decimal("0.01"))
 
 
-def category(text: str) -> str:
-    """A customer category, in any case; stored lower case."""
+def category(text: str, names: Collection[str]) -> str:
+    """A customer category from the admin's list (names), in any case; stored lower case."""
     value = text.strip().lower()
-    if value not in CATEGORIES:
-        raise ValueError(f"{text[:30]!r} is not one of {', '.join(CATEGORIES)}")
+    if value not in names:
+        raise ValueError(f"{text[:30]!r} is not one of {', '.join(names)}")
+    return value
+
+
+# ---- the category list's entries ----------------------------------------------------------------------
+
+_CATEGORY_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,15}")
+_COLOUR = re.compile(r"#[0-9a-f]{6}")
+MAX_FLAG = 40
+
+
+def category_name(text: str) -> str:
+    """A category's name as customers store it: 1-16 of a-z, 0-9, _ and - (any case typed; stored lower case)."""
+    value = text.strip().lower()
+    if not _CATEGORY_NAME.fullmatch(value):
+        raise ValueError(f"{text[:30]!r} is not 1-16 letters a-z, digits, _ or - (starting with a letter or digit)")
+    return value
+
+
+def colour(text: str) -> str:
+    """A colour as #rrggbb (the pages' CSS and the tray use it as it is)."""
+    value = text.strip().lower()
+    if not _COLOUR.fullmatch(value):
+        raise ValueError(f"{text[:30]!r} is not a colour such as #ca8a04")
+    return value
+
+
+def flag(text: str) -> str:
+    """The flag a category puts on the pop ("★ VIP"): one line of at most MAX_FLAG characters; "" for none."""
+    value = text.strip()
+    if len(value) > MAX_FLAG or any(c in value for c in "\r\n\x00"):
+        raise ValueError(f"must be one line of at most {MAX_FLAG} characters")
+    return value
+
+
+# ---- custom fields -------------------------------------------------------------------------------------
+
+_FIELD_KEY = re.compile(r"[a-z][a-z0-9_]{0,39}")
+_NUMBER = re.compile(r"-?[0-9]{1,15}(\.[0-9]{1,6})?")
+MAX_LABEL = 100
+MAX_TEXT = 300  # a text field's value, a link, a choice's option
+MAX_LINK = 2000
+MAX_OPTIONS = 100
+YES, NO = ("yes", "true", "1", "on", "y"), ("no", "false", "0", "off", "n")
+
+
+def field_key(text: str, reserved: Collection[str]) -> str:
+    """A custom field's key (its CSV column and its name in the API): a-z, 0-9 and _, starting with a letter, at
+    most 40, not one of the record's own columns (reserved)."""
+    if not _FIELD_KEY.fullmatch(text):
+        raise ValueError(f"{text[:50]!r} is not 1-40 of a-z, 0-9 and _ starting with a letter")
+    if text in reserved:
+        raise ValueError(f"{text!r} is a built-in column; choose another key")
+    return text
+
+
+def field_label(text: str) -> str:
+    """What the pages and the card call a field: one line, 1-100 characters."""
+    value = text.strip()
+    if not value or len(value) > MAX_LABEL or any(c in value for c in "\r\n\x00"):
+        raise ValueError(f"must be one line of 1-{MAX_LABEL} characters")
+    return value
+
+
+def field_kind(text: str) -> str:
+    """One of FIELD_KINDS."""
+    if text not in FIELD_KINDS:
+        raise ValueError(f"{text[:30]!r} is not one of {', '.join(FIELD_KINDS)}")
+    return text
+
+
+def choice_options(items: Sequence[str]) -> list[str]:
+    """A choice field's options: 1-100 distinct lines of 1-300 characters, in the order given."""
+    options = [item.strip() for item in items if item.strip()]
+    if not 1 <= len(options) <= MAX_OPTIONS:
+        raise ValueError(f"a choice needs 1-{MAX_OPTIONS} options")
+    for option in options:
+        if len(option) > MAX_TEXT or any(c in option for c in "\r\n\x00"):
+            raise ValueError(f"option {option[:30]!r}... is longer than {MAX_TEXT} characters or not one line")
+    if len({o.lower() for o in options}) != len(options):
+        raise ValueError("options must differ (case ignored)")
+    return options
+
+
+def field_value(kind: str, text: str, options: Sequence[str] = ()) -> str:
+    """A custom field's value as typed, as stored (text; "" is no value), checked by the field's kind."""
+    value = text.strip() if kind != "longtext" else text
+    if not value.strip():
+        return ""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    if kind == "text":
+        if len(value) > MAX_TEXT or "\n" in value or "\r" in value:
+            raise ValueError(f"must be one line of at most {MAX_TEXT} characters")
+    elif kind == "longtext":
+        if len(value) > MAX_NOTE:
+            raise ValueError(f"at most {MAX_NOTE} characters")
+    elif kind == "number":
+        if not _NUMBER.fullmatch(value):
+            raise ValueError(f"{value[:30]!r} is not a number such as 12 or -3.5 (a point, no thousands separators)")
+        try:
+            value = format(Decimal(value).normalize(), "f")
+        except InvalidOperation:
+            raise ValueError(f"{value[:30]!r} is not a number") from None
+    elif kind == "money":
+        value = str(amount(value))
+    elif kind == "date":
+        try:
+            value = dt.date.fromisoformat(value).isoformat() if len(value) == 10 else ""
+        except ValueError:
+            value = ""
+        if not value:
+            raise ValueError(f"{text.strip()[:30]!r} is not a date such as 2026-01-31")
+    elif kind == "choice":
+        match = next((o for o in options if o.lower() == value.lower()), None)
+        if match is None:
+            raise ValueError(f"{value[:30]!r} is not one of {', '.join(options)}")
+        value = match
+    elif kind == "yesno":
+        if value.lower() not in YES + NO:
+            raise ValueError(f"{value[:30]!r} is not yes or no")
+        value = "yes" if value.lower() in YES else "no"
+    elif kind == "link":
+        parts = urlsplit(value)
+        if (parts.scheme not in ("http", "https") or not parts.netloc or len(value) > MAX_LINK
+                or any(c.isspace() or ord(c) < 32 for c in value)):
+            raise ValueError(f"{value[:40]!r} is not a web address starting with http:// or https://")
+    else:
+        raise ValueError(f"unknown kind {kind!r}")
     return value
 
 

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import peewee
 
+from screenpop.daemon.customers import fields as custom
 from screenpop.daemon.customers.lookup import Lookup
 from screenpop.daemon.record.pops import PopRow
 from screenpop.daemon.staff import Staff
@@ -53,15 +54,16 @@ class CardBuilder:
         self.staff = staff
         self.base = public_url.rstrip("/")
         p = db.param
-        self._sql_customer = f"SELECT id, name, company, category, note, city, country, photo FROM customer WHERE id = {p}"
+        self._sql_customer = ("SELECT c.name, c.company, k.colour, c.photo FROM customer c "
+                              f"LEFT JOIN category k ON k.name = c.category WHERE c.id = {p}")
         # The customer and its open orders in one query, a row an order (one row with no order if none is open):
         # a card is built for every call of a known customer, on every daemon, and a round trip costs more than
         # the rows.
         self._sql_customer_orders = (
-            "SELECT c.id, c.name, c.company, c.category, c.note, c.city, c.country, "
-            'o.id, o.number, o.title, o.stage, e.name, o.amount, o.paid FROM customer c LEFT JOIN "order" o '
+            "SELECT c.id, c.name, c.company, c.category, c.note, c.city, c.country, c.custom, k.flag, k.colour, "
+            'o.id, o.number, o.title, o.stage, e.name, o.amount, o.paid, o.custom FROM customer c LEFT JOIN "order" o '
             "ON o.customer_id = c.id AND o.status = 'open' LEFT JOIN employee e ON e.id = o.responsible_id "
-            f"WHERE c.id = {p} ORDER BY o.id LIMIT {MAX_ORDERS}"
+            f"LEFT JOIN category k ON k.name = c.category WHERE c.id = {p} ORDER BY o.id LIMIT {MAX_ORDERS}"
         )
         self._calls: OrderedDict[tuple, tuple[float, dict | None, list]] = OrderedDict()
 
@@ -132,21 +134,24 @@ class CardBuilder:
         rows = self.db.execute_sql(self._sql_customer_orders, (customer_id,)).fetchall()
         if not rows:
             return None  # deleted since the pop
-        cid, name, company, category, note, city, country = rows[0][:7]
+        cid, name, company, category, note, city, country, values, flag, colour = rows[0][:10]
+        defs = custom.load_fields(self.db)
         orders = []
         total = Decimal("0.00")
-        for order_id, number, title, stage, responsible, amount, paid in (row[7:] for row in rows):
+        for order_id, number, title, stage, responsible, amount, paid, order_values in (row[10:] for row in rows):
             if order_id is None:
                 break  # no open order
             amount, paid = _money(amount), _money(paid)
             debt = amount - paid
             total += debt
             orders.append({"number": number, "title": title, "stage": stage, "responsible": responsible,
-                           "amount": str(amount), "paid": str(paid), "debt": str(debt)})
+                           "amount": str(amount), "paid": str(paid), "debt": str(debt),
+                           "fields": custom.shown([f for f in defs if f.entity == "order"], custom.decode(order_values))})
         return {
-            "id": cid, "name": name, "company": company, "category": category, "note": note, "city": city,
-            "country": country, "photo_url": f"/api/v1/customers/{cid}/photo", "orders": orders,
-            "total_debt": str(total),
+            "id": cid, "name": name, "company": company, "category": category, "category_flag": flag or "",
+            "category_colour": colour, "note": note, "city": city, "country": country,
+            "photo_url": f"/api/v1/customers/{cid}/photo", "orders": orders, "total_debt": str(total),
+            "fields": custom.shown([f for f in defs if f.entity == "customer"], custom.decode(values)),
         }
 
     def _candidates(self, number: str) -> list[dict]:
@@ -157,9 +162,9 @@ class CardBuilder:
         sql = f"SELECT id, name, company FROM customer WHERE id IN ({', '.join([p] * len(ids))}) ORDER BY id"
         return [{"id": i, "name": n, "company": c} for i, n, c in self.db.execute_sql(sql, ids).fetchall()]
 
-    def customer_for_photo(self, customer_id: int) -> tuple[str, str, str | None] | None:
-        """(name or company, category, stored photo file name) of a customer, or None if there is none."""
+    def customer_for_photo(self, customer_id: int) -> tuple[str, str | None, str | None] | None:
+        """(name or company, its category's colour, stored photo file name) of a customer, or None if there is none."""
         row = self.db.execute_sql(self._sql_customer, (customer_id,)).fetchone()
         if row is None:
             return None
-        return row[1] or row[2], row[3], row[7]
+        return row[0] or row[1], row[2], row[3]

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import peewee
 
 from screenpop.daemon.reports import missed as missed_calls
-from screenpop.db.models import CATEGORIES, database
+from screenpop.db.models import database
 
 SLOT_SECONDS = 900  # the UTC slot calls are counted in before they are put into local hours and dates
 REPORTS = ("employees", "customers", "categories", "missed", "load", "daily")
@@ -368,8 +368,9 @@ def categories(period: Period) -> list[dict]:
     """Per customer category (and the calls with no customer): customers, calls, last contact, open debt, repeats."""
     debt = {cat: _money(total) for cat, total in _rows("category_debt", period)}
     calls = {cat: row for cat, *row in _rows("category_calls", period)}
+    listed = [name for (name,) in database.obj.execute_sql("SELECT name FROM category ORDER BY position, name")]
     out = []
-    for cat in (*CATEGORIES, *sorted(c for c in calls if c is not None and c not in CATEGORIES), None):
+    for cat in (*listed, *sorted(c for c in calls if c is not None and c not in listed), None):
         n_customers, n_calls, inbound, outbound, missed, last, repeats = calls.get(cat, (0, 0, 0, 0, 0, None, 0))
         out.append({
             "category": cat or NO_CATEGORY,

@@ -2,6 +2,8 @@
 
 Every CSV screenpop writes goes through ``write_csv``, and every cell through ``safe_cell``: text a spreadsheet
 would read as a formula gets a leading apostrophe (the OWASP CSV-injection rule), real numbers stay numbers.
+Text that already starts with apostrophes before such a character gets one more, so ``unescape_cell`` (the CSV
+importer's) takes exactly the one added off again: an export imports as it was.
 """
 from __future__ import annotations
 
@@ -43,9 +45,17 @@ def safe_cell(value: Any) -> Any:
     if isinstance(value, (int, float, Decimal)):
         return value
     text = str(value)
-    if text.startswith(FORMULA_START) and not _PLAIN_NUMBER.fullmatch(text):
-        return "'" + text
-    return text
+    return "'" + text if _escaped(text) else text
+
+
+def _escaped(text: str) -> bool:
+    """Whether safe_cell puts an apostrophe before text: it starts like a formula, apostrophes aside."""
+    return text.lstrip("'").startswith(FORMULA_START) and not _PLAIN_NUMBER.fullmatch(text)
+
+
+def unescape_cell(text: str) -> str:
+    """A CSV cell as it was before safe_cell: its added apostrophe taken off (text without one is left alone)."""
+    return text[1:] if text.startswith("'") and _escaped(text[1:]) else text
 
 
 def write_csv(rows: Iterable[dict], out: IO[str], columns: list[str] | None = None) -> None:

@@ -1,5 +1,5 @@
 """The JSON API for customer data (docs/api.md): customers, phones, orders, employees, calls, missed calls followed up,
-click-to-call.
+click-to-call, custom fields and categories (docs/customfields.md).
 
 A Flask blueprint on the daemon's HTTP server. Every database step runs on the database worker
 (db/worker.py, ``hub.worker.atomic``), in one short transaction, with its own connection, so it never holds the call writer up for
@@ -16,7 +16,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from screenpop.daemon.customers import data
+from screenpop.daemon.customers import admin as admin_steps, data, fields as custom
 from screenpop.daemon.customers.data import CUSTOMER_FIELDS, DataError, in_period_range
 from screenpop.daemon.pbx.originate import OriginateError, Originator
 from screenpop.daemon.reports import missed as missed_calls
@@ -143,7 +143,7 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
 
     @bp.post("/customers")
     def create_customer():
-        body = _body(set(CUSTOMER_FIELDS) | {"category", "phones"})
+        body = _body(set(CUSTOMER_FIELDS) | {"category", "phones", "fields"})
         fields = data.customer_fields(body)
         data.check_name(fields)
         phones = body.get("phones", [])
@@ -158,7 +158,7 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
 
     @bp.patch("/customers/<int:customer_id>")
     def update_customer(customer_id: int):
-        fields = data.customer_fields(_body(set(CUSTOMER_FIELDS) | {"category"}))
+        fields = data.customer_fields(_body(set(CUSTOMER_FIELDS) | {"category", "fields"}))
         run(data.update_customer, customer_id, fields)
         return get_one(customer_id)
 
@@ -185,7 +185,8 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
 
     @bp.post("/customers/<int:customer_id>/orders")
     def create_order(customer_id: int):
-        fields = data.order_fields(_body({"number", "title", "stage", "responsible_id", "amount"}), creating=True)
+        fields = data.order_fields(_body({"number", "title", "stage", "responsible_id", "amount", "fields"}),
+                                   creating=True)
         return jsonify(run(lambda: data.order_dict(data.create_order(customer_id, fields)))), 201
 
     @bp.get("/orders/<int:order_id>")
@@ -194,7 +195,7 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
 
     @bp.patch("/orders/<int:order_id>")
     def update_order(order_id: int):
-        fields = data.order_fields(_body({"title", "stage", "responsible_id"}), creating=False)
+        fields = data.order_fields(_body({"title", "stage", "responsible_id", "fields"}), creating=False)
         return jsonify(run(lambda: data.order_dict(data.update_order(order_id, fields))))
 
     @bp.post("/orders/<int:order_id>/payments")
@@ -239,6 +240,59 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
         admin("deleting an employee")
         run(data.delete_employee, employee_id)
         return "", 204
+
+    # ---- custom fields and categories (docs/customfields.md) -----------------------------------------
+
+    @bp.get("/fields")
+    def list_fields():
+        entity = request.args.get("entity")
+        if entity is not None and entity not in ("customer", "order"):
+            raise DataError(400, "entity: must be customer or order")
+        return jsonify(fields=[f.as_dict() for f in run(custom.load_fields, db, entity)])
+
+    @bp.post("/fields")
+    def create_field():
+        admin("defining a field")
+        body = admin_steps.field_input(_body({"entity", "key", "label", "type", "required", "options", "position"}),
+                                       creating=True)
+        return jsonify(run(admin_steps.create_field, body).as_dict()), 201
+
+    @bp.patch("/fields/<int:field_id>")
+    def update_field(field_id: int):
+        admin("changing a field")
+        body = admin_steps.field_input(_body({"label", "required", "options", "position"}), creating=False)
+        return jsonify(run(admin_steps.update_field, field_id, body).as_dict())
+
+    @bp.delete("/fields/<int:field_id>")
+    def delete_field(field_id: int):
+        admin("removing a field")
+        removed = run(admin_steps.delete_field, field_id, request.args.get("confirm"))
+        return jsonify(removed_values=removed)
+
+    @bp.get("/categories")
+    def list_categories():
+        return jsonify(categories=[c.as_dict() for c in run(custom.load_categories, db)])
+
+    def category_dict(row) -> dict:
+        return custom.Category(row.name, row.colour, row.flag, row.position, row.is_default).as_dict()
+
+    @bp.post("/categories")
+    def create_category():
+        admin("adding a category")
+        fields = admin_steps.category_input(_body({"name", "colour", "flag", "position", "default"}), creating=True)
+        return jsonify(category_dict(run(admin_steps.create_category, fields))), 201
+
+    @bp.patch("/categories/<name>")
+    def update_category(name: str):
+        admin("changing a category")
+        fields = admin_steps.category_input(_body({"name", "colour", "flag", "position", "default"}), creating=False)
+        return jsonify(category_dict(run(admin_steps.update_category, name, fields)))
+
+    @bp.delete("/categories/<name>")
+    def delete_category(name: str):
+        admin("deleting a category")
+        moved = run(admin_steps.delete_category, name, request.args.get("move_to"))
+        return jsonify(moved_customers=moved)
 
     # ---- calls -------------------------------------------------------------------------------------
 

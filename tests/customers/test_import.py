@@ -202,10 +202,10 @@ def test_large_file_spans_batches(db: peewee.Database, tmp_path: Path, monkeypat
 def test_a_row_the_database_refuses_costs_only_that_row(db: peewee.Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = importer._apply_customers
 
-    def refuse_c2(database, rows):
+    def refuse_c2(database, rows, *schema):
         if any(r.external_id == "C2" for r in rows):
             database.execute_sql("SELECT * FROM no_such_table")
-        return real(database, rows)
+        return real(database, rows, *schema)
 
     monkeypatch.setattr(importer, "_apply_customers", refuse_c2)
     report = import_customers(write(tmp_path, HEADER + "C1,a,,,,,,\nC2,b,,,,,,\nC3,c,,,,,,\n"), RULES)

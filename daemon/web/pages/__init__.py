@@ -2,7 +2,8 @@
 their templates and stylesheet live in daemon/web/templates/ and daemon/web/static/.
 
 customers.py (search, record, new caller, edit, numbers, photo), orders.py, calls.py, missed.py (missed calls followed
-up), employees.py (admin: staff and tokens), signin.py (sign-in); base.py holds what they share. Templates are Jinja2 with autoescaping: every
+up), employees.py (admin: staff and tokens), admin.py (admin: custom fields and categories), signin.py (sign-in);
+base.py holds what they share. Templates are Jinja2 with autoescaping: every
 customer-, caller- or user-supplied string is escaped on output.
 
 Another blueprint builds on these pages the same way (the dashboard pages do):
@@ -31,9 +32,10 @@ from typing import Any
 from flask import Flask, redirect
 
 from screenpop.daemon.config import WebConfig
-from screenpop.daemon.web.pages import signin as auth, calls, customers, employees, missed, orders
-from screenpop.daemon.web.pages.base import (User, Web, check_csrf, csrf_field, current_user, database, error_page,
-                                       login_required, render_page, security_headers, session_unavailable)
+from screenpop.daemon.web.pages import signin as auth, admin, calls, customers, employees, missed, orders
+from screenpop.daemon.web.pages.base import (User, Web, category, check_csrf, csrf_field, current_user, database,
+                                             error_page, login_required, render_page, security_headers,
+                                             session_unavailable)
 from screenpop.daemon.web.pages.base import EXTENSION as _EXTENSION
 
 __all__ = ["User", "current_user", "database", "error_page", "init_app", "local_time", "login_required", "render_page"]
@@ -78,12 +80,13 @@ def init_app(app: Flask, hub: Any, photos: Any, config: WebConfig, tls: bool,
         SESSION_REFRESH_EACH_REQUEST=False,
     )
     app.jinja_env.globals["csrf_field"] = csrf_field
+    app.jinja_env.globals["category"] = category
     app.jinja_env.filters["when"] = lambda value: local_time(value, zone)
     app.jinja_env.filters["duration"] = _duration
     app.before_request(session_unavailable)
     app.before_request(check_csrf)
     app.after_request(security_headers)
     app.register_blueprint(auth.blueprint(authenticate))
-    for bp in (customers.bp, orders.bp, calls.bp, missed.bp, employees.bp):
+    for bp in (customers.bp, orders.bp, calls.bp, missed.bp, employees.bp, admin.bp):
         app.register_blueprint(bp)
     app.add_url_rule("/", "home", login_required()(lambda: redirect("/customers", 303)))

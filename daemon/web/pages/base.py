@@ -21,6 +21,7 @@ from markupsafe import Markup, escape
 
 from screenpop.daemon.auth import signin
 from screenpop.daemon.config import WebConfig
+from screenpop.daemon.customers import fields as custom
 from screenpop.db.models import Employee
 from screenpop.db.numbers import NumberRules
 
@@ -69,6 +70,23 @@ def database(fn: Callable, *args: Any) -> Any:
 
 def number_rules() -> NumberRules:
     return web().hub.cards.lookup().rules
+
+
+def categories() -> list[custom.Category]:
+    """The category list (daemon/customers/fields.py), read once per request: the selects and badges of a page."""
+    if "categories" not in g:
+        g.categories = database(custom.load_categories, web().hub.db)
+    return g.categories
+
+
+def category(name: str | None) -> custom.Category | None:
+    """The list's entry for a customer's category, or None when the list has no such name (templates' badges)."""
+    return next((c for c in categories() if c.name == name), None)
+
+
+def field_defs(entity: str) -> list[custom.Field]:
+    """The custom fields defined on customers or orders, for a page's forms and record."""
+    return database(custom.load_fields, web().hub.db, entity)
 
 
 # ---- sessions ----------------------------------------------------------------------------------------

@@ -16,13 +16,13 @@ from screenpop.daemon.customers import data
 from screenpop.daemon.customers.data import CUSTOMER_FIELDS, DataError
 from screenpop.daemon.customers.photos import image_job, photo_response
 from screenpop.daemon.web.pages import forms
-from screenpop.daemon.web.pages.base import (database, error_page, log, login_required, number_rules, render_page,
-                                       web)
+from screenpop.daemon.web.pages.base import (categories, database, error_page, field_defs, log, login_required,
+                                             number_rules, render_page, web)
 from screenpop.daemon.customers import photofiles
 from screenpop.daemon.customers.images import ImageRejected
 from screenpop.daemon.customers.record import customer_record
 from screenpop.daemon.customers.values import caller_name
-from screenpop.db.models import CATEGORIES, Call, Customer, Employee, Phone
+from screenpop.db.models import Call, Customer, Employee, Phone
 from screenpop.db.numbers import WITHHELD
 from screenpop.db.search import search_customers
 
@@ -92,7 +92,7 @@ def record_page(customer_id: int, status: int = 200, error: str | None = None, o
     if c is None:
         return error_page(404, f"There is no customer {customer_id}.")
     return render_page("customer.html", status=status, title=c["company"] or c["name"], c=c, calls_before=before,
-                       employees=employees, error=error, owner=owner, categories=CATEGORIES)
+                       employees=employees, error=error, owner=owner, order_defs=field_defs("order"))
 
 
 @bp.get("/customers/<int:customer_id>")
@@ -162,7 +162,8 @@ def new_page(status: int = 200, error: str | None = None, owner: int | None = No
     return render_page("new.html", status=status, title="New caller", number="" if withheld else number, e164=e164,
                        call=call, call_row=call_row, withheld=withheld,
                        caller_name=caller_name(call_row.external_name if call_row else None), q=q, matches=matches,
-                       holder=holder, error=error, owner=owner, form=request.form, categories=CATEGORIES)
+                       holder=holder, error=error, owner=owner, form=request.form, categories=categories(),
+                       defs=field_defs("customer"))
 
 
 @bp.get("/customers/new")
@@ -177,7 +178,7 @@ def create():
     number = request.form.get("number", "").strip()
     call = forms.call_uuid(request.form.get("call"))
     try:
-        fields = data.customer_fields(forms.pick(EDIT_FIELDS))
+        fields = data.customer_fields({**forms.pick(EDIT_FIELDS), "fields": forms.custom_values()})
         data.check_name(fields)
         phones = []
         if number:
@@ -208,13 +209,13 @@ def edit(customer_id: int):
         c = database(lambda: data.customer_full(data.get_customer(customer_id)))
     except DataError as exc:
         return error_page(exc.status, exc.message)
-    return render_page("edit.html", title="Edit customer", c=c, categories=CATEGORIES)
+    return render_page("edit.html", title="Edit customer", c=c, categories=categories(), defs=field_defs("customer"))
 
 
 @bp.post("/customers/<int:customer_id>/edit")
 @login_required()
 def update(customer_id: int):
-    values = forms.pick(EDIT_FIELDS)
+    values = {**forms.pick(EDIT_FIELDS), "fields": forms.custom_values()}
     try:
         fields = data.customer_fields(values)
         database(data.update_customer, customer_id, fields)
@@ -222,7 +223,7 @@ def update(customer_id: int):
         if exc.status == 404:
             return error_page(404, exc.message)
         return render_page("edit.html", status=exc.status, title="Edit customer", error=exc.message,
-                           c={"id": customer_id, **values}, categories=CATEGORIES)
+                           c={"id": customer_id, **values}, categories=categories(), defs=field_defs("customer"))
     flash("Saved.")
     return redirect(f"/customers/{customer_id}", 303)
 

@@ -19,6 +19,11 @@ def pick(keys: Any) -> dict[str, str]:
     return {k: request.form[k] for k in keys if k in request.form}
 
 
+def custom_values() -> dict[str, str]:
+    """The custom field inputs of the form (named field.<key>) as {key: value}; checked when stored."""
+    return {k[6:]: v for k, v in request.form.items() if k.startswith("field.")}
+
+
 def page(name: str = "page") -> int:
     """A 1-based page number from the query string; anything else is page 1."""
     raw = request.args.get(name, "")

@@ -20,6 +20,9 @@ def _order_form(creating: bool) -> dict:
         values["amount"] = forms.money(request.form["amount"])
     if "responsible_id" in request.form:
         values["responsible_id"] = forms.employee_id(request.form["responsible_id"], "responsible_id")
+    given = forms.custom_values()
+    if given or creating:
+        values["fields"] = given
     return data.order_fields(values, creating=creating)
 
 
