@@ -280,3 +280,34 @@ def stop_hub(hub) -> None:
     """Stop a hub from start_hub and its database worker."""
     hub.stop()
     hub.worker.stop()
+
+
+class Api:
+    """The daemon's HTTP app in process on a database (a started hub of its own, start_hub) with an operator token
+    (extension 1001) and an admin token; req(method, path, body, token="op"|"admin"|a token) -> (status, JSON)."""
+
+    def __init__(self, db, tmp_path: Path) -> None:
+        from screenpop.daemon.auth import tokens
+        from screenpop.daemon.customers.lookup import Lookup
+        from screenpop.daemon.customers.photos import Photos
+        from screenpop.daemon.web.server import create_app
+        from screenpop.db.numbers import NumberRules
+
+        rules = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
+        self.hub = start_hub(db, lambda: Lookup(db, rules))
+        self.client = create_app(self.hub, Photos(tmp_path), heartbeat=1.0).test_client()
+        _, self.op = tokens.create("1001")
+        _, self.admin = tokens.create(None, role="admin")
+
+    def req(self, method: str, path: str, body=None, token: str | None = "op", raw: bytes | None = None,
+            headers: dict | None = None):
+        h = {} if token is None else {"Authorization": f"Bearer {getattr(self, token, token)}"}
+        h.update(headers or {})
+        kwargs = {}
+        if raw is not None:
+            kwargs["data"] = raw
+        elif body is not None:  # ASCII-escaped JSON, so a lone surrogate reaches the server as \\ud800
+            kwargs["data"] = json.dumps(body).encode()
+            h.setdefault("Content-Type", "application/json")
+        r = self.client.open(path, method=method, headers=h, **kwargs)
+        return r.status_code, (r.get_json(silent=True) if r.data else None)

@@ -8,45 +8,12 @@ import urllib.request
 
 import pytest
 
-from screenpop.daemon.customers.photos import Photos
-from screenpop.daemon.web.server import create_app
-
 from screenpop.daemon.auth import tokens
-from screenpop.daemon.customers.lookup import Lookup
 from screenpop.db.models import Call, Customer, Employee, Phone
 
-from support import daemon, free_port, http_ready, start_hub, stop_hub, wait_for, write_config
-from screenpop.db.numbers import NumberRules
+from support import daemon, free_port, http_ready, wait_for, write_config
 
-RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
 HOSTILE = "<script>alert('x')</script> \"; DROP TABLE customer; -- \u202e ünï 😀 \\ \n\t%_"
-
-
-class Api:
-    def __init__(self, db, tmp_path):
-        self.hub = start_hub(db, lambda: Lookup(db, RULES))
-        self.client = create_app(self.hub, Photos(tmp_path), heartbeat=1.0).test_client()
-        _, self.op = tokens.create("1001")
-        _, self.admin = tokens.create(None, role="admin")
-
-    def req(self, method, path, body=None, token="op", raw=None, headers=None):
-        h = {} if token is None else {"Authorization": f"Bearer {getattr(self, token, token)}"}
-        h.update(headers or {})
-        kwargs = {}
-        if raw is not None:
-            kwargs["data"] = raw
-        elif body is not None:  # ASCII-escaped JSON, so a lone surrogate reaches the server as \\ud800
-            kwargs["data"] = json.dumps(body).encode()
-            h.setdefault("Content-Type", "application/json")
-        r = self.client.open(path, method=method, headers=h, **kwargs)
-        return r.status_code, (r.get_json(silent=True) if r.data else None)
-
-
-@pytest.fixture
-def api(db, tmp_path):
-    a = Api(db, tmp_path)
-    yield a
-    stop_hub(a.hub)
 
 
 def test_customer_crud_and_search(api):
