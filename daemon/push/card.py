@@ -25,6 +25,7 @@ from screenpop.daemon.record.pops import PopRow
 from screenpop.daemon.staff import Staff
 
 CACHE_SECONDS = 30.0
+FIELDS_SECONDS = 5.0  # the custom field definitions are read again after this long (an admin's change shows then)
 CACHE_CALLS = 4096
 MAX_ORDERS = 50
 MAX_CANDIDATES = 10
@@ -66,6 +67,7 @@ class CardBuilder:
             f"LEFT JOIN category k ON k.name = c.category WHERE c.id = {p} ORDER BY o.id LIMIT {MAX_ORDERS}"
         )
         self._calls: OrderedDict[tuple, tuple[float, dict | None, list]] = OrderedDict()
+        self._fields: tuple[float, list[custom.Field]] = (-FIELDS_SECONDS, [])
 
     # ---- the payload ----------------------------------------------------------------------
 
@@ -135,7 +137,7 @@ class CardBuilder:
         if not rows:
             return None  # deleted since the pop
         cid, name, company, category, note, city, country, values, flag, colour = rows[0][:10]
-        defs = custom.load_fields(self.db)
+        defs = self._definitions()
         orders = []
         total = Decimal("0.00")
         for order_id, number, title, stage, responsible, amount, paid, order_values in (row[10:] for row in rows):
@@ -153,6 +155,16 @@ class CardBuilder:
             "photo_url": f"/api/v1/customers/{cid}/photo", "orders": orders, "total_debt": str(total),
             "fields": custom.shown([f for f in defs if f.entity == "customer"], custom.decode(values)),
         }
+
+    def _definitions(self) -> list[custom.Field]:
+        """The custom field definitions, read at most every FIELDS_SECONDS (a query per card would cost more than
+        the rest of the customer part)."""
+        read_at, defs = self._fields
+        now = time.monotonic()
+        if now - read_at >= FIELDS_SECONDS:
+            defs = custom.load_fields(self.db)
+            self._fields = (now, defs)
+        return defs
 
     def _candidates(self, number: str) -> list[dict]:
         ids = self.lookup().find(number).candidates[:MAX_CANDIDATES]
