@@ -17,7 +17,8 @@ from screenpop.daemon.web.server import create_app
 
 from screenpop.daemon.auth import tokens
 from screenpop.daemon.customers.lookup import Lookup
-from screenpop.db.models import ApiToken, Call, CallParty, Customer, Employee, Order, Phone, Setting, SigninLink, WebSession
+from screenpop.db.models import (ApiToken, Call, CallParty, Customer, CustomField, Employee, Order, Phone, Setting,
+                                 SigninLink, WebSession)
 from screenpop.db.numbers import NumberRules
 
 from support import start_hub, stop_hub
@@ -935,3 +936,42 @@ def test_logs_never_carry_a_link_secret(site, caplog):
     text = caplog.text
     assert "/signin/…" in text and "s3cr3t" not in text and secret not in text and site.op not in text
     assert "web sign-in: token" in text and "was already used" in text
+
+
+def test_admin_pages_for_fields_and_categories(site):
+    """The Fields and Categories pages: admin only, refusals as a 4xx page saying why, removal after typing the key,
+    a category in use deleted only by moving its customers; the record shows the values escaped."""
+    c = _customer(category="vip")
+    op, admin = site.client("op"), site.client("admin")
+    for path in ("/fields", "/categories"):
+        assert op.get(path).status_code == 403
+        assert admin.get(path).status_code == 200
+    assert site.post(op, "/fields", {"entity": "customer", "key": "x", "label": "X", "type": "text"}).status_code == 403
+    r = site.post(admin, "/fields", {"entity": "customer", "key": "contract", "label": "Contract", "type": "text"})
+    assert r.status_code == 303
+    r = site.post(admin, "/fields", {"entity": "order", "key": "tier", "label": "Tier", "type": "choice", "options": ""})
+    assert r.status_code == 400 and "options: a choice needs" in _text(r)
+    r = site.post(admin, "/fields", {"entity": "customer", "key": "Bad Key", "label": "X", "type": "text"})
+    assert r.status_code == 400 and "key: " in _text(r)
+    hostile = "<script>alert(1)</script>\u202e"
+    r = site.post(op, f"/customers/{c.id}/edit", {"name": c.name, "company": c.company, "category": "VIP",
+                                                  "field.contract": hostile})
+    assert r.status_code == 303
+    page = _text(op.get(f"/customers/{c.id}"))
+    assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert '<span class="badge badge-vip">\u2605 VIP</span>' in page
+    r = site.post(op, f"/customers/{c.id}/edit", {"name": c.name, "category": "gold"})
+    assert r.status_code == 400 and "category: " in _text(r)
+    field_id = site.hub.worker.run(lambda: CustomField.get().id)
+    r = site.post(admin, f"/fields/{field_id}/delete", {"confirm": "wrong"})
+    assert r.status_code == 409 and "removes its values from 1 customer(s)" in _text(r)
+    r = site.post(admin, f"/fields/{field_id}/delete", {"confirm": "contract"})
+    assert r.status_code == 303
+    assert hostile not in site.hub.worker.run(lambda: Customer.get_by_id(c.id).custom)
+    r = site.post(admin, "/categories/vip/delete", {})
+    assert r.status_code == 409 and "choose a category" in _text(r)
+    assert site.post(admin, "/categories/vip/delete", {"move_to": "problem"}).status_code == 303
+    assert site.hub.worker.run(lambda: Customer.get_by_id(c.id).category) == "problem"
+    assert site.post(admin, "/categories", {"name": "partner", "colour": "#0d9488", "flag": "\u25c6 P"}).status_code == 303
+    css = _text(admin.get("/categories.css"))
+    assert ".badge-partner { background: #0d9488; }" in css and ".badge-vip" not in css

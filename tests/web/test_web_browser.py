@@ -279,14 +279,15 @@ def test_photo_payment_and_the_main_pages(rig):
 def test_every_page_has_the_one_layout(rig):
     """Issue 16: the dashboard and missed pages had another, unstyled layout without the menu or sign-out."""
     pages = ["/customers", f"/customers/{rig.acme.id}", f"/customers/{rig.acme.id}/edit", "/customers/new?number=5550123",
-             "/calls", "/dashboard", "/missed", "/employees", "/tokens", "/reports/nothing.csv"]
+             "/calls", "/dashboard", "/missed", "/employees", "/tokens", "/fields", "/categories", "/reports/nothing.csv"]
     context, page = rig.browser()
     try:
         page.goto(rig.mint(rig.admin, "/customers"))
         for path in pages:
             page.goto(rig.base + path)
             menu = [a.strip() for a in page.locator("header.nav nav a").all_inner_texts()]
-            assert menu == ["Customers", "Calls", "Dashboard", "Missed", "Employees", "Tokens"], (path, menu)
+            assert menu == ["Customers", "Calls", "Dashboard", "Missed", "Employees", "Tokens", "Fields", "Categories"], (
+                path, menu)
             assert page.locator("header.nav button", has_text="Sign out").is_visible(), path
             background = page.evaluate("getComputedStyle(document.body).backgroundColor")
             assert background == "rgb(246, 247, 249)", (path, background)  # the one stylesheet
@@ -311,7 +312,7 @@ def test_a_right_to_left_override_in_a_name_stays_inside_it(rig):
         name, badge = page.locator("h1 strong").bounding_box(), page.locator("h1 .badge").bounding_box()
         rig.shot(page, "bidi-override")
         assert badge["x"] >= name["x"] + name["width"], (name, badge)
-        assert page.locator("h1 .badge").inner_text() == "VIP"
+        assert page.locator("h1 .badge").inner_text() == "\u2605 VIP"  # the category's flag
     finally:
         context.close()
 
@@ -447,5 +448,55 @@ def test_missed_list_record_link_call_button_mark_done_and_undo(rig):
         page.locator('tr[data-call="bm-known"] a', has_text="Missed ehf").click()
         page.wait_for_url(f"**/customers/{known.id}")
         assert "Missed ehf" in page.locator("h1").inner_text()
+    finally:
+        context.close()
+
+
+def test_custom_field_defined_edited_and_shown(rig):
+    """An admin defines fields on the Fields page; an operator fills them in on the record's edit page; the record
+    shows them (escaped, a link as a link), the search finds the text, and the category's colour comes from the list."""
+    context, page = rig.browser()
+    try:
+        page.goto(rig.mint(rig.admin, "/fields"))
+        for key, label, kind, options in (("contract", "Contract", "text", ""), ("level", "Service level", "choice",
+                                                                                 "Gold\nSilver"),
+                                          ("crm", "CRM record", "link", "")):
+            page.fill("#new-field input[name=key]", key)
+            page.fill("#new-field input[name=label]", label)
+            page.select_option("#new-field select[name=type]", kind)
+            page.fill("#new-field textarea[name=options]", options)
+            page.click("text=Add field")
+            page.wait_for_url("**/fields")
+            assert f"Field {label}" in page.locator(".flash").inner_text()
+        page.fill("#new-field input[name=key]", "name")
+        page.fill("#new-field input[name=label]", "Name again")
+        page.click("text=Add field")
+        assert "built-in column" in page.locator(".error").inner_text(), "refused, saying why"
+        rig.shot(page, "fields")
+        page.goto(rig.base + "/categories")
+        vip = page.evaluate("getComputedStyle(document.querySelector('.badge-vip')).backgroundColor")
+        assert vip == "rgb(202, 138, 4)", vip
+        rig.shot(page, "categories")
+    finally:
+        context.close()
+    context, page = rig.browser()
+    try:
+        page.goto(rig.mint(rig.op, f"/customers/{rig.acme.id}/edit"))
+        page.fill("input[name='field.contract']", "<b>K-2027</b> Þjónusta")
+        page.select_option("select[name='field.level']", "Silver")
+        page.fill("input[name='field.crm']", "javascript:alert(1)")
+        page.click("text=Save")
+        assert "fields.crm: " in page.locator(".error").inner_text() and "web address" in page.locator(".error").inner_text()
+        page.fill("input[name='field.crm']", "https://crm.example/c/100")
+        page.click("text=Save")
+        page.wait_for_url(f"**/customers/{rig.acme.id}")
+        details = page.locator("#fields")
+        assert details.locator("dd[data-key=contract]").inner_text() == "<b>K-2027</b> Þjónusta"
+        assert details.locator("dd[data-key=contract] b").count() == 0, "shown as text, not markup"
+        assert details.locator("dd[data-key=level]").inner_text() == "Silver"
+        assert details.locator("dd[data-key=crm] a").get_attribute("href") == "https://crm.example/c/100"
+        rig.shot(page, "customer-fields")
+        page.goto(f"{rig.base}/customers?q=thjonusta")
+        assert "Acme ehf" in page.locator("tbody").inner_text(), "the search finds the text field"
     finally:
         context.close()

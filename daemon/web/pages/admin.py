@@ -104,9 +104,11 @@ def delete_field(field_id: int):
 
 
 def categories_page(status: int = 200, error: str | None = None):
+    db = web().hub.db
+
     def work():
         counts = dict(Customer.select(Customer.category, peewee.fn.COUNT(Customer.id)).group_by(Customer.category).tuples())
-        return [(c, counts.get(c.name, 0)) for c in custom.load_categories(web().hub.db)]
+        return [(c, counts.get(c.name, 0)) for c in custom.load_categories(db)]
 
     rows = database(work)
     return render_page("categories.html", status=status, title="Categories", rows=rows, error=error)
