@@ -267,14 +267,15 @@ def test_cards_known_unknown_several_and_internal(env_any):
     assert card["record_url"] == f"/customers/{known.id}"
     assert card["customer"] == {
         "id": known.id, "name": "Jón Jónsson", "company": "Norðurljós ehf.", "category": "vip", "note": "Prefers email",
+        "category_flag": "\u2605 VIP", "category_colour": "#ca8a04",
         "city": "Reykjavík", "country": "IS", "photo_url": f"/api/v1/customers/{known.id}/photo",
         "orders": [
             {"number": "A-1", "title": "Roof", "stage": "install", "responsible": "Anna Jónsdóttir", "amount": "1500.00",
-             "paid": "500.50", "debt": "999.50"},
+             "paid": "500.50", "debt": "999.50", "fields": []},
             {"number": "A-2", "title": "Gutter", "stage": "quote", "responsible": None, "amount": "99.99", "paid": "0.00",
-             "debt": "99.99"},
+             "debt": "99.99", "fields": []},
         ],
-        "total_debt": "1099.49",
+        "total_debt": "1099.49", "fields": [],
     }
     card = by_number["+3545557777"][0]
     assert card["matches"] == 2 and card["customer"] is None and card["record_url"] is None
