@@ -1,6 +1,6 @@
 """Custom field values and categories outside the API (docs/customfields.md): the value rules by type, CSV import and
 export with custom columns (a round trip of hostile values, formula escaping undone only where it was added), and
-migration 14 on a database that has customers already; on SQLite and PostgreSQL."""
+migration 15 on a database that has customers already; on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import csv
@@ -113,18 +113,18 @@ def test_csv_round_trip_with_custom_columns(db: peewee.Database, tmp_path: Path)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def test_migration_14_keeps_every_customers_category(backend, request, monkeypatch) -> None:
+def test_migration_15_keeps_every_customers_category(backend, request, monkeypatch) -> None:
     url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
     database = open_database(url)
     try:
-        monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:13])
+        monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:14])
         migrations.migrate(database)
         for name, category in (("A", "vip"), ("B", "gold"), ("Sigurður", "regular")):
             database.execute_sql(f"INSERT INTO customer (name, company, category, note, city, country, created_at, "
                                  f"updated_at) VALUES ({database.param}, '', {database.param}, '', 'Reykjavík', '', "
                                  "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)", (name, category))
         monkeypatch.undo()
-        assert migrations.migrate(database) == [14]
+        assert migrations.migrate(database) == [15]
         listed = database.execute_sql("SELECT name, flag, is_default FROM category ORDER BY position").fetchall()
         assert [(n, f, bool(d)) for n, f, d in listed] == [
             ("regular", "", True), ("vip", "\u2605 VIP", False), ("problem", "\u26a0 Problem", False), ("gold", "", False)]
