@@ -54,6 +54,7 @@ def child_upload(png: Path, at_once: int) -> dict:
     from screenpop.daemon.customers.lookup import Lookup
     from screenpop.daemon.customers.photos import Photos
     from screenpop.daemon.push.hub import PushHub
+    from screenpop.daemon.push.layout import CardLayout
     from screenpop.daemon.staff import Staff
     from screenpop.daemon.web.server import create_app
     from screenpop.db.database import open_database
@@ -67,7 +68,7 @@ def child_upload(png: Path, at_once: int) -> dict:
     migrate(db)
     worker = DbWorker(db)
     worker.start()
-    hub = PushHub(worker, lambda: Lookup(db, NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)), Staff())
+    hub = PushHub(worker, lambda: Lookup(db, NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)), Staff(), CardLayout())
     hub.start()
     app = create_app(hub, Photos(folder / "photos"), heartbeat=1.0)
     _, token = tokens.create(None, role="admin")

@@ -389,10 +389,11 @@ def bench_pages(label: str, db: peewee.Database, data: Data, per_kind: int) -> N
     from screenpop.daemon.customers.lookup import Lookup
     from screenpop.daemon.customers.photos import Photos
     from screenpop.daemon.push.hub import PushHub
+    from screenpop.daemon.push.layout import CardLayout
     from screenpop.daemon.staff import Staff
     from screenpop.daemon.web.server import create_app
 
-    hub = PushHub(db, lambda: Lookup(db, RULES), Staff())
+    hub = PushHub(db, lambda: Lookup(db, RULES), Staff(), CardLayout())
     hub.start()
     try:
         with tempfile.TemporaryDirectory() as photos:

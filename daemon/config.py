@@ -184,6 +184,18 @@ class OriginateConfig:
 
 
 @dataclass
+class CardConfig:
+    """How the pop writes amounts, dates and country names (docs/card.md): a CLDR locale (grouping and decimal
+    separators, the currency symbol's place, month and country names), the currency, optionally a CLDR number
+    pattern of one's own (e.g. "#,##0.00 ¤") and a number of decimals (-1: the currency's own, 0 for ISK)."""
+
+    locale: str = "en_US"
+    currency: str = "USD"
+    money_format: str = ""
+    decimals: int = -1
+
+
+@dataclass
 class LogConfig:
     """Log verbosity: debug, info, warning or error."""
 
@@ -205,6 +217,7 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     cdr: CdrConfig = field(default_factory=CdrConfig)
     originate: OriginateConfig = field(default_factory=OriginateConfig)
+    card: CardConfig = field(default_factory=CardConfig)
     node: str = ""
 
 
@@ -301,9 +314,32 @@ def parse(data: dict[str, Any]) -> Config:
     if not config.cdr.user or ":" in config.cdr.user:
         raise ConfigError("[cdr] user must be a name without ':' (mod_json_cdr sends cred as user:password)")
     config.cdr.secret()
+    _check_card(config.card)
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("[log] level must be debug, info, warning or error")
     return config
+
+
+def _check_card(card: CardConfig) -> None:
+    """[card]: a locale and currency CLDR knows, a pattern it can parse, decimals 0-4 or -1."""
+    from babel import Locale, UnknownLocaleError
+    from babel.numbers import NumberFormatError, is_currency, parse_pattern
+
+    try:
+        Locale.parse(card.locale)
+    except (UnknownLocaleError, ValueError, TypeError):
+        raise ConfigError(f"[card] locale {card.locale!r} is not a known locale (e.g. en_US, is_IS, de_DE)") from None
+    if not is_currency(card.currency):
+        raise ConfigError(f"[card] currency {card.currency!r} is not an ISO 4217 code (e.g. USD, EUR, ISK)")
+    if card.money_format:
+        try:
+            parse_pattern(card.money_format)
+        except (NumberFormatError, ValueError) as exc:
+            raise ConfigError(f"[card] money_format {card.money_format!r} is not a CLDR number pattern: {exc}") from None
+        if "¤" not in card.money_format or any(c in card.money_format for c in "\r\n"):
+            raise ConfigError("[card] money_format must hold the currency sign ¤ (e.g. \"#,##0.00 ¤\") on one line")
+    if not -1 <= card.decimals <= 4:
+        raise ConfigError("[card] decimals must be between 0 and 4, or -1 for the currency's own")
 
 
 def load(path: str | os.PathLike[str] | None) -> Config:

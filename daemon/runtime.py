@@ -21,6 +21,7 @@ from screenpop.daemon.customers.lookup import Lookup
 from screenpop.daemon.pbx.esl import EslSupervisor
 from screenpop.daemon.push.fanout import Listener, Publisher, current_schema
 from screenpop.daemon.push.hub import PushHub
+from screenpop.daemon.push.layout import CardLayout
 from screenpop.daemon.record.cdr import CdrIntake
 from screenpop.daemon.record.writer import Writer, load_open_calls
 from screenpop.daemon.reports.analytics import local_zone
@@ -89,7 +90,8 @@ class Daemon:
         self.node = config.node or socket.gethostname()
         # the pipeline, in the order data flows: ESL -> tracker -> CDR intake -> writer -> push hub -> streams
         self.worker = DbWorker(self.db)
-        self.push = PushHub(self.worker, lambda: self.lookup, self.staff, config.http.public_url)
+        layout = CardLayout(config.card, local_zone(config.analytics.timezone))
+        self.push = PushHub(self.worker, lambda: self.lookup, self.staff, layout, config.http.public_url)
         publisher, self.listener, self.election = self._cluster_parts()
         self.writer = Writer(self.db, e164=self._e164, node=self.node, batch_max=config.database.batch_max,
                              queue_max=config.database.queue_max,

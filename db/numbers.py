@@ -60,6 +60,7 @@ class NumberRules:
         object.__setattr__(self, "_extension_re", re.compile(self.extension_pattern, re.ASCII))
         object.__setattr__(self, "_idd_is_00", re.fullmatch(idd, "00") is not None)
         object.__setattr__(self, "_cached", lru_cache(maxsize=4096)(self._classify))
+        object.__setattr__(self, "_shown", lru_cache(maxsize=4096)(self._display))
 
     @classmethod
     def from_config(cls, numbers: NumbersConfig, extensions: frozenset[str] = frozenset()) -> NumberRules:
@@ -91,6 +92,26 @@ class NumberRules:
                 national = phonenumbers.format_number(parsed, PhoneNumberFormat.NATIONAL)
                 return "".join(c for c in national if c.isascii() and c.isdigit())
         return number.e164
+
+    def display_form(self, raw: str) -> tuple[str, str | None]:
+        """The number as people read it, and its region when it is not the home region's: an E.164 number of the
+        home region in national form ("555 1234"), any other in international form ("+45 45 55 12 34", "DK");
+        an extension, a withheld number or text as given (the caller chose it: whoever shows it escapes it)."""
+        if not isinstance(raw, str):
+            return ("" if raw is None else str(raw)), None
+        return self._shown(raw)
+
+    def _display(self, raw: str) -> tuple[str, str | None]:
+        number = self.classify(raw)
+        if number.kind != "e164" or number.e164 is None:
+            return raw.strip(), None
+        parsed = phonenumbers.parse(number.e164, None)
+        region = phonenumbers.region_code_for_number(parsed) or phonenumbers.region_code_for_country_code(
+            parsed.country_code)
+        if region == self.default_region:
+            return phonenumbers.format_number(parsed, PhoneNumberFormat.NATIONAL), None
+        known = region if region in phonenumbers.SUPPORTED_REGIONS else None  # not "001" (non-geographic)
+        return phonenumbers.format_number(parsed, PhoneNumberFormat.INTERNATIONAL), known
 
     def _classify(self, raw: str) -> Number:
         text = raw.strip()
@@ -128,6 +149,11 @@ class NumberRules:
             return phonenumbers.parse(dialled, self.default_region)
         except NumberParseException:
             return None
+
+
+def is_withheld(raw: str) -> bool:
+    """Whether the caller withheld the number ("anonymous", "private", …, or nothing at all)."""
+    return not isinstance(raw, str) or raw.strip().lower() in WITHHELD or not raw.strip()
 
 
 def valid_country_code(e164: str) -> int | None:

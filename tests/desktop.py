@@ -36,7 +36,7 @@ class PushServer:
         self.keepalive = keepalive
         self.cards: list[dict] = []
         self.requests: list[dict] = []  # {"path", "headers", "status"}
-        self.photo = _png((40, 110, 180))
+        self.photo = _png((40, 110, 180), 64)  # the size the tray asks for
         self.missed: dict | None = None  # GET /api/v1/missed answers this (None: 404, a daemon without it)
         self.originate = (200, {"status": "dialling", "uuid": "c2c-1"})  # POST /api/v1/originate's answer
         self._subscribers: list[queue.Queue] = []
@@ -168,27 +168,35 @@ def frame(card: dict) -> bytes:
     return f"id: {card['id']}\nevent: pop\ndata: {json.dumps(card, ensure_ascii=False)}\n\n".encode()
 
 
-def _png(colour) -> bytes:
+def _png(colour, size: int = 128) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.new("RGB", (128, 128), colour).save(buf, "PNG")
+    Image.new("RGB", (size, size), colour).save(buf, "PNG")
     return buf.getvalue()
 
 
 def card(event: str = "ringing", call_uuid: str = "call-1", number: str = "+3545551234", customer: dict | None = None,
          caller_name: str = "", matches: int | None = None, candidates: list | None = None,
-         direction: str = "INCOMING", extension: str = "1001") -> dict:
-    """A card as the daemon builds it (the interface in the tray's brief)."""
+         direction: str = "INCOMING", extension: str = "1001", operator: str | None = None, at: str | None = None,
+         colleague: str | None = None, taken_by: dict | None = None, layout=None) -> dict:
+    """A card as the daemon builds it (docs/card.md), its title and lines from the daemon's own layout (the default,
+    [numbers] default_region IS, unless layout is given); at defaults to now."""
+    from screenpop.daemon.push.layout import CardLayout
+    from screenpop.db.numbers import NumberRules
+
     if matches is None:
         matches = 1 if customer else 0
     record = f"/customers/{customer['id']}" if customer else f"/customers/new?number={number.lstrip('+')}"
-    return {
-        "event": event, "call_uuid": call_uuid, "direction": direction, "at": "2026-11-26T14:32:05Z",
-        "extension": extension, "operator": None, "number": number, "caller_name": caller_name,
-        "matches": matches, "customer": customer, "candidates": candidates or [],
-        "record_url": None if direction == "INTERNAL" else record,
+    c = {
+        "event": event, "call_uuid": call_uuid, "direction": direction,
+        "at": at or time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+        "extension": extension, "operator": operator, "number": number, "caller_name": caller_name,
+        "colleague": colleague, "taken_by": taken_by, "matches": matches, "customer": customer,
+        "candidates": candidates or [], "record_url": None if direction == "INTERNAL" else record,
     }
+    c["title"], c["lines"] = (layout or CardLayout()).render(c, NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8))
+    return c
 
 
 def customer(cid: int = 7, name: str = "Jón Jónsson", company: str = "Norðurljós ehf.", category: str = "regular",
@@ -204,9 +212,12 @@ def customer(cid: int = 7, name: str = "Jón Jónsson", company: str = "Norðurl
 
 
 class Desktop:
-    """Xvfb on a free display, a session bus, dunst and trayer; env() for the processes started in it."""
+    """Xvfb on a free display, a session bus, dunst and trayer; env() for the processes started in it.
 
-    def __init__(self, folder: Path) -> None:
+    dunst runs with DUNSTRC, or with dunst_defaults with no configuration of ours: what a user who never
+    configured it gets (the packaged /etc/xdg/dunst/dunstrc, else dunst's built-in settings)."""
+
+    def __init__(self, folder: Path, dunst_defaults: bool = False) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.procs: list[subprocess.Popen] = []
@@ -222,7 +233,9 @@ class Desktop:
             "NO_AT_BRIDGE": "1", "GDK_BACKEND": "x11",
         }
         self.base_env.pop("WAYLAND_DISPLAY", None)
-        (home / "config" / "dunst" / "dunstrc").write_text(DUNSTRC, encoding="utf-8")
+        self.dunst_defaults = dunst_defaults
+        if not dunst_defaults:
+            (home / "config" / "dunst" / "dunstrc").write_text(DUNSTRC, encoding="utf-8")
         self.env = dict(self.base_env)
 
     def start(self) -> "Desktop":
@@ -240,7 +253,8 @@ class Desktop:
         out = subprocess.run(["dbus-daemon", "--session", "--fork", "--print-address=1", "--print-pid=1"],
                              capture_output=True, text=True, env=self.env, timeout=10, check=True).stdout.split()
         self.env["DBUS_SESSION_BUS_ADDRESS"], self.bus_pid = out[0], int(out[1])
-        self.spawn("dunst", ["dunst", "-config", str(self.folder / "home/config/dunst/dunstrc")])
+        config = [] if self.dunst_defaults else ["-config", str(self.folder / "home/config/dunst/dunstrc")]
+        self.spawn("dunst", ["dunst", *config])
         wait_for(lambda: self.dunstctl("is-paused").returncode == 0, 10, "dunst on the session bus")
         self.spawn("trayer", ["trayer", "--edge", "top", "--align", "right", "--widthtype", "request",
                               "--height", "32", "--SetDockType", "true", "--expand", "true", "--transparent", "false"])

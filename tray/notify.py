@@ -8,7 +8,9 @@ closed when the call is answered elsewhere or ends; so `DbusNotifier` subclasses
 `Notify` call on one dbus-python connection, keeping the id; `CloseNotification` goes through dbus-python
 directly too. Elsewhere (Windows, macOS): plyer's facade, without close.
 
-Everything a stranger (caller ID) or a user (customer data) typed is escaped for the server's body markup.
+What a pop says is the daemon's: the card's title and lines (docs/card.md), built there from one layout. Here
+each is kept to one line and escaped for the server's body markup (the daemon's text holds what strangers and
+users typed), and the lines the daemon marks strong or warning are bold.
 """
 from __future__ import annotations
 
@@ -20,35 +22,33 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from screenpop.tray import http
-from screenpop.tray.text import local_time, one_line
+from screenpop.tray.text import one_line
 
 log = logging.getLogger("screenpop.tray.notify")
 
 APP_NAME = "screenpop"
-PHOTO_SIZE = 128
+PHOTO_SIZE = 64  # dunst's defaults (300 px wide, icons up to 128 px) leave ~35 characters a line beside it
 PHOTO_MAX_BYTES = 2 << 20
 PHOTO_FRESH_SECONDS = 3600.0
 POP_EVENTS = ("ringing", "dialing")
-CLOSE_EVENTS = ("answered_elsewhere", "ended", "transferred")
-# Servers that parse markup in the summary too (the spec says plain text; these apply body rules to it).
-SUMMARY_MARKUP_SERVERS = {"dunst", "mako"}
+CLOSE_EVENTS = ("ended", "transferred")
+TAKEN_SECONDS = 4.0  # how long "Taken by 1002 Anna" stands in for the pop of a call answered elsewhere
+TITLE_MAX = 80
+LINE_MAX = 120  # the daemon keeps lines shorter; a longer one is cut here, never passed on
+MAX_LINES = 24
+BOLD_STYLES = ("strong", "warning")
+# Servers that parse markup in the summary too (the spec says plain text; these apply body rules to it). Not dunst:
+# since 1.4 it escapes the summary itself, so an escaped one shows "&amp;" (seen on the desktop tests' screenshots).
+SUMMARY_MARKUP_SERVERS = {"mako"}
 
 
 def esc(text: Any) -> str:
     """Text for the notification server's markup: & < > escaped (quotes need no escape outside attributes)."""
     return html.escape("" if text is None else str(text), quote=False)
-
-
-def _amount(text: Any) -> Decimal:
-    try:
-        return Decimal(str(text))
-    except (InvalidOperation, ValueError):
-        return Decimal(0)
 
 
 def caller_label(card: dict) -> str:
@@ -65,74 +65,26 @@ def caller_label(card: dict) -> str:
 
 
 def card_text(card: dict, markup: bool = True, summary_markup: bool = True) -> tuple[str, str]:
-    """Summary and body of the pop for a ringing/dialing card. With markup, every piece of data is escaped
-    and the flags are bold; without, the text is plain."""
-    e = esc if markup else (lambda s: "" if s is None else str(s))
-    es = esc if summary_markup else (lambda s: "" if s is None else str(s))
-    b = (lambda s: f"<b>{s}</b>") if markup else (lambda s: s)
-    customer = card.get("customer") or None
-    number = one_line(card.get("number"), 40)
-    caller_name = one_line(card.get("caller_name"), 80)
-    direction = card.get("direction") or ""
-    matches = card.get("matches") or 0
-    lines: list[str] = []
-    if customer:
-        company, name = one_line(customer.get("company")), one_line(customer.get("name"))
-        summary = company or name or number or "Unknown caller"
-        if company and name:
-            lines.append(e(name))
-        category = (customer.get("category") or "regular").lower()
-        flags = []
-        if category == "vip":
-            flags.append(b("★ VIP"))
-        elif category == "problem":
-            flags.append(b("⚠ PROBLEM"))
-        debt = _amount(customer.get("total_debt"))
-        if debt > 0:
-            flags.append(b(f"DEBT {e(customer.get('total_debt'))}"))
-        if flags:
-            lines.append("  ".join(flags))
-        for order in (customer.get("orders") or [])[:2]:
-            parts = [f"Order {one_line(order.get('number'), 30)}", one_line(order.get("title"), 60)]
-            stage = one_line(order.get("stage"), 40)
-            text = " ".join(p for p in parts if p) + (f": {stage}" if stage else "")
-            lines.append(e(text))
-        more = len(customer.get("orders") or []) - 2
-        if more > 0:
-            lines.append(e(f"and {more} more open order{'s' if more > 1 else ''}"))
-        note = one_line(customer.get("note"), 160)
-        if note:
-            lines.append(b(e(note)) if category == "problem" else e(note))
-        place = ", ".join(p for p in (one_line(customer.get("city"), 40), one_line(customer.get("country"), 40)) if p)
-        if place:
-            lines.append(e(place))
-        if caller_name and caller_name not in (name, company):
-            lines.append(e(f"Caller ID: {caller_name}"))
-    elif matches > 1:
-        summary = number or "Unknown number"
-        lines.append(b(e(f"{matches} customers share this number")))
-        for c in (card.get("candidates") or [])[:3]:
-            who = one_line(c.get("name"), 60)
-            if c.get("company"):
-                who += f" ({one_line(c.get('company'), 60)})"
-            lines.append(e("• " + who))
-        if caller_name:
-            lines.append(e(f"Caller ID: {caller_name}"))
-    elif direction == "INTERNAL":
-        summary = caller_name or f"Extension {number}"
-        lines.append(e(f"Internal call, extension {number}"))
-    else:
-        summary = number or "Unknown number"
-        lines.append(e("Unknown caller" if direction != "OUTGOING" else "Not a customer yet"))
-        if caller_name:
-            lines.append(e(f"Caller ID: {caller_name}"))
-    when = local_time(card.get("at"))
-    tail = " · ".join(p for p in (direction, number, when) if p)
-    if tail:
-        lines.append(e(tail))
-    if card.get("event") == "dialing":
-        summary = f"Calling {summary}"
-    return es(summary), "\n".join(lines)
+    """Summary and body of a pop: the title and lines the daemon built (docs/card.md), each piece of text on one
+    line and escaped for the server's markup, strong and warning lines bold. A card without lines (a daemon from
+    before them) says who it is and the number."""
+    e = esc if markup else _plain
+    es = esc if summary_markup else _plain
+    title = one_line(card.get("title"), TITLE_MAX) or caller_label(card)
+    lines = card.get("lines")
+    if not isinstance(lines, list):
+        return es(title), e(one_line(card.get("number"), 40))
+    body = []
+    for item in lines[:MAX_LINES]:
+        text = one_line(item.get("text"), LINE_MAX) if isinstance(item, dict) else ""
+        if text:
+            bold = markup and item.get("style") in BOLD_STYLES
+            body.append(f"<b>{e(text)}</b>" if bold else e(text))
+    return es(title), "\n".join(body)
+
+
+def _plain(text: Any) -> str:
+    return "" if text is None else str(text)
 
 
 # ---- icons --------------------------------------------------------------------------------------
@@ -323,6 +275,8 @@ class Notifier:
             self.show(card)
         elif event == "missed":
             self.missed(card)
+        elif event == "answered_elsewhere":
+            self.taken(card)
         elif event in CLOSE_EVENTS:
             self.close(card.get("call_uuid") or "")
 
@@ -343,13 +297,21 @@ class Notifier:
             server = self._server()
             if server is None:
                 return
-            markup, summary_markup = self._flags(server)
-            e = esc if markup else str
-            es = esc if summary_markup else str
-            who = caller_label(card)
-            when = local_time(card.get("at"))
-            body = e(" · ".join(p for p in ("Missed call", one_line(card.get("number"), 40), when) if p))
-            self._send(server, card, es(f"Missed: {who}"), body, icon, min(self.timeout or 10.0, 10.0), urgency=1)
+            summary, body = card_text(card, *self._flags(server))
+            self._send(server, card, summary, body, icon, min(self.timeout or 10.0, 10.0), urgency=1)
+
+    def taken(self, card: dict) -> None:
+        """A call answered elsewhere: its pop, if one is up, says for a moment who took it, then goes."""
+        uuid = card.get("call_uuid") or ""
+        if uuid not in self._ids:
+            return  # no pop up (or a server without replace): nothing to say
+        icon = self.photos.icon_for(card) if self.photos else ""  # cached since the ringing pop
+        with self._lock:
+            server = self._backend
+            if server is None or uuid not in self._ids:
+                return
+            summary, body = card_text(card, *self._flags(server))
+            self._send(server, card, summary, body, icon, TAKEN_SECONDS, urgency=1)
 
     def _send(self, server, card, summary: str, body: str, icon: str, timeout: float, urgency: int) -> None:
         uuid = card.get("call_uuid") or ""

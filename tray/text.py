@@ -6,10 +6,13 @@ import datetime as dt
 from typing import Any
 
 
+_KEPT_SPACES = "\xa0\u202f"  # no-break spaces: "999,50 kr." and "6:53 PM" stay together when a line wraps
+
+
 def one_line(text: Any, limit: int = 200) -> str:
     """One line of at most `limit` characters, control characters dropped."""
     s = "" if text is None else str(text)
-    s = "".join(ch if ch.isprintable() else " " for ch in s).strip()
+    s = "".join(ch if ch.isprintable() or ch in _KEPT_SPACES else " " for ch in s).strip()
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 

@@ -3,8 +3,9 @@
 Cards are built for live pops (from the writer's PendingPop) and for replayed ones (CallEvent rows) by the
 same code, in precompiled SQL: the pop latency goal is p99 < 50 ms end to end and peewee's query builder
 costs ~150 µs a query. The customer part (customer, open orders, candidates) is the same for every pop of
-one call to one number, so it is cached per call for a short while; operator names come from the employee snapshot
-(daemon/staff.py).
+one call to one number, so it is cached per call for a short while; operator and colleague names come from the
+employee snapshot (daemon/staff.py). What the pop says (the summary and its lines) comes from the card's own fields
+through the layout (layout.py).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import peewee
 
 from screenpop.daemon.customers import fields as custom
 from screenpop.daemon.customers.lookup import Lookup
+from screenpop.daemon.push.layout import CardLayout
 from screenpop.daemon.record.pops import PopRow
 from screenpop.daemon.staff import Staff
 
@@ -49,10 +51,13 @@ def _money(value: Any) -> Decimal:
 class CardBuilder:
     """Builds card dicts and their one-line JSON; call from one greenlet (it owns that greenlet's connection)."""
 
-    def __init__(self, db: peewee.Database, lookup: Callable[[], Lookup], staff: Staff, public_url: str = "") -> None:
+    def __init__(self, db: peewee.Database, lookup: Callable[[], Lookup], staff: Staff, layout: CardLayout,
+                 public_url: str = "") -> None:
+        """layout: what the pop says, from the card's fields (the summary and its lines)."""
         self.db = db
         self.lookup = lookup
         self.staff = staff
+        self.layout = layout
         self.base = public_url.rstrip("/")
         p = db.param
         self._sql_customer = ("SELECT c.name, c.company, k.colour, c.photo FROM customer c "
@@ -65,6 +70,13 @@ class CardBuilder:
             'o.id, o.number, o.title, o.stage, e.name, o.amount, o.paid, o.custom FROM customer c LEFT JOIN "order" o '
             "ON o.customer_id = c.id AND o.status = 'open' LEFT JOIN employee e ON e.id = o.responsible_id "
             f"LEFT JOIN category k ON k.name = c.category WHERE c.id = {p} ORDER BY o.id LIMIT {MAX_ORDERS}"
+        )
+        # who took a call another extension was ringing for: the latest to answer up to that moment (a transfer
+        # can bring in a second answerer)
+        self._sql_taken = (
+            "SELECT p.extension FROM call_party p JOIN call c ON c.id = p.call_id "
+            f"WHERE c.uuid = {p} AND p.extension <> {p} AND p.answered_at IS NOT NULL AND p.answered_at <= {p} "
+            "ORDER BY p.answered_at DESC LIMIT 1"
         )
         self._calls: OrderedDict[tuple, tuple[float, dict | None, list]] = OrderedDict()
         self._fields: tuple[float, list[custom.Field]] = (-FIELDS_SECONDS, [])
@@ -81,7 +93,7 @@ class CardBuilder:
             record = None
         else:
             record = f"/customers/new?number={quote(pop.number, safe='')}&call={quote(pop.uuid, safe='')}"
-        return {
+        card = {
             "id": pop.id,
             "event": pop.event,
             "call_uuid": pop.uuid,
@@ -91,11 +103,15 @@ class CardBuilder:
             "operator": self.staff.name(pop.extension),
             "number": pop.number,
             "caller_name": pop.name,
+            "colleague": self.staff.name(pop.number) if internal else None,
+            "taken_by": self._taken_by(pop) if pop.event == "answered_elsewhere" and not offline else None,
             "matches": pop.matches,
             "customer": customer,
             "candidates": candidates,
             "record_url": self.base + record if record else None,
         }
+        card["title"], card["lines"] = self.layout.render(card, self.lookup().rules)
+        return card
 
     def frame(self, pop: PopRow, offline: bool = False) -> bytes:
         """The card as one Server-Sent Events message: id, event and one line of JSON data.
@@ -112,6 +128,11 @@ class CardBuilder:
 
     def _dialable(self, number: str) -> bool:
         return bool(number) and self.lookup().rules.classify(number).kind == "e164"
+
+    def _taken_by(self, pop: PopRow) -> dict | None:
+        """Who answered the call this extension was ringing for: {extension, name}, or None if it is not stored."""
+        row = self.db.execute_sql(self._sql_taken, (pop.uuid, pop.extension, pop.at)).fetchone()
+        return {"extension": row[0], "name": self.staff.name(row[0])} if row else None
 
     def _customer_part(self, pop: PopRow, offline: bool = False) -> tuple[dict | None, list]:
         if pop.customer_id is None and pop.matches <= 1:

@@ -31,6 +31,7 @@ import peewee
 from screenpop.daemon.auth import tokens
 from screenpop.daemon.customers.lookup import Lookup
 from screenpop.daemon.push.card import CardBuilder
+from screenpop.daemon.push.layout import CardLayout
 from screenpop.daemon.record.pops import POP_COLUMNS, PopRow
 from screenpop.daemon.staff import Staff
 from screenpop.db.database import DatabaseUnreachable, guarded
@@ -92,12 +93,12 @@ class Subscriber:
 class PushHub:
     """Subscribers by extension, and the worker greenlet that builds and fans out cards."""
 
-    def __init__(self, worker: DbWorker, lookup: Callable[[], Lookup], staff: Staff, public_url: str = "",
-                 queue_max: int = QUEUE_MAX) -> None:
-        """staff: the employee snapshot the cards take operator names from."""
+    def __init__(self, worker: DbWorker, lookup: Callable[[], Lookup], staff: Staff, layout: CardLayout,
+                 public_url: str = "", queue_max: int = QUEUE_MAX) -> None:
+        """staff: the employee snapshot the cards take operator names from; layout: what the pops say."""
         self.worker = worker
         self.db = worker.db
-        self.cards = CardBuilder(self.db, lookup, staff, public_url)
+        self.cards = CardBuilder(self.db, lookup, staff, layout, public_url)
         self.queue_max = queue_max
         self.subscribers: dict[str, set[Subscriber]] = {}
         self._watcher: gevent.Greenlet | None = None

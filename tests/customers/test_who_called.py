@@ -6,6 +6,7 @@ import pytest
 
 from screenpop.daemon.customers.photos import Photos
 from screenpop.daemon.push.card import CardBuilder
+from screenpop.daemon.push.layout import CardLayout
 from screenpop.daemon.record.pops import POP_COLUMNS, PopRow
 from screenpop.daemon.web.server import create_app
 
@@ -44,7 +45,7 @@ def test_every_view_names_the_same_customers(tmp_path, db_url):
     call = Call.get()
     assert (call.customer_id, call.matches) == (None, 2)
     pop = PopRow(*db.execute_sql(f"SELECT {POP_COLUMNS} FROM call_event WHERE event = 'missed'").fetchone())
-    card = CardBuilder(db, lambda: Lookup(db, RULES), staff()).card(pop)
+    card = CardBuilder(db, lambda: Lookup(db, RULES), staff(), CardLayout()).card(pop)
     assert (card["matches"], card["customer"]) == (2, None)
     assert [c["id"] for c in card["candidates"]] == [twin.id for twin in twins]
 

@@ -16,6 +16,7 @@ from PIL import Image
 from screenpop.daemon.auth import tokens
 from screenpop.daemon.customers.lookup import Lookup, add_phone
 from screenpop.daemon.push.card import MAX_ORDERS, CardBuilder
+from screenpop.daemon.push.layout import CardLayout
 from screenpop.daemon.record.pops import PopRow
 from screenpop.daemon.push.hub import Subscriber
 from screenpop.db.database import open_database
@@ -317,7 +318,7 @@ def test_card_customer_part_with_no_open_order_many_orders_and_a_deleted_custome
     """The customer and its open orders come from one query: none open, more than MAX_ORDERS open, and a customer
     deleted since the pop, on both databases."""
     lookup = Lookup(db, RULES)
-    cards = CardBuilder(db, lambda: lookup, staff())
+    cards = CardBuilder(db, lambda: lookup, staff(), CardLayout())
     quiet = Customer.create(name="Quiet", company="Q ehf.")
     Order.create(customer=quiet, number="Q-1", title="Done", stage="done", amount=Decimal("5"), paid=Decimal("0"),
                  status="closed")

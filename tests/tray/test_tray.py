@@ -152,37 +152,40 @@ def test_stream_stop_ends_a_quiet_connection_promptly(server):
 # ---- pop text ----------------------------------------------------------------------------------------
 
 
-def test_known_customer_body_has_the_card_and_escapes_everything():
+def test_pop_text_is_the_daemons_title_and_lines_escaped_and_bold_where_it_says():
     c = customer(name="Ann <i>A</i>", company="Smith & Sons", category="problem", total_debt="1250.00", note="pays <late>",
-                 orders=[{"number": "A-1", "title": "Boat & trailer", "stage": "delivery", "responsible": "1001",
+                 orders=[{"number": "A-1", "title": "Boat & trailer", "stage": "delivery", "responsible": "Anna",
                           "amount": "2000.00", "paid": "750.00", "debt": "1250.00"}])
-    summary, body = card_text(card(customer=c, caller_name="<b>ANN</b>"), markup=True, summary_markup=True)
-    assert summary == "Smith &amp; Sons"
-    assert "Ann &lt;i&gt;A&lt;/i&gt;" in body and "<b>⚠ PROBLEM</b>" in body and "<b>DEBT 1250.00</b>" in body
-    assert "Order A-1 Boat &amp; trailer: delivery" in body and "pays &lt;late&gt;" in body
-    assert "Caller ID: &lt;b&gt;ANN&lt;/b&gt;" in body and "Reykjavík, IS" in body
-    assert "INCOMING · +3545551234 · " in body
+    pop = card(customer=c, caller_name="<b>ANN</b>", operator="Anna", at="2026-11-26T14:32:05Z")
+    summary, body = card_text(pop, markup=True, summary_markup=True)
+    assert summary == "Smith &amp; Sons  ⚠ PROBLEM"
+    shown = body.splitlines()
+    assert shown[:7] == [
+        "<b>pays &lt;late&gt;</b>", "Ann &lt;i&gt;A&lt;/i&gt;", "A-1 Boat &amp; trailer: delivery · Anna · $1,250.00",
+        "<b>Debt $1,250.00</b>", "Reykjavík, Iceland", "Caller ID: &lt;b&gt;ANN&lt;/b&gt;", "555 1234"]
+    assert shown[7].startswith("Nov 26, ") and shown[7].endswith(" · INCOMING") and shown[8] == "Operator 1001 Anna"
     # without markup support nothing is escaped and nothing is bold
-    summary, body = card_text(card(customer=c), markup=False, summary_markup=False)
-    assert summary == "Smith & Sons" and "<b>" not in body and "Boat & trailer" in body
+    summary, body = card_text(pop, markup=False, summary_markup=False)
+    assert summary == "Smith & Sons  ⚠ PROBLEM" and body.splitlines()[:2] == ["pays <late>", "Ann <i>A</i>"]
+    assert "<b>" not in body.replace("<b>ANN</b>", "")
 
 
-def test_unknown_several_internal_and_dialing_cards():
-    s, b = card_text(card(number="+3545550000", caller_name="Gunna"))
-    assert s == "+3545550000" and "Unknown caller" in b and "Caller ID: Gunna" in b
-    cands = [{"id": 1, "name": "A", "company": "X"}, {"id": 2, "name": "B", "company": ""}, {"id": 3, "name": "C", "company": "Z"}]
-    s, b = card_text(card(matches=3, candidates=cands))
-    assert "3 customers share this number" in b and "• A (X)" in b and "• B\n" in b
-    s, b = card_text(card(direction="INTERNAL", number="1002", caller_name="Sigga"))
-    assert s == "Sigga" and "extension 1002" in b
-    s, b = card_text(card(event="dialing", direction="OUTGOING", customer=customer(company="")))
-    assert s == "Calling Jón Jónsson"
+def test_pop_text_from_a_rogue_daemon_is_still_one_escaped_line_each():
+    lines = [{"text": "<a href='x'>click</a>\n\x1b[31mred", "style": "strong"}, {"text": "x" * 500}, "not a line",
+             {"style": "warning"}, {"text": "&amp;", "style": "<b>"}] + [{"text": f"line {i}"} for i in range(40)]
+    summary, body = card_text({"title": "<i>T</i>\r\nX", "lines": lines})
+    assert summary == "&lt;i&gt;T&lt;/i&gt;  X"
+    shown = body.splitlines()
+    assert shown[0] == "<b>&lt;a href='x'&gt;click&lt;/a&gt;  [31mred</b>"
+    assert len(shown[1]) == 120 and shown[1].endswith("…") and shown[2] == "&amp;amp;"
+    assert len(shown) == 24 - 2, "at most 24 lines, the empty ones dropped"
+    assert "\x1b" not in body and "\r" not in summary
 
 
-def test_control_characters_never_reach_the_server():
-    s, b = card_text(card(caller_name="evil\nline\x1b[31m", number="+354\r555"))
-    assert "\x1b" not in b and "\r" not in s and "Caller ID: evil line [31m" in b
-    assert esc('a"b<') == 'a"b&lt;'
+def test_pop_text_of_a_card_without_lines_says_who_and_the_number():
+    old = {k: v for k, v in card(number="+3545550000", caller_name="<Gunna>").items() if k not in ("title", "lines")}
+    assert card_text(old) == ("&lt;Gunna&gt;", "+3545550000")
+    assert card_text(card(event="dialing", direction="OUTGOING", customer=customer(company="")))[0] == "Calling Jón Jónsson"
 
 
 class FakeServer:
@@ -212,15 +215,21 @@ def test_notifier_replaces_and_closes_by_call(tmp_path, server):
     assert kw["timeout"] == 25 and kw["replaces_id"] == 0 and kw["hints"]["urgency"] == 2
     assert kw["app_icon"].startswith(str(tmp_path)) and open(kw["app_icon"], "rb").read() == server.photo
     photo_req = [r for r in server.requests if "/photo" in r["path"]][0]
-    assert photo_req["path"] == "/api/v1/customers/9/photo?size=128"
+    assert photo_req["path"] == "/api/v1/customers/9/photo?size=64"
     assert photo_req["headers"]["Authorization"] == "Bearer secret-token"
-    n.handle(card(event="answered_elsewhere", call_uuid="u1"))
-    assert fake.calls[-1] == ("close", 41)
+    n.handle(card(event="answered_elsewhere", call_uuid="u1", customer=customer(cid=9),
+                  taken_by={"extension": "1002", "name": "Anna"}))
+    kind, kw = fake.calls[-1]
+    assert kw["replaces_id"] == 41 and kw["title"] == "Taken by 1002 Anna" and kw["timeout"] == 4.0
+    assert kw["message"].splitlines()[0] == "<b>Norðurljós ehf.</b>"
+    calls = len(fake.calls)
+    n.handle(card(event="answered_elsewhere", call_uuid="never-shown"))
+    assert len(fake.calls) == calls, "no pop was up for that call: nothing to say"
     n.handle(card(call_uuid="u2"))
     n.handle(card(event="missed", call_uuid="u2"))
-    assert fake.calls[-1][1]["replaces_id"] == 42 and fake.calls[-1][1]["title"].startswith("Missed: ")
+    assert fake.calls[-1][1]["replaces_id"] == 43 and fake.calls[-1][1]["title"].startswith("Missed: ")
     n.handle(card(event="ended", call_uuid="u2"))
-    assert fake.calls[-1] == ("close", 42)
+    assert fake.calls[-1] == ("close", 43)
 
 
 def test_photo_urls_that_leave_the_server_are_not_fetched(tmp_path, server):
@@ -437,8 +446,8 @@ def test_a_replayed_call_that_is_already_over_does_not_flash_up(server, tmp_path
         server.push(card(call_uuid="other", extension="1002"))
         server.gate.set()
         wait_for(lambda: len(app.state.recent) == 3, 5, "the replay")
-        titles = [kw["message"].splitlines()[-1] for kind, kw in fake.calls if kind == "notify"]
-        assert len(titles) == 2 and "+3545550001" in titles[1], "only the call still ringing pops again"
+        titles = [kw["title"] for kind, kw in fake.calls if kind == "notify"]
+        assert len(titles) == 2 and titles[1] == "555 0001", "only the call still ringing pops again"
         assert list(app.state.recent) == ["live", "over", "still"] and app.state.ringing == {"live", "still"}
     finally:
         app.stream.stop()

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from screenpop.daemon.push.layout import NOTE_MAX
+
 from desktop import Desktop, PushServer, card, customer, missed_answer, missing_tools, wait_file_lines
 from support import http_ready, wait_for
 
@@ -23,12 +25,12 @@ SCREENSHOT_COPY = Path("/tmp/screenpop-notification.png")
 
 
 class Session:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, dunst_defaults: bool = False) -> None:
         missing = missing_tools()
         if missing:
             pytest.fail(f"desktop test tools missing: {', '.join(missing)} (run .ci/setup)", pytrace=False)
         self.folder = folder
-        self.desktop = Desktop(folder).start()
+        self.desktop = Desktop(folder, dunst_defaults).start()
         self.server = PushServer()
         self.urls = folder / "urls.txt"
         browser = folder / "browser.sh"
@@ -109,18 +111,19 @@ def session(tmp_path_factory):
 
 
 def test_known_customer_pops_with_photo_and_screenshot(session):
-    vip = customer(cid=7, category="vip", total_debt="1099.49", note="Prefers email", orders=[
+    vip = customer(cid=7, category="vip", total_debt="999.50", note="Prefers email", orders=[
         {"number": "A-1", "title": "Roof", "stage": "install", "responsible": "Anna", "amount": "1500.00",
          "paid": "500.50", "debt": "999.50"}])
     shot = session.folder / "notification.png"
-    shown = session.pop(card(call_uuid="k1", customer=vip), screenshot=shot)
-    assert shown["appname"] == "screenpop" and shown["summary"] == "Norðurljós ehf."
+    shown = session.pop(card(call_uuid="k1", customer=vip, operator="Anna Jónsdóttir"), screenshot=shot)
+    assert shown["appname"] == "screenpop" and shown["summary"] == "Norðurljós ehf.  ★ VIP"
     body = shown["body"].splitlines()
-    assert body[:3] == ["Jón Jónsson", "<b>★ VIP</b>  <b>DEBT 1099.49</b>", "Order A-1 Roof: install"]
-    assert "Prefers email" in body and "Reykjavík, IS" in body and body[-1].startswith("INCOMING · +3545551234 · ")
+    assert body[:4] == ["<b>Prefers email</b>", "Jón Jónsson", "A-1 Roof: install · Anna · $999.50", "<b>Debt $999.50</b>"]
+    assert body[4:6] == ["Reykjavík, Iceland", "555 1234"] and body[6].endswith(" · INCOMING")
+    assert body[7] == "Operator 1001 Anna Jónsdóttir"
     icon = Path(shown["icon_path"])
     assert icon.is_file() and icon.read_bytes() == session.server.photo, "the photo fetched with the token"
-    assert any(r["path"] == "/api/v1/customers/7/photo?size=128" for r in session.server.requests)
+    assert any(r["path"] == "/api/v1/customers/7/photo?size=64" for r in session.server.requests)
     from PIL import Image
 
     with Image.open(shot) as img:
@@ -128,46 +131,99 @@ def test_known_customer_pops_with_photo_and_screenshot(session):
     shutil.copyfile(shot, SCREENSHOT_COPY)
 
 
-def test_unknown_number_gets_a_placeholder(session):
-    shown = session.pop(card(call_uuid="u1", number="+3545550042", caller_name="Gunna"))
-    assert shown["summary"] == "+3545550042"
-    assert shown["body"].splitlines()[:2] == ["Unknown caller", "Caller ID: Gunna"]
-    assert Path(shown["icon_path"]).name.startswith("placeholder-")
-
-
-def test_problem_customer_with_debt_is_flagged(session):
-    c = customer(cid=8, name="Bad Payer", company="", category="problem", total_debt="250.00", note="Cash only", photo=False)
-    shown = session.pop(card(call_uuid="p1", customer=c))
-    assert shown["summary"] == "Bad Payer"
-    assert shown["body"].splitlines()[:2] == ["<b>⚠ PROBLEM</b>  <b>DEBT 250.00</b>", "<b>Cash only</b>"]
-
-
-def test_several_customers_share_the_number(session):
-    twins = [{"id": 1, "name": "Twin 1", "company": "Tvíburar"}, {"id": 2, "name": "Twin 2", "company": "Tvíburar"},
-             {"id": 3, "name": "Twin 3", "company": ""}]
-    shown = session.pop(card(call_uuid="s1", number="+3545557777", matches=3, candidates=twins))
-    assert shown["summary"] == "+3545557777"
-    assert shown["body"].splitlines()[:4] == [
-        "<b>3 customers share this number</b>", "• Twin 1 (Tvíburar)", "• Twin 2 (Tvíburar)", "• Twin 3"]
-
-
-def test_caller_id_markup_is_escaped_not_rendered(session):
-    hostile = '<b>FREE</b> <a href="http://evil">x</a> & <img src="/etc/passwd">'
-    shown = session.pop(card(call_uuid="h1", number="<i>555</i>", caller_name=hostile))
-    assert "<b>FREE</b>" not in shown["body"] and "<a " not in shown["body"] and "<img" not in shown["body"]
-    assert ("Caller ID: &lt;b&gt;FREE&lt;/b&gt; &lt;a href=\"http://evil\"&gt;x&lt;/a&gt; &amp; "
-            "&lt;img src=\"/etc/passwd\"&gt;") in shown["body"].splitlines()
-    assert shown["summary"] == "&lt;i&gt;555&lt;/i&gt;", "dunst parses summary markup too"
-
-
-def test_pop_closes_when_answered_elsewhere(session):
+def test_answered_elsewhere_says_who_took_it_then_closes(session):
     d = session.desktop
     d.close_all()
     wait_for(lambda: d.displayed() == 0, 5, "an empty screen")
+    seen = session.newest()
     session.server.push(card(call_uuid="e1", customer=customer()))
     wait_for(lambda: d.displayed() == 1, 10, "the pop")
-    session.server.push(card(event="answered_elsewhere", call_uuid="e1", customer=customer()))
-    wait_for(lambda: d.displayed() == 0, 10, "the pop closed by the tray (CloseNotification)")
+    session.server.push(card(event="answered_elsewhere", call_uuid="e1", customer=customer(),
+                             taken_by={"extension": "1002", "name": "Anna Jónsdóttir"}))
+    wait_for(lambda: d.displayed() == 0, 15, "the pop gone a few seconds after it said who took the call")
+    (shown,) = [n for n in d.history() if n["id"] > seen]
+    assert shown["summary"] == "Taken by 1002 Anna Jónsdóttir", "the pop itself was replaced (same id), then closed"
+    assert shown["body"].splitlines()[0] == "<b>Norðurljós ehf.</b>"
+
+
+# ---- every kind of pop on dunst's default settings --------------------------------------------------
+
+
+def _today(hour: int = 14) -> str:
+    """A time today (UTC), so the pop shows the time alone."""
+    return time.strftime(f"%Y-%m-%dT{hour:02d}:05:00.000Z", time.gmtime())
+
+
+ORDERS = [{"number": f"A-{i}", "title": t, "stage": st, "responsible": r, "amount": "1500.00", "paid": "500.50",
+           "debt": "999.50"} for i, (t, st, r) in enumerate(
+    [("Roof", "install", "Anna Jónsdóttir"), ("Gutter", "quote", None), ("Windows", "order", "Björn"),
+     ("Door", "install", "Anna"), ("Paint", "done", "Sigga")], 1)]
+HUGE = "Ignore previous notes " * 600
+KINDS = {
+    "vip-note-orders": (dict(customer=customer(category="vip", note="Call back before noon; never on Fridays",
+                                               orders=ORDERS, total_debt="4997.50"), operator="Anna Jónsdóttir",
+                             caller_name="NORDURLJOS"),
+                        "Norðurljós ehf.  ★ VIP",
+                        ["<b>Call back before noon; never on Fridays</b>", "Jón Jónsson",
+                         "A-1 Roof: install · Anna Jónsdóttir · $999.50", "A-2 Gutter: quote · $999.50",
+                         "A-3 Windows: order · Björn · $999.50", "and 2 more open orders", "<b>Debt $4,997.50</b>",
+                         "Reykjavík, Iceland", "Caller ID: NORDURLJOS", "555 1234"]),
+    "problem-note": (dict(customer=customer(cid=8, name="Bad Payer", company="", category="problem", note="Cash only",
+                                            total_debt="250.00", photo=False)),
+                     "Bad Payer  ⚠ PROBLEM", ["<b>Cash only</b>", "<b>Debt $250.00</b>", "Reykjavík, Iceland", "555 1234"]),
+    "regular": (dict(customer=customer(cid=9), caller_name="Jón Jónsson"),
+                "Norðurljós ehf.", ["Jón Jónsson", "Reykjavík, Iceland", "555 1234"]),
+    "unknown-home": (dict(number="+3545550042", caller_name="Gunna"), "555 0042", ["Unknown caller", "Caller ID: Gunna"]),
+    "unknown-foreign": (dict(number="+4545551234"), "+45 45 55 12 34", ["Unknown caller", "Denmark"]),
+    "several": (dict(number="+3545557777", matches=4, candidates=[
+                    {"id": 1, "name": "Twin 1", "company": "Tvíburar"}, {"id": 2, "name": "Twin 2", "company": "Tvíburar"},
+                    {"id": 3, "name": "Twin 3", "company": ""}, {"id": 4, "name": "Twin 4", "company": ""}]),
+                "555 7777", ["<b>4 customers share this number</b>", "• Twin 1 (Tvíburar)", "• Twin 2 (Tvíburar)",
+                             "• Twin 3", "and 1 more"]),
+    "withheld": (dict(number="anonymous", caller_name="Anonymous"), "Withheld number", ["Unknown caller"]),
+    "internal-colleague": (dict(direction="INTERNAL", number="1003", caller_name="1003", colleague="Björn Sigurðsson"),
+                           "Björn Sigurðsson", ["Colleague, extension 1003"]),
+    "dialing": (dict(event="dialing", direction="OUTGOING", customer=customer(cid=10, company="")),
+                "Calling Jón Jónsson", ["Reykjavík, Iceland", "555 1234"]),
+    "missed": (dict(event="missed", customer=customer(cid=11, category="vip", note="Prefers email")),
+               "Missed: Norðurljós ehf.  ★ VIP", ["<b>Prefers email</b>", "Jón Jónsson", "Reykjavík, Iceland", "555 1234"]),
+    "another-day": (dict(customer=customer(cid=12), at="2025-03-04T09:30:00Z"),
+                    "Norðurljós ehf.", ["Jón Jónsson", "Reykjavík, Iceland", "555 1234", "Mar 4, 2025, 9:30\u202fAM · INCOMING"]),
+    "hostile": (dict(number="<i>555</i>", caller_name='<b>FREE</b> <a href="http://evil">x</a> & \x1b[31m\u202eevil',
+                     customer=customer(cid=13, name="<b>Boss</b>", company="A&B <script>", note=HUGE)),
+                "A&B <script>", ["<b>" + HUGE[:NOTE_MAX - 1].rstrip() + "…</b>", "&lt;b&gt;Boss&lt;/b&gt;",
+                                          "Reykjavík, Iceland",
+                                          'Caller ID: &lt;b&gt;FREE&lt;/b&gt; &lt;a href="http://evil"&gt;x&lt;/a&gt; &amp; [31m evil',
+                                          "&lt;i&gt;555&lt;/i&gt;"]),
+}
+
+
+@pytest.fixture(scope="module")
+def defaults(tmp_path_factory):
+    s = Session(tmp_path_factory.mktemp("dunst-defaults"), dunst_defaults=True)
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_each_kind_of_pop_on_dunst_defaults(defaults, kind):
+    """The pop as an operator sees it with dunst as installed: what dunst received, and a screenshot of it (its path
+    printed; kept with the test's output)."""
+    fields, summary, first_lines = KINDS[kind]
+    shot = defaults.folder / f"pop-{kind}.png"
+    shown = defaults.pop(card(call_uuid=f"kind-{kind}", **{"at": _today(), **fields}), screenshot=shot)
+    from PIL import Image
+
+    with Image.open(shot) as img:  # the notification's corner, for a person to look at
+        img.crop((img.width - 420, 0, img.width, 420)).save(shot)
+    print(f"screenshot of the {kind} pop: {shot}")
+    assert shown["summary"] == summary
+    body = shown["body"].splitlines()
+    assert body[:len(first_lines)] == first_lines, body
+    assert "\x1b" not in shown["body"] and "\u202e" not in shown["body"]
+    if kind != "another-day":
+        assert any(line.endswith((" · INCOMING", " · OUTGOING", " · INTERNAL")) and ":" in line for line in body)
+    assert len(body) <= 14 and all(len(line) <= 130 for line in body), "short enough for dunst's 300 px"
 
 
 def test_menu_do_not_disturb_silences_the_next_call(session):
@@ -247,7 +303,8 @@ class RealDaemon:
         config.write_text(
             f'[freeswitch]\nport = {self.esl_port}\nreconnect_min = 0.2\nreconnect_max = 1.0\n\n'
             f'[database]\nurl = "{sqlite_url}"\nphoto_dir = "{tmp / "photos"}"\n\n[numbers]\ndefault_region = "IS"\n\n'
-            f'[http]\nlisten = "127.0.0.1:{self.http_port}"\nheartbeat = 1.0\n', encoding="utf-8")
+            f'[http]\nlisten = "127.0.0.1:{self.http_port}"\nheartbeat = 1.0\n\n'
+            '[card]\nlocale = "is_IS"\ncurrency = "ISK"\ndecimals = 2\n', encoding="utf-8")
         self.proc = daemon(tmp, config)
         wait_for(lambda: http_ready(self.url) or self.proc.popen.poll() is not None, 20, "the daemon's HTTP server")
         assert self.proc.popen.poll() is None, self.proc.log()
@@ -297,18 +354,20 @@ def test_real_daemon_and_simulator_pop_known_several_and_unknown(session, real, 
     sim.close()
     # every pop ends (answered, then ended: the tray closes it, and dunst moves it to its history)
     wait_for(lambda: session.log(real.log_name).count(" ended ") >= 9, 20, "the tray to see 9 calls end")
-    expected = {"Norðurljós ehf.", "+3545557777", "+3545550042"}
+    expected = {"Norðurljós ehf.  ★ VIP", "555 7777", "555 0042"}
     wait_for(lambda: {n["summary"] for n in _screenpop_history(session, seen)} >= expected or session.desktop.close_all(),
              10, "a pop for each number in dunst's history")
     by_summary = {n["summary"]: n for n in _screenpop_history(session, seen)}
     assert set(by_summary) == expected, by_summary.keys()
-    known = by_summary["Norðurljós ehf."]["body"].splitlines()
-    assert known[:3] == ["Jón Jónsson", "<b>★ VIP</b>  <b>DEBT 999.50</b>", "Order A-1 Roof: install"], known
-    assert known[-1].startswith("INCOMING · +3545551234 · ")
-    assert Path(by_summary["Norðurljós ehf."]["icon_path"]).stat().st_size > 0, "the daemon's photo (or its placeholder)"
-    assert by_summary["+3545557777"]["body"].splitlines()[:3] == [
+    known = by_summary["Norðurljós ehf.  ★ VIP"]["body"].splitlines()
+    assert known[:5] == ["<b>Prefers email</b>", "Jón Jónsson", "A-1 Roof: install · Anna Jónsdóttir · 999,50\xa0kr.",
+                         "<b>Debt 999,50\xa0kr.</b>", "Reykjavík, Ísland"], known
+    assert "555 1234" in known and known[-2].endswith(" · INCOMING"), "the number in the home region's form"
+    assert known[-1] == "Operator 1001 Anna Jónsdóttir", "[card] locale is_IS"
+    assert Path(by_summary["Norðurljós ehf.  ★ VIP"]["icon_path"]).stat().st_size > 0, "the daemon's photo (or its placeholder)"
+    assert by_summary["555 7777"]["body"].splitlines()[:3] == [
         "<b>2 customers share this number</b>", "• Twin 1 (Tvíburar)", "• Twin 2 (Tvíburar)"]
-    assert by_summary["+3545550042"]["body"].splitlines()[0] == "Unknown caller"
+    assert by_summary["555 0042"]["body"].splitlines()[0] == "Unknown caller"
 
 
 def test_real_daemon_hostile_caller_id_is_escaped(session, real):
@@ -327,7 +386,7 @@ def test_real_daemon_hostile_caller_id_is_escaped(session, real):
         fake.server.close()
     (shown,) = _screenpop_history(session, seen)
     assert "<b>VIP</b>" not in shown["body"]
-    assert 'Caller ID: &lt;b&gt;VIP&lt;/b&gt; &amp; "Ünïcødé" ; DROP TABLE call; -- \'x\'   [31m red' in shown["body"].splitlines()
+    assert 'Caller ID: &lt;b&gt;VIP&lt;/b&gt; &amp; "Ünïcødé" ; DROP TABLE call; -- \'x\' [31m red' in shown["body"].splitlines()
     assert HOSTILE_NAME not in shown["body"], "control characters never reach the notification server"
 
 
