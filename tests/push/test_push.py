@@ -249,7 +249,7 @@ def test_cards_known_unknown_several_and_internal(env_any):
     env.start_daemon()
     s = env.stream(op)
     sim = env.simulate("--generate", "--calls", "24", "--rate", "40", "--speed", "20", "--seed", "3", "--extensions", "1001-1002",
-                       "--numbers", str(numbers), "--mix", "inbound_answered=3,internal=1", "--linger", "0.3")
+                       "--numbers", str(numbers), "--mix", "inbound_answered=3,internal=1,ring_group=1", "--linger", "0.3")
     assert sim.wait(60) == 0, sim.log()
     wait_for(lambda: len(s.ids) == len(stored_ids("1001")) > 0, 15, "all pops of 1001")
     cards = s.cards
@@ -286,6 +286,22 @@ def test_cards_known_unknown_several_and_internal(env_any):
     assert card["record_url"] == f"/customers/new?number=%2B3545550042&call={card['call_uuid']}"
     for card in by_number["internal"]:
         assert card["record_url"] is None and card["customer"] is None and card["number"] in ("1002",), card
+        assert card["colleague"] == "Bjarni Ben" and card["title"].endswith("Bjarni Ben"), card
+    # what the pop says, built by the daemon (docs/card.md; every kind in tests/push/test_layout.py)
+    card = next(c for c in by_number["+3545551234"] if c["event"] == "ringing")
+    assert card["title"] == "Norðurljós ehf.  ★ VIP"
+    assert [(line["field"], line["text"], line["style"]) for line in card["lines"][:6]] == [
+        ("note", "Prefers email", "warning"), ("name", "Jón Jónsson", "plain"),
+        ("order", "A-1 Roof: install · Anna Jónsdóttir · $999.50", "plain"),
+        ("order", "A-2 Gutter: quote · $99.99", "plain"), ("total_debt", "Debt $1,099.49", "strong"),
+        ("place", "Reykjavík, Iceland", "plain")]
+    assert {"number": "555 1234"}.items() <= {line["field"]: line["text"] for line in card["lines"]}.items()
+    taken = [c for c in cards if c["event"] == "answered_elsewhere"]
+    assert taken, "a ring group call 1002 answered"
+    for card in taken:
+        assert card["taken_by"] == {"extension": "1002", "name": "Bjarni Ben"}
+        assert card["title"] == "Taken by 1002 Bjarni Ben"
+    assert all(c["taken_by"] is None for c in cards if c["event"] != "answered_elsewhere")
 
 
 def test_an_employee_added_while_running_names_cards_and_calls_after_one_reload(env):
