@@ -153,6 +153,10 @@ def cards(log: Path) -> list[tuple[float, str, str]]:
     return found
 
 
+def _digits(text: str) -> str:
+    return re.sub(r"[^0-9]", "", text)
+
+
 def match(rings: list[tuple[float, str, str]], seen: list[tuple], key) -> tuple[list[float], list[tuple]]:
     """Each ring with the first later sighting that key() says is the same call: (latencies in ms, rings unseen)."""
     latencies, missing, used = [], [], set()
@@ -217,7 +221,9 @@ def phase(folder: Path, desktop: Desktop, recording: Path) -> tuple[list[float],
     monitor_out.unlink()
     share, unseen = match(relay.rings, cards(sse_log), lambda ext, num, c: c[1] == ext and c[2] == num)
     mine = [r for r in relay.rings if r[1] == EXTENSION]
-    shown, unshown = match(mine, notifications(monitor_log), lambda ext, num, n: bool(num) and num in n[1])
+    # the pop shows the number as people read it ("555 1234", "+45 45 55 12 34"): compare the last 7 digits
+    shown, unshown = match(mine, [(t, _digits(text)) for t, text in notifications(monitor_log)],
+                           lambda ext, num, n: bool(_digits(num)) and _digits(num)[-7:] in n[1])
     for what, missing, rings in (("card", unseen, relay.rings), ("notification", unshown, mine)):
         if missing:
             print(f"  note: {len(missing)} of {len(rings)} rings had no {what}, e.g. {missing[:3]}")
