@@ -13,11 +13,12 @@ from __future__ import annotations
 import datetime as dt
 import re
 import unicodedata
+from functools import lru_cache
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from babel import Locale
-from babel.dates import format_skeleton, format_time
+from babel.dates import format_skeleton
 from babel.numbers import (NumberPattern, get_currency_name, get_currency_precision, get_currency_symbol,
                            parse_pattern)
 
@@ -59,6 +60,11 @@ class CardLayout:
         self.zone = zone
         self.locale = Locale.parse(self.config.locale)
         self._money = _money_pattern(self.config, self.locale)
+        # the same debts come back with every call of a customer: an amount is formatted once (~10 µs each)
+        self.money = lru_cache(maxsize=4096)(self.money)  # type: ignore[method-assign]
+        # the locale's short time has hours and minutes only: each of the day's 1440 is formatted once (~15 µs)
+        short_time = self.locale.time_formats["short"]
+        self._clock = lru_cache(maxsize=1440)(lambda hour, minute: short_time.apply(dt.time(hour, minute), self.locale))
 
     # ---- formats ---------------------------------------------------------------------------
 
@@ -80,7 +86,7 @@ class CardLayout:
             moment = moment.replace(tzinfo=dt.timezone.utc)
         local = moment.astimezone(self.zone)
         today = (now or dt.datetime.now(dt.timezone.utc)).astimezone(self.zone).date()
-        time = format_time(local, "short", locale=self.locale)
+        time = self._clock(local.hour, local.minute)
         if local.date() == today:
             return time
         day = format_skeleton("MMMd" if local.year == today.year else "yMMMd", local, locale=self.locale)
