@@ -13,8 +13,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 import unicodedata
-from functools import lru_cache
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
 from babel import Locale
@@ -60,21 +60,27 @@ class CardLayout:
         self.zone = zone
         self.locale = Locale.parse(self.config.locale)
         self._money = _money_pattern(self.config, self.locale)
-        # the same debts come back with every call of a customer: an amount is formatted once (~10 µs each)
-        self.money = lru_cache(maxsize=4096)(self.money)  # type: ignore[method-assign]
-        # the locale's short time has hours and minutes only: each of the day's 1440 is formatted once (~15 µs)
-        short_time = self.locale.time_formats["short"]
-        self._clock = lru_cache(maxsize=1440)(lambda hour, minute: short_time.apply(dt.time(hour, minute), self.locale))
+        self._short_time = self.locale.time_formats["short"]
+        # Babel's formatting is most of a card's cost (~10-15 µs a call): the same debts come back with every call
+        # of a customer, and the short time has hours and minutes only, so each is formatted once
+        self._amount = lru_cache(maxsize=4096)(self._format_amount)
+        self._clock = lru_cache(maxsize=1440)(self._format_clock)
 
     # ---- formats ---------------------------------------------------------------------------
 
     def money(self, amount: Any) -> str:
         """An amount as people read it in the configured locale and currency ("285.000 kr.", "$285,000.00")."""
+        return self._amount(str(amount))
+
+    def _format_amount(self, text: str) -> str:
         try:
-            value = Decimal(str(amount))
+            value = Decimal(text)
         except (InvalidOperation, ValueError):
             value = Decimal(0)
         return self._money.apply(value, self.locale)
+
+    def _format_clock(self, hour: int, minute: int) -> str:
+        return self._short_time.apply(dt.time(hour, minute), self.locale)
 
     def when(self, at: str, now: dt.datetime | None = None) -> str:
         """A card's time (ISO, UTC) in the call centre's zone: the time alone today, else with the date."""
