@@ -289,7 +289,7 @@ print(" ".join(sorted(m for m in ("ssl", "_ssl", "http.client", "urllib.request"
                 p.kill()
         assert p.returncode == 0, err
         assert out.strip() == "", f"loaded by a plain-http tray: {out.strip()}"
-        assert [r["path"] for r in server.requests if "/photo" in r["path"]] == ["/api/v1/customers/9/photo?size=128"]
+        assert [r["path"] for r in server.requests if "/photo" in r["path"]] == ["/api/v1/customers/9/photo?size=64"]
     finally:
         server.close()
 
