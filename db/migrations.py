@@ -120,7 +120,7 @@ def _missed_done(db: peewee.Database) -> None:
 
 
 # the categories a database starts with: (name, colour, flag); regular is the default
-DEFAULT_CATEGORIES = (("regular", "#2563eb", ""), ("vip", "#ca8a04", "\u2605 VIP"), ("problem", "#dc2626", "\u26a0 Problem"))
+DEFAULT_CATEGORIES = (("regular", "#2563eb", ""), ("vip", "#ca8a04", "\u2605 VIP"), ("problem", "#dc2626", "\u26a0 PROBLEM"))
 OTHER_COLOUR = "#64748b"  # a category found on customers but not in the defaults
 
 

@@ -201,8 +201,10 @@ def card(event: str = "ringing", call_uuid: str = "call-1", number: str = "+3545
 
 def customer(cid: int = 7, name: str = "Jón Jónsson", company: str = "Norðurljós ehf.", category: str = "regular",
              total_debt: str = "0.00", orders: list | None = None, note: str = "", photo: bool = True) -> dict:
+    """A card's customer part; its category's flag as the category list a database starts with has it."""
     return {
-        "id": cid, "name": name, "company": company, "category": category, "note": note, "city": "Reykjavík",
+        "id": cid, "name": name, "company": company, "category": category,
+        "category_flag": {"vip": "★ VIP", "problem": "⚠ PROBLEM"}.get(category, ""), "note": note, "city": "Reykjavík",
         "country": "IS", "photo_url": f"/api/v1/customers/{cid}/photo" if photo else None,
         "orders": orders or [], "total_debt": total_debt,
     }

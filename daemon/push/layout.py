@@ -30,7 +30,6 @@ LINE_MAX = 70
 NOTE_MAX = 105  # three wrapped lines on dunst's defaults
 ORDERS_SHOWN = 3
 CANDIDATES_SHOWN = 3
-FLAGS = {"vip": "★ VIP", "problem": "⚠ PROBLEM"}
 PREFIXES = {"dialing": "Calling ", "missed": "Missed: ", "transferred": "Transferred: ", "ended": "Ended: "}
 # C0/C1 controls, line and paragraph separators, zero-width and bidi controls: text a caller or a user typed must
 # neither break a line nor turn the rest of it around
@@ -121,7 +120,7 @@ class CardLayout:
         if customer:
             company, name = clean(customer.get("company"), TITLE_MAX), clean(customer.get("name"), TITLE_MAX)
             who = company or name or number or "Unknown caller"
-            flag = FLAGS.get((customer.get("category") or "").lower())
+            flag = clean(customer.get("category_flag"), 30)  # the category list's flag (docs/customfields.md)
             who_line = f"{who}  {flag}" if flag else who
             note = clean(customer.get("note"), NOTE_MAX)
             if note:

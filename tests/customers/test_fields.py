@@ -127,7 +127,7 @@ def test_migration_15_keeps_every_customers_category(backend, request, monkeypat
         assert migrations.migrate(database) == [15]
         listed = database.execute_sql("SELECT name, flag, is_default FROM category ORDER BY position").fetchall()
         assert [(n, f, bool(d)) for n, f, d in listed] == [
-            ("regular", "", True), ("vip", "\u2605 VIP", False), ("problem", "\u26a0 Problem", False), ("gold", "", False)]
+            ("regular", "", True), ("vip", "\u2605 VIP", False), ("problem", "\u26a0 PROBLEM", False), ("gold", "", False)]
         rows = database.execute_sql("SELECT name, category, custom, custom_text FROM customer ORDER BY id").fetchall()
         assert rows == [("A", "vip", "{}", ""), ("B", "gold", "{}", ""), ("Sigurður", "regular", "{}", "")]
         from screenpop.db.search import search_customers

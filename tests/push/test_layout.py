@@ -19,11 +19,16 @@ ORDER = {"number": "A-1", "title": "Roof", "stage": "install", "responsible": "A
          "paid": "500.50", "debt": "999.50"}
 
 
+SEEDED_FLAGS = {"vip": "★ VIP", "problem": "⚠ PROBLEM"}  # the category list a database starts with
+
+
 def customer(**fields) -> dict:
     base = {"id": 17, "name": "Jón Jónsson", "company": "Norðurljós ehf.", "category": "regular", "note": "",
             "city": "Reykjavík", "country": "IS", "photo_url": "/api/v1/customers/17/photo", "orders": [],
             "total_debt": "0.00"}
-    return {**base, **fields}
+    merged = {**base, **fields}
+    merged.setdefault("category_flag", SEEDED_FLAGS.get(merged["category"].lower(), ""))
+    return merged
 
 
 def card(**fields) -> dict:
@@ -58,6 +63,14 @@ def test_known_vip_with_note_and_orders_note_first_then_name_orders_total_place_
 def test_problem_without_company_is_named_by_its_name_and_flagged():
     title, lines = render(card(matches=1, customer=customer(company="", category="PROBLEM", note="Cash only")))
     assert title == "Jón Jónsson  ⚠ PROBLEM" and lines[:2] == ["Cash only", "Reykjavík, Ísland"]
+
+
+def test_the_flag_is_the_category_lists_own_and_a_hostile_one_stays_one_line():
+    assert render(card(matches=1, customer=customer(category="gold", category_flag="◆ GOLD")))[0] == \
+        "Norðurljós ehf.  ◆ GOLD"
+    assert render(card(matches=1, customer=customer(category="vip", category_flag="")))[0] == "Norðurljós ehf."
+    title = render(card(matches=1, customer=customer(category="x", category_flag="<b>X</b>\n\u202eY")))[0]
+    assert title == "Norðurljós ehf.  <b>X</b> Y", "not escaped here (the tray escapes), but one line, no bidi override"
 
 
 def test_orders_past_three_are_counted_and_a_paid_order_shows_no_debt():

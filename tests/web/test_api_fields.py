@@ -181,7 +181,7 @@ def test_the_card_carries_the_values_and_the_categorys_flag(every_kind):
 def test_categories_edit_use_and_delete(api):
     s, r = api.req("GET", "/api/v1/categories")
     assert [(c["name"], c["flag"], c["default"]) for c in r["categories"]] == [
-        ("regular", "", True), ("vip", "\u2605 VIP", False), ("problem", "\u26a0 Problem", False)]
+        ("regular", "", True), ("vip", "\u2605 VIP", False), ("problem", "\u26a0 PROBLEM", False)]
     assert api.req("POST", "/api/v1/categories", {"name": "partner", "colour": "#0d9488"})[0] == 403
     for bad, words in (({"name": "Par tner", "colour": "#0d9488"}, "name"), ({"name": "partner", "colour": "red"}, "colour"),
                        ({"name": "partner"}, "colour"), ({"name": "partner", "colour": "#0d9488", "flag": "x\ny"}, "flag"),
