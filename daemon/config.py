@@ -18,6 +18,14 @@ class ConfigError(ValueError):
     """The configuration file is unreadable or holds a value that cannot work."""
 
 
+def _read_secret(option: str, path: str) -> str:
+    """A secret kept in a file (a password, a token), without surrounding blanks; never logged."""
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{option}: cannot read {path}: {exc.strerror}") from exc
+
+
 def default_state_dir() -> Path:
     """Where the embedded database lives: systemd's StateDirectory, else /var/lib for root, else XDG state."""
     if os.environ.get("STATE_DIRECTORY"):
@@ -45,12 +53,7 @@ class FreeswitchConfig:
 
     def secret(self) -> str:
         """The ESL password: the file wins over the inline value; never logged."""
-        if self.password_file:
-            try:
-                return Path(self.password_file).read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(f"[freeswitch] password_file: cannot read {self.password_file}: {exc.strerror}") from exc
-        return self.password
+        return _read_secret("[freeswitch] password_file", self.password_file) if self.password_file else self.password
 
 
 @dataclass
@@ -158,12 +161,7 @@ class CdrConfig:
 
     def secret(self) -> str:
         """The password mod_json_cdr's ``cred`` sends: the file wins over the inline value; never logged."""
-        if self.password_file:
-            try:
-                return Path(self.password_file).read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(f"[cdr] password_file: cannot read {self.password_file}: {exc.strerror}") from exc
-        return self.password
+        return _read_secret("[cdr] password_file", self.password_file) if self.password_file else self.password
 
 
 @dataclass
@@ -181,6 +179,42 @@ class OriginateConfig:
     ring_timeout: int = 30
     rate_limit: int = 3
     rate_window: float = 10.0
+
+
+SOURCE_TYPES = ("sql", "http")
+SQL_SCHEMES = ("postgresql", "postgres", "mysql", "mariadb", "sqlite")
+_SOURCE_NAME = re.compile(r"[A-Za-z0-9_-]{1,40}")
+
+
+@dataclass
+class SourceConfig:
+    """One [[sources]] entry (docs/sources.md): a system the card's extra fields are read from when a call comes in,
+    by the caller's number; its timeout, cache time, pause after failures in a row and largest answer.
+
+    sql: url is the database's (postgresql://, mysql:// or mariadb://, sqlite:///path), query is run with {e164},
+    {national} and {digits} bound as parameters, and its first row's columns are the fields. http: url is a template
+    with the same placeholders (URL-encoded), fields maps each field's label to its path in the JSON answer.
+    {secret} in a sql url or an http header value is replaced by the contents of secret_file.
+    """
+
+    name: str = ""
+    type: str = ""
+    url: str = ""
+    query: str = ""
+    method: str = "GET"
+    headers: dict[str, str] = field(default_factory=dict)
+    secret_file: str = ""
+    fields: dict[str, str] = field(default_factory=dict)
+    external_id: str = ""
+    timeout: float = 0.3
+    cache_seconds: float = 60.0
+    failures: int = 3
+    pause: float = 30.0
+    max_bytes: int = 65536
+
+    def secret(self) -> str:
+        """What {secret} stands for: the contents of secret_file (never logged); empty without one."""
+        return _read_secret(f"[[sources]] {self.name}: secret_file", self.secret_file) if self.secret_file else ""
 
 
 @dataclass
@@ -218,6 +252,7 @@ class Config:
     cdr: CdrConfig = field(default_factory=CdrConfig)
     originate: OriginateConfig = field(default_factory=OriginateConfig)
     card: CardConfig = field(default_factory=CardConfig)
+    sources: list[SourceConfig] = field(default_factory=list)
     node: str = ""
 
 
@@ -232,8 +267,9 @@ def _section(cls: type, name: str, raw: Any) -> Any:
         default = getattr(cls(), key)
         if isinstance(default, float) and type(value) is int:
             value = float(value)
-        if type(value) is not type(default) or (isinstance(value, list) and not all(isinstance(v, str) for v in value)):
-            expected = "list of strings" if isinstance(default, list) else type(default).__name__
+        if (type(value) is not type(default) or (isinstance(value, list) and not all(isinstance(v, str) for v in value))
+                or (isinstance(value, dict) and not all(isinstance(v, str) for v in value.values()))):
+            expected = {list: "list of strings", dict: "table of strings"}.get(type(default), type(default).__name__)
             raise ConfigError(f"[{name}] {key} must be {expected}, got {type(value).__name__}")
         values[key] = value
     return cls(**values)
@@ -241,13 +277,15 @@ def _section(cls: type, name: str, raw: Any) -> Any:
 
 def parse(data: dict[str, Any]) -> Config:
     """Build a Config from parsed TOML, rejecting unknown keys and wrong types with a clear message."""
-    sections = {f.name: f.default_factory for f in fields(Config) if f.name != "node"}
+    sections = {f.name: f.default_factory for f in fields(Config) if f.name not in ("node", "sources")}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key == "node":
             if not isinstance(value, str):
                 raise ConfigError("node must be a string")
             kwargs["node"] = value
+        elif key == "sources":
+            kwargs["sources"] = _sources(value)
         elif key in sections:
             kwargs[key] = _section(type(sections[key]()), key, value)
         else:
@@ -340,6 +378,52 @@ def _check_card(card: CardConfig) -> None:
             raise ConfigError("[card] money_format must hold the currency sign ¤ (e.g. \"#,##0.00 ¤\") on one line")
     if not -1 <= card.decimals <= 4:
         raise ConfigError("[card] decimals must be between 0 and 4, or -1 for the currency's own")
+def _sources(raw: Any) -> list[SourceConfig]:
+    """The [[sources]] entries, each checked on its own; the templates and paths are compiled by daemon/sources/."""
+    if not isinstance(raw, list) or not all(isinstance(entry, dict) for entry in raw):
+        raise ConfigError("sources must be an array of tables: [[sources]]")
+    out: list[SourceConfig] = []
+    for i, entry in enumerate(raw, 1):
+        source = _section(SourceConfig, f"[sources] #{i}", entry)
+        where = f"[[sources]] {source.name or f'#{i}'}"
+        if not _SOURCE_NAME.fullmatch(source.name):
+            raise ConfigError(f"{where}: name must be 1 to 40 letters, digits, _ or -")
+        if source.name in {s.name for s in out}:
+            raise ConfigError(f"{where}: another source has this name")
+        if source.type not in SOURCE_TYPES:
+            raise ConfigError(f"{where}: type must be sql or http")
+        scheme = source.url.partition(":")[0].lower()
+        if source.type == "sql":
+            if scheme not in SQL_SCHEMES:
+                raise ConfigError(f"{where}: url must start with {', '.join(s + '://' for s in SQL_SCHEMES)}")
+            if not source.query.strip():
+                raise ConfigError(f"{where}: a sql source needs a query")
+            if source.fields or source.headers or source.method != "GET":
+                raise ConfigError(f"{where}: fields, headers and method are for http sources (a query's columns are its fields)")
+        else:
+            if scheme not in ("http", "https"):
+                raise ConfigError(f"{where}: url must start with http:// or https://")
+            if source.method not in ("GET", "POST"):
+                raise ConfigError(f"{where}: method must be GET or POST")
+            if not source.fields:
+                raise ConfigError(f"{where}: an http source needs fields (label = \"path.in.the.answer\")")
+            if source.query:
+                raise ConfigError(f"{where}: query is for sql sources")
+            if any(c in text for item in source.headers.items() for text in item for c in "\r\n\x00"):
+                raise ConfigError(f"{where}: headers must be one line each")
+        if not 0.01 <= source.timeout <= 30:
+            raise ConfigError(f"{where}: timeout must be between 0.01 and 30 seconds")
+        if not 0 <= source.cache_seconds <= 86400:
+            raise ConfigError(f"{where}: cache_seconds must be between 0 and 86400")
+        if not 1 <= source.failures <= 1000:
+            raise ConfigError(f"{where}: failures must be between 1 and 1000")
+        if not 0.1 <= source.pause <= 3600:
+            raise ConfigError(f"{where}: pause must be between 0.1 and 3600 seconds")
+        if not 256 <= source.max_bytes <= 16 << 20:
+            raise ConfigError(f"{where}: max_bytes must be between 256 and 16777216")
+        source.secret()
+        out.append(source)
+    return out
 
 
 def load(path: str | os.PathLike[str] | None) -> Config:

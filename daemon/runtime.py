@@ -26,6 +26,7 @@ from screenpop.daemon.record.cdr import CdrIntake
 from screenpop.daemon.record.writer import Writer, load_open_calls
 from screenpop.daemon.reports.analytics import local_zone
 from screenpop.daemon.sdnotify import Notifier
+from screenpop.daemon.sources.fetch import Sources
 from screenpop.daemon.staff import Staff
 from screenpop.db.database import DatabaseUnreachable, guarded, open_database, outage
 from screenpop.db.migrations import MIGRATIONS, current_version, migrate
@@ -91,7 +92,10 @@ class Daemon:
         # the pipeline, in the order data flows: ESL -> tracker -> CDR intake -> writer -> push hub -> streams
         self.worker = DbWorker(self.db)
         layout = CardLayout(config.card, local_zone(config.analytics.timezone))
-        self.push = PushHub(self.worker, lambda: self.lookup, self.staff, layout, config.http.public_url)
+        # the systems the cards' extra fields come from, asked by number off the pop's path (docs/sources.md)
+        self.sources = Sources(config.sources, lambda: self.numbers)
+        self.push = PushHub(self.worker, lambda: self.lookup, self.staff, layout, config.http.public_url,
+                            sources=self.sources)
         publisher, self.listener, self.election = self._cluster_parts()
         self.writer = Writer(self.db, e164=self._e164, node=self.node, batch_max=config.database.batch_max,
                              queue_max=config.database.queue_max,
@@ -317,7 +321,7 @@ class Daemon:
         originator = Originator(self.esl, self.config.originate, lambda: self.numbers)
         return HttpServer(self.config.http, self.push, Photos(self.config.database.resolved_photo_dir()), self.config.web,
                           on_link=self._customer_linked, zone=local_zone(self.config.analytics.timezone),
-                          cdr_intake=self.cdr, originator=originator)
+                          cdr_intake=self.cdr, originator=originator, sources=self.sources)
 
     def _report_to_systemd(self) -> None:
         """READY=1 once HTTP listens and FreeSWITCH is subscribed, or after [freeswitch] startup_wait anyway

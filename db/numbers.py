@@ -40,6 +40,17 @@ class Number:
         return self.kind == "e164"
 
 
+@dataclass(frozen=True, slots=True)
+class NumberForms:
+    """One number in the forms another system may keep it in (docs/sources.md): "+3545551234" (e164), the digits
+    its own country writes it with nationally, trunk prefix included ("5551234"; "02079460018" in the UK), and the
+    E.164 digits without the plus ("3545551234")."""
+
+    e164: str
+    national: str
+    digits: str
+
+
 @dataclass(frozen=True)
 class NumberRules:
     """How this site's numbers look: the region for national numbers, the extension pattern, suffix length."""
@@ -89,8 +100,7 @@ class NumberRules:
         if number_format == "national":
             parsed = phonenumbers.parse(number.e164, None)
             if phonenumbers.region_code_for_number(parsed) == self.default_region:
-                national = phonenumbers.format_number(parsed, PhoneNumberFormat.NATIONAL)
-                return "".join(c for c in national if c.isascii() and c.isdigit())
+                return _national_digits(parsed)
         return number.e164
 
     def display_form(self, raw: str) -> tuple[str, str | None]:
@@ -112,6 +122,15 @@ class NumberRules:
             return phonenumbers.format_number(parsed, PhoneNumberFormat.NATIONAL), None
         known = region if region in phonenumbers.SUPPORTED_REGIONS else None  # not "001" (non-geographic)
         return phonenumbers.format_number(parsed, PhoneNumberFormat.INTERNATIONAL), known
+
+    def forms(self, raw: str) -> NumberForms | None:
+        """The forms of an external number other systems may store (sources query by them); None for an
+        extension, a withheld number or text that cannot be made E.164."""
+        number = self.classify(raw)
+        if number.kind != "e164" or number.e164 is None:
+            return None
+        national = _national_digits(phonenumbers.parse(number.e164, None))
+        return NumberForms(number.e164, national or number.e164[1:], number.e164[1:])
 
     def _classify(self, raw: str) -> Number:
         text = raw.strip()
@@ -154,6 +173,12 @@ class NumberRules:
 def is_withheld(raw: str) -> bool:
     """Whether the caller withheld the number ("anonymous", "private", …, or nothing at all)."""
     return not isinstance(raw, str) or raw.strip().lower() in WITHHELD or not raw.strip()
+
+
+def _national_digits(number: phonenumbers.PhoneNumber) -> str:
+    """The digits of a number as its own country dials it nationally (trunk prefix included)."""
+    national = phonenumbers.format_number(number, PhoneNumberFormat.NATIONAL)
+    return "".join(c for c in national if c.isascii() and c.isdigit())
 
 
 def valid_country_code(e164: str) -> int | None:

@@ -219,9 +219,9 @@ class TrayApp:
     def on_batch(self, msgs: list[Message], replayed: bool = False) -> None:
         """Cards for this operator, in order. In the replay after a reconnect, a ringing whose call already moved
         on later in the replay is remembered but not popped: it would flash up and close at once."""
-        cards = []
+        cards, updates = [], []
         for msg in msgs:
-            if msg.event != "pop":
+            if msg.event not in ("pop", "update"):
                 continue
             try:
                 card = json.loads(msg.data)
@@ -232,7 +232,10 @@ class TrayApp:
                 continue
             if self.config.extension and str(card.get("extension") or "") not in ("", self.config.extension):
                 continue
-            cards.append((msg.id, card))
+            if msg.event == "update":
+                updates.append(card)  # the same pop with what the daemon's sources answered (docs/card.md)
+            else:
+                cards.append((msg.id, card))
         moved_on = {card.get("call_uuid"): i for i, (_, card) in enumerate(cards)
                     if replayed and card.get("event") not in ("ringing", "dialing")}
         for i, (pop_id, card) in enumerate(cards):
@@ -245,6 +248,9 @@ class TrayApp:
                 self.notifier.handle(card)
         if any(card.get("event") in ("missed", "answered") for _, card in cards):
             self.missed.poke()  # a new missed call, or an answer that may have returned one
+        for card in updates:
+            log.info("pop %s updated by the sources", card.get("id"))
+            self.notifier.update(card)
         if cards:
             self.refresh()
 

@@ -237,6 +237,7 @@ class Notifier:
         self.timeout = timeout
         self._lock = threading.Lock()
         self._ids: dict[str, int] = {}  # call_uuid -> notification id
+        self._shown: dict[str, Any] = {}  # call_uuid -> the id of the pop its notification shows
         self._backend = backend
         self.kind = "injected" if backend is not None else ""
         self._warned = -1e9
@@ -290,6 +291,14 @@ class Notifier:
             summary, body = card_text(card, markup, summary_markup)
             self._send(server, card, summary, body, icon, self.timeout, urgency=2 if card.get("event") == "ringing" else 1)
 
+    def update(self, card: dict) -> None:
+        """The daemon's sources answered: the card's notification, if it still shows that very pop, is redrawn
+        with their fields in place (same notification id); otherwise nothing (it was closed or moved on)."""
+        uuid = card.get("call_uuid") or ""
+        if card.get("event") not in POP_EVENTS or uuid not in self._ids or self._shown.get(uuid) != card.get("id"):
+            return
+        self.show(card)
+
     def missed(self, card: dict) -> None:
         """A missed call replaces its pop (or pops anew when there was none shown)."""
         icon = self.photos.icon_for(card) if self.photos else ""  # cached since the ringing pop
@@ -322,7 +331,9 @@ class Notifier:
                                      replaces_id=self._ids.get(uuid, 0))
                 if uuid:
                     self._ids[uuid] = nid
+                    self._shown[uuid] = card.get("id")
                     while len(self._ids) > 64:
+                        self._shown.pop(next(iter(self._ids)), None)
                         self._ids.pop(next(iter(self._ids)))
             else:
                 # plyer on Windows wants an .ico; our icons are PNG, so the app's own icon is used there
@@ -336,6 +347,7 @@ class Notifier:
     def close(self, call_uuid: str) -> None:
         with self._lock:
             nid = self._ids.pop(call_uuid, None)
+            self._shown.pop(call_uuid, None)
             if nid is None or self._backend is None or not hasattr(self._backend, "close"):
                 return
             try:

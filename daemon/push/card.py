@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import peewee
@@ -25,6 +25,9 @@ from screenpop.daemon.customers.lookup import Lookup
 from screenpop.daemon.push.layout import CardLayout
 from screenpop.daemon.record.pops import PopRow
 from screenpop.daemon.staff import Staff
+
+if TYPE_CHECKING:
+    from screenpop.daemon.sources.fetch import Answer
 
 CACHE_SECONDS = 30.0
 FIELDS_SECONDS = 5.0  # the custom field definitions are read again after this long (an admin's change shows then)
@@ -78,17 +81,23 @@ class CardBuilder:
             f"WHERE c.uuid = {p} AND p.extension <> {p} AND p.answered_at IS NOT NULL AND p.answered_at <= {p} "
             "ORDER BY p.answered_at DESC LIMIT 1"
         )
+        self._sql_external = f"SELECT id FROM customer WHERE external_id = {p}"
         self._calls: OrderedDict[tuple, tuple[float, dict | None, list]] = OrderedDict()
         self._fields: tuple[float, list[custom.Field]] = (-FIELDS_SECONDS, [])
 
     # ---- the payload ----------------------------------------------------------------------
 
-    def card(self, pop: PopRow, offline: bool = False) -> dict:
-        """The card for one pop (fields and meaning: docs/card.md); offline: from caches only, no query."""
+    def card(self, pop: PopRow, offline: bool = False, sources: Answer | None = None) -> dict:
+        """The card for one pop (fields and meaning: docs/card.md); offline: from caches only, no query; sources:
+        what the configured sources say about the number so far (None: nothing to ask them)."""
         customer, candidates = self._customer_part(pop, offline)
         internal = pop.direction == "INTERNAL"
+        named = sources.external_id if sources is not None and customer is None and not offline else None
+        linked = self.db.execute_sql(self._sql_external, (named,)).fetchone() if named else None
         if customer is not None:
             record = f"/customers/{customer['id']}"
+        elif linked is not None:
+            record = f"/customers/{linked[0]}"  # the customer a source named by its external id
         elif internal or pop.matches > 1 or not self._dialable(pop.number):
             record = None
         else:
@@ -109,18 +118,22 @@ class CardBuilder:
             "customer": customer,
             "candidates": candidates,
             "record_url": self.base + record if record else None,
+            "sources": sources.card() if sources is not None else None,
         }
         card["title"], card["lines"] = self.layout.render(card, self.lookup().rules)
         return card
 
-    def frame(self, pop: PopRow, offline: bool = False) -> bytes:
+    def frame(self, pop: PopRow, offline: bool = False, sources: Answer | None = None, update: bool = False) -> bytes:
         """The card as one Server-Sent Events message: id, event and one line of JSON data.
 
         A pop not stored yet (the database is out of reach; id None) goes out without an id line, so the
-        client's Last-Event-ID stays on the last stored pop it got.
+        client's Last-Event-ID stays on the last stored pop it got. So does an update (the same card again, with
+        what the sources answered since: `event: update`), which is not a pop of its own.
         """
-        data = json.dumps(self.card(pop, offline), ensure_ascii=False, separators=(",", ":"))
+        data = json.dumps(self.card(pop, offline, sources), ensure_ascii=False, separators=(",", ":"))
         # json.dumps never emits a raw line break (it escapes \n, \r; U+2028/9 are not SSE line ends)
+        if update:
+            return f"event: update\ndata: {data}\n\n".encode()
         head = f"id: {pop.id}\n" if pop.id is not None else ""
         return f"{head}event: pop\ndata: {data}\n\n".encode()
 

@@ -14,6 +14,10 @@ With several daemons on PostgreSQL, committed pops come in through ``rows`` (dae
 daemon's in one id order, instead of ``committed``. While the database is out of reach the writer hands
 its pops to ``early``: they go out at once as cards without an id (built from what is cached); once they are
 stored, the streams that had them get only their id (an id-only frame moves Last-Event-ID, shows nothing).
+
+With sources configured (daemon/sources/), a pop that rings goes out with what they are known to say (often
+nothing yet) and asks them without waiting; when they have answered, the same card follows as an `update` frame
+(no id: not a pop of its own) to the streams of its extension (docs/card.md).
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import logging
 import socket
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.event
@@ -37,6 +41,9 @@ from screenpop.daemon.staff import Staff
 from screenpop.db.database import DatabaseUnreachable, guarded
 from screenpop.db.worker import DbWorker
 
+if TYPE_CHECKING:
+    from screenpop.daemon.sources.fetch import Answer, Sources
+
 log = logging.getLogger("screenpop.push")
 
 QUEUE_MAX = 1000  # frames a subscriber may have waiting before it is cut off
@@ -44,6 +51,7 @@ EARLY_MAX = 100000  # pops pushed before they were stored, remembered until they
 REPLAY_PAGE = 500
 REVOCATION_POLL_SECONDS = 1.0
 ALL = "*"  # admin stream of every extension
+ASKING_EVENTS = ("ringing", "dialing")  # pops whose number the sources are asked about (the ones that pop)
 
 
 class Subscriber:
@@ -94,9 +102,11 @@ class PushHub:
     """Subscribers by extension, and the worker greenlet that builds and fans out cards."""
 
     def __init__(self, worker: DbWorker, lookup: Callable[[], Lookup], staff: Staff, layout: CardLayout,
-                 public_url: str = "", queue_max: int = QUEUE_MAX) -> None:
-        """staff: the employee snapshot the cards take operator names from; layout: what the pops say."""
+                 public_url: str = "", queue_max: int = QUEUE_MAX, sources: Sources | None = None) -> None:
+        """staff: the employee snapshot the cards take operator names from; layout: what the pops say; sources:
+        where the cards' extra fields come from (none: cards without them)."""
         self.worker = worker
+        self.sources = sources
         self.db = worker.db
         self.cards = CardBuilder(self.db, lookup, staff, layout, public_url)
         self.queue_max = queue_max
@@ -143,7 +153,7 @@ class PushHub:
             receivers = list(self.subscribers.get(row.extension, ())) + list(self.subscribers.get(ALL, ()))
             if not receivers:
                 continue
-            frame = self.cards.frame(row, offline=True)
+            frame = self.cards.frame(row, offline=True, sources=self._sources(row))
             for sub in receivers:
                 sub.push(None, frame)
             self._early[_key(row)] = set(receivers)
@@ -184,7 +194,8 @@ class PushHub:
             rows = self.db.execute_sql(self._sql_replay_all, (after,)).fetchall()
         else:
             rows = self.db.execute_sql(self._sql_replay, (extension, after)).fetchall()
-        return [(row[0], self.cards.frame(PopRow(*row))) for row in rows]
+        pops = [PopRow(*row) for row in rows]
+        return [(pop.id, self.cards.frame(pop, sources=self._sources(pop))) for pop in pops]
 
     # ---- the worker ----------------------------------------------------------------------
 
@@ -212,9 +223,35 @@ class PushHub:
             subs = self.subscribers.get(row.extension)
             if not subs and not firehose:
                 continue
-            frame = self.cards.frame(row)
+            frame = self.cards.frame(row, sources=self._sources(row, ask=True))
             for sub in list(subs or ()) + list(firehose or ()):
                 sub.push(row.id, f"id: {row.id}\n\n".encode() if sub in had_it else frame)
+
+    # ---- the sources ---------------------------------------------------------------------
+
+    def _sources(self, row: PopRow, ask: bool = False) -> Answer | None:
+        """What the sources say about a pop's number now; ask: a live pop that rings, whose update follows."""
+        if not self.sources or row.direction == "INTERNAL":
+            return None
+        if ask and row.event in ASKING_EVENTS:
+            return self.sources.ask(row.number, lambda answer: self.worker.post(self._update, row, answer))
+        return self.sources.peek(row.number)
+
+    def _update(self, row: PopRow, answer: Answer) -> None:
+        """On the database worker: the card again with the sources' answer, to the streams of its extension now
+        (a stream that never had the pop ignores it). Nothing when the sources add nothing."""
+        receivers = list(self.subscribers.get(row.extension, ())) + list(self.subscribers.get(ALL, ()))
+        if not receivers or not answer.adds:
+            return
+        try:
+            frame = guarded(self.db, self.cards.frame, row, False, answer, True)
+        except peewee.DatabaseError as exc:
+            if not isinstance(exc, DatabaseUnreachable):
+                log.warning("could not build the update of pop %s (%s); sending it from what is cached", row.id, exc)
+                self.worker.reconnect_later()
+            frame = self.cards.frame(row, True, answer, True)
+        for sub in receivers:
+            sub.push(None, frame)
 
     def _watch_revocations(self) -> None:
         """A token revoked (by `screenpop token revoke`, another process) ends its open streams within a second."""

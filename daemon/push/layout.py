@@ -30,6 +30,7 @@ LINE_MAX = 70
 NOTE_MAX = 105  # three wrapped lines on dunst's defaults
 ORDERS_SHOWN = 3
 CANDIDATES_SHOWN = 3
+SOURCE_LINES = 8  # fields from the sources (other systems, docs/sources.md) a pop shows
 PREFIXES = {"dialing": "Calling ", "missed": "Missed: ", "transferred": "Transferred: ", "ended": "Ended: "}
 # C0/C1 controls, line and paragraph separators, zero-width and bidi controls: text a caller or a user typed must
 # neither break a line nor turn the rest of it around
@@ -153,6 +154,7 @@ class CardLayout:
         caller_id = clean(card.get("caller_name"), TITLE_MAX)
         if caller_id and self._adds(caller_id, shown | {who_line, number, raw_number}):
             lines.append(line("caller_id", f"Caller ID: {caller_id}"))
+        lines += self._source_fields(card)
         if number_line and number and not withheld:
             lines.append(line("number", f"{number} · {self.country(region)}" if region else number))
         when = line("when", " · ".join(p for p in (self.when(card.get("at") or "", now), direction) if p))
@@ -180,6 +182,18 @@ class CardLayout:
             out.append(line("order", f"and {more} more open order{'s' if more > 1 else ''}"))
         if _positive(customer.get("total_debt")):
             out.append(line("total_debt", f"Debt {self.money(customer.get('total_debt'))}", "strong"))
+        return out
+
+    @staticmethod
+    def _source_fields(card: dict) -> list[dict]:
+        """What the configured sources (other systems) said about the number, SOURCE_LINES at most: 'label: value'."""
+        sources = card.get("sources")
+        fields = sources.get("fields") if isinstance(sources, dict) else None
+        out = []
+        for item in (fields if isinstance(fields, list) else [])[:SOURCE_LINES]:
+            name, value = clean(item.get("name"), 30), clean(item.get("value"), LINE_MAX)
+            if name or value:
+                out.append(line("source", f"{name}: {value}" if name else value))
         return out
 
     def _candidates(self, card: dict) -> list[dict]:

@@ -37,6 +37,7 @@ from screenpop.daemon.customers.photos import Photos, photo_response
 from screenpop.daemon.pbx.originate import Originator
 from screenpop.daemon.push.hub import ALL, PushHub, Subscriber
 from screenpop.daemon.record import cdr
+from screenpop.daemon.sources.fetch import Sources
 from screenpop.daemon.web import api, pages as web
 from screenpop.daemon.web.pages import dashboard
 from screenpop.db.database import DatabaseUnreachable
@@ -246,12 +247,13 @@ def _error(status: int, message: str) -> Response:
 def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebConfig | None = None, tls: bool = False,
                on_link: Callable[[int, str | None, str | None], None] | None = None,
                zone: dt.tzinfo = dt.timezone.utc, cdr_intake: cdr.CdrIntake | None = None,
-               originator: Originator | None = None) -> Flask:
+               originator: Originator | None = None, sources: Sources | None = None) -> Flask:
     """The Flask app serving the push stream, photos, the JSON API and the web pages from hub.
 
     tls: served over HTTPS (secure session cookies); on_link: the daemon's hook for a call linked to a customer;
     zone: the call centre's time zone, every page's times are shown in; cdr_intake: where FreeSWITCH's CDRs go;
-    originator: click-to-call through FreeSWITCH (docs/originate.md).
+    originator: click-to-call through FreeSWITCH (docs/originate.md); sources: what the record page asks about a
+    customer's numbers (docs/sources.md).
     """
     app = Flask("screenpop.daemon.web.server", static_folder=None)  # the pages' static files: daemon/web/static
     app.url_map.converters["int"] = _RowId
@@ -343,7 +345,7 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
     if cdr_intake is not None:
         app.register_blueprint(cdr.blueprint(cdr_intake))  # its own auth (HTTP Basic), not the API's Bearer token
     app.register_blueprint(api.blueprint(hub, authenticate, originator))
-    web.init_app(app, hub, photos, web_config, tls, authenticate, on_link, zone, originator)
+    web.init_app(app, hub, photos, web_config, tls, authenticate, on_link, zone, originator, sources)
     app.register_blueprint(dashboard.blueprint(zone))
 
     @app.errorhandler(peewee.DatabaseError)
@@ -441,11 +443,12 @@ class HttpServer:
     def __init__(self, config: HttpConfig, hub: PushHub, photos: Photos, web_config: WebConfig | None = None,
                  on_link: Callable[[int, str | None, str | None], None] | None = None,
                  zone: dt.tzinfo = dt.timezone.utc, cdr_intake: cdr.CdrIntake | None = None,
-                 originator: Originator | None = None) -> None:
+                 originator: Originator | None = None, sources: Sources | None = None) -> None:
         self.config = config
         self.hub = hub
         tls = bool(config.certfile) or config.public_url.startswith("https:")
-        self.app = create_app(hub, photos, config.heartbeat, web_config, tls, on_link, zone, cdr_intake, originator)
+        self.app = create_app(hub, photos, config.heartbeat, web_config, tls, on_link, zone, cdr_intake, originator,
+                              sources)
         ssl = {"certfile": config.certfile, "keyfile": config.keyfile} if config.certfile else {}
         if ssl:
             try:  # fail at start, not on each connection

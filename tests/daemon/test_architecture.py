@@ -21,18 +21,20 @@ TOPS = {"screenpop.daemon": screenpop.daemon, "screenpop.db": screenpop.db, "scr
         "screenpop.tray": screenpop.tray}
 
 # The data path: pbx -> calls -> record -> push -> web, with customers, reports and auth beside them for web, staff
-# (the employee snapshot) beside them for record, push and web, and db below all. Each area names the areas it may import besides itself (db and daemon.config: every daemon area).
+# (the employee snapshot) beside them for record, push and web, sources (other systems' fields) beside customers for
+# push and web, and db below all. Each area names the areas it may import besides itself (db and daemon.config: every daemon area).
 DATA_PATH = {
     "daemon.pbx": set(),
     "daemon.calls": {"daemon.pbx"},
     "daemon.record": {"daemon.pbx", "daemon.calls", "daemon.customers", "daemon.staff"},
-    "daemon.push": {"daemon.record", "daemon.customers", "daemon.auth", "daemon.staff"},
+    "daemon.push": {"daemon.record", "daemon.customers", "daemon.auth", "daemon.staff", "daemon.sources"},
     "daemon.reports": set(),
     "daemon.auth": set(),
     "daemon.customers": {"daemon.reports"},
     "daemon.web": {"daemon.pbx", "daemon.calls", "daemon.record", "daemon.push", "daemon.customers",
-                   "daemon.reports", "daemon.auth", "daemon.staff"},
+                   "daemon.reports", "daemon.auth", "daemon.staff", "daemon.sources"},
     "daemon.staff": set(),
+    "daemon.sources": set(),
 }
 BELOW_ALL = {"db", "daemon.config"}
 # the daemon's own top: the CLI, the runtime that wires the pipeline, the demo, the cluster election, log format

@@ -174,3 +174,14 @@ def test_hostile_text_is_one_clean_bounded_line_and_left_for_the_tray_to_escape(
     assert "Caller ID: <b>FREE</b> [31m evil line & more" not in lines, "the same as the name: adds nothing"
     assert lines[-3] == "<i>555</i>"
     assert clean(None) == "" and clean("  a \t b  ") == "a b" and clean("x" * 10, 5) == "xxxx…"
+
+
+def test_the_sources_fields_follow_the_built_in_ones_as_label_and_value_one_line_each():
+    sources = {"pending": False, "external_id": None, "fields": [
+        {"source": "erp", "name": "Balance", "value": "12.500 kr."}, {"source": "crm", "name": "Tier", "value": "<b>Gold</b>\n"},
+        *({"source": "erp", "name": f"F{i}", "value": str(i)} for i in range(20))]}
+    _, lines = render(card(matches=1, customer=customer(), sources=sources))
+    shown = [text for text in lines if ": " in text and not text.startswith("Operator")]
+    assert shown[:2] == ["Balance: 12.500 kr.", "Tier: <b>Gold</b>"], "escaping is the tray's; one line each"
+    assert len(shown) == 8 and lines.index("Balance: 12.500 kr.") > lines.index("Reykjavík, Ísland")
+    assert render(card(sources={"pending": True, "fields": "junk"}))[1] == render(card())[1]

@@ -43,6 +43,7 @@ class Web:
     on_link: Callable[[int, str | None, str | None], None] | None = None
     zone: dt.tzinfo = dt.timezone.utc
     originator: Any = None  # click-to-call (daemon/pbx/originate.py); None when this daemon does not follow FreeSWITCH
+    sources: Any = None  # the other systems' fields on the record page (daemon/sources/fetch.py); None: none configured
 
 
 @dataclass(frozen=True)

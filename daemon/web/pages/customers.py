@@ -28,6 +28,7 @@ from screenpop.db.search import search_customers
 
 PER_PAGE = 25
 CALLS_PER_PAGE = 20
+SOURCE_NUMBERS = 3  # a record's numbers the sources are asked about (the first ones added)
 NEW_MATCHES = 20
 EDIT_FIELDS = (*CUSTOMER_FIELDS, "category")
 
@@ -91,8 +92,13 @@ def record_page(customer_id: int, status: int = 200, error: str | None = None, o
     c, employees = database(work)
     if c is None:
         return error_page(404, f"There is no customer {customer_id}.")
+    sources = web().sources
+    numbers = [p["e164"] for p in c["phones"][:SOURCE_NUMBERS]]
+    # asked while the page is rendered, each source for at most its timeout; a source that fails says so in its row
+    found = sources.answer(numbers) if sources and numbers else []
     return render_page("customer.html", status=status, title=c["company"] or c["name"], c=c, calls_before=before,
-                       employees=employees, error=error, owner=owner, order_defs=field_defs("order"))
+                       employees=employees, error=error, owner=owner, order_defs=field_defs("order"),
+                       sources=found)
 
 
 @bp.get("/customers/<int:customer_id>")
