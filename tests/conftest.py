@@ -72,7 +72,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.desktop)
         elif item.path.name in BROWSER_FILES:
             item.add_marker(pytest.mark.browser)
-        elif item.path.name in INTEGRATION_FILES or item.get_closest_marker("postgres") or _spawns(item):
+        elif item.path.name in INTEGRATION_FILES or item.get_closest_marker("postgres") or item.get_closest_marker("mariadb") or _spawns(item):
             item.add_marker(pytest.mark.integration)
         else:
             item.add_marker(pytest.mark.unit)

@@ -138,18 +138,29 @@ class _Sqlite:
         opened: list[sqlite3.Connection] = []
         result = self._pool.spawn(self._query, opened, sql, params)
         try:
-            return result.get()
-        except BaseException:
+            out = result.get()
+        except BaseException:  # the timeout (or the daemon stopping): the thread's query is cut short
             if opened:
-                opened[0].interrupt()
+                try:
+                    opened[0].interrupt()
+                except sqlite3.Error:
+                    pass  # it ended meanwhile
             raise
+        if isinstance(out, Exception):
+            raise out
+        return out
 
-    def _query(self, opened: list[sqlite3.Connection], sql: str, params: dict[str, str]) -> Row:
-        conn = sqlite3.connect(self.uri, uri=True, timeout=self.timeout, check_same_thread=False)
+    def _query(self, opened: list[sqlite3.Connection], sql: str, params: dict[str, str]) -> Row | Exception:
+        """In a pool thread; its error is given back, not raised (gevent's pool would print it)."""
+        try:
+            conn = sqlite3.connect(self.uri, uri=True, timeout=self.timeout, check_same_thread=False)
+        except sqlite3.Error as exc:
+            return exc
         opened.append(conn)
         try:
             cur = conn.execute(sql, params)
             return [d[0] for d in cur.description or ()], cur.fetchone() if cur.description else None
+        except sqlite3.Error as exc:
+            return exc
         finally:
             conn.close()
-
