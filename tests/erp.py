@@ -137,3 +137,17 @@ def service() -> Iterator[Service]:
     s = Service()
     yield s
     s.close()
+
+
+def sources_toml(service: Service | None, prefix: str | None = None, http_routes: tuple[str, ...] = ("ok",),
+                 timeout: float = 0.3) -> str:
+    """[[sources]] for a daemon config: the MariaDB ERP (if prefix) and one http source per route of service."""
+    parts = []
+    if prefix is not None:
+        parts.append(f'[[sources]]\nname = "erp"\ntype = "sql"\nurl = "{MARIADB_URL}"\nexternal_id = "ref"\n'
+                     f"timeout = {timeout}\nquery = {json.dumps(erp_query(prefix))}\n")
+    for route in http_routes if service is not None else ():
+        fields = '{"Tier" = "customer.tier", "Name" = "customer.name", "Invoice" = "invoices.0.number"}'
+        parts.append(f'[[sources]]\nname = "{route}"\ntype = "http"\nurl = "{service.url}/{route}/{{e164}}"\n'
+                     f"timeout = {timeout}\nfields = {fields}\n")
+    return "\n".join(parts)

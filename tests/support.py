@@ -207,6 +207,24 @@ def signed_in(app, token: str, next_path: str = "/"):
     return browser
 
 
+def page(base: str, token: str, path: str, timeout: float = 60.0) -> tuple[int, str]:
+    """A page of a running daemon at base, fetched over HTTP by a browser signed in with a one-time link minted with
+    token (the link is followed to path): status and HTML."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(base + "/api/v1/signin-links", data=json.dumps({"next": path}).encode(),
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        link = json.loads(r.read())["url"]
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+    try:
+        with opener.open(link, timeout=timeout) as r:
+            return r.status, r.read().decode("utf-8")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8", "replace")
+
+
 def post_form(browser, path: str, data: dict):
     """POST a page's form with the session's CSRF value, as the browser would."""
     with browser.session_transaction() as session:

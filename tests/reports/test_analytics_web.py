@@ -155,11 +155,7 @@ def test_csv_downloads(pages):
 
 def test_first_dashboard_of_a_fresh_install_has_its_charts(tmp_path):
     """A new daemon process whose matplotlib has no font cache yet (nor fontconfig): the first dashboard is whole."""
-    import json
-    import urllib.error
-    import urllib.request
-
-    from support import Proc, free_port, http_ready, wait_for, write_config
+    from support import Proc, free_port, http_ready, page, wait_for, write_config
 
     from screenpop.daemon.auth import tokens
     from screenpop.db.database import open_database
@@ -180,16 +176,7 @@ def test_first_dashboard_of_a_fresh_install_has_its_charts(tmp_path):
                 env={"MPLCONFIGDIR": str(empty["mplconfig"]), "XDG_CACHE_HOME": str(empty["xdgcache"])})
     try:
         wait_for(lambda: http_ready(base) or proc.popen.poll() is not None, 30, "the daemon's HTTP server")
-        req = urllib.request.Request(base + "/api/v1/signin-links", data=json.dumps({"next": "/dashboard"}).encode(),
-                                     headers={"Authorization": f"Bearer {admin}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            link = json.loads(r.read())["url"]
-        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
-        try:
-            with opener.open(link, timeout=120) as r:  # followed to /dashboard: the first one this process draws
-                status, html = r.status, r.read().decode("utf-8")
-        except urllib.error.HTTPError as exc:
-            status, html = exc.code, exc.read().decode("utf-8", "replace")
+        status, html = page(base, admin, "/dashboard", timeout=120)  # the first page this process draws
         assert status == 200, proc.log()[-3000:]
         assert len(_images(html)) == 3 and "Calls per day" in html
         assert list(empty["mplconfig"].glob("fontlist-*.json")), "matplotlib built its font list in this process"
