@@ -28,7 +28,7 @@ def missing_tools() -> list[str]:
 
 class PushServer:
     """`GET /api/v1/events` as the daemon serves it: Bearer token, `retry:`, `: keepalive`, `id:`/`event: pop`
-    frames, replay after Last-Event-ID; customer photos behind the same token. Records every request."""
+    frames (and `event: update` ones), replay after Last-Event-ID; customer photos behind the same token. Records every request."""
 
     def __init__(self, token: str = "secret-token", retry_ms: int = 100, keepalive: float = 1.0) -> None:
         self.token = token
@@ -75,8 +75,16 @@ class PushServer:
             self.cards.append(card)
             subs = list(self._subscribers)
         for q in subs:
-            q.put(card)
+            q.put(frame(card))
         return pop_id
+
+    def update(self, pop_id: int, **changes) -> None:
+        """Send the pop pop_id again as an `update` (the daemon's sources answered), with changes, no id line."""
+        with self._lock:
+            card = {**self.cards[pop_id - 1], **changes}
+            subs = list(self._subscribers)
+        for q in subs:
+            q.put(frame(card, "update"))
 
     def drop(self) -> None:
         """End every open stream (the daemon restarting)."""
@@ -147,14 +155,14 @@ class PushServer:
             h.wfile.flush()
             while True:
                 try:
-                    card = q.get(timeout=self.keepalive)
+                    data = q.get(timeout=self.keepalive)
                 except queue.Empty:
                     h.wfile.write(b": keepalive\n\n")
                     h.wfile.flush()
                     continue
-                if card is None:
+                if data is None:
                     return
-                h.wfile.write(frame(card))
+                h.wfile.write(data)
                 h.wfile.flush()
         except OSError:
             pass
@@ -164,8 +172,10 @@ class PushServer:
                     self._subscribers.remove(q)
 
 
-def frame(card: dict) -> bytes:
-    return f"id: {card['id']}\nevent: pop\ndata: {json.dumps(card, ensure_ascii=False)}\n\n".encode()
+def frame(card: dict, event: str = "pop") -> bytes:
+    """A pop as the daemon frames it; an update has no id line (docs/card.md)."""
+    head = f"id: {card['id']}\n" if event == "pop" else ""
+    return f"{head}event: {event}\ndata: {json.dumps(card, ensure_ascii=False)}\n\n".encode()
 
 
 def _png(colour, size: int = 128) -> bytes:
@@ -179,7 +189,8 @@ def _png(colour, size: int = 128) -> bytes:
 def card(event: str = "ringing", call_uuid: str = "call-1", number: str = "+3545551234", customer: dict | None = None,
          caller_name: str = "", matches: int | None = None, candidates: list | None = None,
          direction: str = "INCOMING", extension: str = "1001", operator: str | None = None, at: str | None = None,
-         colleague: str | None = None, taken_by: dict | None = None, layout=None) -> dict:
+         colleague: str | None = None, taken_by: dict | None = None, sources: dict | None = None,
+         layout=None) -> dict:
     """A card as the daemon builds it (docs/card.md), its title and lines from the daemon's own layout (the default,
     [numbers] default_region IS, unless layout is given); at defaults to now."""
     from screenpop.daemon.push.layout import CardLayout
@@ -194,6 +205,7 @@ def card(event: str = "ringing", call_uuid: str = "call-1", number: str = "+3545
         "extension": extension, "operator": operator, "number": number, "caller_name": caller_name,
         "colleague": colleague, "taken_by": taken_by, "matches": matches, "customer": customer,
         "candidates": candidates or [], "record_url": None if direction == "INTERNAL" else record,
+        "sources": sources,
     }
     c["title"], c["lines"] = (layout or CardLayout()).render(c, NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8))
     return c

@@ -232,6 +232,24 @@ def test_notifier_replaces_and_closes_by_call(tmp_path, server):
     assert fake.calls[-1] == ("close", 43)
 
 
+def test_an_update_redraws_only_the_pop_its_notification_still_shows():
+    fake = FakeServer()
+    n = Notifier(None, backend=fake)
+    sources = {"pending": False, "external_id": None, "fields": [{"source": "erp", "name": "<i>Owed</i>", "value": "<b>9</b>"}]}
+    ringing = {**card(call_uuid="u1"), "id": 5}
+    n.handle(ringing)
+    n.update({**ringing, "sources": sources})
+    assert [kw["replaces_id"] for _, kw in fake.calls] == [0, 41], "the same notification, redrawn"
+    assert "&lt;i&gt;Owed&lt;/i&gt;: &lt;b&gt;9&lt;/b&gt;" in fake.calls[-1][1]["message"].splitlines()
+    n.handle({**card(event="missed", call_uuid="u1"), "id": 6})
+    n.update({**ringing, "sources": sources})
+    n.update({**card(call_uuid="never-shown"), "id": 7, "sources": sources})
+    assert len(fake.calls) == 3 and fake.calls[-1][1]["title"].startswith("Missed: "), "no ringing pop comes back"
+    n.handle({**card(event="ended", call_uuid="u1"), "id": 8})
+    n.update({**ringing, "sources": sources})
+    assert fake.calls[-1] == ("close", 41)
+
+
 def test_photo_urls_that_leave_the_server_are_not_fetched(tmp_path, server):
     c = customer()
     c["photo_url"] = "//evil.example/x.png"

@@ -131,6 +131,30 @@ def test_known_customer_pops_with_photo_and_screenshot(session):
     shutil.copyfile(shot, SCREENSHOT_COPY)
 
 
+def test_an_update_from_the_sources_replaces_the_pop_in_place(session):
+    """The daemon's sources answered: the same notification (one id, one entry in dunst's history) shows their
+    fields, escaped."""
+    d = session.desktop
+    d.close_all()
+    wait_for(lambda: d.displayed() == 0, 5, "an empty screen")
+    seen = session.newest()
+    pop_id = session.server.push(card(call_uuid="src1", customer=customer(), caller_name=""))
+    wait_for(lambda: d.displayed() == 1, 10, "the pop")
+    updates = session.log().count("updated by the sources")
+    answered = {"pending": False, "external_id": "C-1", "fields": [
+        {"source": "erp", "name": "Open invoices", "value": "1250.50"},
+        {"source": "crm", "name": "Tier", "value": "<b>gold</b> & <img src=x>"}]}
+    session.server.update(pop_id, **card(call_uuid="src1", customer=customer(), caller_name="", sources=answered))
+    wait_for(lambda: session.log().count("updated by the sources") > updates, 10, "the tray to take the update")
+    wait_for(lambda: d.displayed() == 1, 5, "still one notification")
+    d.close_all()
+    wait_for(lambda: session.newest() > seen, 5, "the notification in dunst's history")
+    shown = [n for n in d.history() if n["id"] > seen]
+    assert len(shown) == 1, f"replaced in place, not shown twice: {shown}"
+    body = shown[0]["body"].splitlines()
+    assert "Open invoices: 1250.50" in body and "Tier: &lt;b&gt;gold&lt;/b&gt; &amp; &lt;img src=x&gt;" in body, body
+
+
 def test_answered_elsewhere_says_who_took_it_then_closes(session):
     d = session.desktop
     d.close_all()
