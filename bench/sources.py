@@ -1,0 +1,168 @@
+"""Sources: the pop's latency with and without a source configured, and how long after the pop its update comes.
+
+Real parts: `screenpop simulate --generate` at 100 calls/s over 50 extensions (a new number on every call, so every
+pop asks the source) -> `screenpop daemon` (SQLite) -> SSE, read by an admin stream of every extension in this
+process, which stamps each `pop` and `update` message as it arrives. The source is an HTTP service in a child
+process answering after a set delay (the source's own latency); its cache is off. Three phases in the same run:
+no source (the baseline), an http source, and (if MariaDB answers on 127.0.0.1:3306) a MariaDB source.
+
+The first WARM_UP seconds of each phase are left out.
+
+- pop: arrival of the ringing card minus the ring's time on the card (`at`, the simulator's clock, ms): the
+  pop's latency through the daemon; with a source it must not move (goal p99 < 50 ms).
+- update - pop - delay: how much later than the source's own latency the update arrives (goal p99 < 10 ms; for
+  MariaDB the query's own time is in it, a few ms).
+
+    python bench/sources.py [--seconds 20] [--rate 100] [--delay 0.05]
+
+Not a test: prints numbers, never fails.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support import daemon, free_port, http_ready, simulator, wait_for, write_config  # noqa: E402
+
+from screenpop.tray.stream import SSEParser  # noqa: E402
+
+WARM_UP = 2.0  # seconds of the first pops left out (the daemon loads the pages and warms its caches)
+
+SERVICE = """
+import json, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+delay = float(sys.argv[1])
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_GET(self):
+        time.sleep(delay)
+        body = json.dumps({"customer": {"tier": "gold", "id": "C-1"}}).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+s = ThreadingHTTPServer(("127.0.0.1", 0), H); s.daemon_threads = True
+print(s.server_address[1], flush=True); s.serve_forever()
+"""
+
+
+class Reader(threading.Thread):
+    """An admin stream of every extension: (arrival, event, card) of each message."""
+
+    def __init__(self, port: int, token: str) -> None:
+        super().__init__(daemon=True)
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        self.conn.request("GET", "/api/v1/events", headers={"Authorization": f"Bearer {token}"})
+        self.resp = self.conn.getresponse()
+        self.got: list[tuple[float, str, dict]] = []
+        self.start()
+
+    def run(self) -> None:
+        parser = SSEParser()
+        try:
+            while chunk := self.resp.read1(65536):
+                now = time.time()
+                for msg in parser.feed(chunk):
+                    self.got.append((now, msg.event, json.loads(msg.data)))
+        except OSError:
+            pass
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p))] if values else float("nan")
+
+
+def line(name: str, values: list[float]) -> str:
+    if not values:
+        return f"{name:<34} (none)"
+    return (f"{name:<34} n={len(values):5d}  p50 {pct(values, .5) * 1000:7.1f} ms  p99 {pct(values, .99) * 1000:7.1f} ms"
+            f"  max {max(values) * 1000:7.1f} ms")
+
+
+def phase(folder: Path, name: str, sources: str, seconds: float, rate: float, delay: float) -> None:
+    from screenpop.daemon.auth import tokens
+    from screenpop.db.database import open_database
+    from screenpop.db.migrations import migrate
+
+    work = folder / name
+    work.mkdir()
+    url = f"sqlite:///{work / 'screenpop.db'}"
+    db = open_database(url)
+    migrate(db)
+    _, admin = tokens.create(None, role="admin")
+    db.close()
+    esl, web = free_port(), free_port()
+    config = write_config(work / "screenpop.toml", esl, url, http_port=web, sources=sources)
+    d = daemon(work, config)
+    try:
+        wait_for(lambda: http_ready(f"http://127.0.0.1:{web}") or d.popen.poll() is not None, 30, "the daemon")
+        reader = Reader(web, admin)
+        numbers = work / "numbers.txt"
+        numbers.write_text("".join(f"+3545{i:06d}\n" for i in range(int(seconds * rate) + 100)), encoding="utf-8")
+        sim = simulator(work, esl, "--generate", "--rate", str(rate), "--duration", str(seconds), "--extensions",
+                        "1001-1050", "--numbers", str(numbers), "--mix", "inbound_answered=1", "--speed", "1",
+                        "--linger", "3")
+        sim.wait(seconds * 4 + 60)
+        time.sleep(1.0)
+        def ring(card: dict) -> float:
+            return dt.datetime.fromisoformat(card["at"].replace("Z", "+00:00")).timestamp()
+
+        pops = {c["id"]: (t, c) for t, e, c in reader.got if e == "pop" and c["event"] == "ringing"}
+        start = min((ring(c) for _, c in pops.values()), default=0.0) + WARM_UP
+        pops = {i: (t, c) for i, (t, c) in pops.items() if ring(c) >= start}  # the first seconds warm the daemon up
+        latency = [t - ring(c) for t, c in pops.values()]
+        after = [t - pops[c["id"]][0] - delay for t, e, c in reader.got if e == "update" and c["id"] in pops]
+        print(f"-- {name}: {len(pops)} ringing pops after the warm-up, {len(after)} of their updates "
+              f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+        print(line("  pop (arrival - ring)", latency))
+        if sources:
+            print(line(f"  update - pop - {delay * 1000:g} ms", after))
+        if "ERROR" in d.log() or "Traceback" in d.log():
+            print("  daemon log:\n" + d.log()[-2000:])
+    finally:
+        d.terminate(30)
+        d.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--rate", type=float, default=100.0)
+    ap.add_argument("--delay", type=float, default=0.05, help="the http source's own latency, seconds")
+    args = ap.parse_args()
+    service = subprocess.Popen([sys.executable, "-c", SERVICE, str(args.delay)], stdout=subprocess.PIPE, text=True)
+    port = int(service.stdout.readline())
+    http_source = (f'[[sources]]\nname = "crm"\ntype = "http"\nurl = "http://127.0.0.1:{port}/c/{{e164}}"\n'
+                   'cache_seconds = 0\nfields = { Tier = "customer.tier" }\n')
+    try:
+        with tempfile.TemporaryDirectory(prefix="screenpop-bench-sources-") as tmp:
+            folder = Path(tmp)
+            print(f"{args.rate:g} calls/s for {args.seconds:g} s over 50 extensions, a new number each call")
+            phase(folder, "no source", "", args.seconds, args.rate, args.delay)
+            phase(folder, f"http source ({args.delay * 1000:g} ms)", http_source, args.seconds, args.rate, args.delay)
+            try:
+                from erp import erp, sources_toml
+
+                with erp({f"5{i:06d}": f"Customer {i}" for i in range(2000)}) as prefix:
+                    phase(folder, "MariaDB source", sources_toml(None, prefix).replace(
+                        "timeout = 0.3", "timeout = 0.3\ncache_seconds = 0"), args.seconds, args.rate, 0.0)
+            except BaseException as exc:  # noqa: BLE001 - no MariaDB here: that phase is skipped, said so
+                print(f"-- MariaDB source: skipped ({type(exc).__name__}: {exc})")
+    finally:
+        service.terminate()
+
+
+if __name__ == "__main__":
+    main()
