@@ -237,16 +237,17 @@ def test_an_update_redraws_only_the_pop_its_notification_still_shows():
     n = Notifier(None, backend=fake)
     sources = {"pending": False, "external_id": None, "fields": [{"source": "erp", "name": "<i>Owed</i>", "value": "<b>9</b>"}]}
     ringing = {**card(call_uuid="u1"), "id": 5}
+    answered = {**card(call_uuid="u1", sources=sources), "id": 5}  # the daemon's lines, with the sources' fields
     n.handle(ringing)
-    n.update({**ringing, "sources": sources})
+    n.update(answered)
     assert [kw["replaces_id"] for _, kw in fake.calls] == [0, 41], "the same notification, redrawn"
     assert "&lt;i&gt;Owed&lt;/i&gt;: &lt;b&gt;9&lt;/b&gt;" in fake.calls[-1][1]["message"].splitlines()
     n.handle({**card(event="missed", call_uuid="u1"), "id": 6})
-    n.update({**ringing, "sources": sources})
-    n.update({**card(call_uuid="never-shown"), "id": 7, "sources": sources})
+    n.update(answered)
+    n.update({**card(call_uuid="never-shown", sources=sources), "id": 7})
     assert len(fake.calls) == 3 and fake.calls[-1][1]["title"].startswith("Missed: "), "no ringing pop comes back"
     n.handle({**card(event="ended", call_uuid="u1"), "id": 8})
-    n.update({**ringing, "sources": sources})
+    n.update(answered)
     assert fake.calls[-1] == ("close", 41)
 
 
