@@ -94,14 +94,17 @@ class CardBuilder:
         internal = pop.direction == "INTERNAL"
         named = sources.external_id if sources is not None and customer is None and not offline else None
         linked = self.db.execute_sql(self._sql_external, (named,)).fetchone() if named else None
+        number = quote(pop.number or "", safe="")
         if customer is not None:
             record = f"/customers/{customer['id']}"
         elif linked is not None:
             record = f"/customers/{linked[0]}"  # the customer a source named by its external id
-        elif internal or pop.matches > 1 or not self._dialable(pop.number):
+        elif internal or not self._dialable(pop.number):
             record = None
+        elif pop.matches > 1:
+            record = f"/customers/choose?number={number}"
         else:
-            record = f"/customers/new?number={quote(pop.number, safe='')}&call={quote(pop.uuid, safe='')}"
+            record = f"/customers/new?number={number}&call={quote(pop.uuid, safe='')}"
         card = {
             "id": pop.id,
             "event": pop.event,
@@ -119,6 +122,7 @@ class CardBuilder:
             "candidates": candidates,
             "record_url": self.base + record if record else None,
             "sources": sources.card() if sources is not None else None,
+            "can_call": self._callable(pop.number),
         }
         card["title"], card["lines"] = self.layout.render(card, self.lookup().rules)
         return card
@@ -146,6 +150,10 @@ class CardBuilder:
         """Who answered the call this extension was ringing for: {extension, name}, or None if it is not stored."""
         row = self.db.execute_sql(self._sql_taken, (pop.uuid, pop.extension, pop.at)).fetchone()
         return {"extension": row[0], "name": self.staff.name(row[0])} if row else None
+
+    def _callable(self, number: str) -> bool:
+        """Whether click-to-call takes this number (POST /api/v1/originate): the same rule, the number rules' dial form."""
+        return bool(number) and self.lookup().rules.dial_form(number) is not None
 
     def _customer_part(self, pop: PopRow, offline: bool = False) -> tuple[dict | None, list]:
         if pop.customer_id is None and pop.matches <= 1:

@@ -278,14 +278,17 @@ def test_cards_known_unknown_several_and_internal(env_any):
         ],
         "total_debt": "1099.49", "fields": [],
     }
+    assert card["can_call"] is True
     card = by_number["+3545557777"][0]
-    assert card["matches"] == 2 and card["customer"] is None and card["record_url"] is None
+    assert card["matches"] == 2 and card["customer"] is None and card["can_call"] is True
+    assert card["record_url"] == "/customers/choose?number=%2B3545557777"
     assert card["candidates"] == [{"id": t.id, "name": t.name, "company": "Tvíburar"} for t in twins]
     card = by_number["+3545550042"][0]
     assert card["matches"] == 0 and card["customer"] is None and card["candidates"] == []
-    assert card["record_url"] == f"/customers/new?number=%2B3545550042&call={card['call_uuid']}"
+    assert card["record_url"] == f"/customers/new?number=%2B3545550042&call={card['call_uuid']}" and card["can_call"]
     for card in by_number["internal"]:
         assert card["record_url"] is None and card["customer"] is None and card["number"] in ("1002",), card
+        assert card["can_call"] is True, "a colleague's extension can be called back"
         assert card["colleague"] == "Bjarni Ben" and card["title"].endswith("Bjarni Ben"), card
     # what the pop says, built by the daemon (docs/card.md; every kind in tests/push/test_layout.py)
     card = next(c for c in by_number["+3545551234"] if c["event"] == "ringing")
@@ -354,6 +357,17 @@ def test_card_customer_part_with_no_open_order_many_orders_and_a_deleted_custome
     assert card(busy.id)["total_debt"] == f"{MAX_ORDERS}.00"
     gone.delete_instance()
     assert card(gone.id) is None
+
+
+@pytest.mark.parametrize("number", ["anonymous", "Restricted", "", "<b>555</b>", "+354 555 1234'; DROP", "1001"])
+def test_card_offers_no_call_back_or_page_a_number_cannot_reach(db, number):
+    """A withheld or hostile number gets no record_url and can_call false (the tray then offers no Call back and no
+    New customer); an extension can be called back but has no customer page."""
+    cards = CardBuilder(db, lambda: Lookup(db, RULES), staff())
+    direction = "INTERNAL" if number == "1001" else "INCOMING"
+    card = cards.card(PopRow(1, "missed", "call-w", direction, dt.datetime(2026, 11, 27, 8), "1002", number, "", None, 0))
+    assert card["record_url"] is None
+    assert card["can_call"] is (number == "1001")
 
 
 def test_markup_caller_name_is_sent_verbatim_as_valid_json(env):

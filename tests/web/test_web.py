@@ -451,6 +451,26 @@ def test_search_page(site):
     assert op.get("/customers?q=" + "x" * 5000).status_code == 200
 
 
+def test_chooser_lists_exactly_the_customers_sharing_a_number(site):
+    """The pop of a number several customers have opens /customers/choose: the card's lookup, not the search (which
+    also finds longer numbers and text), so it lists the customers the card counted, each linking to its record."""
+    twins = [_customer(name=f"Twin {i}", company=HOSTILE, number=n)
+             for i, n in ((1, "+3545557777"), (2, "+354 555 7777"), (3, "+15545557777"))]  # 3: its last 8 digits
+    other = _customer(name="Not this one", number="+3545557778")
+    op = site.client("op")
+    r = op.get("/customers/choose", query_string={"number": "5557777"})
+    html = _text(r)
+    assert r.status_code == 200 and "2 customers share" in html and "Call</button>" in html
+    assert [f'href="/customers/{t.id}"' in html for t in twins] == [True, True, False]
+    assert f'href="/customers/{other.id}"' not in html
+    assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html
+    assert "No customer has" in _text(op.get("/customers/choose?number=%2B3545550001"))
+    assert "No customer has" in _text(op.get("/customers/choose?number=anonymous"))
+    assert op.get("/customers/choose").status_code == 400
+    assert op.get("/customers/choose", query_string={"number": HOSTILE}).status_code == 200
+    assert site.client().get("/customers/choose?number=5557777").status_code in (302, 303)
+
+
 def test_edit_customer(site):
     c = _customer()
     op = site.client("op")

@@ -1,4 +1,4 @@
-"""Customer pages: search, the full record, a new customer during a call, edit, numbers, photo, delete.
+"""Customer pages: search, the chooser for a shared number, the full record, a new customer during a call, edit, numbers, photo, delete.
 
 /customers/new?number=…[&call=<uuid>] is where a tray sends the operator for an unknown caller: create the
 customer with the number filled in, or add the number to a customer found by search. Either way the call (and
@@ -76,6 +76,24 @@ def search():
 
     customers, more = database(work)
     return render_page("search.html", title="Customers", q=q, customers=customers, page=page, more=more)
+
+
+@bp.get("/customers/choose")
+@login_required()
+def choose():
+    """The customers who share a caller's number, found by the same lookup as the card's (a tray's pop for a number
+    several customers have opens this), each linking to its record."""
+    number = request.args.get("number", "").strip()[:64].replace("\x00", "")
+    if not number:
+        return error_page(400, "Which number? This page lists the customers who share a number (?number=…).")
+    cards = web().hub.cards
+
+    def work():
+        found = cards.lookup().find(number)
+        return found.matches, _with_phones(list(found.candidates))
+
+    matches, customers = database(work)
+    return render_page("choose.html", title="Which customer?", number=number, matches=matches, customers=customers)
 
 
 # ---- the record --------------------------------------------------------------------------------------
