@@ -39,6 +39,8 @@ class PushServer:
         self.photo = _png((40, 110, 180), 64)  # the size the tray asks for
         self.missed: dict | None = None  # GET /api/v1/missed answers this (None: 404, a daemon without it)
         self.originate = (200, {"status": "dialling", "uuid": "c2c-1"})  # POST /api/v1/originate's answer
+        self.photo_gate = threading.Event()  # cleared: a photo request waits (a slow daemon) until it is set again
+        self.photo_gate.set()
         self._subscribers: list[queue.Queue] = []
         self.gate = threading.Event()  # cleared: new streams wait before answering (pops pile up for a replay)
         self.gate.set()
@@ -117,6 +119,10 @@ class PushServer:
         h.end_headers()
         h.wfile.write(data)
 
+    def originates(self) -> list[dict]:
+        """The bodies of the POST /api/v1/originate requests, in order."""
+        return [r["body"] for r in self.requests if r["path"] == "/api/v1/originate" and "body" in r]
+
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         authorized = h.headers.get("Authorization") == f"Bearer {self.token}"
         record = {"path": h.path, "headers": dict(h.headers), "status": 200 if authorized else 401}
@@ -128,6 +134,7 @@ class PushServer:
             self._json(h, 200, self.missed)
             return
         if h.path.startswith("/api/v1/customers/") and "/photo" in h.path:
+            self.photo_gate.wait(60)
             h.send_response(200)
             h.send_header("Content-Type", "image/png")
             h.send_header("Content-Length", str(len(self.photo)))
@@ -198,13 +205,21 @@ def card(event: str = "ringing", call_uuid: str = "call-1", number: str = "+3545
 
     if matches is None:
         matches = 1 if customer else 0
-    record = f"/customers/{customer['id']}" if customer else f"/customers/new?number={number.lstrip('+')}"
+    withheld = not number.lstrip("+").isdigit()
+    if customer:
+        record = f"/customers/{customer['id']}"
+    elif withheld or direction == "INTERNAL":
+        record = None
+    elif matches > 1:
+        record = f"/customers/choose?number=%2B{number.lstrip('+')}"
+    else:
+        record = f"/customers/new?number={number.lstrip('+')}"
     c = {
         "event": event, "call_uuid": call_uuid, "direction": direction,
         "at": at or time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
         "extension": extension, "operator": operator, "number": number, "caller_name": caller_name,
         "colleague": colleague, "taken_by": taken_by, "matches": matches, "customer": customer,
-        "candidates": candidates or [], "record_url": None if direction == "INTERNAL" else record,
+        "candidates": candidates or [], "record_url": record, "can_call": not withheld,
         "sources": sources,
     }
     c["title"], c["lines"] = (layout or CardLayout()).render(c, NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8))

@@ -8,7 +8,6 @@ xfce4-panel); never xorg, which has no menu. $PYSTRAY_BACKEND still wins.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import signal
@@ -21,10 +20,11 @@ from typing import Any
 from urllib.parse import quote
 
 from screenpop.tray import http
+from screenpop.tray.actions import CALL, PopActions, call_number, page_path
 from screenpop.tray.config import TrayConfig, TrayConfigError
 from screenpop.tray.missed import MissedCalls
 from screenpop.tray.notify import Notifier, PhotoCache, caller_label
-from screenpop.tray.originate import call_back
+from screenpop.tray import originate
 from screenpop.tray.stream import EventStream, Message
 from screenpop.tray.text import local_time, one_line
 
@@ -99,8 +99,9 @@ class RecentCall:
     label: str
     at: str
     event: str
-    path: str | None  # the daemon page for this call (the record, or the new-caller page)
+    path: str | None  # the daemon page for this call (the record, the new-caller page or the chooser)
     missed: bool = False
+    number: str | None = None  # the number Call back dials, when the daemon says it can be called
 
     def menu_text(self) -> str:
         mark = "✗ missed · " if self.missed else ""
@@ -137,16 +138,6 @@ class TrayState:
         to_return = f", {missed} missed call{'s' if missed != 1 else ''} to return" if missed > 0 else ""
         return f"screenpop{ext}: {text}{dnd}{to_return}"
 
-    def record_path(self, card: dict) -> str | None:
-        """The card's record_url as a path on the daemon (an absolute one is cut to its path), or None."""
-        url = card.get("record_url")
-        if isinstance(url, str) and url.startswith(("http://", "https://")):
-            rest = url.split("//", 1)[1]
-            url = "/" + rest.split("/", 1)[1] if "/" in rest else None
-        if isinstance(url, str) and url.startswith("/") and not url.startswith("//"):
-            return url
-        return None
-
     def apply(self, card: dict) -> None:
         """A card for this operator: remember the call, follow what is ringing."""
         uuid = card.get("call_uuid") or str(card.get("id"))
@@ -154,11 +145,13 @@ class TrayState:
         with self.lock:
             entry = self.recent.pop(uuid, None)
             if entry is None:
-                entry = RecentCall(uuid, caller_label(card), card.get("at") or "", event, self.record_path(card))
+                entry = RecentCall(uuid, caller_label(card), card.get("at") or "", event, page_path(card),
+                                   number=call_number(card))
             else:
                 entry.event = event
                 entry.label = caller_label(card) or entry.label
-                entry.path = self.record_path(card) or entry.path
+                entry.path = page_path(card) or entry.path
+                entry.number = call_number(card) or entry.number
             entry.missed = entry.missed or event == "missed"
             self.recent[uuid] = entry
             self.recent.move_to_end(uuid)
@@ -191,14 +184,18 @@ def choose_backend() -> str:
 
 
 class TrayApp:
-    def __init__(self, config: TrayConfig, show_icon: bool = True) -> None:
+    """The tray: the stream's cards to the notifier and the menu; the pops' actions and the menu's entries carried
+    out (pages opened signed in, Call back through the daemon). backend: the notification server (tests)."""
+
+    def __init__(self, config: TrayConfig, show_icon: bool = True, backend: Any = None) -> None:
         self.config = config
         self.state = TrayState(config)
         self.show_icon = show_icon
         self.icon: Any = None
         self._pystray: Any = None
         self._quit = threading.Event()
-        self.notifier = Notifier(PhotoCache(config.server, config.resolved_token), timeout=config.notification_timeout)
+        self.notifier = Notifier(PhotoCache(config.server, config.resolved_token), timeout=config.notification_timeout,
+                                 backend=backend, on_action=self.on_action)
         self.stream = EventStream(config.server, config.resolved_token, self.on_message, self.on_state,
                                   on_batch=self.on_batch)
         self.missed = MissedCalls(config, self.refresh, config.missed_refresh)
@@ -286,6 +283,32 @@ class TrayApp:
         log.info("opening %s", path)
         webbrowser.open(url)
 
+    def on_action(self, card: dict, actions: PopActions, key: str) -> None:
+        """A click or a button on a pop (the notification server's thread): Call back dials, anything else opens the
+        pop's page."""
+        if key == CALL and actions.number:
+            self.call_back(actions.number, card.get("call_uuid") or "callback")
+        elif actions.page:
+            self.open_page(actions.page)
+
+    def call_back(self, number: str, key: str = "callback") -> None:
+        """Call back (tray/originate.py): the operator's phone rings, then the number is dialled. What happens is told
+        in a short notification replacing the pop it came from (key: its call) and, once FreeSWITCH answered, in
+        words; a refusal also stays in the missed section until the next Call back. The call then pops `dialing`."""
+        threading.Thread(target=self._call_back, args=(number, key), name="call-back", daemon=True).start()
+
+    def _call_back(self, number: str, key: str) -> None:
+        title = f"Call back {one_line(number, 40)}"
+        self.notifier.status(key, title, "Your phone rings first: pick it up and the number is dialled.")
+        placed, words = originate.call_back(self.config, number)
+        self.call_back_failed = "" if placed else words
+        if placed:
+            self.missed.poke()
+        self.refresh()
+        text = one_line(words, 300)
+        end = "" if text.endswith((".", "?", "!")) else "."
+        self.notifier.status(key, title, f"Your phone answered: {text}{end}" if placed else f"Not called: {text}{end}")
+
     def toggle_dnd(self, *_: Any) -> None:
         self.state.dnd = not self.state.dnd
         log.info("do not disturb %s", "on" if self.state.dnd else "off")
@@ -317,8 +340,9 @@ class TrayApp:
 
         if current is not None:
             items.append(Item(one_line(current.label, 60), opener(current.path), enabled=bool(current.path), default=True))
-        # record_url is the customer's record, or /customers/new?number=… for a stranger; none for INTERNAL
+        # record_url is the customer's record, /customers/new?number=… for a stranger, the chooser for a shared number
         sub = [Item(one_line(r.menu_text(), 70), opener(r.path), enabled=bool(r.path)) for r in recent]
+        sub += self._call_back_items(recent)
         items.append(Item("Recent calls", Menu(*sub) if sub else None, enabled=bool(sub)))
         items.append(Menu.SEPARATOR)
         items.extend(self.missed_section(opener))
@@ -345,23 +369,17 @@ class TrayApp:
         for row in rows:
             items.append(Item(row.menu_text(), Menu(
                 Item("Open", opener(row.path), enabled=bool(row.path)),
-                Item("Call back", self._caller(row.number), enabled=bool(row.number)))))
+                Item("Call back", (lambda n: lambda *_: self.call_back(n))(row.number), enabled=bool(row.number)))))
         ext = self.config.extension
         items.append(Item("Open missed calls list", opener("/missed" + (f"?extension={quote(ext)}" if ext else ""))))
         return items
 
-    def _caller(self, number: str | None) -> Callable:
-        def start(*_: Any) -> None:
-            threading.Thread(target=self._call_back, args=(number,), daemon=True).start()
-        return start
-
-    def _call_back(self, number: str) -> None:
-        """Call back (tray/originate.py); a refusal in words stays in the missed section until the next Call back."""
-        placed, words = call_back(self.config, number)
-        self.call_back_failed = "" if placed else words
-        if placed:
-            self.missed.poke()
-        self.refresh()
+    def _call_back_items(self, recent: list[RecentCall]) -> list:
+        """Recent calls' last entry: "Call back", a submenu of the recent calls that can be called back."""
+        Item, Menu = self._pystray.MenuItem, self._pystray.Menu
+        calls = [Item(one_line(r.menu_text(), 70), (lambda n: lambda *_: self.call_back(n))(r.number))
+                 for r in recent if r.number]
+        return [Menu.SEPARATOR, Item("Call back", Menu(*calls))] if calls else []
 
     def run(self) -> int:
         log.info("tray for extension %s, daemon %s", self.config.extension or "(any)", self.config.server)
@@ -375,7 +393,7 @@ class TrayApp:
             # A tray icon draws no OpenGL; without this GDK probes GLX at start and Mesa (with LLVM) costs ~50 MB.
             os.environ.setdefault("GDK_GL", "disable")
         try:
-            with _without_ssl(not self.config.server.startswith("https:")):
+            with http.without_ssl(not self.config.server.startswith("https:")):
                 import pystray
         except Exception as exc:  # noqa: BLE001 - pystray raises at import when there is no display or backend
             log.error("no tray icon possible here (%s); run with --no-icon for notifications only", exc)
@@ -416,24 +434,6 @@ class TrayApp:
             pass
         self.stream.stop(timeout=2.0)
         return 0
-
-
-@contextlib.contextmanager
-def _without_ssl(active: bool):
-    """While pystray (and so PyGObject) is imported, `import ssl` fails: PyGObject 3.50's gi._gi imports asyncio,
-    whose modules import ssl if they can (`try: import ssl except ImportError: ssl = None`) and work without
-    it. ssl costs about 5 MB resident; a tray on a plain-http daemon never uses it (tray/http.py imports it
-    only for https). Afterwards `import ssl` works again for anything that really needs it; only asyncio,
-    which the tray does not use, keeps its ssl = None. Nothing is blocked when ssl is already loaded."""
-    if not active or "ssl" in sys.modules:
-        yield
-        return
-    sys.modules["ssl"] = None  # type: ignore[assignment]  # the import system's "not importable" marker
-    try:
-        yield
-    finally:
-        if sys.modules.get("ssl", 0) is None:
-            del sys.modules["ssl"]
 
 
 def run(config: TrayConfig, show_icon: bool = True) -> int:

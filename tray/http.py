@@ -14,9 +14,12 @@ early (a connection closed mid-chunk or short of its Content-Length).
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import socket
+import sys
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -283,3 +286,21 @@ def post_json(url: str, body: dict, headers: dict[str, str] | None = None, timeo
                 return resp.status, None
     finally:
         conn.close()
+
+
+@contextlib.contextmanager
+def without_ssl(active: bool) -> Iterator[None]:
+    """While PyGObject is imported (by pystray, or by tray/bus.py), `import ssl` fails: PyGObject 3.50's gi._gi
+    imports asyncio, whose modules import ssl if they can (`try: import ssl except ImportError: ssl = None`) and work without
+    it. ssl costs about 5 MB resident; a tray on a plain-http daemon never uses it (tray/http.py imports it
+    only for https). Afterwards `import ssl` works again for anything that really needs it; only asyncio,
+    which the tray does not use, keeps its ssl = None. Nothing is blocked when ssl is already loaded."""
+    if not active or "ssl" in sys.modules:
+        yield
+        return
+    sys.modules["ssl"] = None  # type: ignore[assignment]  # the import system's "not importable" marker
+    try:
+        yield
+    finally:
+        if sys.modules.get("ssl", 0) is None:
+            del sys.modules["ssl"]

@@ -1,12 +1,14 @@
-"""The pop itself: a native desktop notification with the customer's card.
+"""The pop itself: a native desktop notification with the customer's card, its actions, and its photo.
 
-Linux: the freedesktop notification server over D-Bus, through plyer's D-Bus backend chosen on purpose
-(`plyer.platforms.linux.notification.NotifyDbus`), never plyer's own guess (`instance()` switches to the
-Flatpak portal whenever a folder `/app` exists, and falls back to notify-send, which drops icon and timeout).
-plyer 2.1's `_notify` throws away the id the server returns, and without it a pop cannot be replaced or
-closed when the call is answered elsewhere or ends; so `DbusNotifier` subclasses it and sends the same
-`Notify` call on one dbus-python connection, keeping the id; `CloseNotification` goes through dbus-python
-directly too. Elsewhere (Windows, macOS): plyer's facade, without close.
+Linux: the freedesktop notification server over D-Bus (tray/bus.py): the id `Notify` returns is kept, so a pop is
+replaced ("Missed", the photo once it arrives, a Call back's answer) and closed by id when the call is answered
+elsewhere or ends; when the server has the `actions` capability the pop carries its actions (tray/actions.py) and
+a click or a button is handed to the tray (`on_action`). Elsewhere (Windows, macOS): plyer's facade, with neither
+close nor actions (their notification APIs through plyer have none).
+
+The photo never delays a pop: it is shown at once with the cached photo or a drawn placeholder, the photo is fetched
+in the background, and the pop is replaced in place (same id, same actions) when it arrives, if that pop is still
+the one on screen for its call.
 
 What a pop says is the daemon's: the card's title and lines (docs/card.md), built there from one layout. Here
 each is kept to one line and escaped for the server's body markup (the daemon's text holds what strangers and
@@ -21,19 +23,25 @@ import os
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from screenpop.tray import http
+from screenpop.tray.actions import NONE, PopActions, actions_for
+from screenpop.tray.bus import APP_NAME
 from screenpop.tray.text import one_line
 
 log = logging.getLogger("screenpop.tray.notify")
 
-APP_NAME = "screenpop"
 PHOTO_SIZE = 64  # dunst's defaults (300 px wide, icons up to 128 px) leave ~35 characters a line beside it
 PHOTO_MAX_BYTES = 2 << 20
 PHOTO_FRESH_SECONDS = 3600.0
+PHOTO_TIMEOUT = 5.0  # the background fetch: the pop is already up, so a slow daemon only delays the photo
+KEEP_POPS = 64
+STATUS_SECONDS = 8.0  # a Call back's answer
 POP_EVENTS = ("ringing", "dialing")
 CLOSE_EVENTS = ("ended", "transferred")
 TAKEN_SECONDS = 4.0  # how long "Taken by 1002 Anna" stands in for the pop of a call answered elsewhere
@@ -135,36 +143,59 @@ def placeholder(folder: Path, card: dict) -> Path:
 class PhotoCache:
     """Customer photos fetched from the daemon with the Bearer token, kept in a cache folder for an hour."""
 
-    def __init__(self, server: str, token: Callable[[], str], folder: Path | None = None, timeout: float = 2.0) -> None:
+    def __init__(self, server: str, token: Callable[[], str], folder: Path | None = None,
+                 timeout: float = PHOTO_TIMEOUT) -> None:
         self.server = server.rstrip("/")
         self.token = token
         self.folder = folder or cache_dir()
         self.timeout = timeout
 
-    def icon_for(self, card: dict) -> str:
-        """A local file for the pop's icon: the photo when the daemon has one, else a placeholder."""
+    def _url(self, card: dict) -> str | None:
+        """The photo's URL on the daemon, or None: relative URLs only, so the token never goes to another host."""
         customer = card.get("customer") or None
         url = customer.get("photo_url") if customer else None
-        path = None
-        if isinstance(url, str) and url.startswith("/") and not url.startswith("//"):
-            path = self._photo(url)  # relative URLs only: the token never goes to another host
-        if path is None:
-            try:
-                path = placeholder(self.folder, card)
-            except OSError as exc:
-                log.warning("cannot draw a placeholder icon: %s", exc)
-                return ""
-        return str(path)
+        if not (isinstance(url, str) and url.startswith("/") and not url.startswith("//")):
+            return None
+        return self.server + url + ("&" if "?" in url else "?") + f"size={PHOTO_SIZE}"
 
-    def _photo(self, url: str) -> Path | None:
-        full = self.server + url + ("&" if "?" in url else "?") + f"size={PHOTO_SIZE}"
-        name = hashlib.sha1(full.encode()).hexdigest()[:20] + ".img"
-        path = self.folder / "photos" / name
+    def _file(self, full: str) -> Path:
+        return self.folder / "photos" / (hashlib.sha1(full.encode()).hexdigest()[:20] + ".img")
+
+    def _placeholder(self, card: dict) -> str:
+        try:
+            return str(placeholder(self.folder, card))
+        except OSError as exc:
+            log.warning("cannot draw a placeholder icon: %s", exc)
+            return ""
+
+    def icon_now(self, card: dict) -> tuple[str, bool]:
+        """The icon to show at once, without the network: the cached photo (however old), else the placeholder; and
+        whether the photo is worth fetching now (none cached, or older than an hour)."""
+        full = self._url(card)
+        if full is None:
+            return self._placeholder(card), False
+        path = self._file(full)
+        try:
+            age = time.time() - path.stat().st_mtime
+        except OSError:
+            return self._placeholder(card), True
+        return str(path), age >= PHOTO_FRESH_SECONDS
+
+    def icon_for(self, card: dict) -> str:
+        """A local file for the pop's icon, fetching the photo when the cached one is missing or old: the photo when
+        the daemon has one, else a placeholder. It waits for the daemon (up to `timeout`): call it off the pop's path."""
+        full = self._url(card)
+        path = self._photo(full) if full else None
+        return str(path) if path is not None else self._placeholder(card)
+
+    def _photo(self, full: str) -> Path | None:
+        path = self._file(full)
         try:
             if time.time() - path.stat().st_mtime < PHOTO_FRESH_SECONDS:
                 return path
         except OSError:
             pass
+        url = full[len(self.server):]
         try:
             # tray/http.py, not urllib.request: a plain-http tray never loads ssl, http.client or email
             with http.get(full, {"Authorization": f"Bearer {self.token()}"}, timeout=self.timeout) as resp:
@@ -179,65 +210,41 @@ class PhotoCache:
             log.info("no photo from %s: %s, %d bytes", url, ctype or "no Content-Type", len(data))
             return None
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, path)
         return path
 
 
-# ---- the notification servers -------------------------------------------------------------------
+# ---- the notification server --------------------------------------------------------------------
 
 
-def _dbus_class():
-    """plyer's D-Bus backend, subclassed to keep the notification id (Linux only; imported on use)."""
-    from plyer.platforms.linux.notification import NotifyDbus
+@dataclass(frozen=True)
+class Shown:
+    """One pop on screen: what was sent (to resend it with the photo) and the card and actions its id stands for."""
 
-    class DbusNotifier(NotifyDbus):
-        """plyer's NotifyDbus with one connection and the id Notify returns (plyer discards it)."""
-
-        BUS_NAME = "org.freedesktop.Notifications"
-        PATH = "/org/freedesktop/Notifications"
-
-        def __init__(self) -> None:
-            import dbus
-
-            self._dbus = dbus
-            # A private connection: the tray's GTK main loop never shares it; used from one thread at a time.
-            self._bus = dbus.SessionBus(private=True)
-            self._iface = dbus.Interface(self._bus.get_object(self.BUS_NAME, self.PATH), self.BUS_NAME)
-            info = self._iface.GetServerInformation()
-            self.server_name = str(info[0])
-            self.capabilities = {str(c) for c in self._iface.GetCapabilities()}
-
-        def _notify(self, **kwargs) -> int:
-            # The same arguments as plyer's NotifyDbus._notify, timeout in seconds (0 = never expires).
-            hints = {k: v for k, v in (kwargs.get("hints") or {}).items()}
-            if "urgency" in hints:
-                hints["urgency"] = self._dbus.Byte(hints["urgency"])
-            timeout = kwargs.get("timeout", 10)
-            return int(self._iface.Notify(
-                kwargs.get("app_name", ""), self._dbus.UInt32(kwargs.get("replaces_id", 0)),
-                kwargs.get("app_icon", ""), kwargs.get("title", ""), kwargs.get("message", ""),
-                self._dbus.Array(kwargs.get("actions", []), signature="s"),
-                self._dbus.Dictionary(hints, signature="sv"), self._dbus.Int32(int(timeout * 1000)),
-            ))
-
-        def close(self, notification_id: int) -> None:
-            self._iface.CloseNotification(self._dbus.UInt32(notification_id))
-
-    return DbusNotifier
+    nid: int
+    card: dict
+    actions: PopActions
+    summary: str
+    body: str
+    icon: str
+    timeout: float
+    urgency: int
 
 
 class Notifier:
     """Pops for cards: shows ringing/dialing, replaces a pop with 'missed', closes it when the call is answered
-    elsewhere, transferred or ended. Thread-safe (one lock around the server calls)."""
+    elsewhere, transferred or ended; hands a click or a button on a pop to on_action(card, actions, key).
+    Thread-safe (one lock around the server calls)."""
 
-    def __init__(self, photos: PhotoCache | None, timeout: float = 30.0, backend: Any = None) -> None:
+    def __init__(self, photos: PhotoCache | None, timeout: float = 30.0, backend: Any = None,
+                 on_action: Callable[[dict, PopActions, str], None] | None = None) -> None:
         self.photos = photos
         self.timeout = timeout
+        self.on_action = on_action
         self._lock = threading.Lock()
-        self._ids: dict[str, int] = {}  # call_uuid -> notification id
-        self._shown: dict[str, Any] = {}  # call_uuid -> the id of the pop its notification shows
+        self._shown: OrderedDict[str, Shown] = OrderedDict()  # call_uuid (or a status key) -> its pop on screen
         self._backend = backend
         self.kind = "injected" if backend is not None else ""
         self._warned = -1e9
@@ -248,9 +255,12 @@ class Notifier:
         if self._backend is None:
             if sys.platform.startswith("linux"):
                 try:
-                    self._backend = _dbus_class()()
-                    self.kind = f"D-Bus org.freedesktop.Notifications ({self._backend.server_name})"
-                except Exception as exc:  # noqa: BLE001 - no dbus-python, no session bus, no server
+                    from screenpop.tray.bus import NotificationBus
+
+                    self._backend = NotificationBus(self.invoked, self.closed)
+                    self.kind = (f"D-Bus org.freedesktop.Notifications ({self._backend.server_name}; "
+                                 f"{'with' if 'actions' in self._backend.capabilities else 'no'} actions)")
+                except Exception as exc:  # noqa: BLE001 - no PyGObject, no session bus, no server
                     if time.monotonic() - self._warned > 60:
                         self._warned = time.monotonic()
                         log.warning("no notification server on the session bus (%s); pops are not shown", exc)
@@ -271,6 +281,7 @@ class Notifier:
         return markup, markup and getattr(server, "server_name", "").lower() in SUMMARY_MARKUP_SERVERS
 
     def handle(self, card: dict) -> None:
+        """One card from the stream: pop, turn into 'missed', or close."""
         event = card.get("event")
         if event in POP_EVENTS:
             self.show(card)
@@ -282,75 +293,135 @@ class Notifier:
             self.close(card.get("call_uuid") or "")
 
     def show(self, card: dict) -> None:
-        icon = self.photos.icon_for(card) if self.photos else ""
+        """A ringing or dialing pop with the card, at once; the photo follows (see the module's docstring)."""
+        icon, fetch = self.photos.icon_now(card) if self.photos else ("", False)
         with self._lock:
             server = self._server()
             if server is None:
                 return
             markup, summary_markup = self._flags(server)
             summary, body = card_text(card, markup, summary_markup)
-            self._send(server, card, summary, body, icon, self.timeout, urgency=2 if card.get("event") == "ringing" else 1)
+            shown = self._send(server, card, summary, body, icon, self.timeout,
+                               urgency=2 if card.get("event") == "ringing" else 1)
+        if fetch:
+            self._photo_later(shown, card)
 
     def update(self, card: dict) -> None:
         """The daemon's sources answered: the card's notification, if it still shows that very pop, is redrawn
         with their fields in place (same notification id); otherwise nothing (it was closed or moved on)."""
         uuid = card.get("call_uuid") or ""
-        if card.get("event") not in POP_EVENTS or uuid not in self._ids or self._shown.get(uuid) != card.get("id"):
+        shown = self._shown.get(uuid)
+        if card.get("event") not in POP_EVENTS or shown is None or shown.card.get("id") != card.get("id"):
             return
         self.show(card)
 
     def missed(self, card: dict) -> None:
         """A missed call replaces its pop (or pops anew when there was none shown)."""
-        icon = self.photos.icon_for(card) if self.photos else ""  # cached since the ringing pop
+        icon, fetch = self.photos.icon_now(card) if self.photos else ("", False)  # cached since the ringing pop
         with self._lock:
             server = self._server()
             if server is None:
                 return
             summary, body = card_text(card, *self._flags(server))
-            self._send(server, card, summary, body, icon, min(self.timeout or 10.0, 10.0), urgency=1)
+            shown = self._send(server, card, summary, body, icon, min(self.timeout or 10.0, 10.0), urgency=1)
+        if fetch:
+            self._photo_later(shown, card)
 
     def taken(self, card: dict) -> None:
         """A call answered elsewhere: its pop, if one is up, says for a moment who took it, then goes."""
         uuid = card.get("call_uuid") or ""
-        if uuid not in self._ids:
+        if uuid not in self._shown:
             return  # no pop up (or a server without replace): nothing to say
-        icon = self.photos.icon_for(card) if self.photos else ""  # cached since the ringing pop
+        icon, _ = self.photos.icon_now(card) if self.photos else ("", False)  # cached since the ringing pop
         with self._lock:
             server = self._backend
-            if server is None or uuid not in self._ids:
+            if server is None or uuid not in self._shown:
                 return
             summary, body = card_text(card, *self._flags(server))
             self._send(server, card, summary, body, icon, TAKEN_SECONDS, urgency=1)
 
-    def _send(self, server, card, summary: str, body: str, icon: str, timeout: float, urgency: int) -> None:
+    def status(self, key: str, summary: str, body: str) -> None:
+        """A short notice in plain words (a Call back's progress and answer), replacing the pop shown for key (the
+        call it was started from) if there is one; no actions."""
+        with self._lock:
+            server = self._server()
+            if server is None:
+                return
+            markup, summary_markup = self._flags(server)
+            self._send(server, {"call_uuid": key, "event": "status"}, esc(summary) if summary_markup else summary,
+                       esc(body) if markup else body, "", STATUS_SECONDS, urgency=1)
+
+    def _send(self, server, card: dict, summary: str, body: str, icon: str, timeout: float, urgency: int,
+              replacing: Shown | None = None) -> Shown | None:
+        """Show a pop (under the lock), replacing the call's pop on screen; what was shown, or None (plyer, failure)."""
         uuid = card.get("call_uuid") or ""
         try:
-            if hasattr(server, "close"):
-                nid = server._notify(title=summary, message=body, app_name=APP_NAME, app_icon=icon,
-                                     timeout=timeout, hints={"urgency": urgency, "category": "x-screenpop.call"},
-                                     replaces_id=self._ids.get(uuid, 0))
-                if uuid:
-                    self._ids[uuid] = nid
-                    self._shown[uuid] = card.get("id")
-                    while len(self._ids) > 64:
-                        self._shown.pop(next(iter(self._ids)), None)
-                        self._ids.pop(next(iter(self._ids)))
-            else:
+            if not hasattr(server, "close"):
                 # plyer on Windows wants an .ico; our icons are PNG, so the app's own icon is used there
                 server.notify(title=summary, message=body, app_name=APP_NAME,
                               app_icon="" if sys.platform == "win32" else icon, timeout=int(timeout))
+                return None
+            actions = actions_for(card) if "actions" in server.capabilities else NONE
+            previous = replacing or self._shown.get(uuid)
+            nid = server.notify(summary, body, icon, timeout, {"urgency": urgency, "category": "x-screenpop.call"},
+                                actions.dbus_list(), previous.nid if previous else 0)
         except Exception as exc:  # noqa: BLE001 - the stream goes on; the next pop tries again
             log.warning("notification failed: %s", exc)
             if self.kind.startswith("D-Bus"):
-                self._backend = None  # the server may have restarted; connect again next time
+                self._drop_backend()  # the server may have restarted; connect again next time
+            return None
+        shown = Shown(nid, card, actions, summary, body, icon, timeout, urgency)
+        if uuid:
+            self._shown.pop(uuid, None)
+            self._shown[uuid] = shown
+            while len(self._shown) > KEEP_POPS:
+                self._shown.popitem(last=False)
+        return shown
+
+    def _drop_backend(self) -> None:
+        backend, self._backend = self._backend, None
+        stop = getattr(backend, "stop", None)
+        if stop is not None:
+            stop()
+
+    def _photo_later(self, shown: Shown | None, card: dict) -> None:
+        """Fetch the photo off the pop's path; when it arrives, put it on the pop if that is still the call's pop."""
+        def fetch() -> None:
+            icon = self.photos.icon_for(card)
+            if shown is None or icon == shown.icon:
+                return  # plyer (the cache is warm for the next pop), or nothing better than what is shown
+            uuid = card.get("call_uuid") or ""
+            with self._lock:
+                if self._shown.get(uuid) is not shown or self._backend is None:
+                    return  # replaced, closed or dismissed meanwhile
+                log.info("photo for pop %s arrived; shown", card.get("id"))
+                self._send(self._backend, card, shown.summary, shown.body, icon, shown.timeout, shown.urgency, shown)
+
+        threading.Thread(target=fetch, name="photo", daemon=True).start()
+
+    def invoked(self, nid: int, key: str) -> None:
+        """The server's ActionInvoked: a click or a button on one of our pops (any other id is not ours)."""
+        with self._lock:
+            shown = next((s for s in self._shown.values() if s.nid == nid), None)
+        if shown is None or self.on_action is None or not shown.actions.dbus_list():
+            return
+        log.info("action %s on pop %s", key, shown.card.get("id"))
+        self.on_action(shown.card, shown.actions, key)
+
+    def closed(self, nid: int, reason: int) -> None:
+        """The server's NotificationClosed: expired, dismissed or closed by us; the pop is no longer on screen."""
+        with self._lock:
+            for uuid, shown in list(self._shown.items()):
+                if shown.nid == nid:
+                    del self._shown[uuid]
 
     def close(self, call_uuid: str) -> None:
+        """Take the call's pop off the screen (answered elsewhere, transferred, ended)."""
         with self._lock:
-            nid = self._ids.pop(call_uuid, None)
-            self._shown.pop(call_uuid, None)
-            if nid is None or self._backend is None or not hasattr(self._backend, "close"):
+            shown = self._shown.pop(call_uuid, None)
+            if shown is None or self._backend is None or not hasattr(self._backend, "close"):
                 return
             try:
-                self._backend.close(nid)
+                self._backend.close(shown.nid)
             except Exception as exc:  # noqa: BLE001
-                log.info("closing notification %s failed: %s", nid, exc)
+                log.info("closing notification %s failed: %s", shown.nid, exc)

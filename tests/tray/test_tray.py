@@ -189,47 +189,87 @@ def test_pop_text_of_a_card_without_lines_says_who_and_the_number():
 
 
 class FakeServer:
-    """Stands in for the D-Bus server: records Notify/Close like dbus would get them."""
+    """Stands in for the D-Bus server (tray/bus.py's NotificationBus): records Notify/Close as the bus would get them."""
 
     server_name = "dunst"
-    capabilities = {"body", "body-markup", "icon-static"}
 
-    def __init__(self):
+    def __init__(self, capabilities=("actions", "body", "body-markup", "icon-static")):
+        self.capabilities = set(capabilities)
         self.calls = []
         self.next = 40
 
-    def _notify(self, **kw):
-        self.calls.append(("notify", kw))
+    def notify(self, summary, body, icon, timeout, hints, actions, replaces_id=0):
+        self.calls.append(("notify", {"summary": summary, "body": body, "icon": icon, "timeout": timeout,
+                                      "hints": hints, "actions": actions, "replaces_id": replaces_id}))
+        if replaces_id:
+            return replaces_id
         self.next += 1
-        return kw["replaces_id"] or self.next
+        return self.next
 
     def close(self, nid):
         self.calls.append(("close", nid))
+
+    def notes(self) -> list[dict]:
+        return [kw for kind, kw in self.calls if kind == "notify"]
 
 
 def test_notifier_replaces_and_closes_by_call(tmp_path, server):
     fake = FakeServer()
     n = Notifier(PhotoCache(server.url, lambda: "secret-token", tmp_path), timeout=25, backend=fake)
     n.handle(card(call_uuid="u1", customer=customer(cid=9)))
-    (kind, kw), = fake.calls
-    assert kw["timeout"] == 25 and kw["replaces_id"] == 0 and kw["hints"]["urgency"] == 2
-    assert kw["app_icon"].startswith(str(tmp_path)) and open(kw["app_icon"], "rb").read() == server.photo
+    first = fake.notes()[0]
+    assert first["timeout"] == 25 and first["replaces_id"] == 0 and first["hints"]["urgency"] == 2
+    assert "placeholder-" in first["icon"], "the pop never waits for the photo"
+    wait_for(lambda: len(fake.notes()) == 2, 10, "the photo put on the pop")
+    again = fake.notes()[1]
+    assert again["replaces_id"] == 41 and open(again["icon"], "rb").read() == server.photo
+    assert {k: v for k, v in again.items() if k not in ("icon", "replaces_id")} == \
+        {k: v for k, v in first.items() if k not in ("icon", "replaces_id")}, "the same pop, actions included"
     photo_req = [r for r in server.requests if "/photo" in r["path"]][0]
     assert photo_req["path"] == "/api/v1/customers/9/photo?size=64"
     assert photo_req["headers"]["Authorization"] == "Bearer secret-token"
     n.handle(card(event="answered_elsewhere", call_uuid="u1", customer=customer(cid=9),
                   taken_by={"extension": "1002", "name": "Anna"}))
-    kind, kw = fake.calls[-1]
-    assert kw["replaces_id"] == 41 and kw["title"] == "Taken by 1002 Anna" and kw["timeout"] == 4.0
-    assert kw["message"].splitlines()[0] == "<b>Norðurljós ehf.</b>"
+    kw = fake.notes()[-1]
+    assert kw["replaces_id"] == 41 and kw["summary"] == "Taken by 1002 Anna" and kw["timeout"] == 4.0
+    assert kw["body"].splitlines()[0] == "<b>Norðurljós ehf.</b>" and kw["actions"] == []
     calls = len(fake.calls)
     n.handle(card(event="answered_elsewhere", call_uuid="never-shown"))
     assert len(fake.calls) == calls, "no pop was up for that call: nothing to say"
-    n.handle(card(call_uuid="u2"))
+    n.handle(card(call_uuid="u2", customer=customer(cid=9)))
+    assert fake.notes()[-1]["icon"] == again["icon"], "a cached photo is shown at once"
     n.handle(card(event="missed", call_uuid="u2"))
-    assert fake.calls[-1][1]["replaces_id"] == 43 and fake.calls[-1][1]["title"].startswith("Missed: ")
+    assert fake.notes()[-1]["replaces_id"] == 42 and fake.notes()[-1]["summary"].startswith("Missed: ")
     n.handle(card(event="ended", call_uuid="u2"))
-    assert fake.calls[-1] == ("close", 43)
+    assert fake.calls[-1] == ("close", 42)
+    assert len(fake.notes()) == 5
+
+
+def test_a_slow_photo_never_delays_the_pop_and_lands_only_on_the_current_pop(tmp_path, server):
+    """The photo endpoint hangs (a slow daemon) until the test lets it answer: show() returning at all proves the pop
+    did not wait; the photo then replaces the icon in place, but not on a pop that was closed or replaced meanwhile."""
+    fake = FakeServer()
+    n = Notifier(PhotoCache(server.url, lambda: "secret-token", tmp_path), timeout=25, backend=fake)
+    server.photo_gate.clear()
+    try:
+        n.handle(card(call_uuid="slow", customer=customer(cid=5)))
+        (first,) = fake.notes()
+        assert "placeholder-" in first["icon"]
+        n.handle(card(call_uuid="gone", customer=customer(cid=6)))
+        n.handle(card(event="ended", call_uuid="gone"))
+        n.handle(card(call_uuid="moved", customer=customer(cid=8)))
+        n.handle(card(event="missed", call_uuid="moved", customer=customer(cid=8)))
+        wait_for(lambda: len([r for r in server.requests if "/photo" in r["path"]]) == 4, 10, "four photo requests")
+    finally:
+        server.photo_gate.set()
+    wait_for(lambda: "/photos/" in fake.notes()[-1]["icon"], 10, "the photo on the slow pop")
+    photo_pops = [kw for kw in fake.notes() if "/photos/" in kw["icon"]]
+    assert [kw["replaces_id"] for kw in photo_pops if kw["summary"] == first["summary"]][:1] == [41]
+    time.sleep(0.5)  # the other two fetches have ended by now; neither may have re-shown its old pop
+    shown = [(kw["replaces_id"], kw["summary"]) for kw in fake.notes() if "/photos/" in kw["icon"]]
+    assert (42, first["summary"]) not in shown, "a closed pop never comes back for its photo"
+    assert not [kw for kw in photo_pops if kw["replaces_id"] == 43 and not kw["summary"].startswith("Missed")], \
+        "the ringing pop's photo never overwrites the missed pop that replaced it"
 
 
 def test_an_update_redraws_only_the_pop_its_notification_still_shows():
@@ -241,11 +281,11 @@ def test_an_update_redraws_only_the_pop_its_notification_still_shows():
     n.handle(ringing)
     n.update(answered)
     assert [kw["replaces_id"] for _, kw in fake.calls] == [0, 41], "the same notification, redrawn"
-    assert "&lt;i&gt;Owed&lt;/i&gt;: &lt;b&gt;9&lt;/b&gt;" in fake.calls[-1][1]["message"].splitlines()
+    assert "&lt;i&gt;Owed&lt;/i&gt;: &lt;b&gt;9&lt;/b&gt;" in fake.calls[-1][1]["body"].splitlines()
     n.handle({**card(event="missed", call_uuid="u1"), "id": 6})
     n.update(answered)
     n.update({**card(call_uuid="never-shown", sources=sources), "id": 7})
-    assert len(fake.calls) == 3 and fake.calls[-1][1]["title"].startswith("Missed: "), "no ringing pop comes back"
+    assert len(fake.calls) == 3 and fake.calls[-1][1]["summary"].startswith("Missed: "), "no ringing pop comes back"
     n.handle({**card(event="ended", call_uuid="u1"), "id": 8})
     n.update(answered)
     assert fake.calls[-1] == ("close", 41)
@@ -335,7 +375,11 @@ def test_tray_state_recent_calls_missed_and_ringing():
         st.apply(card(call_uuid=f"c{i}", number=f"+35455500{i:02d}"))
         st.apply(card(event="ended", call_uuid=f"c{i}", number=f"+35455500{i:02d}"))
     assert len(st.recent) == 10 and "x" not in st.recent
-    assert st.recent["c11"].path == "/customers/new?number=3545550011"
+    assert st.recent["c11"].path == "/customers/new?number=3545550011" and st.recent["c11"].number == "+3545550011"
+    st.apply(card(event="missed", call_uuid="w", number="anonymous"))
+    assert st.recent["w"].number is None and st.recent["w"].path is None, "withheld: nothing to call or open"
+    st.apply(card(call_uuid="s", number="+3545557777", matches=2, candidates=TWINS))
+    assert st.current.path == "/customers/choose?number=%2B3545557777", "several matches: the chooser, not greyed out"
     st.dnd = True
     assert st.icon_kind() == "dnd" and "do not disturb" in st.title()
 
@@ -449,9 +493,9 @@ def test_no_icon_mode_follows_the_stream_even_without_a_notification_server(serv
 def test_a_replayed_call_that_is_already_over_does_not_flash_up(server, tmp_path):
     from screenpop.tray.app import TrayApp
 
-    app = TrayApp(tc.TrayConfig(server=server.url, extension="1001", token="secret-token"), show_icon=False)
     fake = FakeServer()
-    app.notifier = Notifier(None, backend=fake)
+    app = TrayApp(tc.TrayConfig(server=server.url, extension="1001", token="secret-token"), show_icon=False,
+                  backend=fake)
     app.stream.start()
     try:
         wait_for(lambda: server.streams() == 1, 5, "the stream")
@@ -465,7 +509,7 @@ def test_a_replayed_call_that_is_already_over_does_not_flash_up(server, tmp_path
         server.push(card(call_uuid="other", extension="1002"))
         server.gate.set()
         wait_for(lambda: len(app.state.recent) == 3, 5, "the replay")
-        titles = [kw["title"] for kind, kw in fake.calls if kind == "notify"]
+        titles = [kw["summary"] for kw in fake.notes()]
         assert len(titles) == 2 and titles[1] == "555 0001", "only the call still ringing pops again"
         assert list(app.state.recent) == ["live", "over", "still"] and app.state.ringing == {"live", "still"}
     finally:
@@ -486,3 +530,138 @@ def test_reconnect_drops_a_quiet_connection_at_once():
     finally:
         s.stop()
         server.close()
+
+
+# ---- actions on the pop ---------------------------------------------------------------------------------
+
+HOSTILE_ID = '<b>x</b>" & \x1b[31m\n<a href="javascript:alert(1)">y</a>'
+TWINS = [{"id": 1, "name": "Twin 1", "company": "T"}, {"id": 2, "name": "Twin 2", "company": "T"}]
+
+
+@pytest.mark.parametrize("kind, c, page, keys", [
+    ("known", card(customer=customer(cid=7)), "/customers/7", ["default", "open"]),
+    ("vip", card(customer=customer(cid=7, category="vip")), "/customers/7", ["default", "open"]),
+    ("problem", card(customer=customer(cid=7, category="problem")), "/customers/7", ["default", "open"]),
+    ("several", card(number="+3545557777", matches=2, candidates=TWINS),
+     "/customers/choose?number=%2B3545557777", ["default", "choose"]),
+    ("unknown", card(number="+3545550042"), "/customers/new?number=3545550042", ["default", "new"]),
+    ("withheld", card(number="anonymous"), None, []),
+    ("named by a source", {**card(number="+3545550042"), "record_url": "/customers/9"}, "/customers/9",
+     ["default", "open"]),
+    ("internal", card(number="1002", direction="INTERNAL"), None, []),
+    ("dialing", card(event="dialing", direction="OUTGOING", customer=customer(cid=7)), "/customers/7",
+     ["default", "open"]),
+    ("missed known", card(event="missed", customer=customer(cid=7)), "/customers/7", ["default", "open", "call"]),
+    ("missed several", card(event="missed", number="+3545557777", matches=2, candidates=TWINS),
+     "/customers/choose?number=%2B3545557777", ["default", "choose", "call"]),
+    ("missed unknown", card(event="missed", number="+3545550042"), "/customers/new?number=3545550042",
+     ["default", "new", "call"]),
+    ("missed withheld", card(event="missed", number="anonymous"), None, []),
+    ("missed internal", card(event="missed", number="1002", direction="INTERNAL"), None, ["call"]),
+    ("answered", card(event="answered", customer=customer(cid=7)), None, []),
+    ("ended", card(event="ended", number="+3545550042"), None, []),
+])
+def test_actions_for_each_kind_of_pop(kind, c, page, keys):
+    from screenpop.tray.actions import actions_for
+
+    a = actions_for(c)
+    assert a.page == page, kind
+    listed = a.dbus_list()
+    assert listed[::2] == keys, kind
+    assert all(isinstance(x, str) and x.isprintable() for x in listed)
+    assert (a.number is not None) == ("call" in keys)
+    if "call" in keys:
+        assert a.number == c["number"] and listed[listed.index("call") + 1] == "Call back"
+    labels = dict(zip(listed[::2], listed[1::2]))
+    assert labels.get("default", labels.get("open")) == labels.get("open", labels.get("default"))
+
+
+def test_hostile_caller_id_and_number_never_change_the_actions():
+    """The labels are the tray's own, the page is only ever the daemon's record_url path, and a number the daemon
+    did not declare callable (or one with control characters) is never dialled."""
+    from screenpop.tray.actions import actions_for
+
+    plain = actions_for(card(event="missed", number="+3545550042"))
+    hostile = actions_for(card(event="missed", number="+3545550042", caller_name=HOSTILE_ID))
+    assert hostile == plain
+    c = card(event="missed", number=HOSTILE_ID)
+    c["can_call"] = True  # even if a daemon said so
+    assert actions_for(c).number is None
+    for url in ("javascript:alert(1)", "//evil.example/x", "https://evil.example", "/customers/1\r\nX: y", 7, None):
+        c = card(event="missed", customer=customer(cid=7))
+        c["record_url"] = url
+        a = actions_for(c)
+        assert a.page is None and a.dbus_list()[::2] == ["call"], url
+    c = card(customer=customer(cid=7))
+    c["record_url"] = "https://pbx.example:8443/customers/7"  # [http] public_url set: cut to the path
+    assert actions_for(c).page == "/customers/7"
+    c = card(event="missed", number="+3545550042")
+    del c["can_call"]  # an older daemon: no Call back rather than a guess
+    assert actions_for(c).number is None
+
+
+def test_notifier_hands_clicks_to_the_tray_and_forgets_closed_pops():
+    got = []
+    fake = FakeServer()
+    n = Notifier(None, backend=fake, on_action=lambda c, a, k: got.append((c["call_uuid"], a.page, a.number, k)))
+    n.handle(card(call_uuid="r1", customer=customer(cid=7)))
+    assert fake.notes()[-1]["actions"] == ["default", "Open", "open", "Open"]
+    n.invoked(41, "default")
+    n.handle(card(event="missed", call_uuid="r1", customer=customer(cid=7)))
+    assert fake.notes()[-1]["replaces_id"] == 41, "the missed pop replaces the ringing one, with its own actions"
+    assert fake.notes()[-1]["actions"] == ["default", "Open", "open", "Open", "call", "Call back"]
+    n.invoked(41, "call")
+    n.invoked(99, "default")  # not ours
+    assert got == [("r1", "/customers/7", None, "default"), ("r1", "/customers/7", "+3545551234", "call")]
+    n.closed(41, 2)  # dismissed
+    n.invoked(41, "default")
+    assert len(got) == 2, "a dismissed pop's id means nothing any more"
+    n.handle(card(event="missed", call_uuid="r1", customer=customer(cid=7)))
+    assert fake.notes()[-1]["replaces_id"] == 0, "a call whose pop was dismissed pops anew"
+
+
+def test_a_server_without_actions_gets_none():
+    fake = FakeServer(capabilities=("body", "body-markup"))
+    n = Notifier(None, backend=fake, on_action=lambda *a: pytest.fail("no actions"))
+    n.handle(card(event="missed", customer=customer(cid=7)))
+    assert fake.notes()[-1]["actions"] == []
+    n.invoked(41, "default")
+
+
+@pytest.mark.parametrize("status, answer, words", [
+    (200, {"status": "dialling", "uuid": ""}, "Your phone answered: dialling +3545550042."),
+    (409, {"error": "your phone (1001) is not registered with FreeSWITCH: is it switched on and signed in?",
+           "cause": "USER_NOT_REGISTERED"},
+     "Not called: your phone (1001) is not registered with FreeSWITCH: is it switched on and signed in?"),
+    (429, {"error": "too many calls started: try again in 4 s"}, "Not called: too many calls started: try again in 4 s."),
+    (502, None, "Not called: HTTP 502."),
+])
+def test_call_back_posts_the_number_and_tells_the_answer_in_words(server, status, answer, words):
+    from screenpop.tray.app import TrayApp
+
+    fake = FakeServer()
+    app = TrayApp(tc.TrayConfig(server=server.url, extension="1001", token="secret-token"), show_icon=False,
+                  backend=fake)
+    server.originate = (status, answer)
+    app.notifier.handle(card(event="missed", call_uuid="m1", number="+3545550042"))
+    app.notifier.invoked(41, "call")
+    wait_for(lambda: len(fake.notes()) == 3, 10, "the Call back's answer")
+    assert server.originates() == [{"number": "+3545550042"}]
+    post = [r for r in server.requests if r["path"] == "/api/v1/originate"][0]
+    assert post["headers"]["Authorization"] == "Bearer secret-token"
+    calling, answered = fake.notes()[1:]
+    assert calling["replaces_id"] == answered["replaces_id"] == 41, "the missed pop turns into the Call back's answer"
+    assert calling["summary"] == answered["summary"] == "Call back +3545550042"
+    assert answered["body"] == esc(words) and answered["actions"] == []
+
+
+def test_call_back_says_so_when_the_daemon_cannot_be_reached():
+    from support import free_port
+    from screenpop.tray.app import TrayApp
+
+    fake = FakeServer()
+    app = TrayApp(tc.TrayConfig(server=f"http://127.0.0.1:{free_port()}", extension="1001", token="t"),
+                  show_icon=False, backend=fake)
+    app.call_back("+3545550042")
+    wait_for(lambda: len(fake.notes()) == 2, 10, "the answer")
+    assert fake.notes()[1]["body"].startswith("Not called: the daemon did not answer (")

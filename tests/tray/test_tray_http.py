@@ -298,13 +298,13 @@ def test_pygobjects_asyncio_import_leaves_ssl_out_for_a_plain_http_tray():
     # gi._gi imports asyncio, and asyncio imports ssl when it can: the tray blocks that while importing pystray
     code = """
 import sys
-from screenpop.tray.app import _without_ssl
-with _without_ssl(True):
+from screenpop.tray.http import without_ssl
+with without_ssl(True):
     import asyncio
 assert "ssl" not in sys.modules and "_ssl" not in sys.modules, sorted(m for m in sys.modules if "ssl" in m)
 import ssl  # anything that really needs it later still gets it
 assert ssl.create_default_context()
-with _without_ssl(True):
+with without_ssl(True):
     import asyncio.sslproto  # already loaded: nothing is blocked
     assert sys.modules["ssl"] is ssl
 """
