@@ -263,8 +263,15 @@ class Desktop:
         }
         self.base_env.pop("WAYLAND_DISPLAY", None)
         self.dunst_defaults = dunst_defaults
+        # dunst's context menu (`dunstctl context`) asks dmenu which action to invoke; this one answers with the line
+        # of the action named in dmenu-want and keeps the menu it was given in dmenu-in.txt (not with dunst_defaults)
+        dmenu = folder / "dmenu.sh"
+        dmenu.write_text(f'#!/bin/sh\ncat > "{folder}/dmenu-in.tmp"\nmv "{folder}/dmenu-in.tmp" "{folder}/dmenu-in.txt"\n'
+                         f'grep -F "$(cat "{folder}/dmenu-want")" "{folder}/dmenu-in.txt" | head -n 1\n', encoding="utf-8")
+        dmenu.chmod(0o755)
         if not dunst_defaults:
-            (home / "config" / "dunst" / "dunstrc").write_text(DUNSTRC, encoding="utf-8")
+            (home / "config" / "dunst" / "dunstrc").write_text(
+                DUNSTRC.replace("[global]", f"[global]\n    dmenu = {dmenu}"), encoding="utf-8")
         self.env = dict(self.base_env)
 
     def start(self) -> "Desktop":
@@ -319,6 +326,25 @@ class Desktop:
         data = json.loads(r.stdout)["data"][0]
         return [{k: v["data"] for k, v in n.items()} for n in data]
 
+    def act(self, key: str) -> str:
+        """Invoke the action `key` of the notification on screen through dunst's context menu (dunst then emits
+        ActionInvoked to the client, as for a click on a button); dunst's menu line for it, `#Label (summary) [id,key]`."""
+        menu = self.folder / "dmenu-in.txt"
+        menu.unlink(missing_ok=True)
+        (self.folder / "dmenu-want").write_text(f",{key}]", encoding="utf-8")
+        self.dunstctl("context")
+        wait_for(menu.exists, 10, "dunst's context menu")
+        lines = [line for line in menu.read_text(encoding="utf-8").splitlines() if line.endswith(f",{key}]")]
+        assert lines, f"no action {key!r} in dunst's menu: {menu.read_text(encoding='utf-8')!r}"
+        return lines[0]
+
+    def click_notification(self) -> None:
+        """Left-click the notification on screen (this dunstrc: its default action, as GNOME and KDE do)."""
+        wait_for(lambda: bool(self.xdotool("search", "--onlyvisible", "--class", "Dunst").stdout.strip()), 5,
+                 "dunst's window")
+        window = self.xdotool("search", "--onlyvisible", "--class", "Dunst").stdout.split()[0]
+        self.xdotool("mousemove", "--window", window, "60", "20", "click", "1")
+
     def close_all(self) -> None:
         self.dunstctl("close-all")
 
@@ -369,6 +395,7 @@ DUNSTRC = """
     idle_threshold = 0
     frame_width = 2
     frame_color = "#888888"
+    mouse_left_click = do_action, close_current
 
 [urgency_low]
     background = "#222222"

@@ -33,10 +33,10 @@ class Session:
         self.desktop = Desktop(folder, dunst_defaults).start()
         self.server = PushServer()
         self.urls = folder / "urls.txt"
-        browser = folder / "browser.sh"
-        browser.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> "{self.urls}"\n', encoding="utf-8")
-        browser.chmod(0o755)
-        self.tray = self.start_tray("tray", "secret-token", BROWSER=str(browser))
+        self.browser = folder / "browser.sh"  # the browser every tray here opens pages with: it notes the URL
+        self.browser.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> "{self.urls}"\n', encoding="utf-8")
+        self.browser.chmod(0o755)
+        self.tray = self.start_tray("tray", "secret-token", BROWSER=str(self.browser))
         wait_for(lambda: self.server.streams() == 1, 20, f"the tray's stream\n{self.log()}")
 
     def start_tray(self, name: str, token: str, **env: str):
@@ -82,10 +82,11 @@ class Session:
         d.xdotool("mousemove", "--window", self.tray_window(), "16", "15", "click", "3")
         wait_for(lambda: set(d.xdotool("search", "--onlyvisible", "--name", "").stdout.split()) - before, 5, "the menu")
         for key in keys:
+            opened = len(set(d.xdotool("search", "--onlyvisible", "--name", "").stdout.split()) - before)
             d.xdotool("key", key)
             if key == "Right":  # the submenu opens after a moment
-                wait_for(lambda: len(set(d.xdotool("search", "--onlyvisible", "--name", "").stdout.split()) - before) >= 2,
-                         5, "the submenu")
+                wait_for(lambda: len(set(d.xdotool("search", "--onlyvisible", "--name", "").stdout.split()) - before)
+                         > opened, 5, "the submenu")
 
     def window_names(self) -> list[str]:
         ids = self.desktop.xdotool("search", "--name", "^screenpop").stdout.split()
@@ -292,6 +293,141 @@ def test_wrong_token_shows_in_the_tray(session):
         bad.wait(10)
 
 
+# ---- actions on the pop -------------------------------------------------------------------------------
+
+
+def _shown(session) -> None:
+    d = session.desktop
+    wait_for(lambda: d.displayed() == 1, 10, f"the notification\n{session.log()[-2000:]}")
+    wait_for(lambda: bool(d.xdotool("search", "--onlyvisible", "--class", "Dunst").stdout.strip()), 5, "dunst's window")
+
+
+def _opened(session, before: int) -> str:
+    return wait_file_lines(session.urls, before + 1)[-1]
+
+
+def test_each_pop_kind_opens_its_page_from_a_click_or_a_button(session, tmp_path):
+    """Known, VIP and problem customers open their record, an unknown caller the new-customer page, a shared number
+    the chooser: by a left click on the pop (its default action) or by its button (dunst's context menu). A
+    withheld caller's pop has no action. Screenshots of each kind are kept with the test's output."""
+    d = session.desktop
+    twins = [{"id": 1, "name": "Twin 1", "company": "Tvíburar"}, {"id": 2, "name": "Twin 2", "company": "Tvíburar"}]
+    kinds = [
+        ("known", card(call_uuid="a-known", customer=customer(cid=21, note="Prefers email")), "click", "/customers/21"),
+        ("vip", card(call_uuid="a-vip", customer=customer(cid=22, category="vip", total_debt="99.00")), "open",
+         "/customers/22"),
+        ("problem", card(call_uuid="a-problem", customer=customer(cid=23, category="problem", note="Cash only")),
+         "click", "/customers/23"),
+        ("unknown", card(call_uuid="a-unknown", number="+3545550042"), "new", "/customers/new?number=3545550042"),
+        ("several", card(call_uuid="a-several", number="+3545557777", matches=2, candidates=twins), "choose",
+         "/customers/choose?number=%2B3545557777"),
+        ("withheld", card(call_uuid="a-withheld", number="anonymous"), None, None),
+    ]
+    for kind, c, how, path in kinds:
+        d.close_all()
+        wait_for(lambda: d.displayed() == 0, 5, "an empty screen")
+        session.server.push(c)
+        _shown(session)
+        shot = d.screenshot(tmp_path / f"pop-{kind}.png")
+        print(f"screenshot of the {kind} pop: {shot}")
+        if how is None:
+            continue
+        before = len(session.urls.read_text().splitlines()) if session.urls.exists() else 0
+        if how == "click":
+            d.click_notification()
+        else:
+            line = d.act(how)
+            assert line.startswith("#") and "[" in line, line
+        assert _opened(session, before) == session.server.url + path, kind
+    d.close_all()
+
+
+def test_missed_pop_call_back_turns_the_pop_into_the_answer(session, tmp_path):
+    d = session.desktop
+    d.close_all()
+    wait_for(lambda: d.displayed() == 0, 5, "an empty screen")
+    posted = len(session.server.originates())
+    session.server.push(card(event="missed", call_uuid="cb-1", customer=customer(cid=31, category="vip")))
+    _shown(session)
+    print(f"screenshot of the missed pop: {d.screenshot(tmp_path / 'pop-missed.png')}")
+    line = d.act("call")
+    assert line.startswith("#Call back (Missed: ")
+    nid = int(line.rsplit("[", 1)[1].split(",")[0])
+    wait_for(lambda: len(session.server.originates()) > posted, 10, "the originate request")
+    assert session.server.originates()[-1] == {"number": "+3545551234"}
+    wait_for(lambda: "call back +3545551234: HTTP 200" in session.log(), 10, "the daemon's answer")
+    _shown(session)
+    print(f"screenshot of the Call back's answer: {d.screenshot(tmp_path / 'pop-callback-answer.png')}")
+    seen = session.newest()
+    d.close_all()
+    wait_for(lambda: session.newest() > seen or session.newest() == nid, 5, "the pop in dunst's history")
+    shown = [n for n in d.history() if n["id"] == nid]
+    assert shown and shown[0]["summary"] == "Call back +3545551234", "the missed pop itself became the answer"
+    assert shown[0]["body"] == "Your phone answered: dialling +3545551234."
+
+
+def test_recent_calls_call_back_tells_freeswitchs_refusal_in_words(session):
+    d = session.desktop
+    session.server.originate = (409, {"error": "your phone (1001) is not registered with FreeSWITCH: is it switched "
+                                               "on and signed in?", "cause": "USER_NOT_REGISTERED"})
+    try:
+        pops = session.pops_logged()
+        session.server.push(card(call_uuid="cb-2", number="+3545550099"))
+        session.server.push(card(event="missed", call_uuid="cb-2", number="+3545550099"))  # the current caller now
+        wait_for(lambda: session.pops_logged() >= pops + 2, 10, "the missed pop")
+        _shown(session)
+        d.close_all()
+        posted = len(session.server.originates())
+        # menu: caller, Recent calls > [the calls…, Call back > [the calls that can be called back]]
+        session.menu("Down", "Down", "Right", "End", "Right", "Return")
+        wait_for(lambda: len(session.server.originates()) > posted, 10, "the originate request")
+        assert session.server.originates()[-1] == {"number": "+3545550099"}
+        wait_for(lambda: "call back +3545550099: HTTP 409" in session.log(), 10, "the refusal")
+        _shown(session)
+        seen = session.newest()
+        d.close_all()
+        wait_for(lambda: session.newest() > seen, 5, "the answer in dunst's history")
+        answer = d.history()[0]
+        assert answer["summary"] == "Call back +3545550099"
+        assert answer["body"] == ("Not called: your phone (1001) is not registered with FreeSWITCH: is it switched on "
+                                  "and signed in?")
+    finally:
+        session.server.originate = (200, {"status": "dialling", "uuid": ""})
+
+
+def test_left_click_on_the_tray_icon_opens_the_current_caller(session):
+    """pystray's gtk backend (an XEmbed icon, as in trayer) activates the menu's default item on a left click."""
+    session.server.push(card(call_uuid="lc-1", customer=customer(cid=41)))
+    _shown(session)
+    session.desktop.close_all()
+    before = len(session.urls.read_text().splitlines()) if session.urls.exists() else 0
+    session.desktop.xdotool("mousemove", "--window", session.tray_window(), "16", "15", "click", "1")
+    assert _opened(session, before) == f"{session.server.url}/customers/41"
+
+
+def test_a_slow_photo_does_not_delay_the_pop_and_replaces_its_icon(session):
+    """The photo endpoint hangs until the test lets it answer: the pop is on screen with the placeholder meanwhile,
+    then the same notification (same id) gets the photo."""
+    d = session.desktop
+    d.close_all()
+    wait_for(lambda: d.displayed() == 0, 5, "an empty screen")
+    session.server.photo_gate.clear()
+    try:
+        session.server.push(card(call_uuid="ph-1", customer=customer(cid=51, name="Slow Photo", company="")))
+        _shown(session)
+        wait_for(lambda: any(r["path"].startswith("/api/v1/customers/51/photo") for r in session.server.requests), 5,
+                 "the photo request, still waiting")
+        seen = session.newest()
+    finally:
+        session.server.photo_gate.set()
+    wait_for(lambda: f"photo for pop {len(session.server.cards)} arrived" in session.log(), 10, "the photo")
+    assert d.displayed() == 1, "replaced in place, not a second pop"
+    d.close_all()
+    wait_for(lambda: session.newest() > seen, 5, "the pop in dunst's history")
+    shown = [n for n in d.history() if n["id"] > seen]
+    assert len(shown) == 1 and Path(shown[0]["icon_path"]).read_bytes() == session.server.photo
+
+
 # ---- against the real daemon ------------------------------------------------------------------------
 
 
@@ -348,7 +484,7 @@ def real(tmp_path, sqlite_url, session):
             nonlocal tray
             tray = session.desktop.spawn(r.log_name, [
                 sys.executable, "-m", "screenpop.daemon.cli", "tray", "--config", str(tmp_path / "absent.toml"),
-                "--server", r.url, "--extension", "1001", "--token", r.token])
+                "--server", r.url, "--extension", "1001", "--token", r.token], env={"BROWSER": str(session.browser)})
             wait_for(lambda: "state connected" in session.log(r.log_name), 20, "the tray connected to the daemon")
 
         r.start_tray = start
@@ -549,3 +685,54 @@ def test_demo_starts_a_tray_on_a_desktop(session, tmp_path):
     assert "tray      desktop notifications for extension 1001" in demo.stdout
     assert " 1001 " in demo.stdout and "RINGING" in demo.stdout
     assert _screenpop_history(session, seen), "the demo's tray showed no pop"
+
+
+def test_real_daemon_missed_pop_opens_the_record_and_calls_back_through_the_simulator(session, real, tmp_path):
+    """A missed call from a known customer (simulated): a click on the missed pop opens the record through a
+    one-time sign-in link; its Call back reaches the simulator as `bgapi originate`, FreeSWITCH's answer replaces the
+    pop, and the call is recorded as OUTGOING from 1001 with its `dialing` pop on screen."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    from screenpop.db.models import Call
+    from support import simulator
+
+    d = session.desktop
+    d.close_all()
+    seen = session.newest()
+    real.start_tray()
+    numbers = tmp_path / "numbers.txt"
+    numbers.write_text("+3545551234\n", encoding="utf-8")
+    sim = simulator(tmp_path, real.esl_port, "--generate", "--calls", "1", "--rate", "5", "--seed", "5", "--speed", "4",
+                    "--extensions", "1001", "--numbers", str(numbers), "--mix", "inbound_missed=1", "--linger", "120",
+                    "--originate-speed", "0")
+    try:
+        wait_for(lambda: " missed " in session.log(real.log_name), 30, "the missed pop")
+        _shown(session)
+        before = len(session.urls.read_text().splitlines()) if session.urls.exists() else 0
+        d.act("default")
+        link = urlsplit(_opened(session, before))
+        assert link.path.startswith("/signin/"), "signed in by a one-time link, never the token in the URL"
+        conn = http.client.HTTPConnection(link.hostname, link.port, timeout=10)
+        conn.request("GET", link.path)
+        assert conn.getresponse().getheader("Location") == f"/customers/{real.known.id}"
+        conn.close()
+        line = d.act("call")
+        nid = int(line.rsplit("[", 1)[1].split(",")[0])
+        wait_for(lambda: " dialing " in session.log(real.log_name), 30, f"the dialing pop\n{sim.log()[-2000:]}")
+        wait_for(lambda: "call back +3545551234: HTTP 200" in session.log(real.log_name), 10, "the daemon's answer")
+        wait_for(lambda: Call.select().where(Call.direction == "OUTGOING").count() == 1, 20, "the call recorded")
+        out = Call.get(Call.direction == "OUTGOING")
+        assert (out.from_extension, out.external_number, out.customer_id) == ("1001", "+3545551234", real.known.id)
+
+        def in_history() -> bool:
+            d.close_all()
+            history = _screenpop_history(session, seen)
+            return {n["summary"] for n in history} >= {"Call back +3545551234", "Calling Norðurljós ehf."}
+
+        wait_for(in_history, 10, "the answer and the dialing pop in dunst's history")
+        answer = [n for n in _screenpop_history(session, seen) if n["id"] == nid]
+        assert [(n["summary"], n["body"]) for n in answer] == [
+            ("Call back +3545551234", "Your phone answered: dialling +3545551234.")], "the missed pop became the answer"
+    finally:
+        sim.close()
