@@ -350,6 +350,7 @@ class Notifier:
             markup, summary_markup = self._flags(server)
             self._send(server, {"call_uuid": key, "event": "status"}, esc(summary) if summary_markup else summary,
                        esc(body) if markup else body, "", STATUS_SECONDS, urgency=1)
+        log.info("told: %s: %s", summary, body)
 
     def _send(self, server, card: dict, summary: str, body: str, icon: str, timeout: float, urgency: int,
               replacing: Shown | None = None) -> Shown | None:
