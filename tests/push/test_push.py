@@ -363,7 +363,7 @@ def test_card_customer_part_with_no_open_order_many_orders_and_a_deleted_custome
 def test_card_offers_no_call_back_or_page_a_number_cannot_reach(db, number):
     """A withheld or hostile number gets no record_url and can_call false (the tray then offers no Call back and no
     New customer); an extension can be called back but has no customer page."""
-    cards = CardBuilder(db, lambda: Lookup(db, RULES), staff())
+    cards = CardBuilder(db, lambda: Lookup(db, RULES), staff(), CardLayout())
     direction = "INTERNAL" if number == "1001" else "INCOMING"
     card = cards.card(PopRow(1, "missed", "call-w", direction, dt.datetime(2026, 11, 27, 8), "1002", number, "", None, 0))
     assert card["record_url"] is None
