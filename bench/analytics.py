@@ -3,7 +3,8 @@
 Builds, once, a database under /tmp (never in the repository; reused while BENCH_VERSION is unchanged): 100
 extensions, 200,000 customers, 1,000,000 calls over a year with a realistic mix (direct and ring-group answers,
 transfers, misses, queue abandons, outbound, internal), about 1.4 million call parties and 100,000 orders.
-Then times each report over the whole year and over the last 7 days (p50 of RUNS), the dashboard's charts, and
+Then times each report (the service figures, per dialled number, peaks and unknown callers included) over the whole
+year, the last 30 and the last 7 days, and some beside the previous period (p50 of RUNS), the dashboard's charts, and
 as a baseline in the same run the employee counts and the daily counts computed in Python over fetched rows.
 
 Run: flock /tmp/screenpop-bench.lock .venv/bin/python bench/analytics.py
@@ -20,11 +21,11 @@ from collections import defaultdict
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from screenpop.daemon.reports import analytics
+from screenpop.daemon.reports import analytics, catalog
 from screenpop.db.database import open_database
 from screenpop.db.migrations import migrate
 
-BENCH_VERSION = 3
+BENCH_VERSION = 4
 CALLS = 1_000_000
 CUSTOMERS = 200_000
 EXTENSIONS = [str(1001 + i) for i in range(100)]
@@ -33,6 +34,8 @@ DAYS = 365
 RUNS = 3
 PATH = Path(f"/tmp/screenpop-bench-analytics-v{BENCH_VERSION}-{CALLS}.db")
 ZONE = ZoneInfo("Europe/Berlin")
+DIDS = ["+3545551001", "+3545552001", "+3545553000", "+3545554000"]  # dialled numbers: direct, ring group, queues
+CAUSES = ["ORIGINATOR_CANCEL", "NO_ANSWER", "USER_BUSY", "NORMAL_CLEARING"]  # unanswered calls' hang-up causes
 
 
 def _stamp(t: dt.datetime) -> str:
@@ -72,6 +75,8 @@ def build(path: Path) -> None:
         cust = rng.randint(1, CUSTOMERS) if rng.random() < 0.85 else None
         number = f"+35455{cust:05d}" if cust else f"+3546{rng.randrange(10**6):06d}"
         exts = rng.sample(EXTENSIONS, 4)
+        did = rng.choice(DIDS) if kind not in ("out", "out_none", "internal") else None
+        cause = rng.choice(CAUSES) if kind in ("missed", "group_missed", "abandon") else "NORMAL_CLEARING"
         ring = rng.uniform(2, 40)
         talk = rng.expovariate(1 / 180)
         rang = start + dt.timedelta(seconds=rng.uniform(0, 5))
@@ -114,7 +119,7 @@ def build(path: Path) -> None:
                       _stamp(start), answered_at and _stamp(answered_at), _stamp(end),
                       ((answered_at or end) - start).total_seconds(),
                       (end - answered_at).total_seconds() if answered_at else None,
-                      1 if direction != "OUTGOING" and answered_by is None else 0))
+                      1 if direction != "OUTGOING" and answered_by is None else 0, did, cause))
         if len(calls) >= 100_000:
             _flush(db, calls, parties)
     _flush(db, calls, parties)
@@ -129,7 +134,8 @@ def _flush(db, calls: list, parties: list) -> None:
         db.cursor().executemany(
             'INSERT INTO "call" (id, uuid, direction, external_number, external_e164, customer_id, extension, '
             "answered_by, from_extension, external_answered, started_at, answered_at, ended_at, ring_seconds, "
-            "talk_seconds, missed, matches, node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, '')", calls)
+            "talk_seconds, missed, did, hangup_cause, matches, node) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, '')", calls)
         db.cursor().executemany(
             "INSERT INTO call_party (call_id, extension, role, seq, rang_at, answered_at, ended_at, outcome, talked, "
             "talk_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -193,15 +199,21 @@ def main() -> int:
     week = analytics.Period(START + dt.timedelta(days=DAYS - 7), START + dt.timedelta(days=DAYS), ZONE)
     results = {}
     for label, period in (("365 days", year), ("30 days", month), ("7 days", week)):
-        for name in analytics.REPORTS:
-            secs, rows = p50(lambda: analytics.RUNNERS[name](period))
+        for name in catalog.REPORTS:
+            secs, rows = p50(lambda: catalog.RUNNERS[name](period))
             results[(label, name)] = rows
             flag = "" if secs < 2 else "  OVER 2 s"
-            print(f"  {label:>8}  {name:<11} {secs * 1000:8.0f} ms  {len(rows):>7} rows{flag}")
+            print(f"  {label:>8}  {name:<15} {secs * 1000:8.0f} ms  {len(rows):>7} rows{flag}")
     ext_period = analytics.Period(year.since, year.until, ZONE, EXTENSIONS[0])
-    for name in analytics.REPORTS:
-        secs, rows = p50(lambda: analytics.RUNNERS[name](ext_period))
-        print(f"  365 days  {name:<11} {secs * 1000:8.0f} ms  {len(rows):>7} rows  (one extension)")
+    for name in catalog.REPORTS:
+        secs, rows = p50(lambda: catalog.RUNNERS[name](ext_period))
+        print(f"  365 days  {name:<15} {secs * 1000:8.0f} ms  {len(rows):>7} rows  (one extension)")
+    half = analytics.Period(START + dt.timedelta(days=DAYS // 2), year.until, ZONE)
+    for name in ("service", "numbers", "peaks", "employees"):
+        secs, rows = p50(lambda: catalog.run(name, half, "previous"))
+        flag = "" if secs < 2 else "  OVER 2 s"
+        print(f"  182 days  {name:<15} {secs * 1000:8.0f} ms  {len(rows):>7} rows  (beside the previous 182 days: "
+              f"both periods){flag}")
     from screenpop.daemon.reports import charts
 
     def dashboard() -> None:

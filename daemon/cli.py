@@ -186,8 +186,9 @@ def cmd_calls(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Call analytics for a period in the call centre's time zone: employees, customers, categories, missed, load, daily."""
-    from screenpop.daemon.reports import analytics
+    """Call analytics for a period in the call centre's time zone: employees, customers, categories, missed, load,
+    daily, service, numbers, peaks, unknown_callers; any of them beside another period (--compare)."""
+    from screenpop.daemon.reports import analytics, catalog
     from screenpop.daemon.reports.export import json_value, load_grid, text_table, write_csv
 
     config = _load_config(args.config)
@@ -198,11 +199,18 @@ def cmd_report(args: argparse.Namespace) -> int:
         until = parse_when(args.until, zone) if args.until else parse_when("0h")
     except argparse.ArgumentTypeError as exc:
         raise SystemExit(f"screenpop: {exc}") from None
-    names = [args.report] if args.report else list(analytics.REPORTS)
+    if args.report and args.report not in catalog.REPORTS:
+        raise SystemExit(f"screenpop: --report: one of {', '.join(catalog.REPORTS)}")
+    names = [args.report] if args.report else list(catalog.REPORTS)
     if args.format == "csv" and len(names) > 1:
         raise SystemExit("screenpop: CSV holds one report: choose it with --report")
-    period = analytics.Period(since, until, zone, args.extension or None)
-    results = {name: analytics.RUNNERS[name](period) for name in names}
+    if args.compare and args.report and args.report not in catalog.COMPARABLE:
+        raise SystemExit(f"screenpop: the {args.report} report lists calls, not figures: it has no --compare")
+    rules = config.analytics
+    period = analytics.Period(since, until, zone, args.extension or None, float(rules.service_level_seconds),
+                              float(rules.short_abandon_seconds))
+    results = {name: catalog.run(name, period, args.compare if name in catalog.COMPARABLE else None)
+               for name in names}
     if args.format == "json":
         out = {name: [{k: json_value(v) for k, v in row.items()} for row in rows] for name, rows in results.items()}
         print(printable_json(out, indent=1))
@@ -332,12 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help=cmd_report.__doc__)
     config_arg(p)
-    p.add_argument("--report", choices=["employees", "customers", "categories", "missed", "load", "daily"],
-                   help="one report (default: all)")
+    p.add_argument("--report", help="one report (default: all): employees, customers, categories, missed, load, "
+                   "daily, service, numbers, peaks, unknown_callers")
     p.add_argument("--since", help="calls started at or after: local date or time ([analytics] timezone), or 2h, 7d "
                    "(default 7d)")
     p.add_argument("--until", help="calls started before (default: now)")
     p.add_argument("--extension", help="only this extension's calls")
+    p.add_argument("--compare", choices=["previous", "year"],
+                   help="each figure beside the previous period's, or the same period's a year before")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.set_defaults(func=cmd_report, gevent=False)
 

@@ -116,9 +116,12 @@ class HttpConfig:
 
 @dataclass
 class AnalyticsConfig:
-    """Call analytics: the call centre's time zone for periods, hours and days (empty: the system's zone)."""
+    """Call analytics: the call centre's time zone for periods, hours and days (empty: the system's zone), and the
+    service figures' thresholds (docs/analytics.md, "Service")."""
 
     timezone: str = ""
+    service_level_seconds: float = 20.0  # the service level: inbound calls answered within this many seconds
+    short_abandon_seconds: float = 5.0  # an unanswered caller who hung up within this long is a short abandon
 
 
 @dataclass
@@ -314,6 +317,10 @@ def parse(data: dict[str, Any]) -> Config:
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigError(f"[analytics] timezone {config.analytics.timezone!r} is not a known IANA zone "
                               "(e.g. Europe/Berlin)") from None
+    for name in ("service_level_seconds", "short_abandon_seconds"):
+        value = getattr(config.analytics, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 3600:
+            raise ConfigError(f"[analytics] {name} must be a number of seconds from 0 to 3600, got {value!r}")
     originate = config.originate
     if "{extension}" not in originate.dial_string or "{number}" not in originate.dial_string:
         raise ConfigError("[originate] dial_string must contain {extension} and {number}")

@@ -321,7 +321,8 @@ class Daemon:
         originator = Originator(self.esl, self.config.originate, lambda: self.numbers)
         return HttpServer(self.config.http, self.push, Photos(self.config.database.resolved_photo_dir()), self.config.web,
                           on_link=self._customer_linked, zone=local_zone(self.config.analytics.timezone),
-                          cdr_intake=self.cdr, originator=originator, sources=self.sources)
+                          cdr_intake=self.cdr, originator=originator, sources=self.sources,
+                          analytics=self.config.analytics)
 
     def _report_to_systemd(self) -> None:
         """READY=1 once HTTP listens and FreeSWITCH is subscribed, or after [freeswitch] startup_wait anyway

@@ -20,8 +20,9 @@ def t(day: int, hh: int, mm: int = 0, ss: int = 0) -> dt.datetime:
 
 
 def add_call(uuid: str, direction: str, start: dt.datetime, end: dt.datetime, *, customer=None, number=None,
-             answered_by=None, answered_at=None, from_ext=None, parties=()) -> Call:
-    """A call with its parties: (extension, role, rang_at, answered_at, ended_at, outcome, talked)."""
+             answered_by=None, answered_at=None, from_ext=None, parties=(), did=None, cause=None) -> Call:
+    """A call with its parties: (extension, role, rang_at, answered_at, ended_at, outcome, talked); did is the number
+    dialled, cause the caller leg's hang-up cause."""
     missed = direction in ("INCOMING", "INTERNAL") and answered_by is None
     call = Call.create(
         uuid=uuid, direction=direction, external_number=number, external_e164=number, customer=customer,
@@ -29,7 +30,8 @@ def add_call(uuid: str, direction: str, start: dt.datetime, end: dt.datetime, *,
         external_answered=(answered_at is not None) if direction == "OUTGOING" else None,
         started_at=start, answered_at=answered_at, ended_at=end,
         ring_seconds=((answered_at or end) - start).total_seconds(),
-        talk_seconds=(end - answered_at).total_seconds() if answered_at else None, missed=missed,
+        talk_seconds=(end - answered_at).total_seconds() if answered_at else None, missed=missed, did=did,
+        hangup_cause=cause,
     )
     for seq, (ext, role, rang, answered, ended, outcome, talked) in enumerate(parties):
         CallParty.create(

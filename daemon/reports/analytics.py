@@ -13,7 +13,6 @@ import datetime as dt
 import math
 import operator
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -24,7 +23,6 @@ from screenpop.daemon.reports import missed as missed_calls
 from screenpop.db.models import database
 
 SLOT_SECONDS = 900  # the UTC slot calls are counted in before they are put into local hours and dates
-REPORTS = ("employees", "customers", "categories", "missed", "load", "daily")
 DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 NO_CATEGORY = "none"
 
@@ -57,6 +55,8 @@ class Period:
     until: dt.datetime | None
     zone: dt.tzinfo = dt.timezone.utc
     extension: str | None = None
+    answer_within: float = 20.0  # the service level's N: answered within this many seconds of the caller's start
+    short_abandon: float = 5.0  # an unanswered caller who hung up within this many seconds is a short abandon
 
 
 def to_local(value: dt.datetime | None, zone: dt.tzinfo) -> dt.datetime | None:
@@ -192,6 +192,11 @@ _MISSED_BY = "AND " + missed_calls.MISSED_BY
 _compiled: dict[tuple, str] = {}
 
 
+def dialect(db: peewee.Database) -> dict[str, str]:
+    """The SQL fragments that differ between SQLite and PostgreSQL, for this database."""
+    return _SQLITE if _is_sqlite(db) else _POSTGRES
+
+
 def _is_sqlite(db: peewee.Database) -> bool:
     return isinstance(db, peewee.SqliteDatabase)
 
@@ -292,7 +297,8 @@ def _p90(period: Period, counts: dict[str, int]) -> dict[str, float]:
     }
 
 
-def _secs(value: float | None) -> float | None:
+def secs(value: float | None) -> float | None:
+    """Seconds as the reports print them: to the millisecond (SQLite's and PostgreSQL's arithmetic agree there)."""
     return None if value is None else round(float(value), 3)
 
 
@@ -303,7 +309,8 @@ def _money(value) -> Decimal:
     return Decimal(0).quantize(_CENT) if value is None else Decimal(str(value)).quantize(_CENT)
 
 
-def _ratio(part: int, whole: int) -> float | None:
+def ratio(part: int, whole: int) -> float | None:
+    """part / whole, or None when whole is 0 (no calls: no rate)."""
     return part / whole if whole else None
 
 
@@ -325,12 +332,12 @@ def employees(period: Period) -> list[dict]:
             "made": int(made),
             "made_answered": int(made_answered),
             "missed": missed,
-            "answer_rate": _ratio(taken, taken + missed),
-            "answer_avg_s": _secs(float(answer_total) / int(answers)) if int(answers) else None,
-            "answer_p90_s": _secs(p90.get(ext)),
-            "talk_avg_s": _secs(float(talk_total) / talked) if talked else None,
-            "talk_total_s": _secs(talk_total or 0.0),
-            "fcr_rate": _ratio(resolved, fcr_calls),
+            "answer_rate": ratio(taken, taken + missed),
+            "answer_avg_s": secs(float(answer_total) / int(answers)) if int(answers) else None,
+            "answer_p90_s": secs(p90.get(ext)),
+            "talk_avg_s": secs(float(talk_total) / talked) if talked else None,
+            "talk_total_s": secs(talk_total or 0.0),
+            "fcr_rate": ratio(resolved, fcr_calls),
             "fcr_calls": fcr_calls,
         })
     return out
@@ -397,7 +404,7 @@ def missed(period: Period, limit: int | None = None) -> list[dict]:
             "call_id": cid,
             "started_at": to_local(started, period.zone),
             "number": number or e164 or "",
-            "waited_s": _secs(waited),
+            "waited_s": secs(waited),
             "customer_id": customer_id,
             "matches": matches,
             "name": name or "",
@@ -449,18 +456,9 @@ def daily(period: Period) -> list[dict]:
     while day is not None and last is not None and day <= last:
         counts = days.get(day, [0] * len(_LOAD_KEYS) + [0.0])
         row = {"date": day, **dict(zip(_LOAD_KEYS, counts[:-1]))}
-        row["abandoned_rate"] = _ratio(row["abandoned"], row["inbound"])
-        row["talk_total_s"] = _secs(counts[-1])
+        row["abandoned_rate"] = ratio(row["abandoned"], row["inbound"])
+        row["talk_total_s"] = secs(counts[-1])
         out.append(row)
         day += dt.timedelta(days=1)
     return out
 
-
-RUNNERS: dict[str, Callable[..., list[dict]]] = {
-    "employees": employees,
-    "customers": customers,
-    "categories": categories,
-    "missed": missed,
-    "load": load,
-    "daily": daily,
-}

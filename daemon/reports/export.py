@@ -86,7 +86,7 @@ def display(key: str, value: Any) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if key.endswith("_rate") and isinstance(value, float):
+    if ("_rate" in key or key.startswith("service_level")) and isinstance(value, float):  # compared ones too
         return f"{value * 100:.1f}%"
     if isinstance(value, float):
         return f"{value:.1f}"

@@ -60,15 +60,16 @@ class Scope:
     until: dt.datetime | None = None
     extension: str | None = None
 
-    def where(self, param: str) -> tuple[str, list]:
-        """The scope as SQL conditions (each starting with AND) and their parameters."""
+    def where(self, param: str, by: str = MISSED_BY) -> tuple[str, list]:
+        """The scope as SQL conditions (each starting with AND) and their parameters; by: how a call (c) is the
+        extension's (default: it rang the extension and nobody answered)."""
         sql, params = "", []
         if self.since is not None:
             sql, params = sql + f" AND c.started_at >= {param}", [*params, self.since]
         if self.until is not None:
             sql, params = sql + f" AND c.started_at < {param}", [*params, self.until]
         if self.extension:
-            sql, params = sql + " AND " + MISSED_BY.format(param=param), [*params, self.extension]
+            sql, params = sql + " AND " + by.format(param=param), [*params, self.extension]
         return sql, params
 
 

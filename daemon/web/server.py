@@ -31,7 +31,7 @@ from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, RequestTimeou
 from werkzeug.routing import IntegerConverter
 
 from screenpop.daemon.auth.tokens import TokenCheck
-from screenpop.daemon.config import ConfigError, HttpConfig, WebConfig
+from screenpop.daemon.config import AnalyticsConfig, ConfigError, HttpConfig, WebConfig
 from screenpop.daemon.customers.data import MAX_ID
 from screenpop.daemon.customers.photos import Photos, photo_response
 from screenpop.daemon.pbx.originate import Originator
@@ -247,13 +247,14 @@ def _error(status: int, message: str) -> Response:
 def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebConfig | None = None, tls: bool = False,
                on_link: Callable[[int, str | None, str | None], None] | None = None,
                zone: dt.tzinfo = dt.timezone.utc, cdr_intake: cdr.CdrIntake | None = None,
-               originator: Originator | None = None, sources: Sources | None = None) -> Flask:
+               originator: Originator | None = None, sources: Sources | None = None,
+               analytics: AnalyticsConfig | None = None) -> Flask:
     """The Flask app serving the push stream, photos, the JSON API and the web pages from hub.
 
     tls: served over HTTPS (secure session cookies); on_link: the daemon's hook for a call linked to a customer;
     zone: the call centre's time zone, every page's times are shown in; cdr_intake: where FreeSWITCH's CDRs go;
     originator: click-to-call through FreeSWITCH (docs/originate.md); sources: what the record page asks about a
-    customer's numbers (docs/sources.md).
+    customer's numbers (docs/sources.md); analytics: the service figures' thresholds (docs/analytics.md).
     """
     app = Flask("screenpop.daemon.web.server", static_folder=None)  # the pages' static files: daemon/web/static
     app.url_map.converters["int"] = _RowId
@@ -346,7 +347,7 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
         app.register_blueprint(cdr.blueprint(cdr_intake))  # its own auth (HTTP Basic), not the API's Bearer token
     app.register_blueprint(api.blueprint(hub, authenticate, originator))
     web.init_app(app, hub, photos, web_config, tls, authenticate, on_link, zone, originator, sources)
-    app.register_blueprint(dashboard.blueprint(zone))
+    app.register_blueprint(dashboard.blueprint(zone, analytics or AnalyticsConfig()))
 
     @app.errorhandler(peewee.DatabaseError)
     def database_down(exc):
@@ -443,12 +444,13 @@ class HttpServer:
     def __init__(self, config: HttpConfig, hub: PushHub, photos: Photos, web_config: WebConfig | None = None,
                  on_link: Callable[[int, str | None, str | None], None] | None = None,
                  zone: dt.tzinfo = dt.timezone.utc, cdr_intake: cdr.CdrIntake | None = None,
-                 originator: Originator | None = None, sources: Sources | None = None) -> None:
+                 originator: Originator | None = None, sources: Sources | None = None,
+                 analytics: AnalyticsConfig | None = None) -> None:
         self.config = config
         self.hub = hub
         tls = bool(config.certfile) or config.public_url.startswith("https:")
         self.app = create_app(hub, photos, config.heartbeat, web_config, tls, on_link, zone, cdr_intake, originator,
-                              sources)
+                              sources, analytics)
         ssl = {"certfile": config.certfile, "keyfile": config.keyfile} if config.certfile else {}
         if ssl:
             try:  # fail at start, not on each connection

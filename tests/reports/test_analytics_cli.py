@@ -38,12 +38,39 @@ def run(capsys, *args: str) -> str:
 
 def test_report_json_all(config, capsys):
     out = json.loads(run(capsys, "report", "--config", config, *PERIOD, "--format", "json"))
-    assert list(out) == ["employees", "customers", "categories", "missed", "load", "daily"]
+    assert list(out) == ["employees", "customers", "categories", "missed", "load", "daily", "service", "numbers", "peaks",
+                         "unknown_callers"]
+    assert (out["service"][0]["inbound"], out["service"][0]["callback_rate"]) == (9, 1 / 3)
     anna = next(r for r in out["employees"] if r["extension"] == "1001")
     assert (anna["taken"], anna["missed"], anna["answer_rate"]) == (3, 1, 0.75)
     assert out["customers"][0]["open_debt"] == "60.00"
     assert out["customers"][0]["last_contact"] == "2026-11-24T15:00:00+01:00"
     assert [d["date"] for d in out["daily"]] == ["2026-11-23", "2026-11-24"]
+
+
+def test_report_compared_with_the_previous_period_as_csv(config, capsys):
+    out = run(capsys, "report", "--config", config, "--since", "2026-11-24", "--until", "2026-11-25", "--report", "service",
+              "--compare", "previous", "--format", "csv")
+    (row,) = list(csv.DictReader(io.StringIO(out)))
+    assert (row["inbound"], row["inbound_previous"], row["answered"], row["answered_previous"]) == ("5", "4", "2", "4")
+    assert row["service_level_previous"] == "1.0"  # Monday: 4, 10, 12 and 20 s
+
+
+def test_report_thresholds_come_from_the_configuration(config, capsys):
+    with open(config, "a", encoding="utf-8") as fh:
+        fh.write("service_level_seconds = 10\nshort_abandon_seconds = 30\n")
+    (row,) = json.loads(run(capsys, "report", "--config", config, *PERIOD, "--report", "service", "--format", "json"))["service"]
+    assert row["short_abandons"] == 1  # c6 (20 s); c4 (31 s) and c5 (40 s) waited longer
+    assert row["service_level"] == 3 / 8  # answered within 10 s: 4, 10 and 8 s, of the 9 calls less the short abandon
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--report", "nonsense"], "--report: one of"),
+    (["--report", "missed", "--compare", "year"], "no --compare"),
+])
+def test_report_refuses_with_a_message(config, capsys, args, message):
+    with pytest.raises(SystemExit, match=message):
+        cli.main(["report", "--config", config, *PERIOD, *args])
 
 
 def test_report_table_is_terminal_safe(config, capsys):

@@ -153,6 +153,24 @@ def test_csv_downloads(pages):
     assert pages.get("/reports/nope.csv").status_code == 404
 
 
+def test_service_figures_and_their_comparison_on_the_dashboard_and_as_csv(pages):
+    import csv
+    import io
+
+    html = pages.get(f"/dashboard?{PERIOD}&compare=year").get_data(as_text=True)
+    assert '55.6% <span class="muted">(-)</span>' in html  # 5 of 9 answered within 20 s; a year before: no calls
+    assert "In brackets: the same period last year." in html and 'value="year" selected' in html
+    r = pages.get(f"/reports/numbers.csv?{PERIOD}&compare=previous")
+    (row,) = list(csv.DictReader(io.StringIO(r.get_data(as_text=True))))
+    assert (row["number"], row["inbound"], row["inbound_previous"]) == ("", "9", "1")  # c13, Sunday before
+    for bad in ("compare=<b>", "compare=previous&since=2026-11-24&until=2026-11-23"):
+        r = pages.get(f"/dashboard?{bad}")
+        assert r.status_code == 400 and "<b>" not in r.get_data(as_text=True)
+    for path in ("/reports/missed.csv", "/reports/calls.csv"):
+        r = pages.get(f"{path}?{PERIOD}&compare=previous")
+        assert r.status_code == 400 and "comparison" in r.get_data(as_text=True)
+
+
 def test_first_dashboard_of_a_fresh_install_has_its_charts(tmp_path):
     """A new daemon process whose matplotlib has no font cache yet (nor fontconfig): the first dashboard is whole."""
     from support import Proc, free_port, http_ready, page, wait_for, write_config

@@ -28,8 +28,9 @@ from typing import Any
 import gevent.lock
 from flask import Blueprint, Response, request
 
+from screenpop.daemon.config import AnalyticsConfig
 from screenpop.daemon.customers.data import DataError
-from screenpop.daemon.reports import analytics
+from screenpop.daemon.reports import analytics, catalog, service
 from screenpop.daemon.reports.callrecords import call_records
 from screenpop.daemon.reports.export import display, write_csv
 from screenpop.daemon.web.pages import error_page, forms, login_required, render_page
@@ -40,6 +41,7 @@ MAX_DAYS = 3 * 366
 CACHE_SECONDS = 60.0
 CACHE_ENTRIES = 32
 TOP_CUSTOMERS = 20
+TOP_UNKNOWN = 20
 MAX_CSV_CALLS = 100_000
 
 
@@ -94,8 +96,9 @@ def _job(fn: Callable, args: tuple) -> Any:
         db.close()
 
 
-def period_from_request(zone: dt.tzinfo) -> analytics.Period:
-    """since / until (local dates, both included; default the last DEFAULT_DAYS days) and extension from the URL."""
+def period_from_request(zone: dt.tzinfo, rules: AnalyticsConfig) -> analytics.Period:
+    """since / until (local dates, both included; default the last DEFAULT_DAYS days) and extension from the URL;
+    the service figures' thresholds from the configuration."""
     today = dt.datetime.now(zone).date()
     until = forms.day("until") or today
     since = forms.day("since") or until - dt.timedelta(days=DEFAULT_DAYS - 1)
@@ -108,7 +111,16 @@ def period_from_request(zone: dt.tzinfo) -> analytics.Period:
         raise DataError(400, "extension: letters and digits, at most 32")
     start = analytics.utc_bound(dt.datetime.combine(since, dt.time()), zone)
     end = analytics.utc_bound(dt.datetime.combine(until + dt.timedelta(days=1), dt.time()), zone)
-    return analytics.Period(start, end, zone, extension or None)
+    return analytics.Period(start, end, zone, extension or None, float(rules.service_level_seconds),
+                            float(rules.short_abandon_seconds))
+
+
+def compare_from_request() -> str | None:
+    """The compare parameter: empty (no comparison) or one of catalog.COMPARE."""
+    value = request.args.get("compare", "")
+    if value and value not in catalog.COMPARE:
+        raise DataError(400, f"compare: one of {', '.join(catalog.COMPARE)}, or nothing")
+    return value or None
 
 
 def _svg_image(svg: str) -> str:
@@ -116,7 +128,7 @@ def _svg_image(svg: str) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
 
 
-def _dashboard_data(period: analytics.Period) -> dict:
+def _dashboard_data(period: analytics.Period, compare: str | None) -> dict:
     from screenpop.daemon.reports import charts  # matplotlib: loaded with the first dashboard (load_charts), not at daemon start
 
     employees = analytics.employees(period)
@@ -126,7 +138,17 @@ def _dashboard_data(period: analytics.Period) -> dict:
     totals = {k: sum(d[k] for d in daily) for k in ("inbound", "outbound", "answered", "missed", "abandoned")}
     totals["abandoned_rate"] = totals["abandoned"] / totals["inbound"] if totals["inbound"] else None
     totals["not_returned"] = len(missed)
+    peaks = service.peaks(period)
+    figures = catalog.run("service", period, compare)[0]
+    figures["peak"] = max((p["peak"] for p in peaks), default=0)
+    if compare:
+        other = catalog.other_period(period, compare)
+        figures[f"peak_{catalog.COMPARE[compare]}"] = max((p["peak"] for p in service.peaks(other)), default=0)
     return {
+        "service": figures,
+        "numbers": catalog.run("numbers", period, compare),
+        "unknown_callers": service.unknown_callers(period)[:TOP_UNKNOWN],
+        "suffix": catalog.COMPARE.get(compare or ""),
         "employees": employees,
         "categories": analytics.categories(period),
         "customers": analytics.customers(period, limit=TOP_CUSTOMERS),
@@ -139,15 +161,21 @@ def _dashboard_data(period: analytics.Period) -> dict:
     }
 
 
-def _csv(name: str, period: analytics.Period) -> str:
+def _csv(name: str, period: analytics.Period, compare: str | None) -> str:
     out = io.StringIO()
     if name == "calls":
+        if compare:
+            raise DataError(400, "the calls list has no comparison: leave compare out")
         rows = call_records(period.since, period.until, period.extension, limit=MAX_CSV_CALLS + 1)
         if len(rows) > MAX_CSV_CALLS:
             raise DataError(400, f"more than {MAX_CSV_CALLS:,} calls in this period: choose a shorter one")
         write_csv(rows, out)
     else:
-        write_csv(analytics.RUNNERS[name](period), out)
+        try:
+            rows = catalog.run(name, period, compare)
+        except ValueError as exc:
+            raise DataError(400, str(exc)) from None
+        write_csv(rows, out)
     return out.getvalue()
 
 
@@ -155,11 +183,12 @@ def _labels(period: analytics.Period) -> dict:
     """The period as the filter form shows it: local dates, until included."""
     last = analytics.to_local(period.until - dt.timedelta(microseconds=1), period.zone)
     return {"since": analytics.to_local(period.since, period.zone).date().isoformat(), "until": last.date().isoformat(),
-            "extension": period.extension or ""}
+            "extension": period.extension or "", "compare": request.args.get("compare", "")}
 
 
-def blueprint(zone: dt.tzinfo) -> Blueprint:
-    """The pages, reporting in the call centre's time zone, for any signed-in user (the web pages' sessions)."""
+def blueprint(zone: dt.tzinfo, rules: AnalyticsConfig) -> Blueprint:
+    """The pages, reporting in the call centre's time zone with the configured service thresholds, for any
+    signed-in user (the web pages' sessions)."""
     bp = Blueprint("dashboard", __name__, template_folder="../templates")
     worker = _Worker()
 
@@ -172,30 +201,32 @@ def blueprint(zone: dt.tzinfo) -> Blueprint:
     def signed_in() -> None:
         return None
 
-    def filtered(view: Callable[[analytics.Period], Response], template: str, title: str) -> Response:
+    def filtered(view: Callable[[analytics.Period, str | None], Response], template: str, title: str) -> Response:
         try:
-            period = period_from_request(zone)
+            period = period_from_request(zone, rules)
+            compare = compare_from_request()
         except DataError as exc:
             return render_page(template, status=400, title=title, error=exc.message, data=None, rows=[],
-                               filters=dict(request.args), reports=analytics.REPORTS, zone=str(zone))
-        return view(period)
+                               filters=dict(request.args), reports=catalog.REPORTS, zone=str(zone))
+        return view(period, compare)
 
     @bp.get("/dashboard")
     def dashboard():
-        def show(period: analytics.Period) -> Response:
+        def show(period: analytics.Period, compare: str | None) -> Response:
             worker.load_charts()
-            data = worker.cached(("dashboard", period), _dashboard_data, period)
+            data = worker.cached(("dashboard", period, compare), _dashboard_data, period, compare)
             return render_page("dashboard.html", title="Dashboard", data=data, filters=_labels(period),
-                               reports=analytics.REPORTS, zone=str(zone))
+                               reports=catalog.REPORTS, zone=str(zone))
         return filtered(show, "dashboard.html", "Dashboard")
 
     @bp.get("/reports/<name>.csv")
     def report_csv(name: str):
-        if name not in analytics.REPORTS and name != "calls":
+        if name not in catalog.REPORTS and name != "calls":
             return error_page(404, "There is no such report.")
         try:
-            period = period_from_request(zone)
-            body = worker.run(_csv, name, period)
+            period = period_from_request(zone, rules)
+            compare = compare_from_request()
+            body = worker.run(_csv, name, period, compare)
         except DataError as exc:
             return error_page(400, exc.message)
         labels = _labels(period)
