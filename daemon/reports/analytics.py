@@ -83,6 +83,9 @@ _SQLITE = {
     # into the next quarter hour (and day); PostgreSQL's FLOOR is exact
     "slot": f"(CAST(strftime('%s', substr(c.started_at, 1, 19)) AS INTEGER) / {SLOT_SECONDS})",
     "positive": "MAX({x}, 0)",
+    # a time as whole milliseconds since 1970 (julianday is exact to the millisecond; rounding undoes its binary
+    # fraction), the same integers as PostgreSQL's
+    "epoch_ms": "CAST(ROUND((julianday({t}) - 2440587.5) * 86400000.0) AS INTEGER)",
     "missed_by": "(SELECT group_concat(mp.extension, ',') FROM call_party mp "
     "WHERE mp.call_id = c.id AND mp.outcome = 'missed')",
 }
@@ -90,6 +93,7 @@ _POSTGRES = {
     "secs": "EXTRACT(EPOCH FROM ({b} - {a}))::float8",
     "slot": f"FLOOR(EXTRACT(EPOCH FROM c.started_at) / {SLOT_SECONDS})::bigint",
     "positive": "GREATEST({x}, 0)",
+    "epoch_ms": "ROUND(EXTRACT(EPOCH FROM {t}) * 1000)::bigint",
     "missed_by": "(SELECT string_agg(mp.extension, ',' ORDER BY mp.extension) FROM call_party mp "
     "WHERE mp.call_id = c.id AND mp.outcome = 'missed')",
 }
