@@ -210,7 +210,7 @@ def _sql(name: str, db: peewee.Database, period: Period) -> tuple[str, list]:
     sqlite = _is_sqlite(db)
     has = (period.since is not None, period.until is not None, bool(period.extension),
            # one extension's calls are found through its parties, whatever the period
-           sqlite and name in _BY_CUSTOMER and not period.extension and _most_calls(db, period))
+           sqlite and name in _BY_CUSTOMER and not period.extension and most_calls(db, period))
     key = (name, sqlite, has)
     sql = _compiled.get(key)
     if sql is None:
@@ -228,7 +228,7 @@ _BY_CUSTOMER = ("customers", "category_calls")  # reports that group calls by cu
 _MOST = 0.25
 
 
-def _most_calls(db: peewee.Database, period: Period) -> bool:
+def most_calls(db: peewee.Database, period: Period) -> bool:
     """Whether the period spans at least a quarter of the time the stored calls span.
 
     Then reading every call in customer order from the covering index, with no sort, beats reading the period's

@@ -12,7 +12,9 @@ import datetime as dt
 import math
 from collections import defaultdict
 
-from screenpop.daemon.reports.analytics import SLOT_SECONDS, Period, dialect, ratio, secs, to_local
+import peewee
+
+from screenpop.daemon.reports.analytics import SLOT_SECONDS, Period, dialect, most_calls, ratio, secs, to_local
 from screenpop.daemon.reports.missed import Scope
 from screenpop.db import callfacts
 from screenpop.db.models import database
@@ -93,7 +95,11 @@ def _figures(period: Period, by_number: bool) -> list[dict]:
     rows = db.execute_sql(_service_sql(d, period, where, group, by_number), params).fetchall()
     delays: dict[str, list[float]] = defaultdict(list)
     returnable: dict[str, int] = defaultdict(int)
-    for g, delay in db.execute_sql(_callback_sql(d, where, group), params).fetchall():
+    # over most of the stored calls, SQLite finds the missed ones faster in the covering index of a caller's calls
+    # than through the start-time index and each call's row (2.7 s against 1.7 s over a year of a million calls)
+    hide = isinstance(db, peewee.SqliteDatabase) and not period.extension and most_calls(db, period)
+    missed_where = where.replace("c.started_at", "+c.started_at") if hide else where
+    for g, delay in db.execute_sql(_callback_sql(d, missed_where, group), params).fetchall():
         returnable[g] += 1
         if delay is not None:
             delays[g].append(round(float(delay), 3))
