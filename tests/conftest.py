@@ -109,16 +109,46 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db(request: pytest.FixtureRequest):
-    """A migrated database bound to the models, once on SQLite and once on PostgreSQL; closed afterwards."""
+def db_url(request: pytest.FixtureRequest) -> str:
+    """A fresh database URL, once on SQLite and once on PostgreSQL (the daemon a test starts writes there)."""
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+
+
+def _migrated(url: str) -> Iterator:
+    """The database at url migrated and bound to the models for the test; closed afterwards."""
     from screenpop.db.database import open_database
     from screenpop.db.migrations import migrate
 
-    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
     database = open_database(url)
     migrate(database)
     yield database
     database.close()
+
+
+@pytest.fixture
+def db(db_url: str):
+    """A migrated database bound to the models, once on SQLite and once on PostgreSQL: the test's own connection
+    to db_url."""
+    yield from _migrated(db_url)
+
+
+@pytest.fixture
+def pg_db(pg_url: str):
+    """A migrated PostgreSQL database bound to the models (tests of what only PostgreSQL does)."""
+    yield from _migrated(pg_url)
+
+
+@pytest.fixture(scope="session")
+def dists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The sdist and the wheel from `python -m build`, built once for every packaging test that needs them."""
+    import subprocess
+    import sys
+
+    from support import ROOT
+
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)], check=True, capture_output=True)
+    return {"sdist": next(out.glob("*.tar.gz")), "wheel": next(out.glob("*.whl"))}
 
 
 @pytest.fixture

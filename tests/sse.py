@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from screenpop.tray.stream import SSEParser
 
+from support import SLACK
+
 
 @dataclass
 class Message:
@@ -94,8 +96,8 @@ class Stream:
             return [m.card for m in self.messages]
 
     def wait_count(self, n: int, timeout: float = 10.0) -> list[Message]:
-        """Wait until at least n messages arrived; the messages so far."""
-        deadline = time.monotonic() + timeout
+        """Wait until at least n messages arrived (timeout stretched by SLACK); the messages so far."""
+        deadline = time.monotonic() + timeout * SLACK
         while time.monotonic() < deadline:
             with self._lock:
                 if len(self.messages) >= n:

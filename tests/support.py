@@ -12,11 +12,21 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from screenpop.db.numbers import NumberRules
+
 ROOT = Path(__file__).resolve().parents[1]  # the repository
 CAPTURES = ROOT.parent / "shared" / "esl-captures"
+# the number rules of write_config's daemon: Icelandic numbers, extensions of 2-5 digits, matched on 8 digits
+RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
+# the captures that say what a correct tracker concludes from them (<scenario>.expected.json)
+SCENARIOS = sorted(p.name[: -len(".expected.json")] for p in CAPTURES.glob("*.expected.json"))
 # the daemon unit's systemd-analyze exposure score: docs/systemd.md states it; a change to the hardening must keep it
 # or update both (tests/daemon/test_systemd_units.py, tests/packaging/test_deb.py)
 EXPOSURE_MAX = 1.1
+# Every wait in tests/ is sized for an idle machine and stretched by SLACK here: on CI's 2-core machine, busy with
+# other work, processes start and run 3-4 times slower. A wait ends as soon as its condition holds, so the stretch
+# costs nothing when things work; only a failing test waits it out.
+SLACK = 4
 
 
 def free_port() -> int:
@@ -27,20 +37,22 @@ def free_port() -> int:
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll predicate until it holds; fail the test with `what` after timeout seconds."""
-    deadline = time.monotonic() + timeout
+    """Poll predicate until it holds; fail the test with `what` after timeout seconds (stretched by SLACK)."""
+    deadline = time.monotonic() + timeout * SLACK
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout * SLACK:g} s waiting for {what}")
 
 
-def write_config(path: Path, port: int, db_url: str, http_port: int | None = None, http: str = "", **extra: str) -> Path:
+def write_config(path: Path, port: int, db_url: str, http_port: int | None = None, http: str = "", database: str = "",
+                 **extra: str) -> Path:
     """A daemon config for the tests: simulator port, database, Icelandic numbers, quick reconnects.
 
     http_port: where the daemon's HTTP server listens (default: a free port, so tests never collide on 8080);
-    http: more lines of the [http] section, e.g. 'heartbeat = 0.3'.
+    http: more lines of the [http] section, e.g. 'heartbeat = 0.3'; database: more lines of [database];
+    extra: more sections, each a string of its own.
     """
     http_port = http_port or free_port()
     extra = {"http": f'[http]\nlisten = "127.0.0.1:{http_port}"\n{http}', **extra}
@@ -54,6 +66,7 @@ command_timeout = 3.0
 
 [database]
 url = "{db_url}"
+{database}
 
 [numbers]
 default_region = "IS"
@@ -64,6 +77,16 @@ level = "info"
         encoding="utf-8",
     )
     return path
+
+
+def accept_each(server: socket.socket, handle: Callable[[socket.socket], None]) -> None:
+    """Accept connections on server until it is closed, each handed to handle on a thread of its own."""
+    while True:
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return
+        threading.Thread(target=handle, args=(conn,), daemon=True).start()
 
 
 class Proc:
@@ -82,13 +105,14 @@ class Proc:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def wait(self, timeout: float = 30.0) -> int:
+        """The exit status, once the process ends within timeout seconds (stretched by SLACK)."""
         try:
-            return self.popen.wait(timeout)
+            return self.popen.wait(timeout * SLACK)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"process did not exit within {timeout} s:\n{self.log()[-3000:]}") from None
+            raise AssertionError(f"process did not exit within {timeout * SLACK:g} s:\n{self.log()[-3000:]}") from None
 
     def terminate(self, timeout: float = 15.0) -> int:
-        """SIGTERM and wait: the daemon must flush and exit 0 within a few seconds."""
+        """SIGTERM and wait: the daemon must flush and exit 0 within a few seconds (stretched by SLACK)."""
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
         return self.wait(timeout)
@@ -118,25 +142,23 @@ class Proxy(threading.Thread):
         self.lock = threading.Lock()
 
     def run(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            if not self.up:
-                client.close()
-                continue
-            try:
-                upstream = socket.create_connection(self.target)
-            except OSError:  # nobody listens there (any more): refused, as a direct connection would be
-                client.close()
-                continue
-            frozen = threading.Event()
-            with self.lock:
-                self.socks |= {client, upstream}
-                self.frozen.append(frozen)
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b, frozen), daemon=True).start()
+        accept_each(self.server, self._relay)
+
+    def _relay(self, client: socket.socket) -> None:
+        if not self.up:
+            client.close()
+            return
+        try:
+            upstream = socket.create_connection(self.target)
+        except OSError:  # nobody listens there (any more): refused, as a direct connection would be
+            client.close()
+            return
+        frozen = threading.Event()
+        with self.lock:
+            self.socks |= {client, upstream}
+            self.frozen.append(frozen)
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pipe, args=(a, b, frozen), daemon=True).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket, frozen: threading.Event) -> None:
         try:
@@ -185,17 +207,80 @@ def daemon(tmp: Path, config: Path, name: str = "daemon") -> Proc:
     return Proc(["-m", "screenpop.daemon.cli", "daemon", "--config", str(config)], tmp / f"{name}.log")
 
 
-def replay(tmp_path: Path, db_url: str, scenario: str, *sim_args: str) -> None:
-    """Replay one capture into a fresh daemon; the daemon is stopped with SIGTERM once the simulator is done."""
+def serving(proc: Proc, url: str, timeout: float = 20.0) -> Proc:
+    """The daemon proc once its HTTP server at url answers its health check; fails with its log if it exits first."""
+    wait_for(lambda: http_ready(url) or proc.popen.poll() is not None, timeout, "the daemon's HTTP server")
+    assert proc.popen.poll() is None, proc.log()
+    return proc
+
+
+def run_calls(tmp: Path, db_url: str, *sim_args: str, timeout: float = 60.0, **sections: str) -> Path:
+    """The simulator (with sim_args) into a fresh daemon on db_url; the daemon is stopped with SIGTERM once the
+    simulator is done, and both must exit 0. sections: more of the daemon's config (see write_config); its path."""
     port = free_port()
-    sim = simulator(tmp_path, port, "--replay", str(CAPTURES / f"{scenario}.plain.esl"), "--speed", "0", "--linger", "0.3", *sim_args)
-    d = daemon(tmp_path, write_config(tmp_path / "screenpop.toml", port, db_url))
+    sim = simulator(tmp, port, *sim_args)
+    config = write_config(tmp / "screenpop.toml", port, db_url, **sections)
+    d = daemon(tmp, config)
     try:
-        assert sim.wait(30) == 0, sim.log()
+        assert sim.wait(timeout) == 0, sim.log()
         assert d.terminate() == 0, d.log()
     finally:
         sim.close()
         d.close()
+    return config
+
+
+def replay(tmp_path: Path, db_url: str, scenario: str, *sim_args: str) -> None:
+    """Replay one capture into a fresh daemon (run_calls)."""
+    run_calls(tmp_path, db_url, "--replay", str(CAPTURES / f"{scenario}.plain.esl"), "--speed", "0", "--linger", "0.3",
+              *sim_args, timeout=30)
+
+
+def tls_daemon(tmp: Path, db_url: str, http: str = "") -> tuple[Proc, int, Callable[[], bool]]:
+    """A daemon serving HTTPS with a fresh self-signed certificate (more [http] lines in http), its port, and a check
+    that its health answers over TLS; the test is skipped where openssl is not installed."""
+    import shutil
+    import ssl
+    from http.client import HTTPSConnection
+
+    import pytest
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60 * SLACK)
+    port = free_port()
+    config = write_config(tmp / "c.toml", free_port(), db_url, http_port=port,
+                          http=f'certfile = "{cert}"\nkeyfile = "{key}"\n{http}')
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+
+    def answers() -> bool:
+        try:
+            conn = HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
+            conn.request("GET", "/api/v1/health")
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+
+    return daemon(tmp, config), port, answers
+
+
+class Started:
+    """What a test started (processes, event streams, anything with close()), closed in reverse order by close()."""
+
+    def __init__(self) -> None:
+        self._open: list = []
+
+    def keep(self, thing):
+        """Close thing with the rest; thing itself."""
+        self._open.append(thing)
+        return thing
+
+    def close(self) -> None:
+        while self._open:
+            self._open.pop().close()
 
 
 def signed_in(app, token: str, next_path: str = "/"):
@@ -301,20 +386,31 @@ def stop_hub(hub) -> None:
     hub.worker.stop()
 
 
-class Api:
+class HubApp:
+    """The daemon's Flask app on a push hub of its own (start_hub) over the test's database, photos in the folder
+    photos; close() stops the hub. app_args go to create_app (web_config, zone, on_link, tls)."""
+
+    def __init__(self, db, photos: Path, **app_args) -> None:
+        from screenpop.daemon.customers.lookup import Lookup
+        from screenpop.daemon.customers.photos import Photos
+        from screenpop.daemon.web.server import create_app
+
+        self.hub = start_hub(db, lambda: Lookup(db, RULES))
+        self.app = create_app(self.hub, Photos(photos), heartbeat=1.0, **app_args)
+
+    def close(self) -> None:
+        stop_hub(self.hub)
+
+
+class Api(HubApp):
     """The daemon's HTTP app in process on a database (a started hub of its own, start_hub) with an operator token
     (extension 1001) and an admin token; req(method, path, body, token="op"|"admin"|a token) -> (status, JSON)."""
 
     def __init__(self, db, tmp_path: Path) -> None:
         from screenpop.daemon.auth import tokens
-        from screenpop.daemon.customers.lookup import Lookup
-        from screenpop.daemon.customers.photos import Photos
-        from screenpop.daemon.web.server import create_app
-        from screenpop.db.numbers import NumberRules
 
-        rules = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
-        self.hub = start_hub(db, lambda: Lookup(db, rules))
-        self.client = create_app(self.hub, Photos(tmp_path), heartbeat=1.0).test_client()
+        super().__init__(db, tmp_path)
+        self.client = self.app.test_client()
         _, self.op = tokens.create("1001")
         _, self.admin = tokens.create(None, role="admin")
 

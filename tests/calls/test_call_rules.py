@@ -80,6 +80,19 @@ class Switch:
             headers.update({"Event-Name": "CUSTOM", "Event-Subclass": name})
         self.tracker.handle(Event(headers))
 
+    def ring(self, leg: dict) -> None:
+        """The leg is created and its phone rings (CHANNEL_CREATE, then CHANNEL_PROGRESS)."""
+        self("CHANNEL_CREATE", leg)
+        self("CHANNEL_PROGRESS", leg)
+
+    def answer(self, caller: dict, ext: str, seconds: float) -> dict:
+        """A leg to ext's phone rings, is answered seconds later and bridged to the caller; the leg."""
+        leg = to_phone(ext, parent=caller)
+        self.ring(leg)
+        self("CHANNEL_ANSWER", leg, seconds)
+        self.bridge(caller, leg)
+        return leg
+
     def hangup(self, leg: dict, cause: str = "NORMAL_CLEARING", seconds: float = 0.01, **extra: str) -> None:
         for name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE", "CHANNEL_DESTROY"):
             self(name, leg, seconds if name == "CHANNEL_HANGUP" else 0.001, **{"Hangup-Cause": cause, **extra})
@@ -104,6 +117,14 @@ def ring_group(sw: Switch, a: dict, exts: list[str], group_call: bool) -> list[d
     for leg in legs:
         sw("CHANNEL_PROGRESS", leg)
     return legs
+
+
+def queued_caller(sw: Switch) -> dict:
+    """A caller whose leg the queue answers at once (music on hold) before any agent rings."""
+    a = trunk_in("+3545558000", "Anna", "+3545553000")
+    sw("CHANNEL_CREATE", a)
+    sw("CHANNEL_ANSWER", a)
+    return a
 
 
 def test_group_call_ring_group_without_dialed_user():
@@ -143,13 +164,10 @@ def test_ring_group_nobody_answers_then_voicemail():
 
 def test_queue_abandoned_while_agents_ring():
     sw = Switch()
-    a = trunk_in("+3545558000", "Anna", "+3545553000")
-    sw("CHANNEL_CREATE", a)
-    sw("CHANNEL_ANSWER", a)  # the queue answers the caller (music on hold)
+    a = queued_caller(sw)
     agents = [to_phone(e, queue_member=a) for e in ("1001", "1002")]
     for leg in agents:
-        sw("CHANNEL_CREATE", leg)
-        sw("CHANNEL_PROGRESS", leg)
+        sw.ring(leg)
     sw.hangup(a, "NORMAL_CLEARING", seconds=12)
     for leg in agents:
         sw.hangup(leg, "ORIGINATOR_CANCEL")
@@ -162,9 +180,7 @@ def test_queue_abandoned_while_agents_ring():
 
 def test_queue_with_no_agent_free_is_a_missed_call_without_pops():
     sw = Switch()
-    a = trunk_in("+3545558000", "Anna", "+3545553000")
-    sw("CHANNEL_CREATE", a)
-    sw("CHANNEL_ANSWER", a)
+    a = queued_caller(sw)
     sw.hangup(a, seconds=40)
     call = sw.call(a)
     assert call.missed and call.rung == [] and sw.sink.pops == []
@@ -172,16 +188,12 @@ def test_queue_with_no_agent_free_is_a_missed_call_without_pops():
 
 def test_queue_rings_agents_in_turn_until_one_answers():
     sw = Switch()
-    a = trunk_in("+3545558000", "Anna", "+3545553000")
-    sw("CHANNEL_CREATE", a)
-    sw("CHANNEL_ANSWER", a)
+    a = queued_caller(sw)
     first = to_phone("1001", queue_member=a)
-    sw("CHANNEL_CREATE", first)
-    sw("CHANNEL_PROGRESS", first)
+    sw.ring(first)
     sw.hangup(first, "NO_ANSWER", seconds=15)
     second = to_phone("1002", queue_member=a)
-    sw("CHANNEL_CREATE", second)
-    sw("CHANNEL_PROGRESS", second)
+    sw.ring(second)
     sw("CHANNEL_ANSWER", second, 3)
     sw.bridge(a, second)
     sw.hangup(a, seconds=60)
@@ -195,16 +207,11 @@ def test_attended_transfer_moves_the_caller_and_the_consultation_is_its_own_inte
     sw = Switch()
     x = trunk_in("+3545551234", "Jón Jónsson", "+3545551001")
     sw("CHANNEL_CREATE", x)
-    l2 = to_phone("1001", parent=x)
-    sw("CHANNEL_CREATE", l2)
-    sw("CHANNEL_PROGRESS", l2)
-    sw("CHANNEL_ANSWER", l2, 2)
-    sw.bridge(x, l2)
+    l2 = sw.answer(x, "1001", 2)
     l3 = from_phone("1001", "1002")  # 1001 puts the caller on hold and calls 1002
     sw("CHANNEL_CREATE", l3, 10)
     l4 = to_phone("1002", parent=l3)
-    sw("CHANNEL_CREATE", l4)
-    sw("CHANNEL_PROGRESS", l4)
+    sw.ring(l4)
     sw("CHANNEL_ANSWER", l4, 3)
     sw("CHANNEL_ANSWER", l3)
     sw.bridge(l3, l4)
@@ -230,16 +237,11 @@ def test_blind_transfer_to_an_extension_that_does_not_answer():
     sw = Switch()
     a = trunk_in("+3545551234", "Jón", "+3545551001")
     sw("CHANNEL_CREATE", a)
-    b1 = to_phone("1001", parent=a)
-    sw("CHANNEL_CREATE", b1)
-    sw("CHANNEL_PROGRESS", b1)
-    sw("CHANNEL_ANSWER", b1, 2)
-    sw.bridge(a, b1)
+    b1 = sw.answer(a, "1001", 2)
     sw("sofia::transferor", b1, 3)
     sw.hangup(b1, **{"variable_endpoint_disposition": "BLIND_TRANSFER"})
     b2 = to_phone("1002", parent=a)
-    sw("CHANNEL_CREATE", b2)
-    sw("CHANNEL_PROGRESS", b2)
+    sw.ring(b2)
     sw.hangup(a, "NORMAL_CLEARING", seconds=20)
     sw.hangup(b2, "ORIGINATOR_CANCEL")
     summary = sw.call(a).summary()
@@ -252,8 +254,7 @@ def test_internal_call_missed():
     a = from_phone("1001", "1002")
     sw("CHANNEL_CREATE", a)
     b = to_phone("1002", parent=a)
-    sw("CHANNEL_CREATE", b)
-    sw("CHANNEL_PROGRESS", b)
+    sw.ring(b)
     sw.hangup(a, "NORMAL_CLEARING", seconds=8)
     sw.hangup(b, "ORIGINATOR_CANCEL")
     summary = sw.call(a).summary()
@@ -270,8 +271,7 @@ def test_outbound_busy():
     a = from_phone("1001", "+3545559876")
     sw("CHANNEL_CREATE", a)
     b = to_gateway("+3545559876", a)
-    sw("CHANNEL_CREATE", b)
-    sw("CHANNEL_PROGRESS", b)
+    sw.ring(b)
     sw.hangup(b, "USER_BUSY", seconds=1)
     sw.hangup(a, "USER_BUSY", **{"variable_billsec": "0"})
     summary = sw.call(a).summary()
@@ -310,8 +310,7 @@ def test_presented_numbers_are_kept_verbatim_and_only_real_numbers_are_looked_up
         a = trunk_in(number, name, "+3545551001")
         sw("CHANNEL_CREATE", a)
         b = to_phone("1001", parent=a)
-        sw("CHANNEL_CREATE", b)
-        sw("CHANNEL_PROGRESS", b)
+        sw.ring(b)
         sw.hangup(a, "ORIGINATOR_CANCEL")
         sw.hangup(b, "ORIGINATOR_CANCEL")
         assert sw.call(a).external_number == number and sw.call(a).external_name == name
@@ -361,8 +360,7 @@ def test_an_internal_call_nobody_answered_closes_the_callers_row(db):
     a = from_phone("1001", "1002")
     b = to_phone("1002", parent=a)
     sw("CHANNEL_CREATE", a)
-    sw("CHANNEL_CREATE", b)
-    sw("CHANNEL_PROGRESS", b)
+    sw.ring(b)
     sw.hangup(a, seconds=8)
     sw.hangup(b, "ORIGINATOR_CANCEL")
     while writer.pending or writer._calls:

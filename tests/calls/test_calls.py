@@ -17,9 +17,8 @@ from screenpop.simulator.generator import CallGenerator
 from screenpop.simulator.channels import CHANNEL_COLUMNS, ChannelTable, render_rows
 from screenpop.simulator.replay import load_capture_events
 
-from support import CAPTURES
+from support import CAPTURES, SCENARIOS
 
-SCENARIOS = sorted(p.name[: -len(".expected.json")] for p in CAPTURES.glob("*.expected.json"))
 RULES = DirectionRules(
     trunk_profiles=frozenset({"external"}),
     trunk_contexts=frozenset({"public"}),

@@ -13,9 +13,9 @@ from PIL import Image
 from screenpop.daemon.customers import importer
 from screenpop.daemon.customers.importer import import_customers, import_employees, import_orders, import_photos
 from screenpop.db.models import Customer, Employee, Order, Phone
-from screenpop.db.numbers import NumberRules
 
-RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
+from support import RULES
+
 HEADER = "external_id,name,company,category,note,city,country,phones\n"
 
 

@@ -8,7 +8,8 @@ from screenpop.daemon.customers.lookup import MAX_CANDIDATES, Lookup, Match, add
 from screenpop.db.models import Customer, Phone
 from screenpop.db.numbers import NumberRules
 
-RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
+from support import RULES
+
 
 
 def customer(external_id: str, *numbers: str) -> Customer:

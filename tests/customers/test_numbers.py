@@ -7,7 +7,8 @@ import pytest
 from screenpop.daemon.config import NumbersConfig
 from screenpop.db.numbers import Number, NumberRules
 
-ICELAND = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
+from support import RULES
+
 US = NumberRules("US", r"^[1-9][0-9]{1,4}$", 8)
 
 
@@ -35,7 +36,7 @@ US = NumberRules("US", r"^[1-9][0-9]{1,4}$", 8)
     ],
 )
 def test_iceland_numbers_become_e164(raw: str, e164: str) -> None:
-    number = ICELAND.classify(raw)
+    number = RULES.classify(raw)
     assert number == Number("e164", raw, e164, e164[:0:-1], phonenumbers.parse(e164).country_code)
     assert number.matchable
 
@@ -43,7 +44,7 @@ def test_iceland_numbers_become_e164(raw: str, e164: str) -> None:
 @pytest.mark.parametrize("raw", ["+1 555 555 1234", "+1 554 555 1234"])
 def test_a_number_valid_in_no_plan_has_no_country_code(raw: str) -> None:
     """Plausible only (a lab or test range): E.164 and looked up, but no plan says whose country it is."""
-    number = ICELAND.classify(raw)
+    number = RULES.classify(raw)
     assert number.kind == "e164" and number.country_code is None
 
 
@@ -68,10 +69,10 @@ def test_us_numbers_including_foreign_00_prefix(raw: str, e164: str) -> None:
 
 @pytest.mark.parametrize("raw", ["10", "100", "1001", "99999", " 1001 "])
 def test_extensions_are_recognised_before_any_parsing(raw: str) -> None:
-    number = ICELAND.classify(raw)
+    number = RULES.classify(raw)
     assert number == Number("extension", raw)
     assert not number.matchable
-    assert ICELAND.is_extension(raw)
+    assert RULES.is_extension(raw)
 
 
 def test_listed_extensions_count_even_when_the_pattern_does_not_match() -> None:
@@ -130,7 +131,7 @@ def test_extension_pattern_matches_ascii_digits_only() -> None:
     ],
 )
 def test_hostile_or_hopeless_input_stays_raw(raw: str) -> None:
-    number = ICELAND.classify(raw)
+    number = RULES.classify(raw)
     assert number == Number("raw", raw)
     assert not number.matchable
     assert US.classify(raw).kind in ("raw", "extension")
@@ -140,7 +141,7 @@ def test_short_service_numbers_are_raw_unless_they_look_like_extensions() -> Non
     four_digit_extensions = NumberRules("IS", r"[1-9][0-9]{3}", 8)
     assert four_digit_extensions.classify("112").kind == "raw"
     assert NumberRules("US", r"[1-9][0-9]{3}", 8).classify("911").kind == "raw"
-    assert ICELAND.classify("112").kind == "extension"
+    assert RULES.classify("112").kind == "extension"
 
 
 def test_us_local_only_number_is_not_guessed() -> None:
@@ -149,11 +150,11 @@ def test_us_local_only_number_is_not_guessed() -> None:
 
 @pytest.mark.parametrize("value", [None, 5551234, b"5551234", ["5551234"]])
 def test_non_strings_never_raise(value: object) -> None:
-    assert ICELAND.classify(value).kind == "raw"
+    assert RULES.classify(value).kind == "raw"
 
 
 def test_raw_is_kept_as_given_and_rev_is_reversed_digits() -> None:
-    number = ICELAND.classify(" 00354 555-1234 ")
+    number = RULES.classify(" 00354 555-1234 ")
     assert number.raw == " 00354 555-1234 "
     assert number.e164 == "+3545551234"
     assert number.rev == "4321555453"
@@ -171,5 +172,5 @@ def test_rules_from_config_and_bad_rules() -> None:
 
 
 def test_classification_is_cached_and_stable() -> None:
-    first = ICELAND.classify("5551234")
-    assert ICELAND.classify("5551234") is first
+    first = RULES.classify("5551234")
+    assert RULES.classify("5551234") is first

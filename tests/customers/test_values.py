@@ -3,33 +3,28 @@ refuse the same values, and store them the same way (issue 14: the importer stor
 category VIP that the API and the pages refused)."""
 from __future__ import annotations
 
+from contextlib import closing
 from decimal import Decimal
 
 import pytest
 
-from screenpop.daemon.customers.photos import Photos
-from screenpop.daemon.web.server import create_app
 
 from screenpop.daemon.auth import tokens
 from screenpop.daemon.customers.importer import import_customers, import_employees, import_orders
-from screenpop.daemon.customers.lookup import Lookup
 from screenpop.db.models import Customer, Employee, Order
-from screenpop.db.numbers import NumberRules
 
-from support import post_form, signed_in, start_hub, stop_hub
-
-RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
+from support import HubApp, RULES, post_form, signed_in
 
 
-class Ways:
+
+class Ways(HubApp):
     """The three ways a value gets in: the API, the pages (an admin's browser) and a CSV file."""
 
     def __init__(self, db, tmp_path) -> None:
-        self.hub = start_hub(db, lambda: Lookup(db, RULES))
-        app = create_app(self.hub, Photos(tmp_path / "photos"), heartbeat=1.0)
+        super().__init__(db, tmp_path / "photos")
         self.token = tokens.create(None, role="admin")[1]
-        self.api = app.test_client()
-        self.browser = signed_in(app, self.token)
+        self.api = self.app.test_client()
+        self.browser = signed_in(self.app, self.token)
         self.tmp = tmp_path
         self.files = 0
 
@@ -46,9 +41,8 @@ class Ways:
 
 @pytest.fixture
 def ways(db, tmp_path):
-    w = Ways(db, tmp_path)
-    yield w
-    stop_hub(w.hub)
+    with closing(Ways(db, tmp_path)) as w:
+        yield w
 
 
 @pytest.mark.parametrize("value, stored", [

@@ -2,7 +2,6 @@
 one answer daemon/customers/lookup.py found when the call came in (issue 14), after a real call through the daemon over TCP."""
 from __future__ import annotations
 
-import pytest
 
 from screenpop.daemon.customers.photos import Photos
 from screenpop.daemon.push.card import CardBuilder
@@ -14,27 +13,16 @@ from screenpop.daemon.auth import tokens
 from screenpop.daemon.customers.lookup import Lookup, add_phone
 from screenpop.daemon.customers.record import customer_record
 from screenpop.daemon.reports import analytics
-from screenpop.db.database import open_database
-from screenpop.db.migrations import migrate
 from screenpop.db.models import Call, Customer
-from screenpop.db.numbers import NumberRules
 
-from support import replay, signed_in, staff, start_hub, stop_hub
-
-RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
+from support import RULES, replay, signed_in, staff, start_hub, stop_hub
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request) -> str:
-    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
 
-
-def test_every_view_names_the_same_customers(tmp_path, db_url):
+def test_every_view_names_the_same_customers(tmp_path, db_url, db):
     """555 1234 (IS) is the number of two customers; two others abroad share its last digits and are never named.
     The card said "2 customers share this number" while the calls list said "unknown: add" and the missed list
     "unknown"; now each view reads what the call stored."""
-    db = open_database(db_url)
-    migrate(db)
     twins = [Customer.create(name=f"Twin {i}", company="Tvíburar") for i in (1, 2)]
     for twin in twins:
         add_phone(twin, "+3545551234", "mobile", RULES)
@@ -67,4 +55,3 @@ def test_every_view_names_the_same_customers(tmp_path, db_url):
     assert (row["customer_id"], row["matches"]) == (None, 2)
     assert analytics.customers(period) == []
     assert {r["category"]: r["calls"] for r in analytics.categories(period)}["none"] == 1
-    db.close()

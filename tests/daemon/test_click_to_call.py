@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+from contextlib import closing
 
 import pytest
 
@@ -15,30 +16,26 @@ from screenpop.db.migrations import migrate
 from screenpop.db.models import CallEvent
 
 from sse import Stream
-from support import CAPTURES, daemon, free_port, http_ready, pops_by_extension, simulator, wait_for, write_config
+from support import CAPTURES, Started, daemon, free_port, pops_by_extension, serving, simulator, wait_for, write_config
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request) -> str:
-    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-
-
-class Site:
+class Site(Started):
     """The simulator (idle: protocol only, 1001-1010 registered, 1003 never answers) and a daemon following it."""
 
     def __init__(self, tmp_path, db_url: str, originate: str = "ring_timeout = 20\n", speed: str = "20",
                  mode: tuple[str, ...] = ()) -> None:
-        self.db = open_database(db_url)
+        super().__init__()
+        self.db = self.keep(open_database(db_url))
         migrate(self.db)
         _, self.operator = tokens.create("1001")
         _, self.other = tokens.create("1003")
         _, self.admin = tokens.create(None, role="admin")
         self.esl_port, self.http_port = free_port(), free_port()
-        self.sim = simulator(tmp_path, self.esl_port, "--no-answer", "1003", "--originate-speed", speed, *mode)
+        self.sim = self.keep(simulator(tmp_path, self.esl_port, "--no-answer", "1003", "--originate-speed", speed,
+                                       *mode))
         config = write_config(tmp_path / "screenpop.toml", self.esl_port, db_url, self.http_port,
                               originate="[originate]\n" + originate)
-        self.daemon = daemon(tmp_path, config)
-        wait_for(lambda: http_ready(self.url) or self.daemon.popen.poll() is not None, 20, "the daemon's HTTP server")
+        self.daemon = serving(self.keep(daemon(tmp_path, config)), self.url)
         wait_for(lambda: "connected to FreeSWITCH" in self.daemon.log(), 20, "the daemon to follow the simulator")
 
     @property
@@ -62,17 +59,11 @@ class Site:
         conn.close()
         return response.status, data
 
-    def close(self) -> None:
-        self.daemon.close()
-        self.sim.close()
-        self.db.close()
-
 
 @pytest.fixture
 def site(tmp_path, db_url):
-    s = Site(tmp_path, db_url)
-    yield s
-    s.close()
+    with closing(Site(tmp_path, db_url)) as s:
+        yield s
 
 
 def test_click_to_call_is_recorded_as_the_operators_outgoing_call_with_its_pops_in_order(site):

@@ -12,40 +12,12 @@ from screenpop.daemon.reports.callrecords import call_records
 from screenpop.db.database import open_database
 from screenpop.db.migrations import migrate
 from screenpop.db.models import CallEvent, Customer
-from screenpop.db.numbers import NumberRules
 from screenpop.simulator.capture import read_events
 
 from hostile import HOSTILE_NAME, FakeFreeswitch, hostile_stream
-from support import (
-    CAPTURES,
-    Proxy,
-    comparable,
-    daemon,
-    expected,
-    free_port,
-    pops_by_extension,
-    replay,
-    simulator,
-    wait_for,
-    write_config,
-)
+from support import CAPTURES, Proxy, RULES, SCENARIOS, comparable, daemon, expected, free_port, pops_by_extension
+from support import replay, run_calls, simulator, wait_for, write_config
 
-SCENARIOS = sorted(p.name[: -len(".expected.json")] for p in CAPTURES.glob("*.expected.json"))
-RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request) -> str:
-    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-
-
-@pytest.fixture
-def store(db_url):
-    """The test's own connection to the database the daemon writes."""
-    db = open_database(db_url)
-    migrate(db)
-    yield db
-    db.close()
 
 
 def stored_pops() -> dict[str, list[str]]:
@@ -53,7 +25,7 @@ def stored_pops() -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_replayed_capture_is_stored_field_by_field(tmp_path, db_url, store, scenario):
+def test_replayed_capture_is_stored_field_by_field(tmp_path, db_url, db, scenario):
     customer = Customer.create(name="Jón Jónsson", company="Norðurljós ehf.", category="vip")
     add_phone(customer, "+3545551234", "mobile", RULES)
     replay(tmp_path, db_url, scenario)
@@ -93,28 +65,31 @@ def test_restamped_replay_is_timed_on_the_live_timeline(tmp_path, sqlite_url):
     db.close()
 
 
+def _events(scenario: str) -> list:
+    """The capture's events, in order."""
+    return read_events(CAPTURES / f"{scenario}.plain.esl")
+
+
 def _event_index(scenario: str, predicate) -> int:
-    for i, (_, event) in enumerate(read_events(CAPTURES / f"{scenario}.plain.esl")):
+    for i, (_, event) in enumerate(_events(scenario)):
         if predicate(event):
             return i
     raise AssertionError("event not found")
 
 
-@pytest.mark.parametrize("call_survives", [True, False], ids=["call-still-up", "call-gone"])
-def test_freeswitch_restart_mid_call_loses_and_duplicates_nothing(tmp_path, db_url, store, call_survives):
-    """The simulator dies right after the operator answers; a new one comes back with the call up, or without it."""
-    scenario = "inbound-answered"
-    events = read_events(CAPTURES / f"{scenario}.plain.esl")
-    cut = _event_index(scenario, lambda e: e.get("Event-Name") == "CHANNEL_BRIDGE") + 1
-    port = free_port()
+def _freeswitch_away(tmp_path, db_url: str, scenario: str, until: int, back_from: int, speed: str) -> None:
+    """FreeSWITCH (the simulator replaying the capture) goes away before event `until`, and a new one comes back
+    replaying from event `back_from` at speed; the daemon follows both, resynchronises, and is stopped once the
+    second is done."""
     capture = str(CAPTURES / f"{scenario}.plain.esl")
-    first = simulator(tmp_path, port, "--replay", capture, "--speed", "0", "--until-event", str(cut), name="sim1")
+    port = free_port()
+    first = simulator(tmp_path, port, "--replay", capture, "--speed", "0", "--until-event", str(until), name="sim1")
     d = daemon(tmp_path, write_config(tmp_path / "screenpop.toml", port, db_url))
     try:
         first.wait(20)
         wait_for(lambda: "lost connection" in d.log(), 10, "the daemon to notice FreeSWITCH is gone")
-        restart_at = cut if call_survives else len(events)
-        second = simulator(tmp_path, port, "--replay", capture, "--speed", "0", "--from-event", str(restart_at), "--linger", "0.5", name="sim2")
+        second = simulator(tmp_path, port, "--replay", capture, "--speed", speed, "--from-event", str(back_from),
+                           "--linger", "0.5", name="sim2")
         assert second.wait(30) == 0, second.log()
         wait_for(lambda: "resynchronised" in d.log(), 10, "the resync")
         assert d.terminate() == 0, d.log()
@@ -122,6 +97,39 @@ def test_freeswitch_restart_mid_call_loses_and_duplicates_nothing(tmp_path, db_u
     finally:
         first.close()
         d.close()
+
+
+def _daemon_away(tmp_path, db_url: str, speed: str, killed_after: str, away: float) -> str:
+    """While the simulator replays inbound-answered at speed, the daemon is killed once the `killed_after` pop is
+    stored; `away` seconds later a new daemon starts, resumes the call from the database and is stopped once the
+    simulator is done. What the new daemon printed."""
+    port = free_port()
+    sim = simulator(tmp_path, port, "--replay", str(CAPTURES / "inbound-answered.plain.esl"), "--speed", speed,
+                    "--linger", "0.5")
+    first = daemon(tmp_path, write_config(tmp_path / "screenpop.toml", port, db_url), name="daemon1")
+    try:
+        wait_for(lambda: CallEvent.select().where(CallEvent.event == killed_after).exists(), 15,
+                 f"the {killed_after} pop")
+        first.kill()
+        time.sleep(away)
+        config = write_config(tmp_path / "screenpop2.toml", port, db_url)  # an HTTP port nobody took meanwhile
+        second = daemon(tmp_path, config, name="daemon2")
+        assert sim.wait(40) == 0, sim.log()
+        assert second.terminate() == 0, second.log()
+        log = second.log()
+        second.close()
+        return log
+    finally:
+        sim.close()
+        first.close()
+
+
+@pytest.mark.parametrize("call_survives", [True, False], ids=["call-still-up", "call-gone"])
+def test_freeswitch_restart_mid_call_loses_and_duplicates_nothing(tmp_path, db_url, db, call_survives):
+    """The simulator dies right after the operator answers; a new one comes back with the call up, or without it."""
+    scenario = "inbound-answered"
+    cut = _event_index(scenario, lambda e: e.get("Event-Name") == "CHANNEL_BRIDGE") + 1
+    _freeswitch_away(tmp_path, db_url, scenario, cut, cut if call_survives else len(_events(scenario)), "0")
     records = call_records()
     assert len(records) == 1, records
     (record,) = records
@@ -134,7 +142,7 @@ def test_freeswitch_restart_mid_call_loses_and_duplicates_nothing(tmp_path, db_u
         assert record["hangup_cause"] is None, "nobody saw how it ended"
 
 
-def test_a_connection_frozen_mid_call_is_noticed_and_the_call_completed(tmp_path, db_url, store):
+def test_a_connection_frozen_mid_call_is_noticed_and_the_call_completed(tmp_path, db_url, db):
     """The link to FreeSWITCH freezes (open, nothing flowing) while 1001's phone rings: the daemon notices within
     seconds with the default keepalive, connects again, and gets the answer from `show channels`, the end live."""
     port = free_port()
@@ -174,36 +182,21 @@ def test_calls_are_followed_before_the_web_side_is_loaded(tmp_path, db_url):
         d.close()
 
 
-def test_daemon_restart_mid_call_gives_no_pop_twice(tmp_path, db_url, store):
+def test_daemon_restart_mid_call_gives_no_pop_twice(tmp_path, db_url, db):
     """The daemon is killed while a call rings and answers; the new daemon resumes it from the database."""
-    scenario = "inbound-answered"
-    port = free_port()
-    sim = simulator(tmp_path, port, "--replay", str(CAPTURES / f"{scenario}.plain.esl"), "--speed", "1", "--linger", "0.5")
-    config = write_config(tmp_path / "screenpop.toml", port, db_url)
-    first = daemon(tmp_path, config, name="daemon1")
-    try:
-        wait_for(lambda: CallEvent.select().where(CallEvent.event == "answered").exists(), 15, "the answered pop")
-        first.kill()
-        second = daemon(tmp_path, config, name="daemon2")
-        assert sim.wait(30) == 0, sim.log()
-        assert second.terminate() == 0, second.log()
-        assert "still up after restart; resumed" in second.log()
-        second.close()
-    finally:
-        sim.close()
-        first.close()
+    assert "still up after restart; resumed" in _daemon_away(tmp_path, db_url, "1", "answered", 0)
     (record,) = call_records()
     assert record["ended_at"] is not None and record["hangup_cause"] == "NORMAL_CLEARING"
     assert stored_pops() == {"1001": ["ringing", "answered", "ended"]}
 
 
-def test_queue_agent_survives_two_cuts(tmp_path, db_url, store):
+def test_queue_agent_survives_two_cuts(tmp_path, db_url, db):
     """FreeSWITCH's socket drops before mod_callcenter offers the call to agent 1001, comes back while 1001 rings
     (its leg not yet tied to the caller), drops again before any event of it, and comes back after 1001 answered:
     1001 answered the call, and got its pops."""
     scenario = "queue"
     capture = str(CAPTURES / f"{scenario}.plain.esl")
-    events = read_events(CAPTURES / f"{scenario}.plain.esl")
+    events = _events(scenario)
     agent = _event_index(scenario, lambda e: e.get("Event-Name") == "CHANNEL_CREATE" and bool(e.get("variable_cc_agent")))
     agent_uuid = events[agent][1].get("Unique-ID")
     ringing = _event_index(scenario, lambda e: e.get("Event-Name") == "CHANNEL_CALLSTATE" and e.get("Unique-ID") == agent_uuid)
@@ -235,27 +228,11 @@ def test_queue_agent_survives_two_cuts(tmp_path, db_url, store):
     assert stored_pops() == {"1001": ["ringing", "answered", "ended"]}
 
 
-def test_call_answered_while_the_daemon_was_down_keeps_its_real_times(tmp_path, db_url, store):
+def test_call_answered_while_the_daemon_was_down_keeps_its_real_times(tmp_path, db_url, db):
     """The daemon is killed while 1001 rings; 1001 answers before the new daemon is up: it resumes the call from the
     database, learns the answer from `show channels`, and the legs' next events give the real answer time."""
-    scenario = "inbound-answered"
-    port = free_port()
-    sim = simulator(tmp_path, port, "--replay", str(CAPTURES / f"{scenario}.plain.esl"), "--speed", "0.5", "--linger", "0.5")
-    config = write_config(tmp_path / "screenpop.toml", port, db_url)
-    first = daemon(tmp_path, config, name="daemon1")
-    try:
-        wait_for(lambda: CallEvent.select().where(CallEvent.event == "ringing").exists(), 15, "the ringing pop")
-        first.kill()
-        time.sleep(5)  # at half speed 1001 answers 4 s after it starts ringing, and the call lasts 10 s more
-        config = write_config(tmp_path / "screenpop2.toml", port, db_url)  # an HTTP port nobody took meanwhile
-        second = daemon(tmp_path, config, name="daemon2")
-        assert sim.wait(40) == 0, sim.log()
-        assert second.terminate() == 0, second.log()
-        assert "still up after restart; resumed" in second.log()
-        second.close()
-    finally:
-        sim.close()
-        first.close()
+    # at half speed 1001 answers 4 s after it starts ringing, and the call lasts 10 s more
+    assert "still up after restart; resumed" in _daemon_away(tmp_path, db_url, "0.5", "ringing", 5)
     (record,) = call_records()
     assert record["answered_by"] == "1001" and record["hangup_cause"] == "NORMAL_CLEARING"
     assert stored_pops() == {"1001": ["ringing", "answered", "ended"]}
@@ -264,7 +241,7 @@ def test_call_answered_while_the_daemon_was_down_keeps_its_real_times(tmp_path, 
 
 # ---- hostile and malformed input -----------------------------------------------------------------
 
-def test_hostile_stream_keeps_the_daemon_running_and_stores_text_faithfully(tmp_path, db_url, store):
+def test_hostile_stream_keeps_the_daemon_running_and_stores_text_faithfully(tmp_path, db_url, db):
     port = free_port()
     fake = FakeFreeswitch(port, hostile_stream())
     fake.start()
@@ -283,23 +260,13 @@ def test_hostile_stream_keeps_the_daemon_running_and_stores_text_faithfully(tmp_
     assert stored_pops() == {"1001": ["ringing", "answered", "ended"]}
 
 
-def test_generated_interleaved_calls_are_stored_as_the_generator_expects(tmp_path, db_url, store):
+def test_generated_interleaved_calls_are_stored_as_the_generator_expects(tmp_path, db_url, db):
     """Many calls of every scenario at once, with the demo's kinds of numbers and names: each one as expected."""
     numbers = tmp_path / "numbers.txt"
     numbers.write_text("+3545551234\n5551234\n003545559999\nanonymous\n+442071838750\n", encoding="utf-8")
     expect = tmp_path / "expect.jsonl"
-    port = free_port()
-    sim = simulator(
-        tmp_path, port, "--generate", "--calls", "150", "--rate", "40", "--speed", "20", "--seed", "5",
-        "--numbers", str(numbers), "--expect", str(expect), "--linger", "0.5",
-    )
-    d = daemon(tmp_path, write_config(tmp_path / "screenpop.toml", port, db_url))
-    try:
-        assert sim.wait(60) == 0, sim.log()
-        assert d.terminate() == 0, d.log()
-    finally:
-        sim.close()
-        d.close()
+    run_calls(tmp_path, db_url, "--generate", "--calls", "150", "--rate", "40", "--speed", "20", "--seed", "5",
+              "--numbers", str(numbers), "--expect", str(expect), "--linger", "0.5")
     wanted = [json.loads(line) for line in expect.read_text(encoding="utf-8").splitlines()]
     assert len(wanted) == 150
     records = {r["uuid"]: r for r in call_records()}
@@ -315,29 +282,14 @@ def test_generated_interleaved_calls_are_stored_as_the_generator_expects(tmp_pat
 
 
 @pytest.mark.parametrize("speed", ["1", "0"], ids=["up-at-resync", "over-at-resync"])
-def test_call_answered_while_disconnected_is_answered_at_its_real_time(tmp_path, db_url, store, speed):
+def test_call_answered_while_disconnected_is_answered_at_its_real_time(tmp_path, db_url, db, speed):
     """FreeSWITCH goes away while 1001 rings and comes back after 1001 answered, the call still up when the daemon
     asks `show channels` or already over: answered (not missed) either way, and timed by the channels' own
     timetables, so ring and talk times are those of the recording."""
     scenario = "inbound-answered"
-    capture = str(CAPTURES / f"{scenario}.plain.esl")
     ringing = _event_index(scenario, lambda e: e.get("Event-Name") == "CHANNEL_PROGRESS") + 1
     bridged = _event_index(scenario, lambda e: e.get("Event-Name") == "CHANNEL_BRIDGE") + 1
-    port = free_port()
-    first = simulator(tmp_path, port, "--replay", capture, "--speed", "0", "--until-event", str(ringing), name="sim1")
-    d = daemon(tmp_path, write_config(tmp_path / "screenpop.toml", port, db_url))
-    try:
-        first.wait(20)
-        wait_for(lambda: "lost connection" in d.log(), 10, "the daemon to notice FreeSWITCH is gone")
-        second = simulator(tmp_path, port, "--replay", capture, "--speed", speed, "--from-event", str(bridged),
-                           "--linger", "0.5", name="sim2")
-        assert second.wait(30) == 0, second.log()
-        wait_for(lambda: "resynchronised" in d.log(), 10, "the resync")
-        assert d.terminate() == 0, d.log()
-        second.close()
-    finally:
-        first.close()
-        d.close()
+    _freeswitch_away(tmp_path, db_url, scenario, ringing, bridged, speed)
     (record,) = call_records()
     assert record["answered_by"] == "1001" and not record["missed"]
     assert stored_pops() == {"1001": ["ringing", "answered", "ended"]}

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import closing
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -119,9 +120,8 @@ class Run:
 
 @pytest.fixture
 def run(tmp_path, sqlite_url):
-    r = Run(tmp_path, sqlite_url)
-    yield r
-    r.close()
+    with closing(Run(tmp_path, sqlite_url)) as r:
+        yield r
 
 
 def test_ready_only_once_http_answers_and_freeswitch_is_subscribed_then_watchdog_and_stopping(run):

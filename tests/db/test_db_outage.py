@@ -16,13 +16,11 @@ from screenpop.daemon.record.writer import Writer
 from screenpop.db.database import DatabaseUnreachable, guarded, open_database, outage
 from screenpop.db.migrations import migrate
 from screenpop.db.models import Call, Customer, utcnow
-from screenpop.db.numbers import NumberRules
 
 from pgserver import PrivateServer
 from sse import Stream
-from support import daemon, free_port, http_ready, simulator, staff, wait_for, write_config
+from support import RULES, daemon, free_port, http_ready, simulator, staff, wait_for, write_config
 
-RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
 CUSTOMER_NUMBER = "+3545551234"
 
 

@@ -6,9 +6,9 @@ import pytest
 
 from screenpop.daemon.config import OriginateConfig
 from screenpop.daemon.pbx.originate import OriginateError, Originator, RateLimit, answer_in_words
-from screenpop.db.numbers import NumberRules
 
-RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
+from support import RULES
+
 
 
 def originator(**config) -> Originator:

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
 
@@ -22,92 +23,55 @@ from screenpop.daemon.push.hub import Subscriber
 from screenpop.db.database import open_database
 from screenpop.db.migrations import migrate
 from screenpop.db.models import Call, CallEvent, Customer, Employee, Order
-from screenpop.db.numbers import NumberRules
 
 from sse import Stream, get
-from support import CAPTURES, daemon, free_port, simulator, staff, start_hub, stop_hub, wait_for, write_config
+from support import CAPTURES, RULES, Started, daemon, free_port, serving, simulator, staff, start_hub, stop_hub
+from support import tls_daemon, wait_for, write_config
 
-RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
 HEARTBEAT = 0.3
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request) -> str:
-    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-
-
-class Env:
+class Env(Started):
     """A migrated database the test fills, and a daemon with HTTP on a free port, started on demand."""
 
     def __init__(self, tmp: Path, db_url: str) -> None:
+        super().__init__()
         self.tmp = tmp
         self.db_url = db_url
-        self.db = open_database(db_url)
+        self.db = self.keep(open_database(db_url))
         migrate(self.db)
         self.esl_port = free_port()
         self.http_port = free_port()
         self.photo_dir = tmp / "photos"
         self.photo_dir.mkdir()
-        self.config = write_config(
-            tmp / "screenpop.toml", self.esl_port, db_url, http_port=self.http_port,
-            http=f"heartbeat = {HEARTBEAT}",
-        )
-        text = self.config.read_text(encoding="utf-8").replace(
-            f'url = "{db_url}"', f'url = "{db_url}"\nphoto_dir = "{self.photo_dir}"'
-        )
-        self.config.write_text(text, encoding="utf-8")
-        self.procs = []
-        self.streams: list[Stream] = []
+        self.config = write_config(tmp / "screenpop.toml", self.esl_port, db_url, http_port=self.http_port,
+                                   http=f"heartbeat = {HEARTBEAT}", database=f'photo_dir = "{self.photo_dir}"')
 
     def token(self, extension: str | None, role: str = "operator") -> tuple[int, str]:
         row, clear = tokens.create(extension, role=role)
         return row.id, clear
 
     def start_daemon(self):
-        d = daemon(self.tmp, self.config)
-        self.procs.append(d)
-        wait_for(lambda: _health(self.http_port) or d.popen.poll() is not None, 15, "the daemon's HTTP server")
-        assert d.popen.poll() is None, d.log()
-        self.daemon = d
-        return d
+        self.daemon = serving(self.keep(daemon(self.tmp, self.config)), f"http://127.0.0.1:{self.http_port}")
+        return self.daemon
 
     def simulate(self, *args: str, name: str = "sim"):
-        sim = simulator(self.tmp, self.esl_port, *args, name=name)
-        self.procs.append(sim)
-        return sim
+        return self.keep(simulator(self.tmp, self.esl_port, *args, name=name))
 
     def stream(self, token: str | None, **kwargs) -> Stream:
-        s = Stream(self.http_port, token, **kwargs)
-        self.streams.append(s)
-        return s
-
-    def close(self) -> None:
-        for s in self.streams:
-            s.close()
-        for p in self.procs:
-            p.close()
-        self.db.close()
-
-
-def _health(port: int) -> bool:
-    try:
-        return get(port, "/api/v1/health")[0] == 200
-    except OSError:
-        return False
+        return self.keep(Stream(self.http_port, token, **kwargs))
 
 
 @pytest.fixture
 def env(tmp_path, sqlite_url):
-    e = Env(tmp_path, sqlite_url)
-    yield e
-    e.close()
+    with closing(Env(tmp_path, sqlite_url)) as e:
+        yield e
 
 
 @pytest.fixture
 def env_any(tmp_path, db_url):
-    e = Env(tmp_path, db_url)
-    yield e
-    e.close()
+    with closing(Env(tmp_path, db_url)) as e:
+        yield e
 
 
 def stored_ids(extension: str) -> list[int]:
@@ -445,31 +409,8 @@ def test_photo_endpoint(env):
 
 
 def test_tls_when_certfile_and_keyfile_are_set(tmp_path, sqlite_url):
-    import shutil
-    import ssl
-    import http.client
-
-    if not shutil.which("openssl"):
-        pytest.skip("openssl is not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
-    port = free_port()
-    config = write_config(tmp_path / "c.toml", free_port(), sqlite_url, http_port=port,
-                          http=f'certfile = "{cert}"\nkeyfile = "{key}"')
-    d = daemon(tmp_path, config)
+    d, _, answers = tls_daemon(tmp_path, sqlite_url)
     try:
-        context = ssl.create_default_context(cafile=str(cert))
-        context.check_hostname = False
-
-        def answers() -> bool:
-            try:
-                conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=2)
-                conn.request("GET", "/api/v1/health")
-                return conn.getresponse().status == 200
-            except OSError:
-                return False
-
         wait_for(lambda: answers() or d.popen.poll() is not None, 15, "HTTPS")
         assert answers(), d.log()
         assert "HTTP listening on https://" in d.log()
@@ -478,47 +419,32 @@ def test_tls_when_certfile_and_keyfile_are_set(tmp_path, sqlite_url):
         d.close()
 
 
-def test_http_port_in_use_stops_the_start_with_a_clear_message(tmp_path, sqlite_url):
-    import socket
-
-    with socket.create_server(("127.0.0.1", 0)) as busy:
-        port = busy.getsockname()[1]
-        config = write_config(tmp_path / "c.toml", free_port(), sqlite_url, http_port=port)
-        d = daemon(tmp_path, config)
-        try:
-            assert d.wait(20) != 0
-            assert f"[http] listen 127.0.0.1:{port}: Address already in use" in d.log(), d.log()
-        finally:
-            d.close()
+def failed_start(tmp_path: Path, config: Path) -> str:
+    """Start the daemon with config, which must end the start with an error status; what the daemon printed."""
+    d = daemon(tmp_path, config)
+    try:
+        assert d.wait(20) != 0, d.log()
+        return d.log()
+    finally:
+        d.close()
 
 
 def test_an_unusable_certificate_stops_the_start_with_a_clear_message(tmp_path, sqlite_url):
     (tmp_path / "cert.pem").write_text("not a certificate\n", encoding="utf-8")
     config = write_config(tmp_path / "c.toml", free_port(), sqlite_url,
                           http=f'certfile = "{tmp_path / "cert.pem"}"\nkeyfile = "{tmp_path / "cert.pem"}"')
-    d = daemon(tmp_path, config)
-    try:
-        assert d.wait(20) != 0
-        assert "screenpop: [http] certfile/keyfile cannot be used" in d.log() and "Traceback" not in d.log(), d.log()
-    finally:
-        d.close()
+    log = failed_start(tmp_path, config)
+    assert "screenpop: [http] certfile/keyfile cannot be used" in log and "Traceback" not in log, log
 
 
 def test_a_port_in_use_stops_the_start_with_a_clear_message(tmp_path, sqlite_url):
     """The HTTP side starts after the first FreeSWITCH attempt: a port already taken then ends the start in one line."""
     import socket
 
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen(1)
-    config = write_config(tmp_path / "c.toml", free_port(), sqlite_url, http_port=taken.getsockname()[1])
-    d = daemon(tmp_path, config)
-    try:
-        assert d.wait(20) != 0
-        assert "screenpop: [http] listen" in d.log() and "Traceback" not in d.log(), d.log()
-    finally:
-        d.close()
-        taken.close()
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        log = failed_start(tmp_path, write_config(tmp_path / "c.toml", free_port(), sqlite_url, http_port=port))
+    assert f"screenpop: [http] listen 127.0.0.1:{port}: Address already in use" in log and "Traceback" not in log, log
 
 
 def test_database_down_is_503_not_a_crash(tmp_path, sqlite_url, monkeypatch):

@@ -35,28 +35,12 @@ from screenpop.daemon.reports.callrecords import call_records
 from screenpop.db.database import open_database
 from screenpop.db.migrations import migrate
 from screenpop.db.models import Call, CallEvent, CdrLeg, SchemaVersion
-from screenpop.db.numbers import NumberRules
 from screenpop.simulator.replay import load_capture_events
 
-from support import (
-    CAPTURES,
-    comparable,
-    daemon,
-    expected,
-    free_port,
-    http_ready,
-    pops_by_extension,
-    simulator,
-    staff,
-    start_hub,
-    stop_hub,
-    wait_for,
-    write_config,
-)
+from support import CAPTURES, RULES, SCENARIOS, comparable, daemon, expected, free_port, http_ready, pops_by_extension
+from support import simulator, staff, start_hub, stop_hub, wait_for, write_config
 
-SCENARIOS = sorted(p.name[: -len(".expected.json")] for p in CAPTURES.glob("*.expected.json"))
-NUMBERS = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
-RULES = DirectionRules(frozenset({"external"}), frozenset({"public"}), NUMBERS.is_extension)
+DIRECTION = DirectionRules(frozenset({"external"}), frozenset({"public"}), RULES.is_extension)
 CRED = "freeswitch:s3cr:et"
 CDR_CONFIG = '[cdr]\npassword = "s3cr:et"'
 
@@ -69,7 +53,7 @@ def cdrs_of(events) -> dict[str, str]:
 
 def rebuilt_calls(bodies) -> list[dict]:
     legs = [parse_cdr(body) for body in bodies]
-    tracker = CallTracker(RULES, None)
+    tracker = CallTracker(DIRECTION, None)
     calls = (rebuild(legs, leg.uuid, tracker) for leg in legs if leg.parent is None)
     return [call.summary() for call in calls if call is not None]
 
@@ -138,20 +122,6 @@ def test_anything_but_a_cdr_is_refused_with_a_clear_4xx(body, kind, status):
 
 
 # ---- end to end: simulator + daemon over TCP, CDRs over HTTP -----------------------------------------
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request) -> str:
-    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-
-
-@pytest.fixture
-def store(db_url):
-    """The test's own connection to the database the daemon writes."""
-    db = open_database(db_url)
-    migrate(db)
-    yield db
-    db.close()
-
 
 def _cdr_args(http_port: int, *more: str) -> list[str]:
     return ["--cdr-url", f"http://127.0.0.1:{http_port}/api/v1/cdr", "--cdr-cred", CRED, "--cdr-retries", "60",
@@ -249,7 +219,7 @@ def _outage(tmp_path: Path, db_url: str, scenario: str, cut: int) -> str:
         d.close()
 
 
-def test_a_call_that_ended_during_an_outage_gets_freeswitchs_hangup_billsec_and_times(tmp_path, db_url, store):
+def test_a_call_that_ended_during_an_outage_gets_freeswitchs_hangup_billsec_and_times(tmp_path, db_url, db):
     """Issue 14: such a call was stored with hangup_cause and a_leg_billsec null and ended_at = the reconnect time."""
     scenario = "inbound-answered"
     _outage(tmp_path, db_url, scenario, _index(scenario, lambda e: e.get("Event-Name") == "CHANNEL_BRIDGE") + 1)
@@ -261,7 +231,7 @@ def test_a_call_that_ended_during_an_outage_gets_freeswitchs_hangup_billsec_and_
     assert stored_pops() == {"1001": ["ringing", "answered", "ended"]}
 
 
-def test_a_call_answered_while_the_daemon_was_away_is_not_stored_as_missed(tmp_path, db_url, store):
+def test_a_call_answered_while_the_daemon_was_away_is_not_stored_as_missed(tmp_path, db_url, db):
     """Issue 14 (3b): the daemon saw 1001's phone ring, then nothing; the CDRs show 1001 answered."""
     scenario = "inbound-answered"
     ringing = _index(scenario, lambda e: e.get("Event-Name") == "CHANNEL_PROGRESS" and e.get("variable_originator"))
@@ -277,7 +247,7 @@ def stored_pops() -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("scenario", ["transfer", "queue"])
-def test_cdrs_of_calls_the_daemon_saw_whole_change_nothing(tmp_path, db_url, store, scenario):
+def test_cdrs_of_calls_the_daemon_saw_whole_change_nothing(tmp_path, db_url, db, scenario):
     http_port = free_port()
     log = _run(tmp_path, db_url, scenario, *_cdr_args(http_port), http_port=http_port)
     assert "from FreeSWITCH's CDRs" not in log, "the daemon's own record agrees with FreeSWITCH's"
@@ -355,8 +325,8 @@ def test_a_stored_call_the_tracker_no_longer_holds_is_completed_from_the_databas
     scenario = "inbound-answered"
     events = [event for _, event in read_events(CAPTURES / f"{scenario}.plain.esl")]
     ringing = _index(scenario, lambda e: e.get("Event-Name") == "CHANNEL_PROGRESS" and e.get("variable_originator"))
-    writer = Writer(db, staff=staff(), e164=lambda raw: NUMBERS.classify(raw).e164)
-    tracker = CallTracker(RULES, writer)
+    writer = Writer(db, staff=staff(), e164=lambda raw: RULES.classify(raw).e164)
+    tracker = CallTracker(DIRECTION, writer)
     for event in events[: ringing + 1]:
         tracker.handle(event)
     reconnect = dt.datetime(2026, 11, 26, 17, 40)
@@ -368,11 +338,11 @@ def test_a_stored_call_the_tracker_no_longer_holds_is_completed_from_the_databas
     (operator,) = analytics.employees(Period(None, None))
     assert (operator["extension"], operator["taken"], operator["missed"]) == ("1001", 0, 1)
 
-    hub = start_hub(db, lambda: Lookup(db, NUMBERS))
+    hub = start_hub(db, lambda: Lookup(db, RULES))
     try:
-        writer = Writer(db, staff=staff(), e164=lambda raw: NUMBERS.classify(raw).e164)
+        writer = Writer(db, staff=staff(), e164=lambda raw: RULES.classify(raw).e164)
         intake = CdrIntake(CdrConfig(password="x"), writer, hub.worker)
-        intake.tracker = CallTracker(RULES, intake)
+        intake.tracker = CallTracker(DIRECTION, intake)
         for body in cdrs_of(load_capture_events(CAPTURES / f"{scenario}.plain.esl")).values():
             intake.take(body.encode(), JSON_TYPE, None)
         _flush(writer)
@@ -392,7 +362,7 @@ def _flush(writer: Writer) -> None:
         writer.flush_once()
 
 
-def test_calls_of_a_kill_9_gap_are_completed_or_recovered(tmp_path, db_url, store):
+def test_calls_of_a_kill_9_gap_are_completed_or_recovered(tmp_path, db_url, db):
     """Issue 14 (3b): the daemon is killed (-9) amid generated calls and comes back seconds later. Calls that
     began and ended in the gap are recovered from their CDRs; none is lost, none lacks its hangup cause, and
     none that an operator answered is stored as missed."""
@@ -426,7 +396,7 @@ def test_calls_of_a_kill_9_gap_are_completed_or_recovered(tmp_path, db_url, stor
         assert not (record["recovered"] and uuid in popped), "a recovered call popped nobody"
 
 
-def test_cdrs_taken_before_a_daemon_restart_complete_the_call_the_next_run_closes(tmp_path, db_url, store):
+def test_cdrs_taken_before_a_daemon_restart_complete_the_call_the_next_run_closes(tmp_path, db_url, db):
     """The CDRs arrive while the daemon still follows the call, then the daemon stops: its next run restores the
     call, finds it gone at the resync, and completes it from the CDRs it stored."""
     scenario = "inbound-answered"
@@ -491,7 +461,7 @@ def test_cdrs_older_than_keep_days_are_pruned(db, monkeypatch):
 
     CdrLeg.update(received_at=dt.datetime(2020, 1, 1)).execute()
     monkeypatch.setattr(cdr, "PRUNE_SECONDS", 0.05)
-    hub = start_hub(db, lambda: Lookup(db, NUMBERS))
+    hub = start_hub(db, lambda: Lookup(db, RULES))
     stopped = gevent.event.Event()
     pruner = gevent.spawn(CdrIntake(CdrConfig(keep_days=7), Writer(db, staff=staff(), e164=str), hub.worker).prune_forever, stopped)
     try:

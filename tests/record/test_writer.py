@@ -11,17 +11,15 @@ from screenpop.daemon.record.writer import Writer, load_open_calls
 from screenpop.daemon.reports import analytics
 from screenpop.daemon.reports.callrecords import call_records
 from screenpop.db.models import Call, CallEvent, CallParty
-from screenpop.db.numbers import NumberRules
 from screenpop.simulator.capture import read_events
 
-from support import CAPTURES, expected, staff
+from support import CAPTURES, RULES, expected, staff
 
-NUMBERS = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
-RULES = DirectionRules(frozenset({"external"}), frozenset({"public"}), NUMBERS.is_extension)
+DIRECTION = DirectionRules(frozenset({"external"}), frozenset({"public"}), RULES.is_extension)
 
 
 def feed(writer: Writer, scenario: str, flush_every: int = 1000) -> None:
-    tracker = CallTracker(RULES, writer)
+    tracker = CallTracker(DIRECTION, writer)
     for i, (_, event) in enumerate(read_events(CAPTURES / f"{scenario}.plain.esl")):
         tracker.handle(event)
         if i % flush_every == 0:
@@ -33,7 +31,7 @@ def feed(writer: Writer, scenario: str, flush_every: int = 1000) -> None:
 
 def test_on_committed_gets_committed_pops_with_their_ids_in_order(db):
     seen = []
-    writer = Writer(db, staff=staff(), e164=lambda raw: NUMBERS.classify(raw).e164,
+    writer = Writer(db, staff=staff(), e164=lambda raw: RULES.classify(raw).e164,
                     on_committed=lambda pops: seen.extend((p.id, p.extension, p.event) for p in pops))
     feed(writer, "ring-group-users", flush_every=3)
     stored = list(CallEvent.select(CallEvent.id, CallEvent.extension, CallEvent.event).order_by(CallEvent.id).tuples())
@@ -44,7 +42,7 @@ def test_on_committed_gets_committed_pops_with_their_ids_in_order(db):
 
 
 def test_a_failed_batch_is_retried_without_loss_or_duplicates(db, monkeypatch):
-    writer = Writer(db, staff=staff(), e164=lambda raw: NUMBERS.classify(raw).e164)
+    writer = Writer(db, staff=staff(), e164=lambda raw: RULES.classify(raw).e164)
     real = writer._write_batch
     failures = {"left": 3}
 
@@ -55,7 +53,7 @@ def test_a_failed_batch_is_retried_without_loss_or_duplicates(db, monkeypatch):
             raise peewee.OperationalError("disk I/O error (test)")
 
     monkeypatch.setattr(writer, "_write_batch", flaky)
-    tracker = CallTracker(RULES, writer)
+    tracker = CallTracker(DIRECTION, writer)
     errors = 0
     for _, event in read_events(CAPTURES / "transfer.plain.esl"):
         tracker.handle(event)
@@ -77,7 +75,7 @@ def test_a_failed_batch_is_retried_without_loss_or_duplicates(db, monkeypatch):
 def test_the_extension_that_transferred_a_call_gets_its_talk_time(db):
     """Issue 14: its party row was stored when it left, and the talk time the tracker sets at the call's end was
     never written; the employee report then counted 0 s for the transfer and still averaged it in."""
-    feed(Writer(db, staff=staff(), e164=lambda raw: NUMBERS.classify(raw).e164), "transfer", flush_every=1)
+    feed(Writer(db, staff=staff(), e164=lambda raw: RULES.classify(raw).e164), "transfer", flush_every=1)
     talk = dict(CallParty.select(CallParty.extension, CallParty.talk_seconds).tuples())
     # 1001 answers at +1.02 s and blind-transfers at +3.06 s; 1002 answers at +5.12 s, the caller leaves at +11 s
     assert talk["1001"] == approx(2.04, abs=0.05) and talk["1002"] > 5
@@ -87,8 +85,8 @@ def test_the_extension_that_transferred_a_call_gets_its_talk_time(db):
 
 
 def test_open_calls_are_restored_with_their_parties(db):
-    writer = Writer(db, staff=staff(), e164=lambda raw: NUMBERS.classify(raw).e164, node="fs1")
-    tracker = CallTracker(RULES, writer)
+    writer = Writer(db, staff=staff(), e164=lambda raw: RULES.classify(raw).e164, node="fs1")
+    tracker = CallTracker(DIRECTION, writer)
     events = read_events(CAPTURES / "ring-group-users.plain.esl")
     answered = next(i for i, (_, e) in enumerate(events) if e.get("Event-Name") == "CHANNEL_BRIDGE")
     for _, event in events[: answered + 1]:
@@ -105,17 +103,17 @@ def test_open_calls_are_restored_with_their_parties(db):
 def test_a_call_stored_before_comes_back_as_new_and_is_not_doubled(db):
     """After a restart or a takeover a stored call can reach a writer as new: its row is found and updated (on
     PostgreSQL in the one statement that inserts the batch's new calls, here beside a really new one)."""
-    first = Writer(db, staff=staff(), e164=lambda raw: NUMBERS.classify(raw).e164, node="fs1")
+    first = Writer(db, staff=staff(), e164=lambda raw: RULES.classify(raw).e164, node="fs1")
     events = read_events(CAPTURES / "ring-group-users.plain.esl")
     answered = next(i for i, (_, e) in enumerate(events) if e.get("Event-Name") == "CHANNEL_BRIDGE")
-    tracker = CallTracker(RULES, first)
+    tracker = CallTracker(DIRECTION, first)
     for _, event in events[: answered + 1]:
         tracker.handle(event)
     while first.pending or first._calls:
         first.flush_once()
     (stored,) = Call.select()
-    second = Writer(db, staff=staff(), e164=lambda raw: NUMBERS.classify(raw).e164, node="fs1")
-    tracker = CallTracker(RULES, second)
+    second = Writer(db, staff=staff(), e164=lambda raw: RULES.classify(raw).e164, node="fs1")
+    tracker = CallTracker(DIRECTION, second)
     for _, event in events + read_events(CAPTURES / "transfer.plain.esl"):
         tracker.handle(event)
     while second.pending or second._calls:
@@ -131,9 +129,9 @@ def test_a_call_stored_before_comes_back_as_new_and_is_not_doubled(db):
 def test_a_call_row_is_written_only_when_it_changed(db):
     """Each UPDATE of a call fires the analytics triggers and rewrites its index entries: a writer skips a row
     that is as it last stored it (whoever changed the stored row since), and writes it once it changes."""
-    feed(Writer(db, staff=staff(), e164=lambda raw: NUMBERS.classify(raw).e164, node="fs1"), "ring-group-users")
+    feed(Writer(db, staff=staff(), e164=lambda raw: RULES.classify(raw).e164, node="fs1"), "ring-group-users")
     row = Call.get()
-    writer = Writer(db, staff=staff(), e164=lambda raw: NUMBERS.classify(raw).e164, node="fs1")
+    writer = Writer(db, staff=staff(), e164=lambda raw: RULES.classify(raw).e164, node="fs1")
     call = CallState(uuid=row.uuid, a_leg=None, started_at=row.started_at)
     call.db_id, call.direction, call.external_number = row.id, row.direction, row.external_number
 
@@ -155,8 +153,8 @@ def test_a_hostile_caller_name_is_stored_as_sent_and_a_nul_cannot_stop_the_write
     """Caller-ID text is anyone's: quotes, backslashes, line separators and emoji are stored exactly; a NUL
     (%00 on the wire) arrives as U+FFFD, since PostgreSQL would refuse it and the batch would be retried forever."""
     hostile = "Evil\x00Name \\ \" ' \u2028 <b>&amp; \U0001F600"
-    writer = Writer(db, staff=staff(), e164=lambda raw: NUMBERS.classify(raw).e164)
-    tracker = CallTracker(RULES, writer)
+    writer = Writer(db, staff=staff(), e164=lambda raw: RULES.classify(raw).e164)
+    tracker = CallTracker(DIRECTION, writer)
     for _, event in read_events(CAPTURES / "ring-group-users.plain.esl"):
         names = {k: hostile for k in event.headers if k.endswith("Caller-ID-Name")}
         event.headers = parse_headers(render_headers({**event.headers, **names})[:-1])
@@ -171,7 +169,7 @@ def test_talk_times_stored_without_them_are_filled_in(db):
     """Migration 10: what the writer left out before its fix (a party that transferred the call) is computed."""
     from screenpop.db.migrations import MIGRATIONS
 
-    feed(Writer(db, staff=staff(), e164=lambda raw: NUMBERS.classify(raw).e164), "transfer")
+    feed(Writer(db, staff=staff(), e164=lambda raw: RULES.classify(raw).e164), "transfer")
     CallParty.update(talk_seconds=None).where(CallParty.extension == "1001").execute()
     next(m for m in MIGRATIONS if m.version == 10).apply(db)
     assert CallParty.get(CallParty.extension == "1001").talk_seconds == approx(2.04, abs=0.05)

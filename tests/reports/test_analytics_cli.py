@@ -13,6 +13,8 @@ from analytics_data import HOSTILE, build
 from screenpop.daemon import cli
 from screenpop.daemon.reports.export import safe_cell, write_csv
 
+from support import run_calls
+
 PERIOD = ["--since", "2026-11-23", "--until", "2026-11-25"]
 
 
@@ -153,20 +155,10 @@ def test_write_csv_quotes_and_guards():
 
 def test_report_on_calls_from_the_simulator_through_the_daemon(tmp_path, sqlite_url, capsys):
     """Generated calls of every kind go through the real daemon; the report's counts equal the generator's truth."""
-    from support import daemon, free_port, simulator, write_config
-
     expect = tmp_path / "expect.jsonl"
-    port = free_port()
-    sim = simulator(tmp_path, port, "--generate", "--calls", "60", "--rate", "40", "--speed", "20", "--seed", "11",
-                    "--extensions", "1001-1004", "--expect", str(expect), "--linger", "0.5")
-    config = write_config(tmp_path / "screenpop.toml", port, sqlite_url, analytics='[analytics]\ntimezone = "UTC"')
-    d = daemon(tmp_path, config)
-    try:
-        assert sim.wait(60) == 0, sim.log()
-        assert d.terminate() == 0, d.log()
-    finally:
-        sim.close()
-        d.close()
+    config = run_calls(tmp_path, sqlite_url, "--generate", "--calls", "60", "--rate", "40", "--speed", "20",
+                       "--seed", "11", "--extensions", "1001-1004", "--expect", str(expect), "--linger", "0.5",
+                       analytics='[analytics]\ntimezone = "UTC"')
     truth: dict[str, dict[str, int]] = {}
     inbound = missed = 0
     for item in (json.loads(line) for line in expect.read_text(encoding="utf-8").splitlines()):

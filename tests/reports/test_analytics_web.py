@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import xml.etree.ElementTree as ET
+from contextlib import closing
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -11,7 +12,8 @@ from analytics_data import HOSTILE, SINCE, UNTIL, build
 from screenpop.daemon.reports import charts
 from screenpop.daemon.reports import analytics
 
-from support import start_hub, stop_hub
+from support import HubApp
+
 
 BERLIN = ZoneInfo("Europe/Berlin")
 SVG = "{http://www.w3.org/2000/svg}"
@@ -55,19 +57,13 @@ def test_label_is_short_and_clean():
 # ---- the pages, in process on both databases ------------------------------------------------------------
 
 
-class Pages:
+class Pages(HubApp):
     """The daemon's Flask app on a started push hub, in Berlin time, with an admin and an operator token."""
 
     def __init__(self, db, tmp_path) -> None:
-        from screenpop.daemon.customers.photos import Photos
-        from screenpop.daemon.web.server import create_app
-
         from screenpop.daemon.auth import tokens
-        from screenpop.daemon.customers.lookup import Lookup
-        from screenpop.db.numbers import NumberRules
 
-        self.hub = start_hub(db, lambda: Lookup(db, NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)))
-        self.app = create_app(self.hub, Photos(tmp_path), heartbeat=1.0, zone=BERLIN)
+        super().__init__(db, tmp_path, zone=BERLIN)
         self.admin = self.signed_in(tokens.create(None, role="admin")[1])
         self.operator = self.signed_in(tokens.create("1001")[1])
         self.nobody = self.app.test_client()
@@ -86,9 +82,8 @@ class Pages:
 
 @pytest.fixture
 def pages(db, data, tmp_path):
-    p = Pages(db, tmp_path)
-    yield p
-    stop_hub(p.hub)
+    with closing(Pages(db, tmp_path)) as p:
+        yield p
 
 
 PERIOD = "since=2026-11-23&until=2026-11-24"

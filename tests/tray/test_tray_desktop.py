@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
 
@@ -106,9 +107,8 @@ class Session:
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
-    s = Session(tmp_path_factory.mktemp("desktop"))
-    yield s
-    s.close()
+    with closing(Session(tmp_path_factory.mktemp("desktop"))) as s:
+        yield s
 
 
 def test_known_customer_pops_with_photo_and_screenshot(session):

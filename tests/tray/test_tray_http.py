@@ -17,7 +17,7 @@ from screenpop.tray import http
 from screenpop.tray.stream import EventStream, Message
 
 from desktop import PushServer, card, customer
-from support import wait_for
+from support import accept_each, wait_for
 
 
 class Scripted:
@@ -33,15 +33,7 @@ class Scripted:
         self.url = f"http://127.0.0.1:{self.port}"
         self._done = threading.Event()
         self._conns: list[socket.socket] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.lsock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+        threading.Thread(target=accept_each, args=(self.lsock, self._one), daemon=True).start()
 
     def _one(self, conn: socket.socket) -> None:
         try:

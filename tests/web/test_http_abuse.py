@@ -10,31 +10,26 @@ import select
 import socket
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from screenpop.daemon.customers.photos import Photos
-from screenpop.daemon.web.server import create_app
 
 from screenpop.daemon.auth import tokens
-from screenpop.daemon.customers.lookup import Lookup
 from screenpop.db.database import open_database
 from screenpop.db.migrations import migrate
-from screenpop.db.numbers import NumberRules
 
 from sse import Stream
-from support import Proc, daemon, free_port, http_ready, simulator, start_hub, stop_hub, wait_for, write_config
-
-RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
+from support import HubApp, Proc, daemon, free_port, http_ready, simulator, tls_daemon, wait_for, write_config
 
 
-class Site:
+
+class Site(HubApp):
     """The daemon's Flask app on a started push hub; a browser signed in as admin, and the admin token."""
 
     def __init__(self, db, tmp_path) -> None:
-        self.hub = start_hub(db, lambda: Lookup(db, RULES))
-        self.app = create_app(self.hub, Photos(tmp_path / "photos"), heartbeat=1.0)
+        super().__init__(db, tmp_path / "photos")
         _, self.token = tokens.create(None, role="admin", name="admin")
         self.auth = {"Authorization": f"Bearer {self.token}"}
         self.browser = self.app.test_client()
@@ -44,9 +39,8 @@ class Site:
 
 @pytest.fixture
 def site(db, tmp_path):
-    s = Site(db, tmp_path)
-    yield s
-    stop_hub(s.hub)
+    with closing(Site(db, tmp_path)) as s:
+        yield s
 
 
 @pytest.mark.parametrize("path", [
@@ -379,31 +373,7 @@ def test_flood_of_half_sent_requests(tmp_path, sqlite_url):
 
 
 def test_tls_handshake_within_header_timeout(tmp_path, sqlite_url):
-    import http.client
-    import shutil
-    import ssl
-    import subprocess
-
-    if not shutil.which("openssl"):
-        pytest.skip("openssl is not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
-    port = free_port()
-    config = write_config(tmp_path / "c.toml", free_port(), sqlite_url, http_port=port,
-                          http=f'certfile = "{cert}"\nkeyfile = "{key}"\nheader_timeout = 2.0')
-    d = daemon(tmp_path, config)
-    context = ssl.create_default_context(cafile=str(cert))
-    context.check_hostname = False
-
-    def answers() -> bool:
-        try:
-            conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
-            conn.request("GET", "/api/v1/health")
-            return conn.getresponse().status == 200
-        except OSError:
-            return False
-
+    d, port, answers = tls_daemon(tmp_path, sqlite_url, "header_timeout = 2.0")
     try:
         wait_for(lambda: answers() or d.popen.poll() is not None, 20, "HTTPS")
         silent = socket.create_connection(("127.0.0.1", port))  # no ClientHello, ever

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import re
+from contextlib import closing
 from html.parser import HTMLParser
 
 import pytest
@@ -16,27 +17,23 @@ from screenpop.daemon.customers.photos import Photos
 from screenpop.daemon.web.server import create_app
 
 from screenpop.daemon.auth import tokens
-from screenpop.daemon.customers.lookup import Lookup
 from screenpop.db.models import (ApiToken, Call, CallParty, Customer, CustomField, Employee, Order, Phone, Setting,
                                  SigninLink, WebSession)
-from screenpop.db.numbers import NumberRules
 
-from support import start_hub, stop_hub
+from support import HubApp, RULES
 
-RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
+
 HOSTILE = ("<script>alert(1)</script>\"'><img src=x onerror=alert(2)> javascript:alert(3) "
            "</textarea></title><b>bold</b> \x01\x1b[31m \u202e ünï 😀 ") + "Þ" * 150
 
 
-class Site:
+class Site(HubApp):
     """The daemon's Flask app on a started push hub, an operator token and an admin token."""
 
     def __init__(self, db, tmp_path, config: WebConfig | None = None, zone: dt.tzinfo = dt.timezone.utc) -> None:
-        self.hub = start_hub(db, lambda: Lookup(db, RULES))
         self.photos = tmp_path / "photos"
         self.linked: list[tuple] = []
-        self.app = create_app(self.hub, Photos(self.photos), heartbeat=1.0, web_config=config,
-                              on_link=lambda *args: self.linked.append(args), zone=zone)
+        super().__init__(db, self.photos, web_config=config, on_link=lambda *args: self.linked.append(args), zone=zone)
         self.op_row, self.op = tokens.create("1001", name="op")
         self.admin_row, self.admin = tokens.create(None, role="admin", name="admin")
 
@@ -66,9 +63,8 @@ class Site:
 
 @pytest.fixture
 def site(db, tmp_path):
-    s = Site(db, tmp_path)
-    yield s
-    stop_hub(s.hub)
+    with closing(Site(db, tmp_path)) as s:
+        yield s
 
 
 def _customer(name="Jón Jónsson", company="Acme ehf", number="+3545551234", **extra) -> Customer:
@@ -192,7 +188,7 @@ def test_signing_out_ends_the_session_for_every_copy_of_its_cookie(site, db, tmp
             assert site.post(browser, "/customers/new", {"company": "Copied Cookie ehf"}).status_code == 303
         assert not Customer.select().where(Customer.company == "Copied Cookie ehf").exists()
     finally:
-        stop_hub(other.hub)
+        other.close()
     again = site.client("op")  # signing in again is a new session
     assert again.get("/customers").status_code == 200 and WebSession.select().count() == 2
 
@@ -224,7 +220,7 @@ def test_session_key_shared_and_kept(site, db, tmp_path):
         browser.set_cookie("screenpop_session", c.get_cookie("screenpop_session").value)
         assert browser.get("/employees").status_code == 200
     finally:
-        stop_hub(other.hub)
+        other.close()
 
 
 def test_secure_cookie_over_tls(db, tmp_path):
@@ -234,7 +230,7 @@ def test_secure_cookie_over_tls(db, tmp_path):
         path = s.mint(s.op)[1]["url"].split("localhost", 1)[1]
         assert "Secure" in s.app.test_client().get(path).headers["Set-Cookie"]
     finally:
-        stop_hub(s.hub)
+        s.close()
 
 
 # ---- permissions and CSRF ----------------------------------------------------------------------------
@@ -569,7 +565,7 @@ def test_photo_upload(site, db, tmp_path):
                        content_type="multipart/form-data")
         assert r.status_code == 413 and Customer.get_by_id(c.id).photo == kept
     finally:
-        stop_hub(small.hub)
+        small.close()
 
 
 def test_photo_kept_and_served_in_upload_quality(site, db):
@@ -727,7 +723,7 @@ def test_every_page_shows_times_in_the_call_centres_zone(db, tmp_path):
         days = _text(op.get("/calls?since=2026-01-01&until=2026-01-01"))
         assert local in days and "5557777" not in days, "the filter's days are the call centre's days"
     finally:
-        stop_hub(site.hub)
+        site.close()
 
 
 def test_missed_list_mark_done_and_undo(site):
@@ -938,7 +934,7 @@ def test_database_down_is_a_503_page(tmp_path, sqlite_url, monkeypatch):
         monkeypatch.setattr(db, "execute_sql", real)
         assert op.get("/customers").status_code == 200
     finally:
-        stop_hub(site.hub)
+        site.close()
         db.close()
 
 

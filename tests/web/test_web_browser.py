@@ -17,6 +17,7 @@ import tempfile
 import time
 import urllib.request
 import webbrowser
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -27,14 +28,12 @@ from screenpop.daemon.customers.lookup import add_phone
 from screenpop.db.database import open_database
 from screenpop.db.migrations import migrate
 from screenpop.db.models import Call, Customer, Employee, Order
-from screenpop.db.numbers import NumberRules
 
 from sse import Stream
-from support import daemon, free_port, http_ready, simulator, wait_for, write_config
+from support import RULES, SLACK, Started, daemon, free_port, serving, simulator, wait_for, write_config
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra (.ci/setup)")
 
-RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -43,15 +42,16 @@ SLOW = "0.6"  # the generated call rings and talks for several real seconds: tim
 FAST = "4"  # a call that only has to pop
 
 
-class Rig:
+class Rig(Started):
     """A database with operators and a customer, the daemon on it, the op's push stream, and Chromium."""
 
     def __init__(self, tmp: Path) -> None:
+        super().__init__()
         self.tmp = tmp
         self.shots = tmp / "screenshots"
         self.shots.mkdir()
         url = f"sqlite:///{tmp / 'screenpop.db'}"
-        self.db = open_database(url)
+        self.db = self.keep(open_database(url))
         migrate(self.db)
         Employee.create(name="Anna Jónsdóttir", extension="1001")
         Employee.create(name="Bjarni Ólafsson", extension="1002")
@@ -65,11 +65,8 @@ class Rig:
         self.esl_port, self.http_port = free_port(), free_port()
         self.base = f"http://127.0.0.1:{self.http_port}"
         config = write_config(tmp / "screenpop.toml", self.esl_port, url, http_port=self.http_port,
-                              http="heartbeat = 0.5")
-        config.write_text(config.read_text().replace(f'url = "{url}"', f'url = "{url}"\nphoto_dir = "{tmp / "photos"}"'))
-        self.daemon = daemon(tmp, config)
-        wait_for(lambda: http_ready(self.base) or self.daemon.popen.poll() is not None, 20, "the daemon's HTTP server")
-        assert self.daemon.popen.poll() is None, self.daemon.log()
+                              http="heartbeat = 0.5", database=f'photo_dir = "{tmp / "photos"}"')
+        self.daemon = serving(self.keep(daemon(tmp, config)), self.base)
         self.stream = Stream(self.http_port, self.op)
         self.sims = 0
         self.sim = None
@@ -119,20 +116,19 @@ class Rig:
         shutil.copy(path, SHOTS / path.name)
 
     def close(self) -> None:
+        """Chromium and the stream closed first; the daemon must then stop cleanly."""
         self.stream.close()
         self.pw.stop()
         for profile in self.profiles:
             shutil.rmtree(profile, ignore_errors=True)
         assert self.daemon.terminate() == 0, self.daemon.log()
-        self.daemon.close()
-        self.db.close()
+        super().close()
 
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory):
-    r = Rig(tmp_path_factory.mktemp("web-browser"))
-    yield r
-    r.close()
+    with closing(Rig(tmp_path_factory.mktemp("web-browser"))) as r:
+        yield r
 
 
 def test_new_customer_during_an_unknown_call(rig):
@@ -203,9 +199,9 @@ def test_add_the_number_to_an_existing_customer(rig):
 def _wait_true(page, expression: str, timeout: float = 60.0) -> None:
     """Poll expression until true. page.wait_for_function polls through eval, which the pages' CSP refuses when the
     first look is false (an image still loading on a busy machine); page.evaluate is not subject to the CSP."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout * SLACK
     while not page.evaluate(expression):
-        assert time.monotonic() < deadline, f"still false after {timeout:.0f} s: {expression}"
+        assert time.monotonic() < deadline, f"still false after {timeout * SLACK:.0f} s: {expression}"
         time.sleep(0.05)
 
 
