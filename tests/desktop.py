@@ -14,7 +14,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from support import wait_for
+from support import RULES, wait_for
 
 DESKTOP_TOOLS = ("Xvfb", "dbus-daemon", "dunst", "dunstctl", "trayer", "xdotool")
 
@@ -201,7 +201,6 @@ def card(event: str = "ringing", call_uuid: str = "call-1", number: str = "+3545
     """A card as the daemon builds it (docs/card.md), its title and lines from the daemon's own layout (the default,
     [numbers] default_region IS, unless layout is given); at defaults to now."""
     from screenpop.daemon.push.layout import CardLayout
-    from screenpop.db.numbers import NumberRules
 
     if matches is None:
         matches = 1 if customer else 0
@@ -222,7 +221,7 @@ def card(event: str = "ringing", call_uuid: str = "call-1", number: str = "+3545
         "candidates": candidates or [], "record_url": record, "can_call": not withheld,
         "sources": sources,
     }
-    c["title"], c["lines"] = (layout or CardLayout()).render(c, NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8))
+    c["title"], c["lines"] = (layout or CardLayout()).render(c, RULES)
     return c
 
 

@@ -9,9 +9,9 @@ import pytest
 
 from screenpop.daemon.config import CardConfig
 from screenpop.daemon.push.layout import LINE_MAX, NOTE_MAX, TITLE_MAX, CardLayout, clean
-from screenpop.db.numbers import NumberRules
 
-RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
+from support import RULES
+
 ICELAND = CardLayout(CardConfig(locale="is_IS", currency="ISK"), ZoneInfo("Atlantic/Reykjavik"))
 US = CardLayout(CardConfig(), ZoneInfo("America/New_York"))
 NOW = dt.datetime(2026, 11, 26, 20, 0, tzinfo=dt.timezone.utc)

@@ -16,12 +16,10 @@ from screenpop.daemon.customers.lookup import Lookup
 from screenpop.daemon.record.pops import PopRow
 from screenpop.daemon.sources.fetch import Sources
 from screenpop.db.models import Customer
-from screenpop.db.numbers import NumberRules
 
 from erp import HOSTILE_VALUE, MARIADB_URL, erp, erp_query, service  # noqa: F401 - service is a fixture
-from support import start_hub, stop_hub
+from support import RULES, start_hub, stop_hub
 
-RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
 NUMBER = "+3545551234"
 
 

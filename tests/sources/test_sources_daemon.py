@@ -12,13 +12,11 @@ from screenpop.daemon.customers.lookup import add_phone
 from screenpop.db.database import open_database
 from screenpop.db.migrations import migrate
 from screenpop.db.models import Customer
-from screenpop.db.numbers import NumberRules
 
 from erp import HOSTILE_VALUE, erp, service, sources_toml  # noqa: F401 - service is a fixture
 from sse import Stream
-from support import daemon, free_port, http_ready, page, simulator, wait_for, write_config
+from support import RULES, daemon, free_port, http_ready, page, simulator, wait_for, write_config
 
-RULES = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
 ROUTES = ("ok", "slow", "error", "big", "markup")
 
 
