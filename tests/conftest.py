@@ -64,23 +64,8 @@ def _spawns(item: pytest.Item) -> bool:
     return False
 
 
-def _shared_setup(item: pytest.Item) -> str | None:
-    """The xdist group of a test that uses a module- or session-scoped fixture of tests/ (a built package, a
-    desktop, a browser rig): its module's, or the session fixture's name, so the setup is made once, on one
-    worker. None for a test that shares nothing."""
-    infos = getattr(item, "_fixtureinfo", None)
-    for defs in (infos.name2fixturedefs.values() if infos else ()):
-        fixture = defs[-1]
-        if fixture.scope in ("module", "session") and "/tests/" in (inspect.getsourcefile(fixture.func) or ""):
-            return fixture.argname if fixture.scope == "session" else item.nodeid.split("::")[0]
-    return None
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        group = _shared_setup(item)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
         if any(item.get_closest_marker(t) for t in ("desktop", "browser", "packaging")):
             continue
         if item.path.name in DESKTOP_FILES:
