@@ -230,6 +230,7 @@ class CardConfig:
     currency: str = "USD"
     money_format: str = ""
     decimals: int = -1
+    layout_reload: float = 5.0  # seconds a daemon's cached card layouts may be old (docs/card.md, "Layouts")
 
 
 @dataclass

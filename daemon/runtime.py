@@ -22,6 +22,7 @@ from screenpop.daemon.pbx.esl import EslSupervisor
 from screenpop.daemon.push.fanout import Listener, Publisher, current_schema
 from screenpop.daemon.push.hub import PushHub
 from screenpop.daemon.push.layout import CardLayout
+from screenpop.daemon.push.layouts import Layouts
 from screenpop.daemon.record.cdr import CdrIntake
 from screenpop.daemon.record.writer import Writer, load_open_calls
 from screenpop.daemon.reports.analytics import local_zone
@@ -95,7 +96,7 @@ class Daemon:
         # the systems the cards' extra fields come from, asked by number off the pop's path (docs/sources.md)
         self.sources = Sources(config.sources, lambda: self.numbers)
         self.push = PushHub(self.worker, lambda: self.lookup, self.staff, layout, config.http.public_url,
-                            sources=self.sources)
+                            sources=self.sources, layouts=Layouts(config.card.layout_reload))
         publisher, self.listener, self.election = self._cluster_parts()
         self.writer = Writer(self.db, e164=self._e164, node=self.node, batch_max=config.database.batch_max,
                              queue_max=config.database.queue_max,

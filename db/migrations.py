@@ -12,8 +12,8 @@ from typing import NamedTuple
 import peewee
 
 from screenpop.db import callfacts, search
-from screenpop.db.models import (ALL_MODELS, Call, Category, CdrLeg, CustomField, MissedDone, SchemaVersion, Setting,
-                                 SigninLink, WebSession)
+from screenpop.db.models import (ALL_MODELS, Call, CardLayoutRow, Category, CdrLeg, CustomField, MissedDone,
+                                 SchemaVersion, Setting, SigninLink, Team, TeamMember, WebSession)
 from screenpop.db.numbers import valid_country_code
 
 _LOCK_KEY = 0x5C2EE9  # pg advisory lock id: one migrating process at a time
@@ -149,6 +149,11 @@ def _custom_fields(db: peewee.Database) -> None:
     search.reinstall(db)
 
 
+def _card_layouts(db: peewee.Database) -> None:
+    """The admin's card layouts and the teams that use them; none stored means the built-in layout for everyone."""
+    db.create_tables([CardLayoutRow, Team, TeamMember], safe=True)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "create all tables", _create_tables),
     Migration(2, "web sign-in: shared settings and one-time sign-in links", _web_signin),
@@ -166,6 +171,7 @@ MIGRATIONS: list[Migration] = [
     Migration(13, "call_event's number and name columns named for what they hold: the pop's peer", _pop_peer_columns),
     Migration(14, "missed calls marked done: who and when, undone by deleting the row", _missed_done),
     Migration(15, "custom fields on customers and orders, searched; the category list", _custom_fields),
+    Migration(16, "card layouts chosen by an admin, per team of extensions", _card_layouts),
 ]
 
 

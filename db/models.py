@@ -124,6 +124,34 @@ class Category(BaseModel):
     is_default = BooleanField(default=False)  # new customers and empty CSV cells get it; exactly one is
 
 
+class CardLayoutRow(BaseModel):
+    """A card layout an admin made (daemon/push/layouts.py): the pop's lines by key, in order, with their styles, as
+    a JSON list; the one named "default" replaces the built-in layout for extensions in no team."""
+
+    name = CharField(max_length=40, primary_key=True)
+    items = TextField(default="[]")
+
+    class Meta:
+        table_name = "card_layout"
+
+
+class Team(BaseModel):
+    """A named set of extensions whose pops use one layout."""
+
+    name = CharField(max_length=40, primary_key=True)
+    layout = ForeignKeyField(CardLayoutRow, column_name="layout", on_delete="RESTRICT")
+
+
+class TeamMember(BaseModel):
+    """An extension in a team: one team at most, so its pops have one layout."""
+
+    extension = CharField(max_length=20, primary_key=True)
+    team = ForeignKeyField(Team, column_name="team", on_delete="CASCADE", on_update="CASCADE")
+
+    class Meta:
+        table_name = "team_member"
+
+
 class Call(BaseModel):
     """One business call, keyed by its a-leg UUID, with its outcome."""
 
@@ -278,4 +306,4 @@ class SchemaVersion(BaseModel):
 
 
 ALL_MODELS = [Employee, Customer, Phone, Order, Call, CallParty, CallEvent, ApiToken, Setting, SigninLink, WebSession,
-              CdrLeg, MissedDone, CustomField, Category]
+              CdrLeg, MissedDone, CustomField, Category, CardLayoutRow, Team, TeamMember]

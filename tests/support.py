@@ -368,13 +368,16 @@ def staff():
 
 def start_hub(db, lookup, **kwargs):
     """A started push hub on a started database worker of its own, as the daemon wires them (with the employee
-    snapshot read now, and the default layout unless layout= is given); stop_hub ends both."""
+    snapshot read now, the default formats unless layout= is given, and the stored layouts per team); stop_hub ends
+    both."""
     from screenpop.daemon.push.hub import PushHub
     from screenpop.daemon.push.layout import CardLayout
+    from screenpop.daemon.push.layouts import Layouts
     from screenpop.db.worker import DbWorker
 
     worker = DbWorker(db)
     worker.start()
+    kwargs.setdefault("layouts", Layouts())
     hub = PushHub(worker, lookup, staff(), kwargs.pop("layout", None) or CardLayout(), **kwargs)
     hub.start()
     return hub

@@ -22,7 +22,8 @@ import peewee
 
 from screenpop.daemon.customers import fields as custom
 from screenpop.daemon.customers.lookup import Lookup
-from screenpop.daemon.push.layout import CardLayout
+from screenpop.daemon.push.layout import DEFAULT_ITEMS, CardLayout, Item
+from screenpop.daemon.push.layouts import Layouts
 from screenpop.daemon.record.pops import PopRow
 from screenpop.daemon.staff import Staff
 
@@ -35,6 +36,29 @@ CACHE_CALLS = 4096
 MAX_ORDERS = 50
 MAX_CANDIDATES = 10
 CENT = Decimal("0.01")
+# the admin's preview without a chosen customer (docs/web.md): a customer with two open orders, and a sample value of
+# each kind for its custom fields
+SAMPLE_NUMBER = "+3545551234"
+SAMPLE_VALUES = {"number": "12", "money": "1250.00", "date": "2027-01-31", "yesno": "yes", "link": "https://example.com/"}
+
+
+def _sample_customer(defs: list[custom.Field]) -> dict:
+    """The preview's sample customer, with a sample value for every custom field (a choice: its first option)."""
+    order = {"number": "A-1", "title": "Roof", "stage": "install", "responsible": "Anna Jónsdóttir",
+             "amount": "1500.00", "paid": "500.51", "debt": "999.49", "fields": []}
+    customer = {"id": 0, "name": "Jón Jónsson", "company": "Norðurljós ehf.", "category": "vip",
+                "category_flag": "\u2605 VIP", "note": "Prefers email", "city": "Reykjavík", "country": "IS",
+                "total_debt": "1099.49", "fields": [], "orders": [
+                    order, {**order, "number": "A-2", "title": "Gutter", "stage": "quote", "responsible": None,
+                            "amount": "100.00", "paid": "0.00", "debt": "100.00", "fields": []}]}
+    for field in defs:
+        value = (field.options[0] if field.options else "") if field.kind == "choice" else \
+            SAMPLE_VALUES.get(field.kind, f"Sample {field.label}")
+        shown = {"key": field.key, "label": field.label, "type": field.kind, "value": value,
+                 "text": custom.display(field, value)}
+        for record in [customer] if field.entity == "customer" else customer["orders"]:
+            record["fields"].append(shown)
+    return customer
 
 
 def _iso(at: dt.datetime | str) -> str:
@@ -55,12 +79,14 @@ class CardBuilder:
     """Builds card dicts and their one-line JSON; call from one greenlet (it owns that greenlet's connection)."""
 
     def __init__(self, db: peewee.Database, lookup: Callable[[], Lookup], staff: Staff, layout: CardLayout,
-                 public_url: str = "") -> None:
-        """layout: what the pop says, from the card's fields (the summary and its lines)."""
+                 public_url: str = "", layouts: Layouts | None = None) -> None:
+        """layout: what the pop says, from the card's fields (the summary and its lines, [card]'s formats); layouts:
+        the admin's layouts per team (None: every pop in the built-in one)."""
         self.db = db
         self.lookup = lookup
         self.staff = staff
         self.layout = layout
+        self.layouts = layouts
         self.base = public_url.rstrip("/")
         p = db.param
         self._sql_customer = ("SELECT c.name, c.company, k.colour, c.photo FROM customer c "
@@ -124,7 +150,34 @@ class CardBuilder:
             "sources": sources.card() if sources is not None else None,
             "can_call": self._callable(pop.number),
         }
-        card["title"], card["lines"] = self.layout.render(card, self.lookup().rules)
+        items = self.layouts.items(self.db, pop.extension, offline) if self.layouts is not None else DEFAULT_ITEMS
+        card["title"], card["lines"] = self.layout.render(card, self.lookup().rules, items=items)
+        return card
+
+    def preview(self, items: tuple[Item, ...], customer_id: int | None = None, extension: str = "") -> dict:
+        """The admin's preview (docs/web.md): a ringing card drawn with items by the same layout code as a pop, for
+        customer_id (as stored now, with its first number) or a sample customer whose custom fields all have a
+        sample value; the sources' part holds a sample value for each source the items name."""
+        customer = self._customer(customer_id) if customer_id is not None else None
+        if customer_id is not None and customer is None:
+            raise LookupError(f"no customer {customer_id}")
+        number = ""
+        if customer is not None:
+            row = self.db.execute_sql(f"SELECT e164 FROM phone WHERE customer_id = {self.db.param} ORDER BY id LIMIT 1",
+                                      (customer_id,)).fetchone()
+            number = row[0] if row else ""
+        else:
+            customer, number = _sample_customer(self._definitions()), SAMPLE_NUMBER
+        named = [i.field.split(".", 2) for i in items if i.field.startswith("source.")]
+        sources = [{"source": part[1], "name": part[2] if len(part) > 2 else "Sample field", "value": "sample"}
+                   for part in named]
+        if any(i.field == "sources" for i in items) and not sources:
+            sources = [{"source": "", "name": "Sample field", "value": "sample"}]
+        card = {"event": "ringing", "direction": "INCOMING", "at": _iso(dt.datetime.now(dt.timezone.utc)),
+                "extension": extension, "operator": self.staff.name(extension) if extension else None, "number": number,
+                "caller_name": "", "matches": 1, "customer": customer, "candidates": [],
+                "sources": {"pending": False, "external_id": None, "fields": sources}}
+        card["title"], card["lines"] = self.layout.render(card, self.lookup().rules, items=items)
         return card
 
     def frame(self, pop: PopRow, offline: bool = False, sources: Answer | None = None, update: bool = False) -> bytes:

@@ -36,6 +36,7 @@ from screenpop.daemon.auth import tokens
 from screenpop.daemon.customers.lookup import Lookup
 from screenpop.daemon.push.card import CardBuilder
 from screenpop.daemon.push.layout import CardLayout
+from screenpop.daemon.push.layouts import Layouts
 from screenpop.daemon.record.pops import POP_COLUMNS, PopRow
 from screenpop.daemon.staff import Staff
 from screenpop.db.database import DatabaseUnreachable, guarded
@@ -102,13 +103,15 @@ class PushHub:
     """Subscribers by extension, and the worker greenlet that builds and fans out cards."""
 
     def __init__(self, worker: DbWorker, lookup: Callable[[], Lookup], staff: Staff, layout: CardLayout,
-                 public_url: str = "", queue_max: int = QUEUE_MAX, sources: Sources | None = None) -> None:
+                 public_url: str = "", queue_max: int = QUEUE_MAX, sources: Sources | None = None,
+                 layouts: Layouts | None = None) -> None:
         """staff: the employee snapshot the cards take operator names from; layout: what the pops say; sources:
-        where the cards' extra fields come from (none: cards without them)."""
+        where the cards' extra fields come from (none: cards without them); layouts: the admin's layouts per team
+        (none: the built-in one for every pop)."""
         self.worker = worker
         self.sources = sources
         self.db = worker.db
-        self.cards = CardBuilder(self.db, lookup, staff, layout, public_url)
+        self.cards = CardBuilder(self.db, lookup, staff, layout, public_url, layouts)
         self.queue_max = queue_max
         self.subscribers: dict[str, set[Subscriber]] = {}
         self._watcher: gevent.Greenlet | None = None

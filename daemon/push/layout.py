@@ -7,6 +7,10 @@ that stays legible on dunst's default settings: 300 px wide, Monospace 8, about 
 64 px icon), with a field name (what it shows) and a style the tray renders: plain, strong (bold) or warning
 (bold, and the first thing under the summary). Amounts, dates and country names follow [card] (CLDR through
 Babel); times are in the call centre's zone.
+
+Which lines a pop shows, in which order and with which style is a layout: a tuple of Items, each naming one key
+(a built-in piece, a custom field, the sources' fields). DEFAULT_ITEMS is the card as it always was; an admin's own
+layouts, per team, are stored in the database (daemon/push/layouts.py) and passed to render.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import re
 import unicodedata
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from babel import Locale
 from babel.dates import format_skeleton
@@ -51,8 +55,38 @@ def line(field: str, text: str, style: str = "plain") -> dict:
     return {"field": field, "text": text, "style": style}
 
 
+STYLES = ("plain", "strong", "warning")
+# the built-in pieces a layout can show, by key, with what each shows (the admin page lists them)
+BUILT_IN = {
+    "note": "the customer's note (up to three lines)",
+    "name": "the customer's name, when the title is the company",
+    "orders": "the first 3 open orders (number, title, stage, responsible, debt), then how many more",
+    "total_debt": "the customer's total debt, when anything is owed",
+    "place": "city and country",
+    "caller_id": "the caller-ID name, where it adds something",
+    "sources": "every source's fields (8 at most)",
+    "number": "the number as people read it",
+    "when": "the time and the direction",
+    "operator": "the extension told and its operator",
+}
+CUSTOMER_PREFIX, ORDER_PREFIX, SOURCE_PREFIX = "customer.", "order.", "source."
+
+
+class Item(NamedTuple):
+    """One entry of a layout: the key of what it shows and the style of its lines (a warning comes first)."""
+
+    field: str
+    style: str = "plain"
+
+
+# the card as it always was (docs/card.md, "What the pop says")
+DEFAULT_ITEMS = (Item("note", "warning"), Item("name"), Item("orders"), Item("total_debt", "strong"), Item("place"),
+                 Item("caller_id"), Item("sources"), Item("number"), Item("when"), Item("operator"))
+
+
 class CardLayout:
-    """The default layout: builds a card's summary and lines from its fields (docs/card.md)."""
+    """Builds a card's summary and lines from its fields by a layout (docs/card.md), and formats amounts, times and
+    countries as [card] says for the card and the web pages alike."""
 
     def __init__(self, config: CardConfig | None = None, zone: dt.tzinfo = dt.timezone.utc) -> None:
         """config: [card] (locale, currency, money format); zone: the call centre's ([analytics] timezone)."""
@@ -107,8 +141,10 @@ class CardLayout:
 
     # ---- the lines -------------------------------------------------------------------------
 
-    def render(self, card: dict, rules: NumberRules, now: dt.datetime | None = None) -> tuple[str, list[dict]]:
-        """The summary and the lines of one card; rules format its number, now decides what 'today' is."""
+    def render(self, card: dict, rules: NumberRules, now: dt.datetime | None = None,
+               items: tuple[Item, ...] = DEFAULT_ITEMS) -> tuple[str, list[dict]]:
+        """The summary and the lines of one card; rules format its number, now decides what 'today' is, items are
+        the layout (its warnings first, then what says what kind of caller it is, then the rest in its order)."""
         event = card.get("event") or ""
         customer = card.get("customer") or None
         direction = card.get("direction") or ""
@@ -116,58 +152,96 @@ class CardLayout:
         withheld = direction != "INTERNAL" and is_withheld(raw_number)
         number, region = rules.display_form(raw_number)
         number = clean(number, 40)
-        lines: list[dict] = []
+        head: list[dict] = []  # what kind of caller this is, when it is not a customer
         shown = set()  # texts already on the card: the caller-ID name is shown only when it adds something
         if customer:
             company, name = clean(customer.get("company"), TITLE_MAX), clean(customer.get("name"), TITLE_MAX)
             who = company or name or number or "Unknown caller"
             flag = clean(customer.get("category_flag"), 30)  # the category list's flag (docs/customfields.md)
             who_line = f"{who}  {flag}" if flag else who
-            note = clean(customer.get("note"), NOTE_MAX)
-            if note:
-                lines.append(line("note", note, "warning"))
-            if company and name:
-                lines.append(line("name", name))
             shown |= {company, name}
-            lines += self._orders(customer)
-            place = ", ".join(p for p in (clean(customer.get("city"), 40), self.country(customer.get("country"))) if p)
-            if place:
-                lines.append(line("place", place))
-            number_line = True
         elif (card.get("matches") or 0) > 1:
             who_line = number or "Unknown number"
-            lines += self._candidates(card)
-            number_line = False
+            head = self._candidates(card)
         elif direction == "INTERNAL":
             colleague = clean(card.get("colleague"), TITLE_MAX)
             who_line = colleague or clean(card.get("caller_name"), TITLE_MAX) or f"Extension {number}"
             shown.add(who_line)
-            lines.append(line("colleague", f"Colleague, extension {number}" if number else "Colleague"))
-            number_line = False
+            head = [line("colleague", f"Colleague, extension {number}" if number else "Colleague")]
         else:
             who_line = "Withheld number" if withheld else number or "Unknown number"
-            status = "Not a customer yet" if direction == "OUTGOING" else "Unknown caller"
-            lines.append(line("status", status))
+            head = [line("status", "Not a customer yet" if direction == "OUTGOING" else "Unknown caller")]
             if region and not withheld:
-                lines.append(line("region", self.country(region)))
-            number_line = False
-        caller_id = clean(card.get("caller_name"), TITLE_MAX)
-        if caller_id and self._adds(caller_id, shown | {who_line, number, raw_number}):
-            lines.append(line("caller_id", f"Caller ID: {caller_id}"))
-        lines += self._source_fields(card)
-        if number_line and number and not withheld:
-            lines.append(line("number", f"{number} · {self.country(region)}" if region else number))
-        when = line("when", " · ".join(p for p in (self.when(card.get("at") or "", now), direction) if p))
+                head.append(line("region", self.country(region)))
         if event == "answered_elsewhere":  # shown for a moment in place of the pop: who took it, and whose call
-            return self._taken(card), [line("caller", who_line, "strong"), when]
-        lines.append(when)
-        extension = clean(card.get("extension"), 20)
-        if extension:
-            lines.append(line("operator", f"Operator {extension} {clean(card.get('operator'), TITLE_MAX)}".rstrip()))
-        return PREFIXES.get(event, "") + who_line, lines
+            when = " · ".join(p for p in (self.when(card.get("at") or "", now), direction) if p)
+            return self._taken(card), [line("caller", who_line, "strong"), line("when", when)]
+        piece = _Piece(card, customer, number, region, withheld, shown | {who_line, number, raw_number}, now)
+        warnings: list[dict] = []
+        rest: list[dict] = []
+        for item in items:
+            for field, text in self._piece(item.field, piece):
+                (warnings if item.style == "warning" else rest).append(line(field, text, item.style))
+        return PREFIXES.get(event, "") + who_line, warnings + head + rest
 
-    def _orders(self, customer: dict) -> list[dict]:
-        """Open orders, ORDERS_SHOWN of them with stage, responsible and debt, then how many more and the total."""
+    def _piece(self, key: str, p: _Piece) -> list[tuple[str, str]]:
+        """The (field, text) lines one layout key gives for a card: none when the card has nothing for it."""
+        customer = p.customer
+        if key == "when":
+            return [("when", " · ".join(x for x in (self.when(p.card.get("at") or "", p.now), p.card.get("direction"))
+                                         if x))]
+        if key == "operator":
+            extension = clean(p.card.get("extension"), 20)
+            operator = clean(p.card.get("operator"), TITLE_MAX)
+            return [("operator", f"Operator {extension} {operator}".rstrip())] if extension else []
+        if key == "caller_id":
+            caller_id = clean(p.card.get("caller_name"), TITLE_MAX)
+            return [("caller_id", f"Caller ID: {caller_id}")] if caller_id and self._adds(caller_id, p.shown) else []
+        if key == "sources" or key.startswith(SOURCE_PREFIX):
+            return self._source_fields(p.card, key)
+        if not customer:
+            return []
+        if key == "number":
+            if p.number and not p.withheld:
+                return [("number", f"{p.number} · {self.country(p.region)}" if p.region else p.number)]
+            return []
+        if key == "note":
+            note = clean(customer.get("note"), NOTE_MAX)
+            return [("note", note)] if note else []
+        if key == "name":
+            company, name = clean(customer.get("company"), TITLE_MAX), clean(customer.get("name"), TITLE_MAX)
+            return [("name", name)] if company and name else []
+        if key == "orders":
+            return self._orders(customer)
+        if key == "total_debt":
+            debt = customer.get("total_debt")
+            return [("total_debt", f"Debt {self.money(debt)}")] if _positive(debt) else []
+        if key == "place":
+            place = ", ".join(x for x in (clean(customer.get("city"), 40), self.country(customer.get("country"))) if x)
+            return [("place", place)] if place else []
+        if key.startswith(CUSTOMER_PREFIX):
+            value = self._custom(customer.get("fields"), key[len(CUSTOMER_PREFIX):])
+            return [(key, value)] if value else []
+        if key.startswith(ORDER_PREFIX):
+            out = []
+            for order in (customer.get("orders") or [])[:ORDERS_SHOWN]:
+                value = self._custom(order.get("fields"), key[len(ORDER_PREFIX):])
+                if value:
+                    out.append((key, f"{clean(order.get('number'), 16)} {value}".lstrip()))
+            return out
+        return []  # a key no longer known (a field removed since): nothing
+
+    def _custom(self, fields: Any, key: str) -> str:
+        """A custom field's 'Label: value' from a record's card fields ('' when it has none); money as [card] says."""
+        for found in fields if isinstance(fields, list) else ():
+            if isinstance(found, dict) and found.get("key") == key:
+                label = clean(found.get("label"), 30)
+                value = self.money(found.get("value")) if found.get("type") == "money" else clean(found.get("text"))
+                return f"{label}: {value}" if label and value else value
+        return ""
+
+    def _orders(self, customer: dict) -> list[tuple[str, str]]:
+        """Open orders, ORDERS_SHOWN of them with stage, responsible and debt, then how many more."""
         orders = customer.get("orders") or []
         out = []
         for order in orders[:ORDERS_SHOWN]:
@@ -176,24 +250,28 @@ class CardLayout:
             parts = [f"{head}: {stage}" if stage else head, clean(order.get("responsible"), 30)]
             if _positive(order.get("debt")):
                 parts.append(self.money(order.get("debt")))
-            out.append(line("order", " · ".join(p for p in parts if p)))
+            out.append(("order", " · ".join(p for p in parts if p)))
         more = len(orders) - ORDERS_SHOWN
         if more > 0:
-            out.append(line("order", f"and {more} more open order{'s' if more > 1 else ''}"))
-        if _positive(customer.get("total_debt")):
-            out.append(line("total_debt", f"Debt {self.money(customer.get('total_debt'))}", "strong"))
+            out.append(("order", f"and {more} more open order{'s' if more > 1 else ''}"))
         return out
 
     @staticmethod
-    def _source_fields(card: dict) -> list[dict]:
-        """What the configured sources (other systems) said about the number, SOURCE_LINES at most: 'label: value'."""
+    def _source_fields(card: dict, key: str) -> list[tuple[str, str]]:
+        """What the configured sources (other systems) said about the number, SOURCE_LINES at most: 'label: value';
+        key: 'sources' (all of them), 'source.<name>' (one source's) or 'source.<name>.<label>' (one field)."""
         sources = card.get("sources")
         fields = sources.get("fields") if isinstance(sources, dict) else None
-        out = []
-        for item in (fields if isinstance(fields, list) else [])[:SOURCE_LINES]:
+        source, _, label = key[len(SOURCE_PREFIX):].partition(".") if key != "sources" else ("", "", "")
+        out: list[tuple[str, str]] = []
+        for item in fields if isinstance(fields, list) else []:
+            if not isinstance(item, dict) or (source and item.get("source") != source) or (label and item.get("name") != label):
+                continue
             name, value = clean(item.get("name"), 30), clean(item.get("value"), LINE_MAX)
             if name or value:
-                out.append(line("source", f"{name}: {value}" if name else value))
+                out.append(("source", f"{name}: {value}" if name else value))
+            if len(out) == SOURCE_LINES:
+                break
         return out
 
     def _candidates(self, card: dict) -> list[dict]:
@@ -223,6 +301,18 @@ class CardLayout:
         if any(folded == _fold(s) for s in shown if s):
             return False
         return not _NUMBERLIKE.fullmatch(caller_id) and not is_withheld(caller_id)
+
+
+class _Piece(NamedTuple):
+    """What every layout key of one card is made from, worked out once per card."""
+
+    card: dict
+    customer: dict | None
+    number: str
+    region: str | None
+    withheld: bool
+    shown: set[str]
+    now: dt.datetime | None
 
 
 def _money_pattern(config: CardConfig, locale: Locale) -> NumberPattern:

@@ -19,6 +19,7 @@ from flask import Blueprint, Response, jsonify, request
 from screenpop.daemon.customers import admin as admin_steps, data, fields as custom
 from screenpop.daemon.customers.data import CUSTOMER_FIELDS, DataError, in_period_range
 from screenpop.daemon.pbx.originate import OriginateError, Originator
+from screenpop.daemon.push import layouts as layout_steps
 from screenpop.daemon.reports import missed as missed_calls
 from screenpop.daemon.reports.callrecords import calls_query, records
 from screenpop.daemon.web.pages import forms
@@ -293,6 +294,56 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
         admin("deleting a category")
         moved = run(admin_steps.delete_category, name, request.args.get("move_to"))
         return jsonify(moved_customers=moved)
+
+    # ---- card layouts and teams (docs/card.md, "Layouts") ----------------------------------------------
+
+    def change(what: str, step: Callable, *args: Any) -> Any:
+        """An admin's step on the layouts or teams; this daemon's next card reads them again (other daemons within
+        [card] layout_reload)."""
+        admin(what)
+        result = run(step, *args)
+        if hub.cards.layouts is not None:
+            hub.cards.layouts.changed()
+        return result
+
+    @bp.get("/layouts")
+    def list_layouts():
+        def read():
+            layouts, teams = layout_steps.load(db)
+            return layouts, teams, layout_steps.known_keys(db, layout_steps.source_names(hub.sources))
+        layouts, teams, keys = run(read)
+        return jsonify(layouts=[x.as_dict() for x in layouts], teams=[t.as_dict() for t in teams], keys=keys)
+
+    @bp.put("/layouts/<name>")
+    def put_layout(name: str):
+        admin("changing a card layout")
+        body = _body({"items"})
+        if "items" not in body:
+            raise DataError(400, "items: required")
+        layout, created = change("changing a card layout", layout_steps.save_layout, name, body["items"],
+                                 layout_steps.source_names(hub.sources))
+        return jsonify(layout.as_dict()), 201 if created else 200
+
+    @bp.delete("/layouts/<name>")
+    def delete_layout(name: str):
+        change("deleting a card layout", layout_steps.delete_layout, name)
+        return "", 204
+
+    @bp.get("/teams")
+    def list_teams():
+        return jsonify(teams=[t.as_dict() for t in run(layout_steps.load, db)[1]])
+
+    @bp.put("/teams/<name>")
+    def put_team(name: str):
+        admin("changing a team")
+        layout, extensions = layout_steps.team_input(_body({"layout", "extensions"}))
+        team, created = change("changing a team", layout_steps.save_team, name, layout, extensions)
+        return jsonify(team.as_dict()), 201 if created else 200
+
+    @bp.delete("/teams/<name>")
+    def delete_team(name: str):
+        change("deleting a team", layout_steps.delete_team, name)
+        return "", 204
 
     # ---- calls -------------------------------------------------------------------------------------
 

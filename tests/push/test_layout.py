@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from screenpop.daemon.config import CardConfig
-from screenpop.daemon.push.layout import LINE_MAX, NOTE_MAX, TITLE_MAX, CardLayout, clean
+from screenpop.daemon.push.layout import DEFAULT_ITEMS, LINE_MAX, NOTE_MAX, TITLE_MAX, CardLayout, Item, clean
 
 from support import RULES
 
@@ -185,3 +185,61 @@ def test_the_sources_fields_follow_the_built_in_ones_as_label_and_value_one_line
     assert shown[:2] == ["Balance: 12.500 kr.", "Tier: <b>Gold</b>"], "escaping is the tray's; one line each"
     assert len(shown) == 8 and lines.index("Balance: 12.500 kr.") > lines.index("Reykjavík, Ísland")
     assert render(card(sources={"pending": True, "fields": "junk"}))[1] == render(card())[1]
+
+
+# ---- layouts an admin chose (docs/card.md, "Layouts") ----------------------------------------------------
+
+FIELDS = [{"key": "tier", "label": "Tier", "type": "choice", "value": "Gold", "text": "Gold"},
+          {"key": "limit", "label": "Credit <i>limit</i>", "type": "money", "value": "250000.00", "text": "250000.00"},
+          {"key": "hold", "label": "Hold", "type": "yesno", "value": "yes", "text": "Yes"}]
+SOURCES = {"pending": False, "external_id": None, "fields": [
+    {"source": "erp", "name": "Balance", "value": "12.500 kr."}, {"source": "crm", "name": "Owner", "value": "<b>Sigga</b>"},
+    {"source": "erp", "name": "Terms", "value": "30 days\n\u202eevil"}]}
+
+
+def laid_out(c: dict, *items: tuple[str, str]) -> list[tuple[str, str, str]]:
+    return [(x["field"], x["text"], x["style"]) for x in ICELAND.render(c, RULES, now=NOW, items=tuple(Item(*i) for i in items))[1]]
+
+
+def test_a_layout_shows_its_fields_in_its_order_with_custom_order_and_source_fields_and_warnings_first():
+    order = {**ORDER, "fields": [{"key": "due", "label": "Due", "type": "date", "value": "2027-03-01", "text": "2027-03-01"}]}
+    c = card(matches=1, customer=customer(note="Cash only", fields=FIELDS, total_debt="999.50",
+                                          orders=[order, {**ORDER, "number": "A-2", "fields": []}]), sources=SOURCES)
+    assert laid_out(c, ("customer.limit", "plain"), ("order.due", "strong"), ("source.erp.Terms", "plain"),
+                    ("customer.hold", "warning"), ("source.crm", "plain"), ("note", "warning"), ("operator", "plain")) == [
+        ("customer.hold", "Hold: Yes", "warning"), ("note", "Cash only", "warning"),
+        ("customer.limit", "Credit <i>limit</i>: 250.000\xa0kr.", "plain"), ("order.due", "A-1 Due: 2027-03-01", "strong"),
+        ("source", "Terms: 30 days evil", "plain"), ("source", "Owner: <b>Sigga</b>", "plain"),
+        ("operator", "Operator 1001 Anna Jónsdóttir", "plain")]
+    # a field the record has no value for, a removed field, a source that said nothing: no line
+    assert laid_out(c, ("customer.nosuch", "plain"), ("order.nosuch", "plain"), ("source.hr", "plain")) == []
+    assert [t for _, t, _ in laid_out(c, ("sources", "plain"))] == ["Balance: 12.500 kr.", "Owner: <b>Sigga</b>",
+                                                                   "Terms: 30 days evil"]
+
+
+def test_the_kind_of_caller_stays_under_the_warnings_and_customer_pieces_need_a_customer():
+    unknown = card(number="+3545550042", caller_name="Gunna", sources=SOURCES)
+    assert laid_out(unknown, ("when", "plain"), ("note", "warning"), ("source.erp.Balance", "warning"),
+                    ("customer.tier", "plain"), ("number", "plain"), ("caller_id", "strong")) == [
+        ("source", "Balance: 12.500 kr.", "warning"), ("status", "Unknown caller", "plain"),
+        ("when", "18:53 · INCOMING", "plain"), ("caller_id", "Caller ID: Gunna", "strong")]
+    # the summary is the layout's to leave alone: who is calling, with the category's flag
+    assert ICELAND.render(card(matches=1, customer=customer(category="vip")), RULES, now=NOW, items=())[0] == \
+        "Norðurljós ehf.  ★ VIP"
+
+
+def test_hostile_labels_and_values_in_a_layout_stay_one_clean_bounded_line():
+    evil = "<b>x</b>\r\n\x1b[31m\u202e" + "y" * 500
+    c = card(matches=1, customer=customer(fields=[{"key": "k", "label": evil, "type": "text", "value": evil, "text": evil}]),
+             sources={"fields": [{"source": "erp", "name": evil, "value": evil}, "junk", {"source": "erp"}]})
+    for _, text, _ in laid_out(c, ("customer.k", "warning"), ("sources", "plain")):
+        assert not any(ch in text for ch in "\r\n\x1b\u202e") and len(text) <= 30 + 2 + LINE_MAX, text
+        assert text.startswith("<b>x</b> [31m"), "left for the tray to escape"
+
+
+def test_the_default_layout_is_the_card_as_it_always_was():
+    c = card(matches=1, caller_name="JON JONSSON", sources=SOURCES, customer=customer(
+        category="vip", note="Prefers email", total_debt="1099.49", fields=FIELDS, orders=[ORDER]))
+    assert ICELAND.render(c, RULES, now=NOW) == ICELAND.render(c, RULES, now=NOW, items=DEFAULT_ITEMS)
+    assert [i.field for i in DEFAULT_ITEMS] == ["note", "name", "orders", "total_debt", "place", "caller_id", "sources",
+                                                "number", "when", "operator"]
