@@ -39,6 +39,7 @@ CENT = Decimal("0.01")
 # the admin's preview without a chosen customer (docs/web.md): a customer with two open orders, and a sample value of
 # each kind for its custom fields
 SAMPLE_NUMBER = "+3545551234"
+SAMPLE_EXTENSION = "1001"  # whose pop it is when the admin names no extension
 SAMPLE_VALUES = {"number": "12", "money": "1250.00", "date": "2027-01-31", "yesno": "yes", "link": "https://example.com/"}
 
 
@@ -157,7 +158,9 @@ class CardBuilder:
     def preview(self, items: tuple[Item, ...], customer_id: int | None = None, extension: str = "") -> dict:
         """The admin's preview (docs/web.md): a ringing card drawn with items by the same layout code as a pop, for
         customer_id (as stored now, with its first number) or a sample customer whose custom fields all have a
-        sample value; the sources' part holds a sample value for each source the items name."""
+        sample value; the sources' part holds a sample value for each source the items name. extension: whose pop
+        it is (the operator line)."""
+        extension = extension or SAMPLE_EXTENSION
         customer = self._customer(customer_id) if customer_id is not None else None
         if customer_id is not None and customer is None:
             raise LookupError(f"no customer {customer_id}")
@@ -174,7 +177,7 @@ class CardBuilder:
         if any(i.field == "sources" for i in items) and not sources:
             sources = [{"source": "", "name": "Sample field", "value": "sample"}]
         card = {"event": "ringing", "direction": "INCOMING", "at": _iso(dt.datetime.now(dt.timezone.utc)),
-                "extension": extension, "operator": self.staff.name(extension) if extension else None, "number": number,
+                "extension": extension, "operator": self.staff.name(extension), "number": number,
                 "caller_name": "", "matches": 1, "customer": customer, "candidates": [],
                 "sources": {"pending": False, "external_id": None, "fields": sources}}
         card["title"], card["lines"] = self.layout.render(card, self.lookup().rules, items=items)

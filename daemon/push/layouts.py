@@ -26,6 +26,7 @@ DEFAULT = "default"  # the layout of every extension in no team
 MAX_ITEMS = 40
 MAX_EXTENSIONS = 1000
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
+_PAGES = ("new", "preview")  # the admin page's own paths beside /layouts/<name>
 _LABEL_MAX = 60  # a source field's label in a key
 
 
@@ -188,9 +189,11 @@ def as_text(items: tuple[Item, ...]) -> str:
     return "\n".join(i.field if i.style == "plain" else f"{i.field} {i.style}" for i in items)
 
 
-def _name(raw: Any, what: str) -> str:
-    if not isinstance(raw, str) or not _NAME.fullmatch(raw):
-        raise DataError(400, f"{what}: 1 to 40 letters, digits, _ or -, starting with a letter or digit")
+def check_name(raw: Any, what: str) -> str:
+    """A layout's or team's name: 1 to 40 letters, digits, _ or - (it is part of a URL); 400 otherwise."""
+    if not isinstance(raw, str) or not _NAME.fullmatch(raw) or raw in _PAGES:
+        raise DataError(400, f"{what}: 1 to 40 letters, digits, _ or -, starting with a letter or digit "
+                             f"(not {' or '.join(_PAGES)})")
     return raw
 
 
@@ -207,7 +210,7 @@ def get_layout(name: str) -> StoredLayout:
 def save_layout(name: str, raw: Any, sources: list[str]) -> tuple[StoredLayout, bool]:
     """Make or replace a layout from the API's items (checked by layout_items against what a layout may name now:
     sources are the configured sources' names); returns it and whether it is new."""
-    _name(name, "name")
+    check_name(name, "name")
     items = layout_items(raw, known_keys(database.obj, sources))
     stored = json.dumps([i._asdict() for i in items], ensure_ascii=False, separators=(",", ":"))
     created = CardLayoutRow.get_or_none(CardLayoutRow.name == name) is None
@@ -241,7 +244,7 @@ def team_input(body: dict) -> tuple[str, list[str]]:
     for key in ("layout", "extensions"):
         if key not in body:
             raise DataError(400, f"{key}: required")
-    layout = _name(body["layout"], "layout")
+    layout = check_name(body["layout"], "layout")
     raw = body["extensions"]
     if not isinstance(raw, list) or not all(isinstance(e, str) for e in raw) or len(raw) > MAX_EXTENSIONS:
         raise DataError(400, f"extensions: must be a list of at most {MAX_EXTENSIONS} extensions")
@@ -257,7 +260,7 @@ def team_input(body: dict) -> tuple[str, list[str]]:
 def save_team(name: str, layout: str, extensions: list[str]) -> tuple[TeamLayout, bool]:
     """Make or replace a team (its layout must exist; "default" only once stored, so a team never silently
     follows the built-in one); an extension in another team is refused, naming it."""
-    _name(name, "name")
+    check_name(name, "name")
     if CardLayoutRow.get_or_none(CardLayoutRow.name == layout) is None:
         raise DataError(400, f"layout: no layout {layout!r} (save it first)")
     if extensions:

@@ -420,8 +420,8 @@ def test_record_page(site):
     op = site.client("op")
     html = _text(op.get(f"/customers/{c.id}"))
     for part in ("<strong><bdi>Acme ehf</bdi></strong>", "Jón Jónsson", "badge-problem", "Line one\nline two", "<bdi>Reykjavík</bdi>, <bdi>Iceland</bdi>",
-                 "+3545551234", "office", "O-7", "Boat", "shipped", "Anna Operator", "1000.00", "250.00",
-                 '<span class="debt">750.00</span>', "2026-01-01 08:24", "1:05", "1001 · <bdi>Anna Operator</bdi>", "missed",
+                 "+3545551234", "office", "O-7", "Boat", "shipped", "Anna Operator", "$1,000.00", "$250.00",
+                 '<span class="debt">$750.00</span>', "2026-01-01 08:24", "1:05", "1001 · <bdi>Anna Operator</bdi>", "missed",
                  f'src="/customers/{c.id}/photo?size=160"'):
         assert part in html, part
     assert html.index("08:24") < html.index("08:23"), "newest first"
@@ -499,10 +499,10 @@ def test_orders_and_payments(site):
     assert r.status_code == 303 and r.headers["Location"] == f"/customers/{c.id}#orders"
     o = Order.get()
     assert (o.title, o.stage, money(o.amount), o.responsible_id) == ("Boat", "quote", "1250.50", anna.id)
-    assert '<span class="debt">1250.50</span>' in _text(op.get(f"/customers/{c.id}"))
+    assert '<span class="debt">$1,250.50</span>' in _text(op.get(f"/customers/{c.id}"))
     assert site.post(op, f"/orders/{o.id}/payments", {"amount": "250.50"}).status_code == 303
     html = _text(op.get(f"/customers/{c.id}"))
-    assert "Payment of 250.50 recorded" in html and '<span class="debt">1000.00</span>' in html
+    assert "Payment of $250.50 recorded" in html and '<span class="debt">$1,000.00</span>' in html
     for amount, status in (("2000", 400), ("-5", 400), ("0", 400), ("abc", 400), ("1.234", 400), ("", 400)):
         r = site.post(op, f"/orders/{o.id}/payments", {"amount": amount})
         assert r.status_code == status, amount
@@ -991,3 +991,42 @@ def test_admin_pages_for_fields_and_categories(site):
     assert site.post(admin, "/categories", {"name": "partner", "colour": "#0d9488", "flag": "\u25c6 P"}).status_code == 303
     css = _text(admin.get("/categories.css"))
     assert ".badge-partner { background: #0d9488; }" in css and ".badge-vip" not in css
+
+
+# ---- card layouts (docs/web.md, "Card layouts") --------------------------------------------------------
+
+
+def test_layout_pages_preview_save_refuse_and_give_to_a_team(site):
+    c = _customer(note="<script>alert(1)</script>")
+    admin = site.client("admin")
+    assert site.client("op").get("/layouts").status_code == 403
+    page = admin.get("/layouts/sales")
+    html = _text(page)
+    assert page.status_code == 200 and "(new)" in html and "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert '<strong class="summary">Norðurljós ehf.  ★ VIP</strong>' in html, "the sample customer's preview"
+    assert '<div class="line warning"><b>Prefers email</b></div>' in html
+    r = admin.get(f"/layouts/preview?items=note+warning%0Aname%0Anosuch&customer={c.id}")
+    assert r.status_code == 400 and r.get_json() == {"error": "items: unknown field(s): 'nosuch'"}
+    r = admin.get(f"/layouts/preview?items=name%0Anote+warning&customer={c.id}&extension=1001")
+    assert r.status_code == 200 and [(x["text"], x["style"]) for x in r.get_json()["lines"]] == [
+        ("<script>alert(1)</script>", "warning"), ("Jón Jónsson", "plain")], "left for the page to show as text"
+    html = _text(admin.get(f"/layouts/sales?customer={c.id}"))
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert" not in html
+    assert admin.get("/layouts/preview?items=note&customer=999999").status_code == 404
+    assert admin.get("/layouts/preview?items=note&customer=x1").status_code == 400
+    r = site.post(admin, "/layouts/sales", {"items": "name\n<b>x</b> strong"})
+    assert r.status_code == 400 and "unknown field(s): &#39;&lt;b&gt;x&lt;/b&gt;&#39;" in _text(r)
+    assert "name\n&lt;b&gt;x&lt;/b&gt; strong</textarea>" in _text(r), "the admin's text kept"
+    r = site.post(admin, "/layouts/sales", {"items": "name\nnote warning"})
+    assert r.status_code == 303 and r.headers["Location"] == "/layouts/sales"
+    r = site.post(admin, "/teams", {"name": "sales", "layout": "sales", "extensions": "1002, 1003"})
+    assert r.status_code == 303
+    html = _text(admin.get("/layouts"))
+    assert "Team sales added" in html and 'value="1002 1003"' in html
+    r = site.post(admin, "/teams", {"name": "support", "layout": "sales", "extensions": "1003"})
+    assert r.status_code == 409 and "1003 is in team sales" in _text(r)
+    assert site.post(admin, "/layouts/sales/delete").status_code == 409, "a team uses it"
+    assert site.post(admin, "/teams/sales/delete").status_code == 303
+    assert site.post(admin, "/layouts/sales/delete").status_code == 303
+    assert admin.get("/layouts/new?name=bad%20name").status_code == 400
+    assert admin.get("/layouts/new?name=ok").headers["Location"] == "/layouts/ok"

@@ -84,6 +84,7 @@ def init_app(app: Flask, hub: Any, photos: Any, config: WebConfig, tls: bool,
     app.jinja_env.globals["category"] = category
     app.jinja_env.filters["when"] = lambda value: local_time(value, zone)
     app.jinja_env.filters["duration"] = _duration
+    app.jinja_env.filters["currency"] = hub.cards.layout.money  # amounts as the pop writes them ([card])
     app.before_request(session_unavailable)
     app.before_request(check_csrf)
     app.after_request(security_headers)

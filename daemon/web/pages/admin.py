@@ -1,7 +1,9 @@
 """Admin pages for what the records are made of (docs/customfields.md): the custom fields on customers and orders
 (define, change, remove with their values after a confirmation) and the category list (name, colour, the pop's
 flag; delete, moving its customers). The badge colours are served as /categories.css (the pages' CSP allows no
-inline style)."""
+inline style). And what the pop shows (docs/card.md, "Layouts"): the card layouts and the teams that use them, with
+a preview drawn by the pops' own layout code, redrawn as the admin types by /static/layout.js (the one page that
+runs a script: its own, from this server)."""
 from __future__ import annotations
 
 import re
@@ -9,11 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 import peewee
-from flask import Blueprint, Response, flash, redirect, request
+from flask import Blueprint, Response, flash, jsonify, redirect, request
 
 from screenpop.daemon.customers import admin as steps, fields as custom
 from screenpop.daemon.customers.data import DataError
-from screenpop.daemon.web.pages.base import categories, database, error_page, log, login_required, render_page, web
+from screenpop.daemon.push import layouts as layout_steps
+from screenpop.daemon.web.pages.base import (CSP, categories, current_user, database, error_page, log, login_required,
+                                             render_page, web)
 from screenpop.db.models import Customer
 
 bp = Blueprint("admin", __name__)
@@ -164,3 +168,166 @@ def category_css():
     out.headers["Cache-Control"] = "no-cache"
     return out
 
+
+
+# ---- card layouts and teams -----------------------------------------------------------------------------
+
+
+def _layouts_changed() -> None:
+    """This daemon's next pop reads the layouts again (other daemons within [card] layout_reload)."""
+    if web().hub.cards.layouts is not None:
+        web().hub.cards.layouts.changed()
+
+
+def _sources() -> list[str]:
+    return layout_steps.source_names(web().hub.sources)
+
+
+def layouts_page(status: int = 200, error: str | None = None):
+    db = web().hub.db
+    layouts, teams = database(layout_steps.load, db)
+    return render_page("layouts.html", status=status, title="Card layouts", layouts=layouts, teams=teams, error=error,
+                       form=request.form if status != 200 else {})
+
+
+@bp.get("/layouts")
+@login_required("admin")
+def layout_list():
+    return layouts_page()
+
+
+@bp.get("/layouts/new")
+@login_required("admin")
+def new_layout():
+    """The list page's "new layout" box: its editor, starting from the default layout."""
+    name = request.args.get("name", "").strip()
+    try:
+        layout_steps.check_name(name, "name")
+    except DataError as exc:
+        return layouts_page(exc.status, exc.message)
+    return redirect(f"/layouts/{name}", 303)
+
+
+def _preview_extension(layout: str, teams: list[layout_steps.TeamLayout]) -> str:
+    """Whose pop the preview is: the first extension of a team with this layout, else the admin's own."""
+    return next((t.extensions[0] for t in teams if t.layout == layout and t.extensions), current_user().extension or "")
+
+
+def _customer_id(raw: str) -> int | None:
+    raw = raw.strip()
+    if not raw:
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 12:
+        raise DataError(400, "customer: a customer's number (its id), or empty for the sample")
+    return int(raw)
+
+
+def _preview(text: str, customer: str, extension: str) -> dict:
+    """The card the layout in text gives (the pops' own layout code); DataError for a layout or customer refused."""
+    hub, sources = web().hub, _sources()  # read here: the worker has no application context
+
+    def work() -> dict:
+        items = layout_steps.layout_items(layout_steps.text_items(text), layout_steps.known_keys(hub.db, sources))
+        try:
+            return hub.cards.preview(items, _customer_id(customer), extension)
+        except LookupError as exc:
+            raise DataError(404, str(exc)) from None
+    return database(work)
+
+
+def layout_page(name: str, status: int = 200, error: str | None = None, text: str | None = None):
+    """A layout's editor: its items as text, what they may name, and the preview."""
+    hub, sources = web().hub, _sources()
+
+    def read():
+        layouts, teams = layout_steps.load(hub.db)
+        return layouts, teams, layout_steps.known_keys(hub.db, sources)
+
+    layouts, teams, keys = database(read)
+    stored = next((x for x in layouts if x.name == name), None)
+    if text is None:
+        text = layout_steps.as_text((stored or layouts[0]).items)
+    customer = request.values.get("customer", "")
+    extension = _preview_extension(name, teams)
+    try:
+        card, preview_error = _preview(text, customer, extension), None
+    except DataError as exc:
+        card, preview_error = None, exc.message
+    response = render_page("layout.html", status=status, title=f"Layout {name}", name=name, stored=stored, text=text,
+                           keys=keys, card=card, preview_error=preview_error, customer=customer, extension=extension,
+                           error=error)
+    response.headers["Content-Security-Policy"] = CSP + "; script-src 'self'; connect-src 'self'"
+    return response
+
+
+@bp.get("/layouts/preview")
+@login_required("admin")
+def layout_preview():
+    """The preview as JSON ({title, lines}) for the editor's script, redrawn after each edit."""
+    try:
+        card = _preview(request.args.get("items", ""), request.args.get("customer", ""),
+                        request.args.get("extension", ""))
+    except DataError as exc:
+        return jsonify(error=exc.message), exc.status
+    return jsonify(title=card["title"], lines=card["lines"])
+
+
+@bp.get("/layouts/<name>")
+@login_required("admin")
+def layout_editor(name: str):
+    try:
+        layout_steps.check_name(name, "name")
+    except DataError as exc:
+        return error_page(404, exc.message)
+    return layout_page(name)
+
+
+@bp.post("/layouts/<name>")
+@login_required("admin")
+def save_layout(name: str):
+    text = request.form.get("items", "")
+
+    def work() -> str:
+        layout, created = database(layout_steps.save_layout, name, layout_steps.text_items(text), _sources())
+        _layouts_changed()
+        return f"Layout {layout.name} {'added' if created else 'saved'}: the next pop of its extensions shows it."
+    return _done(lambda status, message: layout_page(name, status, message, text), work, f"/layouts/{name}")
+
+
+@bp.post("/layouts/<name>/delete")
+@login_required("admin")
+def delete_layout(name: str):
+    def work() -> str:
+        database(layout_steps.delete_layout, name)
+        _layouts_changed()
+        return f"Layout {name} deleted" + (": the built-in layout is the default again." if name == layout_steps.DEFAULT
+                                           else ".")
+    return _done(layouts_page, work, "/layouts")
+
+
+def _team_form() -> tuple[str, list[str]]:
+    """The team form as the API's JSON, checked by the same steps: extensions one a line, or separated by commas."""
+    raw = request.form.get("extensions", "").replace(",", " ").split()
+    return layout_steps.team_input({"layout": request.form.get("layout", ""), "extensions": raw})
+
+
+@bp.post("/teams")
+@login_required("admin")
+def save_team():
+    def work() -> str:
+        name = request.form.get("name", "").strip()
+        team, created = database(layout_steps.save_team, name, *_team_form())
+        _layouts_changed()
+        return f"Team {team.name} {'added' if created else 'saved'}: its {len(team.extensions)} extension(s) " \
+               f"pop with layout {team.layout}."
+    return _done(layouts_page, work, "/layouts")
+
+
+@bp.post("/teams/<name>/delete")
+@login_required("admin")
+def delete_team(name: str):
+    def work() -> str:
+        database(layout_steps.delete_team, name)
+        _layouts_changed()
+        return f"Team {name} deleted: its extensions pop with the default layout."
+    return _done(layouts_page, work, "/layouts")

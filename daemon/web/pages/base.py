@@ -229,13 +229,15 @@ def error_page(status: int, message: str, **context: Any) -> Response:
     return render_page("error.html", status=status, title=f"{status}", message=message, status_code=status, **context)
 
 
+# no scripts, no framing; the card layout editor alone adds its own script (pages/admin.py)
+CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; "
+       "base-uri 'none'")
+
+
 def security_headers(response: Response) -> Response:
     """Pages: no scripts from anywhere, no framing, no caching of customer data, no referrer (links carry secrets)."""
     if not request.path.startswith("/api/"):
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; "
-            "base-uri 'none'")
+        response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault("X-Frame-Options", "DENY")

@@ -8,7 +8,7 @@ from flask import Blueprint, flash, redirect, request
 from screenpop.daemon.customers import data
 from screenpop.daemon.customers.data import DataError
 from screenpop.daemon.web.pages import forms
-from screenpop.daemon.web.pages.base import database, error_page, log, login_required
+from screenpop.daemon.web.pages.base import database, error_page, log, login_required, web
 from screenpop.daemon.web.pages.customers import record_page
 
 bp = Blueprint("orders", __name__)
@@ -69,7 +69,8 @@ def pay(order_id: int):
         paid_now = data.amount(forms.money(request.form.get("amount", "")), "amount", positive=True)
         order = data.order_dict(database(data.pay, order_id, paid_now))
         log.info("order %d: payment recorded on the web", order_id)
-        return f"Payment of {data.money(paid_now)} recorded on order {order['number']}; debt now {order['debt']}."
+        money = web().hub.cards.layout.money  # as the pop writes amounts ([card])
+        return f"Payment of {money(paid_now)} recorded on order {order['number']}; debt now {money(order['debt'])}."
     return _on_order(order_id, step)
 
 
