@@ -739,3 +739,42 @@ def test_real_daemon_missed_pop_opens_the_record_and_calls_back_through_the_simu
             ("Call back +3545551234", "Your phone answered: dialling +3545551234.")], "the missed pop became the answer"
     finally:
         sim.close()
+
+
+def test_real_daemon_a_layout_change_shows_on_the_next_pop_of_its_teams_extension(session, real, tmp_path):
+    """docs/card.md, "Layouts": an admin's layout for a team changes the next pop of the team's extensions, at once on
+    the daemon it was made on, and nobody else's."""
+    import json
+    import urllib.request
+
+    from screenpop.daemon.auth import tokens
+
+    from support import simulator
+
+    _, admin = tokens.create(None, role="admin")
+
+    def put(path: str, body: dict) -> None:
+        req = urllib.request.Request(real.url + path, data=json.dumps(body).encode(), method="PUT", headers={
+            "Authorization": f"Bearer {admin}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status in (200, 201)
+
+    def pop_body(seed: int) -> list[str]:
+        session.desktop.close_all()
+        seen = session.newest()
+        numbers = tmp_path / "numbers.txt"
+        numbers.write_text("+3545551234\n", encoding="utf-8")
+        sim = simulator(tmp_path, real.esl_port, "--generate", "--calls", "1", "--seed", str(seed), "--speed", "4",
+                        "--extensions", "1001", "--numbers", str(numbers), "--mix", "inbound_answered=1", "--linger", "0.5",
+                        name=f"sim{seed}")
+        assert sim.wait(60) == 0, sim.log()
+        sim.close()
+        wait_for(lambda: bool(_screenpop_history(session, seen)) or session.desktop.close_all(), 20, "the pop in history")
+        return _screenpop_history(session, seen)[-1]["body"].splitlines()
+
+    real.start_tray()
+    put("/api/v1/layouts/sales", {"items": [{"field": "total_debt", "style": "warning"}, {"field": "place"}]})
+    put("/api/v1/teams/sales", {"layout": "sales", "extensions": ["1002"]})
+    assert pop_body(5)[:2] == ["<b>Prefers email</b>", "Jón Jónsson"], "1001 is in no team: the default layout"
+    put("/api/v1/teams/sales", {"layout": "sales", "extensions": ["1001", "1002"]})
+    assert pop_body(6) == ["<b>Debt 999,50\xa0kr.</b>", "Reykjavík, Ísland"], "the team's layout on the next pop"
