@@ -3,9 +3,10 @@
 Fills a fresh SQLite file (temp dir) in bulk SQL (one recursive INSERT; the search index's triggers are dropped
 first, as the card does not read it): every odd customer holds a value of each of 20 fields of every type, every
 even one none. Then times CardBuilder.card for a ringing pop of a random customer (its cache missed every time, so
-each build reads the customer), in the same run: odd customers (20 values), even ones (no values, 20 fields
-defined), and even ones after the definitions are deleted (no custom fields at all: the baseline). Prints p50/p99
-in µs; never fails.
+each build reads the customer), in the same run: odd customers (20 values) in the built-in layout and in a team's
+stored layout that shows all 20 fields as lines (docs/card.md, "Layouts": the layouts read from the database, the
+20 lines drawn), even ones (no values, 20 fields defined), and even ones after the definitions are deleted (no
+custom fields at all: the baseline). Prints p50/p99 in µs; never fails.
 
     python bench/custom_fields.py [--customers 1000000] [--samples 20000]
 """
@@ -24,6 +25,8 @@ from pathlib import Path
 
 from screenpop.daemon.customers.lookup import Lookup
 from screenpop.daemon.push.card import CardBuilder
+from screenpop.daemon.push.layout import DEFAULT_ITEMS, CardLayout
+from screenpop.daemon.push.layouts import Layouts
 from screenpop.daemon.record.pops import PopRow
 from screenpop.daemon.staff import Staff
 from screenpop.db.database import open_database
@@ -96,7 +99,7 @@ def main() -> None:
               f"{time.monotonic() - start:.1f} s")
         staff = Staff()
         staff.load()
-        cards = CardBuilder(db, lambda: Lookup(db, RULES), staff)
+        cards = CardBuilder(db, lambda: Lookup(db, RULES), staff, CardLayout())
         rng = random.Random(5)
         odd = [rng.randrange(1, args.customers + 1, 2) for _ in range(args.samples)]
         even = [rng.randrange(2, args.customers + 1, 2) for _ in range(args.samples)]
@@ -104,11 +107,23 @@ def main() -> None:
         with_values = timed(cards, odd, "values")
         card = cards.card(PopRow(0, "ringing", "x", "INCOMING", dt.datetime(2026, 11, 26), "1001", "", "", odd[0], 1))
         assert len(card["customer"]["fields"]) == 20, card
+        # the pops of 1001 in a team whose layout shows the 20 fields after the built-in pieces
+        items = [{"field": f"customer.f{n:02d}", "style": "plain"} for n in range(len(KINDS))]
+        items += [{"field": i.field, "style": i.style} for i in DEFAULT_ITEMS]
+        db.execute_sql(f"INSERT INTO card_layout (name, items) VALUES ('fields', {db.param})", (json.dumps(items),))
+        db.execute_sql("INSERT INTO team (name, layout) VALUES ('sales', 'fields')")
+        db.execute_sql("INSERT INTO team_member (extension, team) VALUES ('1001', 'sales')")
+        team = CardBuilder(db, lambda: Lookup(db, RULES), staff, CardLayout(), layouts=Layouts())
+        timed(team, odd[:2000], "warm-team")
+        in_team_layout = timed(team, odd, "team")
+        card = team.card(PopRow(0, "ringing", "y", "INCOMING", dt.datetime(2026, 11, 26), "1001", "", "", odd[0], 1))
+        assert sum(line["field"].startswith("customer.") for line in card["lines"]) == 20, card["lines"]
         without_values = timed(cards, even, "none")
         db.execute_sql("DELETE FROM custom_field")
-        cards = CardBuilder(db, lambda: Lookup(db, RULES), staff)  # reads the (now no) definitions afresh
+        cards = CardBuilder(db, lambda: Lookup(db, RULES), staff, CardLayout())  # reads the (now no) definitions afresh
         baseline = timed(cards, even, "baseline")
         report("20 custom fields, 20 values", with_values)
+        report("20 values, a team's layout showing all 20", in_team_layout)
         report("20 custom fields, no values", without_values)
         report("no custom fields (baseline)", baseline)
         db.close()

@@ -154,6 +154,7 @@ class CardLayout:
         number = clean(number, 40)
         head: list[dict] = []  # what kind of caller this is, when it is not a customer
         shown = set()  # texts already on the card: the caller-ID name is shown only when it adds something
+        company = name = ""
         if customer:
             company, name = clean(customer.get("company"), TITLE_MAX), clean(customer.get("name"), TITLE_MAX)
             who = company or name or number or "Unknown caller"
@@ -176,73 +177,75 @@ class CardLayout:
         if event == "answered_elsewhere":  # shown for a moment in place of the pop: who took it, and whose call
             when = " · ".join(p for p in (self.when(card.get("at") or "", now), direction) if p)
             return self._taken(card), [line("caller", who_line, "strong"), line("when", when)]
-        piece = _Piece(card, customer, number, region, withheld, shown | {who_line, number, raw_number}, now)
+        plan = _plan(items)
+        piece = _Piece(card, customer, company, name, number, region, withheld, shown | {who_line, number, raw_number},
+                       now, _by_key(customer.get("fields")) if customer and plan.custom else {})
         warnings: list[dict] = []
         rest: list[dict] = []
-        for item in items:
-            for field, text in self._piece(item.field, piece):
-                (warnings if item.style == "warning" else rest).append(line(field, text, item.style))
+        for draw, arg, style, of_customer in plan.steps:
+            if customer or not of_customer:
+                for field, text in draw(self, piece, arg):
+                    (warnings if style == "warning" else rest).append(line(field, text, style))
         return PREFIXES.get(event, "") + who_line, warnings + head + rest
 
-    def _piece(self, key: str, p: _Piece) -> list[tuple[str, str]]:
-        """The (field, text) lines one layout key gives for a card: none when the card has nothing for it."""
-        customer = p.customer
-        if key == "when":
-            return [("when", " · ".join(x for x in (self.when(p.card.get("at") or "", p.now), p.card.get("direction"))
-                                         if x))]
-        if key == "operator":
-            extension = clean(p.card.get("extension"), 20)
-            operator = clean(p.card.get("operator"), TITLE_MAX)
-            return [("operator", f"Operator {extension} {operator}".rstrip())] if extension else []
-        if key == "caller_id":
-            caller_id = clean(p.card.get("caller_name"), TITLE_MAX)
-            return [("caller_id", f"Caller ID: {caller_id}")] if caller_id and self._adds(caller_id, p.shown) else []
-        if key == "sources" or key.startswith(SOURCE_PREFIX):
-            return self._source_fields(p.card, key)
-        if not customer:
-            return []
-        if key == "number":
-            if p.number and not p.withheld:
-                return [("number", f"{p.number} · {self.country(p.region)}" if p.region else p.number)]
-            return []
-        if key == "note":
-            note = clean(customer.get("note"), NOTE_MAX)
-            return [("note", note)] if note else []
-        if key == "name":
-            company, name = clean(customer.get("company"), TITLE_MAX), clean(customer.get("name"), TITLE_MAX)
-            return [("name", name)] if company and name else []
-        if key == "orders":
-            return self._orders(customer)
-        if key == "total_debt":
-            debt = customer.get("total_debt")
-            return [("total_debt", f"Debt {self.money(debt)}")] if _positive(debt) else []
-        if key == "place":
-            place = ", ".join(x for x in (clean(customer.get("city"), 40), self.country(customer.get("country"))) if x)
-            return [("place", place)] if place else []
-        if key.startswith(CUSTOMER_PREFIX):
-            value = self._custom(customer.get("fields"), key[len(CUSTOMER_PREFIX):])
-            return [(key, value)] if value else []
-        if key.startswith(ORDER_PREFIX):
-            out = []
-            for order in (customer.get("orders") or [])[:ORDERS_SHOWN]:
-                value = self._custom(order.get("fields"), key[len(ORDER_PREFIX):])
-                if value:
-                    out.append((key, f"{clean(order.get('number'), 16)} {value}".lstrip()))
-            return out
-        return []  # a key no longer known (a field removed since): nothing
+    # each piece a layout can name: (field, text) lines for one card, none when the card has nothing for it (the
+    # customer's own pieces are drawn for a customer's card only: _CUSTOMER_PIECES)
 
-    def _custom(self, fields: Any, key: str) -> str:
-        """A custom field's 'Label: value' from a record's card fields ('' when it has none); money as [card] says."""
-        for found in fields if isinstance(fields, list) else ():
-            if isinstance(found, dict) and found.get("key") == key:
-                label = clean(found.get("label"), 30)
-                value = self.money(found.get("value")) if found.get("type") == "money" else clean(found.get("text"))
-                return f"{label}: {value}" if label and value else value
-        return ""
+    def _when(self, p: _Piece, _: str) -> list[tuple[str, str]]:
+        return [("when", " · ".join(x for x in (self.when(p.card.get("at") or "", p.now), p.card.get("direction")) if x))]
 
-    def _orders(self, customer: dict) -> list[tuple[str, str]]:
+    def _operator(self, p: _Piece, _: str) -> list[tuple[str, str]]:
+        extension = clean(p.card.get("extension"), 20)
+        operator = clean(p.card.get("operator"), TITLE_MAX)
+        return [("operator", f"Operator {extension} {operator}".rstrip())] if extension else []
+
+    def _caller_id(self, p: _Piece, _: str) -> list[tuple[str, str]]:
+        caller_id = clean(p.card.get("caller_name"), TITLE_MAX)
+        return [("caller_id", f"Caller ID: {caller_id}")] if caller_id and self._adds(caller_id, p.shown) else []
+
+    def _number(self, p: _Piece, _: str) -> list[tuple[str, str]]:
+        if p.number and not p.withheld:
+            return [("number", f"{p.number} · {self.country(p.region)}" if p.region else p.number)]
+        return []
+
+    def _note(self, p: _Piece, _: str) -> list[tuple[str, str]]:
+        note = clean(p.customer.get("note"), NOTE_MAX)
+        return [("note", note)] if note else []
+
+    def _name(self, p: _Piece, _: str) -> list[tuple[str, str]]:
+        return [("name", p.name)] if p.company and p.name else []
+
+    def _total_debt(self, p: _Piece, _: str) -> list[tuple[str, str]]:
+        debt = p.customer.get("total_debt")
+        return [("total_debt", f"Debt {self.money(debt)}")] if _positive(debt) else []
+
+    def _place(self, p: _Piece, _: str) -> list[tuple[str, str]]:
+        place = ", ".join(x for x in (clean(p.customer.get("city"), 40), self.country(p.customer.get("country"))) if x)
+        return [("place", place)] if place else []
+
+    def _customer_field(self, p: _Piece, key: str) -> list[tuple[str, str]]:
+        value = self._custom(p.fields.get(key))
+        return [(CUSTOMER_PREFIX + key, value)] if value else []
+
+    def _order_field(self, p: _Piece, key: str) -> list[tuple[str, str]]:
+        out = []
+        for order in (p.customer.get("orders") or [])[:ORDERS_SHOWN]:
+            value = self._custom(_by_key(order.get("fields")).get(key))
+            if value:
+                out.append((ORDER_PREFIX + key, f"{clean(order.get('number'), 16)} {value}".lstrip()))
+        return out
+
+    def _custom(self, found: dict | None) -> str:
+        """A custom field's 'Label: value' from a record's card field ('' when it has none); money as [card] says."""
+        if found is None:
+            return ""
+        label = _label(found.get("label"))
+        value = self.money(found.get("value")) if found.get("type") == "money" else clean(found.get("text"))
+        return f"{label}: {value}" if label and value else value
+
+    def _orders(self, p: _Piece, _: str) -> list[tuple[str, str]]:
         """Open orders, ORDERS_SHOWN of them with stage, responsible and debt, then how many more."""
-        orders = customer.get("orders") or []
+        orders = p.customer.get("orders") or []
         out = []
         for order in orders[:ORDERS_SHOWN]:
             head = " ".join(p for p in (clean(order.get("number"), 16), clean(order.get("title"), 24)) if p)
@@ -256,13 +259,12 @@ class CardLayout:
             out.append(("order", f"and {more} more open order{'s' if more > 1 else ''}"))
         return out
 
-    @staticmethod
-    def _source_fields(card: dict, key: str) -> list[tuple[str, str]]:
+    def _source_fields(self, p: _Piece, key: str) -> list[tuple[str, str]]:
         """What the configured sources (other systems) said about the number, SOURCE_LINES at most: 'label: value';
-        key: 'sources' (all of them), 'source.<name>' (one source's) or 'source.<name>.<label>' (one field)."""
-        sources = card.get("sources")
+        key: '' (all of them), '<name>' (one source's) or '<name>.<label>' (one field)."""
+        sources = p.card.get("sources")
         fields = sources.get("fields") if isinstance(sources, dict) else None
-        source, _, label = key[len(SOURCE_PREFIX):].partition(".") if key != "sources" else ("", "", "")
+        source, _, label = key.partition(".")
         out: list[tuple[str, str]] = []
         for item in fields if isinstance(fields, list) else []:
             if not isinstance(item, dict) or (source and item.get("source") != source) or (label and item.get("name") != label):
@@ -308,11 +310,55 @@ class _Piece(NamedTuple):
 
     card: dict
     customer: dict | None
+    company: str  # the customer's, cleaned
+    name: str
     number: str
     region: str | None
     withheld: bool
     shown: set[str]
     now: dt.datetime | None
+    fields: dict[str, dict]  # the customer's custom fields by key (when the layout names any)
+
+
+class _Plan(NamedTuple):
+    """A layout worked out once: per item, the piece's method, its argument, the style and whether it is drawn for a
+    customer's card only; whether it names a customer field."""
+
+    steps: tuple[tuple[Any, str, str, bool], ...]
+    custom: bool
+
+
+_CUSTOMER_PIECES = {"note", "name", "orders", "total_debt", "place", "number"}
+_PREFIXED = ((CUSTOMER_PREFIX, CardLayout._customer_field, True), (ORDER_PREFIX, CardLayout._order_field, True),
+             (SOURCE_PREFIX, CardLayout._source_fields, False))
+
+
+@lru_cache(maxsize=256)
+def _plan(items: tuple[Item, ...]) -> _Plan:
+    """How to draw a layout (its items are a tuple the layouts' cache keeps, so this runs once per layout read)."""
+    steps = []
+    for item in items:
+        key = item.field
+        if key == "sources":
+            steps.append((CardLayout._source_fields, "", item.style, False))
+        elif key in BUILT_IN:
+            steps.append((getattr(CardLayout, "_" + key), "", item.style, key in _CUSTOMER_PIECES))
+        else:  # a key no longer known (a field removed since) draws nothing
+            steps += [(draw, key[len(prefix):], item.style, of_customer) for prefix, draw, of_customer in _PREFIXED
+                      if key.startswith(prefix)]
+    return _Plan(tuple(steps), any(item.field.startswith(CUSTOMER_PREFIX) for item in items))
+
+
+def _by_key(fields: Any) -> dict[str, dict]:
+    """A record's card fields ({key, label, type, value, text}) by key; anything malformed left out."""
+    return {f["key"]: f for f in fields if isinstance(f, dict) and isinstance(f.get("key"), str)} \
+        if isinstance(fields, list) else {}
+
+
+@lru_cache(maxsize=4096)
+def _label(text: Any) -> str:
+    """A custom field's label as a line shows it (the same few labels come back on every card)."""
+    return clean(text, 30)
 
 
 def _money_pattern(config: CardConfig, locale: Locale) -> NumberPattern:
