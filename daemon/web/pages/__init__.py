@@ -1,8 +1,9 @@
-"""The web pages (docs/web.md): server-rendered HTML on the daemon's HTTP server, one CSS file, no JavaScript;
-their templates and stylesheet live in daemon/web/templates/ and daemon/web/static/.
+"""The web pages (docs/web.md): server-rendered HTML on the daemon's HTTP server, one CSS file, no JavaScript but the
+card layout editor's own preview script; their templates, stylesheet and that script live in daemon/web/templates/
+and daemon/web/static/.
 
 customers.py (search, record, new caller, edit, numbers, photo), orders.py, calls.py, missed.py (missed calls followed
-up), employees.py (admin: staff and tokens), admin.py (admin: custom fields and categories), signin.py (sign-in);
+up), employees.py (admin: staff and tokens), admin.py (admin: custom fields, categories, card layouts and teams), signin.py (sign-in);
 base.py holds what they share. Templates are Jinja2 with autoescaping: every
 customer-, caller- or user-supplied string is escaped on output.
 
