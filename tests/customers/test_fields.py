@@ -124,7 +124,7 @@ def test_migration_15_keeps_every_customers_category(backend, request, monkeypat
                                  f"updated_at) VALUES ({database.param}, '', {database.param}, '', 'Reykjavík', '', "
                                  "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)", (name, category))
         monkeypatch.undo()
-        assert migrations.migrate(database) == [15]
+        assert migrations.migrate(database)[0] == 15, "15 and any later ones"
         listed = database.execute_sql("SELECT name, flag, is_default FROM category ORDER BY position").fetchall()
         assert [(n, f, bool(d)) for n, f, d in listed] == [
             ("regular", "", True), ("vip", "\u2605 VIP", False), ("problem", "\u26a0 PROBLEM", False), ("gold", "", False)]
