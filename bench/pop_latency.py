@@ -23,6 +23,7 @@ Not a test: prints numbers, never fails.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import socket
@@ -83,21 +84,31 @@ class Relay(threading.Thread):
                 client, _ = self.server.accept()
             except OSError:
                 return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.sim_port))
-            except OSError:
-                client.close()
-                continue
-            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
-            self._down(upstream, client)
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        """One connection of the daemon's, on a thread of its own: the simulator may be too busy loading its
+        recording to greet the first one in time, and the daemon then gives up on it and connects again."""
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.sim_port))
+        except OSError:
+            client.close()
+            return
+        threading.Thread(target=self._up, args=(client, upstream), daemon=True).start()
+        self._down(upstream, client)
 
     @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _up(src: socket.socket, dst: socket.socket) -> None:
+        """Daemon to simulator, as it comes; when the daemon hangs up, so does the simulator's side."""
         try:
             while data := src.recv(65536):
                 dst.sendall(data)
         except OSError:
             pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     def _down(self, src: socket.socket, dst: socket.socket) -> None:
         """Simulator to daemon: stamp, forward at once, then look at the frames that are complete."""
@@ -252,6 +263,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="screenpop-bench-") as tmp:
         folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
         runs = {"baseline: 2 calls/s, all to 1001": (2, 20.0, EXTENSION),
                 "loaded: 100 calls/s over 1001-1010": (100, args.seconds, "1001-1010")}
         recordings = {}

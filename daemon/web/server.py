@@ -14,10 +14,12 @@ unknown or revoked token gets 401 and one WARNING line naming the client and the
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import re
 import resource
+import socket
 import ssl as _ssl
 import time
 from collections.abc import Callable, Iterator
@@ -112,9 +114,12 @@ class _Handler(WSGIHandler):
         return env
 
     def streaming(self) -> None:
-        """This connection now carries an event stream: it leaves the cap (no flood locks a tray out) and
-        closes when its stream ends."""
+        """This connection now carries an event stream: it leaves the cap (no flood locks a tray out), closes when
+        its stream ends, and sends each frame at once (no Nagle: a pop waiting for the ACK of the one before it
+        would wait for the client's delayed ACK, up to 40 ms)."""
         self.close_connection = True
+        with contextlib.suppress(OSError):  # a socket without TCP (a test's Unix socket) has no Nagle to turn off
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.server.pool is not None:
             self.server.pool.discard(gevent.getcurrent())
 

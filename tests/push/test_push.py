@@ -528,3 +528,37 @@ def test_a_stuck_client_is_cut_off_while_the_others_get_everything(sqlite_url):
     finally:
         stop_hub(hub)
         db.close()
+
+
+def test_an_event_stream_sends_each_frame_at_once(tmp_path, sqlite_url):
+    """In process: a stream's socket has Nagle off, so a pop never waits for the client's ACK of the one before."""
+    import socket
+
+    import gevent.socket
+
+    from screenpop.daemon.config import HttpConfig
+    from screenpop.daemon.customers.lookup import Lookup
+    from screenpop.daemon.customers.photos import Photos
+    from screenpop.daemon.web.server import HttpServer
+
+    db = open_database(sqlite_url)
+    migrate(db)
+    _, token = tokens.create("1001")
+    hub = start_hub(db, lambda: Lookup(db, RULES))
+    server = HttpServer(HttpConfig(listen="127.0.0.1:0"), hub, Photos(tmp_path / "photos"))
+    server.start()
+    client = gevent.socket.create_connection(server.server.address[:2], timeout=30)
+    try:
+        client.sendall(f"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode())
+        head = b""
+        while b"retry: 2000" not in head:  # the headers and the first frame may come in separate segments
+            chunk = client.recv(65536)
+            assert chunk, head
+            head += chunk
+        (stream,) = hub.subscribers["1001"]
+        assert stream.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        client.close()
+        server.stop()
+        stop_hub(hub)
+        db.close()
