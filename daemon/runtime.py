@@ -103,11 +103,12 @@ class Daemon:
                              on_committed=self.push.committed if self.listener is None else None,
                              on_stalled=self.push.early, fence=self.election, publisher=publisher,
                              staff=self.staff)
-        # FreeSWITCH's CDRs complete the calls the tracker ends (it passes them on to the writer)
+        # the tracker's calls and pops go through the CDR intake, which completes the calls it ends from FreeSWITCH's
+        # CDRs, to the writer; the intake builds the tracker with itself as its sink (each needs the other)
         self.cdr = CdrIntake(config.cdr, self.writer, self.worker,
+                             make_tracker=lambda sink: CallTracker(rules, sink, lookup=self._find_customer),
                              recording=lambda: self.election is None or self.election.holding)
-        self.tracker = CallTracker(rules, self.cdr, lookup=self._find_customer)
-        self.cdr.tracker = self.tracker  # the intake rebuilds calls with the tracker that feeds it
+        self.tracker = self.cdr.tracker
         if self.election is None:
             self._resume_open_calls(load_open_calls(self.db, self.node))
         fs = config.freeswitch

@@ -36,7 +36,7 @@ import gevent.lock
 import peewee
 
 from screenpop.daemon.calls.direction import parent_uuid
-from screenpop.daemon.calls.tracker import CallState, CallTracker, Party
+from screenpop.daemon.calls.tracker import CallState, CallTracker, Party, Sink
 from screenpop.daemon.config import CdrConfig
 from screenpop.daemon.customers.data import DataError
 from screenpop.daemon.pbx.protocol import Event, decode_value
@@ -267,22 +267,25 @@ def _take(mine: Party, theirs: Party) -> None:
 class CdrIntake:
     """Takes CDRs, keeps them, and completes calls from them; sits between the tracker and the writer (a Sink).
 
+    The intake and the tracker need each other: the tracker hands its calls to the intake, and the intake asks the
+    tracker which calls it still follows and rebuilds calls with its rules. So the intake builds the tracker, with
+    itself as the sink, from `make_tracker` (the tracker's constructor with its rules and lookup), and it is `tracker`.
     Its database steps run on the database worker (db/worker.py: its connection, short transactions);
     recording: whether this daemon records its node now (a standby answers 503, so mod_json_cdr moves on to its next url).
     """
 
-    def __init__(self, config: CdrConfig, writer: Writer, worker: DbWorker,
+    def __init__(self, config: CdrConfig, writer: Writer, worker: DbWorker, make_tracker: Callable[[Sink], CallTracker],
                  recording: Callable[[], bool] = lambda: True) -> None:
         self.config = config
         self.writer = writer
         self.worker = worker
         self.recording = recording
         self.max_body = config.max_body_kb * 1024  # the HTTP server's body ceiling for POST /api/v1/cdr
-        self.tracker: CallTracker | None = None  # set once the tracker exists: it takes this intake as its sink
         self._secret = config.secret()
         self._lock = gevent.lock.Semaphore()
         self._waiting: set[str] = set()  # calls the tracker still follows whose a-leg CDR is in
         self._recent: OrderedDict[str, CallState] = OrderedDict()
+        self.tracker = make_tracker(self)  # last: the sink it is given is whole
 
     # ---- Sink: the tracker's output on its way to the writer ------------------------------
 
@@ -354,7 +357,7 @@ class CdrIntake:
     def complete_call(self, uuid: str) -> None:
         """Rebuild the call of this leg from its legs' CDRs (once its a-leg's is in) and merge it into the daemon's."""
         root, bodies = self.worker.atomic(call_legs, uuid)
-        if root is None or self.tracker is None:
+        if root is None:
             return
         legs = []
         for body in bodies:

@@ -341,8 +341,7 @@ def test_a_stored_call_the_tracker_no_longer_holds_is_completed_from_the_databas
     hub = start_hub(db, lambda: Lookup(db, RULES))
     try:
         writer = Writer(db, staff=staff(), e164=lambda raw: RULES.classify(raw).e164)
-        intake = CdrIntake(CdrConfig(password="x"), writer, hub.worker)
-        intake.tracker = CallTracker(DIRECTION, intake)
+        intake = CdrIntake(CdrConfig(password="x"), writer, hub.worker, make_tracker=lambda sink: CallTracker(DIRECTION, sink))
         for body in cdrs_of(load_capture_events(CAPTURES / f"{scenario}.plain.esl")).values():
             intake.take(body.encode(), JSON_TYPE, None)
         _flush(writer)
@@ -463,7 +462,8 @@ def test_cdrs_older_than_keep_days_are_pruned(db, monkeypatch):
     monkeypatch.setattr(cdr, "PRUNE_SECONDS", 0.05)
     hub = start_hub(db, lambda: Lookup(db, RULES))
     stopped = gevent.event.Event()
-    pruner = gevent.spawn(CdrIntake(CdrConfig(keep_days=7), Writer(db, staff=staff(), e164=str), hub.worker).prune_forever, stopped)
+    pruner = gevent.spawn(CdrIntake(CdrConfig(keep_days=7), Writer(db, staff=staff(), e164=str), hub.worker,
+                                   make_tracker=lambda sink: CallTracker(DIRECTION, sink)).prune_forever, stopped)
     try:
         with gevent.Timeout(30):
             while CdrLeg.select().exists():
