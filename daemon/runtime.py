@@ -215,7 +215,8 @@ class Daemon:
                 log.info("call %s linked to customer %d from the web", call.uuid, customer_id)
 
     def _reload_employees(self) -> None:
-        """Refresh the employee snapshot (ids, names, internal extensions); pick up changes without a restart."""
+        """Refresh the employee snapshot every [database] employee_reload: changes made elsewhere (another daemon's
+        pages or API, `screenpop import employees`, SQL) reach the cards and the number rules without a restart."""
         while not self._stopped.wait(self.config.database.employee_reload):
             try:
                 guarded(self.db, self.staff.load)
@@ -224,11 +225,26 @@ class Daemon:
             except peewee.DatabaseError as exc:
                 log.warning("could not reload employees: %s", exc)
                 continue
-            rules = self._number_rules()
-            if rules.extensions != self.numbers.extensions:
-                log.info("employee extensions changed: %d known", len(rules.extensions))
-                self.numbers = rules
-                self.lookup = Lookup(self.db, rules)
+            self._apply_extensions()
+
+    def _employees_changed(self) -> None:
+        """An employee was added, changed or deleted through this daemon's pages or API: the snapshot is read again
+        now, on the database worker after the change's own step, so the next pop names them as they are now."""
+        try:
+            self.worker.run(self.staff.load)
+        except peewee.DatabaseError as exc:
+            log.warning("employee change saved, but not yet in the employee snapshot (%s); the next reload, within "
+                        "%g s, takes it", exc, self.config.database.employee_reload)
+            return
+        self._apply_extensions()
+
+    def _apply_extensions(self) -> None:
+        """After the snapshot was read: the number rules (and the lookup built on them) follow the active extensions."""
+        rules = self._number_rules()
+        if rules.extensions != self.numbers.extensions:
+            log.info("employee extensions changed: %d known", len(rules.extensions))
+            self.numbers = rules
+            self.lookup = Lookup(self.db, rules)
 
     # ---- ESL callbacks -------------------------------------------------------------------
 
@@ -322,7 +338,8 @@ class Daemon:
 
         originator = Originator(self.esl, self.config.originate, lambda: self.numbers)
         return HttpServer(self.config.http, self.push, Photos(self.config.database.resolved_photo_dir()), self.config.web,
-                          on_link=self._customer_linked, zone=local_zone(self.config.analytics.timezone),
+                          on_link=self._customer_linked, on_employees_changed=self._employees_changed,
+                          zone=local_zone(self.config.analytics.timezone),
                           cdr_intake=self.cdr, originator=originator, sources=self.sources,
                           analytics=self.config.analytics)
 

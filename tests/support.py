@@ -391,7 +391,8 @@ def stop_hub(hub) -> None:
 
 class HubApp:
     """The daemon's Flask app on a push hub of its own (start_hub) over the test's database, photos in the folder
-    photos; close() stops the hub. app_args go to create_app (web_config, zone, on_link, tls)."""
+    photos; close() stops the hub. app_args go to create_app (web_config, zone, on_link, tls); employee_changes
+    counts how often the app told the daemon an employee was added, changed or deleted."""
 
     def __init__(self, db, photos: Path, **app_args) -> None:
         from screenpop.daemon.customers.lookup import Lookup
@@ -399,7 +400,12 @@ class HubApp:
         from screenpop.daemon.web.server import create_app
 
         self.hub = start_hub(db, lambda: Lookup(db, RULES))
-        self.app = create_app(self.hub, Photos(photos), heartbeat=1.0, **app_args)
+        self.employee_changes = 0
+        self.app = create_app(self.hub, Photos(photos), heartbeat=1.0, on_employees_changed=self._employees_changed,
+                              **app_args)
+
+    def _employees_changed(self) -> None:
+        self.employee_changes += 1
 
     def close(self) -> None:
         stop_hub(self.hub)

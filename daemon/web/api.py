@@ -78,9 +78,11 @@ def _when(key: str) -> dt.datetime | None:
     return value
 
 
-def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | None = None) -> Blueprint:
+def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | None = None,
+              on_employees_changed: Callable[[], None] | None = None) -> Blueprint:
     """The /api/v1 customer-data routes and click-to-call; hub runs the database work, authenticate is the server's
-    token check, originator places calls (None: this daemon does not follow FreeSWITCH)."""
+    token check, originator places calls (None: this daemon does not follow FreeSWITCH), on_employees_changed
+    refreshes the daemon's employee snapshot after an employee write (None: there is none to refresh)."""
     bp = Blueprint("api", __name__, url_prefix="/api/v1")
     db = hub.db
     run = hub.worker.atomic
@@ -224,22 +226,28 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
 
         return jsonify(run(work))
 
+    def employees_written(result: Any) -> Any:
+        """After an employee write: the daemon's employee snapshot (cards, number rules) follows before the answer."""
+        if on_employees_changed is not None:
+            on_employees_changed()
+        return result
+
     @bp.post("/employees")
     def create_employee():
         admin("adding an employee")
         fields = data.employee_fields(_body({"name", "extension", "active"}), required=True)
-        return jsonify(run(lambda: data.employee_dict(data.create_employee(fields)))), 201
+        return jsonify(employees_written(run(lambda: data.employee_dict(data.create_employee(fields))))), 201
 
     @bp.patch("/employees/<int:employee_id>")
     def update_employee(employee_id: int):
         admin("changing an employee")
         fields = data.employee_fields(_body({"name", "extension", "active"}), required=False)
-        return jsonify(run(lambda: data.employee_dict(data.update_employee(employee_id, fields))))
+        return jsonify(employees_written(run(lambda: data.employee_dict(data.update_employee(employee_id, fields)))))
 
     @bp.delete("/employees/<int:employee_id>")
     def delete_employee(employee_id: int):
         admin("deleting an employee")
-        run(data.delete_employee, employee_id)
+        employees_written(run(data.delete_employee, employee_id))
         return "", 204
 
     # ---- custom fields and categories (docs/customfields.md) -----------------------------------------

@@ -253,10 +253,12 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
                on_link: Callable[[int, str | None, str | None], None] | None = None,
                zone: dt.tzinfo = dt.timezone.utc, cdr_intake: cdr.CdrIntake | None = None,
                originator: Originator | None = None, sources: Sources | None = None,
-               analytics: AnalyticsConfig | None = None) -> Flask:
+               analytics: AnalyticsConfig | None = None,
+               on_employees_changed: Callable[[], None] | None = None) -> Flask:
     """The Flask app serving the push stream, photos, the JSON API and the web pages from hub.
 
     tls: served over HTTPS (secure session cookies); on_link: the daemon's hook for a call linked to a customer;
+    on_employees_changed: the daemon's hook for an employee added, changed or deleted through the API or the pages;
     zone: the call centre's time zone, every page's times are shown in; cdr_intake: where FreeSWITCH's CDRs go;
     originator: click-to-call through FreeSWITCH (docs/originate.md); sources: what the record page asks about a
     customer's numbers (docs/sources.md); analytics: the service figures' thresholds (docs/analytics.md).
@@ -350,8 +352,9 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
 
     if cdr_intake is not None:
         app.register_blueprint(cdr.blueprint(cdr_intake))  # its own auth (HTTP Basic), not the API's Bearer token
-    app.register_blueprint(api.blueprint(hub, authenticate, originator))
-    web.init_app(app, hub, photos, web_config, tls, authenticate, on_link, zone, originator, sources)
+    app.register_blueprint(api.blueprint(hub, authenticate, originator, on_employees_changed))
+    web.init_app(app, hub, photos, web_config, tls, authenticate, on_link, zone, originator, sources,
+                 on_employees_changed)
     app.register_blueprint(dashboard.blueprint(zone, analytics or AnalyticsConfig()))
 
     @app.errorhandler(peewee.DatabaseError)
@@ -450,12 +453,13 @@ class HttpServer:
                  on_link: Callable[[int, str | None, str | None], None] | None = None,
                  zone: dt.tzinfo = dt.timezone.utc, cdr_intake: cdr.CdrIntake | None = None,
                  originator: Originator | None = None, sources: Sources | None = None,
-                 analytics: AnalyticsConfig | None = None) -> None:
+                 analytics: AnalyticsConfig | None = None,
+                 on_employees_changed: Callable[[], None] | None = None) -> None:
         self.config = config
         self.hub = hub
         tls = bool(config.certfile) or config.public_url.startswith("https:")
         self.app = create_app(hub, photos, config.heartbeat, web_config, tls, on_link, zone, cdr_intake, originator,
-                              sources, analytics)
+                              sources, analytics, on_employees_changed)
         ssl = {"certfile": config.certfile, "keyfile": config.keyfile} if config.certfile else {}
         if ssl:
             try:  # fail at start, not on each connection

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from contextlib import closing
+import urllib.request
 from decimal import Decimal
 from pathlib import Path
 
@@ -295,6 +296,35 @@ def test_an_employee_added_while_running_names_cards_and_calls_after_one_reload(
     assert {card["operator"] for card in s.cards[seen:]} == {"Anna Jónsdóttir"}
     (after,) = Call.select().where(Call.uuid == s.cards[-1]["call_uuid"])
     assert after.employee_id == anna.id
+
+
+def test_an_employee_renamed_through_the_api_names_the_next_pop_without_waiting_for_the_reload(env):
+    """A change made through this daemon's API refreshes its employee snapshot before the API answers: the next pop
+    names the operator as renamed, and a new employee's extension counts at once, long before employee_reload."""
+    text = env.config.read_text(encoding="utf-8").replace("[database]\n", "[database]\nemployee_reload = 3600\n")
+    env.config.write_text(text, encoding="utf-8")
+    anna = Employee.create(name="Anna", extension="1001")
+    _, op = env.token("1001")
+    _, admin = env.token(None, role="admin")
+    env.start_daemon()
+    s = env.stream(op)
+
+    def api(method: str, path: str, body: dict) -> dict:
+        request = urllib.request.Request(f"http://127.0.0.1:{env.http_port}{path}", json.dumps(body).encode(),
+                                         {"Authorization": f"Bearer {admin}", "Content-Type": "application/json"},
+                                         method=method)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+
+    assert api("PATCH", f"/api/v1/employees/{anna.id}", {"name": "Anna Jónsdóttir"})["name"] == "Anna Jónsdóttir"
+    sim = env.simulate("--generate", "--calls", "1", "--rate", "40", "--speed", "20", "--extensions", "1001",
+                       "--mix", "inbound_answered=1", "--linger", "0.3", "--seed", "1")
+    assert sim.wait(60) == 0, sim.log()
+    wait_for(lambda: len(s.ids) == len(stored_ids("1001")) > 0, 30, "the pops of the call")
+    assert {card["operator"] for card in s.cards} == {"Anna Jónsdóttir"}
+    assert "employee extensions changed" not in env.daemon.log(), "a rename leaves the number rules as they were"
+    api("POST", "/api/v1/employees", {"name": "Jón", "extension": "0777"})  # outside the pattern: internal only as staff
+    assert "employee extensions changed: 2 known" in env.daemon.log(), "the new extension counted before the answer"
 
 
 def test_card_customer_part_with_no_open_order_many_orders_and_a_deleted_customer(db):

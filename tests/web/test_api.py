@@ -155,21 +155,25 @@ def test_orders(api):
 
 
 def test_employees(api):
+    """Employee writes are admin-only and checked; each one that is saved tells the daemon (its employee snapshot
+    follows at once), a refused one does not."""
     s, e = api.req("POST", "/api/v1/employees", {"name": HOSTILE, "extension": "1001"}, token="admin")
-    assert s == 201 and e["name"] == HOSTILE and e["active"] is True
+    assert s == 201 and e["name"] == HOSTILE and e["active"] is True and api.employee_changes == 1
     s, r = api.req("POST", "/api/v1/employees", {"name": "B", "extension": "1001"}, token="admin")
     assert s == 409 and r["employee_id"] == e["id"]
     for bad in ({"name": "B"}, {"name": "B", "extension": "10 01"}, {"name": "B", "extension": "1" * 33},
                 {"name": "B", "extension": "1002", "active": "yes"}, {"name": "B", "extension": "1002", "role": "x"}):
         assert api.req("POST", "/api/v1/employees", bad, token="admin")[0] == 400, bad
+    assert api.employee_changes == 1
     s, r = api.req("PATCH", f"/api/v1/employees/{e['id']}", {"active": False}, token="admin")
-    assert s == 200 and r["active"] is False and r["extension"] == "1001"
+    assert s == 200 and r["active"] is False and r["extension"] == "1001" and api.employee_changes == 2
     assert api.req("PATCH", f"/api/v1/employees/{e['id']}", {"active": True})[0] == 403
     s, r = api.req("GET", "/api/v1/employees")
     assert s == 200 and r["total"] == 1 and r["employees"][0]["name"] == HOSTILE
     assert api.req("DELETE", f"/api/v1/employees/{e['id']}")[0] == 403
     assert api.req("DELETE", f"/api/v1/employees/{e['id']}", token="admin")[0] == 204
     assert api.req("DELETE", f"/api/v1/employees/{e['id']}", token="admin")[0] == 404
+    assert api.employee_changes == 3
 
 
 def test_calls(api):

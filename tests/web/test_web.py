@@ -760,13 +760,17 @@ def test_missed_list_mark_done_and_undo(site):
 
 
 def test_employees_page(site):
+    """Adding, changing and deleting employees; each saved change tells the daemon (its employee snapshot follows
+    at once), a refused one does not."""
     admin = site.client("admin")
     assert site.post(admin, "/employees", {"name": "Anna", "extension": "1001"}).status_code == 303
     e = Employee.get()
     assert e.active and "Anna" in _text(admin.get("/employees"))
+    assert site.employee_changes == 1
     assert site.post(admin, "/employees", {"name": "Dup", "extension": "1001"}).status_code == 409
     assert site.post(admin, "/employees", {"name": "", "extension": "1002"}).status_code == 400
     assert site.post(admin, "/employees", {"name": "Bad", "extension": "10 02"}).status_code == 400
+    assert site.employee_changes == 1
     assert site.post(admin, f"/employees/{e.id}", {"name": "Anna B", "extension": "1005"}).status_code == 303
     e = Employee.get()
     assert (e.name, e.extension, e.active) == ("Anna B", "1005", False)
@@ -774,6 +778,7 @@ def test_employees_page(site):
     assert Employee.get().active
     assert site.post(admin, f"/employees/{e.id}/delete").status_code == 303 and Employee.select().count() == 0
     assert site.post(admin, f"/employees/{e.id}/delete").status_code == 404
+    assert site.employee_changes == 4
 
 
 def test_tokens_page_revokes(site):

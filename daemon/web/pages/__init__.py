@@ -63,15 +63,17 @@ def _duration(seconds: float | None) -> str:
 
 def init_app(app: Flask, hub: Any, photos: Any, config: WebConfig, tls: bool,
              authenticate: Callable[[], Any], on_link: Callable[[int, str | None, str | None], None] | None = None,
-             zone: dt.tzinfo = dt.timezone.utc, originator: Any = None, sources: Any = None) -> None:
+             zone: dt.tzinfo = dt.timezone.utc, originator: Any = None, sources: Any = None,
+             on_employees_changed: Callable[[], None] | None = None) -> None:
     """Add the pages to the daemon's Flask app: sessions, CSRF, security headers, the blueprints.
 
     tls: the server speaks HTTPS (session cookies are then Secure); on_link(customer_id, e164, call_uuid) tells
     the daemon's call tracker when a number or call was given to a customer during a call; zone: the call
     centre's time zone, every time on every page is shown in it; originator places the Call buttons' calls; sources
-    (daemon/sources/) give the record page the other systems' fields.
+    (daemon/sources/) give the record page the other systems' fields; on_employees_changed() tells the daemon an
+    employee was added, changed or deleted (its snapshot follows).
     """
-    app.extensions[_EXTENSION] = Web(hub, photos, config, on_link, zone, originator, sources)
+    app.extensions[_EXTENSION] = Web(hub, photos, config, on_link, zone, originator, sources, on_employees_changed)
     app.session_interface = auth.DatabaseKeySessions()
     app.config.update(
         SESSION_COOKIE_NAME="screenpop_session",

@@ -35,7 +35,7 @@ MAX_NEXT = 2000
 @dataclass
 class Web:
     """The daemon's parts the pages use: the hub (and through it the database worker), photos, settings, the call
-    linker, the call centre's time zone."""
+    linker, the call centre's time zone, click-to-call, and the hook that refreshes the daemon's employee snapshot."""
 
     hub: Any
     photos: Any
@@ -44,6 +44,7 @@ class Web:
     zone: dt.tzinfo = dt.timezone.utc
     originator: Any = None  # click-to-call (daemon/pbx/originate.py); None when this daemon does not follow FreeSWITCH
     sources: Any = None  # the other systems' fields on the record page (daemon/sources/fetch.py); None: none configured
+    on_employees_changed: Callable[[], None] | None = None  # None: no employee snapshot here to refresh
 
 
 @dataclass(frozen=True)

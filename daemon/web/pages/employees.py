@@ -7,7 +7,7 @@ from screenpop.daemon.auth import tokens
 from screenpop.daemon.customers import data
 from screenpop.daemon.customers.data import DataError
 from screenpop.daemon.web.pages import forms
-from screenpop.daemon.web.pages.base import database, error_page, log, login_required, render_page
+from screenpop.daemon.web.pages.base import database, error_page, log, login_required, render_page, web
 from screenpop.db.models import ApiToken, Employee
 
 bp = Blueprint("employees", __name__)
@@ -18,6 +18,13 @@ def _fields(required: bool) -> dict:
     if "active" in request.form or not required:
         values["active"] = request.form.get("active") == "on"
     return data.employee_fields(values, required=required)
+
+
+def _changed() -> None:
+    """An employee was added, changed or deleted: the daemon's employee snapshot (cards, number rules) follows now."""
+    hook = web().on_employees_changed
+    if hook is not None:
+        hook()
 
 
 def employees_page(status: int = 200, error: str | None = None):
@@ -38,6 +45,7 @@ def create():
         emp = database(data.create_employee, _fields(required=True))
     except DataError as exc:
         return employees_page(exc.status, exc.message)
+    _changed()
     log.info("employee %d (extension %s) added on the web", emp.id, emp.extension)
     flash("Employee added.")
     return redirect("/employees", 303)
@@ -50,6 +58,7 @@ def update(employee_id: int):
         database(data.update_employee, employee_id, _fields(required=False))
     except DataError as exc:
         return employees_page(exc.status, exc.message)
+    _changed()
     flash("Employee saved.")
     return redirect("/employees", 303)
 
@@ -61,6 +70,7 @@ def delete(employee_id: int):
         database(data.delete_employee, employee_id)
     except DataError as exc:
         return employees_page(exc.status, exc.message)
+    _changed()
     log.info("employee %d deleted on the web", employee_id)
     flash("Employee deleted; their calls and orders stay.")
     return redirect("/employees", 303)
