@@ -258,39 +258,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo.run(args)
 
 
-def cmd_tray(args: argparse.Namespace) -> int:
-    """The workstation tray client: a pop for every call to this operator (--setup writes its config)."""
-    import dataclasses
-    import importlib.util
-
-    from screenpop.tray import config as tray_config
-
-    setup_logging(args.log_level)
-    try:
-        if args.setup:
-            path = tray_config.setup(args.config, server=args.server, extension=args.extension, token=args.token,
-                                     token_file=args.token_file)
-            print(f"tray config written to {path} (mode 0600)")
-            return 0
-        config = tray_config.load(args.config)
-        overrides = {k: v for k, v in (("server", args.server), ("extension", args.extension), ("token", args.token),
-                                       ("token_file", args.token_file)) if v is not None}
-        config = tray_config.validate(dataclasses.replace(config, **overrides), "command line")
-        if not (config.token or config.token_file):
-            raise tray_config.TrayConfigError(
-                f"no token in {args.config or tray_config.default_path()}; run `screenpop tray --setup`")
-        config.resolved_token()
-    except tray_config.TrayConfigError as exc:
-        raise SystemExit(f"screenpop: {exc}") from None
-    missing = [m for m in ("pystray", "plyer") + (("dbus",) if sys.platform.startswith("linux") else ())
-               if importlib.util.find_spec(m) is None]
-    if missing:
-        raise SystemExit(f"screenpop: the tray needs {', '.join(missing)}: pip install 'screenpop[tray]'")
-    from screenpop.tray.app import run
-
-    return run(config, show_icon=not args.no_icon)
-
-
 # ---- parser ------------------------------------------------------------------------------
 
 
@@ -377,18 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true", help="show the daemon's log too")
     p.set_defaults(func=cmd_demo, gevent=True)
 
-    p = sub.add_parser("tray", help=cmd_tray.__doc__)
-    p.add_argument("--config", "-c", metavar="FILE", default=os.environ.get("SCREENPOP_TRAY_CONFIG"),
-                   help="tray config (default: $SCREENPOP_TRAY_CONFIG, else $XDG_CONFIG_HOME/screenpop/tray.toml)")
-    p.add_argument("--setup", action="store_true", help="write the config (asks on a terminal for what the flags omit)")
-    p.add_argument("--server", help="the daemon's URL (default http://127.0.0.1:8080)")
-    p.add_argument("--extension", help="this operator's extension")
-    p.add_argument("--token", help="API token from `screenpop token create`; discouraged: every local user can read a "
-                   "command line (/proc/PID/cmdline), so use --token-file or --setup's prompt")
-    p.add_argument("--token-file", help="a file holding the token")
-    p.add_argument("--no-icon", action="store_true", help="notifications only, no tray icon")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
-    p.set_defaults(func=cmd_tray, gevent=False)
+    sub.add_parser("tray", help="the workstation tray client: a pop for every call to this operator (see tray --help)")
     return parser
 
 
@@ -402,6 +358,10 @@ def main(argv: list[str] | None = None) -> int:
         from screenpop.simulator import cli as simulator
 
         return simulator.main(argv[1:])
+    if argv[:1] == ["tray"]:  # the workstation client has a command line of its own (the PyInstaller bundle's)
+        from screenpop.tray import cli as tray
+
+        return tray.main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.gevent:
         from gevent import monkey

@@ -360,6 +360,32 @@ def test_cli_setup_writes_the_file_non_interactively(tmp_path):
     assert r.returncode != 0 and "tray --setup" in r.stderr
 
 
+def test_tray_command_logs_for_journald_under_its_user_unit(tmp_path):
+    """`python -m screenpop.tray.cli`, the bundle's entry point: with stderr on the journal's stream (its user unit)
+    every line carries the `<N>` priority and no time of its own; elsewhere it has a time."""
+    import subprocess
+    import sys
+
+    def first_line(journal: bool) -> str:
+        log = tmp_path / f"tray-{journal}.log"
+        with open(log, "wb") as err:
+            st = os.fstat(err.fileno())
+            env = {**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}" if journal else "1:1"}
+            proc = subprocess.Popen([sys.executable, "-m", "screenpop.tray.cli", "--config", str(tmp_path / "none.toml"),
+                                     "--server", "http://127.0.0.1:9", "--extension", "1001", "--token", "t",
+                                     "--no-icon"], stderr=err, stdin=subprocess.DEVNULL, env=env)
+        try:
+            wait_for(lambda: "tray for extension" in log.read_text(), 30, "the tray's first log line")
+        finally:
+            proc.terminate()
+            proc.wait(10)
+        return next(line for line in log.read_text().splitlines() if "tray for extension" in line)
+
+    assert first_line(True) == "<6>INFO screenpop.tray: tray for extension 1001, daemon http://127.0.0.1:9"
+    terminal = first_line(False)
+    assert terminal[:4].isdigit() and "INFO screenpop.tray: tray for extension 1001" in terminal
+
+
 # ---- state and icons -----------------------------------------------------------------------------------
 
 
