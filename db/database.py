@@ -164,7 +164,15 @@ def first_line(exc: BaseException) -> str:
 
 class Outage:
     """Whether the database answers, shared by every database user of the process: one WARNING when one of them
-    first finds it unreachable, one INFO when any step works again, nothing per call or per retry in between."""
+    first finds it unreachable, one INFO when any step works again, nothing per call or per retry in between.
+
+    The one instance, `outage`, is module state on purpose: it describes the one database the process's models are
+    bound to (`models.database`, itself module state, bound by open_database), and its whole point is that every
+    user of that database shares it (the writer, the database worker and through it the hub, the pages and the API,
+    the fan-out listener, the runtime's lookups and employee reloads, and `guarded` under all of them). Passing it
+    in would add it to `guarded` and five constructors without changing what any of them does, and a default
+    instance per user would split the one line per outage into one per user.
+    """
 
     def __init__(self) -> None:
         self.since: float | None = None  # time.monotonic() of the first failure, while the outage lasts
