@@ -104,7 +104,7 @@ def _start_tray(folder: Path, http_port: int, verbose: bool) -> subprocess.Popen
     token_file = folder / "tray.token"
     _write_secret(token_file, token)
     return subprocess.Popen(
-        [sys.executable, "-m", "screenpop.daemon.cli", "tray", "--config", str(folder / "tray.toml"),
+        [sys.executable, "-m", "screenpop.tray.cli", "--config", str(folder / "tray.toml"),
          "--server", f"http://127.0.0.1:{http_port}", "--extension", TRAY_EXTENSION, "--token-file", str(token_file)],
         stderr=None if verbose else subprocess.DEVNULL,
     )

@@ -115,7 +115,7 @@ def test_demo_hands_the_tray_its_token_in_a_private_file_not_on_its_command_line
 
     from screenpop.daemon import demo
     from screenpop.daemon.auth import tokens
-    from screenpop.daemon.cli import build_parser
+    from screenpop.tray.cli import build_parser
     from screenpop.tray import config as tray_config
 
     started = []
@@ -133,7 +133,7 @@ def test_demo_hands_the_tray_its_token_in_a_private_file_not_on_its_command_line
     finally:
         os.umask(old)
     (argv,) = started
-    args = build_parser().parse_args(argv[3:])
+    args = build_parser().parse_args(argv[3:])  # python -m screenpop.tray.cli ...
     assert args.token is None and args.token_file
     assert stat.S_IMODE(os.stat(args.token_file).st_mode) == 0o600
     config = dataclasses.replace(tray_config.load(args.config), server=args.server, extension=args.extension,
