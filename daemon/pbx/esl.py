@@ -619,15 +619,10 @@ class EslSupervisor:
         """Set once the first connection attempt is over: subscribed, on_connected done and the events that came
         before its last command's reply dispatched (the consumer's resync is complete), or failed."""
         self._up = False
-        self.connects = 0
-        self.reconnects = 0
-        self.connect_failures = 0
-        self.events_dispatched = 0
+        self.events_dispatched = 0  # the runtime's stop line says how many events were tracked
         self._dispatched_here = 0
-        self.handler_errors = 0
         self._events_earlier = 0
-        self._anomalies_earlier = 0
-        self.last_error = ""
+        self.last_error = ""  # the last failure, for systemd's STATUS line while FreeSWITCH is out of reach
         self._logged_failure = ("", 0.0)
 
     def __repr__(self) -> str:
@@ -656,21 +651,6 @@ class EslSupervisor:
         if self.esl is None or not self._up:
             return 0
         return max(0, self.esl.events_before_reply - self._dispatched_here)
-
-    def stats(self) -> dict[str, int | bool | str]:
-        """Counters for logs and benchmarks."""
-        current = self.esl.anomalies if self.esl is not None and self._up else 0
-        return {
-            "connected": self.connected,
-            "connects": self.connects,
-            "reconnects": self.reconnects,
-            "connect_failures": self.connect_failures,
-            "events_received": self.events_received,
-            "events_dispatched": self.events_dispatched,
-            "handler_errors": self.handler_errors,
-            "protocol_anomalies": self._anomalies_earlier + current,
-            "last_error": self.last_error,
-        }
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -764,7 +744,6 @@ class EslSupervisor:
                     break
                 log.exception("unexpected error while connecting to FreeSWITCH %s; retrying in %s s",
                               self.address, _secs(delay))
-                self.connect_failures += 1
                 self.last_error = f"internal error: {exc!r}"[:200]
             else:
                 up_at = time.monotonic()
@@ -786,8 +765,7 @@ class EslSupervisor:
             esl.close("stopped")
 
     def _failed(self, level: int, error: str, message: str) -> None:
-        """Count and log a failed attempt; the same failure again within a minute only at debug level."""
-        self.connect_failures += 1
+        """Note and log a failed attempt; the same failure again within a minute only at debug level."""
         self.last_error = error
         now = time.monotonic()
         last_error, last_at = self._logged_failure
@@ -801,9 +779,6 @@ class EslSupervisor:
         """One established connection: on_connected, then events in order until it ends."""
         self._up = True
         self._dispatched_here = 0
-        self.connects += 1
-        if self.connects > 1:
-            self.reconnects += 1
         log.info("connected to FreeSWITCH %s", self.address)
         try:
             if self.on_connected is not None:
@@ -818,7 +793,6 @@ class EslSupervisor:
         finally:
             self._up = False
             self._events_earlier += esl.events_received
-            self._anomalies_earlier += esl.anomalies
             if self.on_disconnected is not None:
                 try:
                     self.on_disconnected()
@@ -849,7 +823,6 @@ class EslSupervisor:
             try:
                 on_event(event)
             except Exception:
-                self.handler_errors += 1
                 subclass = event.headers.get("Event-Subclass")
                 log.exception("event handler failed on %s%s (Unique-ID %s); carrying on",
                               event.headers.get("Event-Name", "?"), f" {subclass}" if subclass else "",
