@@ -34,11 +34,6 @@ class Number:
     rev: str | None = None
     country_code: int | None = None
 
-    @property
-    def matchable(self) -> bool:
-        """Whether a customer lookup may use this number (only E.164 numbers are ever matched)."""
-        return self.kind == "e164"
-
 
 @dataclass(frozen=True, slots=True)
 class NumberForms:

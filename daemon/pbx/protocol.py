@@ -148,12 +148,6 @@ class Headers(Mapping[str, str]):
         return f"Headers({self._every()!r})"
 
 
-def render_headers(headers: list[tuple[str, str]] | Mapping[str, str]) -> bytes:
-    """Serialise headers as a plain event body: 'Name: url-encoded value' lines and a closing blank line."""
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    return "".join(f"{k}: {encode_value(v)}\n" for k, v in items).encode("utf-8") + b"\n"
-
-
 @dataclass
 class Event:
     """One FreeSWITCH event: decoded headers plus the optional body after them."""
@@ -173,14 +167,6 @@ class Event:
     def get(self, key: str, default: str = "") -> str:
         """A header's decoded value, or default."""
         return self.headers.get(key, default)
-
-    @property
-    def timestamp_us(self) -> int:
-        """Event-Date-Timestamp in microseconds since the epoch (0 when missing or malformed)."""
-        try:
-            return int(self.headers.get("Event-Date-Timestamp", "0"))
-        except ValueError:
-            return 0
 
 
 def parse_event_body(data: bytes) -> Event:

@@ -356,7 +356,7 @@ def _through_outages(generated, windows: list[tuple[float, float]], reply_after:
     missed: set[int] = set()
     state, window, settle_at = "up", 0, None
     for i, (event, sim) in enumerate(zip(events, sims)):
-        t = (event.timestamp_us - GENERATED_T0) / 1e6
+        t = (int(event.headers["Event-Date-Timestamp"]) - GENERATED_T0) / 1e6
         at = event_time(event.headers)
         if settle_at is not None and t >= settle_at:
             tracker.settle(at)

@@ -6,12 +6,13 @@ from pytest import approx
 
 from screenpop.daemon.calls.direction import DirectionRules
 from screenpop.daemon.calls.tracker import CallState, CallTracker
-from screenpop.daemon.pbx.protocol import parse_headers, render_headers
+from screenpop.daemon.pbx.protocol import parse_headers
 from screenpop.daemon.record.writer import Writer, load_open_calls
 from screenpop.daemon.reports import analytics
 from screenpop.daemon.reports.callrecords import call_records
 from screenpop.db.models import Call, CallEvent, CallParty
 from screenpop.simulator.capture import read_events
+from screenpop.simulator.events import plain_line
 
 from support import CAPTURES, RULES, expected, staff
 
@@ -157,7 +158,7 @@ def test_a_hostile_caller_name_is_stored_as_sent_and_a_nul_cannot_stop_the_write
     tracker = CallTracker(DIRECTION, writer)
     for _, event in read_events(CAPTURES / "ring-group-users.plain.esl"):
         names = {k: hostile for k in event.headers if k.endswith("Caller-ID-Name")}
-        event.headers = parse_headers(render_headers({**event.headers, **names})[:-1])
+        event.headers = parse_headers(b"".join(plain_line(k, v) for k, v in {**event.headers, **names}.items()))
         tracker.handle(event)
     while writer.pending or writer._calls:
         writer.flush_once()
