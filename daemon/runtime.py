@@ -100,8 +100,8 @@ class Daemon:
         publisher, self.listener, self.election = self._cluster_parts()
         self.writer = Writer(self.db, e164=self._e164, node=self.node, batch_max=config.database.batch_max,
                              queue_max=config.database.queue_max,
-                             on_committed=self.push.committed if self.listener is None else None,
-                             on_stalled=self.push.early, fence=self.election, publisher=publisher,
+                             on_committed=self.push.push_committed if self.listener is None else None,
+                             on_stalled=self.push.push_early, fence=self.election, publisher=publisher,
                              staff=self.staff)
         # the tracker's calls and pops go through the CDR intake, which completes the calls it ends from FreeSWITCH's
         # CDRs, to the writer; the intake builds the tracker with itself as its sink (each needs the other)
@@ -144,7 +144,7 @@ class Daemon:
             log.info("SQLite: single-node (pops across daemons and standby daemons need PostgreSQL)")
             return None, None, None
         schema = current_schema(self.db)
-        listener = Listener(self.db, schema, self.push.rows)
+        listener = Listener(self.db, schema, self.push.push_stored)
         if not self.config.cluster.election:
             return Publisher(schema), listener, None
         cluster = self.config.cluster

@@ -1,6 +1,6 @@
 """Operator push: committed pops become cards on the Server-Sent Events streams of their extension.
 
-The writer calls ``PushHub.committed`` after every commit (the pops then have their CallEvent ids). On the
+The writer calls ``PushHub.push_committed`` after every commit (the pops then have their CallEvent ids). On the
 database worker (db/worker.py: one greenlet with a connection of its own, which the HTTP side shares) the hub
 builds the cards (card.py), reads replays (CallEvent rows after a client's Last-Event-ID), checks tokens, and
 fans frames out to the subscribers of each extension. Fan-out never waits for a client: each subscriber has a bounded queue,
@@ -10,9 +10,9 @@ the database. Nothing is lost that way, and nobody else waits.
 A stream with Last-Event-ID subscribes first (live frames are buffered), then reads the replay, sends it,
 then sends the buffered live frames with a higher id than the last one sent: nothing twice, nothing lost.
 
-With several daemons on PostgreSQL, committed pops come in through ``rows`` (daemon/push/fanout.py), every
-daemon's in one id order, instead of ``committed``. While the database is out of reach the writer hands
-its pops to ``early``: they go out at once as cards without an id (built from what is cached); once they are
+With several daemons on PostgreSQL, committed pops come in through ``push_stored`` (daemon/push/fanout.py), every
+daemon's in one id order, instead of ``push_committed``. While the database is out of reach the writer hands
+its pops to ``push_early``: they go out at once as cards without an id (built from what is cached); once they are
 stored, the streams that had them get only their id (an id-only frame moves Last-Event-ID, shows nothing).
 
 With sources configured (daemon/sources/), a pop that rings goes out with what they are known to say (often
@@ -140,16 +140,16 @@ class PushHub:
 
     # ---- the writer's side ---------------------------------------------------------------
 
-    def committed(self, pops: list) -> None:
-        """Writer listener: called after each commit; never blocks the writer."""
+    def push_committed(self, pops: list) -> None:
+        """The writer's pops of a commit, to their streams (single daemon); never blocks the writer."""
         if pops:
             self.worker.post(self._build_and_fan_out, [PopRow.from_pending(p) for p in pops])
 
-    def rows(self, rows: list[PopRow]) -> None:
-        """Fan-out listener: stored pops of every daemon, in id order."""
+    def push_stored(self, rows: list[PopRow]) -> None:
+        """Pops stored by any daemon, as the fan-out listener reads them in id order, to their streams."""
         self.worker.post(self._build_and_fan_out, rows)
 
-    def early(self, pops: list) -> None:
+    def push_early(self, pops: list) -> None:
         """Pops the database has not taken yet: out now from memory, no query, id-less; remembered per stream."""
         for pop in pops:
             row = PopRow.from_pending(pop)

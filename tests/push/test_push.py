@@ -547,7 +547,7 @@ def test_a_stuck_client_is_cut_off_while_the_others_get_everything(sqlite_url):
         call = CallState(uuid="u1", a_leg=None, started_at=dt.datetime(2026, 1, 1))
         call.direction = "INCOMING"
         for i in range(1, 301):
-            hub.committed([PendingPop(call, "1001", "ringing", dt.datetime(2026, 1, 1), "+3545551234", "x", "INCOMING",
+            hub.push_committed([PendingPop(call, "1001", "ringing", dt.datetime(2026, 1, 1), "+3545551234", "x", "INCOMING",
                                       None, 0, id=i)])
             if i % 50 == 0:
                 gevent.sleep(0.01)
