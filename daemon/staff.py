@@ -1,5 +1,6 @@
 """One employee snapshot for everyone who needs names and extensions: the writer (employee ids), the card (operator
-names) and the number rules (active extensions count as internal). The runtime refreshes it in one place."""
+names) and the number rules (active extensions count as internal). Only the runtime reads it again: every
+[database] employee_reload, on SIGHUP, and at once after a change through its pages or API."""
 from __future__ import annotations
 
 from typing import NamedTuple

@@ -1,4 +1,6 @@
-"""The peewee models: customers and their numbers, employees, orders, calls and call events."""
+"""The peewee models: customers and their numbers, employees and teams, orders, custom fields, categories and card
+layouts, calls with their parties and pop events, CDR legs, API tokens, missed calls marked done, settings, sign-in
+links, web sessions and the schema version."""
 from __future__ import annotations
 
 import datetime as dt
