@@ -211,7 +211,7 @@ def test_the_pop_goes_out_at_once_and_the_update_follows_with_the_same_card(sqli
     try:
         sub = hub.subscribe("1001", None)
         started = time.monotonic()
-        hub.rows([_pop(1)])
+        hub.push_stored([_pop(1)])
         ((pop_id, frame),) = _frames(sub, 1)
         assert time.monotonic() - started < 0.1, "the pop does not wait for the source"
         assert frame.startswith(b"id: 1\nevent: pop\n")
@@ -227,11 +227,11 @@ def test_the_pop_goes_out_at_once_and_the_update_follows_with_the_same_card(sqli
             {"source": "slow", "name": "Name", "value": "Norðurljós ehf."}]}
         assert card["record_url"] == f"/customers/{linked.id}", "the source named the customer by its external id"
         assert card["customer"] is None and card["matches"] == 0, "the stored answer stays the lookup's"
-        hub.rows([_pop(2, event="answered"), _pop(3, call="call-2")])
+        hub.push_stored([_pop(2, event="answered"), _pop(3, call="call-2")])
         (answered, again) = _frames(sub, 2)
         assert _card(answered[1])["sources"]["fields"] and _card(again[1])["sources"]["pending"] is False
         assert _frames(sub, 1, timeout=0.5) == [], "a cached answer goes with the pop; no update"
-        hub.rows([_pop(4, number="1002", call="internal")._replace(direction="INTERNAL"), _pop(5, number="anonymous")])
+        hub.push_stored([_pop(4, number="1002", call="internal")._replace(direction="INTERNAL"), _pop(5, number="anonymous")])
         assert [_card(f)["sources"] for _, f in _frames(sub, 2)] == [None, None]
         assert service.hits["slow"] == 1
     finally:
@@ -248,7 +248,7 @@ def test_sources_that_add_nothing_send_no_update(sqlite_url, service):
     hub = start_hub(db, lambda: Lookup(db, RULES), sources=sources(http(service, "error"), http(service, "missing")))
     try:
         sub = hub.subscribe("1001", None)
-        hub.rows([_pop(1)])
+        hub.push_stored([_pop(1)])
         assert len(_frames(sub, 1)) == 1
         gevent.sleep(0.5)
         assert sub.take() == [] and service.hits["error"] == service.hits["missing"] == 1

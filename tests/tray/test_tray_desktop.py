@@ -672,7 +672,7 @@ def test_demo_starts_a_tray_on_a_desktop(session, tmp_path):
                 parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
             except (OSError, ValueError, IndexError):
                 continue
-            if parent == proc.pid and "tray" in argv:
+            if parent == proc.pid and "screenpop.tray.cli" in argv:  # python -m screenpop.tray.cli ...
                 trays.append(argv)
         return bool(trays) or proc.poll() is not None
 
