@@ -1,17 +1,26 @@
-"""Sources: the pop's latency with and without a source configured, and how long after the pop its update comes.
+"""Sources: the pop's latency with and without a source configured, and how long after the source's answer its
+update comes.
 
-Real parts: `screenpop simulate --generate` at 100 calls/s over 50 extensions (a new number on every call, so every
-pop asks the source) -> `screenpop daemon` (SQLite) -> SSE, read by an admin stream of every extension in this
-process, which stamps each `pop` and `update` message as it arrives. The source is an HTTP service in a child
-process answering after a set delay (the source's own latency); its cache is off. Three phases in the same run:
-no source (the baseline), an http source, and (if MariaDB answers on 127.0.0.1:3306) a MariaDB source.
+Real parts: a stream recorded once from `screenpop simulate --generate` (100 calls/s over 50 extensions, a number
+from a list of a fresh one per call, so nearly every pop asks the source; bench/recording.py), replayed restamped
+at its own pace (`--replay --restamp --speed 1`, which costs the simulator a fraction of what generating live
+does, so the load does not eat the core the daemon needs) -> `screenpop daemon` (SQLite) -> SSE, read by an admin
+stream of every extension in this process, which stamps each `pop` and `update` message as it arrives. The source
+is an HTTP service in a child process answering after a set delay, which notes for each request when it came and
+when its answer was sent, by number; its cache is off. Three phases in the same run: no source (the baseline), an
+http source, and (if MariaDB answers on 127.0.0.1:3306) a MariaDB ERP holding every number of the stream.
 
 The first WARM_UP seconds of each phase are left out.
 
 - pop: arrival of the ringing card minus the ring's time on the card (`at`, the simulator's clock, ms): the
   pop's latency through the daemon; with a source it must not move (goal p99 < 50 ms).
-- update - pop - delay: how much later than the source's own latency the update arrives (goal p99 < 10 ms; for
-  MariaDB the query's own time is in it, a few ms).
+- source's own latency (http): the service's request in -> answer sent, for the request each update answered.
+- update - answer sent (http): the update's arrival minus the moment the service finished sending the answer it
+  carries: what screenpop adds to the source's own latency (goal p99 < 10 ms).
+- update - pop - delay (http, the older and coarser measure) and update - pop (MariaDB, where the query's own time
+  is inside: the daemon does not log it).
+- pops without an update: each should have one (every number is known to the source); the daemon's log says
+  why not (a source timing out or paused, the pool full).
 
     python bench/sources.py [--seconds 20] [--rate 100] [--delay 0.05]
 
@@ -36,22 +45,30 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from support import daemon, free_port, http_ready, simulator, wait_for, write_config  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from recording import record  # noqa: E402
+
 from screenpop.tray.stream import SSEParser  # noqa: E402
 
 WARM_UP = 2.0  # seconds of the first pops left out (the daemon loads the pages and warms its caches)
 
 SERVICE = """
-import json, sys, time
+import json, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-delay = float(sys.argv[1])
+from urllib.parse import unquote
+delay, out, lock = float(sys.argv[1]), open(sys.argv[2], "a", buffering=1), threading.Lock()
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def log_message(self, *a): pass
     def do_GET(self):
+        came = time.time()
         time.sleep(delay)
         body = json.dumps({"customer": {"tier": "gold", "id": "C-1"}}).encode()
         self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
         self.wfile.write(body)
+        sent = time.time()
+        with lock:
+            out.write(f"{unquote(self.path.rsplit('/', 1)[-1])} {came} {sent}\\n")
 s = ThreadingHTTPServer(("127.0.0.1", 0), H); s.daemon_threads = True
 print(s.server_address[1], flush=True); s.serve_forever()
 """
@@ -91,7 +108,17 @@ def line(name: str, values: list[float]) -> str:
             f"  max {max(values) * 1000:7.1f} ms")
 
 
-def phase(folder: Path, name: str, sources: str, seconds: float, rate: float, delay: float) -> None:
+def served(log: Path) -> dict[str, list[tuple[float, float]]]:
+    """The HTTP service's requests by number: (came, answer sent) of each, in order."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for row in log.read_text(encoding="utf-8").splitlines():
+        number, came, sent = row.split()
+        out.setdefault(number, []).append((float(came), float(sent)))
+    return out
+
+
+def phase(folder: Path, name: str, sources: str, recording: Path, delay: float, requests: Path | None) -> None:
+    """One replay of the recording through the daemon with these sources; requests: the HTTP service's log."""
     from screenpop.daemon.auth import tokens
     from screenpop.db.database import open_database
     from screenpop.db.migrations import migrate
@@ -109,12 +136,10 @@ def phase(folder: Path, name: str, sources: str, seconds: float, rate: float, de
     try:
         wait_for(lambda: http_ready(f"http://127.0.0.1:{web}") or d.popen.poll() is not None, 30, "the daemon")
         reader = Reader(web, admin)
-        numbers = work / "numbers.txt"
-        numbers.write_text("".join(f"+3545{i:06d}\n" for i in range(int(seconds * rate) + 100)), encoding="utf-8")
-        sim = simulator(work, esl, "--generate", "--rate", str(rate), "--duration", str(seconds), "--extensions",
-                        "1001-1050", "--numbers", str(numbers), "--mix", "inbound_answered=1", "--speed", "1",
-                        "--linger", "3")
-        sim.wait(seconds * 4 + 60)
+        if requests is not None:
+            requests.write_text("", encoding="utf-8")
+        sim = simulator(work, esl, "--replay", str(recording), "--restamp", "--speed", "1", "--linger", "3")
+        sim.wait(600)
         time.sleep(1.0)
         def ring(card: dict) -> float:
             return dt.datetime.fromisoformat(card["at"].replace("Z", "+00:00")).timestamp()
@@ -123,13 +148,28 @@ def phase(folder: Path, name: str, sources: str, seconds: float, rate: float, de
         start = min((ring(c) for _, c in pops.values()), default=0.0) + WARM_UP
         pops = {i: (t, c) for i, (t, c) in pops.items() if ring(c) >= start}  # the first seconds warm the daemon up
         latency = [t - ring(c) for t, c in pops.values()]
-        after = [t - pops[c["id"]][0] - delay for t, e, c in reader.got if e == "update" and c["id"] in pops]
-        print(f"-- {name}: {len(pops)} ringing pops after the warm-up, {len(after)} of their updates "
+        updates = [(t, c) for t, e, c in reader.got if e == "update" and c["id"] in pops]
+        after = [t - pops[c["id"]][0] - delay for t, c in updates]
+        print(f"-- {name}: {len(pops)} ringing pops after the warm-up, {len(updates)} of their updates "
               f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
         print(line("  pop (arrival - ring)", latency))
-        if sources:
+        if sources and requests is not None:
+            asked = served(requests)
+            own, overhead = [], []
+            for t, c in updates:  # the latest request for the number that came before the update
+                answered = [r for r in asked.get(c["number"], ()) if r[0] <= t]
+                if answered:
+                    own.append(answered[-1][1] - answered[-1][0])
+                    overhead.append(t - answered[-1][1])
+            print(line("  source's own latency", own))
+            print(line("  update - answer sent", overhead))
             print(line(f"  update - pop - {delay * 1000:g} ms", after))
-        if "ERROR" in d.log() or "Traceback" in d.log():
+        elif sources:
+            print(line("  update - pop (query inside)", after))
+        warnings = [r for r in d.log().splitlines() if "screenpop.sources" in r or "ERROR" in r]
+        if warnings:
+            print(f"  daemon log: {len(warnings)} line(s) of the sources or errors:\n    " + "\n    ".join(warnings[:5]))
+        if "Traceback" in d.log():
             print("  daemon log:\n" + d.log()[-2000:])
     finally:
         d.terminate(30)
@@ -142,26 +182,35 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=100.0)
     ap.add_argument("--delay", type=float, default=0.05, help="the http source's own latency, seconds")
     args = ap.parse_args()
-    service = subprocess.Popen([sys.executable, "-c", SERVICE, str(args.delay)], stdout=subprocess.PIPE, text=True)
-    port = int(service.stdout.readline())
-    http_source = (f'[[sources]]\nname = "crm"\ntype = "http"\nurl = "http://127.0.0.1:{port}/c/{{e164}}"\n'
-                   'cache_seconds = 0\nfields = { Tier = "customer.tier" }\n')
-    try:
-        with tempfile.TemporaryDirectory(prefix="screenpop-bench-sources-") as tmp:
-            folder = Path(tmp)
-            print(f"{args.rate:g} calls/s for {args.seconds:g} s over 50 extensions, a new number each call")
-            phase(folder, "no source", "", args.seconds, args.rate, args.delay)
-            phase(folder, f"http source ({args.delay * 1000:g} ms)", http_source, args.seconds, args.rate, args.delay)
+    with tempfile.TemporaryDirectory(prefix="screenpop-bench-sources-") as tmp:
+        folder = Path(tmp)
+        count = int(args.seconds * args.rate) + 100
+        numbers = folder / "numbers.txt"
+        numbers.write_text("".join(f"+3545{i:06d}\n" for i in range(count)), encoding="utf-8")
+        recording = folder / "load.plain.esl"
+        record(recording, "--rate", str(args.rate), "--duration", str(args.seconds), "--extensions", "1001-1050",
+               "--numbers", str(numbers), "--mix", "inbound_answered=1", "--seed", "9")
+        requests = folder / "requests.log"
+        service = subprocess.Popen([sys.executable, "-c", SERVICE, str(args.delay), str(requests)],
+                                   stdout=subprocess.PIPE, text=True)
+        port = int(service.stdout.readline())
+        http_source = (f'[[sources]]\nname = "crm"\ntype = "http"\nurl = "http://127.0.0.1:{port}/c/{{e164}}"\n'
+                       'cache_seconds = 0\nfields = { Tier = "customer.tier" }\n')
+        try:
+            print(f"{args.rate:g} calls/s for {args.seconds:g} s over 50 extensions, a number of {count} each call "
+                  f"(a recorded stream replayed restamped); uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+            phase(folder, "no source", "", recording, args.delay, None)
+            phase(folder, f"http source ({args.delay * 1000:g} ms)", http_source, recording, args.delay, requests)
             try:
                 from erp import erp, sources_toml
 
-                with erp({f"5{i:06d}": f"Customer {i}" for i in range(2000)}) as prefix:
+                with erp({f"5{i:06d}": f"Customer {i}" for i in range(count)}) as prefix:
                     phase(folder, "MariaDB source", sources_toml(None, prefix).replace(
-                        "timeout = 0.3", "timeout = 0.3\ncache_seconds = 0"), args.seconds, args.rate, 0.0)
+                        "timeout = 0.3", "timeout = 0.3\ncache_seconds = 0"), recording, 0.0, None)
             except BaseException as exc:  # noqa: BLE001 - no MariaDB here: that phase is skipped, said so
                 print(f"-- MariaDB source: skipped ({type(exc).__name__}: {exc})")
-    finally:
-        service.terminate()
+        finally:
+            service.terminate()
 
 
 if __name__ == "__main__":
