@@ -76,6 +76,7 @@ class _Handler(BaseHTTPRequestHandler):
         service = self.server
         route, _, rest = self.path.lstrip("/").partition("/")
         service.hits[route] += 1
+        service.clients.add(self.client_address)
         service.paths.append(self.path)
         service.headers.append(dict(self.headers))
         if route == "slow":
@@ -90,6 +91,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, json.dumps({"customer": {"name": HOSTILE_VALUE, "id": "C-1"}}).encode())
         if route == "notjson":
             return self._send(200, b"<html>Service Unavailable</html>")
+        if route == "once":
+            self.close_connection = True  # closed after this answer without saying so, as an idle timeout would
         answer = {"customer": {"id": "C-1", "name": "Norðurljós ehf.", "tier": "gold"},
                   "invoices": [{"number": "F-17", "due": "2026-12-01", "amount": 1250.5}], "number": rest}
         self._send(200, json.dumps(answer).encode())
@@ -107,16 +110,19 @@ class _Handler(BaseHTTPRequestHandler):
 
 class Service(ThreadingHTTPServer):
     """The CRM's HTTP API on a free loopback port: routes /ok, /slow (slow_seconds), /error (500), /flaky (500 while failing),
-    /missing (404),
-    /big (10 MB), /markup (hostile values), /notjson; each followed by the number. hits counts requests by route."""
+    /missing (404), /big (10 MB), /markup (hostile values), /notjson, /once (like /ok, then the connection is closed
+    unannounced); each followed by the number. hits counts requests by route, clients the connections they came on.
+    keep_alive: HTTP/1.1 with connections kept open (else HTTP/1.0, one connection a request)."""
 
     daemon_threads = True
 
-    def __init__(self, slow_seconds: float = 2.0) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, slow_seconds: float = 2.0, keep_alive: bool = False) -> None:
+        handler = type("_KeepAlive", (_Handler,), {"protocol_version": "HTTP/1.1"}) if keep_alive else _Handler
+        super().__init__(("127.0.0.1", 0), handler)
         self.slow_seconds = slow_seconds
         self.failing = True  # /flaky answers 500 while set, like /ok after
         self.hits: Counter[str] = Counter()
+        self.clients: set[tuple[str, int]] = set()
         self.paths: list[str] = []
         self.headers: list[dict] = []
         self.bodies: list[bytes] = []

@@ -17,7 +17,7 @@ from screenpop.daemon.record.pops import PopRow
 from screenpop.daemon.sources.fetch import Sources
 from screenpop.db.models import Customer
 
-from erp import HOSTILE_VALUE, MARIADB_URL, erp, erp_query, service  # noqa: F401 - service is a fixture
+from erp import HOSTILE_VALUE, MARIADB_URL, Service, erp, erp_query, service  # noqa: F401 - service is a fixture
 from support import RULES, start_hub, stop_hub
 
 NUMBER = "+3545551234"
@@ -61,6 +61,19 @@ def test_http_post_sends_the_number_forms_as_json(service):
     result = only(sources(http(service, "ok", method="POST")))
     assert result.fields[0] == ("Tier", "gold")
     assert json.loads(service.bodies[0]) == {"e164": NUMBER, "national": "5551234", "digits": "3545551234"}
+
+
+def test_http_keeps_its_connection_between_lookups_and_replaces_one_closed_while_idle():
+    kept = Service(keep_alive=True)
+    try:
+        crm = sources(http(kept, "ok", cache_seconds=0), http(kept, "once", cache_seconds=0))
+        for number in ("555 1234", "555 1235", "555 1236"):
+            ok, once = crm.answer([number])
+            assert ok.fields[0] == ("Tier", "gold") and once.fields[0] == ("Tier", "gold"), (ok, once)
+        assert kept.hits == {"ok": 3, "once": 3}
+        assert len(kept.clients) == 1 + 3, "one connection for /ok's three lookups, a new one after each /once"
+    finally:
+        kept.close()
 
 
 def test_slow_erring_oversized_and_garbled_answers_fail_alone_within_the_timeout(service):
