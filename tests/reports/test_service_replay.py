@@ -14,11 +14,10 @@ QUEUE, GROUP, DIRECT = "+3545553000", "+3545552001", "+3545551001"
 SCENARIOS = ("queue", "ring-group-users", "transfer", "inbound-answered", "inbound-missed")
 
 
-def test_replayed_queue_ring_group_and_direct_calls_give_their_figures(tmp_path, db, request):
-    url = request.getfixturevalue("sqlite_url" if request.node.callspec.params["db"] == "sqlite" else "pg_url")
+def test_replayed_queue_ring_group_and_direct_calls_give_their_figures(tmp_path, db, db_url):
     for scenario in SCENARIOS:
         (tmp_path / scenario).mkdir()
-        replay(tmp_path / scenario, url, scenario)
+        replay(tmp_path / scenario, db_url, scenario)
         assert expected(scenario)["calls"][0]["did"] in (QUEUE, GROUP, DIRECT)
     calls = list(Call.select().order_by(Call.started_at))
     assert len(calls) == len(SCENARIOS)
