@@ -328,7 +328,7 @@ def test_database_outage_pops_go_on_and_everything_is_stored_once(cluster, pg_ur
                                  "--extensions", "1001-1004", "--expect", str(expect), "--linger", "1")
     d = cluster.daemon("daemon", "fs1", port, db_url=via_proxy)
     try:
-        tray = cluster.stream(d, admin)
+        tray = cluster.stream(d, admin, last_event_id=0)  # calls start as soon as the daemon connects
         wait_for(lambda: len(tray.messages) >= 5, 20, "pops before the outage")
         proxy.cut()
         wait_for(lambda: "database write failed" in d.log(), 20, "the daemon to notice the outage")
