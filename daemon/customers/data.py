@@ -353,6 +353,20 @@ def link_calls(customer_id: int, e164: str | None, call_uuid: str | None) -> int
     return Call.update(customer=customer_id, matches=1).where(Call.customer.is_null() & cond).execute()
 
 
+def link_call(customer_id: int, call_uuid: str) -> None:
+    """Give one call to this customer: the operator chose them among the customers who share its number. Only a
+    call nobody has yet: one already on a record stays there (409), so a second click cannot move it."""
+    get_customer(customer_id)
+    call = Call.get_or_none(Call.uuid == call_uuid)
+    if call is None:
+        raise DataError(404, f"no call {call_uuid}")
+    if call.customer_id == customer_id:
+        return
+    if call.customer_id is not None:
+        raise DataError(409, "This call is on another customer's record already.", customer_id=call.customer_id)
+    Call.update(customer=customer_id, matches=1).where(Call.id == call.id).execute()
+
+
 # ---- orders ------------------------------------------------------------------------------------------
 
 

@@ -129,7 +129,7 @@ class CardBuilder:
         elif internal or not self._dialable(pop.number):
             record = None
         elif pop.matches > 1:
-            record = f"/customers/choose?number={number}"
+            record = f"/customers/choose?number={number}&call={quote(pop.uuid, safe='')}"
         else:
             record = f"/customers/new?number={number}&call={quote(pop.uuid, safe='')}"
         card = {

@@ -246,7 +246,7 @@ def test_cards_known_unknown_several_and_internal(env_any):
     assert card["can_call"] is True
     card = by_number["+3545557777"][0]
     assert card["matches"] == 2 and card["customer"] is None and card["can_call"] is True
-    assert card["record_url"] == "/customers/choose?number=%2B3545557777"
+    assert card["record_url"] == f"/customers/choose?number=%2B3545557777&call={card['call_uuid']}"
     assert card["candidates"] == [{"id": t.id, "name": t.name, "company": "Tvíburar"} for t in twins]
     card = by_number["+3545550042"][0]
     assert card["matches"] == 0 and card["customer"] is None and card["candidates"] == []

@@ -467,6 +467,40 @@ def test_chooser_lists_exactly_the_customers_sharing_a_number(site):
     assert site.client().get("/customers/choose?number=5557777").status_code in (302, 303)
 
 
+def test_chooser_puts_the_pops_call_on_the_chosen_customers_record(site):
+    """The pop's chooser carries its call: "This is the caller" links that one call (not the number's other calls:
+    the number stays shared), once; a second choice does not move it."""
+    first, second = (_customer(name=f"Twin {i}", company=HOSTILE, number="+3545557777") for i in (1, 2))
+    ringing, earlier = "0b3e1f0e-4a7b-4c55-9d2e-6f1f8a2b9c01", "0b3e1f0e-4a7b-4c55-9d2e-6f1f8a2b9c02"
+    _call(ringing, "+3545557777", HOSTILE, matches=2)
+    _call(earlier, "+3545557777", minutes=-60, matches=2)
+    op = site.client("op")
+    html = _text(op.get("/customers/choose", query_string={"number": "+3545557777", "call": ringing}))
+    assert html.count("This is the caller</button>") == 2 and f'value="{ringing}"' in html
+    assert "This is the caller" not in _text(op.get("/customers/choose?number=%2B3545557777"))  # no call: no buttons
+    assert "This is the caller" not in _text(op.get(f"/customers/choose?number=%2B3545557777&call={HOSTILE}"))
+
+    r = site.post(op, f"/customers/{second.id}/calls", {"call": ringing})
+    assert (r.status_code, r.headers["Location"]) == (303, f"/customers/{second.id}")
+    assert "This call is now on their record." in _text(op.get(r.headers["Location"]))
+    stored = {c.uuid: (c.customer_id, c.matches) for c in Call.select()}
+    assert stored == {ringing: (second.id, 1), earlier: (None, 2)}
+    html = _text(op.get("/customers/choose", query_string={"number": "+3545557777", "call": ringing}))
+    assert "This is the caller" not in html, "a linked call offers no more choices"
+
+    r = site.post(op, f"/customers/{first.id}/calls", {"call": ringing})  # a second choice, from a stale page
+    assert (r.status_code, r.headers["Location"]) == (303, f"/customers/{second.id}")
+    assert "on another customer&#39;s record already" in _text(op.get(r.headers["Location"]))
+    assert Call.get(Call.uuid == ringing).customer_id == second.id
+    assert site.post(op, f"/customers/{second.id}/calls", {"call": ringing}).status_code == 303  # the same: no-op
+    assert site.post(op, f"/customers/{first.id}/calls", {"call": HOSTILE}).status_code == 400
+    assert site.post(op, f"/customers/{first.id}/calls", {}).status_code == 400
+    r = site.post(op, f"/customers/{first.id}/calls", {"call": "0b3e1f0e-4a7b-4c55-9d2e-6f1f8a2b9c99"})
+    assert r.status_code == 404 and "No call" in _text(r)
+    assert site.post(op, "/customers/999999/calls", {"call": earlier}).status_code == 404
+    assert Call.get(Call.uuid == earlier).customer_id is None
+
+
 def test_edit_customer(site):
     c = _customer()
     op = site.client("op")

@@ -196,6 +196,33 @@ def test_add_the_number_to_an_existing_customer(rig):
     rig.wait_pop(number, "ended")
 
 
+def test_choose_which_customer_sharing_the_number_is_calling(rig):
+    """A number two customers share pops the chooser; "This is the caller" puts the call on the chosen record, and
+    the rest of the call carries that customer's card."""
+    number = "+3548207777"
+    twins = [Customer.create(name=name, company="Tvíburar ehf") for name in ("Ása Tvíburi", "Bára Tvíburi")]
+    for twin in twins:
+        add_phone(twin, number, "home", RULES)
+    rig.call(number, seed=31)
+    ringing = rig.wait_pop(number, "ringing")
+    assert ringing["matches"] == 2 and ringing["customer"] is None
+    assert ringing["record_url"] == f"/customers/choose?number=%2B3548207777&call={ringing['call_uuid']}"
+    context, page = rig.browser()
+    try:
+        page.goto(rig.mint(rig.op, ringing["record_url"]))
+        assert page.locator("h1").inner_text() == "Which customer?"
+        assert page.locator("button", has_text="This is the caller").count() == 2
+        rig.shot(page, "chooser")
+        page.locator("tr", has_text="Bára Tvíburi").locator("button", has_text="This is the caller").click()
+        page.wait_for_url(f"**/customers/{twins[1].id}")
+        assert "This call is now on their record." in page.content()
+    finally:
+        context.close()
+    ended = rig.wait_pop(number, "ended")
+    assert ended["customer"]["id"] == twins[1].id, "the rest of the call carries the chosen card"
+    wait_for(lambda: Call.get(Call.uuid == ringing["call_uuid"]).customer_id == twins[1].id, 10, "the call linked")
+
+
 def _wait_true(page, expression: str, timeout: float = 60.0) -> None:
     """Poll expression until true. page.wait_for_function polls through eval, which the pages' CSP refuses when the
     first look is false (an image still loading on a busy machine); page.evaluate is not subject to the CSP."""

@@ -86,14 +86,39 @@ def choose():
     number = request.args.get("number", "").strip()[:64].replace("\x00", "")
     if not number:
         return error_page(400, "Which number? This page lists the customers who share a number (?number=…).")
+    call = forms.call_uuid(request.args.get("call"))
     cards = web().hub.cards
 
     def work():
         found = cards.lookup().find(number)
-        return found.matches, _with_phones(list(found.candidates))
+        row = Call.get_or_none(Call.uuid == call) if call else None
+        return found.matches, _with_phones(list(found.candidates)), row
 
-    matches, customers = database(work)
-    return render_page("choose.html", title="Which customer?", number=number, matches=matches, customers=customers)
+    matches, customers, call_row = database(work)
+    # the pop's call, when nobody has it yet: each customer gets a button that puts it on their record
+    linkable = call_row is not None and call_row.customer_id is None
+    return render_page("choose.html", title="Which customer?", number=number, matches=matches, customers=customers,
+                       call=call if linkable else None)
+
+
+@bp.post("/customers/<int:customer_id>/calls")
+@login_required()
+def link_call(customer_id: int):
+    """The chooser's "This is the caller": the call goes on this customer's record, and its next pops carry the card."""
+    call = forms.call_uuid(request.form.get("call"))
+    if call is None:
+        return error_page(400, "Which call? The form names the call by its UUID.")
+    try:
+        database(data.link_call, customer_id, call)
+    except DataError as exc:
+        if exc.status == 409:
+            flash(exc.message)
+            return redirect(f"/customers/{exc.extra['customer_id']}", 303)
+        return error_page(exc.status, exc.message[0].upper() + exc.message[1:] + ".")
+    _link(customer_id, None, call)
+    log.info("call %s linked to customer %d on the chooser", call, customer_id)
+    flash("This call is now on their record.")
+    return redirect(f"/customers/{customer_id}", 303)
 
 
 # ---- the record --------------------------------------------------------------------------------------
