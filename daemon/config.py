@@ -167,6 +167,30 @@ class CdrConfig:
         return _read_secret("[cdr] password_file", self.password_file) if self.password_file else self.password
 
 
+LISTEN_ROLES = ("admin", "manager", "operator")  # who may play recordings: that role and the ones above it
+
+
+@dataclass
+class RecordingsConfig:
+    """Call recordings (docs/recordings.md): where the daemon finds the files FreeSWITCH writes, which folders it
+    may serve files from, who may listen, how long recordings are kept, how often the files are checked.
+
+    paths maps a FreeSWITCH path prefix to the daemon's ("/var/lib/freeswitch/recordings" = "/mnt/pbx/recordings");
+    roots: the folders files are served from (the paths' local sides are added). keep_days 0: never deleted.
+    """
+
+    paths: dict[str, str] = field(default_factory=dict)
+    roots: list[str] = field(default_factory=lambda: ["/var/lib/freeswitch/recordings"])
+    listen: str = "admin"
+    keep_days: int = 0
+    sweep_interval: float = 3600.0
+    check_interval: float = 5.0
+
+    def served_roots(self) -> list[str]:
+        """Every folder recordings are served from: roots, then the local side of each path mapping."""
+        return list(dict.fromkeys([*self.roots, *self.paths.values()]))
+
+
 @dataclass
 class OriginateConfig:
     """Click-to-call (docs/originate.md): the dial string `bgapi originate` runs, the form of the number it dials,
@@ -256,6 +280,7 @@ class Config:
     cdr: CdrConfig = field(default_factory=CdrConfig)
     originate: OriginateConfig = field(default_factory=OriginateConfig)
     card: CardConfig = field(default_factory=CardConfig)
+    recordings: RecordingsConfig = field(default_factory=RecordingsConfig)
     sources: list[SourceConfig] = field(default_factory=list)
     node: str = ""
 
@@ -361,9 +386,28 @@ def parse(data: dict[str, Any]) -> Config:
         raise ConfigError("[cdr] user must be a name without ':' (mod_json_cdr sends cred as user:password)")
     config.cdr.secret()
     _check_card(config.card)
+    _check_recordings(config.recordings)
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("[log] level must be debug, info, warning or error")
     return config
+
+
+def _check_recordings(rec: RecordingsConfig) -> None:
+    """[recordings]: absolute paths on both sides of each mapping and in roots, a known listen role, sane ages."""
+    for fs_prefix, local in rec.paths.items():
+        if not (fs_prefix.startswith("/") and local.startswith("/")):
+            raise ConfigError(f"[recordings] paths: {fs_prefix!r} = {local!r} must map an absolute path to an absolute path")
+    for root in rec.roots:
+        if not root.startswith("/"):
+            raise ConfigError(f"[recordings] roots: {root!r} must be an absolute path")
+    if rec.listen not in LISTEN_ROLES:
+        raise ConfigError(f"[recordings] listen must be one of {', '.join(LISTEN_ROLES)}, got {rec.listen!r}")
+    if not 0 <= rec.keep_days <= 36500:
+        raise ConfigError("[recordings] keep_days must be between 0 (keep forever) and 36500")
+    if not 1 <= rec.sweep_interval <= 86400:
+        raise ConfigError("[recordings] sweep_interval must be between 1 and 86400 seconds")
+    if not 0.1 <= rec.check_interval <= 3600:
+        raise ConfigError("[recordings] check_interval must be between 0.1 and 3600 seconds")
 
 
 def _check_card(card: CardConfig) -> None:

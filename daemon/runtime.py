@@ -24,6 +24,7 @@ from screenpop.daemon.push.hub import PushHub
 from screenpop.daemon.push.layout import CardLayout
 from screenpop.daemon.push.layouts import Layouts
 from screenpop.daemon.record.cdr import CdrIntake
+from screenpop.daemon.record.recordings import Keeper, PathMap
 from screenpop.daemon.record.writer import Writer, load_open_calls
 from screenpop.daemon.reports.analytics import local_zone
 from screenpop.daemon.sdnotify import Notifier
@@ -102,7 +103,9 @@ class Daemon:
                              queue_max=config.database.queue_max,
                              on_committed=self.push.push_committed if self.listener is None else None,
                              on_stalled=self.push.push_early, fence=self.election, publisher=publisher,
-                             staff=self.staff)
+                             staff=self.staff, map_path=PathMap(config.recordings.paths).local)
+        # recordings' files checked once stopped, and deleted after [recordings] keep_days (docs/recordings.md)
+        self.keeper = Keeper(config.recordings, self.worker)
         # the tracker's calls and pops go through the CDR intake, which completes the calls it ends from FreeSWITCH's
         # CDRs, to the writer; the intake builds the tracker with itself as its sink (each needs the other)
         self.cdr = CdrIntake(config.cdr, self.writer, self.worker,
@@ -306,7 +309,8 @@ class Daemon:
         self.worker.start()
         self.push.start()
         self._greenlets = [gevent.spawn(self.writer.run), gevent.spawn(self._reload_employees),
-                           gevent.spawn(self.cdr.prune_forever, self._stopped)]
+                           gevent.spawn(self.cdr.prune_forever, self._stopped),
+                           gevent.spawn(self.keeper.run, self._stopped)]
         if self.listener is not None:
             self.listener.start()
         if self.election is not None:

@@ -13,7 +13,8 @@ import peewee
 
 from screenpop.db import callfacts, search
 from screenpop.db.models import (ALL_MODELS, Call, CardLayoutRow, Category, CdrLeg, CustomField, MissedDone,
-                                 SchemaVersion, Setting, SigninLink, Team, TeamMember, WebSession)
+                                 Recording, RecordingListen, SchemaVersion, Setting, SigninLink, Team, TeamMember,
+                                 WebSession)
 from screenpop.db.numbers import valid_country_code
 
 _LOCK_KEY = 0x5C2EE9  # pg advisory lock id: one migrating process at a time
@@ -154,6 +155,11 @@ def _card_layouts(db: peewee.Database) -> None:
     db.create_tables([CardLayoutRow, Team, TeamMember], safe=True)
 
 
+def _recordings(db: peewee.Database) -> None:
+    """Call recordings (RECORD_START / RECORD_STOP) and who listened to them; a fresh database has them already."""
+    db.create_tables([Recording, RecordingListen], safe=True)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "create all tables", _create_tables),
     Migration(2, "web sign-in: shared settings and one-time sign-in links", _web_signin),
@@ -172,6 +178,7 @@ MIGRATIONS: list[Migration] = [
     Migration(14, "missed calls marked done: who and when, undone by deleting the row", _missed_done),
     Migration(15, "custom fields on customers and orders, searched; the category list", _custom_fields),
     Migration(16, "card layouts chosen by an admin, per team of extensions", _card_layouts),
+    Migration(17, "call recordings linked to calls, and the log of who listened", _recordings),
 ]
 
 

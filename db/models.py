@@ -1,6 +1,6 @@
 """The peewee models: customers and their numbers, employees and teams, orders, custom fields, categories and card
 layouts, calls with their parties and pop events, CDR legs, API tokens, missed calls marked done, settings, sign-in
-links, web sessions and the schema version."""
+links, web sessions, call recordings with their listen log, and the schema version."""
 from __future__ import annotations
 
 import datetime as dt
@@ -8,6 +8,7 @@ import datetime as dt
 from peewee import (
     AutoField,
     BigAutoField,
+    BigIntegerField,
     BooleanField,
     CharField,
     DatabaseProxy,
@@ -270,6 +271,52 @@ class MissedDone(BaseModel):
     token = ForeignKeyField(ApiToken, null=True, on_delete="SET NULL")
 
 
+RECORDING_STATUSES = ("recording", "stopped", "ok", "missing", "unreadable", "discarded", "deleted")
+
+
+class Recording(BaseModel):
+    """One file FreeSWITCH recorded of a call (RECORD_START / RECORD_STOP, docs/recordings.md).
+
+    call_uuid is the call's a-leg (Call.uuid: the recording may start before the call row is written); party says
+    who is on the left channel of a stereo file (the recorded leg's own side: customer or operator), extension the
+    operator on it. fs_path is the path as FreeSWITCH wrote it, path where the daemon reads it ([recordings]
+    paths). status: recording, stopped (not checked yet), ok, missing, unreadable, discarded (FreeSWITCH removed
+    a too-short file), deleted (by retention, at deleted_at). keep holds it from retention.
+    """
+
+    id = AutoField()
+    call_uuid = CharField(max_length=64, index=True)
+    leg_uuid = CharField(max_length=64)
+    party = CharField(max_length=16, default="")
+    extension = CharField(max_length=32, null=True)
+    fs_path = TextField()
+    path = TextField()
+    started_at = DateTimeField(index=True)
+    stopped_at = DateTimeField(null=True)
+    seconds = FloatField(null=True)  # FreeSWITCH's record_ms at the stop
+    completion_cause = CharField(max_length=32, null=True)
+    size = BigIntegerField(null=True)
+    status = CharField(max_length=16, default="recording", index=True)
+    checked_at = DateTimeField(null=True)
+    keep = BooleanField(default=False)
+    deleted_at = DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("call_uuid", "fs_path"), True),)
+
+
+class RecordingListen(BaseModel):
+    """Someone played a recording: who (the token and what it was then), when, which call (admins read the log)."""
+
+    id = AutoField()
+    recording = ForeignKeyField(Recording, on_delete="CASCADE")
+    call_uuid = CharField(max_length=64)
+    token = ForeignKeyField(ApiToken, null=True, on_delete="SET NULL")
+    who = CharField(max_length=200, default="")
+    role = CharField(max_length=16, default="")
+    at = DateTimeField(default=utcnow, index=True)
+
+
 class Setting(BaseModel):
     """A value every daemon on the database shares, such as the web sessions' signing key (made once)."""
 
@@ -308,4 +355,4 @@ class SchemaVersion(BaseModel):
 
 
 ALL_MODELS = [Employee, Customer, Phone, Order, Call, CallParty, CallEvent, ApiToken, Setting, SigninLink, WebSession,
-              CdrLeg, MissedDone, CustomField, Category, CardLayoutRow, Team, TeamMember]
+              CdrLeg, MissedDone, CustomField, Category, CardLayoutRow, Team, TeamMember, Recording, RecordingListen]

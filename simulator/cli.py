@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "originate_timeout)")
     p.add_argument("--originate-speed", type=_speed, default=1.0, metavar="FACTOR",
                    help="originate: time factor for the call's events and NO_ANSWER's wait (0 = no waiting)")
+    p.add_argument("--record-dir", metavar="DIR",
+                   help="record answered calls: RECORD_START/RECORD_STOP events and a stereo WAV file each in DIR")
+    p.add_argument("--record-fs-dir", metavar="PATH",
+                   help="the folder the RECORD events name instead of DIR (as FreeSWITCH sees its own storage)")
     p.add_argument("--cdr-url", metavar="URL",
                    help="post each ended leg's JSON CDR there, as mod_json_cdr does (e.g. http://127.0.0.1:8080/api/v1/cdr)")
     p.add_argument("--cdr-cred", default="", metavar="USER:PASSWORD", help="HTTP Basic credentials (json_cdr's cred)")
@@ -105,13 +109,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sim.originator.speed = args.originate_speed
     generator = None
+    recorder = None
+    if args.record_dir:
+        from screenpop.simulator.recording import Recorder
+        recorder = sim.recorder = Recorder(args.record_dir, args.record_fs_dir)
+    elif args.record_fs_dir:
+        print("simulator: --record-fs-dir needs --record-dir", file=sys.stderr)
+        return 2
     if args.generate:
         from screenpop.simulator.generator import CallGenerator, parse_extensions, parse_mix, read_numbers
         try:
             generator = CallGenerator(rate=args.rate, calls=args.calls, duration=args.duration,
                                       mix=parse_mix(args.mix), numbers=read_numbers(args.numbers),
                                       extensions=parse_extensions(args.extensions), seed=args.seed,
-                                      expect_path=args.expect)
+                                      expect_path=args.expect, recorder=recorder)
         except ValueError as exc:
             print(f"simulator: {exc}", file=sys.stderr)
             return 2

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from screenpop.simulator.events import Block, SimEvent
+from screenpop.simulator.recording import RecordedCall, Recorder
 
 SCENARIOS = ("inbound_answered", "inbound_missed", "ring_group", "queue", "outbound", "internal", "transfer")
 DEFAULT_MIX = {"inbound_answered": 5, "inbound_missed": 2, "ring_group": 1, "queue": 1, "outbound": 2,
@@ -73,12 +74,15 @@ CALLING = {
     "CC_BRIDGE_START": ("mod_callcenter.c", "outbound_agent_thread_run", "1934"),
     "CC_BRIDGE_END": ("mod_callcenter.c", "outbound_agent_thread_run", "2062"),
     "CC_MEMBER_END": ("mod_callcenter.c", "outbound_agent_thread_run", "2098"),
+    "RECORD_START": ("switch_ivr_async.c", "record_callback", "1485"),
+    "RECORD_STOP": ("switch_ivr_async.c", "send_record_stop_event", "1243"),
 }
 STATE_NUM = {"CS_NEW": 0, "CS_INIT": 1, "CS_ROUTING": 2, "CS_SOFT_EXECUTE": 3, "CS_EXECUTE": 4,
              "CS_EXCHANGE_MEDIA": 5, "CS_PARK": 6, "CS_CONSUME_MEDIA": 7, "CS_HIBERNATE": 8, "CS_RESET": 9,
              "CS_HANGUP": 10, "CS_REPORTING": 11, "CS_DESTROY": 12, "CS_NONE": 13}
 CALLSTATE_NUM = {"DOWN": 0, "DIALING": 1, "RINGING": 2, "EARLY": 3, "ACTIVE": 4, "HELD": 5, "RING_WAIT": 6,
                  "HANGUP": 7, "UNHELD": 8}
+RATE_KHZ = 8  # samples per millisecond of an 8 kHz PCMU channel (record_samples)
 CODEC_ITEMS = (("Channel-Read-Codec-Name", "PCMU"), ("Channel-Read-Codec-Rate", "8000"),
                ("Channel-Read-Codec-Bit-Rate", "64000"), ("Channel-Write-Codec-Name", "PCMU"),
                ("Channel-Write-Codec-Rate", "8000"), ("Channel-Write-Codec-Bit-Rate", "64000"))
@@ -251,6 +255,7 @@ class Leg:
         self._profile: Block | None = None
         self.session_id = 0
         self.times = {"created": 0, "answered": 0, "progress": 0, "bridged": 0, "hangup": 0}
+        self.recording: tuple | None = None  # (FreeSWITCH's path, its start, what stop_recording needs)
 
     # -- blocks ----------------------------------------------------------------------------------------------
     def basic(self) -> Block:
@@ -351,6 +356,27 @@ class Leg:
         self.state = state
         self.state_num = STATE_NUM[state] if num is None else num
         self.ev("CHANNEL_STATE", "STATE", with_vars=False)
+        if state == "CS_HANGUP" and self.recording is not None:
+            self.stop_recording()  # the hangup state removes the media bugs: the recording closes
+
+    def start_recording(self, fs_path: str, finish) -> None:
+        """record_session with RECORD_STEREO=true: RECORD_START as switch_ivr_async.c's record_callback fires it
+        (the channel's data, then Record-File-Path). finish(seconds) writes the file when the recording stops."""
+        self.setv(("RECORD_STEREO", "true"))
+        self.recording = (fs_path, self.sw.now_us, finish)
+        self.ev("RECORD_START", "RECORD_START", post=(("Record-File-Path", fs_path),))
+
+    def stop_recording(self) -> None:
+        """RECORD_STOP as send_record_stop_event fires it: record_samples/_seconds/_ms and the completion cause set
+        as channel variables first (a hangup with speech heard: success-silence), then the path and the cause."""
+        fs_path, start_us, finish = self.recording
+        self.recording = None
+        ms = (self.sw.now_us - start_us) // 1000
+        finish(ms / 1000)
+        self.setv(("record_samples", str(ms * RATE_KHZ)), ("record_seconds", str(ms // 1000)), ("record_ms", str(ms)),
+                  ("record_completion_cause", "success-silence"))
+        self.ev("RECORD_STOP", "RECORD_STOP", post=(("Record-File-Path", fs_path),
+                                                    ("Record-Completion-Cause", "success-silence")))
 
     def callstate_to(self, callstate: str, running: str | None = None) -> None:
         old = self.callstate
@@ -562,6 +588,8 @@ class Call:
         self.legs: list[Leg] = []
         self.expected: dict = {}
         self.pops: list[dict[str, str]] = []
+        self.recorded = False
+        self.recording: str | None = None  # FreeSWITCH's path of the call's recording (--record-dir)
 
     def pick_extensions(self, n: int) -> list[str]:
         return self.rng.sample(self.gen.extensions, n)
@@ -587,8 +615,11 @@ class Call:
         self.pops.append({"extension": ext, "event": event})
 
     def record(self) -> dict:
-        return {"seq": self.seq, "scenario": self.scenario, "a_leg": self.legs[0].uuid if self.legs else None,
-                "legs": [leg.uuid for leg in self.legs], "call": self.expected, "pops": self.pops}
+        out = {"seq": self.seq, "scenario": self.scenario, "a_leg": self.legs[0].uuid if self.legs else None,
+               "legs": [leg.uuid for leg in self.legs], "call": self.expected, "pops": self.pops}
+        if self.recording:
+            out["recording"] = self.recording
+        return out
 
     # -- leg factories --------------------------------------------------------------------------------------
     def new_leg(self, name: str, direction: str, hit: bool, profile: dict[str, str]) -> Leg:
@@ -830,8 +861,25 @@ class Call:
         b.ev("CHANNEL_OUTGOING", "OUTGOING", with_vars=False)
         self.bridge(a, b)
 
+    def record_session(self, a: Leg, b: Leg) -> None:
+        """With --record-dir: the a-leg's record_session starts as it is first bridged (stereo: a's own side on the
+        left); the file is written when the recording stops, as long as the recording ran."""
+        recorder = self.gen.recorder
+        if recorder is None or a.recording is not None or self.recorded:
+            return
+        self.recorded = True
+        fs_path, local = recorder.paths(a.uuid, self.sw.now_us)
+        customer_left = a.name.startswith("sofia/external/")
+        extension = b.p.get("Destination-Number", "") if customer_left else a.p.get("Caller-ID-Number", "")
+        number = a.p.get("Caller-ID-Number", "") if customer_left else b.p.get("Destination-Number", "")
+        left = "customer" if customer_left else "operator"
+        self.recording = fs_path
+        a.start_recording(fs_path, lambda seconds: recorder.finish(local, RecordedCall(
+            seconds, self.scenario, self.seq, a.uuid, left, extension, number)))
+
     def bridge(self, a: Leg, b: Leg, running: str | None = None) -> None:
         """a-leg CHANNEL_BRIDGE (a is Bridge-A), b follows into CS_EXCHANGE_MEDIA, both send CALL_UPDATE."""
+        self.record_session(a, b)
         now = self.sw.now_us
         a.times["bridged"] = b.times["bridged"] = now
         a.sett("Channel-Bridged-Time", now)
@@ -1149,6 +1197,7 @@ class QueueCall(Call):
         a.sett("Channel-Bridged-Time", now)
         b.sett("Channel-Bridged-Time", now)
         a.setv(("endpoint_disposition", "ANSWER"))
+        self.record_session(a, b)
         a.ev("CHANNEL_BRIDGE", "BRIDGE", pre=(("Bridge-A-Unique-ID", a.uuid), ("Bridge-B-Unique-ID", b.uuid)))
         b.call_uuid = a.uuid
         b.state_to("CS_EXCHANGE_MEDIA")
@@ -1400,7 +1449,7 @@ class CallGenerator:
     def __init__(self, rate: float = 1.0, calls: int | None = None, duration: float | None = None,
                  mix: dict[str, float] | None = None, numbers: list[str] | None = None,
                  extensions: list[str] | None = None, seed: int | None = None, expect_path: str | None = None,
-                 start_us: int | None = None):
+                 start_us: int | None = None, recorder: Recorder | None = None):
         if rate <= 0:
             raise ValueError("--rate must be > 0")
         if calls is not None and calls < 0:
@@ -1430,6 +1479,7 @@ class CallGenerator:
         self.start_us = start_us
         self.calls_started = 0
         self.records: list[dict] = []
+        self.recorder = recorder  # answered calls recorded (RECORD_START/STOP, a WAV file each) when given
         self._expect = open(expect_path, "w", encoding="utf-8") if expect_path else None
         self._sim = None
 

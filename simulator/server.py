@@ -42,6 +42,7 @@ from screenpop.simulator.events import SimEvent
 from screenpop.simulator.originate import Originator
 from screenpop.simulator.protocol import (CORE, EVENT_NAMES, EXIT_CRASHED, EXIT_OK, FS_VERSION, HIGH_WATER, LAB_USERS,
                                           STALL_TIMEOUT, Client, api_response, command_reply, event_name)
+from screenpop.simulator.recording import Recorder, with_recordings
 from screenpop.simulator.replay import _core_identity, date_headers, load_capture_events
 
 log = logging.getLogger("screenpop.simulator")
@@ -70,6 +71,7 @@ class Simulator:
         self.cdr: CdrPoster | None = None     # mod_json_cdr: posts each ended leg's CDR
         self.heartbeat = 20.0                 # seconds between HEARTBEAT events in generate and idle modes; 0: none
         self.originator = Originator(self.publish, self.core, registered=LAB_USERS)  # `originate`: click-to-call
+        self.recorder: Recorder | None = None  # --record-dir: replayed calls recorded too (generated: the generator's)
 
     # -- server --------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -479,6 +481,8 @@ class Simulator:
         carries the moment it is due on the live timeline instead of its recorded time (see `play`).
         """
         events = load_capture_events(path)
+        if self.recorder is not None:
+            events = with_recordings(events, self.recorder)
         total = len(events)
         self.core.update((k, v) for k, v in _core_identity(events).items() if v)
         if events:

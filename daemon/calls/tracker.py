@@ -14,6 +14,9 @@ pulls a leg in from another call (attended transfer). The direction rules live i
   ``ended`` for every extension still connected when its leg or the call ends, and for the caller
   of an OUTGOING or INTERNAL call nobody answered (its ``dialing`` is over).
 
+RECORD_START / RECORD_STOP of a leg the tracker follows become a ``RecordingState`` of its call, handed to the
+sink's ``save_recording`` (docs/recordings.md); nothing else about a call changes with them.
+
 Times come from the channel's own timetable (``Caller-Channel-Answered-Time`` and the like, which every
 channel event carries), else from the event's ``Event-Date-Timestamp``: so a replay at any speed records the
 same durations, and a leg that rang or answered while the daemon was away (its events lost) is caught up, at
@@ -60,7 +63,10 @@ SUBSCRIBED_EVENTS = [
     "sofia::transferor",
     "sofia::transferee",
     "sofia::replaced",
+    "RECORD_START",
+    "RECORD_STOP",
 ]
+RECORD_EVENTS = ("RECORD_START", "RECORD_STOP")
 
 TRANSFER_DISPOSITIONS = ("BLIND_TRANSFER", "ATTENDED_TRANSFER")
 FORGET_AFTER = 50_000  # how many finished leg UUIDs are remembered so their late events are ignored
@@ -216,10 +222,34 @@ class CallState:
         }
 
 
+@dataclass(eq=False)
+class RecordingState:
+    """A file FreeSWITCH records of a call (switch_ivr_async.c's record_callback: RECORD_START when the media bug
+    starts, RECORD_STOP with record_ms and Record-Completion-Cause when it closes, both with the channel's data).
+
+    party: who the recorded leg is (customer: an external leg; operator: an extension's phone), which is the left
+    channel of a stereo file unless RECORD_STEREO_SWAP; extension: the operator on the recording. A stop's
+    started_at is only a fallback: the start's, once stored, stays.
+    """
+
+    call_uuid: str
+    leg_uuid: str
+    path: str
+    party: str
+    extension: str | None
+    started_at: dt.datetime
+    stopped_at: dt.datetime | None = None
+    seconds: float | None = None
+    completion_cause: str | None = None
+    discarded: bool = False
+
+
 class Sink(Protocol):
     """Where the tracker's conclusions go (the database writer, or a list in tests)."""
 
     def save_call(self, call: CallState) -> None: ...
+
+    def save_recording(self, recording: RecordingState) -> None: ...
 
     def queue_pop(self, call: CallState, extension: str, event: str, at: dt.datetime, peer_number: str, peer_name: str) -> None: ...
 
@@ -260,6 +290,13 @@ class CallTracker:
         h = event.headers
         uuid = h.get("Unique-ID")
         name = event.name
+        if name in RECORD_EVENTS:
+            leg = self.legs.get(uuid or "")
+            if leg is None:
+                log.debug("%s of leg %s, not a leg of a call followed; ignored", name, uuid)
+            else:
+                self._on_record(leg, name, h)
+            return
         if not uuid or uuid in self._forgotten or (name not in self._handlers and name != "CHANNEL_CREATE"):
             return
         at = timetable(h, OWN_TIME.get(name, "")) or event_time(h)
@@ -682,6 +719,35 @@ class CallTracker:
         self.sink.save_call(old)
         if not old.finished and all(l.hung_up for l in old.legs):
             self._end_call(old, at)
+
+    def _on_record(self, leg: Leg, name: str, h: Mapping[str, str]) -> None:
+        """RECORD_START / RECORD_STOP: the recording of this leg's call; the operator on it is the leg's own
+        extension, or (a customer's leg) the extension that first talked in the call, once someone has."""
+        path = h.get("Record-File-Path", "")
+        if not path:
+            log.warning("%s of leg %s without Record-File-Path; ignored", name, leg.uuid)
+            return
+        call = leg.call
+        operator = leg.info.kind == PHONE
+        if h.get("variable_RECORD_STEREO_SWAP", "").lower() in ("true", "yes", "on", "1"):
+            operator = not operator
+        if leg.info.kind == PHONE and leg.info.extension:
+            extension = leg.info.extension
+        else:
+            extension = call.talked[0] if call.talked else call.extension
+        at = event_time(h)
+        rec = RecordingState(call.uuid, leg.uuid, path, "operator" if operator else "customer", extension, at)
+        if name == "RECORD_STOP":
+            rec.stopped_at = at
+            try:
+                rec.seconds = max(0, int(h.get("variable_record_ms", ""))) / 1000
+            except ValueError:
+                rec.seconds = None
+            # a stop without its start seen (the daemon was away): the start is the stop less the length recorded
+            rec.started_at = at - dt.timedelta(seconds=rec.seconds or 0)
+            rec.completion_cause = h.get("Record-Completion-Cause") or None
+            rec.discarded = h.get("variable_RECORD_DISCARDED", "") == "true"
+        self.sink.save_recording(rec)
 
     def _on_transfer_hint(self, leg: Leg, h: Mapping[str, str], at: dt.datetime) -> None:
         leg.transfer = True

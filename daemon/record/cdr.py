@@ -36,7 +36,7 @@ import gevent.lock
 import peewee
 
 from screenpop.daemon.calls.direction import parent_uuid
-from screenpop.daemon.calls.tracker import CallState, CallTracker, Party, Sink
+from screenpop.daemon.calls.tracker import CallState, CallTracker, Party, RecordingState, Sink
 from screenpop.daemon.config import CdrConfig
 from screenpop.daemon.customers.data import DataError
 from screenpop.daemon.pbx.protocol import Event, decode_value
@@ -171,6 +171,9 @@ class _Collect:
     def queue_pop(self, call: CallState, extension: str, event: str, at: dt.datetime, peer_number: str, peer_name: str) -> None:
         pass
 
+    def save_recording(self, recording: RecordingState) -> None:
+        pass  # CDRs hold no recording events
+
 
 def rebuild(legs: list[LegCdr], root: str, tracker: CallTracker) -> CallState | None:
     """The call of a-leg root as the tracker's rules conclude it from its legs' CDRs (None: not a call it records).
@@ -302,6 +305,10 @@ class CdrIntake:
 
     def queue_pop(self, call: CallState, extension: str, event: str, at: dt.datetime, peer_number: str, peer_name: str) -> None:
         self.writer.queue_pop(call, extension, event, at, peer_number, peer_name)
+
+    def save_recording(self, recording: RecordingState) -> None:
+        """A recording's start or stop, straight to the writer (the CDRs tell nothing about recordings)."""
+        self.writer.save_recording(recording)
 
     def _remember(self, call: CallState) -> None:
         self._recent[call.uuid] = call

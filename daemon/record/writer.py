@@ -28,7 +28,7 @@ import gevent
 import gevent.event
 import peewee
 
-from screenpop.daemon.calls.tracker import ANSWERED, DONE, IDLE, RINGING, CallState, Party
+from screenpop.daemon.calls.tracker import ANSWERED, DONE, IDLE, RINGING, CallState, Party, RecordingState
 from screenpop.daemon.record.pops import POP_COLUMNS
 from screenpop.daemon.staff import Staff
 from screenpop.db.database import connection_lost, describe_error, drop_dead_connection, outage
@@ -61,11 +61,12 @@ class Writer:
     def __init__(self, db: peewee.Database, e164: Callable[[str], str | None], node: str = "", batch_max: int = 500,
                  queue_max: int = 100000, *, on_committed: Callable[[list[PendingPop]], None] | None = None,
                  on_stalled: Callable[[list[PendingPop]], None] | None = None, fence: Any = None,
-                 publisher: Any = None, staff: Staff):
+                 publisher: Any = None, staff: Staff, map_path: Callable[[str], str] = lambda path: path):
         """on_committed gets each transaction's pops with their ids (the push hub on a single daemon); on_stalled gets
         the pops a failing database has not taken (sent from memory meanwhile); fence: daemon/cluster.py's Election,
         its fence statements first in every transaction; publisher: daemon/push/fanout.py's Publisher on PostgreSQL;
-        staff: the employee snapshot the rows take their employee ids from."""
+        staff: the employee snapshot the rows take their employee ids from; map_path: where the daemon finds a file
+        FreeSWITCH recorded (daemon/record/recordings.py's PathMap.local)."""
         self.db = db
         self.e164 = e164
         self.node = node
@@ -77,7 +78,9 @@ class Writer:
         self.fence = fence
         self.publisher = publisher
         self.staff = staff
+        self.map_path = map_path
         self.dropped = 0
+        self._recordings: list[RecordingState] = []
         self._calls: dict[int, tuple[CallState, int]] = {}
         self._version = 0
         self._pops: list[PendingPop] = []
@@ -122,6 +125,11 @@ class Writer:
             self._push_early([pending])
         self._kick()
 
+    def save_recording(self, recording: RecordingState) -> None:
+        """Queue a recording's start or stop: its row is inserted, or completed, by (call, path)."""
+        self._recordings.append(recording)
+        self._kick()
+
     def _push_early(self, pops: list[PendingPop]) -> None:
         fresh = [p for p in pops if not p.early]
         for p in fresh:
@@ -131,11 +139,12 @@ class Writer:
 
     def discard(self) -> None:
         """Forget everything queued: another daemon has taken this node over and records it now."""
-        if self._pops or self._calls:
-            log.warning("dropping %d queued pop(s) and %d call update(s): another daemon records this node now",
-                        len(self._pops), len(self._calls))
+        if self._pops or self._calls or self._recordings:
+            log.warning("dropping %d queued pop(s), %d call update(s) and %d recording(s): another daemon records this "
+                        "node now", len(self._pops), len(self._calls), len(self._recordings))
         self._pops.clear()
         self._calls.clear()
+        self._recordings.clear()
 
     def _queue_call(self, call: CallState) -> None:
         self._version += 1
@@ -157,10 +166,10 @@ class Writer:
         self._running = True
         backoff = 0.2
         failed_with = ""  # the last failure's description: a retry failing the same way is logged at DEBUG only
-        while self._running or self._calls or self._pops:
+        while self._running or self._calls or self._pops or self._recordings:
             self._wake.wait(timeout=1.0)
             self._wake.clear()
-            while self._calls or self._pops:
+            while self._calls or self._pops or self._recordings:
                 try:
                     self.flush_once()
                     backoff = 0.2
@@ -192,7 +201,7 @@ class Writer:
         """Stop after writing what is queued; False if that did not finish within timeout."""
         self._running = False
         self._wake.set()
-        return self._idle.wait(timeout=timeout) and not (self._calls or self._pops)
+        return self._idle.wait(timeout=timeout) and not (self._calls or self._pops or self._recordings)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until everything queued so far is written (tests and shutdown)."""
@@ -202,6 +211,7 @@ class Writer:
         """Write one batch in one transaction: calls, then parties, then pops (which name their call)."""
         drop_dead_connection(self.db)
         pops = self._pops[: self.batch_max]
+        recordings = self._recordings[: self.batch_max]
         calls = dict(self._calls)
         batch = [call for call, _ in calls.values()]
         before = [(call, call.db_id, call.stored) for call in batch]
@@ -209,6 +219,7 @@ class Writer:
         try:
             with self._transaction():
                 self._write_batch(batch, pops)
+                self._write_recordings(recordings)
             self._take_ids(pops)
         except peewee.DatabaseError:
             for pop in pops:
@@ -219,6 +230,7 @@ class Writer:
                 party.dirty, party.stored = True, stored
             raise
         del self._pops[: len(pops)]
+        del self._recordings[: len(recordings)]
         if self.on_committed is not None:
             try:
                 self.on_committed(pops)
@@ -327,6 +339,19 @@ class Writer:
             self._pops_cursor = conn.execute(f"WITH new AS ({self._sql_insert_pops}) SELECT array_agg(id ORDER BY id) "
                                              "FROM new", (pop_rows,))
 
+    def _write_recordings(self, recordings: list[RecordingState]) -> None:
+        """Each start inserts its row (held from deletion if its call already is), each stop completes it; in
+        order, on both databases (a call has a recording or two: no batching worth its code)."""
+        if not recordings:
+            return
+        execute = self.db.connection().execute if self._returning else self.db.execute_sql
+        for rec in recordings:
+            status = "recording" if rec.stopped_at is None else "discarded" if rec.discarded else "stopped"
+            row = (rec.call_uuid, rec.leg_uuid, rec.party, rec.extension, rec.path, self.map_path(rec.path),
+                   rec.started_at, rec.stopped_at, rec.seconds, rec.completion_cause, status, rec.call_uuid)
+            with _db_errors():
+                execute(self._sql_upsert_recording, tuple(map(self._adapt, row)))
+
     def _insert_call(self, call: CallState, row: tuple) -> None:
         """SQLite: give the call its row id, inserting the whole row unless the call is stored already."""
         existing = self.db.execute_sql(self._sql_find_call, (call.uuid,)).fetchone()
@@ -411,6 +436,17 @@ class Writer:
         self._sql_update_parties = (
             "UPDATE call_party p SET " + ", ".join(f"{c} = v.{c}" for c in party_names[2:])
             + f" FROM {_json_rows(PARTY_COLUMNS)} WHERE p.call_id = v.call_id AND p.extension = v.extension"
+        )
+        # a stop completes its start's row (its start time stays); a start seen again changes nothing it knew
+        self._sql_upsert_recording = (
+            "INSERT INTO recording (call_uuid, leg_uuid, party, extension, fs_path, path, started_at, stopped_at, "
+            f"seconds, completion_cause, status, keep) VALUES ({', '.join([p] * 11)}, "
+            f"EXISTS (SELECT 1 FROM recording h WHERE h.call_uuid = {p} AND h.keep)) "
+            "ON CONFLICT (call_uuid, fs_path) DO UPDATE SET extension = COALESCE(excluded.extension, recording.extension), "
+            "stopped_at = COALESCE(excluded.stopped_at, recording.stopped_at), "
+            "seconds = COALESCE(excluded.seconds, recording.seconds), "
+            "completion_cause = COALESCE(excluded.completion_cause, recording.completion_cause), "
+            "status = CASE WHEN excluded.stopped_at IS NULL THEN recording.status ELSE excluded.status END"
         )
         pop_names = [name for name, _ in POP_ROW_COLUMNS]
         self._sql_insert_pop = (

@@ -55,6 +55,11 @@ def test_documented_block_spells_out_the_defaults(tmp_path):
         ("[cluster]\nhang_timeout = 10\n", "[cluster] hang_timeout"),
         ("[database]\nqueue_max = 10\n", "[database] queue_max"),
         ("[freeswitch]\nkeepalive = 0\n", "[freeswitch] keepalive"),
+        ('[recordings]\nlisten = "everyone"\n', "[recordings] listen must be one of admin, manager, operator"),
+        ('[recordings.paths]\n"relative/dir" = "/srv/rec"\n', "must map an absolute path to an absolute path"),
+        ('[recordings]\nroots = ["rec"]\n', "[recordings] roots: 'rec' must be an absolute path"),
+        ("[recordings]\nkeep_days = -1\n", "[recordings] keep_days"),
+        ("[recordings]\ncheck_interval = 0\n", "[recordings] check_interval"),
     ],
 )
 def test_bad_files_say_what_is_wrong(tmp_path, text, message):
