@@ -96,26 +96,24 @@ def main(argv: list[str] | None = None) -> int:
     log.setLevel(logging.INFO)
     log.propagate = False
 
-    sim = Simulator(args.host, args.port, args.password)
-    if args.cdr_url:
-        sim.cdr = CdrPoster(args.cdr_url, args.cdr_cred, args.cdr_encode, args.cdr_retries, args.cdr_delay)
-    sim.heartbeat = max(0.0, args.heartbeat)
     from screenpop.simulator.generator import parse_extensions
     try:
-        sim.originator.registered = frozenset(parse_extensions(args.registered))
-        sim.originator.no_answer = frozenset(parse_extensions(args.no_answer)) if args.no_answer else frozenset()
+        registered = frozenset(parse_extensions(args.registered))
+        no_answer = frozenset(parse_extensions(args.no_answer)) if args.no_answer else frozenset()
     except ValueError as exc:
         print(f"simulator: {exc}", file=sys.stderr)
         return 2
-    sim.originator.speed = args.originate_speed
-    generator = None
     recorder = None
     if args.record_dir:
         from screenpop.simulator.recording import Recorder
-        recorder = sim.recorder = Recorder(args.record_dir, args.record_fs_dir)
+        recorder = Recorder(args.record_dir, args.record_fs_dir)
     elif args.record_fs_dir:
         print("simulator: --record-fs-dir needs --record-dir", file=sys.stderr)
         return 2
+    cdr = CdrPoster(args.cdr_url, args.cdr_cred, args.cdr_encode, args.cdr_retries, args.cdr_delay) if args.cdr_url else None
+    sim = Simulator(args.host, args.port, args.password, cdr=cdr, heartbeat=args.heartbeat, registered=registered,
+                    no_answer=no_answer, originate_speed=args.originate_speed, recorder=recorder)
+    generator = None
     if args.generate:
         from screenpop.simulator.generator import CallGenerator, parse_extensions, parse_mix, read_numbers
         try:

@@ -54,7 +54,13 @@ log = logging.getLogger("screenpop.simulator")
 class Simulator:
     """The event-socket server plus the event timeline (replay or generator) it publishes to its clients."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8021, password: str = "ClueCon"):
+    def __init__(self, host: str = "127.0.0.1", port: int = 8021, password: str = "ClueCon", *,
+                 cdr: CdrPoster | None = None, heartbeat: float = 20.0, registered: frozenset[str] | None = LAB_USERS,
+                 no_answer: frozenset[str] = frozenset(), originate_speed: float = 1.0,
+                 recorder: Recorder | None = None) -> None:
+        """cdr: mod_json_cdr's stand-in, posting each ended leg (None: no CDRs); heartbeat: seconds between HEARTBEAT
+        events when generating or idle (0: none); registered, no_answer, originate_speed: how `originate` behaves;
+        recorder: --record-dir, replayed calls recorded too (generated ones: the generator's)."""
         self.host = host
         self.port = port
         self.password = password
@@ -68,10 +74,11 @@ class Simulator:
         self.server: StreamServer | None = None
         self.published = 0
         self.last_ts = 0                      # Event-Date-Timestamp of the latest event published
-        self.cdr: CdrPoster | None = None     # mod_json_cdr: posts each ended leg's CDR
-        self.heartbeat = 20.0                 # seconds between HEARTBEAT events in generate and idle modes; 0: none
-        self.originator = Originator(self.publish, self.core, registered=LAB_USERS)  # `originate`: click-to-call
-        self.recorder: Recorder | None = None  # --record-dir: replayed calls recorded too (generated: the generator's)
+        self.cdr = cdr
+        self.heartbeat = max(0.0, heartbeat)
+        self.originator = Originator(self.publish, self.core, registered=registered, no_answer=no_answer,
+                                     speed=originate_speed)  # `originate`: click-to-call
+        self.recorder = recorder
 
     # -- server --------------------------------------------------------------------------------------------
     def start(self) -> None:
