@@ -250,6 +250,79 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _new_password(args: argparse.Namespace) -> str:
+    """The password for `user create` / `user passwd`: one line from standard input with --password-stdin, else
+    typed twice at a prompt that does not echo it."""
+    import getpass
+
+    from screenpop.daemon.auth import people
+
+    if args.password_stdin:
+        clear = sys.stdin.readline().rstrip("\r\n")
+    else:
+        clear = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != clear:
+            raise SystemExit("screenpop: the two passwords differ; nothing changed")
+    try:
+        return people.hash_password(clear)
+    except people.PeopleError as exc:
+        raise SystemExit(f"screenpop: {exc.message}") from None
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    """People who sign in to the web pages: create (the first admin too), list, change, reset passwords, disable."""
+    from screenpop.daemon.auth import people
+    from screenpop.db import audit
+
+    config = _load_config(args.config)
+    db = _open_db(config)
+    actor = audit.Actor(name="the command line")
+
+    def run(fn, *fn_args):
+        with db.atomic():
+            return audit.acting(actor, fn)(*fn_args)
+
+    try:
+        if args.action == "list":
+            locked = run(people.locked, config.web)
+            for p in run(people.listing):
+                state = (f"disabled {p.disabled_at:%Y-%m-%d}" if p.disabled_at else
+                         f"locked until {locked[p.login]:%H:%M} UTC" if p.login in locked else "active")
+                print(f"{p.id:>4}  {p.login:<20}  {p.role:<8}  {p.extension or '-':<8}  {state:<24}  "
+                      f"{printable(p.name)}".rstrip())
+            return 0
+        if args.action == "create":
+            body = {"login": args.login, "name": args.name, "role": args.role}
+            if args.extension is not None:
+                body["extension"] = args.extension
+            if args.language is not None:
+                body["language"] = args.language
+            fields = people.person_fields(body, creating=True)
+            person = run(people.create, fields, _new_password(args))
+            print(f"{person.login} ({person.role}{', extension ' + person.extension if person.extension else ''}) "
+                  "created; they sign in on the web pages' /signin")
+            return 0
+        person = run(people.by_login, args.login)
+        if person is None:
+            raise SystemExit(f"screenpop: no person with the login {printable(args.login)!r}")
+        if args.action == "passwd":
+            ended = run(people.set_password, person.id, _new_password(args))
+            print(f"password of {person.login} changed; {ended} session(s) ended")
+        elif args.action == "set":
+            body = {k: v for k, v in (("name", args.name), ("role", args.role), ("extension", args.extension),
+                                      ("language", args.language)) if v is not None}
+            changed = run(people.update, person.id, people.person_fields(body, creating=False))
+            print(f"{changed.login}: {changed.role}, extension {changed.extension or '-'}, {printable(changed.name)}")
+        elif args.action in ("disable", "enable"):
+            done = run(people.set_disabled, person.id, args.action == "disable")
+            print(f"{person.login} {args.action}d" if done else f"{person.login} was {args.action}d already")
+        elif args.action == "unlock":
+            print(f"{person.login} unlocked" if run(people.unlock, person.login) else f"{person.login} was not locked")
+    except people.PeopleError as exc:
+        raise SystemExit(f"screenpop: {exc.message}") from None
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Seeded customers, the simulator generating calls, the daemon recording them, pops printed as they happen."""
     from screenpop.daemon import demo
@@ -329,12 +402,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = action("create", "create a token and print it (once)")
     a.add_argument("--extension", help="the operator's extension (required for operator tokens)")
-    a.add_argument("--role", choices=["operator", "admin"], default="operator", help="default operator")
+    a.add_argument("--role", choices=["operator", "manager", "admin"], default="operator", help="default operator")
     a.add_argument("--name", default="", help="a label, e.g. the workstation")
     action("list", "every token: id, role, extension, created, revoked")
     a = action("revoke", "revoke a token by id; its open streams end")
     a.add_argument("id", type=int)
     p.set_defaults(func=cmd_token, gevent=False)
+
+    p = sub.add_parser("user", help=cmd_user.__doc__)
+    config_arg(p)
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def user_action(name: str, help: str, login: bool = True) -> argparse.ArgumentParser:
+        a = actions.add_parser(name, help=help)
+        a.add_argument("--config", "-c", metavar="FILE", default=argparse.SUPPRESS, help="as for `user`")
+        if login:
+            a.add_argument("login")
+        return a
+
+    def password_arg(a: argparse.ArgumentParser) -> None:
+        a.add_argument("--password-stdin", action="store_true",
+                       help="read the password from standard input (one line) instead of asking twice")
+
+    a = user_action("create", "add a person; asks for their password")
+    a.add_argument("--name", required=True, help="their name as the pages and the audit trail show it")
+    a.add_argument("--role", choices=["operator", "manager", "admin"], default="operator", help="default operator")
+    a.add_argument("--extension", help="the extension their calls ring on (required for operators)")
+    a.add_argument("--language", choices=["en", "is"], help="the pages' language for them (default: the browser's)")
+    password_arg(a)
+    user_action("list", "everyone: id, login, role, extension, state, name", login=False)
+    a = user_action("passwd", "set a new password (their sessions end)")
+    password_arg(a)
+    a = user_action("set", "change name, role, extension or language")
+    a.add_argument("--name")
+    a.add_argument("--role", choices=["operator", "manager", "admin"])
+    a.add_argument("--extension", help='"" for none')
+    a.add_argument("--language", choices=["en", "is", ""], help='"" for the browser\'s')
+    user_action("disable", "they can no longer sign in; their sessions end")
+    user_action("enable", "they can sign in again")
+    user_action("unlock", "lift a lock after failed sign-ins at once")
+    p.set_defaults(func=cmd_user, gevent=False)
 
     p = sub.add_parser("demo", help=cmd_demo.__doc__)
     p.add_argument("--dir", help="where the demo keeps its database and config (default: a new temporary folder)")

@@ -126,11 +126,16 @@ class AnalyticsConfig:
 
 @dataclass
 class WebConfig:
-    """The web pages (docs/web.md): how long a sign-in lasts, how long a tray's one-time link works, photo uploads."""
+    """The web pages (docs/web.md): how long a sign-in lasts, how long a tray's one-time link works, photo uploads,
+    and how failed password sign-ins are slowed down and lock a login (docs/accounts.md)."""
 
     session_hours: float = 12.0
     signin_link_seconds: int = 60
     photo_max_mb: int = 10
+    signin_free_failures: int = 3
+    signin_address_free_failures: int = 20
+    signin_lock_after: int = 10
+    signin_lock_minutes: float = 15.0
 
     def upload_max_bytes(self) -> int:
         """The largest photo upload request: photo_max_mb, and room for the form around the file."""
@@ -378,6 +383,12 @@ def parse(data: dict[str, Any]) -> Config:
         raise ConfigError("[web] signin_link_seconds must be between 5 and 600")
     if not 1 <= config.web.photo_max_mb <= 50:
         raise ConfigError("[web] photo_max_mb must be between 1 and 50")
+    if not 1 <= config.web.signin_free_failures <= 100 or not 1 <= config.web.signin_address_free_failures <= 10000:
+        raise ConfigError("[web] signin_free_failures must be between 1 and 100, signin_address_free_failures between 1 and 10000")
+    if not 1 <= config.web.signin_lock_after <= 1000:
+        raise ConfigError("[web] signin_lock_after must be between 1 and 1000")
+    if not 0.1 <= config.web.signin_lock_minutes <= 24 * 60:
+        raise ConfigError("[web] signin_lock_minutes must be between 0.1 and 1440")
     if not 16 <= config.cdr.max_body_kb <= 65536:
         raise ConfigError("[cdr] max_body_kb must be between 16 and 65536")
     if not 1 <= config.cdr.keep_days <= 3650:

@@ -12,9 +12,9 @@ from typing import NamedTuple
 import peewee
 
 from screenpop.db import callfacts, search
-from screenpop.db.models import (ALL_MODELS, Call, CardLayoutRow, Category, CdrLeg, CustomField, MissedDone,
-                                 Recording, RecordingListen, SchemaVersion, Setting, SigninLink, Team, TeamMember,
-                                 WebSession)
+from screenpop.db.models import (ALL_MODELS, AuditEntry, Call, CardLayoutRow, Category, CdrLeg, CustomField,
+                                 MissedDone, Person, Recording, RecordingListen, SchemaVersion, Setting, SigninLink,
+                                 SigninThrottle, Team, TeamMember, WebSession)
 from screenpop.db.numbers import valid_country_code
 
 _LOCK_KEY = 0x5C2EE9  # pg advisory lock id: one migrating process at a time
@@ -160,6 +160,21 @@ def _recordings(db: peewee.Database) -> None:
     db.create_tables([Recording, RecordingListen], safe=True)
 
 
+def _people(db: peewee.Database) -> None:
+    """People who sign in with a password, the sign-in throttle, and sessions that belong to a person or a token.
+    A web_session table from before (token required, no person) is made again: its sessions end, so everyone
+    signs in once more after the upgrade (SQLite cannot relax a NOT NULL column in place)."""
+    db.create_tables([Person, SigninThrottle], safe=True)
+    if "person_id" not in {c.name for c in db.get_columns("web_session")}:
+        db.drop_tables([WebSession])
+        db.create_tables([WebSession])
+
+
+def _audit(db: peewee.Database) -> None:
+    """The audit trail: who changed which customer, number, order or person, and when."""
+    db.create_tables([AuditEntry], safe=True)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "create all tables", _create_tables),
     Migration(2, "web sign-in: shared settings and one-time sign-in links", _web_signin),
@@ -179,6 +194,8 @@ MIGRATIONS: list[Migration] = [
     Migration(15, "custom fields on customers and orders, searched; the category list", _custom_fields),
     Migration(16, "card layouts chosen by an admin, per team of extensions", _card_layouts),
     Migration(17, "call recordings linked to calls, and the log of who listened", _recordings),
+    Migration(19, "people with passwords and roles, sign-in throttling, sessions tied to people", _people),
+    Migration(20, "audit trail of changes to customers, numbers, orders and people", _audit),
 ]
 
 

@@ -1,6 +1,7 @@
 """The peewee models: customers and their numbers, employees and teams, orders, custom fields, categories and card
 layouts, calls with their parties and pop events, CDR legs, API tokens, missed calls marked done, settings, sign-in
-links, web sessions, call recordings with their listen log, and the schema version."""
+links, people, sign-in throttling, web sessions, the audit trail, call recordings with their listen log, and the
+schema version."""
 from __future__ import annotations
 
 import datetime as dt
@@ -336,15 +337,63 @@ class SigninLink(BaseModel):
     used_at = DateTimeField(null=True)
 
 
+class Person(BaseModel):
+    """Someone who signs in to the pages with login and password (daemon/auth/people.py): their role, their
+    extension when they take calls, their preferred language (None: the browser's), disabled_at when switched off.
+    Only an argon2 hash of the password is kept."""
+
+    id = AutoField()
+    login = CharField(max_length=64, unique=True)
+    name = CharField(max_length=200)
+    password_hash = CharField(max_length=255, default="")
+    role = CharField(max_length=16, default="operator")
+    extension = CharField(max_length=32, null=True)
+    language = CharField(max_length=16, null=True)
+    created_at = DateTimeField(default=utcnow)
+    password_changed_at = DateTimeField(null=True)
+    disabled_at = DateTimeField(null=True)
+
+
+class SigninThrottle(BaseModel):
+    """Failed sign-ins in a row for one login ("login:anna") or one address ("address:10.0.0.7"): what slows
+    the next try down and locks a login; a good sign-in clears its login's row."""
+
+    key = CharField(max_length=200, primary_key=True)
+    failures = IntegerField(default=0)
+    last_failed_at = DateTimeField()
+
+
 class WebSession(BaseModel):
-    """A signed-in browser: only its session id's hash is kept; ended_at marks it signed out, on every daemon."""
+    """A signed-in browser: only its session id's hash is kept; ended_at marks it signed out, on every daemon. It
+    belongs to a person (signed in with a password, or by a tray's link of their extension), or else to a token."""
 
     id = AutoField()
     sid_hash = CharField(max_length=128, unique=True)
-    token = ForeignKeyField(ApiToken, on_delete="CASCADE")
+    person = ForeignKeyField(Person, null=True, on_delete="CASCADE")
+    token = ForeignKeyField(ApiToken, null=True, on_delete="CASCADE")
+    address = CharField(max_length=64, default="")
     created_at = DateTimeField(default=utcnow)
     expires_at = DateTimeField(index=True)
     ended_at = DateTimeField(null=True)
+
+
+class AuditEntry(BaseModel):
+    """One change to a customer, number, order or person (db/audit.py): what, who (a person, a token, or the
+    actor's name as it was then) and when; customer is the record it is shown on."""
+
+    id = BigAutoField()
+    at = DateTimeField(default=utcnow)
+    entity = CharField(max_length=16)
+    entity_id = BigIntegerField()
+    customer = BigIntegerField(null=True, index=True)
+    action = CharField(max_length=32)
+    detail = TextField(default="")
+    person = ForeignKeyField(Person, null=True, on_delete="SET NULL")
+    token = ForeignKeyField(ApiToken, null=True, on_delete="SET NULL")
+    actor = CharField(max_length=200, default="")
+
+    class Meta:
+        indexes = ((("entity", "entity_id"), False),)
 
 
 class SchemaVersion(BaseModel):
@@ -354,5 +403,6 @@ class SchemaVersion(BaseModel):
     applied_at = DateTimeField(default=utcnow)
 
 
-ALL_MODELS = [Employee, Customer, Phone, Order, Call, CallParty, CallEvent, ApiToken, Setting, SigninLink, WebSession,
-              CdrLeg, MissedDone, CustomField, Category, CardLayoutRow, Team, TeamMember, Recording, RecordingListen]
+ALL_MODELS = [Employee, Customer, Phone, Order, Call, CallParty, CallEvent, ApiToken, Setting, SigninLink, Person,
+              SigninThrottle, WebSession, AuditEntry, CdrLeg, MissedDone, CustomField, Category, CardLayoutRow, Team,
+              TeamMember, Recording, RecordingListen]

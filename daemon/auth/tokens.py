@@ -1,7 +1,8 @@
 """API tokens: the clear token is shown once at creation; only its SHA-256 is stored.
 
-A token has a role: ``operator`` (bound to one extension, sees only that extension's pops) or ``admin``
-(may ask for any extension). A revoked token stays in the table, so `screenpop token list` shows it.
+A token has a role, as a person does (daemon/auth/roles.py says what each may do): ``operator`` (bound to one
+extension, sees only that extension's pops), ``manager`` or ``admin`` (may ask for any extension). A revoked
+token stays in the table, so `screenpop token list` shows it.
 """
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
+from screenpop.daemon.auth.roles import ROLES
 from screenpop.db.models import ApiToken, utcnow
 
-ROLES = ("operator", "admin")
 PREFIX = "sp_"
 
 

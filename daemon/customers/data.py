@@ -5,6 +5,9 @@ that fits (400 bad input, 404 missing, 409 conflict), so both front ends refuse 
 Values go in as the API's JSON gives them (strings; ids as ints); a web form's strings are converted first. The
 rules for the values themselves (amounts, categories, extensions, text lengths) are daemon/customers/values.py's, which the CSV
 importer uses too.
+
+Every change to a customer, a number or an order is also one line of the audit trail (db/audit.py), written here,
+in the same transaction, so the API and the pages cannot make a change that leaves no trace.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import peewee
 from screenpop.daemon.customers import fields as custom, values
 from screenpop.daemon.customers.lookup import phone_columns
 from screenpop.daemon.reports.callrecords import calls_query, records
+from screenpop.db import audit
 from screenpop.db.models import Call, CallParty, Customer, Employee, Order, Phone, database, utcnow
 from screenpop.db.numbers import Number, NumberRules
 
@@ -290,6 +294,7 @@ def create_customer(fields: dict, phones: list[tuple[Number, str, str]]) -> int:
     if fields.get("external_id") and Customer.get_or_none(Customer.external_id == fields["external_id"]):
         raise DataError(409, "external_id: already used by another customer")
     c = Customer.create(**_stored_fields(fields, None))
+    audit.record("customer", c.id, "added", c.company or c.name, c.id)
     for number, raw, label in phones:
         store_phone(c.id, number, raw, label)
     return c.id
@@ -302,7 +307,11 @@ def update_customer(customer_id: int, fields: dict) -> None:
     if ext and Customer.get_or_none((Customer.external_id == ext) & (Customer.id != c.id)):
         raise DataError(409, "external_id: already used by another customer")
     if fields:
-        Customer.update(**_stored_fields(fields, c), updated_at=utcnow()).where(Customer.id == c.id).execute()
+        stored = _stored_fields(fields, c)
+        Customer.update(**stored, updated_at=utcnow()).where(Customer.id == c.id).execute()
+        changed = [key for key, value in stored.items() if key != "custom_text" and getattr(c, key) != value]
+        if changed:
+            audit.record("customer", c.id, "changed", ", ".join(_names(changed)), c.id)
 
 
 def delete_customer(customer_id: int) -> str | None:
@@ -313,6 +322,7 @@ def delete_customer(customer_id: int) -> str | None:
     Phone.delete().where(Phone.customer == customer_id).execute()
     Order.delete().where(Order.customer == customer_id).execute()
     Customer.delete().where(Customer.id == customer_id).execute()
+    audit.record("customer", customer_id, "deleted", c.company or c.name, customer_id)
     return c.photo
 
 
@@ -325,7 +335,9 @@ def store_phone(customer_id: int, number: Number, raw: str, label: str) -> Phone
     if owner is not None:
         whose = "this customer" if owner.customer_id == customer_id else f"customer {owner.customer_id}"
         raise DataError(409, f"{number.e164} is already a number of {whose}", customer_id=owner.customer_id)
-    return Phone.create(customer=customer_id, **phone_columns(number), raw=raw, label=label)
+    phone = Phone.create(customer=customer_id, **phone_columns(number), raw=raw, label=label)
+    audit.record("phone", phone.id, "added", f"{number.e164} ({label})" if label else number.e164, customer_id)
+    return phone
 
 
 def add_phone(customer_id: int, number: Number, raw: str, label: str) -> Phone:
@@ -336,8 +348,10 @@ def add_phone(customer_id: int, number: Number, raw: str, label: str) -> Phone:
 
 
 def remove_phone(customer_id: int, phone_id: int) -> None:
-    if not Phone.delete().where((Phone.id == phone_id) & (Phone.customer == customer_id)).execute():
+    phone = Phone.get_or_none((Phone.id == phone_id) & (Phone.customer == customer_id))
+    if phone is None or not Phone.delete().where(Phone.id == phone_id).execute():
         raise DataError(404, f"no phone {phone_id} of customer {customer_id}")
+    audit.record("phone", phone_id, "removed", phone.e164, customer_id)
 
 
 def link_calls(customer_id: int, e164: str | None, call_uuid: str | None) -> int:
@@ -401,7 +415,9 @@ def create_order(customer_id: int, fields: dict) -> Order:
     _check_employee(fields)
     if Order.get_or_none(Order.number == fields["number"]):
         raise DataError(409, f"number: order {fields['number']!r} exists already")
-    return Order.create(customer=customer_id, **_order_custom(fields, None))
+    order = Order.create(customer=customer_id, **_order_custom(fields, None))
+    audit.record("order", order.id, "added", order.number, customer_id)
+    return order
 
 
 def update_order(order_id: int, fields: dict) -> Order:
@@ -411,6 +427,7 @@ def update_order(order_id: int, fields: dict) -> Order:
     _check_employee(fields)
     if fields:
         Order.update(**_order_custom(fields, order)).where(Order.id == order_id).execute()
+        audit.record("order", order_id, "changed", f"{order.number}: {', '.join(_names(fields))}", order.customer_id)
     return get_order(order_id)
 
 
@@ -429,13 +446,20 @@ def pay(order_id: int, paid_now: Decimal) -> Order:
         raise DataError(400, f"amount: paid would be {money(paid)}, above the order amount {money(order.amount)}",
                         debt=money(Decimal(order.amount or 0) - Decimal(order.paid or 0)))
     Order.update(paid=paid).where(Order.id == order_id).execute()
+    audit.record("order", order_id, "paid", f"{order.number}: {money(paid_now)}", order.customer_id)
     return get_order(order_id)
 
 
 def close_order(order_id: int) -> Order:
-    get_order(order_id)
+    order = get_order(order_id)
     Order.update(status="closed").where(Order.id == order_id).execute()
+    audit.record("order", order_id, "closed", order.number, order.customer_id)
     return get_order(order_id)
+
+
+def _names(columns: list[str] | dict) -> list[str]:
+    """Changed columns as an audit line names them: the custom field values are "fields"."""
+    return ["fields" if column == "custom" else column for column in columns]
 
 
 # ---- employees ---------------------------------------------------------------------------------------

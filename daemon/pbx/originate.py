@@ -102,16 +102,18 @@ class Originator:
         self.rules = rules
         self.rate = RateLimit(config.rate_limit, config.rate_window)
 
-    def place(self, token_id: int, role: str, own_extension: str | None, extension: str | None, raw_number: str) -> str:
-        """A call for a token (the API's and the pages' one rule): an operator rings only its own extension, an admin
-        names one (or uses its own); at most rate_limit calls per rate_window per token. The operator leg's uuid."""
+    def place(self, caller: object, any_extension: bool, own_extension: str | None, extension: str | None,
+              raw_number: str) -> str:
+        """A call for a token or person (the API's and the pages' one rule): one whose role may not ring any
+        extension (any_extension, from daemon/auth/roles.py) rings only its own, others name one (or use their own);
+        at most rate_limit calls per rate_window per caller (a token id, or a person). The operator leg's uuid."""
         wanted = extension or own_extension
-        if role != "admin" and extension and extension != own_extension:
+        if not any_extension and extension and extension != own_extension:
             raise OriginateError(403, "an operator token calls only from its own extension")
         if not wanted:
             raise OriginateError(400, "extension: name the extension whose phone rings first")
         command = self.command(wanted, raw_number)  # a bad request does not count against the limit
-        wait = self.rate.take(token_id)
+        wait = self.rate.take(caller)
         if wait:
             seconds = max(1, math.ceil(wait))
             raise OriginateError(429, f"too many calls started: try again in {seconds} s", retry_after=seconds)

@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from screenpop.daemon.auth import roles
 from screenpop.daemon.customers import admin as admin_steps, data, fields as custom
 from screenpop.daemon.customers.data import CUSTOMER_FIELDS, DataError, in_period_range
 from screenpop.daemon.pbx.originate import OriginateError, Originator
@@ -23,6 +24,7 @@ from screenpop.daemon.push import layouts as layout_steps
 from screenpop.daemon.reports import missed as missed_calls
 from screenpop.daemon.reports.callrecords import calls_query, records
 from screenpop.daemon.web.pages import forms
+from screenpop.db import audit
 from screenpop.db.models import DIRECTIONS, Customer, Employee, Phone
 from screenpop.db.search import MAX_RESULTS, search_customers
 
@@ -85,7 +87,12 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
     refreshes the daemon's employee snapshot after an employee write (None: there is none to refresh)."""
     bp = Blueprint("api", __name__, url_prefix="/api/v1")
     db = hub.db
-    run = hub.worker.atomic
+
+    def run(fn: Callable, *args: Any) -> Any:
+        """fn(*args) in one transaction on the database worker, the request's token named in the audit trail."""
+        check = request.environ.get("screenpop.token")
+        actor = audit.Actor(token_id=check.token_id) if check is not None else None
+        return hub.worker.atomic(audit.acting(actor, fn), *args)
 
     def rules():
         return hub.cards.lookup().rules
@@ -99,9 +106,12 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
         request.environ["screenpop.token"] = check
         return None
 
-    def admin(what: str) -> None:
-        if request.environ.get("screenpop.role") != "admin":
-            raise DataError(403, f"{what} needs an admin token")
+    def admin(what: str, capability: str = "configuration") -> None:
+        """Refuse (403) unless the token's role allows capability (daemon/auth/roles.py)."""
+        role = request.environ.get("screenpop.role")
+        if not roles.allows(role, capability):
+            raise DataError(403, f"{what} needs a token whose role allows {roles.WHAT[capability]} "
+                                 f"({roles.NEEDS[capability]})")
 
     @bp.errorhandler(DataError)
     def api_error(exc: DataError):
@@ -167,7 +177,7 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
 
     @bp.delete("/customers/<int:customer_id>")
     def delete_customer(customer_id: int):
-        admin("deleting a customer")
+        admin("deleting a customer", "delete_customers")
         run(data.delete_customer, customer_id)
         return "", 204
 
@@ -180,7 +190,7 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
 
     @bp.delete("/customers/<int:customer_id>/phones/<int:phone_id>")
     def remove_phone(customer_id: int, phone_id: int):
-        admin("removing a number")
+        admin("removing a number", "delete_customers")
         run(data.remove_phone, customer_id, phone_id)
         return "", 204
 
@@ -362,6 +372,11 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
         extension = request.args.get("extension", "").strip()
         if len(extension) > 32:
             raise DataError(400, "extension: at most 32 characters")
+        check = request.environ["screenpop.token"]
+        if not roles.allows(check.role, "team_calls"):  # an operator's own calls only
+            if extension and extension != check.extension:
+                raise DataError(403, "an operator token sees only the calls of its own extension")
+            extension = check.extension
         direction = request.args.get("direction", "").strip().upper()
         if direction and direction not in DIRECTIONS:
             raise DataError(400, f"direction: must be one of {', '.join(DIRECTIONS)}")
@@ -387,9 +402,9 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
     # ---- missed calls followed up (docs/api.md) ----------------------------------------------------
 
     def own_extension() -> str | None:
-        """An operator's extension (they see and mark only the missed calls that rang it); None for an admin."""
+        """An operator's extension (they see and mark only the missed calls that rang it); None for a manager or admin."""
         check = request.environ["screenpop.token"]
-        return None if check.role == "admin" else check.extension
+        return None if roles.allows(check.role, "team_calls") else check.extension
 
     def follow_up(fn: Callable, *args: Any) -> Any:
         try:
@@ -442,7 +457,7 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
             raise DataError(503, "this daemon does not follow FreeSWITCH: the call cannot be placed here")
         check = request.environ["screenpop.token"]
         try:
-            uuid = originator.place(check.token_id, check.role, check.extension, extension, number)
+            uuid = originator.place(check.token_id, roles.allows(check.role, "team_calls"), check.extension, extension, number)
         except OriginateError as exc:
             extra = {"cause": exc.cause} if exc.cause else {}
             response = jsonify(error=exc.message, **extra)

@@ -32,6 +32,7 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, RequestTimeout
 from werkzeug.routing import IntegerConverter
 
+from screenpop.daemon.auth import roles
 from screenpop.daemon.auth.tokens import TokenCheck
 from screenpop.daemon.config import AnalyticsConfig, ConfigError, HttpConfig, WebConfig
 from screenpop.daemon.customers.data import MAX_ID
@@ -293,7 +294,7 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
         if isinstance(check, Response):
             return check
         wanted = request.args.get("extension", "").strip()
-        if check.role == "admin":
+        if roles.allows(check.role, "team_calls"):
             extension = wanted or check.extension or ALL
         else:
             if wanted and wanted != check.extension:

@@ -60,10 +60,10 @@ def test_freeswitchs_answers_in_words():
 
 def test_operators_call_from_their_own_extension_only_and_admins_name_one():
     with pytest.raises(OriginateError) as caught:
-        originator().place(1, "operator", "1001", "1002", "5559876")
+        originator().place(1, False, "1001", "1002", "5559876")
     assert caught.value.status == 403
     with pytest.raises(OriginateError) as caught:
-        originator().place(2, "admin", None, None, "5559876")
+        originator().place(2, True, None, None, "5559876")
     assert (caught.value.status, caught.value.message) == (400, "extension: name the extension whose phone rings first")
 
 

@@ -183,17 +183,23 @@ def test_calls(api):
         Call.create(uuid=f"u{i}", direction="INCOMING" if i % 2 else "OUTGOING", started_at=t0 + dt.timedelta(minutes=i),
                     customer=cid if i < 25 else None, missed=i % 3 == 0, extension="1001" if i % 5 == 0 else "1002",
                     from_extension="1001" if i % 5 == 0 else None, external_name=HOSTILE)
-    s, r = api.req("GET", "/api/v1/calls?limit=10")
+    s, r = api.req("GET", "/api/v1/calls?limit=10", token="admin")
     assert s == 200 and r["total"] == 30 and [c["uuid"] for c in r["calls"]] == [f"u{i}" for i in range(29, 19, -1)]
     assert r["calls"][0]["external_name"] == HOSTILE
-    r = api.req("GET", "/api/v1/calls?limit=10&offset=25")[1]
+    r = api.req("GET", "/api/v1/calls?limit=10&offset=25", token="admin")[1]
     assert [c["uuid"] for c in r["calls"]] == ["u4", "u3", "u2", "u1", "u0"]
-    r = api.req("GET", "/api/v1/calls?since=2026-01-01T08:10:00Z&until=2026-01-01T08:20:00%2B00:00&missed=true")[1]
+    r = api.req("GET", "/api/v1/calls?since=2026-01-01T08:10:00Z&until=2026-01-01T08:20:00%2B00:00&missed=true",
+                token="admin")[1]
     assert [c["uuid"] for c in r["calls"]] == ["u18", "u15", "u12"]
-    r = api.req("GET", "/api/v1/calls?direction=incoming&extension=1001")[1]
+    r = api.req("GET", "/api/v1/calls?direction=incoming&extension=1001", token="admin")[1]
     assert [c["uuid"] for c in r["calls"]] == ["u25", "u15", "u5"]
-    r = api.req("GET", f"/api/v1/calls?customer_id={cid}&limit=500")[1]
+    r = api.req("GET", f"/api/v1/calls?customer_id={cid}&limit=500", token="admin")[1]
     assert r["total"] == 25
+    # an operator token sees its own extension's calls only (daemon/auth/roles.py), and may not ask for another's
+    s, r = api.req("GET", "/api/v1/calls?limit=50")
+    assert s == 200 and r["total"] == 6 and {c["uuid"] for c in r["calls"]} == {f"u{i}" for i in range(0, 30, 5)}
+    s, r = api.req("GET", "/api/v1/calls?extension=1002")
+    assert s == 403 and "own extension" in r["error"]
     for bad in ("since=yesterday", "direction=sideways", "missed=maybe", "customer_id=x", "limit=-5"):
         assert api.req("GET", f"/api/v1/calls?{bad}")[0] == 400, bad
     c = api.req("GET", f"/api/v1/customers/{cid}")[1]

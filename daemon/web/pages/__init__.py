@@ -3,7 +3,8 @@ card layout editor's own preview script; their templates, stylesheet and that sc
 and daemon/web/static/.
 
 customers.py (search, record, new caller, edit, numbers, photo), orders.py, calls.py, missed.py (missed calls followed
-up), employees.py (admin: staff and tokens), admin.py (admin: custom fields, categories, card layouts and teams), signin.py (sign-in);
+up), employees.py (admin: staff and tokens), admin.py (admin: custom fields, categories, card layouts and teams), signin.py (sign-in),
+people.py (admin: people and sessions; everyone: their own account);
 base.py holds what they share. Templates are Jinja2 with autoescaping: every
 customer-, caller- or user-supplied string is escaped on output.
 
@@ -15,7 +16,7 @@ Another blueprint builds on these pages the same way (the dashboard pages do):
     bp = Blueprint("dashboard", __name__)
 
     @bp.get("/dashboard")
-    @login_required()                  # login_required("admin") for admin-only pages (others get 403)
+    @login_required("dashboard")       # a capability (daemon/auth/roles.py): others get a 403 page saying why
     def dashboard():
         figures = database(read_figures)   # runs on the database worker, in one transaction
         return render_page("dashboard.html", title="Dashboard", figures=figures)
@@ -33,7 +34,7 @@ from typing import Any
 from flask import Flask, redirect
 
 from screenpop.daemon.config import WebConfig
-from screenpop.daemon.web.pages import signin as auth, admin, calls, customers, employees, missed, orders
+from screenpop.daemon.web.pages import signin as auth, admin, calls, customers, employees, missed, orders, people
 from screenpop.daemon.web.pages.base import (User, Web, category, check_csrf, csrf_field, current_user, database,
                                              error_page, login_required, render_page, security_headers,
                                              session_unavailable)
@@ -50,6 +51,23 @@ def local_time(value: str | dt.datetime | None, zone: dt.tzinfo) -> str:
     moment = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
     local = (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)).astimezone(zone)
     return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
+
+
+def changed_at(value: dt.datetime, zone: dt.tzinfo, now: dt.datetime | None = None) -> str:
+    """When a change was made, as the audit lines say it: "14:02" today, "2026-12-05 14:02" before, in the
+    call centre's zone. value: naive UTC as stored."""
+    local = value.replace(tzinfo=dt.timezone.utc).astimezone(zone)
+    today = (now or dt.datetime.now(dt.timezone.utc)).astimezone(zone).date()
+    return f"{local:%H:%M}" if local.date() == today else f"{local:%Y-%m-%d %H:%M}"
+
+
+AUDIT_THINGS = {"customer": "customer", "phone": "number", "order": "order", "person": "person"}
+
+
+def audit_line(entry: Any, zone: dt.tzinfo) -> str:
+    """One audit entry in words: "number +3545551234 (office) added by Anna, 14:02"."""
+    what = f"{AUDIT_THINGS.get(entry.entity, entry.entity)} {entry.detail}".strip() if entry.entity != "person" else entry.detail
+    return f"{what} {entry.action} by {entry.actor}, {changed_at(entry.at, zone)}".strip()
 
 
 def _duration(seconds: float | None) -> str:
@@ -87,11 +105,13 @@ def init_app(app: Flask, hub: Any, photos: Any, config: WebConfig, tls: bool,
     app.jinja_env.globals["category"] = category
     app.jinja_env.filters["when"] = lambda value: local_time(value, zone)
     app.jinja_env.filters["duration"] = _duration
+    app.jinja_env.filters["changed_at"] = lambda value: changed_at(value, zone)
+    app.jinja_env.filters["audit_line"] = lambda entry: audit_line(entry, zone)
     app.jinja_env.filters["currency"] = hub.cards.layout.money  # amounts as the pop writes them ([card])
     app.before_request(session_unavailable)
     app.before_request(check_csrf)
     app.after_request(security_headers)
     app.register_blueprint(auth.blueprint(authenticate))
-    for bp in (customers.bp, orders.bp, calls.bp, missed.bp, employees.bp, admin.bp):
+    for bp in (customers.bp, orders.bp, calls.bp, missed.bp, employees.bp, admin.bp, people.bp):
         app.register_blueprint(bp)
     app.add_url_rule("/", "home", login_required()(lambda: redirect("/customers", 303)))

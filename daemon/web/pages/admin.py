@@ -59,7 +59,7 @@ def fields_page(status: int = 200, error: str | None = None):
 
 
 @bp.get("/fields")
-@login_required("admin")
+@login_required("configuration")
 def fields():
     return fields_page()
 
@@ -78,7 +78,7 @@ def _done(page: Callable, work: Callable[[], str], back: str):
 
 
 @bp.post("/fields")
-@login_required("admin")
+@login_required("configuration")
 def create_field():
     def work() -> str:
         field = database(steps.create_field, _field_form(creating=True))
@@ -87,7 +87,7 @@ def create_field():
 
 
 @bp.post("/fields/<int:field_id>")
-@login_required("admin")
+@login_required("configuration")
 def update_field(field_id: int):
     def work() -> str:
         return f"Field {database(steps.update_field, field_id, _field_form(creating=False)).label} saved."
@@ -95,7 +95,7 @@ def update_field(field_id: int):
 
 
 @bp.post("/fields/<int:field_id>/delete")
-@login_required("admin")
+@login_required("configuration")
 def delete_field(field_id: int):
     def work() -> str:
         field = database(steps.get_field, field_id)
@@ -129,13 +129,13 @@ def _category_form(creating: bool) -> dict:
 
 
 @bp.get("/categories")
-@login_required("admin")
+@login_required("configuration")
 def category_list():
     return categories_page()
 
 
 @bp.post("/categories")
-@login_required("admin")
+@login_required("configuration")
 def create_category():
     def work() -> str:
         return f"Category {database(steps.create_category, _category_form(creating=True)).name} added."
@@ -143,7 +143,7 @@ def create_category():
 
 
 @bp.post("/categories/<name>")
-@login_required("admin")
+@login_required("configuration")
 def update_category(name: str):
     def work() -> str:
         return f"Category {database(steps.update_category, name, _category_form(creating=False)).name} saved."
@@ -151,7 +151,7 @@ def update_category(name: str):
 
 
 @bp.post("/categories/<name>/delete")
-@login_required("admin")
+@login_required("configuration")
 def delete_category(name: str):
     def work() -> str:
         moved = database(steps.delete_category, name, request.form.get("move_to", ""))
@@ -191,13 +191,13 @@ def layouts_page(status: int = 200, error: str | None = None):
 
 
 @bp.get("/layouts")
-@login_required("admin")
+@login_required("configuration")
 def layout_list():
     return layouts_page()
 
 
 @bp.get("/layouts/new")
-@login_required("admin")
+@login_required("configuration")
 def new_layout():
     """The list page's "new layout" box: its editor, starting from the default layout."""
     name = request.args.get("name", "").strip()
@@ -261,7 +261,7 @@ def layout_page(name: str, status: int = 200, error: str | None = None, text: st
 
 
 @bp.get("/layouts/preview")
-@login_required("admin")
+@login_required("configuration")
 def layout_preview():
     """The preview as JSON ({title, lines}) for the editor's script, redrawn after each edit."""
     try:
@@ -273,7 +273,7 @@ def layout_preview():
 
 
 @bp.get("/layouts/<name>")
-@login_required("admin")
+@login_required("configuration")
 def layout_editor(name: str):
     try:
         layout_steps.check_name(name, "name")
@@ -283,7 +283,7 @@ def layout_editor(name: str):
 
 
 @bp.post("/layouts/<name>")
-@login_required("admin")
+@login_required("configuration")
 def save_layout(name: str):
     text = request.form.get("items", "")
 
@@ -295,7 +295,7 @@ def save_layout(name: str):
 
 
 @bp.post("/layouts/<name>/delete")
-@login_required("admin")
+@login_required("configuration")
 def delete_layout(name: str):
     def work() -> str:
         database(layout_steps.delete_layout, name)
@@ -312,7 +312,7 @@ def _team_form() -> tuple[str, list[str]]:
 
 
 @bp.post("/teams")
-@login_required("admin")
+@login_required("configuration")
 def save_team():
     def work() -> str:
         name = request.form.get("name", "").strip()
@@ -324,7 +324,7 @@ def save_team():
 
 
 @bp.post("/teams/<name>/delete")
-@login_required("admin")
+@login_required("configuration")
 def delete_team(name: str):
     def work() -> str:
         database(layout_steps.delete_team, name)

@@ -1,9 +1,9 @@
 """What every web page shares: the daemon's parts behind the pages, the signed-in user, CSRF, rendering.
 
 A session is a signed cookie holding a session id and its CSRF secret; the database keeps the session (daemon/auth/signin.py:
-its token, expiry, and whether it was signed out), so signing out ends it on every daemon, whoever kept a copy of
-the cookie. Every page request re-reads the session and its token, so a revoked token (or one whose role changed)
-takes effect at once.
+its person or token, expiry, and whether it was signed out), so signing out ends it on every daemon, whoever kept
+a copy of the cookie. Every page request re-reads the session, its person and its token, so a disabled person, a
+revoked token or a changed role takes effect at once. What a role may do is daemon/auth/roles.py's alone.
 """
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ from urllib.parse import quote, urlsplit
 from flask import Response, current_app, g, redirect, render_template, request, session
 from markupsafe import Markup, escape
 
-from screenpop.daemon.auth import signin
+from screenpop.daemon.auth import roles, signin
 from screenpop.daemon.config import WebConfig
 from screenpop.daemon.customers import fields as custom
-from screenpop.db.models import Employee
+from screenpop.db import audit
+from screenpop.db.models import Employee, Person
 from screenpop.db.numbers import NumberRules
 
 log = logging.getLogger("screenpop.web")
@@ -49,16 +50,30 @@ class Web:
 
 @dataclass(frozen=True)
 class User:
-    """Who is signed in: the token the session was opened with, its role and extension, the employee's name."""
+    """Who is signed in: a person (signed in with a password, or by their tray's link) or a token, with the role,
+    extension and name the pages go by; language is the person's own choice (None: the browser's)."""
 
-    token_id: int
+    person_id: int | None
+    token_id: int | None
     role: str
     extension: str | None
     name: str
+    login: str = ""
+    language: str | None = None
+
+    def can(self, capability: str) -> bool:
+        """Whether this user's role allows capability (daemon/auth/roles.py)."""
+        return roles.allows(self.role, capability)
 
     @property
-    def admin(self) -> bool:
-        return self.role == "admin"
+    def actor(self) -> audit.Actor:
+        """Who the audit trail names for this user's changes."""
+        return audit.Actor(self.person_id, self.token_id)
+
+    @property
+    def label(self) -> str:
+        """How logs name this user: the login, else the token id."""
+        return f"{self.login} (person {self.person_id})" if self.person_id else f"token {self.token_id}"
 
 
 def web() -> Web:
@@ -66,8 +81,10 @@ def web() -> Web:
 
 
 def database(fn: Callable, *args: Any) -> Any:
-    """fn(*args) in one transaction on the database worker (db/worker.py: its own greenlet and connection), its result returned."""
-    return web().hub.worker.atomic(fn, *args)
+    """fn(*args) in one transaction on the database worker (db/worker.py: its own greenlet and connection), its result
+    returned; the signed-in user (if any) is the one the audit trail names for its changes."""
+    user = g.get("user")
+    return web().hub.worker.atomic(audit.acting(user.actor if user else None, fn), *args)
 
 
 def number_rules() -> NumberRules:
@@ -94,47 +111,60 @@ def field_defs(entity: str) -> list[custom.Field]:
 # ---- sessions ----------------------------------------------------------------------------------------
 
 
-def start_session(token_id: int) -> None:
-    """Sign in as token_id: a fresh session (new id, new CSRF secret) that ends after [web] session_hours."""
-    sid = database(signin.open_session, token_id, int(web().config.session_hours * 3600))
+def start_session(person_id: int | None, token_id: int | None) -> None:
+    """Sign in as a person or a token: a fresh session (new id, new CSRF secret) that ends after [web] session_hours."""
+    sid = database(signin.open_session, person_id, token_id, int(web().config.session_hours * 3600),
+                   request.remote_addr or "")
     session.clear()
     session.permanent = True
     session["sid"] = sid
     session["csrf"] = secrets.token_urlsafe(32)
 
 
-def end_session() -> int | None:
-    """Sign out: the session ended in the database (for every daemon) and the cookie cleared; the token id, if any."""
+def end_session() -> User | None:
+    """Sign out: the session ended in the database (for every daemon) and the cookie cleared; who it was, if anyone."""
     sid, user = session.get("sid"), current_user()
     session.clear()
     if isinstance(sid, str):
         database(signin.end_session, sid)
-    return user.token_id if user else None
+    return user
+
+
+def session_id() -> str | None:
+    """This browser's session id (to keep it when the person changes their own password)."""
+    sid = session.get("sid")
+    return sid if isinstance(sid, str) else None
+
+
+def _read_user(sid: str) -> User | str:
+    """The user of a live session, as their person and token are now; else why there is none (a database step)."""
+    owner = signin.session_owner(sid)
+    if isinstance(owner, str):
+        return owner
+    person_id, token_id = owner
+    check = signin.token_state(token_id) if token_id is not None else None
+    if check is not None and not check.ok:
+        return check.reason
+    if person_id is not None:
+        person = Person.get_or_none(Person.id == person_id)
+        if person is None or person.disabled_at is not None:
+            return f"person {person_id} is {'disabled' if person else 'deleted'}"
+        return User(person.id, token_id, person.role, person.extension, person.name, person.login, person.language)
+    emp = Employee.get_or_none(Employee.extension == check.extension) if check.extension else None
+    return User(None, token_id, check.role, check.extension, emp.name if emp else "")
 
 
 def _load_user() -> User | None:
     sid = session.get("sid")
     if not isinstance(sid, str) or len(sid) > 100:
         return None
-
-    def read():
-        token_id = signin.session_token(sid)
-        if isinstance(token_id, str):
-            return token_id, None, ""
-        check = signin.token_state(token_id)
-        emp = Employee.get_or_none(Employee.extension == check.extension) if check.ok and check.extension else None
-        return token_id, check, emp.name if emp else ""
-
-    token_id, check, name = database(read)
-    if isinstance(token_id, str):
-        log.info("web session refused for %s: %s", request.remote_addr, token_id)
+    user = database(_read_user, sid)
+    if isinstance(user, str):
+        log.log(logging.INFO if "session" in user else logging.WARNING, "web session refused for %s: %s",
+                request.remote_addr, user)
         session.clear()
         return None
-    if not check.ok:
-        log.warning("web session ended for %s: %s", request.remote_addr, check.reason)
-        session.clear()
-        return None
-    return User(token_id, check.role, check.extension, name)
+    return user
 
 
 def current_user() -> User | None:
@@ -145,13 +175,14 @@ def current_user() -> User | None:
     return g.user
 
 
-def login_required(role: str | None = None) -> Callable:
-    """Decorator for a page view: no session redirects to /signin (and back afterwards); role="admin" gives others 403.
+def login_required(capability: str | None = None) -> Callable:
+    """Decorator for a page view: no session redirects to /signin (and back afterwards); a capability the user's
+    role does not allow (daemon/auth/roles.py) gives a 403 page that says why.
 
     The dashboard pages (another blueprint) use it like every page here:
 
         @bp.get("/dashboard")
-        @login_required()
+        @login_required("dashboard")
         def dashboard(): return render_page("dashboard.html", title="Dashboard", figures=database(figures))
     """
     def wrap(view: Callable) -> Callable:
@@ -160,9 +191,10 @@ def login_required(role: str | None = None) -> Callable:
             user = current_user()
             if user is None:
                 return redirect("/signin?next=" + quote(request.full_path.rstrip("?"), safe="/"), 303)
-            if role is not None and user.role != role:
-                log.warning("403 for %s %s: token %d is %s, needs %s", request.method, request.path, user.token_id, user.role, role)
-                return error_page(403, f"This page needs the {role} role.")
+            if capability is not None and not user.can(capability):
+                log.warning("403 for %s %s: %s is %s, %s needs %s", request.method, request.path, user.label,
+                            user.role, capability, roles.NEEDS[capability])
+                return error_page(403, roles.refusal(user.role, capability))
             return view(*args, **kwargs)
         return inner
     return wrap

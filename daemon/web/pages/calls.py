@@ -1,8 +1,10 @@
-"""The call list with filters: date range, extension, direction, missed only, customer (daemon/reports/callrecords.py)."""
+"""The call list with filters: date range, extension, direction, missed only, customer (daemon/reports/callrecords.py);
+an operator sees their own extension's calls, a manager or admin everyone's."""
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, request
 
+from screenpop.daemon.auth import roles
 from screenpop.daemon.customers.data import DataError
 from screenpop.daemon.reports.callrecords import calls_query, records
 from screenpop.daemon.web.pages import forms
@@ -20,6 +22,11 @@ def _filters() -> dict:
     extension = request.args.get("extension", "").strip()
     if len(extension) > 32:
         raise DataError(400, "extension: at most 32 characters")
+    user = current_user()
+    if not user.can("team_calls"):  # an operator sees their own extension's calls (daemon/auth/roles.py)
+        if extension and extension != user.extension:
+            raise DataError(403, roles.refusal(user.role, "team_calls"))
+        extension = user.extension or ""
     direction = request.args.get("direction", "").strip().upper()
     if direction and direction not in DIRECTIONS:
         raise DataError(400, f"direction: one of {', '.join(DIRECTIONS)}")
@@ -43,7 +50,7 @@ def calls():
     try:
         filters = _filters()
     except DataError as exc:
-        return render_page("calls.html", status=400, title="Calls", error=exc.message, calls=[], page=1, more=False,
+        return render_page("calls.html", status=exc.status, title="Calls", error=exc.message, calls=[], page=1, more=False,
                            args=request.args, directions=DIRECTIONS, operators={}, customer=None)
 
     def work():
@@ -72,7 +79,7 @@ def call():
         return redirect(back, 303)
     user = current_user()
     try:
-        originator.place(user.token_id, user.role, user.extension, None, number)
+        originator.place(user.token_id or ("person", user.person_id), user.can("team_calls"), user.extension, None, number)
     except OriginateError as exc:
         flash(f"Not called: {exc.message}.")
     else:

@@ -22,6 +22,7 @@ from screenpop.daemon.customers import photofiles
 from screenpop.daemon.customers.images import ImageRejected
 from screenpop.daemon.customers.record import customer_record
 from screenpop.daemon.customers.values import caller_name
+from screenpop.db import audit
 from screenpop.db.models import Call, Customer, Employee, Phone
 from screenpop.db.numbers import WITHHELD
 from screenpop.db.search import search_customers
@@ -130,18 +131,21 @@ def record_page(customer_id: int, status: int = 200, error: str | None = None, o
     db = web().hub.db
 
     def work():
-        return customer_record(db, customer_id, CALLS_PER_PAGE, before), list(Employee.select().order_by(Employee.name, Employee.id))
+        return (customer_record(db, customer_id, CALLS_PER_PAGE, before),
+                list(Employee.select().order_by(Employee.name, Employee.id)), audit.for_customer(customer_id))
 
-    c, employees = database(work)
+    c, employees, history = database(work)
     if c is None:
         return error_page(404, f"There is no customer {customer_id}.")
+    # each number's own line: who added it and when (the oldest "added" entry the trail still shows)
+    phone_added = {e.entity_id: e for e in reversed(history) if e.entity == "phone" and e.action == "added"}
     sources = web().sources
     numbers = [p["e164"] for p in c["phones"][:SOURCE_NUMBERS]]
     # asked while the page is rendered, each source for at most its timeout; a source that fails says so in its row
     found = sources.answer(numbers) if sources and numbers else []
     return render_page("customer.html", status=status, title=c["company"] or c["name"], c=c, calls_before=before,
                        employees=employees, error=error, owner=owner, order_defs=field_defs("order"),
-                       sources=found)
+                       sources=found, history=history, phone_added=phone_added)
 
 
 @bp.get("/customers/<int:customer_id>")
@@ -278,7 +282,7 @@ def update(customer_id: int):
 
 
 @bp.post("/customers/<int:customer_id>/delete")
-@login_required("admin")
+@login_required("delete_customers")
 def delete(customer_id: int):
     try:
         stored = database(data.delete_customer, customer_id)
@@ -318,7 +322,7 @@ def add_phone(customer_id: int):
 
 
 @bp.post("/customers/<int:customer_id>/phones/<int:phone_id>/delete")
-@login_required("admin")
+@login_required("delete_customers")
 def remove_phone(customer_id: int, phone_id: int):
     try:
         database(data.remove_phone, customer_id, phone_id)

@@ -1,6 +1,7 @@
 """The analytics pages (docs/analytics.md): /dashboard (figures and charts), /reports/<name>.csv (each report, and the calls, as spreadsheet-safe CSV).
 
-Any signed-in user may open them (the web pages' sessions, daemon/web; no session redirects to /signin).
+A manager or admin may open them (the dashboard and reports capabilities, daemon/auth/roles.py; no session
+redirects to /signin, an operator gets a 403 page saying why).
 They are pages like the others: the base template with the menu and sign-out, the one stylesheet, the pages'
 Content-Security-Policy (no scripts; the charts are data: images), every time in the call centre's zone.
 
@@ -187,19 +188,14 @@ def _labels(period: analytics.Period) -> dict:
 
 
 def blueprint(zone: dt.tzinfo, rules: AnalyticsConfig) -> Blueprint:
-    """The pages, reporting in the call centre's time zone with the configured service thresholds, for any
-    signed-in user (the web pages' sessions)."""
+    """The pages, reporting in the call centre's time zone with the configured service thresholds, for managers and
+    admins (the web pages' sessions)."""
     bp = Blueprint("dashboard", __name__, template_folder="../templates")
     worker = _Worker()
 
     @bp.app_template_filter("figure")
     def figure(value: Any, key: str = "") -> str:
         return display(key, value)
-
-    @bp.before_request
-    @login_required()
-    def signed_in() -> None:
-        return None
 
     def filtered(view: Callable[[analytics.Period, str | None], Response], template: str, title: str) -> Response:
         try:
@@ -211,6 +207,7 @@ def blueprint(zone: dt.tzinfo, rules: AnalyticsConfig) -> Blueprint:
         return view(period, compare)
 
     @bp.get("/dashboard")
+    @login_required("dashboard")
     def dashboard():
         def show(period: analytics.Period, compare: str | None) -> Response:
             worker.load_charts()
@@ -220,6 +217,7 @@ def blueprint(zone: dt.tzinfo, rules: AnalyticsConfig) -> Blueprint:
         return filtered(show, "dashboard.html", "Dashboard")
 
     @bp.get("/reports/<name>.csv")
+    @login_required("reports")
     def report_csv(name: str):
         if name not in catalog.REPORTS and name != "calls":
             return error_page(404, "There is no such report.")

@@ -1,4 +1,5 @@
-"""Admin pages: employees and their extensions, and the API tokens (list, revoke). Every route is admin-only."""
+"""Admin pages: employees and their extensions (the configuration capability), and the API tokens (list, revoke;
+the tokens capability): daemon/auth/roles.py gives both to admins."""
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, request
@@ -33,13 +34,13 @@ def employees_page(status: int = 200, error: str | None = None):
 
 
 @bp.get("/employees")
-@login_required("admin")
+@login_required("configuration")
 def employees():
     return employees_page()
 
 
 @bp.post("/employees")
-@login_required("admin")
+@login_required("configuration")
 def create():
     try:
         emp = database(data.create_employee, _fields(required=True))
@@ -52,7 +53,7 @@ def create():
 
 
 @bp.post("/employees/<int:employee_id>")
-@login_required("admin")
+@login_required("configuration")
 def update(employee_id: int):
     try:
         database(data.update_employee, employee_id, _fields(required=False))
@@ -64,7 +65,7 @@ def update(employee_id: int):
 
 
 @bp.post("/employees/<int:employee_id>/delete")
-@login_required("admin")
+@login_required("configuration")
 def delete(employee_id: int):
     try:
         database(data.delete_employee, employee_id)
@@ -77,14 +78,14 @@ def delete(employee_id: int):
 
 
 @bp.get("/tokens")
-@login_required("admin")
+@login_required("tokens")
 def token_list():
     rows = database(tokens.list_tokens)
     return render_page("tokens.html", title="Tokens", tokens=rows)
 
 
 @bp.post("/tokens/<int:token_id>/revoke")
-@login_required("admin")
+@login_required("tokens")
 def revoke(token_id: int):
     if not database(lambda: ApiToken.get_or_none(ApiToken.id == token_id)):
         return error_page(404, f"no token {token_id}")

@@ -1,13 +1,15 @@
 """/missed: the team's missed calls followed up (daemon/reports/missed.py), by state, filterable by extension and days;
 each row with the record (or new-customer) link, Call back, Mark done / Undo, and who returned or marked it when.
 
-Any signed-in user sees the team's list; Mark done and Undo follow the API's rule: an operator acts on the missed
-calls that rang their own extension, an admin on any.
+A manager or admin sees the team's list, an operator the missed calls that rang their own extension; Mark done and
+Undo follow the API's rule: an operator acts on the missed calls that rang their own extension, a manager or admin
+on any (daemon/auth/roles.py).
 """
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, request
 
+from screenpop.daemon.auth import roles
 from screenpop.daemon.customers.data import DataError
 from screenpop.daemon.reports import missed as missed_calls
 from screenpop.daemon.web.pages import forms
@@ -30,9 +32,14 @@ def missed():
             raise DataError(400, f"state: one of {', '.join(missed_calls.STATES)}")
         if len(extension) > 32 or any(not c.isalnum() for c in extension):
             raise DataError(400, "extension: letters and digits, at most 32")
+        user = current_user()
+        if not user.can("team_calls"):
+            if extension and extension != user.extension:
+                raise DataError(403, roles.refusal(user.role, "team_calls"))
+            extension = user.extension or ""
         since, until = forms.days(web().zone)
     except DataError as exc:
-        return render_page("missed.html", status=400, title="Missed calls", error=exc.message, rows=[], counts={},
+        return render_page("missed.html", status=exc.status, title="Missed calls", error=exc.message, rows=[], counts={},
                            state="open", labels=LABELS, args=request.args, page=1, more=False, zone=str(web().zone))
     scope = missed_calls.Scope(since, until, extension or None)
 
@@ -49,7 +56,7 @@ def _act(call_uuid: str, done: bool):
     back = safe_next(request.form.get("next"), "/missed")
     uuid = forms.call_uuid(call_uuid)
     user = current_user()
-    own = None if user.admin else user.extension
+    own = None if user.can("team_calls") else user.extension
     try:
         if uuid is None:
             raise missed_calls.FollowUpError(404, "there is no call with this uuid")

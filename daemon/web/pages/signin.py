@@ -1,22 +1,61 @@
-"""Signing in to the pages: a tray's one-time link, or a token typed into /signin; signing out.
+"""Signing in to the pages: login and password on /signin, a tray's one-time link, or a typed token; signing out.
 
-POST /api/v1/signin-links (Bearer token, JSON {"next": "/customers/5"}) mints a link that works once within
-[web] signin_link_seconds and opens a session for that token. Only the link secret's hash is stored; it is
-spent by one conditional UPDATE (daemon/auth/signin.py), so it works once even with several daemons on one database.
-Every sign-in and every refusal is one log line naming the token id or the reason, never a secret.
+POST /signin with login and password signs a person in (daemon/auth/people.py): failures are counted per login and
+per address, slowed down and, after [web] signin_lock_after in a row, lock the login for a while; the page says
+which. POST /api/v1/signin-links (Bearer token, JSON {"next": "/customers/5"}) mints a link that works once within
+[web] signin_link_seconds and opens a session for the person whose extension the token has (else for the token).
+Only the link secret's hash is stored; it is spent by one conditional UPDATE (daemon/auth/signin.py), so it works
+once even with several daemons on one database. Every sign-in and every refusal is one log line naming the login
+or token id and the reason, never a password or secret.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+import datetime as dt
+
+import gevent
 import peewee
 from flask import Blueprint, Flask, Response, jsonify, redirect, request
 from flask.sessions import SecureCookieSessionInterface
 
 from screenpop.daemon.web.pages.base import (SESSION_UNAVAILABLE, database, end_session, log, render_page, safe_next,
                                        start_session, web)
-from screenpop.daemon.auth import signin
+from screenpop.daemon.auth import people, signin
+
+
+def off_loop(fn: Callable, *args: Any) -> Any:
+    """fn(*args) on a native thread: password hashing is slow on purpose and must not stop the event loop."""
+    return gevent.get_hub().threadpool.apply(fn, args)
+
+
+def password_signin(login: str, password: str, address: str) -> tuple[int, str] | people.Person:
+    """Check a login and password against the throttle and the stored hash: the person, or (status, message)."""
+    config = web().config
+    refusal = database(people.throttled, login, address, config)
+    if refusal is not None:
+        log.warning("web sign-in refused for login %r from %s: %s", login, address, refusal.message)
+        if refusal.locked_until is None:
+            return 429, refusal.message
+        until = refusal.locked_until.replace(tzinfo=dt.timezone.utc).astimezone(web().zone)
+        return 403, f"{refusal.message} Try again after {until:%H:%M}, or ask an admin to unlock it."
+    person = database(people.by_login, login)
+    if not off_loop(people.password_matches, person.password_hash if person else None, password):
+        failures = database(people.failed, login, address, config)
+        log.warning("web sign-in refused for login %r from %s: %s (%d failed in a row)", login, address,
+                    "wrong password" if person else "no such login", failures)
+        if failures >= config.signin_lock_after:
+            return 403, (f"This account is locked after {failures} failed sign-ins in a row. Try again in "
+                         f"{config.signin_lock_minutes:g} minutes, or ask an admin to unlock it.")
+        return 403, "Wrong login or password."
+    if person.disabled_at is not None:
+        log.warning("web sign-in refused for login %r from %s: the person is disabled", login, address)
+        return 403, "This account is disabled. Ask an admin if you need it again."
+    database(people.succeeded, login)
+    if people.needs_rehash(person.password_hash):
+        database(people.replace_hash, person.id, off_loop(people.hash_password, password))
+    return person
 
 
 class DatabaseKeySessions(SecureCookieSessionInterface):
@@ -80,9 +119,11 @@ def blueprint(authenticate: Callable[[], Any]) -> Blueprint:
         if not check.ok:
             log.warning("web sign-in refused from %s: %s", request.remote_addr, check.reason)
             return render_page("signin.html", status=403, title="Sign in", next="/", error="That token is no longer valid.")
-        start_session(token_id)
-        log.info("web sign-in: token %d (%s%s) from %s by one-time link", token_id, check.role,
-                 f" {check.extension}" if check.extension else "", request.remote_addr)
+        owner = database(people.owner_of_token, token_id)
+        start_session(owner.id if owner else None, token_id)
+        log.info("web sign-in: token %d (%s%s) from %s by one-time link, as %s", token_id, check.role,
+                 f" {check.extension}" if check.extension else "", request.remote_addr,
+                 f"{owner.login} (person {owner.id}, {owner.role})" if owner else "the token (no person has its extension)")
         return redirect(safe_next(next_path), 303)
 
     @bp.get("/signin")
@@ -90,24 +131,45 @@ def blueprint(authenticate: Callable[[], Any]) -> Blueprint:
         return render_page("signin.html", title="Sign in", next=safe_next(request.args.get("next")))
 
     @bp.post("/signin")
-    def with_token():
+    def with_password():
         next_path = safe_next(request.form.get("next"))
+        if "token" in request.form:
+            return with_token(next_path)
+        login = request.form.get("login", "").strip().lower()[:people.MAX_LOGIN]
+        password = request.form.get("password", "")
+        if not login or not password or len(password) > people.MAX_PASSWORD:
+            return render_page("signin.html", status=400, title="Sign in", next=next_path, login=login,
+                               error="Type your login and your password.")
+        outcome = password_signin(login, password, request.remote_addr or "")
+        if isinstance(outcome, tuple):
+            status, message = outcome
+            response = render_page("signin.html", status=status, title="Sign in", next=next_path, login=login,
+                                   error=message)
+            if status == 429:
+                response.headers["Retry-After"] = str(people.MAX_WAIT)
+            return response
+        start_session(outcome.id, None)
+        log.info("web sign-in: %s (person %d, %s) from %s with a password", outcome.login, outcome.id, outcome.role,
+                 request.remote_addr)
+        return redirect(next_path, 303)
+
+    def with_token(next_path: str):
         clear = request.form.get("token", "").strip()
         check = web().hub.check_token(clear) if 0 < len(clear) <= 200 else None
         if check is None or not check.ok:
             log.warning("web sign-in refused from %s: %s", request.remote_addr, check.reason if check else "no token typed")
             return render_page("signin.html", status=403, title="Sign in", next=next_path,
                                error="That token is not valid.")
-        start_session(check.token_id)
+        start_session(None, check.token_id)
         log.info("web sign-in: token %d (%s%s) from %s with a typed token", check.token_id, check.role,
                  f" {check.extension}" if check.extension else "", request.remote_addr)
         return redirect(next_path, 303)
 
     @bp.post("/signout")
     def signout():
-        token_id = end_session()
-        if token_id is not None:
-            log.info("web sign-out: token %d from %s", token_id, request.remote_addr)
+        user = end_session()
+        if user is not None:
+            log.info("web sign-out: %s from %s", user.label, request.remote_addr)
         return redirect("/signin", 303)
 
     return bp

@@ -1,0 +1,49 @@
+"""The one place that says what each role may do, for people and tokens alike (docs/accounts.md).
+
+Roles are ranked: a manager may do all an operator may, an admin all a manager may. Every page, API route and
+template asks `allows(role, capability)` (pages through User.can, daemon/web/pages/base.py); none compares roles.
+"""
+from __future__ import annotations
+
+ROLES = ("operator", "manager", "admin")
+
+# what each capability needs at least
+NEEDS = {
+    "customers": "operator",        # search, read, add and change customers, numbers and orders
+    "own_calls": "operator",        # the calls and missed calls of one's own extension, one's own pops
+    "team_calls": "manager",        # every employee's calls and pops, the team's missed-call list
+    "dashboard": "manager",         # the dashboard's figures and charts
+    "reports": "manager",           # the reports as CSV
+    "recordings": "manager",        # call recordings, once they exist
+    "delete_customers": "manager",  # delete a customer, remove a number from one
+    "people": "admin",              # people: add, change, disable, reset passwords; their sessions
+    "tokens": "admin",              # API tokens: list and revoke
+    "configuration": "admin",       # employees, custom fields, categories, card layouts and teams
+}
+
+# what a refused person reads: why, in words
+WHAT = {
+    "customers": "customer records",
+    "own_calls": "your calls",
+    "team_calls": "every employee's calls",
+    "dashboard": "the dashboard",
+    "reports": "the reports",
+    "recordings": "call recordings",
+    "delete_customers": "deleting customers and their numbers",
+    "people": "managing people and their sessions",
+    "tokens": "API tokens",
+    "configuration": "the configuration pages",
+}
+
+
+def allows(role: str | None, capability: str) -> bool:
+    """Whether role may do capability; an unknown role may do nothing, an unknown capability is a programming error."""
+    needed = NEEDS[capability]
+    return role in ROLES and ROLES.index(role) >= ROLES.index(needed)
+
+
+def refusal(role: str | None, capability: str) -> str:
+    """Why role may not do capability, in a sentence a person can act on."""
+    article = "an" if (role or "u")[:1] in "aeiou" else "a"
+    return (f"This needs the {NEEDS[capability]} role ({WHAT[capability]}); you are signed in as {article} "
+            f"{role or 'unknown role'}. Ask an admin if you need it.")
