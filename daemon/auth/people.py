@@ -158,7 +158,8 @@ def create(fields: dict, password_hash: str) -> Person:
     if Person.get_or_none(Person.login == fields["login"]):
         raise PeopleError(409, f"login: {fields['login']} is taken")
     _check(fields, None)
-    person = Person.create(**fields, password_hash=password_hash, password_changed_at=utcnow())
+    person = Person.create(**fields, password_changed_at=utcnow())
+    _store_hash(person.id, password_hash)
     audit.record("person", person.id, "added", f"{person.login}, {person.role}")
     return person
 
@@ -179,14 +180,24 @@ def update(person_id: int, fields: dict) -> Person:
 def set_password(person_id: int, password_hash: str, keep_sid: str | None = None, by_admin: bool = True) -> int:
     """A new password hash; every session of the person ends but keep_sid (their own, when they change it). How many ended."""
     get(person_id)
-    Person.update(password_hash=password_hash, password_changed_at=utcnow()).where(Person.id == person_id).execute()
+    _store_hash(person_id, password_hash)
+    Person.update(password_changed_at=utcnow()).where(Person.id == person_id).execute()
     audit.record("person", person_id, "password reset" if by_admin else "password changed")
     return end_sessions(person_id, keep_sid)
 
 
+def _store_hash(person_id: int, password_hash: str) -> None:
+    """Write a password hash on the connection's own cursor: peewee's debug log shows every query's parameters,
+    and a hash in a log could be attacked offline."""
+    sql, params = Person.update(password_hash=password_hash).where(Person.id == person_id).sql()
+    cursor = Person._meta.database.cursor()
+    cursor.execute(sql, params)
+    cursor.close()
+
+
 def replace_hash(person_id: int, password_hash: str) -> None:
     """The same password hashed with today's parameters (after a good sign-in): not a change, no audit line."""
-    Person.update(password_hash=password_hash).where(Person.id == person_id).execute()
+    _store_hash(person_id, password_hash)
 
 
 def set_disabled(person_id: int, disabled: bool) -> bool:

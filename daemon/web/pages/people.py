@@ -22,8 +22,10 @@ PERSON_KEYS = ("login", "name", "role", "extension", "language")
 
 
 def people_page(status: int = 200, error: str | None = None, values: dict | None = None):
+    config = web().config
+
     def read():
-        return people.listing(), people.locked(web().config)
+        return people.listing(), people.locked(config)
 
     everyone, locked = database(read)
     return render_page("people.html", status=status, title="People", people=everyone, locked=locked, error=error,
@@ -31,9 +33,11 @@ def people_page(status: int = 200, error: str | None = None, values: dict | None
 
 
 def person_page(person_id: int, status: int = 200, error: str | None = None):
+    config = web().config
+
     def read():
         person = people.get(person_id)
-        return person, people.locked(web().config).get(person.login), audit.for_entity("person", person_id)
+        return person, people.locked(config).get(person.login), audit.for_entity("person", person_id)
 
     try:
         person, locked_until, history = database(read)
@@ -63,7 +67,7 @@ def create():
     values = forms.pick(PERSON_KEYS)
     try:
         fields = people.person_fields(values, creating=True)
-        password_hash = off_loop(people.hash_password, request.form.get("password", ""))
+        password_hash = off_loop(people.hash_password, people.check_password(request.form.get("password", "")))
         person = database(people.create, fields, password_hash)
     except people.PeopleError as exc:
         return people_page(exc.status, exc.message, values)
@@ -97,7 +101,7 @@ def update(person_id: int):
 @login_required("people")
 def reset_password(person_id: int):
     try:
-        password_hash = off_loop(people.hash_password, request.form.get("password", ""))
+        password_hash = off_loop(people.hash_password, people.check_password(request.form.get("password", "")))
         ended = database(people.set_password, person_id, password_hash, session_id())
     except people.PeopleError as exc:
         return person_page(person_id, exc.status, exc.message) if exc.status != 404 else error_page(404, exc.message)
@@ -197,7 +201,7 @@ def change_password():
         log.warning("password change refused for %s from %s: wrong current password", user.label, address)
         return account(403, "That is not your current password; nothing changed.")
     try:
-        password_hash = off_loop(people.hash_password, new)
+        password_hash = off_loop(people.hash_password, people.check_password(new))
     except people.PeopleError as exc:
         return account(exc.status, exc.message)
     ended = database(people.set_password, user.person_id, password_hash, session_id(), False)

@@ -26,7 +26,8 @@ from screenpop.daemon.auth import people, signin
 
 
 def off_loop(fn: Callable, *args: Any) -> Any:
-    """fn(*args) on a native thread: password hashing is slow on purpose and must not stop the event loop."""
+    """fn(*args) on a native thread: password hashing is slow on purpose and must not stop the event loop. fn must
+    not raise (the pool would print the traceback): check the input first (people.check_password)."""
     return gevent.get_hub().threadpool.apply(fn, args)
 
 
@@ -140,6 +141,9 @@ def blueprint(authenticate: Callable[[], Any]) -> Blueprint:
         if not login or not password or len(password) > people.MAX_PASSWORD:
             return render_page("signin.html", status=400, title="Sign in", next=next_path, login=login,
                                error="Type your login and your password.")
+        if not set(login) <= people.LOGIN_CHARS:  # no such login can exist; nothing to count or look up
+            return render_page("signin.html", status=400, title="Sign in", next=next_path,
+                               error="Logins are letters a-z, digits and . _ - @ only.")
         outcome = password_signin(login, password, request.remote_addr or "")
         if isinstance(outcome, tuple):
             status, message = outcome
