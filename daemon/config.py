@@ -186,7 +186,7 @@ class RecordingsConfig:
 
     paths: dict[str, str] = field(default_factory=dict)
     roots: list[str] = field(default_factory=lambda: ["/var/lib/freeswitch/recordings"])
-    listen: str = "admin"
+    listen: str = "manager"
     keep_days: int = 0
     sweep_interval: float = 3600.0
     check_interval: float = 5.0

@@ -345,7 +345,7 @@ class Daemon:
                           on_link=self._customer_linked, on_employees_changed=self._employees_changed,
                           zone=local_zone(self.config.analytics.timezone),
                           cdr_intake=self.cdr, originator=originator, sources=self.sources,
-                          analytics=self.config.analytics)
+                          analytics=self.config.analytics, recordings=self.config.recordings)
 
     def _report_to_systemd(self) -> None:
         """READY=1 once HTTP listens and FreeSWITCH is subscribed, or after [freeswitch] startup_wait anyway

@@ -14,7 +14,9 @@ NEEDS = {
     "team_calls": "manager",        # every employee's calls and pops, the team's missed-call list
     "dashboard": "manager",         # the dashboard's figures and charts
     "reports": "manager",           # the reports as CSV
-    "recordings": "manager",        # call recordings, once they exist
+    "recordings": "manager",        # play call recordings (as configured: [recordings] listen); operators their own calls
+    "hold_recordings": "manager",   # hold a call's recordings from deletion, or release them
+    "listen_log": "admin",          # who listened to which recording
     "delete_customers": "manager",  # delete a customer, remove a number from one
     "people": "admin",              # people: add, change, disable, reset passwords; their sessions
     "tokens": "admin",              # API tokens: list and revoke
@@ -29,6 +31,8 @@ WHAT = {
     "dashboard": "the dashboard",
     "reports": "the reports",
     "recordings": "call recordings",
+    "hold_recordings": "holding recordings from deletion",
+    "listen_log": "the recordings' listen log",
     "delete_customers": "deleting customers and their numbers",
     "people": "managing people and their sessions",
     "tokens": "API tokens",
@@ -36,9 +40,10 @@ WHAT = {
 }
 
 
-def allows(role: str | None, capability: str) -> bool:
-    """Whether role may do capability; an unknown role may do nothing, an unknown capability is a programming error."""
-    needed = NEEDS[capability]
+def allows(role: str | None, capability: str, needed: str | None = None) -> bool:
+    """Whether role may do capability; an unknown role may do nothing, an unknown capability is a programming error.
+    needed: the role the configuration asks for a capability it sets (recordings: [recordings] listen)."""
+    needed = needed if needed in ROLES else NEEDS[capability]
     return role in ROLES and ROLES.index(role) >= ROLES.index(needed)
 
 

@@ -1,5 +1,5 @@
 """The JSON API for customer data (docs/api.md): customers, phones, orders, employees, calls, missed calls followed up,
-click-to-call, custom fields and categories (docs/customfields.md).
+click-to-call, custom fields and categories (docs/customfields.md), call recordings (docs/recordings.md).
 
 A Flask blueprint on the daemon's HTTP server. Every database step runs on the database worker
 (db/worker.py, ``hub.worker.atomic``), in one short transaction, with its own connection, so it never holds the call writer up for
@@ -17,12 +17,14 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from screenpop.daemon.auth import roles
+from screenpop.daemon.config import RecordingsConfig
 from screenpop.daemon.customers import admin as admin_steps, data, fields as custom
 from screenpop.daemon.customers.data import CUSTOMER_FIELDS, DataError, in_period_range
 from screenpop.daemon.pbx.originate import OriginateError, Originator
 from screenpop.daemon.push import layouts as layout_steps
 from screenpop.daemon.reports import missed as missed_calls
 from screenpop.daemon.reports.callrecords import calls_query, records
+from screenpop.daemon.web import recordings as recording_steps
 from screenpop.daemon.web.pages import forms
 from screenpop.db import audit
 from screenpop.db.models import DIRECTIONS, Customer, Employee, Phone
@@ -81,10 +83,13 @@ def _when(key: str) -> dt.datetime | None:
 
 
 def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | None = None,
-              on_employees_changed: Callable[[], None] | None = None) -> Blueprint:
+              on_employees_changed: Callable[[], None] | None = None,
+              recordings: RecordingsConfig | None = None) -> Blueprint:
     """The /api/v1 customer-data routes and click-to-call; hub runs the database work, authenticate is the server's
     token check, originator places calls (None: this daemon does not follow FreeSWITCH), on_employees_changed
-    refreshes the daemon's employee snapshot after an employee write (None: there is none to refresh)."""
+    refreshes the daemon's employee snapshot after an employee write (None: there is none to refresh); recordings:
+    who may listen to call recordings and the folders they are served from."""
+    recordings = recordings or RecordingsConfig()
     bp = Blueprint("api", __name__, url_prefix="/api/v1")
     db = hub.db
 
@@ -427,11 +432,7 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
         scope = missed_calls.Scope(_when("since"), _when("until"), mine or extension or None)
         return jsonify(follow_up(missed_calls.follow_up, state, scope, limit, offset))
 
-    def _uuid(call_uuid: str) -> str:
-        uuid = forms.call_uuid(call_uuid)
-        if uuid is None:
-            raise DataError(404, "there is no call with this uuid")
-        return uuid
+    _uuid = forms.known_call_uuid
 
     @bp.post("/missed/<call_uuid>/done")
     def missed_done(call_uuid: str):
@@ -442,6 +443,45 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
     @bp.delete("/missed/<call_uuid>/done")
     def missed_undo(call_uuid: str):
         return jsonify(follow_up(missed_calls.undo, _uuid(call_uuid), own_extension()))
+
+    # ---- recordings (docs/recordings.md) ---------------------------------------------------------------
+
+    def listener(call_uuid: str) -> Any:
+        """The token, once it may listen to this call's recordings (403 otherwise)."""
+        check = request.environ["screenpop.token"]
+        extensions = run(recording_steps.call_extensions, call_uuid)
+        if not recording_steps.may_listen(recordings.listen, check.role, check.extension, extensions):
+            raise DataError(403, "this token may not listen to this call's recordings ([recordings] listen)")
+        return check
+
+    @bp.get("/calls/<call_uuid>/recordings")
+    def list_recordings(call_uuid: str):
+        uuid = _uuid(call_uuid)
+        listener(uuid)
+        return jsonify(recordings=run(recording_steps.listing, uuid))
+
+    @bp.get("/calls/<call_uuid>/recordings/<int:rec_id>/audio")
+    def recording_audio(call_uuid: str, rec_id: int):
+        uuid = _uuid(call_uuid)
+        check = listener(uuid)
+        rec, _ = run(recording_steps.find, uuid, rec_id)
+        if rec is None:
+            raise DataError(404, f"call {uuid} has no recording {rec_id}")
+        who = f"token {check.token_id}" + (f" ({check.extension})" if check.extension else "")
+        return recording_steps.audio(
+            rec, recordings.served_roots(), request.headers.get("Range"), request.headers.get("If-Range"), run,
+            lambda: run(recording_steps.log_listen, rec.id, uuid, check.token_id, who, check.role))
+
+    @bp.put("/calls/<call_uuid>/hold")
+    def hold_recordings(call_uuid: str):
+        body = _body({"keep"})
+        if not isinstance(body.get("keep"), bool):
+            raise DataError(400, "keep: required, true (hold from deletion) or false (release)")
+        if not roles.allows(request.environ.get("screenpop.role"), "hold_recordings"):
+            raise DataError(403, "holding recordings from deletion needs a manager or admin token")
+        uuid = _uuid(call_uuid)
+        count = run(recording_steps.hold, uuid, body["keep"])
+        return jsonify(call_uuid=uuid, keep=body["keep"], recordings=count)
 
     # ---- click-to-call ----------------------------------------------------------------------------
 

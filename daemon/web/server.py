@@ -34,7 +34,7 @@ from werkzeug.routing import IntegerConverter
 
 from screenpop.daemon.auth import roles
 from screenpop.daemon.auth.tokens import TokenCheck
-from screenpop.daemon.config import AnalyticsConfig, ConfigError, HttpConfig, WebConfig
+from screenpop.daemon.config import AnalyticsConfig, ConfigError, HttpConfig, RecordingsConfig, WebConfig
 from screenpop.daemon.customers.data import MAX_ID
 from screenpop.daemon.customers.photos import Photos, photo_response
 from screenpop.daemon.pbx.originate import Originator
@@ -255,15 +255,18 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
                zone: dt.tzinfo = dt.timezone.utc, cdr_intake: cdr.CdrIntake | None = None,
                originator: Originator | None = None, sources: Sources | None = None,
                analytics: AnalyticsConfig | None = None,
-               on_employees_changed: Callable[[], None] | None = None) -> Flask:
+               on_employees_changed: Callable[[], None] | None = None,
+               recordings: RecordingsConfig | None = None) -> Flask:
     """The Flask app serving the push stream, photos, the JSON API and the web pages from hub.
 
     tls: served over HTTPS (secure session cookies); on_link: the daemon's hook for a call linked to a customer;
     on_employees_changed: the daemon's hook for an employee added, changed or deleted through the API or the pages;
     zone: the call centre's time zone, every page's times are shown in; cdr_intake: where FreeSWITCH's CDRs go;
     originator: click-to-call through FreeSWITCH (docs/originate.md); sources: what the record page asks about a
-    customer's numbers (docs/sources.md); analytics: the service figures' thresholds (docs/analytics.md).
+    customer's numbers (docs/sources.md); analytics: the service figures' thresholds (docs/analytics.md);
+    recordings: who may listen to call recordings and the folders they are served from (docs/recordings.md).
     """
+    recordings = recordings or RecordingsConfig()
     app = Flask("screenpop.daemon.web.server", static_folder=None)  # the pages' static files: daemon/web/static
     app.url_map.converters["int"] = _RowId
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
@@ -353,9 +356,9 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
 
     if cdr_intake is not None:
         app.register_blueprint(cdr.blueprint(cdr_intake))  # its own auth (HTTP Basic), not the API's Bearer token
-    app.register_blueprint(api.blueprint(hub, authenticate, originator, on_employees_changed))
+    app.register_blueprint(api.blueprint(hub, authenticate, originator, on_employees_changed, recordings))
     web.init_app(app, hub, photos, web_config, tls, authenticate, on_link, zone, originator, sources,
-                 on_employees_changed)
+                 on_employees_changed, recordings)
     app.register_blueprint(dashboard.blueprint(zone, analytics or AnalyticsConfig()))
 
     @app.errorhandler(peewee.DatabaseError)
@@ -455,12 +458,13 @@ class HttpServer:
                  zone: dt.tzinfo = dt.timezone.utc, cdr_intake: cdr.CdrIntake | None = None,
                  originator: Originator | None = None, sources: Sources | None = None,
                  analytics: AnalyticsConfig | None = None,
-                 on_employees_changed: Callable[[], None] | None = None) -> None:
+                 on_employees_changed: Callable[[], None] | None = None,
+                 recordings: RecordingsConfig | None = None) -> None:
         self.config = config
         self.hub = hub
         tls = bool(config.certfile) or config.public_url.startswith("https:")
         self.app = create_app(hub, photos, config.heartbeat, web_config, tls, on_link, zone, cdr_intake, originator,
-                              sources, analytics, on_employees_changed)
+                              sources, analytics, on_employees_changed, recordings)
         ssl = {"certfile": config.certfile, "keyfile": config.keyfile} if config.certfile else {}
         if ssl:
             try:  # fail at start, not on each connection

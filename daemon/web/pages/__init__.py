@@ -4,7 +4,8 @@ and daemon/web/static/.
 
 customers.py (search, record, new caller, edit, numbers, photo), orders.py, calls.py, missed.py (missed calls followed
 up), employees.py (admin: staff and tokens), admin.py (admin: custom fields, categories, card layouts and teams), signin.py (sign-in),
-people.py (admin: people and sessions; everyone: their own account);
+people.py (admin: people and sessions; everyone: their own account), recordings.py (a call's recording played, held
+from deletion; the listen log);
 base.py holds what they share. Templates are Jinja2 with autoescaping: every
 customer-, caller- or user-supplied string is escaped on output.
 
@@ -33,8 +34,8 @@ from typing import Any
 
 from flask import Flask, redirect
 
-from screenpop.daemon.config import WebConfig
-from screenpop.daemon.web.pages import signin as auth, admin, calls, customers, employees, missed, orders, people
+from screenpop.daemon.config import RecordingsConfig, WebConfig
+from screenpop.daemon.web.pages import signin as auth, admin, calls, customers, employees, missed, orders, people, recordings
 from screenpop.daemon.web.pages.base import (User, Web, category, check_csrf, csrf_field, current_user, database,
                                              error_page, login_required, render_page, security_headers,
                                              session_unavailable)
@@ -82,16 +83,19 @@ def _duration(seconds: float | None) -> str:
 def init_app(app: Flask, hub: Any, photos: Any, config: WebConfig, tls: bool,
              authenticate: Callable[[], Any], on_link: Callable[[int, str | None, str | None], None] | None = None,
              zone: dt.tzinfo = dt.timezone.utc, originator: Any = None, sources: Any = None,
-             on_employees_changed: Callable[[], None] | None = None) -> None:
+             on_employees_changed: Callable[[], None] | None = None,
+             recordings_config: RecordingsConfig | None = None) -> None:
     """Add the pages to the daemon's Flask app: sessions, CSRF, security headers, the blueprints.
 
     tls: the server speaks HTTPS (session cookies are then Secure); on_link(customer_id, e164, call_uuid) tells
     the daemon's call tracker when a number or call was given to a customer during a call; zone: the call
     centre's time zone, every time on every page is shown in it; originator places the Call buttons' calls; sources
     (daemon/sources/) give the record page the other systems' fields; on_employees_changed() tells the daemon an
-    employee was added, changed or deleted (its snapshot follows).
+    employee was added, changed or deleted (its snapshot follows); recordings_config: who may listen to recordings
+    and the folders they are served from (docs/recordings.md).
     """
-    app.extensions[_EXTENSION] = Web(hub, photos, config, on_link, zone, originator, sources, on_employees_changed)
+    app.extensions[_EXTENSION] = Web(hub, photos, config, on_link, zone, originator, sources, on_employees_changed,
+                                     recordings_config or RecordingsConfig())
     app.session_interface = auth.DatabaseKeySessions()
     app.config.update(
         SESSION_COOKIE_NAME="screenpop_session",
@@ -112,6 +116,6 @@ def init_app(app: Flask, hub: Any, photos: Any, config: WebConfig, tls: bool,
     app.before_request(check_csrf)
     app.after_request(security_headers)
     app.register_blueprint(auth.blueprint(authenticate))
-    for bp in (customers.bp, orders.bp, calls.bp, missed.bp, employees.bp, admin.bp, people.bp):
+    for bp in (customers.bp, orders.bp, calls.bp, missed.bp, employees.bp, admin.bp, people.bp, recordings.bp):
         app.register_blueprint(bp)
     app.add_url_rule("/", "home", login_required()(lambda: redirect("/customers", 303)))

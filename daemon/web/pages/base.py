@@ -12,7 +12,7 @@ import functools
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -20,7 +20,7 @@ from flask import Response, current_app, g, redirect, render_template, request, 
 from markupsafe import Markup, escape
 
 from screenpop.daemon.auth import roles, signin
-from screenpop.daemon.config import WebConfig
+from screenpop.daemon.config import RecordingsConfig, WebConfig
 from screenpop.daemon.customers import fields as custom
 from screenpop.db import audit
 from screenpop.db.models import Employee, Person
@@ -36,7 +36,8 @@ MAX_NEXT = 2000
 @dataclass
 class Web:
     """The daemon's parts the pages use: the hub (and through it the database worker), photos, settings, the call
-    linker, the call centre's time zone, click-to-call, and the hook that refreshes the daemon's employee snapshot."""
+    linker, the call centre's time zone, click-to-call, the hook that refreshes the daemon's employee snapshot, and
+    the recordings' settings."""
 
     hub: Any
     photos: Any
@@ -46,6 +47,7 @@ class Web:
     originator: Any = None  # click-to-call (daemon/pbx/originate.py); None when this daemon does not follow FreeSWITCH
     sources: Any = None  # the other systems' fields on the record page (daemon/sources/fetch.py); None: none configured
     on_employees_changed: Callable[[], None] | None = None  # None: no employee snapshot here to refresh
+    recordings: RecordingsConfig = field(default_factory=RecordingsConfig)  # who may listen, the folders served
 
 
 @dataclass(frozen=True)
@@ -263,8 +265,8 @@ def error_page(status: int, message: str, **context: Any) -> Response:
 
 
 # no scripts, no framing; the card layout editor alone adds its own script (pages/admin.py)
-CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; "
-       "base-uri 'none'")
+CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; media-src 'self'; form-action 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'")
 
 
 def security_headers(response: Response) -> Response:

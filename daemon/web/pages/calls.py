@@ -7,6 +7,7 @@ from flask import Blueprint, flash, redirect, request
 from screenpop.daemon.auth import roles
 from screenpop.daemon.customers.data import DataError
 from screenpop.daemon.reports.callrecords import calls_query, records
+from screenpop.daemon.web import recordings
 from screenpop.daemon.web.pages import forms
 from screenpop.daemon.pbx.originate import OriginateError
 from screenpop.daemon.web.pages.base import current_user, database, login_required, render_page, safe_next, web
@@ -51,7 +52,8 @@ def calls():
         filters = _filters()
     except DataError as exc:
         return render_page("calls.html", status=exc.status, title="Calls", error=exc.message, calls=[], page=1, more=False,
-                           args=request.args, directions=DIRECTIONS, operators={}, customer=None)
+                           args=request.args, directions=DIRECTIONS, operators={}, customer=None, playable={})
+    user, listen = current_user(), web().recordings.listen
 
     def work():
         rows = list(calls_query(**filters).limit(PER_PAGE + 1).offset((page - 1) * PER_PAGE))
@@ -59,11 +61,13 @@ def calls():
         shown = rows[:PER_PAGE]
         # "unknown: add" only where there is a number to add: a withheld or unstorable one has no stored form
         calls = [{**record, "addable": bool(row.external_e164)} for record, row in zip(records(shown), shown)]
-        return calls, len(rows) > PER_PAGE, customer, dict(Employee.select(Employee.extension, Employee.name).tuples())
+        playable = recordings.playable([row.uuid for row in shown], listen, user.role, user.extension)
+        return (calls, len(rows) > PER_PAGE, customer, dict(Employee.select(Employee.extension, Employee.name).tuples()),
+                playable)
 
-    rows, more, customer, operators = database(work)
+    rows, more, customer, operators, playable = database(work)
     return render_page("calls.html", title="Calls", calls=rows, page=page, more=more, args=request.args,
-                       directions=DIRECTIONS, operators=operators, customer=customer)
+                       directions=DIRECTIONS, operators=operators, customer=customer, playable=playable)
 
 
 @bp.post("/call")

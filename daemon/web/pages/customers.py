@@ -16,8 +16,9 @@ from screenpop.daemon.customers import data
 from screenpop.daemon.customers.data import CUSTOMER_FIELDS, DataError
 from screenpop.daemon.customers.photos import image_job, photo_response
 from screenpop.daemon.web.pages import forms
-from screenpop.daemon.web.pages.base import (categories, database, error_page, field_defs, log, login_required,
-                                             number_rules, render_page, web)
+from screenpop.daemon.web import recordings
+from screenpop.daemon.web.pages.base import (categories, current_user, database, error_page, field_defs, log,
+                                             login_required, number_rules, render_page, web)
 from screenpop.daemon.customers import photofiles
 from screenpop.daemon.customers.images import ImageRejected
 from screenpop.daemon.customers.record import customer_record
@@ -130,11 +131,15 @@ def record_page(customer_id: int, status: int = 200, error: str | None = None, o
     before = forms.row_id("calls_before")
     db = web().hub.db
 
-    def work():
-        return (customer_record(db, customer_id, CALLS_PER_PAGE, before),
-                list(Employee.select().order_by(Employee.name, Employee.id)), audit.for_customer(customer_id))
+    user, listen = current_user(), web().recordings.listen
 
-    c, employees, history = database(work)
+    def work():
+        c = customer_record(db, customer_id, CALLS_PER_PAGE, before)
+        playable = recordings.playable([call["uuid"] for call in c["calls"]] if c else [], listen, user.role,
+                                       user.extension)
+        return c, list(Employee.select().order_by(Employee.name, Employee.id)), audit.for_customer(customer_id), playable
+
+    c, employees, history, playable = database(work)
     if c is None:
         return error_page(404, f"There is no customer {customer_id}.")
     # each number's own line: who added it and when (the oldest "added" entry the trail still shows)
@@ -145,7 +150,7 @@ def record_page(customer_id: int, status: int = 200, error: str | None = None, o
     found = sources.answer(numbers) if sources and numbers else []
     return render_page("customer.html", status=status, title=c["company"] or c["name"], c=c, calls_before=before,
                        employees=employees, error=error, owner=owner, order_defs=field_defs("order"),
-                       sources=found, history=history, phone_added=phone_added)
+                       sources=found, history=history, phone_added=phone_added, playable=playable)
 
 
 @bp.get("/customers/<int:customer_id>")

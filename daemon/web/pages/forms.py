@@ -61,6 +61,14 @@ def call_uuid(value: Any) -> str | None:
     return value if isinstance(value, str) and _UUID.fullmatch(value) else None
 
 
+def known_call_uuid(value: Any) -> str:
+    """A call's UUID from a path: 404 when it is not UUID-shaped (no call can have it)."""
+    uuid = call_uuid(value)
+    if uuid is None:
+        raise DataError(404, "there is no call with this uuid")
+    return uuid
+
+
 def money(value: str) -> str:
     """An amount as typed ("1 250,50" or "1250.50") in the API's form ("1250.50"); checked later by customers/data.py."""
     value = value.strip().replace(" ", "").replace("\u00a0", "")
