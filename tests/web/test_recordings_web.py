@@ -29,6 +29,7 @@ class Rig(HubApp):
         _, self.op = tokens.create("1001", name="Operator 1001")
         _, self.other = tokens.create("1002")
         _, self.admin = tokens.create(None, role="admin", name="boss")
+        _, self.manager = tokens.create(None, role="manager")
         self.customer = Customer.create(name="Anna")
         self.rec = {uuid: self.recorded(uuid, ext) for uuid, ext in ((A, "1001"), (B, "1002"))}
         self.client = self.app.test_client()
@@ -126,6 +127,10 @@ def test_missing_deleted_and_outside_files_are_404_or_410_with_a_message(rig, tm
 
 def test_who_may_listen_follows_the_configuration(rig):
     assert rig.audio(token="op").status_code == 403  # listen = "admin"
+    assert rig.audio(token="manager").status_code == 403
+    rig.config.listen = "manager"
+    assert rig.audio(A, token="manager").status_code == 200 and rig.audio(B, token="manager").status_code == 200
+    assert rig.audio(token="op").status_code == 403
     rig.config.listen = "operator"
     assert rig.audio(A, token="op").status_code == 200  # 1001 talked in call A
     assert rig.audio(B, token="op").status_code == 403  # ... not in B
@@ -163,6 +168,7 @@ def test_holding_a_call_from_deletion(rig):
     assert r.status_code == 200 and r.get_json() == {"call_uuid": A, "keep": True, "recordings": 1}
     assert Recording.get_by_id(rig.rec[A].id).keep
     assert put(A, {"keep": True}, "op").status_code == 403
+    assert put(B, {"keep": False}, "manager").status_code == 200
     assert put(A, {"keep": "yes"}).status_code == 400
     assert put(A, {"keep": True, "more": 1}).status_code == 400
     assert put("0b8e4b4e-0000-4000-8000-0000000000ff", {"keep": True}).status_code == 404
