@@ -20,12 +20,13 @@ import gevent.event
 import peewee
 
 from screenpop.daemon.config import RecordingsConfig
-from screenpop.db.models import Recording, utcnow
+from screenpop.db.models import Call, Recording, utcnow
 from screenpop.db.worker import DbWorker
 
 log = logging.getLogger("screenpop.recordings")
 
 BATCH = 500  # rows checked or deleted per database step
+STOP_LATE = dt.timedelta(minutes=2)  # a call over this long with its recording not stopped: the stop was not seen
 OK, MISSING, UNREADABLE, STOPPED, DELETED = "ok", "missing", "unreadable", "stopped", "deleted"
 
 
@@ -86,8 +87,12 @@ def file_state(path: str, roots: Sequence[str]) -> FileState:
             head = fh.read(12)
     except OSError as exc:
         return FileState(UNREADABLE, st.st_size, exc.strerror or str(exc))
-    if real.lower().endswith(".wav") and (len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE"):
-        return FileState(UNREADABLE, st.st_size, "not a WAV file (no RIFF/WAVE header)")
+    if real.lower().endswith(".wav"):
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return FileState(UNREADABLE, st.st_size, "not a WAV file (no RIFF/WAVE header)")
+        riff = int.from_bytes(head[4:8], "little")
+        if riff != 0xFFFFFFFF and riff + 8 > st.st_size:  # all ones: a writer that never knew the length
+            return FileState(UNREADABLE, st.st_size, f"truncated: its header says {riff + 8} bytes, it has {st.st_size}")
     return FileState(OK, st.st_size)
 
 
@@ -113,9 +118,13 @@ def _remove(path: str, roots: Sequence[str]) -> str:
 # ---- database steps (run on the database worker) ---------------------------------------------------------
 
 
-def _stopped_rows() -> list[tuple[int, str, str]]:
-    query = (Recording.select(Recording.id, Recording.path, Recording.call_uuid)
-             .where(Recording.status == STOPPED).order_by(Recording.id).limit(BATCH))
+def _stopped_rows(late: dt.datetime) -> list[tuple[int, str, str, str]]:
+    """Recordings stopped and not checked yet, and those still 'recording' of calls that ended before late (their
+    RECORD_STOP was never seen: the daemon was away)."""
+    ended = Call.select(Call.uuid).where(Call.ended_at < late)
+    query = (Recording.select(Recording.id, Recording.path, Recording.call_uuid, Recording.status)
+             .where((Recording.status == STOPPED) | ((Recording.status == "recording") & Recording.call_uuid.in_(ended)))
+             .order_by(Recording.id).limit(BATCH))
     return list(query.tuples())
 
 
@@ -140,7 +149,7 @@ def hold(call_uuid: str, keep: bool) -> int:
 
 class Keeper:
     """The recordings' greenlet: every check_interval the files of recordings stopped since are checked (status
-    ok, missing or unreadable, with their size); every sweep_interval recordings older than keep_days that are
+    ok, missing or unreadable, with their size; also a recording whose call ended STOP_LATE ago without its stop); every sweep_interval recordings older than keep_days that are
     not held are deleted, file and analysis (the `forget` hooks, given the ids, on the database worker, in the
     transaction that marks the rows deleted). clock: naive UTC now (tests move it)."""
 
@@ -154,9 +163,12 @@ class Keeper:
 
     def check_once(self) -> int:
         """Check the files of the recordings stopped and not yet checked; how many were checked."""
-        rows = self.worker.run(_stopped_rows)
+        rows = self.worker.run(_stopped_rows, self.clock() - STOP_LATE)
         states = []
-        for rec_id, path, call_uuid in rows:
+        for rec_id, path, call_uuid, status in rows:
+            if status != STOPPED:
+                log.info("recording %d of call %s: its stop was not seen (the call ended while the daemon was away); "
+                         "its file is checked as it is", rec_id, call_uuid)
             state = blocking(file_state, path, self.roots)
             if state.status != OK:
                 log.warning("recording %d of call %s: %s is %s (%s)", rec_id, call_uuid, path, state.status, state.why)

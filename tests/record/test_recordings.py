@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import wave
 
 import pytest
@@ -146,13 +147,16 @@ def test_file_states(tmp_path):
     _wav(good)
     (tmp_path / "empty.wav").write_bytes(b"")
     (tmp_path / "text.wav").write_text("not audio")
+    whole = good.read_bytes()
+    (tmp_path / "truncated.wav").write_bytes(whole[: len(whole) // 2])
     (tmp_path / "dir.wav").mkdir()
     unreadable = tmp_path / "locked.wav"
     _wav(unreadable)
     unreadable.chmod(0)
     assert file_state(str(good), roots).status == "ok" and file_state(str(good), roots).size == good.stat().st_size
     assert file_state(str(tmp_path / "gone.wav"), roots).status == "missing"
-    for name in ("empty.wav", "text.wav", "dir.wav"):
+    assert "truncated" in file_state(str(tmp_path / "truncated.wav"), roots).why
+    for name in ("empty.wav", "text.wav", "dir.wav", "truncated.wav"):
         assert file_state(str(tmp_path / name), roots).status == "unreadable", name
     if unreadable.stat().st_uid != 0 and not __import__("os").access(unreadable, __import__("os").R_OK):
         assert file_state(str(unreadable), roots).status == "unreadable"
@@ -167,6 +171,7 @@ def _row(call_uuid: str, path, started: dt.datetime, status: str = "stopped") ->
 def test_keeper_checks_files_and_deletes_old_recordings_on_a_controlled_clock(tmp_path, db, caplog):
     """Files checked once stopped (ok, missing, unreadable: logged, never raised); recordings older than keep_days
     deleted with their file and the analysis hook told, unless held; retention off deletes nothing."""
+    caplog.set_level(logging.INFO, "screenpop.recordings")
     now = dt.datetime(2026, 6, 1, 12, 0)
     clock = [now]
     root = tmp_path / "rec"
@@ -181,17 +186,23 @@ def test_keeper_checks_files_and_deletes_old_recordings_on_a_controlled_clock(tm
         "missing": _row("c-missing", root / "gone.wav", now - dt.timedelta(days=1)),
         "bad": _row("c-bad", root / "bad.wav", now - dt.timedelta(days=1)),
         "running": _row("c-running", root / "running.wav", now - dt.timedelta(days=90), status="recording"),
+        "stop-unseen": _row("c-unseen", old, now - dt.timedelta(hours=1), status="recording"),
     }
+    Call.create(uuid="c-unseen", direction="INCOMING", started_at=now - dt.timedelta(hours=1),
+                ended_at=now - dt.timedelta(minutes=50))  # ended while the daemon was away: its stop never came
+    Call.create(uuid="c-running", direction="INCOMING", started_at=now - dt.timedelta(minutes=1))
     worker = DbWorker(db)
     worker.start()
     forgotten: list[list[int]] = []
     try:
         config = RecordingsConfig(roots=[str(root)], keep_days=0)
         keeper = Keeper(config, worker, forget=[forgotten.append], clock=lambda: clock[0])
-        assert keeper.check_once() == 5
+        assert keeper.check_once() == 6
         status = {name: Recording.get_by_id(row.id).status for name, row in rows.items()}
         assert status == {"old": "ok", "held": "ok", "fresh": "ok", "missing": "missing", "bad": "unreadable",
-                          "running": "recording"}
+                          "running": "recording", "stop-unseen": "ok"}
+        assert "its stop was not seen" in caplog.text
+        Recording.delete().where(Recording.id == rows.pop("stop-unseen").id).execute()
         assert Recording.get_by_id(rows["old"].id).size == old.stat().st_size
         assert "gone.wav is missing" in caplog.text and "bad.wav is unreadable" in caplog.text
         assert keeper.sweep_once() == 0 and old.exists()  # keep_days 0: retention off
