@@ -67,6 +67,7 @@ SUBSCRIBED_EVENTS = [
     "RECORD_STOP",
 ]
 RECORD_EVENTS = ("RECORD_START", "RECORD_STOP")
+MAX_RECORDING_SECONDS = 7 * 86400  # a record_ms beyond a week is not believed
 
 TRANSFER_DISPOSITIONS = ("BLIND_TRANSFER", "ATTENDED_TRANSFER")
 FORGET_AFTER = 50_000  # how many finished leg UUIDs are remembered so their late events are ignored
@@ -743,6 +744,8 @@ class CallTracker:
                 rec.seconds = max(0, int(h.get("variable_record_ms", ""))) / 1000
             except ValueError:
                 rec.seconds = None
+            if rec.seconds is not None and rec.seconds > MAX_RECORDING_SECONDS:
+                rec.seconds = None  # not a length a call has: a stream's nonsense
             # a stop without its start seen (the daemon was away): the start is the stop less the length recorded
             rec.started_at = at - dt.timedelta(seconds=rec.seconds or 0)
             rec.completion_cause = h.get("Record-Completion-Cause") or None

@@ -96,16 +96,19 @@ def test_tracker_links_record_events_of_its_legs_and_ignores_others(tmp_path, ca
     for ev in gen.events():
         if ev.name == "RECORD_STOP":
             tracker.handle(Event({"Event-Name": "RECORD_STOP", "Unique-ID": ev.get("Unique-ID")}))  # no path
+            for ms in ("9" * 30, "-5", "x"):  # a hostile stream's lengths: no crash, no time out of range
+                tracker.handle(Event({**dict(ev.items()), "Record-File-Path": "/other.wav", "variable_record_ms": ms}))
         tracker.handle(Event(dict(ev.items())))
     (call,) = gen.records
-    start, stop = sink.recordings
+    start, *nonsense, stop = sink.recordings
+    assert [(n.seconds, n.started_at == n.stopped_at) for n in nonsense] == [(None, True), (0.0, True), (None, True)]
     assert (start.call_uuid, start.leg_uuid, start.path) == (call["a_leg"], call["a_leg"], call["recording"])
     assert start.stopped_at is None and start.party == "customer" and start.extension == call["call"]["answered_by"]
     assert stop.stopped_at > start.started_at and stop.seconds > 0 and stop.completion_cause == "success-silence"
     assert abs((stop.started_at - start.started_at).total_seconds()) < 0.01  # a stop alone knows its start too
     assert "without Record-File-Path" in caplog.text
     tracker.handle(Event({"Event-Name": "RECORD_STOP", "Unique-ID": call["a_leg"], "Record-File-Path": "/x.wav"}))
-    assert len(sink.recordings) == 2  # the call is over and its legs forgotten
+    assert len(sink.recordings) == 5  # the call is over and its legs forgotten
 
 
 def test_path_map_takes_the_longest_prefix_on_whole_path_parts():
