@@ -117,17 +117,19 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     """Import customers, employees, orders (CSV) or photos (a folder); bad rows are reported, the rest imports."""
     from screenpop.daemon.customers import importer
+    from screenpop.db import audit
     from screenpop.db.numbers import NumberRules
 
     config = _load_config(args.config)
     setup_logging(config.log.level)
     _open_db(config)
+    actor = audit.Actor(name=f"CSV import of {Path(args.path).name}"[:200])  # who the audit trail names
     if args.kind == "customers":
-        report = importer.import_customers(args.path, NumberRules.from_config(config.numbers))
+        report = audit.acting(actor, importer.import_customers)(args.path, NumberRules.from_config(config.numbers))
     elif args.kind == "employees":
         report = importer.import_employees(args.path)
     elif args.kind == "orders":
-        report = importer.import_orders(args.path)
+        report = audit.acting(actor, importer.import_orders)(args.path)
     else:
         photo_dir = Path(args.photo_dir) if args.photo_dir else config.database.resolved_photo_dir()
         report = importer.import_photos(args.path, photo_dir)

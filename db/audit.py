@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from screenpop.db.models import ApiToken, AuditEntry, Person
+from screenpop.db.models import ApiToken, AuditEntry, Person, utcnow
 
 ENTITIES = ("customer", "phone", "order", "person")
 MAX_DETAIL = 500
@@ -60,6 +60,19 @@ def record(entity: str, entity_id: int, action: str, detail: str = "", customer_
     actor = _current.get() or Actor()
     AuditEntry.create(entity=entity, entity_id=entity_id, customer=customer_id, action=action,
                       detail=detail[:MAX_DETAIL], person=actor.person_id, token=actor.token_id, actor=_name(actor)[:200])
+
+
+def record_many(changes: list[tuple[str, int, str, str, int | None]]) -> None:
+    """Many changes by whoever is acting, now, in one statement (a CSV import's batch): each (entity, entity id,
+    action, detail, customer id)."""
+    if not changes:
+        return
+    actor = _current.get() or Actor()
+    name, now = _name(actor)[:200], utcnow()
+    AuditEntry.insert_many([{"entity": entity, "entity_id": entity_id, "action": action, "detail": detail[:MAX_DETAIL],
+                             "customer": customer_id, "person": actor.person_id, "token": actor.token_id,
+                             "actor": name, "at": now}
+                            for entity, entity_id, action, detail, customer_id in changes]).execute()
 
 
 def for_customer(customer_id: int, limit: int = 30) -> list[AuditEntry]:

@@ -28,7 +28,7 @@ from screenpop.daemon.customers import values as checks
 from screenpop.daemon.customers.images import ImageRejected
 from screenpop.daemon.customers.lookup import phone_columns
 from screenpop.daemon.reports.export import unescape_cell
-from screenpop.db import models
+from screenpop.db import audit, models
 from screenpop.db.database import private_dir
 from screenpop.db.models import Customer, Employee, Order, Phone
 from screenpop.db.numbers import NumberRules
@@ -435,11 +435,14 @@ def _apply_customers(db: peewee.Database, rows: list[_CustomerRow], defs: list[c
         f"VALUES ({_marks(len(_INSERTED) + 3)})",
         inserts,
     )
-    if new_phones:
+    new_ids = {}
+    if inserts:
         created = [r[0] for r in inserts]
         sql = f"SELECT external_id, id FROM customer WHERE external_id IN ({_marks(len(created))})"
         new_ids = dict(_select(db, sql, created))
         phone_inserts += [(new_ids[ext], e164, *phone) for ext, e164, *phone in new_phones]
+    audit.record_many([("customer", i, "added", "", i) for i in new_ids.values()]
+                      + [("customer", i, "changed", "", i) for _, _, i in updates])
     _update_customers(db, updates)
     _execute_many(db, "DELETE FROM phone WHERE customer_id = ? AND e164 = ?", phone_deletes)
     _execute_many(db, "UPDATE phone SET country_code = ?, raw = ?, label = ? WHERE customer_id = ? AND e164 = ?",
@@ -623,6 +626,12 @@ def _apply_orders(db: peewee.Database, rows: list[_OrderRow], defs: list[custom.
         else:
             outcome.unchanged += 1
     _execute_many(db, f'INSERT INTO "order" ({", ".join(columns)}) VALUES ({_marks(len(columns))})', inserts)
+    touched = [r[0] for r in inserts] + [number for _, number in updates]
+    if touched:
+        sql = f'SELECT number, id, customer_id FROM "order" WHERE number IN ({_marks(len(touched))})'
+        ids = {number: (order_id, customer_id) for number, order_id, customer_id in _select(db, sql, touched)}
+        audit.record_many([("order", ids[number][0], "added" if i < len(inserts) else "changed", number, ids[number][1])
+                           for i, number in enumerate(touched)])
     groups: dict[tuple[str, ...], list[tuple]] = {}
     for wanted, number in updates:
         groups.setdefault(tuple(wanted), []).append((*wanted.values(), number))

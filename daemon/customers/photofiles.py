@@ -17,7 +17,7 @@ from PIL import Image
 
 from screenpop.daemon.customers.images import (INCOMING_FORMATS, MAX_INCOMING_BYTES, MAX_PIXELS, MAX_STORED_BYTES, MB,
                                                ImageRejected, load_image)
-from screenpop.db import models
+from screenpop.db import audit, models
 from screenpop.db.database import private_dir
 from screenpop.db.models import Customer
 
@@ -78,6 +78,7 @@ def attach(customer: Customer, data: bytes, suffix: str, photo_dir: Path) -> str
     private_dir(photo_dir)
     write_atomically(photo_dir / name, data)
     Customer.update(photo=name, updated_at=models.utcnow()).where(Customer.id == customer.id).execute()
+    audit.record("customer", customer.id, "changed", "photo", customer.id)
     if customer.photo and customer.photo != name and "/" not in customer.photo:
         (photo_dir / customer.photo).unlink(missing_ok=True)
     return name

@@ -374,3 +374,26 @@ def test_migration_19_remakes_the_old_session_table(db):
     columns = {c.name: c for c in db.get_columns("web_session")}
     assert "person_id" in columns and columns["token_id"].null and WebSession.select().count() == 0
     assert migrate(db) == []
+
+
+def test_csv_import_names_itself_in_the_audit_trail(tmp_path, monkeypatch, capsys):
+    url = f"sqlite:///{tmp_path / 'import.db'}"
+    config = tmp_path / "screenpop.toml"
+    config.write_text(f'[database]\nurl = "{url}"\n[numbers]\ndefault_region = "IS"\n')
+    (tmp_path / "customers.csv").write_text("external_id,name,phones\nc1,Jón,+3545551234\nc2,Anna,\n", encoding="utf-8")
+    (tmp_path / "orders.csv").write_text("number,customer,title,amount\nA-1,c1,Boat,100\n", encoding="utf-8")
+    assert cli.main(["import", "customers", str(tmp_path / "customers.csv"), "-c", str(config)]) == 0
+    (tmp_path / "customers.csv").write_text("external_id,name\nc1,Jón Jónsson\n", encoding="utf-8")
+    assert cli.main(["import", "customers", str(tmp_path / "customers.csv"), "-c", str(config)]) == 0
+    assert cli.main(["import", "orders", str(tmp_path / "orders.csv"), "-c", str(config)]) == 0
+    capsys.readouterr()
+    from screenpop.db.database import open_database
+
+    db = open_database(url)
+    try:
+        c1 = Customer.get(Customer.external_id == "c1")
+        assert [(e.entity, e.action, e.actor) for e in reversed(audit.for_customer(c1.id))] == [
+            ("customer", "added", "CSV import of customers.csv"), ("customer", "changed", "CSV import of customers.csv"),
+            ("order", "added", "CSV import of orders.csv")]
+    finally:
+        db.close()
