@@ -38,7 +38,8 @@ _PARTY_COLUMNS = (
 _PARTY_INDEX = "call_party_report"
 _CALL = '"call"'  # the table, as a row name in UPDATE "call" ... WHERE
 _INDEX_COLUMNS = ("extension, call_started_at, call_direction, role, talked, outcome, talk_seconds, call_resolved, "
-                  "call_answered_by, rang_at, answered_at")
+                  "call_answered_by, rang_at, answered_at")  # as migration 6 made it: hold_seconds came later
+_HOLD_INDEX_COLUMNS = _INDEX_COLUMNS + ", hold_seconds"
 
 
 def _next_for(row: str, not_itself: bool = False) -> str:
@@ -200,6 +201,13 @@ def install(db: peewee.Database) -> None:
     run(f"UPDATE call_party SET ({_COPIES}) = ({_from_call('call_party.call_id', sqlite)})")
     run(f"CREATE INDEX IF NOT EXISTS {_PARTY_INDEX} ON call_party ({_INDEX_COLUMNS})")
     create_triggers(db)
+
+
+def index_hold(db: peewee.Database) -> None:
+    """The covering index with each party's hold time too (migration 21), so the employee report still reads
+    nothing but the index."""
+    db.execute_sql(f"DROP INDEX IF EXISTS {_PARTY_INDEX}")
+    db.execute_sql(f"CREATE INDEX {_PARTY_INDEX} ON call_party ({_HOLD_INDEX_COLUMNS})")
 
 
 def create_triggers(db: peewee.Database) -> None:

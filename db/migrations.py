@@ -175,6 +175,33 @@ def _audit(db: peewee.Database) -> None:
     db.create_tables([AuditEntry], safe=True)
 
 
+# the service figures' covering index: each dialled number's and queue's inbound calls in start order, with every
+# column the figures read (daemon/reports/service.py reads a range of it per number and queue on SQLite)
+SERVICE_INDEX_COLUMNS = ("direction, did, queue, started_at, answered_by, answered_at, ring_seconds, missed, talk_seconds, "
+                         "hold_seconds, hangup_cause, ended_at")
+
+
+def _hold_and_queue(db: peewee.Database) -> None:
+    """Seconds on hold on each call and party, and the queue a call waited in; a fresh database has them from
+    version 1. Defaults in the database, so a daemon of the version before still inserts calls. The reports'
+    covering indexes read them too."""
+    sqlite = isinstance(db, peewee.SqliteDatabase)
+    wanted = {"call": (("hold_seconds", "REAL NOT NULL DEFAULT 0" if sqlite else "double precision NOT NULL DEFAULT 0"),
+                       ("queue", "VARCHAR(200)")),
+              "call_party": (("hold_seconds", "REAL NOT NULL DEFAULT 0" if sqlite else "double precision NOT NULL DEFAULT 0"),)}
+    for table, columns in wanted.items():
+        have = {c.name for c in db.get_columns(table)}
+        for column, kind in columns:
+            if column not in have:
+                db.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN {column} {kind}')
+    callfacts.index_hold(db)
+    # a caller's calls in start order now cover what finds the call that returned a missed one: they replace these
+    for index in ("call_customer_id_started_at", "call_external_e164_started_at"):
+        db.execute_sql(f"DROP INDEX IF EXISTS {index}")
+    Call._schema.create_indexes(safe=True)
+    db.execute_sql(f'CREATE INDEX IF NOT EXISTS call_service ON "call" ({SERVICE_INDEX_COLUMNS})')
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "create all tables", _create_tables),
     Migration(2, "web sign-in: shared settings and one-time sign-in links", _web_signin),
@@ -196,6 +223,7 @@ MIGRATIONS: list[Migration] = [
     Migration(17, "call recordings linked to calls, and the log of who listened", _recordings),
     Migration(19, "people with passwords and roles, sign-in throttling, sessions tied to people", _people),
     Migration(20, "audit trail of changes to customers, numbers, orders and people", _audit),
+    Migration(21, "hold time on calls and parties, and the queue a call waited in", _hold_and_queue),
 ]
 
 

@@ -185,13 +185,19 @@ class Call(BaseModel):
     # built from FreeSWITCH's CDRs alone (the daemon saw none of it live); a database default too, so a daemon of
     # the version before (a rolling upgrade on one PostgreSQL) still inserts calls
     recovered = BooleanField(default=False, constraints=[SQL("DEFAULT FALSE")])
+    # seconds on hold (CHANNEL_HOLD to CHANNEL_UNHOLD, over the call's legs), inside talk_seconds; the mod_callcenter
+    # queue the caller waited in. Database defaults too, for a daemon of the version before (migration 21)
+    hold_seconds = FloatField(default=0.0, constraints=[SQL("DEFAULT 0")])
+    queue = CharField(max_length=200, null=True)
 
     class Meta:
         # analytics (covering): a customer's or a number's calls in time order, for callbacks, returned missed
         # calls and the per-customer figures
         indexes = (
-            (("customer", "started_at"), False),  # a customer's calls newest first (the record page)
-            (("external_e164", "started_at"), False),
+            # a customer's calls newest first (the record page); the first answered call after a missed one, that
+            # returned it, found in start order without reading the rows (migration 21 added id and the rest)
+            (("customer", "started_at", "id", "answered_at", "direction"), False),
+            (("external_e164", "started_at", "id", "answered_at", "direction"), False),
             (("customer", "direction", "started_at", "answered_at", "missed"), False),
             (("external_e164", "direction", "started_at", "answered_at"), False),
         )
@@ -212,6 +218,7 @@ class CallParty(BaseModel):
     talk_seconds = FloatField(null=True)
     outcome = CharField(max_length=24, null=True)
     talked = BooleanField(default=False)
+    hold_seconds = FloatField(default=0.0, constraints=[SQL("DEFAULT 0")])  # its holds, inside talk_seconds
 
     class Meta:
         indexes = ((("call", "extension"), True),)

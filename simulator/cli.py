@@ -20,6 +20,14 @@ from screenpop.simulator.server import Simulator
 log = logging.getLogger("screenpop.simulator")
 
 
+def _share(text: str) -> float:
+    """A share from 0 to 1."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError("must be from 0 to 1")
+    return value
+
+
 def _speed(text: str) -> float:
     if text.lower() in ("inf", "max", "0"):
         return 0.0
@@ -67,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extensions", default="1001-1010", help="generate: extensions, e.g. 1001-1010 or 1001,1002")
     p.add_argument("--expect", metavar="FILE", help="generate: write each call's expected outcome as JSON lines")
     p.add_argument("--seed", type=int, default=None, help="generate: random seed (same seed, same calls)")
+    p.add_argument("--hold", type=_share, default=None, metavar="SHARE",
+                   help="generate: share of answered calls in which the operator's phone holds once (default 0.25)")
     p.add_argument("--registered", default="1001-1010", metavar="EXTENSIONS",
                    help="originate: the extensions whose phones are registered (others: -ERR USER_NOT_REGISTERED)")
     p.add_argument("--no-answer", default="", metavar="EXTENSIONS",
@@ -120,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             generator = CallGenerator(rate=args.rate, calls=args.calls, duration=args.duration,
                                       mix=parse_mix(args.mix), numbers=read_numbers(args.numbers),
                                       extensions=parse_extensions(args.extensions), seed=args.seed,
-                                      expect_path=args.expect, recorder=recorder)
+                                      expect_path=args.expect, recorder=recorder,
+                                      **({} if args.hold is None else {"hold_share": args.hold}))
         except ValueError as exc:
             print(f"simulator: {exc}", file=sys.stderr)
             return 2

@@ -76,7 +76,14 @@ CALLING = {
     "CC_MEMBER_END": ("mod_callcenter.c", "outbound_agent_thread_run", "2098"),
     "RECORD_START": ("switch_ivr_async.c", "record_callback", "1485"),
     "RECORD_STOP": ("switch_ivr_async.c", "send_record_stop_event", "1243"),
+    "HOLD": ("switch_channel.c", "switch_channel_mark_hold", "877"),
+    "UNHOLD": ("switch_channel.c", "switch_channel_mark_hold", "877"),
 }
+# a phone's re-INVITE to hold (sendonly) and to resume, as switch_core_media_negotiate_sdp reports their presence
+HOLD_PRESENCE = ("src/switch_core_media.c", "switch_core_media_negotiate_sdp", "6517")
+UNHOLD_PRESENCE = ("src/switch_core_media.c", "switch_core_media_negotiate_sdp", "6627")
+MOH = "local_stream://moh"
+HOLD_SHARE = 0.25  # the share of answered calls in which the operator's phone puts the caller on hold once
 STATE_NUM = {"CS_NEW": 0, "CS_INIT": 1, "CS_ROUTING": 2, "CS_SOFT_EXECUTE": 3, "CS_EXECUTE": 4,
              "CS_EXCHANGE_MEDIA": 5, "CS_PARK": 6, "CS_CONSUME_MEDIA": 7, "CS_HIBERNATE": 8, "CS_RESET": 9,
              "CS_HANGUP": 10, "CS_REPORTING": 11, "CS_DESTROY": 12, "CS_NONE": 13}
@@ -445,6 +452,31 @@ class Leg:
         self.sett("Channel-Progress-Time", now)
         self.ev("CHANNEL_PROGRESS", "PROGRESS")
 
+    def hold(self, partner: "Leg") -> None:
+        """The phone on this leg holds (re-INVITE sendonly): switch_channel_mark_hold sets the leg holding (callstate
+        HELD, Channel-Last-Hold) and fires CHANNEL_HOLD; the partner hears music on hold (a broadcast playback)."""
+        self.callstate_to("HELD")
+        self.sett("Channel-Last-Hold", self.sw.now_us)
+        self.ev("CHANNEL_HOLD", "HOLD")
+        self.presence("hold", "held", 1, HOLD_PRESENCE)
+        partner.execute("playback", MOH, complete=False, dialplan=False)
+        partner.ev("PLAYBACK_START", "PLAYBACK_START", post=(("Playback-File-Type", "local_stream"),
+                                                             ("Playback-File-Path", MOH)))
+
+    def unhold(self, partner: "Leg") -> int:
+        """The phone resumes (re-INVITE sendrecv): the partner's music stops, then the leg is unheld (callstate
+        UNHELD, the hold added to Channel-Hold-Accum) and fires CHANNEL_UNHOLD. The hold's length in µs."""
+        partner.ev("PLAYBACK_STOP", "PLAYBACK_STOP", post=(("Playback-File-Type", "local_stream"),
+                                                           ("Playback-File-Path", MOH), ("Playback-Status", "break")))
+        partner.ev("CHANNEL_EXECUTE_COMPLETE", "EXECUTE_COMPLETE", post=(
+            ("Application", "playback"), ("Application-Data", MOH), ("Application-Response", "FILE PLAYED")))
+        held = self.sw.now_us - self.t["Channel-Last-Hold"]
+        self.sett("Channel-Hold-Accum", self.t["Channel-Hold-Accum"] + held)
+        self.callstate_to("UNHELD")
+        self.ev("CHANNEL_UNHOLD", "UNHOLD")
+        self.presence("unhold", "active", 1, UNHOLD_PRESENCE)
+        return held
+
     def hangup(self, cause: str, vars_=()) -> None:
         now = self.sw.now_us
         self.times["hangup"] = now
@@ -485,10 +517,13 @@ def cdr_vars(leg: Leg, last_app: str, last_arg: str) -> list[tuple[str, str]]:
         out.append(("progress_stamp", local_stamp(progress)))
     out.append(("end_stamp", local_stamp(end)))
     for name, us in (("start", start), ("profile_start", start), ("answer", answer), ("bridge", bridge),
-                     ("last_hold", 0), ("resurrect", 0), ("progress", progress), ("progress_media", 0), ("end", end)):
+                     ("last_hold", leg.t["Channel-Last-Hold"]), ("resurrect", 0), ("progress", progress),
+                     ("progress_media", 0), ("end", end)):
         out += [(f"{name}_epoch", str(us // 1_000_000)), (f"{name}_uepoch", str(us))]
         if name == "last_hold":
-            out += [("hold_accum_seconds", "0"), ("hold_accum_usec", "0"), ("hold_accum_ms", "0")]
+            accum = leg.t["Channel-Hold-Accum"]
+            out += [("hold_accum_seconds", str(accum // 1_000_000)), ("hold_accum_usec", str(accum)),
+                    ("hold_accum_ms", str(accum // 1000))]
     if last_app:
         out += [("last_app", last_app), ("last_arg", last_arg)]
     name = leg.p.get("Orig-Caller-ID-Name", "")
@@ -590,6 +625,7 @@ class Call:
         self.pops: list[dict[str, str]] = []
         self.recorded = False
         self.recording: str | None = None  # FreeSWITCH's path of the call's recording (--record-dir)
+        self.hold: dict[str, float] = {}  # seconds on hold per extension whose phone held
 
     def pick_extensions(self, n: int) -> list[str]:
         return self.rng.sample(self.gen.extensions, n)
@@ -616,10 +652,23 @@ class Call:
 
     def record(self) -> dict:
         out = {"seq": self.seq, "scenario": self.scenario, "a_leg": self.legs[0].uuid if self.legs else None,
-               "legs": [leg.uuid for leg in self.legs], "call": self.expected, "pops": self.pops}
+               "legs": [leg.uuid for leg in self.legs], "call": self.expected, "pops": self.pops, "hold": self.hold}
         if self.recording:
             out["recording"] = self.recording
         return out
+
+    def talk(self, phone: Leg, partner: Leg, ext: str, talk_s: float):
+        """The conversation (a generator step: use with `yield from`); in a share of calls (the generator's own
+        random stream, so the calls are otherwise the same) the extension's phone holds halfway for 1-4 s."""
+        if self.gen.hold_rng.random() >= self.gen.hold_share:
+            yield talk_s
+            return
+        hold_s = round(self.gen.hold_rng.uniform(1.0, 4.0), 2)
+        yield talk_s / 2
+        phone.hold(partner)
+        yield hold_s
+        self.hold[ext] = self.hold.get(ext, 0.0) + phone.unhold(partner) / 1_000_000
+        yield talk_s / 2
 
     # -- leg factories --------------------------------------------------------------------------------------
     def new_leg(self, name: str, direction: str, hit: bool, profile: dict[str, str]) -> Leg:
@@ -1028,7 +1077,7 @@ class InboundCall(Call):
         self.answer_a(a)
         self.bridge_answered(a, b)
         yield from self.call_updates(a, b, ext)
-        yield talk_s
+        yield from self.talk(b, a, ext, talk_s)
         self.hangup_pair(a, b, app)
         self.pop(ext, "ended")
         self.outcome(direction="INCOMING", external_number=number, external_name=name, did=did,
@@ -1084,7 +1133,7 @@ class RingGroupCall(Call):
         self.bridge(a, winner)
         yield 0.02
         yield from self.call_updates(a, winner, winner_ext)
-        yield talk_s
+        yield from self.talk(winner, a, winner_ext, talk_s)
         self.hangup_pair(a, winner, app)
         self.pop(winner_ext, "ended")
         self.outcome(direction="INCOMING", external_number=number, external_name=name, did=RING_GROUP_DID,
@@ -1206,7 +1255,7 @@ class QueueCall(Call):
         a.setv(("cc_agent_bridged", "true"), ("cc_agent", agent_id), ("cc_queue_answered_epoch", answered_epoch))
         b.setv(("cc_agent_bridged", "true"), ("call_uuid", a.uuid))
         yield from self.call_updates(a, b, None)
-        yield talk_s
+        yield from self.talk(b, a, agent, talk_s)
         self.hangup_pair(a, b, cc_app, destroy=False)
         yield 0.06
         ended = [("CC-Agent", agent_id), ("CC-Agent-System", "single_box"), ("CC-Agent-UUID", b.uuid),
@@ -1310,7 +1359,7 @@ class OutboundCall(Call):
         self.bridge(a, b)
         yield 0.02
         yield from self.call_updates(a, b, None)
-        yield talk_s
+        yield from self.talk(a, b, ext, talk_s)
         self.hangup_pair(a, b, app, a_presence=True, b_presence=False)
         self.pop(ext, "ended")
         self.outcome(direction="OUTGOING", external_number=number, from_extension=ext, external_answered=True,
@@ -1449,7 +1498,7 @@ class CallGenerator:
     def __init__(self, rate: float = 1.0, calls: int | None = None, duration: float | None = None,
                  mix: dict[str, float] | None = None, numbers: list[str] | None = None,
                  extensions: list[str] | None = None, seed: int | None = None, expect_path: str | None = None,
-                 start_us: int | None = None, recorder: Recorder | None = None):
+                 start_us: int | None = None, recorder: Recorder | None = None, hold_share: float = HOLD_SHARE):
         if rate <= 0:
             raise ValueError("--rate must be > 0")
         if calls is not None and calls < 0:
@@ -1459,6 +1508,8 @@ class CallGenerator:
         self.duration = duration
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
         self.rng = random.Random(self.seed)
+        self.hold_share = hold_share
+        self.hold_rng = random.Random(self.seed + 1)  # apart, so holds leave every other choice as it was
         self.extensions = extensions or parse_extensions(None)
         self.numbers = numbers or [f"+354555{self.rng.randrange(4000, 10000):04d}" for _ in range(200)]
         # what an operator can dial out to ("anonymous" can call in, but nobody dials it)

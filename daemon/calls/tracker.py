@@ -59,7 +59,10 @@ SUBSCRIBED_EVENTS = [
     "CHANNEL_HANGUP",
     "CHANNEL_HANGUP_COMPLETE",
     "CHANNEL_DESTROY",
+    "CHANNEL_HOLD",
+    "CHANNEL_UNHOLD",
     "CUSTOM",
+    "callcenter::info",
     "sofia::transferor",
     "sofia::transferee",
     "sofia::replaced",
@@ -85,6 +88,9 @@ PROGRESS_MEDIA_TIME = "Channel-Progress-Media-Time"
 ANSWERED_TIME = "Channel-Answered-Time"
 BRIDGED_TIME = "Channel-Bridged-Time"
 HANGUP_TIME = "Channel-Hangup-Time"
+# µs the leg has held so far (switch_channel.c adds each hold when it ends; 0 for holds by uuid_hold, which it
+# does not time): the leg's hold total whenever it says more than the events did
+HOLD_ACCUM = "Channel-Hold-Accum"
 OWN, OTHER = "Caller-", "Other-Leg-"
 # Which moment of the timetable an event reports (CHANNEL_HANGUP fires before FreeSWITCH sets the hangup time).
 OWN_TIME = {
@@ -132,15 +138,15 @@ class Party:
     outcome: str | None = None
     talked: bool = False
     talk_seconds: float | None = None
+    hold_seconds: float = 0.0  # on hold in this call: its phone's holds, and the caller held while it talked
     dirty: bool = True
     stored: bool = False  # the writer has its row: an update, not an insert (PostgreSQL's insert runs a trigger)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Leg:
     """One FreeSWITCH channel that belongs to a call."""
 
-    __slots__ = ("uuid", "call", "info", "hung_up", "answered", "transfer", "rang", "guessed")
     uuid: str
     call: "CallState"
     info: LegInfo
@@ -149,6 +155,9 @@ class Leg:
     transfer: bool
     rang: bool
     guessed: dt.datetime | None  # the resync moment its ringing or answer was recorded at, until its timetable tells
+    held_since: dt.datetime | None = None  # on hold since (CHANNEL_HOLD), until CHANNEL_UNHOLD or its hangup
+    held_for: tuple[str, ...] = ()  # the extensions whose hold it is (the phone's own, or those talking then)
+    hold_seconds: float = 0.0  # this leg's holds so far, ended ones
 
 
 @dataclass(eq=False)
@@ -176,6 +185,8 @@ class CallState:
     ended_at: dt.datetime | None = None
     hangup_cause: str | None = None
     a_leg_billsec: int | None = None
+    queue: str | None = None  # the mod_callcenter queue the caller waited in (cc_queue), if any
+    hold_seconds: float = 0.0  # on hold, summed over the call's legs (both sides at once count twice)
     legs: list[Leg] = field(default_factory=list)
     finished: bool = False
     adopted: bool = False
@@ -280,6 +291,9 @@ class CallTracker:
             "CHANNEL_HANGUP": self._on_hangup,
             "CHANNEL_HANGUP_COMPLETE": self._on_hangup_complete,
             "CHANNEL_DESTROY": self._on_destroy,
+            "CHANNEL_HOLD": self._on_hold,
+            "CHANNEL_UNHOLD": self._on_unhold,
+            "callcenter::info": self._on_queue,
             "sofia::transferor": self._on_transfer_hint,
             "sofia::replaced": self._on_transfer_hint,
         }
@@ -391,7 +405,7 @@ class CallTracker:
                 children.append(row)
             else:
                 self._adopt(row, "", now)
-        for row in sorted(children, key=lambda r: r.get("callstate") in ("ACTIVE", "HELD")):
+        for row in sorted(children, key=lambda r: r.get("callstate") in ("ACTIVE", "HELD", "UNHELD")):
             self._adopt(row, row["call_uuid"], now)  # ringing legs first: an answer then tells them
         self._restored.clear()
 
@@ -434,9 +448,9 @@ class CallTracker:
             log.debug("call leg %s is channel %s", uuid, row.get("name", ""))  # the name can hold the caller's number
         state = row.get("callstate", "")
         before = (leg.rang, leg.answered)
-        if state in ("RINGING", "EARLY", "ACTIVE", "HELD"):
+        if state in ("RINGING", "EARLY", "ACTIVE", "HELD", "UNHELD"):
             self._on_progress(leg, h, now)
-        if state in ("ACTIVE", "HELD"):
+        if state in ("ACTIVE", "HELD", "UNHELD"):  # UNHELD: answered, held once and resumed
             self._on_answer(leg, h, now)
         if (leg.rang, leg.answered) != before:
             leg.guessed = now
@@ -756,6 +770,8 @@ class CallTracker:
         leg.transfer = True
 
     def _on_hangup(self, leg: Leg, h: Mapping[str, str], at: dt.datetime) -> None:
+        if leg.held_since is not None:
+            self._end_hold(leg, h, at)  # FreeSWITCH unholds a holding leg as it hangs up: in case that was missed
         if leg.hung_up:
             return
         leg.hung_up = True
@@ -827,6 +843,7 @@ class CallTracker:
 
     def _on_hangup_complete(self, leg: Leg, h: Mapping[str, str], at: dt.datetime) -> None:
         self._on_hangup(leg, h, at)
+        self._end_hold(leg, h, at)  # the leg's final hold total: holds whose events were missed count too
         call = leg.call
         if leg is call.a_leg:
             call.hangup_cause = h.get("Hangup-Cause") or call.hangup_cause
@@ -841,6 +858,60 @@ class CallTracker:
     def _on_destroy(self, leg: Leg, h: Mapping[str, str], at: dt.datetime) -> None:
         self._on_hangup(leg, h, at)
         self._drop(leg)
+
+    def _on_hold(self, leg: Leg, h: Mapping[str, str], at: dt.datetime) -> None:
+        """CHANNEL_HOLD: the leg's phone put the call on hold (a re-INVITE with sendonly or inactive), or uuid_hold
+        held the leg. The hold is its extension's if it is a phone's leg, else theirs who talk in the call now."""
+        call = leg.call
+        if call.finished or leg.held_since is not None or leg.hung_up:
+            return
+        leg.held_since = at
+        leg.held_for = self._holders(call, leg)
+
+    def _on_unhold(self, leg: Leg, h: Mapping[str, str], at: dt.datetime) -> None:
+        """CHANNEL_UNHOLD: the hold is over (FreeSWITCH also sends it as a holding leg hangs up)."""
+        self._end_hold(leg, h, at)
+
+    @staticmethod
+    def _holders(call: CallState, leg: Leg) -> tuple[str, ...]:
+        ext = leg.info.extension
+        if leg.info.kind == PHONE and ext in call.parties:
+            return (ext,)
+        return tuple(p.extension for p in call.parties.values() if p.state == ANSWERED)
+
+    def _end_hold(self, leg: Leg, h: Mapping[str, str], at: dt.datetime) -> None:
+        """Count the leg's hold that ends now for its call and its holders: from CHANNEL_HOLD to `at`, or what
+        FreeSWITCH's own total for the leg (Hold-Accum, of holds the phone made) says beyond what was counted."""
+        since, holders = leg.held_since, leg.held_for
+        leg.held_since, leg.held_for = None, ()
+        seconds = max(0.0, (at - since).total_seconds()) if since is not None else 0.0
+        try:
+            accum = int(h.get(OWN + HOLD_ACCUM) or 0) / 1_000_000
+        except ValueError:
+            accum = 0.0
+        if accum > 0:
+            seconds = round(accum - leg.hold_seconds, 6)
+        if seconds < 0.001:  # nothing new (FreeSWITCH's clock and the events' differ by microseconds)
+            return
+        call = leg.call
+        leg.hold_seconds += seconds
+        call.hold_seconds += seconds
+        for ext in holders or self._holders(call, leg):
+            party = call.parties.get(ext)
+            if party is not None:
+                party.hold_seconds += seconds
+                party.dirty = True
+        log.debug("call %s: leg %s on hold %.1f s", call.uuid, leg.uuid, seconds)
+        if call.direction is not None:
+            self.sink.save_call(call)
+
+    def _on_queue(self, leg: Leg, h: Mapping[str, str], at: dt.datetime) -> None:
+        """mod_callcenter's events name the queue the caller waits in (CC-Queue, as its cc_queue variable)."""
+        queue = h.get("CC-Queue") or h.get("variable_cc_queue")
+        call = leg.call
+        if queue and call.queue is None:
+            call.queue = queue
+            self.sink.save_call(call)
 
     def _drop(self, leg: Leg) -> None:
         """Forget a finished leg; the call goes too once it is over and none of its legs is left."""

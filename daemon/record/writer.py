@@ -388,7 +388,7 @@ class Writer:
             call.did, call.from_extension, call.customer_id, call.matches, ext, self.staff.employee_id(ext),
             call.answered_by, call.external_answered, call.started_at, call.answered_at, call.ended_at,
             call.ring_seconds() if call.finished else None, call.talk_seconds(), call.a_leg_billsec,
-            call.hangup_cause, call.missed, self.node, call.recovered,
+            call.hangup_cause, call.missed, self.node, call.recovered, round(call.hold_seconds, 6), call.queue,
         )
 
     def _party_values(self, call_key: int | str, party: Party) -> tuple:
@@ -396,6 +396,7 @@ class Writer:
         return (
             call_key, party.extension, self.staff.employee_id(party.extension), party.role, party.seq, party.rang_at,
             party.answered_at, party.ended_at, party.talk_seconds, party.outcome, party.talked,
+            round(party.hold_seconds, 6),
         )
 
     def _prepare_sql(self) -> None:
@@ -467,13 +468,13 @@ CALL_COLUMNS = [
     ("employee_id", "int"), ("answered_by", "text"), ("external_answered", "boolean"), ("started_at", "timestamp"),
     ("answered_at", "timestamp"), ("ended_at", "timestamp"), ("ring_seconds", "float8"), ("talk_seconds", "float8"),
     ("a_leg_billsec", "int"), ("hangup_cause", "text"), ("missed", "boolean"), ("node", "text"),
-    ("recovered", "boolean"),
+    ("recovered", "boolean"), ("hold_seconds", "float8"), ("queue", "text"),
 ]
 _ENDED_AT = [name for name, _ in CALL_COLUMNS].index("ended_at")
 PARTY_COLUMNS = [
     ("call_id", "int"), ("extension", "text"), ("employee_id", "int"), ("role", "text"), ("seq", "int"),
     ("rang_at", "timestamp"), ("answered_at", "timestamp"), ("ended_at", "timestamp"), ("talk_seconds", "float8"),
-    ("outcome", "text"), ("talked", "boolean"),
+    ("outcome", "text"), ("talked", "boolean"), ("hold_seconds", "float8"),
 ]
 POP_ROW_COLUMNS = [
     ("call_id", "int"), ("uuid", "text"), ("extension", "text"), ("event", "text"), ("direction", "text"),
@@ -559,10 +560,12 @@ def call_from_row(row: Call) -> CallState:
     call.hangup_cause = row.hangup_cause
     call.a_leg_billsec = row.a_leg_billsec
     call.recovered = row.recovered
+    call.hold_seconds, call.queue = row.hold_seconds or 0.0, row.queue
     for p in CallParty.select().where(CallParty.call == row.id).order_by(CallParty.seq):
         party = Party(extension=p.extension, role=p.role, seq=p.seq, dirty=False, stored=True)
         party.rang_at, party.answered_at, party.ended_at = p.rang_at, p.answered_at, p.ended_at
         party.outcome, party.talked, party.talk_seconds = p.outcome, p.talked, p.talk_seconds
+        party.hold_seconds = p.hold_seconds or 0.0
         ringing = p.rang_at and p.role == "callee"
         party.state = DONE if p.ended_at else ANSWERED if p.answered_at else RINGING if ringing else IDLE
         call.parties[p.extension] = party

@@ -116,6 +116,8 @@ SELECT p.extension,
        SUM(CASE WHEN p.call_direction = 'INCOMING' AND p.role = 'callee' AND p.outcome = 'missed' THEN 1 ELSE 0 END),
        SUM(CASE WHEN p.talked AND p.talk_seconds IS NOT NULL THEN 1 ELSE 0 END),
        SUM(CASE WHEN p.talked THEN COALESCE(p.talk_seconds, 0) ELSE 0 END),
+       SUM(CASE WHEN p.talked AND p.talk_seconds IS NOT NULL THEN p.hold_seconds ELSE 0 END),
+       SUM(CASE WHEN p.talked AND p.hold_seconds > 0 THEN 1 ELSE 0 END),
        SUM(CASE WHEN {_TAKEN} AND p.call_resolved THEN 1 ELSE 0 END),
        SUM(CASE WHEN {_TAKEN} AND p.call_resolved IS NOT NULL THEN 1 ELSE 0 END),
        SUM(CASE WHEN {_FIRST_ANSWER} THEN 1 ELSE 0 END),
@@ -322,13 +324,16 @@ def ratio(part: int, whole: int) -> float | None:
 
 
 def employees(period: Period) -> list[dict]:
-    """Per extension: calls taken, made, missed, answer rate, time to answer (mean, p90), talk time, FCR proxy."""
+    """Per extension: calls taken, made, missed, answer rate, time to answer (mean, p90), talk, hold and handle
+    time, FCR proxy."""
     names = dict(database.obj.execute_sql("SELECT extension, name FROM employee").fetchall())
     rows = _per_extension(period)
-    p90 = _p90(period, {row[0]: int(row[9]) for row in rows})
+    p90 = _p90(period, {row[0]: int(row[11]) for row in rows})
     out = []
-    for ext, taken, made, made_answered, missed, talked, talk_total, resolved, fcr_calls, answers, answer_total in rows:
+    for (ext, taken, made, made_answered, missed, talked, handle_total, hold_total, held, resolved, fcr_calls, answers,
+         answer_total) in rows:
         taken, missed, talked, resolved, fcr_calls = int(taken), int(missed), int(talked), int(resolved or 0), int(fcr_calls)
+        handle_total, hold_total = float(handle_total or 0.0), float(hold_total or 0.0)
         out.append({
             "extension": ext,
             "name": names.get(ext, ""),
@@ -339,8 +344,12 @@ def employees(period: Period) -> list[dict]:
             "answer_rate": ratio(taken, taken + missed),
             "answer_avg_s": secs(float(answer_total) / int(answers)) if int(answers) else None,
             "answer_p90_s": secs(p90.get(ext)),
-            "talk_avg_s": secs(float(talk_total) / talked) if talked else None,
-            "talk_total_s": secs(talk_total or 0.0),
+            "talk_avg_s": secs((handle_total - hold_total) / talked) if talked else None,
+            "talk_total_s": secs(handle_total - hold_total),
+            "held": int(held or 0),
+            "hold_avg_s": secs(hold_total / talked) if talked else None,
+            "hold_total_s": secs(hold_total),
+            "aht_s": secs(handle_total / talked) if talked else None,
             "fcr_rate": ratio(resolved, fcr_calls),
             "fcr_calls": fcr_calls,
         })

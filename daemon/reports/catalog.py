@@ -22,6 +22,7 @@ RUNNERS: dict[str, Callable[[Period], list[dict]]] = {
     "daily": analytics.daily,
     "service": service.service,
     "numbers": service.numbers,
+    "queues": service.queues,
     "peaks": service.peaks,
     "unknown_callers": service.unknown_callers,
 }
@@ -36,6 +37,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "daily": (),
     "service": ("number",),
     "numbers": ("number",),
+    "queues": ("queue",),
     "peaks": (),
     "unknown_callers": ("number",),
 }

@@ -26,11 +26,16 @@ ALL_NUMBERS = "all"  # the service report's one row: every dialled number togeth
 LONGEST_CALL = dt.timedelta(days=1)  # calls started this long before a period are looked at for its concurrency
 
 _RANG = "EXISTS (SELECT 1 FROM call_party rp WHERE rp.call_id = c.id AND rp.rang_at IS NOT NULL)"
-# whether an answered call was transferred: a lookup of its parties, or (over most of the stored calls, on SQLite)
-# one pass over every party and a probe per call, where the lookups cost a third of the report
 _TRANSFERRED = "EXISTS (SELECT 1 FROM call_party tp WHERE tp.call_id = c.id AND tp.outcome = 'transferred')"
-_TRANSFERRED_SCAN = ("c.id IN (SELECT tp.call_id FROM call_party tp WHERE tp.outcome = 'transferred' "
-                     "AND tp.call_direction = 'INCOMING')")
+_ANSWERED = "c.answered_by IS NOT NULL AND c.answered_at IS NOT NULL"
+# SQLite, per dialled number and queue: the answered calls transferred, from the transferred parties (a few in a
+# hundred calls; CROSS JOIN: read in that order) rather than a lookup for each answered call
+_TRANSFERS = f"""
+SELECT c.did, c.queue, COUNT(DISTINCT c.id)
+FROM call_party tp CROSS JOIN "call" c ON c.id = tp.call_id
+WHERE tp.outcome = 'transferred' AND tp.call_direction = 'INCOMING' AND c.direction = 'INCOMING' AND {_ANSWERED} {{where}}
+GROUP BY c.did, c.queue"""
+_PAIRS = """SELECT DISTINCT did, queue FROM "call" WHERE direction = 'INCOMING'"""  # skip-ahead over call_service
 _INVOLVED = "EXISTS (SELECT 1 FROM call_party xp WHERE xp.call_id = c.id AND xp.extension = {param})"
 
 
@@ -39,13 +44,14 @@ def _where(period: Period, param: str) -> tuple[str, list]:
     return Scope(period.since, period.until, period.extension).where(param, by=_INVOLVED)
 
 
-def _service_sql(d: dict[str, str], period: Period, where: str, group: str, grouped: bool, most: bool) -> str:
-    """The service sums of the inbound calls, per group (grouped) or over them all (one row); most: the period
-    covers most of the stored calls (SQLite)."""
-    transferred = _TRANSFERRED_SCAN if most else _TRANSFERRED
-    wait = d["secs"].format(a="c.started_at", b="c.answered_at")
-    length = d["secs"].format(a="c.started_at", b="COALESCE(c.ended_at, c.started_at)")
-    answered = "c.answered_by IS NOT NULL AND c.answered_at IS NOT NULL"
+def _service_sql(d: dict[str, str], period: Period, where: str, group: str, grouped: bool, transferred: str) -> str:
+    """The service sums of the inbound calls, per group (grouped) or over them all (one row); transferred: the SQL
+    condition that an answered call was transferred ('0': counted apart)."""
+    # the wait to the answer, and a missed call's length, are the stored ring time (start to the first answer, or to
+    # the end; the same on both databases, and no date arithmetic per row); a call still going on has none yet
+    wait = f"COALESCE(c.ring_seconds, {d['secs'].format(a='c.started_at', b='c.answered_at')})"
+    length = f"COALESCE(c.ring_seconds, {d['secs'].format(a='c.started_at', b='COALESCE(c.ended_at, c.started_at)')})"
+    answered = _ANSWERED
     # thresholds compare whole milliseconds: SQLite's julianday arithmetic is a few microseconds off PostgreSQL's
     short = f"c.missed AND ROUND({length} * 1000) <= {round(period.short_abandon * 1000)}"
     long = f"c.missed AND ROUND({length} * 1000) > {round(period.short_abandon * 1000)}"
@@ -57,11 +63,13 @@ SELECT {group},
        SUM(CASE WHEN {answered} AND ROUND({wait} * 1000) <= {round(period.answer_within * 1000)} THEN 1 ELSE 0 END),
        SUM(CASE WHEN {answered} THEN {wait} END),
        SUM(CASE WHEN {short} THEN 1 ELSE 0 END),
+       SUM(CASE WHEN {long} THEN 1 ELSE 0 END),
        SUM(CASE WHEN {long} AND {_RANG} THEN 1 ELSE 0 END),
-       SUM(CASE WHEN {long} AND NOT {_RANG} AND {busy} THEN 1 ELSE 0 END),
-       SUM(CASE WHEN {long} AND NOT {_RANG} AND NOT {busy} THEN 1 ELSE 0 END),
+       SUM(CASE WHEN {long} AND {busy} AND NOT {_RANG} THEN 1 ELSE 0 END),
        SUM(CASE WHEN {answered} AND c.talk_seconds IS NOT NULL THEN 1 ELSE 0 END),
        SUM(CASE WHEN {answered} THEN c.talk_seconds END),
+       SUM(CASE WHEN {answered} AND c.talk_seconds IS NOT NULL THEN c.hold_seconds END),
+       SUM(CASE WHEN {answered} AND c.hold_seconds > 0 THEN 1 ELSE 0 END),
        SUM(CASE WHEN {answered} AND {transferred} THEN 1 ELSE 0 END)
 FROM "call" c
 WHERE c.direction = 'INCOMING' {where}
@@ -91,15 +99,59 @@ def p90(values: list[float]) -> float | None:
     return sorted(values)[math.ceil(0.9 * len(values)) - 1]
 
 
-def _figures(period: Period, by_number: bool) -> list[dict]:
+# what the service figures are grouped by: report -> (the row's key, its SQL); the queue falls back to the number
+GROUPS = {"service": ("number", f"'{ALL_NUMBERS}'"), "numbers": ("number", "COALESCE(c.did, '')"),
+          "queues": ("queue", "COALESCE(c.queue, c.did, '')")}
+
+
+def _sums_by_pair(d: dict[str, str], period: Period, where: str, params: list) -> list[tuple]:
+    """SQLite: the service sums per dialled number and queue, as (did, queue, sums...) rows.
+
+    A GROUP BY sorts every call of the period, and reading each call's row through the start-time index costs as
+    much again; so each (number, queue) the calls have is summed by a query of its own over its range of the covering
+    index call_service (direction, did, queue, started_at, and every column the sums read: no row is read, nothing
+    sorted), and the transferred calls are counted from the transferred parties in one query."""
+    db = database.obj
+    p = db.param
+    sql = _service_sql(d, period, where + f" AND c.did IS {p} AND c.queue IS {p}", "NULL", False, "0")
+    out = []
+    for did, queue in db.execute_sql(_PAIRS).fetchall():
+        row = db.execute_sql(sql, [*params, did, queue]).fetchone()
+        if row[1]:
+            out.append((did, queue, *row[1:]))
+    transfers = {(did, queue): n for did, queue, n in db.execute_sql(_TRANSFERS.format(where=where), params)}
+    return [(*row[:-1], transfers.get(row[:2], 0)) for row in out]
+
+
+def _group_rows(pairs: list[tuple], report: str) -> list[tuple]:
+    """The per (did, queue) sums added up into the report's groups, as (group, sums...) rows."""
+    groups: dict[str, list] = {}
+    for did, queue, *sums in pairs:
+        g = ALL_NUMBERS if report == "service" else (queue if report == "queues" and queue else did) or ""
+        have = groups.get(g)
+        groups[g] = list(sums) if have is None else [_add(a, b) for a, b in zip(have, sums)]
+    return [(g, *sums) for g, sums in groups.items()]
+
+
+def _add(a, b):
+    """Two sums of SQL (None: summed over no rows) added."""
+    return b if a is None else a if b is None else a + b
+
+
+def _figures(period: Period, report: str) -> list[dict]:
     db = database.obj
     d = dialect(db)
     where, params = _where(period, db.param)
-    group = "COALESCE(c.did, '')" if by_number else f"'{ALL_NUMBERS}'"
+    key, group = GROUPS[report]
+    by_number = report != "service"
+    sqlite = isinstance(db, peewee.SqliteDatabase)
+    if sqlite:
+        rows = _group_rows(_sums_by_pair(d, period, where, params), report)
+    else:
+        rows = db.execute_sql(_service_sql(d, period, where, group, by_number, _TRANSFERRED), params).fetchall()
     # over most of the stored calls, SQLite finds the missed ones faster in the covering index of a caller's calls
     # than through the start-time index and each call's row (2.7 s against 1.7 s over a year of a million calls)
-    most = isinstance(db, peewee.SqliteDatabase) and not period.extension and most_calls(db, period)
-    rows = db.execute_sql(_service_sql(d, period, where, group, by_number, most), params).fetchall()
+    most = sqlite and not period.extension and most_calls(db, period)
     delays: dict[str, list[float]] = defaultdict(list)
     returnable: dict[str, int] = defaultdict(int)
     missed_where = where.replace("c.started_at", "+c.started_at") if most else where
@@ -109,15 +161,16 @@ def _figures(period: Period, by_number: bool) -> list[dict]:
             delays[g].append(round(float(delay), 3))
     rows = [r for r in rows if r[1]]  # without GROUP BY, a period with no calls is one row of zeros
     if not by_number and not rows:
-        rows = [(ALL_NUMBERS, 0, 0, 0, None, 0, 0, 0, 0, 0, None, 0)]
+        rows = [(ALL_NUMBERS, 0, 0, 0, None, 0, 0, 0, 0, 0, None, None, 0, 0)]
     out = []
-    for (g, inbound, answered, within, wait_total, short, rang_out, nobody_free, no_one_rung, handled, handle_total,
-         transferred) in sorted(rows, key=lambda r: (-int(r[1]), r[0])):
+    for (g, inbound, answered, within, wait_total, short, abandoned, rang_out, nobody_free, handled, handle_total,
+         hold_total, held, transferred) in sorted(rows, key=lambda r: (-int(r[1]), r[0])):
         inbound, answered, short = int(inbound), int(answered or 0), int(short or 0)
-        abandoned = int(rang_out or 0) + int(nobody_free or 0) + int(no_one_rung or 0)
+        abandoned, rang_out, nobody_free = int(abandoned or 0), int(rang_out or 0), int(nobody_free or 0)
+        no_one_rung = abandoned - rang_out - nobody_free  # each abandoned call has one reason: the rest
         back = delays.get(g, [])
         out.append({
-            "number": g,
+            key: g,
             "inbound": inbound,
             "answered": answered,
             "service_level": ratio(int(within or 0), inbound - short),
@@ -126,10 +179,13 @@ def _figures(period: Period, by_number: bool) -> list[dict]:
             "abandoned": abandoned,
             "abandon_rate": ratio(abandoned, inbound - short),
             "short_abandons": short,
-            "missed_rang_out": int(rang_out or 0),
-            "missed_nobody_free": int(nobody_free or 0),
-            "missed_no_one_rung": int(no_one_rung or 0),
+            "missed_rang_out": rang_out,
+            "missed_nobody_free": nobody_free,
+            "missed_no_one_rung": no_one_rung,
             "aht_s": secs(float(handle_total) / int(handled)) if int(handled or 0) else None,
+            "talk_avg_s": secs((float(handle_total) - float(hold_total or 0)) / int(handled)) if int(handled or 0) else None,
+            "hold_avg_s": secs(float(hold_total or 0) / int(handled)) if int(handled or 0) else None,
+            "held": int(held or 0),
             "transferred": int(transferred or 0),
             "callback_rate": ratio(len(back), returnable.get(g, 0)),
             "called_back": len(back),
@@ -141,12 +197,17 @@ def _figures(period: Period, by_number: bool) -> list[dict]:
 
 def service(period: Period) -> list[dict]:
     """The service figures over every inbound call of the period, as one row."""
-    return _figures(period, by_number=False)
+    return _figures(period, "service")
 
 
 def numbers(period: Period) -> list[dict]:
     """The service figures per dialled number (a queue's, a ring group's or an extension's DID), busiest first."""
-    return _figures(period, by_number=True)
+    return _figures(period, "numbers")
+
+
+def queues(period: Period) -> list[dict]:
+    """The service figures per mod_callcenter queue, and per dialled number for calls that waited in none."""
+    return _figures(period, "queues")
 
 
 _UNKNOWN = """

@@ -147,7 +147,7 @@ def _dashboard_data(period: analytics.Period, compare: str | None) -> dict:
         figures[f"peak_{catalog.COMPARE[compare]}"] = max((p["peak"] for p in service.peaks(other)), default=0)
     return {
         "service": figures,
-        "numbers": catalog.run("numbers", period, compare),
+        "queues": catalog.run("queues", period, compare),
         "unknown_callers": service.unknown_callers(period)[:TOP_UNKNOWN],
         "suffix": catalog.COMPARE.get(compare or ""),
         "employees": employees,
