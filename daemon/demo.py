@@ -1,4 +1,5 @@
-"""`screenpop demo`: demo data, the simulator generating calls, the daemon recording them, pops printed live."""
+"""`screenpop demo`: demo data, the simulator generating calls (and their recordings), the daemon recording them, pops
+printed live."""
 from __future__ import annotations
 
 import argparse
@@ -41,6 +42,9 @@ listen = "127.0.0.1:{http_port}"
 
 [numbers]
 default_region = "IS"
+
+[recordings]
+roots = ["{recordings}"]
 
 [log]
 level = "warning"
@@ -118,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     config_path = folder / "screenpop.toml"
     http_port = _free_port()
     config_path.write_text(
-        CONFIG.format(port=port, db=(folder / "screenpop.db").resolve(), photos=(folder / "photos").resolve(), http_port=http_port),
+        CONFIG.format(port=port, db=(folder / "screenpop.db").resolve(), photos=(folder / "photos").resolve(), http_port=http_port,
+                      recordings=(folder / "recordings").resolve()),
         encoding="utf-8",
     )
     config = load(config_path)
@@ -130,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
     sim_cmd = [
         sys.executable, "-m", "screenpop.simulator.cli", "--generate", "--port", str(port),
         "--rate", str(args.rate), "--numbers", str(numbers_file), "--extensions", DEMO_EXTENSIONS, "--seed", "7", "--linger", "2",
+        "--record-dir", str((folder / "recordings").resolve()),  # answered calls recorded: players on the pages
     ]
     sim_cmd += ["--calls", str(args.calls)] if args.calls else []
     sim = subprocess.Popen(sim_cmd, stderr=None if args.verbose else subprocess.DEVNULL)
