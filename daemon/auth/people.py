@@ -240,10 +240,11 @@ def owner_of_token(token_id: int) -> Person | None:
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why a sign-in is not tried now: locked (until, for the login) or slowed (seconds to wait)."""
+    """Why a sign-in is not tried now: locked (until, for the login) or slowed (wait: seconds to wait)."""
 
     message: str
     locked_until: dt.datetime | None = None
+    wait: int = 0
 
 
 def _wait(failures: int, free: int) -> int:
@@ -266,7 +267,8 @@ def throttled(login: str, address: str, config: WebConfig) -> Refusal | None:
         ready = row.last_failed_at + dt.timedelta(seconds=_wait(row.failures, free))
         if ready > now:
             seconds = max(1, int((ready - now).total_seconds() + 0.999))
-            return Refusal(f"Too many failed sign-ins: wait {seconds} second{'s' if seconds != 1 else ''} and try again.")
+            return Refusal(f"Too many failed sign-ins: wait {seconds} second{'s' if seconds != 1 else ''} and try again.",
+                           wait=seconds)
     return None
 
 

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 import datetime as dt
+import functools
 
-import gevent
 import peewee
 from flask import Blueprint, Flask, Response, jsonify, redirect, request
+from gevent.threadpool import ThreadPool
 from flask.sessions import SecureCookieSessionInterface
 
 from screenpop.daemon.web.pages.base import (SESSION_UNAVAILABLE, database, end_session, log, render_page, safe_next,
@@ -25,22 +26,33 @@ from screenpop.daemon.web.pages.base import (SESSION_UNAVAILABLE, database, end_
 from screenpop.daemon.auth import people, signin
 
 
+HASHING_THREADS = 2  # argon2id takes 64 MiB and tens of milliseconds each: a flood of sign-ins waits its turn
+
+
+@functools.cache
+def _hashing() -> ThreadPool:
+    """The native threads that hash passwords, made on first use (on the running daemon's hub)."""
+    return ThreadPool(HASHING_THREADS)
+
+
 def off_loop(fn: Callable, *args: Any) -> Any:
-    """fn(*args) on a native thread: password hashing is slow on purpose and must not stop the event loop. fn must
-    not raise (the pool would print the traceback): check the input first (people.check_password)."""
-    return gevent.get_hub().threadpool.apply(fn, args)
+    """fn(*args) on one of HASHING_THREADS native threads: password hashing is slow on purpose and must not stop the
+    event loop, nor run many at once. fn must not raise (the pool would print the traceback): check the input first
+    (people.check_password)."""
+    return _hashing().apply(fn, args)
 
 
-def password_signin(login: str, password: str, address: str) -> tuple[int, str] | people.Person:
-    """Check a login and password against the throttle and the stored hash: the person, or (status, message)."""
+def password_signin(login: str, password: str, address: str) -> tuple[int, str, int] | people.Person:
+    """Check a login and password against the throttle and the stored hash: the person, or (status, message, seconds
+    to wait before trying again; 0: no wait asked)."""
     config = web().config
     refusal = database(people.throttled, login, address, config)
     if refusal is not None:
         log.warning("web sign-in refused for login %r from %s: %s", login, address, refusal.message)
         if refusal.locked_until is None:
-            return 429, refusal.message
+            return 429, refusal.message, refusal.wait
         until = refusal.locked_until.replace(tzinfo=dt.timezone.utc).astimezone(web().zone)
-        return 403, f"{refusal.message} Try again after {until:%H:%M}, or ask an admin to unlock it."
+        return 403, f"{refusal.message} Try again after {until:%H:%M}, or ask an admin to unlock it.", 0
     person = database(people.by_login, login)
     if not off_loop(people.password_matches, person.password_hash if person else None, password):
         failures = database(people.failed, login, address, config)
@@ -48,11 +60,11 @@ def password_signin(login: str, password: str, address: str) -> tuple[int, str] 
                     "wrong password" if person else "no such login", failures)
         if failures >= config.signin_lock_after:
             return 403, (f"This account is locked after {failures} failed sign-ins in a row. Try again in "
-                         f"{config.signin_lock_minutes:g} minutes, or ask an admin to unlock it.")
-        return 403, "Wrong login or password."
+                         f"{config.signin_lock_minutes:g} minutes, or ask an admin to unlock it."), 0
+        return 403, "Wrong login or password.", 0
     if person.disabled_at is not None:
         log.warning("web sign-in refused for login %r from %s: the person is disabled", login, address)
-        return 403, "This account is disabled. Ask an admin if you need it again."
+        return 403, "This account is disabled. Ask an admin if you need it again.", 0
     database(people.succeeded, login)
     if people.needs_rehash(person.password_hash):
         database(people.replace_hash, person.id, off_loop(people.hash_password, password))
@@ -146,11 +158,11 @@ def blueprint(authenticate: Callable[[], Any]) -> Blueprint:
                                error="Logins are letters a-z, digits and . _ - @ only.")
         outcome = password_signin(login, password, request.remote_addr or "")
         if isinstance(outcome, tuple):
-            status, message = outcome
+            status, message, wait = outcome
             response = render_page("signin.html", status=status, title="Sign in", next=next_path, login=login,
                                    error=message)
-            if status == 429:
-                response.headers["Retry-After"] = str(people.MAX_WAIT)
+            if wait:
+                response.headers["Retry-After"] = str(wait)
             return response
         start_session(outcome.id, None)
         log.info("web sign-in: %s (person %d, %s) from %s with a password", outcome.login, outcome.id, outcome.role,
