@@ -274,9 +274,10 @@ def throttled(login: str, address: str, config: WebConfig) -> Refusal | None:
 
 def failed(login: str, address: str, config: WebConfig) -> int:
     """Count a failed sign-in for login and address; the login's failures in a row (a run ends after
-    signin_lock_minutes without one)."""
+    signin_lock_minutes without one, or a minute if that is shorter than the longest wait)."""
     now = utcnow()
-    forget = now - dt.timedelta(minutes=config.signin_lock_minutes)
+    forget = now - max(dt.timedelta(minutes=config.signin_lock_minutes), dt.timedelta(seconds=MAX_WAIT))
+    SigninThrottle.delete().where(SigninThrottle.last_failed_at < forget).execute()  # runs that ended: the table stays small
     count = 0
     for key in (f"login:{login}", f"address:{address}"):
         row = SigninThrottle.get_or_none(SigninThrottle.key == key)

@@ -397,3 +397,13 @@ def test_csv_import_names_itself_in_the_audit_trail(tmp_path, monkeypatch, capsy
             ("order", "added", "CSV import of orders.csv")]
     finally:
         db.close()
+
+
+def test_the_throttle_forgets_runs_that_ended(db):
+    config = WebConfig(signin_lock_minutes=15)
+    for address in ("10.0.0.1", "10.0.0.2"):
+        people.failed("someone", address, config)
+    assert SigninThrottle.select().count() == 3
+    _age_failures(16 * 60)
+    assert people.failed("other", "10.0.0.3", config) == 1
+    assert sorted(r.key for r in SigninThrottle.select()) == ["address:10.0.0.3", "login:other"]
