@@ -14,7 +14,6 @@ from typing import Any
 
 from screenpop.db.models import ApiToken, AuditEntry, Person, utcnow
 
-ENTITIES = ("customer", "phone", "order", "person")
 MAX_DETAIL = 500
 
 
