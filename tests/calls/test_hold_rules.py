@@ -8,9 +8,13 @@ name the queue (CC-Queue).
 """
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
+from screenpop.daemon.calls.tracker import CallTracker
 from test_call_rules import Switch, from_phone, queued_caller, to_gateway, to_phone, trunk_in
+from test_calls import CAPTURES, RULES, ListSink, _api_index, _channels, expected, read_events
 
 
 def answered_call(sw: Switch, ext: str = "1001") -> tuple[dict, dict]:
@@ -176,3 +180,19 @@ def test_a_call_that_never_queued_has_no_queue():
     sw.hangup(a, seconds=3)
     sw.hangup(b)
     assert sw.call(a).queue is None
+
+
+def test_a_call_held_and_resumed_before_a_reconnect_is_adopted_as_answered():
+    """show channels lists a leg that held and resumed as UNHELD (switch_channel.c leaves it there): still answered."""
+    scenario = "inbound-answered"
+    rows = [{**row, "callstate": "UNHELD"} for row in _channels(scenario)]
+    sink = ListSink()
+    tracker = CallTracker(RULES, sink)
+    tracker.resync(rows, dt.datetime(2026, 11, 26))
+    (adopted,) = tracker.calls.values()
+    assert adopted.answered_by == expected(scenario)["calls"][0]["answered_by"]  # at the resync, not only later
+    for _, event in read_events(CAPTURES / f"{scenario}.plain.esl")[_api_index(scenario):]:
+        tracker.handle(event)
+    (call,) = sink.calls.values()
+    assert call.finished and call.answered_by == expected(scenario)["calls"][0]["answered_by"]
+    assert not call.missed
