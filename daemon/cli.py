@@ -189,7 +189,8 @@ def cmd_calls(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Call analytics for a period in the call centre's time zone: employees, customers, categories, missed, load,
-    daily, service, numbers, peaks, unknown_callers; any of them beside another period (--compare)."""
+    daily, service, numbers, peaks, unknown_callers, and from the recordings conversation_employees,
+    conversation_customers, alerts; any figures beside another period (--compare)."""
     from screenpop.daemon.reports import analytics, catalog
     from screenpop.daemon.reports.export import json_value, load_grid, text_table, write_csv
 
@@ -383,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help=cmd_report.__doc__)
     config_arg(p)
     p.add_argument("--report", help="one report (default: all): employees, customers, categories, missed, load, "
-                   "daily, service, numbers, peaks, unknown_callers")
+                   "daily, service, numbers, peaks, unknown_callers, conversation_employees, "
+                   "conversation_customers, alerts")
     p.add_argument("--since", help="calls started at or after: local date or time ([analytics] timezone), or 2h, 7d "
                    "(default 7d)")
     p.add_argument("--until", help="calls started before (default: now)")

@@ -263,6 +263,22 @@ class CardConfig:
 
 
 @dataclass
+class AnalysisConfig:
+    """Conversation analysis of call recordings (docs/analysis.md): the audio figures, speech to text with one engine
+    in the organisation's language, phrase alerts; the work queue's size and each recording's limits."""
+
+    enabled: bool = True
+    engine: str = "pocketsphinx"  # none, pocketsphinx (English, model in its package), vosk, faster-whisper
+    model: str = ""  # vosk / faster-whisper: the model folder the admin installed
+    language: str = "en"  # the organisation's language (an ISO 639-1 code)
+    phrases: list[str] = field(default_factory=list)  # phrase alerts from the file, beside the admin page's
+    queue_max: int = 200  # recordings waiting at most; more wait in the database for the next scan
+    scan_interval: float = 5.0  # seconds between looks for recordings not yet analysed
+    max_minutes: float = 240.0  # longer recordings are refused (an error on the recording, not a stuck worker)
+    timeout: float = 900.0  # seconds one recording may take before its process is ended and the recording failed
+
+
+@dataclass
 class LogConfig:
     """Log verbosity: debug, info, warning or error."""
 
@@ -286,6 +302,7 @@ class Config:
     originate: OriginateConfig = field(default_factory=OriginateConfig)
     card: CardConfig = field(default_factory=CardConfig)
     recordings: RecordingsConfig = field(default_factory=RecordingsConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     sources: list[SourceConfig] = field(default_factory=list)
     node: str = ""
 
@@ -398,6 +415,7 @@ def parse(data: dict[str, Any]) -> Config:
     config.cdr.secret()
     _check_card(config.card)
     _check_recordings(config.recordings)
+    _check_analysis(config.analysis)
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("[log] level must be debug, info, warning or error")
     return config
@@ -441,6 +459,24 @@ def _check_card(card: CardConfig) -> None:
             raise ConfigError("[card] money_format must hold the currency sign ¤ (e.g. \"#,##0.00 ¤\") on one line")
     if not -1 <= card.decimals <= 4:
         raise ConfigError("[card] decimals must be between 0 and 4, or -1 for the currency's own")
+def _check_analysis(analysis: AnalysisConfig) -> None:
+    """[analysis]: limits in range, phrases short and on one line (the engine is checked at start-up, when its
+    package and model can be looked for: daemon/analysis/stt.py)."""
+    if not 1 <= analysis.queue_max <= 100000:
+        raise ConfigError("[analysis] queue_max must be between 1 and 100000")
+    if not 0.1 <= analysis.scan_interval <= 3600:
+        raise ConfigError("[analysis] scan_interval must be between 0.1 and 3600 seconds")
+    if not 0.1 <= analysis.max_minutes <= 24 * 60:
+        raise ConfigError("[analysis] max_minutes must be between 0.1 and 1440")
+    if not 1 <= analysis.timeout <= 86400:
+        raise ConfigError("[analysis] timeout must be between 1 and 86400 seconds")
+    if not re.fullmatch(r"[a-z]{2,3}([-_][A-Za-z]{2,4})?", analysis.language):
+        raise ConfigError(f"[analysis] language must be a language code such as en or de, got {analysis.language!r}")
+    for phrase in analysis.phrases:
+        if not phrase.strip() or len(phrase) > 200 or any(c in phrase for c in "\r\n\x00"):
+            raise ConfigError(f"[analysis] phrases: {phrase[:40]!r} must be 1 to 200 characters on one line")
+
+
 def _sources(raw: Any) -> list[SourceConfig]:
     """The [[sources]] entries, each checked on its own; the templates and paths are compiled by daemon/sources/."""
     if not isinstance(raw, list) or not all(isinstance(entry, dict) for entry in raw):

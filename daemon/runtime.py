@@ -13,6 +13,8 @@ import gevent
 import gevent.event
 import peewee
 
+from screenpop.daemon.analysis import store as analysis_store, stt
+from screenpop.daemon.analysis.worker import Analyser
 from screenpop.daemon.calls.direction import DirectionRules
 from screenpop.daemon.calls.tracker import SUBSCRIBED_EVENTS, CallTracker, parse_channels
 from screenpop.daemon.cluster import Election
@@ -71,6 +73,8 @@ class Daemon:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        if config.analysis.enabled:
+            stt.check(config.analysis)  # a missing speech package or model stops the start, saying what to install
         url = config.database.resolved_url()
         self.db = open_database(url)
         self.notify = Notifier()
@@ -98,6 +102,8 @@ class Daemon:
         self.sources = Sources(config.sources, lambda: self.numbers)
         self.push = PushHub(self.worker, lambda: self.lookup, self.staff, layout, config.http.public_url,
                             sources=self.sources, layouts=Layouts(config.card.layout_reload))
+        # conversation analysis of the recordings, off the hub in a process of its own (docs/analysis.md)
+        self.analyser = Analyser(config.analysis, self.worker) if config.analysis.enabled else None
         publisher, self.listener, self.election = self._cluster_parts()
         self.writer = Writer(self.db, e164=self._e164, node=self.node, batch_max=config.database.batch_max,
                              queue_max=config.database.queue_max,
@@ -105,7 +111,7 @@ class Daemon:
                              on_stalled=self.push.push_early, fence=self.election, publisher=publisher,
                              staff=self.staff, map_path=PathMap(config.recordings.paths).local)
         # recordings' files checked once stopped, and deleted after [recordings] keep_days (docs/recordings.md)
-        self.keeper = Keeper(config.recordings, self.worker)
+        self.keeper = Keeper(config.recordings, self.worker, forget=[analysis_store.forget])
         # the tracker's calls and pops go through the CDR intake, which completes the calls it ends from FreeSWITCH's
         # CDRs, to the writer; the intake builds the tracker with itself as its sink (each needs the other)
         self.cdr = CdrIntake(config.cdr, self.writer, self.worker,
@@ -173,6 +179,8 @@ class Daemon:
                 gevent.sleep(1.0)
         self._resume_open_calls(open_calls)
         self.esl.start()
+        if self.analyser is not None:
+            self.analyser.start()  # one daemon per node analyses: the one recording it
 
     def _stand_by(self) -> None:
         """Another daemon records this node: ready all the same (a standby serves trays, without FreeSWITCH)."""
@@ -318,6 +326,8 @@ class Daemon:
             first = [self.esl.first_attempt, self._standby]  # a standby never connects
         else:
             self.esl.start()
+            if self.analyser is not None:
+                self.analyser.start()
             first = [self.esl.first_attempt]
         gevent.wait(first, timeout=FIRST_FOLLOW_SECONDS, count=1)
         if self._stopped.is_set():  # SIGTERM meanwhile
@@ -345,7 +355,9 @@ class Daemon:
                           on_link=self._customer_linked, on_employees_changed=self._employees_changed,
                           zone=local_zone(self.config.analytics.timezone),
                           cdr_intake=self.cdr, originator=originator, sources=self.sources,
-                          analytics=self.config.analytics, recordings=self.config.recordings)
+                          analytics=self.config.analytics,
+                          analysis=self.analyser.status if self.analyser is not None else None,
+                          recordings=self.config.recordings)
 
     def _report_to_systemd(self) -> None:
         """READY=1 once HTTP listens and FreeSWITCH is subscribed, or after [freeswitch] startup_wait anyway
@@ -376,8 +388,12 @@ class Daemon:
         else:
             link = f"waiting for FreeSWITCH {self.esl.address}" + (f" ({self.esl.last_error})" if self.esl.last_error else "")
         streams = sum(len(subs) for subs in self.push.subscribers.values())
+        analysis = ""
+        if self.analyser is not None:
+            st = self.analyser.status()
+            analysis = f", {st['queued'] + st['waiting']} recording(s) to analyse"
         return (f"{link}; {len(self.tracker.calls)} call(s) in progress, {streams} stream(s) open, "
-                f"{self.writer.pending} write(s) queued")
+                f"{self.writer.pending} write(s) queued{analysis}")
 
     def reload(self, load: Callable[[], Config]) -> None:
         """SIGHUP: apply the log level, [numbers] and [pbx] from the file again, with calls and FreeSWITCH kept up;
@@ -431,6 +447,8 @@ class Daemon:
             self.election.stop()  # after the last write: a standby takes over only now
         if self.listener is not None:
             self.listener.stop()
+        if self.analyser is not None:
+            self.analyser.stop()
         self.push.stop()
         self.worker.stop()
         gevent.killall(self._greenlets, timeout=2)

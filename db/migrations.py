@@ -12,9 +12,9 @@ from typing import NamedTuple
 import peewee
 
 from screenpop.db import callfacts, search
-from screenpop.db.models import (ALL_MODELS, AuditEntry, Call, CardLayoutRow, Category, CdrLeg, CustomField,
-                                 MissedDone, Person, Recording, RecordingListen, SchemaVersion, Setting, SigninLink,
-                                 SigninThrottle, Team, TeamMember, WebSession)
+from screenpop.db.models import (ALL_MODELS, ANALYSIS_MODELS, AuditEntry, Call, CardLayoutRow, Category, CdrLeg,
+                                 CustomField, MissedDone, Person, Recording, RecordingListen, SchemaVersion, Setting,
+                                 SigninLink, SigninThrottle, Team, TeamMember, WebSession)
 from screenpop.db.numbers import valid_country_code
 
 _LOCK_KEY = 0x5C2EE9  # pg advisory lock id: one migrating process at a time
@@ -202,6 +202,12 @@ def _hold_and_queue(db: peewee.Database) -> None:
     db.execute_sql(f'CREATE INDEX IF NOT EXISTS call_service ON "call" ({SERVICE_INDEX_COLUMNS})')
 
 
+def _analysis(db: peewee.Database) -> None:
+    """Conversation analysis: each recording's state, figures per side, transcript lines, phrase alerts and their
+    matches; a fresh database has them from version 1."""
+    db.create_tables(ANALYSIS_MODELS, safe=True)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "create all tables", _create_tables),
     Migration(2, "web sign-in: shared settings and one-time sign-in links", _web_signin),
@@ -221,6 +227,7 @@ MIGRATIONS: list[Migration] = [
     Migration(15, "custom fields on customers and orders, searched; the category list", _custom_fields),
     Migration(16, "card layouts chosen by an admin, per team of extensions", _card_layouts),
     Migration(17, "call recordings linked to calls, and the log of who listened", _recordings),
+    Migration(18, "conversation analysis: figures per recording and side, transcripts, phrase alerts", _analysis),
     Migration(19, "people with passwords and roles, sign-in throttling, sessions tied to people", _people),
     Migration(20, "audit trail of changes to customers, numbers, orders and people", _audit),
     Migration(21, "hold time on calls and parties, and the queue a call waited in", _hold_and_queue),

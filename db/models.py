@@ -1,7 +1,7 @@
 """The peewee models: customers and their numbers, employees and teams, orders, custom fields, categories and card
 layouts, calls with their parties and pop events, CDR legs, API tokens, missed calls marked done, settings, sign-in
-links, people, sign-in throttling, web sessions, the audit trail, call recordings with their listen log, and the
-schema version."""
+links, people, sign-in throttling, web sessions, the audit trail, call recordings with their listen log,
+conversation analysis (figures, transcripts, phrase alerts) and the schema version."""
 from __future__ import annotations
 
 import datetime as dt
@@ -401,6 +401,90 @@ class AuditEntry(BaseModel):
 
     class Meta:
         indexes = ((("entity", "entity_id"), False),)
+class RecordingAnalysis(BaseModel):
+    """A recording's conversation analysis (daemon/analysis/, docs/analysis.md): done or failed (error says why,
+    for the admin), when, by which speech engine; a recording without a row is still to be analysed."""
+
+    recording_id = IntegerField(primary_key=True)
+    call_uuid = CharField(max_length=64, index=True)
+    state = CharField(max_length=8)  # done, failed
+    error = TextField(default="")
+    engine = CharField(max_length=20, default="")
+    duration = FloatField(null=True)  # seconds of audio read
+    truncated = BooleanField(default=False)  # the file held less audio than its header said; what was there counts
+    analysed_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "recording_analysis"
+
+
+class SideMetrics(BaseModel):
+    """How one side (customer or operator) of a recording went, in seconds: talk, overtalk (both at once),
+    silence (nobody, from the first speech to the last) and its longest stretch, first and last word, interruptions."""
+
+    id = AutoField()
+    recording_id = IntegerField()
+    call_uuid = CharField(max_length=64, index=True)
+    side = CharField(max_length=8)
+    duration = FloatField()
+    talk = FloatField()
+    overtalk = FloatField()
+    silence = FloatField()
+    longest_silence = FloatField()
+    spoke_first = BooleanField()
+    spoke_last = BooleanField()
+    interruptions = IntegerField()
+
+    class Meta:
+        table_name = "side_metrics"
+        indexes = ((("recording_id", "side"), True),)
+
+
+class TranscriptLine(BaseModel):
+    """What one side said in a stretch of a recording, start and end in seconds from the recording's start."""
+
+    id = AutoField()
+    recording_id = IntegerField(index=True)
+    call_uuid = CharField(max_length=64, index=True)
+    side = CharField(max_length=8)
+    start = FloatField()
+    end = FloatField()
+    text = TextField()
+
+    class Meta:
+        table_name = "transcript_line"
+
+
+class PhraseAlert(BaseModel):
+    """A phrase an admin wants to hear about (e.g. "cancel my contract", "lawyer"); side: customer, operator or
+    either (empty). [analysis] phrases in the configuration are alerts too, without a row."""
+
+    id = AutoField()
+    phrase = CharField(max_length=200, unique=True)
+    side = CharField(max_length=8, default="")
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "phrase_alert"
+
+
+class PhraseMatch(BaseModel):
+    """A transcript line that holds an alert's phrase: which phrase, call, recording, side, when, the line itself."""
+
+    id = AutoField()
+    phrase = CharField(max_length=200, index=True)
+    recording_id = IntegerField(index=True)
+    call_uuid = CharField(max_length=64, index=True)
+    side = CharField(max_length=8)
+    at = FloatField()
+    text = TextField()
+    found_at = DateTimeField(default=utcnow, index=True)
+
+    class Meta:
+        table_name = "phrase_match"
+
+
+ANALYSIS_MODELS = [RecordingAnalysis, SideMetrics, TranscriptLine, PhraseAlert, PhraseMatch]
 
 
 class SchemaVersion(BaseModel):
@@ -412,4 +496,4 @@ class SchemaVersion(BaseModel):
 
 ALL_MODELS = [Employee, Customer, Phone, Order, Call, CallParty, CallEvent, ApiToken, Setting, SigninLink, Person,
               SigninThrottle, WebSession, AuditEntry, CdrLeg, MissedDone, CustomField, Category, CardLayoutRow, Team,
-              TeamMember, Recording, RecordingListen]
+              TeamMember, Recording, RecordingListen, *ANALYSIS_MODELS]

@@ -115,7 +115,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     recorder = None
     if args.record_dir:
+        from screenpop.simulator import speech
         from screenpop.simulator.recording import Recorder
+
+        if not speech.espeak_available():
+            print("simulator: --record-dir needs espeak-ng for the recordings' speech (apt install espeak-ng)",
+                  file=sys.stderr)
+            return 2
         recorder = Recorder(args.record_dir, args.record_fs_dir)
     elif args.record_fs_dir:
         print("simulator: --record-fs-dir needs --record-dir", file=sys.stderr)

@@ -11,14 +11,14 @@ that decides what is heard; everything else here only calls it.
 """
 from __future__ import annotations
 
-import array
-import math
 import time
 import wave
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from screenpop.simulator import speech
 from screenpop.simulator.events import SimEvent
 
 RATE = 8000  # FreeSWITCH records a PCMU call at the channel's 8 kHz
@@ -37,28 +37,24 @@ class RecordedCall:
     number: str  # the customer's number (another extension's on an internal call)
 
 
-# ---- owned by the conversation-analysis work (NAME=analysis): it replaces this audio with espeak-ng speech ----
+# ---- owned by the conversation-analysis work (NAME=analysis) ----
 def write_recording(path: Path, call: RecordedCall) -> int:
     """Write the call's stereo 16-bit 8 kHz WAV file at path; its size in bytes.
 
-    Until real speech replaces it: each side a tone (left 440 Hz, right 660 Hz) in alternating one-second turns,
-    the whole length of the call, so the file is a real stereo recording of the call's length."""
+    The audio is real speech: espeak-ng speaking the simulator's scripted conversation (simulator/speech.py), the
+    recorded leg's own party on the left channel; cut where the call ended, or silence after the script's end."""
     frames = max(1, int(call.seconds * RATE))
-    turns = []
-    for side, hz in ((0, 440), (1, 660)):  # one second of each side's turn, interleaved left/right
-        samples = array.array("h", bytes(4 * RATE))
-        for i in range(RATE):
-            samples[2 * i + side] = int(8000 * math.sin(2 * math.pi * hz * i / RATE))
-        if sys.byteorder == "big":
-            samples.byteswap()  # WAV samples are little-endian
-        turns.append(samples.tobytes())
-    out = b"".join(turns[second % 2] for second in range(frames // RATE + 1))[: 4 * frames]
+    stereo = speech.stereo(speech.CONVERSATION, RATE)[:frames]
+    if call.left == "operator":
+        stereo = stereo[:, ::-1]
+    audio = np.zeros((frames, 2), dtype="<i2")
+    audio[:len(stereo)] = stereo
     path.parent.mkdir(parents=True, exist_ok=True)
     with wave.open(str(path), "wb") as w:
         w.setnchannels(2)
         w.setsampwidth(2)
         w.setframerate(RATE)
-        w.writeframes(out)
+        w.writeframes(audio.tobytes())
     return path.stat().st_size
 # ---- end of the part owned by the analysis work ----
 

@@ -24,8 +24,9 @@ DESKTOP_FILES = {"test_tray_desktop.py"}
 BROWSER_FILES = {"test_web_browser.py", "test_dashboard_browser.py", "test_recordings_browser.py",
                  "test_accounts_browser.py"}
 # whole files of real servers over TCP whose helpers hide it from _spawns: the simulator's ESL server, the daemon
-# under systemd's protocols, the HTTP server under slow and hostile clients
-INTEGRATION_FILES = {"test_simulator.py", "test_systemd.py", "test_http_abuse.py", "test_db_outage.py"}
+# under systemd's protocols, the HTTP server under slow and hostile clients, the analysis worker's own process
+INTEGRATION_FILES = {"test_simulator.py", "test_systemd.py", "test_http_abuse.py", "test_db_outage.py",
+                     "test_analysis_worker.py"}
 _SPAWNS = re.compile(r"subprocess\.|Popen\(|\bProc\(|\bdaemon\(|\bsimulator\(|\breplay\(|\bfake_fs\b|\bProxy\(")
 
 

@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Callable
 from decimal import Decimal
 
-from screenpop.daemon.reports import analytics, service
+from screenpop.daemon.reports import analytics, conversation, service
 from screenpop.daemon.reports.analytics import Period
 
 RUNNERS: dict[str, Callable[[Period], list[dict]]] = {
@@ -25,6 +25,9 @@ RUNNERS: dict[str, Callable[[Period], list[dict]]] = {
     "queues": service.queues,
     "peaks": service.peaks,
     "unknown_callers": service.unknown_callers,
+    "conversation_employees": conversation.employees,
+    "conversation_customers": conversation.customers,
+    "alerts": conversation.alerts,
 }
 REPORTS = tuple(RUNNERS)
 
@@ -40,8 +43,10 @@ KEYS: dict[str, tuple[str, ...]] = {
     "queues": ("queue",),
     "peaks": (),
     "unknown_callers": ("number",),
+    "conversation_employees": ("extension",),
+    "conversation_customers": ("customer_id",),
 }
-COMPARABLE = tuple(KEYS)  # the missed list is calls to return, not figures: nothing to compare
+COMPARABLE = tuple(KEYS)  # the missed list and the alerts are calls, not figures: nothing to compare
 COMPARE = {"previous": "previous", "year": "last_year"}  # --compare value -> the compared columns' suffix
 
 

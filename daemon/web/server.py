@@ -42,7 +42,7 @@ from screenpop.daemon.push.hub import ALL, PushHub, Subscriber
 from screenpop.daemon.record import cdr
 from screenpop.daemon.sources.fetch import Sources
 from screenpop.daemon.web import api, pages as web
-from screenpop.daemon.web.pages import dashboard
+from screenpop.daemon.web.pages import conversation, dashboard
 from screenpop.db.database import DatabaseUnreachable
 
 log = logging.getLogger("screenpop.http")
@@ -256,7 +256,7 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
                originator: Originator | None = None, sources: Sources | None = None,
                analytics: AnalyticsConfig | None = None,
                on_employees_changed: Callable[[], None] | None = None,
-               recordings: RecordingsConfig | None = None) -> Flask:
+               analysis: Callable[[], dict] | None = None, recordings: RecordingsConfig | None = None) -> Flask:
     """The Flask app serving the push stream, photos, the JSON API and the web pages from hub.
 
     tls: served over HTTPS (secure session cookies); on_link: the daemon's hook for a call linked to a customer;
@@ -264,7 +264,8 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
     zone: the call centre's time zone, every page's times are shown in; cdr_intake: where FreeSWITCH's CDRs go;
     originator: click-to-call through FreeSWITCH (docs/originate.md); sources: what the record page asks about a
     customer's numbers (docs/sources.md); analytics: the service figures' thresholds (docs/analytics.md);
-    recordings: who may listen to call recordings and the folders they are served from (docs/recordings.md).
+    recordings: who may listen to call recordings and the folders they are served from (docs/recordings.md);
+    analysis: the conversation analysis worker's progress (docs/analysis.md), None when it is off.
     """
     recordings = recordings or RecordingsConfig()
     app = Flask("screenpop.daemon.web.server", static_folder=None)  # the pages' static files: daemon/web/static
@@ -359,7 +360,8 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
     app.register_blueprint(api.blueprint(hub, authenticate, originator, on_employees_changed, recordings))
     web.init_app(app, hub, photos, web_config, tls, authenticate, on_link, zone, originator, sources,
                  on_employees_changed, recordings)
-    app.register_blueprint(dashboard.blueprint(zone, analytics or AnalyticsConfig()))
+    app.register_blueprint(dashboard.blueprint(zone, analytics or AnalyticsConfig(), analysis))
+    app.register_blueprint(conversation.blueprint(authenticate, analysis))
 
     @app.errorhandler(peewee.DatabaseError)
     def database_down(exc):
@@ -459,12 +461,12 @@ class HttpServer:
                  originator: Originator | None = None, sources: Sources | None = None,
                  analytics: AnalyticsConfig | None = None,
                  on_employees_changed: Callable[[], None] | None = None,
-                 recordings: RecordingsConfig | None = None) -> None:
+                 analysis: Callable[[], dict] | None = None, recordings: RecordingsConfig | None = None) -> None:
         self.config = config
         self.hub = hub
         tls = bool(config.certfile) or config.public_url.startswith("https:")
         self.app = create_app(hub, photos, config.heartbeat, web_config, tls, on_link, zone, cdr_intake, originator,
-                              sources, analytics, on_employees_changed, recordings)
+                              sources, analytics, on_employees_changed, analysis, recordings)
         ssl = {"certfile": config.certfile, "keyfile": config.keyfile} if config.certfile else {}
         if ssl:
             try:  # fail at start, not on each connection

@@ -22,7 +22,7 @@ TOPS = {"screenpop.daemon": screenpop.daemon, "screenpop.db": screenpop.db, "scr
 
 # The data path: pbx -> calls -> record -> push -> web, with customers, reports and auth beside them for web, staff
 # (the employee snapshot) beside them for record, push and web, sources (other systems' fields) beside customers for
-# push and web, and db below all. Each area names the areas it may import besides itself (db and daemon.config: every daemon area).
+# push and web, analysis (recordings' figures and transcripts) beside reports for web, and db below all. Each area names the areas it may import besides itself (db and daemon.config: every daemon area).
 DATA_PATH = {
     "daemon.pbx": set(),
     "daemon.calls": {"daemon.pbx"},
@@ -32,9 +32,10 @@ DATA_PATH = {
     "daemon.auth": set(),
     "daemon.customers": {"daemon.reports"},
     "daemon.web": {"daemon.pbx", "daemon.calls", "daemon.record", "daemon.push", "daemon.customers",
-                   "daemon.reports", "daemon.auth", "daemon.staff", "daemon.sources"},
+                   "daemon.reports", "daemon.auth", "daemon.staff", "daemon.sources", "daemon.analysis"},
     "daemon.staff": set(),
     "daemon.sources": set(),
+    "daemon.analysis": set(),
 }
 BELOW_ALL = {"db", "daemon.config"}
 # the daemon's own top: the CLI, the runtime that wires the pipeline, the demo, the cluster election, log format

@@ -41,7 +41,7 @@ def run(capsys, *args: str) -> str:
 def test_report_json_all(config, capsys):
     out = json.loads(run(capsys, "report", "--config", config, *PERIOD, "--format", "json"))
     assert list(out) == ["employees", "customers", "categories", "missed", "load", "daily", "service", "numbers", "queues",
-                         "peaks", "unknown_callers"]
+                         "peaks", "unknown_callers", "conversation_employees", "conversation_customers", "alerts"]
     assert (out["service"][0]["inbound"], out["service"][0]["callback_rate"]) == (9, 1 / 3)
     anna = next(r for r in out["employees"] if r["extension"] == "1001")
     assert (anna["taken"], anna["missed"], anna["answer_rate"]) == (3, 1, 0.75)

@@ -34,6 +34,7 @@ from typing import Any
 
 from flask import Flask, redirect
 
+from screenpop.daemon.auth import roles
 from screenpop.daemon.config import RecordingsConfig, WebConfig
 from screenpop.daemon.web.pages import signin as auth, admin, calls, customers, employees, missed, orders, people, recordings
 from screenpop.daemon.web.pages.base import (User, Web, category, check_csrf, csrf_field, current_user, database,
@@ -107,6 +108,9 @@ def init_app(app: Flask, hub: Any, photos: Any, config: WebConfig, tls: bool,
     )
     app.jinja_env.globals["csrf_field"] = csrf_field
     app.jinja_env.globals["category"] = category
+    listen = (recordings_config or RecordingsConfig()).listen
+    # whether a role may hear recordings at all, so read what was said in them (per call: web/recordings.py)
+    app.jinja_env.globals["may_hear"] = lambda role: roles.allows(role, "recordings", listen)
     app.jinja_env.filters["when"] = lambda value: local_time(value, zone)
     app.jinja_env.filters["duration"] = _duration
     app.jinja_env.filters["changed_at"] = lambda value: changed_at(value, zone)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from flask import Blueprint, abort, flash, redirect, request, send_file
 
+from screenpop.daemon.analysis import store as analysis
 from screenpop.daemon.customers import data
 from screenpop.daemon.customers.data import CUSTOMER_FIELDS, DataError
 from screenpop.daemon.customers.photos import image_job, photo_response
@@ -31,6 +32,7 @@ from screenpop.db.search import search_customers
 PER_PAGE = 25
 CALLS_PER_PAGE = 20
 SOURCE_NUMBERS = 3  # a record's numbers the sources are asked about (the first ones added)
+ALERTS_SHOWN = 20  # the newest phrase alert matches in the customer's calls
 NEW_MATCHES = 20
 EDIT_FIELDS = (*CUSTOMER_FIELDS, "category")
 
@@ -137,9 +139,10 @@ def record_page(customer_id: int, status: int = 200, error: str | None = None, o
         c = customer_record(db, customer_id, CALLS_PER_PAGE, before)
         playable = recordings.playable([call["uuid"] for call in c["calls"]] if c else [], listen, user.role,
                                        user.extension)
-        return c, list(Employee.select().order_by(Employee.name, Employee.id)), audit.for_customer(customer_id), playable
+        return (c, list(Employee.select().order_by(Employee.name, Employee.id)), audit.for_customer(customer_id),
+                playable, analysis.recent_matches(limit=ALERTS_SHOWN, customer_id=customer_id))
 
-    c, employees, history, playable = database(work)
+    c, employees, history, playable, alerts = database(work)
     if c is None:
         return error_page(404, f"There is no customer {customer_id}.")
     # each number's own line: who added it and when (the oldest "added" entry the trail still shows)
@@ -150,7 +153,7 @@ def record_page(customer_id: int, status: int = 200, error: str | None = None, o
     found = sources.answer(numbers) if sources and numbers else []
     return render_page("customer.html", status=status, title=c["company"] or c["name"], c=c, calls_before=before,
                        employees=employees, error=error, owner=owner, order_defs=field_defs("order"),
-                       sources=found, history=history, phone_added=phone_added, playable=playable)
+                       sources=found, history=history, phone_added=phone_added, playable=playable, alerts=alerts)
 
 
 @bp.get("/customers/<int:customer_id>")

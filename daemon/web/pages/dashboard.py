@@ -43,6 +43,7 @@ CACHE_SECONDS = 60.0
 CACHE_ENTRIES = 32
 TOP_CUSTOMERS = 20
 TOP_UNKNOWN = 20
+TOP_ALERTS = 20
 MAX_CSV_CALLS = 100_000
 
 
@@ -153,6 +154,9 @@ def _dashboard_data(period: analytics.Period, compare: str | None) -> dict:
         "employees": employees,
         "categories": analytics.categories(period),
         "customers": analytics.customers(period, limit=TOP_CUSTOMERS),
+        "conversation_employees": catalog.run("conversation_employees", period, compare),
+        "conversation_customers": catalog.run("conversation_customers", period, compare)[:TOP_CUSTOMERS],
+        "alerts": catalog.run("alerts", period)[:TOP_ALERTS],
         "totals": totals,
         "charts": {
             "heat_map": _svg_image(charts.heat_map(load)),
@@ -187,9 +191,9 @@ def _labels(period: analytics.Period) -> dict:
             "extension": period.extension or "", "compare": request.args.get("compare", "")}
 
 
-def blueprint(zone: dt.tzinfo, rules: AnalyticsConfig) -> Blueprint:
+def blueprint(zone: dt.tzinfo, rules: AnalyticsConfig, analysis: Callable[[], dict] | None = None) -> Blueprint:
     """The pages, reporting in the call centre's time zone with the configured service thresholds, for managers and
-    admins (the web pages' sessions)."""
+    admins (the web pages' sessions); analysis: the recordings' analysis progress, for its line."""
     bp = Blueprint("dashboard", __name__, template_folder="../templates")
     worker = _Worker()
 
@@ -213,7 +217,7 @@ def blueprint(zone: dt.tzinfo, rules: AnalyticsConfig) -> Blueprint:
             worker.load_charts()
             data = worker.cached(("dashboard", period, compare), _dashboard_data, period, compare)
             return render_page("dashboard.html", title="Dashboard", data=data, filters=_labels(period),
-                               reports=catalog.REPORTS, zone=str(zone))
+                               reports=catalog.REPORTS, zone=str(zone), analysis=analysis() if analysis else None)
         return filtered(show, "dashboard.html", "Dashboard")
 
     @bp.get("/reports/<name>.csv")

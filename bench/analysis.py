@@ -1,0 +1,183 @@
+"""Conversation analysis figures (docs/analysis.md), on the simulator's espeak-ng recordings:
+
+1. audio figures: seconds of audio analysed per CPU second on one core (goal: at least 100x real time);
+2. transcription: PocketSphinx's real-time factor here (CPU seconds per second of audio);
+3. pops while analysing: the daemon's share of pop latency (event frame in -> SSE card out, as bench/pop_latency.py
+   measures it) at 100 calls/s while its analysis worker works through a backlog of recordings (goal: p99 < 50 ms),
+   beside the same load with analysis off.
+
+    python bench/analysis.py [--backlog 1000] [--seconds 30] [--engine pocketsphinx] [--keep FOLDER]
+
+Not a test: prints numbers, never fails.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from pop_latency import SSE_READER, Relay, cards, match, report  # noqa: E402
+from recording import record  # noqa: E402
+from support import daemon, free_port, serving, simulator, write_config  # noqa: E402
+
+from screenpop.daemon.analysis.audio import read_speech  # noqa: E402
+from screenpop.daemon.analysis.job import analyse  # noqa: E402
+from screenpop.daemon.analysis.metrics import measure  # noqa: E402
+from screenpop.daemon.analysis.stt import PocketSphinx  # noqa: E402
+from screenpop.simulator import speech  # noqa: E402
+
+
+def _one_core() -> None:
+    try:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    except (AttributeError, OSError):
+        pass
+
+
+def audio_speed(folder: Path, minutes: float = 10.0) -> None:
+    """Figures of a long 8 kHz call (the script over and over), CPU time of this process on one core."""
+    one = speech.stereo(speech.CONVERSATION, 8000)
+    repeats = int(minutes * 60 * 8000 / len(one)) + 1
+    path = folder / "long.wav"
+    import wave
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(np.tile(one, (repeats, 1)).tobytes())
+    for _ in range(2):  # the first run warms the page cache
+        started = time.process_time()
+        audio = read_speech(path)
+        measure(audio.duration, audio.speech)
+        cpu = time.process_time() - started
+    print(f"audio figures: {audio.duration:.0f} s of audio in {cpu:.3f} CPU s on one core: "
+          f"{audio.duration / cpu:.0f}x real time (goal >= 100x: {'met' if audio.duration / cpu >= 100 else 'not met'})")
+
+
+def transcription_rtf(folder: Path) -> None:
+    """PocketSphinx on the 16 kHz and the 8 kHz conversation: CPU seconds per second of audio."""
+    engine = PocketSphinx()
+    for rate in (16000, 8000):
+        path = folder / f"conversation-{rate}.wav"
+        speech.write_script(path, rate=rate)
+        started = time.process_time()
+        result = analyse(path, "customer", engine, 3600)
+        cpu = time.process_time() - started
+        print(f"transcription (pocketsphinx, {rate} Hz): {result['duration']:.1f} s of audio in {cpu:.2f} CPU s: "
+              f"real-time factor {cpu / result['duration']:.2f} ({len(result['lines'])} lines)")
+
+
+def _seed(db_url: str, rec_dir: Path, backlog: int) -> None:
+    """backlog recordings (hard links of one conversation file), checked (status ok), waiting for analysis."""
+    import datetime as dt
+
+    from screenpop.db.database import open_database
+    from screenpop.db.migrations import migrate
+    from screenpop.db.models import Call, Recording
+
+    source = rec_dir / "conversation.wav"
+    speech.write_script(source, rate=8000)
+    db = open_database(db_url)
+    migrate(db)
+    now = dt.datetime(2026, 1, 5, 9, 0)
+    with db.atomic():
+        for n in range(backlog):
+            path = rec_dir / f"{n}.wav"
+            os.link(source, path)
+            Call.create(uuid=f"old-{n}", direction="INCOMING", started_at=now, extension="1001")
+            Recording.create(call_uuid=f"old-{n}", leg_uuid=f"old-{n}", party="customer", fs_path=str(path),
+                             path=str(path), started_at=now, status="ok", seconds=21.4)
+    db.close()
+
+
+def pops(folder: Path, load: Path, backlog: int, engine: str) -> tuple[list[float], int, str]:
+    """The daemon's share of each ring's pop under the load, with the analysis worker busy on backlog recordings
+    (backlog 0: analysis off); also how many it analysed meanwhile."""
+    from screenpop.daemon.auth.tokens import create
+    from screenpop.db.database import open_database
+    from screenpop.db.migrations import migrate
+    from screenpop.db.models import RecordingAnalysis
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rec_dir = folder / "rec"
+    rec_dir.mkdir()
+    db_url = f"sqlite:///{folder / 'screenpop.db'}"
+    if backlog:
+        _seed(db_url, rec_dir, backlog)
+    db = open_database(db_url)
+    migrate(db)
+    _, admin = create(None, role="admin")
+    db.close()
+    sim_port, esl_port, http_port = free_port(), free_port(), free_port()
+    relay = Relay(esl_port, sim_port)
+    relay.start()
+    analysis = (f'[analysis]\nengine = "{engine}"\nscan_interval = 1.0' if backlog else '[analysis]\nenabled = false')
+    config = write_config(folder / "screenpop.toml", esl_port, db_url, http_port=http_port, analysis=analysis,
+                          recordings=f'[recordings]\nroots = ["{rec_dir}"]')
+    config.write_text(config.read_text().replace('level = "info"', 'level = "warning"'))
+    d = serving(daemon(folder, config), f"http://127.0.0.1:{http_port}", timeout=60)
+    sse_log = folder / "sse.log"
+    reader = subprocess.Popen([sys.executable, "-c", SSE_READER, str(http_port), admin, str(sse_log)],
+                              stdout=subprocess.PIPE, text=True)
+    reader.stdout.readline()
+    time.sleep(3 if backlog else 0)  # the analysis process has started and is busy before the calls come
+    sim = simulator(folder, sim_port, "--replay", str(load), "--restamp", "--speed", "1", "--linger", "3")
+    try:
+        sim.wait(600)
+        time.sleep(2)
+    finally:
+        sim.close()
+        reader.terminate()
+        d.terminate()
+        d.close()
+        relay.server.close()
+    share, unseen = match(relay.rings, cards(sse_log), lambda ext, num, c: c[1] == ext and c[2] == num)
+    if unseen:
+        print(f"  note: {len(unseen)} of {len(relay.rings)} rings had no card")
+    db = open_database(db_url)
+    done = RecordingAnalysis.select().count()
+    db.close()
+    return share, done, f"{len(relay.rings)} rings"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backlog", type=int, default=1000, help="recordings waiting for analysis (default 1000)")
+    parser.add_argument("--seconds", type=float, default=30.0, help="seconds of calls at 100 calls/s")
+    parser.add_argument("--engine", default="pocketsphinx", help="the analysis engine during the pops (none: figures only)")
+    parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    args = parser.parse_args()
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory(prefix="screenpop-bench-") as tmp:
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        pid = os.fork()
+        if pid == 0:  # the single-core figures in a child pinned to one CPU, so the daemon runs below unpinned
+            _one_core()
+            audio_speed(folder)
+            transcription_rtf(folder)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        load = folder / "load.plain.esl"
+        record(load, "--rate", "100", "--duration", str(args.seconds), "--mix", "inbound_answered=1",
+               "--extensions", "1001-1010", "--seed", "9")
+        for name, backlog in (("analysis off", 0), (f"analysing a backlog of {args.backlog} ({args.engine})", args.backlog)):
+            share, done, rings = pops(folder / name.split()[0], load, backlog, args.engine)
+            print(f"pops at 100 calls/s, {name} ({rings}{f', {done} recordings analysed meanwhile' if backlog else ''})")
+            report("daemon's share, event frame in -> SSE card out", share, 50)
+    print(f"load average {os.getloadavg()[0]:.1f} after")
+
+
+if __name__ == "__main__":
+    main()
