@@ -33,7 +33,7 @@ def _search_args() -> tuple[str, str]:
     return q, side
 
 
-def _call_page(call_id: int) -> dict[str, Any] | None:
+def _call_page(call_id: int, who: Who) -> dict[str, Any] | None:
     call = Call.get_or_none(Call.id == call_id)
     if call is None:
         return None
@@ -41,7 +41,7 @@ def _call_page(call_id: int) -> dict[str, Any] | None:
     employee = Employee.get_or_none(Employee.id == call.employee_id) if call.employee_id else None
     matches = store.recent_matches(limit=1000, call_uuid=call.uuid)
     return {"call": call, "customer": customer, "employee": employee, "recordings": store.call_analysis(call.uuid),
-            "matches": matches, "hear": _hears(call.uuid)}
+            "matches": matches, "hear": _hears(call.uuid, who)}
 
 
 def _deaf() -> Response | None:
@@ -52,19 +52,26 @@ def _deaf() -> Response | None:
     return error_page(403, "Recordings and their transcripts are for the roles [recordings] listen names.")
 
 
-def _hears(call_uuid: str) -> bool:
-    """Whether the signed-in user may hear this call's recordings, so read its transcript (database step; the
-    rule is the recordings' own: daemon/web/recordings.py)."""
+Who = tuple[str, str, "str | None"]  # [recordings] listen, the user's role and extension
+
+
+def _who() -> Who:
+    """What the recordings' rule needs to know of the signed-in user, read in the request (steps run elsewhere)."""
     user = current_user()
-    return user is not None and recordings.may_listen(web().recordings.listen, user.role, user.extension,
-                                                      recordings.call_extensions(call_uuid))
+    return web().recordings.listen, user.role if user else "", user.extension if user else None
 
 
-def _heard_lines(q: str, side: str, limit: int) -> list[dict[str, Any]]:
+def _hears(call_uuid: str, who: Who) -> bool:
+    """Whether the user may hear this call's recordings, so read its transcript (database step; the rule is the
+    recordings' own: daemon/web/recordings.py)."""
+    return recordings.may_listen(*who, recordings.call_extensions(call_uuid))
+
+
+def _heard_lines(q: str, side: str, limit: int, who: Who) -> list[dict[str, Any]]:
     """The search's lines of the calls this user may hear (database step)."""
     heard: dict[str, bool] = {}
     rows = store.search(q, side, limit)
-    return [r for r in rows if heard.setdefault(r["call_uuid"], _hears(r["call_uuid"]))]
+    return [r for r in rows if heard.setdefault(r["call_uuid"], _hears(r["call_uuid"], who))]
 
 
 def audio_url(call_uuid: str, recording_id: int) -> str:
@@ -79,7 +86,7 @@ def blueprint(authenticate: Callable[[], TokenCheck | Response], status: Callabl
     @bp.get("/calls/<int:call_id>/conversation")
     @login_required()
     def call_conversation(call_id: int):
-        data = database(_call_page, call_id)
+        data = database(_call_page, call_id, _who())
         if data is None:
             return error_page(404, "There is no such call.")
         response = render_page("conversation.html", title="Conversation", audio_url=audio_url, **data)
@@ -96,7 +103,7 @@ def blueprint(authenticate: Callable[[], TokenCheck | Response], status: Callabl
         except ValueError as exc:
             return render_page("transcripts.html", status=400, title="Transcripts", error=str(exc), rows=[], q="",
                                side="")
-        rows = database(_heard_lines, q, side, store.SEARCH_LIMIT) if q else []
+        rows = database(_heard_lines, q, side, store.SEARCH_LIMIT, _who()) if q else []
         return render_page("transcripts.html", title="Transcripts", rows=rows, q=q, side=side,
                            limit=store.SEARCH_LIMIT)
 
@@ -117,12 +124,14 @@ def blueprint(authenticate: Callable[[], TokenCheck | Response], status: Callabl
         if not call_id and not q and not current_user().can("configuration"):
             return error_page(400, "Name a call (call=) or a search (q=); every transcript at once is for admins.")
 
+        who = _who()
+
         def rows() -> list[dict]:
             if call_id:
                 call = Call.get_or_none(Call.id == int(call_id))
-                return store.transcript_rows([call.uuid]) if call is not None and _hears(call.uuid) else []
+                return store.transcript_rows([call.uuid]) if call is not None and _hears(call.uuid, who) else []
             if q:
-                found = _heard_lines(q, side, MAX_CSV_LINES)
+                found = _heard_lines(q, side, MAX_CSV_LINES, who)
                 return store.transcript_rows(sorted({r["call_uuid"] for r in found}))
             return store.transcript_rows()[:MAX_CSV_LINES]
         out = io.StringIO()
