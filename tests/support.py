@@ -52,11 +52,11 @@ def write_config(path: Path, port: int, db_url: str, http_port: int | None = Non
 
     http_port: where the daemon's HTTP server listens (default: a free port, so tests never collide on 8080);
     http: more lines of the [http] section, e.g. 'heartbeat = 0.3'; database: more lines of [database];
-    extra: more sections, each a string of its own (analysis: the default turns speech to text off, so the daemons
-    of tests that record calls spend no CPU on transcripts they do not check).
+    extra: more sections, each a string of its own (analysis: off unless a test turns it on, so the daemons of tests
+    that record calls spend no CPU on figures and transcripts they do not check).
     """
     http_port = http_port or free_port()
-    extra = {"http": f'[http]\nlisten = "127.0.0.1:{http_port}"\n{http}', "analysis": '[analysis]\nengine = "none"',
+    extra = {"http": f'[http]\nlisten = "127.0.0.1:{http_port}"\n{http}', "analysis": '[analysis]\nenabled = false',
              **extra}
     path.write_text(
         f"""
