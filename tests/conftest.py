@@ -21,7 +21,7 @@ from support import CAPTURES
 # (PostgreSQL, the daemon, the simulator or the tray as processes over TCP), `desktop`, `browser`, `packaging`.
 # Marked here from what the test and its fixtures do, so a new test lands in its tier without a decorator.
 DESKTOP_FILES = {"test_tray_desktop.py"}
-BROWSER_FILES = {"test_web_browser.py", "test_dashboard_browser.py", "test_recordings_browser.py",
+BROWSER_FILES = {"test_web_browser.py", "test_dashboard_browser.py", "test_conversation_browser.py", "test_recordings_browser.py",
                  "test_accounts_browser.py"}
 # whole files of real servers over TCP whose helpers hide it from _spawns: the simulator's ESL server, the daemon
 # under systemd's protocols, the HTTP server under slow and hostile clients, the analysis worker's own process

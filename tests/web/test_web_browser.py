@@ -311,8 +311,8 @@ def test_every_page_has_the_one_layout(rig):
         for path in pages:
             page.goto(rig.base + path)
             menu = [a.strip() for a in page.locator("header.nav nav a").all_inner_texts()]
-            assert menu == ["Customers", "Calls", "Dashboard", "Missed", "People", "Employees", "Tokens", "Fields",
-                            "Categories", "Layouts", "Listens"], (path, menu)
+            assert menu == ["Customers", "Calls", "Dashboard", "Missed", "Transcripts", "People", "Employees", "Tokens",
+                            "Fields", "Categories", "Layouts", "Alerts", "Listens"], (path, menu)
             assert page.locator("header.nav button", has_text="Sign out").is_visible(), path
             background = page.evaluate("getComputedStyle(document.body).backgroundColor")
             assert background == "rgb(246, 247, 249)", (path, background)  # the one stylesheet
