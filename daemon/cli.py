@@ -384,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help=cmd_report.__doc__)
     config_arg(p)
     p.add_argument("--report", help="one report (default: all): employees, customers, categories, missed, load, "
-                   "daily, service, numbers, peaks, unknown_callers, conversation_employees, "
+                   "daily, service, numbers, queues, peaks, unknown_callers, conversation_employees, "
                    "conversation_customers, alerts")
     p.add_argument("--since", help="calls started at or after: local date or time ([analytics] timezone), or 2h, 7d "
                    "(default 7d)")

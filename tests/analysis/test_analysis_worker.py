@@ -18,10 +18,11 @@ from screenpop.daemon.config import AnalysisConfig, RecordingsConfig
 from screenpop.daemon.record.recordings import Keeper
 from screenpop.db.models import (Call, Customer, Employee, PhraseMatch, Recording, RecordingAnalysis, SideMetrics,
                                  TranscriptLine)
+from screenpop.db.database import open_database
+from screenpop.db.migrations import migrate
 from screenpop.db.worker import DbWorker
 from screenpop.simulator import speech
 
-from conftest import _migrated
 from support import SLACK
 
 SHORT = (
@@ -60,8 +61,10 @@ def worker(db) -> Iterator[DbWorker]:
 @pytest.fixture
 def lite_worker(sqlite_url: str) -> Iterator[DbWorker]:
     """A database worker on a migrated SQLite database: for what does not depend on the database kind."""
-    for db in _migrated(sqlite_url):
-        yield from _started(db)
+    db = open_database(sqlite_url)
+    migrate(db)
+    yield from _started(db)
+    db.close()
 
 
 def recording(n: int, path: Path, customer: Customer | None = None, employee: Employee | None = None,
