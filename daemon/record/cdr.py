@@ -155,6 +155,7 @@ def parse_cdr(text: str, encoded_values: bool = True) -> LegCdr:
         "Caller-Context": _text(first.get("context")),
         "Caller-Callee-ID-Number": values.get("callee_id_number", ""),
         "Hangup-Cause": values.get("hangup_cause", ""),
+        "Caller-Channel-Hold-Accum": values.get("hold_accum_usec", ""),  # the leg's holds (its hang-up counts them)
     })
     return LegCdr(uuid, parent_uuid(headers), headers, created, progress, when("answered_time", "answer_uepoch"), ended)
 

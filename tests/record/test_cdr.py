@@ -84,6 +84,14 @@ def test_generated_calls_rebuilt_from_their_cdrs_are_as_the_generator_expects():
     for record in gen.records:
         (call,) = rebuilt_calls(by_call[record["a_leg"]])
         assert comparable(call, keys) == comparable(record["call"], keys), record["scenario"]
+    # the legs' hold totals (hold_accum_usec) give a recovered call its hold time, per extension that held
+    tracker = CallTracker(DIRECTION, None)
+    held = [r for r in gen.records if r["hold"]]
+    assert held
+    for record in held:
+        call = rebuild([parse_cdr(body) for body in by_call[record["a_leg"]]], record["a_leg"], tracker)
+        assert call.hold_seconds == pytest.approx(sum(record["hold"].values())), record["scenario"]
+        assert {e: p.hold_seconds for e, p in call.parties.items() if p.hold_seconds} == pytest.approx(record["hold"])
 
 
 def test_a_cdr_reads_the_same_in_each_of_mod_json_cdrs_encodings():
