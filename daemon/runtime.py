@@ -32,6 +32,7 @@ from screenpop.daemon.reports.analytics import local_zone
 from screenpop.daemon.sdnotify import Notifier
 from screenpop.daemon.sources.fetch import Sources
 from screenpop.daemon.staff import Staff
+from screenpop.db.checkpoint import Checkpointer
 from screenpop.db.database import DatabaseUnreachable, guarded, open_database, outage
 from screenpop.db.migrations import MIGRATIONS, current_version, migrate
 from screenpop.db.models import utcnow
@@ -85,6 +86,8 @@ class Daemon:
         applied = migrate(self.db)
         if applied:
             log.info("database schema migrated to version %d", applied[-1])
+        # SQLite: WAL checkpoints on a native thread, driven by the writer, never inside a commit (db/checkpoint.py)
+        self.checkpointer = Checkpointer(self.db) if isinstance(self.db, peewee.SqliteDatabase) else None
         self.staff = Staff()
         self.staff.load()
         self.numbers = self._number_rules()
@@ -109,7 +112,8 @@ class Daemon:
                              queue_max=config.database.queue_max,
                              on_committed=self.push.push_committed if self.listener is None else None,
                              on_stalled=self.push.push_early, fence=self.election, publisher=publisher,
-                             staff=self.staff, map_path=PathMap(config.recordings.paths).local)
+                             staff=self.staff, map_path=PathMap(config.recordings.paths).local,
+                             checkpointer=self.checkpointer)
         # recordings' files checked once stopped, and deleted after [recordings] keep_days (docs/recordings.md)
         self.keeper = Keeper(config.recordings, self.worker, forget=[analysis_store.forget])
         # the tracker's calls and pops go through the CDR intake, which completes the calls it ends from FreeSWITCH's
@@ -451,6 +455,8 @@ class Daemon:
             self.analyser.stop()
         self.push.stop()
         self.worker.stop()
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         gevent.killall(self._greenlets, timeout=2)
         self.db.close()
         log.info("stopped")

@@ -31,6 +31,7 @@ import peewee
 from screenpop.daemon.calls.tracker import ANSWERED, DONE, IDLE, RINGING, CallState, Party, RecordingState
 from screenpop.daemon.record.pops import POP_COLUMNS
 from screenpop.daemon.staff import Staff
+from screenpop.db.checkpoint import Checkpointer
 from screenpop.db.database import connection_lost, describe_error, drop_dead_connection, outage
 from screenpop.db.models import Call, CallParty
 
@@ -61,12 +62,14 @@ class Writer:
     def __init__(self, db: peewee.Database, e164: Callable[[str], str | None], node: str = "", batch_max: int = 500,
                  queue_max: int = 100000, *, on_committed: Callable[[list[PendingPop]], None] | None = None,
                  on_stalled: Callable[[list[PendingPop]], None] | None = None, fence: Any = None,
-                 publisher: Any = None, staff: Staff, map_path: Callable[[str], str] = lambda path: path):
+                 publisher: Any = None, staff: Staff, map_path: Callable[[str], str] = lambda path: path,
+                 checkpointer: Checkpointer | None = None):
         """on_committed gets each transaction's pops with their ids (the push hub on a single daemon); on_stalled gets
         the pops a failing database has not taken (sent from memory meanwhile); fence: daemon/cluster.py's Election,
         its fence statements first in every transaction; publisher: daemon/push/fanout.py's Publisher on PostgreSQL;
         staff: the employee snapshot the rows take their employee ids from; map_path: where the daemon finds a file
-        FreeSWITCH recorded (daemon/record/recordings.py's PathMap.local)."""
+        FreeSWITCH recorded (daemon/record/recordings.py's PathMap.local); checkpointer: SQLite's WAL checkpoints,
+        ticked between transactions and when idle (db/checkpoint.py)."""
         self.db = db
         self.e164 = e164
         self.node = node
@@ -79,6 +82,7 @@ class Writer:
         self.publisher = publisher
         self.staff = staff
         self.map_path = map_path
+        self.checkpointer = checkpointer
         self.dropped = 0
         self._recordings: list[RecordingState] = []
         self._calls: dict[int, tuple[CallState, int]] = {}
@@ -169,9 +173,11 @@ class Writer:
         while self._running or self._calls or self._pops or self._recordings:
             self._wake.wait(timeout=1.0)
             self._wake.clear()
+            self._tick()
             while self._calls or self._pops or self._recordings:
                 try:
                     self.flush_once()
+                    self._tick()
                     backoff = 0.2
                     failed_with = ""
                     outage.worked()
@@ -196,6 +202,10 @@ class Writer:
                     if not self._running:
                         return
             self._idle.set()
+
+    def _tick(self) -> None:
+        if self.checkpointer is not None and self._running and not self.stalled:
+            self.checkpointer.tick()
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Stop after writing what is queued; False if that did not finish within timeout."""
