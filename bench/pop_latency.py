@@ -14,9 +14,14 @@ Three clocks, each in its own process so none waits on another's work:
 - `dbus-monitor` notes when each new Notify call from the tray (extension 1001) reaches the bus: ring ->
   notification is the whole path to the operator's desktop.
 
-Two phases in the same run: a baseline (2 calls/s, all to 1001), then 100 calls/s over ten extensions.
+Two phases in the same run: a baseline (2 calls/s, all to 1001), then 100 calls/s over ten extensions. On a shared
+machine the other work moves the p99 from run to run, so compare code in the same run: `--code` names checkouts
+(each with its own .venv) whose daemons take turns, `--rounds` times each. `--trace` runs the daemon through
+bench/trace_daemon.py and prints, for each stage of a pop's way through it (frame decoded, dispatched, queued for
+the writer, its transaction, its card, its stream's write), the p50, the p99 and the mean over the slowest 2%.
 
-    python bench/pop_latency.py [--seconds 30] [--keep FOLDER]
+    python bench/pop_latency.py [--seconds 30] [--keep FOLDER] [--trace] [--no-baseline]
+                                [--code ../main --code . --rounds 3]
 
 Not a test: prints numbers, never fails.
 """
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import socket
 import statistics
@@ -65,7 +71,7 @@ while chunk := resp.read1(65536):
     now = time.time()
     for msg in parser.feed(chunk):
         if msg.event == "pop":
-            out.write(f"{now} {msg.data}\n")
+            out.write(f"{now} {msg.id} {msg.data}\n")
 """
 
 
@@ -153,14 +159,14 @@ def notifications(log: Path) -> list[tuple[float, str]]:
     return [(t, "\n".join(args)) for t, args in found if t >= 0 and len(args) > 1 and args[1] == "uint32 0"]
 
 
-def cards(log: Path) -> list[tuple[float, str, str]]:
-    """(time, extension, number) of each `ringing` card the SSE reader got."""
+def cards(log: Path) -> list[tuple[float, str, str, str]]:
+    """(time, extension, number, pop id) of each `ringing` card the SSE reader got."""
     found = []
     for line in log.read_text(encoding="utf-8").splitlines():
-        at, data = line.split(" ", 1)
+        at, pop_id, data = line.split(" ", 2)
         card = json.loads(data)
         if card.get("event") == "ringing":
-            found.append((float(at), card.get("extension") or "", card.get("number") or ""))
+            found.append((float(at), card.get("extension") or "", card.get("number") or "", pop_id))
     return found
 
 
@@ -168,23 +174,39 @@ def _digits(text: str) -> str:
     return re.sub(r"[^0-9]", "", text)
 
 
-def match(rings: list[tuple[float, str, str]], seen: list[tuple], key) -> tuple[list[float], list[tuple]]:
-    """Each ring with the first later sighting that key() says is the same call: (latencies in ms, rings unseen)."""
-    latencies, missing, used = [], [], set()
+def match(rings: list[tuple[float, str, str]], seen: list[tuple], key) -> tuple[list[tuple[float, tuple]], list[tuple]]:
+    """Each ring with the first later sighting that key() says is the same call: ([(latency ms, sighting)], rings
+    unseen)."""
+    found, missing, used = [], [], set()
     for ring in rings:
         at, extension, number = ring
         for i, shown in enumerate(seen):
             if i not in used and shown[0] >= at and key(extension, number, shown):
                 used.add(i)
-                latencies.append((shown[0] - at) * 1000)
+                found.append(((shown[0] - at) * 1000, shown))
                 break
         else:
             missing.append(ring)
-    return latencies, missing
+    return found, missing
 
 
-def phase(folder: Path, desktop: Desktop, recording: Path) -> tuple[list[float], list[float], int]:
-    """One replay through relay, daemon, SSE reader and tray: (daemon share ms, to notification ms, rings)."""
+def start_daemon(folder: Path, config: Path, code: Path, trace: bool) -> Proc:
+    """The daemon of the checkout `code` (its own .venv), through bench/trace_daemon.py when tracing."""
+    python = str(code / ".venv" / "bin" / "python")
+    args = [str(ROOT / "bench" / "trace_daemon.py"), "--config", str(config)] if trace else \
+        ["-m", "screenpop.daemon.cli", "daemon", "--config", str(config)]
+    env = {"SCREENPOP_TRACE": str(folder / "trace.jsonl")} if trace else None
+    proc = Proc.__new__(Proc)  # Proc runs this interpreter; the daemon runs the compared checkout's
+    proc.log_path = folder / "daemon.log"
+    proc._log = open(proc.log_path, "ab")
+    proc.popen = subprocess.Popen([python, *args], stdout=proc._log, stderr=subprocess.STDOUT,
+                                  env={**os.environ, **(env or {})})
+    return proc
+
+
+def phase(folder: Path, desktop: Desktop, recording: Path, code: Path, trace: bool) -> dict:
+    """One replay through relay, daemon, SSE reader and tray: {share: [(ms, card)], shown: [(ms, _)], rings,
+    stages: {pop id: stamps} when traced}."""
     from screenpop.daemon.auth.tokens import create
     from screenpop.db.database import open_database
     from screenpop.db.migrations import migrate
@@ -201,7 +223,7 @@ def phase(folder: Path, desktop: Desktop, recording: Path) -> tuple[list[float],
     relay.start()
     config = write_config(folder / "screenpop.toml", esl_port, db_url, http_port=http_port)
     config.write_text(config.read_text().replace('level = "info"', 'level = "warning"'))
-    d = daemon(folder, config)
+    d = start_daemon(folder, config, code, trace)
     tray_config = folder / "tray.toml"
     subprocess.run([sys.executable, "-m", "screenpop.daemon.cli", "tray", "--setup", "--config", str(tray_config),
                     "--server", f"http://127.0.0.1:{http_port}", "--extension", EXTENSION, "--token", token],
@@ -215,11 +237,13 @@ def phase(folder: Path, desktop: Desktop, recording: Path) -> tuple[list[float],
     reader = subprocess.Popen([sys.executable, "-c", SSE_READER, str(http_port), admin, str(sse_log)],
                               stdout=subprocess.PIPE, text=True)
     reader.stdout.readline()  # "connected"
+    load = os.getloadavg()[0]
     sim = simulator(folder, sim_port, "--replay", str(recording), "--restamp", "--speed", "1", "--linger", "3")
     try:
         sim.wait(600)
         time.sleep(2)
     finally:
+        load = (load + os.getloadavg()[0]) / 2
         for p in (sim, tray):
             p.close()
         reader.terminate()
@@ -238,7 +262,20 @@ def phase(folder: Path, desktop: Desktop, recording: Path) -> tuple[list[float],
     for what, missing, rings in (("card", unseen, relay.rings), ("notification", unshown, mine)):
         if missing:
             print(f"  note: {len(missing)} of {len(rings)} rings had no {what}, e.g. {missing[:3]}")
-    return share, shown, len(relay.rings)
+    stages = {}
+    if trace and (folder / "trace.jsonl").exists():
+        for line in (folder / "trace.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            stages[str(row["id"])] = row
+    return {"share": share, "shown": shown, "rings": len(relay.rings), "stages": stages, "load": load}
+
+
+STAGES = ["recv", "dispatch", "queued", "flush", "commit", "build", "built", "taken", "sent"]
+
+
+def percentile(ms: list[float], q: float) -> float:
+    ms = sorted(ms)
+    return ms[min(len(ms) - 1, int(round(q * (len(ms) - 1))))]
 
 
 def report(name: str, ms: list[float], goal: float | None = None) -> None:
@@ -246,17 +283,47 @@ def report(name: str, ms: list[float], goal: float | None = None) -> None:
         print(f"  {name}: no measurements")
         return
     ms = sorted(ms)
-    p99 = ms[min(len(ms) - 1, int(round(0.99 * (len(ms) - 1))))]
+    p99 = percentile(ms, 0.99)
     verdict = f"  (goal p99 < {goal:g} ms: {'met' if p99 < goal else 'not met'})" if goal else ""
     print(f"  {name}: {len(ms)} pops, p50 {statistics.median(ms):.1f} ms, p99 {p99:.1f} ms, "
           f"max {ms[-1]:.1f} ms{verdict}")
+
+
+def report_stages(share: list[tuple[float, tuple]], stages: dict) -> None:
+    """Where the time goes: each stage's p50 / p99, and its mean over the slowest 2% of pops (the tail)."""
+    rows = []
+    for ms, card in share:
+        s = stages.get(card[3])
+        if s is None or not all(s.get(k) for k in STAGES):
+            continue
+        times = [card[0] - ms / 1000, *(s[k] for k in STAGES), card[0]]
+        rows.append((ms, [(b - a) * 1000 for a, b in zip(times, times[1:])]))
+    if not rows:
+        print("  stages: no traced pops")
+        return
+    names = ["relay>recv", *(f"{a}>{b}" for a, b in zip(STAGES, STAGES[1:])), "sent>reader"]
+    rows.sort()
+    tail = rows[-max(1, len(rows) // 50):]
+    print(f"  stages of {len(rows)} traced pops (ms): p50 / p99 / mean over the slowest {len(tail)}")
+    for i, name in enumerate(names):
+        column = [r[1][i] for r in rows]
+        print(f"    {name:<16} {statistics.median(column):7.2f} {percentile(column, 0.99):7.2f} "
+              f"{statistics.fmean(r[1][i] for r in tail):7.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds of calls in the loaded phase")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (logs, recordings, databases)")
+    parser.add_argument("--code", type=Path, action="append",
+                        help="a checkout (with its .venv) whose daemon to measure; repeat to compare, interleaved "
+                             "(default: this one)")
+    parser.add_argument("--rounds", type=int, default=1, help="loaded runs per checkout, interleaved")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the 2 calls/s phase")
+    parser.add_argument("--trace", action="store_true",
+                        help="run the daemon through bench/trace_daemon.py and print where each pop's time goes")
     args = parser.parse_args()
+    codes = [c.resolve() for c in args.code] if args.code else [ROOT]
     missing = missing_tools()
     if missing:
         print(f"pop latency: needs {', '.join(missing)} (run .ci/setup)")
@@ -271,17 +338,34 @@ def main() -> None:
             recordings[name] = folder / f"load{i}.plain.esl"
             record(recordings[name], "--rate", str(rate), "--duration", str(seconds), "--mix", "inbound_answered=1",
                    "--extensions", extensions, "--seed", "9")
+        plan = [] if args.no_baseline else [(name, code, 0) for name in list(runs)[:1] for code in codes]
+        plan += [(list(runs)[1], code, r) for r in range(args.rounds) for code in codes]
         desktop = Desktop(folder / "desktop").start()
-        results = {}
+        results = []
         try:
-            for i, name in enumerate(runs):
-                results[name] = phase(folder / f"phase{i}", desktop, recordings[name])
+            for i, (name, code, r) in enumerate(plan):
+                result = phase(folder / f"phase{i}", desktop, recordings[name], code, args.trace)
+                results.append((name, code, r, result))
+                print(f"{name}, {code} (round {r + 1}): load average {result['load']:.1f}, p99 "
+                      f"{percentile([m for m, _ in result['share']], 0.99) if result['share'] else 0:.1f} ms",
+                      flush=True)
         finally:
             desktop.stop()
-    for name, (share, shown, rings) in results.items():
-        print(f"{name} ({rings} rings relayed)")
-        report("daemon's share, event frame in -> SSE card out (every extension)", share, 5)
-        report("simulator -> notification on the bus (1001)", shown, 20)
+    for name, code, r, result in results:
+        print(f"{name}, daemon of {code}, round {r + 1} ({result['rings']} rings relayed, load average "
+              f"{result['load']:.1f})")
+        report("daemon's share, event frame in -> SSE card out (every extension)", [m for m, _ in result["share"]], 5)
+        report("simulator -> notification on the bus (1001)", [m for m, _ in result["shown"]], 20)
+        if args.trace:
+            report_stages(result["share"], result["stages"])
+    if len(codes) > 1 or args.rounds > 1:
+        print("all loaded rounds pooled, per checkout")
+        for code in codes:
+            mine = [res for name, c, _, res in results if c == code and name.startswith("loaded")]
+            p99s = ", ".join(f"{percentile([m for m, _ in x['share']], 0.99):.1f}" for x in mine if x["share"])
+            print(f" {code}: loaded runs' p99 {p99s} ms")
+            report("daemon's share", [m for x in mine for m, _ in x["share"]], 5)
+            report("to notification", [m for x in mine for m, _ in x["shown"]], 20)
 
 
 if __name__ == "__main__":
