@@ -59,7 +59,7 @@ class Checkpointer:
                 self._failed(error)
             else:
                 self._worked()
-        if self._pass is None and time.monotonic() >= self._next:
+        if self._pass is None and not self._stopped and time.monotonic() >= self._next:  # stop() may come meanwhile
             self._next = time.monotonic() + self.interval
             self._pass, self._background = self._run("PASSIVE"), True
 
