@@ -113,7 +113,8 @@ class Daemon:
                              on_committed=self.push.push_committed if self.listener is None else None,
                              on_stalled=self.push.push_early, fence=self.election, publisher=publisher,
                              staff=self.staff, map_path=PathMap(config.recordings.paths).local,
-                             checkpointer=self.checkpointer)
+                             checkpointer=self.checkpointer,
+                             on_queued=self.push.push_queued if isinstance(self.db, peewee.SqliteDatabase) else None)
         # recordings' files checked once stopped, and deleted after [recordings] keep_days (docs/recordings.md)
         self.keeper = Keeper(config.recordings, self.worker, forget=[analysis_store.forget])
         # the tracker's calls and pops go through the CDR intake, which completes the calls it ends from FreeSWITCH's
@@ -320,6 +321,8 @@ class Daemon:
         the rest of the start, and calls must not wait for them. A port in use or a bad certificate stops the start."""
         self.worker.start()
         self.push.start()
+        if self.writer.on_queued is not None:
+            self.writer.reserve_ids()  # before the first event: pops go out with their ids before they are stored
         self._greenlets = [gevent.spawn(self.writer.run), gevent.spawn(self._reload_employees),
                            gevent.spawn(self.cdr.prune_forever, self._stopped),
                            gevent.spawn(self.keeper.run, self._stopped)]

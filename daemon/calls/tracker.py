@@ -194,6 +194,13 @@ class CallState:
     db_id: int | None = None
     stored: tuple | None = field(default=None, repr=False)  # the call row as the writer last stored it
 
+    def taken_by(self, extension: str, at: dt.datetime) -> str | None:
+        """Who took the call extension was ringing for: the latest other party to answer up to at (card.py asks the
+        stored parties the same for pops read back from the database)."""
+        answered = [p for p in self.parties.values()
+                    if p.extension != extension and p.answered_at is not None and p.answered_at <= at]
+        return max(answered, key=lambda p: p.answered_at).extension if answered else None
+
     @property
     def missed(self) -> bool:
         """Nobody the call was meant for picked up (INCOMING or INTERNAL); OUTGOING calls are never missed."""

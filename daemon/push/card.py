@@ -102,7 +102,7 @@ class CardBuilder:
             f"LEFT JOIN category k ON k.name = c.category WHERE c.id = {p} ORDER BY o.id LIMIT {MAX_ORDERS}"
         )
         # who took a call another extension was ringing for: the latest to answer up to that moment (a transfer
-        # can bring in a second answerer)
+        # can bring in a second answerer); the rule of CallState.taken_by, which live pops carry, over stored parties
         self._sql_taken = (
             "SELECT p.extension FROM call_party p JOIN call c ON c.id = p.call_id "
             f"WHERE c.uuid = {p} AND p.extension <> {p} AND p.answered_at IS NOT NULL AND p.answered_at <= {p} "
@@ -143,7 +143,7 @@ class CardBuilder:
             "number": pop.number,
             "caller_name": pop.name,
             "colleague": self.staff.name(pop.number) if internal else None,
-            "taken_by": self._taken_by(pop) if pop.event == "answered_elsewhere" and not offline else None,
+            "taken_by": self._taken_by(pop, offline) if pop.event == "answered_elsewhere" else None,
             "matches": pop.matches,
             "customer": customer,
             "candidates": candidates,
@@ -202,10 +202,19 @@ class CardBuilder:
     def _dialable(self, number: str) -> bool:
         return bool(number) and self.lookup().rules.classify(number).kind == "e164"
 
-    def _taken_by(self, pop: PopRow) -> dict | None:
-        """Who answered the call this extension was ringing for: {extension, name}, or None if it is not stored."""
-        row = self.db.execute_sql(self._sql_taken, (pop.uuid, pop.extension, pop.at)).fetchone()
-        return {"extension": row[0], "name": self.staff.name(row[0])} if row else None
+    def _taken_by(self, pop: PopRow, offline: bool) -> dict | None:
+        """Who answered the call this extension was ringing for: {extension, name}; a live pop says (its parties may
+        not be stored yet), a replayed one is asked of the stored parties; None if neither knows."""
+        if pop.taken_by is not None:
+            extension = pop.taken_by
+        elif offline:
+            return None
+        else:
+            row = self.db.execute_sql(self._sql_taken, (pop.uuid, pop.extension, pop.at)).fetchone()
+            if row is None:
+                return None
+            extension = row[0]
+        return {"extension": extension, "name": self.staff.name(extension)}
 
     def _callable(self, number: str) -> bool:
         """Whether click-to-call takes this number (POST /api/v1/originate): the same rule, the number rules' dial form."""

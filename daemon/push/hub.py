@@ -1,4 +1,4 @@
-"""Operator push: committed pops become cards on the Server-Sent Events streams of their extension.
+"""Operator push: pops become cards on the Server-Sent Events streams of their extension.
 
 The writer calls ``PushHub.push_committed`` after every commit (the pops then have their CallEvent ids). On the
 database worker (db/worker.py: one greenlet with a connection of its own, which the HTTP side shares) the hub
@@ -14,6 +14,12 @@ With several daemons on PostgreSQL, committed pops come in through ``push_stored
 daemon's in one id order, instead of ``push_committed``. While the database is out of reach the writer hands
 its pops to ``push_early``: they go out at once as cards without an id (built from what is cached); once they are
 stored, the streams that had them get only their id (an id-only frame moves Last-Event-ID, shows nothing).
+
+On SQLite the writer draws each pop's id when it queues the pop and hands it to ``push_queued`` at once: the card
+goes out with its id before the pop is stored (daemon/record/writer.py says why ids drawn early are never drawn
+again). Its commit then sends it only to the streams that did not have it: those that opened since. A stream opened
+while pops it was not sent are still unstored gets nothing early until they all are (``Subscriber.early``), so it
+gets every pop, in id order, from the commits until then: the Last-Event-ID rule (nothing twice, nothing lost) holds.
 
 With sources configured (daemon/sources/), a pop that rings goes out with what they are known to say (often
 nothing yet) and asks them without waiting; when they have answered, the same card follows as an `update` frame
@@ -58,9 +64,10 @@ ASKING_EVENTS = ("ringing", "dialing")  # pops whose number the sources are aske
 class Subscriber:
     """One open stream: an extension (or ALL), the token it came with, and its queue of (id, frame)."""
 
-    __slots__ = ("extension", "token_id", "frames", "wake", "reason", "sock", "limit")
+    __slots__ = ("extension", "token_id", "frames", "wake", "reason", "sock", "limit", "early")
 
-    def __init__(self, extension: str, token_id: int | None, sock: Any = None, limit: int = QUEUE_MAX) -> None:
+    def __init__(self, extension: str, token_id: int | None, sock: Any = None, limit: int = QUEUE_MAX,
+                 early: bool = True) -> None:
         self.extension = extension
         self.token_id = token_id
         self.frames: deque[tuple[int | None, bytes]] = deque()
@@ -68,6 +75,7 @@ class Subscriber:
         self.reason = ""
         self.sock = sock
         self.limit = limit
+        self.early = early  # gets pops as they are queued (push_queued), not only once stored
 
     def push(self, pop_id: int | None, frame: bytes) -> None:
         if self.reason:
@@ -120,6 +128,9 @@ class PushHub:
         self._sql_replay_all = f"SELECT {POP_COLUMNS} FROM call_event WHERE id > {p} ORDER BY id LIMIT {REPLAY_PAGE}"
         self._sql_check = tokens.check_sql(p)
         self._early: OrderedDict[tuple, set[Subscriber]] = OrderedDict()
+        # pops sent as queued and not stored yet, in id order: id -> (the streams that had them, with their id or not)
+        self._queued: OrderedDict[int, tuple[set[Subscriber], bool]] = OrderedDict()
+        self._late: set[Subscriber] = set()  # streams that get pops only once stored, until nothing is in _queued
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -163,14 +174,24 @@ class PushHub:
             while len(self._early) > EARLY_MAX:
                 self._early.popitem(last=False)
 
+    def push_queued(self, pop, shown: bool) -> None:
+        """SQLite: a pop as the writer queues it, with the id it will be stored under (shown: trays may have that id;
+        otherwise it goes without one), to its streams now; never blocks the writer."""
+        row = PopRow.from_pending(pop)
+        self.worker.post(self._fan_out_queued, row if shown else row._replace(id=None), pop.id)
+
     # ---- the HTTP side -------------------------------------------------------------------
 
     def subscribe(self, extension: str, token_id: int | None, sock: Any = None) -> Subscriber:
-        sub = Subscriber(extension, token_id, sock, self.queue_max)
+        # pops sent as queued but not stored yet would reach a new stream only after later ones: early only without
+        sub = Subscriber(extension, token_id, sock, self.queue_max, early=not self._queued)
+        if not sub.early:
+            self._late.add(sub)
         self.subscribers.setdefault(extension, set()).add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
+        self._late.discard(sub)
         subs = self.subscribers.get(sub.extension)
         if subs is not None:
             subs.discard(sub)
@@ -223,12 +244,55 @@ class PushHub:
         firehose = self.subscribers.get(ALL)
         for row in rows:
             had_it = self._early.pop(_key(row), ()) if self._early else ()
+            queued = self._stored(row.id) if self._queued else None
             subs = self.subscribers.get(row.extension)
             if not subs and not firehose:
                 continue
-            frame = self.cards.frame(row, sources=self._sources(row, ask=True))
+            frame = None
             for sub in list(subs or ()) + list(firehose or ()):
-                sub.push(row.id, f"id: {row.id}\n\n".encode() if sub in had_it else frame)
+                if queued is not None and sub in queued[0]:
+                    if not queued[1]:
+                        sub.push(row.id, f"id: {row.id}\n\n".encode())  # it went without its id: now it has one
+                elif sub in had_it:
+                    sub.push(row.id, f"id: {row.id}\n\n".encode())
+                else:
+                    if frame is None:  # the sources were asked if its card was built when it was queued
+                        frame = self.cards.frame(row, sources=self._sources(row, ask=not (queued and queued[0])))
+                    sub.push(row.id, frame)
+        if self._late and not self._queued:  # every pop sent as queued is stored: later ones may go to all as queued
+            for sub in self._late:
+                sub.early = True
+            self._late.clear()
+
+    def _fan_out_queued(self, row: PopRow, pop_id: int) -> None:
+        """On the database worker: a pop not stored yet, to the streams that take pops as queued. Its card reads the
+        customer's data; while the database fails, it is built from what is cached."""
+        receivers = [sub for sub in list(self.subscribers.get(row.extension, ())) + list(self.subscribers.get(ALL, ()))
+                     if sub.early]
+        self._queued[pop_id] = (set(receivers), row.id is not None)
+        if not receivers:
+            return
+        try:
+            frame = guarded(self.db, self.cards.frame, row, False, self._sources(row, ask=True))
+        except peewee.DatabaseError as exc:
+            if not isinstance(exc, DatabaseUnreachable):
+                log.warning("could not build the card of pop %s (%s); sending it from what is cached", pop_id, exc)
+                self.worker.reconnect_later()
+            frame = self.cards.frame(row, True, self._sources(row))
+        for sub in receivers:
+            sub.push(row.id, frame)
+
+    def _stored(self, pop_id: int) -> tuple[set[Subscriber], bool] | None:
+        """A pop sent as queued is stored now: who had it; pops drawn before it and never stored (the write queue
+        was full) are forgotten."""
+        while self._queued:
+            first = next(iter(self._queued))
+            if first > pop_id:
+                return None
+            had = self._queued.pop(first)
+            if first == pop_id:
+                return had
+        return None
 
     # ---- the sources ---------------------------------------------------------------------
 

@@ -19,12 +19,13 @@ class PopRow(NamedTuple):
     name: str
     customer_id: int | None
     matches: int
+    taken_by: str | None = None  # live pops: who took a call answered elsewhere (replays ask the stored parties)
 
     @classmethod
     def from_pending(cls, p) -> "PopRow":
         """From the writer's committed PendingPop."""
         return cls(p.id, p.event, p.call.uuid, p.direction, p.at, p.extension, p.peer_number or "", p.peer_name or "",
-                   p.customer_id, p.matches)
+                   p.customer_id, p.matches, p.taken_by)
 
 
 # The columns of call_event in PopRow order, for replay queries.

@@ -7,6 +7,14 @@ nothing is lost, and a call row is never inserted twice because its id is kept o
 fails, pops are handed to ``on_stalled`` (the push hub sends them from memory) as well as kept; the queue
 holds at most ``queue_max`` pops, and pops beyond that are pushed but not stored (one ERROR line says so).
 
+On SQLite (one daemon, one writer) the writer draws each pop's CallEvent id itself when the pop is queued and
+hands the pop to ``on_queued`` at once: the push hub sends it with that id before it is stored, so the pop's way
+to the tray never waits for a transaction. Ids are drawn only below a reservation kept in the database (the
+``setting`` row ``pop_ids_reserved``, moved RESERVE_IDS ahead whenever half is used, in the same transaction as
+the pops): after a crash the next daemon draws above every id a tray may have been shown, so a tray's
+Last-Event-ID never skips a pop stored later. A pop drawn past the reservation (the database has been failing
+for thousands of pops) goes out without its id, as pops do from ``on_stalled``.
+
 On PostgreSQL a batch is one round trip whatever its size, in psycopg's pipeline mode: BEGIN, the fence, the
 order lock, the new calls (inserted whole, or updated where a restart or takeover stored them already), the
 changed calls, the parties, the pops (and their NOTIFY) and COMMIT. Rows refer to their call by its uuid, so no
@@ -36,6 +44,8 @@ from screenpop.db.database import connection_lost, describe_error, drop_dead_con
 from screenpop.db.models import Call, CallParty
 
 log = logging.getLogger("screenpop.writer")
+RESERVE_IDS = 10000  # SQLite: pop ids reserved ahead of the ones drawn (see the module's docstring)
+RESERVED_KEY = "pop_ids_reserved"
 
 
 
@@ -54,6 +64,7 @@ class PendingPop:
     matches: int
     id: int | None = None
     early: bool = False  # pushed from memory before it was stored
+    taken_by: str | None = None  # answered_elsewhere: the extension that took the call (CallState.taken_by)
 
 
 class Writer:
@@ -63,13 +74,15 @@ class Writer:
                  queue_max: int = 100000, *, on_committed: Callable[[list[PendingPop]], None] | None = None,
                  on_stalled: Callable[[list[PendingPop]], None] | None = None, fence: Any = None,
                  publisher: Any = None, staff: Staff, map_path: Callable[[str], str] = lambda path: path,
-                 checkpointer: Checkpointer | None = None):
+                 checkpointer: Checkpointer | None = None,
+                 on_queued: Callable[[PendingPop, bool], None] | None = None):
         """on_committed gets each transaction's pops with their ids (the push hub on a single daemon); on_stalled gets
         the pops a failing database has not taken (sent from memory meanwhile); fence: daemon/cluster.py's Election,
         its fence statements first in every transaction; publisher: daemon/push/fanout.py's Publisher on PostgreSQL;
         staff: the employee snapshot the rows take their employee ids from; map_path: where the daemon finds a file
         FreeSWITCH recorded (daemon/record/recordings.py's PathMap.local); checkpointer: SQLite's WAL checkpoints,
-        ticked between transactions and when idle (db/checkpoint.py)."""
+        ticked between transactions and when idle (db/checkpoint.py); on_queued: SQLite, once reserve_ids() has run,
+        gets each pop as it is queued with the id it will be stored under, and whether trays may be shown that id."""
         self.db = db
         self.e164 = e164
         self.node = node
@@ -83,6 +96,10 @@ class Writer:
         self.staff = staff
         self.map_path = map_path
         self.checkpointer = checkpointer
+        self.on_queued = on_queued
+        self._next_id: int | None = None  # the next pop id to draw, once reserve_ids() has run
+        self._reserved = 0  # ids up to this one are reserved in the database: they may be shown before stored
+        self._reserving = 0  # the reservation the transaction being written moves it to
         self.dropped = 0
         self._recordings: list[RecordingState] = []
         self._calls: dict[int, tuple[CallState, int]] = {}
@@ -97,6 +114,8 @@ class Writer:
         self._calls_cursor = None  # ... and the new calls' (id, uuid)
         self._new_calls: list[tuple[CallState, tuple]] = []  # the calls that cursor's rows are, with their rows
         self._prepare_sql()
+        if self._returning:
+            self.on_queued = None  # PostgreSQL gives the ids, in commit order across daemons (daemon/push/fanout.py)
 
     # ---- Sink -----------------------------------------------------------------------------
 
@@ -116,18 +135,39 @@ class Writer:
         """Queue one CallEvent row (pushed at once from memory while the database fails)."""
         self._queue_call(call)
         pending = PendingPop(call, extension, event, at, peer_number, peer_name, call.direction, call.customer_id,
-                             call.matches)
-        if len(self._pops) >= self.queue_max:
+                             call.matches, taken_by=call.taken_by(extension, at) if event == "answered_elsewhere" else None)
+        full = len(self._pops) >= self.queue_max
+        if full:
             if not self.dropped:
                 log.error("write queue full (%d pops): further pops are pushed to trays but NOT stored until the "
                           "database takes writes again", self.queue_max)
             self.dropped += 1
+        else:
+            self._pops.append(pending)
+        if self._next_id is not None and self.on_queued is not None:
+            pending.id, pending.early = self._next_id, True
+            self._next_id += 1
+            self.on_queued(pending, not full and pending.id <= self._reserved)
+        elif full or self.stalled:
             self._push_early([pending])
-            return
-        self._pops.append(pending)
-        if self.stalled:
-            self._push_early([pending])
-        self._kick()
+        if not full:
+            self._kick()  # after on_queued: the push hub's turn comes before the writer's
+
+    def reserve_ids(self) -> None:
+        """SQLite with on_queued: draw pop ids from now on, above every id stored or reserved before (a daemon that
+        crashed may have shown trays ids it never stored), and reserve the next RESERVE_IDS. Once, before any pop."""
+        p = self.db.param
+        with self.db.atomic():
+            stored = self.db.execute_sql("SELECT max(id) FROM call_event").fetchone()[0] or 0
+            row = self.db.execute_sql(f"SELECT value FROM setting WHERE key = {p}", (RESERVED_KEY,)).fetchone()
+            top = max(stored, int(row[0]) if row else 0)
+            self._write_reservation(top + RESERVE_IDS)
+        self._next_id, self._reserved = top + 1, top + RESERVE_IDS
+
+    def _write_reservation(self, up_to: int) -> None:
+        p = self.db.param
+        self.db.execute_sql(f"INSERT INTO setting (key, value) VALUES ({p}, {p}) "
+                            "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (RESERVED_KEY, str(up_to)))
 
     def save_recording(self, recording: RecordingState) -> None:
         """Queue a recording's start or stop: its row is inserted, or completed, by (call, path)."""
@@ -173,6 +213,7 @@ class Writer:
         while self._running or self._calls or self._pops or self._recordings:
             self._wake.wait(timeout=1.0)
             self._wake.clear()
+            gevent.sleep(0)  # the streams woken with this wake-up send first: the pops they carry wait for no commit
             self._tick()
             while self._calls or self._pops or self._recordings:
                 try:
@@ -233,7 +274,8 @@ class Writer:
             self._take_ids(pops)
         except peewee.DatabaseError:
             for pop in pops:
-                pop.id = None
+                if self._next_id is None:  # the database gave it; drawn ids stay the pops' own
+                    pop.id = None
             for call, db_id, stored in before:
                 call.db_id, call.stored = db_id, stored  # rolled back with the rest
             for party, stored in dirty:
@@ -241,6 +283,7 @@ class Writer:
             raise
         del self._pops[: len(pops)]
         del self._recordings[: len(recordings)]
+        self._reserved = max(self._reserved, self._reserving)
         if self.on_committed is not None:
             try:
                 self.on_committed(pops)
@@ -303,7 +346,13 @@ class Writer:
         self._execute_many(self._sql_upsert_party, list(party_rows.values()))
         for pop in pops:
             row = tuple(map(adapt, (pop.call.db_id, *_pop_values(pop))))
-            pop.id = self.db.execute_sql(self._sql_insert_pop, row).lastrowid
+            if self._next_id is None:
+                pop.id = self.db.execute_sql(self._sql_insert_pop, row).lastrowid
+            else:
+                self.db.execute_sql(self._sql_insert_drawn_pop, (pop.id, *row))
+        if self._next_id is not None and self._next_id + RESERVE_IDS // 2 > self._reserved:
+            self._reserving = self._next_id + RESERVE_IDS  # stored with these pops; in force once committed
+            self._write_reservation(self._reserving)
 
     def _queue_batch(self, calls: list[CallState], pops: list[PendingPop], rows: dict[int, tuple]) -> None:
         """PostgreSQL: the batch's statements, one a table with one JSON parameter (psycopg's array dumpers cost
@@ -462,6 +511,9 @@ class Writer:
         pop_names = [name for name, _ in POP_ROW_COLUMNS]
         self._sql_insert_pop = (
             f"INSERT INTO call_event ({', '.join(pop_names)}) VALUES ({', '.join([p] * len(pop_names))})"
+        )
+        self._sql_insert_drawn_pop = (
+            f"INSERT INTO call_event (id, {', '.join(pop_names)}) VALUES ({', '.join([p] * (len(pop_names) + 1))})"
         )
         # ORDER BY n: PostgreSQL draws the serial ids in that order, so the sorted ids are the pops' in batch order
         self._sql_insert_pops = (
