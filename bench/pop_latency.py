@@ -49,6 +49,7 @@ from desktop import Desktop, missing_tools  # noqa: E402
 from support import Proc, daemon, free_port, simulator, wait_for, write_config  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
+from checkouts import daemon_of  # noqa: E402
 from recording import record  # noqa: E402
 
 EXTENSION = "1001"
@@ -190,20 +191,6 @@ def match(rings: list[tuple[float, str, str]], seen: list[tuple], key) -> tuple[
     return found, missing
 
 
-def start_daemon(folder: Path, config: Path, code: Path, trace: bool) -> Proc:
-    """The daemon of the checkout `code` (its own .venv), through bench/trace_daemon.py when tracing."""
-    python = str(code / ".venv" / "bin" / "python")
-    args = [str(ROOT / "bench" / "trace_daemon.py"), "--config", str(config)] if trace else \
-        ["-m", "screenpop.daemon.cli", "daemon", "--config", str(config)]
-    env = {"SCREENPOP_TRACE": str(folder / "trace.jsonl")} if trace else None
-    proc = Proc.__new__(Proc)  # Proc runs this interpreter; the daemon runs the compared checkout's
-    proc.log_path = folder / "daemon.log"
-    proc._log = open(proc.log_path, "ab")
-    proc.popen = subprocess.Popen([python, *args], stdout=proc._log, stderr=subprocess.STDOUT,
-                                  env={**os.environ, **(env or {})})
-    return proc
-
-
 def phase(folder: Path, desktop: Desktop, recording: Path, code: Path, trace: bool) -> dict:
     """One replay through relay, daemon, SSE reader and tray: {share: [(ms, card)], shown: [(ms, _)], rings,
     stages: {pop id: stamps} when traced}."""
@@ -223,7 +210,7 @@ def phase(folder: Path, desktop: Desktop, recording: Path, code: Path, trace: bo
     relay.start()
     config = write_config(folder / "screenpop.toml", esl_port, db_url, http_port=http_port)
     config.write_text(config.read_text().replace('level = "info"', 'level = "warning"'))
-    d = start_daemon(folder, config, code, trace)
+    d = daemon_of(code, folder, config, trace)
     tray_config = folder / "tray.toml"
     subprocess.run([sys.executable, "-m", "screenpop.daemon.cli", "tray", "--setup", "--config", str(tray_config),
                     "--server", f"http://127.0.0.1:{http_port}", "--extension", EXTENSION, "--token", token],
@@ -270,7 +257,7 @@ def phase(folder: Path, desktop: Desktop, recording: Path, code: Path, trace: bo
     return {"share": share, "shown": shown, "rings": len(relay.rings), "stages": stages, "load": load}
 
 
-STAGES = ["recv", "dispatch", "queued", "flush", "commit", "build", "built", "taken", "sent"]
+STAGES = ["recv", "dispatch", "queued", "build", "built", "taken", "sent"]  # the pop's way (the write: queued>commit)
 
 
 def percentile(ms: list[float], q: float) -> float:
@@ -294,14 +281,14 @@ def report_stages(share: list[tuple[float, tuple]], stages: dict) -> None:
     rows = []
     for ms, card in share:
         s = stages.get(card[3])
-        if s is None or not all(s.get(k) for k in STAGES):
+        if s is None or not all(s.get(k) for k in [*STAGES, "commit"]):
             continue
         times = [card[0] - ms / 1000, *(s[k] for k in STAGES), card[0]]
-        rows.append((ms, [(b - a) * 1000 for a, b in zip(times, times[1:])]))
+        rows.append((ms, [(b - a) * 1000 for a, b in zip(times, times[1:])] + [(s["commit"] - s["queued"]) * 1000]))
     if not rows:
         print("  stages: no traced pops")
         return
-    names = ["relay>recv", *(f"{a}>{b}" for a, b in zip(STAGES, STAGES[1:])), "sent>reader"]
+    names = ["relay>recv", *(f"{a}>{b}" for a, b in zip(STAGES, STAGES[1:])), "sent>reader", "(queued>commit)"]
     rows.sort()
     tail = rows[-max(1, len(rows) // 50):]
     print(f"  stages of {len(rows)} traced pops (ms): p50 / p99 / mean over the slowest {len(tail)}")

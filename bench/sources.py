@@ -22,7 +22,10 @@ The first WARM_UP seconds of each phase are left out.
 - pops without an update: each should have one (every number is known to the source); the daemon's log says
   why not (a source timing out or paused, the pool full).
 
-    python bench/sources.py [--seconds 20] [--rate 100] [--delay 0.05]
+    python bench/sources.py [--seconds 20] [--rate 100] [--delay 0.05] [--code ../main --code . --rounds 3]
+
+With `--code` (checkouts, each with its own .venv) only the http phase runs, once per checkout per round, the
+checkouts taking turns: on a shared machine, compare code in the same run.
 
 Not a test: prints numbers, never fails.
 """
@@ -33,6 +36,7 @@ import datetime as dt
 import http.client
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -43,9 +47,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support import daemon, free_port, http_ready, simulator, wait_for, write_config  # noqa: E402
+from support import free_port, http_ready, simulator, wait_for, write_config  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
+from checkouts import daemon_of  # noqa: E402
 from recording import record  # noqa: E402
 
 from screenpop.tray.stream import SSEParser  # noqa: E402
@@ -117,13 +122,15 @@ def served(log: Path) -> dict[str, list[tuple[float, float]]]:
     return out
 
 
-def phase(folder: Path, name: str, sources: str, recording: Path, delay: float, requests: Path | None) -> None:
-    """One replay of the recording through the daemon with these sources; requests: the HTTP service's log."""
+def phase(folder: Path, name: str, sources: str, recording: Path, delay: float, requests: Path | None,
+          code: Path = ROOT) -> None:
+    """One replay of the recording through the daemon of checkout code with these sources; requests: the HTTP
+    service's log."""
     from screenpop.daemon.auth import tokens
     from screenpop.db.database import open_database
     from screenpop.db.migrations import migrate
 
-    work = folder / name
+    work = folder / re.sub(r"[^\w.-]+", "_", name)
     work.mkdir()
     url = f"sqlite:///{work / 'screenpop.db'}"
     db = open_database(url)
@@ -132,7 +139,7 @@ def phase(folder: Path, name: str, sources: str, recording: Path, delay: float, 
     db.close()
     esl, web = free_port(), free_port()
     config = write_config(work / "screenpop.toml", esl, url, http_port=web, sources=sources)
-    d = daemon(work, config)
+    d = daemon_of(code, work, config)
     try:
         wait_for(lambda: http_ready(f"http://127.0.0.1:{web}") or d.popen.poll() is not None, 30, "the daemon")
         reader = Reader(web, admin)
@@ -181,6 +188,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--rate", type=float, default=100.0)
     ap.add_argument("--delay", type=float, default=0.05, help="the http source's own latency, seconds")
+    ap.add_argument("--code", type=Path, action="append", help="a checkout whose daemon to measure (repeat to compare)")
+    ap.add_argument("--rounds", type=int, default=1, help="http phases per checkout, taking turns")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="screenpop-bench-sources-") as tmp:
         folder = Path(tmp)
@@ -199,6 +208,12 @@ def main() -> None:
         try:
             print(f"{args.rate:g} calls/s for {args.seconds:g} s over 50 extensions, a number of {count} each call "
                   f"(a recorded stream replayed restamped); uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+            if args.code:
+                for r in range(args.rounds):
+                    for code in args.code:
+                        phase(folder, f"http source ({args.delay * 1000:g} ms), {code.resolve()}, round {r + 1}",
+                              http_source, recording, args.delay, requests, code.resolve())
+                return
             phase(folder, "no source", "", recording, args.delay, None)
             phase(folder, f"http source ({args.delay * 1000:g} ms)", http_source, recording, args.delay, requests)
             try:

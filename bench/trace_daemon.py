@@ -9,7 +9,8 @@ the daemon stops, with wall-clock times (time.time(), comparable with the bench'
     queued    the pop queued for the writer
     flush     the writer's transaction holding it starts
     commit    that transaction committed (the writer hands the pops to the hub)
-    build     the database worker starts building its card
+    build     the database worker starts building its card (after commit, or where the writer draws the pops'
+              ids itself, as soon as it is queued)
     built     its frame queued to the streams
     taken     the stream greenlet takes it (first stream to; `stream` says which extension's)
     sent      that stream's write of it returned
@@ -67,12 +68,18 @@ def _on_event(orig):
 
 
 def _queue_pop(orig):
-    def inner(self, *args, **kwargs):
+    def inner(self, call, extension, event, *args, **kwargs):
+        t = now()
         before = self._pops[-1] if self._pops else None
-        orig(self, *args, **kwargs)
+        orig(self, call, extension, event, *args, **kwargs)
         if self._pops and self._pops[-1] is not before:
-            pending[id(self._pops[-1])] = {"recv": current.get("recv", 0.0), "dispatch": current.get("dispatch", 0.0),
-                                           "queued": now()}
+            pop = self._pops[-1]
+            s = {"recv": current.get("recv", 0.0), "dispatch": current.get("dispatch", 0.0), "queued": t,
+                 "extension": extension, "event": event}
+            if pop.id is not None:  # the writer drew its id: its card may be built before it is stored
+                stamps[pop.id] = s
+            else:
+                pending[id(pop)] = s
     return inner
 
 
@@ -89,8 +96,10 @@ def _push_committed(orig):
         for pop in pops:
             s = pending.pop(id(pop), None)
             if s is not None and pop.id is not None:
-                stamps[pop.id] = {**s, "flush": flush_started[0], "commit": t, "extension": pop.extension,
-                                  "event": pop.event}
+                stamps[pop.id] = s
+            s = stamps.get(pop.id)
+            if s is not None:
+                s["flush"], s["commit"] = flush_started[0], t
         return orig(self, pops)
     return inner
 
