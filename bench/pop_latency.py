@@ -101,6 +101,9 @@ class Relay(threading.Thread):
         except OSError:
             client.close()
             return
+        for sock in (client, upstream):  # as the simulator's own socket: without it, Nagle holds a frame sent while
+            # the one before is unacknowledged until the daemon's delayed ACK (the relay's own ~20 ms p99 until now)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         threading.Thread(target=self._up, args=(client, upstream), daemon=True).start()
         self._down(upstream, client)
 
@@ -238,6 +241,7 @@ def phase(folder: Path, desktop: Desktop, recording: Path, code: Path, trace: bo
         d.close()
         monitor.terminate()
         relay.server.close()
+    (folder / "rings.jsonl").write_text("".join(json.dumps(r) + "\n" for r in relay.rings))
     monitor_log = folder / "dbus-monitor.log"
     monitor_log.write_bytes(monitor_out.read_bytes())
     monitor_out.unlink()
