@@ -12,7 +12,7 @@ import pytest
 
 from screenpop.daemon.analysis import store
 from screenpop.daemon.config import RecordingsConfig
-from screenpop.db.models import Call, CallParty, Customer, Employee, PhraseAlert, PhraseMatch
+from screenpop.db.models import Call, CallParty, Customer, Employee, PhraseAlert, PhraseMatch, Recording
 
 from support import Api, post_form, signed_in
 
@@ -42,6 +42,8 @@ def site(db, tmp_path):
         call = Call.create(uuid="c1", direction="INCOMING", started_at=WHEN, extension="1001", employee=anna,
                            customer=jon, external_number="+3545551234")
         CallParty.create(call=call, extension="1001", role="callee", talked=True)
+        Recording.create(call_uuid="c1", leg_uuid="c1", party="customer", extension="1001", fs_path="/rec/c1.wav",
+                         path="/rec/c1.wav", started_at=WHEN, status="ok", seconds=9.5)
         result = {"ok": True, "duration": 9.5, "engine": "pocketsphinx", "truncated": False, "metrics": [
             {"side": s, "duration": 9.5, "talk": t, "overtalk": 0.5, "silence": 1.0, "longest_silence": 0.8,
              "spoke_first": s == "operator", "spoke_last": s == "customer", "interruptions": 1}
@@ -67,6 +69,10 @@ def test_the_conversation_page(site) -> None:
     assert "Not analysed: not a PCM WAV file" in html
     assert "“lawyer” (customer at 0:02)" in html
     assert browser.get("/calls/999999/conversation").status_code == 404
+    # the calls list and the record link the conversation beside the call's player
+    link = f'href="/calls/{site.call_id}/conversation"'
+    assert link in browser.get("/calls").get_data(as_text=True)
+    assert link in browser.get(f"/customers/{site.customer_id}").get_data(as_text=True)
 
 
 def test_search_and_csv(site) -> None:
