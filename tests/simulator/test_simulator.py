@@ -769,12 +769,14 @@ def test_generated_calls_are_consistent_trackable_and_as_expected(sims, tmp_path
         assert derived[r["a_leg"]]["call"] == r["call"], r["scenario"]
         assert derived[r["a_leg"]]["pops"] == _pops_by_extension(r["pops"]), r["scenario"]
 
-    # arrivals: 1/rate apart in Event-Date-Timestamp, 1/(rate*speed) apart on the wall clock
+    # arrivals: 1/rate apart in Event-Date-Timestamp, 1/(rate*speed) apart on the wall clock: never sooner (the
+    # generator paces), and later only as much as a busy machine stretches it (SLACK; at load 10-16 the idle bound
+    # of 3.8 s failed)
     a_creates = [int(e.headers["Event-Date-Timestamp"]) for e in events if _is_a_leg_create(e)]
     assert len(a_creates) == calls
     assert abs((a_creates[-1] - a_creates[0]) / 1e6 - (calls - 1) / rate) < 0.01
     wall = arrival_wall[-1] - arrival_wall[0]
-    assert (calls - 1) / rate / speed * 0.7 < wall < (calls - 1) / rate / speed * 1.6 + 1.0, wall
+    assert (calls - 1) / rate / speed * 0.7 < wall < ((calls - 1) / rate / speed * 1.6 + 1.0) * SLACK, wall
 
 
 def test_generator_is_deterministic_per_seed_and_serves_at_full_speed(sims):
