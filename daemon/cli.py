@@ -53,10 +53,14 @@ def printable_json(value: object, **kwargs) -> str:
 def _load_config(path: str | None):
     from screenpop.daemon.config import ConfigError, load
 
+    from screenpop.daemon import i18n
+
     try:
-        return load(path)
+        config = load(path)
     except ConfigError as exc:
         raise SystemExit(f"screenpop: {exc}") from None
+    i18n.set_default(config.i18n.default_language)
+    return config
 
 
 def _open_db(config):
@@ -473,7 +477,11 @@ def main(argv: list[str] | None = None) -> int:
         from screenpop.tray import cli as tray
 
         return tray.main(argv[1:])
+    from screenpop.daemon import i18n
+
     args = build_parser().parse_args(argv)
+    if args.command != "daemon":  # a person at a terminal: their language, else [i18n]'s (_load_config); the service's pops follow [i18n]
+        i18n.set_language(i18n.from_environment(dict(os.environ)))
     if args.gevent:
         from gevent import monkey
 

@@ -276,6 +276,11 @@ class AnalysisConfig:
     scan_interval: float = 5.0  # seconds between looks for recordings not yet analysed
     max_minutes: float = 240.0  # longer recordings are refused (an error on the recording, not a stuck worker)
     timeout: float = 900.0  # seconds one recording may take before its process is ended and the recording failed
+class I18nConfig:
+    """The organisation's language (docs/i18n.md): what pages, pops and the CLI speak when a person's own setting
+    and their browser or desktop say nothing we have a catalogue for ("en" or "is")."""
+
+    default_language: str = "en"
 
 
 @dataclass
@@ -303,6 +308,7 @@ class Config:
     card: CardConfig = field(default_factory=CardConfig)
     recordings: RecordingsConfig = field(default_factory=RecordingsConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    i18n: I18nConfig = field(default_factory=I18nConfig)
     sources: list[SourceConfig] = field(default_factory=list)
     node: str = ""
 
@@ -416,6 +422,8 @@ def parse(data: dict[str, Any]) -> Config:
     _check_card(config.card)
     _check_recordings(config.recordings)
     _check_analysis(config.analysis)
+    if config.i18n.default_language not in ("en", "is"):
+        raise ConfigError(f"[i18n] default_language must be en or is, got {config.i18n.default_language!r}")
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("[log] level must be debug, info, warning or error")
     return config

@@ -13,6 +13,7 @@ import gevent
 import gevent.event
 import peewee
 
+from screenpop.daemon import i18n
 from screenpop.daemon.analysis import store as analysis_store, stt
 from screenpop.daemon.analysis.worker import Analyser
 from screenpop.daemon.calls.direction import DirectionRules
@@ -100,6 +101,7 @@ class Daemon:
         self.node = config.node or socket.gethostname()
         # the pipeline, in the order data flows: ESL -> tracker -> CDR intake -> writer -> push hub -> streams
         self.worker = DbWorker(self.db)
+        i18n.set_default(config.i18n.default_language)  # the pops' words and what pages speak when nothing else says
         layout = CardLayout(config.card, local_zone(config.analytics.timezone))
         # the systems the cards' extra fields come from, asked by number off the pop's path (docs/sources.md)
         self.sources = Sources(config.sources, lambda: self.numbers)

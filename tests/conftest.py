@@ -22,7 +22,7 @@ from support import CAPTURES
 # Marked here from what the test and its fixtures do, so a new test lands in its tier without a decorator.
 DESKTOP_FILES = {"test_tray_desktop.py"}
 BROWSER_FILES = {"test_web_browser.py", "test_dashboard_browser.py", "test_conversation_browser.py", "test_recordings_browser.py",
-                 "test_accounts_browser.py"}
+                 "test_accounts_browser.py", "test_i18n_browser.py"}
 # whole files of real servers over TCP whose helpers hide it from _spawns: the simulator's ESL server, the daemon
 # under systemd's protocols, the HTTP server under slow and hostile clients, the analysis worker's own process
 INTEGRATION_FILES = {"test_simulator.py", "test_systemd.py", "test_http_abuse.py", "test_db_outage.py",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from screenpop.tray.i18n import gettext as _
+
 DEFAULT = "default"  # the spec's key for a click on the notification itself
 CALL = "call"
 POP_EVENTS = ("ringing", "dialing", "missed")
@@ -61,12 +63,12 @@ def actions_for(card: dict) -> PopActions:
     buttons: list[tuple[str, str]] = []
     if page:  # the button says where the page leads (a source may name a customer the lookup did not find)
         if page.startswith("/customers/new"):
-            buttons.append(("new", "New customer / Add number"))
+            buttons.append(("new", _("New customer / Add number")))
         elif page.startswith("/customers/choose"):
-            buttons.append(("choose", "Choose"))
+            buttons.append(("choose", _("Choose")))
         else:
-            buttons.append(("open", "Open"))
+            buttons.append(("open", _("Open")))
     number = call_number(card) if card.get("event") == "missed" else None
     if number:
-        buttons.append((CALL, "Call back"))
+        buttons.append((CALL, _("Call back")))
     return PopActions(page, tuple(buttons), number)

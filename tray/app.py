@@ -22,6 +22,7 @@ from urllib.parse import quote
 from screenpop.tray import http
 from screenpop.tray.actions import CALL, PopActions, call_number, page_path
 from screenpop.tray.config import TrayConfig, TrayConfigError
+from screenpop.tray.i18n import gettext as _
 from screenpop.tray.missed import MissedCalls
 from screenpop.tray.notify import Notifier, PhotoCache, caller_label
 from screenpop.tray import originate
@@ -298,8 +299,8 @@ class TrayApp:
         threading.Thread(target=self._call_back, args=(number, key), name="call-back", daemon=True).start()
 
     def _call_back(self, number: str, key: str) -> None:
-        title = f"Call back {one_line(number, 40)}"
-        self.notifier.status(key, title, "Your phone rings first: pick it up and the number is dialled.")
+        title = _("Call back %(number)s", number=one_line(number, 40))
+        self.notifier.status(key, title, _("Your phone rings first: pick it up and the number is dialled."))
         placed, words = originate.call_back(self.config, number)
         self.call_back_failed = "" if placed else words
         if placed:
@@ -307,7 +308,8 @@ class TrayApp:
         self.refresh()
         text = one_line(words, 300)
         end = "" if text.endswith((".", "?", "!")) else "."
-        self.notifier.status(key, title, f"Your phone answered: {text}{end}" if placed else f"Not called: {text}{end}")
+        self.notifier.status(key, title, _("Your phone answered: %(text)s", text=text + end) if placed
+                             else _("Not called: %(text)s", text=text + end))
 
     def toggle_dnd(self, *_: Any) -> None:
         self.state.dnd = not self.state.dnd
@@ -343,15 +345,15 @@ class TrayApp:
         # record_url is the customer's record, /customers/new?number=… for a stranger, the chooser for a shared number
         sub = [Item(one_line(r.menu_text(), 70), opener(r.path), enabled=bool(r.path)) for r in recent]
         sub += self._call_back_items(recent)
-        items.append(Item("Recent calls", Menu(*sub) if sub else None, enabled=bool(sub)))
+        items.append(Item(_("Recent calls"), Menu(*sub) if sub else None, enabled=bool(sub)))
         items.append(Menu.SEPARATOR)
         items.extend(self.missed_section(opener))
         items.append(Menu.SEPARATOR)
-        items.append(Item("Do not disturb", self.toggle_dnd, checked=lambda _: self.state.dnd))
-        items.append(Item("Open dashboard", lambda *_: self.open_page("/dashboard")))
-        items.append(Item("Reconnect", self.reconnect))
+        items.append(Item(_("Do not disturb"), self.toggle_dnd, checked=lambda _: self.state.dnd))
+        items.append(Item(_("Open dashboard"), lambda *_: self.open_page("/dashboard")))
+        items.append(Item(_("Reconnect"), self.reconnect))
         items.append(Menu.SEPARATOR)
-        items.append(Item("Quit", self.quit))
+        items.append(Item(_("Quit"), self.quit))
         return items
 
     # ---- missed calls to return (tray/missed.py) ---------------------------------------------------
@@ -362,16 +364,16 @@ class TrayApp:
         Item, Menu = self._pystray.MenuItem, self._pystray.Menu
         with self.missed.lock:
             count, rows, error = self.missed.count, list(self.missed.calls), self.missed.error
-        head = f"Missed calls to return: {count}" if count else "No missed calls to return"
+        head = _("Missed calls to return: %(count)s", count=count) if count else _("No missed calls to return")
         items = [Item(head + (" (not updated)" if error else ""), None, enabled=False)]
         if self.call_back_failed:
-            items.append(Item(one_line(f"Call back failed: {self.call_back_failed}", 80), None, enabled=False))
+            items.append(Item(one_line(_("Call back failed: %(reason)s", reason=self.call_back_failed), 80), None, enabled=False))
         for row in rows:
             items.append(Item(row.menu_text(), Menu(
-                Item("Open", opener(row.path), enabled=bool(row.path)),
-                Item("Call back", (lambda n: lambda *_: self.call_back(n))(row.number), enabled=bool(row.number)))))
+                Item(_("Open"), opener(row.path), enabled=bool(row.path)),
+                Item(_("Call back"), (lambda n: lambda *_: self.call_back(n))(row.number), enabled=bool(row.number)))))
         ext = self.config.extension
-        items.append(Item("Open missed calls list", opener("/missed" + (f"?extension={quote(ext)}" if ext else ""))))
+        items.append(Item(_("Open missed calls list"), opener("/missed" + (f"?extension={quote(ext)}" if ext else ""))))
         return items
 
     def _call_back_items(self, recent: list[RecentCall]) -> list:
@@ -379,7 +381,7 @@ class TrayApp:
         Item, Menu = self._pystray.MenuItem, self._pystray.Menu
         calls = [Item(one_line(r.menu_text(), 70), (lambda n: lambda *_: self.call_back(n))(r.number))
                  for r in recent if r.number]
-        return [Menu.SEPARATOR, Item("Call back", Menu(*calls))] if calls else []
+        return [Menu.SEPARATOR, Item(_("Call back"), Menu(*calls))] if calls else []
 
     def run(self) -> int:
         log.info("tray for extension %s, daemon %s", self.config.extension or "(any)", self.config.server)

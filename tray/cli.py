@@ -13,6 +13,8 @@ import os
 import sys
 
 from screenpop.tray import config as tray_config
+from screenpop.tray import i18n
+from screenpop.tray.i18n import gettext as _
 from screenpop.tray.text import one_line
 
 DESCRIPTION = "The workstation tray client: a pop for every call to this operator (--setup writes its config)."
@@ -86,26 +88,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    i18n.choose()  # the desktop's language for --setup's questions; the config's, once read, wins
     try:
         if args.setup:
             path = tray_config.setup(args.config, server=args.server, extension=args.extension, token=args.token,
                                      token_file=args.token_file)
-            print(f"tray config written to {path} (mode 0600)")
+            print(_("tray config written to %(path)s (mode 0600)", path=path))
             return 0
         config = tray_config.load(args.config)
+        i18n.choose(config.language)
         overrides = {k: v for k, v in (("server", args.server), ("extension", args.extension), ("token", args.token),
                                        ("token_file", args.token_file)) if v is not None}
         config = tray_config.validate(dataclasses.replace(config, **overrides), "command line")
         if not (config.token or config.token_file):
             raise tray_config.TrayConfigError(
-                f"no token in {args.config or tray_config.default_path()}; run `screenpop tray --setup`")
+                _("no token in %(path)s; run `screenpop tray --setup`", path=args.config or tray_config.default_path()))
         config.resolved_token()
     except tray_config.TrayConfigError as exc:
         raise SystemExit(f"screenpop: {exc}") from None
     missing = [m for m in ("pystray", "plyer") + (("dbus",) if sys.platform.startswith("linux") else ())
                if importlib.util.find_spec(m) is None]
     if missing:
-        raise SystemExit(f"screenpop: the tray needs {', '.join(missing)}: pip install 'screenpop[tray]'")
+        raise SystemExit("screenpop: " + _("the tray needs %(missing)s: pip install 'screenpop[tray]'", missing=", ".join(missing)))
     from screenpop.tray.app import run
 
     return run(config, show_icon=not args.no_icon)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from screenpop.tray.i18n import gettext as _
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -36,6 +38,7 @@ class TrayConfig:
     notification_timeout: float = 30.0  # seconds a pop stays up; 0 = until dismissed
     do_not_disturb: bool = False  # start in do-not-disturb
     missed_refresh: float = 60.0  # seconds between reads of the missed calls to return; 0 = only on start and pops
+    language: str = ""  # "en" or "is"; "" = the desktop session's (docs/i18n.md)
 
     def resolved_token(self) -> str:
         """The token itself, read from token_file when that is set (re-read on every call: it may be rotated)."""
@@ -75,6 +78,8 @@ def validate(config: TrayConfig, where: str = "tray config") -> TrayConfig:
     if config.missed_refresh < 0 or 0 < config.missed_refresh < MIN_MISSED_REFRESH:
         raise TrayConfigError(f"{where}: missed_refresh must be 0 (only on start and after pops) or at least "
                               f"{MIN_MISSED_REFRESH:g} seconds")
+    if config.language not in ("", "en", "is"):
+        raise TrayConfigError(f"{where}: language must be en or is (or empty: the desktop's), not {config.language!r}")
     if any(ch in config.extension for ch in "\r\n\t /"):
         raise TrayConfigError(f"{where}: extension {config.extension!r} is not an extension")
     return replace(config, server=server)
@@ -167,9 +172,9 @@ def setup(
     values = {"server": server, "extension": extension, "token": token, "token_file": token_file}
     if interactive:
         if server is None:
-            values["server"] = ask(f"Server URL [{current.server}]: ").strip() or current.server
+            values["server"] = ask(_("Server URL [%(current)s]: ", current=current.server)).strip() or current.server
         if extension is None:
-            values["extension"] = ask(f"Your extension [{current.extension}]: ").strip() or current.extension
+            values["extension"] = ask(_("Your extension [%(current)s]: ", current=current.extension)).strip() or current.extension
         if token is None and token_file is None:
             hint = " (Enter keeps the current one)" if current.token or current.token_file else ""
             values["token"] = ask_secret(f"API token from `screenpop token create`{hint}: ").strip() or None

@@ -18,6 +18,7 @@ from typing import Any
 
 import argon2
 
+from screenpop.daemon import i18n
 from screenpop.daemon.auth import roles, signin
 from screenpop.daemon.config import WebConfig
 from screenpop.db import audit
@@ -28,7 +29,7 @@ MAX_PASSWORD = 1024
 MAX_LOGIN = 64
 MAX_NAME = 200
 LOGIN_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789._-@")
-LANGUAGES = ("en", "is")
+LANGUAGES = i18n.LANGUAGES  # the languages there are catalogues for (daemon/i18n.py)
 MAX_WAIT = 60
 
 _hasher = argon2.PasswordHasher()
@@ -242,7 +243,7 @@ def owner_of_token(token_id: int) -> Person | None:
 class Refusal:
     """Why a sign-in is not tried now: locked (until, for the login) or slowed (wait: seconds to wait)."""
 
-    message: str
+    message: Any  # translated when shown (i18n.lazy_gettext): the refusal is made on the database worker
     locked_until: dt.datetime | None = None
     wait: int = 0
 
@@ -260,14 +261,16 @@ def throttled(login: str, address: str, config: WebConfig) -> Refusal | None:
     if by_login is not None and by_login.failures >= config.signin_lock_after:
         until = by_login.last_failed_at + dt.timedelta(minutes=config.signin_lock_minutes)
         if until > now:
-            return Refusal(f"This account is locked after {by_login.failures} failed sign-ins in a row.", until)
+            return Refusal(i18n.lazy_gettext("This account is locked after %(failures)s failed sign-ins in a row.",
+                                        failures=by_login.failures), until)
     for row, free in ((by_login, config.signin_free_failures), (by_address, config.signin_address_free_failures)):
         if row is None:
             continue
         ready = row.last_failed_at + dt.timedelta(seconds=_wait(row.failures, free))
         if ready > now:
             seconds = max(1, int((ready - now).total_seconds() + 0.999))
-            return Refusal(f"Too many failed sign-ins: wait {seconds} second{'s' if seconds != 1 else ''} and try again.",
+            return Refusal(i18n.lazy_ngettext("Too many failed sign-ins: wait %(num)s second and try again.",
+                                              "Too many failed sign-ins: wait %(num)s seconds and try again.", seconds),
                            wait=seconds)
     return None
 

@@ -21,12 +21,9 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from babel import Locale
-from babel.dates import format_skeleton
-from babel.numbers import (NumberPattern, get_currency_name, get_currency_precision, get_currency_symbol,
-                           parse_pattern)
-
 from screenpop.daemon.config import CardConfig
+from screenpop.daemon.i18n import Formats, lazy_gettext, ngettext
+from screenpop.daemon.i18n import gettext as _
 from screenpop.db.numbers import NumberRules, is_withheld
 
 TITLE_MAX = 60
@@ -35,7 +32,11 @@ NOTE_MAX = 105  # three wrapped lines on dunst's defaults
 ORDERS_SHOWN = 3
 CANDIDATES_SHOWN = 3
 SOURCE_LINES = 8  # fields from the sources (other systems, docs/sources.md) a pop shows
-PREFIXES = {"dialing": "Calling ", "missed": "Missed: ", "transferred": "Transferred: ", "ended": "Ended: "}
+# the summary of a pop by its event, around who it is; in the organisation's language ([i18n] default_language)
+PREFIXES = {"dialing": lazy_gettext("Calling %(who)s"), "missed": lazy_gettext("Missed: %(who)s"),
+            "transferred": lazy_gettext("Transferred: %(who)s"), "ended": lazy_gettext("Ended: %(who)s")}
+DIRECTIONS = {"INCOMING": lazy_gettext("INCOMING"), "OUTGOING": lazy_gettext("OUTGOING"),
+              "INTERNAL": lazy_gettext("INTERNAL")}
 # C0/C1 controls, line and paragraph separators, zero-width and bidi controls: text a caller or a user typed must
 # neither break a line nor turn the rest of it around
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
@@ -56,18 +57,18 @@ def line(field: str, text: str, style: str = "plain") -> dict:
 
 
 STYLES = ("plain", "strong", "warning")
-# the built-in pieces a layout can show, by key, with what each shows (the admin page lists them)
+# the built-in pieces a layout can show, by key, with what each shows (the admin page lists them, in its reader's language)
 BUILT_IN = {
-    "note": "the customer's note (up to three lines)",
-    "name": "the customer's name, when the title is the company",
-    "orders": "the first 3 open orders (number, title, stage, responsible, debt), then how many more",
-    "total_debt": "the customer's total debt, when anything is owed",
-    "place": "city and country",
-    "caller_id": "the caller-ID name, where it adds something",
-    "sources": "every source's fields (8 at most)",
-    "number": "the number as people read it",
-    "when": "the time and the direction",
-    "operator": "the extension told and its operator",
+    "note": lazy_gettext("the customer's note (up to three lines)"),
+    "name": lazy_gettext("the customer's name, when the title is the company"),
+    "orders": lazy_gettext("the first 3 open orders (number, title, stage, responsible, debt), then how many more"),
+    "total_debt": lazy_gettext("the customer's total debt, when anything is owed"),
+    "place": lazy_gettext("city and country"),
+    "caller_id": lazy_gettext("the caller-ID name, where it adds something"),
+    "sources": lazy_gettext("every source's fields (8 at most)"),
+    "number": lazy_gettext("the number as people read it"),
+    "when": lazy_gettext("the time and the direction"),
+    "operator": lazy_gettext("the extension told and its operator"),
 }
 CUSTOMER_PREFIX, ORDER_PREFIX, SOURCE_PREFIX = "customer.", "order.", "source."
 
@@ -90,54 +91,21 @@ class CardLayout:
 
     def __init__(self, config: CardConfig | None = None, zone: dt.tzinfo = dt.timezone.utc) -> None:
         """config: [card] (locale, currency, money format); zone: the call centre's ([analytics] timezone)."""
-        self.config = config or CardConfig()
-        self.zone = zone
-        self.locale = Locale.parse(self.config.locale)
-        self._money = _money_pattern(self.config, self.locale)
-        self._short_time = self.locale.time_formats["short"]
-        # Babel's formatting is most of a card's cost (~10-15 µs a call): the same debts come back with every call
-        # of a customer, and the short time has hours and minutes only, so each is formatted once
-        self._amount = lru_cache(maxsize=4096)(self._format_amount)
-        self._clock = lru_cache(maxsize=1440)(self._format_clock)
+        self.formats = Formats(config, zone)
 
-    # ---- formats ---------------------------------------------------------------------------
+    # ---- formats (daemon/i18n.py: one home for the card's and the pages') -------------------
 
     def money(self, amount: Any) -> str:
         """An amount as people read it in the configured locale and currency ("285.000 kr.", "$285,000.00")."""
-        return self._amount(str(amount))
-
-    def _format_amount(self, text: str) -> str:
-        try:
-            value = Decimal(text)
-        except (InvalidOperation, ValueError):
-            value = Decimal(0)
-        return self._money.apply(value, self.locale)
-
-    def _format_clock(self, hour: int, minute: int) -> str:
-        return self._short_time.apply(dt.time(hour, minute), self.locale)
+        return self.formats.money(amount)
 
     def when(self, at: str, now: dt.datetime | None = None) -> str:
         """A card's time (ISO, UTC) in the call centre's zone: the time alone today, else with the date."""
-        try:
-            moment = dt.datetime.fromisoformat(at.replace("Z", "+00:00"))
-        except (AttributeError, ValueError):
-            return ""
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=dt.timezone.utc)
-        local = moment.astimezone(self.zone)
-        today = (now or dt.datetime.now(dt.timezone.utc)).astimezone(self.zone).date()
-        time = self._clock(local.hour, local.minute)
-        if local.date() == today:
-            return time
-        day = format_skeleton("MMMd" if local.year == today.year else "yMMMd", local, locale=self.locale)
-        return self.locale.datetime_formats["short"].format(time, day)  # the locale's joint: "Nov 26, 6:53 PM"
+        return self.formats.when(at, now)
 
     def country(self, code: Any) -> str:
         """A country as stored ("IS", or a name) as people read it: a known ISO code by its name in the locale."""
-        text = clean(code, 40)
-        if len(text) == 2 and text.isalpha():
-            return self.locale.territories.get(text.upper(), text)
-        return text
+        return self.formats.country(clean(code, 40))
 
     # ---- the lines -------------------------------------------------------------------------
 
@@ -157,25 +125,25 @@ class CardLayout:
         company = name = ""
         if customer:
             company, name = clean(customer.get("company"), TITLE_MAX), clean(customer.get("name"), TITLE_MAX)
-            who = company or name or number or "Unknown caller"
+            who = company or name or number or _("Unknown caller")
             flag = clean(customer.get("category_flag"), 30)  # the category list's flag (docs/customfields.md)
             who_line = f"{who}  {flag}" if flag else who
             shown |= {company, name}
         elif (card.get("matches") or 0) > 1:
-            who_line = number or "Unknown number"
+            who_line = number or _("Unknown number")
             head = self._candidates(card)
         elif direction == "INTERNAL":
             colleague = clean(card.get("colleague"), TITLE_MAX)
-            who_line = colleague or clean(card.get("caller_name"), TITLE_MAX) or f"Extension {number}"
+            who_line = colleague or clean(card.get("caller_name"), TITLE_MAX) or _("Extension %(number)s", number=number)
             shown.add(who_line)
-            head = [line("colleague", f"Colleague, extension {number}" if number else "Colleague")]
+            head = [line("colleague", _("Colleague, extension %(number)s", number=number) if number else _("Colleague"))]
         else:
-            who_line = "Withheld number" if withheld else number or "Unknown number"
-            head = [line("status", "Not a customer yet" if direction == "OUTGOING" else "Unknown caller")]
+            who_line = _("Withheld number") if withheld else number or _("Unknown number")
+            head = [line("status", _("Not a customer yet") if direction == "OUTGOING" else _("Unknown caller"))]
             if region and not withheld:
                 head.append(line("region", self.country(region)))
         if event == "answered_elsewhere":  # shown for a moment in place of the pop: who took it, and whose call
-            when = " · ".join(p for p in (self.when(card.get("at") or "", now), direction) if p)
+            when = " · ".join(p for p in (self.when(card.get("at") or "", now), direction_word(direction)) if p)
             return self._taken(card), [line("caller", who_line, "strong"), line("when", when)]
         plan = _plan(items)
         piece = _Piece(card, customer, company, name, number, region, withheld, shown | {who_line, number, raw_number},
@@ -186,40 +154,42 @@ class CardLayout:
             if customer or not of_customer:
                 for field, text in draw(self, piece, arg):
                     (warnings if style == "warning" else rest).append(line(field, text, style))
-        return PREFIXES.get(event, "") + who_line, warnings + head + rest
+        prefix = PREFIXES.get(event)
+        return (str(prefix) % {"who": who_line} if prefix else who_line), warnings + head + rest
 
     # each piece a layout can name: (field, text) lines for one card, none when the card has nothing for it (the
     # customer's own pieces are drawn for a customer's card only: _CUSTOMER_PIECES)
 
-    def _when(self, p: _Piece, _: str) -> list[tuple[str, str]]:
-        return [("when", " · ".join(x for x in (self.when(p.card.get("at") or "", p.now), p.card.get("direction")) if x))]
+    def _when(self, p: _Piece, _key: str) -> list[tuple[str, str]]:
+        moment, direction = self.when(p.card.get("at") or "", p.now), direction_word(p.card.get("direction"))
+        return [("when", " · ".join(x for x in (moment, direction) if x))]
 
-    def _operator(self, p: _Piece, _: str) -> list[tuple[str, str]]:
+    def _operator(self, p: _Piece, _key: str) -> list[tuple[str, str]]:
         extension = clean(p.card.get("extension"), 20)
         operator = clean(p.card.get("operator"), TITLE_MAX)
-        return [("operator", f"Operator {extension} {operator}".rstrip())] if extension else []
+        return [("operator", _("Operator %(extension)s %(name)s", extension=extension, name=operator).rstrip())] if extension else []
 
-    def _caller_id(self, p: _Piece, _: str) -> list[tuple[str, str]]:
+    def _caller_id(self, p: _Piece, _key: str) -> list[tuple[str, str]]:
         caller_id = clean(p.card.get("caller_name"), TITLE_MAX)
-        return [("caller_id", f"Caller ID: {caller_id}")] if caller_id and self._adds(caller_id, p.shown) else []
+        return [("caller_id", _("Caller ID: %(name)s", name=caller_id))] if caller_id and self._adds(caller_id, p.shown) else []
 
-    def _number(self, p: _Piece, _: str) -> list[tuple[str, str]]:
+    def _number(self, p: _Piece, _key: str) -> list[tuple[str, str]]:
         if p.number and not p.withheld:
             return [("number", f"{p.number} · {self.country(p.region)}" if p.region else p.number)]
         return []
 
-    def _note(self, p: _Piece, _: str) -> list[tuple[str, str]]:
+    def _note(self, p: _Piece, _key: str) -> list[tuple[str, str]]:
         note = clean(p.customer.get("note"), NOTE_MAX)
         return [("note", note)] if note else []
 
-    def _name(self, p: _Piece, _: str) -> list[tuple[str, str]]:
+    def _name(self, p: _Piece, _key: str) -> list[tuple[str, str]]:
         return [("name", p.name)] if p.company and p.name else []
 
-    def _total_debt(self, p: _Piece, _: str) -> list[tuple[str, str]]:
+    def _total_debt(self, p: _Piece, _key: str) -> list[tuple[str, str]]:
         debt = p.customer.get("total_debt")
-        return [("total_debt", f"Debt {self.money(debt)}")] if _positive(debt) else []
+        return [("total_debt", _("Debt %(amount)s", amount=self.money(debt)))] if _positive(debt) else []
 
-    def _place(self, p: _Piece, _: str) -> list[tuple[str, str]]:
+    def _place(self, p: _Piece, _key: str) -> list[tuple[str, str]]:
         place = ", ".join(x for x in (clean(p.customer.get("city"), 40), self.country(p.customer.get("country"))) if x)
         return [("place", place)] if place else []
 
@@ -243,7 +213,7 @@ class CardLayout:
         value = self.money(found.get("value")) if found.get("type") == "money" else clean(found.get("text"))
         return f"{label}: {value}" if label and value else value
 
-    def _orders(self, p: _Piece, _: str) -> list[tuple[str, str]]:
+    def _orders(self, p: _Piece, _key: str) -> list[tuple[str, str]]:
         """Open orders, ORDERS_SHOWN of them with stage, responsible and debt, then how many more."""
         orders = p.customer.get("orders") or []
         out = []
@@ -256,7 +226,7 @@ class CardLayout:
             out.append(("order", " · ".join(p for p in parts if p)))
         more = len(orders) - ORDERS_SHOWN
         if more > 0:
-            out.append(("order", f"and {more} more open order{'s' if more > 1 else ''}"))
+            out.append(("order", ngettext("and %(num)s more open order", "and %(num)s more open orders", more)))
         return out
 
     def _source_fields(self, p: _Piece, key: str) -> list[tuple[str, str]]:
@@ -279,21 +249,21 @@ class CardLayout:
     def _candidates(self, card: dict) -> list[dict]:
         """Several customers on one number: how many, the first few, how many more."""
         matches = card.get("matches") or 0
-        out = [line("matches", f"{matches} customers share this number", "strong")]
+        out = [line("matches", _("%(count)s customers share this number", count=matches), "strong")]
         candidates = card.get("candidates") or []
         for c in candidates[:CANDIDATES_SHOWN]:
             name, company = clean(c.get("name"), 30), clean(c.get("company"), 30)
             out.append(line("candidate", f"• {name} ({company})" if name and company else f"• {name or company}"))
         more = matches - min(len(candidates), CANDIDATES_SHOWN)
         if more > 0:
-            out.append(line("candidate", f"and {more} more"))
+            out.append(line("candidate", _("and %(count)s more", count=more)))
         return out
 
     def _taken(self, card: dict) -> str:
         """The summary of an answered-elsewhere pop: who took the call."""
         taker = card.get("taken_by") or {}
         who = " ".join(p for p in (clean(taker.get("extension"), 20), clean(taker.get("name"), TITLE_MAX)) if p)
-        return f"Taken by {who}" if who else "Answered elsewhere"
+        return _("Taken by %(who)s", who=who) if who else _("Answered elsewhere")
 
     @staticmethod
     def _adds(caller_id: str, shown: set[str]) -> bool:
@@ -361,21 +331,10 @@ def _label(text: Any) -> str:
     return clean(text, 30)
 
 
-def _money_pattern(config: CardConfig, locale: Locale) -> NumberPattern:
-    """The money pattern with the currency's sign, code or name written in and its decimals fixed, once: Babel
-    looks them up on every amount otherwise, which made amounts the dearest part of a card (~35 µs each)."""
-    pattern = parse_pattern(config.money_format or locale.currency_formats["standard"].pattern)
-    code = config.currency
-
-    def sign(text: str) -> str:
-        return (text.replace("¤¤¤", get_currency_name(code, locale=locale)).replace("¤¤", code)
-                .replace("¤", get_currency_symbol(code, locale=locale)))
-
-    pattern.prefix = tuple(sign(p) for p in pattern.prefix)
-    pattern.suffix = tuple(sign(p) for p in pattern.suffix)
-    digits = config.decimals if config.decimals >= 0 else get_currency_precision(code)
-    pattern.frac_prec = (digits, digits)
-    return pattern
+def direction_word(direction: Any) -> str:
+    """INCOMING, OUTGOING, INTERNAL in capitals in the organisation's language; anything else as the card has it."""
+    word = DIRECTIONS.get(direction) if isinstance(direction, str) else None
+    return str(word) if word is not None else (direction or "")
 
 
 def _fold(text: str) -> str:

@@ -18,6 +18,7 @@ import peewee
 
 from screenpop.daemon.customers import fields as custom, values
 from screenpop.daemon.customers.data import DataError
+from screenpop.daemon.i18n import lazy_gettext
 from screenpop.daemon.push.layout import (BUILT_IN, CUSTOMER_PREFIX, DEFAULT_ITEMS, ORDER_PREFIX, SOURCE_PREFIX, STYLES,
                                           Item)
 from screenpop.db.models import CardLayoutRow, Team, TeamMember, database
@@ -113,16 +114,17 @@ class Layouts:
 # ---- what a layout may name -----------------------------------------------------------------------------
 
 
-def known_keys(db: peewee.Database, sources: list[str]) -> dict[str, str]:
+def known_keys(db: peewee.Database, sources: list[str]) -> dict[str, Any]:
     """Every key a layout may name, with what it shows: the built-in pieces, the custom fields of customers and
     orders, the sources' fields ('source.<name>'; 'source.<name>.<label>' for one field, not listed: a source's
-    labels are what it answers)."""
+    labels are what it answers). Each description is translated when it is shown, in its reader's language."""
     keys = dict(BUILT_IN)
     for field in custom.load_fields(db):
         prefix = CUSTOMER_PREFIX if field.entity == "customer" else ORDER_PREFIX
-        keys[prefix + field.key] = f"{field.label} ({field.entity} field)"
+        keys[prefix + field.key] = (lazy_gettext("%(label)s (customer field)", label=field.label) if field.entity == "customer"
+                                     else lazy_gettext("%(label)s (order field)", label=field.label))
     for name in sources:
-        keys[SOURCE_PREFIX + name] = f"every field of source {name}"
+        keys[SOURCE_PREFIX + name] = lazy_gettext("every field of source %(name)s", name=name)
     return keys
 
 

@@ -335,7 +335,8 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
             layouts, teams = layout_steps.load(db)
             return layouts, teams, layout_steps.known_keys(db, layout_steps.source_names(hub.sources))
         layouts, teams, keys = run(read)
-        return jsonify(layouts=[x.as_dict() for x in layouts], teams=[t.as_dict() for t in teams], keys=keys)
+        return jsonify(layouts=[x.as_dict() for x in layouts], teams=[t.as_dict() for t in teams],
+                       keys={key: str(what) for key, what in keys.items()})  # in the caller's Accept-Language
 
     @bp.put("/layouts/<name>")
     def put_layout(name: str):

@@ -37,7 +37,7 @@ DATA_PATH = {
     "daemon.sources": set(),
     "daemon.analysis": set(),
 }
-BELOW_ALL = {"db", "daemon.config"}
+BELOW_ALL = {"db", "daemon.config", "daemon.i18n"}
 # the daemon's own top: the CLI, the runtime that wires the pipeline, the demo, the cluster election, log format
 TOP = {"daemon.cli", "daemon.runtime", "daemon.demo", "daemon.demo_data", "daemon.cluster", "daemon.logformat",
        "daemon.sdnotify"}

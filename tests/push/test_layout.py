@@ -3,6 +3,7 @@ people read them (docs/card.md, "What the pop says"). Pure: no database, no daem
 from __future__ import annotations
 
 import datetime as dt
+import re
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -243,3 +244,32 @@ def test_the_default_layout_is_the_card_as_it_always_was():
     assert ICELAND.render(c, RULES, now=NOW) == ICELAND.render(c, RULES, now=NOW, items=DEFAULT_ITEMS)
     assert [i.field for i in DEFAULT_ITEMS] == ["note", "name", "orders", "total_debt", "place", "caller_id", "sources",
                                                 "number", "when", "operator"]
+
+
+def test_every_kind_of_pop_in_icelandic():
+    """The pop's own words in the organisation's language ([i18n] default_language is): each kind of pop, no English
+    word of the card left (issue 18)."""
+    from screenpop.daemon import i18n
+
+    known = card(matches=1, caller_name="Nonni", customer=customer(total_debt="1099.49", orders=[ORDER] * 4))
+    kinds = {
+        "known": known, "dialing": {**known, "event": "dialing", "direction": "OUTGOING"},
+        "missed": {**known, "event": "missed"}, "transferred": {**known, "event": "transferred"},
+        "ended": {**known, "event": "ended"}, "unknown": card(), "withheld": card(number="anonymous"),
+        "outgoing new": card(direction="OUTGOING"), "colleague": card(direction="INTERNAL", number="1002"),
+        "shared": card(matches=4, candidates=[{"name": "Jón", "company": "A"}, {"name": "Gunna", "company": "B"}]),
+        "answered elsewhere": card(event="answered_elsewhere", taken_by={"extension": "1002", "name": "Björn"}),
+    }
+    english = re.compile(r"\b(Calling|Missed|Transferred|Ended|INCOMING|OUTGOING|INTERNAL|Unknown|Withheld|Colleague|"
+                         r"Extension|customer|Operator|Caller|Debt|more|share|Taken|Answered)\b")
+    with i18n.use("is"):
+        seen = {kind: render(c) for kind, c in kinds.items()}
+    for kind, (title, lines) in seen.items():
+        assert not english.search(" ".join([title, *lines])), (kind, title, lines)
+    assert seen["known"][1][-3:] == ["555 1234", "18:53 · INNHRINGING", "Fulltrúi 1001 Anna Jónsdóttir"]
+    assert "Skuld 1.099\xa0kr." in seen["known"][1] and "og 1 opin pöntun til viðbótar" in seen["known"][1]
+    assert seen["dialing"][0] == "Hringi í Norðurljós ehf." and seen["missed"][0] == "Ósvarað: Norðurljós ehf."
+    assert seen["unknown"] == ("555 1234", ["Óþekktur hringjandi", "18:53 · INNHRINGING",
+                                            "Fulltrúi 1001 Anna Jónsdóttir"])
+    assert seen["answered elsewhere"][0] == "1002 Björn svaraði"
+    assert render(known)[1][-1] == "Operator 1001 Anna Jónsdóttir", "English outside the block"

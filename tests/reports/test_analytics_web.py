@@ -119,7 +119,7 @@ def test_missed_page_and_filters(pages):
     assert "1001, 1003" in html and "nobody rang" in html and "+3545558888" not in html  # c6 was returned by c7
     assert "2 not returned, 0 withheld" in html
     returned = pages.get(f"/missed?{PERIOD}&state=returned").get_data(as_text=True)
-    assert "+3545558888" in returned and "returned by 1002 <bdi>Bjorn</bdi> at 2026-11-24 13:00 CET" in returned
+    assert "+3545558888" in returned and "returned by 1002 <bdi>Bjorn</bdi> at Nov 24, 2026, 1:00\u202fPM CET" in returned
     only = pages.get(f"/missed?{PERIOD}&extension=1002").get_data(as_text=True)
     assert "+3545550003" not in only and "No missed calls here" in only
     for bad in ("since=yesterday", "extension=<b>", "state=<b>"):

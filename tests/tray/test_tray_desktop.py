@@ -7,6 +7,7 @@ what the daemon builds, and tests/desktop.PushServer, a small real SSE server sp
 test needs exact control of the cards (answered elsewhere, do-not-disturb, the menu)."""
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import time
@@ -26,7 +27,7 @@ SCREENSHOT_COPY = Path("/tmp/screenpop-notification.png")
 
 
 class Session:
-    def __init__(self, folder: Path, dunst_defaults: bool = False) -> None:
+    def __init__(self, folder: Path, dunst_defaults: bool = False, **tray_env: str) -> None:
         missing = missing_tools()
         if missing:
             pytest.fail(f"desktop test tools missing: {', '.join(missing)} (run .ci/setup)", pytrace=False)
@@ -37,7 +38,7 @@ class Session:
         self.browser = folder / "browser.sh"  # the browser every tray here opens pages with: it notes the URL
         self.browser.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> "{self.urls}"\n', encoding="utf-8")
         self.browser.chmod(0o755)
-        self.tray = self.start_tray("tray", "secret-token", BROWSER=str(self.browser))
+        self.tray = self.start_tray("tray", "secret-token", BROWSER=str(self.browser), **tray_env)
         wait_for(lambda: self.server.streams() == 1, 20, f"the tray's stream\n{self.log()}")
 
     def start_tray(self, name: str, token: str, **env: str):
@@ -778,3 +779,66 @@ def test_real_daemon_a_layout_change_shows_on_the_next_pop_of_its_teams_extensio
     assert pop_body(5)[:2] == ["<b>Prefers email</b>", "Jón Jónsson"], "1001 is in no team: the default layout"
     put("/api/v1/teams/sales", {"layout": "sales", "extensions": ["1001", "1002"]})
     assert pop_body(6) == ["<b>Debt 999,50\xa0kr.</b>", "Reykjavík, Ísland"], "the team's layout on the next pop"
+
+
+# ---- in Icelandic (issue 18, docs/i18n.md) ----------------------------------------------------------------
+
+ENGLISH = re.compile(r"\b(Calling|Missed|Transferred|Ended|INCOMING|OUTGOING|INTERNAL|Unknown|Withheld|Colleague|"
+                     r"Extension|customers?|Operator|Caller|Debt|more|share|Taken|Answered|Iceland|Denmark)\b")
+ICELANDIC_KINDS = {  # the card's fields; the summary dunst shows, and lines its body starts with
+    "known": (dict(customer=customer(cid=40, total_debt="1099.49", orders=ORDERS[:4])),
+              "Norðurljós ehf.", ["Jón Jónsson"]),
+    "unknown": (dict(number="+3545550042", caller_name="Gunna"), "555 0042",
+                ["Óþekktur hringjandi", "Auðkenni hringjanda: Gunna"]),
+    "foreign": (dict(number="+4545551234"), "+45 45 55 12 34", ["Óþekktur hringjandi", "Danmörk"]),
+    "several": (dict(number="+3545557777", matches=4, candidates=[{"id": 1, "name": "Tvíburi 1", "company": "Tvíburar"}]),
+                "555 7777", ["<b>4 viðskiptavinir deila þessu númeri</b>", "• Tvíburi 1 (Tvíburar)", "og 3 til viðbótar"]),
+    "withheld": (dict(number="anonymous"), "Leynt númer", ["Óþekktur hringjandi"]),
+    "colleague": (dict(direction="INTERNAL", number="1003", colleague="Björn Sigurðsson"), "Björn Sigurðsson",
+                  ["Samstarfsmaður, innanhússnúmer 1003"]),
+    "dialing": (dict(event="dialing", direction="OUTGOING", customer=customer(cid=41, company="")),
+                "Hringi í Jón Jónsson", ["Reykjavík, Ísland"]),
+    "missed": (dict(event="missed", customer=customer(cid=42, category="vip")), "Ósvarað: Norðurljós ehf.  ★ VIP",
+               ["Jón Jónsson"]),
+}
+
+
+@pytest.fixture(scope="module")
+def icelandic(tmp_path_factory):
+    """A desktop whose session speaks Icelandic, and a tray following it."""
+    with closing(Session(tmp_path_factory.mktemp("desktop-is"), LANG="is_IS.UTF-8", LANGUAGE="is")) as s:
+        yield s
+
+
+@pytest.mark.parametrize("kind", list(ICELANDIC_KINDS))
+def test_each_kind_of_pop_in_icelandic_on_dunst(icelandic, kind):
+    """A daemon speaking Icelandic ([i18n] default_language = "is", [card] locale is_IS) pops every kind of card on an
+    Icelandic desktop: dunst's summary and body hold no English word, its buttons are the tray's Icelandic."""
+    from screenpop.daemon import i18n
+    from screenpop.daemon.config import CardConfig
+    from screenpop.daemon.push.layout import CardLayout
+
+    fields, summary, first_lines = ICELANDIC_KINDS[kind]
+    with i18n.use("is"):
+        pop = card(call_uuid=f"is-{kind}", layout=CardLayout(CardConfig(locale="is_IS", currency="ISK")),
+                   **{"at": _today(), **fields})
+    shot = icelandic.folder / f"pop-is-{kind}.png"
+    shown = icelandic.pop(pop, screenshot=shot)
+    print(f"screenshot of the {kind} pop in Icelandic: {shot}")
+    assert shown["summary"] == summary
+    body = shown["body"].splitlines()
+    assert body[:len(first_lines)] == first_lines, body
+    assert not ENGLISH.search(shown["summary"] + "\n" + shown["body"]), shown
+    if kind == "known":
+        assert "<b>Skuld 1.099\xa0kr.</b>" in body and "og 1 opin pöntun til viðbótar" in body, body
+        assert any(line.endswith(" · INNHRINGING") for line in body), body
+
+
+def test_the_trays_own_words_in_icelandic(icelandic):
+    """The buttons dunst offers are the tray's, in the desktop's language: Opna, Hringja til baka."""
+    d = icelandic.desktop
+    d.close_all()
+    wait_for(lambda: d.displayed() == 0, 5, "an empty screen")
+    icelandic.server.push(card(event="missed", call_uuid="is-buttons", customer=customer(cid=43)))
+    wait_for(lambda: d.displayed() >= 1, 10, f"the notification\n{icelandic.log()[-2000:]}")
+    assert d.act("open").startswith("#Opna ("), "the Open button"

@@ -422,14 +422,14 @@ def test_record_page(site):
     html = _text(op.get(f"/customers/{c.id}"))
     for part in ("<strong><bdi>Acme ehf</bdi></strong>", "Jón Jónsson", "badge-problem", "Line one\nline two", "<bdi>Reykjavík</bdi>, <bdi>Iceland</bdi>",
                  "+3545551234", "office", "O-7", "Boat", "shipped", "Anna Operator", "$1,000.00", "$250.00",
-                 '<span class="debt">$750.00</span>', "2026-01-01 08:24", "1:05", "1001 · <bdi>Anna Operator</bdi>", "missed",
+                 '<span class="debt">$750.00</span>', "Jan 1, 2026, 8:24\u202fAM UTC", "1:05", "1001 · <bdi>Anna Operator</bdi>", "missed",
                  f'src="/customers/{c.id}/photo?size=160"'):
         assert part in html, part
-    assert html.index("08:24") < html.index("08:23"), "newest first"
+    assert html.index("8:24\u202fAM") < html.index("8:23\u202fAM"), "newest first"
     older = re.search(r'href="(/customers/\d+\?calls_before=\d+)#calls"', html)
-    assert "08:04" not in html and older
+    assert "8:04\u202fAM" not in html and older
     page2 = _text(op.get(older.group(1)))
-    assert "08:04" in page2 and "08:00" in page2 and "08:24" not in page2 and "calls_before=" not in page2.split("Newest")[1]
+    assert "8:04\u202fAM" in page2 and "8:00\u202fAM" in page2 and "8:24\u202fAM" not in page2 and "calls_before=" not in page2.split("Newest")[1]
     assert op.get("/customers/424242").status_code == 404
     assert op.get(f"/customers/{c.id}?calls_before=-1").status_code == 200
 
@@ -726,13 +726,13 @@ def test_calls_page_filters(site):
     assert site.client("op").get("/calls?extension=1002").status_code == 403
     op = site.client("mgr")
     html = _text(op.get("/calls"))
-    assert html.count("<tr") == 51 and "page=2" in html and "2026-01-03 11:00" in html  # the newest (u59) first
-    assert "2026-01-01 09:00" in _text(op.get("/calls?page=2"))
+    assert html.count("<tr") == 51 and "page=2" in html and "Jan 3, 2026, 11:00\u202fAM" in html  # the newest (u59) first
+    assert "Jan 1, 2026, 9:00\u202fAM" in _text(op.get("/calls?page=2"))
     html = _text(op.get("/calls?since=2026-01-01&until=2026-01-01&direction=incoming&missed=1&extension=1001"))
-    rows = re.findall(r">(2026-[^<]+)</td>", html)
-    assert rows == ["2026-01-01 23:00 UTC"], rows  # u15: incoming, missed, extension 1001, on 1 January
+    rows = re.findall(r">([A-Z][a-z]{2} \d+, 2026[^<]+)</td>", html)
+    assert rows == ["Jan 1, 2026, 11:00\u202fPM UTC"], rows  # u15: incoming, missed, extension 1001, on 1 January
     html = _text(op.get(f"/calls?customer={c.id}"))
-    assert len(re.findall(r">2026-[^<]+</td>", html)) == 10 and "<strong><bdi>Acme ehf</bdi></strong>" in html
+    assert len(re.findall(r">[A-Z][a-z]{2} \d+, 2026[^<]+</td>", html)) == 10 and "<strong><bdi>Acme ehf</bdi></strong>" in html
     unknown = _text(op.get("/calls?since=2026-01-03"))
     assert "/customers/new?number=" in unknown and "call=u59" in unknown
     for bad in ("since=yesterday", "until=2026-13-01", "direction=sideways", "customer=x", "extension=" + "1" * 40):
@@ -752,12 +752,12 @@ def test_every_page_shows_times_in_the_call_centres_zone(db, tmp_path):
         _call("z-late", "5557777", minutes=-6 * 60)  # 02:00 UTC: 31 December in New York
         ApiToken.update(created_at=dt.datetime(2026, 1, 1, 8, 0)).where(ApiToken.id == site.op_row.id).execute()
         op, admin = site.client("op"), site.client("admin")
-        local = "2026-01-01 03:00 EST"
+        local = "Jan 1, 2026, 3:00\u202fAM EST"
         for client, path in ((op, "/calls"), (op, f"/customers/{c.id}"), (op, "/customers/new?number=5557777&call=z-1"),
                              (admin, "/tokens"), (op, "/missed?since=2026-01-01&until=2026-01-01"),
                              (admin, "/dashboard?since=2026-01-01&until=2026-01-01")):
             html = _text(client.get(path))
-            assert local in html and "08:00" not in html and "(UTC)" not in html, path
+            assert local in html and "8:00\u202fAM" not in html and "(UTC)" not in html, path
         days = _text(op.get("/calls?since=2026-01-01&until=2026-01-01"))
         assert local in days and "5557777" not in days, "the filter's days are the call centre's days"
     finally:

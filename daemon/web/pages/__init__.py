@@ -20,7 +20,7 @@ Another blueprint builds on these pages the same way (the dashboard pages do):
     @login_required("dashboard")       # a capability (daemon/auth/roles.py): others get a 403 page saying why
     def dashboard():
         figures = database(read_figures)   # runs on the database worker, in one transaction
-        return render_page("dashboard.html", title="Dashboard", figures=figures)
+        return render_page("dashboard.html", title=_("Dashboard"), figures=figures)
 
 Its templates (in daemon/web/templates/) `{% extends "base.html" %}` and fill `{% block content %}`; a form that POSTs includes
 `{{ csrf_field() }}` (every page POST without it is refused with 403). Register it in
@@ -32,44 +32,51 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, redirect
+from flask import Flask, redirect, request
+from markupsafe import Markup
 
+from screenpop.daemon import i18n
 from screenpop.daemon.auth import roles
 from screenpop.daemon.config import RecordingsConfig, WebConfig
-from screenpop.daemon.web.pages import signin as auth, admin, calls, customers, employees, missed, orders, people, recordings
+from screenpop.daemon.push.layout import direction_word
+from screenpop.daemon.web.pages import signin as auth, admin, calls, customers, employees, language, missed, orders, people, recordings
 from screenpop.daemon.web.pages.base import (User, Web, category, check_csrf, csrf_field, current_user, database,
-                                             error_page, login_required, render_page, security_headers,
-                                             session_unavailable)
-from screenpop.daemon.web.pages.base import EXTENSION as _EXTENSION
+                                             choose_language, error_page, formats, login_required, render_page,
+                                             security_headers, session_unavailable)
+from screenpop.daemon.web.pages.base import EXTENSION as _EXTENSION, SESSION_UNAVAILABLE
 
-__all__ = ["User", "current_user", "database", "error_page", "init_app", "local_time", "login_required", "render_page"]
-
-
-def local_time(value: str | dt.datetime | None, zone: dt.tzinfo) -> str:
-    """A time as every page shows it: in the call centre's zone ([analytics] timezone), the zone named
-    ("2026-01-31 08:05 GMT"). value: naive UTC as stored, ISO text, or an aware time."""
-    if not value:
-        return ""
-    moment = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
-    local = (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)).astimezone(zone)
-    return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
+__all__ = ["User", "current_user", "database", "error_page", "formats", "init_app", "login_required", "render_page"]
 
 
-def changed_at(value: dt.datetime, zone: dt.tzinfo, now: dt.datetime | None = None) -> str:
-    """When a change was made, as the audit lines say it: "14:02" today, "2026-12-05 14:02" before, in the
-    call centre's zone. value: naive UTC as stored."""
-    local = value.replace(tzinfo=dt.timezone.utc).astimezone(zone)
-    today = (now or dt.datetime.now(dt.timezone.utc)).astimezone(zone).date()
-    return f"{local:%H:%M}" if local.date() == today else f"{local:%Y-%m-%d %H:%M}"
+def changed_at(value: dt.datetime, now: dt.datetime | None = None) -> str:
+    """When a change was made, as the audit lines say it, in the reader's locale and the call centre's zone: the time
+    alone today ("14:02"), else with the day ("7. des. 2026, 14:02"). value: naive UTC as stored."""
+    shown = formats()
+    local = shown.local(value)
+    today = (now or dt.datetime.now(dt.timezone.utc)).astimezone(shown.zone).date()
+    return shown.clock(value) if local and local.date() == today else shown.datetime(value).rsplit(" ", 1)[0]
 
 
-AUDIT_THINGS = {"customer": "customer", "phone": "number", "order": "order", "person": "person"}
+AUDIT_THINGS = {"customer": i18n.lazy_gettext("customer"), "phone": i18n.lazy_gettext("number"),
+                "order": i18n.lazy_gettext("order"), "person": ""}
+AUDIT_ACTIONS = {"added": i18n.lazy_gettext("added"), "changed": i18n.lazy_gettext("changed"),
+                 "deleted": i18n.lazy_gettext("deleted"), "removed": i18n.lazy_gettext("removed"),
+                 "closed": i18n.lazy_gettext("closed"), "paid": i18n.lazy_gettext("paid"),
+                 "disabled": i18n.lazy_gettext("disabled"), "enabled": i18n.lazy_gettext("enabled"),
+                 "password reset": i18n.lazy_gettext("password reset"),
+                 "password changed": i18n.lazy_gettext("password changed")}
 
 
-def audit_line(entry: Any, zone: dt.tzinfo) -> str:
-    """One audit entry in words: "number +3545551234 (office) added by Anna, 14:02"."""
-    what = f"{AUDIT_THINGS.get(entry.entity, entry.entity)} {entry.detail}".strip() if entry.entity != "person" else entry.detail
-    return f"{what} {entry.action} by {entry.actor}, {changed_at(entry.at, zone)}".strip()
+def audit_line(entry: Any) -> str:
+    """One audit entry in words, in the reader's language: "number +3545551234 (office) added by Anna, 14:02"."""
+    what = " ".join(p for p in (str(AUDIT_THINGS.get(entry.entity, entry.entity)), entry.detail) if p)
+    return i18n.gettext("%(what)s %(action)s by %(who)s, %(when)s", what=what,
+                        action=str(AUDIT_ACTIONS.get(entry.action, entry.action)), who=entry.actor,
+                        when=changed_at(entry.at)).strip()
+
+
+ROLE_NAMES = {"operator": i18n.lazy_gettext("operator"), "manager": i18n.lazy_gettext("manager"),
+              "admin": i18n.lazy_gettext("admin")}
 
 
 def _duration(seconds: float | None) -> str:
@@ -106,20 +113,36 @@ def init_app(app: Flask, hub: Any, photos: Any, config: WebConfig, tls: bool,
         PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=config.session_hours),
         SESSION_REFRESH_EACH_REQUEST=False,
     )
+    app.jinja_env.add_extension("jinja2.ext.i18n")
+    app.jinja_env.install_gettext_callables(i18n.gettext, i18n.ngettext, newstyle=True)
     app.jinja_env.globals["csrf_field"] = csrf_field
     app.jinja_env.globals["category"] = category
     listen = (recordings_config or RecordingsConfig()).listen
     # whether a role may hear recordings at all, so read what was said in them (per call: web/recordings.py)
     app.jinja_env.globals["may_hear"] = lambda role: roles.allows(role, "recordings", listen)
-    app.jinja_env.filters["when"] = lambda value: local_time(value, zone)
+    app.jinja_env.globals["language"] = i18n.language
+    app.jinja_env.globals["language_menu"] = list(i18n.NAMES.items())
+    app.jinja_env.globals["language_name"] = lambda code: i18n.NAMES.get(code, code)
+    app.jinja_env.globals["role_name"] = lambda role: str(ROLE_NAMES.get(role, role))
+    # the language menu posts with the session's CSRF field, so it is left out when no session could be opened
+    app.jinja_env.globals["session_open"] = lambda: not request.environ.get(SESSION_UNAVAILABLE)
+    app.jinja_env.globals["bdi"] = lambda text: Markup("<bdi>%s</bdi>") % text  # a caller's text inside a sentence, isolated
+    # every time, amount and figure in the reader's language, in the call centre's zone (daemon/i18n.py)
+    app.jinja_env.filters["when"] = lambda value: formats().datetime(value)
+    app.jinja_env.filters["day"] = lambda value: formats().date(value)
+    app.jinja_env.filters["clock"] = lambda value: formats().clock(value)
+    app.jinja_env.filters["number"] = lambda value, decimals=None: formats().number(value, decimals)
     app.jinja_env.filters["duration"] = _duration
-    app.jinja_env.filters["changed_at"] = lambda value: changed_at(value, zone)
-    app.jinja_env.filters["audit_line"] = lambda entry: audit_line(entry, zone)
-    app.jinja_env.filters["currency"] = hub.cards.layout.money  # amounts as the pop writes them ([card])
+    app.jinja_env.filters["changed_at"] = changed_at
+    app.jinja_env.filters["audit_line"] = audit_line
+    app.jinja_env.filters["direction"] = direction_word  # INCOMING, OUTGOING, INTERNAL as the pop says them
+    app.jinja_env.filters["currency"] = lambda amount: formats().money(amount)
+    app.before_request(choose_language)
+    app.teardown_request(lambda _exc: i18n.set_language(None))  # a reused greenlet (keep-alive) starts from the default
     app.before_request(session_unavailable)
     app.before_request(check_csrf)
     app.after_request(security_headers)
     app.register_blueprint(auth.blueprint(authenticate))
-    for bp in (customers.bp, orders.bp, calls.bp, missed.bp, employees.bp, admin.bp, people.bp, recordings.bp):
+    for bp in (customers.bp, orders.bp, calls.bp, missed.bp, employees.bp, admin.bp, people.bp, recordings.bp, language.bp):
         app.register_blueprint(bp)
     app.add_url_rule("/", "home", login_required()(lambda: redirect("/customers", 303)))

@@ -13,6 +13,7 @@ from typing import Any
 import peewee
 from flask import Blueprint, Response, flash, jsonify, redirect, request
 
+from screenpop.daemon.i18n import gettext as _, lazy_gettext, ngettext
 from screenpop.daemon.customers import admin as steps, fields as custom
 from screenpop.daemon.customers.data import DataError
 from screenpop.daemon.push import layouts as layout_steps
@@ -24,8 +25,9 @@ bp = Blueprint("admin", __name__)
 
 _SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,15}")
 _SAFE_COLOUR = re.compile(r"#[0-9a-f]{6}")
-KIND_NAMES = {"text": "text", "longtext": "long text", "number": "number", "money": "money", "date": "date",
-              "choice": "choice", "yesno": "yes/no", "link": "link"}
+KIND_NAMES = {"text": lazy_gettext("text"), "longtext": lazy_gettext("long text"), "number": lazy_gettext("number"),
+              "money": lazy_gettext("money"), "date": lazy_gettext("date"), "choice": lazy_gettext("choice"),
+              "yesno": lazy_gettext("yes/no"), "link": lazy_gettext("link")}
 
 
 def _position(raw: str) -> int | None:
@@ -54,7 +56,7 @@ def _field_form(creating: bool) -> dict:
 
 def fields_page(status: int = 200, error: str | None = None):
     rows = database(custom.load_fields, web().hub.db)
-    return render_page("fields.html", status=status, title="Fields", rows=rows, kinds=KIND_NAMES, error=error,
+    return render_page("fields.html", status=status, title=_("Fields"), rows=rows, kinds=KIND_NAMES, error=error,
                        form=request.form if status != 200 else {})
 
 
@@ -82,7 +84,8 @@ def _done(page: Callable, work: Callable[[], str], back: str):
 def create_field():
     def work() -> str:
         field = database(steps.create_field, _field_form(creating=True))
-        return f"Field {field.label} ({field.entity}.{field.key}, {KIND_NAMES[field.kind]}) added."
+        return _("Field %(label)s (%(entity)s.%(key)s, %(kind)s) added.", label=field.label, entity=field.entity, key=field.key,
+                 kind=KIND_NAMES[field.kind])
     return _done(fields_page, work, "/fields")
 
 
@@ -90,7 +93,7 @@ def create_field():
 @login_required("configuration")
 def update_field(field_id: int):
     def work() -> str:
-        return f"Field {database(steps.update_field, field_id, _field_form(creating=False)).label} saved."
+        return _("Field %(label)s saved.", label=database(steps.update_field, field_id, _field_form(creating=False)).label)
     return _done(fields_page, work, "/fields")
 
 
@@ -100,7 +103,9 @@ def delete_field(field_id: int):
     def work() -> str:
         field = database(steps.get_field, field_id)
         removed = database(steps.delete_field, field_id, request.form.get("confirm", "").strip())
-        return f"Field {field.label} ({field.entity}.{field.key}) removed with its {removed} value(s)."
+        return ngettext("Field %(label)s (%(entity)s.%(key)s) removed with its %(num)s value.",
+                        "Field %(label)s (%(entity)s.%(key)s) removed with its %(num)s values.", removed,
+                        label=field.label, entity=field.entity, key=field.key)
     return _done(fields_page, work, "/fields")
 
 
@@ -115,7 +120,7 @@ def categories_page(status: int = 200, error: str | None = None):
         return [(c, counts.get(c.name, 0)) for c in custom.load_categories(db)]
 
     rows = database(work)
-    return render_page("categories.html", status=status, title="Categories", rows=rows, error=error)
+    return render_page("categories.html", status=status, title=_("Categories"), rows=rows, error=error)
 
 
 def _category_form(creating: bool) -> dict:
@@ -138,7 +143,7 @@ def category_list():
 @login_required("configuration")
 def create_category():
     def work() -> str:
-        return f"Category {database(steps.create_category, _category_form(creating=True)).name} added."
+        return _("Category %(name)s added.", name=database(steps.create_category, _category_form(creating=True)).name)
     return _done(categories_page, work, "/categories")
 
 
@@ -146,7 +151,7 @@ def create_category():
 @login_required("configuration")
 def update_category(name: str):
     def work() -> str:
-        return f"Category {database(steps.update_category, name, _category_form(creating=False)).name} saved."
+        return _("Category %(name)s saved.", name=database(steps.update_category, name, _category_form(creating=False)).name)
     return _done(categories_page, work, "/categories")
 
 
@@ -155,7 +160,10 @@ def update_category(name: str):
 def delete_category(name: str):
     def work() -> str:
         moved = database(steps.delete_category, name, request.form.get("move_to", ""))
-        return f"Category {name} deleted" + (f"; {moved} customer(s) moved to another." if moved else ".")
+        if moved:
+            return ngettext("Category %(name)s deleted; %(num)s customer moved to another.",
+                            "Category %(name)s deleted; %(num)s customers moved to another.", moved, name=name)
+        return _("Category %(name)s deleted.", name=name)
     return _done(categories_page, work, "/categories")
 
 
@@ -186,7 +194,7 @@ def _sources() -> list[str]:
 def layouts_page(status: int = 200, error: str | None = None):
     db = web().hub.db
     layouts, teams = database(layout_steps.load, db)
-    return render_page("layouts.html", status=status, title="Card layouts", layouts=layouts, teams=teams, error=error,
+    return render_page("layouts.html", status=status, title=_("Card layouts"), layouts=layouts, teams=teams, error=error,
                        form=request.form if status != 200 else {})
 
 
@@ -253,7 +261,7 @@ def layout_page(name: str, status: int = 200, error: str | None = None, text: st
         card, preview_error = _preview(text, customer, extension), None
     except DataError as exc:
         card, preview_error = None, exc.message
-    response = render_page("layout.html", status=status, title=f"Layout {name}", name=name, stored=stored, text=text,
+    response = render_page("layout.html", status=status, title=_("Layout %(name)s", name=name), name=name, stored=stored, text=text,
                            keys=keys, card=card, preview_error=preview_error, customer=customer, extension=extension,
                            error=error)
     response.headers["Content-Security-Policy"] = CSP + "; script-src 'self'; connect-src 'self'"
@@ -290,7 +298,9 @@ def save_layout(name: str):
     def work() -> str:
         layout, created = database(layout_steps.save_layout, name, layout_steps.text_items(text), _sources())
         _layouts_changed()
-        return f"Layout {layout.name} {'added' if created else 'saved'}: the next pop of its extensions shows it."
+        if created:
+            return _("Layout %(name)s added: the next pop of its extensions shows it.", name=layout.name)
+        return _("Layout %(name)s saved: the next pop of its extensions shows it.", name=layout.name)
     return _done(lambda status, message: layout_page(name, status, message, text), work, f"/layouts/{name}")
 
 
@@ -300,8 +310,9 @@ def delete_layout(name: str):
     def work() -> str:
         database(layout_steps.delete_layout, name)
         _layouts_changed()
-        return f"Layout {name} deleted" + (": the built-in layout is the default again." if name == layout_steps.DEFAULT
-                                           else ".")
+        if name == layout_steps.DEFAULT:
+            return _("Layout %(name)s deleted: the built-in layout is the default again.", name=name)
+        return _("Layout %(name)s deleted.", name=name)
     return _done(layouts_page, work, "/layouts")
 
 
@@ -318,8 +329,13 @@ def save_team():
         name = request.form.get("name", "").strip()
         team, created = database(layout_steps.save_team, name, *_team_form())
         _layouts_changed()
-        return f"Team {team.name} {'added' if created else 'saved'}: its {len(team.extensions)} extension(s) " \
-               f"pop with layout {team.layout}."
+        if created:
+            return ngettext("Team %(name)s added: its %(num)s extension pops with layout %(layout)s.",
+                            "Team %(name)s added: its %(num)s extensions pop with layout %(layout)s.",
+                            len(team.extensions), name=team.name, layout=team.layout)
+        return ngettext("Team %(name)s saved: its %(num)s extension pops with layout %(layout)s.",
+                        "Team %(name)s saved: its %(num)s extensions pop with layout %(layout)s.",
+                        len(team.extensions), name=team.name, layout=team.layout)
     return _done(layouts_page, work, "/layouts")
 
 
@@ -329,5 +345,5 @@ def delete_team(name: str):
     def work() -> str:
         database(layout_steps.delete_team, name)
         _layouts_changed()
-        return f"Team {name} deleted: its extensions pop with the default layout."
+        return _("Team %(name)s deleted: its extensions pop with the default layout.", name=name)
     return _done(layouts_page, work, "/layouts")

@@ -19,6 +19,8 @@ from urllib.parse import quote, urlsplit
 from flask import Response, current_app, g, redirect, render_template, request, session
 from markupsafe import Markup, escape
 
+from screenpop.daemon.i18n import gettext as _
+from screenpop.daemon import i18n
 from screenpop.daemon.auth import roles, signin
 from screenpop.daemon.config import RecordingsConfig, WebConfig
 from screenpop.daemon.customers import fields as custom
@@ -31,6 +33,7 @@ log = logging.getLogger("screenpop.web")
 EXTENSION = "screenpop.web"
 SESSION_UNAVAILABLE = "screenpop.session_unavailable"
 MAX_NEXT = 2000
+LANGUAGE_COOKIE = "screenpop_language"  # a person's own choice of language (the language menu in the header)
 
 
 @dataclass
@@ -48,6 +51,7 @@ class Web:
     sources: Any = None  # the other systems' fields on the record page (daemon/sources/fetch.py); None: none configured
     on_employees_changed: Callable[[], None] | None = None  # None: no employee snapshot here to refresh
     recordings: RecordingsConfig = field(default_factory=RecordingsConfig)  # who may listen, the folders served
+    formats: dict[str, i18n.Formats] = field(default_factory=dict)  # per language, made on first use
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,27 @@ class User:
     def label(self) -> str:
         """How logs name this user: the login, else the token id."""
         return f"{self.login} (person {self.person_id})" if self.person_id else f"token {self.token_id}"
+
+
+def formats() -> i18n.Formats:
+    """How this request's reader writes times, amounts and figures: their language's locale, the call centre's zone."""
+    language = i18n.language()
+    cache = web().formats
+    if language not in cache:
+        cache[language] = i18n.Formats.for_language(language, web().hub.cards.layout.formats.config, web().zone)
+    return cache[language]
+
+
+def choose_language() -> None:
+    """Before every request: speak the signed-in person's language if they set one (their account), else the one
+    chosen in this browser's language menu, else the browser's first that we have (Accept-Language), else the
+    organisation's ([i18n] default_language). The API speaks its caller's Accept-Language."""
+    own = None
+    if not request.path.startswith(("/api/", "/static/")) and session.get("sid"):
+        user = current_user()
+        own = user.language if user else None
+    i18n.set_language(i18n.best(own, request.cookies.get(LANGUAGE_COOKIE))
+                      or i18n.from_accept_language(request.accept_languages))
 
 
 def web() -> Web:
@@ -185,7 +210,7 @@ def login_required(capability: str | None = None) -> Callable:
 
         @bp.get("/dashboard")
         @login_required("dashboard")
-        def dashboard(): return render_page("dashboard.html", title="Dashboard", figures=database(figures))
+        def dashboard(): return render_page("dashboard.html", title=_("Dashboard"), figures=database(figures))
     """
     def wrap(view: Callable) -> Callable:
         @functools.wraps(view)
@@ -232,7 +257,7 @@ def csrf_field() -> Markup:
 def session_unavailable() -> Response | None:
     """Before every page request: no session could be opened (the database is down), so answer 503 at once."""
     if request.environ.get(SESSION_UNAVAILABLE):
-        response = error_page(503, "The database does not answer; try again in a moment.")
+        response = error_page(503, _("The database does not answer; try again in a moment."))
         response.headers["Retry-After"] = "2"
         return response
     return None
@@ -247,7 +272,7 @@ def check_csrf() -> Response | None:
     if isinstance(expected, str) and sent and secrets.compare_digest(sent.encode("utf-8", "replace"), expected.encode()):
         return None
     log.warning("403 for POST %s from %s: missing or wrong CSRF token", request.path, request.remote_addr)
-    return error_page(403, "This form has expired or did not come from this site. Go back, reload the page and try again.")
+    return error_page(403, _("This form has expired or did not come from this site. Go back, reload the page and try again."))
 
 
 # ---- rendering ---------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, request
 
+from screenpop.daemon.i18n import gettext as _
 from screenpop.daemon.auth import roles
 from screenpop.daemon.customers.data import DataError
 from screenpop.daemon.reports.callrecords import calls_query, records
@@ -51,7 +52,7 @@ def calls():
     try:
         filters = _filters()
     except DataError as exc:
-        return render_page("calls.html", status=exc.status, title="Calls", error=exc.message, calls=[], page=1, more=False,
+        return render_page("calls.html", status=exc.status, title=_("Calls"), error=exc.message, calls=[], page=1, more=False,
                            args=request.args, directions=DIRECTIONS, operators={}, customer=None, playable={})
     user, listen = current_user(), web().recordings.listen
 
@@ -66,7 +67,7 @@ def calls():
                 playable)
 
     rows, more, customer, operators, playable = database(work)
-    return render_page("calls.html", title="Calls", calls=rows, page=page, more=more, args=request.args,
+    return render_page("calls.html", title=_("Calls"), calls=rows, page=page, more=more, args=request.args,
                        directions=DIRECTIONS, operators=operators, customer=customer, playable=playable)
 
 
@@ -79,13 +80,13 @@ def call():
     number = request.form.get("number", "")
     originator = web().originator
     if originator is None:
-        flash("This daemon does not follow FreeSWITCH: the call cannot be placed here.")
+        flash(_("This daemon does not follow FreeSWITCH: the call cannot be placed here."))
         return redirect(back, 303)
     user = current_user()
     try:
         originator.place(user.token_id or ("person", user.person_id), user.can("team_calls"), user.extension, None, number)
     except OriginateError as exc:
-        flash(f"Not called: {exc.message}.")
+        flash(_("Not called: %(reason)s.", reason=exc.message))
     else:
-        flash(f"Your phone answered: dialling {number.strip()}.")
+        flash(_("Your phone answered: dialling %(number)s.", number=number.strip()))
     return redirect(back, 303)

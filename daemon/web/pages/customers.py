@@ -13,6 +13,7 @@ from pathlib import Path
 from flask import Blueprint, abort, flash, redirect, request, send_file
 
 from screenpop.daemon.analysis import store as analysis
+from screenpop.daemon.i18n import gettext as _, ngettext
 from screenpop.daemon.customers import data
 from screenpop.daemon.customers.data import CUSTOMER_FIELDS, DataError
 from screenpop.daemon.customers.photos import image_job, photo_response
@@ -79,7 +80,7 @@ def search():
         return _with_phones(ids[:PER_PAGE]), len(ids) > PER_PAGE
 
     customers, more = database(work)
-    return render_page("search.html", title="Customers", q=q, customers=customers, page=page, more=more)
+    return render_page("search.html", title=_("Customers"), q=q, customers=customers, page=page, more=more)
 
 
 @bp.get("/customers/choose")
@@ -89,7 +90,7 @@ def choose():
     several customers have opens this), each linking to its record."""
     number = request.args.get("number", "").strip()[:64].replace("\x00", "")
     if not number:
-        return error_page(400, "Which number? This page lists the customers who share a number (?number=…).")
+        return error_page(400, _("Which number? This page lists the customers who share a number (?number=…)."))
     call = forms.call_uuid(request.args.get("call"))
     cards = web().hub.cards
 
@@ -101,7 +102,7 @@ def choose():
     matches, customers, call_row = database(work)
     # the pop's call, when nobody has it yet: each customer gets a button that puts it on their record
     linkable = call_row is not None and call_row.customer_id is None
-    return render_page("choose.html", title="Which customer?", number=number, matches=matches, customers=customers,
+    return render_page("choose.html", title=_("Which customer?"), number=number, matches=matches, customers=customers,
                        call=call if linkable else None)
 
 
@@ -111,7 +112,7 @@ def link_call(customer_id: int):
     """The chooser's "This is the caller": the call goes on this customer's record, and its next pops carry the card."""
     call = forms.call_uuid(request.form.get("call"))
     if call is None:
-        return error_page(400, "Which call? The form names the call by its UUID.")
+        return error_page(400, _("Which call? The form names the call by its UUID."))
     try:
         database(data.link_call, customer_id, call)
     except DataError as exc:
@@ -121,7 +122,7 @@ def link_call(customer_id: int):
         return error_page(exc.status, exc.message[0].upper() + exc.message[1:] + ".")
     _link(customer_id, None, call)
     log.info("call %s linked to customer %d on the chooser", call, customer_id)
-    flash("This call is now on their record.")
+    flash(_("This call is now on their record."))
     return redirect(f"/customers/{customer_id}", 303)
 
 
@@ -144,7 +145,7 @@ def record_page(customer_id: int, status: int = 200, error: str | None = None, o
 
     c, employees, history, playable, alerts = database(work)
     if c is None:
-        return error_page(404, f"There is no customer {customer_id}.")
+        return error_page(404, _("There is no customer %(id)s.", id=customer_id))
     # each number's own line: who added it and when (the oldest "added" entry the trail still shows)
     phone_added = {e.entity_id: e for e in reversed(history) if e.entity == "phone" and e.action == "added"}
     sources = web().sources
@@ -220,7 +221,7 @@ def new_page(status: int = 200, error: str | None = None, owner: int | None = No
     holder, call_row, matches = database(work)
     caller = (number or (call_row.external_number if call_row else "") or "").strip()
     withheld = caller.lower() in WITHHELD or (call_row is not None and not caller)  # nothing to store or add
-    return render_page("new.html", status=status, title="New caller", number="" if withheld else number, e164=e164,
+    return render_page("new.html", status=status, title=_("New caller"), number="" if withheld else number, e164=e164,
                        call=call, call_row=call_row, withheld=withheld,
                        caller_name=caller_name(call_row.external_name if call_row else None), q=q, matches=matches,
                        holder=holder, error=error, owner=owner, form=request.form, categories=categories(),
@@ -256,7 +257,9 @@ def create():
         return new_page(exc.status, exc.message, exc.extra.get("customer_id"))
     _link(customer_id, e164, call)
     log.info("customer %d created on the web%s", customer_id, f"; {linked} call(s) linked" if linked else "")
-    flash("Customer created." + (f" {linked} call(s) from this number are now on their record." if linked else ""))
+    flash(ngettext("Customer created. %(num)s call from this number is now on their record.",
+                   "Customer created. %(num)s calls from this number are now on their record.", linked)
+          if linked else _("Customer created."))
     return redirect(f"/customers/{customer_id}", 303)
 
 
@@ -270,7 +273,7 @@ def edit(customer_id: int):
         c = database(lambda: data.customer_full(data.get_customer(customer_id)))
     except DataError as exc:
         return error_page(exc.status, exc.message)
-    return render_page("edit.html", title="Edit customer", c=c, categories=categories(), defs=field_defs("customer"))
+    return render_page("edit.html", title=_("Edit customer"), c=c, categories=categories(), defs=field_defs("customer"))
 
 
 @bp.post("/customers/<int:customer_id>/edit")
@@ -283,9 +286,9 @@ def update(customer_id: int):
     except DataError as exc:
         if exc.status == 404:
             return error_page(404, exc.message)
-        return render_page("edit.html", status=exc.status, title="Edit customer", error=exc.message,
+        return render_page("edit.html", status=exc.status, title=_("Edit customer"), error=exc.message,
                            c={"id": customer_id, **values}, categories=categories(), defs=field_defs("customer"))
-    flash("Saved.")
+    flash(_("Saved."))
     return redirect(f"/customers/{customer_id}", 303)
 
 
@@ -299,7 +302,7 @@ def delete(customer_id: int):
     if stored and "/" not in stored:
         (web().photos.folder / stored).unlink(missing_ok=True)
     log.info("customer %d deleted on the web", customer_id)
-    flash("Customer deleted; their calls stay in the call list.")
+    flash(_("Customer deleted; their calls stay in the call list."))
     return redirect("/customers", 303)
 
 
@@ -325,7 +328,9 @@ def add_phone(customer_id: int):
         return record_page(customer_id, exc.status, exc.message, exc.extra.get("customer_id"))
     _link(customer_id, number.e164, call)
     log.info("customer %d: number added on the web%s", customer_id, f"; {linked} call(s) linked" if linked else "")
-    flash(f"Number {number.e164} added." + (f" {linked} call(s) from it are now on this record." if linked else ""))
+    flash(ngettext("Number %(number)s added. %(num)s call from it is now on this record.",
+                   "Number %(number)s added. %(num)s calls from it are now on this record.", linked, number=number.e164)
+          if linked else _("Number %(number)s added.", number=number.e164))
     return redirect(f"/customers/{customer_id}", 303)
 
 
@@ -336,7 +341,7 @@ def remove_phone(customer_id: int, phone_id: int):
         database(data.remove_phone, customer_id, phone_id)
     except DataError as exc:
         return record_page(customer_id, exc.status, exc.message)
-    flash("Number removed.")
+    flash(_("Number removed."))
     return redirect(f"/customers/{customer_id}", 303)
 
 
@@ -356,17 +361,17 @@ def _original(path: Path, max_bytes: int) -> tuple[bytes, str] | str:
 def upload_photo(customer_id: int):
     max_bytes = web().config.photo_max_mb * 1024 * 1024
     if request.content_length is None or request.content_length > web().config.upload_max_bytes():
-        return record_page(customer_id, 413, f"The photo is larger than {web().config.photo_max_mb} MB.")
+        return record_page(customer_id, 413, _("The photo is larger than %(mb)s MB.", mb=web().config.photo_max_mb))
     upload = request.files.get("photo")
     if upload is None or not upload.filename:
-        return record_page(customer_id, 400, "Choose a photo (JPEG, PNG or WebP) first.")
+        return record_page(customer_id, 400, _("Choose a photo (JPEG, PNG or WebP) first."))
     with tempfile.NamedTemporaryFile(prefix="screenpop-upload-") as tmp:
         upload.save(tmp)
         tmp.flush()
         result = image_job(_original, Path(tmp.name), max_bytes)
     if isinstance(result, str):
         log.warning("customer %d: photo upload refused: %s", customer_id, result)
-        return record_page(customer_id, 400, f"That photo cannot be used: {result}.")
+        return record_page(customer_id, 400, _("That photo cannot be used: %(reason)s.", reason=result))
     photo_data, suffix = result
     folder = web().photos.folder
     try:
@@ -374,5 +379,5 @@ def upload_photo(customer_id: int):
     except DataError as exc:
         return error_page(exc.status, exc.message)
     log.info("customer %d: photo uploaded on the web", customer_id)
-    flash("Photo saved.")
+    flash(_("Photo saved."))
     return redirect(f"/customers/{customer_id}", 303)

@@ -29,6 +29,7 @@ from typing import Any
 import gevent.lock
 from flask import Blueprint, Response, request
 
+from screenpop.daemon.i18n import gettext as _
 from screenpop.daemon.config import AnalyticsConfig
 from screenpop.daemon.customers.data import DataError
 from screenpop.daemon.reports import analytics, catalog, service
@@ -216,7 +217,7 @@ def blueprint(zone: dt.tzinfo, rules: AnalyticsConfig, analysis: Callable[[], di
         def show(period: analytics.Period, compare: str | None) -> Response:
             worker.load_charts()
             data = worker.cached(("dashboard", period, compare), _dashboard_data, period, compare)
-            return render_page("dashboard.html", title="Dashboard", data=data, filters=_labels(period),
+            return render_page("dashboard.html", title=_("Dashboard"), data=data, filters=_labels(period),
                                reports=catalog.REPORTS, zone=str(zone), analysis=analysis() if analysis else None)
         return filtered(show, "dashboard.html", "Dashboard")
 
@@ -224,7 +225,7 @@ def blueprint(zone: dt.tzinfo, rules: AnalyticsConfig, analysis: Callable[[], di
     @login_required("reports")
     def report_csv(name: str):
         if name not in catalog.REPORTS and name != "calls":
-            return error_page(404, "There is no such report.")
+            return error_page(404, _("There is no such report."))
         try:
             period = period_from_request(zone, rules)
             compare = compare_from_request()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, request
 
+from screenpop.daemon.i18n import gettext as _
 from screenpop.daemon.auth import tokens
 from screenpop.daemon.customers import data
 from screenpop.daemon.customers.data import DataError
@@ -30,7 +31,7 @@ def _changed() -> None:
 
 def employees_page(status: int = 200, error: str | None = None):
     staff = database(lambda: list(Employee.select().order_by(Employee.extension)))
-    return render_page("employees.html", status=status, title="Employees", employees=staff, error=error)
+    return render_page("employees.html", status=status, title=_("Employees"), employees=staff, error=error)
 
 
 @bp.get("/employees")
@@ -48,7 +49,7 @@ def create():
         return employees_page(exc.status, exc.message)
     _changed()
     log.info("employee %d (extension %s) added on the web", emp.id, emp.extension)
-    flash("Employee added.")
+    flash(_("Employee added."))
     return redirect("/employees", 303)
 
 
@@ -60,7 +61,7 @@ def update(employee_id: int):
     except DataError as exc:
         return employees_page(exc.status, exc.message)
     _changed()
-    flash("Employee saved.")
+    flash(_("Employee saved."))
     return redirect("/employees", 303)
 
 
@@ -73,7 +74,7 @@ def delete(employee_id: int):
         return employees_page(exc.status, exc.message)
     _changed()
     log.info("employee %d deleted on the web", employee_id)
-    flash("Employee deleted; their calls and orders stay.")
+    flash(_("Employee deleted; their calls and orders stay."))
     return redirect("/employees", 303)
 
 
@@ -81,15 +82,15 @@ def delete(employee_id: int):
 @login_required("tokens")
 def token_list():
     rows = database(tokens.list_tokens)
-    return render_page("tokens.html", title="Tokens", tokens=rows)
+    return render_page("tokens.html", title=_("Tokens"), tokens=rows)
 
 
 @bp.post("/tokens/<int:token_id>/revoke")
 @login_required("tokens")
 def revoke(token_id: int):
     if not database(lambda: ApiToken.get_or_none(ApiToken.id == token_id)):
-        return error_page(404, f"no token {token_id}")
+        return error_page(404, _("There is no token %(id)s.", id=token_id))
     if database(tokens.revoke, token_id):
         log.info("token %d revoked on the web", token_id)
-        flash(f"Token {token_id} revoked: its tray stream and web sessions end now.")
+        flash(_("Token %(id)s revoked: its tray stream and web sessions end now.", id=token_id))
     return redirect("/tokens", 303)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, request
 
+from screenpop.daemon.i18n import gettext as _, lazy_gettext
 from screenpop.daemon.auth import roles
 from screenpop.daemon.customers.data import DataError
 from screenpop.daemon.reports import missed as missed_calls
@@ -16,7 +17,8 @@ from screenpop.daemon.web.pages import forms
 from screenpop.daemon.web.pages.base import current_user, database, login_required, render_page, safe_next, web
 
 PER_PAGE = 50
-LABELS = {"open": "Not returned", "returned": "Returned", "done": "Done", "anonymous": "Withheld"}
+LABELS = {"open": lazy_gettext("Not returned"), "returned": lazy_gettext("Returned"), "done": lazy_gettext("Done"),
+          "anonymous": lazy_gettext("Withheld")}
 
 bp = Blueprint("missed", __name__)
 
@@ -39,7 +41,7 @@ def missed():
             extension = user.extension or ""
         since, until = forms.days(web().zone)
     except DataError as exc:
-        return render_page("missed.html", status=exc.status, title="Missed calls", error=exc.message, rows=[], counts={},
+        return render_page("missed.html", status=exc.status, title=_("Missed calls"), error=exc.message, rows=[], counts={},
                            state="open", labels=LABELS, args=request.args, page=1, more=False, zone=str(web().zone))
     scope = missed_calls.Scope(since, until, extension or None)
 
@@ -47,7 +49,7 @@ def missed():
         return missed_calls.counts(scope), missed_calls.listing(state, scope, PER_PAGE + 1, (page - 1) * PER_PAGE)
 
     counts, rows = database(read)
-    return render_page("missed.html", title="Missed calls", rows=rows[:PER_PAGE], more=len(rows) > PER_PAGE, page=page,
+    return render_page("missed.html", title=_("Missed calls"), rows=rows[:PER_PAGE], more=len(rows) > PER_PAGE, page=page,
                        counts=counts, state=state, labels=LABELS, args=request.args, zone=str(web().zone))
 
 
@@ -65,9 +67,9 @@ def _act(call_uuid: str, done: bool):
         else:
             database(missed_calls.undo, uuid, own)
     except missed_calls.FollowUpError as exc:
-        flash(f"Not changed: {exc.message}.")
+        flash(_("Not changed: %(reason)s.", reason=exc.message))
     else:
-        flash("Marked done." if done else "Done mark taken back: the call is to be returned again.")
+        flash(_("Marked done.") if done else _("Done mark taken back: the call is to be returned again."))
     return redirect(back, 303)
 
 

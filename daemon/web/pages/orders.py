@@ -5,10 +5,11 @@ from collections.abc import Callable
 
 from flask import Blueprint, flash, redirect, request
 
+from screenpop.daemon.i18n import gettext as _
 from screenpop.daemon.customers import data
 from screenpop.daemon.customers.data import DataError
 from screenpop.daemon.web.pages import forms
-from screenpop.daemon.web.pages.base import database, error_page, log, login_required, web
+from screenpop.daemon.web.pages.base import database, error_page, formats, log, login_required
 from screenpop.daemon.web.pages.customers import record_page
 
 bp = Blueprint("orders", __name__)
@@ -49,7 +50,7 @@ def create(customer_id: int):
     except DataError as exc:
         return error_page(404, exc.message) if exc.status == 404 else record_page(customer_id, exc.status, exc.message)
     log.info("customer %d: order %d created on the web", customer_id, order.id)
-    flash("Order added.")
+    flash(_("Order added."))
     return redirect(f"/customers/{customer_id}#orders", 303)
 
 
@@ -58,7 +59,7 @@ def create(customer_id: int):
 def update(order_id: int):
     def step() -> str:
         database(data.update_order, order_id, _order_form(creating=False))
-        return "Order saved."
+        return _("Order saved.")
     return _on_order(order_id, step)
 
 
@@ -69,8 +70,9 @@ def pay(order_id: int):
         paid_now = data.amount(forms.money(request.form.get("amount", "")), "amount", positive=True)
         order = data.order_dict(database(data.pay, order_id, paid_now))
         log.info("order %d: payment recorded on the web", order_id)
-        money = web().hub.cards.layout.money  # as the pop writes amounts ([card])
-        return f"Payment of {money(paid_now)} recorded on order {order['number']}; debt now {money(order['debt'])}."
+        money = formats().money  # in the reader's language, with [card]'s currency
+        return _("Payment of %(paid)s recorded on order %(order)s; debt now %(debt)s.", paid=money(paid_now), order=order["number"],
+                 debt=money(order["debt"]))
     return _on_order(order_id, step)
 
 
@@ -79,5 +81,5 @@ def pay(order_id: int):
 def close(order_id: int):
     def step() -> str:
         database(data.close_order, order_id)
-        return "Order closed."
+        return _("Order closed.")
     return _on_order(order_id, step)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, request
 
+from screenpop.daemon.i18n import gettext as _, ngettext
 from screenpop.daemon.auth import people, roles, signin
 from screenpop.daemon.web.pages import forms
 from screenpop.daemon.web.pages.base import (current_user, database, error_page, log, login_required, render_page,
@@ -28,7 +29,7 @@ def people_page(status: int = 200, error: str | None = None, values: dict | None
         return people.listing(), people.locked(config)
 
     everyone, locked = database(read)
-    return render_page("people.html", status=status, title="People", people=everyone, locked=locked, error=error,
+    return render_page("people.html", status=status, title=_("People"), people=everyone, locked=locked, error=error,
                        values=values or {}, roles=roles.ROLES, languages=people.LANGUAGES)
 
 
@@ -47,11 +48,11 @@ def person_page(person_id: int, status: int = 200, error: str | None = None):
                        history=history, error=error, roles=roles.ROLES, languages=people.LANGUAGES)
 
 
-def _not_yourself(person_id: int, what: str):
+def _not_yourself(person_id: int, refusal: str):
     """An admin cannot lock themselves out: no disabling or demoting their own account (another admin can)."""
     user = current_user()
     if user.person_id == person_id:
-        return person_page(person_id, 409, f"You cannot {what} your own account; another admin can.")
+        return person_page(person_id, 409, refusal)
     return None
 
 
@@ -72,7 +73,7 @@ def create():
     except people.PeopleError as exc:
         return people_page(exc.status, exc.message, values)
     log.info("person %d (%s, %s) added on the web by %s", person.id, person.login, person.role, current_user().label)
-    flash(f"{person.name} can now sign in as {person.login}.")
+    flash(_("%(name)s can now sign in as %(login)s.", name=person.name, login=person.login))
     return redirect("/people", 303)
 
 
@@ -86,14 +87,14 @@ def person(person_id: int):
 @login_required("people")
 def update(person_id: int):
     values = forms.pick(("name", "role", "extension", "language"))
-    if values.get("role", "admin") != "admin" and (refused := _not_yourself(person_id, "take the admin role from")):
+    if values.get("role", "admin") != "admin" and (refused := _not_yourself(person_id, _("You cannot take the admin role from your own account; another admin can."))):
         return refused
     try:
         database(people.update, person_id, people.person_fields(values, creating=False))
     except people.PeopleError as exc:
         return person_page(person_id, exc.status, exc.message) if exc.status != 404 else error_page(404, exc.message)
     log.info("person %d changed on the web by %s", person_id, current_user().label)
-    flash("Saved.")
+    flash(_("Saved."))
     return redirect(f"/people/{person_id}", 303)
 
 
@@ -106,12 +107,13 @@ def reset_password(person_id: int):
     except people.PeopleError as exc:
         return person_page(person_id, exc.status, exc.message) if exc.status != 404 else error_page(404, exc.message)
     log.info("password of person %d reset on the web by %s; %d session(s) ended", person_id, current_user().label, ended)
-    flash(f"Password set; {ended} session(s) of theirs ended. Tell them the new password in person.")
+    flash(ngettext("Password set; %(num)s session of theirs ended. Tell them the new password in person.",
+                   "Password set; %(num)s sessions of theirs ended. Tell them the new password in person.", ended))
     return redirect(f"/people/{person_id}", 303)
 
 
 def _switch(person_id: int, disabled: bool):
-    if disabled and (refused := _not_yourself(person_id, "disable")):
+    if disabled and (refused := _not_yourself(person_id, _("You cannot disable your own account; another admin can."))):
         return refused
     try:
         changed = database(people.set_disabled, person_id, disabled)
@@ -119,7 +121,7 @@ def _switch(person_id: int, disabled: bool):
         return person_page(person_id, exc.status, exc.message) if exc.status != 404 else error_page(404, exc.message)
     if changed:
         log.info("person %d %s on the web by %s", person_id, "disabled" if disabled else "enabled", current_user().label)
-    flash("Disabled: they cannot sign in, and their sessions have ended." if disabled else "Enabled: they can sign in again.")
+    flash(_("Disabled: they cannot sign in, and their sessions have ended.") if disabled else _("Enabled: they can sign in again."))
     return redirect(f"/people/{person_id}", 303)
 
 
@@ -148,7 +150,7 @@ def unlock(person_id: int):
         return error_page(exc.status, exc.message)
     if done:
         log.info("login %r unlocked on the web by %s", login, current_user().label)
-    flash("Unlocked: they can try again now." if done else "They were not locked.")
+    flash(_("Unlocked: they can try again now.") if done else _("They were not locked."))
     return redirect(f"/people/{person_id}", 303)
 
 
@@ -158,7 +160,7 @@ def unlock(person_id: int):
 @bp.get("/sessions")
 @login_required("people")
 def sessions():
-    return render_page("sessions.html", title="Sessions", sessions=database(signin.live_sessions),
+    return render_page("sessions.html", title=_("Sessions"), sessions=database(signin.live_sessions),
                        mine=current_user())
 
 
@@ -167,9 +169,9 @@ def sessions():
 def end(session_ref: int):
     if database(signin.end_session_id, session_ref):
         log.info("web session %d ended by %s", session_ref, current_user().label)
-        flash(f"Session {session_ref} ended: that browser is signed out.")
+        flash(_("Session %(ref)s ended: that browser is signed out.", ref=session_ref))
     else:
-        flash(f"Session {session_ref} had ended already.")
+        flash(_("Session %(ref)s had ended already.", ref=session_ref))
     return redirect("/sessions", 303)
 
 
@@ -179,7 +181,7 @@ def end(session_ref: int):
 @bp.get("/account")
 @login_required()
 def account(status: int = 200, error: str | None = None):
-    return render_page("account.html", status=status, title="Your account", error=error, languages=people.LANGUAGES)
+    return render_page("account.html", status=status, title=_("Your account"), error=error, languages=people.LANGUAGES)
 
 
 @bp.post("/account/password")
@@ -187,10 +189,10 @@ def account(status: int = 200, error: str | None = None):
 def change_password():
     user = current_user()
     if user.person_id is None:
-        return account(409, "You are signed in with a token; tokens have no password.")
+        return account(409, _("You are signed in with a token; tokens have no password."))
     current, new = request.form.get("current", ""), request.form.get("password", "")
     if new != request.form.get("again", ""):
-        return account(400, "The new password and its repetition differ; nothing changed.")
+        return account(400, _("The new password and its repetition differ; nothing changed."))
     config, address = web().config, request.remote_addr or ""
     refusal = database(people.throttled, user.login, address, config)
     if refusal is not None:
@@ -199,14 +201,15 @@ def change_password():
     if len(current) > people.MAX_PASSWORD or not off_loop(people.password_matches, stored, current):
         database(people.failed, user.login, address, config)
         log.warning("password change refused for %s from %s: wrong current password", user.label, address)
-        return account(403, "That is not your current password; nothing changed.")
+        return account(403, _("That is not your current password; nothing changed."))
     try:
         password_hash = off_loop(people.hash_password, people.check_password(new))
     except people.PeopleError as exc:
         return account(exc.status, exc.message)
     ended = database(people.set_password, user.person_id, password_hash, session_id(), False)
     log.info("%s changed their password from %s; %d other session(s) ended", user.label, address, ended)
-    flash("Password changed." + (f" Your {ended} other session(s) were signed out." if ended else ""))
+    flash(ngettext("Password changed. Your %(num)s other session was signed out.",
+                   "Password changed. Your %(num)s other sessions were signed out.", ended) if ended else _("Password changed."))
     return redirect("/account", 303)
 
 
@@ -215,10 +218,10 @@ def change_password():
 def change_language():
     user = current_user()
     if user.person_id is None:
-        return account(409, "You are signed in with a token; the language is a person's setting.")
+        return account(409, _("You are signed in with a token; the language is a person's setting."))
     try:
         database(people.update, user.person_id, people.person_fields(forms.pick(("language",)), creating=False))
     except people.PeopleError as exc:
         return account(exc.status, exc.message)
-    flash("Language saved.")
+    flash(_("Language saved."))
     return redirect("/account", 303)

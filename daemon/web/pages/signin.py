@@ -10,18 +10,17 @@ or token id and the reason, never a password or secret.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
-
-import datetime as dt
-import functools
 
 import peewee
 from flask import Blueprint, Flask, Response, jsonify, redirect, request
 from gevent.threadpool import ThreadPool
 from flask.sessions import SecureCookieSessionInterface
 
-from screenpop.daemon.web.pages.base import (SESSION_UNAVAILABLE, database, end_session, log, render_page, safe_next,
+from screenpop.daemon.i18n import gettext as _
+from screenpop.daemon.web.pages.base import (SESSION_UNAVAILABLE, database, end_session, formats, log, render_page, safe_next,
                                        start_session, web)
 from screenpop.daemon.auth import people, signin
 
@@ -51,20 +50,21 @@ def password_signin(login: str, password: str, address: str) -> tuple[int, str, 
         log.warning("web sign-in refused for login %r from %s: %s", login, address, refusal.message)
         if refusal.locked_until is None:
             return 429, refusal.message, refusal.wait
-        until = refusal.locked_until.replace(tzinfo=dt.timezone.utc).astimezone(web().zone)
-        return 403, f"{refusal.message} Try again after {until:%H:%M}, or ask an admin to unlock it.", 0
+        return 403, _("%(why)s Try again after %(when)s, or ask an admin to unlock it.", why=refusal.message,
+                      when=formats().clock(refusal.locked_until)), 0
     person = database(people.by_login, login)
     if not off_loop(people.password_matches, person.password_hash if person else None, password):
         failures = database(people.failed, login, address, config)
         log.warning("web sign-in refused for login %r from %s: %s (%d failed in a row)", login, address,
                     "wrong password" if person else "no such login", failures)
         if failures >= config.signin_lock_after:
-            return 403, (f"This account is locked after {failures} failed sign-ins in a row. Try again in "
-                         f"{config.signin_lock_minutes:g} minutes, or ask an admin to unlock it."), 0
-        return 403, "Wrong login or password.", 0
+            return 403, _("This account is locked after %(failures)s failed sign-ins in a row. Try again in %(minutes)s "
+                          "minutes, or ask an admin to unlock it.", failures=failures,
+                          minutes=formats().number(config.signin_lock_minutes)), 0
+        return 403, _("Wrong login or password."), 0
     if person.disabled_at is not None:
         log.warning("web sign-in refused for login %r from %s: the person is disabled", login, address)
-        return 403, "This account is disabled. Ask an admin if you need it again.", 0
+        return 403, _("This account is disabled. Ask an admin if you need it again."), 0
     database(people.succeeded, login)
     if people.needs_rehash(person.password_hash):
         database(people.replace_hash, person.id, off_loop(people.hash_password, password))
@@ -102,7 +102,7 @@ def blueprint(authenticate: Callable[[], Any]) -> Blueprint:
         if isinstance(check, Response):
             return check
         if request.content_length and request.content_length > 8192:
-            return jsonify(error="request body larger than 8192 bytes"), 413
+            return jsonify(error=_("request body larger than 8192 bytes")), 413
         try:
             body = request.get_json(silent=True) if request.mimetype == "application/json" else None
         except RecursionError:  # nested too deeply for the parser: not the object wanted either
@@ -112,7 +112,7 @@ def blueprint(authenticate: Callable[[], Any]) -> Blueprint:
         next_path = safe_next(body.get("next", "/"), None)
         if next_path is None:
             log.warning("sign-in link refused for token %d: next is not a path on this site", check.token_id)
-            return jsonify(error="next: must be a path on this site, starting with /"), 400
+            return jsonify(error=_("next: must be a path on this site, starting with /")), 400
         seconds = web().config.signin_link_seconds
         secret = database(signin.mint, check.token_id, next_path, seconds)
         base = web().hub.cards.base or request.host_url.rstrip("/")
@@ -124,14 +124,14 @@ def blueprint(authenticate: Callable[[], Any]) -> Blueprint:
         result = database(signin.spend, secret) if len(secret) <= 100 else "unknown link"
         if isinstance(result, str):
             log.warning("web sign-in refused from %s: %s", request.remote_addr, result)
-            return render_page("signin.html", status=403, title="Sign in", next="/",
-                               error="This sign-in link does not work any more (each link works once, for a minute). "
-                                     "Open the page from the tray again, or sign in with a token.")
+            return render_page("signin.html", status=403, title=_("Sign in"), next="/",
+                               error=_("This sign-in link does not work any more (each link works once, for a minute). "
+                                       "Open the page from the tray again, or sign in with a token."))
         token_id, next_path = result
         check = database(signin.token_state, token_id)
         if not check.ok:
             log.warning("web sign-in refused from %s: %s", request.remote_addr, check.reason)
-            return render_page("signin.html", status=403, title="Sign in", next="/", error="That token is no longer valid.")
+            return render_page("signin.html", status=403, title=_("Sign in"), next="/", error=_("That token is no longer valid."))
         owner = database(people.owner_of_token, token_id)
         start_session(owner.id if owner else None, token_id)
         log.info("web sign-in: token %d (%s%s) from %s by one-time link, as %s", token_id, check.role,
@@ -141,7 +141,7 @@ def blueprint(authenticate: Callable[[], Any]) -> Blueprint:
 
     @bp.get("/signin")
     def form():
-        return render_page("signin.html", title="Sign in", next=safe_next(request.args.get("next")))
+        return render_page("signin.html", title=_("Sign in"), next=safe_next(request.args.get("next")))
 
     @bp.post("/signin")
     def with_password():
@@ -151,15 +151,15 @@ def blueprint(authenticate: Callable[[], Any]) -> Blueprint:
         login = request.form.get("login", "").strip().lower()[:people.MAX_LOGIN]
         password = request.form.get("password", "")
         if not login or not password or len(password) > people.MAX_PASSWORD:
-            return render_page("signin.html", status=400, title="Sign in", next=next_path, login=login,
-                               error="Type your login and your password.")
+            return render_page("signin.html", status=400, title=_("Sign in"), next=next_path, login=login,
+                               error=_("Type your login and your password."))
         if not set(login) <= people.LOGIN_CHARS:  # no such login can exist; nothing to count or look up
-            return render_page("signin.html", status=400, title="Sign in", next=next_path,
-                               error="Logins are letters a-z, digits and . _ - @ only.")
+            return render_page("signin.html", status=400, title=_("Sign in"), next=next_path,
+                               error=_("Logins are letters a-z, digits and . _ - @ only."))
         outcome = password_signin(login, password, request.remote_addr or "")
         if isinstance(outcome, tuple):
             status, message, wait = outcome
-            response = render_page("signin.html", status=status, title="Sign in", next=next_path, login=login,
+            response = render_page("signin.html", status=status, title=_("Sign in"), next=next_path, login=login,
                                    error=message)
             if wait:
                 response.headers["Retry-After"] = str(wait)
@@ -174,8 +174,8 @@ def blueprint(authenticate: Callable[[], Any]) -> Blueprint:
         check = web().hub.check_token(clear) if 0 < len(clear) <= 200 else None
         if check is None or not check.ok:
             log.warning("web sign-in refused from %s: %s", request.remote_addr, check.reason if check else "no token typed")
-            return render_page("signin.html", status=403, title="Sign in", next=next_path,
-                               error="That token is not valid.")
+            return render_page("signin.html", status=403, title=_("Sign in"), next=next_path,
+                               error=_("That token is not valid."))
         start_session(None, check.token_id)
         log.info("web sign-in: token %d (%s%s) from %s with a typed token", check.token_id, check.role,
                  f" {check.extension}" if check.extension else "", request.remote_addr)
