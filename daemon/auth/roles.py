@@ -5,7 +5,11 @@ template asks `allows(role, capability)` (pages through User.can, daemon/web/pag
 """
 from __future__ import annotations
 
+from screenpop.daemon.i18n import gettext, lazy_gettext
+
 ROLES = ("operator", "manager", "admin")
+NAMES = {"operator": lazy_gettext("operator"), "manager": lazy_gettext("manager"), "admin": lazy_gettext("admin")}
+UNKNOWN = lazy_gettext("unknown role")
 
 # what each capability needs at least
 NEEDS = {
@@ -25,18 +29,18 @@ NEEDS = {
 
 # what a refused person reads: why, in words
 WHAT = {
-    "customers": "customer records",
-    "own_calls": "your calls",
-    "team_calls": "every employee's calls",
-    "dashboard": "the dashboard",
-    "reports": "the reports",
-    "recordings": "call recordings",
-    "hold_recordings": "holding recordings from deletion",
-    "listen_log": "the recordings' listen log",
-    "delete_customers": "deleting customers and their numbers",
-    "people": "managing people and their sessions",
-    "tokens": "API tokens",
-    "configuration": "the configuration pages",
+    "customers": lazy_gettext("customer records"),
+    "own_calls": lazy_gettext("your calls"),
+    "team_calls": lazy_gettext("every employee's calls"),
+    "dashboard": lazy_gettext("the dashboard"),
+    "reports": lazy_gettext("the reports"),
+    "recordings": lazy_gettext("call recordings"),
+    "hold_recordings": lazy_gettext("holding recordings from deletion"),
+    "listen_log": lazy_gettext("the recordings' listen log"),
+    "delete_customers": lazy_gettext("deleting customers and their numbers"),
+    "people": lazy_gettext("managing people and their sessions"),
+    "tokens": lazy_gettext("API tokens"),
+    "configuration": lazy_gettext("the configuration pages"),
 }
 
 
@@ -49,6 +53,7 @@ def allows(role: str | None, capability: str, needed: str | None = None) -> bool
 
 def refusal(role: str | None, capability: str) -> str:
     """Why role may not do capability, in a sentence a person can act on."""
-    article = "an" if (role or "u")[:1] in "aeiou" else "a"
-    return (f"This needs the {NEEDS[capability]} role ({WHAT[capability]}); you are signed in as {article} "
-            f"{role or 'unknown role'}. Ask an admin if you need it.")
+    article = "an" if (role or "u")[:1] in "aeiou" else "a"  # English's; other languages' sentences leave it out
+    return gettext("This needs the %(needed)s role (%(what)s); you are signed in as %(article)s %(role)s. Ask an admin if "
+                   "you need it.", needed=str(NAMES[NEEDS[capability]]), what=str(WHAT[capability]), article=article,
+                   role=str(NAMES.get(role or "", UNKNOWN)))

@@ -75,10 +75,6 @@ def audit_line(entry: Any) -> str:
                         when=changed_at(entry.at)).strip()
 
 
-ROLE_NAMES = {"operator": i18n.lazy_gettext("operator"), "manager": i18n.lazy_gettext("manager"),
-              "admin": i18n.lazy_gettext("admin")}
-
-
 def _duration(seconds: float | None) -> str:
     """Talk time as m:ss (h:mm:ss past an hour)."""
     if seconds is None:
@@ -123,7 +119,7 @@ def init_app(app: Flask, hub: Any, photos: Any, config: WebConfig, tls: bool,
     app.jinja_env.globals["language"] = i18n.language
     app.jinja_env.globals["language_menu"] = list(i18n.NAMES.items())
     app.jinja_env.globals["language_name"] = lambda code: i18n.NAMES.get(code, code)
-    app.jinja_env.globals["role_name"] = lambda role: str(ROLE_NAMES.get(role, role))
+    app.jinja_env.globals["role_name"] = lambda role: str(roles.NAMES.get(role, role))
     # the language menu posts with the session's CSRF field, so it is left out when no session could be opened
     app.jinja_env.globals["session_open"] = lambda: not request.environ.get(SESSION_UNAVAILABLE)
     app.jinja_env.globals["bdi"] = lambda text: Markup("<bdi>%s</bdi>") % text  # a caller's text inside a sentence, isolated

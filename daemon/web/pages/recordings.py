@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, flash, redirect, request
 
+from screenpop.daemon.i18n import gettext as _, lazy_gettext, ngettext
 from screenpop.daemon.auth import roles
 from screenpop.daemon.customers.data import DataError
 from screenpop.daemon.web import recordings
@@ -22,9 +23,9 @@ def play(call_uuid: str, rec_id: int) -> Response:
     try:
         rec, extensions = database(recordings.find, forms.known_call_uuid(call_uuid), rec_id)
         if rec is None:
-            raise DataError(404, f"Call {call_uuid} has no recording {rec_id}.")
+            raise DataError(404, lazy_gettext("Call %(call)s has no recording %(id)s.", call=call_uuid, id=rec_id))
         if not recordings.may_listen(web().recordings.listen, user.role, user.extension, extensions):
-            raise DataError(403, "You may not listen to this call's recordings.")
+            raise DataError(403, lazy_gettext("You may not listen to this call's recordings."))
         return recordings.audio(
             rec, web().recordings.served_roots(), request.headers.get("Range"), request.headers.get("If-Range"),
             database, lambda: database(recordings.log_listen, rec.id, rec.call_uuid, user.token_id,
@@ -46,7 +47,9 @@ def hold(call_uuid: str) -> Response:
         count = database(recordings.hold, forms.known_call_uuid(call_uuid), keep)
     except DataError as exc:
         return error_page(exc.status, exc.message)
-    flash(f"{count} recording(s) of this call {'held from deletion' if keep else 'released: deleted with age again'}.")
+    flash(ngettext("%(num)s recording of this call held from deletion.", "%(num)s recordings of this call held from deletion.", count)
+          if keep else ngettext("%(num)s recording of this call released: deleted with age again.",
+                                "%(num)s recordings of this call released: deleted with age again.", count))
     return redirect(back, 303)
 
 
@@ -56,5 +59,5 @@ def listens() -> Response:
     """Who listened to which call's recording, and when, newest first."""
     page = forms.page()
     rows = database(recordings.listens, PER_PAGE + 1, (page - 1) * PER_PAGE)
-    return render_page("listens.html", title="Recording listens", rows=rows[:PER_PAGE], page=page,
+    return render_page("listens.html", title=_("Recording listens"), rows=rows[:PER_PAGE], page=page,
                        more=len(rows) > PER_PAGE)
