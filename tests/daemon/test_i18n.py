@@ -172,7 +172,7 @@ def test_every_page_in_icelandic_has_no_english_left(db, tmp_path):
         pages = ["/customers", "/customers?q=thordur", f"/customers/{customer.id}", f"/customers/{customer.id}/edit",
                  "/customers/new?number=5559999", "/customers/choose?number=5551234", "/calls", "/missed", "/employees",
                  "/tokens", "/fields", "/categories", "/layouts", "/layouts/default", "/dashboard", "/people", "/sessions",
-                 "/account", "/admin/listens", "/nowhere"]
+                 "/account", "/admin/listens", "/transcripts", "/transcripts?q=endurgreidsla", "/alerts", "/nowhere"]
         for path in pages:
             r = client.get(path, headers={"Accept-Language": "is"})
             assert r.status_code in (200, 404), (path, r.status_code)

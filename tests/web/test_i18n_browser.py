@@ -39,7 +39,7 @@ def _pages(customer_id: int) -> list[str]:
     return ["/customers", "/customers?q=thordur", f"/customers/{customer_id}", f"/customers/{customer_id}/edit",
             "/customers/new?number=5559999", "/customers/choose?number=5551234", "/calls", "/missed", "/dashboard",
             "/employees", "/tokens", "/fields", "/categories", "/layouts", "/layouts/default", "/people", "/sessions",
-            "/account", "/admin/listens", "/signin"]
+            "/account", "/admin/listens", "/transcripts", "/transcripts?q=endurgreidsla", "/alerts", "/signin"]
 
 
 @pytest.fixture

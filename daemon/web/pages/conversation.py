@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, flash, jsonify, redirect, request
 
+from screenpop.daemon.i18n import gettext as _
 from screenpop.daemon.analysis import store
 from screenpop.daemon.auth import roles
 from screenpop.daemon.auth.tokens import TokenCheck
@@ -49,7 +50,7 @@ def _deaf() -> Response | None:
     user = current_user()
     if user is not None and current_app.jinja_env.globals["may_hear"](user.role):
         return None
-    return error_page(403, "Recordings and their transcripts are for the roles [recordings] listen names.")
+    return error_page(403, _("Recordings and their transcripts are for the roles [recordings] listen names."))
 
 
 Who = tuple[str, str, "str | None"]  # [recordings] listen, the user's role and extension
@@ -88,8 +89,8 @@ def blueprint(authenticate: Callable[[], TokenCheck | Response], status: Callabl
     def call_conversation(call_id: int):
         data = database(_call_page, call_id, _who())
         if data is None:
-            return error_page(404, "There is no such call.")
-        response = render_page("conversation.html", title="Conversation", audio_url=audio_url, **data)
+            return error_page(404, _("There is no such call."))
+        response = render_page("conversation.html", title=_("Conversation"), audio_url=audio_url, **data)
         response.headers["Content-Security-Policy"] = CSP + "; script-src 'self'; media-src 'self'"
         return response
 
@@ -101,10 +102,10 @@ def blueprint(authenticate: Callable[[], TokenCheck | Response], status: Callabl
         try:
             q, side = _search_args()
         except ValueError as exc:
-            return render_page("transcripts.html", status=400, title="Transcripts", error=str(exc), rows=[], q="",
+            return render_page("transcripts.html", status=400, title=_("Transcripts"), error=str(exc), rows=[], q="",
                                side="")
         rows = database(_heard_lines, q, side, store.SEARCH_LIMIT, _who()) if q else []
-        return render_page("transcripts.html", title="Transcripts", rows=rows, q=q, side=side,
+        return render_page("transcripts.html", title=_("Transcripts"), rows=rows, q=q, side=side,
                            limit=store.SEARCH_LIMIT)
 
     @bp.get("/transcripts.csv")
@@ -119,10 +120,10 @@ def blueprint(authenticate: Callable[[], TokenCheck | Response], status: Callabl
             return error_page(400, str(exc))
         call_id = request.args.get("call", "")
         if call_id and not (call_id.isascii() and call_id.isdigit() and len(call_id) <= 12):
-            return error_page(400, "call: a call number")
+            return error_page(400, _("call: a call number"))
 
         if not call_id and not q and not current_user().can("configuration"):
-            return error_page(400, "Name a call (call=) or a search (q=); every transcript at once is for admins.")
+            return error_page(400, _("Name a call (call=) or a search (q=); every transcript at once is for admins."))
 
         who = _who()
 
@@ -147,7 +148,7 @@ def blueprint(authenticate: Callable[[], TokenCheck | Response], status: Callabl
             return list(PhraseAlert.select().order_by(PhraseAlert.phrase)), store.recent_matches()
         stored, matches = database(read)
         configured = status().get("phrases", []) if status else []
-        return render_page("alerts.html", status=code, title="Phrase alerts", alerts=stored, configured=configured,
+        return render_page("alerts.html", status=code, title=_("Phrase alerts"), alerts=stored, configured=configured,
                            matches=matches, error=error)
 
     @bp.get("/alerts")
@@ -162,15 +163,15 @@ def blueprint(authenticate: Callable[[], TokenCheck | Response], status: Callabl
             alert = database(store.add_alert, request.form.get("phrase", ""), request.form.get("side", ""))
         except ValueError as exc:
             return alerts_page(400, str(exc))
-        flash(f"Alert “{alert.phrase}” added: recordings analysed from now on are searched for it.")
+        flash(_("Alert “%(phrase)s” added: recordings analysed from now on are searched for it.", phrase=alert.phrase))
         return redirect("/alerts", 303)
 
     @bp.post("/alerts/<int:alert_id>/delete")
     @login_required("configuration")
     def delete_alert(alert_id: int):
         if not database(store.remove_alert, alert_id):
-            return error_page(404, "There is no such alert.")
-        flash("Alert deleted, with the matches found for it.")
+            return error_page(404, _("There is no such alert."))
+        flash(_("Alert deleted, with the matches found for it."))
         return redirect("/alerts", 303)
 
     @bp.get("/api/v1/analysis")
