@@ -276,6 +276,9 @@ class AnalysisConfig:
     scan_interval: float = 5.0  # seconds between looks for recordings not yet analysed
     max_minutes: float = 240.0  # longer recordings are refused (an error on the recording, not a stuck worker)
     timeout: float = 900.0  # seconds one recording may take before its process is ended and the recording failed
+
+
+@dataclass
 class I18nConfig:
     """The organisation's language (docs/i18n.md): what pages, pops and the CLI speak when a person's own setting
     and their browser or desktop say nothing we have a catalogue for ("en" or "is")."""
