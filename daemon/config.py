@@ -274,6 +274,7 @@ class AnalysisConfig:
     phrases: list[str] = field(default_factory=list)  # phrase alerts from the file, beside the admin page's
     queue_max: int = 200  # recordings waiting at most; more wait in the database for the next scan
     scan_interval: float = 5.0  # seconds between looks for recordings not yet analysed
+    pause: float = 0.5  # at least this many seconds between two recordings' results stored (the hub's share of writes)
     max_minutes: float = 240.0  # longer recordings are refused (an error on the recording, not a stuck worker)
     timeout: float = 900.0  # seconds one recording may take before its process is ended and the recording failed
 
@@ -477,6 +478,8 @@ def _check_analysis(analysis: AnalysisConfig) -> None:
         raise ConfigError("[analysis] queue_max must be between 1 and 100000")
     if not 0.1 <= analysis.scan_interval <= 3600:
         raise ConfigError("[analysis] scan_interval must be between 0.1 and 3600 seconds")
+    if not 0 <= analysis.pause <= 60:
+        raise ConfigError("[analysis] pause must be between 0 and 60 seconds")
     if not 0.1 <= analysis.max_minutes <= 24 * 60:
         raise ConfigError("[analysis] max_minutes must be between 0.1 and 1440")
     if not 1 <= analysis.timeout <= 86400:

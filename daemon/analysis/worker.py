@@ -110,30 +110,38 @@ class Analyser:
 
     def _run(self) -> None:
         while not self._stopped.is_set():
-            job: Job = self.queue.get()
-            self._queued.discard(job.recording_id)
-            self.running = job
-            try:
-                result = self._analyse(job)
-            except AnalysisProcessError as exc:
-                result = {"ok": False, "error": str(exc)}
-            try:
-                found = self.worker.run(store.save, job, result, self.config.phrases)
-            except peewee.DatabaseError as exc:
-                log.warning("analysis of recording %d not stored (%s); it is analysed again later", job.recording_id, exc)
-                self.running = None
-                continue
+            started = time.monotonic()
+            self._one()
+            # a backlog of quick analyses (no speech engine) would otherwise store results back to back: each is a
+            # transaction on the hub's thread (SQLite commits block it), so the pops would queue behind them
+            self._stopped.wait(max(0.0, self.config.pause - (time.monotonic() - started)))
+
+    def _one(self) -> None:
+        """Take the next recording (waiting for one), analyse it and store the result."""
+        job: Job = self.queue.get()
+        self._queued.discard(job.recording_id)
+        self.running = job
+        try:
+            result = self._analyse(job)
+        except AnalysisProcessError as exc:
+            result = {"ok": False, "error": str(exc)}
+        try:
+            found = self.worker.run(store.save, job, result, self.config.phrases)
+        except peewee.DatabaseError as exc:
+            log.warning("analysis of recording %d not stored (%s); it is analysed again later", job.recording_id, exc)
+            return
+        finally:
             self.running = None
-            if result.get("ok"):
-                self.done += 1
-                self.matches += found
-                self.seconds_of_audio += result.get("duration") or 0.0
-                log.info("recording %d analysed: %.1f s of audio, %d transcript line(s), %d phrase match(es)",
-                         job.recording_id, result.get("duration") or 0.0, len(result.get("lines", [])), found)
-            else:
-                self.failed += 1
-                self.last_error = f"recording {job.recording_id}: {result['error']}"
-                log.warning("recording %d (%s) not analysed: %s", job.recording_id, job.path, result["error"])
+        if result.get("ok"):
+            self.done += 1
+            self.matches += found
+            self.seconds_of_audio += result.get("duration") or 0.0
+            log.info("recording %d analysed: %.1f s of audio, %d transcript line(s), %d phrase match(es)",
+                     job.recording_id, result.get("duration") or 0.0, len(result.get("lines", [])), found)
+        else:
+            self.failed += 1
+            self.last_error = f"recording {job.recording_id}: {result['error']}"
+            log.warning("recording %d (%s) not analysed: %s", job.recording_id, job.path, result["error"])
 
     def _process(self) -> subprocess.Popen:
         """The analysis process, started (and its engine loaded) if it is not running."""
