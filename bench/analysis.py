@@ -142,7 +142,8 @@ def pops(folder: Path, load: Path, backlog: int, engine: str) -> tuple[list[floa
         d.terminate()
         d.close()
         relay.server.close()
-    share, unseen = match(relay.rings, cards(sse_log), lambda ext, num, c: c[1] == ext and c[2] == num)
+    found, unseen = match(relay.rings, cards(sse_log), lambda ext, num, c: c[1] == ext and c[2] == num)
+    share = [ms for ms, _ in found]
     if unseen:
         print(f"  note: {len(unseen)} of {len(relay.rings)} rings had no card")
     db = open_database(db_url)
