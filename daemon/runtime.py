@@ -120,13 +120,15 @@ class Daemon:
         # recordings' files checked once stopped, and deleted after [recordings] keep_days (docs/recordings.md)
         self.keeper = Keeper(config.recordings, self.worker, forget=[analysis_store.forget])
         # the tracker's calls and pops go through the CDR intake, which completes the calls it ends from FreeSWITCH's
-        # CDRs, to the writer; the intake builds the tracker with itself as its sink (each needs the other)
+        # CDRs, to the writer; the intake builds the tracker with itself as its sink (each needs the other). It takes
+        # CDRs only once the node's open calls are resumed: before, it would complete a stored copy of a call that the
+        # tracker then resumes from the database as still open, and closes again without its cause.
+        self._resumed = False
         self.cdr = CdrIntake(config.cdr, self.writer, self.worker,
                              make_tracker=lambda sink: CallTracker(rules, sink, lookup=self._find_customer),
-                             recording=lambda: self.election is None or self.election.holding)
+                             recording=lambda: self._resumed and (self.election is None or self.election.holding),
+                             hearing=lambda: self.esl.serving)
         self.tracker = self.cdr.tracker
-        if self.election is None:
-            self._resume_open_calls(load_open_calls(self.db, self.node))
         fs = config.freeswitch
         self.esl = EslSupervisor(
             host=fs.host,
@@ -170,9 +172,11 @@ class Daemon:
         return Publisher(schema), listener, election
 
     def _resume_open_calls(self, open_calls: list) -> None:
+        """Follow the node's open calls again (the database worker runs: their stored CDRs are looked at), then take CDRs."""
         if open_calls:
             log.info("%d call(s) of node %s open in the database; checking them with FreeSWITCH", len(open_calls), self.node)
-        self.tracker.restore(open_calls)
+        self.cdr.resume(open_calls)
+        self._resumed = True
 
     def _take_over(self) -> None:
         """This daemon now holds its node: resume the calls the previous holder left open, connect, resync."""
@@ -321,6 +325,8 @@ class Daemon:
         """Follow FreeSWITCH first (the writer, the ESL connection, the reloader), then load and start HTTP once the
         first connection attempt is over or FIRST_FOLLOW_SECONDS passed: Flask and the pages cost more CPU than all
         the rest of the start, and calls must not wait for them. A port in use or a bad certificate stops the start."""
+        if self.election is None:
+            self._resume_open_calls(load_open_calls(self.db, self.node))  # its check of stored CDRs waits for the worker
         self.worker.start()
         self.push.start()
         if self.writer.on_queued is not None:

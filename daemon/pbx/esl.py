@@ -638,6 +638,12 @@ class EslSupervisor:
         return self._up and self.esl is not None and self.esl.connected
 
     @property
+    def serving(self) -> bool:
+        """A connection is up, or the events it read are still being dispatched: the consumer can still hear how
+        its calls go on. False between connections, before the first and after the last (events can tell nothing)."""
+        return self._up
+
+    @property
     def events_received(self) -> int:
         current = self.esl.events_received if self.esl is not None and self._up else 0
         return self._events_earlier + current

@@ -6,7 +6,9 @@ when the leg is over and retries until it is taken. ``POST /api/v1/cdr`` takes t
 its UUID, and once a call's a-leg CDR is in, rebuilds the call from its legs' CDRs by feeding their times to a
 private CallTracker: the same rules as live events, no second copy. Then:
 
-* a call the tracker still follows is left to it; the CDRs complete it when it ends (its own hangup wins);
+* a call the tracker still follows is left to it while FreeSWITCH's events can still reach it; the CDRs complete it
+  when it ends (its own hangup wins). With no event socket connection (FreeSWITCH out of reach, maybe until this
+  daemon stops) the a-leg's CDR is the only word of its hangup: the tracker gets that hangup from the CDR;
 * a call the daemon has (in memory or stored) gets FreeSWITCH's hangup cause and a-leg billsec, its start,
   answer and end times where it has none or they are more than TIME_TOLERANCE off (times set at a reconnect),
   and who answered first (it saw nobody answer, or only who had the call when it came back), so an
@@ -176,6 +178,11 @@ class _Collect:
         pass  # CDRs hold no recording events
 
 
+def leg_event(leg: LegCdr, name: str, at: int) -> Event:
+    """The event `name` of this leg as FreeSWITCH would have sent it at `at` (µs), from what its CDR tells."""
+    return Event({**leg.headers, "Event-Name": name, "Event-Date-Timestamp": str(at)})
+
+
 def rebuild(legs: list[LegCdr], root: str, tracker: CallTracker) -> CallState | None:
     """The call of a-leg root as the tracker's rules conclude it from its legs' CDRs (None: not a call it records).
 
@@ -206,7 +213,7 @@ def rebuild(legs: list[LegCdr], root: str, tracker: CallTracker) -> CallState | 
     quiet, _CALLS_LOG.disabled = _CALLS_LOG.disabled, True  # ... while its "call ... ended" lines are muted
     try:
         for at, _, _, name, leg in timeline:
-            private.handle(Event({**leg.headers, "Event-Name": name, "Event-Date-Timestamp": str(at)}))
+            private.handle(leg_event(leg, name, at))
     finally:
         _CALLS_LOG.disabled = quiet
     call = sink.calls.get(root)
@@ -275,15 +282,18 @@ class CdrIntake:
     tracker which calls it still follows and rebuilds calls with its rules. So the intake builds the tracker, with
     itself as the sink, from `make_tracker` (the tracker's constructor with its rules and lookup), and it is `tracker`.
     Its database steps run on the database worker (db/worker.py: its connection, short transactions);
-    recording: whether this daemon records its node now (a standby answers 503, so mod_json_cdr moves on to its next url).
+    recording: whether this daemon records its node now, its open calls resumed (otherwise 503, so mod_json_cdr tries
+    again or moves on to its next url); hearing: whether FreeSWITCH's events can still reach the tracker (an event
+    socket connection is up, or its events are still being dispatched).
     """
 
     def __init__(self, config: CdrConfig, writer: Writer, worker: DbWorker, make_tracker: Callable[[Sink], CallTracker],
-                 recording: Callable[[], bool] = lambda: True) -> None:
+                 recording: Callable[[], bool] = lambda: True, hearing: Callable[[], bool] = lambda: True) -> None:
         self.config = config
         self.writer = writer
         self.worker = worker
         self.recording = recording
+        self.hearing = hearing
         self.max_body = config.max_body_kb * 1024  # the HTTP server's body ceiling for POST /api/v1/cdr
         self._secret = config.secret()
         self._lock = gevent.lock.Semaphore()
@@ -317,6 +327,18 @@ class CdrIntake:
         if len(self._recent) > REMEMBER:
             self._recent.popitem(last=False)
 
+    def resume(self, calls: list[CallState]) -> None:
+        """Follow again the calls the database has open (after a restart); each whose a-leg CDR is stored already
+        (taken by the run before while it still followed the call) is completed from it as a new CDR would be."""
+        self.tracker.restore(calls)
+        if calls:
+            gevent.spawn(self._complete_stored, [call.uuid for call in calls])
+
+    def _complete_stored(self, uuids: list[str]) -> None:
+        """Each resumed call whose a-leg CDR is stored, completed (ended first if no event can end it)."""
+        for uuid in uuids:
+            self._complete_logged(uuid)  # nothing stored for it: one query, and nothing done
+
     # ---- intake ---------------------------------------------------------------------------
 
     def check(self, authorization: str) -> DataError | None:
@@ -336,7 +358,8 @@ class CdrIntake:
     def take(self, body: bytes, content_type: str, query_uuid: str | None) -> tuple[str, bool]:
         """Keep one posted CDR and complete its call; (leg uuid, whether it was new). DataError for bad input."""
         if not self.recording():
-            raise DataError(503, "this daemon is a standby; post to the one recording this node")
+            raise DataError(503, "this daemon does not record this node now (a standby, or still resuming its "
+                                 "calls); post again, or to the one recording it")
         text = decode_body(body, content_type)
         leg = parse_cdr(text, self.config.encode_values)
         if query_uuid is not None and query_uuid != leg.uuid:
@@ -375,7 +398,9 @@ class CdrIntake:
                 continue  # stored by an earlier version of these rules; the others still tell the call
         with self._lock:
             live = self.tracker.calls.get(root)
-            if live is not None and not live.finished:
+            if live is not None and not live.finished and not self.hearing():
+                self._hang_up_unheard(root, legs)
+            if live is not None and not live.finished:  # its events will end it, or a transfer keeps it going
                 self._waiting.add(root)
                 log.info("call %s: FreeSWITCH's CDR is in while the call is still followed; it completes the call "
                          "when it ends", root)
@@ -399,6 +424,17 @@ class CdrIntake:
             if changed:
                 self.writer.save_call(call)
                 log.info("call %s completed from FreeSWITCH's CDRs: %s", root, ", ".join(changed))
+
+    def _hang_up_unheard(self, root: str, legs: list[LegCdr]) -> None:
+        """The a-leg's CDR is FreeSWITCH's word that the leg hung up. With no event stream, nothing else may tell the
+        tracker before this daemon stops (a restored call, FreeSWITCH out of reach): it gets that hangup from the CDR,
+        at the CDR's time, and ends the call by its own rules (pops included); the caller then completes the rest."""
+        a_leg = next((leg for leg in legs if leg.uuid == root), None)
+        if a_leg is None:
+            return  # its CDR no longer parses (stored by an earlier version of these rules)
+        log.info("call %s: its a-leg's CDR is in and no event from FreeSWITCH can end it now; it ends as the CDR says",
+                 root)
+        self.tracker.handle(leg_event(a_leg, "CHANNEL_HANGUP_COMPLETE", a_leg.ended))
 
 
 def blueprint(intake: CdrIntake) -> Blueprint:

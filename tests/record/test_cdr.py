@@ -28,7 +28,7 @@ from screenpop.simulator.generator import CallGenerator
 
 from screenpop.daemon.customers.lookup import Lookup
 from screenpop.daemon.record.cdrlegs import prune_legs, store_leg
-from screenpop.daemon.record.writer import Writer
+from screenpop.daemon.record.writer import Writer, load_open_calls
 from screenpop.daemon.reports import analytics
 from screenpop.daemon.reports.analytics import Period
 from screenpop.daemon.reports.callrecords import call_records
@@ -38,7 +38,7 @@ from screenpop.db.models import Call, CallEvent, CdrLeg, SchemaVersion
 from screenpop.simulator.replay import load_capture_events
 
 from support import CAPTURES, RULES, SCENARIOS, comparable, daemon, expected, free_port, http_ready, pops_by_extension
-from support import simulator, staff, start_hub, stop_hub, wait_for, write_config
+from support import SLACK, simulator, staff, start_hub, stop_hub, wait_for, write_config
 
 DIRECTION = DirectionRules(frozenset({"external"}), frozenset({"public"}), RULES.is_extension)
 CRED = "freeswitch:s3cr:et"
@@ -218,7 +218,8 @@ def _outage(tmp_path: Path, db_url: str, scenario: str, cut: int) -> str:
                            "--linger", "0.5", *_cdr_args(http_port), name="sim2")
         assert second.wait(60) == 0, second.log()
         wait_for(lambda: "resynchronised" in d.log(), 20, "the resync")
-        wait_for(lambda: "completed from FreeSWITCH's CDRs" in d.log(), 20, "the CDRs to complete the call")
+        # completed, whichever came first: the CDRs (the call ends as they say) or the reconnect (then they complete it)
+        wait_for(lambda: any(r["hangup_cause"] for r in call_records()), 20, "the CDRs to complete the call")
         assert d.terminate() == 0, d.log()
         second.close()
         return d.log()
@@ -403,9 +404,10 @@ def test_calls_of_a_kill_9_gap_are_completed_or_recovered(tmp_path, db_url, db):
         assert not (record["recovered"] and uuid in popped), "a recovered call popped nobody"
 
 
-def test_cdrs_taken_before_a_daemon_restart_complete_the_call_the_next_run_closes(tmp_path, db_url, db):
-    """The CDRs arrive while the daemon still follows the call, then the daemon stops: its next run restores the
-    call, finds it gone at the resync, and completes it from the CDRs it stored."""
+def test_a_daemon_back_while_freeswitch_is_away_completes_its_resumed_call_from_the_cdrs(tmp_path, db_url, db):
+    """The kill -9 race end to end: daemon1 stops mid-call and FreeSWITCH is out of reach when daemon2 resumes the call.
+    The CDRs end and complete it then, not at a reconnect that may never come before daemon2 stops; when FreeSWITCH
+    comes back, its resync changes nothing."""
     scenario = "inbound-answered"
     cut = _index(scenario, lambda e: e.get("Event-Name") == "CHANNEL_BRIDGE") + 1
     port, http_port = free_port(), free_port()
@@ -413,31 +415,146 @@ def test_cdrs_taken_before_a_daemon_restart_complete_the_call_the_next_run_close
     config = write_config(tmp_path / "screenpop.toml", port, db_url, http_port=http_port, cdr=CDR_CONFIG)
     first_sim = simulator(tmp_path, port, "--replay", capture, "--speed", "0", "--until-event", str(cut), name="sim1")
     first = daemon(tmp_path, config, name="daemon1")
+    second = second_sim = None
     try:
         first_sim.wait(20)
         wait_for(lambda: "lost connection" in first.log(), 20, "the daemon to notice FreeSWITCH is gone")
-        wait_for(lambda: http_ready(f"http://127.0.0.1:{http_port}"), 20, "the daemon's HTTP server")  # up after the ESL
-        for body in cdrs_of(load_capture_events(CAPTURES / f"{scenario}.plain.esl")).values():
-            assert _post(f"http://127.0.0.1:{http_port}/api/v1/cdr", body.encode())[0] == 200
-        assert "still followed" in first.log()
         assert first.terminate() == 0, first.log()
         (open_call,) = call_records()
         assert open_call["ended_at"] is None
+        second = daemon(tmp_path, config, name="daemon2")
+        wait_for(lambda: http_ready(f"http://127.0.0.1:{http_port}"), 20, "the daemon's HTTP server")
+        for body in cdrs_of(load_capture_events(CAPTURES / f"{scenario}.plain.esl")).values():
+            assert _post(f"http://127.0.0.1:{http_port}/api/v1/cdr", body.encode())[0] == 200
+        wait_for(lambda: call_records()[0]["hangup_cause"], 20, "the CDRs to end the call without FreeSWITCH")
+        assert "no event from FreeSWITCH can end it now" in second.log()
         second_sim = simulator(tmp_path, port, "--replay", capture, "--speed", "0", "--from-event",
                                str(_events(scenario)), "--linger", "0.5", name="sim2")
-        second = daemon(tmp_path, config, name="daemon2")
         assert second_sim.wait(60) == 0, second_sim.log()
-        wait_for(lambda: "completed from FreeSWITCH's CDRs" in second.log(), 20, "the stored CDRs to complete the call")
+        wait_for(lambda: "resynchronised" in second.log(), 20, "the resync")
         assert second.terminate() == 0, second.log()
-        second.close()
-        second_sim.close()
     finally:
-        first_sim.close()
-        first.close()
+        for proc in (first_sim, first, second_sim, second):
+            if proc is not None:
+                proc.close()
     want, keys = _expected_calls(scenario)
     (record,) = call_records()
     assert [comparable(record, keys)] == want and record["ended_at"].startswith("2026-11-26T17:34:23.88")
     assert stored_pops() == {"1001": ["ringing", "answered", "ended"]}
+
+
+def _left_open_mid_call(db, scenario: str) -> dict[str, str]:
+    """The run before followed the call up to its bridge and was killed: the call is open in the database.
+    Returns the call's CDRs by leg, as FreeSWITCH posts them once it is over."""
+    events = [event for _, event in read_events(CAPTURES / f"{scenario}.plain.esl")]
+    writer = Writer(db, staff=staff(), e164=lambda raw: RULES.classify(raw).e164)
+    before = CallTracker(DIRECTION, writer)
+    for event in events[: _index(scenario, lambda e: e.get("Event-Name") == "CHANNEL_BRIDGE") + 1]:
+        before.handle(event)
+    _flush(writer)
+    return cdrs_of(load_capture_events(CAPTURES / f"{scenario}.plain.esl"))
+
+
+def _next_run(db, hub, hearing: bool) -> tuple[CdrIntake, Writer]:
+    """A daemon's CDR intake and writer on hub's database worker; hearing: whether FreeSWITCH's events reach it."""
+    writer = Writer(db, staff=staff(), e164=lambda raw: RULES.classify(raw).e164)
+    intake = CdrIntake(CdrConfig(password="x"), writer, hub.worker, make_tracker=lambda sink: CallTracker(DIRECTION, sink),
+                       hearing=lambda: hearing)
+    return intake, writer
+
+
+def _resumed_mid_call(db, hub, scenario: str, hearing: bool) -> tuple[CdrIntake, Writer, dict[str, str]]:
+    """The next run resumes the call left open, with no event socket connection yet, and takes the call's CDRs.
+    Returns its intake and writer, and the CDRs by leg."""
+    legs = _left_open_mid_call(db, scenario)
+    intake, writer = _next_run(db, hub, hearing)
+    intake.resume(load_open_calls(db, ""))
+    for body in legs.values():
+        assert intake.take(body.encode(), JSON_TYPE, None)[1]
+    _flush(writer)
+    return intake, writer, legs
+
+
+def _until_ended(writer: Writer) -> None:
+    """Write what the intake's completions queue, until the call has its hangup cause (they run in greenlets)."""
+    with gevent.Timeout(20 * SLACK):
+        while not (_flush(writer) or call_records()[0]["hangup_cause"]):
+            gevent.sleep(0.02)
+
+
+def _a_leg_end(legs: dict[str, str]) -> dt.datetime:
+    (a_leg,) = [leg for leg in map(parse_cdr, legs.values()) if leg.parent is None]
+    return dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=a_leg.ended)
+
+
+def _completed(scenario: str, legs: dict[str, str]) -> bool:
+    """The one stored call is as expected, ended at its a-leg's hangup_time, with the expected pops."""
+    want, keys = _expected_calls(scenario)
+    (record,) = call_records()
+    assert not record["recovered"]
+    if record["ended_at"] is None:
+        return False
+    assert [comparable(record, keys)] == want
+    assert record["ended_at"].startswith(_a_leg_end(legs).isoformat(timespec="milliseconds")), "the a-leg's hangup"
+    assert stored_pops() == pops_by_extension((p["extension"], p["event"]) for p in expected(scenario)["pops"])
+    return True
+
+
+def test_the_a_leg_cdr_ends_a_resumed_call_that_no_event_can_end(db):
+    """The kill -9 race: the daemon came back while FreeSWITCH was out of reach (and stopped before it reconnected).
+    The a-leg's CDR is the only word of the hangup: it ends the call at once, with FreeSWITCH's cause, billsec and
+    times, and a reconnect later changes nothing. (The call used to wait for a resync that never came, and stayed
+    stored without its end, hangup cause and billsec.)"""
+    scenario = "internal"
+    hub = start_hub(db, lambda: Lookup(db, RULES))
+    try:
+        intake, writer, legs = _resumed_mid_call(db, hub, scenario, hearing=False)
+        assert _completed(scenario, legs) and not intake.tracker.calls
+        intake.tracker.resync([], dt.datetime(2026, 12, 1))
+        intake.tracker.settle(dt.datetime(2026, 12, 1))
+        _flush(writer)
+        assert _completed(scenario, legs)
+    finally:
+        stop_hub(hub)
+
+
+def test_while_events_can_still_end_a_call_its_cdrs_wait_for_the_trackers_end(db):
+    """Connected to FreeSWITCH, the a-leg's hangup event is on its way (or a resync will find the call gone): the
+    tracker's own end wins, then the stored CDRs complete the call (as at the next run's reconnect)."""
+    scenario = "internal"
+    hub = start_hub(db, lambda: Lookup(db, RULES))
+    try:
+        intake, writer, legs = _resumed_mid_call(db, hub, scenario, hearing=True)
+        assert not _completed(scenario, legs) and intake.tracker.calls
+        reconnect = dt.datetime(2026, 12, 1)
+        intake.tracker.resync([], reconnect)
+        intake.tracker.settle(reconnect)
+        _until_ended(writer)
+        assert _completed(scenario, legs)
+    finally:
+        stop_hub(hub)
+
+
+def test_a_resumed_call_whose_a_leg_cdr_the_run_before_took_is_ended_from_it(db):
+    """The run before took the CDRs while it still followed the call (its hangup event not yet tracked), then was
+    killed: FreeSWITCH posts nothing again. The next run finds the stored CDRs as it resumes the call, and ends it
+    from them even if FreeSWITCH stays out of reach."""
+    scenario = "internal"
+    hub = start_hub(db, lambda: Lookup(db, RULES))
+    try:
+        legs = _left_open_mid_call(db, scenario)
+        before, writer = _next_run(db, hub, hearing=True)
+        before.resume(load_open_calls(db, ""))
+        for body in legs.values():
+            before.take(body.encode(), JSON_TYPE, None)
+        _flush(writer)
+        assert call_records()[0]["ended_at"] is None, "waiting for the hangup event"
+        intake, writer = _next_run(db, hub, hearing=False)
+        intake.resume(load_open_calls(db, ""))
+        _until_ended(writer)
+        assert _completed(scenario, legs) and not intake.tracker.calls
+    finally:
+        stop_hub(hub)
 
 
 def _insert_as_the_version_before(db, uuid: str) -> None:
