@@ -350,7 +350,8 @@ class TrayApp:
         items.extend(self.missed_section(opener))
         items.append(Menu.SEPARATOR)
         items.append(Item(_("Do not disturb"), self.toggle_dnd, checked=lambda _: self.state.dnd))
-        items.append(Item(_("Open dashboard"), lambda *_: self.open_page("/dashboard")))
+        # the calls this operator may see (their own; a manager's token, everyone's): the dashboard is a manager's
+        items.append(Item(_("Open call list"), lambda *_: self.open_page("/calls")))
         items.append(Item(_("Reconnect"), self.reconnect))
         items.append(Menu.SEPARATOR)
         items.append(Item(_("Quit"), self.quit))

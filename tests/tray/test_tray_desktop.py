@@ -254,7 +254,7 @@ def test_each_kind_of_pop_on_dunst_defaults(defaults, kind):
 
 def test_menu_do_not_disturb_silences_the_next_call(session):
     d = session.desktop
-    # menu: caller, Recent calls, Do not disturb, Open dashboard, Missed calls, Reconnect, Quit
+    # menu: caller, Recent calls, Do not disturb, Open call list, Missed calls, Reconnect, Quit
     session.menu("Down", "Down", "Down", "Down", "Return")
     wait_for(lambda: "do not disturb on" in session.log(), 5, "do not disturb on")
     wait_for(lambda: "do not disturb" in session.tray_window_name(), 5, "the icon's title")
@@ -621,12 +621,12 @@ def test_missed_calls_to_return_on_the_icon_and_in_the_menu(session, tmp_path):
         server.missed = None
 
 
-def test_menu_dashboard_missed_calls_reconnect_and_quit(session):
-    # menu: caller, Recent calls, (no missed calls), Open missed calls list, Do not disturb, Open dashboard,
+def test_menu_call_list_missed_calls_reconnect_and_quit(session):
+    # menu: caller, Recent calls, (no missed calls), Open missed calls list, Do not disturb, Open call list,
     # Reconnect, Quit
     lines = len(session.urls.read_text().splitlines()) if session.urls.exists() else 0
     session.menu("Down", "Down", "Down", "Down", "Down", "Return")
-    assert wait_file_lines(session.urls, lines + 1)[-1] == f"{session.server.url}/dashboard"
+    assert wait_file_lines(session.urls, lines + 1)[-1] == f"{session.server.url}/calls"
     session.menu("Down", "Down", "Down", "Return")
     assert wait_file_lines(session.urls, lines + 2)[-1] == f"{session.server.url}/missed?extension=1001"
     requests = len(session.server.event_requests())
