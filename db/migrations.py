@@ -17,7 +17,7 @@ from screenpop.db.models import (ALL_MODELS, ANALYSIS_MODELS, AuditEntry, Call, 
                                  SigninLink, SigninThrottle, Team, TeamMember, WebSession)
 from screenpop.db.numbers import valid_country_code
 
-_LOCK_KEY = 0x5C2EE9  # pg advisory lock id: one migrating process at a time
+_LOCK_KEY = 0x5C2EE9  # pg advisory lock id, with the schema's hash: one migrating process at a time per schema
 
 
 class Migration(NamedTuple):
@@ -265,11 +265,12 @@ def migrate(db: peewee.Database) -> list[int]:
 
 @contextmanager
 def _exclusive(db: peewee.Database) -> Iterator[None]:
-    """A transaction that holds off other migrating processes, so two daemons starting together cannot race."""
+    """A transaction that holds off other processes migrating the same schema, so two daemons starting together
+    cannot race; daemons on other schemas of the server (other sites, each test's own) migrate meanwhile."""
     if isinstance(db, peewee.SqliteDatabase):
         with db.atomic("IMMEDIATE"):
             yield
         return
     with db.atomic():
-        db.execute_sql(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})")
+        db.execute_sql("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", (_LOCK_KEY,))
         yield

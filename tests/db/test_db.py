@@ -1,7 +1,10 @@
 """Opening databases, migrations, and faithful storage of every model on SQLite and PostgreSQL."""
 from __future__ import annotations
 
+import ast
 import datetime as dt
+import subprocess
+import sys
 from decimal import Decimal
 
 import peewee
@@ -10,7 +13,7 @@ import pytest
 from screenpop.db import models
 from screenpop.db.database import DatabaseUrlError, open_database
 from screenpop.daemon.record.pops import POP_COLUMNS, PopRow
-from screenpop.db.migrations import MIGRATIONS, current_version, migrate
+from screenpop.db.migrations import MIGRATIONS, _exclusive, current_version, migrate
 from screenpop.db.models import (
     ALL_MODELS,
     ApiToken,
@@ -23,6 +26,8 @@ from screenpop.db.models import (
     Phone,
     SchemaVersion,
 )
+
+from support import SLACK
 
 HOSTILE = [
     "<script>alert('x')</script>",
@@ -102,6 +107,29 @@ def test_postgres_schema_is_created_when_missing(pg_url: str) -> None:
     finally:
         db.execute_sql(f'DROP SCHEMA "{missing}" CASCADE')
         db.close()
+
+
+@pytest.mark.postgres
+def test_postgres_migrations_lock_their_own_schema_only(pg_url: str) -> None:
+    """Two processes migrating one schema together apply each version once, and neither waits for a migration of
+    another schema that holds its lock meanwhile (other sites on the server, each test's own schema)."""
+    other = open_database(pg_url + "_other")
+    run = "import sys; from screenpop.db.database import open_database as o; from screenpop.db.migrations import " \
+          "migrate; print(migrate(o(sys.argv[1])))"
+    try:
+        with _exclusive(other):
+            procs = [subprocess.Popen([sys.executable, "-c", run, pg_url], stdout=subprocess.PIPE, text=True)
+                     for _ in range(2)]
+            try:
+                applied = [ast.literal_eval(p.communicate(timeout=60 * SLACK)[0]) for p in procs]
+            finally:
+                for p in procs:
+                    p.kill()
+                    p.wait()
+    finally:
+        other.execute_sql(f'DROP SCHEMA "{pg_url.rsplit("schema=", 1)[1]}_other" CASCADE')
+        other.close()
+    assert sorted(applied[0] + applied[1]) == [m.version for m in MIGRATIONS]
 
 
 @pytest.mark.parametrize(
