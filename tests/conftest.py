@@ -6,6 +6,7 @@ If no server can be had, the postgres tests fail; they do not skip.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import re
@@ -66,7 +67,29 @@ def _spawns(item: pytest.Item) -> bool:
     return False
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+# What a test of each tier takes, roughly, in seconds on an idle machine: the weights of the order below.
+TIER_SECONDS = {"browser": 10.0, "desktop": 3.0, "packaging": 60.0, "integration": 1.0, "unit": 0.05}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _mark_tiers(items)
+    if hasattr(config, "workerinput"):
+        _longest_files_first(items)
+
+
+def _longest_files_first(items: list[pytest.Item]) -> None:
+    """The files likeliest to take longest first, each file's tests in their order: a pytest-xdist worker takes one
+    whole file at a time in collection order (.ci/test: --dist loadfile), so the last files handed out are short
+    and the workers finish together."""
+    seconds: dict[Path, float] = {}
+    for item in items:
+        tier = next(t for t in TIER_SECONDS if item.get_closest_marker(t))
+        seconds[item.path] = seconds.get(item.path, 0.0) + TIER_SECONDS[tier]
+    items.sort(key=lambda item: -seconds[item.path])
+
+
+def _mark_tiers(items: list[pytest.Item]) -> None:
+    """Each test's tier marker, from what the test and its fixtures do (the comment above DESKTOP_FILES)."""
     for item in items:
         if any(item.get_closest_marker(t) for t in ("desktop", "browser", "packaging")):
             continue
@@ -91,9 +114,9 @@ def _pg_admin():
         pytest.fail(f"PostgreSQL is not reachable ({exc}); start it or set SCREENPOP_TEST_PG", pytrace=False)
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A postgresql:// URL pointing at a fresh schema of its own, dropped (with everything in it) after the test."""
+@contextlib.contextmanager
+def _pg_url() -> Iterator[str]:
+    """A postgresql:// URL pointing at a fresh schema of its own, dropped (with everything in it) afterwards."""
     schema = f"screenpop_test_{uuid.uuid4().hex[:12]}"
     with _pg_admin() as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
@@ -102,6 +125,13 @@ def pg_url() -> Iterator[str]:
     yield f"{server_url()}?schema={schema}"
     with _pg_admin() as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A postgresql:// URL pointing at a fresh schema of its own, dropped (with everything in it) after the test."""
+    with _pg_url() as url:
+        yield url
 
 
 @pytest.fixture
@@ -116,13 +146,43 @@ def db_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
 
 
-def _migrated(url: str) -> Iterator:
-    """The database at url migrated and bound to the models for the test; closed afterwards."""
+@functools.lru_cache(maxsize=None)
+def pg_migration_script() -> str:
+    """What migrate() changes in an empty PostgreSQL schema, as one script with its values inlined: every statement
+    it ran there but the reads (its locks and checks), recorded once per run on a schema of its own (dropped after).
+    A test's schema gets it in one round trip, a third of a real migration's time; tests/db/test_db.py checks that
+    both build the same schema, and the migration tests still migrate for real."""
+    import peewee
+    import psycopg
+
     from screenpop.db.database import open_database
     from screenpop.db.migrations import migrate
 
+    ran: list[peewee.QueryEvent] = []
+    with _pg_url() as url:
+        database = open_database(url)
+        database.query_hooks.append(ran.append)
+        migrate(database)
+        inline = psycopg.ClientCursor(database.connection()).mogrify
+        script = ";\n".join(inline(q.sql, q.params or ()) for q in ran if q.exception is None
+                             and not q.sql.lstrip().upper().startswith(("SELECT", "CREATE SCHEMA")))
+        database.close()
+    return script
+
+
+def _migrated(url: str) -> Iterator:
+    """The database at url migrated and bound to the models for the test (PostgreSQL: pg_migration_script); closed
+    afterwards."""
+    from screenpop.db.database import open_database
+    from screenpop.db.migrations import migrate
+
+    script = None if url.startswith("sqlite:") else pg_migration_script()  # first: it binds the models elsewhere
     database = open_database(url)
-    migrate(database)
+    if script is None:
+        migrate(database)
+    else:
+        with database.atomic():
+            database.connection().execute(script)
     yield database
     database.close()
 

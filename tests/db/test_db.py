@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import datetime as dt
 import subprocess
 import sys
+from collections.abc import Iterator
 from decimal import Decimal
 
 import peewee
@@ -109,27 +111,66 @@ def test_postgres_schema_is_created_when_missing(pg_url: str) -> None:
         db.close()
 
 
+@contextlib.contextmanager
+def _schema_beside(pg_url: str) -> Iterator[peewee.Database]:
+    """A second schema on the server of pg_url, opened (not migrated), dropped with everything in it afterwards."""
+    other = open_database(pg_url + "_beside")
+    try:
+        yield other
+    finally:
+        other.execute_sql(f'DROP SCHEMA "{pg_url.rsplit("schema=", 1)[1]}_beside" CASCADE')
+        other.close()
+
+
 @pytest.mark.postgres
 def test_postgres_migrations_lock_their_own_schema_only(pg_url: str) -> None:
     """Two processes migrating one schema together apply each version once, and neither waits for a migration of
     another schema that holds its lock meanwhile (other sites on the server, each test's own schema)."""
-    other = open_database(pg_url + "_other")
     run = "import sys; from screenpop.db.database import open_database as o; from screenpop.db.migrations import " \
           "migrate; print(migrate(o(sys.argv[1])))"
-    try:
-        with _exclusive(other):
-            procs = [subprocess.Popen([sys.executable, "-c", run, pg_url], stdout=subprocess.PIPE, text=True)
-                     for _ in range(2)]
-            try:
-                applied = [ast.literal_eval(p.communicate(timeout=60 * SLACK)[0]) for p in procs]
-            finally:
-                for p in procs:
-                    p.kill()
-                    p.wait()
-    finally:
-        other.execute_sql(f'DROP SCHEMA "{pg_url.rsplit("schema=", 1)[1]}_other" CASCADE')
-        other.close()
+    with _schema_beside(pg_url) as other, _exclusive(other):
+        procs = [subprocess.Popen([sys.executable, "-c", run, pg_url], stdout=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        try:
+            applied = [ast.literal_eval(p.communicate(timeout=60 * SLACK)[0]) for p in procs]
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait()
     assert sorted(applied[0] + applied[1]) == [m.version for m in MIGRATIONS]
+
+
+def _catalog(db: peewee.Database) -> dict[str, list]:
+    """What the PostgreSQL schema db is on holds: columns, indexes, constraints, triggers, functions, rows."""
+    ns, here = "current_schema()::regnamespace", "current_schema() || '.'"
+    queries = {
+        "columns": "SELECT table_name, column_name, data_type, column_default, is_nullable, generation_expression "
+                   "FROM information_schema.columns WHERE table_schema = current_schema() ORDER BY 1, 2",
+        "indexes": f"SELECT tablename, indexname, replace(indexdef, {here}, '') FROM pg_indexes "
+                   "WHERE schemaname = current_schema() ORDER BY 2",
+        "constraints": f"SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                       f"WHERE connamespace = {ns} ORDER BY 2",
+        "triggers": f"SELECT tgname, replace(pg_get_triggerdef(t.oid), {here}, '') FROM pg_trigger t "
+                    f"JOIN pg_class c ON c.oid = t.tgrelid WHERE c.relnamespace = {ns} AND NOT tgisinternal ORDER BY 1",
+        "functions": f"SELECT proname, replace(pg_get_functiondef(oid), {here}, '') FROM pg_proc "
+                     f"WHERE pronamespace = {ns} ORDER BY 1",
+        "versions": "SELECT version FROM schema_version ORDER BY 1",
+    }
+    out = {name: db.execute_sql(sql).fetchall() for name, sql in queries.items()}
+    for table in sorted(set(db.get_tables()) - {"schema_version"}):
+        out[table] = sorted(map(repr, db.execute_sql(f'SELECT * FROM "{table}"').fetchall()))
+    return out
+
+
+@pytest.mark.postgres
+def test_the_fixtures_replayed_migration_builds_what_migrate_builds(pg_db: peewee.Database, pg_url: str) -> None:
+    """pg_db's schema comes from the statements a migration ran, replayed (tests/conftest.py): the same schema, the
+    same rows, as migrate() makes."""
+    replayed = _catalog(pg_db)
+    with _schema_beside(pg_url) as migrated:
+        migrate(migrated)
+        assert _catalog(migrated) == replayed
+    assert len(replayed["columns"]) > 100 and replayed["triggers"] and replayed["versions"]
 
 
 @pytest.mark.parametrize(
