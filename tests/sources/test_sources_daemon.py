@@ -47,8 +47,11 @@ def test_the_pop_at_once_the_update_with_every_answering_source_and_the_record_p
             assert pop.card["sources"] == {"pending": True, "external_id": None, "fields": []}
             wait_for(lambda: any(m.event == "update" for m in stream.messages), 10, "the update")
             updated = time.monotonic()
-            update = next(m for m in stream.messages if m.event == "update")
-            assert update.id == pop.id, "no id line: Last-Event-ID stays on the pop"
+            at = next(i for i, m in enumerate(stream.messages) if m.event == "update")
+            update, before = stream.messages[at], stream.messages[at - 1]
+            # no id line: Last-Event-ID stays where it was (the pop, or the answered pop if that came first on a busy
+            # machine, as it did at load 10+)
+            assert update.id == before.id, "no id line: Last-Event-ID stays on the pop"
             assert update.card["id"] == pop.id and update.card["call_uuid"] == pop.card["call_uuid"]
             fields = [(f["source"], f["name"], f["value"]) for f in update.card["sources"]["fields"]]
             assert fields == [("erp", "ERP name", "Norðurljós (ERP)"), ("erp", "Open invoices", "1250.50"),
