@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable
 
 import gevent
+import gevent.event
 import peewee
 
 from screenpop.daemon.push.fanout import advisory_key
@@ -49,6 +50,7 @@ class Election:
         self.holding = False  # recording this node (kept through a lost lock connection until it is proven lost)
         self.pid: int | None = None  # backend pid of the lock session while it holds the lock
         self._last_pid: int | None = None  # ... and of the last one that did (its session may outlive our side)
+        self.held = gevent.event.Event()  # set while pid is: the writer waits on it to retry as soon as the lock is back
         self._greenlet: gevent.Greenlet | None = None
 
     def start(self) -> None:
@@ -95,6 +97,7 @@ class Election:
                 conn.execute("SELECT pg_advisory_lock(%s)", (self.fence_key,))  # a previous holder's writes end
                 conn.execute("SELECT pg_advisory_unlock(%s)", (self.fence_key,))
                 self.pid = self._last_pid = conn.info.backend_pid
+                self.held.set()
                 if self.holding:
                     log.warning("node %r is still ours after the lock connection came back", self.node)
                 else:
@@ -107,6 +110,7 @@ class Election:
                     log.error("lost the lock connection for node %r (%s); still recording, writes wait until the "
                               "lock is ours again", self.node, first_line(exc))
                 self.pid = None
+                self.held.clear()
             finally:
                 if conn is not None:
                     conn.close()

@@ -28,6 +28,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -109,6 +110,7 @@ class Writer:
         self._idle = gevent.event.Event()
         self._idle.set()
         self._running = False
+        self._give_up_at = 0.0  # once stopping: when a failing write is given up (its events are lost)
         self._adapt = _sqlite_value if isinstance(db, peewee.SqliteDatabase) else (lambda value: value)
         self._pops_cursor = None  # PostgreSQL: the pop insert's cursor, read after commit for the new ids
         self._calls_cursor = None  # ... and the new calls' (id, uuid)
@@ -238,11 +240,23 @@ class Writer:
                     self.stalled = True
                     self._push_early(self._pops)
                     self._close_quietly()
-                    gevent.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    if not self._running:
+                    if self._pause(backoff):
+                        backoff = 0.2  # the fence was lost and is ours again: the database itself is fine
+                    else:
+                        backoff = min(backoff * 2, 5.0)
+                    if not self._running and time.monotonic() >= self._give_up_at:
                         return
             self._idle.set()
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait before retrying a failed batch (once stopping, no later than stop's timeout); True if the wait ended
+        because the fence (the node's lock) is held again after a loss: the queued writes go out at once then."""
+        if not self._running:
+            seconds = min(seconds, max(0.0, self._give_up_at - time.monotonic()))
+        if self.fence is not None and not self.fence.held.is_set():
+            return self.fence.held.wait(seconds)
+        gevent.sleep(seconds)
+        return False
 
     def _tick(self) -> None:
         if self.checkpointer is not None and self._running and not self.stalled:
@@ -251,6 +265,7 @@ class Writer:
     def stop(self, timeout: float = 10.0) -> bool:
         """Stop after writing what is queued; False if that did not finish within timeout."""
         self._running = False
+        self._give_up_at = time.monotonic() + timeout  # failed writes are retried until then (the lock may come back)
         self._wake.set()
         return self._idle.wait(timeout=timeout) and not (self._calls or self._pops or self._recordings)
 

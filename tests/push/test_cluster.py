@@ -391,3 +391,28 @@ def test_postgresql_restart_mid_call_loses_and_doubles_nothing(tmp_path, private
     assert [card["event"] for card in tray.cards] == ["ringing", "answered", "ended"]
     assert [int(line[4:]) for line in tray.raw_lines if line.startswith("id: ")] == [i for i, *_ in rows]
     db.close()
+
+
+# ---- the lock session killed under a daemon that nobody replaces: it regains its node and loses nothing --------
+
+
+def test_a_daemon_stopped_while_its_lock_session_is_gone_writes_everything_once_the_lock_is_back(cluster, pg_db):
+    """The lock session's backend killed (as idle_session_timeout does to a hub stalled past hang_timeout) while
+    calls run, and the daemon stopped while its writes fail: nobody else took the node, so the same daemon locks
+    it again and writes everything queued before it exits (before, the writer gave up at its first failure)."""
+    port, sim = cluster.simulate("sim", "--generate", "--calls", "200", "--rate", "8", "--speed", "1", "--seed", "5",
+                                 "--extensions", "1001-1004", "--linger", "1")
+    d = cluster.daemon("daemon", "fs1", port)
+    wait_for(lambda: "records node" in d.log(), 20, "the daemon to hold its node")
+    wait_for(lambda: CallEvent.select().count() >= 5, 20, "pops before the lock session is killed")
+    schema = pg_db.execute_sql("SELECT current_schema()").fetchone()[0]
+    lock_ids = Election(pg_db, schema, "fs1", 1.0, 3.0, on_acquired=lambda: None, on_lost=lambda: None)._lock_ids
+    (pid,) = pg_db.execute_sql("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+                               "classid::bigint = %s AND objid::bigint = %s AND objsubid = 1", lock_ids).fetchone()
+    pg_db.execute_sql("SELECT pg_terminate_backend(%s)", (pid,))
+    wait_for(lambda: "database write failed" in d.log(), 20, "a write refused for want of the lock")
+    assert d.terminate() == 0, d.log()
+    assert "still ours" in d.log() and "could not write" not in d.log(), d.log()
+    shown = {(c.uuid, c.extension, c.event) for c in CallEvent.select()}
+    assert len(shown) == CallEvent.select().count(), "nothing stored twice"
+    sim.kill()
