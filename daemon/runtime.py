@@ -7,7 +7,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import gevent
 import gevent.event
@@ -324,7 +324,9 @@ class Daemon:
     def start(self) -> None:
         """Follow FreeSWITCH first (the writer, the ESL connection, the reloader), then load and start HTTP once the
         first connection attempt is over or FIRST_FOLLOW_SECONDS passed: Flask and the pages cost more CPU than all
-        the rest of the start, and calls must not wait for them. A port in use or a bad certificate stops the start."""
+        the rest of the start, and calls must not wait for them. With the node election, HTTP is loaded before the
+        election starts instead: loading it holds the hub for a second or more on a loaded machine, and the lock
+        session must ping within [cluster] hang_timeout. A port in use or a bad certificate stops the start."""
         if self.election is None:
             self._resume_open_calls(load_open_calls(self.db, self.node))  # its check of stored CDRs waits for the worker
         self.worker.start()
@@ -336,7 +338,9 @@ class Daemon:
                            gevent.spawn(self.keeper.run, self._stopped)]
         if self.listener is not None:
             self.listener.start()
+        http = None
         if self.election is not None:
+            http = self._load_http()
             self.election.start()
             first = [self.esl.first_attempt, self._standby]  # a standby never connects
         else:
@@ -347,17 +351,27 @@ class Daemon:
         gevent.wait(first, timeout=FIRST_FOLLOW_SECONDS, count=1)
         if self._stopped.is_set():  # SIGTERM meanwhile
             return
+        http = http or self._load_http()
         try:
-            http = self._http_server()
             http.start()
-            self.http = http  # only once listening: stop() must not stop a server that never started
         except (ConfigError, OSError) as exc:
-            self.stop()
-            what = f"[http] listen {self.config.http.listen}: {exc.strerror or exc}" if isinstance(exc, OSError) else exc
-            raise SystemExit(f"screenpop: {what}") from None
+            self._http_failed(exc)
+        self.http = http  # only once listening: stop() must not stop a server that never started
         self._greenlets.append(gevent.spawn(self._report_to_systemd))
         fs = self.config.freeswitch
         log.info("screenpop daemon started: FreeSWITCH %s:%d, database %s", fs.host, fs.port, self._db_label())
+
+    def _load_http(self) -> HttpServer:
+        """The HTTP side built (not listening yet); a bad certificate stops the start."""
+        try:
+            return self._http_server()
+        except (ConfigError, OSError) as exc:
+            self._http_failed(exc)
+
+    def _http_failed(self, exc: ConfigError | OSError) -> NoReturn:
+        self.stop()
+        what = f"[http] listen {self.config.http.listen}: {exc.strerror or exc}" if isinstance(exc, OSError) else exc
+        raise SystemExit(f"screenpop: {what}") from None
 
     def _http_server(self) -> HttpServer:
         """The HTTP side, imported only now (Flask, the pages, the photos: not needed to follow calls)."""
