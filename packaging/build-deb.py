@@ -97,7 +97,9 @@ def make_venv(stage: Path, python: str, wheel: Path, cache: Path | None) -> None
         return
     target.mkdir(parents=True)
     unshare = ["unshare", "--mount"] + (["--map-root-user"] if os.geteuid() else [])
-    pip = [sys.executable, "-m", "pip", "--python", f"{PREFIX}/bin/python", "install", "--quiet",
+    # --prefer-binary: a dependency whose newest release has no wheel for this interpreter (pocketsphinx 5.1 has none
+    # for Python 3.10 or 3.12) comes from its newest release that has one, never from an sdist needing a compiler
+    pip = [sys.executable, "-m", "pip", "--python", f"{PREFIX}/bin/python", "install", "--quiet", "--prefer-binary",
            "--disable-pip-version-check", "--no-warn-script-location", str(wheel)]
     subprocess.run([*unshare, "sh", "-c", _NAMESPACE_SCRIPT, "sh", str(stage.parent / "host-opt"), str(target),
                     python, *pip], check=True)
