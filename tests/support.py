@@ -36,6 +36,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def patient(context):
+    """A Playwright browser context whose waits (30 s by default) are stretched by SLACK, as every wait here is."""
+    context.set_default_timeout(30_000 * SLACK)
+    return context
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
     """Poll predicate until it holds; fail the test with `what` after timeout seconds (stretched by SLACK)."""
     deadline = time.monotonic() + timeout * SLACK

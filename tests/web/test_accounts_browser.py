@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from support import Proc, free_port, http_ready, wait_for, write_config
+from support import Proc, free_port, http_ready, patient, wait_for, write_config
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra (.ci/setup)")
 
@@ -65,7 +65,7 @@ def test_people_sign_in_are_refused_locked_unlocked_and_named_on_the_record(tmp_
     try:
         wait_for(lambda: http_ready(base) or proc.popen.poll() is not None, 60, "the daemon's HTTP server")
         chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
-        anna, attacker, boss = (chromium.new_context().new_page() for _ in range(3))
+        anna, attacker, boss = (patient(chromium.new_context()).new_page() for _ in range(3))
 
         # an operator signs in with a password and comes back to the page she asked for
         _signin(anna, base, "anna", path=f"/customers/{customer_id}")

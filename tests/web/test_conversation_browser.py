@@ -16,7 +16,7 @@ from screenpop.db.migrations import migrate
 from screenpop.db.models import Call, CallParty, Customer, Employee, Recording, RecordingAnalysis
 from screenpop.simulator import speech
 
-from support import Started, daemon, free_port, serving, wait_for, write_config
+from support import Started, daemon, free_port, patient, serving, wait_for, write_config
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra (.ci/setup)")
 
@@ -58,8 +58,9 @@ class Rig(Started):
         self.profile = tempfile.mkdtemp(prefix="screenpop-chromium-")
 
     def page(self):
-        context = self.pw.chromium.launch_persistent_context(self.profile, executable_path=CHROMIUM, headless=True,
-                                                             args=CHROMIUM_ARGS, viewport={"width": 1200, "height": 900})
+        context = patient(self.pw.chromium.launch_persistent_context(self.profile, executable_path=CHROMIUM,
+                                                                     headless=True, args=CHROMIUM_ARGS,
+                                                                     viewport={"width": 1200, "height": 900}))
         return context, context.pages[0] if context.pages else context.new_page()
 
     def mint(self, next_path: str) -> str:

@@ -16,7 +16,7 @@ from screenpop.db.database import open_database
 from screenpop.db.migrations import migrate
 from screenpop.db.models import Recording, RecordingListen
 
-from support import daemon, free_port, serving, simulator, wait_for, write_config
+from support import daemon, free_port, patient, serving, simulator, wait_for, write_config
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra (.ci/setup)")
 
@@ -50,7 +50,7 @@ def test_recording_plays_and_seeks_in_chromium(tmp_path: Path):
                                      headers={"Authorization": f"Bearer {admin}", "Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as r:
             link = json.loads(r.read())["url"]
-        context = pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True, args=ARGS)
+        context = patient(pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True, args=ARGS))
         page = context.pages[0] if context.pages else context.new_page()
         served: list[tuple[int, str]] = []
         page.on("response", lambda r: served.append((r.status, r.request.headers.get("range", "")))

@@ -30,7 +30,7 @@ from screenpop.db.migrations import migrate
 from screenpop.db.models import Call, Customer, Employee, Order
 
 from sse import Stream
-from support import RULES, SLACK, Started, daemon, free_port, serving, simulator, wait_for, write_config
+from support import RULES, SLACK, Started, daemon, free_port, patient, serving, simulator, wait_for, write_config
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra (.ci/setup)")
 
@@ -77,8 +77,9 @@ class Rig(Started):
         """A new Chromium with an empty profile (a workstation of its own)."""
         profile = tempfile.mkdtemp(prefix="screenpop-chromium-")
         self.profiles.append(profile)
-        context = self.pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
-                                                             args=CHROMIUM_ARGS, viewport={"width": 1200, "height": 900})
+        context = patient(self.pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
+                                                                     args=CHROMIUM_ARGS,
+                                                                     viewport={"width": 1200, "height": 900}))
         return context, context.pages[0] if context.pages else context.new_page()
 
     def mint(self, token: str, next_path: str) -> str:
