@@ -13,6 +13,7 @@ admin can unlock it sooner). Unknown logins are counted the same way, so the ans
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,8 +34,15 @@ LANGUAGES = i18n.LANGUAGES  # the languages there are catalogues for (daemon/i18
 MAX_WAIT = 60
 
 _hasher = argon2.PasswordHasher()
-# checked against when the login is unknown, so a wrong login takes as long as a wrong password
-_NOBODY = _hasher.hash("no such person; this hash only spends the time a real check would")
+
+
+@functools.cache
+def _nobody() -> str:
+    """The hash checked when the login is unknown, so a wrong login takes as long as a wrong password.
+
+    Made on first use, not at import: hashing is slow on purpose and the daemon's start should not wait for it.
+    """
+    return _hasher.hash("no such person; this hash only spends the time a real check would")
 
 
 class PeopleError(Exception):
@@ -108,7 +116,7 @@ def hash_password(clear: str) -> str:
 def password_matches(stored: str | None, clear: str) -> bool:
     """Whether clear is the password stored hashed; None (unknown login) spends the same time and says no."""
     try:
-        return _hasher.verify(stored or _NOBODY, clear) and stored is not None
+        return _hasher.verify(stored or _nobody(), clear) and stored is not None
     except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
         return False
 
