@@ -23,9 +23,6 @@ from screenpop.simulator.recording import Recorder
 from support import CAPTURES, run_calls
 
 FS_DIR = "/var/lib/freeswitch/recordings"
-# these tests are about recordings, not standby daemons: no node election on PostgreSQL, whose lock session a hub
-# busy for [cluster] hang_timeout (loading the HTTP side on a loaded machine) can lose mid-test
-NO_ELECTION = "[cluster]\nelection = false\n"
 
 
 def recordings_section(local: str, **more: str) -> str:
@@ -40,7 +37,7 @@ def test_generated_calls_recordings_are_linked_to_their_calls_and_operators(tmp_
     expect = tmp_path / "expect.jsonl"
     run_calls(tmp_path, db_url, "--generate", "--calls", "40", "--rate", "40", "--speed", "20", "--seed", "7",
               "--expect", str(expect), "--linger", "0.5", "--record-dir", str(rec_dir), "--record-fs-dir", FS_DIR,
-              recordings=recordings_section(str(rec_dir)), cluster=NO_ELECTION)
+              recordings=recordings_section(str(rec_dir)))
     wanted = [json.loads(line) for line in expect.read_text(encoding="utf-8").splitlines()]
     recorded = [w for w in wanted if "recording" in w]
     assert recorded and len(recorded) == sum(1 for w in wanted if w["call"]["talked"])
@@ -68,7 +65,7 @@ def test_replayed_capture_gets_its_recording(tmp_path, db_url, db, scenario):
     """A real FreeSWITCH capture replayed with --record-dir: the a-leg's recording, linked to the call."""
     rec_dir = tmp_path / "rec"
     run_calls(tmp_path, db_url, "--replay", str(CAPTURES / f"{scenario}.plain.esl"), "--speed", "0", "--linger", "0.3",
-              "--record-dir", str(rec_dir), "--record-fs-dir", FS_DIR, timeout=30, cluster=NO_ELECTION)
+              "--record-dir", str(rec_dir), "--record-fs-dir", FS_DIR, timeout=30)
     (call,) = Call.select()
     (row,) = Recording.select()
     assert row.call_uuid == call.uuid and row.leg_uuid == call.uuid
