@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from screenpop.tray import http
+from screenpop.tray import http, i18n
 from screenpop.tray.actions import CALL, PopActions, call_number, page_path
 from screenpop.tray.config import TrayConfig, TrayConfigError
 from screenpop.tray.i18n import gettext as _
@@ -198,7 +198,7 @@ class TrayApp:
         self.notifier = Notifier(PhotoCache(config.server, config.resolved_token), timeout=config.notification_timeout,
                                  backend=backend, on_action=self.on_action)
         self.stream = EventStream(config.server, config.resolved_token, self.on_message, self.on_state,
-                                  on_batch=self.on_batch)
+                                  on_batch=self.on_batch, language=i18n.asked())
         self.missed = MissedCalls(config, self.refresh, config.missed_refresh)
         self.call_back_failed = ""  # the last Call back's refusal in words, shown in the missed section
 

@@ -3,7 +3,8 @@
 The tray never imports the daemon, so it has its own catalogue (tray/locale/<language>/LC_MESSAGES/tray.po, compiled
 in memory on first use) and its own choice of language: the tray config's `language`, else the desktop session's
 (LANGUAGE, LC_ALL, LC_MESSAGES, LANG), else English. What a pop says about the caller comes written from the
-daemon, in the organisation's language; the tray translates only its own words.
+daemon, which the tray asks for its own language (Accept-Language, when the config or the desktop names one); the
+daemon writes it in the operator's own setting first (docs/i18n.md). The tray translates only its own words.
 
     from screenpop.tray.i18n import gettext as _
     menu_item(_("Missed calls"))
@@ -22,6 +23,7 @@ LANGUAGES = ("en", "is")
 LOCALE_DIR = Path(__file__).parent / "locale"
 
 _language = "en"
+_asked: str | None = None  # the config's or the desktop's language, None when neither names one we have
 
 
 @lru_cache(maxsize=None)
@@ -56,13 +58,20 @@ def desktop_language(env: dict[str, str] | None = None) -> str | None:
 
 def choose(configured: str = "") -> str:
     """Speak the configured language, else the desktop's, else English; the one chosen."""
-    global _language
-    _language = configured if configured in LANGUAGES else desktop_language() or "en"
+    global _language, _asked
+    _asked = configured if configured in LANGUAGES else desktop_language()
+    _language = _asked or "en"
     return _language
 
 
 def language() -> str:
     return _language
+
+
+def asked() -> str | None:
+    """The language the config or the desktop names (what the tray asks the daemon's pops to be written in), or None:
+    then the daemon writes them in the organisation's."""
+    return _asked
 
 
 def gettext(message: str, **variables: Any) -> str:

@@ -1,6 +1,7 @@
 """The daemon's push stream: Server-Sent Events over one long HTTP GET, reconnected for ever.
 
-`GET {server}/api/v1/events` with `Authorization: Bearer <token>` and, after the first connection,
+`GET {server}/api/v1/events` with `Authorization: Bearer <token>`, `Accept-Language` (the tray's language, which
+the daemon writes the pops in unless the operator's own setting says otherwise) and, after the first connection,
 `Last-Event-ID`, so pops sent while the connection was down are replayed by the daemon. Parsing follows the
 WHATWG event-stream rules (CR, LF or CRLF line ends, possibly split across reads; `data` lines joined with
 newlines; comments; `id`; `retry`). Standard library only, and not even http.client: the connection is
@@ -134,7 +135,9 @@ class EventStream:
         max_backoff: float = MAX_BACKOFF,
         unauthorized_delay: float = UNAUTHORIZED_DELAY,
         read_timeout: float = READ_TIMEOUT,
+        language: str | None = None,
     ) -> None:
+        """language: what the pops should be written in (Accept-Language; None: the daemon's choice)."""
         parts = urlsplit(server)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {server!r}")
@@ -145,6 +148,7 @@ class EventStream:
         # when set, gets each read's messages at once, and whether they are the replay after a reconnect (the
         # first messages on a connection opened with Last-Event-ID; the daemon writes its backlog at once)
         self._on_batch = on_batch
+        self._language = language
         self._on_state = on_state
         self.min_backoff, self.max_backoff = min_backoff, max_backoff
         self.unauthorized_delay = unauthorized_delay
@@ -234,6 +238,8 @@ class EventStream:
                    "Authorization": f"Bearer {self._token()}"}
         if self.last_id is not None:
             headers["Last-Event-ID"] = self.last_id
+        if self._language:
+            headers["Accept-Language"] = self._language
         conn = self._connect()
         delivered = False
         try:

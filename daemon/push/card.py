@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -114,9 +114,17 @@ class CardBuilder:
 
     # ---- the payload ----------------------------------------------------------------------
 
-    def card(self, pop: PopRow, offline: bool = False, sources: Answer | None = None) -> dict:
+    def card(self, pop: PopRow, offline: bool = False, sources: Answer | None = None,
+             language: str | None = None) -> dict:
         """The card for one pop (fields and meaning: docs/card.md); offline: from caches only, no query; sources:
-        what the configured sources say about the number so far (None: nothing to ask them)."""
+        what the configured sources say about the number so far (None: nothing to ask them); language: the words
+        and formats of its summary and lines (None: the language of the moment)."""
+        card, items = self._facts(pop, offline, sources)
+        card["title"], card["lines"] = self.layout.render(card, self.lookup().rules, items=items, language=language)
+        return card
+
+    def _facts(self, pop: PopRow, offline: bool, sources: Answer | None) -> tuple[dict, tuple[Item, ...]]:
+        """A card's fields, the same in every language, and the layout its lines are drawn by."""
         customer, candidates = self._customer_part(pop, offline)
         internal = pop.direction == "INTERNAL"
         named = sources.external_id if sources is not None and customer is None and not offline else None
@@ -151,9 +159,7 @@ class CardBuilder:
             "sources": sources.card() if sources is not None else None,
             "can_call": self._callable(pop.number),
         }
-        items = self.layouts.items(self.db, pop.extension, offline) if self.layouts is not None else DEFAULT_ITEMS
-        card["title"], card["lines"] = self.layout.render(card, self.lookup().rules, items=items)
-        return card
+        return card, self.layouts.items(self.db, pop.extension, offline) if self.layouts is not None else DEFAULT_ITEMS
 
     def preview(self, items: tuple[Item, ...], customer_id: int | None = None, extension: str = "") -> dict:
         """The admin's preview (docs/web.md): a ringing card drawn with items by the same layout code as a pop, for
@@ -183,19 +189,24 @@ class CardBuilder:
         card["title"], card["lines"] = self.layout.render(card, self.lookup().rules, items=items)
         return card
 
-    def frame(self, pop: PopRow, offline: bool = False, sources: Answer | None = None, update: bool = False) -> bytes:
-        """The card as one Server-Sent Events message: id, event and one line of JSON data.
+    def frames(self, pop: PopRow, languages: Iterable[str], offline: bool = False, sources: Answer | None = None,
+               update: bool = False) -> dict[str, bytes]:
+        """The card as one Server-Sent Events message (id, event and one line of JSON data) in each of languages:
+        its fields are worked out once, its summary and lines drawn in each language (docs/i18n.md).
 
         A pop not stored yet (the database is out of reach; id None) goes out without an id line, so the
         client's Last-Event-ID stays on the last stored pop it got. So does an update (the same card again, with
         what the sources answered since: `event: update`), which is not a pop of its own.
         """
-        data = json.dumps(self.card(pop, offline, sources), ensure_ascii=False, separators=(",", ":"))
-        # json.dumps never emits a raw line break (it escapes \n, \r; U+2028/9 are not SSE line ends)
-        if update:
-            return f"event: update\ndata: {data}\n\n".encode()
-        head = f"id: {pop.id}\n" if pop.id is not None else ""
-        return f"{head}event: pop\ndata: {data}\n\n".encode()
+        card, items = self._facts(pop, offline, sources)
+        rules = self.lookup().rules
+        head = "event: update\n" if update else f"id: {pop.id}\nevent: pop\n" if pop.id is not None else "event: pop\n"
+        out = {}
+        for language in languages:
+            card["title"], card["lines"] = self.layout.render(card, rules, items=items, language=language)
+            # json.dumps never emits a raw line break (it escapes \n, \r; U+2028/9 are not SSE line ends)
+            out[language] = f"{head}data: {json.dumps(card, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
+        return out
 
     # ---- parts ----------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ import gevent
 import gevent.event
 import peewee
 
+from screenpop.daemon import i18n
 from screenpop.daemon.auth import tokens
 from screenpop.daemon.customers.lookup import Lookup
 from screenpop.daemon.push.card import CardBuilder
@@ -62,20 +63,28 @@ ASKING_EVENTS = ("ringing", "dialing")  # pops whose number the sources are aske
 
 
 class Subscriber:
-    """One open stream: an extension (or ALL), the token it came with, and its queue of (id, frame)."""
+    """One open stream: an extension (or ALL), the token it came with, the language its pops are written in, and its
+    queue of (id, frame)."""
 
-    __slots__ = ("extension", "token_id", "frames", "wake", "reason", "sock", "limit", "early")
+    __slots__ = ("extension", "token_id", "language", "asked", "frames", "wake", "reason", "sock", "limit", "early")
 
     def __init__(self, extension: str, token_id: int | None, sock: Any = None, limit: int = QUEUE_MAX,
-                 early: bool = True) -> None:
+                 early: bool = True, setting: str | None = None, asked: str | None = None) -> None:
+        """setting: the person's own language; asked: the tray's (Accept-Language); neither: [i18n] default_language."""
         self.extension = extension
         self.token_id = token_id
+        self.asked = asked
+        self.follow(setting)
         self.frames: deque[tuple[int | None, bytes]] = deque()
         self.wake = gevent.event.Event()
         self.reason = ""
         self.sock = sock
         self.limit = limit
         self.early = early  # gets pops as they are queued (push_queued), not only once stored
+
+    def follow(self, setting: str | None) -> None:
+        """Write this stream's pops in the person's setting, else in what the tray asked for, else the organisation's."""
+        self.language = i18n.best(setting, self.asked) or i18n.default()
 
     def push(self, pop_id: int | None, frame: bytes) -> None:
         if self.reason:
@@ -127,6 +136,11 @@ class PushHub:
         self._sql_replay = f"SELECT {POP_COLUMNS} FROM call_event WHERE extension = {p} AND id > {p} ORDER BY id LIMIT {REPLAY_PAGE}"
         self._sql_replay_all = f"SELECT {POP_COLUMNS} FROM call_event WHERE id > {p} ORDER BY id LIMIT {REPLAY_PAGE}"
         self._sql_check = tokens.check_sql(p)
+        # the language setting of the person a token's extension belongs to (daemon/auth/people.py: one enabled
+        # person an extension), and the same for the open streams' tokens, with whether a token is revoked
+        self._sql_language = f"SELECT language FROM person WHERE extension = {p} AND disabled_at IS NULL"
+        self._sql_watch = ("SELECT t.id, t.revoked_at, p.language FROM api_token t LEFT JOIN person p "
+                           "ON p.extension = t.extension AND p.disabled_at IS NULL WHERE t.id IN ({})")
         self._early: OrderedDict[tuple, set[Subscriber]] = OrderedDict()
         # pops sent as queued and not stored yet, in id order: id -> (the streams that had them, with their id or not)
         self._queued: OrderedDict[int, tuple[set[Subscriber], bool]] = OrderedDict()
@@ -167,9 +181,9 @@ class PushHub:
             receivers = list(self.subscribers.get(row.extension, ())) + list(self.subscribers.get(ALL, ()))
             if not receivers:
                 continue
-            frame = self.cards.frame(row, offline=True, sources=self._sources(row))
+            frames = self.cards.frames(row, _languages(receivers), offline=True, sources=self._sources(row))
             for sub in receivers:
-                sub.push(None, frame)
+                sub.push(None, frames[sub.language])
             self._early[_key(row)] = set(receivers)
             while len(self._early) > EARLY_MAX:
                 self._early.popitem(last=False)
@@ -182,9 +196,13 @@ class PushHub:
 
     # ---- the HTTP side -------------------------------------------------------------------
 
-    def subscribe(self, extension: str, token_id: int | None, sock: Any = None) -> Subscriber:
+    def subscribe(self, extension: str, token_id: int | None, sock: Any = None, setting: str | None = None,
+                  asked: str | None = None) -> Subscriber:
+        """A new stream of extension's pops, written in setting (the person's language), else asked (the tray's),
+        else the organisation's."""
         # pops sent as queued but not stored yet would reach a new stream only after later ones: early only without
-        sub = Subscriber(extension, token_id, sock, self.queue_max, early=not self._queued)
+        sub = Subscriber(extension, token_id, sock, self.queue_max, early=not self._queued, setting=setting,
+                         asked=asked)
         if not sub.early:
             self._late.add(sub)
         self.subscribers.setdefault(extension, set()).add(sub)
@@ -204,22 +222,29 @@ class PushHub:
         row = self.worker.run(lambda: self.db.execute_sql(self._sql_check, (tokens.token_hash(clear),)).fetchone())
         return tokens.interpret(row)
 
-    def replay(self, extension: str, after: int) -> Iterator[tuple[int, bytes]]:
-        """Every stored pop of extension with id > after, as frames, in id order (read page by page)."""
+    def language_setting(self, extension: str | None) -> str | None:
+        """The language setting of the person whose extension it is (None: none set, or nobody's)."""
+        if not extension:
+            return None
+        row = self.worker.run(lambda: self.db.execute_sql(self._sql_language, (extension,)).fetchone())
+        return row[0] if row else None
+
+    def replay(self, extension: str, after: int, language: str) -> Iterator[tuple[int, bytes]]:
+        """Every stored pop of extension with id > after, as frames in language, in id order (read page by page)."""
         while True:
-            page = self.worker.run(self._replay_page, extension, after)
+            page = self.worker.run(self._replay_page, extension, after, language)
             yield from page
             if len(page) < REPLAY_PAGE:
                 return
             after = page[-1][0]
 
-    def _replay_page(self, extension: str, after: int) -> list[tuple[int, bytes]]:
+    def _replay_page(self, extension: str, after: int, language: str) -> list[tuple[int, bytes]]:
         if extension == ALL:
             rows = self.db.execute_sql(self._sql_replay_all, (after,)).fetchall()
         else:
             rows = self.db.execute_sql(self._sql_replay, (extension, after)).fetchall()
         pops = [PopRow(*row) for row in rows]
-        return [(pop.id, self.cards.frame(pop, sources=self._sources(pop))) for pop in pops]
+        return [(pop.id, self.cards.frames(pop, (language,), sources=self._sources(pop))[language]) for pop in pops]
 
     # ---- the worker ----------------------------------------------------------------------
 
@@ -248,7 +273,7 @@ class PushHub:
             subs = self.subscribers.get(row.extension)
             if not subs and not firehose:
                 continue
-            frame = None
+            fresh = []  # the streams that never had it
             for sub in list(subs or ()) + list(firehose or ()):
                 if queued is not None and sub in queued[0]:
                     if not queued[1]:
@@ -256,9 +281,12 @@ class PushHub:
                 elif sub in had_it:
                     sub.push(row.id, f"id: {row.id}\n\n".encode())
                 else:
-                    if frame is None:  # the sources were asked if its card was built when it was queued
-                        frame = self.cards.frame(row, sources=self._sources(row, ask=not (queued and queued[0])))
-                    sub.push(row.id, frame)
+                    fresh.append(sub)
+            if fresh:  # the sources were asked if its card was built when it was queued
+                frames = self.cards.frames(row, _languages(fresh),
+                                           sources=self._sources(row, ask=not (queued and queued[0])))
+                for sub in fresh:
+                    sub.push(row.id, frames[sub.language])
         if self._late and not self._queued:  # every pop sent as queued is stored: later ones may go to all as queued
             for sub in self._late:
                 sub.early = True
@@ -272,15 +300,16 @@ class PushHub:
         self._queued[pop_id] = (set(receivers), row.id is not None)
         if not receivers:
             return
+        languages = _languages(receivers)
         try:
-            frame = guarded(self.db, self.cards.frame, row, False, self._sources(row, ask=True))
+            frames = guarded(self.db, self.cards.frames, row, languages, False, self._sources(row, ask=True))
         except peewee.DatabaseError as exc:
             if not isinstance(exc, DatabaseUnreachable):
                 log.warning("could not build the card of pop %s (%s); sending it from what is cached", pop_id, exc)
                 self.worker.reconnect_later()
-            frame = self.cards.frame(row, True, self._sources(row))
+            frames = self.cards.frames(row, languages, True, self._sources(row))
         for sub in receivers:
-            sub.push(row.id, frame)
+            sub.push(row.id, frames[sub.language])
 
     def _stored(self, pop_id: int) -> tuple[set[Subscriber], bool] | None:
         """A pop sent as queued is stored now: who had it; pops drawn before it and never stored (the write queue
@@ -310,27 +339,28 @@ class PushHub:
         receivers = list(self.subscribers.get(row.extension, ())) + list(self.subscribers.get(ALL, ()))
         if not receivers or not answer.adds:
             return
+        languages = _languages(receivers)
         try:
-            frame = guarded(self.db, self.cards.frame, row, False, answer, True)
+            frames = guarded(self.db, self.cards.frames, row, languages, False, answer, True)
         except peewee.DatabaseError as exc:
             if not isinstance(exc, DatabaseUnreachable):
                 log.warning("could not build the update of pop %s (%s); sending it from what is cached", row.id, exc)
                 self.worker.reconnect_later()
-            frame = self.cards.frame(row, True, answer, True)
+            frames = self.cards.frames(row, languages, True, answer, True)
         for sub in receivers:
-            sub.push(None, frame)
+            sub.push(None, frames[sub.language])
 
     def _watch_revocations(self) -> None:
-        """A token revoked (by `screenpop token revoke`, another process) ends its open streams within a second."""
+        """A token revoked (by `screenpop token revoke`, another process) ends its open streams within a second; a
+        person's language changed on their account writes their streams' next pops in it."""
         while True:
             gevent.sleep(REVOCATION_POLL_SECONDS)
             ids = sorted({s.token_id for subs in self.subscribers.values() for s in subs if s.token_id is not None})
             if not ids:
                 continue
-            p = self.db.param
-            sql = f"SELECT id FROM api_token WHERE revoked_at IS NOT NULL AND id IN ({', '.join([p] * len(ids))})"
+            sql = self._sql_watch.format(", ".join([self.db.param] * len(ids)))
             try:
-                revoked = {row[0] for row in self.worker.run(lambda: self.db.execute_sql(sql, ids).fetchall())}
+                found = {row[0]: row[1:] for row in self.worker.run(lambda: self.db.execute_sql(sql, ids).fetchall())}
             except DatabaseUnreachable:
                 continue  # logged once for the whole outage (db/database.py)
             except Exception as exc:
@@ -338,9 +368,17 @@ class PushHub:
                 continue
             for subs in list(self.subscribers.values()):
                 for sub in list(subs):
-                    if sub.token_id in revoked:
+                    revoked_at, language = found.get(sub.token_id, (None, None))
+                    if revoked_at is not None:
                         log.warning("token %d was revoked: ending its stream for extension %s", sub.token_id, sub.extension)
                         sub.close("token revoked")
+                    else:
+                        sub.follow(language)
+
+
+def _languages(subs: list[Subscriber]) -> set[str]:
+    """The languages a pop's frames are wanted in: one frame each, however many streams read it."""
+    return {sub.language for sub in subs}
 
 
 def _key(row: PopRow) -> tuple:

@@ -22,7 +22,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from screenpop.daemon.config import CardConfig
-from screenpop.daemon.i18n import Formats, lazy_gettext, ngettext
+from screenpop.daemon.i18n import Formats, lazy_gettext, ngettext, use
 from screenpop.daemon.i18n import gettext as _
 from screenpop.db.numbers import NumberRules, is_withheld
 
@@ -89,9 +89,20 @@ class CardLayout:
     """Builds a card's summary and lines from its fields by a layout (docs/card.md), and formats amounts, times and
     countries as [card] says for the card and the web pages alike."""
 
-    def __init__(self, config: CardConfig | None = None, zone: dt.tzinfo = dt.timezone.utc) -> None:
-        """config: [card] (locale, currency, money format); zone: the call centre's ([analytics] timezone)."""
-        self.formats = Formats(config, zone)
+    def __init__(self, config: CardConfig | None = None, zone: dt.tzinfo = dt.timezone.utc,
+                 language: str | None = None) -> None:
+        """config: [card] (locale, currency, money format); zone: the call centre's ([analytics] timezone); language:
+        whose formats (Formats.for_language; None: [card] locale as it is)."""
+        self.config, self.zone = config or CardConfig(), zone
+        self.formats = Formats.for_language(language, self.config, zone) if language else Formats(self.config, zone)
+        self._languages: dict[str, CardLayout] = {}
+
+    def speaking(self, language: str) -> CardLayout:
+        """This layout for a reader of language: that language's formats, made once per language."""
+        found = self._languages.get(language)
+        if found is None:
+            found = self._languages[language] = CardLayout(self.config, self.zone, language)
+        return found
 
     # ---- formats (daemon/i18n.py: one home for the card's and the pages') -------------------
 
@@ -110,9 +121,13 @@ class CardLayout:
     # ---- the lines -------------------------------------------------------------------------
 
     def render(self, card: dict, rules: NumberRules, now: dt.datetime | None = None,
-               items: tuple[Item, ...] = DEFAULT_ITEMS) -> tuple[str, list[dict]]:
+               items: tuple[Item, ...] = DEFAULT_ITEMS, language: str | None = None) -> tuple[str, list[dict]]:
         """The summary and the lines of one card; rules format its number, now decides what 'today' is, items are
-        the layout (its warnings first, then what says what kind of caller it is, then the rest in its order)."""
+        the layout (its warnings first, then what says what kind of caller it is, then the rest in its order);
+        language: whose words and formats (None: the language of the moment, in [card]'s formats)."""
+        if language is not None:
+            with use(language):
+                return self.speaking(language).render(card, rules, now, items)
         event = card.get("event") or ""
         customer = card.get("customer") or None
         direction = card.get("direction") or ""
@@ -209,8 +224,13 @@ class CardLayout:
         """A custom field's 'Label: value' from a record's card field ('' when it has none); money as [card] says."""
         if found is None:
             return ""
-        label = _label(found.get("label"))
-        value = self.money(found.get("value")) if found.get("type") == "money" else clean(found.get("text"))
+        label, kind = _label(found.get("label")), found.get("type")
+        if kind == "money":
+            value = self.money(found.get("value"))
+        elif kind == "yesno":  # the stored text is English; the reader's words
+            value = _("Yes") if found.get("value") == "yes" else _("No")
+        else:
+            value = clean(found.get("text"))
         return f"{label}: {value}" if label and value else value
 
     def _orders(self, p: _Piece, _key: str) -> list[tuple[str, str]]:

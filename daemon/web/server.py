@@ -32,6 +32,7 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, RequestTimeout
 from werkzeug.routing import IntegerConverter
 
+from screenpop.daemon import i18n
 from screenpop.daemon.auth import roles
 from screenpop.daemon.auth.tokens import TokenCheck
 from screenpop.daemon.config import AnalyticsConfig, ConfigError, HttpConfig, RecordingsConfig, WebConfig
@@ -312,7 +313,11 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
             if not (raw_last.isascii() and raw_last.isdigit() and len(raw_last) <= MAX_POP_ID_DIGITS):
                 return _error(400, "Last-Event-ID must be a pop id (a whole number)")
             last_id = int(raw_last)
-        sub = hub.subscribe(extension, check.token_id, request.environ.get("screenpop.socket"))
+        # its pops in the language of the person the token belongs to, else the tray's (Accept-Language: its config's
+        # or its desktop's), else the organisation's (docs/i18n.md)
+        sub = hub.subscribe(extension, check.token_id, request.environ.get("screenpop.socket"),
+                            setting=hub.language_setting(check.extension),
+                            asked=i18n.from_accept_language(request.accept_languages))
         if STREAMING in request.environ:  # not under Flask's test client
             request.environ[STREAMING]()
         log.info("stream opened for extension %s by token %d from %s%s", extension, check.token_id, request.remote_addr,
@@ -417,7 +422,7 @@ def _stream(hub: PushHub, sub: Subscriber, last_id: int | None, heartbeat: float
         if last_id is not None:
             batch: list[bytes] = []
             try:
-                for pop_id, frame in hub.replay(sub.extension, last_id):
+                for pop_id, frame in hub.replay(sub.extension, last_id, sub.language):
                     batch.append(frame)
                     last = pop_id
                     if len(batch) >= 50:

@@ -273,3 +273,20 @@ def test_every_kind_of_pop_in_icelandic():
                                             "Fulltrúi 1001 Anna Jónsdóttir"])
     assert seen["answered elsewhere"][0] == "1002 Björn svaraði"
     assert render(known)[1][-1] == "Operator 1001 Anna Jónsdóttir", "English outside the block"
+
+
+def test_one_layout_writes_a_card_in_each_readers_words_and_formats():
+    """The same card for an English and an Icelandic reader of one daemon: each in its words and its locale's formats
+    (Formats.for_language: [card] locale for its own language, else the language's own), in the call centre's zone."""
+    c = card(customer=customer(total_debt="1099.49", orders=[ORDER], fields=FIELDS), at="2026-11-20T18:53:45.985Z")
+    items = (*DEFAULT_ITEMS, Item("customer.hold"), Item("customer.limit"))
+    title, english = ICELAND.render(c, RULES, now=NOW, items=items, language="en")
+    _, icelandic = ICELAND.render(c, RULES, now=NOW, items=items, language="is")
+    english, icelandic = [line["text"] for line in english], [line["text"] for line in icelandic]
+    assert title == "Norðurljós ehf."
+    assert "Debt ISK1,099" in english and "Skuld 1.099\xa0kr." in icelandic
+    assert "Nov 20, 6:53\u202fPM · INCOMING" in english and "20. nóv., 18:53 · INNHRINGING" in icelandic
+    assert "Reykjavík, Iceland" in english and "Reykjavík, Ísland" in icelandic
+    assert "Hold: Yes" in english and "Hold: Já" in icelandic, "a yes/no field in the reader's words"
+    assert "Credit <i>limit</i>: ISK250,000" in english and "Credit <i>limit</i>: 250.000\xa0kr." in icelandic
+    assert ICELAND.speaking("is") is ICELAND.speaking("is"), "each language's formats made once"

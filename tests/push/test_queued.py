@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 
 import gevent
-import pytest
 
 from screenpop.daemon.calls.direction import DirectionRules
 from screenpop.daemon.calls.tracker import CallTracker
-from screenpop.daemon.customers.lookup import Lookup
 from screenpop.daemon.push.hub import ALL
 from screenpop.daemon.record import writer as writer_module
 from screenpop.daemon.record.writer import RESERVED_KEY, Writer
@@ -19,24 +17,10 @@ from screenpop.db.migrations import migrate
 from screenpop.db.models import CallEvent, Setting
 from screenpop.simulator.capture import read_events
 
-from support import CAPTURES, RULES, staff, start_hub, stop_hub
+from support import CAPTURES, RULES, staff
 
 DIRECTION = DirectionRules(frozenset({"external"}), frozenset({"public"}), RULES.is_extension)
 SCENARIO = "ring-group-users"  # 7 pops; two extensions' calls answered elsewhere
-
-
-@pytest.fixture
-def rig(sqlite_url):
-    """A migrated SQLite database, a started hub and a writer wired as the daemon wires them on SQLite."""
-    db = open_database(sqlite_url)
-    migrate(db)
-    hub = start_hub(db, lambda: Lookup(db, RULES))
-    writer = Writer(db, staff=staff(), e164=lambda raw: RULES.classify(raw).e164, on_committed=hub.push_committed,
-                    on_queued=hub.push_queued)
-    writer.reserve_ids()
-    yield db, hub, writer
-    stop_hub(hub)
-    db.close()
 
 
 def events(scenario: str = SCENARIO) -> list:
@@ -85,7 +69,7 @@ def test_a_pop_goes_out_with_its_id_before_it_is_stored_and_is_stored_under_it(r
     stored = [i for (i,) in CallEvent.select(CallEvent.id).order_by(CallEvent.id).tuples()]
     assert stored == [i for i, _ in sent]
     # each card sent early is the card a replay builds from the stored pop (who took a call included)
-    replayed = {pop_id: json.loads(frame.decode().split("data: ", 1)[1]) for pop_id, frame in hub.replay(ALL, 0)}
+    replayed = {pop_id: json.loads(frame.decode().split("data: ", 1)[1]) for pop_id, frame in hub.replay(ALL, 0, sub.language)}
     assert {i: card for i, card in sent} == replayed
     taken = [card["taken_by"]["extension"] for _, card in sent if card["event"] == "answered_elsewhere"]
     assert len(taken) == 2 and all(taken)
