@@ -8,7 +8,11 @@ every pop of its extension, in order, and nothing of anyone else's, and prints: 
 delivered, end-to-end latency (FreeSWITCH event time to the client having the card: includes the
 simulator and the database commit), and the daemon's CPU time and resident memory from /proc.
 
-    python bench/fanout.py [--clients 200] [--extensions 20] [--rate 50] [--duration 20]
+    python bench/fanout.py [--clients 200] [--extensions 20] [--rate 50] [--duration 20] [--languages en,is]
+
+--languages: the streams ask for these languages in turn (Accept-Language), so every pop is written in each of them
+(docs/i18n.md); without it no stream asks, and every pop is written once, in the daemon's default. Run it with
+another checkout's python (its .venv) to compare that code's daemon in the same session.
 
 Not a test: prints numbers, never fails.
 """
@@ -62,8 +66,9 @@ def proc_cpu_rss(pid: int) -> tuple[float, float]:
 class Client:
     """One SSE stream read with a gevent socket; keeps (id, extension, latency) of every card."""
 
-    def __init__(self, port: int, token: str, extension: str) -> None:
+    def __init__(self, port: int, token: str, extension: str, language: str = "") -> None:
         self.port, self.token, self.extension = port, token, extension
+        self.language = f"Accept-Language: {language}\r\n" if language else ""
         self.ids: list[int] = []
         self.foreign = 0
         self.latencies: list[float] = []
@@ -73,7 +78,8 @@ class Client:
     def run(self) -> None:
         try:
             sock = socket.create_connection(("127.0.0.1", self.port))
-            sock.sendall(f"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {self.token}\r\n\r\n".encode())
+            sock.sendall(f"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {self.token}\r\n"
+                         f"{self.language}\r\n".encode())
             reader = sock.makefile("rb")
             status = reader.readline()
             if b" 200 " not in status:
@@ -109,6 +115,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="new calls per second")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of call arrivals")
     parser.add_argument("--customers", type=int, default=400)
+    parser.add_argument("--languages", default="", help="comma-separated languages the streams ask for in turn")
     args = parser.parse_args()
     exts = [str(1001 + i) for i in range(args.extensions)]
     rules = NumberRules("IS", r"^[1-9][0-9]{1,4}$", 8)
@@ -146,13 +153,16 @@ def main() -> None:
             except OSError:
                 gevent.sleep(0.05)
         cpu0, rss0 = proc_cpu_rss(daemon.pid)
-        clients = [Client(http_port, tokens_by_ext[exts[i % len(exts)]], exts[i % len(exts)]) for i in range(args.clients)]
+        languages = [x for x in args.languages.split(",") if x] or [""]
+        # the languages alternate within each extension: every pop is wanted in each of them
+        clients = [Client(http_port, tokens_by_ext[exts[i % len(exts)]], exts[i % len(exts)],
+                          languages[(i // len(exts)) % len(languages)]) for i in range(args.clients)]
         greenlets = [gevent.spawn(c.run) for c in clients]
         for c in clients:
             c.ready.wait(10)
         cpu1, rss1 = proc_cpu_rss(daemon.pid)
         errors = [c.error for c in clients if c.error]
-        print(f"{args.clients} clients connected over {len(exts)} extensions"
+        print(f"{args.clients} clients connected over {len(exts)} extensions, asking for {args.languages or 'no language'}"
               + (f"; {len(errors)} failed: {errors[:3]}" if errors else ""))
         print(f"daemon idle: RSS {rss0:.1f} MB; with {args.clients} streams open: RSS {rss1:.1f} MB, "
               f"{(cpu1 - cpu0) * 1000:.0f} ms CPU to accept them")

@@ -33,6 +33,7 @@ class Stream:
     last_event_id: int | None = None
     query: str = ""
     host: str = "127.0.0.1"
+    language: str | None = None  # sent as Accept-Language, as the tray sends its own
     messages: list[Message] = field(default_factory=list)
     comments: list[str] = field(default_factory=list)
     retry: int | None = None
@@ -51,6 +52,8 @@ class Stream:
             headers["Authorization"] = f"Bearer {self.token}"
         if self.last_event_id is not None:
             headers["Last-Event-ID"] = str(self.last_event_id)
+        if self.language is not None:
+            headers["Accept-Language"] = self.language
         self.conn.request("GET", "/api/v1/events" + (f"?{self.query}" if self.query else ""), headers=headers)
         self.response = self.conn.getresponse()
         self.status = self.response.status

@@ -5,22 +5,29 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import closing
+from decimal import Decimal
 
 import pytest
 
 from screenpop.daemon import i18n
 from screenpop.daemon.calls.direction import DirectionRules
 from screenpop.daemon.calls.tracker import CallTracker
-from screenpop.daemon.customers.lookup import Lookup
+from screenpop.daemon.auth import tokens
+from screenpop.daemon.customers.lookup import Lookup, add_phone
 from screenpop.daemon.push.hub import ALL, Subscriber
 from screenpop.daemon.record.pops import POP_COLUMNS, PopRow
 from screenpop.daemon.record.writer import Writer
 from screenpop.daemon.sources.fetch import Answer
 from screenpop.daemon.sources.source import SourceResult
-from screenpop.db.models import Person
+from screenpop.db.database import open_database
+from screenpop.db.migrations import migrate
+from screenpop.db.models import CallEvent, Customer, Employee, Order, Person
 from screenpop.simulator.capture import read_events
 
-from support import CAPTURES, RULES, start_hub, stop_hub
+from sse import Stream
+from support import CAPTURES, RULES, Started, daemon, free_port, serving, simulator, start_hub, stop_hub, wait_for
+from support import write_config
 
 DIRECTION = DirectionRules(frozenset({"external"}), frozenset({"public"}), RULES.is_extension)
 SCENARIO = "ring-group-users"  # 7 pops; two extensions' calls answered elsewhere
@@ -160,3 +167,50 @@ def test_pops_stored_by_any_daemon_early_ones_and_updates_in_each_streams_langua
     assert_icelandic(update_is)
     assert "Tier: gold" in words(update_en[0]) and "Tier: gold" in words(update_is[0])
 
+
+
+# ---- the real daemon and simulator -------------------------------------------------------------------------------
+
+
+def test_two_operators_get_the_same_calls_pops_each_in_their_own_language(tmp_path, sqlite_url):
+    """An Icelandic centre ([i18n] default_language is, [card] is_IS and ISK): Anna (1001) set Icelandic on her
+    account and her tray asks for English; Bjarni's tray (1002, no setting) asks for English. Ring group calls ring
+    both: Anna's pops are Icelandic, Bjarni's English, live and replayed after a reconnect."""
+    with closing(Started()) as started:
+        db = started.keep(open_database(sqlite_url))
+        migrate(db)
+        Employee.create(name="Anna Jónsdóttir", extension="1001")
+        Employee.create(name="Bjarni Ben", extension="1002")
+        Person.create(login="anna", name="Anna Jónsdóttir", extension="1001", language="is")
+        known = Customer.create(name="Jón Jónsson", company="Norðurljós ehf.", city="Reykjavík", country="IS")
+        add_phone(known, "+3545551234", "mobile", RULES)
+        Order.create(customer=known, number="A-1", title="Roof", stage="install", amount=Decimal("1500"), paid=Decimal("400"))
+        (tmp_path / "numbers.txt").write_text("+3545551234\n+3545550042\n", encoding="utf-8")
+        anna, bjarni = tokens.create("1001")[1], tokens.create("1002")[1]
+        esl_port, http_port = free_port(), free_port()
+        config = write_config(tmp_path / "screenpop.toml", esl_port, sqlite_url, http_port=http_port,
+                              i18n='[i18n]\ndefault_language = "is"', card='[card]\nlocale = "is_IS"\ncurrency = "ISK"')
+        started.keep(serving(daemon(tmp_path, config), f"http://127.0.0.1:{http_port}"))
+        streams = {"1001": started.keep(Stream(http_port, anna, language="en")),
+                   "1002": started.keep(Stream(http_port, bjarni, language="en"))}
+        sim = started.keep(simulator(tmp_path, esl_port, "--generate", "--calls", "6", "--rate", "10", "--speed", "10",
+                                     "--seed", "5", "--extensions", "1001-1002", "--numbers", str(tmp_path / "numbers.txt"),
+                                     "--mix", "ring_group=1", "--linger", "0.3"))
+        assert sim.wait(60) == 0, sim.log()
+        stored = lambda ext: [i for (i,) in CallEvent.select(CallEvent.id).where(CallEvent.extension == ext)
+                              .order_by(CallEvent.id).tuples()]
+        wait_for(lambda: all(s.ids == stored(ext) and s.ids for ext, s in streams.items()), 20, "every pop on both")
+        icelandic, english = streams["1001"].cards, streams["1002"].cards
+        assert {c["call_uuid"] for c in icelandic} == {c["call_uuid"] for c in english}, "the same calls"
+        assert_icelandic(icelandic)
+        assert_english(english)
+        anna_says, bjarni_says = "\n".join(map(words, icelandic)), "\n".join(map(words, english))
+        assert "Skuld 1.100\xa0kr." in anna_says and "Debt ISK1,100" in bjarni_says, "money in each one's locale"
+        assert "Reykjavík, Ísland" in anna_says and "Reykjavík, Iceland" in bjarni_says
+        assert {c["event"] for c in icelandic + english} >= {"ringing", "answered_elsewhere"}
+        for ext, token in (("1001", anna), ("1002", bjarni)):  # back after a reconnect: the replay speaks the same
+            streams[ext].close()
+            again = started.keep(Stream(http_port, token, last_event_id=0, language="en"))
+            wait_for(lambda: again.ids == stored(ext), 20, f"the replay of {ext}")
+            (assert_icelandic if ext == "1001" else assert_english)(again.cards)
+            assert [words(c) for c in again.cards] == [words(c) for c in streams[ext].cards]

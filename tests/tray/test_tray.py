@@ -106,6 +106,27 @@ def test_stream_reconnects_with_last_event_id_and_loses_nothing(server):
         s.stop()
 
 
+def test_the_stream_asks_for_the_trays_language_when_the_config_or_the_desktop_names_one(server, monkeypatch):
+    """Accept-Language: the config's language, else the desktop's; neither: none, so the daemon's pops are in the
+    operator's own setting or the organisation's language (docs/tray.md)."""
+    from screenpop.tray import i18n
+
+    monkeypatch.setenv("LANGUAGE", "is")
+    assert i18n.choose("en") == "en" and i18n.asked() == "en", "the config's language first"
+    assert i18n.choose("") == "is" and i18n.asked() == "is", "else the desktop's"
+    monkeypatch.setenv("LANGUAGE", "de")
+    assert i18n.choose("") == "en" and i18n.asked() is None, "a desktop language we have no words for: ask for none"
+    got, states = [], []
+    for language in ("is", None):
+        s = _stream(server, got, states, language=language)
+        try:
+            wait_for(lambda: server.streams() == 1, 5, "the stream")
+            assert server.event_requests()[-1]["headers"].get("Accept-Language") == language
+        finally:
+            s.stop()
+        wait_for(lambda: server.streams() == 0, 5, "the stream closed")
+
+
 def test_stream_backoff_doubles_to_the_cap_while_nobody_listens(server):
     port = int(server.url.rsplit(":", 1)[1])
     server.close()

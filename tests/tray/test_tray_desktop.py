@@ -836,7 +836,10 @@ def test_each_kind_of_pop_in_icelandic_on_dunst(icelandic, kind):
 
 
 def test_the_trays_own_words_in_icelandic(icelandic):
-    """The buttons dunst offers are the tray's, in the desktop's language: Opna, Hringja til baka."""
+    """The buttons dunst offers are the tray's, in the desktop's language: Opna, Hringja til baka. The tray asks the
+    daemon for its pops in that language too (Accept-Language), whatever the daemon's default is (the daemon's side:
+    tests/push/test_pop_language.py)."""
+    assert {r["headers"].get("Accept-Language") for r in icelandic.server.event_requests()} == {"is"}
     d = icelandic.desktop
     d.close_all()
     wait_for(lambda: d.displayed() == 0, 5, "an empty screen")
