@@ -114,13 +114,12 @@ class CardBuilder:
 
     # ---- the payload ----------------------------------------------------------------------
 
-    def card(self, pop: PopRow, offline: bool = False, sources: Answer | None = None,
-             language: str | None = None) -> dict:
-        """The card for one pop (fields and meaning: docs/card.md); offline: from caches only, no query; sources:
-        what the configured sources say about the number so far (None: nothing to ask them); language: the words
-        and formats of its summary and lines (None: the language of the moment)."""
+    def card(self, pop: PopRow, offline: bool = False, sources: Answer | None = None) -> dict:
+        """The card for one pop (fields and meaning: docs/card.md) with its lines in the language of the moment;
+        offline: from caches only, no query; sources: what the configured sources say about the number so far (None:
+        nothing to ask them). The streams get frames() instead: each in its reader's language."""
         card, items = self._facts(pop, offline, sources)
-        card["title"], card["lines"] = self.layout.render(card, self.lookup().rules, items=items, language=language)
+        card["title"], card["lines"] = self.layout.render(card, self.lookup().rules, items=items)
         return card
 
     def _facts(self, pop: PopRow, offline: bool, sources: Answer | None) -> tuple[dict, tuple[Item, ...]]:

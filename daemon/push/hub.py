@@ -181,9 +181,10 @@ class PushHub:
             receivers = list(self.subscribers.get(row.extension, ())) + list(self.subscribers.get(ALL, ()))
             if not receivers:
                 continue
-            frames = self.cards.frames(row, _languages(receivers), offline=True, sources=self._sources(row))
-            for sub in receivers:
-                sub.push(None, frames[sub.language])
+            wanted = _wanted(receivers)
+            frames = self.cards.frames(row, set(wanted.values()), offline=True, sources=self._sources(row))
+            for sub, language in wanted.items():
+                sub.push(None, frames[language])
             self._early[_key(row)] = set(receivers)
             while len(self._early) > EARLY_MAX:
                 self._early.popitem(last=False)
@@ -283,10 +284,11 @@ class PushHub:
                 else:
                     fresh.append(sub)
             if fresh:  # the sources were asked if its card was built when it was queued
-                frames = self.cards.frames(row, _languages(fresh),
+                wanted = _wanted(fresh)
+                frames = self.cards.frames(row, set(wanted.values()),
                                            sources=self._sources(row, ask=not (queued and queued[0])))
-                for sub in fresh:
-                    sub.push(row.id, frames[sub.language])
+                for sub, language in wanted.items():
+                    sub.push(row.id, frames[language])
         if self._late and not self._queued:  # every pop sent as queued is stored: later ones may go to all as queued
             for sub in self._late:
                 sub.early = True
@@ -300,7 +302,8 @@ class PushHub:
         self._queued[pop_id] = (set(receivers), row.id is not None)
         if not receivers:
             return
-        languages = _languages(receivers)
+        wanted = _wanted(receivers)
+        languages = set(wanted.values())
         try:
             frames = guarded(self.db, self.cards.frames, row, languages, False, self._sources(row, ask=True))
         except peewee.DatabaseError as exc:
@@ -308,8 +311,8 @@ class PushHub:
                 log.warning("could not build the card of pop %s (%s); sending it from what is cached", pop_id, exc)
                 self.worker.reconnect_later()
             frames = self.cards.frames(row, languages, True, self._sources(row))
-        for sub in receivers:
-            sub.push(row.id, frames[sub.language])
+        for sub, language in wanted.items():
+            sub.push(row.id, frames[language])
 
     def _stored(self, pop_id: int) -> tuple[set[Subscriber], bool] | None:
         """A pop sent as queued is stored now: who had it; pops drawn before it and never stored (the write queue
@@ -339,7 +342,8 @@ class PushHub:
         receivers = list(self.subscribers.get(row.extension, ())) + list(self.subscribers.get(ALL, ()))
         if not receivers or not answer.adds:
             return
-        languages = _languages(receivers)
+        wanted = _wanted(receivers)
+        languages = set(wanted.values())
         try:
             frames = guarded(self.db, self.cards.frames, row, languages, False, answer, True)
         except peewee.DatabaseError as exc:
@@ -347,8 +351,8 @@ class PushHub:
                 log.warning("could not build the update of pop %s (%s); sending it from what is cached", row.id, exc)
                 self.worker.reconnect_later()
             frames = self.cards.frames(row, languages, True, answer, True)
-        for sub in receivers:
-            sub.push(None, frames[sub.language])
+        for sub, language in wanted.items():
+            sub.push(None, frames[language])
 
     def _watch_revocations(self) -> None:
         """A token revoked (by `screenpop token revoke`, another process) ends its open streams within a second; a
@@ -376,9 +380,10 @@ class PushHub:
                         sub.follow(language)
 
 
-def _languages(subs: list[Subscriber]) -> set[str]:
-    """The languages a pop's frames are wanted in: one frame each, however many streams read it."""
-    return {sub.language for sub in subs}
+def _wanted(subs: list[Subscriber]) -> dict[Subscriber, str]:
+    """Each stream's language as a pop's frames are built (a person's new setting may arrive while they are): one
+    frame per language, however many streams read it."""
+    return {sub: sub.language for sub in subs}
 
 
 def _key(row: PopRow) -> tuple:
