@@ -21,7 +21,6 @@ import contextlib
 import datetime as dt
 import gettext as _gettext
 import io
-import unicodedata
 from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from decimal import Decimal, InvalidOperation
@@ -37,6 +36,7 @@ from babel.numbers import NumberPattern, get_currency_name, get_currency_precisi
 from babel.support import LazyProxy
 
 from screenpop.daemon.config import CardConfig
+from screenpop.db import collation
 
 DOMAIN = "screenpop"
 LANGUAGES = ("en", "is")  # the catalogues there are; en is the source language
@@ -146,30 +146,11 @@ def use(value: str | None) -> Iterator[None]:
 
 # ---- sorting ---------------------------------------------------------------------------------------------
 
-# Icelandic order (Íslensk stafrófsröð): a á b d ð e é f g h i í j k l m n o ó p r s t u ú v x y ý þ æ ö; c, q, w, z
-# where the rest of the Latin alphabet has them. Accented letters are letters of their own, after their base.
-_ICELANDIC = "aábcdðeéfghiíjklmnoópqrstuúvwxyýzþæö"
-_ICELANDIC_RANK = {ch: i for i, ch in enumerate(_ICELANDIC)}
 
-
-def sort_key(text: str | None, lang: str | None = None) -> tuple:
-    """A key that sorts names as people of the language expect: in Icelandic, Á after A, Ð after D, and Þ, Æ, Ö
-    after Z; in English, accents and case aside (Þ as th, Æ as ae). Ties go to the plain text."""
-    s = unicodedata.normalize("NFC", (text or "").casefold())
-    if (lang or language()) == "is":
-        return tuple(_icelandic(ch) for ch in s), s
-    folded = "".join(c for c in unicodedata.normalize("NFKD", s.replace("þ", "th").replace("æ", "ae").replace("ð", "d"))
-                     if not unicodedata.combining(c))
-    return folded, s
-
-
-def _icelandic(ch: str) -> tuple[int, str]:
-    if ch in _ICELANDIC_RANK:
-        return 1, chr(0x100 + _ICELANDIC_RANK[ch])
-    base = "".join(c for c in unicodedata.normalize("NFKD", ch) if not unicodedata.combining(c))
-    if base in _ICELANDIC_RANK:  # other accents (ü, ø) sort with their base letter
-        return 1, chr(0x100 + _ICELANDIC_RANK[base])
-    return (0, ch) if not ch.isalpha() else (2, ch)  # spaces and digits first, other scripts last
+def sort_key(text: str | None, lang: str | None = None) -> tuple[str, str]:
+    """A key that sorts names as people of lang (default: the language of the moment) expect: the rule of
+    db/collation.py, which the database's own sorting follows (docs/i18n.md, "Sorting and search")."""
+    return collation.sort_key(text, lang or language())
 
 
 # ---- formats ---------------------------------------------------------------------------------------------

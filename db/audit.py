@@ -1,6 +1,7 @@
-"""The audit trail: who changed which customer, number, order or person, and when (docs/accounts.md).
+"""The audit trail: who changed which customer, number, order, employee or person, and when (docs/accounts.md).
 
-The functions that change those rows (daemon/customers/data.py, daemon/auth/people.py) call record(); who is
+The functions that change those rows (daemon/customers/data.py, daemon/customers/importer.py, daemon/auth/people.py)
+call record(); who is
 acting comes from the step that runs them: the pages and the API wrap each database step in acting(actor, fn)
 (it runs on the database worker's greenlet, so the actor travels with the step, not with the request's greenlet).
 A step with no actor (the command line, an import) is recorded as done by "the system" unless it names one.
@@ -83,4 +84,10 @@ def for_customer(customer_id: int, limit: int = 30) -> list[AuditEntry]:
 def for_entity(entity: str, entity_id: int, limit: int = 30) -> list[AuditEntry]:
     """The latest changes to one row (a person, an order)."""
     return list(AuditEntry.select().where((AuditEntry.entity == entity) & (AuditEntry.entity_id == entity_id))
+                .order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(limit))
+
+
+def for_kind(entity: str, limit: int = 30) -> list[AuditEntry]:
+    """The latest changes to any row of one kind (the employees page shows the employees')."""
+    return list(AuditEntry.select().where(AuditEntry.entity == entity)
                 .order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(limit))

@@ -22,7 +22,7 @@ import argon2
 from screenpop.daemon import i18n
 from screenpop.daemon.auth import roles, signin
 from screenpop.daemon.config import WebConfig
-from screenpop.db import audit
+from screenpop.db import audit, collation
 from screenpop.db.models import ApiToken, Person, SigninThrottle, WebSession, utcnow
 
 MIN_PASSWORD = 8
@@ -231,9 +231,10 @@ def end_sessions(person_id: int, keep_sid: str | None = None) -> int:
     return query.execute()
 
 
-def listing() -> list[Person]:
-    """Everyone, enabled first, by login."""
-    return list(Person.select().order_by(Person.disabled_at.is_null(False), Person.login))
+def listing(lang: str) -> list[Person]:
+    """Everyone, enabled first, A to Z by name as a reader of lang expects (then by login)."""
+    return list(Person.select().order_by(Person.disabled_at.is_null(False), *collation.by_name(Person.name, lang),
+                                         Person.login))
 
 
 def owner_of_token(token_id: int) -> Person | None:

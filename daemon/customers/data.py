@@ -6,7 +6,7 @@ Values go in as the API's JSON gives them (strings; ids as ints); a web form's s
 rules for the values themselves (amounts, categories, extensions, text lengths) are daemon/customers/values.py's, which the CSV
 importer uses too.
 
-Every change to a customer, a number or an order is also one line of the audit trail (db/audit.py), written here,
+Every change to a customer, a number, an order or an employee is also one line of the audit trail (db/audit.py), written here,
 in the same transaction, so the API and the pages cannot make a change that leaves no trace.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import peewee
 from screenpop.daemon.customers import fields as custom, values
 from screenpop.daemon.customers.lookup import phone_columns
 from screenpop.daemon.reports.callrecords import calls_query, records
-from screenpop.db import audit
+from screenpop.db import audit, collation
 from screenpop.db.models import Call, CallParty, Customer, Employee, Order, Phone, database, utcnow
 from screenpop.db.numbers import Number, NumberRules
 
@@ -210,6 +210,19 @@ def money(value: Any) -> str:
 def customer_brief(c: Customer) -> dict:
     return {"id": c.id, "external_id": c.external_id, "name": c.name, "company": c.company, "category": c.category,
             "city": c.city, "country": c.country}
+
+
+CUSTOMER_SORTS = ("recent", "name", "company")
+
+
+def customer_order(sort: str, lang: str) -> list:
+    """ORDER BY terms of a customer list (one of CUSTOMER_SORTS): the latest changed first, or A to Z (Ö in
+    Icelandic) in the reader's language by name or by company, the ones without last; ties by id, so pages never
+    overlap."""
+    if sort == "recent":
+        return [Customer.updated_at.desc(), Customer.id.desc()]
+    first, then = (Customer.name, Customer.company) if sort == "name" else (Customer.company, Customer.name)
+    return [first == "", *collation.by_name(first, lang), *collation.by_name(then, lang), Customer.id]
 
 
 def customer_full(c: Customer) -> dict:
@@ -480,23 +493,34 @@ def _extension_free(extension: str | None, employee_id: int | None) -> None:
         raise DataError(409, f"extension: {extension} belongs to employee {other.id}", employee_id=other.id)
 
 
+def employee_line(extension: str, name: str) -> str:
+    """An employee as an audit line names them: "1001 Anna Jónsdóttir"."""
+    return f"{extension} {name}"
+
+
 def create_employee(fields: dict) -> Employee:
     _extension_free(fields["extension"], None)
-    return Employee.create(**fields)
+    emp = Employee.create(**fields)
+    audit.record("employee", emp.id, "added", employee_line(emp.extension, emp.name))
+    return emp
 
 
 def update_employee(employee_id: int, fields: dict) -> Employee:
-    get_employee(employee_id)
+    current = get_employee(employee_id)
     _extension_free(fields.get("extension"), employee_id)
-    if fields:
-        Employee.update(**fields).where(Employee.id == employee_id).execute()
+    changed = {k: v for k, v in fields.items() if getattr(current, k) != v}
+    if changed:
+        Employee.update(**changed).where(Employee.id == employee_id).execute()
+        audit.record("employee", employee_id, "changed", employee_line(current.extension, current.name) + ": " + ", ".join(
+            f"{k} {('yes' if v else 'no') if isinstance(v, bool) else v}" for k, v in changed.items()))
     return get_employee(employee_id)
 
 
 def delete_employee(employee_id: int) -> None:
     """Delete an employee; their orders, calls and call parties stay, without them."""
-    get_employee(employee_id)
+    emp = get_employee(employee_id)
     Order.update(responsible=None).where(Order.responsible == employee_id).execute()
     Call.update(employee=None).where(Call.employee == employee_id).execute()
     CallParty.update(employee=None).where(CallParty.employee == employee_id).execute()
     Employee.delete().where(Employee.id == employee_id).execute()
+    audit.record("employee", employee_id, "deleted", employee_line(emp.extension, emp.name))

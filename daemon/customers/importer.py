@@ -23,7 +23,7 @@ from typing import Any
 
 import peewee
 
-from screenpop.daemon.customers import fields as custom, photofiles
+from screenpop.daemon.customers import data, fields as custom, photofiles
 from screenpop.daemon.customers import values as checks
 from screenpop.daemon.customers.images import ImageRejected
 from screenpop.daemon.customers.lookup import phone_columns
@@ -520,6 +520,11 @@ def _apply_employees(db: peewee.Database, rows: list[_EmployeeRow]) -> _Outcome:
             outcome.unchanged += 1
     _execute_many(db, "INSERT INTO employee (name, extension, active) VALUES (?, ?, ?)", inserts)
     _execute_many(db, "UPDATE employee SET name = ? WHERE extension = ?", updates)
+    if inserts or updates:
+        ids = dict(_select(db, f"SELECT extension, id FROM employee WHERE extension IN ({_marks(len(keys))})", keys))
+        audit.record_many([("employee", ids[ext], "added", data.employee_line(ext, name), None) for name, ext, _ in inserts]
+                          + [("employee", ids[ext], "changed", f"{data.employee_line(ext, existing[ext])}: name {name}", None)
+                             for name, ext in updates])
     return outcome
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from screenpop.daemon import i18n
 from screenpop.daemon.auth import roles
 from screenpop.daemon.config import RecordingsConfig
 from screenpop.daemon.customers import admin as admin_steps, data, fields as custom
@@ -134,6 +135,10 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
             raise DataError(400, "q: at most 200 characters")
         if "\x00" in q:
             raise DataError(400, "q: must not contain NUL characters")
+        sort = request.args.get("sort", "id")
+        if sort not in ("id", *data.CUSTOMER_SORTS) or (q and sort != "id"):
+            raise DataError(400, "sort: id, name, company or recent, and only without q (search results come by relevance)")
+        order = [Customer.id] if sort == "id" else data.customer_order(sort, i18n.language())
         site_rules = rules()
 
         def work():
@@ -145,7 +150,7 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
             else:
                 query = Customer.select()
                 total = query.count()
-                rows = list(query.order_by(Customer.id).limit(limit).offset(offset))
+                rows = list(query.order_by(*order).limit(limit).offset(offset))
             phones: dict[int, list[dict]] = defaultdict(list)
             if rows:
                 for p in Phone.select().where(Phone.customer.in_([c.id for c in rows])).order_by(Phone.id):

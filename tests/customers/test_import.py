@@ -12,7 +12,7 @@ from PIL import Image
 
 from screenpop.daemon.customers import importer
 from screenpop.daemon.customers.importer import import_customers, import_employees, import_orders, import_photos
-from screenpop.db.models import Customer, Employee, Order, Phone
+from screenpop.db.models import AuditEntry, Customer, Employee, Order, Phone
 
 from support import RULES
 
@@ -225,6 +225,11 @@ def test_employees_import_and_reimport(db: peewee.Database, tmp_path: Path) -> N
     report = import_employees(write(tmp_path, "extension,name\n1001,Anna Jónsdóttir\n1002,Björn\n", "b.csv"))
     assert (report.created, report.updated, report.unchanged) == (0, 1, 1)
     assert Employee.get(Employee.extension == "1001").name == "Anna Jónsdóttir"
+    trail = [(e.entity_id, e.action, e.detail, e.actor) for e in AuditEntry.select().where(AuditEntry.entity == "employee")
+             .order_by(AuditEntry.id)]
+    anna, bjorn = (Employee.get(Employee.extension == x).id for x in ("1001", "1002"))
+    assert trail == [(anna, "added", "1001 Anna", "the system"), (bjorn, "added", "1002 Björn", "the system"),
+                     (anna, "changed", "1001 Anna: name Anna Jónsdóttir", "the system")]  # the CLI names its file
 
 
 def test_orders_import_and_reimport(db: peewee.Database, tmp_path: Path) -> None:

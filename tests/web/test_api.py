@@ -154,6 +154,25 @@ def test_orders(api):
     assert api.req("POST", f"/api/v1/orders/{small['id']}/payments", {"amount": "0.01"})[0] == 400
 
 
+def test_customers_sorted_by_name_in_the_callers_language(api):
+    """?sort=name (or company, recent) pages A to Z in the caller's Accept-Language, in the database; id stays the
+    default; sort with a search is refused (search results come by relevance)."""
+    names = ["Örn", "Zoe", "Ari", "Þórður", "Ásta", "Ægir", "Óli", "Oddur"]
+    ids = {n: api.req("POST", "/api/v1/customers", {"name": n})[1]["id"] for n in names}
+    pages = []
+    for offset in (0, 3, 6):
+        s, r = api.req("GET", f"/api/v1/customers?sort=name&limit=3&offset={offset}", headers={"Accept-Language": "is"})
+        assert s == 200 and r["total"] == 8
+        pages += [c["name"] for c in r["customers"]]
+    assert pages == ["Ari", "Ásta", "Oddur", "Óli", "Zoe", "Þórður", "Ægir", "Örn"]
+    r = api.req("GET", "/api/v1/customers?sort=name", headers={"Accept-Language": "en"})[1]
+    assert [c["name"] for c in r["customers"]] == ["Ægir", "Ari", "Ásta", "Oddur", "Óli", "Örn", "Þórður", "Zoe"]
+    assert [c["id"] for c in api.req("GET", "/api/v1/customers")[1]["customers"]] == sorted(ids.values())
+    for bad in ("sort=size", "sort=name&q=ari", "sort="):
+        s, r = api.req("GET", f"/api/v1/customers?{bad}")
+        assert s == 400 and r["error"].startswith("sort:"), bad
+
+
 def test_employees(api):
     """Employee writes are admin-only and checked; each one that is saved tells the daemon (its employee snapshot
     follows at once), a refused one does not."""

@@ -17,8 +17,9 @@ from screenpop.daemon.customers.photos import Photos
 from screenpop.daemon.web.server import create_app
 
 from screenpop.daemon.auth import tokens
-from screenpop.db.models import (ApiToken, Call, CallParty, Customer, CustomField, Employee, Order, Phone, Setting,
-                                 SigninLink, WebSession)
+from screenpop.db.collation import sort_key
+from screenpop.db.models import (ApiToken, AuditEntry, Call, CallParty, Customer, CustomField, Employee, Order, Phone,
+                                 Setting, SigninLink, WebSession)
 
 from support import HubApp, RULES
 
@@ -448,6 +449,50 @@ def test_search_page(site):
     assert op.get("/customers?q=" + "x" * 5000).status_code == 200
 
 
+SORTED_NAMES = ["Ari", "Ásta", "Bjarni", "Davíð", "Ðóra", "Einar", "Þórður", "Ægir", "Örn", "Zóphónías", "Oddur", "Óli",
+                "Anna María", "Annabella", "Ólafur", "Olga", "Ívar", "Ingi", "Ýr", "Yngvi", "Úlfar", "Ulla", "Thomas",
+                "Tómas", "Charlie", "charles", "Zoe", "Adam", "Smith", "Walter"]
+
+
+def _listed(client, sort: str, lang: str) -> list[int]:
+    """The customer ids the customer list shows in that sort, page after page, read as a reader of lang."""
+    ids, page = [], 1
+    while True:
+        html = _text(client.get("/customers", query_string={"sort": sort, "page": page},
+                                headers={"Accept-Language": lang}))
+        ids += [int(i) for i in re.findall(r'href="/customers/(\d+)"', html)]
+        if "page=%d" % (page + 1) not in html:
+            return ids
+        page += 1
+
+
+@pytest.mark.parametrize("lang", ["is", "en"])
+def test_customer_list_sorts_by_name_and_company_in_the_readers_language(site, lang):
+    """Name and Company sort A to Z as the reader's language has it (Þ, Æ, Ö after Z in Icelandic), in the database,
+    so the pages follow each other without gaps or repeats; customers without that field come last."""
+    people = [_customer(name=n, company="", number=None) for n in SORTED_NAMES]  # 30: two pages
+    firms = [_customer(name="", company=n, number=None) for n in ("Örninn ehf", "Álfur hf", "Zeta ltd")]
+    op = site.client("op")
+    by_name = sorted(people, key=lambda c: sort_key(c.name, lang)) + sorted(firms, key=lambda c: sort_key(c.company, lang))
+    assert _listed(op, "name", lang) == [c.id for c in by_name]
+    by_company = sorted(firms, key=lambda c: sort_key(c.company, lang)) + sorted(people, key=lambda c: sort_key(c.name, lang))
+    assert _listed(op, "company", lang) == [c.id for c in by_company]
+    if lang == "is":
+        names = [c.name for c in by_name[:30]]
+        assert names.index("Zoe") < names.index("Þórður") < names.index("Ægir") < names.index("Örn")
+        assert names.index("Ari") < names.index("Ásta") < names.index("Bjarni")
+    recent = _listed(op, "nonsense", lang)  # anything else: the latest changed first, as before
+    assert recent == sorted(recent, reverse=True) and len(recent) == 33
+
+
+def test_chooser_lists_the_customers_a_to_z(site):
+    """The customers sharing a number are listed by company, then name, in the reader's language."""
+    sharing = [_customer(name=n, company="", number="+3545557777") for n in ("Örn", "Ari", "Þór", "Ásta")]
+    html = _text(site.client("op").get("/customers/choose?number=5557777", headers={"Accept-Language": "is"}))
+    shown = [int(i) for i in re.findall(r'href="/customers/(\d+)"', html)]
+    assert shown == [sharing[i].id for i in (1, 3, 2, 0)]  # Ari, Ásta, Þór, Örn
+
+
 def test_chooser_lists_exactly_the_customers_sharing_a_number(site):
     """The pop of a number several customers have opens /customers/choose: the card's lookup, not the search (which
     also finds longer numbers and text), so it lists the customers the card counted, each linking to its record."""
@@ -820,6 +865,34 @@ def test_employees_page(site):
     assert site.post(admin, f"/employees/{e.id}/delete").status_code == 303 and Employee.select().count() == 0
     assert site.post(admin, f"/employees/{e.id}/delete").status_code == 404
     assert site.employee_changes == 4
+
+
+def test_employee_changes_are_on_the_audit_trail_and_the_employees_page(site):
+    """Each employee added, changed or deleted (the page, the API) is one audit line naming who did it and when, shown
+    under Changes on the employees page; the list is A to Z in the reader's language."""
+    admin = site.client("admin")
+    for name, ext in (("Örn", "1001"), ("Anna", "1002"), ("Þóra", "1003")):
+        assert site.post(admin, "/employees", {"name": name, "extension": ext}).status_code == 303
+    orn = Employee.get(Employee.extension == "1001")
+    assert site.post(admin, f"/employees/{orn.id}", {"name": "Örn B", "extension": "1001", "active": "on"}).status_code == 303
+    assert site.post(admin, f"/employees/{orn.id}", {"name": "Örn B", "extension": "1001", "active": "on"}).status_code == 303
+    anna = Employee.get(Employee.extension == "1002")
+    assert site.post(admin, f"/employees/{anna.id}/delete").status_code == 303
+    lines = [(e.entity, e.entity_id, e.action, e.detail, e.actor, e.token_id)
+             for e in AuditEntry.select().where(AuditEntry.entity == "employee").order_by(AuditEntry.id)]
+    assert [line[2:4] for line in lines] == [("added", "1001 Örn"), ("added", "1002 Anna"), ("added", "1003 Þóra"),
+                                              ("changed", "1001 Örn: name Örn B"), ("deleted", "1002 Anna")]
+    assert {line[4] for line in lines} == {"admin"} and {line[5] for line in lines} == {site.admin_row.id}
+    html = _text(admin.get("/employees", headers={"Accept-Language": "is"}))
+    assert html.index('value="Þóra"') < html.index('value="Örn B"')  # Þ before Ö in Icelandic
+    assert re.search(r"starfsmaður 1003 Þóra: bætt við af admin, \d\d:\d\d", html), "the Changes section"
+    html = _text(admin.get("/employees", headers={"Accept-Language": "en"}))
+    assert html.index('value="Örn B"') < html.index('value="Þóra"')  # Ö as O, Þ as th
+    assert "employee 1002 Anna deleted by admin" in html
+    r = site.app.test_client().post("/api/v1/employees", json={"name": "Api", "extension": "1009"},
+                                    headers={"Authorization": f"Bearer {site.admin}"})
+    assert r.status_code == 201
+    assert AuditEntry.get(AuditEntry.entity_id == r.get_json()["id"], AuditEntry.entity == "employee").action == "added"
 
 
 def test_tokens_page_revokes(site):

@@ -58,7 +58,7 @@ def changed_at(value: dt.datetime, now: dt.datetime | None = None) -> str:
 
 
 AUDIT_THINGS = {"customer": i18n.lazy_gettext("customer"), "phone": i18n.lazy_gettext("number"),
-                "order": i18n.lazy_gettext("order"), "person": ""}
+                "order": i18n.lazy_gettext("order"), "employee": i18n.lazy_gettext("employee"), "person": ""}
 AUDIT_ACTIONS = {"added": i18n.lazy_gettext("added"), "changed": i18n.lazy_gettext("changed"),
                  "deleted": i18n.lazy_gettext("deleted"), "removed": i18n.lazy_gettext("removed"),
                  "closed": i18n.lazy_gettext("closed"), "paid": i18n.lazy_gettext("paid"),

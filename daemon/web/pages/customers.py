@@ -13,7 +13,7 @@ from pathlib import Path
 from flask import Blueprint, abort, flash, redirect, request, send_file
 
 from screenpop.daemon.analysis import store as analysis
-from screenpop.daemon.i18n import gettext as _, ngettext
+from screenpop.daemon.i18n import gettext as _, language, ngettext
 from screenpop.daemon.customers import data
 from screenpop.daemon.customers.data import CUSTOMER_FIELDS, DataError
 from screenpop.daemon.customers.photos import image_job, photo_response
@@ -25,7 +25,7 @@ from screenpop.daemon.customers import photofiles
 from screenpop.daemon.customers.images import ImageRejected
 from screenpop.daemon.customers.record import customer_record
 from screenpop.daemon.customers.values import caller_name
-from screenpop.db import audit
+from screenpop.db import audit, collation
 from screenpop.db.models import Call, Customer, Employee, Phone
 from screenpop.db.numbers import WITHHELD
 from screenpop.db.search import search_customers
@@ -65,22 +65,24 @@ def _link(customer_id: int, e164: str | None, call: str | None) -> None:
 @login_required()
 def search():
     q = request.args.get("q", "").strip()[:200].replace("\x00", "")
+    sort = request.args.get("sort", "recent")
+    sort = sort if sort in data.CUSTOMER_SORTS else "recent"
     page = forms.page()
     offset = (page - 1) * PER_PAGE
     db = web().hub.db
 
-    rules = number_rules()
+    rules, order = number_rules(), data.customer_order(sort, language())
 
     def work():
         if q:
             ids = search_customers(db, q, PER_PAGE + 1, offset, rules=rules)
         else:
-            ids = [c for (c,) in Customer.select(Customer.id).order_by(Customer.updated_at.desc(), Customer.id.desc())
+            ids = [c for (c,) in Customer.select(Customer.id).order_by(*order)
                    .limit(PER_PAGE + 1).offset(offset).tuples()]
         return _with_phones(ids[:PER_PAGE]), len(ids) > PER_PAGE
 
     customers, more = database(work)
-    return render_page("search.html", title=_("Customers"), q=q, customers=customers, page=page, more=more)
+    return render_page("search.html", title=_("Customers"), q=q, sort=sort, customers=customers, page=page, more=more)
 
 
 @bp.get("/customers/choose")
@@ -94,10 +96,14 @@ def choose():
     call = forms.call_uuid(request.args.get("call"))
     cards = web().hub.cards
 
+    order = data.customer_order("company", language())
+
     def work():
         found = cards.lookup().find(number)
         row = Call.get_or_none(Call.uuid == call) if call else None
-        return found.matches, _with_phones(list(found.candidates)), row
+        ids = [c for (c,) in Customer.select(Customer.id).where(Customer.id.in_(list(found.candidates)))
+               .order_by(*order).tuples()] if found.candidates else []
+        return found.matches, _with_phones(ids), row
 
     matches, customers, call_row = database(work)
     # the pop's call, when nobody has it yet: each customer gets a button that puts it on their record
@@ -134,14 +140,15 @@ def record_page(customer_id: int, status: int = 200, error: str | None = None, o
     before = forms.row_id("calls_before")
     db = web().hub.db
 
-    user, listen = current_user(), web().recordings.listen
+    user, listen, lang = current_user(), web().recordings.listen, language()
 
     def work():
         c = customer_record(db, customer_id, CALLS_PER_PAGE, before)
         playable = recordings.playable([call["uuid"] for call in c["calls"]] if c else [], listen, user.role,
                                        user.extension)
-        return (c, list(Employee.select().order_by(Employee.name, Employee.id)), audit.for_customer(customer_id),
-                playable, analysis.recent_matches(limit=ALERTS_SHOWN, customer_id=customer_id))
+        staff = Employee.select().order_by(*collation.by_name(Employee.name, lang), Employee.id)
+        return (c, list(staff), audit.for_customer(customer_id), playable,
+                analysis.recent_matches(limit=ALERTS_SHOWN, customer_id=customer_id))
 
     c, employees, history, playable, alerts = database(work)
     if c is None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, request
 
-from screenpop.daemon.i18n import gettext as _
+from screenpop.daemon.i18n import gettext as _, language
 from screenpop.daemon.auth import tokens
 from screenpop.daemon.customers import data
 from screenpop.daemon.customers.data import DataError
 from screenpop.daemon.web.pages import forms
 from screenpop.daemon.web.pages.base import database, error_page, log, login_required, render_page, web
+from screenpop.db import audit, collation
 from screenpop.db.models import ApiToken, Employee
 
 bp = Blueprint("employees", __name__)
@@ -30,8 +31,12 @@ def _changed() -> None:
 
 
 def employees_page(status: int = 200, error: str | None = None):
-    staff = database(lambda: list(Employee.select().order_by(Employee.extension)))
-    return render_page("employees.html", status=status, title=_("Employees"), employees=staff, error=error)
+    """The employees A to Z in the reader's language, and the latest changes to them (who, what, when)."""
+    lang = language()
+    staff, history = database(lambda: (list(Employee.select().order_by(*collation.by_name(Employee.name, lang),
+                                                                         Employee.id)), audit.for_kind("employee")))
+    return render_page("employees.html", status=status, title=_("Employees"), employees=staff, history=history,
+                       error=error)
 
 
 @bp.get("/employees")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, request
 
-from screenpop.daemon.i18n import gettext as _, ngettext
+from screenpop.daemon.i18n import gettext as _, language, ngettext
 from screenpop.daemon.auth import people, roles, signin
 from screenpop.daemon.web.pages import forms
 from screenpop.daemon.web.pages.base import (current_user, database, error_page, log, login_required, render_page,
@@ -23,10 +23,10 @@ PERSON_KEYS = ("login", "name", "role", "extension", "language")
 
 
 def people_page(status: int = 200, error: str | None = None, values: dict | None = None):
-    config = web().config
+    config, lang = web().config, language()
 
     def read():
-        return people.listing(), people.locked(config)
+        return people.listing(lang), people.locked(config)
 
     everyone, locked = database(read)
     return render_page("people.html", status=status, title=_("People"), people=everyone, locked=locked, error=error,
