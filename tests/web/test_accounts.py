@@ -407,3 +407,20 @@ def test_the_throttle_forgets_runs_that_ended(db):
     _age_failures(16 * 60)
     assert people.failed("other", "10.0.0.3", config) == 1
     assert sorted(r.key for r in SigninThrottle.select()) == ["address:10.0.0.3", "login:other"]
+
+
+def test_people_are_listed_a_to_z_in_the_readers_language(site):
+    """The People page lists the enabled people by name as the reader's language sorts them, then the disabled."""
+    hashed = people.hash_password(PASSWORD)
+    for login, name in (("orn", "Örn Arnarson"), ("zoe", "Zoe Smith"), ("thora", "Þóra Þórsdóttir"), ("asta", "Ásta")):
+        people.create(people.person_fields({"login": login, "name": name, "role": "manager", "extension": ""},
+                                           creating=True), hashed)
+    people.set_disabled(site.ids["mgr"], True)
+    boss = site.signed_in("boss")
+    for lang, order in (("is", ["Anna Jónsdóttir", "Ásta", "Björk Admin", "Zoe Smith", "Þóra Þórsdóttir", "Örn Arnarson",
+                                "Magnús Manager"]),
+                        ("en", ["Anna Jónsdóttir", "Ásta", "Björk Admin", "Örn Arnarson", "Þóra Þórsdóttir", "Zoe Smith",
+                                "Magnús Manager"])):
+        html = _text(boss.get("/people", headers={"Accept-Language": lang}))
+        table = html[html.index("<table"):]  # not the header's "signed in as"
+        assert sorted(order, key=table.index) == order, lang
