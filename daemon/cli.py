@@ -131,7 +131,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     if args.kind == "customers":
         report = audit.acting(actor, importer.import_customers)(args.path, NumberRules.from_config(config.numbers))
     elif args.kind == "employees":
-        report = importer.import_employees(args.path)
+        report = audit.acting(actor, importer.import_employees)(args.path)
     elif args.kind == "orders":
         report = audit.acting(actor, importer.import_orders)(args.path)
     else:

@@ -47,6 +47,25 @@ def test_import_reports_bad_rows_by_line_and_imports_the_rest(tmp_path):
     assert "0 created" in again.stdout
 
 
+def test_import_of_employees_is_on_the_audit_trail_by_its_file(tmp_path):
+    """Each employee an import adds or renames is one audit line, made by "CSV import of <file>"."""
+    from screenpop.db.database import open_database
+    from screenpop.db.models import AuditEntry
+
+    config = tmp_path / "c.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path / "s.db"}"\n')
+    csv = tmp_path / "staff.csv"
+    csv.write_text("extension,name\n1001,Anna\n1002,Þóra\n")
+    assert screenpop("import", "employees", str(csv), "--config", str(config)).returncode == 0
+    db = open_database(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        assert [(e.entity, e.action, e.detail, e.actor) for e in AuditEntry.select().order_by(AuditEntry.id)] == [
+            ("employee", "added", "1001 Anna", "CSV import of staff.csv"),
+            ("employee", "added", "1002 Þóra", "CSV import of staff.csv")]
+    finally:
+        db.close()
+
+
 def test_terminal_output_escapes_control_characters():
     from screenpop.daemon.cli import printable
 
