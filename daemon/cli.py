@@ -278,6 +278,7 @@ def _new_password(args: argparse.Namespace) -> str:
 
 def cmd_user(args: argparse.Namespace) -> int:
     """People who sign in to the web pages: create (the first admin too), list, change, reset passwords, disable."""
+    from screenpop.daemon import i18n
     from screenpop.daemon.auth import people
     from screenpop.db import audit
 
@@ -292,7 +293,7 @@ def cmd_user(args: argparse.Namespace) -> int:
     try:
         if args.action == "list":
             locked = run(people.locked, config.web)
-            for p in run(people.listing):
+            for p in run(people.listing, i18n.language()):  # A to Z by name in the terminal's language
                 state = (f"disabled {p.disabled_at:%Y-%m-%d}" if p.disabled_at else
                          f"locked until {locked[p.login]:%H:%M} UTC" if p.login in locked else "active")
                 print(f"{p.id:>4}  {p.login:<20}  {p.role:<8}  {p.extension or '-':<8}  {state:<24}  "
