@@ -1,7 +1,7 @@
 """The analysis worker: finds recordings not yet analysed, queues them (a bounded queue: the rest wait in the
 database for the next look) and hands them one at a time to the analysis process (daemon/analysis/runner.py).
 
-All CPU work happens in that process, at a lower priority; this side only writes a job line, waits on the
+All CPU work happens in that process, at the idle scheduling class (runner.py); this side only writes a job line, waits on the
 answer's pipe cooperatively and stores the result through the database worker, so pops and the call writer never
 wait for an analysis. A file that hangs or kills the process fails that recording only: the process is started
 again for the next one. Progress (queued, running, done, failed, waiting in the database) is `status()`.
@@ -30,13 +30,6 @@ from screenpop.db.worker import DbWorker
 log = logging.getLogger("screenpop.analysis")
 
 START_SECONDS = 120.0  # the analysis process's start (loading the speech model) may take this long
-NICENESS = 10  # the analysis process's priority below the daemon's, from its first instruction (its imports too)
-
-
-def _lower_priority() -> None:
-    """In the analysis process, before it runs Python: lower its CPU priority (the daemon's own is untouched)."""
-    os.nice(NICENESS)
-
 
 class AnalysisProcessError(Exception):
     """The analysis process did not answer: it died, hung past the timeout, or would not start."""
@@ -150,14 +143,15 @@ class Analyser:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
         proc = subprocess.Popen([sys.executable, "-m", "screenpop.daemon.analysis.runner",
                                  json.dumps(dataclasses.asdict(self.config))],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
-                                preexec_fn=_lower_priority)
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
         self._proc = proc
         ready = self._answer(START_SECONDS)
         if not ready.get("ready"):
             self._end_process()
             raise AnalysisProcessError(f"the analysis process did not start: {ready}")
-        log.info("analysis process %d started (engine %s)", proc.pid, ready.get("engine") or "none")
+        priority = ready.get("priority") or {}
+        log.info("analysis process %d started (engine %s; CPU %s, I/O %s)", proc.pid, ready.get("engine") or "none",
+                 priority.get("cpu"), priority.get("io"))
         return proc
 
     def _answer(self, timeout: float) -> dict[str, Any]:
