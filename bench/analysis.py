@@ -4,15 +4,20 @@
 2. transcription: PocketSphinx's real-time factor here (CPU seconds per second of audio);
 3. pops while analysing: the daemon's share of pop latency (event frame in -> SSE card out, as bench/pop_latency.py
    measures it) at 100 calls/s while its analysis worker works through a backlog of recordings (goal: p99 < 50 ms),
-   beside the same load with analysis off.
+   beside the same load with analysis off, in turns (--rounds), with how many recordings were analysed during the
+   calls and the CPU seconds the analysis process got meanwhile. The daemon runs at the scheduling the shipped
+   unit gives it (systemd/screenpop-daemon.service: its Nice=, reset on fork, so the analysis process starts at
+   nice 0 and puts itself at the idle class), which needs root here; without root it runs at nice 0.
 
-    python bench/analysis.py [--backlog 1000] [--seconds 30] [--engine pocketsphinx] [--keep FOLDER]
+    python bench/analysis.py [--backlog 1000] [--seconds 30] [--engine pocketsphinx] [--rounds 1] [--keep FOLDER]
 
 Not a test: prints numbers, never fails.
 """
 from __future__ import annotations
 
 import argparse
+import configparser
+import json
 import os
 import subprocess
 import sys
@@ -28,7 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from pop_latency import SSE_READER, Relay, cards, match, report  # noqa: E402
 from recording import record  # noqa: E402
-from support import daemon, free_port, serving, simulator, write_config  # noqa: E402
+from support import Proc, free_port, serving, simulator, wait_for, write_config  # noqa: E402
 
 from screenpop.daemon.analysis.audio import read_speech  # noqa: E402
 from screenpop.daemon.analysis.job import analyse  # noqa: E402
@@ -101,13 +106,55 @@ def _seed(db_url: str, rec_dir: Path, backlog: int) -> None:
     db.close()
 
 
-def pops(folder: Path, load: Path, backlog: int, engine: str) -> tuple[list[float], int, str]:
+def unit_nice() -> int:
+    """The Nice= the shipped unit runs the daemon at."""
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read(ROOT / "systemd" / "screenpop-daemon.service")
+    assert unit["Service"]["CPUSchedulingResetOnFork"] == "yes"
+    return int(unit["Service"].get("Nice", "0"))
+
+
+def unit_daemon(folder: Path, config: Path) -> Proc:
+    """`screenpop daemon` at the unit's scheduling: SCHED_OTHER with reset on fork (its children start at nice 0),
+    at the unit's nice (as root; otherwise nice 0 and it says so)."""
+    wrap = ["chrt", "--other", "--reset-on-fork", "0"]
+    if os.geteuid() == 0:
+        wrap += ["nice", "-n", str(unit_nice())]
+    else:
+        print("  note: not root, the daemon runs at nice 0, not the unit's")
+    proc = Proc.__new__(Proc)  # Proc runs this interpreter directly; here it runs under chrt and nice
+    proc.log_path = folder / "daemon.log"
+    proc._log = open(proc.log_path, "ab")
+    proc.popen = subprocess.Popen([*wrap, sys.executable, "-m", "screenpop.daemon.cli", "daemon", "--config", str(config)],
+                                  stdout=proc._log, stderr=subprocess.STDOUT)
+    return proc
+
+
+def _status(http_port: int, token: str) -> dict:
+    from urllib.request import Request, urlopen
+
+    req = Request(f"http://127.0.0.1:{http_port}/api/v1/analysis", headers={"Authorization": f"Bearer {token}"})
+    with urlopen(req, timeout=30) as resp:
+        return json.load(resp)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+
+
+def pops(folder: Path, load: Path, backlog: int, engine: str) -> dict:
     """The daemon's share of each ring's pop under the load, with the analysis worker busy on backlog recordings
-    (backlog 0: analysis off); also how many it analysed meanwhile."""
+    (backlog 0: analysis off); also how many it analysed during the calls, the CPU seconds its analysis process
+    got meanwhile, the analysis process's scheduling policy, and the load average."""
     from screenpop.daemon.auth.tokens import create
     from screenpop.db.database import open_database
     from screenpop.db.migrations import migrate
-    from screenpop.db.models import RecordingAnalysis
 
     folder.mkdir(parents=True, exist_ok=True)
     rec_dir = folder / "rec"
@@ -126,15 +173,26 @@ def pops(folder: Path, load: Path, backlog: int, engine: str) -> tuple[list[floa
     config = write_config(folder / "screenpop.toml", esl_port, db_url, http_port=http_port, analysis=analysis,
                           recordings=f'[recordings]\nroots = ["{rec_dir}"]')
     config.write_text(config.read_text().replace('level = "info"', 'level = "warning"'))
-    d = serving(daemon(folder, config), f"http://127.0.0.1:{http_port}", timeout=60)
+    d = serving(unit_daemon(folder, config), f"http://127.0.0.1:{http_port}", timeout=60)
     sse_log = folder / "sse.log"
     reader = subprocess.Popen([sys.executable, "-c", SSE_READER, str(http_port), admin, str(sse_log)],
                               stdout=subprocess.PIPE, text=True)
     reader.stdout.readline()
-    time.sleep(3 if backlog else 0)  # the analysis process has started and is busy before the calls come
+    child, policy, done, cpu = None, "", 0, 0.0
+    if backlog:  # the analysis process has loaded its engine and works on a recording before the calls come
+        wait_for(lambda: _status(http_port, admin)["running"] is not None, 300, "the analysis process to start")
+        child = _children(d.popen.pid)[0]
+        policy = {os.SCHED_OTHER: "other", os.SCHED_IDLE: "idle", os.SCHED_BATCH: "batch"}.get(
+            os.sched_getscheduler(child), "?") + f", nice {os.getpriority(os.PRIO_PROCESS, child)}"
+        done, cpu = _status(http_port, admin)["done"], _cpu_seconds(child)
+    daemon_nice = os.getpriority(os.PRIO_PROCESS, d.popen.pid)
+    loads = [os.getloadavg()[0]]
     sim = simulator(folder, sim_port, "--replay", str(load), "--restamp", "--speed", "1", "--linger", "3")
     try:
         sim.wait(600)
+        loads.append(os.getloadavg()[0])
+        if backlog:
+            done, cpu = _status(http_port, admin)["done"] - done, _cpu_seconds(child) - cpu
         time.sleep(2)
     finally:
         sim.close()
@@ -143,13 +201,10 @@ def pops(folder: Path, load: Path, backlog: int, engine: str) -> tuple[list[floa
         d.close()
         relay.server.close()
     found, unseen = match(relay.rings, cards(sse_log), lambda ext, num, c: c[1] == ext and c[2] == num)
-    share = [ms for ms, _ in found]
     if unseen:
         print(f"  note: {len(unseen)} of {len(relay.rings)} rings had no card")
-    db = open_database(db_url)
-    done = RecordingAnalysis.select().count()
-    db.close()
-    return share, done, f"{len(relay.rings)} rings"
+    return {"share": [ms for ms, _ in found], "rings": len(relay.rings), "done": done, "cpu": cpu, "policy": policy,
+            "daemon_nice": daemon_nice, "load": sum(loads) / len(loads)}
 
 
 def main() -> None:
@@ -157,26 +212,34 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=1000, help="recordings waiting for analysis (default 1000)")
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds of calls at 100 calls/s")
     parser.add_argument("--engine", default="pocketsphinx", help="the analysis engine during the pops (none: figures only)")
+    parser.add_argument("--rounds", type=int, default=1, help="turns of analysis off / on (default 1)")
+    parser.add_argument("--skip-single-core", action="store_true", help="only the pops (skip figures 1 and 2)")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(prefix="screenpop-bench-") as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        pid = os.fork()
-        if pid == 0:  # the single-core figures in a child pinned to one CPU, so the daemon runs below unpinned
-            _one_core()
-            audio_speed(folder)
-            transcription_rtf(folder)
-            os._exit(0)
-        os.waitpid(pid, 0)
+        if not args.skip_single_core:
+            pid = os.fork()
+            if pid == 0:  # the single-core figures in a child pinned to one CPU, so the daemon runs below unpinned
+                _one_core()
+                audio_speed(folder)
+                transcription_rtf(folder)
+                os._exit(0)
+            os.waitpid(pid, 0)
         load = folder / "load.plain.esl"
         record(load, "--rate", "100", "--duration", str(args.seconds), "--mix", "inbound_answered=1",
                "--extensions", "1001-1010", "--seed", "9")
-        for name, backlog in (("analysis off", 0), (f"analysing a backlog of {args.backlog} ({args.engine})", args.backlog)):
-            share, done, rings = pops(folder / name.split()[0], load, backlog, args.engine)
-            print(f"pops at 100 calls/s, {name} ({rings}{f', {done} recordings analysed meanwhile' if backlog else ''})")
-            report("daemon's share, event frame in -> SSE card out", share, 50)
+        for r in range(args.rounds):
+            for name, backlog in (("analysis off", 0), (f"analysing a backlog of {args.backlog} ({args.engine})",
+                                                        args.backlog)):
+                res = pops(folder / f"{name.split()[0]}-{r}", load, backlog, args.engine)
+                during = (f"; {res['done']} recording(s) analysed during the calls, the analysis process "
+                          f"({res['policy']}) got {res['cpu']:.1f} CPU s" if backlog else "")
+                print(f"pops at 100 calls/s, round {r + 1}, {name} ({res['rings']} rings, load average "
+                      f"{res['load']:.1f}, daemon at nice {res['daemon_nice']}{during})", flush=True)
+                report("daemon's share, event frame in -> SSE card out", res["share"], 50)
     print(f"load average {os.getloadavg()[0]:.1f} after")
 
 
