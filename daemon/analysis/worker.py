@@ -50,6 +50,7 @@ class Analyser:
         self.waiting = 0  # in the database beyond the queue, at the last look
         self.last_error = ""
         self.seconds_of_audio = 0.0
+        self.priority: dict[str, str] = {}  # what the running analysis process got: {"cpu": "idle", "io": "idle"}
         self._proc: subprocess.Popen | None = None
         self._stopped = gevent.event.Event()
         self._wake = gevent.event.Event()
@@ -76,6 +77,7 @@ class Analyser:
                 "running": self.running.recording_id if self.running else None, "done": self.done,
                 "failed": self.failed, "waiting": self.waiting, "matches": self.matches,
                 "audio_seconds": round(self.seconds_of_audio, 1), "last_error": self.last_error,
+                "priority": self.priority,
                 "phrases": list(self.config.phrases)}
 
     # ---- the feeder -----------------------------------------------------------------------------------------
@@ -149,9 +151,9 @@ class Analyser:
         if not ready.get("ready"):
             self._end_process()
             raise AnalysisProcessError(f"the analysis process did not start: {ready}")
-        priority = ready.get("priority") or {}
+        self.priority = ready.get("priority") or {}
         log.info("analysis process %d started (engine %s; CPU %s, I/O %s)", proc.pid, ready.get("engine") or "none",
-                 priority.get("cpu"), priority.get("io"))
+                 self.priority.get("cpu"), self.priority.get("io"))
         return proc
 
     def _answer(self, timeout: float) -> dict[str, Any]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -165,3 +167,30 @@ def test_analysis_of_deleted_recordings_is_removed(db, worker: DbWorker, voice: 
     assert keeper.sweep_once() == 1
     assert not path.exists() and Recording.get().status == "deleted"
     assert [m.select().count() for m in (RecordingAnalysis, SideMetrics, TranscriptLine, PhraseMatch)] == [0, 0, 0, 0]
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_the_analysis_process_runs_idle_and_the_hub_never_waits_on_it(lite_worker: DbWorker, tmp_path: Path) -> None:
+    """The analysis process runs at the idle class (CPU and I/O) while the daemon keeps its own; and while it works on
+    a recording (one that never ends: a FIFO nobody writes) the hub goes on: a greenlet runs and a call is written
+    through the database worker, before any analysis result exists."""
+    stuck = tmp_path / "stuck.wav"
+    os.mkfifo(stuck)
+    recording(1, stuck)
+    analyser = Analyser(AnalysisConfig(engine="none", scan_interval=0.2, timeout=600.0), lite_worker)
+    analyser.start()
+    try:
+        until(lambda: analyser.status()["priority"], 30, "the analysis process started")
+        assert analyser.status()["priority"] == {"cpu": "idle", "io": "idle"}
+        pid = analyser._proc.pid
+        assert os.sched_getscheduler(pid) == os.SCHED_IDLE
+        assert re.search(r"^policy\s*:\s*(\d+)$", Path(f"/proc/{pid}/sched").read_text(), re.M).group(1) == "5"
+        assert subprocess.run(["ionice", "-p", str(pid)], capture_output=True, text=True).stdout.strip() == "idle"
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the daemon's own is untouched
+        ran = gevent.spawn(lambda: "hub")
+        assert ran.get(timeout=10 * SLACK) == "hub"
+        lite_worker.run(lambda: Call.create(uuid="pop-1", direction="INCOMING", started_at=START, extension="1001"))
+        assert Call.get(Call.uuid == "pop-1") and analyser.running is not None
+        assert RecordingAnalysis.select().count() == 0
+    finally:
+        analyser.stop()
