@@ -122,3 +122,14 @@ def test_sysusers_entry_creates_the_service_user(tmp_path):
     parsed = configparser.ConfigParser(strict=False, interpolation=None)
     parsed.read(UNITS / "screenpop-daemon.service")
     assert parsed["Service"]["User"] == parsed["Service"]["Group"] == "screenpop"
+
+
+def test_daemon_unit_puts_the_daemon_first_and_not_its_children():
+    """The daemon above the host's ordinary work (a negative nice, not real time); its children, the analysis
+    process, start back at nice 0 (reset on fork), not at the daemon's priority (docs/systemd.md, Scheduling)."""
+    parsed = configparser.ConfigParser(strict=False, interpolation=None)
+    parsed.read(UNITS / "screenpop-daemon.service")
+    service = parsed["Service"]
+    assert -20 < int(service["Nice"]) < 0
+    assert service["CPUSchedulingPolicy"] == "other" and service["CPUSchedulingResetOnFork"] == "yes"
+    assert service["RestrictRealtime"] == "yes"
