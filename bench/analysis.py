@@ -5,11 +5,16 @@
 3. pops while analysing: the daemon's share of pop latency (event frame in -> SSE card out, as bench/pop_latency.py
    measures it) at 100 calls/s while its analysis worker works through a backlog of recordings (goal: p99 < 50 ms),
    beside the same load with analysis off, in turns (--rounds), with how many recordings were analysed during the
-   calls and the CPU seconds the analysis process got meanwhile. The daemon runs at the scheduling the shipped
-   unit gives it (systemd/screenpop-daemon.service: its Nice=, reset on fork, so the analysis process starts at
-   nice 0 and puts itself at the idle class), which needs root here; without root it runs at nice 0.
+   calls and the CPU seconds the daemon and the analysis process got meanwhile. The daemon runs at the scheduling
+   the shipped unit gives it (systemd/screenpop-daemon.service: its Nice=, reset on fork, so the analysis process
+   starts at nice 0 and puts itself at the idle class). The clocks (the timing relay in this process, the SSE
+   reader) and the simulator, FreeSWITCH's stand-in (which real centres run at real-time priority), run at
+   real-time priority (SCHED_RR 5, as `chrt -r 5` for bench/pop_latency.py): on a busy machine a clock at nice 0
+   waits for a CPU before it reads the time, and the wait would count as the daemon's. Both need root; without
+   it everything runs at nice 0 and the bench says so.
 
-    python bench/analysis.py [--backlog 1000] [--seconds 30] [--engine pocketsphinx] [--rounds 1] [--keep FOLDER]
+    python bench/analysis.py [--backlog 1000] [--seconds 30] [--engine pocketsphinx] [--rounds 1] [--daemon unit|rr]... [--trace]
+                             [--skip-single-core] [--keep FOLDER]
 
 Not a test: prints numbers, never fails.
 """
@@ -31,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from pop_latency import SSE_READER, Relay, cards, match, report  # noqa: E402
+from pop_latency import SSE_READER, Relay, cards, match, report, report_stages  # noqa: E402
 from recording import record  # noqa: E402
 from support import Proc, free_port, serving, simulator, wait_for, write_config  # noqa: E402
 
@@ -114,19 +119,20 @@ def unit_nice() -> int:
     return int(unit["Service"].get("Nice", "0"))
 
 
-def unit_daemon(folder: Path, config: Path) -> Proc:
-    """`screenpop daemon` at the unit's scheduling: SCHED_OTHER with reset on fork (its children start at nice 0),
-    at the unit's nice (as root; otherwise nice 0 and it says so)."""
+def unit_daemon(folder: Path, config: Path, trace: bool, sched: str) -> Proc:
+    """`screenpop daemon` at the unit's scheduling (sched "unit": SCHED_OTHER with reset on fork, so its children
+    start at nice 0, at the unit's nice as root) or at real time ("rr": SCHED_RR 5 with reset on fork, as root, for
+    comparison); through bench/trace_daemon.py when tracing (stamps in folder/trace.jsonl)."""
     wrap = ["chrt", "--other", "--reset-on-fork", "0"]
     if os.geteuid() == 0:
-        wrap += ["nice", "-n", str(unit_nice())]
-    else:
-        print("  note: not root, the daemon runs at nice 0, not the unit's")
+        wrap = ["chrt", "--rr", "--reset-on-fork", "5"] if sched == "rr" else [*wrap, "nice", "-n", str(unit_nice())]
+    args = [str(ROOT / "bench" / "trace_daemon.py")] if trace else ["-m", "screenpop.daemon.cli", "daemon"]
+    env = {**os.environ, "SCREENPOP_TRACE": str(folder / "trace.jsonl")} if trace else None
     proc = Proc.__new__(Proc)  # Proc runs this interpreter directly; here it runs under chrt and nice
     proc.log_path = folder / "daemon.log"
     proc._log = open(proc.log_path, "ab")
-    proc.popen = subprocess.Popen([*wrap, sys.executable, "-m", "screenpop.daemon.cli", "daemon", "--config", str(config)],
-                                  stdout=proc._log, stderr=subprocess.STDOUT)
+    proc.popen = subprocess.Popen([*wrap, sys.executable, *args, "--config", str(config)], stdout=proc._log,
+                                  stderr=subprocess.STDOUT, env=env)
     return proc
 
 
@@ -148,7 +154,7 @@ def _children(pid: int) -> list[int]:
     return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
 
 
-def pops(folder: Path, load: Path, backlog: int, engine: str) -> dict:
+def pops(folder: Path, load: Path, backlog: int, engine: str, trace: bool, sched: str) -> dict:
     """The daemon's share of each ring's pop under the load, with the analysis worker busy on backlog recordings
     (backlog 0: analysis off); also how many it analysed during the calls, the CPU seconds its analysis process
     got meanwhile, the analysis process's scheduling policy, and the load average."""
@@ -173,24 +179,25 @@ def pops(folder: Path, load: Path, backlog: int, engine: str) -> dict:
     config = write_config(folder / "screenpop.toml", esl_port, db_url, http_port=http_port, analysis=analysis,
                           recordings=f'[recordings]\nroots = ["{rec_dir}"]')
     config.write_text(config.read_text().replace('level = "info"', 'level = "warning"'))
-    d = serving(unit_daemon(folder, config), f"http://127.0.0.1:{http_port}", timeout=60)
+    d = serving(unit_daemon(folder, config, trace, sched), f"http://127.0.0.1:{http_port}", timeout=60)
     sse_log = folder / "sse.log"
     reader = subprocess.Popen([sys.executable, "-c", SSE_READER, str(http_port), admin, str(sse_log)],
                               stdout=subprocess.PIPE, text=True)
     reader.stdout.readline()
     child, policy, done, cpu = None, "", 0, 0.0
     if backlog:  # the analysis process has loaded its engine and works on a recording before the calls come
-        wait_for(lambda: _status(http_port, admin)["running"] is not None, 300, "the analysis process to start")
+        wait_for(lambda: _status(http_port, admin)["priority"], 300, "the analysis process to start")
         child = _children(d.popen.pid)[0]
         policy = {os.SCHED_OTHER: "other", os.SCHED_IDLE: "idle", os.SCHED_BATCH: "batch"}.get(
             os.sched_getscheduler(child), "?") + f", nice {os.getpriority(os.PRIO_PROCESS, child)}"
         done, cpu = _status(http_port, admin)["done"], _cpu_seconds(child)
     daemon_nice = os.getpriority(os.PRIO_PROCESS, d.popen.pid)
-    loads = [os.getloadavg()[0]]
+    loads, daemon_cpu, started = [os.getloadavg()[0]], _cpu_seconds(d.popen.pid), time.monotonic()
     sim = simulator(folder, sim_port, "--replay", str(load), "--restamp", "--speed", "1", "--linger", "3")
     try:
         sim.wait(600)
         loads.append(os.getloadavg()[0])
+        daemon_cpu, seconds = _cpu_seconds(d.popen.pid) - daemon_cpu, time.monotonic() - started
         if backlog:
             done, cpu = _status(http_port, admin)["done"] - done, _cpu_seconds(child) - cpu
         time.sleep(2)
@@ -203,8 +210,11 @@ def pops(folder: Path, load: Path, backlog: int, engine: str) -> dict:
     found, unseen = match(relay.rings, cards(sse_log), lambda ext, num, c: c[1] == ext and c[2] == num)
     if unseen:
         print(f"  note: {len(unseen)} of {len(relay.rings)} rings had no card")
+    if trace:
+        stages = {str(row["id"]): row for row in map(json.loads, (folder / "trace.jsonl").read_text().splitlines())}
+        report_stages(found, stages)
     return {"share": [ms for ms, _ in found], "rings": len(relay.rings), "done": done, "cpu": cpu, "policy": policy,
-            "daemon_nice": daemon_nice, "load": sum(loads) / len(loads)}
+            "daemon_nice": daemon_nice, "daemon_cpu": daemon_cpu, "seconds": seconds, "load": sum(loads) / len(loads)}
 
 
 def main() -> None:
@@ -213,6 +223,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds of calls at 100 calls/s")
     parser.add_argument("--engine", default="pocketsphinx", help="the analysis engine during the pops (none: figures only)")
     parser.add_argument("--rounds", type=int, default=1, help="turns of analysis off / on (default 1)")
+    parser.add_argument("--daemon", choices=["unit", "rr"], action="append",
+                        help="the daemon's scheduling: the shipped unit's (default) or real time (SCHED_RR 5, as "
+                             "bench/pop_latency.py's `chrt -r 5`); repeat to compare in turns")
+    parser.add_argument("--trace", action="store_true",
+                        help="run the daemon through bench/trace_daemon.py and print where each pop's time goes")
     parser.add_argument("--skip-single-core", action="store_true", help="only the pops (skip figures 1 and 2)")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
     args = parser.parse_args()
@@ -228,17 +243,23 @@ def main() -> None:
                 transcription_rtf(folder)
                 os._exit(0)
             os.waitpid(pid, 0)
+        if os.geteuid() == 0:  # the clocks and the simulator (children inherit it); the daemon: unit_daemon
+            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(5))
+        else:
+            print("  note: not root: the daemon runs at nice 0, not the unit's, and the clocks at nice 0 too")
         load = folder / "load.plain.esl"
         record(load, "--rate", "100", "--duration", str(args.seconds), "--mix", "inbound_answered=1",
                "--extensions", "1001-1010", "--seed", "9")
         for r in range(args.rounds):
-            for name, backlog in (("analysis off", 0), (f"analysing a backlog of {args.backlog} ({args.engine})",
-                                                        args.backlog)):
-                res = pops(folder / f"{name.split()[0]}-{r}", load, backlog, args.engine)
+            for sched, (name, backlog) in ((s, run) for s in args.daemon or ["unit"] for run in (
+                    ("analysis off", 0), (f"analysing a backlog of {args.backlog} ({args.engine})", args.backlog))):
+                res = pops(folder / f"{name.split()[0]}-{sched}-{r}", load, backlog, args.engine, args.trace, sched)
                 during = (f"; {res['done']} recording(s) analysed during the calls, the analysis process "
                           f"({res['policy']}) got {res['cpu']:.1f} CPU s" if backlog else "")
                 print(f"pops at 100 calls/s, round {r + 1}, {name} ({res['rings']} rings, load average "
-                      f"{res['load']:.1f}, daemon at nice {res['daemon_nice']}{during})", flush=True)
+                      f"{res['load']:.1f}; the daemon at {'SCHED_RR 5' if sched == 'rr' else 'nice'} "
+                      f"{res['daemon_nice'] if sched != 'rr' else ''} used {res['daemon_cpu']:.1f} CPU s "
+                      f"in {res['seconds']:.0f} s{during})", flush=True)
                 report("daemon's share, event frame in -> SSE card out", res["share"], 50)
     print(f"load average {os.getloadavg()[0]:.1f} after")
 
