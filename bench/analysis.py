@@ -24,6 +24,7 @@ import argparse
 import configparser
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -40,7 +41,7 @@ from pop_latency import SSE_READER, Relay, cards, match, report, report_stages  
 from recording import record  # noqa: E402
 from support import Proc, free_port, serving, simulator, wait_for, write_config  # noqa: E402
 
-from screenpop.daemon.analysis.audio import read_speech  # noqa: E402
+from screenpop.daemon.analysis.audio import SIDES, read_speech  # noqa: E402
 from screenpop.daemon.analysis.job import analyse  # noqa: E402
 from screenpop.daemon.analysis.metrics import measure  # noqa: E402
 from screenpop.daemon.analysis.stt import PocketSphinx  # noqa: E402
@@ -75,8 +76,23 @@ def audio_speed(folder: Path, minutes: float = 10.0) -> None:
           f"{audio.duration / cpu:.0f}x real time (goal >= 100x: {'met' if audio.duration / cpu >= 100 else 'not met'})")
 
 
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^a-z' ]", " ", text.lower()).split()
+
+
+def _edits(said: list[str], heard: list[str]) -> int:
+    """Word edit distance (substitutions, insertions, deletions) between the script and the transcript."""
+    row = list(range(len(heard) + 1))
+    for i, word in enumerate(said, 1):
+        diagonal, row[0] = row[0], i
+        for j, other in enumerate(heard, 1):
+            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (word != other))
+    return row[-1]
+
+
 def transcription_rtf(folder: Path) -> None:
-    """PocketSphinx on the 16 kHz and the 8 kHz conversation: CPU seconds per second of audio."""
+    """PocketSphinx on the 16 kHz and the 8 kHz conversation: CPU seconds per second of audio, and word accuracy
+    (1 - word edits / words) of each side's transcript against the script."""
     engine = PocketSphinx()
     for rate in (16000, 8000):
         path = folder / f"conversation-{rate}.wav"
@@ -84,8 +100,13 @@ def transcription_rtf(folder: Path) -> None:
         started = time.process_time()
         result = analyse(path, "customer", engine, 3600)
         cpu = time.process_time() - started
+        said = {s: [w for line in speech.CONVERSATION if line.side == s for w in _words(line.text)] for s in SIDES}
+        heard = {s: [w for line in result["lines"] if line["side"] == s for w in _words(line["text"])] for s in SIDES}
+        words = sum(len(w) for w in said.values())
+        accuracy = 1 - sum(_edits(said[s], heard[s]) for s in SIDES) / words
         print(f"transcription (pocketsphinx, {rate} Hz): {result['duration']:.1f} s of audio in {cpu:.2f} CPU s: "
-              f"real-time factor {cpu / result['duration']:.2f} ({len(result['lines'])} lines)")
+              f"real-time factor {cpu / result['duration']:.2f} ({len(result['lines'])} lines); word accuracy "
+              f"{accuracy:.2f} of {words} words")
 
 
 def _seed(db_url: str, rec_dir: Path, backlog: int) -> None:
@@ -256,9 +277,9 @@ def main() -> None:
                 res = pops(folder / f"{name.split()[0]}-{sched}-{r}", load, backlog, args.engine, args.trace, sched)
                 during = (f"; {res['done']} recording(s) analysed during the calls, the analysis process "
                           f"({res['policy']}) got {res['cpu']:.1f} CPU s" if backlog else "")
+                at = "SCHED_RR 5" if sched == "rr" else f"nice {res['daemon_nice']}"
                 print(f"pops at 100 calls/s, round {r + 1}, {name} ({res['rings']} rings, load average "
-                      f"{res['load']:.1f}; the daemon at {'SCHED_RR 5' if sched == 'rr' else 'nice'} "
-                      f"{res['daemon_nice'] if sched != 'rr' else ''} used {res['daemon_cpu']:.1f} CPU s "
+                      f"{res['load']:.1f}; the daemon at {at} used {res['daemon_cpu']:.1f} CPU s "
                       f"in {res['seconds']:.0f} s{during})", flush=True)
                 report("daemon's share, event frame in -> SSE card out", res["share"], 50)
     print(f"load average {os.getloadavg()[0]:.1f} after")
