@@ -32,7 +32,8 @@ from babel import Locale
 from babel.dates import format_date, format_skeleton
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from babel.numbers import NumberPattern, get_currency_name, get_currency_precision, get_currency_symbol, parse_pattern
+from babel.numbers import (NumberPattern, format_decimal, get_currency_name, get_currency_precision, get_currency_symbol,
+                           parse_pattern)
 from babel.support import LazyProxy
 
 from screenpop.daemon.config import CardConfig
@@ -42,6 +43,8 @@ DOMAIN = "screenpop"
 LANGUAGES = ("en", "is")  # the catalogues there are; en is the source language
 LOCALE_DIR = Path(__file__).parent / "locale"
 NAMES = {"en": "English", "is": "Íslenska"}  # each language by its own name (a language chooser shows these)
+
+Message = str | LazyProxy  # a text a person reads: plain, or translated only when it is shown (lazy_gettext)
 
 _default = "en"
 _current: ContextVar[str | None] = ContextVar("screenpop_language", default=None)
@@ -84,6 +87,17 @@ def ngettext(singular: str, plural: str, n: int, **variables: Any) -> str:
 def lazy_gettext(message: str, **variables: Any) -> LazyProxy:
     """gettext, translated only when the text is used (then in the language of that moment)."""
     return LazyProxy(gettext, message, enable_cache=False, **variables)
+
+
+def lazy_join(parts: Iterable[Any], separator: str = ", ") -> LazyProxy:
+    """parts (lazy messages among them) joined into one text, each translated only when the whole is used."""
+    items = list(parts)
+    return LazyProxy(lambda: separator.join(str(part) for part in items), enable_cache=False)
+
+
+def lazy_number(value: int) -> LazyProxy:
+    """A whole number grouped as the language of the moment writes it when it is shown ("40,000,000", "40.000.000")."""
+    return LazyProxy(lambda: format_decimal(value, locale=language()), enable_cache=False)
 
 
 def lazy_ngettext(singular: str, plural: str, n: int, **variables: Any) -> LazyProxy:
@@ -198,7 +212,6 @@ class Formats:
 
     def number(self, value: Any, decimals: int | None = None) -> str:
         """A count or figure with the locale's grouping and decimal sign ("1.234,5")."""
-        from babel.numbers import format_decimal
         if decimals is None:
             return format_decimal(value, locale=self.locale)
         return format_decimal(value, format=f"#,##0.{'0' * decimals}" if decimals else "#,##0", locale=self.locale)

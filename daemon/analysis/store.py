@@ -9,6 +9,7 @@ from typing import Any
 import peewee
 
 from screenpop.daemon.analysis.phrases import Alert, fold, matches
+from screenpop.daemon.i18n import lazy_gettext
 from screenpop.db.models import (Call, Customer, Employee, PhraseAlert, PhraseMatch, Recording, RecordingAnalysis,
                                  SideMetrics, TranscriptLine, database)
 
@@ -157,13 +158,13 @@ def add_alert(phrase: str, side: str) -> PhraseAlert:
     """A new phrase alert; ValueError for an empty, too long, multi-line or duplicate phrase or an unknown side."""
     phrase = " ".join(phrase.split())
     if not phrase or len(phrase) > 200:
-        raise ValueError("a phrase is 1 to 200 characters")
+        raise ValueError(lazy_gettext("a phrase is 1 to 200 characters"))
     if side not in ("", *SIDES):
-        raise ValueError("side must be customer, operator or empty (either)")
+        raise ValueError(lazy_gettext("side must be customer, operator or empty (either)"))
     if not fold(phrase):
-        raise ValueError("a phrase needs at least one letter or digit")
+        raise ValueError(lazy_gettext("a phrase needs at least one letter or digit"))
     if any(fold(a.phrase) == fold(phrase) for a in PhraseAlert.select()):
-        raise ValueError(f"the alert {phrase!r} exists already")
+        raise ValueError(lazy_gettext("the alert %(phrase)r exists already", phrase=phrase))
     return PhraseAlert.create(phrase=phrase, side=side)
 
 

@@ -48,7 +48,7 @@ def _nobody() -> str:
 class PeopleError(Exception):
     """A person's input or action refused: status (400, 404, 409) and a message a person can act on."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: Message) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -61,16 +61,18 @@ def clean_login(value: Any) -> str:
     """A login as stored: lower case, 1 to 64 of letters a-z, digits and . _ - @."""
     login = value.strip().lower() if isinstance(value, str) else ""
     if not login or len(login) > MAX_LOGIN or not set(login) <= LOGIN_CHARS:
-        raise PeopleError(400, f"login: 1 to {MAX_LOGIN} of the letters a-z, digits and . _ - @")
+        raise PeopleError(400, i18n.lazy_gettext("login: 1 to %(max)s of the letters a-z, digits and . _ - @",
+                                                 max=MAX_LOGIN))
     return login
 
 
 def check_password(value: Any) -> str:
     """A new password as given, if long enough: 8 to 1024 characters."""
     if not isinstance(value, str) or not MIN_PASSWORD <= len(value) <= MAX_PASSWORD:
-        raise PeopleError(400, f"password: {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+        raise PeopleError(400, i18n.lazy_gettext("password: %(min)s to %(max)s characters",
+                                                 min=MIN_PASSWORD, max=MAX_PASSWORD))
     if "\x00" in value:
-        raise PeopleError(400, "password: must not contain NUL characters")
+        raise PeopleError(400, i18n.lazy_gettext("password: must not contain NUL characters"))
     return value
 
 
@@ -84,23 +86,25 @@ def person_fields(body: dict, creating: bool) -> dict:
         name = body.get("name")
         name = name.strip() if isinstance(name, str) else ""
         if not name or len(name) > MAX_NAME or any(ord(c) < 32 for c in name):
-            raise PeopleError(400, f"name: 1 to {MAX_NAME} characters, no control characters")
+            raise PeopleError(400, i18n.lazy_gettext("name: 1 to %(max)s characters, no control characters",
+                                                     max=MAX_NAME))
         fields["name"] = name
     if "role" in body or creating:
         role = body.get("role", "operator")
         if role not in roles.ROLES:
-            raise PeopleError(400, f"role: one of {', '.join(roles.ROLES)}")
+            raise PeopleError(400, i18n.lazy_gettext("role: one of %(roles)s", roles=', '.join(roles.ROLES)))
         fields["role"] = role
     if "extension" in body:
         extension = body.get("extension")
         extension = extension.strip() if isinstance(extension, str) else ""
         if len(extension) > 32 or any(not (c.isascii() and (c.isalnum() or c in "*#+_.-")) for c in extension):
-            raise PeopleError(400, "extension: at most 32 letters, digits and * # + _ . -")
+            raise PeopleError(400, i18n.lazy_gettext("extension: at most 32 letters, digits and * # + _ . -"))
         fields["extension"] = extension or None
     if "language" in body:
         language = body.get("language") or None
         if language is not None and language not in LANGUAGES:
-            raise PeopleError(400, f"language: one of {', '.join(LANGUAGES)}, or none (the browser's)")
+            raise PeopleError(400, i18n.lazy_gettext("language: one of %(languages)s, or none (the browser's)",
+                                                     languages=', '.join(LANGUAGES)))
         fields["language"] = language
     return fields
 
@@ -135,7 +139,7 @@ def needs_rehash(stored: str) -> bool:
 def get(person_id: int) -> Person:
     person = Person.get_or_none(Person.id == person_id)
     if person is None:
-        raise PeopleError(404, f"no person {person_id}")
+        raise PeopleError(404, i18n.lazy_gettext("no person %(person_id)s", person_id=person_id))
     return person
 
 
@@ -155,17 +159,18 @@ def _check(fields: dict, person_id: int | None) -> None:
         role = role or current.role
         extension = fields["extension"] if "extension" in fields else current.extension
     if role == "operator" and not extension:
-        raise PeopleError(400, "extension: an operator needs the extension their calls ring on")
+        raise PeopleError(400, i18n.lazy_gettext("extension: an operator needs the extension their calls ring on"))
     if extension:
         other = Person.get_or_none((Person.extension == extension) & (Person.disabled_at.is_null()))
         if other is not None and other.id != person_id:
-            raise PeopleError(409, f"extension: {extension} is {other.login}'s already")
+            raise PeopleError(409, i18n.lazy_gettext("extension: %(extension)s is %(login)s's already",
+                                                     extension=extension, login=other.login))
 
 
 def create(fields: dict, password_hash: str) -> Person:
     """A new person (fields from person_fields(creating=True)) with the hash of their first password."""
     if Person.get_or_none(Person.login == fields["login"]):
-        raise PeopleError(409, f"login: {fields['login']} is taken")
+        raise PeopleError(409, i18n.lazy_gettext("login: %(login)s is taken", login=fields['login']))
     _check(fields, None)
     person = Person.create(**fields, password_changed_at=utcnow())
     _store_hash(person.id, password_hash)

@@ -9,23 +9,24 @@ from typing import Any
 
 from screenpop.daemon.customers import fields as custom, values
 from screenpop.daemon.customers.data import DataError, text
+from screenpop.daemon.i18n import lazy_gettext
 from screenpop.db.models import FIELD_ENTITIES, Category, Customer, CustomField, Order, database
 
 def _checked(check, raw: Any, key: str, *args: Any) -> Any:
     """A values.py rule applied to a string input, its ValueError as a DataError naming key."""
     if not isinstance(raw, str):
-        raise DataError(400, f"{key}: must be a string")
+        raise DataError(400, lazy_gettext("%(key)s: must be a string", key=key))
     try:
         return check(raw, *args)
     except ValueError as exc:
-        raise DataError(400, f"{key}: {exc}") from None
+        raise DataError(400, lazy_gettext("%(key)s: %(reason)s", key=key, reason=exc)) from None
 
 
 def _flag(body: dict, key: str) -> bool | None:
     if key not in body:
         return None
     if not isinstance(body[key], bool):
-        raise DataError(400, f"{key}: must be true or false")
+        raise DataError(400, lazy_gettext("%(key)s: must be true or false", key=key))
     return body[key]
 
 
@@ -34,7 +35,7 @@ def _position(body: dict) -> int | None:
         return None
     value = body["position"]
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10_000:
-        raise DataError(400, "position: must be a whole number from 0 to 10000")
+        raise DataError(400, lazy_gettext("position: must be a whole number from 0 to 10000"))
     return value
 
 
@@ -44,7 +45,7 @@ def _position(body: dict) -> int | None:
 def get_field(field_id: int) -> custom.Field:
     found = next((f for f in custom.load_fields(database.obj) if f.id == field_id), None)
     if found is None:
-        raise DataError(404, f"no field {field_id}")
+        raise DataError(404, lazy_gettext("no field %(field_id)s", field_id=field_id))
     return found
 
 
@@ -55,10 +56,11 @@ def field_input(body: dict, creating: bool) -> dict:
     if creating:
         for key in ("entity", "key", "type", "label"):
             if key not in body:
-                raise DataError(400, f"{key}: required")
+                raise DataError(400, lazy_gettext("%(key)s: required", key=key))
         out["entity"] = body["entity"]
         if out["entity"] not in FIELD_ENTITIES:
-            raise DataError(400, f"entity: must be one of {', '.join(FIELD_ENTITIES)}")
+            raise DataError(400, lazy_gettext("entity: must be one of %(entities)s",
+                                              entities=', '.join(FIELD_ENTITIES)))
         out["key"] = _checked(values.field_key, body["key"], "key", custom.RESERVED[out["entity"]])
         out["kind"] = _checked(values.field_kind, body["type"], "type")
     if "label" in body:
@@ -70,7 +72,7 @@ def field_input(body: dict, creating: bool) -> dict:
     if "options" in body:
         options = body["options"]
         if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
-            raise DataError(400, "options: must be a list of strings")
+            raise DataError(400, lazy_gettext("options: must be a list of strings"))
         out["options"] = options
     return out
 
@@ -79,19 +81,19 @@ def _options(kind: str, options: list[str] | None, current: tuple[str, ...] = ()
     """The stored options of a field: a choice needs its list; other kinds take none."""
     if kind != "choice":
         if options:
-            raise DataError(400, "options: only a choice field has options")
+            raise DataError(400, lazy_gettext("options: only a choice field has options"))
         return "[]"
     try:
         return json.dumps(values.choice_options(options if options is not None else list(current)), ensure_ascii=False)
     except ValueError as exc:
-        raise DataError(400, f"options: {exc}") from None
+        raise DataError(400, lazy_gettext("options: %(reason)s", reason=exc)) from None
 
 
 def create_field(body: dict) -> custom.Field:
     """Define a field (checked with field_input): no schema change, its values go into the records' custom JSON."""
     entity, key, kind = body["entity"], body["key"], body["kind"]
     if CustomField.get_or_none((CustomField.entity == entity) & (CustomField.key == key)):
-        raise DataError(409, f"key: {entity} already has a field {key!r}")
+        raise DataError(409, lazy_gettext("key: %(entity)s already has a field %(key)r", entity=entity, key=key))
     position = body.get("position")
     if position is None:
         last = CustomField.select(CustomField.position).where(CustomField.entity == entity) \
@@ -115,8 +117,9 @@ def update_field(field_id: int, body: dict) -> custom.Field:
             dropped = sorted(set(field.options) - kept)
             held = [o for o in dropped if holders(field, o)]
             if held:
-                raise DataError(409, f"options: {held[0]!r} is still the value of {holders(field, held[0])} "
-                                     f"{field.entity}(s); change those first")
+                raise DataError(409, lazy_gettext("options: %(held)r is still the value of %(count)s %(entity)s(s); "
+                                                  "change those first",
+                                                  held=held[0], count=holders(field, held[0]), entity=field.entity))
     if change:
         CustomField.update(**change).where(CustomField.id == field_id).execute()
     return get_field(field_id)
@@ -143,8 +146,10 @@ def delete_field(field_id: int, confirm: Any) -> int:
     records had a value."""
     field = get_field(field_id)
     if confirm != field.key:
-        raise DataError(409, f"removing field {field.key!r} removes its values from {holders(field)} "
-                             f"{field.entity}(s): confirm with its key", key=field.key, values=holders(field))
+        count = holders(field)
+        raise DataError(409, lazy_gettext("removing field %(key)r removes its values from %(count)s %(entity)s(s): "
+                                          "confirm with its key", key=field.key, count=count, entity=field.entity),
+                        key=field.key, values=count)
     model = _table(field.entity)
     remaining = [f for f in custom.load_fields(database.obj, field.entity) if f.id != field.id]
     needle = json.dumps(field.key)
@@ -168,7 +173,7 @@ def delete_field(field_id: int, confirm: Any) -> int:
 def get_category(name: str) -> Category:
     row = Category.get_or_none(Category.name == name)
     if row is None:
-        raise DataError(404, f"no category {name[:30]!r}")
+        raise DataError(404, lazy_gettext("no category %(name)r", name=name[:30]))
     return row
 
 
@@ -177,9 +182,9 @@ def category_input(body: dict, creating: bool) -> dict:
     position, default (true makes it the default; the default cannot be unset, only moved)."""
     out: dict[str, Any] = {}
     if creating and "name" not in body:
-        raise DataError(400, "name: required")
+        raise DataError(400, lazy_gettext("name: required"))
     if creating and "colour" not in body:
-        raise DataError(400, "colour: required, e.g. #ca8a04")
+        raise DataError(400, lazy_gettext("colour: required, e.g. #ca8a04"))
     if "name" in body:
         out["name"] = _checked(values.category_name, body["name"], "name")
     if "colour" in body:
@@ -190,7 +195,7 @@ def category_input(body: dict, creating: bool) -> dict:
         out["position"] = position
     if (default := _flag(body, "default")) is not None:
         if default is False:
-            raise DataError(400, "default: make another category the default instead")
+            raise DataError(400, lazy_gettext("default: make another category the default instead"))
         out["is_default"] = True
     return out
 
@@ -201,7 +206,7 @@ def _make_default(name: str) -> None:
 
 def create_category(fields: dict) -> Category:
     if Category.get_or_none(Category.name == fields["name"]):
-        raise DataError(409, f"name: category {fields['name']!r} exists already")
+        raise DataError(409, lazy_gettext("name: category %(name)r exists already", name=fields['name']))
     if "position" not in fields:
         last = Category.select(Category.position).order_by(Category.position.desc()).first()
         fields = {**fields, "position": last.position + 1 if last else 0}
@@ -217,7 +222,7 @@ def update_category(name: str, fields: dict) -> Category:
     new = fields.get("name", name)
     if new != name:
         if Category.get_or_none(Category.name == new):
-            raise DataError(409, f"name: category {new!r} exists already")
+            raise DataError(409, lazy_gettext("name: category %(new)r exists already", new=new))
         row = get_category(name)
         Category.create(name=new, colour=row.colour, flag=row.flag, position=row.position, is_default=row.is_default)
         Customer.update(category=new).where(Customer.category == name).execute()
@@ -235,16 +240,18 @@ def delete_category(name: str, move_to: Any = None) -> int:
     then get; the default cannot be deleted. Returns how many customers moved."""
     row = get_category(name)
     if row.is_default:
-        raise DataError(409, f"{name!r} is the default category: make another one the default first")
+        raise DataError(409, lazy_gettext("%(name)r is the default category: make another one the default first",
+                                          name=name))
     used = Customer.select().where(Customer.category == name).count()
     moved = 0
     if used:
         if move_to is None or move_to == "":
-            raise DataError(409, f"{used} customer(s) have category {name!r}: choose a category to move them to",
+            raise DataError(409, lazy_gettext("%(used)s customer(s) have category %(name)r: choose a category to move "
+                                              "them to", used=used, name=name),
                             customers=used)
         target = text({"move_to": move_to}, "move_to", 16) or ""
         if target == name or Category.get_or_none(Category.name == target) is None:
-            raise DataError(400, f"move_to: {target[:30]!r} is not another category")
+            raise DataError(400, lazy_gettext("move_to: %(target)r is not another category", target=target[:30]))
         moved = Customer.update(category=target).where(Customer.category == name).execute()
     Category.delete().where(Category.name == name).execute()
     return moved

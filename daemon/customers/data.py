@@ -19,6 +19,7 @@ import peewee
 
 from screenpop.daemon.customers import fields as custom, values
 from screenpop.daemon.customers.lookup import phone_columns
+from screenpop.daemon.i18n import lazy_gettext
 from screenpop.daemon.reports.callrecords import calls_query, records
 from screenpop.db import audit, collation
 from screenpop.db.models import Call, CallParty, Customer, Employee, Order, Phone, database, utcnow
@@ -35,7 +36,7 @@ FIRST_DAY, LAST_DAY = dt.date(1970, 1, 1), dt.date(9998, 12, 31)  # what a perio
 class DataError(Exception):
     """Refused input or a conflict with what is stored; status is the HTTP status, extra goes into the answer."""
 
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
+    def __init__(self, status: int, message: Message, **extra: Any) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -49,28 +50,28 @@ def text(body: dict, key: str, max_len: int, required: bool = False) -> str | No
     """A string field: must be a string, no NUL, valid Unicode, at most max_len characters (None if absent)."""
     if key not in body:
         if required:
-            raise DataError(400, f"{key}: required")
+            raise DataError(400, lazy_gettext("%(key)s: required", key=key))
         return None
     value = body[key]
     if not isinstance(value, str):
-        raise DataError(400, f"{key}: must be a string")
+        raise DataError(400, lazy_gettext("%(key)s: must be a string", key=key))
     if "\x00" in value:
-        raise DataError(400, f"{key}: must not contain NUL characters")
+        raise DataError(400, lazy_gettext("%(key)s: must not contain NUL characters", key=key))
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise DataError(400, f"{key}: must be valid Unicode (no lone surrogates)") from None
+        raise DataError(400, lazy_gettext("%(key)s: must be valid Unicode (no lone surrogates)", key=key)) from None
     if len(value) > max_len:
-        raise DataError(400, f"{key}: at most {max_len} characters")
+        raise DataError(400, lazy_gettext("%(key)s: at most %(max_len)s characters", key=key, max_len=max_len))
     if required and not value.strip():
-        raise DataError(400, f"{key}: must not be empty")
+        raise DataError(400, lazy_gettext("%(key)s: must not be empty", key=key))
     return value
 
 
 def ident(value: Any, key: str) -> int:
     """A row id: a whole number from 1 up."""
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
-        raise DataError(400, f"{key}: must be a positive whole number")
+        raise DataError(400, lazy_gettext("%(key)s: must be a positive whole number", key=key))
     return value
 
 
@@ -79,19 +80,21 @@ def in_period_range(value: dt.date, key: str) -> None:
     there, and days or zone offsets added to it would leave what dates can hold)."""
     day = value.date() if isinstance(value, dt.datetime) else value
     if not FIRST_DAY <= day <= LAST_DAY:
-        raise DataError(400, f"{key}: must lie between {FIRST_DAY} and {LAST_DAY}")
+        raise DataError(400, lazy_gettext("%(key)s: must lie between %(first)s and %(last)s",
+                                          key=key, first=FIRST_DAY, last=LAST_DAY))
 
 
 def amount(value: Any, key: str, positive: bool = False) -> Decimal:
     """A money amount given as a decimal string, e.g. "1250.50": 0 or more, at most 2 decimals (daemon/customers/values.py)."""
     if not isinstance(value, str):
-        raise DataError(400, f'{key}: must be a decimal string such as "1250.50" (no sign, at most 2 decimals)')
+        raise DataError(400, lazy_gettext('%(key)s: must be a decimal string such as "1250.50" (no sign, at most 2 '
+                                          'decimals)', key=key))
     try:
         result = values.amount(value)
     except ValueError as exc:
-        raise DataError(400, f"{key}: {exc}") from None
+        raise DataError(400, lazy_gettext("%(key)s: %(reason)s", key=key, reason=exc)) from None
     if positive and result <= 0:
-        raise DataError(400, f"{key}: must be more than 0")
+        raise DataError(400, lazy_gettext("%(key)s: must be more than 0", key=key))
     return result
 
 
@@ -99,7 +102,7 @@ def only(body: dict, allowed: set[str]) -> None:
     """Refuse unknown fields."""
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise DataError(400, f"unknown field(s): {', '.join(unknown)}")
+        raise DataError(400, lazy_gettext("unknown field(s): %(unknown)s", unknown=', '.join(unknown)))
 
 
 def custom_input(body: dict) -> dict | None:
@@ -109,7 +112,7 @@ def custom_input(body: dict) -> dict | None:
         return None
     given = body["fields"]
     if not isinstance(given, dict):
-        raise DataError(400, 'fields: must be an object of field key: value, e.g. {"contract": "A-12"}')
+        raise DataError(400, lazy_gettext('fields: must be an object of field key: value, e.g. {"contract": "A-12"}'))
     return given
 
 
@@ -127,7 +130,7 @@ def customer_fields(body: dict) -> dict:
         fields["external_id"] = None
     if "category" in body:
         if not isinstance(body["category"], str):
-            raise DataError(400, "category: must be a string")
+            raise DataError(400, lazy_gettext("category: must be a string"))
         fields["category"] = body["category"]
     given = custom_input(body)
     if given is not None:
@@ -140,17 +143,20 @@ def phone_input(value: Any, key: str, rules: NumberRules) -> tuple[Number, str, 
     if isinstance(value, str):
         value = {"number": value}
     if not isinstance(value, dict):
-        raise DataError(400, f"{key}: must be a number string or an object with number and label")
+        raise DataError(400, lazy_gettext("%(key)s: must be a number string or an object with number and label",
+                                          key=key))
     try:
         only(value, {"number", "label"})
     except DataError as exc:
-        raise DataError(400, f"{key}: {exc.message}") from None
+        raise DataError(400, lazy_gettext("%(key)s: %(reason)s", key=key, reason=exc.message)) from None
     raw = text(value, "number", 64, required=True)
     label = text(value, "label", 64) or ""
     number = rules.classify(raw)
+    if number.kind == "extension":
+        raise DataError(400, lazy_gettext("%(key)s: %(raw)r is an internal extension", key=key, raw=raw))
     if number.kind != "e164":
-        why = "an internal extension" if number.kind == "extension" else "not a phone number that can be made E.164"
-        raise DataError(400, f"{key}: {raw!r} is {why}")
+        raise DataError(400, lazy_gettext("%(key)s: %(raw)r is not a phone number that can be made E.164", key=key,
+                                          raw=raw))
     return number, raw.strip(), label
 
 
@@ -181,17 +187,17 @@ def employee_fields(body: dict, required: bool) -> dict:
     name = text(body, "name", values.MAX_CHARS["employee"]["name"], required=required)
     if name is not None:
         if not name.strip():
-            raise DataError(400, "name: must not be empty")
+            raise DataError(400, lazy_gettext("name: must not be empty"))
         fields["name"] = name
     extension = text(body, "extension", values.MAX_CHARS["employee"]["extension"], required=required)
     if extension is not None:
         try:
             fields["extension"] = values.extension(extension)
         except ValueError as exc:
-            raise DataError(400, f"extension: {exc}") from None
+            raise DataError(400, lazy_gettext("extension: %(reason)s", reason=exc)) from None
     if "active" in body:
         if not isinstance(body["active"], bool):
-            raise DataError(400, "active: must be true or false")
+            raise DataError(400, lazy_gettext("active: must be true or false"))
         fields["active"] = body["active"]
     return fields
 
@@ -253,7 +259,7 @@ def employee_dict(e: Employee) -> dict:
 def get_customer(customer_id: int) -> Customer:
     customer = Customer.get_or_none(Customer.id == customer_id)
     if customer is None:
-        raise DataError(404, f"no customer {customer_id}")
+        raise DataError(404, lazy_gettext("no customer %(customer_id)s", customer_id=customer_id))
     return customer
 
 
@@ -273,7 +279,7 @@ def check_name(fields: dict, current: Customer | None = None) -> None:
     name = fields.get("name", current.name if current else "")
     company = fields.get("company", current.company if current else "")
     if not (name.strip() or company.strip()):
-        raise DataError(400, "name or company: one of them is required")
+        raise DataError(400, lazy_gettext("name or company: one of them is required"))
 
 
 def _stored_fields(fields: dict, current: Customer | None) -> dict:
@@ -287,7 +293,7 @@ def _stored_fields(fields: dict, current: Customer | None) -> dict:
             try:
                 out["category"] = values.category(fields["category"], [c.name for c in listed])
             except ValueError as exc:
-                raise DataError(400, f"category: {exc}") from None
+                raise DataError(400, lazy_gettext("category: %(reason)s", reason=exc)) from None
         else:
             out["category"] = custom.default_category(listed)
     if "custom" in fields or current is None:
@@ -295,7 +301,7 @@ def _stored_fields(fields: dict, current: Customer | None) -> dict:
         try:
             change = custom.changes(defs, fields.get("custom") or {}, creating=current is None)
         except ValueError as exc:
-            raise DataError(400, f"fields.{exc}") from None
+            raise DataError(400, lazy_gettext("fields.%(reason)s", reason=exc)) from None
         found = custom.merged(custom.decode(current.custom) if current else {}, change)
         out["custom"], out["custom_text"] = custom.encode(found), custom.search_text(defs, found)
     return out
@@ -305,7 +311,7 @@ def create_customer(fields: dict, phones: list[tuple[Number, str, str]]) -> int:
     """A new customer with its numbers (checked with customer_fields / phone_input); its id."""
     check_name(fields)
     if fields.get("external_id") and Customer.get_or_none(Customer.external_id == fields["external_id"]):
-        raise DataError(409, "external_id: already used by another customer")
+        raise DataError(409, lazy_gettext("external_id: already used by another customer"))
     c = Customer.create(**_stored_fields(fields, None))
     audit.record("customer", c.id, "added", c.company or c.name, c.id)
     for number, raw, label in phones:
@@ -318,7 +324,7 @@ def update_customer(customer_id: int, fields: dict) -> None:
     check_name(fields, c)
     ext = fields.get("external_id")
     if ext and Customer.get_or_none((Customer.external_id == ext) & (Customer.id != c.id)):
-        raise DataError(409, "external_id: already used by another customer")
+        raise DataError(409, lazy_gettext("external_id: already used by another customer"))
     if fields:
         stored = _stored_fields(fields, c)
         Customer.update(**stored, updated_at=utcnow()).where(Customer.id == c.id).execute()
@@ -347,7 +353,8 @@ def store_phone(customer_id: int, number: Number, raw: str, label: str) -> Phone
     owner = Phone.get_or_none(Phone.e164 == number.e164)
     if owner is not None:
         whose = "this customer" if owner.customer_id == customer_id else f"customer {owner.customer_id}"
-        raise DataError(409, f"{number.e164} is already a number of {whose}", customer_id=owner.customer_id)
+        raise DataError(409, lazy_gettext("%(e164)s is already a number of %(whose)s",
+                                          e164=number.e164, whose=whose), customer_id=owner.customer_id)
     phone = Phone.create(customer=customer_id, **phone_columns(number), raw=raw, label=label)
     audit.record("phone", phone.id, "added", f"{number.e164} ({label})" if label else number.e164, customer_id)
     return phone
@@ -363,7 +370,8 @@ def add_phone(customer_id: int, number: Number, raw: str, label: str) -> Phone:
 def remove_phone(customer_id: int, phone_id: int) -> None:
     phone = Phone.get_or_none((Phone.id == phone_id) & (Phone.customer == customer_id))
     if phone is None or not Phone.delete().where(Phone.id == phone_id).execute():
-        raise DataError(404, f"no phone {phone_id} of customer {customer_id}")
+        raise DataError(404, lazy_gettext("no phone %(phone_id)s of customer %(customer_id)s",
+                                          phone_id=phone_id, customer_id=customer_id))
     audit.record("phone", phone_id, "removed", phone.e164, customer_id)
 
 
@@ -386,11 +394,12 @@ def link_call(customer_id: int, call_uuid: str) -> None:
     get_customer(customer_id)
     call = Call.get_or_none(Call.uuid == call_uuid)
     if call is None:
-        raise DataError(404, f"no call {call_uuid}")
+        raise DataError(404, lazy_gettext("no call %(call_uuid)s", call_uuid=call_uuid))
     if call.customer_id == customer_id:
         return
     if call.customer_id is not None:
-        raise DataError(409, "This call is on another customer's record already.", customer_id=call.customer_id)
+        raise DataError(409, lazy_gettext("This call is on another customer's record already."),
+                        customer_id=call.customer_id)
     Call.update(customer=customer_id, matches=1).where(Call.id == call.id).execute()
 
 
@@ -400,14 +409,14 @@ def link_call(customer_id: int, call_uuid: str) -> None:
 def get_order(order_id: int) -> Order:
     order = Order.get_or_none(Order.id == order_id)
     if order is None:
-        raise DataError(404, f"no order {order_id}")
+        raise DataError(404, lazy_gettext("no order %(order_id)s", order_id=order_id))
     return order
 
 
 def _check_employee(fields: dict) -> None:
     emp = fields.get("responsible")
     if emp is not None and Employee.get_or_none(Employee.id == emp) is None:
-        raise DataError(400, f"responsible_id: no employee {emp}")
+        raise DataError(400, lazy_gettext("responsible_id: no employee %(emp)s", emp=emp))
 
 
 def _order_custom(fields: dict, current: Order | None) -> dict:
@@ -418,7 +427,7 @@ def _order_custom(fields: dict, current: Order | None) -> dict:
     try:
         change = custom.changes(defs, fields["custom"], creating=current is None)
     except ValueError as exc:
-        raise DataError(400, f"fields.{exc}") from None
+        raise DataError(400, lazy_gettext("fields.%(reason)s", reason=exc)) from None
     found = custom.merged(custom.decode(current.custom) if current else {}, change)
     return {**fields, "custom": custom.encode(found)}
 
@@ -427,7 +436,7 @@ def create_order(customer_id: int, fields: dict) -> Order:
     get_customer(customer_id)
     _check_employee(fields)
     if Order.get_or_none(Order.number == fields["number"]):
-        raise DataError(409, f"number: order {fields['number']!r} exists already")
+        raise DataError(409, lazy_gettext("number: order %(number)r exists already", number=fields['number']))
     order = Order.create(customer=customer_id, **_order_custom(fields, None))
     audit.record("order", order.id, "added", order.number, customer_id)
     return order
@@ -436,7 +445,7 @@ def create_order(customer_id: int, fields: dict) -> Order:
 def update_order(order_id: int, fields: dict) -> Order:
     order = get_order(order_id)
     if order.status != "open":
-        raise DataError(409, f"order {order_id} is closed")
+        raise DataError(409, lazy_gettext("order %(order_id)s is closed", order_id=order_id))
     _check_employee(fields)
     if fields:
         Order.update(**_order_custom(fields, order)).where(Order.id == order_id).execute()
@@ -451,12 +460,13 @@ def pay(order_id: int, paid_now: Decimal) -> Order:
         query = query.for_update()  # a payment recorded alongside waits for this one (SQLite: one writer anyway)
     order = query.get_or_none()
     if order is None:
-        raise DataError(404, f"no order {order_id}")
+        raise DataError(404, lazy_gettext("no order %(order_id)s", order_id=order_id))
     if order.status != "open":
-        raise DataError(409, f"order {order_id} is closed")
+        raise DataError(409, lazy_gettext("order %(order_id)s is closed", order_id=order_id))
     paid = Decimal(order.paid or 0) + paid_now
     if paid > Decimal(order.amount or 0):
-        raise DataError(400, f"amount: paid would be {money(paid)}, above the order amount {money(order.amount)}",
+        raise DataError(400, lazy_gettext("amount: paid would be %(paid)s, above the order amount %(amount)s",
+                                          paid=money(paid), amount=money(order.amount)),
                         debt=money(Decimal(order.amount or 0) - Decimal(order.paid or 0)))
     Order.update(paid=paid).where(Order.id == order_id).execute()
     audit.record("order", order_id, "paid", f"{order.number}: {money(paid_now)}", order.customer_id)
@@ -481,7 +491,7 @@ def _names(columns: list[str] | dict) -> list[str]:
 def get_employee(employee_id: int) -> Employee:
     emp = Employee.get_or_none(Employee.id == employee_id)
     if emp is None:
-        raise DataError(404, f"no employee {employee_id}")
+        raise DataError(404, lazy_gettext("no employee %(employee_id)s", employee_id=employee_id))
     return emp
 
 
@@ -490,7 +500,8 @@ def _extension_free(extension: str | None, employee_id: int | None) -> None:
         return
     other = Employee.get_or_none(Employee.extension == extension)
     if other is not None and other.id != employee_id:
-        raise DataError(409, f"extension: {extension} belongs to employee {other.id}", employee_id=other.id)
+        raise DataError(409, lazy_gettext("extension: %(extension)s belongs to employee %(id)s",
+                                          extension=extension, id=other.id), employee_id=other.id)
 
 
 def employee_line(extension: str, name: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import peewee
 
 from screenpop.daemon.customers import values
+from screenpop.daemon.i18n import lazy_gettext
 
 SEARCHED = ("text", "choice")  # kinds whose values the customer search finds
 # the record's own columns and API keys, which a custom field's key may not take
@@ -107,7 +108,10 @@ def changes(defs: list[Field], given: dict[str, Any], creating: bool) -> dict[st
     by_key = {f.key: f for f in defs}
     unknown = sorted(k for k in given if k not in by_key)
     if unknown:
-        raise ValueError(f"{unknown[0][:50]}: no such field (the fields are: {', '.join(by_key) or 'none'})")
+        if not by_key:
+            raise ValueError(lazy_gettext("%(key)s: no such field (there are no fields)", key=unknown[0][:50]))
+        raise ValueError(lazy_gettext("%(key)s: no such field (the fields are: %(fields)s)", key=unknown[0][:50],
+                                      fields=", ".join(by_key)))
     out: dict[str, str] = {}
     for key, raw in given.items():
         field = by_key[key]
@@ -118,14 +122,16 @@ def changes(defs: list[Field], given: dict[str, Any], creating: bool) -> dict[st
         elif isinstance(raw, (int, float)) and not isinstance(raw, bool) and field.kind == "number":
             raw = str(raw)
         if not isinstance(raw, str):
-            raise ValueError(f"{key}: must be text" + (" or true/false" if field.kind == "yesno" else ""))
+            if field.kind == "yesno":
+                raise ValueError(lazy_gettext("%(key)s: must be text or true/false", key=key))
+            raise ValueError(lazy_gettext("%(key)s: must be text", key=key))
         try:
             out[key] = values.field_value(field.kind, raw, field.options)
         except ValueError as exc:
-            raise ValueError(f"{key}: {exc}") from None
+            raise ValueError(lazy_gettext("%(key)s: %(reason)s", key=key, reason=exc)) from None
     for field in defs:
         if field.required and (out.get(field.key) == "" or (creating and not out.get(field.key))):
-            raise ValueError(f"{field.key}: required ({field.label})")
+            raise ValueError(lazy_gettext("%(key)s: required (%(label)s)", key=field.key, label=field.label))
     return out
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from screenpop.daemon.i18n import lazy_gettext, lazy_number
+
 # The image limits, one home for all of them:
 MB = 1024 * 1024
 MAX_PIXELS = 40_000_000  # in the header: what any caller accepts at all
@@ -42,29 +44,37 @@ def load_image(
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise ImageRejected(f"cannot read: {exc.strerror}") from None
+        raise ImageRejected(lazy_gettext("cannot read: %(reason)s", reason=exc.strerror)) from None
     if size > max_bytes:
-        raise ImageRejected(f"file is larger than {max_bytes // MB} MB")
+        raise ImageRejected(lazy_gettext("file is larger than %(max_bytes)s MB", max_bytes=max_bytes // MB))
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             with Image.open(path) as im:
                 if formats and im.format not in formats:
-                    raise ImageRejected(f"is {im.format}, not {', '.join(formats[:-1])} or {formats[-1]}")
+                    raise ImageRejected(lazy_gettext("is %(format)s, not %(formats)s or %(last)s", format=im.format,
+                                                     formats=", ".join(formats[:-1]), last=formats[-1]))
                 if im.width * im.height > max_pixels:
-                    raise ImageRejected(f"image is {im.width}x{im.height}, more than {max_pixels:,} pixels")
+                    raise ImageRejected(lazy_gettext("image is %(width)sx%(height)s, more than %(max_pixels)s pixels",
+                                                     width=im.width, height=im.height,
+                                                     max_pixels=lazy_number(max_pixels)))
                 width, height = im.size
                 if draft is not None:
                     im.draft("RGB", draft)
                 if im.width * im.height > MAX_DECODED_PIXELS:
-                    raise ImageRejected(f"image is {width}x{height}, more than {MAX_DECODED_PIXELS:,} pixels "
-                                        f"to decode{' (a JPEG may be larger)' if im.format != 'JPEG' else ''}")
+                    size = {"width": width, "height": height, "max_pixels": lazy_number(MAX_DECODED_PIXELS)}
+                    if im.format == "JPEG":
+                        raise ImageRejected(lazy_gettext(
+                            "image is %(width)sx%(height)s, more than %(max_pixels)s pixels to decode", **size))
+                    raise ImageRejected(lazy_gettext("image is %(width)sx%(height)s, more than %(max_pixels)s pixels "
+                                                     "to decode (a JPEG may be larger)", **size))
                 im.load()
                 ImageOps.exif_transpose(im, in_place=True)  # not a copy of the whole image
                 return im
         except ImageRejected:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageRejected(f"refused as a decompression bomb ({exc})") from None
+            raise ImageRejected(lazy_gettext("refused as a decompression bomb (%(reason)s)", reason=exc)) from None
         except Exception as exc:  # Pillow's decoders raise many types on corrupt input
-            raise ImageRejected(f"not a readable image ({type(exc).__name__}: {exc})") from None
+            raise ImageRejected(lazy_gettext("not a readable image (%(name)s: %(reason)s)",
+                                             name=type(exc).__name__, reason=exc)) from None

@@ -27,6 +27,7 @@ from screenpop.daemon.customers import data, fields as custom, photofiles
 from screenpop.daemon.customers import values as checks
 from screenpop.daemon.customers.images import ImageRejected
 from screenpop.daemon.customers.lookup import phone_columns
+from screenpop.daemon.i18n import Message, lazy_gettext
 from screenpop.daemon.reports.export import unescape_cell
 from screenpop.db import audit, models
 from screenpop.db.database import private_dir
@@ -48,7 +49,7 @@ class ImportReport:
     updated: int = 0
     unchanged: int = 0
     skipped: int = 0
-    errors: list[tuple[int, str]] = field(default_factory=list)
+    errors: list[tuple[int, Message]] = field(default_factory=list)
     ignored_columns: list[str] = field(default_factory=list)
 
     @property
@@ -56,7 +57,7 @@ class ImportReport:
         """True when every row was imported."""
         return not self.errors
 
-    def fail(self, line: int, message: str) -> None:
+    def fail(self, line: int, message: Message) -> None:
         """Record one row (or file, line 0/1) that was not imported and why."""
         self.skipped += 1
         self.errors.append((line, message))
@@ -65,7 +66,7 @@ class ImportReport:
 class _FileError(Exception):
     """The whole file is unusable; nothing is imported."""
 
-    def __init__(self, line: int, message: str) -> None:
+    def __init__(self, line: int, message: Message) -> None:
         super().__init__(message)
         self.line = line
         self.message = message
@@ -82,7 +83,7 @@ class _Outcome:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
-    errors: list[tuple[int, str]] = field(default_factory=list)
+    errors: list[tuple[int, Message]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -108,11 +109,12 @@ def _decoded_lines(path: Path) -> Iterator[str]:
             try:
                 yield decoder.decode(raw).replace("\x00", _NUL)
             except UnicodeDecodeError as exc:
-                raise _FileError(number, f"line {number} is not UTF-8 ({exc.reason}); save the file as UTF-8 CSV") from None
+                raise _FileError(number, lazy_gettext("line %(number)s is not UTF-8 (%(reason)s); save the file as "
+                                                      "UTF-8 CSV", number=number, reason=exc.reason)) from None
         try:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
-            raise _FileError(number, "the file ends in the middle of a UTF-8 character") from None
+            raise _FileError(number, lazy_gettext("the file ends in the middle of a UTF-8 character")) from None
 
 
 def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
@@ -126,11 +128,12 @@ def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
             return
         except csv.Error as exc:
             if "field larger than field limit" in str(exc):
-                message = f"a field starting on line {start} is longer than {FIELD_LIMIT} characters (an unclosed quote?)"
+                message = lazy_gettext("a field starting on line %(line)s is longer than %(max)s characters (an "
+                                       "unclosed quote?)", line=start, max=FIELD_LIMIT)
             elif "unexpected end of data" in str(exc):
-                message = f"the quoted field starting on line {start} is never closed"
+                message = lazy_gettext("the quoted field starting on line %(line)s is never closed", line=start)
             else:
-                message = f"line {reader.line_num} is not valid CSV: {exc}"
+                message = lazy_gettext("line %(line)s is not valid CSV: %(reason)s", line=reader.line_num, reason=exc)
             raise _FileError(start, message) from None
         if any(f.strip() for f in fields):
             yield start, fields
@@ -141,18 +144,19 @@ def _read_header(path: Path, spec: _Spec) -> tuple[list[str | None], list[str]]:
     records = _records(path)
     first = next(records, None)
     if first is None:
-        raise _FileError(1, "the file is empty: it needs a header row")
+        raise _FileError(1, lazy_gettext("the file is empty: it needs a header row"))
     line, names = first
     names = [n.strip().lower() for n in names]
     known = set(spec.required) | set(spec.optional)
     seen: set[str] = set()
     for name in names:
         if name in known and name in seen:
-            raise _FileError(line, f"column {name!r} appears twice in the header")
+            raise _FileError(line, lazy_gettext("column %(name)r appears twice in the header", name=name))
         seen.add(name)
     missing = [name for name in spec.required if name not in seen]
     if missing:
-        raise _FileError(line, f"missing required column(s) {', '.join(missing)}; the header has: {', '.join(names)}")
+        raise _FileError(line, lazy_gettext("missing required column(s) %(missing)s; the header has: %(names)s",
+                                            missing=', '.join(missing), names=', '.join(names)))
     for _ in records:
         pass
     columns = [name if name in known else None for name in names]
@@ -160,18 +164,19 @@ def _read_header(path: Path, spec: _Spec) -> tuple[list[str | None], list[str]]:
     return columns, ignored
 
 
-def _rows(path: Path, columns: list[str | None]) -> Iterator[tuple[int, dict[str, str] | str]]:
+def _rows(path: Path, columns: list[str | None]) -> Iterator[tuple[int, dict[str, str] | Message]]:
     """(line, {column: stripped value}) for each data row, or (line, error) for a row of the wrong width."""
     records = _records(path)
     next(records)
     for line, fields in records:
         if len(fields) != len(columns):
-            yield line, f"has {len(fields)} fields but the header has {len(columns)}"
+            yield line, lazy_gettext("has %(count)s fields but the header has %(columns)s", count=len(fields),
+                                     columns=len(columns))
             continue
         values = {name: unescape_cell(value.strip()) for name, value in zip(columns, fields) if name is not None}
         bad = next((name for name, value in values.items() if _NUL in value), None)
         if bad:
-            yield line, f"{bad} contains a NUL or U+FFFF character"
+            yield line, lazy_gettext("%(column)s contains a NUL or U+FFFF character", column=bad)
             continue
         yield line, values
 
@@ -181,7 +186,7 @@ def _text(values: dict[str, str], name: str, model: type[peewee.Model]) -> str:
     value = values[name]
     limit = checks.MAX_CHARS[model._meta.table_name].get(name)
     if limit and len(value) > limit:
-        raise _RowError(f"{name} is longer than {limit} characters")
+        raise _RowError(lazy_gettext("%(name)s is longer than %(limit)s characters", name=name, limit=limit))
     return value
 
 
@@ -200,23 +205,23 @@ def _import_csv(
     try:
         columns, report.ignored_columns = _read_header(path, spec)
     except OSError as exc:
-        report.errors.append((0, f"cannot read {path}: {exc.strerror}"))
+        report.errors.append((0, lazy_gettext("cannot read %(path)s: %(reason)s", path=path, reason=exc.strerror)))
         return report
     except _FileError as exc:
-        report.errors.append((exc.line, f"nothing imported: {exc.message}"))
+        report.errors.append((exc.line, lazy_gettext("nothing imported: %(reason)s", reason=exc.message)))
         return report
     db = models.database.obj
     if db is None:
         raise RuntimeError("no database is open: call open_database() before importing")
     batch: list[Any] = []
     for line, values in _rows(path, columns):
-        if isinstance(values, str):
+        if not isinstance(values, dict):
             report.fail(line, values)
             continue
         try:
             batch.append(prepare(line, values))
         except _RowError as exc:
-            report.fail(line, str(exc))
+            report.fail(line, exc.args[0])
             continue
         if len(batch) >= BATCH_ROWS:
             _write(db, apply, batch, report)
@@ -240,7 +245,7 @@ def _write(db: peewee.Database, apply: Callable[[peewee.Database, list[Any]], _O
                     _plan_per_batch(db)
                     outcome = apply(db, [item])
             except peewee.DatabaseError as exc:
-                report.fail(item.line, f"the database refused this row: {exc}")
+                report.fail(item.line, lazy_gettext("the database refused this row: %(reason)s", reason=exc))
             else:
                 _merge(report, outcome)
         return
@@ -304,13 +309,13 @@ def _custom_cells(defs: list[custom.Field], values: dict[str, str]) -> dict[str,
     try:
         return custom.changes(defs, {f.key: values[f.key] for f in defs if f.key in values}, creating=False)
     except ValueError as exc:
-        raise _RowError(str(exc)) from None
+        raise _RowError(exc.args[0]) from None
 
 
-def _missing_required(defs: list[custom.Field], found: dict[str, str]) -> str | None:
+def _missing_required(defs: list[custom.Field], found: dict[str, str]) -> Message | None:
     """The error of a new row without a value for a required field, else None."""
     missing = next((f for f in defs if f.required and not found.get(f.key)), None)
-    return f"{missing.key}: required ({missing.label})" if missing else None
+    return lazy_gettext("%(key)s: required (%(label)s)", key=missing.key, label=missing.label) if missing else None
 
 
 def import_customers(path: str | os.PathLike[str], rules: NumberRules) -> ImportReport:
@@ -324,15 +329,16 @@ def import_customers(path: str | os.PathLike[str], rules: NumberRules) -> Import
     def prepare(line: int, values: dict[str, str]) -> _CustomerRow:
         external_id = _text(values, "external_id", Customer)
         if not external_id:
-            raise _RowError("external_id is empty")
+            raise _RowError(lazy_gettext("external_id is empty"))
         if external_id in seen:
-            raise _RowError(f"external_id {external_id!r} already appeared on line {seen[external_id]}")
+            raise _RowError(lazy_gettext("external_id %(external_id)r already appeared on line %(line)s",
+                                         external_id=external_id, line=seen[external_id]))
         fields = {name: _text(values, name, Customer) for name in _CUSTOMER_FIELDS if name in values}
         if "category" in fields:
             try:
                 fields["category"] = checks.category(fields["category"], names) if fields["category"] else default
             except ValueError as exc:
-                raise _RowError(f"category {exc}") from None
+                raise _RowError(lazy_gettext("category %(reason)s", reason=exc)) from None
         phones = _parse_phones(values["phones"], rules) if "phones" in values else None
         cells = _custom_cells(defs, values)
         seen[external_id] = line
@@ -352,12 +358,13 @@ def _parse_phones(cell: str, rules: NumberRules) -> dict[str, tuple[str, int | N
         label, _, raw = item.rpartition(":")
         label, raw = label.strip(), raw.strip()
         if len(label) > Phone.label.max_length:
-            raise _RowError(f"phone label {label[:20]!r}... is longer than {Phone.label.max_length} characters")
+            raise _RowError(lazy_gettext("phone label %(label)r... is longer than %(max_length)s characters",
+                                         label=label[:20], max_length=Phone.label.max_length))
         number = rules.classify(raw)
         if number.kind == "extension":
-            raise _RowError(f"phone {raw!r} is an internal extension, not a customer number")
+            raise _RowError(lazy_gettext("phone %(raw)r is an internal extension, not a customer number", raw=raw))
         if number.kind != "e164":
-            raise _RowError(f"phone {raw[:40]!r} is not a phone number that can be made E.164")
+            raise _RowError(lazy_gettext("phone %(raw)r is not a phone number that can be made E.164", raw=raw[:40]))
         columns = phone_columns(number)
         phones.setdefault(number.e164, (columns["rev"], columns["country_code"], raw, label))
     return phones
@@ -402,7 +409,8 @@ def _apply_customers(db: peewee.Database, rows: list[_CustomerRow], defs: list[c
         if taken:
             others = sorted(owners[taken[0]] - {owner}, key=str)
             outcome.errors.append(
-                (row.line, f"phone {after[taken[0]][2]!r} already belongs to {_describe(db, others[0])}; not moved")
+                (row.line, lazy_gettext("phone %(raw)r already belongs to %(customer)s; not moved",
+                                        raw=after[taken[0]][2], customer=_describe(db, others[0])))
             )
             continue
         for e164 in before.keys() - after.keys():
@@ -462,13 +470,15 @@ def _update_customers(db: peewee.Database, updates: list[tuple[dict[str, str], A
         _execute_many(db, f"UPDATE customer SET {assignments}updated_at = ? WHERE id = ?", params)
 
 
-def _describe(db: peewee.Database, owner: Any) -> str:
+def _describe(db: peewee.Database, owner: Any) -> Message:
     """A customer named for an error message: by external_id when it has one."""
     if isinstance(owner, str):
-        return f"customer {owner!r} (earlier in this file)"
+        return lazy_gettext("customer %(external_id)r (earlier in this file)", external_id=owner)
     found = _select(db, "SELECT external_id FROM customer WHERE id = ?", [owner])
     external_id = found[0][0] if found else None
-    return f"customer {external_id!r}" if external_id else f"customer #{owner}"
+    if external_id:
+        return lazy_gettext("customer %(external_id)r", external_id=external_id)
+    return lazy_gettext("customer #%(id)s", id=owner)
 
 
 # ---------------------------------------------------------------- employees
@@ -493,11 +503,12 @@ def import_employees(path: str | os.PathLike[str]) -> ImportReport:
         try:
             checks.extension(extension)
         except ValueError as exc:
-            raise _RowError(f"extension {exc}") from None
+            raise _RowError(lazy_gettext("extension %(reason)s", reason=exc)) from None
         if not name:
-            raise _RowError("name is empty")
+            raise _RowError(lazy_gettext("name is empty"))
         if extension in seen:
-            raise _RowError(f"extension {extension!r} already appeared on line {seen[extension]}")
+            raise _RowError(lazy_gettext("extension %(extension)r already appeared on line %(line)s",
+                                         extension=extension, line=seen[extension]))
         seen[extension] = line
         return _EmployeeRow(line, extension, name)
 
@@ -553,11 +564,12 @@ def import_orders(path: str | os.PathLike[str]) -> ImportReport:
     def prepare(line: int, values: dict[str, str]) -> _OrderRow:
         number = _text(values, "number", Order)
         if not number:
-            raise _RowError("number is empty")
+            raise _RowError(lazy_gettext("number is empty"))
         if not values["customer"]:
-            raise _RowError("customer is empty")
+            raise _RowError(lazy_gettext("customer is empty"))
         if number in seen:
-            raise _RowError(f"order {number!r} already appeared on line {seen[number]}")
+            raise _RowError(lazy_gettext("order %(number)r already appeared on line %(line)s",
+                                         number=number, line=seen[number]))
         fields: dict[str, Any] = {name: _text(values, name, Order) for name in ("title", "stage") if name in values}
         if "responsible" in values:
             fields["responsible"] = values["responsible"] or None
@@ -567,7 +579,7 @@ def import_orders(path: str | os.PathLike[str]) -> ImportReport:
         if "status" in values:
             fields["status"] = values["status"].lower() or "open"
             if fields["status"] not in ORDER_STATUSES:
-                raise _RowError(f"status {values['status']!r} is not open or closed")
+                raise _RowError(lazy_gettext("status %(status)r is not open or closed", status=values['status']))
         cells = _custom_cells(defs, values)
         seen[number] = line
         return _OrderRow(line, number, values["customer"], fields, cells)
@@ -583,7 +595,7 @@ def _money(name: str, text: str) -> Decimal:
     try:
         return checks.amount(text)
     except ValueError as exc:
-        raise _RowError(f"{name} {exc}") from None
+        raise _RowError(lazy_gettext("%(name)s %(reason)s", name=name, reason=exc)) from None
 
 
 def _apply_orders(db: peewee.Database, rows: list[_OrderRow], defs: list[custom.Field]) -> _Outcome:
@@ -604,11 +616,13 @@ def _apply_orders(db: peewee.Database, rows: list[_OrderRow], defs: list[custom.
     inserts, updates = [], []
     for row in rows:
         if row.customer not in customer_ids:
-            outcome.errors.append((row.line, f"no customer with external_id {row.customer[:100]!r}"))
+            outcome.errors.append((row.line, lazy_gettext("no customer with external_id %(external_id)r",
+                                                          external_id=row.customer[:100])))
             continue
         responsible = row.fields.get("responsible")
         if responsible is not None and responsible not in employee_ids:
-            outcome.errors.append((row.line, f"no employee with extension {responsible[:40]!r}"))
+            outcome.errors.append((row.line, lazy_gettext("no employee with extension %(extension)r",
+                                                          extension=responsible[:40])))
             continue
         wanted = {"customer_id": customer_ids[row.customer]}
         wanted.update((name, value) for name, value in row.fields.items() if name != "responsible")
@@ -666,23 +680,26 @@ def import_photos(folder: str | os.PathLike[str], photo_dir: str | os.PathLike[s
     try:
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES and not p.name.startswith("."))
     except OSError as exc:
-        report.errors.append((0, f"cannot read folder {folder}: {exc.strerror}"))
+        report.errors.append((0, lazy_gettext("cannot read folder %(folder)s: %(reason)s", folder=folder,
+                                              reason=exc.strerror)))
         return report
     private_dir(photo_dir)
     done: dict[str, str] = {}
     for path in files:
         external_id = path.stem
         if external_id in done:
-            report.fail(0, f"{path.name}: another photo for {external_id!r} ({done[external_id]}) was already imported")
+            report.fail(0, lazy_gettext("%(name)s: another photo for %(external_id)r (%(done)s) was already imported",
+                                        name=path.name, external_id=external_id, done=done[external_id]))
             continue
         customer = Customer.get_or_none(Customer.external_id == external_id)
         if customer is None:
-            report.fail(0, f"{path.name}: no customer with external_id {external_id!r}")
+            report.fail(0, lazy_gettext("%(name)s: no customer with external_id %(external_id)r",
+                                        name=path.name, external_id=external_id))
             continue
         try:
             data, suffix = photofiles.original(path)
         except ImageRejected as exc:
-            report.fail(0, f"{path.name}: {exc}")
+            report.fail(0, lazy_gettext("%(name)s: %(reason)s", name=path.name, reason=exc))
             continue
         done[external_id] = path.name
         if photofiles.attach(customer, data, suffix, photo_dir) is None:

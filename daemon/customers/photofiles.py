@@ -17,6 +17,7 @@ from PIL import Image
 
 from screenpop.daemon.customers.images import (INCOMING_FORMATS, MAX_INCOMING_BYTES, MAX_PIXELS, MAX_STORED_BYTES, MB,
                                                ImageRejected, load_image)
+from screenpop.daemon.i18n import lazy_gettext
 from screenpop.db import audit, models
 from screenpop.db.database import private_dir
 from screenpop.db.models import Customer
@@ -34,7 +35,7 @@ def original(path: Path, max_bytes: int = MAX_INCOMING_BYTES) -> tuple[bytes, st
         suffix = SUFFIXES[image.format]
     data = path.read_bytes()
     if len(data) > max_bytes:  # the file grew after it was checked
-        raise ImageRejected(f"file is larger than {max_bytes // MB} MB")
+        raise ImageRejected(lazy_gettext("file is larger than %(max_bytes)s MB", max_bytes=max_bytes // MB))
     return data, suffix
 
 

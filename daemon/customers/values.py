@@ -16,6 +16,7 @@ from collections.abc import Collection, Sequence
 from decimal import Decimal, InvalidOperation
 from urllib.parse import urlsplit
 
+from screenpop.daemon.i18n import lazy_gettext
 from screenpop.db.models import FIELD_KINDS, Customer, Employee, Order
 from screenpop.db.numbers import WITHHELD
 
@@ -37,10 +38,11 @@ MAX_CHARS = {
 def amount(text: str) -> Decimal:
     """A money amount such as "1250.50": never negative, at most 2 decimals and 12 digits before the point."""
     if not _AMOUNT.fullmatch(text):
-        raise ValueError(f'{text[:30]!r} is not an amount such as "1250.50" (no sign, at most 2 decimals)')
+        raise ValueError(lazy_gettext('%(text)r is not an amount such as "1250.50" (no sign, at most 2 decimals)',
+                                      text=text[:30]))
     value = Decimal(text)
     if value > MAX_AMOUNT:
-        raise ValueError(f"{text[:30]!r} is too large")
+        raise ValueError(lazy_gettext("%(text)r is too large", text=text[:30]))
     return value.quantize(Decimal("0.01"))
 
 
@@ -48,7 +50,7 @@ def category(text: str, names: Collection[str]) -> str:
     """A customer category from the admin's list (names), in any case; stored lower case."""
     value = text.strip().lower()
     if value not in names:
-        raise ValueError(f"{text[:30]!r} is not one of {', '.join(names)}")
+        raise ValueError(lazy_gettext("%(text)r is not one of %(names)s", text=text[:30], names=', '.join(names)))
     return value
 
 
@@ -63,7 +65,8 @@ def category_name(text: str) -> str:
     """A category's name as customers store it: 1-16 of a-z, 0-9, _ and - (any case typed; stored lower case)."""
     value = text.strip().lower()
     if not _CATEGORY_NAME.fullmatch(value):
-        raise ValueError(f"{text[:30]!r} is not 1-16 letters a-z, digits, _ or - (starting with a letter or digit)")
+        raise ValueError(lazy_gettext("%(text)r is not 1-16 letters a-z, digits, _ or - (starting with a letter or "
+                                      "digit)", text=text[:30]))
     return value
 
 
@@ -71,7 +74,7 @@ def colour(text: str) -> str:
     """A colour as #rrggbb (the pages' CSS and the tray use it as it is)."""
     value = text.strip().lower()
     if not _COLOUR.fullmatch(value):
-        raise ValueError(f"{text[:30]!r} is not a colour such as #ca8a04")
+        raise ValueError(lazy_gettext("%(text)r is not a colour such as #ca8a04", text=text[:30]))
     return value
 
 
@@ -79,7 +82,7 @@ def flag(text: str) -> str:
     """The flag a category puts on the pop ("★ VIP"): one line of at most MAX_FLAG characters; "" for none."""
     value = text.strip()
     if len(value) > MAX_FLAG or any(c in value for c in "\r\n\x00"):
-        raise ValueError(f"must be one line of at most {MAX_FLAG} characters")
+        raise ValueError(lazy_gettext("must be one line of at most %(max)s characters", max=MAX_FLAG))
     return value
 
 
@@ -98,9 +101,9 @@ def field_key(text: str, reserved: Collection[str]) -> str:
     """A custom field's key (its CSV column and its name in the API): a-z, 0-9 and _, starting with a letter, at
     most 40, not one of the record's own columns (reserved)."""
     if not _FIELD_KEY.fullmatch(text):
-        raise ValueError(f"{text[:50]!r} is not 1-40 of a-z, 0-9 and _ starting with a letter")
+        raise ValueError(lazy_gettext("%(text)r is not 1-40 of a-z, 0-9 and _ starting with a letter", text=text[:50]))
     if text in reserved:
-        raise ValueError(f"{text!r} is a built-in column; choose another key")
+        raise ValueError(lazy_gettext("%(text)r is a built-in column; choose another key", text=text))
     return text
 
 
@@ -108,14 +111,14 @@ def field_label(text: str) -> str:
     """What the pages and the card call a field: one line, 1-100 characters."""
     value = text.strip()
     if not value or len(value) > MAX_LABEL or any(c in value for c in "\r\n\x00"):
-        raise ValueError(f"must be one line of 1-{MAX_LABEL} characters")
+        raise ValueError(lazy_gettext("must be one line of 1-%(max)s characters", max=MAX_LABEL))
     return value
 
 
 def field_kind(text: str) -> str:
     """One of FIELD_KINDS."""
     if text not in FIELD_KINDS:
-        raise ValueError(f"{text[:30]!r} is not one of {', '.join(FIELD_KINDS)}")
+        raise ValueError(lazy_gettext("%(text)r is not one of %(kinds)s", text=text[:30], kinds=', '.join(FIELD_KINDS)))
     return text
 
 
@@ -123,12 +126,13 @@ def choice_options(items: Sequence[str]) -> list[str]:
     """A choice field's options: 1-100 distinct lines of 1-300 characters, in the order given."""
     options = [item.strip() for item in items if item.strip()]
     if not 1 <= len(options) <= MAX_OPTIONS:
-        raise ValueError(f"a choice needs 1-{MAX_OPTIONS} options")
+        raise ValueError(lazy_gettext("a choice needs 1-%(max)s options", max=MAX_OPTIONS))
     for option in options:
         if len(option) > MAX_TEXT or any(c in option for c in "\r\n\x00"):
-            raise ValueError(f"option {option[:30]!r}... is longer than {MAX_TEXT} characters or not one line")
+            raise ValueError(lazy_gettext("option %(option)r... is longer than %(max)s characters or not one line",
+                                          option=option[:30], max=MAX_TEXT))
     if len({o.lower() for o in options}) != len(options):
-        raise ValueError("options must differ (case ignored)")
+        raise ValueError(lazy_gettext("options must differ (case ignored)"))
     return options
 
 
@@ -138,20 +142,21 @@ def field_value(kind: str, text: str, options: Sequence[str] = ()) -> str:
     if not value.strip():
         return ""
     if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
+        raise ValueError(lazy_gettext("must not contain NUL characters"))
     if kind == "text":
         if len(value) > MAX_TEXT or "\n" in value or "\r" in value:
-            raise ValueError(f"must be one line of at most {MAX_TEXT} characters")
+            raise ValueError(lazy_gettext("must be one line of at most %(max)s characters", max=MAX_TEXT))
     elif kind == "longtext":
         if len(value) > MAX_NOTE:
-            raise ValueError(f"at most {MAX_NOTE} characters")
+            raise ValueError(lazy_gettext("at most %(max)s characters", max=MAX_NOTE))
     elif kind == "number":
         if not _NUMBER.fullmatch(value):
-            raise ValueError(f"{value[:30]!r} is not a number such as 12 or -3.5 (a point, no thousands separators)")
+            raise ValueError(lazy_gettext("%(value)r is not a number such as 12 or -3.5 (a point, no thousands "
+                                          "separators)", value=value[:30]))
         try:
             value = format(Decimal(value).normalize(), "f")
         except InvalidOperation:
-            raise ValueError(f"{value[:30]!r} is not a number") from None
+            raise ValueError(lazy_gettext("%(value)r is not a number", value=value[:30])) from None
     elif kind == "money":
         value = str(amount(value))
     elif kind == "date":
@@ -160,30 +165,33 @@ def field_value(kind: str, text: str, options: Sequence[str] = ()) -> str:
         except ValueError:
             value = ""
         if not value:
-            raise ValueError(f"{text.strip()[:30]!r} is not a date such as 2026-01-31")
+            raise ValueError(lazy_gettext("%(text)r is not a date such as 2026-01-31", text=text.strip()[:30]))
     elif kind == "choice":
         match = next((o for o in options if o.lower() == value.lower()), None)
         if match is None:
-            raise ValueError(f"{value[:30]!r} is not one of {', '.join(options)}")
+            raise ValueError(lazy_gettext("%(value)r is not one of %(options)s",
+                                          value=value[:30], options=', '.join(options)))
         value = match
     elif kind == "yesno":
         if value.lower() not in YES + NO:
-            raise ValueError(f"{value[:30]!r} is not yes or no")
+            raise ValueError(lazy_gettext("%(value)r is not yes or no", value=value[:30]))
         value = "yes" if value.lower() in YES else "no"
     elif kind == "link":
         parts = urlsplit(value)
         if (parts.scheme not in ("http", "https") or not parts.netloc or len(value) > MAX_LINK
                 or any(c.isspace() or ord(c) < 32 for c in value)):
-            raise ValueError(f"{value[:40]!r} is not a web address starting with http:// or https://")
+            raise ValueError(lazy_gettext("%(value)r is not a web address starting with http:// or https://",
+                                          value=value[:40]))
     else:
-        raise ValueError(f"unknown kind {kind!r}")
+        raise ValueError(lazy_gettext("unknown kind %(kind)r", kind=kind))
     return value
 
 
 def extension(text: str) -> str:
     """An employee's extension: letters, digits and * # + _ . -, at most the column's length."""
     if not _EXTENSION.fullmatch(text) or len(text) > MAX_CHARS["employee"]["extension"]:
-        raise ValueError(f"{text[:40]!r} is empty, too long or has characters other than letters, digits, * # + _ . -")
+        raise ValueError(lazy_gettext("%(text)r is empty, too long or has characters other than letters, digits, * # "
+                                      "+ _ . -", text=text[:40]))
     return text
 
 

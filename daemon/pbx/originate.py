@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from greenswitch.esl import NotConnectedError
 
 from screenpop.daemon.config import OriginateConfig
+from screenpop.daemon.i18n import Message, lazy_gettext
 from screenpop.daemon.pbx.esl import EslSupervisor, JobTimeoutError
 from screenpop.db.numbers import NumberRules
 
@@ -27,28 +28,34 @@ _SAFE_NUMBER = re.compile(r"\+?[0-9]{1,20}")
 _CAUSE = re.compile(r"[A-Z_]{3,40}")
 _UUID = re.compile(r"[0-9a-fA-F-]{36}")
 
-# FreeSWITCH's hangup causes an originate ends with, as an operator reads them ({ext}: the operator's extension)
-CAUSES = {
-    "USER_NOT_REGISTERED": "your phone ({ext}) is not registered with FreeSWITCH: is it switched on and signed in?",
-    "NO_ANSWER": "your phone ({ext}) rang but was not answered, so the number was not dialled",
-    "NO_USER_RESPONSE": "your phone ({ext}) did not respond, so the number was not dialled",
-    "USER_BUSY": "your phone ({ext}) is busy: end the call on it first",
-    "CALL_REJECTED": "the call was declined on your phone ({ext})",
-    "ORIGINATOR_CANCEL": "the call was cancelled before your phone ({ext}) answered",
-    "SUBSCRIBER_ABSENT": "your phone ({ext}) is not reachable",
-    "UNALLOCATED_NUMBER": "FreeSWITCH does not know extension {ext}",
-    "NO_ROUTE_DESTINATION": "FreeSWITCH has no route to extension {ext}",
-    "INVALID_NUMBER_FORMAT": "FreeSWITCH refused the number's format",
-    "DESTINATION_OUT_OF_ORDER": "your phone ({ext}) is out of order",
-    "NORMAL_TEMPORARY_FAILURE": "FreeSWITCH could not reach your phone ({ext}) just now: try again",
-    "RECOVERY_ON_TIMER_EXPIRE": "your phone ({ext}) did not answer FreeSWITCH in time",
+# FreeSWITCH's hangup causes an originate ends with, as an operator reads them (ext: the operator's extension)
+CAUSES: dict[str, Callable[[str], Message]] = {
+    "USER_NOT_REGISTERED": lambda ext: lazy_gettext(
+        "your phone (%(ext)s) is not registered with FreeSWITCH: is it switched on and signed in?", ext=ext),
+    "NO_ANSWER": lambda ext: lazy_gettext(
+        "your phone (%(ext)s) rang but was not answered, so the number was not dialled", ext=ext),
+    "NO_USER_RESPONSE": lambda ext: lazy_gettext(
+        "your phone (%(ext)s) did not respond, so the number was not dialled", ext=ext),
+    "USER_BUSY": lambda ext: lazy_gettext("your phone (%(ext)s) is busy: end the call on it first", ext=ext),
+    "CALL_REJECTED": lambda ext: lazy_gettext("the call was declined on your phone (%(ext)s)", ext=ext),
+    "ORIGINATOR_CANCEL": lambda ext: lazy_gettext(
+        "the call was cancelled before your phone (%(ext)s) answered", ext=ext),
+    "SUBSCRIBER_ABSENT": lambda ext: lazy_gettext("your phone (%(ext)s) is not reachable", ext=ext),
+    "UNALLOCATED_NUMBER": lambda ext: lazy_gettext("FreeSWITCH does not know extension %(ext)s", ext=ext),
+    "NO_ROUTE_DESTINATION": lambda ext: lazy_gettext("FreeSWITCH has no route to extension %(ext)s", ext=ext),
+    "INVALID_NUMBER_FORMAT": lambda ext: lazy_gettext("FreeSWITCH refused the number's format"),
+    "DESTINATION_OUT_OF_ORDER": lambda ext: lazy_gettext("your phone (%(ext)s) is out of order", ext=ext),
+    "NORMAL_TEMPORARY_FAILURE": lambda ext: lazy_gettext(
+        "FreeSWITCH could not reach your phone (%(ext)s) just now: try again", ext=ext),
+    "RECOVERY_ON_TIMER_EXPIRE": lambda ext: lazy_gettext(
+        "your phone (%(ext)s) did not answer FreeSWITCH in time", ext=ext),
 }
 
 
 class OriginateError(Exception):
     """Why a call was not placed, in words, with the HTTP status it maps to and FreeSWITCH's cause if it gave one."""
 
-    def __init__(self, status: int, message: str, cause: str | None = None, retry_after: int | None = None) -> None:
+    def __init__(self, status: int, message: Message, cause: str | None = None, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -86,11 +93,11 @@ def answer_in_words(answer: str, extension: str) -> OriginateError | None:
         return None
     cause = text.removeprefix("-ERR").strip().split(" ", 1)[0] if text.startswith("-ERR") else ""
     if not _CAUSE.fullmatch(cause):
-        return OriginateError(502, "FreeSWITCH gave an unexpected answer to the call request")
+        return OriginateError(502, lazy_gettext("FreeSWITCH gave an unexpected answer to the call request"))
     words = CAUSES.get(cause)
     if words is None:
-        return OriginateError(409, f"FreeSWITCH could not place the call ({cause})", cause)
-    return OriginateError(409, words.format(ext=extension), cause)
+        return OriginateError(409, lazy_gettext("FreeSWITCH could not place the call (%(cause)s)", cause=cause), cause)
+    return OriginateError(409, words(extension), cause)
 
 
 class Originator:
@@ -109,23 +116,24 @@ class Originator:
         at most rate_limit calls per rate_window per caller (a token id, or a person). The operator leg's uuid."""
         wanted = extension or own_extension
         if not any_extension and extension and extension != own_extension:
-            raise OriginateError(403, "an operator token calls only from its own extension")
+            raise OriginateError(403, lazy_gettext("an operator token calls only from its own extension"))
         if not wanted:
-            raise OriginateError(400, "extension: name the extension whose phone rings first")
+            raise OriginateError(400, lazy_gettext("extension: name the extension whose phone rings first"))
         command = self.command(wanted, raw_number)  # a bad request does not count against the limit
         wait = self.rate.take(caller)
         if wait:
             seconds = max(1, math.ceil(wait))
-            raise OriginateError(429, f"too many calls started: try again in {seconds} s", retry_after=seconds)
+            raise OriginateError(429, lazy_gettext("too many calls started: try again in %(seconds)s s",
+                                                   seconds=seconds), retry_after=seconds)
         return self._run(wanted, command)
 
     def command(self, extension: str, raw_number: str) -> str:
         """The `originate` command line for extension calling raw_number; OriginateError 400 for a bad number."""
         if not isinstance(extension, str) or not _SAFE_EXTENSION.fullmatch(extension):
-            raise OriginateError(400, "extension: must be an extension number")
+            raise OriginateError(400, lazy_gettext("extension: must be an extension number"))
         number = self.rules().dial_form(raw_number, self.config.number_format) if isinstance(raw_number, str) else None
         if number is None or not _SAFE_NUMBER.fullmatch(number):
-            raise OriginateError(400, "number: not a phone number that can be dialled")
+            raise OriginateError(400, lazy_gettext("number: not a phone number that can be dialled"))
         dial = (self.config.dial_string.replace("{extension}", extension).replace("{number}", number)
                 .replace("{timeout}", str(self.config.ring_timeout)))
         return f"originate {dial}"
@@ -136,10 +144,12 @@ class Originator:
             answer = self.esl.bgapi(command, timeout=wait)
         except JobTimeoutError:
             log.warning("originate for extension %s: no answer from FreeSWITCH within %d s", extension, wait)
-            raise OriginateError(504, f"FreeSWITCH did not answer the call request within {wait} s") from None
+            raise OriginateError(504, lazy_gettext("FreeSWITCH did not answer the call request within %(wait)s s",
+                                                   wait=wait)) from None
         except NotConnectedError as exc:
             log.warning("originate for extension %s: %s", extension, exc)
-            raise OriginateError(503, "not connected to FreeSWITCH: the call cannot be placed now") from None
+            raise OriginateError(503, lazy_gettext("not connected to FreeSWITCH: the call cannot be placed now")) \
+                from None
         error = answer_in_words(answer, extension)
         if error is not None:
             log.info("originate for extension %s failed: %s", extension, error.cause or repr(answer[:80]))

@@ -22,6 +22,7 @@ import peewee
 
 from screenpop.daemon.customers import fields as custom
 from screenpop.daemon.customers.lookup import Lookup
+from screenpop.daemon.i18n import lazy_gettext
 from screenpop.daemon.push.layout import DEFAULT_ITEMS, CardLayout, Item
 from screenpop.daemon.push.layouts import Layouts
 from screenpop.daemon.record.pops import PopRow
@@ -168,7 +169,7 @@ class CardBuilder:
         extension = extension or SAMPLE_EXTENSION
         customer = self._customer(customer_id) if customer_id is not None else None
         if customer_id is not None and customer is None:
-            raise LookupError(f"no customer {customer_id}")
+            raise LookupError(lazy_gettext("no customer %(customer_id)s", customer_id=customer_id))
         number = ""
         if customer is not None:
             row = self.db.execute_sql(f"SELECT e164 FROM phone WHERE customer_id = {self.db.param} ORDER BY id LIMIT 1",

@@ -18,7 +18,7 @@ import peewee
 
 from screenpop.daemon.customers import fields as custom, values
 from screenpop.daemon.customers.data import DataError
-from screenpop.daemon.i18n import lazy_gettext
+from screenpop.daemon.i18n import lazy_gettext, lazy_join
 from screenpop.daemon.push.layout import (BUILT_IN, CUSTOMER_PREFIX, DEFAULT_ITEMS, ORDER_PREFIX, SOURCE_PREFIX, STYLES,
                                           Item)
 from screenpop.db.models import CardLayoutRow, Team, TeamMember, database
@@ -121,7 +121,8 @@ def known_keys(db: peewee.Database, sources: list[str]) -> dict[str, Any]:
     keys = dict(BUILT_IN)
     for field in custom.load_fields(db):
         prefix = CUSTOMER_PREFIX if field.entity == "customer" else ORDER_PREFIX
-        keys[prefix + field.key] = (lazy_gettext("%(label)s (customer field)", label=field.label) if field.entity == "customer"
+        keys[prefix + field.key] = (lazy_gettext("%(label)s (customer field)",
+                                                 label=field.label) if field.entity == "customer"
                                      else lazy_gettext("%(label)s (order field)", label=field.label))
     for name in sources:
         keys[SOURCE_PREFIX + name] = lazy_gettext("every field of source %(name)s", name=name)
@@ -145,29 +146,33 @@ def layout_items(raw: Any, keys: dict[str, str]) -> tuple[Item, ...]:
     """A layout's items from the API's JSON ([{"field": key, "style": "plain|strong|warning"}], style optional),
     checked: every unknown key is named in one 400, as is a key listed twice."""
     if not isinstance(raw, list) or not all(isinstance(e, dict) for e in raw):
-        raise DataError(400, 'items: must be a list of {"field": key, "style": "plain"|"strong"|"warning"}')
+        raise DataError(400, lazy_gettext('items: must be a list of {"field": key, "style": '
+                                          '"plain"|"strong"|"warning"}'))
     if len(raw) > MAX_ITEMS:
-        raise DataError(400, f"items: at most {MAX_ITEMS}")
+        raise DataError(400, lazy_gettext("items: at most %(max)s", max=MAX_ITEMS))
     out: list[Item] = []
     for entry in raw:
         extra = set(entry) - {"field", "style"}
         if extra:
-            raise DataError(400, f"items: unknown member {sorted(extra)[0][:30]!r} (each item has field and style)")
+            raise DataError(400, lazy_gettext("items: unknown member %(extra)r (each item has field and style)",
+                                              extra=sorted(extra)[0][:30]))
         field, style = entry.get("field"), entry.get("style", "plain")
         if not isinstance(field, str) or not field:
-            raise DataError(400, "items: every item needs a field (a key)")
+            raise DataError(400, lazy_gettext("items: every item needs a field (a key)"))
         if style not in STYLES:
-            raise DataError(400, f"items: {field[:60]!r} has style {str(style)[:20]!r}: must be one of "
-                                 f"{', '.join(STYLES)}")
+            raise DataError(400, lazy_gettext("items: %(field)r has style %(style)r: must be one of %(styles)s",
+                                              field=field[:60], style=str(style)[:20], styles=', '.join(STYLES)))
         out.append(Item(field, style))
     unknown = [i.field for i in out if not _known(i.field, keys)]
     if unknown:
-        raise DataError(400, f"items: unknown field(s): {', '.join(repr(u[:60]) for u in unknown[:10])}",
+        raise DataError(400, lazy_gettext("items: unknown field(s): %(fields)s",
+                                          fields=', '.join(repr(u[:60]) for u in unknown[:10])),
                         unknown=unknown[:10], known=sorted(keys))
     seen: set[str] = set()
     twice = [i.field for i in out if i.field in seen or seen.add(i.field)]
     if twice:
-        raise DataError(400, f"items: listed twice: {', '.join(repr(t[:60]) for t in twice[:10])}")
+        raise DataError(400, lazy_gettext("items: listed twice: %(fields)s",
+                                          fields=', '.join(repr(t[:60]) for t in twice[:10])))
     return tuple(out)
 
 
@@ -194,8 +199,8 @@ def as_text(items: tuple[Item, ...]) -> str:
 def check_name(raw: Any, what: str) -> str:
     """A layout's or team's name: 1 to 40 letters, digits, _ or - (it is part of a URL); 400 otherwise."""
     if not isinstance(raw, str) or not _NAME.fullmatch(raw) or raw in _PAGES:
-        raise DataError(400, f"{what}: 1 to 40 letters, digits, _ or -, starting with a letter or digit "
-                             f"(not {' or '.join(_PAGES)})")
+        raise DataError(400, lazy_gettext("%(what)s: 1 to 40 letters, digits, _ or -, starting with a letter or digit "
+                                          "(not %(pages)s)", what=what, pages=' or '.join(_PAGES)))
     return raw
 
 
@@ -205,7 +210,7 @@ def check_name(raw: Any, what: str) -> str:
 def get_layout(name: str) -> StoredLayout:
     found = next((layout for layout in load(database.obj)[0] if layout.name == name), None)
     if found is None:
-        raise DataError(404, f"no layout {name[:40]!r}")
+        raise DataError(404, lazy_gettext("no layout %(name)r", name=name[:40]))
     return found
 
 
@@ -227,17 +232,17 @@ def delete_layout(name: str) -> None:
     """Delete a layout; one a team uses is refused; deleting "default" brings the built-in layout back."""
     layout = get_layout(name)
     if layout.built_in:
-        raise DataError(404, "the built-in layout is not stored: nothing to delete")
+        raise DataError(404, lazy_gettext("the built-in layout is not stored: nothing to delete"))
     if layout.teams:
-        raise DataError(409, f"layout {name!r} is the layout of team(s) {', '.join(layout.teams)}: "
-                             "give them another first", teams=list(layout.teams))
+        raise DataError(409, lazy_gettext("layout %(name)r is the layout of team(s) %(teams)s: give them another first",
+                                          name=name, teams=', '.join(layout.teams)), teams=list(layout.teams))
     CardLayoutRow.delete().where(CardLayoutRow.name == name).execute()
 
 
 def get_team(name: str) -> TeamLayout:
     found = next((t for t in load(database.obj)[1] if t.name == name), None)
     if found is None:
-        raise DataError(404, f"no team {name[:40]!r}")
+        raise DataError(404, lazy_gettext("no team %(name)r", name=name[:40]))
     return found
 
 
@@ -245,17 +250,18 @@ def team_input(body: dict) -> tuple[str, list[str]]:
     """A team's layout name and extensions from the API's JSON: {"layout": name, "extensions": [...]}."""
     for key in ("layout", "extensions"):
         if key not in body:
-            raise DataError(400, f"{key}: required")
+            raise DataError(400, lazy_gettext("%(key)s: required", key=key))
     layout = check_name(body["layout"], "layout")
     raw = body["extensions"]
     if not isinstance(raw, list) or not all(isinstance(e, str) for e in raw) or len(raw) > MAX_EXTENSIONS:
-        raise DataError(400, f"extensions: must be a list of at most {MAX_EXTENSIONS} extensions")
+        raise DataError(400, lazy_gettext("extensions: must be a list of at most %(max)s extensions",
+                                          max=MAX_EXTENSIONS))
     extensions = []
     for given in raw:
         try:
             extensions.append(values.extension(given.strip()))
         except ValueError as exc:
-            raise DataError(400, f"extensions: {exc}") from None
+            raise DataError(400, lazy_gettext("extensions: %(reason)s", reason=exc)) from None
     return layout, sorted(set(extensions))
 
 
@@ -264,12 +270,14 @@ def save_team(name: str, layout: str, extensions: list[str]) -> tuple[TeamLayout
     follows the built-in one); an extension in another team is refused, naming it."""
     check_name(name, "name")
     if CardLayoutRow.get_or_none(CardLayoutRow.name == layout) is None:
-        raise DataError(400, f"layout: no layout {layout!r} (save it first)")
+        raise DataError(400, lazy_gettext("layout: no layout %(layout)r (save it first)", layout=layout))
     if extensions:
         taken = list(TeamMember.select(TeamMember.extension, TeamMember.team)
                      .where(TeamMember.extension.in_(extensions) & (TeamMember.team != name)).tuples())
         if taken:
-            raise DataError(409, "extensions: " + ", ".join(f"{e} is in team {t}" for e, t in taken[:10]),
+            in_teams = lazy_join(lazy_gettext("%(extension)s is in team %(team)s", extension=e, team=t)
+                                 for e, t in taken[:10])
+            raise DataError(409, lazy_gettext("extensions: %(taken)s", taken=in_teams),
                             taken={e: t for e, t in taken})
     created = Team.get_or_none(Team.name == name) is None
     if created:

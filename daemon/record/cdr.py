@@ -41,6 +41,7 @@ from screenpop.daemon.calls.direction import parent_uuid
 from screenpop.daemon.calls.tracker import CallState, CallTracker, Party, RecordingState, Sink
 from screenpop.daemon.config import CdrConfig
 from screenpop.daemon.customers.data import DataError
+from screenpop.daemon.i18n import lazy_gettext
 from screenpop.daemon.pbx.protocol import Event, decode_value
 from screenpop.daemon.record.cdrlegs import call_legs, prune_legs, store_leg
 from screenpop.daemon.record.writer import Writer, load_call
@@ -82,16 +83,18 @@ def decode_body(body: bytes, content_type: str) -> str:
         raw = body
     elif content_type in (FORM_TYPE, BASE64_TYPE):
         if not body.startswith(b"cdr="):
-            raise DataError(400, "a form-encoded CDR must be cdr=<the CDR> (mod_json_cdr's encode = true or base64)")
+            raise DataError(400, lazy_gettext("a form-encoded CDR must be cdr=<the CDR> (mod_json_cdr's encode = true "
+                                              "or base64)"))
         value = body[4:].strip()
         if content_type == FORM_TYPE:
             return decode_value(value)  # switch_url_encode: %XX only ('+' is sent as %2B)
         try:
             raw = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
-            raise DataError(400, "cdr= is not base64 (mod_json_cdr's encode = base64)") from None
+            raise DataError(400, lazy_gettext("cdr= is not base64 (mod_json_cdr's encode = base64)")) from None
     else:
-        raise DataError(415, f"a CDR is sent as {JSON_TYPE}, {FORM_TYPE} or {BASE64_TYPE}")
+        raise DataError(415, lazy_gettext("a CDR is sent as %(json)s, %(form)s or %(base64)s",
+                                          json=JSON_TYPE, form=FORM_TYPE, base64=BASE64_TYPE))
     return raw.decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
@@ -104,7 +107,7 @@ def _us(raw: str, what: str) -> int:
     if not raw:
         return 0
     if not raw.isascii() or not raw.isdigit() or len(raw) > 16:  # 16 digits: up to the year 2286
-        raise DataError(400, f"{what}: must be microseconds since the epoch")
+        raise DataError(400, lazy_gettext("%(what)s: must be microseconds since the epoch", what=what))
     return int(raw)
 
 
@@ -116,22 +119,22 @@ def parse_cdr(text: str, encoded_values: bool = True) -> LegCdr:
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
-        raise DataError(400, "the CDR is not valid JSON") from None
+        raise DataError(400, lazy_gettext("the CDR is not valid JSON")) from None
     if not isinstance(data, dict):
-        raise DataError(400, "a CDR is a JSON object")
+        raise DataError(400, lazy_gettext("a CDR is a JSON object"))
     variables, channel = data.get("variables"), data.get("channel_data")
     callflow = data.get("callflow")
     if isinstance(callflow, dict):  # FreeSWITCH before 1.6 wrote one profile as an object
         callflow = [callflow]
     if not isinstance(variables, dict) or not isinstance(channel, dict) or not isinstance(callflow, list) or not callflow:
-        raise DataError(400, "a CDR has the objects variables and channel_data and a callflow list")
+        raise DataError(400, lazy_gettext("a CDR has the objects variables and channel_data and a callflow list"))
     profiles = [p.get("caller_profile") for p in callflow if isinstance(p, dict)]
     if not profiles or not all(isinstance(p, dict) for p in profiles):
-        raise DataError(400, "every callflow entry of a CDR has a caller_profile")
+        raise DataError(400, lazy_gettext("every callflow entry of a CDR has a caller_profile"))
     values = {str(k): (decode_value(v) if encoded_values else _text(v)) for k, v in variables.items() if isinstance(v, str)}
     uuid = values.get("uuid") or _text(profiles[0].get("uuid"))
     if not _UUID.match(uuid):
-        raise DataError(400, "variables.uuid: the leg's UUID is missing or malformed")
+        raise DataError(400, lazy_gettext("variables.uuid: the leg's UUID is missing or malformed"))
     latest, first = profiles[0], profiles[-1]  # FreeSWITCH lists the newest caller profile first
     stamps = callflow[0].get("times") if isinstance(callflow[0], dict) else None
     stamps = stamps if isinstance(stamps, dict) else {}
@@ -142,7 +145,7 @@ def parse_cdr(text: str, encoded_values: bool = True) -> LegCdr:
 
     created, ended = when("created_time", "start_uepoch"), when("hangup_time", "end_uepoch")
     if not created or not ended:
-        raise DataError(400, "the CDR has no created and hangup time: not a leg that ended")
+        raise DataError(400, lazy_gettext("the CDR has no created and hangup time: not a leg that ended"))
     progress = min((t for t in (when("progress_time", "progress_uepoch"),
                                 when("progress_media_time", "progress_media_uepoch")) if t), default=0)
     headers = {f"variable_{name}": value for name, value in values.items()}
@@ -344,7 +347,7 @@ class CdrIntake:
     def check(self, authorization: str) -> DataError | None:
         """HTTP Basic as mod_json_cdr's cred sends it; the refusal to answer, or None."""
         if not self._secret:
-            return DataError(403, "CDR intake is off: set [cdr] password (docs/cdr.md)")
+            return DataError(403, lazy_gettext("CDR intake is off: set [cdr] password (docs/cdr.md)"))
         scheme, _, encoded = authorization.partition(" ")
         try:
             user, sep, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
@@ -353,17 +356,18 @@ class CdrIntake:
         user_ok = hmac.compare_digest(user.encode(), self.config.user.encode())
         password_ok = hmac.compare_digest(password.encode(), self._secret.encode())
         ok = scheme.lower() == "basic" and sep == ":" and user_ok and password_ok
-        return None if ok else DataError(401, "wrong or missing credentials (mod_json_cdr's cred = user:password)")
+        return None if ok else DataError(401, lazy_gettext("wrong or missing credentials (mod_json_cdr's cred = "
+                                                           "user:password)"))
 
     def take(self, body: bytes, content_type: str, query_uuid: str | None) -> tuple[str, bool]:
         """Keep one posted CDR and complete its call; (leg uuid, whether it was new). DataError for bad input."""
         if not self.recording():
-            raise DataError(503, "this daemon does not record this node now (a standby, or still resuming its "
-                                 "calls); post again, or to the one recording it")
+            raise DataError(503, lazy_gettext("this daemon does not record this node now (a standby, or still "
+                                              "resuming its calls); post again, or to the one recording it"))
         text = decode_body(body, content_type)
         leg = parse_cdr(text, self.config.encode_values)
         if query_uuid is not None and query_uuid != leg.uuid:
-            raise DataError(400, "the ?uuid= of the URL is not the CDR's leg UUID")
+            raise DataError(400, lazy_gettext("the ?uuid= of the URL is not the CDR's leg UUID"))
         new = self.worker.atomic(store_leg, leg.uuid, leg.parent, text)
         self.complete_call(leg.uuid)
         return leg.uuid, new

@@ -10,6 +10,7 @@ import datetime as dt
 from collections.abc import Callable
 from decimal import Decimal
 
+from screenpop.daemon.i18n import lazy_gettext
 from screenpop.daemon.reports import analytics, conversation, service
 from screenpop.daemon.reports.analytics import Period
 
@@ -53,14 +54,14 @@ COMPARE = {"previous": "previous", "year": "last_year"}  # --compare value -> th
 def other_period(period: Period, mode: str) -> Period:
     """The period to compare with: 'previous' (as long, just before) or 'year' (the same local dates a year before)."""
     if period.since is None or period.until is None:
-        raise ValueError("a comparison needs a period with both ends")
+        raise ValueError(lazy_gettext("a comparison needs a period with both ends"))
     if mode == "previous":
         length = period.until - period.since
         return dataclasses.replace(period, since=period.since - length, until=period.since)
     if mode == "year":
         since, until = (analytics.to_local(b, period.zone) for b in (period.since, period.until))
         return dataclasses.replace(period, since=_year_before(since, period.zone), until=_year_before(until, period.zone))
-    raise ValueError(f"compare: {mode!r} is not one of {', '.join(COMPARE)}")
+    raise ValueError(lazy_gettext("compare: %(mode)r is not one of %(modes)s", mode=mode, modes=', '.join(COMPARE)))
 
 
 def _year_before(local: dt.datetime, zone: dt.tzinfo) -> dt.datetime:
@@ -113,6 +114,6 @@ def run(name: str, period: Period, compare: str | None = None) -> list[dict]:
     if not compare:
         return RUNNERS[name](period)
     if name not in COMPARABLE:
-        raise ValueError(f"the {name} report lists calls, not figures: it has no comparison")
+        raise ValueError(lazy_gettext("the %(name)s report lists calls, not figures: it has no comparison", name=name))
     other = other_period(period, compare)
     return side_by_side(name, RUNNERS[name](period), RUNNERS[name](other), COMPARE[compare])

@@ -19,6 +19,7 @@ import datetime as dt
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from screenpop.daemon.i18n import lazy_gettext
 from screenpop.db import callfacts
 from screenpop.db.models import Call, CallParty, Employee, MissedDone, database, utcnow
 
@@ -46,7 +47,7 @@ _BY_CUSTOMER, _BY_NUMBER = callfacts.returning_call("c")
 class FollowUpError(Exception):
     """A refused request, with the HTTP status that says why (404 no such call, 403 not yours, 409 wrong state)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: Message) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -85,7 +86,7 @@ def counts(scope: Scope) -> dict[str, int]:
 def listing(state: str, scope: Scope, limit: int, offset: int = 0) -> list[dict]:
     """The scope's missed calls in one state, newest first, as rows (_row)."""
     if state not in STATES:
-        raise FollowUpError(400, f"state: one of {', '.join(STATES)}")
+        raise FollowUpError(400, lazy_gettext("state: one of %(states)s", states=', '.join(STATES)))
     db = database.obj
     where, params = scope.where(db.param)
     sql = (f"SELECT c.id {_FROM}{where} AND {_CONDITIONS[state]} "
@@ -113,15 +114,16 @@ def _mine(call: Call, extension: str | None) -> None:
     rang = CallParty.select().where((CallParty.call == call.id) & (CallParty.extension == extension)
                                     & (CallParty.outcome == "missed")).exists()
     if not rang:
-        raise FollowUpError(403, f"this missed call did not ring extension {extension}")
+        raise FollowUpError(403, lazy_gettext("this missed call did not ring extension %(extension)s",
+                                              extension=extension))
 
 
 def _missed_call(call_uuid: str) -> Call:
     call = Call.get_or_none(Call.uuid == call_uuid)
     if call is None:
-        raise FollowUpError(404, "there is no call with this uuid")
+        raise FollowUpError(404, lazy_gettext("there is no call with this uuid"))
     if call.direction != "INCOMING" or not call.missed:
-        raise FollowUpError(409, "this call was not missed: only missed incoming calls are followed up")
+        raise FollowUpError(409, lazy_gettext("this call was not missed: only missed incoming calls are followed up"))
     return call
 
 
@@ -131,7 +133,7 @@ def mark_done(call_uuid: str, own_extension: str | None, by_extension: str | Non
     call = _missed_call(call_uuid)
     _mine(call, own_extension)
     if _state(call.id) == "returned":
-        raise FollowUpError(409, "this missed call was returned already")
+        raise FollowUpError(409, lazy_gettext("this missed call was returned already"))
     MissedDone.insert(call=call.id, done_at=utcnow(), extension=by_extension, token=token_id).on_conflict_ignore().execute()
     return _rows([call.id], _state(call.id))[0]
 
@@ -141,7 +143,7 @@ def undo(call_uuid: str, own_extension: str | None) -> dict:
     call = _missed_call(call_uuid)
     _mine(call, own_extension)
     if not MissedDone.delete().where(MissedDone.call == call.id).execute():
-        raise FollowUpError(409, "this missed call is not marked done")
+        raise FollowUpError(409, lazy_gettext("this missed call is not marked done"))
     return _rows([call.id], _state(call.id))[0]
 
 

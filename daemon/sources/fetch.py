@@ -13,6 +13,7 @@ import gevent.event
 import gevent.pool
 
 from screenpop.daemon.config import SourceConfig
+from screenpop.daemon.i18n import lazy_gettext
 from screenpop.daemon.sources.http import HttpSource
 from screenpop.daemon.sources.source import Source, SourceResult
 from screenpop.daemon.sources.sql import SqlSource
@@ -89,7 +90,7 @@ class Sources:
                     self._full_logged = time.monotonic()
                     log.warning("%d numbers are being looked up in the sources already; pops go out without them "
                                 "until some answer", WORKERS)
-                return Answer(tuple(r or SourceResult(s.name, error="too many lookups at once")
+                return Answer(tuple(r or SourceResult(s.name, error=lazy_gettext("too many lookups at once"))
                                     for s, r in zip(self.sources, cached)))
             waiting = self._waiting[forms.e164] = []
             self._pool.spawn(self._look_up, forms)
@@ -116,7 +117,7 @@ class Sources:
         for i, source in enumerate(self.sources):
             results = [a.results[i] for a in asked]
             out.append(next((r for r in results if r.fields), results[0] if results else
-                            SourceResult(source.name, error="no answer in time")))
+                            SourceResult(source.name, error=lazy_gettext("no answer in time"))))
         return out
 
     def _forms(self, number: str) -> NumberForms | None:
@@ -126,7 +127,7 @@ class Sources:
         """Every source at once for one number, then each waiting card is told."""
         jobs = [gevent.spawn(s.fetch, forms) for s in self.sources]
         gevent.joinall(jobs)
-        answer = Answer(tuple(j.value if j.successful() else SourceResult(s.name, error="lookup crashed")
+        answer = Answer(tuple(j.value if j.successful() else SourceResult(s.name, error=lazy_gettext("lookup crashed"))
                               for s, j in zip(self.sources, jobs)))
         for done in self._waiting.pop(forms.e164, []):
             try:

@@ -22,6 +22,7 @@ import gevent.socket
 import gevent.ssl
 
 from screenpop.daemon.config import ConfigError, SourceConfig
+from screenpop.daemon.i18n import lazy_gettext
 from screenpop.daemon.sources.source import PLACEHOLDER, Source, SourceFailed, check_placeholders
 from screenpop.db.numbers import NumberForms
 
@@ -83,7 +84,7 @@ class HttpSource(Source):
         try:
             answer = json.loads(data)
         except (ValueError, RecursionError) as exc:
-            raise SourceFailed(f"the answer is not JSON ({str(exc)[:80]})") from None
+            raise SourceFailed(lazy_gettext("the answer is not JSON (%(reason)s)", reason=str(exc)[:80])) from None
         row = {label: follow(answer, path) for label, path in self.paths.items()}
         if self.external_path is not None:
             row[self.config.external_id] = follow(answer, self.external_path)

@@ -17,6 +17,7 @@ from typing import Any
 import gevent
 
 from screenpop.daemon.config import ConfigError, SourceConfig
+from screenpop.daemon.i18n import Message, lazy_gettext
 from screenpop.db.numbers import NumberForms
 
 log = logging.getLogger("screenpop.sources")
@@ -40,7 +41,7 @@ class SourceResult:
     source: str
     fields: tuple[tuple[str, str], ...] = ()
     external_id: str | None = None
-    error: str = ""
+    error: Message = ""
 
 
 def text(value: Any) -> str | None:
@@ -95,7 +96,7 @@ class Source(abc.ABC):
         """The answer kept for this number if still fresh; a paused source answers at once with nothing."""
         now = time.monotonic()
         if now < self.paused_until:
-            return SourceResult(self.name, error="paused after failures in a row")
+            return SourceResult(self.name, error=lazy_gettext("paused after failures in a row"))
         hit = self._cache.get(forms.e164)
         if hit is not None and now - hit[0] < self.config.cache_seconds:
             return hit[1]
@@ -108,10 +109,11 @@ class Source(abc.ABC):
             return cached
         started = time.monotonic()
         try:
-            with gevent.Timeout(self.timeout, SourceFailed(f"no answer within {self.timeout * 1000:g} ms")):
+            with gevent.Timeout(self.timeout, SourceFailed(lazy_gettext("no answer within %(ms)s ms",
+                                                                        ms=format(self.timeout * 1000, "g")))):
                 row = self.lookup(forms)
         except SourceFailed as exc:
-            return self._failed(str(exc))
+            return self._failed(exc.args[0])
         except Exception as exc:  # noqa: BLE001 - a driver's own errors: the source failed, the card goes on
             return self._failed(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300])
         result = self._result(row or {})
@@ -125,7 +127,7 @@ class Source(abc.ABC):
     def check_size(self, size: int) -> None:
         """SourceFailed when an answer of size bytes is above max_bytes."""
         if size > self.config.max_bytes:
-            raise SourceFailed(f"answer larger than max_bytes ({self.config.max_bytes})")
+            raise SourceFailed(lazy_gettext("answer larger than max_bytes (%(max)s)", max=self.config.max_bytes))
 
     def _result(self, row: dict[str, Any]) -> SourceResult:
         key = self.config.external_id
@@ -137,7 +139,7 @@ class Source(abc.ABC):
                 fields.append((str(label)[:MAX_VALUE], value))
         return SourceResult(self.name, tuple(fields), external or None)
 
-    def _failed(self, reason: str) -> SourceResult:
+    def _failed(self, reason: Message) -> SourceResult:
         self.failed_in_row += 1
         if not self.down:
             self.down = True

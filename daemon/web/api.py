@@ -21,6 +21,7 @@ from screenpop.daemon.auth import roles
 from screenpop.daemon.config import RecordingsConfig
 from screenpop.daemon.customers import admin as admin_steps, data, fields as custom
 from screenpop.daemon.customers.data import CUSTOMER_FIELDS, DataError, in_period_range
+from screenpop.daemon.i18n import Message, lazy_gettext
 from screenpop.daemon.pbx.originate import OriginateError, Originator
 from screenpop.daemon.push import layouts as layout_steps
 from screenpop.daemon.reports import missed as missed_calls
@@ -42,14 +43,14 @@ def _body(allowed: set[str]) -> dict:
     A body above MAX_BODY never gets here: the server refuses it (413) from its Content-Length, or while reading.
     """
     if request.mimetype != "application/json":
-        raise DataError(415, "the body must be JSON (Content-Type: application/json)")
+        raise DataError(415, lazy_gettext("the body must be JSON (Content-Type: application/json)"))
     body_bytes = request.stream.read()
     try:
         body = json.loads(body_bytes)
     except (ValueError, RecursionError):
-        raise DataError(400, "the body is not valid JSON") from None
+        raise DataError(400, lazy_gettext("the body is not valid JSON")) from None
     if not isinstance(body, dict):
-        raise DataError(400, "the body must be a JSON object")
+        raise DataError(400, lazy_gettext("the body must be a JSON object"))
     data.only(body, allowed)
     return body
 
@@ -60,10 +61,11 @@ def _page() -> tuple[int, int]:
         if raw is None:
             return default
         if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
-            raise DataError(400, f"{key}: must be a whole number")
+            raise DataError(400, lazy_gettext("%(key)s: must be a whole number", key=key))
         value = int(raw)
         if not low <= value <= high:
-            raise DataError(400, f"{key}: must be between {low} and {high}")
+            raise DataError(400, lazy_gettext("%(key)s: must be between %(low)s and %(high)s",
+                                              key=key, low=low, high=high))
         return value
 
     return number("limit", DEFAULT_LIMIT, 1, MAX_LIMIT), number("offset", 0, 0, 10**9)
@@ -76,7 +78,8 @@ def _when(key: str) -> dt.datetime | None:
     try:
         value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00") if raw.endswith("Z") else raw)
     except ValueError:
-        raise DataError(400, f"{key}: must be an ISO 8601 date or time, e.g. 2026-01-31T08:00:00Z") from None
+        raise DataError(400, lazy_gettext("%(key)s: must be an ISO 8601 date or time, e.g. 2026-01-31T08:00:00Z",
+                                          key=key)) from None
     in_period_range(value, key)  # before the offset is applied, which could leave what a datetime holds
     if value.tzinfo is not None:
         value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
@@ -112,12 +115,13 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
         request.environ["screenpop.token"] = check
         return None
 
-    def admin(what: str, capability: str = "configuration") -> None:
+    def admin(what: Message, capability: str = "configuration") -> None:
         """Refuse (403) unless the token's role allows capability (daemon/auth/roles.py)."""
         role = request.environ.get("screenpop.role")
         if not roles.allows(role, capability):
-            raise DataError(403, f"{what} needs a token whose role allows {roles.WHAT[capability]} "
-                                 f"({roles.NEEDS[capability]})")
+            raise DataError(403, lazy_gettext("%(what)s needs a token whose role allows %(allowed)s (%(needs)s)",
+                                              what=what, allowed=roles.WHAT[capability],
+                                              needs=roles.NAMES[roles.NEEDS[capability]]))
 
     @bp.errorhandler(DataError)
     def api_error(exc: DataError):
@@ -132,12 +136,13 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
         limit, offset = _page()
         q = request.args.get("q", "").strip()
         if len(q) > 200:
-            raise DataError(400, "q: at most 200 characters")
+            raise DataError(400, lazy_gettext("q: at most 200 characters"))
         if "\x00" in q:
-            raise DataError(400, "q: must not contain NUL characters")
+            raise DataError(400, lazy_gettext("q: must not contain NUL characters"))
         sort = request.args.get("sort", "id")
         if sort not in ("id", *data.CUSTOMER_SORTS) or (q and sort != "id"):
-            raise DataError(400, "sort: id, name, company or recent, and only without q (search results come by relevance)")
+            raise DataError(400, lazy_gettext("sort: id, name, company or recent, and only without q (search results "
+                                              "come by relevance)"))
         order = [Customer.id] if sort == "id" else data.customer_order(sort, i18n.language())
         site_rules = rules()
 
@@ -171,7 +176,7 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
         data.check_name(fields)
         phones = body.get("phones", [])
         if not isinstance(phones, list) or len(phones) > data.MAX_PHONES:
-            raise DataError(400, f"phones: must be a list of at most {data.MAX_PHONES} numbers")
+            raise DataError(400, lazy_gettext("phones: must be a list of at most %(max)s numbers", max=data.MAX_PHONES))
         wanted = [data.phone_input(p, f"phones[{i}]", rules()) for i, p in enumerate(phones)]
         customer_id = run(data.create_customer, fields, wanted)
         response = get_one(customer_id)
@@ -187,7 +192,7 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
 
     @bp.delete("/customers/<int:customer_id>")
     def delete_customer(customer_id: int):
-        admin("deleting a customer", "delete_customers")
+        admin(lazy_gettext("deleting a customer"), "delete_customers")
         run(data.delete_customer, customer_id)
         return "", 204
 
@@ -200,7 +205,7 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
 
     @bp.delete("/customers/<int:customer_id>/phones/<int:phone_id>")
     def remove_phone(customer_id: int, phone_id: int):
-        admin("removing a number", "delete_customers")
+        admin(lazy_gettext("removing a number"), "delete_customers")
         run(data.remove_phone, customer_id, phone_id)
         return "", 204
 
@@ -225,7 +230,7 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
     def pay(order_id: int):
         body = _body({"amount"})
         if "amount" not in body:
-            raise DataError(400, "amount: required")
+            raise DataError(400, lazy_gettext("amount: required"))
         paid_now = data.amount(body["amount"], "amount", positive=True)
         return jsonify(run(lambda: data.order_dict(data.pay(order_id, paid_now))))
 
@@ -254,19 +259,19 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
 
     @bp.post("/employees")
     def create_employee():
-        admin("adding an employee")
+        admin(lazy_gettext("adding an employee"))
         fields = data.employee_fields(_body({"name", "extension", "active"}), required=True)
         return jsonify(employees_written(run(lambda: data.employee_dict(data.create_employee(fields))))), 201
 
     @bp.patch("/employees/<int:employee_id>")
     def update_employee(employee_id: int):
-        admin("changing an employee")
+        admin(lazy_gettext("changing an employee"))
         fields = data.employee_fields(_body({"name", "extension", "active"}), required=False)
         return jsonify(employees_written(run(lambda: data.employee_dict(data.update_employee(employee_id, fields)))))
 
     @bp.delete("/employees/<int:employee_id>")
     def delete_employee(employee_id: int):
-        admin("deleting an employee")
+        admin(lazy_gettext("deleting an employee"))
         employees_written(run(data.delete_employee, employee_id))
         return "", 204
 
@@ -276,25 +281,25 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
     def list_fields():
         entity = request.args.get("entity")
         if entity is not None and entity not in ("customer", "order"):
-            raise DataError(400, "entity: must be customer or order")
+            raise DataError(400, lazy_gettext("entity: must be customer or order"))
         return jsonify(fields=[f.as_dict() for f in run(custom.load_fields, db, entity)])
 
     @bp.post("/fields")
     def create_field():
-        admin("defining a field")
+        admin(lazy_gettext("defining a field"))
         body = admin_steps.field_input(_body({"entity", "key", "label", "type", "required", "options", "position"}),
                                        creating=True)
         return jsonify(run(admin_steps.create_field, body).as_dict()), 201
 
     @bp.patch("/fields/<int:field_id>")
     def update_field(field_id: int):
-        admin("changing a field")
+        admin(lazy_gettext("changing a field"))
         body = admin_steps.field_input(_body({"label", "required", "options", "position"}), creating=False)
         return jsonify(run(admin_steps.update_field, field_id, body).as_dict())
 
     @bp.delete("/fields/<int:field_id>")
     def delete_field(field_id: int):
-        admin("removing a field")
+        admin(lazy_gettext("removing a field"))
         removed = run(admin_steps.delete_field, field_id, request.args.get("confirm"))
         return jsonify(removed_values=removed)
 
@@ -307,25 +312,25 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
 
     @bp.post("/categories")
     def create_category():
-        admin("adding a category")
+        admin(lazy_gettext("adding a category"))
         fields = admin_steps.category_input(_body({"name", "colour", "flag", "position", "default"}), creating=True)
         return jsonify(category_dict(run(admin_steps.create_category, fields))), 201
 
     @bp.patch("/categories/<name>")
     def update_category(name: str):
-        admin("changing a category")
+        admin(lazy_gettext("changing a category"))
         fields = admin_steps.category_input(_body({"name", "colour", "flag", "position", "default"}), creating=False)
         return jsonify(category_dict(run(admin_steps.update_category, name, fields)))
 
     @bp.delete("/categories/<name>")
     def delete_category(name: str):
-        admin("deleting a category")
+        admin(lazy_gettext("deleting a category"))
         moved = run(admin_steps.delete_category, name, request.args.get("move_to"))
         return jsonify(moved_customers=moved)
 
     # ---- card layouts and teams (docs/card.md, "Layouts") ----------------------------------------------
 
-    def change(what: str, step: Callable, *args: Any) -> Any:
+    def change(what: Message, step: Callable, *args: Any) -> Any:
         """An admin's step on the layouts or teams; this daemon's next card reads them again (other daemons within
         [card] layout_reload)."""
         admin(what)
@@ -345,17 +350,17 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
 
     @bp.put("/layouts/<name>")
     def put_layout(name: str):
-        admin("changing a card layout")
+        admin(lazy_gettext("changing a card layout"))
         body = _body({"items"})
         if "items" not in body:
-            raise DataError(400, "items: required")
-        layout, created = change("changing a card layout", layout_steps.save_layout, name, body["items"],
+            raise DataError(400, lazy_gettext("items: required"))
+        layout, created = change(lazy_gettext("changing a card layout"), layout_steps.save_layout, name, body["items"],
                                  layout_steps.source_names(hub.sources))
         return jsonify(layout.as_dict()), 201 if created else 200
 
     @bp.delete("/layouts/<name>")
     def delete_layout(name: str):
-        change("deleting a card layout", layout_steps.delete_layout, name)
+        change(lazy_gettext("deleting a card layout"), layout_steps.delete_layout, name)
         return "", 204
 
     @bp.get("/teams")
@@ -364,14 +369,14 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
 
     @bp.put("/teams/<name>")
     def put_team(name: str):
-        admin("changing a team")
+        admin(lazy_gettext("changing a team"))
         layout, extensions = layout_steps.team_input(_body({"layout", "extensions"}))
-        team, created = change("changing a team", layout_steps.save_team, name, layout, extensions)
+        team, created = change(lazy_gettext("changing a team"), layout_steps.save_team, name, layout, extensions)
         return jsonify(team.as_dict()), 201 if created else 200
 
     @bp.delete("/teams/<name>")
     def delete_team(name: str):
-        change("deleting a team", layout_steps.delete_team, name)
+        change(lazy_gettext("deleting a team"), layout_steps.delete_team, name)
         return "", 204
 
     # ---- calls -------------------------------------------------------------------------------------
@@ -382,23 +387,24 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
         since, until = _when("since"), _when("until")
         extension = request.args.get("extension", "").strip()
         if len(extension) > 32:
-            raise DataError(400, "extension: at most 32 characters")
+            raise DataError(400, lazy_gettext("extension: at most 32 characters"))
         check = request.environ["screenpop.token"]
         if not roles.allows(check.role, "team_calls"):  # an operator's own calls only
             if extension and extension != check.extension:
-                raise DataError(403, "an operator token sees only the calls of its own extension")
+                raise DataError(403, lazy_gettext("an operator token sees only the calls of its own extension"))
             extension = check.extension
         direction = request.args.get("direction", "").strip().upper()
         if direction and direction not in DIRECTIONS:
-            raise DataError(400, f"direction: must be one of {', '.join(DIRECTIONS)}")
+            raise DataError(400, lazy_gettext("direction: must be one of %(directions)s",
+                                              directions=', '.join(DIRECTIONS)))
         missed = request.args.get("missed", "").strip().lower()
         if missed not in ("", "true", "false", "1", "0"):
-            raise DataError(400, "missed: must be true or false")
+            raise DataError(400, lazy_gettext("missed: must be true or false"))
         raw_customer = request.args.get("customer_id")
         customer_id = None
         if raw_customer is not None:
             if not raw_customer.isascii() or not raw_customer.isdigit() or len(raw_customer) > 9:
-                raise DataError(400, "customer_id: must be a whole number")
+                raise DataError(400, lazy_gettext("customer_id: must be a whole number"))
             customer_id = int(raw_customer)
 
         def work():
@@ -428,13 +434,15 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
         limit, offset = _page()
         state = request.args.get("state", "open").strip().lower()
         if state not in missed_calls.STATES:
-            raise DataError(400, f"state: must be one of {', '.join(missed_calls.STATES)}")
+            raise DataError(400, lazy_gettext("state: must be one of %(states)s",
+                                              states=', '.join(missed_calls.STATES)))
         extension = request.args.get("extension", "").strip()
         if len(extension) > 32:
-            raise DataError(400, "extension: at most 32 characters")
+            raise DataError(400, lazy_gettext("extension: at most 32 characters"))
         mine = own_extension()
         if mine is not None and extension not in ("", mine):
-            raise DataError(403, f"an operator token sees the missed calls of its own extension ({mine}) only")
+            raise DataError(403, lazy_gettext(
+                "an operator token sees the missed calls of its own extension (%(mine)s) only", mine=mine))
         scope = missed_calls.Scope(_when("since"), _when("until"), mine or extension or None)
         return jsonify(follow_up(missed_calls.follow_up, state, scope, limit, offset))
 
@@ -457,7 +465,8 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
         check = request.environ["screenpop.token"]
         extensions = run(recording_steps.call_extensions, call_uuid)
         if not recording_steps.may_listen(recordings.listen, check.role, check.extension, extensions):
-            raise DataError(403, "this token may not listen to this call's recordings ([recordings] listen)")
+            raise DataError(403, lazy_gettext(
+                "this token may not listen to this call's recordings ([recordings] listen)"))
         return check
 
     @bp.get("/calls/<call_uuid>/recordings")
@@ -472,7 +481,7 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
         check = listener(uuid)
         rec, _ = run(recording_steps.find, uuid, rec_id)
         if rec is None:
-            raise DataError(404, f"call {uuid} has no recording {rec_id}")
+            raise DataError(404, lazy_gettext("call %(uuid)s has no recording %(rec_id)s", uuid=uuid, rec_id=rec_id))
         who = f"token {check.token_id}" + (f" ({check.extension})" if check.extension else "")
         return recording_steps.audio(
             rec, recordings.served_roots(), request.headers.get("Range"), request.headers.get("If-Range"), run,
@@ -482,9 +491,9 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
     def hold_recordings(call_uuid: str):
         body = _body({"keep"})
         if not isinstance(body.get("keep"), bool):
-            raise DataError(400, "keep: required, true (hold from deletion) or false (release)")
+            raise DataError(400, lazy_gettext("keep: required, true (hold from deletion) or false (release)"))
         if not roles.allows(request.environ.get("screenpop.role"), "hold_recordings"):
-            raise DataError(403, "holding recordings from deletion needs a manager or admin token")
+            raise DataError(403, lazy_gettext("holding recordings from deletion needs a manager or admin token"))
         uuid = _uuid(call_uuid)
         count = run(recording_steps.hold, uuid, body["keep"])
         return jsonify(call_uuid=uuid, keep=body["keep"], recordings=count)
@@ -496,11 +505,11 @@ def blueprint(hub, authenticate: Callable[[], Any], originator: Originator | Non
         body = _body({"number", "extension"})
         number, extension = body.get("number"), body.get("extension")
         if not isinstance(number, str) or not number.strip():
-            raise DataError(400, "number: required, a phone number as text")
+            raise DataError(400, lazy_gettext("number: required, a phone number as text"))
         if extension is not None and not isinstance(extension, str):
-            raise DataError(400, "extension: must be text")
+            raise DataError(400, lazy_gettext("extension: must be text"))
         if originator is None:
-            raise DataError(503, "this daemon does not follow FreeSWITCH: the call cannot be placed here")
+            raise DataError(503, lazy_gettext("this daemon does not follow FreeSWITCH: the call cannot be placed here"))
         check = request.environ["screenpop.token"]
         try:
             uuid = originator.place(check.token_id, roles.allows(check.role, "team_calls"), check.extension, extension, number)

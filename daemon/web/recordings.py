@@ -20,6 +20,7 @@ from flask import Response
 
 from screenpop.daemon.auth import roles
 from screenpop.daemon.customers.data import DataError
+from screenpop.daemon.i18n import lazy_gettext
 from screenpop.daemon.record.recordings import MISSING, UNREADABLE, blocking, under_roots
 from screenpop.daemon.record.recordings import hold as hold_rows
 from screenpop.db.models import Call, CallParty, Recording, RecordingListen, utcnow
@@ -131,22 +132,24 @@ def audio(rec: Recording, roots: list[str], range_header: str | None, if_range: 
     is not a byte range gives 416 with Content-Range: bytes */size. listened() is called for a request from the
     start of the file (a player's first request; its seeks ask from later bytes). run: the database worker."""
     if rec.deleted_at is not None:
-        raise DataError(410, f"recording {rec.id} was deleted on {rec.deleted_at:%Y-%m-%d} (retention)")
+        raise DataError(410, lazy_gettext("recording %(id)s was deleted on %(deleted_at)s (retention)",
+                                          id=rec.id, deleted_at=format(rec.deleted_at, "%Y-%m-%d")))
     real = under_roots(rec.path, roots)
     if real is None:
         log.warning("recording %d of call %s: %s is outside the recording roots (%s); not served", rec.id,
                     rec.call_uuid, rec.path, ", ".join(roots))
-        raise DataError(404, f"recording {rec.id}: its file is outside the recording folders configured")
+        raise DataError(404, lazy_gettext("recording %(id)s: its file is outside the recording folders configured",
+                                          id=rec.id))
     try:
         fh, size, mtime = blocking(_open, real)
     except FileNotFoundError:
         log.warning("recording %d of call %s: %s is missing", rec.id, rec.call_uuid, real)
         run(_mark, rec.id, MISSING)
-        raise DataError(404, f"recording {rec.id}: its file is missing") from None
+        raise DataError(404, lazy_gettext("recording %(id)s: its file is missing", id=rec.id)) from None
     except OSError as exc:
         log.warning("recording %d of call %s: %s cannot be read (%s)", rec.id, rec.call_uuid, real, exc.strerror or exc)
         run(_mark, rec.id, UNREADABLE)
-        raise DataError(404, f"recording {rec.id}: its file cannot be read") from None
+        raise DataError(404, lazy_gettext("recording %(id)s: its file cannot be read", id=rec.id)) from None
     etag = f'"{size:x}-{int(mtime * 1e6):x}"'
     modified = dt.datetime.fromtimestamp(int(mtime), dt.timezone.utc)
     headers = {"Accept-Ranges": "bytes", "ETag": etag, "Last-Modified": format_datetime(modified, usegmt=True),
@@ -246,6 +249,6 @@ def hold(call_uuid: str, keep: bool) -> int:
     """Hold a call's recordings from deletion or release them (database step); 404 if the call has none."""
     count = hold_rows(call_uuid, keep)
     if not count:
-        raise DataError(404, f"call {call_uuid} has no recordings")
+        raise DataError(404, lazy_gettext("call %(call_uuid)s has no recordings", call_uuid=call_uuid))
     return count
 

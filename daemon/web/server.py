@@ -23,10 +23,13 @@ import socket
 import ssl as _ssl
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import gevent
 import peewee
+from babel.support import LazyProxy
 from flask import Flask, Response, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, RequestTimeout
@@ -38,6 +41,7 @@ from screenpop.daemon.auth.tokens import TokenCheck
 from screenpop.daemon.config import AnalyticsConfig, ConfigError, HttpConfig, RecordingsConfig, WebConfig
 from screenpop.daemon.customers.data import MAX_ID
 from screenpop.daemon.customers.photos import Photos, photo_response
+from screenpop.daemon.i18n import Message, lazy_gettext, lazy_number
 from screenpop.daemon.pbx.originate import Originator
 from screenpop.daemon.push.hub import ALL, PushHub, Subscriber
 from screenpop.daemon.record import cdr
@@ -161,7 +165,7 @@ class _Body:
                 raise
             self.stalled = True
             self.handler.close_connection = True
-            raise RequestTimeout("the request body stopped arriving") from None
+            raise RequestTimeout(lazy_gettext("the request body stopped arriving")) from None
         finally:
             timer.close()
 
@@ -243,7 +247,19 @@ class _AccessLog:
         self.log.debug("%s", _SIGNIN_SECRET.sub("/signin/…", line.rstrip()))
 
 
-def _error(status: int, message: str) -> Response:
+class _Json(DefaultJSONProvider):
+    """Flask's JSON as the API writes it (unescaped, in the order given), a lazy message (i18n.lazy_gettext) written as
+    its text in the language of the moment: the request's, when an error or a session's flashed note is written."""
+
+    ensure_ascii = False
+    sort_keys = False
+
+    @staticmethod
+    def default(o: Any) -> Any:
+        return str(o) if isinstance(o, LazyProxy) else DefaultJSONProvider.default(o)
+
+
+def _error(status: int, message: Message) -> Response:
     response = jsonify(error=message)
     response.status_code = status
     if status == 401:
@@ -271,8 +287,7 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
     recordings = recordings or RecordingsConfig()
     app = Flask("screenpop.daemon.web.server", static_folder=None)  # the pages' static files: daemon/web/static
     app.url_map.converters["int"] = _RowId
-    app.json.ensure_ascii = False  # type: ignore[attr-defined]
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = _Json(app)
 
     def authenticate() -> TokenCheck | Response:
         header = request.headers.get("Authorization", "")
@@ -286,8 +301,11 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
         if check.ok:
             return check
         log.warning("401 for %s %s from %s: %s", request.method, request.path, request.remote_addr, check.reason)
-        public = "token revoked" if "revoked" in check.reason else "invalid token" if check.token_id or "unknown" in check.reason else "missing bearer token"
-        return _error(401, public)
+        if "revoked" in check.reason:
+            return _error(401, lazy_gettext("token revoked"))
+        if check.token_id or "unknown" in check.reason:
+            return _error(401, lazy_gettext("invalid token"))
+        return _error(401, lazy_gettext("missing bearer token"))
 
     @app.get("/api/v1/health")
     def health():
@@ -305,13 +323,13 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
             if wanted and wanted != check.extension:
                 log.warning("403 for GET /api/v1/events from %s: token %d (extension %s) asked for extension %s",
                             request.remote_addr, check.token_id, check.extension, wanted)
-                return _error(403, "an operator token sees only its own extension")
+                return _error(403, lazy_gettext("an operator token sees only its own extension"))
             extension = check.extension
         raw_last = request.headers.get("Last-Event-ID", "").strip() or request.args.get("last_event_id", "").strip()
         last_id = None
         if raw_last:
             if not (raw_last.isascii() and raw_last.isdigit() and len(raw_last) <= MAX_POP_ID_DIGITS):
-                return _error(400, "Last-Event-ID must be a pop id (a whole number)")
+                return _error(400, lazy_gettext("Last-Event-ID must be a pop id (a whole number)"))
             last_id = int(raw_last)
         # its pops in the language of the person the token belongs to, else the tray's (Accept-Language: its config's
         # or its desktop's), else the organisation's (docs/i18n.md)
@@ -333,9 +351,9 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
         if isinstance(check, Response):
             return check
         out = photo_response(hub, photos, customer_id, request.args.get("size"))
-        return _error(404, f"no customer {customer_id}") if out is None else out
+        return _error(404, lazy_gettext("no customer %(customer_id)s", customer_id=customer_id)) if out is None else out
 
-    def failed(status: int, message: str, page_message: str) -> Response:
+    def failed(status: int, message: Message, page_message: Message) -> Response:
         """JSON under /api/, an HTML page elsewhere."""
         return _error(status, message) if request.path.startswith("/api/") else web.error_page(status, page_message)
 
@@ -373,7 +391,8 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
         # an outage is logged once for the whole daemon (db/database.py), not once per request
         log.log(logging.DEBUG if isinstance(exc, DatabaseUnreachable) else logging.WARNING,
                 "%s %s from %s: database error (%s)", request.method, request.path, request.remote_addr, exc)
-        response = failed(503, "database unavailable, retry shortly", "The database does not answer; try again in a moment.")
+        response = failed(503, lazy_gettext("database unavailable, retry shortly"),
+                          lazy_gettext("The database does not answer; try again in a moment."))
         response.headers["Retry-After"] = "2"
         return response
 
@@ -383,16 +402,16 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
 
     @app.errorhandler(404)
     def not_found(_exc):
-        return failed(404, "not found", "There is no such page.")
+        return failed(404, lazy_gettext("not found"), lazy_gettext("There is no such page."))
 
     @app.errorhandler(405)
     def not_allowed(_exc):
-        return failed(405, "method not allowed", "That is not something this page does.")
+        return failed(405, lazy_gettext("method not allowed"), lazy_gettext("That is not something this page does."))
 
     @app.errorhandler(408)
     def too_slow(exc):
         log.warning("408 for %s %s from %s: %s", request.method, request.path, request.remote_addr, exc.description)
-        response = failed(408, exc.description, "The request took too long to arrive; try again.")
+        response = failed(408, exc.description, lazy_gettext("The request took too long to arrive; try again."))
         response.headers["Connection"] = "close"
         return response
 
@@ -402,14 +421,16 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
         size = f"{request.content_length} bytes" if request.content_length else "a body sent without a length"
         log.warning("413 for %s %s from %s: %s, above the %d allowed here", request.method, request.path,
                     request.remote_addr, size, limit)
-        response = failed(413, f"request body larger than {limit} bytes",
-                          f"That was too large to send (at most {limit // 1024:,} KiB here).")
+        response = failed(413, lazy_gettext("request body larger than %(limit)s bytes", limit=limit),
+                          lazy_gettext("That was too large to send (at most %(kib)s KiB here).",
+                                       kib=lazy_number(limit // 1024)))
         response.headers["Connection"] = "close"  # the rest of it is not read
         return response
 
     @app.errorhandler(500)
     def broken(_exc):
-        return failed(500, "internal error (see the daemon's log)", "Something went wrong; the daemon's log says what.")
+        return failed(500, lazy_gettext("internal error (see the daemon's log)"),
+                      lazy_gettext("Something went wrong; the daemon's log says what."))
 
     return app
 

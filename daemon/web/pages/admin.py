@@ -35,7 +35,7 @@ def _position(raw: str) -> int | None:
     if not raw:
         return None
     if not raw.isascii() or not raw.isdigit() or len(raw) > 5:
-        raise DataError(400, "position: a whole number from 0 to 10000")
+        raise DataError(400, lazy_gettext("position: a whole number from 0 to 10000"))
     return int(raw)
 
 
@@ -226,7 +226,7 @@ def _customer_id(raw: str) -> int | None:
     if not raw:
         return None
     if not raw.isascii() or not raw.isdigit() or len(raw) > 12:
-        raise DataError(400, "customer: a customer's number (its id), or empty for the sample")
+        raise DataError(400, lazy_gettext("customer: a customer's number (its id), or empty for the sample"))
     return int(raw)
 
 
@@ -239,7 +239,7 @@ def _preview(text: str, customer: str, extension: str) -> dict:
         try:
             return hub.cards.preview(items, _customer_id(customer), extension)
         except LookupError as exc:
-            raise DataError(404, str(exc)) from None
+            raise DataError(404, exc.args[0]) from None
     return database(work)
 
 

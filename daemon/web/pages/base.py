@@ -284,7 +284,7 @@ def render_page(template: str, status: int = 200, **context: Any) -> Response:
     return Response(html, status, mimetype="text/html")
 
 
-def error_page(status: int, message: str, **context: Any) -> Response:
+def error_page(status: int, message: i18n.Message, **context: Any) -> Response:
     """An HTML error page with the status."""
     return render_page("error.html", status=status, title=f"{status}", message=message, status_code=status, **context)
 

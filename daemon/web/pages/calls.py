@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, request
 
-from screenpop.daemon.i18n import gettext as _
+from screenpop.daemon.i18n import gettext as _, lazy_gettext
 from screenpop.daemon.auth import roles
 from screenpop.daemon.customers.data import DataError
 from screenpop.daemon.reports.callrecords import calls_query, records
@@ -23,7 +23,7 @@ def _filters() -> dict:
     since, until = forms.days(web().zone)  # the days are the call centre's, as every time the pages show
     extension = request.args.get("extension", "").strip()
     if len(extension) > 32:
-        raise DataError(400, "extension: at most 32 characters")
+        raise DataError(400, lazy_gettext("extension: at most 32 characters"))
     user = current_user()
     if not user.can("team_calls"):  # an operator sees their own extension's calls (daemon/auth/roles.py)
         if extension and extension != user.extension:
@@ -31,10 +31,10 @@ def _filters() -> dict:
         extension = user.extension or ""
     direction = request.args.get("direction", "").strip().upper()
     if direction and direction not in DIRECTIONS:
-        raise DataError(400, f"direction: one of {', '.join(DIRECTIONS)}")
+        raise DataError(400, lazy_gettext("direction: one of %(directions)s", directions=', '.join(DIRECTIONS)))
     customer = request.args.get("customer", "").strip()
     if customer and not (customer.isascii() and customer.isdigit() and len(customer) <= 9):
-        raise DataError(400, "customer: a customer number")
+        raise DataError(400, lazy_gettext("customer: a customer number"))
     return {
         "since": since,
         "until": until,

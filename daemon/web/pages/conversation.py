@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, flash, jsonify, redirect, request
 
-from screenpop.daemon.i18n import gettext as _
+from screenpop.daemon.i18n import gettext as _, lazy_gettext
 from screenpop.daemon.analysis import store
 from screenpop.daemon.auth import roles
 from screenpop.daemon.auth.tokens import TokenCheck
@@ -28,9 +28,9 @@ def _search_args() -> tuple[str, str]:
     q = " ".join(request.args.get("q", "").split())
     side = request.args.get("side", "")
     if len(q) > MAX_QUERY:
-        raise ValueError(f"q: at most {MAX_QUERY} characters")
+        raise ValueError(lazy_gettext("q: at most %(max)s characters", max=MAX_QUERY))
     if side not in ("", *store.SIDES):
-        raise ValueError("side: customer, operator or empty (either)")
+        raise ValueError(lazy_gettext("side: customer, operator or empty (either)"))
     return q, side
 
 

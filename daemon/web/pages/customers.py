@@ -13,7 +13,7 @@ from pathlib import Path
 from flask import Blueprint, abort, flash, redirect, request, send_file
 
 from screenpop.daemon.analysis import store as analysis
-from screenpop.daemon.i18n import gettext as _, language, ngettext
+from screenpop.daemon.i18n import Message, gettext as _, language, ngettext
 from screenpop.daemon.customers import data
 from screenpop.daemon.customers.data import CUSTOMER_FIELDS, DataError
 from screenpop.daemon.customers.photos import image_job, photo_response
@@ -123,7 +123,7 @@ def link_call(customer_id: int):
         database(data.link_call, customer_id, call)
     except DataError as exc:
         if exc.status == 409:
-            flash(exc.message)
+            flash(str(exc.message))
             return redirect(f"/customers/{exc.extra['customer_id']}", 303)
         return error_page(exc.status, exc.message[0].upper() + exc.message[1:] + ".")
     _link(customer_id, None, call)
@@ -355,11 +355,14 @@ def remove_phone(customer_id: int, phone_id: int):
 # ---- photo --------------------------------------------------------------------------------------------
 
 
-def _original(path: Path, max_bytes: int) -> tuple[bytes, str] | str:
-    """photofiles.original for the thread pool (which would print the traceback of anything raised): data or why not."""
+def _original(path: Path, max_bytes: int) -> tuple[bytes, str] | Message:
+    """photofiles.original for the thread pool (which would print the traceback of anything raised): data or why not
+    (translated when shown: the pool's threads do not speak the request's language)."""
     try:
         return photofiles.original(path, max_bytes)
-    except (ImageRejected, OSError) as exc:
+    except ImageRejected as exc:
+        return exc.args[0]
+    except OSError as exc:
         return str(exc)
 
 
@@ -376,7 +379,7 @@ def upload_photo(customer_id: int):
         upload.save(tmp)
         tmp.flush()
         result = image_job(_original, Path(tmp.name), max_bytes)
-    if isinstance(result, str):
+    if not isinstance(result, tuple):
         log.warning("customer %d: photo upload refused: %s", customer_id, result)
         return record_page(customer_id, 400, _("That photo cannot be used: %(reason)s.", reason=result))
     photo_data, suffix = result

@@ -29,7 +29,7 @@ from typing import Any
 import gevent.lock
 from flask import Blueprint, Response, request
 
-from screenpop.daemon.i18n import gettext as _
+from screenpop.daemon.i18n import gettext as _, lazy_gettext, lazy_number
 from screenpop.daemon.config import AnalyticsConfig
 from screenpop.daemon.customers.data import DataError
 from screenpop.daemon.reports import analytics, catalog, service
@@ -106,12 +106,12 @@ def period_from_request(zone: dt.tzinfo, rules: AnalyticsConfig) -> analytics.Pe
     until = forms.day("until") or today
     since = forms.day("since") or until - dt.timedelta(days=DEFAULT_DAYS - 1)
     if since > until:
-        raise DataError(400, "since: must not be after until")
+        raise DataError(400, lazy_gettext("since: must not be after until"))
     if (until - since).days >= MAX_DAYS:
-        raise DataError(400, f"the period may be at most {MAX_DAYS} days")
+        raise DataError(400, lazy_gettext("the period may be at most %(max)s days", max=MAX_DAYS))
     extension = request.args.get("extension", "").strip()
     if len(extension) > 32 or any(not c.isalnum() for c in extension):
-        raise DataError(400, "extension: letters and digits, at most 32")
+        raise DataError(400, lazy_gettext("extension: letters and digits, at most 32"))
     start = analytics.utc_bound(dt.datetime.combine(since, dt.time()), zone)
     end = analytics.utc_bound(dt.datetime.combine(until + dt.timedelta(days=1), dt.time()), zone)
     return analytics.Period(start, end, zone, extension or None, float(rules.service_level_seconds),
@@ -122,7 +122,8 @@ def compare_from_request() -> str | None:
     """The compare parameter: empty (no comparison) or one of catalog.COMPARE."""
     value = request.args.get("compare", "")
     if value and value not in catalog.COMPARE:
-        raise DataError(400, f"compare: one of {', '.join(catalog.COMPARE)}, or nothing")
+        raise DataError(400, lazy_gettext("compare: one of %(compare)s, or nothing",
+                                          compare=', '.join(catalog.COMPARE)))
     return value or None
 
 
@@ -171,16 +172,17 @@ def _csv(name: str, period: analytics.Period, compare: str | None) -> str:
     out = io.StringIO()
     if name == "calls":
         if compare:
-            raise DataError(400, "the calls list has no comparison: leave compare out")
+            raise DataError(400, lazy_gettext("the calls list has no comparison: leave compare out"))
         rows = call_records(period.since, period.until, period.extension, limit=MAX_CSV_CALLS + 1)
         if len(rows) > MAX_CSV_CALLS:
-            raise DataError(400, f"more than {MAX_CSV_CALLS:,} calls in this period: choose a shorter one")
+            raise DataError(400, lazy_gettext("more than %(max)s calls in this period: choose a shorter one",
+                                              max=lazy_number(MAX_CSV_CALLS)))
         write_csv(rows, out)
     else:
         try:
             rows = catalog.run(name, period, compare)
         except ValueError as exc:
-            raise DataError(400, str(exc)) from None
+            raise DataError(400, exc.args[0]) from None
         write_csv(rows, out)
     return out.getvalue()
 

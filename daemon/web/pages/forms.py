@@ -8,6 +8,7 @@ from typing import Any
 from flask import request
 
 from screenpop.daemon.customers.data import DataError, in_period_range
+from screenpop.daemon.i18n import lazy_gettext
 from screenpop.daemon.reports.analytics import utc_bound
 
 PAGE_MAX = 100_000
@@ -44,7 +45,7 @@ def day(name: str) -> dt.date | None:
     try:
         value = dt.date.fromisoformat(raw)
     except ValueError:
-        raise DataError(400, f"{name}: a date like 2026-01-31") from None
+        raise DataError(400, lazy_gettext("%(name)s: a date like 2026-01-31", name=name)) from None
     in_period_range(value, name)
     return value
 
@@ -65,7 +66,7 @@ def known_call_uuid(value: Any) -> str:
     """A call's UUID from a path: 404 when it is not UUID-shaped (no call can have it)."""
     uuid = call_uuid(value)
     if uuid is None:
-        raise DataError(404, "there is no call with this uuid")
+        raise DataError(404, lazy_gettext("there is no call with this uuid"))
     return uuid
 
 
@@ -81,5 +82,5 @@ def employee_id(value: str, key: str) -> int | None:
     if not value:
         return None
     if not value.isascii() or not value.isdigit() or len(value) > 9:
-        raise DataError(400, f"{key}: pick an employee from the list")
+        raise DataError(400, lazy_gettext("%(key)s: pick an employee from the list", key=key))
     return int(value)

@@ -31,9 +31,9 @@ def missed():
     extension = request.args.get("extension", "").strip()
     try:
         if state not in missed_calls.STATES:
-            raise DataError(400, f"state: one of {', '.join(missed_calls.STATES)}")
+            raise DataError(400, lazy_gettext("state: one of %(states)s", states=', '.join(missed_calls.STATES)))
         if len(extension) > 32 or any(not c.isalnum() for c in extension):
-            raise DataError(400, "extension: letters and digits, at most 32")
+            raise DataError(400, lazy_gettext("extension: letters and digits, at most 32"))
         user = current_user()
         if not user.can("team_calls"):
             if extension and extension != user.extension:
@@ -61,7 +61,7 @@ def _act(call_uuid: str, done: bool):
     own = None if user.can("team_calls") else user.extension
     try:
         if uuid is None:
-            raise missed_calls.FollowUpError(404, "there is no call with this uuid")
+            raise missed_calls.FollowUpError(404, lazy_gettext("there is no call with this uuid"))
         if done:
             database(missed_calls.mark_done, uuid, own, user.extension, user.token_id)
         else:

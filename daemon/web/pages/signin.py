@@ -108,7 +108,7 @@ def blueprint(authenticate: Callable[[], Any]) -> Blueprint:
         except RecursionError:  # nested too deeply for the parser: not the object wanted either
             body = None
         if not isinstance(body, dict) or set(body) - {"next"}:
-            return jsonify(error='the body must be a JSON object, optionally {"next": "/path"}'), 400
+            return jsonify(error=_('the body must be a JSON object, optionally {"next": "/path"}')), 400
         next_path = safe_next(body.get("next", "/"), None)
         if next_path is None:
             log.warning("sign-in link refused for token %d: next is not a path on this site", check.token_id)
