@@ -352,9 +352,11 @@ def store_phone(customer_id: int, number: Number, raw: str, label: str) -> Phone
     """Add a number; a number any customer has already is refused (409 naming the owner), never moved."""
     owner = Phone.get_or_none(Phone.e164 == number.e164)
     if owner is not None:
-        whose = "this customer" if owner.customer_id == customer_id else f"customer {owner.customer_id}"
-        raise DataError(409, lazy_gettext("%(e164)s is already a number of %(whose)s",
-                                          e164=number.e164, whose=whose), customer_id=owner.customer_id)
+        if owner.customer_id == customer_id:
+            raise DataError(409, lazy_gettext("%(e164)s is already a number of this customer", e164=number.e164),
+                            customer_id=owner.customer_id)
+        raise DataError(409, lazy_gettext("%(e164)s is already a number of customer %(id)s", e164=number.e164,
+                                          id=owner.customer_id), customer_id=owner.customer_id)
     phone = Phone.create(customer=customer_id, **phone_columns(number), raw=raw, label=label)
     audit.record("phone", phone.id, "added", f"{number.e164} ({label})" if label else number.e164, customer_id)
     return phone
