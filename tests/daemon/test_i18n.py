@@ -2,6 +2,7 @@
 locale's formats in the call centre's zone, Icelandic sorting, and the pages speaking the reader's language."""
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import re
 from html.parser import HTMLParser
@@ -21,7 +22,7 @@ from support import ROOT, HubApp
 sys.path.insert(0, str(ROOT / "packaging"))
 import catalogues  # noqa: E402
 
-_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%[sd]")
+_PLACEHOLDER = re.compile(r"%\((\w+)\)[sdr]|%[sd]")
 
 
 def test_catalogues_are_complete_and_in_step_with_the_sources(capsys):
@@ -182,3 +183,38 @@ def test_every_page_in_icelandic_has_no_english_left(db, tmp_path):
             assert not left, (path, left)
             if path == "/customers?q=thordur":
                 assert "Ölgerðin" in r.get_data(as_text=True), "searching thordur finds Þórður"
+
+
+# the refusals a person reads (the API's JSON error, a page's form error or flashed note, an import's row errors), and
+# where their message is; ValueError only in the modules whose ValueErrors are shown as they are
+REFUSALS = {"DataError": 1, "PeopleError": 1, "OriginateError": 1, "FollowUpError": 1, "ImageRejected": 0,
+            "_RowError": 0, "_FileError": 1, "_error": 1, "failed": 1, "fail": 1}
+SHOWN_VALUE_ERRORS = {"daemon/customers/values.py", "daemon/customers/fields.py", "daemon/analysis/store.py",
+                      "daemon/reports/catalog.py", "daemon/web/pages/conversation.py"}
+
+
+def _plain_text(node: ast.expr) -> bool:
+    """A message written as text rather than through gettext: a literal, an f-string, or text joined to one."""
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, str)
+    if isinstance(node, ast.JoinedStr):
+        return True
+    if isinstance(node, ast.BinOp):
+        return _plain_text(node.left) or _plain_text(node.right)
+    return False
+
+
+def test_every_refusal_in_the_daemon_is_translatable():
+    """No DataError(400, "…"), PeopleError(409, f"…") and the like: each refusal's message is lazy_gettext(…) (or
+    gettext), so it reaches the reader in their language (docs/i18n.md, "Writing translatable code")."""
+    plain = []
+    for path in sorted((ROOT / "daemon").rglob("*.py")):
+        name = str(path.relative_to(ROOT))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
+            at = REFUSALS.get(func, 0 if func == "ValueError" and name in SHOWN_VALUE_ERRORS else None)
+            if at is not None and len(node.args) > at and _plain_text(node.args[at]):
+                plain.append(f"{name}:{node.lineno}: {ast.unparse(node)[:100]}")
+    assert not plain, "refusals written as plain text (wrap them in lazy_gettext):\n" + "\n".join(plain)
