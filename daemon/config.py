@@ -15,7 +15,14 @@ except ModuleNotFoundError:  # Python 3.10
 
 
 class ConfigError(ValueError):
-    """The configuration file is unreadable or holds a value that cannot work."""
+    """The configuration file is unreadable or holds a value that cannot work. message is the catalogue's msgid,
+    translated where it is shown (config.py sits below daemon/i18n.py), its %(name)s placeholders filled from
+    variables; str() is the English text, for the log."""
+
+    def __init__(self, message: str, **variables: Any) -> None:
+        super().__init__(message % variables if variables else message)
+        self.message = message
+        self.variables = variables
 
 
 def _read_secret(option: str, path: str) -> str:
@@ -23,7 +30,7 @@ def _read_secret(option: str, path: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise ConfigError(f"{option}: cannot read {path}: {exc.strerror}") from exc
+        raise ConfigError("%(option)s: cannot read %(path)s: %(reason)s", option=option, path=path, reason=exc.strerror) from exc
 
 
 def default_state_dir() -> Path:
@@ -109,7 +116,7 @@ class HttpConfig:
         """listen as (host, port); "[::1]:8080" for IPv6, ":8080" for every address."""
         host, sep, port = self.listen.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ConfigError(f"[http] listen must be host:port, got {self.listen!r}")
+            raise ConfigError("[http] listen must be host:port, got %(value)s", value=repr(self.listen))
         host = host.strip("[]") if host.startswith("[") else host
         return host or "0.0.0.0", int(port)
 
@@ -319,19 +326,25 @@ class Config:
 
 def _section(cls: type, name: str, raw: Any) -> Any:
     if not isinstance(raw, dict):
-        raise ConfigError(f"[{name}] must be a table")
+        raise ConfigError("[%(section)s] must be a table", section=name)
     known = {f.name: f for f in fields(cls)}
     values = {}
     for key, value in raw.items():
         if key not in known:
-            raise ConfigError(f"[{name}] unknown option {key!r} (known: {', '.join(sorted(known))})")
+            raise ConfigError("[%(section)s] unknown option %(key)s (known: %(known)s)", section=name, key=repr(key),
+                              known=", ".join(sorted(known)))
         default = getattr(cls(), key)
         if isinstance(default, float) and type(value) is int:
             value = float(value)
         if (type(value) is not type(default) or (isinstance(value, list) and not all(isinstance(v, str) for v in value))
                 or (isinstance(value, dict) and not all(isinstance(v, str) for v in value.values()))):
-            expected = {list: "list of strings", dict: "table of strings"}.get(type(default), type(default).__name__)
-            raise ConfigError(f"[{name}] {key} must be {expected}, got {type(value).__name__}")
+            where = {"section": name, "key": key, "got": type(value).__name__}
+            if isinstance(default, list):
+                raise ConfigError("[%(section)s] %(key)s must be list of strings, got %(got)s", **where)
+            if isinstance(default, dict):
+                raise ConfigError("[%(section)s] %(key)s must be table of strings, got %(got)s", **where)
+            raise ConfigError("[%(section)s] %(key)s must be %(expected)s, got %(got)s", expected=type(default).__name__,
+                              **where)
         values[key] = value
     return cls(**values)
 
@@ -350,12 +363,12 @@ def parse(data: dict[str, Any]) -> Config:
         elif key in sections:
             kwargs[key] = _section(type(sections[key]()), key, value)
         else:
-            raise ConfigError(f"unknown section [{key}]")
+            raise ConfigError("unknown section [%(section)s]", section=key)
     config = Config(**kwargs)
     try:
         re.compile(config.numbers.extension_pattern)
     except re.error as exc:
-        raise ConfigError(f"[numbers] extension_pattern is not a regular expression: {exc}") from exc
+        raise ConfigError("[numbers] extension_pattern is not a regular expression: %(reason)s", reason=str(exc)) from exc
     if not 4 <= config.numbers.suffix_digits <= 15:
         raise ConfigError("[numbers] suffix_digits must be between 4 and 15")
     config.http.address()
@@ -373,12 +386,13 @@ def parse(data: dict[str, Any]) -> Config:
         try:
             ZoneInfo(config.analytics.timezone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(f"[analytics] timezone {config.analytics.timezone!r} is not a known IANA zone "
-                              "(e.g. Europe/Berlin)") from None
+            raise ConfigError("[analytics] timezone %(value)s is not a known IANA zone (e.g. Europe/Berlin)",
+                              value=repr(config.analytics.timezone)) from None
     for name in ("service_level_seconds", "short_abandon_seconds"):
         value = getattr(config.analytics, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 3600:
-            raise ConfigError(f"[analytics] {name} must be a number of seconds from 0 to 3600, got {value!r}")
+            raise ConfigError("[analytics] %(key)s must be a number of seconds from 0 to 3600, got %(value)s", key=name,
+                              value=repr(value))
     originate = config.originate
     if "{extension}" not in originate.dial_string or "{number}" not in originate.dial_string:
         raise ConfigError("[originate] dial_string must contain {extension} and {number}")
@@ -427,7 +441,7 @@ def parse(data: dict[str, Any]) -> Config:
     _check_recordings(config.recordings)
     _check_analysis(config.analysis)
     if config.i18n.default_language not in ("en", "is"):
-        raise ConfigError(f"[i18n] default_language must be en or is, got {config.i18n.default_language!r}")
+        raise ConfigError("[i18n] default_language must be en or is, got %(value)s", value=repr(config.i18n.default_language))
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("[log] level must be debug, info, warning or error")
     return config
@@ -437,12 +451,14 @@ def _check_recordings(rec: RecordingsConfig) -> None:
     """[recordings]: absolute paths on both sides of each mapping and in roots, a known listen role, sane ages."""
     for fs_prefix, local in rec.paths.items():
         if not (fs_prefix.startswith("/") and local.startswith("/")):
-            raise ConfigError(f"[recordings] paths: {fs_prefix!r} = {local!r} must map an absolute path to an absolute path")
+            raise ConfigError("[recordings] paths: %(prefix)s = %(local)s must map an absolute path to an absolute path",
+                              prefix=repr(fs_prefix), local=repr(local))
     for root in rec.roots:
         if not root.startswith("/"):
-            raise ConfigError(f"[recordings] roots: {root!r} must be an absolute path")
+            raise ConfigError("[recordings] roots: %(root)s must be an absolute path", root=repr(root))
     if rec.listen not in LISTEN_ROLES:
-        raise ConfigError(f"[recordings] listen must be one of {', '.join(LISTEN_ROLES)}, got {rec.listen!r}")
+        raise ConfigError("[recordings] listen must be one of %(roles)s, got %(value)s", roles=", ".join(LISTEN_ROLES),
+                          value=repr(rec.listen))
     if not 0 <= rec.keep_days <= 36500:
         raise ConfigError("[recordings] keep_days must be between 0 (keep forever) and 36500")
     if not 1 <= rec.sweep_interval <= 86400:
@@ -459,14 +475,15 @@ def _check_card(card: CardConfig) -> None:
     try:
         Locale.parse(card.locale)
     except (UnknownLocaleError, ValueError, TypeError):
-        raise ConfigError(f"[card] locale {card.locale!r} is not a known locale (e.g. en_US, is_IS, de_DE)") from None
+        raise ConfigError("[card] locale %(value)s is not a known locale (e.g. en_US, is_IS, de_DE)", value=repr(card.locale)) from None
     if not is_currency(card.currency):
-        raise ConfigError(f"[card] currency {card.currency!r} is not an ISO 4217 code (e.g. USD, EUR, ISK)")
+        raise ConfigError("[card] currency %(value)s is not an ISO 4217 code (e.g. USD, EUR, ISK)", value=repr(card.currency))
     if card.money_format:
         try:
             parse_pattern(card.money_format)
         except (NumberFormatError, ValueError) as exc:
-            raise ConfigError(f"[card] money_format {card.money_format!r} is not a CLDR number pattern: {exc}") from None
+            raise ConfigError("[card] money_format %(value)s is not a CLDR number pattern: %(reason)s",
+                              value=repr(card.money_format), reason=str(exc)) from None
         if "¤" not in card.money_format or any(c in card.money_format for c in "\r\n"):
             raise ConfigError("[card] money_format must hold the currency sign ¤ (e.g. \"#,##0.00 ¤\") on one line")
     if not -1 <= card.decimals <= 4:
@@ -485,10 +502,11 @@ def _check_analysis(analysis: AnalysisConfig) -> None:
     if not 1 <= analysis.timeout <= 86400:
         raise ConfigError("[analysis] timeout must be between 1 and 86400 seconds")
     if not re.fullmatch(r"[a-z]{2,3}([-_][A-Za-z]{2,4})?", analysis.language):
-        raise ConfigError(f"[analysis] language must be a language code such as en or de, got {analysis.language!r}")
+        raise ConfigError("[analysis] language must be a language code such as en or de, got %(value)s",
+                          value=repr(analysis.language))
     for phrase in analysis.phrases:
         if not phrase.strip() or len(phrase) > 200 or any(c in phrase for c in "\r\n\x00"):
-            raise ConfigError(f"[analysis] phrases: {phrase[:40]!r} must be 1 to 200 characters on one line")
+            raise ConfigError("[analysis] phrases: %(phrase)s must be 1 to 200 characters on one line", phrase=repr(phrase[:40]))
 
 
 def _sources(raw: Any) -> list[SourceConfig]:
@@ -500,40 +518,41 @@ def _sources(raw: Any) -> list[SourceConfig]:
         source = _section(SourceConfig, f"[sources] #{i}", entry)
         where = f"[[sources]] {source.name or f'#{i}'}"
         if not _SOURCE_NAME.fullmatch(source.name):
-            raise ConfigError(f"{where}: name must be 1 to 40 letters, digits, _ or -")
+            raise ConfigError("%(where)s: name must be 1 to 40 letters, digits, _ or -", where=where)
         if source.name in {s.name for s in out}:
-            raise ConfigError(f"{where}: another source has this name")
+            raise ConfigError("%(where)s: another source has this name", where=where)
         if source.type not in SOURCE_TYPES:
-            raise ConfigError(f"{where}: type must be sql or http")
+            raise ConfigError("%(where)s: type must be sql or http", where=where)
         scheme = source.url.partition(":")[0].lower()
         if source.type == "sql":
             if scheme not in SQL_SCHEMES:
-                raise ConfigError(f"{where}: url must start with {', '.join(s + '://' for s in SQL_SCHEMES)}")
+                raise ConfigError("%(where)s: url must start with %(schemes)s", where=where,
+                                  schemes=", ".join(s + "://" for s in SQL_SCHEMES))
             if not source.query.strip():
-                raise ConfigError(f"{where}: a sql source needs a query")
+                raise ConfigError("%(where)s: a sql source needs a query", where=where)
             if source.fields or source.headers or source.method != "GET":
-                raise ConfigError(f"{where}: fields, headers and method are for http sources (a query's columns are its fields)")
+                raise ConfigError("%(where)s: fields, headers and method are for http sources (a query's columns are its fields)", where=where)
         else:
             if scheme not in ("http", "https"):
-                raise ConfigError(f"{where}: url must start with http:// or https://")
+                raise ConfigError("%(where)s: url must start with http:// or https://", where=where)
             if source.method not in ("GET", "POST"):
-                raise ConfigError(f"{where}: method must be GET or POST")
+                raise ConfigError("%(where)s: method must be GET or POST", where=where)
             if not source.fields:
-                raise ConfigError(f"{where}: an http source needs fields (label = \"path.in.the.answer\")")
+                raise ConfigError("%(where)s: an http source needs fields (label = \"path.in.the.answer\")", where=where)
             if source.query:
-                raise ConfigError(f"{where}: query is for sql sources")
+                raise ConfigError("%(where)s: query is for sql sources", where=where)
             if any(c in text for item in source.headers.items() for text in item for c in "\r\n\x00"):
-                raise ConfigError(f"{where}: headers must be one line each")
+                raise ConfigError("%(where)s: headers must be one line each", where=where)
         if not 0.01 <= source.timeout <= 30:
-            raise ConfigError(f"{where}: timeout must be between 0.01 and 30 seconds")
+            raise ConfigError("%(where)s: timeout must be between 0.01 and 30 seconds", where=where)
         if not 0 <= source.cache_seconds <= 86400:
-            raise ConfigError(f"{where}: cache_seconds must be between 0 and 86400")
+            raise ConfigError("%(where)s: cache_seconds must be between 0 and 86400", where=where)
         if not 1 <= source.failures <= 1000:
-            raise ConfigError(f"{where}: failures must be between 1 and 1000")
+            raise ConfigError("%(where)s: failures must be between 1 and 1000", where=where)
         if not 0.1 <= source.pause <= 3600:
-            raise ConfigError(f"{where}: pause must be between 0.1 and 3600 seconds")
+            raise ConfigError("%(where)s: pause must be between 0.1 and 3600 seconds", where=where)
         if not 256 <= source.max_bytes <= 16 << 20:
-            raise ConfigError(f"{where}: max_bytes must be between 256 and 16777216")
+            raise ConfigError("%(where)s: max_bytes must be between 256 and 16777216", where=where)
         source.secret()
         out.append(source)
     return out
@@ -547,7 +566,7 @@ def load(path: str | os.PathLike[str] | None) -> Config:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
     except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+        raise ConfigError("cannot read config %(path)s: %(reason)s", path=str(path), reason=exc.strerror) from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
+        raise ConfigError("config %(path)s is not valid TOML: %(reason)s", path=str(path), reason=str(exc)) from exc
     return parse(data)

@@ -84,6 +84,11 @@ def ngettext(singular: str, plural: str, n: int, **variables: Any) -> str:
     return text % {"num": n, **variables}
 
 
+def gettext_noop(message: str) -> str:
+    """message as it is, marked for the catalogue: words another library looks up in it later (argparse's)."""
+    return message
+
+
 def lazy_gettext(message: str, **variables: Any) -> LazyProxy:
     """gettext, translated only when the text is used (then in the language of that moment)."""
     return LazyProxy(gettext, message, enable_cache=False, **variables)
@@ -255,6 +260,14 @@ class Formats:
             return time
         day = format_skeleton("MMMd" if local.year == today.year else "yMMMd", local, locale=self.locale)
         return self.locale.datetime_formats["short"].format(time, day)  # the locale's joint: "Nov 26, 6:53 PM"
+
+    def weekday(self, index: int) -> str:
+        """A day of the week, Monday 0, shortened as the locale writes it ("mán.", "Mon")."""
+        return self.locale.days["format"]["abbreviated"][index]
+
+    def day_month(self, day: dt.date) -> str:
+        """A day of a month without its year, as a chart's axis shows it ("7. des.", "Dec 7")."""
+        return format_skeleton("MMMd", day, locale=self.locale)
 
     def country(self, code: str) -> str:
         """A known two-letter ISO code by its name in the locale ("IS": "Ísland", "Iceland"); other text as given."""

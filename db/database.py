@@ -34,7 +34,13 @@ _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
 class DatabaseUrlError(ValueError):
-    """The database URL is not one screenpop can open."""
+    """The database URL is not one screenpop can open. message is the catalogue's msgid, translated where it is shown
+    (db/ knows no language), its %(name)s placeholders filled from variables; str() is the English text."""
+
+    def __init__(self, message: str, **variables: Any) -> None:
+        super().__init__(message % variables if variables else message)
+        self.message = message
+        self.variables = variables
 
 
 class DatabaseUnreachable(peewee.OperationalError):
@@ -52,9 +58,8 @@ def open_database(url: str) -> peewee.Database:
     elif scheme in ("postgresql", "postgres"):
         db = _open_postgres(url)
     else:
-        raise DatabaseUrlError(
-            f"unsupported database URL {_redact(url)!r}: use sqlite:///absolute/path.db or postgresql://user@host:port/dbname"
-        )
+        raise DatabaseUrlError("unsupported database URL %(url)s: use sqlite:///absolute/path.db or "
+                               "postgresql://user@host:port/dbname", url=repr(_redact(url)))
     models.database.initialize(db)
     return db
 
@@ -90,10 +95,10 @@ def _open_sqlite(url: str) -> peewee.SqliteDatabase:
     """An SQLite file in WAL mode; its folder is created so a fresh install just works, both private."""
     parts = urlsplit(url)
     if parts.netloc or parts.query or parts.fragment:
-        raise DatabaseUrlError(f"SQLite URL must be sqlite:///absolute/path.db, got {url!r}")
+        raise DatabaseUrlError("SQLite URL must be sqlite:///absolute/path.db, got %(url)s", url=repr(url))
     path = unquote(parts.path)
     if path in ("", "/"):
-        raise DatabaseUrlError(f"SQLite URL {url!r} names no file")
+        raise DatabaseUrlError("SQLite URL %(url)s names no file", url=repr(url))
     path = "/" + path.lstrip("/")
     private_dir(Path(path).parent)
     _private_file(path)
@@ -110,17 +115,19 @@ def _open_postgres(url: str) -> peewee.Database:
     parts = urlsplit(url)
     dbname = unquote(parts.path.lstrip("/"))
     if not dbname:
-        raise DatabaseUrlError(f"PostgreSQL URL {_redact(url)!r} names no database (postgresql://user@host:port/dbname)")
+        raise DatabaseUrlError("PostgreSQL URL %(url)s names no database (postgresql://user@host:port/dbname)",
+                               url=repr(_redact(url)))
     params = dict(parse_qsl(parts.query, keep_blank_values=True))
     schema = params.pop("schema", None)
     if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
-        raise DatabaseUrlError(f"schema {schema!r} must be a plain identifier (letters, digits, _; at most 63)")
+        raise DatabaseUrlError("schema %(schema)s must be a plain identifier (letters, digits, _; at most 63)",
+                               schema=repr(schema))
     if parts.hostname:
         params.setdefault("host", parts.hostname)
     try:
         port = parts.port
     except ValueError as exc:
-        raise DatabaseUrlError(f"PostgreSQL URL {_redact(url)!r}: bad port") from exc
+        raise DatabaseUrlError("PostgreSQL URL %(url)s: bad port", url=repr(_redact(url))) from exc
     if port:
         params.setdefault("port", str(port))
     if parts.username:

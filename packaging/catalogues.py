@@ -4,7 +4,8 @@
     .venv/bin/python packaging/catalogues.py           # extract, update daemon/locale and tray/locale
     .venv/bin/python packaging/catalogues.py --check   # exit 1 if a catalogue is stale or a catalogue incomplete
 
-Two domains: screenpop (daemon/: pages, templates, API errors, CLI) and tray (tray/: menu, notifications, its CLI):
+Two domains: screenpop (daemon/: pages, templates, API errors, CLI; db/: the database URL's errors) and tray (tray/:
+menu, notifications, its CLI):
 the tray never imports the daemon, so it carries its own catalogue. The English catalogue repeats the source
 strings (so wording can change there without touching code); the Icelandic one is written by people. New strings
 arrive with an empty msgstr, which --check (and tests/daemon/test_i18n.py) reports.
@@ -24,22 +25,28 @@ from babel.messages.pofile import read_po, write_po
 
 ROOT = Path(__file__).resolve().parent.parent
 LANGUAGES = ("en", "is")
-KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "lazy_gettext": None, "lazy_ngettext": (1, 2)}
-# (domain, source folder, what is extracted how); templates are Jinja with the i18n extension
+# the translation functions, the marker of words translated elsewhere (argparse's), and the errors raised below
+# daemon/i18n.py whose message is a msgid translated where it is shown
+KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "lazy_gettext": None, "lazy_ngettext": (1, 2),
+            "gettext_noop": None, "ConfigError": None, "DatabaseUrlError": None}
+PYTHON = [("**.py", "python")]
+# (domain, the folder holding its locale/, the source folders with what is extracted how); templates are Jinja with the
+# i18n extension
 DOMAINS = (
-    ("screenpop", ROOT / "daemon", [("**/templates/**.html", "jinja2"), ("**.py", "python")]),
-    ("tray", ROOT / "tray", [("**.py", "python")]),
+    ("screenpop", ROOT / "daemon", [(ROOT / "daemon", [("**/templates/**.html", "jinja2"), *PYTHON]), (ROOT / "db", PYTHON)]),
+    ("tray", ROOT / "tray", [(ROOT / "tray", PYTHON)]),
 )
 
 
-def extract(domain: str, folder: Path, method_map: list[tuple[str, str]]) -> Catalog:
-    """Every string of folder's sources in gettext calls, with where it is used."""
+def extract(domain: str, sources: list[tuple[Path, list[tuple[str, str]]]]) -> Catalog:
+    """Every string of the source folders in gettext calls, with where it is used."""
     template = Catalog(project="screenpop", domain=domain, charset="utf-8")
     options = {"**/templates/**.html": {"extensions": "jinja2.ext.i18n"}}
-    for filename, lineno, message, comments, context in extract_from_dir(
-            folder, method_map, options_map=options, keywords=KEYWORDS, comment_tags=("TRANSLATORS:",)):
-        template.add(message, None, [(str(Path(folder.name) / filename), lineno)], auto_comments=comments,
-                     context=context)
+    for folder, method_map in sources:
+        for filename, lineno, message, comments, context in extract_from_dir(
+                folder, method_map, options_map=options, keywords=KEYWORDS, comment_tags=("TRANSLATORS:",)):
+            template.add(message, None, [(str(Path(folder.name) / filename), lineno)], auto_comments=comments,
+                         context=context)
     return template
 
 
@@ -86,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if anything is stale or missing")
     args = parser.parse_args(argv)
     problems = []
-    for domain, folder, method_map in DOMAINS:
-        template = extract(domain, folder, method_map)
+    for domain, folder, sources in DOMAINS:
+        template = extract(domain, sources)
         for language in LANGUAGES:
             path = folder / "locale" / language / "LC_MESSAGES" / f"{domain}.po"
             catalog = refreshed(path, language, template, domain)

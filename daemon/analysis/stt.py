@@ -85,21 +85,25 @@ def check(config: AnalysisConfig) -> None:
     otherwise a ConfigError naming what to install or set."""
     engine = config.engine
     if engine not in ENGINES:
-        raise ConfigError(f"[analysis] engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        raise ConfigError("[analysis] engine must be one of %(engines)s, got %(engine)s", engines=", ".join(ENGINES),
+                          engine=repr(engine))
     if engine == "none":
         return
     if importlib.util.find_spec(PACKAGE[engine]) is None:
-        raise ConfigError(f"[analysis] engine {engine}: its Python package is not installed "
-                          f"(pip install {engine} into the daemon's environment)")
+        raise ConfigError("[analysis] engine %(engine)s: its Python package is not installed (pip install %(engine)s "
+                          "into the daemon's environment)", engine=engine)
     if engine == "pocketsphinx":
         if config.language.split("-")[0].split("_")[0].lower() != "en":
-            raise ConfigError(f"[analysis] language {config.language!r}: the pocketsphinx package ships only an "
-                              "English model; use engine vosk or faster-whisper with a model for that language")
+            raise ConfigError("[analysis] language %(language)s: the pocketsphinx package ships only an English model; "
+                              "use engine vosk or faster-whisper with a model for that language",
+                              language=repr(config.language))
         return
     if not config.model:
-        raise ConfigError(f"[analysis] engine {engine} needs model: the path of the model folder you installed")
+        raise ConfigError("[analysis] engine %(engine)s needs model: the path of the model folder you installed",
+                          engine=engine)
     if not Path(config.model).is_dir():
-        raise ConfigError(f"[analysis] model {config.model!r} is not a folder (engine {engine})")
+        raise ConfigError("[analysis] model %(model)s is not a folder (engine %(engine)s)", model=repr(config.model),
+                          engine=engine)
 
 
 def build(config: AnalysisConfig) -> Engine | None:

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import IO, Any
 
+from screenpop.daemon.i18n import Formats, gettext as _
+
 # What a terminal or a text line obeys instead of showing: C0 and C1 controls, the bidi controls (U+202E and the
 # others reverse the rest of a line), line and paragraph separators. The CLI and the logs escape them, the charts
 # drop them.
@@ -85,7 +87,7 @@ def display(key: str, value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, bool):
-        return "yes" if value else "no"
+        return _("yes") if value else _("no")
     if ("_rate" in key or key.startswith("service_level")) and isinstance(value, float):  # compared ones too
         return f"{value * 100:.1f}%"
     if isinstance(value, float):
@@ -100,7 +102,7 @@ def display(key: str, value: Any) -> str:
 def text_table(rows: list[dict], printable, max_width: int = 32) -> str:
     """Rows as aligned columns under a header; text made terminal-safe by printable and cut at max_width."""
     if not rows:
-        return "(nothing in this period)"
+        return _("(nothing in this period)")
     columns = list(rows[0])
     cells = [[printable(display(c, r[c]))[:max_width] for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
@@ -111,10 +113,11 @@ def text_table(rows: list[dict], printable, max_width: int = 32) -> str:
     return "\n".join(lines)
 
 
-def load_grid(rows: list[dict]) -> str:
-    """The load report as the terminal shows it: inbound calls, a line per day of week, a column per hour."""
-    lines = ["day " + "".join(f"{h:>5}" for h in range(24))]
+def load_grid(rows: list[dict], formats: Formats) -> str:
+    """The load report as the terminal shows it: inbound calls, a line per day of week (named as formats' locale
+    names it), a column per hour."""
+    lines = ["     " + "".join(f"{h:>5}" for h in range(24))]
     for start in range(0, len(rows), 24):
         day = rows[start : start + 24]
-        lines.append(f"{day[0]['day']:<4}" + "".join(f"{r['inbound']:>5}" for r in day))
+        lines.append(f"{formats.weekday(day[0]['weekday']):<5}" + "".join(f"{r['inbound']:>5}" for r in day))
     return "\n".join(lines)

@@ -39,7 +39,8 @@ def parse_path(where: str, path: str) -> tuple[str | int, ...]:
     """A field's path in the answer as keys and list indexes; ConfigError for an empty part."""
     parts = path.split(".")
     if not path or any(p == "" for p in parts):
-        raise ConfigError(f"[[sources]] {where}: {path!r} is not a path (keys joined by dots, e.g. customer.balance)")
+        raise ConfigError("[[sources]] %(where)s: %(path)s is not a path (keys joined by dots, e.g. customer.balance)",
+                          where=where, path=repr(path))
     return tuple(int(p) if p.isascii() and p.isdigit() else p for p in parts)
 
 

@@ -67,8 +67,9 @@ def check_placeholders(where: str, template: str, allow: tuple[str, ...] = ()) -
     """ConfigError for a {name} in a template that is neither a number form nor one of allow."""
     for name in _BRACED.findall(template):
         if not PLACEHOLDER.fullmatch("{" + name + "}") and name not in allow:
-            raise ConfigError(f"[[sources]] {where}: unknown placeholder {{{name}}} (known: {{e164}}, {{national}}, "
-                              f"{{digits}}{''.join(f', {{{a}}}' for a in allow)})")
+            known = ", ".join("{" + a + "}" for a in ("e164", "national", "digits", *allow))
+            raise ConfigError("[[sources]] %(where)s: unknown placeholder %(name)s (known: %(known)s)", where=where,
+                              name="{" + name + "}", known=known)
 
 
 class Source(abc.ABC):

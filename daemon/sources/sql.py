@@ -33,8 +33,8 @@ class SqlSource(Source):
     def __init__(self, config: SourceConfig) -> None:
         super().__init__(config)
         if not PLACEHOLDER.search(config.query):
-            raise ConfigError(f"[[sources]] {config.name}: the query must use the number: {{e164}}, {{national}} or "
-                              "{digits}")
+            raise ConfigError("[[sources]] %(name)s: the query must use the number: {e164}, {national} or {digits}",
+                              name=config.name)
         url = config.url.replace("{secret}", quote(config.secret(), safe=""))
         scheme = urlsplit(url).scheme.lower()
         if scheme == "sqlite":
@@ -129,7 +129,8 @@ class _Sqlite:
     def __init__(self, url: str, config: SourceConfig) -> None:
         path = unquote(urlsplit(url).path)
         if path in ("", "/"):
-            raise ConfigError(f"[[sources]] {config.name}: the sqlite url names no file (sqlite:///absolute/path.db)")
+            raise ConfigError("[[sources]] %(name)s: the sqlite url names no file (sqlite:///absolute/path.db)",
+                              name=config.name)
         self.uri = f"file:{quote('/' + path.lstrip('/'))}?mode=ro"
         self.timeout = config.timeout
         self._pool = gevent.threadpool.ThreadPool(POOL)

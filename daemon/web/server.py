@@ -498,7 +498,7 @@ class HttpServer:
             try:  # fail at start, not on each connection
                 _ssl.create_default_context(_ssl.Purpose.CLIENT_AUTH).load_cert_chain(config.certfile, config.keyfile)
             except (OSError, _ssl.SSLError) as exc:
-                raise ConfigError(f"[http] certfile/keyfile cannot be used: {exc}") from None
+                raise ConfigError("[http] certfile/keyfile cannot be used: %(reason)s", reason=str(exc)) from None
         self.server = _Server(config, self.app, log=_AccessLog(), error_log=logging.getLogger("screenpop.http"), **ssl)
 
     @property

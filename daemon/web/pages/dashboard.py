@@ -29,13 +29,13 @@ from typing import Any
 import gevent.lock
 from flask import Blueprint, Response, request
 
-from screenpop.daemon.i18n import gettext as _, lazy_gettext, lazy_number
+from screenpop.daemon.i18n import Formats, gettext as _, lazy_gettext, lazy_number
 from screenpop.daemon.config import AnalyticsConfig
 from screenpop.daemon.customers.data import DataError
 from screenpop.daemon.reports import analytics, catalog, service
 from screenpop.daemon.reports.callrecords import call_records
 from screenpop.daemon.reports.export import display, write_csv
-from screenpop.daemon.web.pages import error_page, forms, login_required, render_page
+from screenpop.daemon.web.pages import error_page, formats, forms, login_required, render_page
 from screenpop.db.models import database
 
 DEFAULT_DAYS = 7
@@ -132,7 +132,8 @@ def _svg_image(svg: str) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
 
 
-def _dashboard_data(period: analytics.Period, compare: str | None) -> dict:
+def _dashboard_data(period: analytics.Period, compare: str | None, shown: Formats) -> dict:
+    """The dashboard's figures, tables and charts; the charts in shown's language (the reader's)."""
     from screenpop.daemon.reports import charts  # matplotlib: loaded with the first dashboard (load_charts), not at daemon start
 
     employees = analytics.employees(period)
@@ -161,9 +162,9 @@ def _dashboard_data(period: analytics.Period, compare: str | None) -> dict:
         "alerts": catalog.run("alerts", period)[:TOP_ALERTS],
         "totals": totals,
         "charts": {
-            "heat_map": _svg_image(charts.heat_map(load)),
-            "daily": _svg_image(charts.daily_chart(daily)),
-            "employees": _svg_image(charts.employee_chart(employees)),
+            "heat_map": _svg_image(charts.heat_map(load, shown)),
+            "daily": _svg_image(charts.daily_chart(daily, shown)),
+            "employees": _svg_image(charts.employee_chart(employees, formats=shown)),
         },
     }
 
@@ -218,7 +219,8 @@ def blueprint(zone: dt.tzinfo, rules: AnalyticsConfig, analysis: Callable[[], di
     def dashboard():
         def show(period: analytics.Period, compare: str | None) -> Response:
             worker.load_charts()
-            data = worker.cached(("dashboard", period, compare), _dashboard_data, period, compare)
+            shown = formats()
+            data = worker.cached(("dashboard", period, compare, shown.locale), _dashboard_data, period, compare, shown)
             return render_page("dashboard.html", title=_("Dashboard"), data=data, filters=_labels(period),
                                reports=catalog.REPORTS, zone=str(zone), analysis=analysis() if analysis else None)
         return filtered(show, "dashboard.html", "Dashboard")
