@@ -97,15 +97,20 @@ def _load_config(path: str | None):
     return config
 
 
-def _open_db(config):
+def _connect(config):
     from screenpop.db.database import open_database
-    from screenpop.db.migrations import migrate
 
     try:
-        db = open_database(config.database.resolved_url())
-        migrate(db)
+        return open_database(config.database.resolved_url())
     except DatabaseUrlError as exc:
         raise fail(f"[database] url: {said(exc)}") from None
+
+
+def _open_db(config):
+    from screenpop.db.migrations import migrate
+
+    db = _connect(config)
+    migrate(db)
     return db
 
 
@@ -139,12 +144,11 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Bring the database schema up to date."""
-    from screenpop.db.database import open_database
     from screenpop.db.migrations import current_version, migrate
 
     config = _load_config(args.config)
     setup_logging(config.log.level)
-    db = open_database(config.database.resolved_url())
+    db = _connect(config)
     applied = migrate(db)
     if applied:
         print(_("schema version %(version)s (applied %(applied)s)", version=current_version(db),

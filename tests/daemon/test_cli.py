@@ -2,14 +2,23 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 
-from support import CAPTURES, comparable, daemon, expected, free_port, simulator, write_config
+from babel.messages.pofile import read_po
+
+from support import CAPTURES, ROOT, comparable, daemon, expected, free_port, simulator, write_config
+
+_LANGUAGE_VARIABLES = ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG", "SCREENPOP_CONFIG")
 
 
-def screenpop(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "screenpop.daemon.cli", *args], capture_output=True, text=True, timeout=60)
+def screenpop(*args: str, lang: str = "C.UTF-8") -> subprocess.CompletedProcess:
+    """The command as a terminal whose LANG is lang runs it (no other language variable, no $SCREENPOP_CONFIG)."""
+    env = {k: v for k, v in os.environ.items() if k not in _LANGUAGE_VARIABLES}
+    return subprocess.run([sys.executable, "-m", "screenpop.daemon.cli", *args], capture_output=True, text=True,
+                          timeout=60, env={**env, "LANG": lang})
 
 
 def test_calls_json_after_a_replay_carries_the_expected_fields(tmp_path, sqlite_url):
@@ -160,3 +169,109 @@ def test_demo_hands_the_tray_its_token_in_a_private_file_not_on_its_command_line
     check = tokens.verify(config.resolved_token())
     assert check.ok and check.extension == "1001", "the tray reads a working token from the file"
     assert config.resolved_token() not in " ".join(argv)
+
+
+# ---- the reader's language (issue 18, docs/i18n.md) ---------------------------------------------------------------
+
+
+def _english_sentences() -> set[str]:
+    """Every run of three words or more between the placeholders of a message whose Icelandic differs: what an
+    Icelandic terminal must not show."""
+    with (ROOT / "daemon/locale/is/LC_MESSAGES/screenpop.po").open("rb") as fh:
+        catalog = read_po(fh)
+    runs = set()
+    for m in catalog:
+        if isinstance(m.id, str) and m.id and m.string != m.id:
+            runs |= {" ".join(run.split()) for run in re.split(r"%\(\w+\)[sr]|%[sd]", m.id) if len(run.split()) >= 3}
+    return runs
+
+
+def _english_left(out: subprocess.CompletedProcess) -> list[str]:
+    text = " ".join((out.stdout + out.stderr).split())  # argparse wraps help at the terminal's width
+    return sorted(run for run in _english_sentences() if run in text)
+
+
+def _config(tmp_path, *lines: str):
+    path = tmp_path / "c.toml"
+    path.write_text("\n".join([f'[database]\nurl = "sqlite:///{tmp_path / "s.db"}"', *lines, ""]))
+    return str(path)
+
+
+def test_help_usage_errors_config_errors_and_messages_in_icelandic(tmp_path):
+    """An Icelandic terminal: the help, argparse's own words, a wrong argument, a bad configuration and a command's
+    message are Icelandic, with no English sentence of the catalogue left."""
+    is_ = "is_IS.UTF-8"
+    top = screenpop("--help", lang=is_)
+    assert top.returncode == 0 and "notkun: screenpop" in top.stdout and "valkostir:" in top.stdout
+    assert "sýna þessa hjálp og hætta" in top.stdout and "uppfæra skipan gagnagrunnsins" in top.stdout
+    sub = screenpop("user", "create", "--help", lang=is_)
+    assert "NOTANDANAFN" in sub.stdout and "lesa lykilorðið úr staðalinntaki" in sub.stdout
+    wrong = screenpop("calls", "--format", "xml", lang=is_)
+    assert wrong.returncode == 2 and "villa: viðfang --format: ógilt val: 'xml'" in wrong.stderr
+    missing = screenpop("token", lang=is_)
+    assert missing.returncode == 2 and "þessi viðföng vantar: AÐGERÐ" in missing.stderr
+    late = screenpop("calls", "--since", "í gær", lang=is_)
+    assert late.returncode == 2 and "ekki tími: 'í gær'" in late.stderr
+    bad = screenpop("migrate", "--config", _config(tmp_path, "[http]", "heartbeat = 0"), lang=is_)
+    assert bad.returncode == 1 and "[http] heartbeat verður að vera á bilinu 0,1 til 300 sekúndur" in bad.stderr
+    unknown = screenpop("migrate", "--config", _config(tmp_path, "[http]", "port = 1"), lang=is_)
+    assert "[http] óþekktur valkostur 'port' (þekktir: " in unknown.stderr
+    url = screenpop("migrate", "--config", str(_url_config(tmp_path)), lang=is_)
+    assert "[database] url: gagnagrunnsslóð 'mysql://x' er ekki studd" in url.stderr
+    done = screenpop("migrate", "--config", _config(tmp_path), lang=is_)
+    assert done.returncode == 0 and done.stdout.startswith("útgáfa gagnagrunnsskipanar ")
+    token = screenpop("token", "create", "--role", "admin", "--config", _config(tmp_path), lang=is_)
+    assert "hann birtist aðeins í þetta eina sinn" in token.stderr
+    for out in (top, sub, wrong, missing, late, bad, unknown, url, done, token):
+        assert _english_left(out) == [], (out.args, out.stdout, out.stderr)
+
+
+def _url_config(tmp_path):
+    path = tmp_path / "url.toml"
+    path.write_text('[database]\nurl = "mysql://x"\n')
+    return path
+
+
+def test_a_terminal_without_a_language_of_ours_speaks_the_configured_default(tmp_path):
+    """LANG=C (or a language we have no catalogue for): [i18n] default_language, for --help and usage errors too;
+    a terminal's own language we have wins over the default."""
+    icelandic = _config(tmp_path, "[i18n]", 'default_language = "is"')
+    for lang in ("C", "de_DE.UTF-8"):
+        done = screenpop("migrate", "--config", icelandic, lang=lang)
+        assert done.stdout.startswith("útgáfa gagnagrunnsskipanar "), done
+    assert "valkostir:" in screenpop("calls", "--help", "-c", icelandic, lang="C").stdout
+    assert "villa: óþekkt viðföng: --bogus" in screenpop("calls", "-c", icelandic, "--bogus", lang="C").stderr
+    english = screenpop("migrate", "--config", icelandic, lang="en_US.UTF-8")
+    assert english.stdout.startswith("schema version ") and _english_left(english)
+    helped = screenpop("--help", lang="en_US.UTF-8")
+    assert "usage: screenpop" in helped.stdout and "options:" in helped.stdout and "show this help" in helped.stdout
+    assert "bring the database schema up to date" in helped.stdout
+
+
+def test_the_daemon_speaks_the_configured_default_whatever_its_environment(tmp_path):
+    """systemd hands the service the machine's LANG: `screenpop daemon` speaks [i18n] default_language."""
+    unreachable = '[database]\nurl = "postgresql://postgres@127.0.0.1:1/nope"\n'
+    icelandic = tmp_path / "is.toml"
+    icelandic.write_text(unreachable + '[i18n]\ndefault_language = "is"\n')
+    english = tmp_path / "en.toml"
+    english.write_text(unreachable)
+    out = screenpop("daemon", "--config", str(icelandic), lang="en_US.UTF-8")
+    assert out.returncode == 1 and "get ekki opnað gagnagrunninn" in out.stderr, out.stderr
+    out = screenpop("daemon", "--config", str(english), lang="is_IS.UTF-8")
+    assert out.returncode == 1 and "cannot open the database" in out.stderr, out.stderr
+
+
+def test_argparse_words_are_the_ones_this_python_asks_for():
+    """ARGPARSE_WORDS are argparse's own msgids (a Python that rewords one leaves it English, not broken), and the
+    catalogue has each in Icelandic."""
+    import argparse
+    import inspect
+
+    from screenpop.daemon import i18n
+    from screenpop.daemon.cli import ARGPARSE_WORDS
+
+    source = inspect.getsource(argparse)
+    for word in ARGPARSE_WORDS:
+        assert f"_({word!r})" in source.replace('"', "'"), word
+        with i18n.use("is"):
+            assert i18n.gettext(word) != word, word

@@ -113,6 +113,32 @@ def test_dashboard_shows_the_figures_with_names_escaped(pages):
     assert pages.get(f"/dashboard?{PERIOD}").get_data(as_text=True) == html  # the figures cached
 
 
+def test_dashboard_charts_speak_the_readers_language(pages):
+    """The charts of an Icelandic dashboard: Icelandic titles, axes, legends, day names and figures; the English
+    dashboard of the same period, asked for first, is not what the Icelandic reader gets from the cache."""
+    english = [_texts(svg) for svg in _images(pages.admin.get(f"/dashboard?{PERIOD}",
+                                                              headers={"Accept-Language": "en"}).get_data(as_text=True))]
+    icelandic = [_texts(svg) for svg in _images(pages.admin.get(f"/dashboard?{PERIOD}",
+                                                                headers={"Accept-Language": "is"}).get_data(as_text=True))]
+    heat, daily, employees = icelandic
+    assert "Innhringingar eftir klukkustund og vikudegi" in heat and "klukkustund (staðartími)" in heat
+    assert ["mán.", "þri.", "mið.", "fim.", "fös.", "lau.", "sun."] == [t for t in heat if t.endswith(".")]
+    assert "Símtöl á dag" in daily and "innhringingar svarað" in daily and "23. nóv." in daily
+    assert "Svöruð og ósvöruð símtöl á hvern starfsmann" in employees and "innhringingar" in employees
+    assert "Calls per day" in english[1] and "Mon" in english[0] and "Nov 23" in english[1]
+    words = {t for chart in english for t in chart if t.isalpha() and len(t) > 2}
+    assert not words & {t for chart in icelandic for t in chart}, "no English word on the Icelandic charts"
+
+
+def test_chart_figures_are_written_as_the_locale_writes_them():
+    from screenpop.daemon import i18n
+
+    rows = [{"name": "Anna", "extension": "1001", "taken": 1500, "missed": 0}]
+    icelandic = _texts(charts.employee_chart(rows, formats=i18n.Formats.for_language("is")))
+    english = _texts(charts.employee_chart(rows))
+    assert "1.000" in icelandic and "1,000" in english
+
+
 def test_missed_page_and_filters(pages):
     html = pages.get(f"/missed?{PERIOD}").get_data(as_text=True)
     assert html.index("+3545559999") < html.index("+3545550003")  # newest first
