@@ -17,7 +17,10 @@ from screenpop.daemon.auth import signin
 from screenpop.daemon.auth.tokens import create as create_token
 from screenpop.daemon.config import load
 from screenpop.daemon.demo_data import seed
+from screenpop.daemon import i18n
+from screenpop.daemon.i18n import gettext as _, lazy_gettext, ngettext
 from screenpop.daemon.logformat import printable
+from screenpop.daemon.push.layout import DIRECTIONS
 from screenpop.daemon.runtime import Daemon
 from screenpop.db.models import CallEvent, Customer, Employee
 from screenpop.db.numbers import NumberRules
@@ -25,6 +28,10 @@ from screenpop.db.numbers import NumberRules
 DEMO_EXTENSIONS = "1001-1004"  # few operators, so the demo tray's operator gets every fourth call or so
 TRAY_EXTENSION = "1001"
 DEMO_LINK_SECONDS = 600  # the demo's admin sign-in link: time to read the banner first
+# each pop's event and direction as the demo's lines name them, in the terminal's language
+EVENTS = {"ringing": lazy_gettext("RINGING"), "dialing": lazy_gettext("DIALING"), "answered": lazy_gettext("ANSWERED"),
+          "answered_elsewhere": lazy_gettext("ANSWERED_ELSEWHERE"), "missed": lazy_gettext("MISSED"),
+          "transferred": lazy_gettext("TRANSFERRED"), "ended": lazy_gettext("ENDED")}
 
 CONFIG = """\
 # screenpop demo configuration (see docs/configuration.md for every option)
@@ -65,19 +72,28 @@ def _line(event: CallEvent, customer: Customer | None, operators: dict[str, str]
         if customer.category != "regular":
             card += f" [{customer.category.upper()}]"
     elif event.matches > 1:
-        card = f"{event.matches} customers share this number"
+        card = _("%(count)s customers share this number", count=event.matches)
     elif event.direction == "INTERNAL":
-        card = f"extension {event.peer_number} {event.peer_name}".strip()
+        card = _("extension %(number)s %(name)s", number=event.peer_number, name=event.peer_name).strip()
     else:
-        card = f"unknown caller {event.peer_name}".strip()
+        card = _("unknown caller %(name)s", name=event.peer_name).strip()
     number = event.peer_number if event.direction != "INTERNAL" else ""
+    kind = str(EVENTS.get(event.event, event.event.upper()))
+    direction = str(DIRECTIONS.get(event.direction, event.direction))
     return (
-        f"{event.at:%H:%M:%S}  {who:<28.28}  {event.event.upper():<18}  {event.direction:<8}  "
+        f"{event.at:%H:%M:%S}  {who:<28.28}  {kind:<{_widest(EVENTS)}}  {direction:<{_widest(DIRECTIONS)}}  "
         f"{printable(number):<14}  {printable(card)}"
     )
 
 
-def _print_pops(stop: gevent.event.Event) -> None:
+def _widest(words: dict) -> int:
+    """The length of the longest of words in the language of the moment: their column's width."""
+    return max(len(str(word)) for word in words.values())
+
+
+def _print_pops(stop: gevent.event.Event, language: str) -> None:
+    """Each new pop as a line until stop is set, in language (the terminal's: a greenlet starts with none of its own)."""
+    i18n.set_language(language)
     last = 0
     operators = dict(Employee.select(Employee.extension, Employee.name).tuples())
     while not stop.is_set():
@@ -139,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     sim_cmd += ["--calls", str(args.calls)] if args.calls else []
     sim = subprocess.Popen(sim_cmd, stderr=None if args.verbose else subprocess.DEVNULL)
-    for _ in range(100):
+    for _attempt in range(100):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             break
@@ -147,30 +163,41 @@ def run(args: argparse.Namespace) -> int:
             gevent.sleep(0.1)
     daemon.start()
     tray = _start_tray(folder, http_port, args.verbose)
-    print(f"screenpop demo in {folder}")
-    print(f"  database  {folder / 'screenpop.db'} ({Customer.select().count()} customers, {Employee.select().count()} operators)")
-    print(f"  config    {config_path}")
-    print(f"  simulator 127.0.0.1:{port}, {args.rate:g} calls/s" + (f", {args.calls} calls" if args.calls else ""))
-    print(f"  push      http://127.0.0.1:{http_port}/api/v1/events (token: screenpop token create --config {config_path} …)")
-    admin, _ = create_token(None, role="admin", name="demo admin")
+    web = f"http://127.0.0.1:{http_port}"
+    admin, _token = create_token(None, role="admin", name="demo admin")
     link = signin.mint(admin.id, "/customers", DEMO_LINK_SECONDS)
-    print(f"  pages     http://127.0.0.1:{http_port}/customers (customers, calls, new callers; docs/web.md)")
-    print(f"  sign in   http://127.0.0.1:{http_port}/signin/{link} (admin; works once, within {DEMO_LINK_SECONDS // 60} minutes)")
-    if tray is not None:
-        operator = Employee.get_or_none(Employee.extension == TRAY_EXTENSION)
-        print(f"  tray      desktop notifications for extension {TRAY_EXTENSION} ({operator.name if operator else ''})")
-    else:
-        print("  tray      no desktop session here; on a workstation: screenpop tray --setup (see docs/tray.md)")
-    print("  Ctrl-C stops; afterwards: screenpop calls --config " + str(config_path))
+    simulator = _("127.0.0.1:%(port)s, %(rate)s calls/s", port=port, rate="%g" % args.rate)
+    if args.calls:
+        simulator += ", " + ngettext("%(num)s call", "%(num)s calls", args.calls)
+    operator = Employee.get_or_none(Employee.extension == TRAY_EXTENSION)
+    banner = [
+        (_("database"), _("%(path)s (%(customers)s customers, %(operators)s operators)", path=folder / "screenpop.db",
+                          customers=Customer.select().count(), operators=Employee.select().count())),
+        (_("config"), str(config_path)),
+        (_("simulator"), simulator),
+        (_("push"), _("%(url)s (token: screenpop token create --config %(path)s …)", url=web + "/api/v1/events",
+                      path=config_path)),
+        (_("pages"), _("%(url)s (customers, calls, new callers; docs/web.md)", url=web + "/customers")),
+        (_("sign in"), _("%(url)s (admin; works once, within %(minutes)s minutes)", url=web + "/signin/" + link,
+                         minutes=DEMO_LINK_SECONDS // 60)),
+        (_("tray"), _("desktop notifications for extension %(extension)s (%(name)s)", extension=TRAY_EXTENSION,
+                      name=operator.name if operator else "") if tray is not None else
+         _("no desktop session here; on a workstation: screenpop tray --setup (see docs/tray.md)")),
+    ]
+    width = max(len(label) for label, _text in banner)
+    print(_("screenpop demo in %(folder)s", folder=folder))
+    for label, text in banner:
+        print(f"  {label:<{width}} {text}")
+    print("  " + _("Ctrl-C stops; afterwards: screenpop calls --config %(path)s", path=config_path))
     print()
     stop = gevent.event.Event()
-    printer = gevent.spawn(_print_pops, stop)
+    printer = gevent.spawn(_print_pops, stop, i18n.language())
     try:
         while sim.poll() is None:
             gevent.sleep(0.2)
         gevent.sleep(1.0)
     except KeyboardInterrupt:
-        print("\nstopping…")
+        print("\n" + _("stopping…"))
     finally:
         for child in (sim, tray):
             if child is not None and child.poll() is None:
@@ -180,5 +207,5 @@ def run(args: argparse.Namespace) -> int:
         gevent.sleep(0.5)
         stop.set()
         printer.join(timeout=2)
-    print(f"\ndone. Recorded calls: screenpop calls --config {config_path}")
+    print("\n" + _("done. Recorded calls: screenpop calls --config %(path)s", path=config_path))
     return 0
