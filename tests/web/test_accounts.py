@@ -341,7 +341,7 @@ def test_user_command(tmp_path, monkeypatch, capsys):
     assert "an operator needs the extension" in err
     assert run("create", "anna", "--name", "Anna", "--extension", "1001", "--password-stdin", stdin="long enough\n")[0] == 0
     assert "password: 8 to 1024" in run("passwd", "anna", "--password-stdin", stdin="short\n")[2]
-    assert "session(s) ended" in run("passwd", "anna", "--password-stdin", stdin="another password\n")[1]
+    assert "0 sessions ended" in run("passwd", "anna", "--password-stdin", stdin="another password\n")[1]
     assert run("set", "anna", "--role", "manager")[1].startswith("anna: manager, extension 1001")
     assert run("disable", "anna")[1].strip() == "anna disabled"
     code, out, _ = run("list")
