@@ -166,7 +166,7 @@ def use(value: str | None) -> Iterator[None]:
 # ---- sorting ---------------------------------------------------------------------------------------------
 
 
-def sort_key(text: str | None, lang: str | None = None) -> tuple[str, str]:
+def sort_key(text: str | None, lang: str | None = None) -> str:
     """A key that sorts names as people of lang (default: the language of the moment) expect: the rule of
     db/collation.py, which the database's own sorting follows (docs/i18n.md, "Sorting and search")."""
     return collation.sort_key(text, lang or language())

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import peewee
 
-from screenpop.db import collation, models
+from screenpop.db import models
 
 log = logging.getLogger("screenpop.database")
 T = TypeVar("T")
@@ -103,7 +103,6 @@ def _open_sqlite(url: str) -> peewee.SqliteDatabase:
     private_dir(Path(path).parent)
     _private_file(path)
     db = peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=10)
-    collation.register(db)  # before connecting: every connection of db gets the collations
     db.connect()
     return db
 

@@ -5,6 +5,7 @@ conversation analysis (figures, transcripts, phrase alerts) and the schema versi
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from peewee import (
     AutoField,
@@ -22,6 +23,8 @@ from peewee import (
     SQL,
     TextField,
 )
+
+from screenpop.db import collation
 
 database = DatabaseProxy()
 
@@ -69,6 +72,19 @@ class Customer(BaseModel):
     # custom_text: the text and choice values, for the search index (db/search.py)
     custom = TextField(default="{}", constraints=[SQL("DEFAULT '{}'")])
     custom_text = TextField(default="", constraints=[SQL("DEFAULT ''")])
+    # name and company as each language sorts them (db/collation.py customer_keys), written with them: the lists'
+    # A-to-Z orders read an index on these; compared character by character (PostgreSQL: COLLATE "C", migration 23)
+    name_key_en = TextField(default="", constraints=[SQL("DEFAULT ''")])
+    name_key_is = TextField(default="", constraints=[SQL("DEFAULT ''")])
+    company_key_en = TextField(default="", constraints=[SQL("DEFAULT ''")])
+    company_key_is = TextField(default="", constraints=[SQL("DEFAULT ''")])
+
+    def save(self, *args: Any, **kwargs: Any) -> int:
+        """Saved with its sort keys for its name and company as they are now (an UPDATE query or a bulk insert
+        writes them itself: daemon/customers/data.py, importer.py)."""
+        for column, key in collation.customer_keys(self.name, self.company).items():
+            setattr(self, column, key)
+        return super().save(*args, **kwargs)
 
 
 class Phone(BaseModel):

@@ -238,8 +238,7 @@ def end_sessions(person_id: int, keep_sid: str | None = None) -> int:
 
 def listing(lang: str) -> list[Person]:
     """Everyone, enabled first, A to Z by name as a reader of lang expects (then by login)."""
-    return list(Person.select().order_by(Person.disabled_at.is_null(False), *collation.by_name(Person.name, lang),
-                                         Person.login))
+    return sorted(Person.select(), key=lambda p: (p.disabled_at is not None, collation.sort_key(p.name, lang), p.login))
 
 
 def owner_of_token(token_id: int) -> Person | None:

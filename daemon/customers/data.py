@@ -227,8 +227,9 @@ def customer_order(sort: str, lang: str) -> list:
     overlap."""
     if sort == "recent":
         return [Customer.updated_at.desc(), Customer.id.desc()]
-    first, then = (Customer.name, Customer.company) if sort == "name" else (Customer.company, Customer.name)
-    return [first == "", *collation.by_name(first, lang), *collation.by_name(then, lang), Customer.id]
+    lang = lang if lang in collation.LANGUAGES else "en"
+    name, company = getattr(Customer, f"name_key_{lang}"), getattr(Customer, f"company_key_{lang}")
+    return [name, company, Customer.id] if sort == "name" else [company, name, Customer.id]
 
 
 def customer_full(c: Customer) -> dict:
@@ -284,9 +285,13 @@ def check_name(fields: dict, current: Customer | None = None) -> None:
 
 def _stored_fields(fields: dict, current: Customer | None) -> dict:
     """fields with the category checked against the list (the default when creating without one) and the custom
-    values checked against the definitions and merged into the stored ones (custom, custom_text)."""
+    values checked against the definitions and merged into the stored ones (custom, custom_text); with the name's
+    and company's sort keys when either changes."""
     db = database.obj
     out = {k: v for k, v in fields.items() if k != "custom"}
+    if current is None or "name" in fields or "company" in fields:
+        out.update(collation.customer_keys(fields.get("name", current.name if current else ""),
+                                           fields.get("company", current.company if current else "")))
     if "category" in fields or current is None:
         listed = custom.load_categories(db)
         if "category" in fields:
@@ -328,7 +333,8 @@ def update_customer(customer_id: int, fields: dict) -> None:
     if fields:
         stored = _stored_fields(fields, c)
         Customer.update(**stored, updated_at=utcnow()).where(Customer.id == c.id).execute()
-        changed = [key for key, value in stored.items() if key != "custom_text" and getattr(c, key) != value]
+        changed = [key for key, value in stored.items() if key not in ("custom_text", *collation.KEY_COLUMNS)
+                   and getattr(c, key) != value]
         if changed:
             audit.record("customer", c.id, "changed", ", ".join(_names(changed)), c.id)
 

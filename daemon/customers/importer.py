@@ -29,7 +29,7 @@ from screenpop.daemon.customers.images import ImageRejected
 from screenpop.daemon.customers.lookup import phone_columns
 from screenpop.daemon.i18n import Message, lazy_gettext
 from screenpop.daemon.reports.export import unescape_cell
-from screenpop.db import audit, models
+from screenpop.db import audit, collation, models
 from screenpop.db.database import private_dir
 from screenpop.db.models import Customer, Employee, Order, Phone
 from screenpop.db.numbers import NumberRules
@@ -291,7 +291,7 @@ def _execute_many(db: peewee.Database, text: str, rows: list[Sequence[Any]]) -> 
 # ---------------------------------------------------------------- customers
 
 _CUSTOMER_FIELDS = ("name", "company", "category", "note", "city", "country")
-_INSERTED = (*_CUSTOMER_FIELDS, "custom", "custom_text")
+_INSERTED = (*_CUSTOMER_FIELDS, "custom", "custom_text", *collation.KEY_COLUMNS)
 _CUSTOMERS = _Spec(("external_id",), (*_CUSTOMER_FIELDS, "phones"))
 
 
@@ -402,6 +402,9 @@ def _apply_customers(db: peewee.Database, rows: list[_CustomerRow], defs: list[c
             continue
         if row.custom or current is None:
             row.fields = {**row.fields, "custom": custom.encode(found), "custom_text": custom.search_text(defs, found)}
+        if current is None or "name" in row.fields or "company" in row.fields:
+            named = {**(current or {"name": "", "company": ""}), **row.fields}
+            row.fields = {**row.fields, **collation.customer_keys(named["name"], named["company"])}
         owner = current["id"] if current else row.external_id
         before = stored_phones.get(owner, {}) if current else {}
         after = before if row.phones is None else row.phones
@@ -423,7 +426,7 @@ def _apply_customers(db: peewee.Database, rows: list[_CustomerRow], defs: list[c
             new_phones += [(row.external_id, e164, *phone) for e164, phone in after.items()]
             outcome.created += 1
             continue
-        fields_changed = any(current[name] != value for name, value in row.fields.items() if name != "custom_text")
+        fields_changed = any(current[name] != value for name, value in row.fields.items() if name in current)
         if not fields_changed and before == after:
             outcome.unchanged += 1
             continue

@@ -1,12 +1,13 @@
-"""Names sorted by the database in the reader's language (db/collation.py): SQLite's collations and PostgreSQL's ICU
-and folded orders give the same order as sort_key, the rule, for the same names."""
+"""Names sorted by the database in the reader's language (db/collation.py): the rule, and customers' stored keys
+giving SQLite and PostgreSQL the rule's order, whichever way the customers were written."""
 from __future__ import annotations
 
 import peewee
 import pytest
 
-from screenpop.db import collation
-from screenpop.db.models import Employee
+from screenpop.daemon.customers import data
+from screenpop.db import collation, migrations
+from screenpop.db.models import Customer
 
 NAMES = ["Ari", "Ásta", "Bjarni", "Davíð", "Ðóra", "Einar", "Þórður", "Ægir", "Örn", "Zóphónías", "Oddur", "Óli",
          "ari", "Ari Jónsson", "Anna María", "Annabella", "Ólafur", "Olga", "Ívar", "Ingi", "Ýr", "Yngvi", "Úlfar",
@@ -32,24 +33,41 @@ def test_the_rule(lang: str, expected: list[str]) -> None:
     assert sorted(NAMES, key=lambda n: collation.sort_key(n, lang)) == expected
 
 
+def test_an_empty_text_sorts_last_and_a_shorter_name_first() -> None:
+    for lang in collation.LANGUAGES:
+        assert sorted(["", "Ö", "Anna Jóns", "Ann", "Anna"], key=lambda n: collation.sort_key(n, lang)) \
+            == ["Ann", "Anna", "Anna Jóns", "Ö", ""]
+
+
+def _listed(sort: str, lang: str) -> list[tuple[str, str]]:
+    return [(c.name, c.company) for c in Customer.select().order_by(*data.customer_order(sort, lang))]
+
+
 @pytest.mark.parametrize("lang", ["is", "en"])
-def test_the_database_sorts_as_the_rule(db: peewee.Database, lang: str) -> None:
-    """The same names, stored in an order of their own, come back from ORDER BY in sort_key's order (ties by id)."""
-    for i, name in enumerate(reversed(NAMES)):
-        Employee.create(name=name, extension=str(1000 + i))
-    rows = Employee.select(Employee.name).order_by(*collation.by_name(Employee.name, lang), Employee.id)
-    stored = [n for (n,) in rows.tuples()]
-    by_id = sorted(reversed(NAMES), key=lambda n: collation.sort_key(n, lang))  # stable: ties keep id order
-    assert stored == by_id
+def test_the_database_sorts_customers_as_the_rule(db: peewee.Database, lang: str) -> None:
+    """The same names, stored in an order of their own through the data layer, come back from the list's ORDER BY
+    in sort_key's order (ties by id), on SQLite and PostgreSQL alike; no company sorts last in the company order."""
+    for name in reversed(NAMES):
+        data.create_customer({"name": name}, [])
+    assert [n for n, _ in _listed("name", lang)] == sorted(reversed(NAMES), key=lambda n: collation.sort_key(n, lang))
+    data.create_customer({"name": "", "company": "Þór hf."}, [])
+    assert _listed("company", lang)[0] == ("", "Þór hf.")
 
 
-def test_sqlite_keeps_the_collations_on_every_connection(db: peewee.Database) -> None:
-    """A connection opened later (the database worker's, another greenlet's) sorts by the rule too."""
-    if not isinstance(db, peewee.SqliteDatabase):
-        pytest.skip("SQLite's collations")
-    Employee.create(name="Örn", extension="1")
-    Employee.create(name="Zoe", extension="2")
-    db.close()
-    db.connect()
-    assert [n for (n,) in Employee.select(Employee.name).order_by(*collation.by_name(Employee.name, "is")).tuples()] \
-        == ["Zoe", "Örn"]
+def test_a_renamed_customer_moves(db: peewee.Database) -> None:
+    zoe, orn = data.create_customer({"name": "Zoe"}, []), data.create_customer({"name": "Örn"}, [])
+    assert [n for n, _ in _listed("name", "is")] == ["Zoe", "Örn"]
+    data.update_customer(zoe, {"name": "Æsa"})
+    data.update_customer(orn, {"company": "Acme"})  # the company alone: the name's keys stay right
+    assert [n for n, _ in _listed("name", "is")] == ["Æsa", "Örn"]
+    assert [n for n, _ in _listed("name", "en")] == ["Æsa", "Örn"]  # ae, o
+    assert _listed("company", "en")[0] == ("Örn", "Acme")
+
+
+def test_the_migration_keys_the_customers_it_finds(db: peewee.Database) -> None:
+    """Customers stored before migration 23 (no keys) get theirs, so an upgraded database sorts at once."""
+    for name in ("Örn", "Zoe", "Ásta", "Adam"):
+        Customer.create(name=name)  # as a daemon of the version before wrote them: the columns' default
+    migrations._customer_sort_keys(db)
+    assert [n for n, _ in _listed("name", "is")] == ["Adam", "Ásta", "Zoe", "Örn"]
+    assert [n for n, _ in _listed("name", "en")] == ["Adam", "Ásta", "Örn", "Zoe"]

@@ -146,8 +146,8 @@ def record_page(customer_id: int, status: int = 200, error: str | None = None, o
         c = customer_record(db, customer_id, CALLS_PER_PAGE, before)
         playable = recordings.playable([call["uuid"] for call in c["calls"]] if c else [], listen, user.role,
                                        user.extension)
-        staff = Employee.select().order_by(*collation.by_name(Employee.name, lang), Employee.id)
-        return (c, list(staff), audit.for_customer(customer_id), playable,
+        staff = sorted(Employee.select(), key=lambda e: (collation.sort_key(e.name, lang), e.id))
+        return (c, staff, audit.for_customer(customer_id), playable,
                 analysis.recent_matches(limit=ALERTS_SHOWN, customer_id=customer_id))
 
     c, employees, history, playable, alerts = database(work)

@@ -33,8 +33,8 @@ def _changed() -> None:
 def employees_page(status: int = 200, error: str | None = None):
     """The employees A to Z in the reader's language, and the latest changes to them (who, what, when)."""
     lang = language()
-    staff, history = database(lambda: (list(Employee.select().order_by(*collation.by_name(Employee.name, lang),
-                                                                         Employee.id)), audit.for_kind("employee")))
+    staff, history = database(lambda: (list(Employee.select()), audit.for_kind("employee")))
+    staff.sort(key=lambda e: (collation.sort_key(e.name, lang), e.id))
     return render_page("employees.html", status=status, title=_("Employees"), employees=staff, history=history,
                        error=error)
 
