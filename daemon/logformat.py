@@ -1,6 +1,6 @@
 """Log lines for journald or a terminal: under journald a `<N>` syslog priority prefix and no timestamp of ours.
 
-Every message is one line: control and bidi characters in it (a newline in a request path, a terminal escape in a
+Logs are English whatever language a request speaks. Every message is one line: control and bidi characters in it (a newline in a request path, a terminal escape in a
 caller's name) are shown as escapes, so text from strangers cannot forge a second entry. Tracebacks keep theirs.
 """
 from __future__ import annotations
@@ -9,6 +9,7 @@ import logging
 import os
 import re
 
+from screenpop.daemon import i18n
 from screenpop.daemon.reports.export import UNSAFE_TEXT
 
 # syslog priorities journald reads from a leading "<N>" (SyslogLevelPrefix=yes, its default)
@@ -46,6 +47,12 @@ class TerminalFormatter(logging.Formatter):
 
     def __init__(self, fmt: str = "%(asctime)s %(levelname)s %(name)s: %(message)s") -> None:
         super().__init__(fmt)
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record in English, like every line of ours: a refusal it quotes (a lazy message, daemon/i18n.py) is
+        not written in the language of the request that caused it."""
+        with i18n.use("en"):
+            return super().format(record)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = printable(record.message)

@@ -405,3 +405,15 @@ def test_journal_lines_each_carry_the_priority_and_only_our_stream_counts(tmp_pa
         assert not under_journald(fh.fileno())  # an inherited variable, the stream redirected elsewhere
         monkeypatch.setenv("JOURNAL_STREAM", _journal_env(other)["JOURNAL_STREAM"])
         assert under_journald(fh.fileno())
+
+
+def test_a_refusal_quoted_in_the_log_is_english_whatever_the_request_spoke():
+    """A sysadmin's journal is in one language: a lazy message a request made in Icelandic is logged in English."""
+    from screenpop.daemon import i18n
+    from screenpop.daemon.logformat import JournalFormatter
+
+    message = i18n.lazy_gettext("the body is not valid JSON")
+    record = logging.LogRecord("screenpop.web", logging.WARNING, __file__, 1, "refused: %s", (message,), None)
+    with i18n.use("is"):
+        assert str(message) != "the body is not valid JSON"  # the page says it in Icelandic
+        assert JournalFormatter().format(record) == "<4>WARNING screenpop.web: refused: the body is not valid JSON"
