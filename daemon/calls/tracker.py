@@ -160,6 +160,17 @@ class Leg:
     hold_seconds: float = 0.0  # this leg's holds so far, ended ones
 
 
+def hold_union(intervals: list[tuple[dt.datetime, dt.datetime]]) -> float:
+    """Seconds inside any of these (start, end) intervals: the time a call was on hold by anyone, overlaps once."""
+    total, reached = 0.0, None
+    for start, end in sorted(intervals):
+        if reached is None or start > reached:
+            total, reached = total + (end - start).total_seconds(), end
+        elif end > reached:
+            total, reached = total + (end - reached).total_seconds(), end
+    return total
+
+
 @dataclass(eq=False)
 class CallState:
     """What is known about one business call; the writer persists it as Call and CallParty rows."""
@@ -186,13 +197,24 @@ class CallState:
     hangup_cause: str | None = None
     a_leg_billsec: int | None = None
     queue: str | None = None  # the mod_callcenter queue the caller waited in (cc_queue), if any
-    hold_seconds: float = 0.0  # on hold, summed over the call's legs (both sides at once count twice)
+    hold_seconds: float = 0.0  # on hold by anyone: hold_union of holds, plus hold_untimed (add_hold)
+    holds: list[tuple[dt.datetime, dt.datetime]] = field(default_factory=list, repr=False)  # each leg's timed holds
+    hold_untimed: float = 0.0  # held, times unknown: Hold-Accum beyond the events, or stored before a restart
     legs: list[Leg] = field(default_factory=list)
     finished: bool = False
     adopted: bool = False
     recovered: bool = False  # built from FreeSWITCH's CDRs alone (daemon/record/cdr.py): nobody was told of it
     db_id: int | None = None
     stored: tuple | None = field(default=None, repr=False)  # the call row as the writer last stored it
+
+    def add_hold(self, since: dt.datetime | None, seconds: float, at: dt.datetime) -> None:
+        """A leg's hold of `seconds` that ends at `at` (since: its CHANNEL_HOLD, None when not seen). The call is on
+        hold while anyone holds it: a hold overlapping another leg's counts once; what has no known times adds."""
+        timed = min(seconds, max(0.0, (at - since).total_seconds())) if since is not None else 0.0
+        if timed > 0:
+            self.holds.append((since, since + dt.timedelta(seconds=timed)))
+        self.hold_untimed += seconds - timed
+        self.hold_seconds = round(hold_union(self.holds) + self.hold_untimed, 6)
 
     def taken_by(self, extension: str, at: dt.datetime) -> str | None:
         """Who took the call extension was ringing for: the latest other party to answer up to at (card.py asks the
@@ -902,7 +924,7 @@ class CallTracker:
             return
         call = leg.call
         leg.hold_seconds += seconds
-        call.hold_seconds += seconds
+        call.add_hold(since, seconds, at)
         for ext in holders or self._holders(call, leg):
             party = call.parties.get(ext)
             if party is not None:

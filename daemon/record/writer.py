@@ -637,7 +637,8 @@ def call_from_row(row: Call) -> CallState:
     call.hangup_cause = row.hangup_cause
     call.a_leg_billsec = row.a_leg_billsec
     call.recovered = row.recovered
-    call.hold_seconds, call.queue = row.hold_seconds or 0.0, row.queue
+    call.hold_seconds = call.hold_untimed = row.hold_seconds or 0.0  # a restored call's holds have no times
+    call.queue = row.queue
     for p in CallParty.select().where(CallParty.call == row.id).order_by(CallParty.seq):
         party = Party(extension=p.extension, role=p.role, seq=p.seq, dirty=False, stored=True)
         party.rang_at, party.answered_at, party.ended_at = p.rang_at, p.answered_at, p.ended_at

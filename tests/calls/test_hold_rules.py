@@ -12,7 +12,7 @@ import datetime as dt
 
 import pytest
 
-from screenpop.daemon.calls.tracker import CallTracker
+from screenpop.daemon.calls.tracker import CallTracker, hold_union
 from test_call_rules import Switch, from_phone, queued_caller, to_gateway, to_phone, trunk_in
 from test_calls import CAPTURES, RULES, ListSink, _api_index, _channels, expected, read_events
 
@@ -93,6 +93,48 @@ def test_a_missed_unhold_ends_the_hold_at_the_legs_hangup():
     sw.hangup(b, seconds=7)
     sw.hangup(a)
     assert sw.call(a).hold_seconds == pytest.approx(7)
+
+
+def _held(sw: Switch, leg: dict, after: float, event: str, accum: float | None = None) -> None:
+    """One hold event on leg `after` seconds on; a phone's UNHOLD carries its leg's total (accum)."""
+    extra = {} if accum is None else {"Caller-Channel-Hold-Accum": str(int(accum * 1_000_000))}
+    sw(event, leg, after, **extra)
+
+
+@pytest.mark.parametrize("steps, call_hold, party_hold", [
+    # the operator's phone holds 0-10 s, the caller's leg (uuid_hold) 5-20 s: held by anyone 0-20 s
+    ([("b", 0, "CHANNEL_HOLD", None), ("a", 5, "CHANNEL_HOLD", None), ("b", 5, "CHANNEL_UNHOLD", 10),
+      ("a", 10, "CHANNEL_UNHOLD", None)], 20, 10 + 15),
+    # nested: the caller's leg held 0-20 s, the phone 5-8 s inside it
+    ([("a", 0, "CHANNEL_HOLD", None), ("b", 5, "CHANNEL_HOLD", None), ("b", 3, "CHANNEL_UNHOLD", 3),
+      ("a", 12, "CHANNEL_UNHOLD", None)], 20, 20 + 3),
+    # one after the other: the phone 0-4 s, the caller's leg 6-9 s
+    ([("b", 0, "CHANNEL_HOLD", None), ("b", 4, "CHANNEL_UNHOLD", 4), ("a", 2, "CHANNEL_HOLD", None),
+      ("a", 3, "CHANNEL_UNHOLD", None)], 7, 7),
+])
+def test_both_sides_holding_at_once_count_once_for_the_call(steps, call_hold, party_hold):
+    """The call's hold is the time anyone held it (the union of its legs' holds); the operator's own hold stays
+    as documented: its phone's holds plus the caller's leg held while it talked, each counted."""
+    sw = Switch()
+    a, b = answered_call(sw)
+    legs = {"a": a, "b": b}
+    for leg, after, event, accum in steps:
+        _held(sw, legs[leg], after, event, accum)
+    sw.hangup(a, seconds=30)
+    sw.hangup(b)
+    call = sw.call(a)
+    assert call.hold_seconds == pytest.approx(call_hold, abs=0.01)
+    assert call.parties["1001"].hold_seconds == pytest.approx(party_hold, abs=0.01)
+    assert call.hold_seconds <= call.talk_seconds()
+
+
+def test_hold_union_counts_each_moment_once():
+    t = lambda s: dt.datetime(2026, 12, 7, 10, 0) + dt.timedelta(seconds=s)
+    assert hold_union([]) == 0
+    assert hold_union([(t(5), t(20)), (t(0), t(10))]) == 20  # overlapping, in any order
+    assert hold_union([(t(0), t(20)), (t(5), t(8)), (t(8), t(9))]) == 20  # nested
+    assert hold_union([(t(0), t(4)), (t(6), t(9)), (t(4), t(5))]) == 8  # touching and apart
+    assert hold_union([(t(0), t(3)), (t(0), t(3))]) == 3  # the same hold twice
 
 
 def test_a_hold_before_a_transfer_is_the_transferors_not_the_takers():
