@@ -10,12 +10,15 @@ stored whoever writes it (the daemon, the web pages, an import, a test):
   call's start, direction and first answerer, and whether that caller did not call in again within
   CALLBACK_HOURS of the call's end (NULL when the call is not INCOMING or the caller is unknown).
 
-It is also the one home of the rule that a missed call was **returned** (``returned``, ``returning_call``): a
-later call with the same caller (the same customer, or the same E.164 number) that was answered, either way
-round: an INCOMING call an operator answered, or an OUTGOING call (a callback, click-to-call included) the far
-end answered. A call with neither customer nor E.164 number (withheld, or a number that cannot be stored) can
-never be returned (``unreturnable``). The analytics report and the missed-call follow-up (daemon/reports) read
-these; they are queries over the calls' covering indexes, not stored columns.
+It is also the one home of the rule that a missed call was **returned**: a later call with the same caller (the
+same customer, or the same E.164 number) that was answered, either way round: an INCOMING call an operator
+answered, or an OUTGOING call (a callback, click-to-call included) the far end answered; the first such call by
+start (then id) returned it. Since migration 22 each missed INCOMING call keeps its callback on its row, kept by
+triggers too: ``call.callback_id`` (the call that returned it, NULL while none has) and ``call.callback_at`` (when
+that call was answered), so the reports read a column instead of searching a caller's calls for each of a year's
+missed calls. A call with neither customer nor E.164 number (withheld, or a number that cannot be stored) can
+never be returned (``unreturnable``). The analytics reports and the missed-call follow-up (daemon/reports) read
+``returned`` and the columns.
 
 A covering index over these lets the report read one index in extension order. The columns are not in the
 peewee models, so no ORM ``save()`` can overwrite them with stale values. Across several daemons on one
@@ -174,20 +177,104 @@ def _later_answered(row: str, key: str) -> str:
 
 def returned(row: str) -> str:
     """SQL condition: row (a missed INCOMING call) was returned by a later answered call with the same caller."""
-    return "(" + " OR ".join(f"({row}.{key} IS NOT NULL AND EXISTS (SELECT 1 {_later_answered(row, key)}))"
-                             for key in _CALLER_KEYS) + ")"
-
-
-def returning_call(row: str) -> tuple[str, str]:
-    """SQL: the id of the first call that returned row found by its customer, and the one found by its number
-    (each NULL when none); the earlier of the two returned it."""
-    return tuple(f"(SELECT r.id {_later_answered(row, key)} ORDER BY r.started_at, r.id LIMIT 1)"
-                 for key in _CALLER_KEYS)  # type: ignore[return-value]
+    return f"({row}.callback_id IS NOT NULL)"
 
 
 def unreturnable(row: str) -> str:
     """SQL condition: row has no caller a later call could be matched with (withheld, or an unstorable number)."""
     return f"({row}.customer_id IS NULL AND {row}.external_e164 IS NULL)"
+
+
+def _callback(row: str, into: str = "", not_itself: bool = False) -> str:
+    """SELECT of the call that returned row (its id and answer time), the earlier by start (then id) of the first
+    found by customer and the first found by number; no row when row is not a missed INCOMING call or nobody
+    returned it. into: PL/pgSQL's INTO targets; not_itself: leave row's own stored version out (a BEFORE trigger's
+    table still holds the old one)."""
+    firsts = ", ".join(f"(SELECT r.id {_later_answered(row, key)}{f' AND r.id <> {row}.id' if not_itself else ''} "
+                       "ORDER BY r.started_at, r.id LIMIT 1)" for key in _CALLER_KEYS)
+    return (f"SELECT b.id, b.answered_at {into}FROM \"call\" b WHERE {row}.direction = 'INCOMING' AND {row}.missed "
+            f"AND b.id IN ({firsts}) ORDER BY b.started_at, b.id LIMIT 1")
+
+
+def _set_callback(where: str) -> str:
+    """UPDATE the callback of the calls matching where (SQL over "call") from what is stored now."""
+    return f'UPDATE "call" SET ({_CALLBACK}) = ({_callback(_CALL)}) WHERE {where}'
+
+
+def _returned_by(old: str) -> str:
+    """The missed calls old (an answered call now moved, re-keyed, unanswered or gone) returned look again."""
+    return _set_callback(f"{old}.direction IN {RETURNING_DIRECTIONS} AND {old}.answered_at IS NOT NULL "
+                         f"AND callback_id = {old}.id")
+
+
+def _returns(new: str) -> list[str]:
+    """The missed calls new (an answered call, inserted or changed) may be the first to return, found again.
+
+    Per caller key: the missed calls of that caller started before new, but not before the caller's latest
+    answered call that started before new (that one, or an earlier one, returned those already)."""
+    out = []
+    for key in _CALLER_KEYS:
+        latest = (f'(SELECT p.started_at FROM "call" p WHERE p.{key} = {new}.{key} '
+                  f"AND p.direction IN {RETURNING_DIRECTIONS} AND p.answered_at IS NOT NULL "
+                  f"AND p.started_at < {new}.started_at ORDER BY p.started_at DESC LIMIT 1)")
+        out.append(_set_callback(
+            f"{new}.direction IN {RETURNING_DIRECTIONS} AND {new}.answered_at IS NOT NULL "
+            f"AND {key} = {new}.{key} AND direction = 'INCOMING' AND missed "
+            f"AND started_at < {new}.started_at AND started_at >= COALESCE({latest}, started_at)"))
+    return out
+
+
+_CALLBACK_COLUMNS = (("callback_id", "INTEGER", "integer"), ("callback_at", "DATETIME", "timestamp"))
+_CALLBACK = ", ".join(name for name, *_ in _CALLBACK_COLUMNS)
+_RETURN_KEYS = (*_KEY_COLUMNS, "answered_at", "missed")  # what decides which call returned which
+# the missed calls a call could return, in start order, with what the reports read of them (migration 22)
+_MISSED_INDEX = ('CREATE INDEX IF NOT EXISTS call_missed_callback ON "call" (started_at, did, queue, ended_at, '
+                 "callback_at) WHERE direction = 'INCOMING' AND missed AND (customer_id IS NOT NULL OR "
+                 "external_e164 IS NOT NULL)")
+RETURNABLE_MISSED = ("c.direction = 'INCOMING' AND c.missed AND (c.customer_id IS NOT NULL OR "
+                     "c.external_e164 IS NOT NULL)")  # the index's condition: a query naming it can read it
+
+
+def _callback_triggers(sqlite: bool) -> dict[str, tuple[str, str, str, list[str]]]:
+    """Trigger name -> (timing and event, WHEN condition, declarations, statements) keeping each missed call's
+    callback. They run only when a deciding column of a missed call or of an answered call changed."""
+    own = ("new.direction = 'INCOMING' AND new.missed AND "
+           "(new.customer_id IS NOT NULL OR new.external_e164 IS NOT NULL)")
+    rekeyed = f"({_changed((*_KEY_COLUMNS, 'missed'), sqlite)}) AND (({own}) OR old.callback_id IS NOT NULL)"
+    answered = f"new.direction IN {RETURNING_DIRECTIONS} AND new.answered_at IS NOT NULL"
+    changed = (f"({_changed(_RETURN_KEYS, sqlite)}) AND (old.direction IN {RETURNING_DIRECTIONS} "
+               f"OR new.direction IN {RETURNING_DIRECTIONS})")
+    keys = ", ".join(_RETURN_KEYS)
+    gone = ('AFTER DELETE ON "call"', f"old.direction IN {RETURNING_DIRECTIONS} AND old.answered_at IS NOT NULL",
+            "", [_returned_by("old")])
+    if sqlite:  # its triggers cannot change NEW: the call's own callback is a second write of its row
+        return {
+            "call_callback_ai": ('AFTER INSERT ON "call"', f"({own}) OR ({answered})", "",
+                                 [_set_callback(f"id = new.id AND {own}"), *_returns("new")]),
+            "call_callback_au": (f'AFTER UPDATE OF {keys} ON "call"', changed, "",
+                                 [_set_callback(f"id = new.id AND {rekeyed}"), _returned_by("old"), *_returns("new")]),
+            "call_callback_ad": gone,
+        }
+    mine = _callback("new", "INTO new.callback_id, new.callback_at ", not_itself=True)
+    return {
+        "call_callback_bi": ('BEFORE INSERT ON "call"', own, "", [mine]),
+        "call_callback_bu": (f'BEFORE UPDATE OF {keys} ON "call"', rekeyed, "", [mine]),
+        "call_callback_ai": ('AFTER INSERT ON "call"', answered, "", _returns("new")),
+        "call_callback_au": (f'AFTER UPDATE OF {keys} ON "call"', changed, "", [_returned_by("old"), *_returns("new")]),
+        "call_callback_ad": gone,
+    }
+
+
+def install_callbacks(db: peewee.Database) -> None:
+    """Migration 22: each missed call's callback on its row (the call that returned it and when that was answered),
+    filled from what is stored in one statement, then the indexes and the triggers that keep it."""
+    sqlite = isinstance(db, peewee.SqliteDatabase)
+    for column in _CALLBACK_COLUMNS:
+        _add_column(db, "call", column, sqlite)
+    db.execute_sql(_set_callback("direction = 'INCOMING' AND missed"))
+    db.execute_sql('CREATE INDEX IF NOT EXISTS call_callback_id ON "call" (callback_id) WHERE callback_id IS NOT NULL')
+    db.execute_sql(_MISSED_INDEX)
+    _create(db, _callback_triggers(sqlite))
 
 
 def install(db: peewee.Database) -> None:
@@ -212,8 +299,13 @@ def index_hold(db: peewee.Database) -> None:
 
 def create_triggers(db: peewee.Database) -> None:
     """Create the triggers, or replace them with this version's (migration 7 narrowed when they run)."""
+    _create(db, _triggers(isinstance(db, peewee.SqliteDatabase)))
+
+
+def _create(db: peewee.Database, triggers: dict[str, tuple[str, str, str, list[str]]]) -> None:
+    """Create or replace these triggers (name -> timing and event, WHEN condition, declarations, statements)."""
     sqlite = isinstance(db, peewee.SqliteDatabase)
-    for name, (event, when, declare, statements) in _triggers(sqlite).items():
+    for name, (event, when, declare, statements) in triggers.items():
         if sqlite:
             condition = f" WHEN {when}" if when else ""
             db.execute_sql(f"DROP TRIGGER IF EXISTS {name}")

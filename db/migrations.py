@@ -254,6 +254,8 @@ MIGRATIONS: list[Migration] = [
     Migration(19, "people with passwords and roles, sign-in throttling, sessions tied to people", _people),
     Migration(20, "audit trail of changes to customers, numbers, orders and people", _audit),
     Migration(21, "hold time on calls and parties, and the queue a call waited in", _hold_and_queue),
+    Migration(22, "each missed call's callback (the call that returned it, when it was answered) kept on its row",
+              callfacts.install_callbacks),
     Migration(23, "customers' names and companies as each language sorts them, indexed for the A-to-Z lists",
               _customer_sort_keys),
 ]

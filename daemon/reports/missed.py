@@ -19,6 +19,8 @@ import datetime as dt
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from peewee import SQL
+
 from screenpop.daemon.i18n import lazy_gettext
 from screenpop.db import callfacts
 from screenpop.db.models import Call, CallParty, Employee, MissedDone, database, utcnow
@@ -41,7 +43,6 @@ OPEN = _CONDITIONS["open"]  # still to be returned (the analytics report "missed
 _STATE = ("CASE " + " ".join(f"WHEN {_CONDITIONS[s]} THEN '{s}'" for s in ("returned", "done", "anonymous"))
           + " ELSE 'open' END")
 _FROM = f'FROM "call" c {JOIN_DONE} WHERE c.direction = \'INCOMING\' AND c.missed'
-_BY_CUSTOMER, _BY_NUMBER = callfacts.returning_call("c")
 
 
 class FollowUpError(Exception):
@@ -156,14 +157,10 @@ def _iso(value: dt.datetime | str | None) -> str | None:
 
 
 def _first_returns(ids: list[int]) -> dict[int, Call]:
-    """For each of these returned missed calls, the call that returned it first (found by customer or by number)."""
-    db = database.obj
-    marks = ", ".join(db.param for _ in ids)
-    found = db.execute_sql(f'SELECT c.id, {_BY_CUSTOMER}, {_BY_NUMBER} FROM "call" c WHERE c.id IN ({marks})',
-                           ids).fetchall()
-    by_id = {r.id: r for r in Call.select().where(Call.id.in_([i for _, *rids in found for i in rids if i is not None]))}
-    return {cid: min((by_id[i] for i in rids if i is not None), key=lambda r: (_iso(r.started_at), r.id))
-            for cid, *rids in found if any(i is not None for i in rids)}
+    """For each of these returned missed calls, the call that returned it first (stored on its row: db/callfacts.py)."""
+    back = dict(Call.select(Call.id, SQL("callback_id")).where(Call.id.in_(ids)).tuples())
+    by_id = {r.id: r for r in Call.select().where(Call.id.in_([i for i in back.values() if i is not None]))}
+    return {cid: by_id[rid] for cid, rid in back.items() if rid is not None}
 
 
 def _rows(ids: list[int], state: str) -> list[dict]:

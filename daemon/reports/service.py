@@ -78,18 +78,13 @@ WHERE c.direction = 'INCOMING' {where}
 
 def _callback_sql(d: dict[str, str], where: str, group: str) -> str:
     """Each returnable missed call's group and the seconds from its end to the answer of the call that returned
-    it (NULL: not returned), the earlier by start of the first returning call found by customer and by number."""
-    by_customer, by_number = callfacts.returning_call("c")
-    end = "COALESCE(x.ended_at, x.started_at)"
-    delay1, delay2 = (d["secs"].format(a=end, b=f"{r}.answered_at") for r in ("r1", "r2"))
+    it (NULL: not returned), from the callback stored on its row (db/callfacts.py; on SQLite one range of the
+    partial index of those calls)."""
+    delay = d["secs"].format(a="COALESCE(c.ended_at, c.started_at)", b="c.callback_at")
     return f"""
-SELECT x.g, CASE WHEN r1.id IS NULL THEN {delay2} WHEN r2.id IS NULL THEN {delay1}
-                 WHEN r2.started_at < r1.started_at OR (r2.started_at = r1.started_at AND r2.id < r1.id) THEN {delay2}
-                 ELSE {delay1} END
-FROM (SELECT {group} AS g, c.started_at, c.ended_at, {by_customer} AS id1, {by_number} AS id2
-      FROM "call" c
-      WHERE c.direction = 'INCOMING' AND c.missed AND NOT {callfacts.unreturnable("c")} {where}) x
-LEFT JOIN "call" r1 ON r1.id = x.id1 LEFT JOIN "call" r2 ON r2.id = x.id2"""
+SELECT {group}, {delay}
+FROM "call" c
+WHERE {callfacts.RETURNABLE_MISSED} {where}"""
 
 
 def p90(values: list[float]) -> float | None:
@@ -158,8 +153,7 @@ def _figures(period: Period, report: str) -> list[dict]:
         rows = db.execute_sql(_service_sql(d, period, where, group, by_number, _TRANSFERRED), params).fetchall()
     delays: dict[str, list[float]] = defaultdict(list)
     returnable: dict[str, int] = defaultdict(int)
-    missed_where = where.replace("c.started_at", "+c.started_at") if most else where
-    for g, delay in db.execute_sql(_callback_sql(d, missed_where, group), params).fetchall():
+    for g, delay in db.execute_sql(_callback_sql(d, where, group), params).fetchall():
         returnable[g] += 1
         if delay is not None:
             delays[g].append(round(float(delay), 3))
