@@ -294,6 +294,41 @@ class I18nConfig:
     default_language: str = "en"
 
 
+LDAP_MEMBERSHIP = ("memberOf", "member")  # how a person's groups are found: their memberOf values, or a group search
+
+
+@dataclass
+class LdapConfig:
+    """Signing in against the organisation's LDAP / Active Directory (docs/accounts.md, "The directory"): the
+    servers, the service account that finds a person, the attributes read, and which groups give which role.
+
+    user_filter's {login} is replaced by the typed login, RFC 4515-escaped. groups maps a group's DN to a role; a
+    person in several gets the highest. membership "memberOf": the person's memberOf values (Active Directory, or
+    OpenLDAP's memberof overlay); "member": groups under group_base_dn whose member is the person (groupOfNames).
+    """
+
+    enabled: bool = False
+    urls: list[str] = field(default_factory=list)  # ldaps://dc1.example.org, or ldap://... with start_tls
+    start_tls: bool = True  # ldap:// URLs: StartTLS before any password is sent
+    ca_file: str = ""  # the CA that signed the servers' certificates (empty: the system's)
+    timeout: float = 5.0  # seconds a whole directory check may take; past it the directory counts as down
+    bind_dn: str = ""  # the service account that searches (empty: anonymous search)
+    bind_password: str = ""
+    bind_password_file: str = ""
+    base_dn: str = ""
+    user_filter: str = "(&(objectClass=inetOrgPerson)(uid={login}))"
+    name_attribute: str = "displayName"  # else cn
+    extension_attribute: str = "telephoneNumber"
+    language_attribute: str = "preferredLanguage"
+    membership: str = "member"
+    group_base_dn: str = ""  # membership "member": where the groups are (empty: base_dn)
+    groups: dict[str, str] = field(default_factory=dict)
+
+    def secret(self) -> str:
+        """The service account's password: the file wins over the inline value; never logged."""
+        return _read_secret("[ldap] bind_password_file", self.bind_password_file) if self.bind_password_file else self.bind_password
+
+
 @dataclass
 class LogConfig:
     """Log verbosity: debug, info, warning or error."""
@@ -320,6 +355,7 @@ class Config:
     recordings: RecordingsConfig = field(default_factory=RecordingsConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     i18n: I18nConfig = field(default_factory=I18nConfig)
+    ldap: LdapConfig = field(default_factory=LdapConfig)
     sources: list[SourceConfig] = field(default_factory=list)
     node: str = ""
 
@@ -440,6 +476,7 @@ def parse(data: dict[str, Any]) -> Config:
     _check_card(config.card)
     _check_recordings(config.recordings)
     _check_analysis(config.analysis)
+    _check_ldap(config.ldap)
     if config.i18n.default_language not in ("en", "is"):
         raise ConfigError("[i18n] default_language must be en or is, got %(value)s", value=repr(config.i18n.default_language))
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
@@ -507,6 +544,38 @@ def _check_analysis(analysis: AnalysisConfig) -> None:
     for phrase in analysis.phrases:
         if not phrase.strip() or len(phrase) > 200 or any(c in phrase for c in "\r\n\x00"):
             raise ConfigError("[analysis] phrases: %(phrase)s must be 1 to 200 characters on one line", phrase=repr(phrase[:40]))
+
+
+def _check_ldap(ldap: LdapConfig) -> None:
+    """[ldap], when enabled: ldap:// or ldaps:// servers (ldap:// only with StartTLS unless the URL is loopback), a
+    base DN, a filter with {login}, a known membership kind and groups mapped to known roles."""
+    if not ldap.enabled:
+        return
+    if not ldap.urls:
+        raise ConfigError("[ldap] urls: at least one server, e.g. [\"ldaps://dc1.example.org\"]")
+    for url in ldap.urls:
+        found = re.fullmatch(r"(ldaps?)://(\[[0-9a-fA-F:.]+\]|[^/\s:\[\]]+)(:\d{1,5})?/?", url)
+        if not found:
+            raise ConfigError(f"[ldap] urls: {url!r} must be ldap://host[:port] or ldaps://host[:port]")
+        if found[1] == "ldap" and not ldap.start_tls and found[2] not in ("127.0.0.1", "[::1]", "localhost"):
+            raise ConfigError(f"[ldap] urls: {url!r} without start_tls would send passwords in clear; use ldaps:// "
+                              "or start_tls = true")
+    if not ldap.base_dn:
+        raise ConfigError("[ldap] base_dn: where the people are, e.g. \"ou=people,dc=example,dc=org\"")
+    if "{login}" not in ldap.user_filter or not (ldap.user_filter.startswith("(") and ldap.user_filter.endswith(")")):
+        raise ConfigError("[ldap] user_filter must be an LDAP filter in parentheses holding {login}")
+    if ldap.membership not in LDAP_MEMBERSHIP:
+        raise ConfigError(f"[ldap] membership must be {' or '.join(LDAP_MEMBERSHIP)}, got {ldap.membership!r}")
+    if not 0.1 <= ldap.timeout <= 60:
+        raise ConfigError("[ldap] timeout must be between 0.1 and 60 seconds")
+    if not ldap.groups:
+        raise ConfigError("[ldap] groups: map at least one group's DN to a role (operator, manager or admin)")
+    for dn, role in ldap.groups.items():
+        if role not in LISTEN_ROLES:
+            raise ConfigError(f"[ldap] groups: {dn!r} = {role!r}: the role must be operator, manager or admin")
+    if ldap.ca_file and not os.path.isfile(ldap.ca_file):
+        raise ConfigError(f"[ldap] ca_file: {ldap.ca_file} is not a file")
+    ldap.secret()
 
 
 def _sources(raw: Any) -> list[SourceConfig]:

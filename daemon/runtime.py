@@ -377,6 +377,7 @@ class Daemon:
         """The HTTP side, imported only now (Flask, the pages, the photos: not needed to follow calls)."""
         from screenpop.daemon.customers.photos import Photos
         from screenpop.daemon.pbx.originate import Originator
+        from screenpop.daemon.auth.directory import Directory
         from screenpop.daemon.web.server import HttpServer
 
         originator = Originator(self.esl, self.config.originate, lambda: self.numbers)
@@ -386,7 +387,8 @@ class Daemon:
                           cdr_intake=self.cdr, originator=originator, sources=self.sources,
                           analytics=self.config.analytics,
                           analysis=self.analyser.status if self.analyser is not None else None,
-                          recordings=self.config.recordings)
+                          recordings=self.config.recordings,
+                          directory=Directory(self.config.ldap) if self.config.ldap.enabled else None)
 
     def _report_to_systemd(self) -> None:
         """READY=1 once HTTP listens and FreeSWITCH is subscribed, or after [freeswitch] startup_wait anyway

@@ -231,6 +231,13 @@ def _customer_sort_keys(db: peewee.Database) -> None:
                        f"ON customer (company_key_{lang}, name_key_{lang}, id)")
 
 
+def _person_source(db: peewee.Database) -> None:
+    """Where a person's password is checked: "local" (their hash here) or "ldap" (the directory); everyone before
+    is local. A fresh database has the column from version 1."""
+    if "source" not in {c.name for c in db.get_columns("person")}:
+        db.execute_sql("ALTER TABLE person ADD COLUMN source VARCHAR(16) NOT NULL DEFAULT 'local'")
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "create all tables", _create_tables),
     Migration(2, "web sign-in: shared settings and one-time sign-in links", _web_signin),
@@ -258,6 +265,7 @@ MIGRATIONS: list[Migration] = [
               callfacts.install_callbacks),
     Migration(23, "customers' names and companies as each language sorts them, indexed for the A-to-Z lists",
               _customer_sort_keys),
+    Migration(24, "people signed in by the organisation's directory (LDAP), marked as such", _person_source),
 ]
 
 

@@ -375,6 +375,7 @@ class Person(BaseModel):
     created_at = DateTimeField(default=utcnow)
     password_changed_at = DateTimeField(null=True)
     disabled_at = DateTimeField(null=True)
+    source = CharField(max_length=16, default="local")
 
 
 class SigninThrottle(BaseModel):

@@ -32,6 +32,8 @@ MAX_NAME = 200
 LOGIN_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789._-@")
 LANGUAGES = i18n.LANGUAGES  # the languages there are catalogues for (daemon/i18n.py)
 MAX_WAIT = 60
+DIRECTORY = "ldap"  # Person.source of people whose password the organisation's directory checks (daemon/auth/directory.py)
+MANAGED_BY_DIRECTORY = i18n.lazy_gettext("This password is managed by the organisation's directory (LDAP); change it there.")
 
 _hasher = argon2.PasswordHasher()
 
@@ -118,9 +120,10 @@ def hash_password(clear: str) -> str:
 
 
 def password_matches(stored: str | None, clear: str) -> bool:
-    """Whether clear is the password stored hashed; None (unknown login) spends the same time and says no."""
+    """Whether clear is the password stored hashed; None (unknown login) or "" (a directory person: no hash here)
+    spends the same time and says no."""
     try:
-        return _hasher.verify(stored or _nobody(), clear) and stored is not None
+        return _hasher.verify(stored or _nobody(), clear) and bool(stored)
     except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
         return False
 
@@ -192,8 +195,10 @@ def update(person_id: int, fields: dict) -> Person:
 
 
 def set_password(person_id: int, password_hash: str, keep_sid: str | None = None, by_admin: bool = True) -> int:
-    """A new password hash; every session of the person ends but keep_sid (their own, when they change it). How many ended."""
-    get(person_id)
+    """A new password hash; every session of the person ends but keep_sid (their own, when they change it). How many
+    ended. A directory person's password is the directory's: refused."""
+    if get(person_id).source == DIRECTORY:
+        raise PeopleError(409, MANAGED_BY_DIRECTORY)
     _store_hash(person_id, password_hash)
     Person.update(password_changed_at=utcnow()).where(Person.id == person_id).execute()
     audit.record("person", person_id, "password reset" if by_admin else "password changed")

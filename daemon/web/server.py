@@ -37,6 +37,7 @@ from werkzeug.routing import IntegerConverter
 
 from screenpop.daemon import i18n
 from screenpop.daemon.auth import roles
+from screenpop.daemon.auth.directory import Directory
 from screenpop.daemon.auth.tokens import TokenCheck
 from screenpop.daemon.config import AnalyticsConfig, ConfigError, HttpConfig, RecordingsConfig, WebConfig
 from screenpop.daemon.customers.data import MAX_ID
@@ -273,7 +274,8 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
                originator: Originator | None = None, sources: Sources | None = None,
                analytics: AnalyticsConfig | None = None,
                on_employees_changed: Callable[[], None] | None = None,
-               analysis: Callable[[], dict] | None = None, recordings: RecordingsConfig | None = None) -> Flask:
+               analysis: Callable[[], dict] | None = None, recordings: RecordingsConfig | None = None,
+               directory: Directory | None = None) -> Flask:
     """The Flask app serving the push stream, photos, the JSON API and the web pages from hub.
 
     tls: served over HTTPS (secure session cookies); on_link: the daemon's hook for a call linked to a customer;
@@ -282,7 +284,8 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
     originator: click-to-call through FreeSWITCH (docs/originate.md); sources: what the record page asks about a
     customer's numbers (docs/sources.md); analytics: the service figures' thresholds (docs/analytics.md);
     recordings: who may listen to call recordings and the folders they are served from (docs/recordings.md);
-    analysis: the conversation analysis worker's progress (docs/analysis.md), None when it is off.
+    analysis: the conversation analysis worker's progress (docs/analysis.md), None when it is off; directory: the
+    organisation's LDAP people sign in with (docs/accounts.md), None when [ldap] is off.
     """
     recordings = recordings or RecordingsConfig()
     app = Flask("screenpop.daemon.web.server", static_folder=None)  # the pages' static files: daemon/web/static
@@ -382,7 +385,7 @@ def create_app(hub: PushHub, photos: Photos, heartbeat: float, web_config: WebCo
         app.register_blueprint(cdr.blueprint(cdr_intake))  # its own auth (HTTP Basic), not the API's Bearer token
     app.register_blueprint(api.blueprint(hub, authenticate, originator, on_employees_changed, recordings))
     web.init_app(app, hub, photos, web_config, tls, authenticate, on_link, zone, originator, sources,
-                 on_employees_changed, recordings)
+                 on_employees_changed, recordings, directory)
     app.register_blueprint(dashboard.blueprint(zone, analytics or AnalyticsConfig(), analysis))
     app.register_blueprint(conversation.blueprint(authenticate, analysis))
 
@@ -487,12 +490,13 @@ class HttpServer:
                  originator: Originator | None = None, sources: Sources | None = None,
                  analytics: AnalyticsConfig | None = None,
                  on_employees_changed: Callable[[], None] | None = None,
-                 analysis: Callable[[], dict] | None = None, recordings: RecordingsConfig | None = None) -> None:
+                 analysis: Callable[[], dict] | None = None, recordings: RecordingsConfig | None = None,
+                 directory: Directory | None = None) -> None:
         self.config = config
         self.hub = hub
         tls = bool(config.certfile) or config.public_url.startswith("https:")
         self.app = create_app(hub, photos, config.heartbeat, web_config, tls, on_link, zone, cdr_intake, originator,
-                              sources, analytics, on_employees_changed, analysis, recordings)
+                              sources, analytics, on_employees_changed, analysis, recordings, directory)
         ssl = {"certfile": config.certfile, "keyfile": config.keyfile} if config.certfile else {}
         if ssl:
             try:  # fail at start, not on each connection

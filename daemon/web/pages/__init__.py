@@ -88,7 +88,7 @@ def init_app(app: Flask, hub: Any, photos: Any, config: WebConfig, tls: bool,
              authenticate: Callable[[], Any], on_link: Callable[[int, str | None, str | None], None] | None = None,
              zone: dt.tzinfo = dt.timezone.utc, originator: Any = None, sources: Any = None,
              on_employees_changed: Callable[[], None] | None = None,
-             recordings_config: RecordingsConfig | None = None) -> None:
+             recordings_config: RecordingsConfig | None = None, directory: Any = None) -> None:
     """Add the pages to the daemon's Flask app: sessions, CSRF, security headers, the blueprints.
 
     tls: the server speaks HTTPS (session cookies are then Secure); on_link(customer_id, e164, call_uuid) tells
@@ -96,10 +96,11 @@ def init_app(app: Flask, hub: Any, photos: Any, config: WebConfig, tls: bool,
     centre's time zone, every time on every page is shown in it; originator places the Call buttons' calls; sources
     (daemon/sources/) give the record page the other systems' fields; on_employees_changed() tells the daemon an
     employee was added, changed or deleted (its snapshot follows); recordings_config: who may listen to recordings
-    and the folders they are served from (docs/recordings.md).
+    and the folders they are served from (docs/recordings.md); directory: the organisation's LDAP people sign in
+    with (daemon/auth/directory.py), None when [ldap] is off.
     """
     app.extensions[_EXTENSION] = Web(hub, photos, config, on_link, zone, originator, sources, on_employees_changed,
-                                     recordings_config or RecordingsConfig())
+                                     recordings_config or RecordingsConfig(), directory=directory)
     app.session_interface = auth.DatabaseKeySessions()
     app.config.update(
         SESSION_COOKIE_NAME="screenpop_session",

@@ -39,8 +39,8 @@ LANGUAGE_COOKIE = "screenpop_language"  # a person's own choice of language (the
 @dataclass
 class Web:
     """The daemon's parts the pages use: the hub (and through it the database worker), photos, settings, the call
-    linker, the call centre's time zone, click-to-call, the hook that refreshes the daemon's employee snapshot, and
-    the recordings' settings."""
+    linker, the call centre's time zone, click-to-call, the hook that refreshes the daemon's employee snapshot, the
+    recordings' settings, and the directory people may sign in with."""
 
     hub: Any
     photos: Any
@@ -52,6 +52,7 @@ class Web:
     on_employees_changed: Callable[[], None] | None = None  # None: no employee snapshot here to refresh
     recordings: RecordingsConfig = field(default_factory=RecordingsConfig)  # who may listen, the folders served
     formats: dict[str, i18n.Formats] = field(default_factory=dict)  # per language, made on first use
+    directory: Any = None  # the organisation's LDAP (daemon/auth/directory.py); None: [ldap] is off
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,10 @@ def end(session_ref: int):
 @bp.get("/account")
 @login_required()
 def account(status: int = 200, error: str | None = None):
-    return render_page("account.html", status=status, title=_("Your account"), error=error, languages=people.LANGUAGES)
+    user = current_user()
+    managed = user.person_id is not None and database(people.get, user.person_id).source == people.DIRECTORY
+    return render_page("account.html", status=status, title=_("Your account"), error=error, languages=people.LANGUAGES,
+                       managed=managed)
 
 
 @bp.post("/account/password")
@@ -190,6 +193,8 @@ def change_password():
     user = current_user()
     if user.person_id is None:
         return account(409, _("You are signed in with a token; tokens have no password."))
+    if database(people.get, user.person_id).source == people.DIRECTORY:
+        return account(409, str(people.MANAGED_BY_DIRECTORY))
     current, new = request.form.get("current", ""), request.form.get("password", "")
     if new != request.form.get("again", ""):
         return account(400, _("The new password and its repetition differ; nothing changed."))

@@ -22,7 +22,8 @@ from flask.sessions import SecureCookieSessionInterface
 from screenpop.daemon.i18n import gettext as _
 from screenpop.daemon.web.pages.base import (SESSION_UNAVAILABLE, database, end_session, formats, log, render_page, safe_next,
                                        start_session, web)
-from screenpop.daemon.auth import people, signin
+from screenpop.daemon.auth import directory, people, signin
+from screenpop.daemon.auth.directory import DirectoryDown
 
 
 HASHING_THREADS = 2  # argon2id takes 64 MiB and tens of milliseconds each: a flood of sign-ins waits its turn
@@ -42,8 +43,9 @@ def off_loop(fn: Callable, *args: Any) -> Any:
 
 
 def password_signin(login: str, password: str, address: str) -> tuple[int, str, int] | people.Person:
-    """Check a login and password against the throttle and the stored hash: the person, or (status, message, seconds
-    to wait before trying again; 0: no wait asked)."""
+    """Check a login and password against the throttle and the stored hash, or the directory for a login it signs in
+    (no local person, or one from the directory; a local account always signs in locally): the person, or (status,
+    message, seconds to wait before trying again; 0: no wait asked)."""
     config = web().config
     refusal = database(people.throttled, login, address, config)
     if refusal is not None:
@@ -53,20 +55,43 @@ def password_signin(login: str, password: str, address: str) -> tuple[int, str, 
         return 403, _("%(why)s Try again after %(when)s, or ask an admin to unlock it.", why=refusal.message,
                       when=formats().clock(refusal.locked_until)), 0
     person = database(people.by_login, login)
-    if not off_loop(people.password_matches, person.password_hash if person else None, password):
+    account = None
+    if web().directory is not None and (person is None or person.source == people.DIRECTORY):
+        try:
+            account = web().directory.check(login, password)
+        except DirectoryDown as exc:
+            log.warning("web sign-in refused for login %r from %s: the directory does not answer (%s)", login, address, exc)
+            return 503, _("The organisation's directory (LDAP) does not answer, so its accounts cannot sign in now. "
+                          "Try again in a moment; local accounts still can."), 0
+        matched, why = account is not None, "not in the directory or wrong password"
+    else:
+        matched = off_loop(people.password_matches, person.password_hash if person else None, password)
+        why = "wrong password" if person else "no such login"
+    if not matched:
         failures = database(people.failed, login, address, config)
-        log.warning("web sign-in refused for login %r from %s: %s (%d failed in a row)", login, address,
-                    "wrong password" if person else "no such login", failures)
+        log.warning("web sign-in refused for login %r from %s: %s (%d failed in a row)", login, address, why, failures)
         if failures >= config.signin_lock_after:
             return 403, _("This account is locked after %(failures)s failed sign-ins in a row. Try again in %(minutes)s "
                           "minutes, or ask an admin to unlock it.", failures=failures,
                           minutes=formats().number(config.signin_lock_minutes)), 0
         return 403, _("Wrong login or password."), 0
-    if person.disabled_at is not None:
+    if person is not None and person.disabled_at is not None:
         log.warning("web sign-in refused for login %r from %s: the person is disabled", login, address)
         return 403, _("This account is disabled. Ask an admin if you need it again."), 0
+    if account is not None:
+        if account.role is None:
+            ended = database(directory.refused, login)
+            log.warning("web sign-in refused for login %r from %s: %s is in none of the [ldap] groups (%d session(s) "
+                        "ended)", login, address, account.dn, ended)
+            return 403, _("Your directory account is in none of screenpop's groups. Ask an admin to add you to one."), 0
+        try:
+            person = database(directory.adopt, login, account)
+        except people.PeopleError as exc:
+            log.warning("web sign-in refused for login %r from %s: the directory's values do not fit: %s", login,
+                        address, exc.message)
+            return exc.status, _("Your directory account cannot be used here: %(why)s", why=exc.message), 0
     database(people.succeeded, login)
-    if people.needs_rehash(person.password_hash):
+    if account is None and people.needs_rehash(person.password_hash):
         database(people.replace_hash, person.id, off_loop(people.hash_password, password))
     return person
 
