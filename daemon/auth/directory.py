@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import ssl
 from dataclasses import dataclass
 
 import gevent
 import ldap3
-import ldap3.utils.dn
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 
@@ -49,8 +49,10 @@ class Account:
 
 
 def _dn_key(dn: str) -> str:
-    """A DN as compared: its components without the blanks around them, case-folded."""
-    return ",".join(part.strip() for part in ldap3.utils.dn.safe_dn(dn).split(",")).casefold()
+    """A DN as compared: its components (split at commas not escaped) without the blanks around them and their
+    "=", case-folded."""
+    return ",".join("=".join(side.strip() for side in part.split("=", 1))
+                    for part in re.split(r"(?<!\\),", dn)).casefold()
 
 
 class Directory:

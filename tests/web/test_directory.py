@@ -330,3 +330,10 @@ def test_a_directory_nobody_listens_on_is_down_at_once():
     check = Directory(ldap_config(f"ldap://127.0.0.1:{free_port()}"))
     with pytest.raises(DirectoryDown):
         check.check("olga", PASSWORD)
+
+
+def test_group_dns_compare_without_case_or_blanks():
+    from screenpop.daemon.auth.directory import _dn_key
+
+    assert _dn_key("CN=Screenpop Admins, OU=Groups,DC=example, DC=org") == _dn_key("cn=screenpop admins,ou=groups,dc=example,dc=org")
+    assert _dn_key("cn=Smith\\, John,ou=x") != _dn_key("cn=Smith,John,ou=x"), "an escaped comma stays in its component"
