@@ -10,8 +10,8 @@ average; never fails.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -29,22 +29,14 @@ from screenpop.daemon.config import LdapConfig, WebConfig  # noqa: E402
 from screenpop.db.database import open_database  # noqa: E402
 from screenpop.db.migrations import migrate  # noqa: E402
 
+from signin import _ms  # noqa: E402  (bench/signin.py: the same p50/p95/max line)
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from ldapserver import BASE, GROUPS, PASSWORD, SERVICE, LdapServer  # noqa: E402
 from support import HubApp  # noqa: E402
 
-import logging  # noqa: E402
-
-logging.disable(logging.WARNING)  # the refusals are logged, one line each: not what is measured
-
 LOCAL_PASSWORD = "correct horse battery"
 TIMEOUT = 2.0  # [ldap] timeout for the hanging directory
-
-
-def _ms(samples: list[float]) -> str:
-    ordered = sorted(samples)
-    p95 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
-    return f"p50 {statistics.median(ordered) * 1000:7.1f}  p95 {p95 * 1000:7.1f}  max {ordered[-1] * 1000:7.1f}"
 
 
 class Ticker:
@@ -82,6 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=30, help="sign-ins of each kind (default 30)")
     args = parser.parse_args()
+    logging.disable(logging.WARNING)  # the refusals are logged, one line each: not what is measured
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     server = LdapServer()
     with tempfile.TemporaryDirectory() as tmp:
