@@ -41,6 +41,7 @@ from screenpop.db.numbers import NumberRules
 from screenpop.db.worker import DbWorker
 
 if TYPE_CHECKING:
+    from screenpop.daemon.auth.directory import Directory
     from screenpop.daemon.web.server import HttpServer
 
 log = logging.getLogger("screenpop.daemon")
@@ -377,7 +378,6 @@ class Daemon:
         """The HTTP side, imported only now (Flask, the pages, the photos: not needed to follow calls)."""
         from screenpop.daemon.customers.photos import Photos
         from screenpop.daemon.pbx.originate import Originator
-        from screenpop.daemon.auth.directory import Directory
         from screenpop.daemon.web.server import HttpServer
 
         originator = Originator(self.esl, self.config.originate, lambda: self.numbers)
@@ -388,7 +388,15 @@ class Daemon:
                           analytics=self.config.analytics,
                           analysis=self.analyser.status if self.analyser is not None else None,
                           recordings=self.config.recordings,
-                          directory=Directory(self.config.ldap) if self.config.ldap.enabled else None)
+                          directory=self._directory())
+
+    def _directory(self) -> Directory | None:
+        """The organisation's LDAP people sign in with, or None when [ldap] is off (then ldap3 is never imported)."""
+        if not self.config.ldap.enabled:
+            return None
+        from screenpop.daemon.auth.directory import Directory
+
+        return Directory(self.config.ldap)
 
     def _report_to_systemd(self) -> None:
         """READY=1 once HTTP listens and FreeSWITCH is subscribed, or after [freeswitch] startup_wait anyway

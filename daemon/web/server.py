@@ -23,7 +23,7 @@ import socket
 import ssl as _ssl
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import peewee
@@ -37,7 +37,6 @@ from werkzeug.routing import IntegerConverter
 
 from screenpop.daemon import i18n
 from screenpop.daemon.auth import roles
-from screenpop.daemon.auth.directory import Directory
 from screenpop.daemon.auth.tokens import TokenCheck
 from screenpop.daemon.config import AnalyticsConfig, ConfigError, HttpConfig, RecordingsConfig, WebConfig
 from screenpop.daemon.customers.data import MAX_ID
@@ -50,6 +49,9 @@ from screenpop.daemon.sources.fetch import Sources
 from screenpop.daemon.web import api, pages as web
 from screenpop.daemon.web.pages import conversation, dashboard
 from screenpop.db.database import DatabaseUnreachable
+
+if TYPE_CHECKING:
+    from screenpop.daemon.auth.directory import Directory  # ldap3 is imported only when [ldap] is on
 
 log = logging.getLogger("screenpop.http")
 

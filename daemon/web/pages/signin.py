@@ -22,8 +22,7 @@ from flask.sessions import SecureCookieSessionInterface
 from screenpop.daemon.i18n import gettext as _
 from screenpop.daemon.web.pages.base import (SESSION_UNAVAILABLE, database, end_session, formats, log, render_page, safe_next,
                                        start_session, web)
-from screenpop.daemon.auth import directory, people, signin
-from screenpop.daemon.auth.directory import DirectoryDown
+from screenpop.daemon.auth import people, signin
 
 
 HASHING_THREADS = 2  # argon2id takes 64 MiB and tens of milliseconds each: a flood of sign-ins waits its turn
@@ -57,9 +56,11 @@ def password_signin(login: str, password: str, address: str) -> tuple[int, str, 
     person = database(people.by_login, login)
     account = None
     if web().directory is not None and (person is None or person.source == people.DIRECTORY):
+        from screenpop.daemon.auth import directory  # with ldap3 (0.2 s to import): only when [ldap] is on
+
         try:
             account = web().directory.check(login, password)
-        except DirectoryDown as exc:
+        except directory.DirectoryDown as exc:
             log.warning("web sign-in refused for login %r from %s: the directory does not answer (%s)", login, address, exc)
             return 503, _("The organisation's directory (LDAP) does not answer, so its accounts cannot sign in now. "
                           "Try again in a moment; local accounts still can."), 0
