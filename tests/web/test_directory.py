@@ -203,6 +203,15 @@ def test_group_changes_apply_at_the_next_sign_in(site, directory):
 
 
 @SQLITE
+def test_an_operator_the_directory_gives_no_extension_is_told_why(site, directory):
+    directory.ldif("ldapmodify", f"dn: uid=olga,ou=people,{BASE}\nchangetype: modify\ndelete: telephoneNumber\n")
+    _, r = site.signin("olga")
+    assert r.status_code == 400 and "Your directory account cannot be used here" in _text(r)
+    assert "an operator needs the extension" in _text(r)
+    assert not Person.select().where(Person.login == "olga").exists()
+
+
+@SQLITE
 def test_memberof_finds_the_groups_as_active_directory_gives_them(db, tmp_path, directory):
     ldap = ldap_config(directory.url, membership="memberOf", group_base_dn="")
     with closing(Site(db, tmp_path, ldap)) as site:
