@@ -556,25 +556,26 @@ def _check_ldap(ldap: LdapConfig) -> None:
     for url in ldap.urls:
         found = re.fullmatch(r"(ldaps?)://(\[[0-9a-fA-F:.]+\]|[^/\s:\[\]]+)(:\d{1,5})?/?", url)
         if not found:
-            raise ConfigError(f"[ldap] urls: {url!r} must be ldap://host[:port] or ldaps://host[:port]")
+            raise ConfigError("[ldap] urls: %(url)s must be ldap://host[:port] or ldaps://host[:port]", url=repr(url))
         if found[1] == "ldap" and not ldap.start_tls and found[2] not in ("127.0.0.1", "[::1]", "localhost"):
-            raise ConfigError(f"[ldap] urls: {url!r} without start_tls would send passwords in clear; use ldaps:// "
-                              "or start_tls = true")
+            raise ConfigError("[ldap] urls: %(url)s without start_tls would send passwords in clear; use ldaps:// "
+                              "or start_tls = true", url=repr(url))
     if not ldap.base_dn:
         raise ConfigError("[ldap] base_dn: where the people are, e.g. \"ou=people,dc=example,dc=org\"")
     if "{login}" not in ldap.user_filter or not (ldap.user_filter.startswith("(") and ldap.user_filter.endswith(")")):
         raise ConfigError("[ldap] user_filter must be an LDAP filter in parentheses holding {login}")
     if ldap.membership not in LDAP_MEMBERSHIP:
-        raise ConfigError(f"[ldap] membership must be {' or '.join(LDAP_MEMBERSHIP)}, got {ldap.membership!r}")
+        raise ConfigError("[ldap] membership must be memberOf or member, got %(value)s", value=repr(ldap.membership))
     if not 0.1 <= ldap.timeout <= 60:
         raise ConfigError("[ldap] timeout must be between 0.1 and 60 seconds")
     if not ldap.groups:
         raise ConfigError("[ldap] groups: map at least one group's DN to a role (operator, manager or admin)")
     for dn, role in ldap.groups.items():
         if role not in LISTEN_ROLES:
-            raise ConfigError(f"[ldap] groups: {dn!r} = {role!r}: the role must be operator, manager or admin")
+            raise ConfigError("[ldap] groups: %(dn)s = %(role)s: the role must be operator, manager or admin",
+                              dn=repr(dn), role=repr(role))
     if ldap.ca_file and not os.path.isfile(ldap.ca_file):
-        raise ConfigError(f"[ldap] ca_file: {ldap.ca_file} is not a file")
+        raise ConfigError("[ldap] ca_file: %(path)s is not a file", path=ldap.ca_file)
     ldap.secret()
 
 
