@@ -14,13 +14,16 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from screenpop.daemon import i18n
 from screenpop.daemon.config import ConfigError, load
 from screenpop.daemon.i18n import gettext as _, gettext_noop
 from screenpop.daemon.logformat import JournalFormatter, TerminalFormatter, printable, under_journald
 from screenpop.daemon.reports.export import BIDI
-from screenpop.db.database import DatabaseUrlError
+
+if TYPE_CHECKING:  # db.database imports peewee, which imports psycopg: only after gevent has patched (cmd_daemon)
+    from screenpop.db.database import DatabaseUrlError
 
 log = logging.getLogger("screenpop")
 
@@ -98,7 +101,7 @@ def _load_config(path: str | None):
 
 
 def _connect(config):
-    from screenpop.db.database import open_database
+    from screenpop.db.database import DatabaseUrlError, open_database
 
     try:
         return open_database(config.database.resolved_url())
@@ -122,6 +125,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     import peewee
 
     from screenpop.daemon.runtime import Daemon
+    from screenpop.db.database import DatabaseUrlError
 
     config = _load_config(args.config)
     setup_logging(args.log_level or config.log.level)

@@ -178,3 +178,16 @@ DOC_PATH = re.compile(r"`((?:daemon|db|tray|simulator|tests|bench|systemd|packag
 def test_every_path_the_docs_name_exists(doc: Path) -> None:
     missing = sorted({p for p in DOC_PATH.findall(doc.read_text()) if not (ROOT / p.rstrip("/")).exists()})
     assert missing == []
+
+
+def test_the_command_line_loads_no_database_driver_before_gevent_patches() -> None:
+    """`screenpop daemon` patches the standard library with gevent after reading its arguments; a psycopg imported
+    before that (peewee imports it) waits for PostgreSQL's notifications without yielding, and the whole daemon hangs
+    (it did, once: a top-level import of db.database in cli.py)."""
+    import subprocess
+    import sys
+
+    loaded = subprocess.run([sys.executable, "-c", "import sys, screenpop.daemon.cli; "
+                             "print(sorted(m for m in ('psycopg', 'peewee', 'gevent.monkey') if m in sys.modules))"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
