@@ -221,6 +221,10 @@ class Formats:
             return format_decimal(value, locale=self.locale)
         return format_decimal(value, format=f"#,##0.{'0' * decimals}" if decimals else "#,##0", locale=self.locale)
 
+    def percent(self, ratio: float) -> str:
+        """A share (0.753) in per cent to one decimal, as the locale writes it ("75,3%", "75.3%")."""
+        return format_decimal(ratio * 100, format="#,##0.0", locale=self.locale) + "%"
+
     def local(self, value: str | dt.datetime | None) -> dt.datetime | None:
         """A stored time (naive UTC, ISO text, or aware) in the call centre's zone; None when missing or unreadable."""
         if not value:

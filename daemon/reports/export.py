@@ -82,13 +82,17 @@ def json_value(value: Any) -> Any:
     return value
 
 
-def display(key: str, value: Any) -> str:
-    """A value as the text table shows it: rates in per cent, seconds to one decimal, times to the minute."""
+def display(key: str, value: Any, formats: Formats | None = None) -> str:
+    """A value as the text table shows it: rates in per cent, seconds to one decimal, times to the minute; with a
+    page's formats, figures in its reader's locale ("1.234", "75,3%")."""
     if value is None:
         return "-"
     if isinstance(value, bool):
         return _("yes") if value else _("no")
-    if ("_rate" in key or key.startswith("service_level")) and isinstance(value, float):  # compared ones too
+    rate = ("_rate" in key or key.startswith("service_level")) and isinstance(value, float)  # compared ones too
+    if formats is not None and isinstance(value, (int, float)):
+        return formats.percent(value) if rate else formats.number(value, 1 if isinstance(value, float) else None)
+    if rate:
         return f"{value * 100:.1f}%"
     if isinstance(value, float):
         return f"{value:.1f}"

@@ -130,6 +130,13 @@ def test_dashboard_charts_speak_the_readers_language(pages):
     assert not words & {t for chart in icelandic for t in chart}, "no English word on the Icelandic charts"
 
 
+def test_dashboard_figures_are_written_as_the_readers_locale_writes_them(pages):
+    """The figures beside the charts too: a rate of 0.75 is 75.0% to an English reader and 75,0% to an Icelandic one."""
+    english = pages.admin.get(f"/dashboard?{PERIOD}", headers={"Accept-Language": "en"}).get_data(as_text=True)
+    icelandic = pages.admin.get(f"/dashboard?{PERIOD}", headers={"Accept-Language": "is"}).get_data(as_text=True)
+    assert "75.0%" in english and "75,0%" in icelandic and "75.0%" not in icelandic
+
+
 def test_chart_figures_are_written_as_the_locale_writes_them():
     from screenpop.daemon import i18n
 

@@ -203,7 +203,7 @@ def blueprint(zone: dt.tzinfo, rules: AnalyticsConfig, analysis: Callable[[], di
 
     @bp.app_template_filter("figure")
     def figure(value: Any, key: str = "") -> str:
-        return display(key, value)
+        return display(key, value, formats())
 
     def filtered(view: Callable[[analytics.Period, str | None], Response], template: str, title: str) -> Response:
         try:
