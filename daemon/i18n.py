@@ -37,7 +37,6 @@ from babel.numbers import (NumberPattern, format_decimal, get_currency_name, get
 from babel.support import LazyProxy
 
 from screenpop.daemon.config import CardConfig
-from screenpop.db import collation
 
 DOMAIN = "screenpop"
 LANGUAGES = ("en", "is")  # the catalogues there are; en is the source language
@@ -161,15 +160,6 @@ def use(value: str | None) -> Iterator[None]:
         yield
     finally:
         _current.reset(token)
-
-
-# ---- sorting ---------------------------------------------------------------------------------------------
-
-
-def sort_key(text: str | None, lang: str | None = None) -> str:
-    """A key that sorts names as people of lang (default: the language of the moment) expect: the rule of
-    db/collation.py, which the database's own sorting follows (docs/i18n.md, "Sorting and search")."""
-    return collation.sort_key(text, lang or language())
 
 
 # ---- formats ---------------------------------------------------------------------------------------------
