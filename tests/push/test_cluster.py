@@ -283,7 +283,9 @@ def test_a_writer_whose_lock_session_is_gone_writes_nothing(pg_url, pg_db):
 def test_standby_takes_over_mid_call(cluster, pg_db, failure):
     """kill -9, or SIGSTOP for longer than hang_timeout (then SIGCONT: it finds the node taken and exits)."""
     _, operator = tokens.create("1001")
-    port, sim = cluster.simulate("sim", "--replay", str(CAPTURES / "inbound-answered.plain.esl"), "--speed", "1",
+    # at half speed the call talks 10 s after the answer: the hung case's takeover (hang_timeout, 3 s, then a
+    # reconnect and a resync) must end before the hangup for the survivor to see how the call ended
+    port, sim = cluster.simulate("sim", "--replay", str(CAPTURES / "inbound-answered.plain.esl"), "--speed", "0.5",
                                  "--linger", "1")
     active = cluster.daemon("active", "fs1", port)
     wait_for(lambda: "records node" in active.log(), 10, "the first daemon to hold the node")
