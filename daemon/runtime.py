@@ -101,7 +101,7 @@ class Daemon:
         )
         self.node = config.node or socket.gethostname()
         # the pipeline, in the order data flows: ESL -> tracker -> CDR intake -> writer -> push hub -> streams
-        self.worker = DbWorker(self.db)
+        self.worker = DbWorker(self.db, self.checkpointer.quiet if self.checkpointer is not None else None)
         i18n.set_default(config.i18n.default_language)  # the pops' words and what pages speak when nothing else says
         layout = CardLayout(config.card, local_zone(config.analytics.timezone))
         # the systems the cards' extra fields come from, asked by number off the pop's path (docs/sources.md)

@@ -12,6 +12,9 @@ when idle), on a native thread with a connection of its own, so the copying and 
    checkpoint that copies only what it wrote meanwhile and then starts the WAL again from its beginning. Without
    it a writer that never pauses would grow the WAL for ever. That one waits at most RESTART_WAIT_MS for the
    loop's readers (microseconds each); a long reader (a report) makes it give up until the next interval.
+   While it runs it holds SQLite's writer lock, so the database worker (db/worker.py) starts no step until it is
+   done (`quiet`): a transaction that reads before it writes fails at once, without waiting, when it finds that lock
+   taken.
 """
 from __future__ import annotations
 
@@ -43,6 +46,8 @@ class Checkpointer:
         self._next = time.monotonic() + interval
         self._failing = False
         self._stopped = False
+        self.quiet = gevent.event.Event()  # clear while a RESTART checkpoint holds the writer lock
+        self.quiet.set()
 
     def tick(self) -> None:
         """From the writer, between its transactions: finish a background checkpoint that is done (waiting only
@@ -52,8 +57,12 @@ class Checkpointer:
         if self._background and self._pass is not None and self._pass.ready():
             error = self._pass.get()
             if error is None:
-                self._pass, self._background = self._run("RESTART"), False
-                error = self._pass.get()
+                self.quiet.clear()
+                try:
+                    self._pass, self._background = self._run("RESTART"), False
+                    error = self._pass.get()
+                finally:
+                    self.quiet.set()
             self._pass = None
             if error is not None:
                 self._failed(error)

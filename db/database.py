@@ -279,6 +279,14 @@ def _chain(exc: BaseException | None) -> Iterator[BaseException]:
         exc = exc.__cause__ or exc.__context__
 
 
+def sqlite_busy(exc: BaseException) -> bool:
+    """Whether SQLite refused a statement because another connection holds the lock it needs (SQLITE_BUSY, with any
+    extended code): a transaction that read before writing gets it at once, without a busy wait."""
+    return any(isinstance(e, sqlite3.Error) and (getattr(e, "sqlite_errorcode", 0) & 0xFF == 5
+                                                 or str(e).startswith("database is locked"))
+               for e in _chain(exc))
+
+
 def _disk_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return exc.errno == errno.ENOSPC

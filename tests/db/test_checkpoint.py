@@ -12,6 +12,7 @@ import gevent
 from screenpop.db import checkpoint
 from screenpop.db.checkpoint import Checkpointer
 from screenpop.db.database import open_database
+from screenpop.db.worker import DbWorker
 
 ROW = 2000  # bytes a row: a transaction of 20 rows is ~10 pages
 
@@ -101,4 +102,64 @@ def test_a_failing_checkpoint_is_logged_once_and_retried(tmp_path, monkeypatch, 
     assert sum("failed (disk I/O error)" in m for m in messages) == 1, messages
     assert sum("work again" in m for m in messages) == 1, messages
     assert db.execute_sql("SELECT count(*) FROM t").fetchone()[0] == 60 * 20
+    db.close()
+
+
+def _read_then_write(db, n: int) -> None:
+    """A web step's shape (store a CDR leg unless it is there): a read, then a write, in one transaction."""
+    if not db.execute_sql("SELECT 1 FROM t WHERE rowid = ?", (-n,)).fetchone():
+        db.execute_sql("INSERT INTO t VALUES (randomblob(?))", (ROW,))
+
+
+def test_the_database_workers_steps_never_meet_a_checkpoint_holding_the_writer_lock(tmp_path):
+    """While the writer's RESTART checkpoint runs on its thread it holds SQLite's writer lock, and a transaction that
+    read first fails at once when it writes (no busy wait for an upgrade): POST /api/v1/cdr answered 503 "database is
+    locked" at 30 calls/s. The worker starts no step while one runs."""
+    db = _open(tmp_path)
+    ckpt = Checkpointer(db, interval=0.0)
+    worker = DbWorker(db, ckpt.quiet)
+    worker.start()
+    seen_clear = []
+    run = ckpt._checkpoint
+
+    def traced(mode):
+        seen_clear.append(mode == "RESTART" and not ckpt.quiet.is_set())
+        return run(mode)
+
+    ckpt._checkpoint = traced
+    steps = gevent.spawn(lambda: [worker.atomic(_read_then_write, db, n) for n in range(400)])
+    _write(db, 400, ckpt.tick)
+    steps.get(timeout=120)
+    worker.stop()
+    ckpt.stop()
+    assert any(seen_clear), "the RESTART checkpoints ran with the worker held off"
+    assert ckpt.quiet.is_set()
+    assert db.execute_sql("SELECT count(*) FROM t").fetchone()[0] == 400 * 20 + 400
+    db.close()
+
+
+def test_a_step_refused_while_another_connection_writes_runs_again_without_stopping_the_loop(tmp_path):
+    """Another process writing (`screenpop import`) holds the writer lock: the worker's read-then-write step is
+    refused at once, rolled back, and run again after pauses in which the loop goes on, until the lock is free."""
+    db = _open(tmp_path)
+    worker = DbWorker(db)
+    worker.start()
+    other = sqlite3.connect(tmp_path / "wal.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO t VALUES (x'00')")
+    ticks = []
+
+    def tick() -> None:
+        while True:
+            gevent.sleep(0.01)
+            ticks.append(1)
+
+    ticker = gevent.spawn(tick)
+    gevent.spawn_later(0.5, other.execute, "COMMIT")
+    worker.atomic(_read_then_write, db, 1)
+    ticker.kill()
+    worker.stop()
+    assert len(ticks) >= 20, "the loop ran while the step waited"
+    assert db.execute_sql("SELECT count(*) FROM t").fetchone()[0] == 2
+    other.close()
     db.close()
