@@ -274,7 +274,7 @@ def install_callbacks(db: peewee.Database) -> None:
     db.execute_sql(_set_callback("direction = 'INCOMING' AND missed"))
     db.execute_sql('CREATE INDEX IF NOT EXISTS call_callback_id ON "call" (callback_id) WHERE callback_id IS NOT NULL')
     db.execute_sql(_MISSED_INDEX)
-    _create(db, _callback_triggers(sqlite))
+    create(db, _callback_triggers(sqlite))
 
 
 def install(db: peewee.Database) -> None:
@@ -299,10 +299,10 @@ def index_hold(db: peewee.Database) -> None:
 
 def create_triggers(db: peewee.Database) -> None:
     """Create the triggers, or replace them with this version's (migration 7 narrowed when they run)."""
-    _create(db, _triggers(isinstance(db, peewee.SqliteDatabase)))
+    create(db, _triggers(isinstance(db, peewee.SqliteDatabase)))
 
 
-def _create(db: peewee.Database, triggers: dict[str, tuple[str, str, str, list[str]]]) -> None:
+def create(db: peewee.Database, triggers: dict[str, tuple[str, str, str, list[str]]]) -> None:
     """Create or replace these triggers (name -> timing and event, WHEN condition, declarations, statements)."""
     sqlite = isinstance(db, peewee.SqliteDatabase)
     for name, (event, when, declare, statements) in triggers.items():

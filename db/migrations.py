@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import peewee
 
-from screenpop.db import callfacts, collation, search
+from screenpop.db import callfacts, collation, rollups, search
 from screenpop.db.models import (ALL_MODELS, ANALYSIS_MODELS, AuditEntry, Call, CardLayoutRow, Category, CdrLeg,
                                  CustomField, MissedDone, Person, Recording, RecordingListen, SchemaVersion, Setting,
                                  SigninLink, SigninThrottle, Team, TeamMember, WebSession)
@@ -266,6 +266,8 @@ MIGRATIONS: list[Migration] = [
     Migration(23, "customers' names and companies as each language sorts them, indexed for the A-to-Z lists",
               _customer_sort_keys),
     Migration(24, "people signed in by the organisation's directory (LDAP), marked as such", _person_source),
+    Migration(25, "calls counted per 15-minute slot (the load and daily reports' roll-up), kept by triggers",
+              rollups.install),
 ]
 
 

@@ -20,9 +20,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import peewee
 
 from screenpop.daemon.reports import missed as missed_calls
+from screenpop.db import rollups
 from screenpop.db.models import database
 
-SLOT_SECONDS = 900  # the UTC slot calls are counted in before they are put into local hours and dates
+SLOT_SECONDS = rollups.SLOT_SECONDS  # the UTC slot calls are counted in before they are put into local hours and dates
 DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 NO_CATEGORY = "none"
 
@@ -78,10 +79,10 @@ def utc_bound(local: dt.datetime, zone: dt.tzinfo) -> dt.datetime:
 # ---- SQL, per database kind ------------------------------------------------------------------------------
 
 _SQLITE = {
-    "secs": "((julianday({b}) - julianday({a})) * 86400.0)",
+    "secs": rollups.seconds_between("{a}", "{b}", sqlite=True),
     # the stored text cut to whole seconds: strftime('%s') rounds to the nearest second, so 23:59:59.9995 went
     # into the next quarter hour (and day); PostgreSQL's FLOOR is exact
-    "slot": f"(CAST(strftime('%s', substr(c.started_at, 1, 19)) AS INTEGER) / {SLOT_SECONDS})",
+    "slot": rollups.slot("c", sqlite=True),
     "positive": "MAX({x}, 0)",
     # a time as whole milliseconds since 1970 (julianday is exact to the millisecond; rounding undoes its binary
     # fraction), the same integers as PostgreSQL's
@@ -90,41 +91,30 @@ _SQLITE = {
     "WHERE mp.call_id = c.id AND mp.outcome = 'missed')",
 }
 _POSTGRES = {
-    "secs": "EXTRACT(EPOCH FROM ({b} - {a}))::float8",
-    "slot": f"FLOOR(EXTRACT(EPOCH FROM c.started_at) / {SLOT_SECONDS})::bigint",
+    "secs": rollups.seconds_between("{a}", "{b}", sqlite=False),
+    "slot": rollups.slot("c", sqlite=False),
     "positive": "GREATEST({x}, 0)",
     "epoch_ms": "ROUND(EXTRACT(EPOCH FROM {t}) * 1000)::bigint",
     "missed_by": "(SELECT string_agg(mp.extension, ',' ORDER BY mp.extension) FROM call_party mp "
     "WHERE mp.call_id = c.id AND mp.outcome = 'missed')",
 }
 
-# Per extension, from the facts db/callfacts.py keeps on each party: a range of a covering index, no join.
-# call_resolved is NULL unless the call is INCOMING from a known caller. SQLite sorts every row for a GROUP BY it
-# cannot read in index order, so there the extensions are listed first (a seek each) and each is summed by a
-# query of its own over just its stretch of the index; PostgreSQL groups them all in one query.
-_TAKEN = "p.call_direction = 'INCOMING' AND p.role = 'callee' AND p.talked"
-_FIRST_ANSWER = ("p.call_direction = 'INCOMING' AND p.extension = p.call_answered_by AND p.rang_at IS NOT NULL "
-                 "AND p.answered_at IS NOT NULL")  # time to answer: the first answerer's ring-to-answer seconds
+# Per extension, from the facts db/callfacts.py keeps on each party: a range of a covering index, no join; the sums
+# are db/rollups.py's (the roll-up employee_day keeps them per whole day). call_resolved is NULL unless the call is
+# INCOMING from a known caller. SQLite sorts every row for a GROUP BY it cannot read in index order, so there the
+# extensions are listed first (a seek each) and each is summed by a query of its own over just its stretch of the
+# index; PostgreSQL groups them all in one query.
+_FIRST_ANSWER = rollups.FIRST_ANSWER
 _EXTENSIONS = """WITH RECURSIVE e(x) AS (SELECT MIN(extension) FROM call_party UNION ALL
   SELECT (SELECT MIN(q.extension) FROM call_party q WHERE q.extension > e.x) FROM e WHERE e.x IS NOT NULL)
 SELECT x FROM e WHERE x IS NOT NULL"""
-_EMPLOYEES = f"""
-SELECT p.extension,
-       SUM(CASE WHEN {_TAKEN} THEN 1 ELSE 0 END),
-       SUM(CASE WHEN p.call_direction = 'OUTGOING' AND p.role = 'caller' THEN 1 ELSE 0 END),
-       SUM(CASE WHEN p.call_direction = 'OUTGOING' AND p.role = 'caller' AND p.talked THEN 1 ELSE 0 END),
-       SUM(CASE WHEN p.call_direction = 'INCOMING' AND p.role = 'callee' AND p.outcome = 'missed' THEN 1 ELSE 0 END),
-       SUM(CASE WHEN p.talked AND p.talk_seconds IS NOT NULL THEN 1 ELSE 0 END),
-       SUM(CASE WHEN p.talked THEN COALESCE(p.talk_seconds, 0) ELSE 0 END),
-       SUM(CASE WHEN p.talked AND p.talk_seconds IS NOT NULL THEN p.hold_seconds ELSE 0 END),
-       SUM(CASE WHEN p.talked AND p.hold_seconds > 0 THEN 1 ELSE 0 END),
-       SUM(CASE WHEN {_TAKEN} AND p.call_resolved THEN 1 ELSE 0 END),
-       SUM(CASE WHEN {_TAKEN} AND p.call_resolved IS NOT NULL THEN 1 ELSE 0 END),
-       SUM(CASE WHEN {_FIRST_ANSWER} THEN 1 ELSE 0 END),
-       SUM(CASE WHEN {_FIRST_ANSWER} THEN {{tta}} END)
+_EMPLOYEES = """
+SELECT p.extension, {sums}
 FROM call_party p
-WHERE p.call_direction IN ('INCOMING', 'OUTGOING') {{where}}
+WHERE p.call_direction IN ('INCOMING', 'OUTGOING') {where}
 GROUP BY p.extension"""
+_EMPLOYEE_DAYS = (f"SELECT extension, {', '.join(f'SUM({c})' for c in rollups.EMPLOYEE_DAY.sums)} "
+                  f"FROM {rollups.EMPLOYEE_DAY.table} WHERE day >= {{p}} AND day < {{p}}{{extension}} GROUP BY extension")
 
 # The 90th percentile of time to answer, nearest rank: PostgreSQL's percentile_disc for every extension at once;
 # SQLite: one extension's value at rank ceil(0.9 * n), read from the top so the sort keeps only a tenth of the rows.
@@ -259,7 +249,7 @@ def _build(name: str, sqlite: bool, param: str, has: tuple[bool, bool, bool, boo
         on_party = bounds.replace("c.started_at", "p.call_started_at") + (f" AND p.extension = {param}" if has[2] else "")
         tta = d["secs"].format(a="p.rang_at", b="p.answered_at")
         if name == "employees":
-            return _EMPLOYEES.format(tta=tta, where=on_party)
+            return _EMPLOYEES.format(sums=", ".join(f"SUM({x})" for x in rollups.party_shares(sqlite)), where=on_party)
         return (_P90_SQLITE if sqlite else _P90_POSTGRES).format(tta=tta, where=on_party, param=param)
     involved = (_MISSED_BY if name == "missed" else _INVOLVED).format(param=param) if has[2] else ""
     where = bounds + " " + involved
@@ -285,8 +275,44 @@ def _rows(name: str, period: Period, *extra) -> list[tuple]:
     return list(db.execute_sql(sql, [*params, *extra]).fetchall())
 
 
+_EPOCH = dt.datetime(1970, 1, 1)
+
+
+def _whole(period: Period, seconds: int) -> tuple[int, int, list[Period]] | None:
+    """The UTC units of this many seconds (slots, days) the period covers whole, as [first, end) of their numbers
+    since 1970, and the periods of the cut units at its bounds; None when it covers none whole."""
+    unit = dt.timedelta(seconds=seconds)
+    first = -(-(period.since - _EPOCH) // unit) if period.since is not None else -2**62
+    end = (period.until - _EPOCH) // unit if period.until is not None else 2**62
+    if first >= end:
+        return None
+    edges = []
+    if period.since is not None and period.since < _EPOCH + first * unit:
+        edges.append(dataclasses.replace(period, until=_EPOCH + first * unit))
+    if period.until is not None and period.until > _EPOCH + end * unit:
+        edges.append(dataclasses.replace(period, since=_EPOCH + end * unit))
+    return first, end, edges
+
+
 def _per_extension(period: Period) -> list[tuple]:
-    """The employee sums, a row per extension in extension order."""
+    """The employee sums, a row per extension in extension order: the whole days of the period from the roll-up
+    employee_day (db/rollups.py), the days its bounds cut from the parties."""
+    whole = _whole(period, rollups.DAY_SECONDS)
+    if whole is None:
+        return _party_sums(period)
+    first, end, edges = whole
+    db = database.obj
+    sql = _EMPLOYEE_DAYS.format(p=db.param, extension=f" AND extension = {db.param}" if period.extension else "")
+    sums = {ext: list(row) for ext, *row in db.execute_sql(sql, [first, end, *filter(None, [period.extension])])}
+    for edge in edges:
+        for ext, *row in _party_sums(edge):
+            have = sums.get(ext)
+            sums[ext] = row if have is None else [a + b for a, b in zip(have, row)]
+    return [(ext, *row) for ext, row in sorted(sums.items()) if row[0]]
+
+
+def _party_sums(period: Period) -> list[tuple]:
+    """The employee sums read from the parties, a row per extension in extension order."""
     if not _is_sqlite(database.obj):
         return sorted(_rows("employees", period))
     extensions = [period.extension] if period.extension else [x for x, in database.obj.execute_sql(_EXTENSIONS)]
@@ -328,10 +354,10 @@ def employees(period: Period) -> list[dict]:
     time, FCR proxy."""
     names = dict(database.obj.execute_sql("SELECT extension, name FROM employee").fetchall())
     rows = _per_extension(period)
-    p90 = _p90(period, {row[0]: int(row[11]) for row in rows})
+    p90 = _p90(period, {row[0]: int(row[12]) for row in rows})
     out = []
-    for (ext, taken, made, made_answered, missed, talked, handle_total, hold_total, held, resolved, fcr_calls, answers,
-         answer_total) in rows:
+    for (ext, _parties, taken, made, made_answered, missed, talked, handle_total, hold_total, held, resolved, fcr_calls,
+         answers, answer_total) in rows:
         taken, missed, talked, resolved, fcr_calls = int(taken), int(missed), int(talked), int(resolved or 0), int(fcr_calls)
         handle_total, hold_total = float(handle_total or 0.0), float(hold_total or 0.0)
         out.append({
@@ -429,10 +455,28 @@ def missed(period: Period, limit: int | None = None) -> list[dict]:
     ]
 
 
+_CALL_SLOTS = (f"SELECT slot, {', '.join(rollups.CALL_SLOT.sums[1:])} FROM {rollups.CALL_SLOT.table} "
+               "WHERE calls > 0 AND slot >= {p} AND slot < {p}")
+
+
+def _slot_rows(period: Period) -> list[tuple]:
+    """(slot, inbound, outbound, answered, missed, abandoned, talk) per 15-minute UTC slot with calls in the period.
+
+    The slots the period covers whole are read from the roll-up call_slot (db/rollups.py; a row each, where the rows
+    would be every call of the period); a slot a bound cuts, and one extension's calls, are counted from the rows."""
+    whole = None if period.extension else _whole(period, SLOT_SECONDS)
+    if whole is None:
+        return _rows("slots", period)
+    first, end, edges = whole
+    db = database.obj
+    return [row for edge in edges for row in _rows("slots", edge)] + db.execute_sql(
+        _CALL_SLOTS.format(p=db.param), [first, end]).fetchall()
+
+
 def _local_slots(period: Period) -> list[tuple[dt.datetime, tuple]]:
     """The call counts per 15-minute UTC slot, each with its local start time."""
     out = []
-    for slot, *counts in _rows("slots", period):
+    for slot, *counts in _slot_rows(period):
         start = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(seconds=int(slot) * SLOT_SECONDS)
         out.append((start.astimezone(period.zone), tuple(counts)))
     return out
@@ -470,7 +514,7 @@ def daily(period: Period) -> list[dict]:
         counts = days.get(day, [0] * len(_LOAD_KEYS) + [0.0])
         row = {"date": day, **dict(zip(_LOAD_KEYS, counts[:-1]))}
         row["abandoned_rate"] = ratio(row["abandoned"], row["inbound"])
-        row["talk_total_s"] = secs(counts[-1])
+        row["talk_total_s"] = secs(max(counts[-1], 0.0))  # a roll-up's sum of calls all gone may be a hair below 0
         out.append(row)
         day += dt.timedelta(days=1)
     return out
