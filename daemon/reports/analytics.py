@@ -87,6 +87,7 @@ _SQLITE = {
     # a time as whole milliseconds since 1970 (julianday is exact to the millisecond; rounding undoes its binary
     # fraction), the same integers as PostgreSQL's
     "epoch_ms": "CAST(ROUND((julianday({t}) - 2440587.5) * 86400000.0) AS INTEGER)",
+    "joined": "group_concat({x}, ',')",  # text values joined with commas (NULL: none)
     "missed_by": "(SELECT group_concat(mp.extension, ',') FROM call_party mp "
     "WHERE mp.call_id = c.id AND mp.outcome = 'missed')",
 }
@@ -95,6 +96,7 @@ _POSTGRES = {
     "slot": rollups.slot("c", sqlite=False),
     "positive": "GREATEST({x}, 0)",
     "epoch_ms": "ROUND(EXTRACT(EPOCH FROM {t}) * 1000)::bigint",
+    "joined": "string_agg({x}, ',')",
     "missed_by": "(SELECT string_agg(mp.extension, ',' ORDER BY mp.extension) FROM call_party mp "
     "WHERE mp.call_id = c.id AND mp.outcome = 'missed')",
 }

@@ -230,7 +230,7 @@ def unknown_callers(period: Period) -> list[dict]:
 
 
 _PEAK_CALLS = """
-SELECT {start}, {end} FROM "call" c
+SELECT {calls} FROM "call" c
 WHERE c.direction IN ('INCOMING', 'OUTGOING') AND c.ended_at IS NOT NULL AND c.ended_at > c.started_at
   AND c.started_at >= {param} AND c.started_at < {param}{involved}"""
 
@@ -240,7 +240,9 @@ def peaks(period: Period) -> list[dict]:
 
     A sweep over the calls' starts (+1) and ends (-1) in time order, an end before a start at the same millisecond:
     the running sum is how many calls are going on. numpy sorts and sums the events (a window function over them
-    took seconds in SQLite); each 15-minute UTC slot keeps its highest count and the count at its end."""
+    took seconds in SQLite); each 15-minute UTC slot keeps its highest count and the count at its end. The calls'
+    starts and ends come as one text of comma-separated milliseconds that numpy parses: a Python row per call cost
+    more than the rest of the report together (0.6 s of 1.5 s over a year of a million calls on SQLite)."""
     import numpy as np  # loaded with the first peaks report (the dashboard's thread), not at daemon start
 
     if period.since is None or period.until is None:
@@ -248,10 +250,11 @@ def peaks(period: Period) -> list[dict]:
     db = database.obj
     d = dialect(db)
     involved = (" AND " + _INVOLVED.format(param=db.param)) if period.extension else ""
-    sql = _PEAK_CALLS.format(start=d["epoch_ms"].format(t="c.started_at"), end=d["epoch_ms"].format(t="c.ended_at"),
-                             param=db.param, involved=involved)
+    pair = d["epoch_ms"].format(t="c.started_at") + " || ',' || " + d["epoch_ms"].format(t="c.ended_at")
+    sql = _PEAK_CALLS.format(calls=d["joined"].format(x=pair), param=db.param, involved=involved)
     params = [period.since - LONGEST_CALL, period.until, *([period.extension] if period.extension else [])]
-    calls = np.array(db.execute_sql(sql, params).fetchall(), dtype=np.int64).reshape(-1, 2)
+    text = db.execute_sql(sql, params).fetchone()[0] or ""
+    calls = np.fromstring(text, dtype=np.int64, sep=",").reshape(-1, 2)
     times = np.concatenate((calls[:, 0], calls[:, 1]))
     steps = np.concatenate((np.ones(len(calls), np.int64), -np.ones(len(calls), np.int64)))
     order = np.lexsort((steps, times))

@@ -187,12 +187,8 @@ def test_deleting_a_customer_hands_its_calls_to_their_numbers(db):
         T0 + dt.timedelta(hours=30)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def test_migration_fills_facts_for_calls_stored_before_it(backend, request, monkeypatch):
-    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
-    db = open_database(url)
-    monkeypatch.setattr(migrations, "MIGRATIONS", [m for m in migrations.MIGRATIONS if m.version < 6])
-    migrations.migrate(db)
+def test_migration_fills_facts_for_calls_stored_before_it(migrated_before):
+    db = migrated_before(6)
     assert "next_inbound_at" not in {c.name for c in db.get_columns("call")}
     acme = Customer.create(name="Acme")
     for i, hours in enumerate([0, 3, 40, 41]):
@@ -203,7 +199,6 @@ def test_migration_fills_facts_for_calls_stored_before_it(backend, request, monk
         CallParty.create(call=call, extension="1001", role="callee", talked=True)
     Call.create(uuid="missed", direction="INCOMING", started_at=T0 + dt.timedelta(hours=2), missed=True,
                 external_e164="+3545550001")
-    monkeypatch.undo()
     assert migrations.migrate(db) == [m.version for m in migrations.MIGRATIONS if m.version >= 6]
     check(db)
     assert _callback_of(db, "missed") == ("m1", T0 + dt.timedelta(hours=3, seconds=9))  # migration 22 filled it
@@ -212,7 +207,6 @@ def test_migration_fills_facts_for_calls_stored_before_it(backend, request, monk
     assert [None if r is None else bool(r) for r in resolved] == [False, True, False, True]
     Call.create(uuid="later", direction="INCOMING", started_at=T0 + dt.timedelta(hours=42), customer=acme)
     check(db)  # the triggers run from now on
-    db.close()
 
 
 @pytest.mark.postgres

@@ -17,7 +17,6 @@ import pytest
 
 from screenpop.daemon.reports import analytics
 from screenpop.db import migrations, rollups
-from screenpop.db.database import open_database
 from screenpop.db.models import Call, CallParty, Customer
 
 T0 = dt.datetime(2026, 10, 23, 21, 50)  # the history spans the night summer time ends in Europe (25 October)
@@ -183,12 +182,8 @@ def test_random_history_keeps_rollups_exact(db, monkeypatch):
     same_reports(db, monkeypatch, rng)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def test_migration_rolls_up_calls_stored_before_it(backend, request, monkeypatch):
-    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
-    db = open_database(url)
-    monkeypatch.setattr(migrations, "MIGRATIONS", [m for m in migrations.MIGRATIONS if m.version < 25])
-    migrations.migrate(db)
+def test_migration_rolls_up_calls_stored_before_it(migrated_before, monkeypatch):
+    db = migrated_before(25)
     assert not db.table_exists("call_slot")
     rng = random.Random(7)
     for i in range(60):
@@ -204,7 +199,6 @@ def test_migration_rolls_up_calls_stored_before_it(backend, request, monkeypatch
                          rang_at=start + dt.timedelta(seconds=1) if inbound and rng.random() < 0.8 else None,
                          answered_at=call.answered_at, talked=answered, talk_seconds=call.talk_seconds,
                          outcome=("answered" if answered else "missed") if inbound else None)
-    monkeypatch.undo()
     assert migrations.migrate(db) == [m.version for m in migrations.MIGRATIONS if m.version >= 25]
     check(db)
     assert db.execute_sql("SELECT SUM(calls), SUM(abandoned) FROM call_slot").fetchone()[0] == 60
@@ -212,7 +206,6 @@ def test_migration_rolls_up_calls_stored_before_it(backend, request, monkeypatch
         same_reports(db, m, rng)
     Call.delete().where(Call.uuid == "m0").execute()  # the triggers run from now on
     check(db)
-    db.close()
 
 
 def test_whole_units_of_a_period():
