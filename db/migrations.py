@@ -266,8 +266,8 @@ MIGRATIONS: list[Migration] = [
     Migration(23, "customers' names and companies as each language sorts them, indexed for the A-to-Z lists",
               _customer_sort_keys),
     Migration(24, "people signed in by the organisation's directory (LDAP), marked as such", _person_source),
-    Migration(25, "calls counted per 15-minute slot (the load and daily reports' roll-up), kept by triggers",
-              rollups.install),
+    Migration(25, "roll-ups the reports sum: calls per 15-minute slot, employee sums per extension and day, calls "
+                  "per customer; kept by triggers", rollups.install),
 ]
 
 

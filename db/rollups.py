@@ -7,6 +7,9 @@
   and daily reports add the slots up per local hour and date.
 - ``employee_day``, per extension and UTC day of the call's start (whole seconds since 1970 // 86400): the employee
   report's sums over the parties of external calls (``PARTY_SUMS``, from the facts db/callfacts.py keeps on each party).
+- ``customer_calls``, per customer, over all time: its external calls, inbound, outbound and missed, and the start of
+  its latest (``last``; looked up again through the index of its calls when the latest one goes or moves). The
+  customers report over most of the stored calls takes these less the calls outside its period.
 
 A report sums the units its period covers whole and reads a unit a bound cuts from the rows
 (daemon/reports/analytics.py). Whether some party of a call rang is kept on the call (``call.rang``) by triggers on
@@ -83,6 +86,7 @@ def party_shares(sqlite: bool) -> tuple[str, ...]:
 CALL_SUMS = ("calls", "inbound", "outbound", "answered", "missed", "abandoned", "talk_seconds")
 PARTY_SUMS = ("parties", "taken", "made", "made_answered", "missed", "talked", "handle_seconds", "hold_seconds", "held",
               "resolved", "fcr_calls", "answers", "answer_seconds")
+CUSTOMER_SUMS = ("calls", "inbound", "outbound", "missed")
 _REAL_SUMS = {"talk_seconds", "handle_seconds", "hold_seconds", "answer_seconds"}
 
 
@@ -97,6 +101,7 @@ class Rollup(NamedTuple):
     shares: tuple[str, ...]
     counts: str
     reads: tuple[str, ...]  # the source's columns the keys, the condition and the shares read
+    latest: str = ""  # a time column of the source whose latest value each unit keeps too (as ``last``)
 
     def sql(self, row: str) -> tuple[str, tuple[str, ...], str]:
         """The keys, shares and condition as SQL over row (new, old, or the table's alias)."""
@@ -105,7 +110,7 @@ class Rollup(NamedTuple):
         return ", ".join(over(k) for _, _, k in self.keys), tuple(map(over, self.shares)), over(self.counts)
 
 
-def _rollups(sqlite: bool) -> tuple[Rollup, Rollup]:
+def _rollups(sqlite: bool) -> tuple[Rollup, Rollup, Rollup]:
     return (
         Rollup("call_slot", '"call"', (("slot", "BIGINT", slot("p", sqlite)),), CALL_SUMS, call_shares("p"),
                f"p.direction IN {_EXTERNAL}",
@@ -116,10 +121,14 @@ def _rollups(sqlite: bool) -> tuple[Rollup, Rollup]:
                PARTY_SUMS, party_shares(sqlite), f"p.call_direction IN {_EXTERNAL}",
                ("extension", "call_started_at", "call_direction", "call_answered_by", "call_resolved", "role", "talked",
                 "outcome", "talk_seconds", "hold_seconds", "rang_at", "answered_at")),
+        Rollup("customer_calls", '"call"', (("customer_id", "INTEGER", "p.customer_id"),), CUSTOMER_SUMS,
+               ("1", _case("p.direction = 'INCOMING'"), _case("p.direction = 'OUTGOING'"), _case("p.missed")),
+               f"p.customer_id IS NOT NULL AND p.direction IN {_EXTERNAL}",
+               ("customer_id", "direction", "started_at", "missed"), latest="started_at"),
     )
 
 
-CALL_SLOT, EMPLOYEE_DAY = _rollups(True)  # the tables' names, keys and sums, for the reports that read them
+CALL_SLOT, EMPLOYEE_DAY, CUSTOMER_CALLS = _rollups(True)  # the tables' names, keys and sums, for the reports
 
 
 def _add(r: Rollup, row: str, sign: str, sqlite: bool) -> str:
@@ -131,6 +140,24 @@ def _add(r: Rollup, row: str, sign: str, sqlite: bool) -> str:
     # SQLite: an INSERT ... SELECT before ON CONFLICT needs a WHERE clause (the parser's ambiguity with a join's ON)
     return (f"INSERT INTO {r.table} ({names}, {', '.join(r.sums)}) SELECT {keys}, {values} WHERE {counts} "
             f"ON CONFLICT ({names}) DO UPDATE SET {sets}")
+
+
+def _later(r: Rollup, row: str) -> str:
+    """SQL: row's unit keeps row's time as its latest when it is later (or the unit had none)."""
+    keys, _, counts = r.sql(row)
+    names = ", ".join(name for name, *_ in r.keys)
+    return (f"UPDATE {r.table} SET last = {row}.{r.latest} WHERE ({names}) = ({keys}) AND {counts} "
+            f"AND (last IS NULL OR last < {row}.{r.latest})")
+
+
+def _latest_again(r: Rollup, row: str, sqlite: bool) -> str:
+    """SQL: row (gone from its unit, or changed) was its unit's latest: the latest of the unit's rows, looked up again
+    (an index seek on the caller's calls)."""
+    keys, _, counts = r.sql(row)
+    names = ", ".join(name for name, *_ in r.keys)
+    mine = " AND ".join(f"p.{name} = {row}.{name}" for name, *_ in r.keys)
+    return (f"UPDATE {r.table} SET last = (SELECT MAX(p.{r.latest}) FROM {r.source} p WHERE {mine} AND "
+            f"{r.counts}) WHERE ({names}) = ({keys}) AND {counts} AND last = {row}.{r.latest}")
 
 
 def _rang(call_id: str, sqlite: bool) -> str:
@@ -146,13 +173,16 @@ def _triggers(sqlite: bool) -> dict[str, tuple[str, str, str, list[str]]]:
     out = {}
     for r in _rollups(sqlite):
         (old_keys, old_shares, old_counts), (new_keys, new_shares, new_counts) = r.sql("old"), r.sql("new")
+        latest = [f"{row}.{r.latest}" for row in ("old", "new") if r.latest]
         changed = (f"(({old_counts}) OR ({new_counts})) AND ((({old_counts}) {op} ({new_counts})) OR "
-                   f"({old_keys}, {', '.join(old_shares)}) {op} ({new_keys}, {', '.join(new_shares)}))")
+                   f"({', '.join([old_keys, *old_shares, *latest[:1]])}) {op} "
+                   f"({', '.join([new_keys, *new_shares, *latest[1:]])}))")
         name = r.table
-        out[f"{name}_ai"] = (f"AFTER INSERT ON {r.source}", new_counts, "", [_add(r, "new", "+", sqlite)])
+        later, again = (([_later(r, "new")], [_latest_again(r, "old", sqlite)]) if r.latest else ([], []))
+        out[f"{name}_ai"] = (f"AFTER INSERT ON {r.source}", new_counts, "", [_add(r, "new", "+", sqlite), *later])
         out[f"{name}_au"] = (f"AFTER UPDATE OF {', '.join(r.reads)} ON {r.source}", changed, "",
-                             [_add(r, "old", "-", sqlite), _add(r, "new", "+", sqlite)])
-        out[f"{name}_ad"] = (f"AFTER DELETE ON {r.source}", old_counts, "", [_add(r, "old", "-", sqlite)])
+                             [_add(r, "old", "-", sqlite), _add(r, "new", "+", sqlite), *later, *again])
+        out[f"{name}_ad"] = (f"AFTER DELETE ON {r.source}", old_counts, "", [_add(r, "old", "-", sqlite), *again])
     out["call_party_rang_ai"] = ("AFTER INSERT ON call_party", "new.rang_at IS NOT NULL", "",
                                  [_rang("new.call_id", sqlite)])
     out["call_party_rang_au"] = ("AFTER UPDATE OF rang_at, call_id ON call_party",
@@ -176,10 +206,12 @@ def install(db: peewee.Database) -> None:
     for r in _rollups(sqlite):
         keys, shares, counts = r.sql("p")
         names = ", ".join(name for name, *_ in r.keys)
+        last = ([f"last {'DATETIME' if sqlite else 'timestamp'}"], ["last"], [f"MAX(p.{r.latest})"]) if r.latest else ([], [], [])
         columns = ", ".join([*(f"{name} {kind} NOT NULL" for name, kind, _ in r.keys),
-                             *(f"{c} {real if c in _REAL_SUMS else 'INTEGER'} NOT NULL" for c in r.sums)])
+                             *(f"{c} {real if c in _REAL_SUMS else 'INTEGER'} NOT NULL" for c in r.sums), *last[0]])
         run(f"CREATE TABLE IF NOT EXISTS {r.table} ({columns}, PRIMARY KEY ({names}))")
         run(f"DELETE FROM {r.table}")
-        run(f"INSERT INTO {r.table} ({names}, {', '.join(r.sums)}) SELECT {keys}, {', '.join(f'SUM({s})' for s in shares)} "
+        run(f"INSERT INTO {r.table} ({', '.join([names, *r.sums, *last[1]])}) "
+            f"SELECT {', '.join([keys, *(f'SUM({s})' for s in shares), *last[2]])} "
             f"FROM {r.source} p WHERE {counts} GROUP BY {keys}")
     callfacts.create(db, _triggers(sqlite))

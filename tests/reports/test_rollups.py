@@ -33,17 +33,24 @@ def _unit(t: dt.datetime, seconds: int) -> int:
     return int((t.replace(microsecond=0) - dt.datetime(1970, 1, 1)).total_seconds()) // seconds
 
 
-def expected(db) -> tuple[dict, dict]:
-    """call_slot and employee_day as plain Python computes them from the calls and parties (docs/analytics.md)."""
+def expected(db) -> tuple[dict, dict, dict]:
+    """call_slot, employee_day and customer_calls as plain Python computes them from the calls and parties
+    (docs/analytics.md)."""
     calls = {row[0]: row for row in db.execute_sql(
-        'SELECT id, direction, started_at, answered_by, missed, talk_seconds FROM "call"').fetchall()}
+        'SELECT id, direction, started_at, answered_by, missed, talk_seconds, customer_id FROM "call"').fetchall()}
     parties = db.execute_sql("SELECT call_id, extension, role, talked, outcome, talk_seconds, hold_seconds, rang_at, "
                              "answered_at, call_resolved FROM call_party").fetchall()
     rang = {p[0] for p in parties if p[7] is not None}
     slots: dict[int, list] = defaultdict(lambda: [0] * 6 + [0.0])
-    for cid, direction, started, answered_by, missed, talk in calls.values():
+    customers: dict[int, list] = {}
+    for cid, direction, started, answered_by, missed, talk, customer in calls.values():
         if direction not in ("INCOMING", "OUTGOING"):
             continue
+        if customer is not None:
+            c = customers.setdefault(customer, [0, 0, 0, 0, None])
+            for i, add in enumerate((1, direction == "INCOMING", direction == "OUTGOING", bool(missed))):
+                c[i] += add
+            c[4] = max(c[4] or _time(started), _time(started))
         inbound = direction == "INCOMING"
         s = slots[_unit(_time(started), rollups.SLOT_SECONDS)]
         for i, add in enumerate((1, inbound, not inbound, inbound and answered_by is not None, inbound and bool(missed),
@@ -65,7 +72,7 @@ def expected(db) -> tuple[dict, dict]:
         d = days[(ext, _unit(_time(started), rollups.DAY_SECONDS))]
         for i, add in enumerate(shares):
             d[i] += add
-    return dict(slots), dict(days)
+    return dict(slots), dict(days), customers
 
 
 def _stored(db, rollup: rollups.Rollup, keys: int) -> dict:
@@ -81,31 +88,43 @@ def _same(got: dict, want: dict) -> None:
 
 def check(db) -> None:
     """The roll-up tables equal expected() (their units with no rows left may stay, all zero)."""
-    slots, days = expected(db)
+    slots, days, customers = expected(db)
     _same(_stored(db, rollups.CALL_SLOT, 1), slots)
     _same(_stored(db, rollups.EMPLOYEE_DAY, 2), days)
+    stored = {cid: [*v[:-1], _time(v[-1])] for cid, v in _stored(db, rollups.CUSTOMER_CALLS, 1).items()}
+    assert stored == {k: v for k, v in customers.items() if v[0]}
 
 
 def _rows_only(monkeypatch, fn, period):
-    """The report as read from the rows alone: no unit counts as whole."""
+    """The report as read from the rows alone: no unit counts as whole, no customer's calls are rolled up."""
     with monkeypatch.context() as m:
         m.setattr(analytics, "_whole", lambda period, seconds: None)
+        m.setattr(analytics, "_rolled_up", lambda period: False)
         return fn(period)
 
 
+def _customers_rolled_up(period):
+    """The customers report from the roll-up less the calls outside the period, whatever the period's length."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(analytics, "_rolled_up", lambda period: not period.extension)
+        return analytics.customers(period)
+
+
 def same_reports(db, monkeypatch, rng: random.Random) -> None:
-    """load, daily and employees from the roll-ups equal the same reports read from the rows, over periods whose
-    bounds cut a slot and a day, fall on a slot's edge, or are open."""
+    """load, daily, employees and customers from the roll-ups equal the same reports read from the rows, over
+    periods whose bounds cut a slot and a day, fall on a slot's edge, or are open."""
     for _ in range(3):
         since = T0 + dt.timedelta(minutes=rng.randrange(-60, 60 * 60), seconds=rng.choice([0, 0, 17.5]))
         until = since + dt.timedelta(minutes=rng.randrange(1, 60 * 80))
         for period in (analytics.Period(since, until, ZONE), analytics.Period(None, until, ZONE),
                        analytics.Period(since, None, ZONE), analytics.Period(None, None, ZONE),
-                       analytics.Period(since, until, ZONE, "1002")):
-            for fn in (analytics.load, analytics.daily, analytics.employees):
+                       analytics.Period(since, until, ZONE, "1002"),
+                       analytics.Period(since, since + dt.timedelta(minutes=rng.randrange(1, 90)), ZONE)):
+            for fn, report in ((analytics.load, analytics.load), (analytics.daily, analytics.daily),
+                               (analytics.employees, analytics.employees), (_customers_rolled_up, analytics.customers)):
                 if fn is analytics.daily and (period.since is None or period.until is None):
                     continue  # open: from the first to the last call's date, both read the same
-                assert fn(period) == _rows_only(monkeypatch, fn, period), (fn.__name__, period)
+                assert fn(period) == _rows_only(monkeypatch, report, period), (report.__name__, period)
 
 
 def test_random_history_keeps_rollups_exact(db, monkeypatch):
