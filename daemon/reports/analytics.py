@@ -355,10 +355,11 @@ def secs(value: float | None) -> float | None:
 
 
 _CENT = Decimal("0.01")
+_NONE = Decimal(0).quantize(_CENT)  # what most customers owe: one shared value (Decimals never change)
 
 
 def _money(value) -> Decimal:
-    return Decimal(0).quantize(_CENT) if value is None else Decimal(str(value)).quantize(_CENT)
+    return _NONE if value is None else Decimal(str(value)).quantize(_CENT)
 
 
 def ratio(part: int, whole: int) -> float | None:
