@@ -111,6 +111,7 @@ class Rollup(NamedTuple):
 
 
 def _rollups(sqlite: bool) -> tuple[Rollup, Rollup, Rollup]:
+    """The roll-up tables, their SQL in this database's dialect."""
     return (
         Rollup("call_slot", '"call"', (("slot", "BIGINT", slot("p", sqlite)),), CALL_SUMS, call_shares("p"),
                f"p.direction IN {_EXTERNAL}",
@@ -150,14 +151,14 @@ def _later(r: Rollup, row: str) -> str:
             f"AND (last IS NULL OR last < {row}.{r.latest})")
 
 
-def _latest_again(r: Rollup, row: str, sqlite: bool) -> str:
+def _latest_again(r: Rollup, row: str) -> str:
     """SQL: row (gone from its unit, or changed) was its unit's latest: the latest of the unit's rows, looked up again
     (an index seek on the caller's calls)."""
     keys, _, counts = r.sql(row)
     names = ", ".join(name for name, *_ in r.keys)
     mine = " AND ".join(f"p.{name} = {row}.{name}" for name, *_ in r.keys)
     return (f"UPDATE {r.table} SET last = (SELECT MAX(p.{r.latest}) FROM {r.source} p WHERE {mine} AND "
-            f"{r.counts}) WHERE ({names}) = ({keys}) AND {counts} AND last = {row}.{r.latest}")
+            f"{r.counts}) WHERE ({names}) = ({keys}) AND {counts} AND last <= {row}.{r.latest}")
 
 
 def _rang(call_id: str, sqlite: bool) -> str:
@@ -178,7 +179,7 @@ def _triggers(sqlite: bool) -> dict[str, tuple[str, str, str, list[str]]]:
                    f"({', '.join([old_keys, *old_shares, *latest[:1]])}) {op} "
                    f"({', '.join([new_keys, *new_shares, *latest[1:]])}))")
         name = r.table
-        later, again = (([_later(r, "new")], [_latest_again(r, "old", sqlite)]) if r.latest else ([], []))
+        later, again = (([_later(r, "new")], [_latest_again(r, "old")]) if r.latest else ([], []))
         out[f"{name}_ai"] = (f"AFTER INSERT ON {r.source}", new_counts, "", [_add(r, "new", "+", sqlite), *later])
         out[f"{name}_au"] = (f"AFTER UPDATE OF {', '.join(r.reads)} ON {r.source}", changed, "",
                              [_add(r, "old", "-", sqlite), _add(r, "new", "+", sqlite), *later, *again])
