@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from xdist.scheduler import LoadFileScheduling
 
-from support import CAPTURES
+from support import CAPTURES, built_once
 
 # The tiers (registered in pyproject.toml). A test is `unit` unless it needs more: `integration` for real services
 # (PostgreSQL, the daemon, the simulator or the tray as processes over TCP), `desktop`, `browser`, `packaging`.
@@ -86,6 +87,24 @@ def _longest_files_first(items: list[pytest.Item]) -> None:
         tier = next(t for t in TIER_SECONDS if item.get_closest_marker(t))
         seconds[item.path] = seconds.get(item.path, 0.0) + TIER_SECONDS[tier]
     items.sort(key=lambda item: -seconds[item.path])
+
+
+# Files whose tests pytest-xdist hands out one at a time, not the whole file to one worker: each test is minutes of
+# waiting on the mirror, dpkg or QEMU, and they share their builds (support.built_once), so they run side by side.
+ONE_TEST_AT_A_TIME = {"tests/packaging/test_deb.py"}
+
+
+class _LoadFileScheduling(LoadFileScheduling):
+    """--dist loadfile, but the tests of ONE_TEST_AT_A_TIME's files each a unit of work of its own."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        scope = super()._split_scope(nodeid)
+        return nodeid if scope in ONE_TEST_AT_A_TIME else scope
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log) -> LoadFileScheduling | None:
+    """.ci/test's --dist loadfile, with ONE_TEST_AT_A_TIME."""
+    return _LoadFileScheduling(config, log) if config.getoption("dist") == "loadfile" else None
 
 
 def _mark_tiers(items: list[pytest.Item]) -> None:
@@ -208,9 +227,12 @@ def dists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     from support import ROOT
 
-    out = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)], check=True, capture_output=True)
-    return {"sdist": next(out.glob("*.tar.gz")), "wheel": next(out.glob("*.whl"))}
+    def build(out: Path) -> dict[str, Path]:
+        subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)], check=True,
+                       capture_output=True)
+        return {"sdist": next(out.glob("*.tar.gz")), "wheel": next(out.glob("*.whl"))}
+
+    return built_once(tmp_path_factory, "dist", build)
 
 
 @pytest.fixture

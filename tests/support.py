@@ -1,8 +1,10 @@
 """Helpers for tests that run the real daemon and the real simulator as processes over loopback TCP."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,6 +36,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], dict[str, Path]]) -> dict[str, Path]:
+    """What build makes in a folder of its own, made once per run: on pytest-xdist workers (the packaging tier runs
+    on several) the first to ask builds it under a lock in the run's shared temporary folder, the others wait for it
+    and read the same paths. A build that fails is tried again by the next to ask."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        made = shared / f"{name}.json"
+        if not made.is_file():
+            folder = shared / name
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            made.write_text(json.dumps({key: str(path) for key, path in build(folder).items()}))
+        return {key: Path(path) for key, path in json.loads(made.read_text()).items()}
 
 
 def patient(context):

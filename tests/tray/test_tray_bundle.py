@@ -29,13 +29,11 @@ def pyinstaller(python: Path, tmp: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The spec built as docs/packaging.md says, in a build virtualenv with screenpop installed from its wheel (not
-    editable). The tray's libraries and PyInstaller come from this test virtualenv through a .pth line (a path
-    line: the editable install's own .pth there is not run), so the build needs no network."""
+def build(dists: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The spec built as docs/packaging.md says, in a build virtualenv with screenpop installed from its wheel (the
+    session's `dists`, not editable). The tray's libraries and PyInstaller come from this test virtualenv through a
+    .pth line (a path line: the editable install's own .pth there is not run), so the build needs no network."""
     tmp = tmp_path_factory.mktemp("pyinstaller")
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp / "wheel"), str(ROOT)], check=True,
-                   capture_output=True)
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin/python"
@@ -43,7 +41,7 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
                           capture_output=True, text=True).stdout.strip()
     Path(site, "screenpop-test-libraries.pth").write_text(sysconfig.get_path("purelib") + "\n")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
-                    "--disable-pip-version-check", str(next((tmp / "wheel").glob("*.whl")))], check=True)
+                    "--disable-pip-version-check", str(dists["wheel"])], check=True)
     result = pyinstaller(python, tmp)
     assert result.returncode == 0, result.stderr[-4000:]
     return tmp
