@@ -4,6 +4,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -31,11 +32,31 @@ EXPOSURE_MAX = 1.1
 SLACK = 4
 
 
+def _ports() -> range:
+    """Ports below the kernel's ephemeral range: no process's outgoing connection is ever given one as its source
+    port, so a port a test frees (a daemon killed -9) and binds again cannot be taken meanwhile by a connection of
+    some other test's (which happened to the daemon's HTTP port on a busy three-worker run)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(10000, max(low, 12000))
+
+
+PORTS = _ports()
+_pick = random.Random(os.getpid() ^ time.time_ns())  # each xdist worker its own sequence
+
+
 def free_port() -> int:
-    """A TCP port on loopback nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on loopback that nobody uses right now, outside the ephemeral range."""
+    while True:
+        port = _pick.choice(PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
 
 
 def built_once(tmp_path_factory, name: str, build: Callable[[Path], dict[str, Path]]) -> dict[str, Path]:
