@@ -159,7 +159,7 @@ def test_a_step_refused_while_another_connection_writes_runs_again_without_stopp
     worker.atomic(_read_then_write, db, 1)
     ticker.kill()
     worker.stop()
-    assert len(ticks) >= 20, "the loop ran while the step waited"
+    assert len(ticks) >= 5, "the loop ran while the step waited (a blocked loop ticks once at most)"
     assert db.execute_sql("SELECT count(*) FROM t").fetchone()[0] == 2
     other.close()
     db.close()
